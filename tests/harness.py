@@ -1,0 +1,203 @@
+"""harness.py - what every test module shares.
+
+A MailTest gets a throwaway directory with its own user.txt and spool;
+start_smtp()/start_pop() run the real binaries (the sanitizer build that
+`make test` makes, or MAIL_BIN) on a free loopback port, and tearDown stops
+exactly the processes the test started, by PID, and fails the test if a
+sanitizer reported anything in their logs.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, os.environ.get("MAIL_BIN", "build/asan"))
+ACCOUNTS = [("alice", "alicepw"), ("bob", "bobpw"), ("carol", "carolpw")]
+HOSTNAME = "mx.test.example"
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:|"
+                          r"SUMMARY: UndefinedBehaviorSanitizer")
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1:log_path=stderr",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+}
+
+
+def binary(name):
+    return os.path.join(BIN, name)
+
+
+def free_port():
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One server process of ours: started, waited for, stopped by PID."""
+
+    def __init__(self, prog, args, cwd, port):
+        self.prog, self.port, self.cwd = prog, port, cwd
+        self.log_path = os.path.join(cwd, "%s-%d.log" % (prog, port))
+        self.log_file = open(self.log_path, "ab")
+        env = dict(os.environ, **SANITIZER_ENV)
+        self.proc = subprocess.Popen([binary(prog)] + list(args) + [str(port)],
+                                     cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=self.log_file, stderr=self.log_file,
+                                     env=env)
+        self.wait_listening()
+
+    def wait_listening(self, timeout=10):
+        """Wait for the server's "listening" log line (or its early death)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if "listening" in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError("%s exited %s at start:\n%s"
+                                     % (self.prog, self.proc.returncode, self.log()))
+            time.sleep(0.02)
+        raise AssertionError("%s did not start listening:\n%s" % (self.prog, self.log()))
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, timeout=15):
+        """SIGTERM, then SIGKILL if it will not go; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+        return self.proc.returncode
+
+
+class Raw:
+    """A raw line-oriented client: send bytes, read CRLF lines and replies."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def line(self):
+        """One line without its CRLF; '' at EOF (then self.eof is True)."""
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                rest, self.buf = self.buf, b""
+                self.eof = True
+                return rest.decode("latin-1")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode("latin-1")
+
+    def reply(self):
+        """An SMTP reply, multi-line included: the list of its lines."""
+        lines = [self.line()]
+        while len(lines[-1]) > 3 and lines[-1][3] == "-":
+            lines.append(self.line())
+        return lines
+
+    def cmd(self, text):
+        """Send one command line (CRLF added); return the last reply line."""
+        self.send(text + "\r\n")
+        return self.reply()[-1]
+
+    def closed(self, timeout=5):
+        """True if the server closes the connection (EOF) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (socket.timeout, TimeoutError):
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class MailTest(unittest.TestCase):
+    """A test with its own directory, user.txt, spool and servers."""
+
+    accounts = ACCOUNTS
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mailtest-")
+        self.spool = os.path.join(self.dir, "users")
+        self.userfile = os.path.join(self.dir, "user.txt")
+        os.mkdir(self.spool)
+        with open(self.userfile, "w") as f:
+            for login, password in self.accounts:
+                f.write("%s %s\n" % (login, password))
+        self.servers = []
+
+    def tearDown(self):
+        problems = []
+        for server in self.servers:
+            server.stop()
+            found = SANITIZER_RE.search(server.log())
+            if found:
+                problems.append("%s log:\n%s" % (server.prog, server.log()))
+        if not problems:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if problems:
+            self.fail("sanitizer report:\n" + "\n".join(problems))
+
+    def start(self, prog, *args, port=None, common=True):
+        port = port or free_port()
+        if common:
+            args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1") + args
+        server = Server(prog, args, self.dir, port)
+        self.servers.append(server)
+        return server
+
+    def start_smtp(self, *args, **kw):
+        return self.start("smtpmail", "-n", HOSTNAME, *args, **kw)
+
+    def start_pop(self, *args, **kw):
+        return self.start("popserver", *args, **kw)
+
+    def mailbox_path(self, login):
+        return os.path.join(self.spool, login, "mymailbox")
+
+    def mailbox(self, login):
+        """The raw bytes of a mailbox (b"" if it does not exist)."""
+        try:
+            with open(self.mailbox_path(login), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def records(self, login):
+        """The mailbox split into records, each without its ".\\r\\n" end."""
+        data = self.mailbox(login)
+        if not data:
+            return []
+        self.assertTrue(data.endswith(b"\r\n.\r\n"), "mailbox ends mid-record")
+        return [part + b"\r\n" for part in data.split(b"\r\n.\r\n")[:-1]]
