@@ -16,6 +16,7 @@ import inspect
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -62,19 +63,24 @@ def main():
     while pending or running:
         while pending and len(running) < JOBS:
             name = pending.pop(0)
+            # Output goes to a temp file, not a pipe: a pipe read only at
+            # the end would block a class that prints more than 64 KiB.
+            log = tempfile.TemporaryFile()
             proc = subprocess.Popen([sys.executable, __file__, "--one", name],
-                                    cwd=HERE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True,
-                                    errors="replace")
-            running.append((name, proc, time.time()))
+                                    cwd=HERE, stdout=log, stderr=subprocess.STDOUT)
+            running.append((name, proc, time.time(), log))
         time.sleep(0.05)
         for item in list(running):
-            name, proc, began = item
+            name, proc, began, log = item
             if proc.poll() is None and time.time() - began < CLASS_TIMEOUT:
                 continue
             if proc.poll() is None:
                 proc.kill()
-            out = proc.communicate()[0]
+                print("%s: killed after %ds" % (name, CLASS_TIMEOUT), flush=True)
+            proc.wait()
+            log.seek(0)
+            out = log.read().decode("utf-8", "replace")
+            log.close()
             running.remove(item)
             p, f = 0, 1
             for line in out.splitlines():

@@ -1,0 +1,1928 @@
+/*
+ * smtpmail - a forking SMTP receiver (RFC 5321) that delivers into the spool.
+ *
+ * Usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]
+ *                 [-s maxbytes] [-c maxsessions] [-t seconds] [-D domain]...
+ *                 [-v] [-h] [port]
+ *
+ *   port            TCP port to listen on (default 2525)
+ *   -d spool        the spool: mail goes to <spool>/<login>/mymailbox (users)
+ *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
+ *   -n hostname     the name in the greeting and trace lines (gethostname)
+ *   -l address      listen on this address only (default: all IPv4 and IPv6)
+ *   -s maxbytes     the largest message accepted (26214400, 25 MiB)
+ *   -c maxsessions  concurrent sessions; past it "421 4.3.2" (100)
+ *   -t seconds      idle timeout of a session (300)
+ *   -D domain       a local domain; repeatable. Given: other domains are
+ *                   refused (550 5.7.1 Relaying denied). Default: any domain
+ *   -v              log the whole dialogue ("< " client, "> " server)
+ *   -h              this help on stdout
+ *
+ * Commands: HELO, EHLO, MAIL FROM:, RCPT TO:, DATA, RSET, NOOP, QUIT, VRFY,
+ * HELP (EXPN, TURN, ETRN, AUTH, STARTTLS, BDAT: 502). Verbs ignore case.
+ * EHLO offers SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES (RFC 3463
+ * codes on every reply but the greeting and the HELO/EHLO replies, RFC 2034).
+ *
+ * Main replies: "220 <host> Service ready", "250 OK Hello <domain>",
+ * "250 2.1.0 <addr>... Sender ok", "250 2.1.5 <addr>... Recipient ok",
+ * "354 Enter mail, end with "." on a line by itself",
+ * "250 2.0.0 OK Message accepted for delivery as <id>",
+ * "221 2.0.0 <host> closing connection", "550 5.1.1 No such user".
+ *
+ * Delivery (DESIGN.md): the data is stored as CRLF lines, dot-stuffed, after
+ * a Return-Path and a Received line; write locks in sorted login order,
+ * append, fsync, all or nothing. 250 means on disk in every mailbox.
+ *
+ * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
+ * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
+ *
+ * Exit: 0 after SIGTERM/SIGINT (sessions get 10 s to end), 1 cannot listen,
+ * 2 bad usage.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <netdb.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- limits */
+
+enum {
+	IO_BUF_SIZE = 16384,	/* socket input and output buffers */
+	LOG_LINE_MAX = 1024,	/* one log line, truncated past this */
+	LOGIN_MAX = 64,		/* DESIGN.md: a login is 1-64 characters */
+	PASSWORD_MAX = 128,
+	USERLINE_MAX = 512,	/* one line of user.txt */
+	MAX_LISTEN = 8,		/* listening sockets (IPv4 + IPv6 + ...) */
+	ADDR_TEXT_MAX = 64,	/* a numeric IPv4/IPv6 address, scope included */
+	STOP_GRACE_SECONDS = 10,	/* SIGTERM: how long running sessions may go on */
+	PATH_TEXT_MAX = 4096,	/* a spool path */
+	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
+	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
+	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
+
+	COMMAND_LINE_MAX = 512,	/* RFC 5321 4.5.3.1.4: 512 octets with the CRLF */
+	REPLY_LINE_MAX = 512,	/* RFC 5321 4.5.3.1.5: 512 octets with the CRLF */
+	LOCAL_PART_MAX = 64,	/* RFC 5321 4.5.3.1.1: 64 octets */
+	DOMAIN_MAX = 255,	/* RFC 5321 4.5.3.1.2: 255 octets */
+	SMTP_PATH_MAX = 256,	/* RFC 5321 4.5.3.1.3: 256 octets with the <> */
+	RECIPIENTS_MAX = 100,	/* RFC 5321 4.5.3.1.8: at least 100 recipients */
+	ERRORS_MAX = 20,	/* error replies before "421 4.7.0", as Postfix */
+	DOMAINS_MAX = 16,	/* -D options */
+	HOSTNAME_MAX = 255,	/* -n / gethostname: a domain */
+	SPILL_MEM = 65536,	/* DATA kept in memory up to this, then a temp file */
+	TRACE_MAX = 2048,	/* Return-Path + Received lines of one record */
+	TRIM_CHUNK = 4096,	/* the backwards scan for a crashed tail */
+	ID_MAX = 48,		/* a message id */
+	DEFAULT_MAX_SIZE = 25 * 1024 * 1024,	/* -s: 25 MiB */
+	DEFAULT_SESSIONS = 100,	/* -c */
+	DEFAULT_TIMEOUT = 300	/* -t: RFC 5321 4.5.3.2.7 asks 5 minutes */
+};
+
+/* ---------------------------------------------------------------- types */
+
+/* The configuration: set by main from the options, or by a fuzz harness. */
+struct config {
+	const char *spool;	/* -d */
+	const char *userfile;	/* -u */
+	const char *hostname;	/* -n, else gethostname() */
+	const char *listen;	/* -l; NULL: every address */
+	const char *port;
+	unsigned long long max_size;	/* -s, bytes of message data */
+	int max_sessions;	/* -c */
+	int timeout;		/* -t, seconds */
+	const char *domains[DOMAINS_MAX];	/* -D; none: any domain is local */
+	int ndomains;
+};
+
+static struct config cfg = {
+	.spool = "users", .userfile = "user.txt", .hostname = "localhost",
+	.port = "2525", .max_size = DEFAULT_MAX_SIZE,
+	.max_sessions = DEFAULT_SESSIONS, .timeout = DEFAULT_TIMEOUT
+};
+/* ---------------------------------------------------------------- logging */
+
+static const char *progname = "smtpmail";
+static int verbose;		/* -v: log the whole dialogue too */
+
+/* log_msg - one line on stderr: UTC time, program[pid], the message */
+static void log_msg(const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX];
+	time_t now = time(NULL);
+	struct tm tm;
+	size_t len = 0;
+	va_list ap;
+	int n;
+
+	if (gmtime_r(&now, &tm))
+		len = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+	n = snprintf(line + len, sizeof line - len, "%s[%ld]: ", progname,
+		     (long)getpid());
+	if (n > 0)
+		len += (size_t)n < sizeof line - len ? (size_t)n : sizeof line - len - 1;
+	va_start(ap, fmt);
+	n = vsnprintf(line + len, sizeof line - len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		len += (size_t)n < sizeof line - len ? (size_t)n : sizeof line - len - 1;
+	/* Peer-supplied text may hold control bytes: one log line stays one line. */
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			line[i] = '?';
+	if (len >= sizeof line - 1)
+		len = sizeof line - 2;
+	line[len++] = '\n';
+	/* One write per line: lines of concurrent children do not interleave. */
+	if (write(STDERR_FILENO, line, len) < 0)
+		return;		/* nowhere left to report it */
+}
+
+/* ---------------------------------------------------------------- buffered socket I/O */
+
+/* A connection: buffered input and output on a non-blocking socket, every
+ * wait bounded by timeout_ms, so no peer can hang a session. */
+struct conn {
+	int fd;
+	int timeout_ms;		/* the longest wait for the peer, each time */
+	char in[IO_BUF_SIZE];
+	size_t in_pos, in_len;	/* unread input is in[in_pos .. in_len) */
+	char out[IO_BUF_SIZE];
+	size_t out_len;
+	int failed;		/* a write failed or timed out: write no more */
+};
+
+enum io_status { IO_OK, IO_TOO_LONG, IO_EOF, IO_TIMEOUT, IO_ERROR };
+
+/* conn_init - set up a connection on socket fd (made non-blocking) */
+static int conn_init(struct conn *c, int fd, int timeout_seconds)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	memset(c, 0, sizeof *c);
+	c->fd = fd;
+	c->timeout_ms = timeout_seconds * 1000;
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		return -1;
+	return 0;
+}
+
+/* conn_wait - wait, at most the timeout, until fd is ready for events */
+static enum io_status conn_wait(struct conn *c, short events)
+{
+	struct pollfd p = { .fd = c->fd, .events = events };
+
+	for (;;) {
+		int n = poll(&p, 1, c->timeout_ms);
+
+		if (n > 0)
+			return IO_OK;
+		if (n == 0)
+			return IO_TIMEOUT;
+		if (errno != EINTR)
+			return IO_ERROR;
+	}
+}
+
+/* conn_flush - send everything buffered; after a failure, never write again */
+static int conn_flush(struct conn *c)
+{
+	size_t done = 0;
+
+	while (done < c->out_len && !c->failed) {
+		ssize_t n = write(c->fd, c->out + done, c->out_len - done);
+
+		if (n > 0)
+			done += (size_t)n;
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+			 && conn_wait(c, POLLOUT) == IO_OK)
+			continue;
+		else
+			c->failed = 1;
+	}
+	c->out_len = 0;
+	return c->failed ? -1 : 0;
+}
+
+/* conn_write - queue n bytes for the peer, sending when the buffer is full */
+static int conn_write(struct conn *c, const void *data, size_t n)
+{
+	const char *p = data;
+
+	while (n > 0 && !c->failed) {
+		size_t room = sizeof c->out - c->out_len;
+		size_t k = n < room ? n : room;
+
+		memcpy(c->out + c->out_len, p, k);
+		c->out_len += k;
+		p += k;
+		n -= k;
+		if (c->out_len == sizeof c->out)
+			conn_flush(c);
+	}
+	return c->failed ? -1 : 0;
+}
+
+/*
+ * conn_fill - read more input. Pending output is sent first: replies to
+ * pipelined commands go out together in one write, and a peer waiting for
+ * a reply is never left waiting while we wait for it (no deadlock).
+ */
+static enum io_status conn_fill(struct conn *c)
+{
+	if (conn_flush(c) < 0)
+		return IO_ERROR;
+	if (c->in_pos > 0) {
+		memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+		c->in_len -= c->in_pos;
+		c->in_pos = 0;
+	}
+	if (c->in_len == sizeof c->in)
+		return IO_TOO_LONG;	/* the caller must consume first */
+	for (;;) {
+		ssize_t n = read(c->fd, c->in + c->in_len, sizeof c->in - c->in_len);
+		enum io_status st;
+
+		if (n > 0) {
+			c->in_len += (size_t)n;
+			return IO_OK;
+		}
+		if (n == 0)
+			return IO_EOF;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return IO_ERROR;
+		if ((st = conn_wait(c, POLLIN)) != IO_OK)
+			return st;
+	}
+}
+
+/*
+ * conn_read_line - the next input line, without its line end, NUL-terminated
+ * in line[cap]; *len is its length (it may hold NUL bytes) and *crlf says if
+ * it ended in CRLF rather than a bare LF. A line that does not fit (with its
+ * CR) in cap - 1 bytes is read to its end and dropped: IO_TOO_LONG, and the
+ * session stays in step with the peer. So cap is the protocol's line limit
+ * counting CRLF: char line[512] takes exactly RFC 5321's 512 octets.
+ */
+static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
+				     size_t *len, int *crlf)
+{
+	size_t n = 0;
+	int too_long = 0;
+	char last = 0;		/* the byte before the LF */
+
+	for (;;) {
+		char *start = c->in + c->in_pos;
+		size_t avail = c->in_len - c->in_pos;
+		char *lf = memchr(start, '\n', avail);
+		size_t take = lf ? (size_t)(lf - start) : avail;
+		enum io_status st;
+
+		if (take > 0)
+			last = start[take - 1];
+		if (!too_long && n + take < cap) {
+			memcpy(line + n, start, take);
+			n += take;
+		} else {
+			too_long = 1;
+		}
+		c->in_pos += lf ? take + 1 : take;
+		if (lf)
+			break;
+		if ((st = conn_fill(c)) != IO_OK)
+			return st;	/* EOF mid-line: the fragment is dropped */
+	}
+	*crlf = last == '\r';
+	if (*crlf && !too_long)
+		n--;
+	line[n] = '\0';
+	*len = n;
+	return too_long ? IO_TOO_LONG : IO_OK;
+}
+
+/* ---------------------------------------------------------------- accounts (user.txt) */
+
+struct account {
+	char login[LOGIN_MAX + 1];	/* as spelled in user.txt: names the directory */
+	char password[PASSWORD_MAX + 1];
+};
+
+/* login_valid - 1-64 of [A-Za-z0-9._-], not starting with '.': never a path */
+static int login_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > LOGIN_MAX || s[0] == '.')
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+			return 0;
+	return 1;
+}
+
+/* skip_rest_of_line - after an overlong fgets, drop the rest of that line */
+static void skip_rest_of_line(FILE *f)
+{
+	int ch;
+
+	while ((ch = getc(f)) != EOF && ch != '\n')
+		;
+}
+
+/* userfile_entry - parse one user.txt line; 1: an account, 0: skip it */
+static int userfile_entry(char *line, const char *userfile, unsigned lineno,
+			  struct account *acct)
+{
+	char *save = NULL;
+	char *login = strtok_r(line, " \t\r\n", &save);
+	char *password = login ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+
+	if (!login || login[0] == '#')
+		return 0;
+	if (!login_valid(login)) {
+		log_msg("%s:%u: invalid login skipped", userfile, lineno);
+		return 0;
+	}
+	if (!password || strlen(password) > PASSWORD_MAX) {
+		log_msg("%s:%u: missing or overlong password, skipped", userfile, lineno);
+		return 0;
+	}
+	memcpy(acct->login, login, strlen(login) + 1);
+	memcpy(acct->password, password, strlen(password) + 1);
+	return 1;
+}
+
+/*
+ * user_lookup - find login (any case) in user.txt; login NULL: the first
+ * account. Re-read on every call, so an account added while the server runs
+ * works at once. Returns 1 found (*acct filled), 0 not found, -1 unreadable.
+ */
+static int user_lookup(const char *userfile, const char *login, struct account *acct)
+{
+	char line[USERLINE_MAX];
+	unsigned lineno = 0;
+	int found = 0, failed;
+	FILE *f = fopen(userfile, "r");
+
+	if (!f) {
+		log_msg("cannot open %s: %s", userfile, strerror(errno));
+		return -1;
+	}
+	while (!found && fgets(line, sizeof line, f)) {
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			log_msg("%s:%u: line too long, skipped", userfile, lineno);
+			skip_rest_of_line(f);
+			continue;
+		}
+		if (userfile_entry(line, userfile, lineno, acct)
+		    && (!login || strcasecmp(acct->login, login) == 0))
+			found = 1;
+	}
+	failed = ferror(f);
+	fclose(f);
+	return failed ? -1 : found;
+}
+
+/* ---------------------------------------------------------------- spool and locks (DESIGN.md) */
+
+/* spool_path - "<spool>/<login>/<name>" (name NULL: the directory); -1 if too long */
+static int spool_path(char *out, size_t cap, const char *spool, const char *login,
+		      const char *name)
+{
+	int n = name ? snprintf(out, cap, "%s/%s/%s", spool, login, name)
+		     : snprintf(out, cap, "%s/%s", spool, login);
+
+	if (n < 0 || (size_t)n >= cap) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+/* open_lock_file - open <spool>/<login>/mymailbox.lock, creating the directory
+ * (0700) and the file as needed; keep the descriptor for the whole process:
+ * closing any descriptor of the file drops all our fcntl locks on it. */
+static int open_lock_file(const char *spool, const char *login)
+{
+	char path[PATH_TEXT_MAX];
+
+	if (spool_path(path, sizeof path, spool, login, NULL) < 0)
+		return -1;
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -1;
+	if (spool_path(path, sizeof path, spool, login, "mymailbox.lock") < 0)
+		return -1;
+	return open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+}
+
+/* on_alarm - only interrupts a blocked F_SETLKW (installed without SA_RESTART) */
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * lock_byte - take (F_WRLCK) or release (F_UNLCK) one byte of the lock file.
+ * wait: block at most LOCK_WAIT_SECONDS. Returns 0, or -1 with errno: EAGAIN
+ * or EACCES busy (no wait), EINTR the wait timed out, EDEADLK a deadlock.
+ */
+static int lock_byte(int fd, off_t byte, short type, int wait)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte,
+			    .l_len = 1 };
+	struct sigaction sa = { .sa_handler = on_alarm }, old;
+	int r, saved;
+
+	if (!wait || type == F_UNLCK)
+		return fcntl(fd, F_SETLK, &fl);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, &old);
+	alarm(LOCK_WAIT_SECONDS);
+	r = fcntl(fd, F_SETLKW, &fl);
+	saved = errno;
+	alarm(0);
+	sigaction(SIGALRM, &old, NULL);
+	errno = saved;
+	return r;
+}
+
+/* ---------------------------------------------------------------- listening and the process model */
+
+/* addr_text - the numeric text of a socket address, for logs and trace lines */
+static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
+{
+	if (getnameinfo(sa, len, out, cap, NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(out, cap, "unknown");
+}
+
+/*
+ * listen_on - listening sockets on addr (NULL: every IPv4 and IPv6 address)
+ * and port. Returns how many (all or nothing); 0 after logging why.
+ */
+static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res, *ai;
+	char where[ADDR_TEXT_MAX];
+	int n = 0, one = 1;
+	int err = getaddrinfo(addr, port, &hints, &res);
+
+	if (err != 0) {
+		log_msg("cannot listen on %s port %s: %s", addr ? addr : "*", port,
+			gai_strerror(err));
+		return 0;
+	}
+	for (ai = res; ai && n < MAX_LISTEN; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+
+		if (fd < 0 && (errno == EAFNOSUPPORT || errno == EPROTONOSUPPORT))
+			continue;	/* e.g. no IPv6 on this host */
+		addr_text(ai->ai_addr, ai->ai_addrlen, where, sizeof where);
+		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0
+		    || (ai->ai_family == AF_INET6
+			&& setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
+		    || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0
+		    || fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {	/* accept never blocks */
+			log_msg("cannot listen on %s port %s: %s", where, port, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			while (n > 0)
+				close(fds[--n]);
+			break;
+		}
+		fds[n++] = fd;
+	}
+	freeaddrinfo(res);
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof ss;
+
+		if (getsockname(fds[i], (struct sockaddr *)&ss, &len) == 0)
+			addr_text((struct sockaddr *)&ss, len, where, sizeof where);
+		log_msg("listening on %s port %s", where, port);
+	}
+	return n;
+}
+
+/* The accept loop's state. Only the main loop touches it; the signal
+ * handler only sets flags (STYLE.md lesson 9). */
+struct server {
+	int fds[MAX_LISTEN];
+	int nfds;
+	pid_t *children;	/* running sessions, max_children slots */
+	int nchildren, max_children;
+	const char *busy_line;	/* sent, CRLF included, past max_children */
+	void (*session)(int fd, const char *peer);
+};
+
+static volatile sig_atomic_t got_sigchld, got_stop;
+
+/* on_signal - note the signal; the main loop does the work */
+static void on_signal(int sig)
+{
+	if (sig == SIGCHLD)
+		got_sigchld = 1;
+	else
+		got_stop = 1;
+}
+
+/* reap_children - collect every finished session; never blocks */
+static void reap_children(struct server *srv)
+{
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (int i = 0; i < srv->nchildren; i++)
+			if (srv->children[i] == pid) {
+				srv->children[i] = srv->children[--srv->nchildren];
+				break;
+			}
+		if (WIFSIGNALED(status))
+			log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
+	}
+}
+
+/* refuse_busy - past the session limit: one line, best effort, and close */
+static void refuse_busy(struct server *srv, int fd, const char *peer)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags >= 0)
+		(void)fcntl(fd, F_SETFL, flags | O_NONBLOCK);	/* never block the loop */
+	if (write(fd, srv->busy_line, strlen(srv->busy_line)) < 0)
+		log_msg("refused %s (too many sessions): %s", peer, strerror(errno));
+	else
+		log_msg("refused %s: too many sessions", peer);
+	close(fd);
+}
+
+/* start_session - fork a child that runs the session on fd, then exits */
+static void start_session(struct server *srv, int fd, const char *peer,
+			  const sigset_t *child_mask)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_msg("fork: %s", strerror(errno));
+		refuse_busy(srv, fd, peer);
+		return;
+	}
+	if (pid == 0) {
+		for (int i = 0; i < srv->nfds; i++)
+			close(srv->fds[i]);
+		signal(SIGCHLD, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		sigprocmask(SIG_SETMASK, child_mask, NULL);
+		srv->session(fd, peer);
+		exit(0);
+	}
+	srv->children[srv->nchildren++] = pid;
+	close(fd);
+}
+
+/* accept_one - take one connection from listening socket lfd */
+static void accept_one(struct server *srv, int lfd, const sigset_t *child_mask)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	char peer[ADDR_TEXT_MAX];
+	int fd = accept(lfd, (struct sockaddr *)&ss, &len);
+
+	if (fd < 0) {
+		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+			log_msg("accept: %s", strerror(errno));
+		return;
+	}
+	addr_text((struct sockaddr *)&ss, len, peer, sizeof peer);
+	if (srv->nchildren >= srv->max_children)
+		refuse_busy(srv, fd, peer);
+	else
+		start_session(srv, fd, peer, child_mask);
+}
+
+/* stop_sessions - after SIGTERM: let sessions end, at most the grace time */
+static void stop_sessions(struct server *srv)
+{
+	time_t deadline = time(NULL) + STOP_GRACE_SECONDS;
+
+	while (srv->nchildren > 0 && time(NULL) < deadline) {
+		struct timespec tick = { 0, 50 * 1000 * 1000 };
+
+		nanosleep(&tick, NULL);
+		reap_children(srv);
+	}
+	for (int i = 0; i < srv->nchildren; i++)
+		kill(srv->children[i], SIGTERM);	/* by PID: only our own */
+	while (srv->nchildren > 0 && waitpid(-1, NULL, 0) > 0)
+		reap_children(srv);
+}
+
+/*
+ * serve - the accept loop: a child per connection until SIGTERM or SIGINT.
+ * The three signals stay blocked except inside pselect, which unblocks them
+ * atomically: a signal can never slip in between the check and the wait.
+ */
+static int serve(struct server *srv)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t block, wait_mask;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGCHLD, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigemptyset(&block);
+	sigaddset(&block, SIGCHLD);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &wait_mask);
+	while (!got_stop) {
+		fd_set ready;
+		int maxfd = -1, n;
+
+		FD_ZERO(&ready);
+		for (int i = 0; i < srv->nfds; i++) {
+			FD_SET(srv->fds[i], &ready);
+			if (srv->fds[i] > maxfd)
+				maxfd = srv->fds[i];
+		}
+		n = pselect(maxfd + 1, &ready, NULL, NULL, NULL, &wait_mask);
+		if (got_sigchld) {
+			got_sigchld = 0;
+			reap_children(srv);
+		}
+		for (int i = 0; n > 0 && i < srv->nfds; i++)
+			if (FD_ISSET(srv->fds[i], &ready))
+				accept_one(srv, srv->fds[i], &wait_mask);
+	}
+	for (int i = 0; i < srv->nfds; i++)
+		close(srv->fds[i]);
+	log_msg("stopping: %d session(s) still running", srv->nchildren);
+	stop_sessions(srv);
+	free(srv->children);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the session */
+
+/* The protocol state (RFC 5321 4.1.4): changed only by set_state(). */
+enum state { ST_START, ST_GREETED, ST_MAIL, ST_RCPT, ST_DATA, ST_QUIT };
+
+static const char *const state_names[] = {
+	"START", "GREETED", "MAIL", "RCPT", "DATA", "QUIT"
+};
+
+/* One distinct recipient mailbox of the transaction. */
+struct rcpt {
+	char login[LOGIN_MAX + 1];	/* as spelled in user.txt */
+	char given[SMTP_PATH_MAX];	/* the address as the client gave it */
+	int lock_fd, box_fd;	/* during delivery, else -1 */
+	off_t noted;		/* mailbox size before our append */
+	int created;		/* the mailbox file is new */
+};
+
+/* Where DATA is written on its end-of-data scan (DESIGN.md "Line ends"). */
+enum wire { W_BOL, W_DOT, W_DOT_CR, W_TEXT, W_END };
+
+/* The stored message: memory up to SPILL_MEM, then an unlinked temp file. */
+struct spill {
+	char *mem;		/* SPILL_MEM bytes, allocated at the first DATA */
+	size_t len;		/* bytes in mem not yet written to fd */
+	int fd;			/* the temp file, or -1 */
+	unsigned long long size;	/* message bytes stored */
+	int too_big;		/* over cfg.max_size: drain, store nothing */
+	int error;		/* errno of a failed temp-file write, or 0 */
+	enum wire wire;		/* position on the wire (raw CRLF lines) */
+	int cr_pending;		/* a CR that may start a raw CRLF */
+	int line_start;		/* at the start of a stored line: stuff a '.' */
+};
+
+struct session {
+	struct conn conn;
+	const char *peer;	/* the client's numeric address */
+	enum state state;
+	int esmtp;		/* EHLO rather than HELO (RFC 3848 "with ESMTP") */
+	int errors;		/* 4xx/5xx replies so far */
+	unsigned messages;	/* accepted so far: part of the id */
+	char helo[DOMAIN_MAX + 1];
+	char sender[SMTP_PATH_MAX];	/* "" is the null sender <> */
+	struct rcpt rcpts[RECIPIENTS_MAX];	/* distinct mailboxes */
+	int nrcpts;		/* distinct mailboxes */
+	int accepted;		/* RCPT commands answered 250 */
+	struct spill spill;
+};
+
+/* ---------------------------------------------------------------- replies */
+
+/* reply - one reply line: formatted, CRLF added, queued (sent before the
+ * next read: pipelining, RFC 2920); logged; 4xx/5xx counted as errors */
+static void reply(struct session *s, const char *fmt, ...)
+{
+	char line[REPLY_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof line - 2)
+		n = (int)sizeof line - 3;	/* truncated; still one line */
+	if (line[0] == '4' || line[0] == '5')
+		s->errors++;
+	if (verbose)
+		log_msg("> %s", line);
+	else if (line[0] == '4' || line[0] == '5')
+		log_msg("%s: refused: %s", s->peer, line);
+	memcpy(line + n, "\r\n", 2);
+	conn_write(&s->conn, line, (size_t)n + 2);
+}
+
+/* set_state - the one place the protocol state changes */
+static void set_state(struct session *s, enum state new)
+{
+	if (verbose && s->state != new)
+		log_msg("state %s -> %s", state_names[s->state], state_names[new]);
+	s->state = new;
+}
+
+/* ---------------------------------------------------------------- the stored message */
+
+/* spill_reset - forget the stored message (the temp file vanishes on close) */
+static void spill_reset(struct spill *sp)
+{
+	if (sp->fd >= 0 && close(sp->fd) < 0)
+		log_msg("close temp file: %s", strerror(errno));
+	sp->fd = -1;
+	sp->len = 0;
+	sp->size = 0;
+	sp->too_big = 0;
+	sp->error = 0;
+	sp->wire = W_BOL;	/* the first DATA line follows a CRLF */
+	sp->cr_pending = 0;
+	sp->line_start = 1;
+}
+
+/* write_all - write n bytes at offset off (off < 0: at the file offset) */
+static int write_all(int fd, const char *p, size_t n, off_t off)
+{
+	while (n > 0) {
+		ssize_t k = off < 0 ? write(fd, p, n) : pwrite(fd, p, n, off);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;	/* k == 0 cannot happen for a regular file */
+		p += k;
+		n -= (size_t)k;
+		if (off >= 0)
+			off += k;
+	}
+	return 0;
+}
+
+/* spill_open - the temp file: created in the spool, unlinked at once, so a
+ * dropped connection or a crash leaves no trace */
+static int spill_open(struct spill *sp)
+{
+	char path[PATH_TEXT_MAX];
+	int n = snprintf(path, sizeof path, "%s/.smtpmail-XXXXXX", cfg.spool);
+
+	if (n < 0 || (size_t)n >= sizeof path) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((sp->fd = mkstemp(path)) < 0)
+		return -1;
+	if (unlink(path) < 0 || fcntl(sp->fd, F_SETFD, FD_CLOEXEC) < 0) {
+		log_msg("temp file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* spill_flush - move the memory buffer into the temp file */
+static int spill_flush(struct spill *sp)
+{
+	if ((sp->fd < 0 && spill_open(sp) < 0)
+	    || write_all(sp->fd, sp->mem, sp->len, -1) < 0) {
+		sp->error = errno ? errno : EIO;
+		log_msg("temp file: %s", strerror(sp->error));
+		return -1;
+	}
+	sp->len = 0;
+	return 0;
+}
+
+/* store - append n message bytes; past the size limit store nothing more.
+ * Sizes compare by subtraction: nothing can overflow. */
+static void store(struct spill *sp, const char *p, size_t n)
+{
+	if (sp->too_big || sp->error)
+		return;		/* drain to the final dot, then refuse */
+	if (n > cfg.max_size - sp->size) {
+		sp->too_big = 1;
+		return;
+	}
+	sp->size += n;
+	while (n > 0) {
+		size_t k = SPILL_MEM - sp->len;
+
+		if (k == 0) {
+			if (spill_flush(sp) < 0)
+				return;
+			continue;
+		}
+		k = n < k ? n : k;
+		memcpy(sp->mem + sp->len, p, k);
+		sp->len += k;
+		p += k;
+		n -= k;
+	}
+}
+
+/*
+ * store_byte - one byte of a DATA line's content (after unstuffing), stored
+ * as DESIGN.md says: a raw CRLF ends the DATA line, a bare CR or LF ends a
+ * stored line too, each stored line ends in CRLF, and a stored line that
+ * starts with '.' gets it doubled. So nothing can forge a record's end.
+ */
+static void store_byte(struct spill *sp, char b)
+{
+	if (sp->cr_pending) {
+		sp->cr_pending = 0;
+		store(sp, "\r\n", 2);
+		sp->line_start = 1;
+		if (b == '\n') {
+			sp->wire = W_BOL;	/* a raw CRLF: a new DATA line */
+			return;
+		}
+	}
+	if (b == '\r') {
+		sp->cr_pending = 1;
+		return;
+	}
+	if (b == '\n') {
+		store(sp, "\r\n", 2);	/* a bare LF */
+		sp->line_start = 1;
+		return;
+	}
+	if (sp->line_start && b == '.')
+		store(sp, ".", 1);	/* restuff */
+	sp->line_start = 0;
+	store(sp, &b, 1);
+}
+
+/* text_run - how many bytes from p hold neither CR nor LF */
+static size_t text_run(const char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && p[i] != '\r' && p[i] != '\n')
+		i++;
+	return i;
+}
+
+/*
+ * scan_data - the end-of-data machine over n received bytes, before any
+ * rewriting: only CR LF "." CR LF ends DATA (RFC 5321 4.1.1.4; the DATA
+ * line counts as the first CRLF). One '.' after a raw CRLF is unstuffed
+ * (RFC 5321 4.5.2). Returns the bytes used: it stops after the final dot.
+ */
+static size_t scan_data(struct spill *sp, const char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && sp->wire != W_END) {
+		char b;
+
+		if (sp->wire == W_TEXT && !sp->cr_pending && !sp->line_start) {
+			size_t k = text_run(p + i, n - i);
+
+			store(sp, p + i, k);	/* the fast path: plain text */
+			if ((i += k) == n)
+				break;
+		}
+		b = p[i++];
+		if (sp->wire == W_BOL && b == '.')
+			sp->wire = W_DOT;
+		else if (sp->wire == W_DOT && b == '\r')
+			sp->wire = W_DOT_CR;
+		else if (sp->wire == W_DOT_CR && b == '\n')
+			sp->wire = W_END;
+		else {
+			if (sp->wire == W_DOT_CR)
+				store_byte(sp, '\r');	/* ".\rX": the CR is text */
+			sp->wire = W_TEXT;
+			store_byte(sp, b);
+		}
+	}
+	return i;
+}
+
+/* receive_data - read the message up to the final dot, bounded in memory */
+static enum io_status receive_data(struct session *s)
+{
+	struct conn *c = &s->conn;
+	struct spill *sp = &s->spill;
+
+	if (!sp->mem && !(sp->mem = malloc(SPILL_MEM)))
+		sp->error = ENOMEM;	/* drained, then 451 */
+	for (;;) {
+		enum io_status st;
+
+		c->in_pos += scan_data(sp, c->in + c->in_pos, c->in_len - c->in_pos);
+		if (sp->wire == W_END)
+			break;
+		if ((st = conn_fill(c)) != IO_OK)
+			return st;
+	}
+	if (sp->fd >= 0 && sp->len > 0 && !sp->too_big && !sp->error)
+		spill_flush(sp);
+	return IO_OK;
+}
+
+/* ---------------------------------------------------------------- delivery (DESIGN.md "Delivery") */
+
+/* message_id - unique across processes and time: seconds, microseconds,
+ * pid, and the session's message count */
+static void message_id(struct session *s, char *id, size_t cap)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	snprintf(id, cap, "%llX%05lX.%lX.%u", (unsigned long long)tv.tv_sec,
+		 (unsigned long)tv.tv_usec, (unsigned long)getpid(), ++s->messages);
+}
+
+/* trace_lines - Return-Path and Received (RFC 5321 4.4; "with SMTP" after
+ * HELO, "with ESMTP" after EHLO, RFC 3848); -1 if they do not fit */
+static int trace_lines(struct session *s, const struct rcpt *r, const char *id,
+		       const char *date, char *out, size_t cap)
+{
+	int v6 = strchr(s->peer, ':') != NULL;
+	int n = snprintf(out, cap,
+			 "Return-Path: <%s>\r\n"
+			 "Received: from %s ([%s%s])\r\n"
+			 "\tby %s (smtpmail) with %s id %s\r\n"
+			 "\tfor <%s>; %s\r\n",
+			 s->sender, s->helo, v6 ? "IPv6:" : "", s->peer,
+			 cfg.hostname, s->esmtp ? "ESMTP" : "SMTP", id, r->given, date);
+
+	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+/* pread_all - read exactly n bytes at off */
+static int pread_all(int fd, char *p, size_t n, off_t off)
+{
+	while (n > 0) {
+		ssize_t k = pread(fd, p, n, off);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			if (k == 0)
+				errno = EIO;	/* shorter than it was */
+			return -1;
+		}
+		p += k;
+		n -= (size_t)k;
+		off += k;
+	}
+	return 0;
+}
+
+/* trim_tail - DESIGN.md: a file not ending in CRLF.CRLF has a crashed
+ * partial tail; cut it back to the end of the last complete record, found
+ * scanning backwards in bounded chunks. Returns the new size, or -1. */
+static off_t trim_tail(int fd, off_t size)
+{
+	static const char mark[] = "\r\n.\r\n";
+	char buf[TRIM_CHUNK + 4];
+	off_t pos = size;
+
+	while (pos > 0) {
+		size_t want = pos > TRIM_CHUNK ? TRIM_CHUNK : (size_t)pos;
+		off_t start = pos - (off_t)want;
+		size_t have = want + (size_t)(size - pos < 4 ? size - pos : 4);
+
+		if (pread_all(fd, buf, have, start) < 0)
+			return -1;
+		for (size_t i = have >= 5 ? have - 5 + 1 : 0; i-- > 0;)
+			if (i < want && memcmp(buf + i, mark, 5) == 0) {
+				off_t end = start + (off_t)i + 5;
+
+				if (end == size)
+					return size;
+				log_msg("trimmed a partial record (%lld bytes)",
+					(long long)(size - end));
+				return ftruncate(fd, end) < 0 ? -1 : end;
+			}
+		pos = start;
+	}
+	if (size > 0)
+		log_msg("no complete record: emptied (%lld bytes)", (long long)size);
+	return size > 0 && ftruncate(fd, 0) < 0 ? -1 : 0;
+}
+
+/* check_mailbox - a regular file with one link (no symlink or hard-link
+ * tricks); its crashed tail trimmed; *noted: its size now */
+static int check_mailbox(int fd, const char *path, off_t *noted)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -1;
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		log_msg("%s: not a regular file with one link: refused", path);
+		errno = EPERM;
+		return -1;
+	}
+	*noted = trim_tail(fd, st.st_size);
+	return *noted < 0 ? -1 : 0;
+}
+
+/* open_mailbox - open (creating) <spool>/<login>/mymailbox under its write
+ * lock (O_NOFOLLOW: never through a symlink); note its size */
+static int open_mailbox(struct rcpt *r)
+{
+	char path[PATH_TEXT_MAX];
+	int e;
+
+	if (spool_path(path, sizeof path, cfg.spool, r->login, "mymailbox") < 0)
+		return -1;
+	r->created = 0;
+	r->box_fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (r->box_fd < 0 && errno == ENOENT) {
+		r->box_fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		r->created = r->box_fd >= 0;
+	}
+	if (r->box_fd < 0 || check_mailbox(r->box_fd, path, &r->noted) == 0)
+		return r->box_fd < 0 ? -1 : 0;
+	e = errno;
+	close(r->box_fd);	/* refused: not ours to truncate back */
+	r->box_fd = -1;
+	errno = e;
+	return -1;
+}
+
+/* sync_dir - fsync a directory, so the names in it are durable */
+static int sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
+
+	if (fd < 0)
+		return -1;
+	r = fsync(fd);
+	return close(fd) < 0 || r < 0 ? -1 : 0;
+}
+
+/* sync_new_mailbox - a new mailbox: fsync its directory and the spool
+ * (the directory may be new too: open_lock_file makes it) */
+static int sync_new_mailbox(const char *login)
+{
+	char path[PATH_TEXT_MAX];
+
+	if (spool_path(path, sizeof path, cfg.spool, login, NULL) < 0)
+		return -1;
+	return sync_dir(path) < 0 || sync_dir(cfg.spool) < 0 ? -1 : 0;
+}
+
+/* append_record - trace lines + message + ".", at the noted end; fsync */
+static int append_record(struct session *s, struct rcpt *r, const char *id,
+			 const char *date)
+{
+	struct spill *sp = &s->spill;
+	char trace[TRACE_MAX];
+	int n = trace_lines(s, r, id, date, trace, sizeof trace);
+	off_t off = r->noted;
+
+	if (n < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (write_all(r->box_fd, trace, (size_t)n, off) < 0)
+		return -1;
+	off += n;
+	if (sp->fd < 0) {
+		if (write_all(r->box_fd, sp->mem, sp->len, off) < 0)
+			return -1;
+		off += (off_t)sp->len;
+	} else {
+		for (off_t done = 0; done < (off_t)sp->size;) {
+			size_t k = sp->size - (unsigned long long)done > SPILL_MEM
+				   ? SPILL_MEM : (size_t)(sp->size - (unsigned long long)done);
+
+			if (pread_all(sp->fd, sp->mem, k, done) < 0
+			    || write_all(r->box_fd, sp->mem, k, off) < 0)
+				return -1;
+			done += (off_t)k;
+			off += (off_t)k;
+		}
+	}
+	if (write_all(r->box_fd, ".\r\n", 3, off) < 0 || fsync(r->box_fd) < 0)
+		return -1;
+	return r->created ? sync_new_mailbox(r->login) : 0;
+}
+
+/* by_login - qsort order of recipients: sorted login order (no deadlock) */
+static int by_login(const void *a, const void *b)
+{
+	return strcmp(((const struct rcpt *)a)->login, ((const struct rcpt *)b)->login);
+}
+
+/* lock_all - the write lock of every recipient mailbox, in sorted order */
+static int lock_all(struct session *s)
+{
+	qsort(s->rcpts, (size_t)s->nrcpts, sizeof s->rcpts[0], by_login);
+	for (int i = 0; i < s->nrcpts; i++) {
+		struct rcpt *r = &s->rcpts[i];
+
+		if ((r->lock_fd = open_lock_file(cfg.spool, r->login)) < 0)
+			return -1;
+		if (lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0) {
+			int e = errno;
+
+			close(r->lock_fd);	/* no lock held on it */
+			r->lock_fd = -1;
+			errno = e;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* release_all - roll back (failed) every opened mailbox, close, unlock */
+static void release_all(struct session *s, int failed)
+{
+	for (int i = 0; i < s->nrcpts; i++) {
+		struct rcpt *r = &s->rcpts[i];
+
+		if (r->box_fd >= 0) {
+			if (failed && (ftruncate(r->box_fd, r->noted) < 0
+				       || fsync(r->box_fd) < 0))
+				log_msg("rollback of %s: %s", r->login, strerror(errno));
+			if (close(r->box_fd) < 0)
+				log_msg("close mailbox of %s: %s", r->login, strerror(errno));
+		}
+		if (r->lock_fd >= 0) {
+			lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_UNLCK, 0);
+			close(r->lock_fd);
+		}
+		r->box_fd = r->lock_fd = -1;
+	}
+}
+
+/* failure_reply - the 4xx for a failed delivery (DESIGN.md, locking table) */
+static void failure_reply(struct session *s, int err, int locking)
+{
+	if (locking && err == EINTR)
+		reply(s, "451 4.2.0 Mailbox busy, try again later");
+	else if (err == ENOSPC || err == EFBIG
+#ifdef EDQUOT
+		 || err == EDQUOT
+#endif
+		)
+		reply(s, "452 4.3.1 Insufficient system storage");
+	else
+		reply(s, "451 4.3.0 Local error in processing, try again later");
+}
+
+/* log_delivery - one log line: id, sender, recipients, size */
+static void log_delivery(struct session *s, const char *id)
+{
+	char to[LOG_LINE_MAX / 2];
+	size_t len = 0;
+
+	to[0] = '\0';
+	for (int i = 0; i < s->nrcpts; i++) {
+		int n = snprintf(to + len, sizeof to - len, "%s%s", i ? "," : "",
+				 s->rcpts[i].login);
+
+		if (n < 0 || (size_t)n >= sizeof to - len)
+			break;	/* the list is cut short; the count says all */
+		len += (size_t)n;
+	}
+	log_msg("delivered %s from <%s> to %s (%d mailbox%s), %llu bytes", id,
+		s->sender, to, s->nrcpts, s->nrcpts == 1 ? "" : "es", s->spill.size);
+}
+
+/* deliver - DESIGN.md steps 2-4: all mailboxes or none; then the reply */
+static void deliver(struct session *s)
+{
+	char id[ID_MAX], date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	int locking = 1, failed = 0, err = 0;
+
+	message_id(s, id, sizeof id);
+	if (!gmtime_r(&now, &tm)	/* RFC 5322 3.3 date-time */
+	    || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm))
+		snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
+	if (lock_all(s) < 0)
+		failed = 1;
+	for (int i = 0; !failed && i < s->nrcpts; i++) {
+		locking = 0;
+		if (open_mailbox(&s->rcpts[i]) < 0
+		    || append_record(s, &s->rcpts[i], id, date) < 0)
+			failed = 1;
+	}
+	err = errno;
+	release_all(s, failed);
+	if (failed) {
+		log_msg("delivery of %s failed: %s", id, strerror(err));
+		failure_reply(s, err, locking);
+		return;
+	}
+	log_delivery(s, id);
+	reply(s, "250 2.0.0 OK Message accepted for delivery as %s", id);
+}
+
+/* reset_transaction - forget sender, recipients and data (RFC 5321 4.1.1.5) */
+static void reset_transaction(struct session *s)
+{
+	s->sender[0] = '\0';
+	s->nrcpts = 0;
+	s->accepted = 0;
+	spill_reset(&s->spill);
+	if (s->state != ST_START && s->state != ST_QUIT)
+		set_state(s, ST_GREETED);
+}
+
+/* ---------------------------------------------------------------- parsers */
+
+enum addr_error { ADDR_OK, ADDR_SYNTAX, ADDR_LOCAL_LONG, ADDR_DOMAIN_LONG,
+		  ADDR_PATH_LONG, ADDR_NO_DOMAIN };
+
+static const char *const addr_errors[] = {
+	"OK", "Bad address syntax", "Local part too long (64 octets at most)",
+	"Domain too long (255 octets at most)", "Path too long (256 octets at most)",
+	"Address needs a domain"
+};
+
+/* local_char - may c appear in an unquoted local part (RFC 5321 4.1.2 atext)? */
+static int local_char(unsigned char c)
+{
+	return c > ' ' && c < 0x7f && !strchr("<>()[]\\,;:@\"", c);
+}
+
+/* domain_valid - a domain name or an address literal "[...]" (RFC 5321 4.1.2) */
+static int domain_valid(const char *d)
+{
+	size_t n = strlen(d);
+
+	if (n == 0)
+		return 0;
+	if (d[0] == '[') {
+		for (size_t i = 1; i + 1 < n; i++)
+			if (d[i] <= ' ' || d[i] >= 0x7f || strchr("[]\\", d[i]))
+				return 0;
+		return n > 2 && d[n - 1] == ']';
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)d[i]) && d[i] != '-' && d[i] != '.')
+			return 0;
+	return d[0] != '.' && d[0] != '-';
+}
+
+/* check_address - a mailbox local@domain ("" the null path): its limits
+ * (RFC 5321 4.5.3.1) and syntax; a bare local part is ADDR_NO_DOMAIN */
+static enum addr_error check_address(const char *a)
+{
+	const char *at = strrchr(a, '@');
+	size_t local = at ? (size_t)(at - a) : strlen(a);
+
+	if (*a == '\0')
+		return ADDR_OK;
+	if (local > LOCAL_PART_MAX)
+		return ADDR_LOCAL_LONG;
+	if (at && strlen(at + 1) > DOMAIN_MAX)
+		return ADDR_DOMAIN_LONG;
+	if (strlen(a) + 2 > SMTP_PATH_MAX)
+		return ADDR_PATH_LONG;
+	if (local == 0)
+		return ADDR_SYNTAX;
+	for (size_t i = 0; i < local; i++)	/* dots unchecked: "../x" is 550 */
+		if (!local_char((unsigned char)a[i]))
+			return ADDR_SYNTAX;
+	if (!at)
+		return ADDR_NO_DOMAIN;
+	return domain_valid(at + 1) ? ADDR_OK : ADDR_SYNTAX;
+}
+
+/*
+ * parse_path - the path after "FROM:" or "TO:", spaces before it allowed:
+ * "<a@b>", "<>", a bare "a@b" (hand-typed, as the assignment's RCPT TO:),
+ * a source route "<@x,@y:a@b>" stripped (RFC 5321 4.1.2, C.). The address
+ * goes to out without brackets; *params is what follows.
+ */
+static enum addr_error parse_path(char *arg, char *out, size_t cap, char **params)
+{
+	enum addr_error e;
+	char *end;
+
+	arg += strspn(arg, " ");
+	if (*arg == '<') {
+		if (!(end = strchr(++arg, '>')) || (end[1] && end[1] != ' '))
+			return ADDR_SYNTAX;
+		if (*arg == '@' && (!(arg = strchr(arg, ':')) || arg++ > end))
+			return ADDR_SYNTAX;
+	} else {
+		end = arg + strcspn(arg, " ");
+		if (end == arg)
+			return ADDR_SYNTAX;
+	}
+	*params = *end ? end + 1 : end;
+	*end = '\0';
+	*params += strspn(*params, " ");
+	if ((e = check_address(arg)) != ADDR_NO_DOMAIN && e != ADDR_OK)
+		return e;
+	if (strlen(arg) >= cap)	/* cannot happen: checked above */
+		return ADDR_PATH_LONG;
+	memcpy(out, arg, strlen(arg) + 1);
+	return e;
+}
+
+/* after_keyword - arg past "FROM:" / "TO:" (any case), else NULL */
+static char *after_keyword(char *arg, const char *keyword)
+{
+	size_t n = strlen(keyword);
+
+	return strncasecmp(arg, keyword, n) == 0 ? arg + n : NULL;
+}
+
+/* size_param - RFC 1870: "SIZE=digits"; -1 if not a number (huge saturates) */
+static int size_param(const char *v, unsigned long long *size)
+{
+	unsigned long long n = 0;
+
+	if (!*v)
+		return -1;
+	for (; *v; v++) {
+		if (!isdigit((unsigned char)*v))
+			return -1;
+		n = n > (~0ULL - 9) / 10 ? ~0ULL : n * 10 + (unsigned)(*v - '0');
+	}
+	*size = n;
+	return 0;
+}
+
+/* mail_params - MAIL's ESMTP parameters: SIZE (RFC 1870), BODY (RFC 6152);
+ * 0 if all fine, else -1 after the reply */
+static int mail_params(struct session *s, char *p)
+{
+	char *save = NULL;
+
+	for (char *t = strtok_r(p, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+		unsigned long long size;
+
+		if (strncasecmp(t, "SIZE=", 5) == 0) {
+			if (size_param(t + 5, &size) < 0) {
+				reply(s, "501 5.5.4 Bad SIZE parameter");
+				return -1;
+			}
+			if (size > cfg.max_size) {
+				reply(s, "552 5.3.4 Message size exceeds fixed maximum message size (%llu)",
+				      cfg.max_size);
+				return -1;
+			}
+		} else if (strcasecmp(t, "BODY=7BIT") != 0 && strcasecmp(t, "BODY=8BITMIME") != 0) {
+			reply(s, "555 5.5.4 Unsupported parameter %.64s", t);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* local_domain - may we deliver for this domain? (-D list; none: any) */
+static int local_domain(const char *domain)
+{
+	if (cfg.ndomains == 0)
+		return 1;
+	for (int i = 0; i < cfg.ndomains; i++)
+		if (strcasecmp(domain, cfg.domains[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* find_mailbox - the account that gets mail for local part `local`:
+ * postmaster (any case) per DESIGN.md, else a login in user.txt (any case).
+ * Returns 1 found, 0 no such user, -1 user.txt unreadable. */
+static int find_mailbox(const char *local, struct account *acct)
+{
+	int r;
+
+	if (strcasecmp(local, "postmaster") == 0) {	/* RFC 5321 4.5.1 */
+		r = user_lookup(cfg.userfile, "postmaster", acct);
+		return r == 0 ? user_lookup(cfg.userfile, NULL, acct) : r;
+	}
+	if (!login_valid(local))
+		return 0;	/* "../x", "a/b": never a path, never a user */
+	return user_lookup(cfg.userfile, local, acct);
+}
+
+/* ---------------------------------------------------------------- command handlers */
+
+/* greet - HELO and EHLO: check the domain, reset the transaction (RFC 5321
+ * 4.1.4); no enhanced codes in these replies (RFC 2034 3) */
+static int greet(struct session *s, char *arg, const char *verb)
+{
+	size_t n = strcspn(arg, " ");
+
+	if (n == 0) {
+		reply(s, "501 Syntax: %s hostname", verb);
+		return -1;
+	}
+	if (n > DOMAIN_MAX) {
+		reply(s, "501 Domain name too long");
+		return -1;
+	}
+	memcpy(s->helo, arg, n);
+	s->helo[n] = '\0';
+	if (s->state == ST_START)
+		set_state(s, ST_GREETED);
+	reset_transaction(s);
+	return 0;
+}
+
+/* do_helo - HELO domain (RFC 5321 4.1.1.1) */
+static void do_helo(struct session *s, char *arg)
+{
+	if (greet(s, arg, "HELO") == 0) {
+		s->esmtp = 0;
+		reply(s, "250 OK Hello %s", s->helo);
+	}
+}
+
+/* do_ehlo - EHLO domain: the greeting line, then the extensions */
+static void do_ehlo(struct session *s, char *arg)
+{
+	if (greet(s, arg, "EHLO") < 0)
+		return;
+	s->esmtp = 1;
+	reply(s, "250-%s Hello %s", cfg.hostname, s->helo);
+	reply(s, "250-SIZE %llu", cfg.max_size);	/* RFC 1870 */
+	reply(s, "250-8BITMIME");			/* RFC 6152 */
+	reply(s, "250-PIPELINING");			/* RFC 2920 */
+	reply(s, "250-ENHANCEDSTATUSCODES");		/* RFC 2034 */
+	reply(s, "250 HELP");
+}
+
+/* do_mail - MAIL FROM:<path> [params] (RFC 5321 4.1.1.2) */
+static void do_mail(struct session *s, char *arg)
+{
+	char *path = after_keyword(arg, "FROM:"), *params = NULL;
+	enum addr_error e;
+
+	if (!path) {
+		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	}
+	e = parse_path(path, s->sender, sizeof s->sender, &params);
+	if (e != ADDR_OK) {
+		reply(s, "501 5.1.7 %s", addr_errors[e]);
+		s->sender[0] = '\0';
+		return;
+	}
+	if (mail_params(s, params) < 0) {
+		s->sender[0] = '\0';
+		return;
+	}
+	set_state(s, ST_MAIL);
+	reply(s, "250 2.1.0 <%s>... Sender ok", s->sender);
+}
+
+/* add_rcpt - a distinct mailbox joins the transaction (duplicates: once) */
+static void add_rcpt(struct session *s, const struct account *acct, const char *given)
+{
+	struct rcpt *r = &s->rcpts[s->nrcpts];
+
+	for (int i = 0; i < s->nrcpts; i++)
+		if (strcmp(s->rcpts[i].login, acct->login) == 0)
+			return;
+	memcpy(r->login, acct->login, sizeof r->login);
+	memcpy(r->given, given, strlen(given) + 1);
+	r->lock_fd = r->box_fd = -1;
+	s->nrcpts++;
+}
+
+/* check_rcpt - the recipient's syntax, limit and domain; 0 ok, else replied */
+static int check_rcpt(struct session *s, char *arg, char *addr, size_t cap)
+{
+	char *path = after_keyword(arg, "TO:"), *params = NULL;
+	enum addr_error e;
+
+	if (!path) {
+		reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+		return -1;
+	}
+	e = parse_path(path, addr, cap, &params);
+	if (e == ADDR_NO_DOMAIN && strcasecmp(addr, "postmaster") == 0)
+		e = ADDR_OK;	/* RFC 5321 4.1.1.3: <Postmaster> */
+	if (e != ADDR_OK || *addr == '\0') {
+		reply(s, "501 5.1.3 %s", addr_errors[e == ADDR_OK ? ADDR_SYNTAX : e]);
+		return -1;
+	}
+	if (*params) {
+		reply(s, "555 5.5.4 Unsupported parameter %.64s", params);
+		return -1;
+	}
+	if (s->accepted >= RECIPIENTS_MAX) {
+		reply(s, "452 4.5.3 Too many recipients");	/* RFC 5321 4.5.3.1.10 */
+		return -1;
+	}
+	if (strchr(addr, '@') && !local_domain(strrchr(addr, '@') + 1)) {
+		reply(s, "550 5.7.1 Relaying denied");
+		return -1;
+	}
+	return 0;
+}
+
+/* do_rcpt - RCPT TO:<path> (RFC 5321 4.1.1.3) */
+static void do_rcpt(struct session *s, char *arg)
+{
+	char addr[SMTP_PATH_MAX], local[LOCAL_PART_MAX + 1];
+	struct account acct;
+	size_t n;
+	int found;
+
+	if (check_rcpt(s, arg, addr, sizeof addr) < 0)
+		return;
+	n = strcspn(addr, "@");
+	memcpy(local, addr, n);
+	local[n] = '\0';
+	found = find_mailbox(local, &acct);
+	if (found < 0) {
+		reply(s, "451 4.3.0 Cannot read the account list, try again later");
+		return;
+	}
+	if (found == 0) {
+		reply(s, "550 5.1.1 No such user");
+		return;
+	}
+	add_rcpt(s, &acct, addr);
+	s->accepted++;
+	set_state(s, ST_RCPT);
+	reply(s, "250 2.1.5 <%s>... Recipient ok", addr);
+}
+
+/* do_data - DATA (RFC 5321 4.1.1.4): receive, check, deliver, reply */
+static void do_data(struct session *s, char *arg)
+{
+	enum io_status st;
+
+	if (*arg) {
+		reply(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	reply(s, "354 Enter mail, end with \".\" on a line by itself");
+	set_state(s, ST_DATA);
+	st = receive_data(s);
+	if (st == IO_TIMEOUT)
+		reply(s, "421 4.4.2 %s Timeout, closing connection", cfg.hostname);
+	if (st != IO_OK) {
+		log_msg("%s: connection lost during DATA: nothing stored", s->peer);
+		set_state(s, ST_QUIT);
+		return;
+	}
+	if (verbose)
+		log_msg("< (message data, %llu bytes stored)", s->spill.size);
+	if (s->spill.too_big)
+		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size (%llu)",
+		      cfg.max_size);
+	else if (s->spill.error)
+		failure_reply(s, s->spill.error, 0);
+	else
+		deliver(s);
+	reset_transaction(s);
+}
+
+/* do_rset - RSET (RFC 5321 4.1.1.5) */
+static void do_rset(struct session *s, char *arg)
+{
+	if (*arg) {
+		reply(s, "501 5.5.4 Syntax: RSET");
+		return;
+	}
+	reset_transaction(s);
+	reply(s, "250 2.0.0 OK");
+}
+
+/* do_noop - NOOP, an argument allowed (RFC 5321 4.1.1.9) */
+static void do_noop(struct session *s, char *arg)
+{
+	(void)arg;
+	reply(s, "250 2.0.0 OK");
+}
+
+/* do_quit - QUIT (RFC 5321 4.1.1.10) */
+static void do_quit(struct session *s, char *arg)
+{
+	(void)arg;
+	reply(s, "221 2.0.0 %s closing connection", cfg.hostname);
+	set_state(s, ST_QUIT);
+}
+
+/* do_vrfy - VRFY: never reveals accounts (RFC 5321 3.5.3, 7.3) */
+static void do_vrfy(struct session *s, char *arg)
+{
+	if (!*arg)
+		reply(s, "501 5.5.4 Syntax: VRFY <address>");
+	else
+		reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+/* do_help - HELP (RFC 5321 4.1.1.8) */
+static void do_help(struct session *s, char *arg)
+{
+	(void)arg;
+	reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+}
+
+/* not_implemented - known verbs we do not offer: EXPN, TURN, AUTH, ... */
+static void not_implemented(struct session *s, char *arg)
+{
+	(void)arg;
+	reply(s, "502 5.5.1 Command not implemented");
+}
+
+/* unknown_command - the catch-all row */
+static void unknown_command(struct session *s, char *arg)
+{
+	(void)arg;
+	reply(s, "500 5.5.1 Command unrecognized");
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+#define IN(st) (1u << (st))
+#define ANY_STATE (IN(ST_START) | IN(ST_GREETED) | IN(ST_MAIL) | IN(ST_RCPT))
+
+struct command {
+	const char *verb;	/* NULL: the catch-all last row */
+	void (*handler)(struct session *s, char *arg);
+	unsigned states;	/* the states it is allowed in */
+};
+
+static const struct command commands[] = {
+	{ "HELO", do_helo, ANY_STATE },
+	{ "EHLO", do_ehlo, ANY_STATE },
+	{ "MAIL", do_mail, IN(ST_GREETED) },
+	{ "RCPT", do_rcpt, IN(ST_MAIL) | IN(ST_RCPT) },
+	{ "DATA", do_data, IN(ST_RCPT) },
+	{ "RSET", do_rset, ANY_STATE },
+	{ "NOOP", do_noop, ANY_STATE },
+	{ "QUIT", do_quit, ANY_STATE },
+	{ "VRFY", do_vrfy, ANY_STATE },
+	{ "HELP", do_help, ANY_STATE },
+	{ "EXPN", not_implemented, ANY_STATE },
+	{ "TURN", not_implemented, ANY_STATE },
+	{ "ETRN", not_implemented, ANY_STATE },
+	{ "AUTH", not_implemented, ANY_STATE },
+	{ "STARTTLS", not_implemented, ANY_STATE },
+	{ "BDAT", not_implemented, ANY_STATE },
+	{ "SEND", not_implemented, ANY_STATE },
+	{ "SOML", not_implemented, ANY_STATE },
+	{ "SAML", not_implemented, ANY_STATE },
+	{ NULL, unknown_command, ANY_STATE }
+};
+
+/* order_error - 503 for a command out of sequence (RFC 5321 4.1.4) */
+static void order_error(struct session *s, const struct command *cmd)
+{
+	if (s->state == ST_START)
+		reply(s, "503 5.5.1 Send HELO or EHLO first");
+	else if (cmd->handler == do_mail)
+		reply(s, "503 5.5.1 Sender already specified");
+	else if (s->state == ST_GREETED)
+		reply(s, "503 5.5.1 Need MAIL command");
+	else
+		reply(s, "503 5.5.1 Need RCPT command");
+}
+
+/* dispatch - find the verb's row (any case) and run it if the state allows */
+static void dispatch(struct session *s, char *line)
+{
+	size_t n = strcspn(line, " ");
+	char *arg = line + n;
+	const struct command *cmd = commands;
+
+	if (*arg)
+		*arg++ = '\0';
+	arg += strspn(arg, " ");
+	for (size_t k = strlen(arg); k > 0 && arg[k - 1] == ' ';)
+		arg[--k] = '\0';	/* trailing spaces, as hand-typed */
+	while (cmd->verb && strcasecmp(cmd->verb, line) != 0)
+		cmd++;
+	if (cmd->states & IN(s->state))
+		cmd->handler(s, arg);
+	else
+		order_error(s, cmd);
+}
+
+/* ---------------------------------------------------------------- the session loop */
+
+/* has_control - a NUL or another control byte (TAB aside) in a command */
+static int has_control(const char *line, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (((unsigned char)line[i] < ' ' && line[i] != '\t') || line[i] == 0x7f)
+			return 1;
+	return 0;
+}
+
+/* session_step - read one command line and answer it */
+static void session_step(struct session *s)
+{
+	char line[COMMAND_LINE_MAX];
+	size_t len = 0;
+	int crlf = 0;
+	enum io_status st = conn_read_line(&s->conn, line, sizeof line, &len, &crlf);
+
+	if (st == IO_EOF || st == IO_ERROR) {
+		log_msg("%s: connection closed%s", s->peer,
+			s->state == ST_MAIL || s->state == ST_RCPT ? " mid-transaction" : "");
+		set_state(s, ST_QUIT);
+		return;
+	}
+	if (st == IO_TIMEOUT) {
+		reply(s, "421 4.4.2 %s Timeout, closing connection", cfg.hostname);
+		set_state(s, ST_QUIT);
+		return;
+	}
+	if (verbose && st == IO_OK)
+		log_msg("< %s", line);
+	if (st == IO_TOO_LONG)
+		reply(s, "500 5.5.2 Line too long");	/* RFC 5321 4.5.3.1.4 */
+	else if (!crlf)
+		reply(s, "500 5.5.2 Lines must end in CRLF (use telnet, or nc -C)");
+	else if (has_control(line, len))
+		reply(s, "500 5.5.2 Syntax error: control character in command");
+	else
+		dispatch(s, line);
+}
+
+/* smtp_session - one SMTP session on fd; returns (never exits), closes fd,
+ * frees everything. Configuration from cfg. */
+static void smtp_session(int fd, const char *peer)
+{
+	struct session *s = calloc(1, sizeof *s);
+
+	log_msg("connection from %s", peer);
+	if (!s || conn_init(&s->conn, fd, cfg.timeout) < 0) {
+		log_msg("%s: cannot start a session: %s", peer, strerror(errno));
+		free(s);
+		close(fd);
+		return;
+	}
+	s->peer = peer;
+	s->spill.fd = -1;
+	spill_reset(&s->spill);
+	reply(s, "220 %s Service ready", cfg.hostname);
+	while (s->state != ST_QUIT) {
+		session_step(s);
+		if (s->state != ST_QUIT && s->errors >= ERRORS_MAX) {
+			reply(s, "421 4.7.0 %s Too many errors, closing connection",
+			      cfg.hostname);
+			set_state(s, ST_QUIT);
+		}
+	}
+	conn_flush(&s->conn);
+	spill_reset(&s->spill);
+	free(s->spill.mem);
+	free(s);
+	if (close(fd) < 0)
+		log_msg("%s: close: %s", peer, strerror(errno));
+}
+
+/* ---------------------------------------------------------------- options and main */
+
+/* usage - the synopsis on out */
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: %s [-d spool] [-u userfile] [-n hostname] [-l address]"
+		" [-s maxbytes] [-c maxsessions] [-t seconds] [-D domain]... [-v] [-h]"
+		" [port]\n", progname);
+}
+
+/* number_arg - a decimal option value in [min, max], else -1 */
+static long long number_arg(const char *v, long long min, long long max)
+{
+	char *end;
+	long long n;
+
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno || end == v || *end || n < min || n > max)
+		return -1;
+	return n;
+}
+
+/* bad_value - an option value out of range: say so, usage, exit 2 */
+static void bad_value(int opt, const char *v)
+{
+	fprintf(stderr, "%s: bad value for -%c: %s\n", progname, opt, v);
+	usage(stderr);
+	exit(2);
+}
+
+/* set_option - apply one getopt option to cfg */
+static void set_option(int opt, const char *v)
+{
+	long long n = 0;
+
+	switch (opt) {
+	case 'd': cfg.spool = v; break;
+	case 'u': cfg.userfile = v; break;
+	case 'n': cfg.hostname = v; break;
+	case 'l': cfg.listen = v; break;
+	case 'v': verbose = 1; break;
+	case 'h': usage(stdout); exit(0);
+	case 's': n = number_arg(v, 1, 1LL << 40); cfg.max_size = (unsigned long long)n; break;
+	case 'c': n = number_arg(v, 1, 100000); cfg.max_sessions = (int)n; break;
+	case 't': n = number_arg(v, 1, 86400); cfg.timeout = (int)n; break;
+	case 'D':
+		if (cfg.ndomains == DOMAINS_MAX || strlen(v) > DOMAIN_MAX)
+			bad_value(opt, v);
+		cfg.domains[cfg.ndomains++] = v;
+		break;
+	default: usage(stderr); exit(2);
+	}
+	if (n < 0)
+		bad_value(opt, v);
+}
+
+/* parse_options - getopt, then the optional port */
+static void parse_options(int argc, char **argv)
+{
+	static char host[HOSTNAME_MAX + 1];
+	int opt;
+
+	cfg.hostname = NULL;
+	while ((opt = getopt(argc, argv, "d:u:n:l:s:c:t:D:vh")) != -1)
+		set_option(opt, optarg);
+	if (argc - optind > 1) {
+		usage(stderr);
+		exit(2);
+	}
+	if (optind < argc) {
+		if (number_arg(argv[optind], 1, 65535) < 0)
+			bad_value('p', argv[optind]);
+		cfg.port = argv[optind];
+	}
+	if (!cfg.hostname)	/* no -n */
+		cfg.hostname = gethostname(host, sizeof host - 1) == 0 && host[0]
+			       ? host : "localhost";
+}
+
+int main(int argc, char **argv)
+{
+	static char busy[REPLY_LINE_MAX];
+	struct server srv = { .busy_line = busy, .session = smtp_session };
+
+	parse_options(argc, argv);
+	if (access(cfg.spool, W_OK | X_OK) < 0)
+		log_msg("warning: spool %s: %s", cfg.spool, strerror(errno));
+	signal(SIGPIPE, SIG_IGN);	/* a write error is an error, not death */
+	signal(SIGXFSZ, SIG_IGN);	/* a file-size limit: EFBIG, then 452 */
+	snprintf(busy, sizeof busy, "421 4.3.2 %s too many connections, try again later\r\n",
+		 cfg.hostname);
+	srv.max_children = cfg.max_sessions;
+	if (!(srv.children = calloc((size_t)srv.max_children, sizeof *srv.children))) {
+		log_msg("out of memory");
+		return 1;
+	}
+	srv.nfds = listen_on(cfg.listen, cfg.port, srv.fds);
+	if (srv.nfds == 0) {
+		free(srv.children);
+		return 1;
+	}
+	return serve(&srv);
+}
