@@ -1,0 +1,1787 @@
+/*
+ * popserver - a forking POP3 server (RFC 1939) over the smtpmail spool.
+ *
+ * usage: popserver [-d spool] [-u userfile] [-l address] [-c maxsessions]
+ *                  [-t seconds] [-a msec] [-v] [-h] [port]
+ *
+ *   -d spool        the spool directory: <spool>/<login>/mymailbox (users)
+ *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
+ *   -l address      listen on this address only (all IPv4 and IPv6)
+ *   -c maxsessions  sessions at once; past it "-ERR [SYS/TEMP]" (100)
+ *   -t seconds      idle timeout, RFC 1939 autologout (600)
+ *   -a msec         delay before answering a wrong PASS (1000)
+ *   -v              log the whole dialogue (never a PASS argument)
+ *   -h              this usage on stdout
+ *   port            the TCP port (1100)
+ *
+ * Commands (verbs in any case), RFC 1939, RFC 2449 CAPA, RFC 3206 codes:
+ *   AUTHORIZATION  USER name, PASS secret, CAPA, QUIT
+ *   TRANSACTION    STAT, LIST [n], RETR n, DELE n, NOOP, RSET, TOP n k,
+ *                  UIDL [n], CAPA, QUIT
+ * Replies: greeting "+OK POP3 server ready"; a wrong PASS "-ERR [AUTH]
+ * invalid user name or password" after the -a delay (3 failures close);
+ * a mailbox in use "-ERR [IN-USE] mailbox locked by another session";
+ * lock timeouts and I/O errors "-ERR [SYS/TEMP] ..."; QUIT "+OK ...
+ * goodbye", or "-ERR some deleted messages not removed" when the update
+ * fails (the mailbox then stays as it was).
+ *
+ * The mailbox follows DESIGN.md: records of CRLF lines, dot-stuffed, each
+ * ended by a line ".". At PASS the session lock (byte 0 of
+ * mymailbox.lock) is taken for the whole session; the end of the last
+ * complete record is found under the write lock (byte 1) and the records
+ * below it are indexed. RETR sends a record as stored (sendfile); sizes are counted
+ * unstuffed. QUIT with deletions rewrites mymailbox.new (kept records plus
+ * mail that arrived meanwhile), fsyncs it and renames it over mymailbox.
+ *
+ * Limits: command line 255 octets with CRLF (RFC 2449 section 4); 20 bad
+ * commands after login, 3 before, then "-ERR too many errors" and close.
+ * Memory per session: the index (40 bytes a message) plus fixed buffers.
+ *
+ * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage.
+ */
+#define _POSIX_C_SOURCE 200809L
+#define _FILE_OFFSET_BITS 64
+
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <netdb.h>
+#ifdef __linux__
+#include <sys/sendfile.h>
+#endif
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- limits */
+
+enum {
+	IO_BUF_SIZE = 16384,	/* socket input and output buffers */
+	LOG_LINE_MAX = 1024,	/* one log line, truncated past this */
+	LOGIN_MAX = 64,		/* DESIGN.md: a login is 1-64 characters */
+	PASSWORD_MAX = 128,
+	USERLINE_MAX = 512,	/* one line of user.txt */
+	MAX_LISTEN = 8,		/* listening sockets (IPv4 + IPv6 + ...) */
+	ADDR_TEXT_MAX = 64,	/* a numeric IPv4/IPv6 address, scope included */
+	STOP_GRACE_SECONDS = 10,	/* SIGTERM: how long running sessions may go on */
+	PATH_TEXT_MAX = 4096,	/* a spool path */
+	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
+	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
+	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
+	POP_LINE_MAX = 255,	/* RFC 2449 section 4: 255 octets with CRLF */
+	REPLY_MAX = 512,	/* RFC 2449 section 4: 512 octets with CRLF */
+	MAX_ARGS = 2,		/* RFC 1939: TOP n k has the most, two */
+	ARGS_ANY = 1000,	/* PASS: the rest of the line, spaces included */
+	MAX_ERRORS = 20,	/* bad commands after login, as Dovecot */
+	MAX_AUTH_ERRORS = 3,	/* bad commands before login */
+	MAX_AUTH_FAILURES = 3,	/* wrong passwords before the session closes */
+	SCAN_CHUNK = 256 * 1024,	/* indexing reads the mailbox in these */
+	COPY_CHUNK = 64 * 1024,	/* TOP, and copies without sendfile */
+	SCAN_TAIL = 4096	/* the backwards search for a crashed tail's start */
+};
+
+/* ---------------------------------------------------------------- types */
+
+/* The configuration: set by main from the options, or by a fuzz harness. */
+static struct config {
+	const char *spool;	/* -d */
+	const char *userfile;	/* -u */
+	const char *address;	/* -l; NULL: every address */
+	const char *port;
+	int max_sessions;	/* -c */
+	int timeout;		/* -t, seconds; RFC 1939 section 3: >= 10 min */
+	int auth_delay_ms;	/* -a, after a wrong PASS */
+} cfg = { "users", "user.txt", NULL, "1100", 100, 600, 1000 };
+
+/* The protocol state, RFC 1939 section 3; changed only by set_state. */
+enum state { AUTHORIZATION, TRANSACTION, UPDATE, CLOSED };
+
+/* One message of the index: a record of mymailbox, DESIGN.md. */
+struct msg {
+	off_t offset;		/* where the record starts */
+	off_t length;		/* record bytes, without the "." CRLF line */
+	off_t size;		/* POP3 size: length minus the stuffed dots */
+	uint64_t uidl;		/* FNV-1a of the record bytes */
+	unsigned char deleted;	/* DELE marked it; RSET clears */
+};
+
+/* The index of the complete records of [0, end). */
+struct mbox_index {
+	struct msg *msgs;
+	size_t count, cap;
+	off_t end;		/* N: the end of the last complete record */
+};
+
+struct session {
+	struct conn *c;
+	const char *peer;
+	enum state state;
+	int errors;		/* bad commands so far */
+	int auth_failures;	/* wrong passwords so far */
+	int have_user;		/* USER given; user[] empty if never valid */
+	char user[LOGIN_MAX + 1];
+	char login[LOGIN_MAX + 1];	/* as spelled in user.txt, after PASS */
+	int lockfd;		/* mymailbox.lock, held for the session */
+	int mboxfd;		/* mymailbox, or -1 when it did not exist */
+	struct mbox_index ix;
+	size_t retrieved;	/* RETR commands, for the log at QUIT */
+};
+
+/* ---------------------------------------------------------------- logging */
+
+static const char *progname = "popserver";
+static int verbose;		/* -v: log the whole dialogue too */
+
+/* log_msg - one line on stderr: UTC time, program[pid], the message */
+static void log_msg(const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX];
+	time_t now = time(NULL);
+	struct tm tm;
+	size_t len = 0;
+	va_list ap;
+	int n;
+
+	if (gmtime_r(&now, &tm))
+		len = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+	n = snprintf(line + len, sizeof line - len, "%s[%ld]: ", progname,
+		     (long)getpid());
+	if (n > 0)
+		len += (size_t)n < sizeof line - len ? (size_t)n : sizeof line - len - 1;
+	va_start(ap, fmt);
+	n = vsnprintf(line + len, sizeof line - len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		len += (size_t)n < sizeof line - len ? (size_t)n : sizeof line - len - 1;
+	/* Peer-supplied text may hold control bytes: one log line stays one line. */
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			line[i] = '?';
+	if (len >= sizeof line - 1)
+		len = sizeof line - 2;
+	line[len++] = '\n';
+	/* One write per line: lines of concurrent children do not interleave. */
+	if (write(STDERR_FILENO, line, len) < 0)
+		return;		/* nowhere left to report it */
+}
+
+/* ---------------------------------------------------------------- buffered socket I/O */
+
+/* A connection: buffered input and output on a non-blocking socket, every
+ * wait bounded by timeout_ms, so no peer can hang a session. */
+struct conn {
+	int fd;
+	int timeout_ms;		/* the longest wait for the peer, each time */
+	char in[IO_BUF_SIZE];
+	size_t in_pos, in_len;	/* unread input is in[in_pos .. in_len) */
+	char out[IO_BUF_SIZE];
+	size_t out_len;
+	int failed;		/* a write failed or timed out: write no more */
+};
+
+enum io_status { IO_OK, IO_TOO_LONG, IO_EOF, IO_TIMEOUT, IO_ERROR };
+
+/* conn_init - set up a connection on socket fd (made non-blocking) */
+static int conn_init(struct conn *c, int fd, int timeout_seconds)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	memset(c, 0, sizeof *c);
+	c->fd = fd;
+	c->timeout_ms = timeout_seconds * 1000;
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		return -1;
+	return 0;
+}
+
+/* conn_wait - wait, at most the timeout, until fd is ready for events */
+static enum io_status conn_wait(struct conn *c, short events)
+{
+	struct pollfd p = { .fd = c->fd, .events = events };
+
+	for (;;) {
+		int n = poll(&p, 1, c->timeout_ms);
+
+		if (n > 0)
+			return IO_OK;
+		if (n == 0)
+			return IO_TIMEOUT;
+		if (errno != EINTR)
+			return IO_ERROR;
+	}
+}
+
+/* conn_flush - send everything buffered; after a failure, never write again */
+static int conn_flush(struct conn *c)
+{
+	size_t done = 0;
+
+	while (done < c->out_len && !c->failed) {
+		ssize_t n = write(c->fd, c->out + done, c->out_len - done);
+
+		if (n > 0)
+			done += (size_t)n;
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+			 && conn_wait(c, POLLOUT) == IO_OK)
+			continue;
+		else
+			c->failed = 1;
+	}
+	c->out_len = 0;
+	return c->failed ? -1 : 0;
+}
+
+/* conn_write - queue n bytes for the peer, sending when the buffer is full */
+static int conn_write(struct conn *c, const void *data, size_t n)
+{
+	const char *p = data;
+
+	while (n > 0 && !c->failed) {
+		size_t room = sizeof c->out - c->out_len;
+		size_t k = n < room ? n : room;
+
+		memcpy(c->out + c->out_len, p, k);
+		c->out_len += k;
+		p += k;
+		n -= k;
+		if (c->out_len == sizeof c->out)
+			conn_flush(c);
+	}
+	return c->failed ? -1 : 0;
+}
+
+/*
+ * conn_fill - read more input. Pending output is sent first: replies to
+ * pipelined commands go out together in one write, and a peer waiting for
+ * a reply is never left waiting while we wait for it (no deadlock).
+ */
+static enum io_status conn_fill(struct conn *c)
+{
+	if (conn_flush(c) < 0)
+		return IO_ERROR;
+	if (c->in_pos > 0) {
+		memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+		c->in_len -= c->in_pos;
+		c->in_pos = 0;
+	}
+	if (c->in_len == sizeof c->in)
+		return IO_TOO_LONG;	/* the caller must consume first */
+	for (;;) {
+		ssize_t n = read(c->fd, c->in + c->in_len, sizeof c->in - c->in_len);
+		enum io_status st;
+
+		if (n > 0) {
+			c->in_len += (size_t)n;
+			return IO_OK;
+		}
+		if (n == 0)
+			return IO_EOF;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return IO_ERROR;
+		if ((st = conn_wait(c, POLLIN)) != IO_OK)
+			return st;
+	}
+}
+
+/*
+ * conn_read_line - the next input line, without its line end, NUL-terminated
+ * in line[cap]; *len is its length (it may hold NUL bytes) and *crlf says if
+ * it ended in CRLF rather than a bare LF. A line that does not fit (with its
+ * CR) in cap - 1 bytes is read to its end and dropped: IO_TOO_LONG, and the
+ * session stays in step with the peer. So cap is the protocol's line limit
+ * counting CRLF: char line[512] takes exactly RFC 5321's 512 octets.
+ */
+static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
+				     size_t *len, int *crlf)
+{
+	size_t n = 0;
+	int too_long = 0;
+	char last = 0;		/* the byte before the LF */
+
+	for (;;) {
+		char *start = c->in + c->in_pos;
+		size_t avail = c->in_len - c->in_pos;
+		char *lf = memchr(start, '\n', avail);
+		size_t take = lf ? (size_t)(lf - start) : avail;
+		enum io_status st;
+
+		if (take > 0)
+			last = start[take - 1];
+		if (!too_long && n + take < cap) {
+			memcpy(line + n, start, take);
+			n += take;
+		} else {
+			too_long = 1;
+		}
+		c->in_pos += lf ? take + 1 : take;
+		if (lf)
+			break;
+		if ((st = conn_fill(c)) != IO_OK)
+			return st;	/* EOF mid-line: the fragment is dropped */
+	}
+	*crlf = last == '\r';
+	if (*crlf && !too_long)
+		n--;
+	line[n] = '\0';
+	*len = n;
+	return too_long ? IO_TOO_LONG : IO_OK;
+}
+
+/* ---------------------------------------------------------------- accounts (user.txt) */
+
+struct account {
+	char login[LOGIN_MAX + 1];	/* as spelled in user.txt: names the directory */
+	char password[PASSWORD_MAX + 1];
+};
+
+/* login_valid - 1-64 of [A-Za-z0-9._-], not starting with '.': never a path */
+static int login_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > LOGIN_MAX || s[0] == '.')
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+			return 0;
+	return 1;
+}
+
+/* skip_rest_of_line - after an overlong fgets, drop the rest of that line */
+static void skip_rest_of_line(FILE *f)
+{
+	int ch;
+
+	while ((ch = getc(f)) != EOF && ch != '\n')
+		;
+}
+
+/* userfile_entry - parse one user.txt line; 1: an account, 0: skip it */
+static int userfile_entry(char *line, const char *userfile, unsigned lineno,
+			  struct account *acct)
+{
+	char *save = NULL;
+	char *login = strtok_r(line, " \t\r\n", &save);
+	char *password = login ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+
+	if (!login || login[0] == '#')
+		return 0;
+	if (!login_valid(login)) {
+		log_msg("%s:%u: invalid login skipped", userfile, lineno);
+		return 0;
+	}
+	if (!password || strlen(password) > PASSWORD_MAX) {
+		log_msg("%s:%u: missing or overlong password, skipped", userfile, lineno);
+		return 0;
+	}
+	memcpy(acct->login, login, strlen(login) + 1);
+	memcpy(acct->password, password, strlen(password) + 1);
+	return 1;
+}
+
+/*
+ * user_lookup - find login (any case) in user.txt; login NULL: the first
+ * account. Re-read on every call, so an account added while the server runs
+ * works at once. Returns 1 found (*acct filled), 0 not found, -1 unreadable.
+ */
+static int user_lookup(const char *userfile, const char *login, struct account *acct)
+{
+	char line[USERLINE_MAX];
+	unsigned lineno = 0;
+	int found = 0, failed;
+	FILE *f = fopen(userfile, "r");
+
+	if (!f) {
+		log_msg("cannot open %s: %s", userfile, strerror(errno));
+		return -1;
+	}
+	while (!found && fgets(line, sizeof line, f)) {
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			log_msg("%s:%u: line too long, skipped", userfile, lineno);
+			skip_rest_of_line(f);
+			continue;
+		}
+		if (userfile_entry(line, userfile, lineno, acct)
+		    && (!login || strcasecmp(acct->login, login) == 0))
+			found = 1;
+	}
+	failed = ferror(f);
+	fclose(f);
+	return failed ? -1 : found;
+}
+
+/* secret_equal - compare in time independent of where a and b differ */
+static int secret_equal(const char *a, const char *b)
+{
+	size_t na = strlen(a), nb = strlen(b);
+	unsigned char diff = na != nb;
+
+	for (size_t i = 0; i < na; i++)
+		diff |= (unsigned char)a[i] ^ (unsigned char)(nb ? b[i % nb] : 0);
+	return diff == 0;
+}
+
+/* ---------------------------------------------------------------- spool and locks (DESIGN.md) */
+
+/* spool_path - "<spool>/<login>/<name>" (name NULL: the directory); -1 if too long */
+static int spool_path(char *out, size_t cap, const char *spool, const char *login,
+		      const char *name)
+{
+	int n = name ? snprintf(out, cap, "%s/%s/%s", spool, login, name)
+		     : snprintf(out, cap, "%s/%s", spool, login);
+
+	if (n < 0 || (size_t)n >= cap) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+/* open_lock_file - open <spool>/<login>/mymailbox.lock, creating the directory
+ * (0700) and the file as needed; keep the descriptor for the whole process:
+ * closing any descriptor of the file drops all our fcntl locks on it. */
+static int open_lock_file(const char *spool, const char *login)
+{
+	char path[PATH_TEXT_MAX];
+
+	if (spool_path(path, sizeof path, spool, login, NULL) < 0)
+		return -1;
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -1;
+	if (spool_path(path, sizeof path, spool, login, "mymailbox.lock") < 0)
+		return -1;
+	return open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+}
+
+/* on_alarm - only interrupts a blocked F_SETLKW (installed without SA_RESTART) */
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * lock_byte - take (F_WRLCK) or release (F_UNLCK) one byte of the lock file.
+ * wait: block at most LOCK_WAIT_SECONDS. Returns 0, or -1 with errno: EAGAIN
+ * or EACCES busy (no wait), EINTR the wait timed out, EDEADLK a deadlock.
+ */
+static int lock_byte(int fd, off_t byte, short type, int wait)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte,
+			    .l_len = 1 };
+	struct sigaction sa = { .sa_handler = on_alarm }, old;
+	int r, saved;
+
+	if (!wait || type == F_UNLCK)
+		return fcntl(fd, F_SETLK, &fl);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, &old);
+	alarm(LOCK_WAIT_SECONDS);
+	r = fcntl(fd, F_SETLKW, &fl);
+	saved = errno;
+	alarm(0);
+	sigaction(SIGALRM, &old, NULL);
+	errno = saved;
+	return r;
+}
+
+/* ---------------------------------------------------------------- listening and the process model */
+
+/* addr_text - the numeric text of a socket address, for logs and trace lines */
+static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
+{
+	if (getnameinfo(sa, len, out, cap, NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(out, cap, "unknown");
+}
+
+/*
+ * listen_on - listening sockets on addr (NULL: every IPv4 and IPv6 address)
+ * and port. Returns how many (all or nothing); 0 after logging why.
+ */
+static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res, *ai;
+	char where[ADDR_TEXT_MAX];
+	int n = 0, one = 1;
+	int err = getaddrinfo(addr, port, &hints, &res);
+
+	if (err != 0) {
+		log_msg("cannot listen on %s port %s: %s", addr ? addr : "*", port,
+			gai_strerror(err));
+		return 0;
+	}
+	for (ai = res; ai && n < MAX_LISTEN; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+
+		if (fd < 0 && (errno == EAFNOSUPPORT || errno == EPROTONOSUPPORT))
+			continue;	/* e.g. no IPv6 on this host */
+		addr_text(ai->ai_addr, ai->ai_addrlen, where, sizeof where);
+		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0
+		    || (ai->ai_family == AF_INET6
+			&& setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
+		    || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0
+		    || fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {	/* accept never blocks */
+			log_msg("cannot listen on %s port %s: %s", where, port, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			while (n > 0)
+				close(fds[--n]);
+			break;
+		}
+		fds[n++] = fd;
+	}
+	freeaddrinfo(res);
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof ss;
+
+		if (getsockname(fds[i], (struct sockaddr *)&ss, &len) == 0)
+			addr_text((struct sockaddr *)&ss, len, where, sizeof where);
+		log_msg("listening on %s port %s", where, port);
+	}
+	return n;
+}
+
+/* The accept loop's state. Only the main loop touches it; the signal
+ * handler only sets flags (STYLE.md lesson 9). */
+struct server {
+	int fds[MAX_LISTEN];
+	int nfds;
+	pid_t *children;	/* running sessions, max_children slots */
+	int nchildren, max_children;
+	const char *busy_line;	/* sent, CRLF included, past max_children */
+	void (*session)(int fd, const char *peer);
+};
+
+static volatile sig_atomic_t got_sigchld, got_stop;
+
+/* on_signal - note the signal; the main loop does the work */
+static void on_signal(int sig)
+{
+	if (sig == SIGCHLD)
+		got_sigchld = 1;
+	else
+		got_stop = 1;
+}
+
+/* reap_children - collect every finished session; never blocks */
+static void reap_children(struct server *srv)
+{
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (int i = 0; i < srv->nchildren; i++)
+			if (srv->children[i] == pid) {
+				srv->children[i] = srv->children[--srv->nchildren];
+				break;
+			}
+		if (WIFSIGNALED(status))
+			log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
+	}
+}
+
+/* refuse_busy - past the session limit: one line, best effort, and close */
+static void refuse_busy(struct server *srv, int fd, const char *peer)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags >= 0)
+		(void)fcntl(fd, F_SETFL, flags | O_NONBLOCK);	/* never block the loop */
+	if (write(fd, srv->busy_line, strlen(srv->busy_line)) < 0)
+		log_msg("refused %s (too many sessions): %s", peer, strerror(errno));
+	else
+		log_msg("refused %s: too many sessions", peer);
+	close(fd);
+}
+
+/* start_session - fork a child that runs the session on fd, then exits */
+static void start_session(struct server *srv, int fd, const char *peer,
+			  const sigset_t *child_mask)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_msg("fork: %s", strerror(errno));
+		refuse_busy(srv, fd, peer);
+		return;
+	}
+	if (pid == 0) {
+		for (int i = 0; i < srv->nfds; i++)
+			close(srv->fds[i]);
+		signal(SIGCHLD, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		sigprocmask(SIG_SETMASK, child_mask, NULL);
+		srv->session(fd, peer);
+		exit(0);
+	}
+	srv->children[srv->nchildren++] = pid;
+	close(fd);
+}
+
+/* accept_one - take one connection from listening socket lfd */
+static void accept_one(struct server *srv, int lfd, const sigset_t *child_mask)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	char peer[ADDR_TEXT_MAX];
+	int fd = accept(lfd, (struct sockaddr *)&ss, &len);
+
+	if (fd < 0) {
+		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+			log_msg("accept: %s", strerror(errno));
+		return;
+	}
+	addr_text((struct sockaddr *)&ss, len, peer, sizeof peer);
+	if (srv->nchildren >= srv->max_children)
+		refuse_busy(srv, fd, peer);
+	else
+		start_session(srv, fd, peer, child_mask);
+}
+
+/* stop_sessions - after SIGTERM: let sessions end, at most the grace time */
+static void stop_sessions(struct server *srv)
+{
+	time_t deadline = time(NULL) + STOP_GRACE_SECONDS;
+
+	while (srv->nchildren > 0 && time(NULL) < deadline) {
+		struct timespec tick = { 0, 50 * 1000 * 1000 };
+
+		nanosleep(&tick, NULL);
+		reap_children(srv);
+	}
+	for (int i = 0; i < srv->nchildren; i++)
+		kill(srv->children[i], SIGTERM);	/* by PID: only our own */
+	while (srv->nchildren > 0 && waitpid(-1, NULL, 0) > 0)
+		reap_children(srv);
+}
+
+/*
+ * serve - the accept loop: a child per connection until SIGTERM or SIGINT.
+ * The three signals stay blocked except inside pselect, which unblocks them
+ * atomically: a signal can never slip in between the check and the wait.
+ */
+static int serve(struct server *srv)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t block, wait_mask;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGCHLD, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigemptyset(&block);
+	sigaddset(&block, SIGCHLD);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &wait_mask);
+	while (!got_stop) {
+		fd_set ready;
+		int maxfd = -1, n;
+
+		FD_ZERO(&ready);
+		for (int i = 0; i < srv->nfds; i++) {
+			FD_SET(srv->fds[i], &ready);
+			if (srv->fds[i] > maxfd)
+				maxfd = srv->fds[i];
+		}
+		n = pselect(maxfd + 1, &ready, NULL, NULL, NULL, &wait_mask);
+		if (got_sigchld) {
+			got_sigchld = 0;
+			reap_children(srv);
+		}
+		for (int i = 0; n > 0 && i < srv->nfds; i++)
+			if (FD_ISSET(srv->fds[i], &ready))
+				accept_one(srv, srv->fds[i], &wait_mask);
+	}
+	for (int i = 0; i < srv->nfds; i++)
+		close(srv->fds[i]);
+	log_msg("stopping: %d session(s) still running", srv->nchildren);
+	stop_sessions(srv);
+	free(srv->children);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- file helpers */
+
+/* read_at - read up to n bytes at offset off, short only at end of file */
+static ssize_t read_at(int fd, char *buf, size_t n, off_t off)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t k = pread(fd, buf + done, n - done, off + (off_t)done);
+
+		if (k > 0)
+			done += (size_t)k;
+		else if (k == 0)
+			break;
+		else if (errno != EINTR)
+			return -1;
+	}
+	return (ssize_t)done;
+}
+
+/* write_all - write n bytes to a file, short writes and EINTR included */
+static int write_all(int fd, const char *buf, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = write(fd, buf, n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		buf += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* copy_range - append bytes [off, off + len) of file in to file out */
+static int copy_range(int in, int out, off_t off, off_t len)
+{
+	char buf[COPY_CHUNK];
+
+#ifdef __linux__
+	while (len > 0) {	/* Linux >= 2.6.33: sendfile to a regular file */
+		ssize_t k = sendfile(out, in, &off, len < SSIZE_MAX ? (size_t)len : SSIZE_MAX);
+
+		if (k > 0)
+			len -= k;
+		else if (k < 0 && errno == EINTR)
+			continue;
+		else if (k < 0 && (errno == EINVAL || errno == ENOSYS))
+			break;	/* not supported here: copy by hand */
+		else
+			return -1;	/* k == 0: the file is shorter than indexed */
+	}
+#endif
+	while (len > 0) {
+		size_t want = len < (off_t)sizeof buf ? (size_t)len : sizeof buf;
+		ssize_t k = read_at(in, buf, want, off);
+
+		if (k <= 0 || write_all(out, buf, (size_t)k) < 0)
+			return -1;
+		off += k;
+		len -= k;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the mailbox index */
+
+/* FNV-1a, 64 bits: the UIDL of a record (DESIGN.md, POP3 step 5) */
+#define FNV_OFFSET UINT64_C(0xcbf29ce484222325)
+#define FNV_PRIME UINT64_C(0x100000001b3)
+
+/* fnv1a - continue hash h over n bytes */
+static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= FNV_PRIME;
+	}
+	return h;
+}
+
+/* The scanner's state between chunks: the record being read. */
+struct scan {
+	off_t rec_start;	/* file offset of the current record */
+	off_t stuffed;		/* its stuffed dots so far */
+	uint64_t hash;		/* its hash so far */
+	int line_start;		/* the next chunk starts at a line start */
+};
+
+/* index_add - append one message to the index (NULL index: only count) */
+static int index_add(struct mbox_index *ix, const struct scan *sc, off_t end)
+{
+	struct msg *m;
+
+	if (!ix)
+		return 0;
+	if (ix->count == ix->cap) {
+		size_t cap = ix->cap ? ix->cap * 2 : 256;
+
+		if (cap > SIZE_MAX / sizeof *m
+		    || !(m = realloc(ix->msgs, cap * sizeof *m)))
+			return -1;
+		ix->msgs = m;
+		ix->cap = cap;
+	}
+	m = &ix->msgs[ix->count++];
+	m->offset = sc->rec_start;
+	m->length = end - sc->rec_start;
+	m->size = m->length - sc->stuffed;
+	m->uidl = sc->hash;
+	m->deleted = 0;
+	return 0;
+}
+
+/* next_dot_line - index of the next line start >= from holding a '.' (or n) */
+static size_t next_dot_line(const char *buf, size_t n, size_t from, int line_start)
+{
+	if (from == 0 && line_start && n > 0 && buf[0] == '.')
+		return 0;
+	for (size_t i = from > 0 ? from - 1 : 0; i + 1 < n; i++) {
+		const char *lf = memchr(buf + i, '\n', n - 1 - i);
+
+		if (!lf)
+			break;
+		i = (size_t)(lf - buf);
+		if (buf[i + 1] == '.')
+			return i + 1;
+	}
+	return n;
+}
+
+/*
+ * scan_chunk - find the record ends in buf[0, n) at file offset base: a
+ * line that is exactly "." CRLF (DESIGN.md, record format); any other line
+ * starting with '.' is stuffed. Only lines starting with '.' matter: a
+ * memchr from line end to line end, no copy. Returns how many bytes
+ * were consumed: all, or up to a '.' line start whose line is cut by the
+ * chunk end (not last: the caller reads on from there). *end: the end of
+ * the last complete record. -1: out of memory.
+ */
+static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
+			  struct scan *sc, struct mbox_index *ix, off_t *end)
+{
+	size_t j = 0, hashed = 0, used = n;
+
+	while ((j = next_dot_line(buf, n, j, sc->line_start)) < n) {
+		if (j + 2 >= n) {
+			if (!last)
+				used = j;	/* decide it with the next chunk */
+			break;
+		}
+		if (buf[j + 1] != '\r' || buf[j + 2] != '\n') {
+			sc->stuffed++;
+			j++;
+			continue;
+		}
+		sc->hash = fnv1a(sc->hash, buf + hashed, j - hashed);
+		if (index_add(ix, sc, base + (off_t)j) < 0)
+			return -1;
+		j += 3;
+		hashed = j;
+		*end = base + (off_t)j;
+		sc->rec_start = *end;
+		sc->stuffed = 0;
+		sc->hash = FNV_OFFSET;
+	}
+	sc->hash = fnv1a(sc->hash, buf + hashed, used > hashed ? used - hashed : 0);
+	if (used > 0)
+		sc->line_start = buf[used - 1] == '\n';
+	return (ssize_t)used;
+}
+
+/*
+ * scan_records - index the complete records of [from, to) of fd, reading
+ * SCAN_CHUNK bytes at a time (one pass, bounded memory); *end gets the end
+ * of the last complete one (from if none): a partial tail is ignored.
+ */
+static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off_t *end)
+{
+	struct scan sc = { from, 0, FNV_OFFSET, 1 };
+	char *buf = malloc(SCAN_CHUNK);
+	off_t off = from;
+	int rc = 0;
+
+	*end = from;
+	if (!buf)
+		return -1;
+	while (off < to && rc == 0) {
+		size_t want = to - off < SCAN_CHUNK ? (size_t)(to - off) : SCAN_CHUNK;
+		ssize_t n = read_at(fd, buf, want, off);
+		ssize_t used;
+
+		if (n <= 0) {
+			rc = n < 0 ? -1 : 0;
+			break;	/* n == 0: shorter than its size said */
+		}
+		used = scan_chunk(buf, (size_t)n, off, (size_t)n < want || off + n == to,
+				  &sc, ix, end);
+		if (used < 0)
+			rc = -1;
+		if (used <= 0)
+			break;	/* 0 only on the last chunk: never loop in place */
+		off += used;
+	}
+	free(buf);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- replies */
+
+/* vreply - one reply line: formatted, bounded, CRLF added, logged if -v */
+static void vreply(struct session *s, const char *fmt, va_list ap)
+{
+	char line[REPLY_MAX];
+	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+
+	if (n < 0)
+		n = 0;
+	if ((size_t)n > sizeof line - 3)
+		n = sizeof line - 3;	/* truncated: still one line */
+	if (verbose)
+		log_msg("> %s", line);
+	line[n++] = '\r';
+	line[n++] = '\n';
+	conn_write(s->c, line, (size_t)n);
+}
+
+/* reply - send one reply line (RFC 1939 section 3: +OK or -ERR, CRLF) */
+static void reply(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreply(s, fmt, ap);
+	va_end(ap);
+}
+
+/* set_state - the one place the protocol state changes */
+static void set_state(struct session *s, enum state new)
+{
+	static const char *const names[] = { "AUTHORIZATION", "TRANSACTION",
+					     "UPDATE", "CLOSED" };
+
+	if (verbose)
+		log_msg("state %s -> %s", names[s->state], names[new]);
+	s->state = new;
+}
+
+/* bad - a -ERR for bad input; past the error limit "too many errors", close */
+static void bad(struct session *s, const char *fmt, ...)
+{
+	int limit = s->state == TRANSACTION ? MAX_ERRORS : MAX_AUTH_ERRORS;
+	va_list ap;
+
+	if (++s->errors >= limit) {
+		reply(s, "-ERR too many errors");
+		log_msg("%s: too many errors, closing", s->peer);
+		set_state(s, CLOSED);
+		return;
+	}
+	va_start(ap, fmt);
+	vreply(s, fmt, ap);
+	va_end(ap);
+}
+
+/* ---------------------------------------------------------------- parsers */
+
+/* The arguments of one command line. */
+struct args {
+	int argc;		/* how many words followed the verb */
+	char *argv[MAX_ARGS];	/* the first MAX_ARGS of them */
+	const char *rest;	/* everything after the verb and one space */
+	char words[POP_LINE_MAX];	/* a copy of rest, cut into argv */
+};
+
+/*
+ * parse_number - a decimal number: digits only, no sign, no spaces.
+ * Returns 0, -1 not a number, -2 too big for unsigned long (RFC 1939
+ * section 3: message numbers are decimal).
+ */
+static int parse_number(const char *s, unsigned long *out)
+{
+	unsigned long v = 0;
+
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		if (v > (ULONG_MAX - (unsigned long)(*s - '0')) / 10)
+			return -2;
+		v = v * 10 + (unsigned long)(*s - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* split_args - the words of rest (after the verb), rest itself kept whole */
+static void split_args(const char *rest, struct args *a)
+{
+	char *save = NULL, *w;
+
+	a->argc = 0;
+	a->rest = rest;
+	snprintf(a->words, sizeof a->words, "%s", rest);	/* rest is shorter */
+	for (w = strtok_r(a->words, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+		if (a->argc < MAX_ARGS)
+			a->argv[a->argc] = w;
+		if (a->argc < INT_MAX)
+			a->argc++;
+	}
+}
+
+/* msg_arg - the message a number names; NULL (after a -ERR) if none */
+static struct msg *msg_arg(struct session *s, const char *arg)
+{
+	unsigned long n = 0;
+	int r = parse_number(arg, &n);
+
+	if (r == -1) {
+		bad(s, "-ERR invalid message number");
+		return NULL;
+	}
+	if (r < 0 || n == 0 || n > s->ix.count) {
+		bad(s, "-ERR no such message");
+		return NULL;
+	}
+	if (s->ix.msgs[n - 1].deleted) {
+		bad(s, "-ERR message %lu already deleted", n);
+		return NULL;
+	}
+	return &s->ix.msgs[n - 1];
+}
+
+/* msg_number - the 1-based number of message m */
+static unsigned long msg_number(const struct session *s, const struct msg *m)
+{
+	return (unsigned long)(m - s->ix.msgs) + 1;
+}
+
+/* totals - how many messages are not deleted, and their size */
+static size_t totals(const struct session *s, long long *octets)
+{
+	size_t n = 0;
+
+	*octets = 0;
+	for (size_t i = 0; i < s->ix.count; i++)
+		if (!s->ix.msgs[i].deleted) {
+			n++;
+			*octets += s->ix.msgs[i].size;
+		}
+	return n;
+}
+
+/* ---------------------------------------------------------------- AUTHORIZATION (RFC 1939 sections 4, 7) */
+
+/* cmd_user - remember the name; unknown names get +OK too (no enumeration) */
+static void cmd_user(struct session *s, const struct args *a)
+{
+	const char *name = a->argv[0];
+
+	s->have_user = 1;
+	s->user[0] = '\0';
+	if (strlen(name) <= LOGIN_MAX)
+		memcpy(s->user, name, strlen(name) + 1);
+	reply(s, "+OK send PASS");
+}
+
+/* pause_ms - sleep ms milliseconds, signals notwithstanding */
+static void pause_ms(int ms)
+{
+	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&t, &t) < 0 && errno == EINTR)
+		;
+}
+
+/* check_password - 1 if user/password name an account (*acct), 0 no, -1 error */
+static int check_password(const char *user, const char *password, struct account *acct)
+{
+	int found = login_valid(user) ? user_lookup(cfg.userfile, user, acct) : 0;
+
+	if (found < 0)
+		return -1;
+	if (found == 0) {
+		(void)secret_equal(password, "not an account");	/* same work */
+		return 0;
+	}
+	return secret_equal(password, acct->password);
+}
+
+/*
+ * complete_end - the end of the last complete record of fd's first size
+ * bytes: just after its last CRLF "." CRLF (DESIGN.md: anything after it
+ * is a crashed tail), searched backwards in bounded chunks as smtpmail's
+ * trim does. Under the write lock: a delivery may trim and overwrite that
+ * tail as soon as the lock is released, so the index must stop before it.
+ */
+static off_t complete_end(int fd, off_t size)
+{
+	static const char mark[] = "\r\n.\r\n";
+	char buf[SCAN_TAIL + 4];
+	off_t pos = size;
+
+	while (pos > 0) {
+		size_t want = pos > SCAN_TAIL ? SCAN_TAIL : (size_t)pos;
+		off_t start = pos - (off_t)want;
+		size_t more = size - pos < 4 ? (size_t)(size - pos) : 4;
+		ssize_t have = read_at(fd, buf, want + more, start);
+
+		if (have < 0)
+			return -1;
+		for (size_t i = (size_t)have >= 5 ? (size_t)have - 4 : 0; i-- > 0;)
+			if (i < want && memcmp(buf + i, mark, 5) == 0)
+				return start + (off_t)i + 5;
+		pos = start;
+	}
+	return 0;
+}
+
+/*
+ * open_mailbox - open mymailbox under the write lock; to *size the end of
+ * its last complete record then (DESIGN.md POP3 step 2): bytes below it
+ * never change during the session. NULL, or the -ERR reply saying why not.
+ */
+static const char *open_mailbox(struct session *s, off_t *size)
+{
+	char path[PATH_TEXT_MAX];
+	const char *err = NULL;
+	struct stat st;
+
+	*size = 0;
+	if (spool_path(path, sizeof path, cfg.spool, s->login, "mymailbox") < 0)
+		return "-ERR [SYS/PERM] mailbox path too long";
+	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0)
+		return "-ERR [SYS/TEMP] mailbox busy, try again later";
+	s->mboxfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (s->mboxfd < 0 && errno != ENOENT)	/* ENOENT: no mail yet, empty */
+		err = errno == ELOOP ? "-ERR [SYS/PERM] mailbox is a symbolic link"
+		      : "-ERR [SYS/TEMP] cannot open mailbox";
+	else if (s->mboxfd >= 0 && fstat(s->mboxfd, &st) < 0)
+		err = "-ERR [SYS/TEMP] cannot open mailbox";
+	else if (s->mboxfd >= 0 && (!S_ISREG(st.st_mode) || st.st_nlink != 1))
+		err = "-ERR [SYS/PERM] mailbox is not a regular file";
+	else if (s->mboxfd >= 0 && (*size = complete_end(s->mboxfd, st.st_size)) < 0)
+		err = "-ERR [SYS/TEMP] cannot read mailbox, try again later";
+	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0 && !err)
+		err = "-ERR [SYS/TEMP] cannot unlock mailbox";
+	return err;
+}
+
+/*
+ * login - DESIGN.md POP3 steps 1 and 2: the session lock, the size under
+ * the write lock, the index. 0 on success; else the -ERR has been sent.
+ */
+static int login(struct session *s)
+{
+	const char *err = NULL;
+	off_t size = 0;
+
+	s->lockfd = open_lock_file(cfg.spool, s->login);
+	if (s->lockfd < 0)
+		err = "-ERR [SYS/TEMP] cannot open mailbox";
+	else if (lock_byte(s->lockfd, SESSION_LOCK_BYTE, F_WRLCK, 0) < 0)
+		/* RFC 2449 section 8.1.2: IN-USE; RFC 3206 section 4: SYS */
+		err = errno == EAGAIN || errno == EACCES
+		      ? "-ERR [IN-USE] mailbox locked by another session"
+		      : "-ERR [SYS/TEMP] cannot lock mailbox";
+	else if (!(err = open_mailbox(s, &size))
+		 && scan_records(s->mboxfd, 0, size, &s->ix, &s->ix.end) < 0)
+		err = "-ERR [SYS/TEMP] cannot read mailbox, try again later";
+	if (err) {
+		log_msg("login %s from %s refused: %s (%s)", s->login, s->peer, err + 5,
+			strerror(errno));
+		reply(s, "%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* cmd_pass - check the password, lock and index the mailbox (RFC 1939 7) */
+static void cmd_pass(struct session *s, const struct args *a)
+{
+	struct account acct;
+	long long octets;
+	size_t n;
+	int ok;
+
+	if (!s->have_user) {
+		bad(s, "-ERR USER first");
+		return;
+	}
+	ok = check_password(s->user, a->rest, &acct);
+	s->have_user = 0;
+	if (ok <= 0) {
+		log_msg("login %s from %s failed", s->user[0] ? s->user : "?", s->peer);
+		pause_ms(cfg.auth_delay_ms);
+		/* RFC 3206 section 5: AUTH; SYS/TEMP when user.txt is unreadable */
+		reply(s, ok < 0 ? "-ERR [SYS/TEMP] cannot read accounts"
+		      : "-ERR [AUTH] invalid user name or password");
+		if (++s->auth_failures >= MAX_AUTH_FAILURES)
+			set_state(s, CLOSED);
+		return;
+	}
+	memcpy(s->login, acct.login, sizeof s->login);
+	if (login(s) < 0) {
+		set_state(s, CLOSED);
+		return;
+	}
+	log_msg("login %s from %s ok: %zu messages", s->login, s->peer, s->ix.count);
+	set_state(s, TRANSACTION);
+	n = totals(s, &octets);
+	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
+}
+
+/* cmd_capa - the capabilities (RFC 2449 sections 5, 6; RFC 3206 section 6) */
+static void cmd_capa(struct session *s, const struct args *a)
+{
+	static const char *const caps[] = { "USER", "TOP", "UIDL", "RESP-CODES",
+		"AUTH-RESP-CODE", "PIPELINING", "IMPLEMENTATION popserver" };
+
+	(void)a;
+	reply(s, "+OK capability list follows");
+	for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++)
+		reply(s, "%s", caps[i]);
+	reply(s, ".");
+}
+
+/* ---------------------------------------------------------------- TRANSACTION (RFC 1939 section 5) */
+
+/* cmd_stat - "+OK count octets" of the messages not deleted */
+static void cmd_stat(struct session *s, const struct args *a)
+{
+	long long octets;
+	size_t n = totals(s, &octets);
+
+	(void)a;
+	reply(s, "+OK %zu %lld", n, octets);
+}
+
+/* cmd_list - one message's size, or a multi-line list of them all */
+static void cmd_list(struct session *s, const struct args *a)
+{
+	struct msg *m;
+	long long octets;
+	size_t n;
+
+	if (a->argc == 1) {
+		if ((m = msg_arg(s, a->argv[0])))
+			reply(s, "+OK %lu %lld", msg_number(s, m), (long long)m->size);
+		return;
+	}
+	n = totals(s, &octets);
+	reply(s, "+OK %zu messages (%lld octets)", n, octets);
+	for (size_t i = 0; i < s->ix.count && !s->c->failed; i++)
+		if (!s->ix.msgs[i].deleted)
+			reply(s, "%zu %lld", i + 1, (long long)s->ix.msgs[i].size);
+	reply(s, ".");
+}
+
+/*
+ * send_range - send bytes [off, off + len) of the mailbox to the peer as
+ * they are: sendfile on Linux (the socket is non-blocking: wait for room
+ * on EAGAIN), else read and write. Buffered replies go out first.
+ */
+static int send_range(struct session *s, off_t off, off_t len)
+{
+	char buf[COPY_CHUNK];
+
+	if (conn_flush(s->c) < 0)
+		return -1;
+#ifdef __linux__
+	while (len > 0) {
+		ssize_t k = sendfile(s->c->fd, s->mboxfd, &off,
+				     len < SSIZE_MAX ? (size_t)len : SSIZE_MAX);
+
+		if (k > 0)
+			len -= k;
+		else if (k < 0 && errno == EINTR)
+			continue;
+		else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (conn_wait(s->c, POLLOUT) != IO_OK)
+				return -1;
+		} else if (k < 0 && (errno == EINVAL || errno == ENOSYS))
+			break;	/* not for this socket: copy by hand */
+		else
+			return -1;	/* k == 0: shorter than indexed */
+	}
+#endif
+	while (len > 0) {
+		size_t want = len < (off_t)sizeof buf ? (size_t)len : sizeof buf;
+		ssize_t k = read_at(s->mboxfd, buf, want, off);
+
+		if (k <= 0 || conn_write(s->c, buf, (size_t)k) < 0)
+			return -1;
+		off += k;
+		len -= k;
+	}
+	return 0;
+}
+
+/* cmd_retr - the record as stored: already stuffed, "." CRLF included */
+static void cmd_retr(struct session *s, const struct args *a)
+{
+	struct msg *m = msg_arg(s, a->argv[0]);
+
+	if (!m)
+		return;
+	reply(s, "+OK %lld octets", (long long)m->size);
+	if (send_range(s, m->offset, m->length + 3) < 0) {
+		log_msg("%s: RETR %lu failed: %s", s->login, msg_number(s, m),
+			strerror(errno));
+		s->c->failed = 1;	/* the reply is cut: the session cannot go on */
+		return;
+	}
+	s->retrieved++;
+}
+
+/* The TOP walker's state: where the headers end, how many lines are left. */
+struct top_state {
+	int in_body;		/* the blank line after the headers was sent */
+	unsigned long left;	/* body lines still to send */
+	size_t line_len;	/* bytes of the current line so far */
+};
+
+/* top_cut - how much of buf[0, n) TOP sends; sets *done at its end */
+static size_t top_cut(const char *buf, size_t n, struct top_state *t, int *done)
+{
+	size_t i = 0;
+
+	*done = t->in_body && t->left == 0;
+	while (!*done && i < n) {
+		const char *lf = memchr(buf + i, '\n', n - i);
+
+		if (!lf) {
+			t->line_len += n - i;
+			return n;
+		}
+		t->line_len += (size_t)(lf - (buf + i)) + 1;
+		i = (size_t)(lf - buf) + 1;
+		if (!t->in_body)
+			t->in_body = t->line_len <= 2;	/* CRLF alone: headers end */
+		else
+			t->left--;
+		t->line_len = 0;
+		*done = t->in_body && t->left == 0;
+	}
+	return i;
+}
+
+/* cmd_top - headers, blank line and k body lines (RFC 1939 section 7) */
+static void cmd_top(struct session *s, const struct args *a)
+{
+	struct top_state t = { 0, 0, 0 };
+	struct msg *m = msg_arg(s, a->argv[0]);
+	char buf[COPY_CHUNK];
+	off_t off, end;
+	int done = 0;
+
+	if (!m)
+		return;
+	switch (parse_number(a->argv[1], &t.left)) {
+	case -1:
+		bad(s, "-ERR invalid number of lines");
+		return;
+	case -2:
+		t.left = ULONG_MAX;	/* more than any message has: all of it */
+	}
+	reply(s, "+OK top of message follows");
+	for (off = m->offset, end = m->offset + m->length;
+	     off < end && !done && !s->c->failed;) {
+		size_t want = end - off < (off_t)sizeof buf ? (size_t)(end - off) : sizeof buf;
+		ssize_t n = read_at(s->mboxfd, buf, want, off);
+		size_t k;
+
+		if (n <= 0) {
+			log_msg("%s: TOP: cannot read mailbox", s->login);
+			s->c->failed = 1;	/* the reply is cut: end the session */
+			return;
+		}
+		k = top_cut(buf, (size_t)n, &t, &done);
+		conn_write(s->c, buf, k);
+		off += (off_t)k;
+	}
+	reply(s, ".");
+}
+
+/* cmd_dele - mark a message deleted; QUIT removes it (RFC 1939 section 5) */
+static void cmd_dele(struct session *s, const struct args *a)
+{
+	struct msg *m = msg_arg(s, a->argv[0]);
+
+	if (!m)
+		return;
+	m->deleted = 1;
+	reply(s, "+OK message %lu deleted", msg_number(s, m));
+}
+
+/* cmd_noop - nothing */
+static void cmd_noop(struct session *s, const struct args *a)
+{
+	(void)a;
+	reply(s, "+OK");
+}
+
+/* cmd_rset - unmark every deleted message */
+static void cmd_rset(struct session *s, const struct args *a)
+{
+	long long octets;
+	size_t n;
+
+	(void)a;
+	for (size_t i = 0; i < s->ix.count; i++)
+		s->ix.msgs[i].deleted = 0;
+	n = totals(s, &octets);
+	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
+}
+
+/* cmd_uidl - unique ids: 16 hex digits, stable (RFC 1939 section 7) */
+static void cmd_uidl(struct session *s, const struct args *a)
+{
+	struct msg *m;
+
+	if (a->argc == 1) {
+		if ((m = msg_arg(s, a->argv[0])))
+			reply(s, "+OK %lu %016llx", msg_number(s, m),
+			      (unsigned long long)m->uidl);
+		return;
+	}
+	reply(s, "+OK unique-id listing follows");
+	for (size_t i = 0; i < s->ix.count && !s->c->failed; i++)
+		if (!s->ix.msgs[i].deleted)
+			reply(s, "%zu %016llx", i + 1,
+			      (unsigned long long)s->ix.msgs[i].uidl);
+	reply(s, ".");
+}
+
+/* ---------------------------------------------------------------- UPDATE (DESIGN.md POP3 step 4) */
+
+/* write_kept - the kept records of [0, N), then the new mail [N, tail) */
+static int write_kept(struct session *s, int out, off_t tail)
+{
+	off_t run = 0, run_end = 0;	/* adjacent kept records: one copy */
+
+	for (size_t i = 0; i < s->ix.count; i++) {
+		const struct msg *m = &s->ix.msgs[i];
+
+		if (m->deleted)
+			continue;
+		if (run_end != m->offset) {
+			if (run_end > run && copy_range(s->mboxfd, out, run, run_end - run) < 0)
+				return -1;
+			run = m->offset;
+		}
+		run_end = m->offset + m->length + 3;
+	}
+	if (run_end == s->ix.end)
+		run_end = tail;		/* the new mail follows on directly */
+	if (run_end > run && copy_range(s->mboxfd, out, run, run_end - run) < 0)
+		return -1;
+	if (run_end < s->ix.end && tail > s->ix.end
+	    && copy_range(s->mboxfd, out, s->ix.end, tail - s->ix.end) < 0)
+		return -1;
+	return 0;
+}
+
+/* sync_dir - fsync the mailbox directory, so the rename is on disk */
+static int sync_dir(const char *login)
+{
+	char path[PATH_TEXT_MAX];
+	int fd, rc;
+
+	if (spool_path(path, sizeof path, cfg.spool, login, NULL) < 0
+	    || (fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -1;
+	rc = fsync(fd);
+	if (close(fd) < 0)
+		rc = -1;
+	return rc;
+}
+
+/* write_new - mymailbox.new: kept records plus complete new mail, fsynced */
+static int write_new(struct session *s, const char *path)
+{
+	struct stat st;
+	off_t tail;
+	int out, rc = -1;
+
+	/* Bytes below N never changed; mail that came since is in [N, size). */
+	if (fstat(s->mboxfd, &st) < 0 || st.st_size < s->ix.end
+	    || scan_records(s->mboxfd, s->ix.end, st.st_size, NULL, &tail) < 0)
+		return -1;
+	out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0)
+		return -1;
+	if (write_kept(s, out, tail) == 0 && fsync(out) == 0)
+		rc = 0;
+	if (close(out) < 0)
+		rc = -1;
+	return rc;
+}
+
+/*
+ * update_mailbox - remove the deleted messages: under the write lock write
+ * mymailbox.new, rename it over mymailbox, fsync the directory. Any
+ * failure leaves mymailbox as it was. 0 ok, -1 failed (logged).
+ */
+static int update_mailbox(struct session *s)
+{
+	char path[PATH_TEXT_MAX], tmp[PATH_TEXT_MAX];
+	int rc = -1;
+
+	if (spool_path(path, sizeof path, cfg.spool, s->login, "mymailbox") < 0
+	    || spool_path(tmp, sizeof tmp, cfg.spool, s->login, "mymailbox.new") < 0
+	    || lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0) {
+		log_msg("%s: update: cannot lock: %s", s->login, strerror(errno));
+		return -1;
+	}
+	if (write_new(s, tmp) == 0 && rename(tmp, path) == 0)
+		rc = 0;
+	else {
+		log_msg("%s: update failed: %s", s->login, strerror(errno));
+		if (unlink(tmp) < 0 && errno != ENOENT)
+			log_msg("%s: cannot remove %s: %s", s->login, tmp, strerror(errno));
+	}
+	if (rc == 0 && sync_dir(s->login) < 0) {
+		log_msg("%s: fsync of the directory: %s", s->login, strerror(errno));
+		rc = -1;	/* the rename may not survive a crash: no +OK */
+	}
+	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0)
+		log_msg("%s: unlock: %s", s->login, strerror(errno));
+	return rc;
+}
+
+/* cmd_quit - AUTHORIZATION: goodbye; TRANSACTION: UPDATE (RFC 1939 6), goodbye */
+static void cmd_quit(struct session *s, const struct args *a)
+{
+	size_t deleted = 0;
+
+	(void)a;
+	if (s->state == TRANSACTION) {
+		set_state(s, UPDATE);
+		for (size_t i = 0; i < s->ix.count; i++)
+			deleted += s->ix.msgs[i].deleted;
+		if (deleted > 0 && update_mailbox(s) < 0) {
+			reply(s, "-ERR some deleted messages not removed");
+			log_msg("logout %s: %zu retrieved, none deleted (update failed)",
+				s->login, s->retrieved);
+			set_state(s, CLOSED);
+			return;
+		}
+		log_msg("logout %s: %zu retrieved, %zu deleted", s->login,
+			s->retrieved, deleted);
+	}
+	if (deleted > 0)
+		reply(s, "+OK %zu messages deleted, goodbye", deleted);
+	else
+		reply(s, "+OK popserver goodbye");
+	set_state(s, CLOSED);
+}
+
+/* cmd_unknown - the catch-all row */
+static void cmd_unknown(struct session *s, const struct args *a)
+{
+	(void)a;
+	bad(s, "-ERR unknown command");
+}
+
+/* ---------------------------------------------------------------- the dispatch table */
+
+#define IN_AUTH (1u << AUTHORIZATION)
+#define IN_TRANS (1u << TRANSACTION)
+#define IN_ANY (IN_AUTH | IN_TRANS)
+
+struct command {
+	const char *verb;
+	void (*handler)(struct session *s, const struct args *a);
+	unsigned states;	/* where it is allowed: IN_* bits */
+	int min_args, max_args;
+};
+
+static const struct command commands[] = {
+	{ "USER", cmd_user, IN_AUTH, 1, 1 },
+	{ "PASS", cmd_pass, IN_AUTH, 1, ARGS_ANY },	/* RFC 1939 7: spaces allowed */
+	{ "CAPA", cmd_capa, IN_ANY, 0, 0 },
+	{ "QUIT", cmd_quit, IN_ANY, 0, 0 },
+	{ "STAT", cmd_stat, IN_TRANS, 0, 0 },
+	{ "LIST", cmd_list, IN_TRANS, 0, 1 },
+	{ "RETR", cmd_retr, IN_TRANS, 1, 1 },
+	{ "DELE", cmd_dele, IN_TRANS, 1, 1 },
+	{ "NOOP", cmd_noop, IN_TRANS, 0, 0 },
+	{ "RSET", cmd_rset, IN_TRANS, 0, 0 },
+	{ "TOP", cmd_top, IN_TRANS, 2, 2 },
+	{ "UIDL", cmd_uidl, IN_TRANS, 0, 1 },
+	{ NULL, cmd_unknown, IN_ANY, 0, ARGS_ANY }
+};
+
+/* dispatch - find the verb (any case, RFC 1939 section 3), check, run */
+static void dispatch(struct session *s, char *line)
+{
+	const struct command *cmd = commands;
+	char *rest = strchr(line, ' ');
+	struct args a;
+
+	if (rest)
+		*rest++ = '\0';
+	while (cmd->verb && strcasecmp(cmd->verb, line) != 0)
+		cmd++;
+	split_args(rest ? rest : "", &a);
+	if (cmd->verb && !(cmd->states & (1u << s->state)))
+		bad(s, "-ERR command not valid in this state");
+	else if (a.argc < cmd->min_args)
+		bad(s, "-ERR missing argument");
+	else if (a.argc > cmd->max_args)
+		bad(s, "-ERR too many arguments");
+	else
+		cmd->handler(s, &a);
+}
+
+/* ---------------------------------------------------------------- the session */
+
+/* log_line - with -v, the client's line; never a password */
+static void log_line(const char *line)
+{
+	if (!verbose)
+		return;
+	if (strncasecmp(line, "PASS", 4) == 0)	/* "PASS\tsecret" too */
+		log_msg("< PASS ****");
+	else
+		log_msg("< %s", line);
+}
+
+/* session_end - log how it ended, free the index, drop the locks, close */
+static void session_end(struct session *s, enum io_status st)
+{
+	if (s->state == TRANSACTION)
+		log_msg("%s from %s: session ended without QUIT (%s), nothing deleted",
+			s->login, s->peer, st == IO_TIMEOUT ? "timeout"
+			: s->c->failed ? "write failed" : "connection lost");
+	else if (st == IO_TIMEOUT)
+		log_msg("%s: timeout", s->peer);
+	free(s->ix.msgs);
+	if (s->mboxfd >= 0)
+		close(s->mboxfd);
+	if (s->lockfd >= 0)
+		close(s->lockfd);	/* drops the session lock */
+	conn_flush(s->c);	/* after: a client back at once after +OK is not IN-USE */
+}
+
+/*
+ * pop_session - one POP3 session on socket fd, from greeting to close.
+ * Returns (never exits), closes fd and frees everything; reads only cfg.
+ */
+static void pop_session(int fd, const char *peer)
+{
+	struct session s = { .peer = peer, .state = AUTHORIZATION, .lockfd = -1,
+			     .mboxfd = -1 };
+	enum io_status st = IO_OK;
+	char line[POP_LINE_MAX];
+	size_t len;
+	int crlf;
+
+	log_msg("connection from %s", peer);
+	if (!(s.c = malloc(sizeof *s.c)) || conn_init(s.c, fd, cfg.timeout) < 0) {
+		log_msg("%s: cannot set up the session: %s", peer, strerror(errno));
+		free(s.c);
+		close(fd);
+		return;
+	}
+	reply(&s, "+OK POP3 server ready");
+	while (s.state != CLOSED && !s.c->failed) {
+		st = conn_read_line(s.c, line, sizeof line, &len, &crlf);
+		if (st == IO_TOO_LONG)
+			bad(&s, "-ERR line too long");	/* RFC 2449 section 4 */
+		else if (st != IO_OK)
+			break;
+		else if (memchr(line, '\0', len))
+			bad(&s, "-ERR syntax error");
+		else {
+			log_line(line);
+			dispatch(&s, line);
+		}
+	}
+	session_end(&s, st);
+	free(s.c);
+	close(fd);
+}
+
+/* ---------------------------------------------------------------- options and main */
+
+/* usage - the synopsis, on f */
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: %s [-d spool] [-u userfile] [-l address] [-c maxsessions]\n"
+		"       [-t seconds] [-a msec] [-v] [-h] [port]\n", progname);
+}
+
+/* int_option - a decimal option value in [min, max], else usage and exit 2 */
+static int int_option(const char *s, unsigned long min, unsigned long max)
+{
+	unsigned long v;
+
+	if (parse_number(s, &v) < 0 || v < min || v > max) {
+		fprintf(stderr, "%s: bad number: %s\n", progname, s);
+		usage(stderr);
+		exit(2);
+	}
+	return (int)v;
+}
+
+/* parse_options - fill cfg from the command line; exits on -h and errors */
+static void parse_options(int argc, char **argv)
+{
+	int ch;
+
+	while ((ch = getopt(argc, argv, "d:u:l:c:t:a:vh")) != -1) {
+		switch (ch) {
+		case 'd': cfg.spool = optarg; break;
+		case 'u': cfg.userfile = optarg; break;
+		case 'l': cfg.address = optarg; break;
+		case 'c': cfg.max_sessions = int_option(optarg, 1, 100000); break;
+		case 't': cfg.timeout = int_option(optarg, 1, 86400); break;
+		case 'a': cfg.auth_delay_ms = int_option(optarg, 0, 60000); break;
+		case 'v': verbose = 1; break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (argc - optind > 1) {
+		usage(stderr);
+		exit(2);
+	}
+	if (optind < argc) {
+		int_option(argv[optind], 1, 65535);
+		cfg.port = argv[optind];
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct server srv = { .busy_line = "-ERR [SYS/TEMP] too many connections\r\n",
+			      .session = pop_session };
+
+	parse_options(argc, argv);
+	signal(SIGPIPE, SIG_IGN);	/* a write error is an error, not a death */
+	srv.max_children = cfg.max_sessions;
+	srv.children = calloc((size_t)srv.max_children, sizeof *srv.children);
+	if (!srv.children) {
+		log_msg("out of memory");
+		return 1;
+	}
+	srv.nfds = listen_on(cfg.address, cfg.port, srv.fds);
+	if (srv.nfds == 0) {
+		fprintf(stderr, "%s: cannot listen on port %s\n", progname, cfg.port);
+		free(srv.children);
+		return 1;
+	}
+	return serve(&srv);
+}
