@@ -1,0 +1,863 @@
+"""mailclient: the interactive client, driven through a pseudo-terminal
+against the real smtpmail and popserver (issue 4).
+
+Client (below) runs the binary on a pty, waits for expected text with a
+timeout and types keystrokes; every wait is bounded. The user-facing words
+are checked exactly as the assignment gives them.
+"""
+import calendar
+import email.utils
+import os
+import re
+import select
+import signal
+import smtplib
+import socket
+import subprocess
+import termios
+import threading
+import time
+
+from harness import (MailTest, SANITIZER_ENV, SANITIZER_RE, binary, free_port)
+
+MENU = "1. Manage Mail\n2. Send Mail\n3. Quit\nEnter option: "
+KEY_PROMPT = "Press d to delete this mail, any other key to see the list: "
+TABLE_HEAD = ("Sl. No.  From                      Received              Subject")
+
+
+class Client:
+    """mailclient on a pseudo-terminal (or on pipes with tty=False)."""
+
+    def __init__(self, test, *args, tty=True, env=None):
+        self.err_path = os.path.join(test.dir, "client-%d.err" % len(test.clients))
+        err = open(self.err_path, "wb")
+        environ = dict(os.environ, **SANITIZER_ENV)
+        environ.update(env or {})
+        if tty:
+            self.master, self.slave = os.openpty()
+            stdin = stdout = self.slave
+        else:
+            rd, self.master = os.pipe()
+            self.out_rd, wr = os.pipe()
+            stdin, stdout, self.slave = rd, wr, None
+        self.proc = subprocess.Popen([binary("mailclient")] + [str(a) for a in args],
+                                     stdin=stdin, stdout=stdout, stderr=err,
+                                     env=environ, start_new_session=True)
+        err.close()
+        if not tty:
+            os.close(rd)
+            os.close(wr)
+        self.tty = tty
+        self.raw = b""      # everything the terminal showed
+        self.pos = 0        # expect() has consumed the text up to here
+        test.clients.append(self)
+
+    def _read(self, timeout):
+        """Read what output is there, waiting at most timeout: True if some
+        came, None if none yet, False at the end."""
+        fd = self.master if self.tty else self.out_rd
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            return None
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return False
+        self.raw += chunk
+        return True if chunk else False
+
+    @property
+    def text(self):
+        """All output so far, line ends as "\\n"."""
+        return self.raw.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def expect(self, want, timeout=10):
+        """Wait until want (a string) appears after the last match; return the
+        text from the last match to the end of this one."""
+        deadline = time.time() + timeout
+        while True:
+            text = self.text
+            at = text.find(want, self.pos)
+            if at >= 0:
+                seen, self.pos = text[self.pos:at + len(want)], at + len(want)
+                return seen
+            if time.time() > deadline or self._read(min(0.2, max(0, deadline - time.time()))) is False:
+                if want in self.text[self.pos:]:
+                    continue
+                raise AssertionError("did not see %r; the client showed:\n%s"
+                                     % (want, text[self.pos:][-3000:]))
+
+    def send(self, data):
+        """Type data; long input goes in pieces while the output is drained."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        for i in range(0, len(data), 512):
+            view = data[i:i + 512]
+            while view:
+                _, ready, _ = select.select([], [self.master], [], 10)
+                if not ready:
+                    raise AssertionError("the client does not read its input")
+                view = view[os.write(self.master, view):]
+            self._read(0)
+
+    def line(self, text=""):
+        self.send(text + "\n")
+
+    def eof(self):
+        """End of input: Ctrl-D at a line start on a tty, closing the pipe otherwise."""
+        if self.tty:
+            self.send(b"\x04")
+        else:
+            os.close(self.master)
+            self.master = None
+
+    def login(self, user="bob", password="bobpw"):
+        self.expect("Username: ")
+        self.line(user)
+        self.expect("Password: ")
+        self.line(password)
+        self.expect(MENU)
+
+    def exit_code(self, timeout=10):
+        """Wait for the client to end (reading its output meanwhile)."""
+        deadline = time.time() + timeout
+        while self.proc.poll() is None and time.time() < deadline:
+            self._read(0.05)
+        if self.proc.poll() is None:
+            raise AssertionError("client still running; it showed:\n" + self.text[-2000:])
+        while self._read(0.05) is True and len(self.raw) < 10_000_000:
+            pass
+        return self.proc.returncode
+
+    def stderr(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self.master, self.slave, getattr(self, "out_rd", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+class ClientTest(MailTest):
+    """A MailTest with the two real servers and mailclient sessions."""
+
+    def setUp(self):
+        super().setUp()
+        self.clients = []
+        self.smtp = self.start_smtp()
+        self.pop = self.start_pop("-a", "50")
+
+    def tearDown(self):
+        problems = []
+        for c in self.clients:
+            c.close()
+            if SANITIZER_RE.search(c.stderr()):
+                problems.append(c.stderr())
+        super().tearDown()
+        if problems:
+            self.fail("sanitizer report from mailclient:\n" + "\n".join(problems))
+
+    def client(self, *args, tty=True, user=None, smtp_port=None, pop_port=None):
+        """A client logged in as user (None: only started)."""
+        c = Client(self, *args, "127.0.0.1", smtp_port or self.smtp.port,
+                   pop_port or self.pop.port, tty=tty)
+        if user:
+            c.login(user, user + "pw")
+        return c
+
+    def send_mail(self, c, lines, expect="Mail sent successfully"):
+        """Menu 2, the mail typed line by line, then the outcome message."""
+        c.line("2")
+        c.expect('with only ".".\n')
+        for line in lines:
+            c.line(line)
+        seen = c.expect(expect)
+        c.expect(MENU)
+        return seen
+
+    def inject(self, sender, rcpt, subject, body):
+        """A mail delivered by smtplib (not by the client)."""
+        msg = "From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\n%s" % (sender, rcpt, subject, body)
+        with smtplib.SMTP("127.0.0.1", self.smtp.port, timeout=10) as s:
+            s.sendmail(sender, [rcpt], msg.encode())
+
+    def quit(self, c):
+        c.line("3")
+        self.assertEqual(c.exit_code(), 0)
+
+    def bodies(self, login):
+        """Each record's body (after the first blank line), CRLF kept, unstuffed."""
+        out = []
+        for rec in self.records(login):
+            body = rec.split(b"\r\n\r\n", 1)[1]
+            out.append(b"".join(l[1:] if l.startswith(b".") else l
+                                for l in body.splitlines(keepends=True)))
+        return out
+
+    def dead_port(self):
+        """A loopback port nobody listens on."""
+        return free_port()
+
+
+class Start(ClientTest):
+    """Usage, the start prompts, the menu, the terminal, end of input."""
+
+    def test_usage_errors_exit_2(self):
+        for args in ([], ["-x", "127.0.0.1"], ["127.0.0.1", "notaport"],
+                     ["127.0.0.1", "25", "0"], ["a", "1", "2", "3"], ["-t", "0", "h"]):
+            run = subprocess.run([binary("mailclient")] + args, capture_output=True,
+                                 text=True, timeout=10, stdin=subprocess.DEVNULL)
+            self.assertEqual(run.returncode, 2, args)
+            self.assertIn("usage: mailclient [-v] [-h]", run.stderr)
+            self.assertEqual(run.stdout, "")
+
+    def test_help_exits_0(self):
+        run = subprocess.run([binary("mailclient"), "-h"], capture_output=True,
+                             text=True, timeout=10)
+        self.assertEqual(run.returncode, 0)
+        self.assertIn("server [smtp_port [pop3_port]]", run.stdout)
+
+    def test_prompts_menu_and_quit(self):
+        c = self.client()
+        c.expect("Username: ")
+        c.line("bob")
+        c.expect("Password: ")
+        c.line("bobpw")
+        self.assertEqual(c.expect(MENU), "\n\n" + MENU)
+        self.quit(c)
+
+    def test_password_not_echoed_and_terminal_restored(self):
+        c = self.client()
+        c.expect("Username: ")
+        c.line("bob")
+        c.expect("Password: ")
+        self.assertFalse(termios.tcgetattr(c.slave)[3] & termios.ECHO)
+        c.line("s3cretpw")
+        c.expect(MENU)
+        self.assertNotIn("s3cretpw", c.text)
+        self.assertIn("bob", c.text)                    # the username is echoed
+        self.assertTrue(termios.tcgetattr(c.slave)[3] & termios.ECHO)
+        self.quit(c)
+
+    def test_signal_at_password_prompt_restores_terminal(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            c = self.client()
+            c.expect("Username: ")
+            c.line("bob")
+            c.expect("Password: ")     # echo is off before the prompt shows
+            self.assertFalse(termios.tcgetattr(c.slave)[3] & termios.ECHO)
+            c.proc.send_signal(sig)
+            self.assertEqual(c.exit_code(), -sig)
+            self.assertTrue(termios.tcgetattr(c.slave)[3] & termios.ECHO, sig)
+
+    def test_invalid_options_show_the_menu_again(self):
+        c = self.client(user="bob")
+        for typed in ("4", "", "x", "12", "1 2", "0"):
+            c.line(typed)
+            self.assertEqual(c.expect(MENU), typed + "\nInvalid option, choose 1, 2 or 3\n\n" + MENU)
+        c.line(" 3 ")       # spaces around a choice are fine
+        self.assertEqual(c.exit_code(), 0)
+
+    def test_eof_at_username_password_and_menu(self):
+        for steps in ([], ["bob"], ["bob", "bobpw"]):
+            c = self.client()
+            for typed, prompt in zip(steps, ["Username: ", "Password: "]):
+                c.expect(prompt)
+                c.line(typed)
+            c.expect(MENU if len(steps) == 2 else ["Username: ", "Password: "][len(steps)])
+            started = time.time()
+            c.eof()
+            self.assertEqual(c.exit_code(5), 0, steps)
+            self.assertLess(time.time() - started, 5)
+
+    def test_empty_username_asked_again(self):
+        c = self.client()
+        c.expect("Username: ")
+        c.line("")
+        c.expect("Username: ")
+        c.line("bob")
+        c.expect("Password: ")
+        c.eof()
+        self.assertEqual(c.exit_code(), 0)
+
+    def test_pipe_stdin_whole_session(self):
+        self.inject("alice@example.org", "bob@example.org", "Piped", "via a pipe\r\n")
+        c = self.client(tty=False)
+        c.send("bob\nbobpw\n1\n1\nx\n-1\n2\nFrom: bob@h\nTo: alice@h\nSubject: s\nhi\n.\n3\n")
+        self.assertEqual(c.exit_code(), 0)
+        out = c.text
+        self.assertIn("Username: Password: \n" + MENU, out)
+        self.assertNotIn("bobpw", out)
+        self.assertIn("via a pipe\n", out)
+        self.assertIn(KEY_PROMPT + TABLE_HEAD, out)    # a line for the key: list again
+        self.assertIn("Mail sent successfully\n", out)
+        self.assertEqual(self.bodies("alice"), [b"hi\r\n"])
+        self.assertEqual(len(self.records("bob")), 1)
+
+    def test_pipe_huge_lines(self):
+        big = "y" * 300_000
+        c = self.client(tty=False)
+        c.send("bob\nbobpw\n" + "9" * 200_000 + "\n2\nFrom: bob@h\nTo: alice@h\n"
+               "Subject: big\n" + big + "\n.\n3\n")
+        self.assertEqual(c.exit_code(20), 0)
+        self.assertIn("Invalid option, choose 1, 2 or 3\n", c.text)
+        self.assertIn("Mail sent successfully\n", c.text)
+        # RFC 5322 2.1.1: no line over 998 octets; the long one is broken
+        self.assertEqual(self.bodies("alice"), [b"".join(
+            big[i:i + 998].encode() + b"\r\n" for i in range(0, len(big), 998))])
+
+    def test_long_utf8_line_broken_between_characters(self):
+        line = ".x" + "é" * 1200             # 2402 octets, starts with a dot
+        c = self.client(tty=False)
+        c.send("alice\nalicepw\n2\nFrom: alice@h\nTo: bob@h\nSubject: long\n"
+               + line + "\n.\n3\n")
+        self.assertEqual(c.exit_code(20), 0)
+        body = self.records("bob")[0].split(b"\r\n\r\n", 1)[1]
+        pieces = body.split(b"\r\n")[:-1]
+        self.assertGreater(len(pieces), 2)
+        for piece in pieces:
+            self.assertLessEqual(len(piece), 999)    # 998 + a stuffed dot
+            piece.decode("utf-8")                   # never cut inside a character
+        self.assertEqual(self.bodies("bob"), [b"".join(p + b"\r\n" for p in
+                                                       [pieces[0][1:]] + pieces[1:])])
+        self.assertEqual(b"".join([pieces[0][1:]] + pieces[1:]), line.encode())
+
+    def test_cr_before_dot_does_not_end_the_data(self):
+        # a CR is dropped before dot-stuffing: "\r." must not become the end
+        c = self.client(tty=False)
+        c.send("alice\nalicepw\n2\nFrom: alice@h\nTo: bob@h\nSubject: cr\n"
+               "\r.\nRSET\n\r.x\na\rb\nend\n.\n3\n")
+        self.assertEqual(c.exit_code(), 0)
+        self.assertIn("Mail sent successfully\n", c.text)
+        self.assertEqual(self.bodies("bob"), [b".\r\nRSET\r\n.x\r\nab\r\nend\r\n"])
+
+    def test_pipe_eof_everywhere_exits_0(self):
+        typed = "bob\nbobpw\n2\nFrom: bob@h\nTo: alice@h\nSubject: s\nbody\n"
+        for cut in range(0, len(typed) + 1, 7):
+            run = subprocess.run([binary("mailclient"), "127.0.0.1", str(self.smtp.port),
+                                  str(self.pop.port)], input=typed[:cut], capture_output=True,
+                                 text=True, timeout=10, env=dict(os.environ, **SANITIZER_ENV))
+            self.assertEqual(run.returncode, 0, typed[:cut])
+            self.assertNotRegex(run.stderr, SANITIZER_RE)
+        self.assertEqual(self.mailbox("alice"), b"")
+
+
+class SendMail(ClientTest):
+    """Menu 2: the typed format, the SMTP dialogue, the stored result."""
+
+    def test_send_stored_with_headers(self):
+        c = self.client(user="alice")
+        self.send_mail(c, ["From: alice@mx.test.example", "To: bob@mx.test.example",
+                           "Subject: Lab assignment", "This is the first week after midsem.",
+                           "Let us give them something interesting.", "."])
+        recs = self.records("bob")
+        self.assertEqual(len(recs), 1)
+        head, body = recs[0].split(b"\r\n\r\n", 1)
+        self.assertRegex(head, rb"^Return-Path: <alice@mx.test.example>\r\nReceived: from ")
+        self.assertIn(b"\r\nFrom: alice@mx.test.example\r\nTo: bob@mx.test.example\r\n"
+                      b"Subject: Lab assignment\r\nDate: ", head)
+        self.assertRegex(head, rb"\r\nDate: (Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d "
+                               rb"[A-Z][a-z][a-z] \d{4} \d\d:\d\d:\d\d [+-]\d{4}\r\n")
+        self.assertRegex(head, rb"\r\nMessage-ID: <[^@>\s]+@mx.test.example>$")
+        self.assertEqual(body, b"This is the first week after midsem.\r\n"
+                               b"Let us give them something interesting.\r\n")
+        self.quit(c)
+
+    def test_assignment_layout_spaces_and_blank_lines(self):
+        c = self.client(user="alice")
+        self.send_mail(c, ["", "From:   alice  @  mx.test.example", "",
+                           "To: bob @ mx.test.example", "", "Subject:  Spaced out  ", "",
+                           "body after the separator", "", "second paragraph", "."])
+        head, body = self.records("bob")[0].split(b"\r\n\r\n", 1)
+        self.assertIn(b"From: alice@mx.test.example\r\nTo: bob@mx.test.example\r\n"
+                      b"Subject: Spaced out\r\n", head)
+        self.assertEqual(body, b"body after the separator\r\n\r\nsecond paragraph\r\n")
+
+    def test_dot_lines_round_trip(self):
+        c = self.client(user="alice")
+        lines = [".x", "..", "...", ". ", "a.", ".hidden", ""]
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: dots"] + lines + ["."])
+        self.assertEqual(self.bodies("bob"), ["".join(l + "\r\n" for l in lines).encode()])
+        self.assertIn(b"\r\n..x\r\n...\r\n....\r\n", self.mailbox("bob"))   # stuffed on disk
+
+    def test_empty_body_and_empty_subject(self):
+        c = self.client(user="alice")
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: nothing", "."])
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject:", "x", "."])
+        self.assertEqual(self.bodies("bob"), [b"", b"x\r\n"])
+        self.assertIn(b"\r\nSubject: \r\n", self.records("bob")[1])
+
+    def test_8bit_body_labelled_utf8(self):
+        c = self.client(user="alice")
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "caf\u00e9", "."])
+        self.send_mail(c, ["From: alice@h", "To: carol@h", "Subject: s", "plain", "."])
+        head, body = self.records("bob")[0].split(b"\r\n\r\n", 1)
+        self.assertIn(b"\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8"
+                      b"\r\nContent-Transfer-Encoding: 8bit", head)   # RFC 2045
+        self.assertEqual(body, "caf\u00e9\r\n".encode())
+        self.assertNotIn(b"MIME-Version", self.records("carol")[0])
+
+    def test_long_body(self):
+        lines = ["%03d " % i + chr(ord("a") + i % 26) * 296 for i in range(200)]
+        c = self.client(user="alice")
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: long"] + lines + ["."])
+        self.assertEqual(self.bodies("bob"), ["".join(l + "\r\n" for l in lines).encode()])
+
+    def test_several_recipients(self):
+        c = self.client(user="alice")
+        self.send_mail(c, ["From: alice@h", "To: bob@h, carol @ h ,alice@h",
+                           "Subject: all", "to everyone", "."])
+        for login in ("alice", "bob", "carol"):
+            recs = self.records(login)
+            self.assertEqual(len(recs), 1, login)
+            self.assertIn(b"\r\nTo: bob@h, carol@h, alice@h\r\n", recs[0])
+            self.assertTrue(recs[0].endswith(b"\r\n\r\nto everyone\r\n"))
+
+    def test_many_recipients_to_header_folded(self):
+        to = ", ".join(["bob@mx.test.example"] * 12)
+        c = self.client(user="alice")
+        self.send_mail(c, ["From: alice@h", "To: " + to, "Subject: fold", "x", "."])
+        head = self.records("bob")[0].split(b"\r\n\r\n")[0]
+        to_field = re.search(rb"\r\nTo:(.*?)\r\n(?=[^ ])", head, re.S).group(1)
+        self.assertIn(b"\r\n ", to_field)      # folded (RFC 5322 2.2.3)
+        for line in head.split(b"\r\n"):
+            self.assertLessEqual(len(line), 78)
+        self.assertEqual(to_field.replace(b"\r\n", b"").strip(), to.encode())
+
+    def test_incorrect_format(self):
+        c = self.client(user="alice")
+        bad = [
+            ["To: bob@h", "From: alice@h", "Subject: order"],        # wrong order
+            ["From: alice@h", "Subject: s", "To: bob@h"],
+            ["From: alice@h", "To: bob@h"],                           # no subject
+            ["Subject: s"],
+            [],
+            ["From: alice", "To: bob@h", "Subject: s"],               # not X@Y
+            ["From: alice@h", "To: bob", "Subject: s"],
+            ["From: @h", "To: bob@h", "Subject: s"],
+            ["From: alice@", "To: bob@h", "Subject: s"],
+            ["From: al ice@h", "To: bob@h", "Subject: s"],
+            ["From: alice@h", "To: bob@h@x", "Subject: s"],
+            ["From: alice@h", "To: bob@h,", "Subject: s"],
+            ["From: alice@h", "To: bob@h, , carol@h", "Subject: s"],
+            ["From: alice@h", "To: <bob@h>", "Subject: s"],
+            ["From alice@h", "To: bob@h", "Subject: s"],
+            ["From: alice@h", "To: bob@h", "Subject: " + "x" * 51],  # over 50
+        ]
+        for lines in bad:
+            seen = self.send_mail(c, lines + ["body line", "."], expect="Incorrect format\n")
+            self.assertNotIn("Mail sent", seen, lines)
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: " + "y" * 50, "."])
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: " + "é" * 50, "."])
+        self.assertEqual(len(self.records("bob")), 2)   # only the last two
+        self.assertEqual(self.mailbox("carol"), b"")
+
+    def test_unknown_recipient(self):
+        c = self.client(user="alice")
+        self.send_mail(c, ["From: alice@h", "To: bob@h, nobody@h", "Subject: s", "x", "."],
+                       expect="Error in sending mail: 550 5.1.1 No such user\n")
+        self.assertEqual(self.mailbox("bob"), b"")
+        self.quit(c)
+
+    def test_smtp_server_down(self):
+        port = self.dead_port()
+        c = self.client(user="alice", smtp_port=port)
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
+                       expect="Cannot connect to 127.0.0.1:%d: Connection refused\n" % port)
+        self.quit(c)
+
+    def test_eof_at_each_send_mail_line(self):
+        lines = ["From: alice@h", "To: bob@h", "Subject: s", "body"]
+        for n in range(len(lines) + 1):
+            c = self.client(user="alice")
+            c.line("2")
+            c.expect('with only ".".\n')
+            for line in lines[:n]:
+                c.line(line)
+            c.eof()
+            self.assertEqual(c.exit_code(5), 0, n)
+        self.assertEqual(self.mailbox("bob"), b"")
+
+    def test_verbose_shows_the_dialogue(self):
+        c = self.client("-v", user="alice")
+        self.send_mail(c, ["From: alice@h", "To: alice@h", "Subject: s", ".dot", "."])
+        c.line("1")
+        c.expect("Enter mail no. to see: ")
+        c.line("-1")
+        c.expect(MENU)
+        self.quit(c)
+        err = c.stderr()
+        for want in ("S: 220 ", "C: EHLO ", "S: 250-", "C: MAIL FROM:<alice@h>",
+                     "C: RCPT TO:<alice@h>", "C: DATA", "S: 354 ", "C: Subject: s", "C: ..dot",
+                     "C: .\n", "S: 250 2.0.0", "C: QUIT", "S: 221 ",
+                     "S: +OK", "C: USER alice", "C: PASS ****", "C: CAPA", "C: STAT",
+                     "C: TOP 1 0", "S: Subject: s", "C: QUIT"):
+            self.assertIn(want, err)
+        self.assertNotIn("alicepw", err)
+        self.assertNotIn("S: ", c.text)         # the dialogue is on stderr only
+
+
+class ManageMail(ClientTest):
+    """Menu 1: list, read, delete, with the mailbox checked on disk."""
+
+    def test_send_list_read_delete(self):
+        c = self.client(user="bob")
+        self.send_mail(c, ["From: alice@mx.test.example", "To: bob@mx.test.example",
+                           "Subject: First", "one", ".x", "..", "."])
+        self.send_mail(c, ["From: carol@mx.test.example", "To: bob@mx.test.example",
+                           "Subject: Second", "two", "."])
+        self.assertEqual(len(self.records("bob")), 2)
+        before = self.mailbox("bob")
+        c.line("1")
+        listing = c.expect("Enter mail no. to see: ")
+        rows = listing.split("\n")
+        self.assertEqual(rows[1], TABLE_HEAD)
+        self.assertRegex(rows[2], r"^1        alice@mx.test.example     "
+                                  r"\d{4}-\d\d-\d\d : \d\d : \d\d  First$")
+        self.assertRegex(rows[3], r"^2        carol@mx.test.example     "
+                                  r"\d{4}-\d\d-\d\d : \d\d : \d\d  Second$")
+        when = time.strftime("%Y-%m-%d : %H : ", time.localtime())
+        self.assertIn(when, rows[2])
+        c.line("1")
+        shown = c.expect(KEY_PROMPT)
+        self.assertIn("----- mail no. 1 -----\nReturn-Path: <alice@mx.test.example>\n"
+                      "Received: from ", shown)
+        self.assertIn("\nFrom: alice@mx.test.example\nTo: bob@mx.test.example\n"
+                      "Subject: First\nDate: ", shown)
+        self.assertIn("\n\none\n.x\n..\n----- end of mail no. 1 -----\n", shown)
+        self.assertEqual(self.mailbox("bob"), before)   # reading deletes nothing
+        c.send("x")                                     # any other key: the list again
+        again = c.expect("Enter mail no. to see: ")
+        self.assertIn(TABLE_HEAD, again)
+        self.assertIn("Second", again)
+        c.line("2")
+        c.expect(KEY_PROMPT)
+        c.send("d")
+        c.expect("Mail deleted.\n" + "\n" + MENU)
+        recs = self.records("bob")
+        self.assertEqual(len(recs), 1)
+        self.assertIn(b"Subject: First", recs[0])
+        c.line("1")
+        listing = c.expect("Enter mail no. to see: ")
+        self.assertNotIn("Second", listing)
+        c.line("1")
+        c.expect(KEY_PROMPT)
+        c.send("d")
+        c.expect("Mail deleted.")
+        self.assertEqual(self.records("bob"), [])
+        c.expect(MENU)
+        c.line("1")
+        c.expect("No mails in your mailbox.\n\n" + MENU)
+        self.quit(c)
+
+    def test_empty_mailbox(self):
+        c = self.client(user="carol")
+        c.line("1")
+        self.assertEqual(c.expect(MENU), "1\nNo mails in your mailbox.\n\n" + MENU)
+        self.quit(c)
+
+    def test_number_prompt(self):
+        self.inject("alice@h", "bob@h", "only one", "x\r\n")
+        c = self.client(user="bob")
+        c.line("1")
+        c.expect("Enter mail no. to see: ")
+        for typed in ("2", "0", "-2", "99999999999999999999999"):
+            c.line(typed)
+            self.assertEqual(c.expect("Enter mail no. to see: "),
+                             typed + "\nMail no. out of range, give again\nEnter mail no. to see: ")
+        for typed in ("abc", "", "1x", "one"):
+            c.line(typed)
+            self.assertEqual(c.expect("Enter mail no. to see: "),
+                             typed + "\nEnter mail no. to see: ")
+        c.line(" -1 ")
+        c.expect(MENU)
+        self.assertEqual(len(self.records("bob")), 1)
+        self.quit(c)
+
+    def test_list_fetched_afresh(self):
+        self.inject("alice@h", "bob@h", "early", "1\r\n")
+        c = self.client(user="bob")
+        c.line("1")
+        c.expect("Enter mail no. to see: ")
+        c.line("1")
+        c.expect(KEY_PROMPT)
+        self.inject("carol@h", "bob@h", "late arrival", "2\r\n")
+        c.send(" ")
+        listing = c.expect("Enter mail no. to see: ")
+        self.assertIn("late arrival", listing)
+        self.assertIn("\n2        carol@h ", listing)
+        c.line("-1")
+        c.expect(MENU)
+        self.assertEqual(len(self.records("bob")), 2)
+        self.quit(c)
+
+    def test_c1_controls_in_a_mail_shown_as_question_marks(self):
+        self.inject("alice@h", "bob@h", "c1 \u009b2J here", "a\u009b31mb \u00e9\u0085\r\n")
+        c = self.client(user="bob")
+        c.line("1")
+        self.assertIn("  c1 ?2J here", c.expect("Enter mail no. to see: "))
+        c.line("1")
+        self.assertIn("\na?31mb \u00e9?\n", c.expect(KEY_PROMPT))
+        c.send("x")
+        c.expect("Enter mail no. to see: ")
+        c.line("-1")
+        c.expect(MENU)
+        self.assertNotIn("\u009b", c.text)
+        self.quit(c)
+
+    def test_long_fields_truncated_in_columns(self):
+        sender = "a" * 40 + "@example.org"
+        subject = "S" * 50
+        self.inject(sender, "bob@h", subject, "x\r\n")
+        self.inject("b@h", "bob@h", "short", "x\r\n")
+        c = self.client(user="bob")
+        c.line("1")
+        rows = c.expect("Enter mail no. to see: ").split("\n")
+        self.assertEqual(rows[2][:9 + 24], "1        " + "a" * 21 + "...")
+        self.assertEqual(rows[2].index(" : "), rows[3].index(" : "))
+        self.assertTrue(rows[2].endswith("S" * 19 + "..."))
+        c.line("1")
+        self.assertIn("Subject: " + subject + "\n", c.expect(KEY_PROMPT))
+        c.send("q")
+        c.expect("Enter mail no. to see: ")
+        c.line("-1")
+        self.quit(c)
+
+    def test_wrong_password(self):
+        c = self.client()
+        c.login("bob", "wrongpw")
+        c.line("1")
+        seen = c.expect(MENU)
+        self.assertRegex(seen, r"^1\nLogin failed: -ERR \S.*\n\n")
+        self.quit(c)
+
+    def test_pop_server_down(self):
+        port = self.dead_port()
+        c = self.client(user="bob", pop_port=port)
+        c.line("1")
+        self.assertEqual(c.expect(MENU), "1\nCannot connect to 127.0.0.1:%d: "
+                                         "Connection refused\n\n%s" % (port, MENU))
+        self.quit(c)
+
+    def test_eof_at_number_and_key(self):
+        self.inject("alice@h", "bob@h", "keep me", "x\r\n")
+        for at_key in (False, True):
+            c = self.client(user="bob")
+            c.line("1")
+            c.expect("Enter mail no. to see: ")
+            if at_key:
+                c.line("1")
+                c.expect(KEY_PROMPT)
+            c.eof()
+            self.assertEqual(c.exit_code(5), 0)
+            self.assertEqual(len(self.records("bob")), 1)    # nothing deleted
+
+    def test_other_key_deletes_nothing(self):
+        self.inject("alice@h", "bob@h", "stays", "x\r\n")
+        before = self.mailbox("bob")
+        c = self.client(user="bob")
+        for key in ("D", "\n", "q"):
+            c.line("1")
+            c.expect("Enter mail no. to see: ")
+            c.line("1")
+            c.expect(KEY_PROMPT)
+            c.send(key)
+            c.expect("Enter mail no. to see: ")
+            c.line("-1")
+            c.expect(MENU)
+        self.assertEqual(self.mailbox("bob"), before)
+        self.quit(c)
+
+
+class FakeServer:
+    """A scripted server for what the real ones never do: answer lines in
+    turn to each client line, or stay silent. Bounded: one connection."""
+
+    def __init__(self, greeting, answers):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.got = []
+        self.thread = threading.Thread(target=self.run, args=(greeting, answers), daemon=True)
+        self.thread.start()
+
+    def run(self, greeting, answers):
+        self.sock.settimeout(15)
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(15)
+            f = conn.makefile("rb")
+            if greeting is None:
+                time.sleep(5)           # a server that never answers
+                return
+            conn.sendall(greeting.encode())
+            for answer in answers:
+                line = f.readline()
+                if not line:
+                    return
+                self.got.append(line.decode().rstrip("\r\n"))
+                if callable(answer):
+                    answer = answer(f)
+                conn.sendall(answer.encode())
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(10)
+
+
+class OtherServers(ClientTest):
+    """Correct against any RFC-compliant server: HELO fallback, multi-line
+    replies, no CAPA/TOP, silent servers time out."""
+
+    def fake(self, greeting, answers):
+        server = FakeServer(greeting, answers)
+        self.addCleanup(server.close)
+        return server
+
+    def test_helo_fallback_and_multiline_greeting(self):
+        def data(f):
+            while f.readline() not in (b".\r\n", b""):
+                pass
+            return "250 queued\r\n"
+        s = self.fake("220-first line\r\n220-second\r\n220 ready\r\n",
+                      ["502 5.5.1 no EHLO here\r\n", "250 hi\r\n", "250 ok\r\n", "250 ok\r\n",
+                       "354 go\r\n", data, "221 bye\r\n"])
+        c = self.client(user="alice", smtp_port=s.port)
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."])
+        self.quit(c)
+        s.thread.join(10)
+        self.assertEqual([g.split()[0] for g in s.got],
+                         ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "From:", "QUIT"])
+
+    def test_smtp_error_reply_line_shown_whole(self):
+        s = self.fake("220 x\r\n", ["250-x\r\n250 SIZE 10\r\n",
+                                    "451-4.3.0 first\r\n451 4.3.0 Try again later\r\n",
+                                    "221 bye\r\n"])
+        c = self.client(user="alice", smtp_port=s.port)
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
+                       expect="Error in sending mail: 451 4.3.0 Try again later\n")
+        self.quit(c)
+
+    def test_server_text_cannot_drive_the_terminal(self):
+        smtp = self.fake("554 5.3.2 \x1b[2J\x1b]0;owned\x07 \u009b31m go away\r\n",
+                         ["221 bye\r\n"])
+        pop = self.fake("+OK hi\r\n", ["-ERR \x1b[31mno such user\r\n", "+OK bye\r\n"])
+        c = self.client(user="alice", smtp_port=smtp.port, pop_port=pop.port)
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
+                       expect="Error in sending mail: 554 5.3.2 ?[2J?]0;owned? ?31m go away\n")
+        c.line("1")
+        c.expect("Login failed: -ERR ?[31mno such user\n")
+        c.expect(MENU)
+        self.quit(c)
+        self.assertNotIn("\x1b", c.text)
+
+    def test_8bitmime_only_from_the_ehlo_keyword(self):
+        def data(f):
+            while f.readline() not in (b".\r\n", b""):
+                pass
+            return "250 queued\r\n"
+        for greeting, ehlo, param in (
+                ("220-8BITMIME in the greeting\r\n220 hi\r\n", "250-x\r\n250 8BITMIMEX\r\n", ""),
+                ("220 hi\r\n", "250-x\r\n250-8bitmime\r\n250 SIZE 100\r\n", " BODY=8BITMIME")):
+            s = self.fake(greeting, [ehlo, "250 ok\r\n", "250 ok\r\n", "354 go\r\n",
+                                     data, "221 bye\r\n"])
+            c = self.client(user="alice", smtp_port=s.port)
+            self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "caf\u00e9", "."])
+            self.quit(c)
+            s.thread.join(10)
+            self.assertEqual(s.got[1], "MAIL FROM:<alice@h>" + param)
+
+    def test_smtp_greeting_refused(self):
+        s = self.fake("554 5.3.2 go away\r\n", ["221 bye\r\n"])
+        c = self.client(user="alice", smtp_port=s.port)
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
+                       expect="Error in sending mail: 554 5.3.2 go away\n")
+        self.quit(c)
+
+    def test_servers_closing_early(self):
+        smtp = self.fake("220 hello\r\n", [""])       # reads EHLO, then closes
+        pop = self.fake("+OK hello\r\n", [""])        # reads USER, then closes
+        c = self.client(user="alice", smtp_port=smtp.port, pop_port=pop.port)
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
+                       expect="Error in sending mail: connection closed by the server\n")
+        c.line("1")
+        c.expect("Error in reading mail: connection closed by the server\n\n" + MENU)
+        self.quit(c)
+
+    def test_silent_servers_time_out(self):
+        smtp, pop = self.fake(None, []), self.fake(None, [])
+        c = self.client("-t", "1", user="alice", smtp_port=smtp.port, pop_port=pop.port)
+        started = time.time()
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
+                       expect="Error in sending mail: timed out waiting for the server\n")
+        c.line("1")
+        c.expect("Error in reading mail: timed out waiting for the server\n\n" + MENU)
+        self.assertLess(time.time() - started, 8)
+        self.quit(c)
+
+    def test_pop_without_capa_or_top(self):
+        mail = ("Received: from x\r\n\tby y; Tue, 1 Dec 2026 10:20:30 +0000\r\n"
+                "From: Alice Example <alice@h>\r\nSubject:\r\n folded subject\r\n\r\n"
+                "..stuffed\r\nbody\r\n.\r\n")
+        s = self.fake("+OK whatever you like\r\n",
+                      ["+OK\r\n", "+OK\r\n", "-ERR what is CAPA?\r\n", "+OK 1 99\r\n",
+                       "+OK\r\n" + mail, "+OK\r\n" + mail, "+OK\r\n", "+OK bye\r\n"])
+        c = Client(self, "127.0.0.1", self.smtp.port, s.port, env={"TZ": "UTC"})
+        c.login("bob", "bobpw")
+        c.line("1")
+        rows = c.expect("Enter mail no. to see: ").split("\n")
+        self.assertEqual(rows[2], "1        alice@h                   2026-12-01 : 10 : 20  "
+                                  "folded subject")
+        c.line("1")
+        self.assertIn("Subject:\n folded subject\n\n.stuffed\nbody\n----- end", c.expect(KEY_PROMPT))
+        c.send("d")
+        c.expect("Mail deleted.")
+        c.expect(MENU)
+        self.quit(c)
+        self.assertEqual(s.got, ["USER bob", "PASS bobpw", "CAPA", "STAT", "RETR 1",
+                                 "RETR 1", "DELE 1", "QUIT"])
+
+    def test_received_date_in_local_time(self):
+        self.inject("alice@h", "bob@h", "tz", "x\r\n")
+        stamp = re.search(rb"; (.*)\r\n", self.mailbox("bob")).group(1).decode()
+        when = email.utils.parsedate_tz(stamp)
+        utc = calendar.timegm(when[:9]) - when[9]
+        local = time.gmtime(utc + 5 * 3600 + 1800)      # TZ XYZ-05:30 is UTC+05:30
+        c = Client(self, "127.0.0.1", self.smtp.port, self.pop.port,
+                   env={"TZ": "XYZ-05:30"})
+        c.login("bob", "bobpw")
+        c.line("1")
+        rows = c.expect("Enter mail no. to see: ").split("\n")
+        self.assertIn(time.strftime("%Y-%m-%d : %H : %M", local), rows[2])
+        c.line("-1")
+        c.expect(MENU)
+        self.quit(c)
+
+    def test_ipv6_address_and_host_name(self):
+        smtp6 = self.start("smtpmail", "-n", "mx6", "-d", self.spool, "-u", self.userfile,
+                           "-l", "::1", common=False)
+        c = Client(self, "::1", smtp6.port, self.pop.port)
+        c.login("alice", "alicepw")
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: six", "x", "."])
+        c.line("1")
+        c.expect("Cannot connect to [::1]:%d: Connection refused\n" % self.pop.port)
+        self.quit(c)
+        self.assertIn(b"Subject: six", self.mailbox("bob"))
+        c = Client(self, "localhost", self.smtp.port, self.pop.port)
+        c.login("bob", "bobpw")
+        c.line("1")
+        self.assertIn("Subject", c.expect("Enter mail no. to see: "))
+        c.line("-1")
+        c.expect(MENU)
+        self.quit(c)
