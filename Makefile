@@ -53,3 +53,40 @@ run: all
 
 clean:
 	rm -rf $(PROGS) build smtpmail.log popserver.log tests/__pycache__
+
+# ---------------------------------------------------------------- proof (issue 5)
+# bench: tests/bench.c (C, -O2) starts the -O2 servers itself on free ports;
+# torture: the sanitizer servers under SIGKILL; fuzz: libFuzzer (clang).
+TORTURE_SECONDS ?= 300
+FUZZ_CC    = clang
+FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+             -fno-sanitize-recover=undefined
+
+build/bench: tests/bench.c
+	@mkdir -p build
+	$(CC) $(WARN) -O2 -o $@ tests/bench.c
+
+bench: build/bench smtpmail popserver
+	./build/bench -B .
+
+torture: build/asan/smtpmail build/asan/popserver
+	MAIL_BIN=build/asan $(PYTHON) tests/torture.py --seconds $(TORTURE_SECONDS)
+
+build/fuzz/fuzz_smtp: tests/fuzz/fuzz_smtp.c tests/fuzz/fuzz_driver.h smtpmail.c
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Dmain=smtpmail_main -o $@ tests/fuzz/fuzz_smtp.c
+
+build/fuzz/fuzz_pop: tests/fuzz/fuzz_pop.c tests/fuzz/fuzz_driver.h popserver.c
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Dmain=popserver_main -o $@ tests/fuzz/fuzz_pop.c
+
+# New inputs go to build/fuzz/corpus-*, findings to build/fuzz/*-crash-*;
+# keep a finding under tests/fuzz/regress/ (make test replays them).
+fuzz: build/fuzz/fuzz_smtp build/fuzz/fuzz_pop
+	@mkdir -p build/fuzz/corpus-smtp build/fuzz/corpus-pop
+	build/fuzz/fuzz_smtp -max_total_time=$(FUZZ_SECONDS) -close_fd_mask=2 \
+	    -dict=tests/fuzz/smtp.dict -artifact_prefix=build/fuzz/smtp- \
+	    build/fuzz/corpus-smtp tests/fuzz/seeds/smtp
+	build/fuzz/fuzz_pop -max_total_time=$(FUZZ_SECONDS) -close_fd_mask=2 \
+	    -dict=tests/fuzz/pop3.dict -artifact_prefix=build/fuzz/pop- \
+	    build/fuzz/corpus-pop tests/fuzz/seeds/pop
