@@ -33,9 +33,14 @@
  * unstuffed. QUIT with deletions rewrites mymailbox.new (kept records plus
  * mail that arrived meanwhile), fsyncs it and renames it over mymailbox.
  *
+ * UIDL: 16 hex digits, FNV-1a of the record bytes, so stable across
+ * sessions and restarts; byte-identical records get distinct ids (the
+ * k-th copy hashes on over "#k", see uidl_unique).
+ *
  * Limits: command line 255 octets with CRLF (RFC 2449 section 4); 20 bad
  * commands after login, 3 before, then "-ERR too many errors" and close.
  * Memory per session: the index (40 bytes a message) plus fixed buffers.
+ * Out of descriptors at accept(): pause 100 ms, log at most once a second.
  *
  * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage.
  */
@@ -93,7 +98,9 @@ enum {
 	MAX_AUTH_FAILURES = 3,	/* wrong passwords before the session closes */
 	SCAN_CHUNK = 256 * 1024,	/* indexing reads the mailbox in these */
 	COPY_CHUNK = 64 * 1024,	/* TOP, and copies without sendfile */
-	SCAN_TAIL = 4096	/* the backwards search for a crashed tail's start */
+	TOP_FIRST_READ = 4096,	/* TOP's first read; each next one doubles */
+	SCAN_TAIL = 4096,	/* the backwards search for a crashed tail's start */
+	ACCEPT_PAUSE_MS = 100	/* out of descriptors: wait before accepting again */
 };
 
 /* ---------------------------------------------------------------- types */
@@ -117,7 +124,7 @@ struct msg {
 	off_t offset;		/* where the record starts */
 	off_t length;		/* record bytes, without the "." CRLF line */
 	off_t size;		/* POP3 size: length minus the stuffed dots */
-	uint64_t uidl;		/* FNV-1a of the record bytes */
+	uint64_t uidl;		/* FNV-1a of the record bytes; see uidl_unique */
 	unsigned char deleted;	/* DELE marked it; RSET clears */
 };
 
@@ -495,12 +502,14 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 	if (!wait || type == F_UNLCK)
 		return fcntl(fd, F_SETLK, &fl);
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGALRM, &sa, &old);
+	if (sigaction(SIGALRM, &sa, &old) < 0)
+		return -1;
 	alarm(LOCK_WAIT_SECONDS);
 	r = fcntl(fd, F_SETLKW, &fl);
 	saved = errno;
 	alarm(0);
-	sigaction(SIGALRM, &old, NULL);
+	if (sigaction(SIGALRM, &old, NULL) < 0 && r == 0)
+		saved = errno;	/* reported, though the lock is taken */
 	errno = saved;
 	return r;
 }
@@ -631,15 +640,36 @@ static void start_session(struct server *srv, int fd, const char *peer,
 	if (pid == 0) {
 		for (int i = 0; i < srv->nfds; i++)
 			close(srv->fds[i]);
-		signal(SIGCHLD, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGINT, SIG_DFL);
-		sigprocmask(SIG_SETMASK, child_mask, NULL);
+		if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR
+		    || signal(SIGINT, SIG_DFL) == SIG_ERR
+		    || sigprocmask(SIG_SETMASK, child_mask, NULL) < 0) {
+			log_msg("%s: cannot set up signals: %s", peer, strerror(errno));
+			_exit(1);
+		}
 		srv->session(fd, peer);
 		exit(0);
 	}
 	srv->children[srv->nchildren++] = pid;
 	close(fd);
+}
+
+/*
+ * accept_pause - accept failed for want of descriptors or memory: the
+ * connection stays pending and the socket ready, so polling again at once
+ * would spin at full CPU. Wait a little; log at most once a second.
+ */
+static void accept_pause(int err)
+{
+	static time_t logged;
+	struct timespec pause = { 0, ACCEPT_PAUSE_MS * 1000000L };
+	time_t now = time(NULL);
+
+	if (now != logged) {
+		log_msg("accept: %s; pausing %d ms", strerror(err), ACCEPT_PAUSE_MS);
+		logged = now;
+	}
+	while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
+		;
 }
 
 /* accept_one - take one connection from listening socket lfd */
@@ -651,7 +681,9 @@ static void accept_one(struct server *srv, int lfd, const sigset_t *child_mask)
 	int fd = accept(lfd, (struct sockaddr *)&ss, &len);
 
 	if (fd < 0) {
-		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			accept_pause(errno);
+		else if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
 			log_msg("accept: %s", strerror(errno));
 		return;
 	}
@@ -690,14 +722,16 @@ static int serve(struct server *srv)
 	sigset_t block, wait_mask;
 
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGCHLD, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
 	sigemptyset(&block);
 	sigaddset(&block, SIGCHLD);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
-	sigprocmask(SIG_BLOCK, &block, &wait_mask);
+	if (sigaction(SIGCHLD, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0
+	    || sigaction(SIGINT, &sa, NULL) < 0
+	    || sigprocmask(SIG_BLOCK, &block, &wait_mask) < 0) {
+		log_msg("cannot set up signals: %s", strerror(errno));
+		return 1;
+	}
 	while (!got_stop) {
 		fd_set ready;
 		int maxfd = -1, n;
@@ -933,6 +967,51 @@ static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off
 	}
 	free(buf);
 	return rc;
+}
+
+/* uidl_order - message pointers by hash, then by place in the file */
+static int uidl_order(const void *a, const void *b)
+{
+	const struct msg *x = *(const struct msg *const *)a;
+	const struct msg *y = *(const struct msg *const *)b;
+
+	if (x->uidl != y->uidl)
+		return x->uidl < y->uidl ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * uidl_unique - RFC 1939 section 7: a unique-id names one message of the
+ * maildrop, and persists across sessions. The id is the record's hash, so
+ * byte-identical records (never from smtpmail, whose Received id differs
+ * per delivery; only copied in by hand) would share it: the k-th copy in
+ * file order (k >= 1) gets the hash continued over "#k". The first copy
+ * keeps the plain hash; deleting an earlier copy hands its id to a later,
+ * identical one, which costs a client nothing. -1: out of memory.
+ */
+static int uidl_unique(struct mbox_index *ix)
+{
+	struct msg **by = malloc((ix->count ? ix->count : 1) * sizeof *by);
+	uint64_t prev = 0;
+	unsigned long k = 0;
+
+	if (!by)
+		return -1;
+	for (size_t i = 0; i < ix->count; i++)
+		by[i] = &ix->msgs[i];
+	qsort(by, ix->count, sizeof *by, uidl_order);
+	for (size_t i = 0; i < ix->count; i++) {
+		uint64_t h = by[i]->uidl;
+		char tag[24];
+		int n;
+
+		k = i > 0 && h == prev ? k + 1 : 0;
+		prev = h;
+		if (k > 0 && (n = snprintf(tag, sizeof tag, "#%lu", k)) > 0)
+			by[i]->uidl = fnv1a(h, tag, (size_t)n);
+	}
+	free(by);
+	return 0;
 }
 
 /* ---------------------------------------------------------------- replies */
@@ -1196,7 +1275,8 @@ static int login(struct session *s)
 		      ? "-ERR [IN-USE] mailbox locked by another session"
 		      : "-ERR [SYS/TEMP] cannot lock mailbox";
 	else if (!(err = open_mailbox(s, &size))
-		 && scan_records(s->mboxfd, 0, size, &s->ix, &s->ix.end) < 0)
+		 && (scan_records(s->mboxfd, 0, size, &s->ix, &s->ix.end) < 0
+		     || uidl_unique(&s->ix) < 0))
 		err = "-ERR [SYS/TEMP] cannot read mailbox, try again later";
 	if (err) {
 		log_msg("login %s from %s refused: %s (%s)", s->login, s->peer, err + 5,
@@ -1383,6 +1463,7 @@ static void cmd_top(struct session *s, const struct args *a)
 	struct top_state t = { 0, 0, 0 };
 	struct msg *m = msg_arg(s, a->argv[0]);
 	char buf[COPY_CHUNK];
+	size_t chunk = TOP_FIRST_READ;	/* small first: TOP n 0 reads a few KiB */
 	off_t off, end;
 	int done = 0;
 
@@ -1398,10 +1479,11 @@ static void cmd_top(struct session *s, const struct args *a)
 	reply(s, "+OK top of message follows");
 	for (off = m->offset, end = m->offset + m->length;
 	     off < end && !done && !s->c->failed;) {
-		size_t want = end - off < (off_t)sizeof buf ? (size_t)(end - off) : sizeof buf;
+		size_t want = end - off < (off_t)chunk ? (size_t)(end - off) : chunk;
 		ssize_t n = read_at(s->mboxfd, buf, want, off);
 		size_t k;
 
+		chunk = chunk < sizeof buf / 2 ? chunk * 2 : sizeof buf;
 		if (n <= 0) {
 			log_msg("%s: TOP: cannot read mailbox", s->login);
 			s->c->failed = 1;	/* the reply is cut: end the session */
@@ -1519,7 +1601,11 @@ static int write_new(struct session *s, const char *path)
 	if (fstat(s->mboxfd, &st) < 0 || st.st_size < s->ix.end
 	    || scan_records(s->mboxfd, s->ix.end, st.st_size, NULL, &tail) < 0)
 		return -1;
-	out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	/* A fresh file: a leftover mymailbox.new (a crash) that is a link to
+	 * some other file must not have that file truncated and rewritten. */
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -1;
+	out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (out < 0)
 		return -1;
 	if (write_kept(s, out, tail) == 0 && fsync(out) == 0)
@@ -1777,7 +1863,10 @@ int main(int argc, char **argv)
 			      .session = pop_session };
 
 	parse_options(argc, argv);
-	signal(SIGPIPE, SIG_IGN);	/* a write error is an error, not a death */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {	/* a write error is an error, not a death */
+		log_msg("cannot ignore SIGPIPE: %s", strerror(errno));
+		return 1;
+	}
 	srv.max_children = cfg.max_sessions;
 	srv.children = calloc((size_t)srv.max_children, sizeof *srv.children);
 	if (!srv.children) {

@@ -189,6 +189,34 @@ class Commands(PopTest):
         self.assertEqual(p.uidl()[1], [b"1 " + ids[1].encode()])
         p.quit()
 
+    def uidls(self):
+        p = self.poplib()
+        ids = [l.split()[1].decode() for l in p.uidl()[1]]
+        p.quit()
+        return ids
+
+    def test_uidl_unique_for_identical_records(self):
+        # smtpmail's Received id makes every delivery unique; a hand-made
+        # mailbox may hold byte-identical records. Each still gets its own
+        # id: the first copy the plain hash, the k-th the hash over "#k".
+        self.put("alice", self.r1)
+        [plain] = self.uidls()
+        self.put("alice", self.r1, self.r2, self.r1, self.r1)
+        ids = self.uidls()
+        self.assertEqual(len(set(ids)), 4, ids)
+        self.assertEqual(ids[0], plain)
+        self.server.stop()
+        self.pop()
+        self.assertEqual(self.uidls(), ids)   # stable across restarts
+        p = self.poplib()
+        p.dele(2)   # another message deleted: the copies keep their ids
+        p.quit()
+        self.assertEqual(self.uidls(), [ids[0], ids[2], ids[3]])
+        p = self.poplib()
+        p.dele(3)   # the last copy deleted: the others keep theirs
+        p.quit()
+        self.assertEqual(self.uidls(), [ids[0], ids[2]])
+
     def test_dele_rset(self):
         with self.raw("alice") as r:
             self.assertEqual(r.cmd("DELE 1"), "+OK message 1 deleted")
@@ -491,6 +519,30 @@ class BadInput(PopTest):
             self.assertTrue(r.cmd("STAT").startswith("+OK 2 "))   # goes on
             r.cmd("QUIT")
 
+    def test_more_bad_arguments(self):
+        with self.raw("alice") as r:
+            self.assertEqual(r.cmd("DELE 2"), "+OK message 2 deleted")
+            for cmd, reply in [("TOP 2 1", "-ERR message 2 already deleted"),
+                               ("UIDL 2", "-ERR message 2 already deleted"),
+                               ("DELE -1", "-ERR invalid message number"),
+                               ("LIST x", "-ERR invalid message number"),
+                               ("UIDL 1 2", "-ERR too many arguments"),
+                               ("TOP 1 2 3", "-ERR too many arguments"),
+                               ("TOP 1 x", "-ERR invalid number of lines"),
+                               ("TOP x 1", "-ERR invalid message number"),
+                               ("NOOP x", "-ERR too many arguments"),
+                               ("RSET x", "-ERR too many arguments"),
+                               ("CAPA x", "-ERR too many arguments"),
+                               ("QUIT x", "-ERR too many arguments"),
+                               ("LIST 1 2", "-ERR too many arguments"),
+                               ("RETR 0x1", "-ERR invalid message number"),
+                               ("RETR 1.0", "-ERR invalid message number"),
+                               ("LIST " + "9" * 240, "-ERR no such message")]:
+                self.assertEqual(r.cmd(cmd), reply, cmd)
+            self.assertTrue(r.cmd("STAT").startswith("+OK 1 "))   # goes on
+            self.assertEqual(r.cmd("QUIT"), "+OK 1 messages deleted, goodbye")
+        self.assertEqual(len(self.records("alice")), 1)
+
     def test_wrong_state_and_unknown(self):
         with self.raw() as r:
             self.assertEqual(r.cmd("STAT"), "-ERR command not valid in this state")
@@ -719,6 +771,24 @@ class Big(PopTest):
         p = self.poplib()
         self.assertEqual(p.retr(1)[1][-1], b"small")
         p.quit()
+
+    def test_top_across_read_chunks(self):
+        # Headers of 20 KB and 800 body lines: TOP reads in growing chunks
+        # (4 KiB first), so lines and the header end straddle chunk edges.
+        headers = [b"X-Header-%03d: " % i + b"h" * (60 + i % 37) for i in range(300)]
+        body = [(b".%05d " % i if i % 3 == 0 else b"%05d " % i) + b"b" * (i % 150)
+                for i in range(800)]
+        rec, msg = make_record(body, headers=headers)
+        self.put("alice", rec)
+        self.pop()
+        stored = rec[:-3].split(b"\r\n")[:-1]   # the stored lines, stuffed
+        with self.raw("alice") as r:
+            for k in (0, 1, 37, 500, 799, 800, 5000):
+                r.send("TOP 1 %d\r\n" % k)
+                self.assertEqual(r.line(), "+OK top of message follows")
+                want = stored[:len(headers) + 1 + min(k, len(body))]
+                self.assertEqual(multi(r), b"".join(l + CRLF for l in want) + b".\r\n", k)
+            r.cmd("QUIT")
 
     def test_hundred_thousand_messages(self):
         parts = []

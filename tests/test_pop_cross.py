@@ -53,8 +53,11 @@ class CrossTest(MailTest):
         p.pass_(login + "pw")
         out = []
         uids = dict(l.split() for l in p.uidl()[1])
+        sizes = dict(map(int, l.split()) for l in p.list()[1])
         for n in range(1, p.stat()[0] + 1):
             resp, lines, octets = p.retr(n)
+            # LIST's size is what RETR delivered: unstuffed, CRLF included.
+            assert octets == sizes[n] == sum(len(l) + 2 for l in lines), n
             out.append((uids[str(n).encode()], lines, octets))
             if delete:
                 p.dele(n)
