@@ -16,8 +16,9 @@
  * them, then shows the menu again and again:
  *   1. Manage Mail  the list (Sl. No., sender, received "YYYY-MM-DD : HH : MM"
  *                   in local time, subject); "Enter mail no. to see: " shows a
- *                   mail; then 'd' deletes it (DELE, QUIT), any other key shows
- *                   the list again, fetched afresh
+ *                   mail ("-1": back to the menu); then 'd' deletes it (DELE,
+ *                   QUIT) and any other key keeps it; either way the list comes
+ *                   again, fetched afresh (the menu once the mailbox is empty)
  *   2. Send Mail    From:, To: (one address or several, comma-separated),
  *                   Subject: (at most 50 characters), the body, a line "."
  *   3. Quit
@@ -39,7 +40,9 @@
  * separator the assignment shows); the body is the rest up to the line ".".
  * A body line over 998 octets is sent as several lines (RFC 5322 2.1.1); CR
  * bytes in the body are dropped. End of input at any prompt ends the program
- * (exit 0). Server text and mail are shown with control characters as '?'.
+ * (exit 0). Server text and mail are shown with control characters (C0, DEL,
+ * C1) and bytes that are not UTF-8 as '?': no escape sequence reaches the
+ * terminal. On a terminal the key after a mail is one raw keypress.
  *
  * Limits: a typed mail 25 MiB; a server reply line 4096 octets; a line of a
  * mail shown 1 MiB (longer: a note instead); each wait for the server -t.
@@ -387,7 +390,7 @@ static int next_line(const struct buf *text, size_t *pos, const char **line, siz
 		return -1;
 	*line = text->p + *pos;
 	lf = memchr(*line, '\n', text->len - *pos);
-	*len = (size_t)(lf - *line);
+	*len = lf ? (size_t)(lf - *line) : text->len - *pos;
 	*pos += *len + 1;
 	return 0;
 }
@@ -401,31 +404,57 @@ static int has_control(const char *s, size_t len)
 	return 0;
 }
 
-/* utf8_chars - how many characters (UTF-8 code points) s[len] holds */
-static size_t utf8_chars(const char *s, size_t len)
+/* char_len - the octets of the character at s[0], len > 0: a well-formed
+ * UTF-8 sequence (RFC 3629 4: no overlong form, no surrogate), else 1 for
+ * the stray byte. *safe is 0 for what must not reach the terminal as is:
+ * C0 controls but TAB, DEL, C1 controls U+0080..U+009F (CSI, ...) and
+ * stray bytes (a raw 0x9b is CSI to an 8-bit terminal). */
+static size_t char_len(const unsigned char *s, size_t len, int *safe)
 {
-	size_t n = 0;
+	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+	size_t n = c < 0x80 ? 1 : c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf5 ? 4 : 0;
 
-	for (size_t i = 0; i < len; i++)
-		if (((unsigned char)s[i] & 0xc0) != 0x80)
-			n++;
+	*safe = c < 0x80 ? (c >= 0x20 || c == '	') && c != 0x7f : 0;
+	if (n <= 1 || n > len)
+		return 1;
+	if (c == 0xe0 || c == 0xf0)
+		lo = c == 0xe0 ? 0xa0 : 0x90;	/* overlong forms */
+	else if (c == 0xed || c == 0xf4)
+		hi = c == 0xed ? 0x9f : 0x8f;	/* surrogates, past U+10FFFF */
+	if (s[1] < lo || s[1] > hi)
+		return 1;
+	for (size_t i = 2; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 1;
+	*safe = !(c == 0xc2 && s[1] < 0xa0);	/* C1: one character, one '?' */
 	return n;
 }
 
-/* show_text - print s[len] on stdout, control characters as '?' (a mail or
- * a server cannot drive the terminal with escape sequences); TAB kept. The
- * C1 controls U+0080..U+009F (UTF-8 C2 80..C2 9F, e.g. CSI) count too. */
+/* utf8_chars - how many characters s[len] shows as (a stray byte is one) */
+static size_t utf8_chars(const char *s, size_t len)
+{
+	size_t n = 0;
+	int safe;
+
+	for (size_t i = 0; i < len; n++)
+		i += char_len((const unsigned char *)s + i, len - i, &safe);
+	return n;
+}
+
+/* show_text - print s[len] on stdout with each control character or stray
+ * byte as '?': a mail or a server cannot drive the terminal with escape
+ * sequences (ESC, CSI, OSC ...); TAB and well-formed UTF-8 are kept */
 static void show_text(const char *s, size_t len)
 {
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
+	for (size_t i = 0; i < len;) {
+		int safe;
+		size_t n = char_len((const unsigned char *)s + i, len - i, &safe);
 
-		if (ch == 0xc2 && i + 1 < len && ((unsigned char)s[i + 1] & 0xe0) == 0x80) {
+		if (safe)
+			fwrite(s + i, 1, n, stdout);
+		else
 			putchar('?');
-			i++;	/* one character, one '?' */
-			continue;
-		}
-		putchar((ch < 0x20 && ch != '\t') || ch == 0x7f ? '?' : ch);
+		i += n;
 	}
 }
 
@@ -535,6 +564,10 @@ static int ask_key(struct client *cl, const char *prompt)
 		ch = getchar();
 		if (ch == tty_saved.c_cc[VEOF])
 			ch = EOF;	/* Ctrl-D means the end, raw or not */
+		/* One key: the rest of a sequence (an arrow key sends "ESC [ A")
+		 * must not start the next answer; stdin is unbuffered on a tty. */
+		if (tcflush(STDIN_FILENO, TCIFLUSH) < 0 && verbose)
+			log_msg("tcflush: %s", strerror(errno));
 		tty_restore();
 		if (ch != EOF && isprint(ch))
 			putchar(ch);	/* show the key pressed */
@@ -563,6 +596,13 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 }
 
 /* ---------------------------------------------------------------- network */
+
+/* close_socket - close a connection; an error there loses nothing of ours */
+static void close_socket(int fd)
+{
+	if (close(fd) < 0 && verbose)
+		log_msg("close: %s", strerror(errno));
+}
 
 /* connect_bounded - connect fd to sa, waiting at most the timeout; 0 or -1 (errno) */
 static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
@@ -603,12 +643,13 @@ static int dial(const char *port)
 		why = err == EAI_SYSTEM ? strerror(errno) : gai_strerror(err);
 	for (ai = err ? NULL : res; ai && fd < 0; ai = ai->ai_next) {
 		fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-		if (fd >= 0 && connect_bounded(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-			close(fd);
+		if (fd < 0) {
+			why = strerror(errno);
+		} else if (connect_bounded(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			why = strerror(errno);
+			close_socket(fd);
 			fd = -1;
 		}
-		if (fd < 0)
-			why = strerror(errno);
 	}
 	if (err == 0)
 		freeaddrinfo(res);
@@ -816,7 +857,10 @@ static void message_id(char *out, size_t cap, const char *from)
 	struct timespec ts;
 	const char *at = strrchr(from, '@');
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0) {
+		ts.tv_sec = time(NULL);	/* the pid and the second still tell apart */
+		ts.tv_nsec = 0;
+	}
 	snprintf(out, cap, "Message-ID: <%lld.%09ld.%ld@%s>", (long long)ts.tv_sec,
 		 (long)ts.tv_nsec, (long)getpid(), at ? at + 1 : "localhost");
 }
@@ -968,7 +1012,7 @@ static void smtp_send(const struct mail *m)
 	if (s->code > 0 && s->code != 421 && send_cmd(&s->c, "QUIT") == 0)
 		smtp_reply(s);	/* RFC 5321 4.1.1.10 (after 421 the server has
 				 * closed, 3.8); its answer changes nothing */
-	close(fd);
+	close_socket(fd);
 	free(s);
 }
 
@@ -1314,7 +1358,7 @@ static int pop_close(struct pop *p)
 	if (p->alive)
 		r = pop_cmd(p, "QUIT");
 	if (p->c.fd >= 0)
-		close(p->c.fd);
+		close_socket(p->c.fd);
 	free(p->data);
 	p->data = NULL;
 	p->c.fd = -1;
@@ -1478,12 +1522,12 @@ static const char *address_of(char *from)
  * pad, spaces up to width: the columns stay aligned */
 static void print_cell(const char *s, size_t width, int pad)
 {
-	size_t len = strlen(s), chars = utf8_chars(s, len), shown = 0, end;
+	size_t len = strlen(s), chars = utf8_chars(s, len), shown, end = 0;
 	size_t keep = chars <= width ? chars : width - 3;
+	int safe;
 
-	for (end = 0; end < len; end++)	/* end: the byte after keep characters */
-		if (((unsigned char)s[end] & 0xc0) != 0x80 && shown++ == keep)
-			break;
+	for (shown = 0; shown < keep; shown++)	/* end: the byte after keep characters */
+		end += char_len((const unsigned char *)s + end, len - end, &safe);
 	show_text(s, end);
 	if (chars > width)
 		fputs("...", stdout);
@@ -1603,8 +1647,9 @@ static void delete_mail(struct pop *p, long n)
 	}
 }
 
-/* read_one - list, choose, show, then the key: NEXT_MENU after -1 or 'd',
- * NEXT_EXIT at the end of input, NEXT_LIST after any other key */
+/* read_one - list, choose, show, then the key: NEXT_MENU after -1,
+ * NEXT_EXIT at the end of input, NEXT_LIST after 'd' (the deletion done)
+ * and after any other key: the list comes back, fetched afresh */
 static enum next read_one(struct client *cl, struct pop *p)
 {
 	long n;
@@ -1629,10 +1674,9 @@ static enum next read_one(struct client *cl, struct pop *p)
 	key = ask_key(cl, "Press d to delete this mail, any other key to see the list: ");
 	if (key == EOF)
 		return NEXT_EXIT;
-	if (key != 'd')
-		return NEXT_LIST;
-	delete_mail(p, n);
-	return NEXT_MENU;
+	if (key == 'd')
+		delete_mail(p, n);	/* closes the session: QUIT makes it real */
+	return NEXT_LIST;
 }
 
 /* manage_mail - menu 1: one POP3 session per list-read-key cycle; the list
@@ -1807,8 +1851,10 @@ static void catch_signals(void)
 
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-		sigaction(sigs[i], &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+		if (sigaction(sigs[i], &sa, NULL) < 0)
+			log_msg("sigaction %d: %s", sigs[i], strerror(errno));
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		log_msg("cannot ignore SIGPIPE: %s", strerror(errno));
 }
 
 int main(int argc, char **argv)
@@ -1819,6 +1865,10 @@ int main(int argc, char **argv)
 	if (r != 0)
 		return r > 0 ? usage(stdout, 0) : usage(stderr, 2);
 	catch_signals();
+	/* On a terminal, read only what is asked for: ask_key's one key leaves
+	 * nothing of the next keys in stdio's buffer (a pipe stays buffered). */
+	if (isatty(STDIN_FILENO) && setvbuf(stdin, NULL, _IONBF, 0) != 0)
+		log_msg("cannot unbuffer stdin");
 	tzset();	/* local time for Date: and the list */
 	cl.username = ask_credential(&cl, "Username: ", 0);
 	cl.password = cl.username ? ask_credential(&cl, "Password: ", 1) : NULL;

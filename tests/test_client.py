@@ -222,7 +222,10 @@ class Start(ClientTest):
         run = subprocess.run([binary("mailclient"), "-h"], capture_output=True,
                              text=True, timeout=10)
         self.assertEqual(run.returncode, 0)
-        self.assertIn("server [smtp_port [pop3_port]]", run.stdout)
+        self.assertIn("usage: mailclient [-v] [-h] [-t seconds] server [smtp_port [pop3_port]]\n",
+                      run.stdout)
+        for word in ("default 2525", "default 1100", "-t seconds  longest wait"):
+            self.assertIn(word, run.stdout)
 
     def test_prompts_menu_and_quit(self):
         c = self.client()
@@ -511,6 +514,8 @@ class ManageMail(ClientTest):
         c = self.client(user="bob")
         self.send_mail(c, ["From: alice@mx.test.example", "To: bob@mx.test.example",
                            "Subject: First", "one", ".x", "..", "."])
+        self.assertEqual(len(self.records("bob")), 1)       # on disk at once
+        self.assertEqual(self.bodies("bob"), [b"one\r\n.x\r\n..\r\n"])
         self.send_mail(c, ["From: carol@mx.test.example", "To: bob@mx.test.example",
                            "Subject: Second", "two", "."])
         self.assertEqual(len(self.records("bob")), 2)
@@ -539,23 +544,55 @@ class ManageMail(ClientTest):
         self.assertIn("Second", again)
         c.line("2")
         c.expect(KEY_PROMPT)
-        c.send("d")
-        c.expect("Mail deleted.\n" + "\n" + MENU)
+        c.send("d")                 # deleted at once, then the list afresh
+        listing = c.expect("Enter mail no. to see: ")
+        self.assertEqual(listing.split("\n")[:3], ["d", "Mail deleted.", TABLE_HEAD])
+        self.assertIn("First", listing)
+        self.assertNotIn("Second", listing)
         recs = self.records("bob")
         self.assertEqual(len(recs), 1)
         self.assertIn(b"Subject: First", recs[0])
         c.line("1")
-        listing = c.expect("Enter mail no. to see: ")
-        self.assertNotIn("Second", listing)
-        c.line("1")
         c.expect(KEY_PROMPT)
-        c.send("d")
-        c.expect("Mail deleted.")
+        c.send("d")                 # the last one: the list is empty, the menu
+        self.assertEqual(c.expect(MENU), "d\nMail deleted.\nNo mails in your mailbox.\n\n"
+                         + MENU)
         self.assertEqual(self.records("bob"), [])
-        c.expect(MENU)
         c.line("1")
         c.expect("No mails in your mailbox.\n\n" + MENU)
         self.quit(c)
+
+    def test_delete_over_a_pipe_then_the_list_again(self):
+        for subject in ("one", "two", "three"):
+            self.inject("alice@h", "bob@h", subject, subject + "\r\n")
+        c = self.client(tty=False)
+        c.send("bob\nbobpw\n1\n2\nd\n-1\n3\n")
+        self.assertEqual(c.exit_code(), 0)
+        out = c.text
+        self.assertIn(KEY_PROMPT + "Mail deleted.\n" + TABLE_HEAD, out)
+        after = out.split("Mail deleted.\n", 1)[1]
+        self.assertRegex(after, r"\n1 +alice@h .* one\n2 +alice@h .* three\n"
+                                r"Enter mail no. to see: \n")
+        self.assertNotIn(" two\n", after)
+        self.assertEqual([b.decode() for b in self.bodies("bob")], ["one\r\n", "three\r\n"])
+
+    def test_raw_c1_and_stray_bytes_shown_as_question_marks(self):
+        body = b"a\x9b31mb \x1b[2J \x1b]0;t\x07 c\xe9d \xc3\xa9 \xed\xa0\x80 \xe2\x82\xac\r\n"
+        msg = b"From: alice@h\r\nTo: bob@h\r\nSubject: raw \x9b2J \xff x\r\n\r\n" + body
+        with smtplib.SMTP("127.0.0.1", self.smtp.port, timeout=10) as s:
+            s.sendmail("alice@h", ["bob@h"], msg)
+        c = self.client(user="bob")
+        c.line("1")
+        self.assertIn("  raw ?2J ? x\n", c.expect("Enter mail no. to see: "))
+        c.line("1")
+        self.assertIn("\na?31mb ?[2J ?]0;t? c?d \u00e9 ??? \u20ac\n", c.expect(KEY_PROMPT))
+        c.send("x")
+        c.expect("Enter mail no. to see: ")
+        c.line("-1")
+        c.expect(MENU)
+        self.quit(c)
+        for byte in (b"\x9b", b"\x1b", b"\x07", b"\xff", b"\xe9"):
+            self.assertNotIn(byte, c.raw)
 
     def test_empty_mailbox(self):
         c = self.client(user="carol")
@@ -659,6 +696,22 @@ class ManageMail(ClientTest):
             self.assertEqual(c.exit_code(5), 0)
             self.assertEqual(len(self.records("bob")), 1)    # nothing deleted
 
+    def test_arrow_key_is_one_key(self):
+        self.inject("alice@h", "bob@h", "stays", "x\r\n")
+        c = self.client(user="bob")
+        c.line("1")
+        c.expect("Enter mail no. to see: ")
+        c.line("1")
+        c.expect(KEY_PROMPT)
+        c.send("\x1b[A")            # cursor up: ESC [ A, one key, not "d"
+        listing = c.expect("Enter mail no. to see: ")
+        self.assertTrue(listing.startswith("\n" + TABLE_HEAD + "\n1  "), listing)
+        self.assertIn("  stays\n", listing)
+        c.line("-1")                 # not "[A-1": the rest of the key is gone
+        self.assertEqual(c.expect(MENU), "-1\n\n" + MENU)
+        self.assertEqual(len(self.records("bob")), 1)
+        self.quit(c)
+
     def test_other_key_deletes_nothing(self):
         self.inject("alice@h", "bob@h", "stays", "x\r\n")
         before = self.mailbox("bob")
@@ -680,14 +733,19 @@ class FakeServer:
     """A scripted server for what the real ones never do: answer lines in
     turn to each client line, or stay silent. Bounded: one connection."""
 
-    def __init__(self, greeting, answers):
+    def __init__(self, greeting, answers, then=()):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1)
         self.port = self.sock.getsockname()[1]
         self.got = []
-        self.thread = threading.Thread(target=self.run, args=(greeting, answers), daemon=True)
+        sessions = [(greeting, answers)] + list(then)   # one per connection
+        self.thread = threading.Thread(target=self.run_all, args=(sessions,), daemon=True)
         self.thread.start()
+
+    def run_all(self, sessions):
+        for greeting, answers in sessions:
+            self.run(greeting, answers)
 
     def run(self, greeting, answers):
         self.sock.settimeout(15)
@@ -720,8 +778,8 @@ class OtherServers(ClientTest):
     """Correct against any RFC-compliant server: HELO fallback, multi-line
     replies, no CAPA/TOP, silent servers time out."""
 
-    def fake(self, greeting, answers):
-        server = FakeServer(greeting, answers)
+    def fake(self, greeting, answers, then=()):
+        server = FakeServer(greeting, answers, then)
         self.addCleanup(server.close)
         return server
 
@@ -812,7 +870,9 @@ class OtherServers(ClientTest):
                 "..stuffed\r\nbody\r\n.\r\n")
         s = self.fake("+OK whatever you like\r\n",
                       ["+OK\r\n", "+OK\r\n", "-ERR what is CAPA?\r\n", "+OK 1 99\r\n",
-                       "+OK\r\n" + mail, "+OK\r\n" + mail, "+OK\r\n", "+OK bye\r\n"])
+                       "+OK\r\n" + mail, "+OK\r\n" + mail, "+OK\r\n", "+OK bye\r\n"],
+                      then=[("+OK again\r\n", ["+OK\r\n", "+OK\r\n", "-ERR no\r\n",
+                                                "+OK 0 0\r\n", "+OK bye\r\n"])])
         c = Client(self, "127.0.0.1", self.smtp.port, s.port, env={"TZ": "UTC"})
         c.login("bob", "bobpw")
         c.line("1")
@@ -822,11 +882,76 @@ class OtherServers(ClientTest):
         c.line("1")
         self.assertIn("Subject:\n folded subject\n\n.stuffed\nbody\n----- end", c.expect(KEY_PROMPT))
         c.send("d")
-        c.expect("Mail deleted.")
+        c.expect("Mail deleted.\nNo mails in your mailbox.\n\n" + MENU)
+        self.quit(c)
+        s.thread.join(10)
+        self.assertEqual(s.got, ["USER bob", "PASS bobpw", "CAPA", "STAT", "RETR 1",
+                                 "RETR 1", "DELE 1", "QUIT",      # then the list afresh:
+                                 "USER bob", "PASS bobpw", "CAPA", "STAT", "QUIT"])
+
+    def test_failed_update_reported_and_mail_still_listed(self):
+        mail = "From: a@h\r\nSubject: keep\r\n\r\nbody\r\n.\r\n"
+        login = ["+OK\r\n", "+OK\r\n", "-ERR no CAPA\r\n", "+OK 1 40\r\n", "+OK\r\n" + mail]
+        s = self.fake("+OK hi\r\n",
+                      login + ["+OK\r\n" + mail, "+OK marked\r\n",
+                               "-ERR some deleted messages not removed\r\n"],
+                      then=[("+OK hi\r\n", login + ["+OK bye\r\n"])])
+        c = self.client(user="bob", pop_port=s.port)
+        c.line("1")
+        c.expect("Enter mail no. to see: ")
+        c.line("1")
+        c.expect(KEY_PROMPT)
+        c.send("d")         # RFC 1939 6: -ERR to QUIT, so nothing was deleted
+        listing = c.expect("Enter mail no. to see: ")
+        self.assertTrue(listing.startswith(
+            "d\nError in deleting mail: -ERR some deleted messages not removed\n"
+            + TABLE_HEAD + "\n1        a@h  "), listing)
+        c.line("-1")
         c.expect(MENU)
         self.quit(c)
-        self.assertEqual(s.got, ["USER bob", "PASS bobpw", "CAPA", "STAT", "RETR 1",
-                                 "RETR 1", "DELE 1", "QUIT"])
+        s.thread.join(10)
+        self.assertEqual(s.got[5:9], ["RETR 1", "DELE 1", "QUIT", "USER bob"])
+
+    def test_one_command_at_a_time_even_with_pipelining(self):
+        # RFC 2920 is optional: the client waits for each reply (DATA's text aside)
+        early = []
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+
+        def serve():
+            listener.settimeout(15)
+            conn, _ = listener.accept()
+            conn.settimeout(15)
+            with conn:
+                conn.sendall(b"220-hi\r\n220 there\r\n")
+                buf, in_data = b"", False
+                replies = iter([b"250-x\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+                                b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n",
+                                b"250 queued\r\n", b"221 bye\r\n"])
+                while True:
+                    while b"\r\n" not in buf:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    line, buf = buf.split(b"\r\n", 1)
+                    if in_data and line != b".":
+                        continue
+                    in_data = False
+                    time.sleep(0.1)         # a pipelining client would send on meanwhile
+                    ready, _, _ = select.select([conn], [], [], 0)
+                    if buf or ready:
+                        early.append(line)
+                    reply = next(replies)
+                    in_data = reply.startswith(b"354")
+                    conn.sendall(reply)
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        c = self.client(user="alice", smtp_port=listener.getsockname()[1])
+        self.send_mail(c, ["From: alice@h", "To: bob@h, carol@h", "Subject: s", "x", "."])
+        self.quit(c)
+        server.join(10)
+        self.assertEqual(early, [])
 
     def test_received_date_in_local_time(self):
         self.inject("alice@h", "bob@h", "tz", "x\r\n")
