@@ -36,8 +36,14 @@
  * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
  * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
  *
- * Exit: 0 after SIGTERM/SIGINT (sessions get 10 s to end), 1 cannot listen,
- * 2 bad usage.
+ * Process model: the parent accepts and forks a session per connection.
+ * SIGTERM/SIGINT: stop accepting, give running sessions 10 s to end, then
+ * SIGTERM them (a delivery under way finishes or rolls back first); sessions
+ * ignore SIGINT, so a Ctrl-C to the process group does not cut them short.
+ * SIGPIPE, SIGXFSZ ignored. accept() out of descriptors: retried every
+ * 100 ms, logged once.
+ *
+ * Exit: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -74,6 +80,7 @@ enum {
 	MAX_LISTEN = 8,		/* listening sockets (IPv4 + IPv6 + ...) */
 	ADDR_TEXT_MAX = 64,	/* a numeric IPv4/IPv6 address, scope included */
 	STOP_GRACE_SECONDS = 10,	/* SIGTERM: how long running sessions may go on */
+	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
@@ -91,7 +98,7 @@ enum {
 	SPILL_MEM = 65536,	/* DATA kept in memory up to this, then a temp file */
 	TRACE_MAX = 2048,	/* Return-Path + Received lines of one record */
 	TRIM_CHUNK = 4096,	/* the backwards scan for a crashed tail */
-	ID_MAX = 48,		/* a message id */
+	ID_MAX = 64,		/* a message id */
 	DEFAULT_MAX_SIZE = 25 * 1024 * 1024,	/* -s: 25 MiB */
 	DEFAULT_SESSIONS = 100,	/* -c */
 	DEFAULT_TIMEOUT = 300	/* -t: RFC 5321 4.5.3.2.7 asks 5 minutes */
@@ -156,6 +163,13 @@ static void log_msg(const char *fmt, ...)
 		return;		/* nowhere left to report it */
 }
 
+/* close_fd - close fd; a failure is logged (what names the descriptor) */
+static void close_fd(int fd, const char *what)
+{
+	if (close(fd) < 0)
+		log_msg("close %s: %s", what, strerror(errno));
+}
+
 /* ---------------------------------------------------------------- buffered socket I/O */
 
 /* A connection: buffered input and output on a non-blocking socket, every
@@ -163,6 +177,7 @@ static void log_msg(const char *fmt, ...)
 struct conn {
 	int fd;
 	int timeout_ms;		/* the longest wait for the peer, each time */
+	long long deadline_ms;	/* now_ms() by which the wait must end; 0: none */
 	char in[IO_BUF_SIZE];
 	size_t in_pos, in_len;	/* unread input is in[in_pos .. in_len) */
 	char out[IO_BUF_SIZE];
@@ -185,14 +200,29 @@ static int conn_init(struct conn *c, int fd, int timeout_seconds)
 	return 0;
 }
 
-/* conn_wait - wait, at most the timeout, until fd is ready for events */
+/* now_ms - a monotonic clock, in milliseconds */
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+		return 0;	/* cannot happen; deadlines then act as plain timeouts */
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* conn_wait - wait, at most the timeout (and not past the deadline, if one
+ * is set), until fd is ready for events */
 static enum io_status conn_wait(struct conn *c, short events)
 {
 	struct pollfd p = { .fd = c->fd, .events = events };
 
 	for (;;) {
-		int n = poll(&p, 1, c->timeout_ms);
+		long long left = c->deadline_ms ? c->deadline_ms - now_ms() : c->timeout_ms;
+		int n;
 
+		if (left <= 0)
+			return IO_TIMEOUT;
+		n = poll(&p, 1, left < c->timeout_ms ? (int)left : c->timeout_ms);
 		if (n > 0)
 			return IO_OK;
 		if (n == 0)
@@ -402,7 +432,8 @@ static int user_lookup(const char *userfile, const char *login, struct account *
 			found = 1;
 	}
 	failed = ferror(f);
-	fclose(f);
+	if (fclose(f) != 0)	/* read only: nothing lost, but say so */
+		log_msg("close %s: %s", userfile, strerror(errno));
 	return failed ? -1 : found;
 }
 
@@ -458,13 +489,14 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 
 	if (!wait || type == F_UNLCK)
 		return fcntl(fd, F_SETLK, &fl);
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGALRM, &sa, &old);
+	if (sigemptyset(&sa.sa_mask) < 0 || sigaction(SIGALRM, &sa, &old) < 0)
+		return -1;	/* no bounded wait possible: do not wait at all */
 	alarm(LOCK_WAIT_SECONDS);
 	r = fcntl(fd, F_SETLKW, &fl);
 	saved = errno;
 	alarm(0);
-	sigaction(SIGALRM, &old, NULL);
+	if (sigaction(SIGALRM, &old, NULL) < 0)
+		log_msg("restore SIGALRM: %s", strerror(errno));
 	errno = saved;
 	return r;
 }
@@ -475,7 +507,21 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
 {
 	if (getnameinfo(sa, len, out, cap, NULL, 0, NI_NUMERICHOST) != 0)
-		snprintf(out, cap, "unknown");
+		(void)snprintf(out, cap, "unknown");	/* cap is ADDR_TEXT_MAX */
+}
+
+/* log_listening - one "listening on" line per socket (the harness waits for it) */
+static void log_listening(const int *fds, int n, const char *port)
+{
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof ss;
+		char where[ADDR_TEXT_MAX] = "?";
+
+		if (getsockname(fds[i], (struct sockaddr *)&ss, &len) == 0)
+			addr_text((struct sockaddr *)&ss, len, where, sizeof where);
+		log_msg("listening on %s port %s", where, port);
+	}
 }
 
 /*
@@ -509,22 +555,17 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 		    || fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {	/* accept never blocks */
 			log_msg("cannot listen on %s port %s: %s", where, port, strerror(errno));
 			if (fd >= 0)
-				close(fd);
+				close_fd(fd, "socket");
 			while (n > 0)
-				close(fds[--n]);
+				close_fd(fds[--n], "socket");
 			break;
 		}
 		fds[n++] = fd;
 	}
 	freeaddrinfo(res);
-	for (int i = 0; i < n; i++) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof ss;
-
-		if (getsockname(fds[i], (struct sockaddr *)&ss, &len) == 0)
-			addr_text((struct sockaddr *)&ss, len, where, sizeof where);
-		log_msg("listening on %s port %s", where, port);
-	}
+	if (n == 0 && !ai)	/* every family unsupported: nothing tried failed */
+		log_msg("cannot listen on %s port %s: no usable address", addr ? addr : "*", port);
+	log_listening(fds, n, port);
 	return n;
 }
 
@@ -537,6 +578,8 @@ struct server {
 	int nchildren, max_children;
 	const char *busy_line;	/* sent, CRLF included, past max_children */
 	void (*session)(int fd, const char *peer);
+	int paused;		/* skip the listening sockets one ACCEPT_PAUSE_MS */
+	int failing;		/* accept or pselect failing: logged once */
 };
 
 static volatile sig_atomic_t got_sigchld, got_stop;
@@ -550,21 +593,26 @@ static void on_signal(int sig)
 		got_stop = 1;
 }
 
+/* forget_child - a session ended: free its slot, log an abnormal end */
+static void forget_child(struct server *srv, pid_t pid, int status)
+{
+	for (int i = 0; i < srv->nchildren; i++)
+		if (srv->children[i] == pid) {
+			srv->children[i] = srv->children[--srv->nchildren];
+			break;
+		}
+	if (WIFSIGNALED(status))
+		log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
+}
+
 /* reap_children - collect every finished session; never blocks */
 static void reap_children(struct server *srv)
 {
 	pid_t pid;
 	int status;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (int i = 0; i < srv->nchildren; i++)
-			if (srv->children[i] == pid) {
-				srv->children[i] = srv->children[--srv->nchildren];
-				break;
-			}
-		if (WIFSIGNALED(status))
-			log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
-	}
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		forget_child(srv, pid, status);
 }
 
 /* refuse_busy - past the session limit: one line, best effort, and close */
@@ -578,7 +626,17 @@ static void refuse_busy(struct server *srv, int fd, const char *peer)
 		log_msg("refused %s (too many sessions): %s", peer, strerror(errno));
 	else
 		log_msg("refused %s: too many sessions", peer);
-	close(fd);
+	close_fd(fd, "connection");
+}
+
+/* child_signals - in a session: SIGTERM ends it (the parent's last resort
+ * after the grace time); SIGINT is ignored, since a Ctrl-C reaches the whole
+ * process group and the parent alone decides when sessions stop */
+static void child_signals(const sigset_t *mask)
+{
+	if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR
+	    || signal(SIGINT, SIG_IGN) == SIG_ERR || sigprocmask(SIG_SETMASK, mask, NULL) < 0)
+		log_msg("session signals: %s", strerror(errno));
 }
 
 /* start_session - fork a child that runs the session on fd, then exits */
@@ -594,16 +652,25 @@ static void start_session(struct server *srv, int fd, const char *peer,
 	}
 	if (pid == 0) {
 		for (int i = 0; i < srv->nfds; i++)
-			close(srv->fds[i]);
-		signal(SIGCHLD, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGINT, SIG_DFL);
-		sigprocmask(SIG_SETMASK, child_mask, NULL);
+			close_fd(srv->fds[i], "listening socket");
+		child_signals(child_mask);
 		srv->session(fd, peer);
 		exit(0);
 	}
 	srv->children[srv->nchildren++] = pid;
-	close(fd);
+	close_fd(fd, "connection");	/* the child has it */
+}
+
+/* trouble - accept or pselect failed in a way that may repeat at once (e.g.
+ * EMFILE, ENFILE: the connection stays queued, the socket stays readable):
+ * pause instead of spinning, and log it once until an accept works again */
+static void trouble(struct server *srv, const char *what, int err)
+{
+	if (!srv->failing)
+		log_msg("%s: %s; pausing %d ms between tries", what, strerror(err),
+			(int)ACCEPT_PAUSE_MS);
+	srv->failing = 1;
+	srv->paused = 1;
 }
 
 /* accept_one - take one connection from listening socket lfd */
@@ -615,10 +682,14 @@ static void accept_one(struct server *srv, int lfd, const sigset_t *child_mask)
 	int fd = accept(lfd, (struct sockaddr *)&ss, &len);
 
 	if (fd < 0) {
-		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
-			log_msg("accept: %s", strerror(errno));
+		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK
+		    && errno != ECONNABORTED)
+			trouble(srv, "accept", errno);
 		return;
 	}
+	if (srv->failing)
+		log_msg("accept: working again");
+	srv->failing = 0;
 	addr_text((struct sockaddr *)&ss, len, peer, sizeof peer);
 	if (srv->nchildren >= srv->max_children)
 		refuse_busy(srv, fd, peer);
@@ -638,9 +709,61 @@ static void stop_sessions(struct server *srv)
 		reap_children(srv);
 	}
 	for (int i = 0; i < srv->nchildren; i++)
-		kill(srv->children[i], SIGTERM);	/* by PID: only our own */
-	while (srv->nchildren > 0 && waitpid(-1, NULL, 0) > 0)
-		reap_children(srv);
+		if (kill(srv->children[i], SIGTERM) < 0)	/* by PID: only our own */
+			log_msg("kill %ld: %s", (long)srv->children[i], strerror(errno));
+	while (srv->nchildren > 0) {	/* SIGTERM ends them: a bounded wait */
+		pid_t pid = srv->children[0];
+		int status = 0;
+
+		if (waitpid(pid, &status, 0) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_msg("waitpid %ld: %s", (long)pid, strerror(errno));
+		}
+		forget_child(srv, pid, status);
+	}
+}
+
+/* server_signals - SIGCHLD, SIGTERM, SIGINT noted by on_signal and blocked
+ * but inside pselect; *wait_mask: the mask to wait with (and the sessions'):
+ * the old one, with those three unblocked */
+static int server_signals(sigset_t *wait_mask)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT };
+	sigset_t block;
+
+	if (sigemptyset(&sa.sa_mask) < 0 || sigemptyset(&block) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		if (sigaction(sigs[i], &sa, NULL) < 0 || sigaddset(&block, sigs[i]) < 0)
+			return -1;
+	if (sigprocmask(SIG_BLOCK, &block, wait_mask) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		if (sigdelset(wait_mask, sigs[i]) < 0)	/* even if inherited blocked */
+			return -1;
+	return 0;
+}
+
+/* wait_ready - pselect on the listening sockets (none while paused: then
+ * just sleep ACCEPT_PAUSE_MS); signals get through only here */
+static int wait_ready(struct server *srv, fd_set *ready, const sigset_t *wait_mask)
+{
+	struct timespec pause = { 0, ACCEPT_PAUSE_MS * 1000000L };
+	int maxfd = -1, n;
+
+	FD_ZERO(ready);
+	for (int i = 0; !srv->paused && i < srv->nfds; i++) {
+		FD_SET(srv->fds[i], ready);
+		if (srv->fds[i] > maxfd)
+			maxfd = srv->fds[i];
+	}
+	n = pselect(maxfd + 1, ready, NULL, NULL, srv->paused ? &pause : NULL, wait_mask);
+	srv->paused = 0;
+	if (n < 0 && errno != EINTR)
+		trouble(srv, "pselect", errno);
+	return n;
 }
 
 /*
@@ -650,29 +773,16 @@ static void stop_sessions(struct server *srv)
  */
 static int serve(struct server *srv)
 {
-	struct sigaction sa = { .sa_handler = on_signal };
-	sigset_t block, wait_mask;
+	sigset_t wait_mask;
 
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGCHLD, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigemptyset(&block);
-	sigaddset(&block, SIGCHLD);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigprocmask(SIG_BLOCK, &block, &wait_mask);
+	if (server_signals(&wait_mask) < 0) {
+		log_msg("signals: %s", strerror(errno));
+		return 1;
+	}
 	while (!got_stop) {
 		fd_set ready;
-		int maxfd = -1, n;
+		int n = wait_ready(srv, &ready, &wait_mask);
 
-		FD_ZERO(&ready);
-		for (int i = 0; i < srv->nfds; i++) {
-			FD_SET(srv->fds[i], &ready);
-			if (srv->fds[i] > maxfd)
-				maxfd = srv->fds[i];
-		}
-		n = pselect(maxfd + 1, &ready, NULL, NULL, NULL, &wait_mask);
 		if (got_sigchld) {
 			got_sigchld = 0;
 			reap_children(srv);
@@ -682,7 +792,7 @@ static int serve(struct server *srv)
 				accept_one(srv, srv->fds[i], &wait_mask);
 	}
 	for (int i = 0; i < srv->nfds; i++)
-		close(srv->fds[i]);
+		close_fd(srv->fds[i], "listening socket");
 	log_msg("stopping: %d session(s) still running", srv->nchildren);
 	stop_sessions(srv);
 	free(srv->children);
@@ -975,11 +1085,15 @@ static enum io_status receive_data(struct session *s)
  * pid, and the session's message count */
 static void message_id(struct session *s, char *id, size_t cap)
 {
-	struct timeval tv;
+	struct timeval tv = { 0, 0 };
+	int n;
 
-	gettimeofday(&tv, NULL);
-	snprintf(id, cap, "%llX%05lX.%lX.%u", (unsigned long long)tv.tv_sec,
-		 (unsigned long)tv.tv_usec, (unsigned long)getpid(), ++s->messages);
+	if (gettimeofday(&tv, NULL) < 0)
+		tv.tv_sec = time(NULL);	/* pid and count keep it unique */
+	n = snprintf(id, cap, "%llX%05lX.%lX.%u", (unsigned long long)tv.tv_sec,
+		     (unsigned long)tv.tv_usec, (unsigned long)getpid(), ++s->messages);
+	if (n < 0 || (size_t)n >= cap)	/* cannot happen: at most 49 of 64 */
+		log_msg("message id cut short: %s", id);
 }
 
 /* trace_lines - Return-Path and Received (RFC 5321 4.4; "with SMTP" after
@@ -1087,7 +1201,7 @@ static int open_mailbox(struct rcpt *r)
 	if (r->box_fd < 0 || check_mailbox(r->box_fd, path, &r->noted) == 0)
 		return r->box_fd < 0 ? -1 : 0;
 	e = errno;
-	close(r->box_fd);	/* refused: not ours to truncate back */
+	close_fd(r->box_fd, "mailbox");	/* refused: not ours to truncate back */
 	r->box_fd = -1;
 	errno = e;
 	return -1;
@@ -1170,7 +1284,7 @@ static int lock_all(struct session *s)
 		if (lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0) {
 			int e = errno;
 
-			close(r->lock_fd);	/* no lock held on it */
+			close_fd(r->lock_fd, "lock file");	/* no lock held on it */
 			r->lock_fd = -1;
 			errno = e;
 			return -1;
@@ -1192,9 +1306,10 @@ static void release_all(struct session *s, int failed)
 			if (close(r->box_fd) < 0)
 				log_msg("close mailbox of %s: %s", r->login, strerror(errno));
 		}
-		if (r->lock_fd >= 0) {
-			lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_UNLCK, 0);
-			close(r->lock_fd);
+		if (r->lock_fd >= 0) {	/* closing would drop the lock too */
+			if (lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0)
+				log_msg("unlock %s: %s", r->login, strerror(errno));
+			close_fd(r->lock_fd, "lock file");
 		}
 		r->box_fd = r->lock_fd = -1;
 	}
@@ -1234,6 +1349,18 @@ static void log_delivery(struct session *s, const char *id)
 		s->sender, to, s->nrcpts, s->nrcpts == 1 ? "" : "es", s->spill.size);
 }
 
+/* hold_stop - block (hold) or unblock SIGTERM: the parent's last-resort
+ * SIGTERM must not stop a delivery between two appends, or between an
+ * append and its rollback (all or nothing); it takes effect after */
+static void hold_stop(int hold)
+{
+	sigset_t set;
+
+	if (sigemptyset(&set) < 0 || sigaddset(&set, SIGTERM) < 0
+	    || sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL) < 0)
+		log_msg("sigprocmask: %s", strerror(errno));
+}
+
 /* deliver - DESIGN.md steps 2-4: all mailboxes or none; then the reply */
 static void deliver(struct session *s)
 {
@@ -1245,17 +1372,22 @@ static void deliver(struct session *s)
 	message_id(s, id, sizeof id);
 	if (!gmtime_r(&now, &tm)	/* RFC 5322 3.3 date-time */
 	    || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm))
-		snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
-	if (lock_all(s) < 0)
+		(void)snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
+	if (lock_all(s) < 0) {
+		err = errno;
 		failed = 1;
+	}
+	hold_stop(1);
 	for (int i = 0; !failed && i < s->nrcpts; i++) {
 		locking = 0;
 		if (open_mailbox(&s->rcpts[i]) < 0
-		    || append_record(s, &s->rcpts[i], id, date) < 0)
+		    || append_record(s, &s->rcpts[i], id, date) < 0) {
+			err = errno;
 			failed = 1;
+		}
 	}
-	err = errno;
 	release_all(s, failed);
+	hold_stop(0);
 	if (failed) {
 		log_msg("delivery of %s failed: %s", id, strerror(err));
 		failure_reply(s, err, locking);
@@ -1650,13 +1782,14 @@ static void do_quit(struct session *s, char *arg)
 	set_state(s, ST_QUIT);
 }
 
-/* do_vrfy - VRFY: never reveals accounts (RFC 5321 3.5.3, 7.3) */
+/* do_vrfy - VRFY: never reveals accounts (RFC 5321 3.5.3, 7.3); 2.0.0,
+ * since RFC 3463 X.5.2 means a syntax error */
 static void do_vrfy(struct session *s, char *arg)
 {
 	if (!*arg)
 		reply(s, "501 5.5.4 Syntax: VRFY <address>");
 	else
-		reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+		reply(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 /* do_help - HELP (RFC 5321 4.1.1.8) */
@@ -1764,8 +1897,13 @@ static void session_step(struct session *s)
 	char line[COMMAND_LINE_MAX];
 	size_t len = 0;
 	int crlf = 0;
-	enum io_status st = conn_read_line(&s->conn, line, sizeof line, &len, &crlf);
+	enum io_status st;
 
+	/* RFC 5321 4.5.3.2.7: the whole command within the timeout, so a client
+	 * dripping a byte at a time cannot hold a session for ever */
+	s->conn.deadline_ms = now_ms() + s->conn.timeout_ms;
+	st = conn_read_line(&s->conn, line, sizeof line, &len, &crlf);
+	s->conn.deadline_ms = 0;	/* DATA: each read within the timeout */
 	if (st == IO_EOF || st == IO_ERROR) {
 		log_msg("%s: connection closed%s", s->peer,
 			s->state == ST_MAIL || s->state == ST_RCPT ? " mid-transaction" : "");
@@ -1799,7 +1937,7 @@ static void smtp_session(int fd, const char *peer)
 	if (!s || conn_init(&s->conn, fd, cfg.timeout) < 0) {
 		log_msg("%s: cannot start a session: %s", peer, strerror(errno));
 		free(s);
-		close(fd);
+		close_fd(fd, "connection");
 		return;
 	}
 	s->peer = peer;
@@ -1818,8 +1956,7 @@ static void smtp_session(int fd, const char *peer)
 	spill_reset(&s->spill);
 	free(s->spill.mem);
 	free(s);
-	if (close(fd) < 0)
-		log_msg("%s: close: %s", peer, strerror(errno));
+	close_fd(fd, "connection");
 }
 
 /* ---------------------------------------------------------------- options and main */
@@ -1861,7 +1998,11 @@ static void set_option(int opt, const char *v)
 	switch (opt) {
 	case 'd': cfg.spool = v; break;
 	case 'u': cfg.userfile = v; break;
-	case 'n': cfg.hostname = v; break;
+	case 'n':
+		if (!*v || strlen(v) > HOSTNAME_MAX)
+			bad_value(opt, v);
+		cfg.hostname = v;
+		break;
 	case 'l': cfg.listen = v; break;
 	case 'v': verbose = 1; break;
 	case 'h': usage(stdout); exit(0);
@@ -1910,10 +2051,14 @@ int main(int argc, char **argv)
 	parse_options(argc, argv);
 	if (access(cfg.spool, W_OK | X_OK) < 0)
 		log_msg("warning: spool %s: %s", cfg.spool, strerror(errno));
-	signal(SIGPIPE, SIG_IGN);	/* a write error is an error, not death */
-	signal(SIGXFSZ, SIG_IGN);	/* a file-size limit: EFBIG, then 452 */
-	snprintf(busy, sizeof busy, "421 4.3.2 %s too many connections, try again later\r\n",
-		 cfg.hostname);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR	/* a write error is an error, not death */
+	    || signal(SIGXFSZ, SIG_IGN) == SIG_ERR) {	/* a file-size limit: EFBIG, then 452 */
+		log_msg("signals: %s", strerror(errno));
+		return 1;
+	}
+	/* cannot be cut short: the hostname is at most 255 octets */
+	(void)snprintf(busy, sizeof busy,
+		       "421 4.3.2 %s too many connections, try again later\r\n", cfg.hostname);
 	srv.max_children = cfg.max_sessions;
 	if (!(srv.children = calloc((size_t)srv.max_children, sizeof *srv.children))) {
 		log_msg("out of memory");

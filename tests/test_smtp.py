@@ -192,7 +192,7 @@ class Commands(SmtpTest):
         c = self.connect(self.server, greet=None)
         self.assertEqual(c.cmd("NOOP"), "250 2.0.0 OK")
         self.assertEqual(c.cmd("NOOP anything"), "250 2.0.0 OK")
-        vrfy = "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery"
+        vrfy = "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
         self.assertEqual(c.cmd("VRFY alice"), vrfy)     # exists
         self.assertEqual(c.cmd("VRFY nobody"), vrfy)    # does not: same answer
         self.assertEqual(c.cmd("VRFY"), "501 5.5.4 Syntax: VRFY <address>")

@@ -91,6 +91,31 @@ class Limits(SmtpTest):
         self.assertLess(time.time() - began, 5)
         self.assertTrue(c.closed())
 
+    def test_command_dripped_slowly_still_times_out(self):
+        # a byte every 0.3 s: each read is quick, but the command never ends
+        c = self.connect(self.start_smtp("-t", "2"))
+        c.sock.setblocking(False)
+        began, got = time.time(), b""
+        while time.time() - began < 8:
+            time.sleep(0.3)
+            try:
+                got += c.sock.recv(4096)
+            except BlockingIOError:
+                pass
+            if b"\r\n" in got:
+                break
+            try:
+                c.sock.send(b"N")
+            except OSError:
+                break                                    # closed after the 421
+        c.sock.setblocking(True)
+        c.sock.settimeout(5)
+        if b"\r\n" not in got:
+            got += c.sock.recv(4096)
+        self.assertEqual(got, b"421 4.4.2 %s Timeout, closing connection\r\n" % HOSTNAME.encode())
+        self.assertLess(time.time() - began, 4.5)       # -t 2 for the whole line
+        self.assertTrue(c.closed())
+
     def test_timeout_mid_data_stores_nothing(self):
         c = self.connect(self.start_smtp("-t", "1"))
         c.cmd("MAIL FROM:<a@b.example>")
@@ -214,6 +239,41 @@ class Safety(SmtpTest):
         finally:
             os.close(lock)
         self.assertTrue(self.records("alice")[0].endswith(b"\r\nlocked\r\n"))
+
+    def test_locks_taken_in_sorted_login_order(self):
+        # We hold bob's write lock; the RCPTs name bob first. In sorted order
+        # the server takes alice's lock first, then waits for bob's: while it
+        # waits, alice's lock must be taken (by it), so our try fails.
+        server = self.start_smtp()
+        for login in ("alice", "bob"):
+            os.makedirs(os.path.join(self.spool, login))
+        bob = os.open(self.mailbox_path("bob") + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, bob)
+        fcntl.lockf(bob, fcntl.LOCK_EX, 1, 1)
+        c = self.connect(server)
+        c.cmd("MAIL FROM:<a@b.example>")
+        c.cmd("RCPT TO:<bob@x.example>")
+        c.cmd("RCPT TO:<alice@x.example>")
+        c.cmd("DATA")
+        c.send("ordered\r\n.\r\n")
+        alice_path = self.mailbox_path("alice") + ".lock"
+        deadline, held = time.time() + 10, False
+        while time.time() < deadline and not held:
+            fd = os.open(alice_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1)
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1)
+                time.sleep(0.05)
+            except OSError:
+                held = True                              # the server holds alice's
+            finally:
+                os.close(fd)
+        self.assertTrue(held, "alice's write lock not taken before bob's")
+        self.assertShortEqual(self.mailbox("alice"), b"")   # nothing written yet
+        fcntl.lockf(bob, fcntl.LOCK_UN, 1, 1)
+        self.accepted_id(c.reply()[-1])
+        for login in ("alice", "bob"):
+            self.assertTrue(self.records(login)[0].endswith(b"\r\nordered\r\n"), login)
 
     def test_write_failure_rolls_back_every_mailbox(self):
         port = harness.free_port()

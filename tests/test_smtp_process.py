@@ -1,7 +1,11 @@
 """smtpmail: the process model - the session limit, 100 concurrent senders,
-SIGTERM, the command line, IPv6 trace lines, no zombies."""
+SIGTERM and SIGINT, ignored signals, accept() out of descriptors, the
+command line and its defaults, the log format, IPv6 trace lines, no zombies."""
+import calendar
 import os
 import re
+import resource
+import signal
 import smtplib
 import socket
 import subprocess
@@ -28,6 +32,50 @@ def children_of(pid):
         if int(fields[1]) == pid:
             found[int(entry)] = fields[0]
     return found
+
+
+def proc_status(pid, field):
+    """A field of /proc/<pid>/status, e.g. SigIgn."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+def ignored_signals(pid):
+    """The set of signal numbers pid ignores (SIG_IGN)."""
+    mask = int(proc_status(pid, "SigIgn"), 16)
+    return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+
+
+def cpu_seconds(pid):
+    """User + system CPU time pid has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ShapedServer(harness.Server):
+    """A harness Server started with a soft RLIMIT_NOFILE and/or in its own
+    session (a process group of its own, so a group signal reaches only it
+    and its children)."""
+
+    def __init__(self, args, cwd, port, nofile=None, own_group=False):
+        self.prog, self.port, self.cwd = "smtpmail", port, cwd
+        self.log_path = os.path.join(cwd, "smtpmail-%d.log" % port)
+        self.log_file = open(self.log_path, "ab")
+
+        def limit():
+            if nofile:
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+        self.proc = subprocess.Popen([harness.binary("smtpmail")] + list(args) + [str(port)],
+                                     cwd=cwd, stdin=subprocess.DEVNULL, stdout=self.log_file,
+                                     stderr=self.log_file, preexec_fn=limit,
+                                     start_new_session=own_group,
+                                     env=dict(os.environ, **harness.SANITIZER_ENV))
+        self.wait_listening()
 
 
 class Concurrency(SmtpTest):
@@ -141,8 +189,13 @@ class Lifecycle(SmtpTest):
                  " [-c maxsessions] [-t seconds] [-D domain]... [-v] [-h] [port]\n")
         run = self.run_bin("-h")
         self.assertEqual((run.returncode, run.stdout), (0, usage))
+        busy = socket.socket()          # a binary that took a bad value could not listen
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        on_busy = ["-l", "127.0.0.1", str(busy.getsockname()[1])]
         for bad in (["-x"], ["-s", "abc"], ["-c", "0"], ["-t", "-1"], ["1", "2"], ["port"],
-                    ["-s"]):
+                    ["-s"], ["-n", "h" * 256] + on_busy, ["-n", ""] + on_busy, ["0"], ["65536"]):
             run = self.run_bin(*bad)
             self.assertEqual(run.returncode, 2, bad)
             self.assertTrue(run.stderr.endswith(usage), (bad, run.stderr))
@@ -180,6 +233,148 @@ class Lifecycle(SmtpTest):
                      "> 250 2.1.0 <a@b.example>... Sender ok", "state GREETED -> MAIL",
                      "delivered "):
             self.assertIn(text, log)
+
+
+class Signals(SmtpTest):
+    """Ignored signals, Ctrl-C to the process group, accept() out of descriptors."""
+
+    def shaped(self, **kw):
+        server = ShapedServer(("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1",
+                               "-n", HOSTNAME), self.dir, harness.free_port(), **kw)
+        self.servers.append(server)
+        return server
+
+    def test_sigpipe_and_sigxfsz_ignored_sigint_in_sessions(self):
+        server = self.start_smtp()
+        c = self.connect(server)
+        parent = ignored_signals(server.proc.pid)
+        self.assertLessEqual({signal.SIGPIPE, signal.SIGXFSZ}, parent)
+        self.assertNotIn(signal.SIGTERM, parent)
+        kids = list(children_of(server.proc.pid))
+        self.assertEqual(len(kids), 1)
+        child = ignored_signals(kids[0])
+        self.assertLessEqual({signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT}, child)
+        self.assertNotIn(signal.SIGTERM, child)      # the parent's last resort works
+        self.assertEqual(c.cmd("QUIT"), "221 2.0.0 %s closing connection" % HOSTNAME)
+
+    def test_ctrl_c_to_the_group_lets_the_session_finish(self):
+        server = self.shaped(own_group=True)
+        c = self.connect(server)
+        c.cmd("MAIL FROM:<a@b.example>")
+        c.cmd("RCPT TO:<alice@x.example>")
+        os.killpg(server.proc.pid, signal.SIGINT)   # as a terminal's Ctrl-C: parent and child
+        deadline = time.time() + 5
+        while time.time() < deadline and "stopping" not in server.log():
+            time.sleep(0.05)
+        self.assertIn("stopping: 1 session(s) still running", server.log())
+        self.assertEqual(c.cmd("DATA"), '354 Enter mail, end with "." on a line by itself')
+        c.send("after ctrl-c\r\n.\r\n")
+        self.accepted_id(c.reply()[-1])
+        self.assertEqual(c.cmd("QUIT"), "221 2.0.0 %s closing connection" % HOSTNAME)
+        self.assertEqual(server.proc.wait(10), 0)
+        self.assertTrue(self.records("alice")[0].endswith(b"\r\nafter ctrl-c\r\n"))
+
+    def test_accept_out_of_descriptors_pauses_logs_once_recovers(self):
+        # fds 0, 1, 2 and the listening socket: accept() fails with EMFILE
+        server = self.shaped(nofile=4)
+        c = self.raw(server.port)
+        deadline = time.time() + 5
+        while time.time() < deadline and "Too many open files" not in server.log():
+            time.sleep(0.05)
+        used = cpu_seconds(server.proc.pid)
+        time.sleep(1.5)
+        # a spinning loop would burn about 1.5 s of CPU (and log each try)
+        self.assertLess(cpu_seconds(server.proc.pid) - used, 0.3)
+        log = server.log()
+        self.assertEqual(log.count("accept: Too many open files; pausing 100 ms"), 1, log[-2000:])
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (64, 64))
+        self.assertEqual(c.reply(), ["220 %s Service ready" % HOSTNAME])   # the queued one
+        self.assertIn("accept: working again", server.log())
+        self.assertEqual(c.cmd("EHLO client.example"), "250 HELP")
+        self.accepted_id(self.transaction(c, "a@b.example", ["bob@x.example"], b"x\r\n.\r\n"))
+        self.assertEqual(len(self.records("bob")), 1)
+
+
+class Shutdown(SmtpTest):
+    """SIGTERM ends a session that will not end by itself: bounded."""
+
+    def test_sigterm_bounded_when_a_session_lingers(self):
+        server = self.start_smtp()
+        c = self.connect(server)
+        c.cmd("MAIL FROM:<a@b.example>")           # then the client says nothing
+        began = time.time()
+        server.proc.terminate()
+        self.assertEqual(server.proc.wait(30), 0)
+        took = time.time() - began
+        self.assertGreater(took, 8)                # the 10 s grace was given...
+        self.assertLess(took, 20)                  # ...and no more
+        self.assertTrue(c.closed(2))
+        self.assertRegex(server.log(), r"session \d+ killed by signal 15")
+        self.assertEqual(children_of(server.proc.pid), {})
+
+
+class Defaults(SmtpTest):
+    """No options: spool users/, user.txt, the host's name, port 2525; the log."""
+
+    def test_default_spool_userfile_and_hostname(self):
+        server = self.start("smtpmail", "-l", "127.0.0.1", common=False)   # cwd: self.dir
+        c = self.raw(server.port)
+        host = socket.gethostname()
+        self.assertEqual(c.reply(), ["220 %s Service ready" % host])
+        self.assertEqual(c.cmd("HELO client.example"), "250 OK Hello client.example")
+        self.accepted_id(self.transaction(c, "a@b.example", ["carol@x.example"], b"d\r\n.\r\n"))
+        self.assertEqual(c.cmd("QUIT"), "221 2.0.0 %s closing connection" % host)
+        self.assertIn(b"\tby %s (smtpmail) with SMTP id " % host.encode(), self.records("carol")[0])
+
+    def test_default_port_2525(self):
+        # Hold 127.0.0.1:2525 (bound, not listening) so smtpmail cannot take
+        # it: its message names the port it tried. If someone else holds it,
+        # the answer is the same.
+        hold = socket.socket()
+        self.addCleanup(hold.close)
+        try:
+            hold.bind(("127.0.0.1", 2525))
+        except OSError:
+            pass
+        proc = subprocess.Popen([harness.binary("smtpmail"), "-d", self.spool, "-u", self.userfile,
+                                 "-l", "127.0.0.1"], cwd=self.dir, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, **harness.SANITIZER_ENV))
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:       # the port came free and it listens
+            proc.terminate()
+            out, err = proc.communicate(timeout=15)
+        self.assertRegex(err, r"(cannot listen on|listening on) 127\.0\.0\.1 port 2525\b")
+
+    def test_log_lines_utc_pid_connection_delivery_refusal(self):
+        server = self.start_smtp()
+        c = self.connect(server)
+        c.cmd("MAIL FROM:<a@b.example>")
+        self.assertEqual(c.cmd("RCPT TO:<nobody@x.example>"), "550 5.1.1 No such user")
+        c.cmd("RCPT TO:<bob@x.example>")
+        c.cmd("RCPT TO:<alice@x.example>")
+        self.assertEqual(c.cmd("DATA"), '354 Enter mail, end with "." on a line by itself')
+        c.send("Subject: log\r\n\r\n12345\r\n.\r\n")
+        msg_id = self.accepted_id(c.reply()[-1])
+        c.cmd("QUIT")
+        self.assertTrue(c.closed())
+        line_re = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)Z smtpmail\[(\d+)\]: (.+)$")
+        by_pid, now = {}, time.time()
+        for line in server.log().splitlines():
+            m = line_re.match(line)
+            self.assertIsNotNone(m, line)
+            stamp = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
+            self.assertLess(abs(stamp - now), 120, line)     # UTC, not local time
+            by_pid.setdefault(int(m.group(2)), []).append(m.group(3))
+        self.assertIn("listening on 127.0.0.1 port %d" % server.port, by_pid[server.proc.pid])
+        session = [msgs for pid, msgs in by_pid.items() if pid != server.proc.pid]
+        self.assertEqual(len(session), 1)                    # the session child's own pid
+        size = len(b"Subject: log\r\n\r\n12345\r\n")
+        self.assertEqual(session[0], [
+            "connection from 127.0.0.1",
+            "127.0.0.1: refused: 550 5.1.1 No such user",
+            "delivered %s from <a@b.example> to alice,bob (2 mailboxes), %d bytes" % (msg_id, size)])
 
 
 if __name__ == "__main__":
