@@ -52,6 +52,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <netdb.h>
@@ -129,6 +130,16 @@ static struct config cfg = {
 
 static const char *progname = "smtpmail";
 static int verbose;		/* -v: log the whole dialogue too */
+static pid_t self;		/* our pid, 0 until known: see self_pid */
+
+/* self_pid - getpid() once per process, not on every log line and message
+ * id; a forked session sets self to 0 first thing, so it reads its own */
+static long self_pid(void)
+{
+	if (self == 0)
+		self = getpid();
+	return (long)self;
+}
 
 /* log_msg - one line on stderr: UTC time, program[pid], the message */
 static void log_msg(const char *fmt, ...)
@@ -142,8 +153,7 @@ static void log_msg(const char *fmt, ...)
 
 	if (gmtime_r(&now, &tm))
 		len = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
-	n = snprintf(line + len, sizeof line - len, "%s[%ld]: ", progname,
-		     (long)getpid());
+	n = snprintf(line + len, sizeof line - len, "%s[%ld]: ", progname, self_pid());
 	if (n > 0)
 		len += (size_t)n < sizeof line - len ? (size_t)n : sizeof line - len - 1;
 	va_start(ap, fmt);
@@ -411,7 +421,7 @@ static int userfile_entry(char *line, const char *userfile, unsigned lineno,
  */
 static int user_lookup(const char *userfile, const char *login, struct account *acct)
 {
-	char line[USERLINE_MAX];
+	char line[USERLINE_MAX], buf[BUFSIZ];
 	unsigned lineno = 0;
 	int found = 0, failed;
 	FILE *f = fopen(userfile, "r");
@@ -420,6 +430,9 @@ static int user_lookup(const char *userfile, const char *login, struct account *
 		log_msg("cannot open %s: %s", userfile, strerror(errno));
 		return -1;
 	}
+	/* Our own buffer: stdio would fstat the file (once per RCPT) to size
+	 * one. A failure is harmless: stdio then allocates its default. */
+	(void)setvbuf(f, buf, _IOFBF, sizeof buf);
 	while (!found && fgets(line, sizeof line, f)) {
 		lineno++;
 		if (!strchr(line, '\n') && !feof(f)) {
@@ -455,16 +468,21 @@ static int spool_path(char *out, size_t cap, const char *spool, const char *logi
 
 /* open_lock_file - open <spool>/<login>/mymailbox.lock, creating the directory
  * (0700) and the file as needed; keep the descriptor for the whole process:
- * closing any descriptor of the file drops all our fcntl locks on it. */
+ * closing any descriptor of the file drops all our fcntl locks on it.
+ * The directory nearly always exists: mkdir only after an ENOENT, not on
+ * every delivery (EEXIST: another process made it in between). */
 static int open_lock_file(const char *spool, const char *login)
 {
-	char path[PATH_TEXT_MAX];
+	char dir[PATH_TEXT_MAX], path[PATH_TEXT_MAX];
+	int fd;
 
-	if (spool_path(path, sizeof path, spool, login, NULL) < 0)
-		return -1;
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
-		return -1;
 	if (spool_path(path, sizeof path, spool, login, "mymailbox.lock") < 0)
+		return -1;
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0 || errno != ENOENT)
+		return fd;
+	if (spool_path(dir, sizeof dir, spool, login, NULL) < 0
+	    || (mkdir(dir, 0700) < 0 && errno != EEXIST))
 		return -1;
 	return open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 }
@@ -475,30 +493,42 @@ static void on_alarm(int sig)
 	(void)sig;
 }
 
-/*
- * lock_byte - take (F_WRLCK) or release (F_UNLCK) one byte of the lock file.
- * wait: block at most LOCK_WAIT_SECONDS. Returns 0, or -1 with errno: EAGAIN
- * or EACCES busy (no wait), EINTR the wait timed out, EDEADLK a deadlock.
- */
-static int lock_byte(int fd, off_t byte, short type, int wait)
+/* lock_wait - F_SETLKW on fl, bounded by a LOCK_WAIT_SECONDS alarm (DESIGN.md
+ * "Locking": a blocking, bounded wait); -1 with EINTR when the time is up */
+static int lock_wait(int fd, struct flock *fl)
 {
-	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte,
-			    .l_len = 1 };
 	struct sigaction sa = { .sa_handler = on_alarm }, old;
 	int r, saved;
 
-	if (!wait || type == F_UNLCK)
-		return fcntl(fd, F_SETLK, &fl);
 	if (sigemptyset(&sa.sa_mask) < 0 || sigaction(SIGALRM, &sa, &old) < 0)
 		return -1;	/* no bounded wait possible: do not wait at all */
 	alarm(LOCK_WAIT_SECONDS);
-	r = fcntl(fd, F_SETLKW, &fl);
+	r = fcntl(fd, F_SETLKW, fl);
 	saved = errno;
 	alarm(0);
 	if (sigaction(SIGALRM, &old, NULL) < 0)
 		log_msg("restore SIGALRM: %s", strerror(errno));
 	errno = saved;
 	return r;
+}
+
+/*
+ * lock_byte - take (F_WRLCK) or release (F_UNLCK) one byte of the lock file.
+ * wait: block at most LOCK_WAIT_SECONDS. Returns 0, or -1 with errno: EAGAIN
+ * or EACCES busy (no wait), EINTR the wait timed out, EDEADLK a deadlock.
+ * A free lock (the usual case) is taken by one F_SETLK; the alarm and the
+ * two sigactions of the bounded wait are paid only when it is busy.
+ */
+static int lock_byte(int fd, off_t byte, short type, int wait)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte,
+			    .l_len = 1 };
+
+	int r = fcntl(fd, F_SETLK, &fl);
+
+	if (r == 0 || !wait || type == F_UNLCK || (errno != EAGAIN && errno != EACCES))
+		return r;
+	return lock_wait(fd, &fl);	/* busy: wait for it, bounded */
 }
 
 /* ---------------------------------------------------------------- listening and the process model */
@@ -651,6 +681,7 @@ static void start_session(struct server *srv, int fd, const char *peer,
 		return;
 	}
 	if (pid == 0) {
+		self = 0;	/* a new process: log lines and ids carry its own pid */
 		for (int i = 0; i < srv->nfds; i++)
 			close_fd(srv->fds[i], "listening socket");
 		child_signals(child_mask);
@@ -900,11 +931,11 @@ static void spill_reset(struct spill *sp)
 	sp->line_start = 1;
 }
 
-/* write_all - write n bytes at offset off (off < 0: at the file offset) */
-static int write_all(int fd, const char *p, size_t n, off_t off)
+/* write_all - write n bytes at the file offset */
+static int write_all(int fd, const char *p, size_t n)
 {
 	while (n > 0) {
-		ssize_t k = off < 0 ? write(fd, p, n) : pwrite(fd, p, n, off);
+		ssize_t k = write(fd, p, n);
 
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -912,10 +943,41 @@ static int write_all(int fd, const char *p, size_t n, off_t off)
 			return -1;	/* k == 0 cannot happen for a regular file */
 		p += k;
 		n -= (size_t)k;
-		if (off >= 0)
-			off += k;
 	}
 	return 0;
+}
+
+/* writev_all - write all of iov[0 .. cnt) at the file offset, one writev
+ * if the kernel takes it all; after a short write (a signal, a file-size
+ * limit reached mid-way) go on from the first byte not written. The iovec
+ * array is used up in place. */
+static int writev_all(int fd, struct iovec *iov, int cnt)
+{
+	for (;;) {
+		ssize_t k;
+		size_t left;
+
+		while (cnt > 0 && iov->iov_len == 0) {
+			iov++;
+			cnt--;
+		}
+		if (cnt == 0)
+			return 0;
+		k = writev(fd, iov, cnt);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			if (k == 0)
+				errno = EIO;	/* cannot happen for a regular file */
+			return -1;
+		}
+		for (left = (size_t)k; left > 0 && left >= iov->iov_len; iov++, cnt--)
+			left -= iov->iov_len;
+		if (left > 0) {	/* k never exceeds what was asked: cnt > 0 */
+			iov->iov_base = (char *)iov->iov_base + left;
+			iov->iov_len -= left;
+		}
+	}
 }
 
 /* spill_open - the temp file: created in the spool, unlinked at once, so a
@@ -942,7 +1004,7 @@ static int spill_open(struct spill *sp)
 static int spill_flush(struct spill *sp)
 {
 	if ((sp->fd < 0 && spill_open(sp) < 0)
-	    || write_all(sp->fd, sp->mem, sp->len, -1) < 0) {
+	    || write_all(sp->fd, sp->mem, sp->len) < 0) {
 		sp->error = errno ? errno : EIO;
 		log_msg("temp file: %s", strerror(sp->error));
 		return -1;
@@ -1091,7 +1153,7 @@ static void message_id(struct session *s, char *id, size_t cap)
 	if (gettimeofday(&tv, NULL) < 0)
 		tv.tv_sec = time(NULL);	/* pid and count keep it unique */
 	n = snprintf(id, cap, "%llX%05lX.%lX.%u", (unsigned long long)tv.tv_sec,
-		     (unsigned long)tv.tv_usec, (unsigned long)getpid(), ++s->messages);
+		     (unsigned long)tv.tv_usec, (unsigned long)self_pid(), ++s->messages);
 	if (n < 0 || (size_t)n >= cap)	/* cannot happen: at most 49 of 64 */
 		log_msg("message id cut short: %s", id);
 }
@@ -1184,7 +1246,10 @@ static int check_mailbox(int fd, const char *path, off_t *noted)
 }
 
 /* open_mailbox - open (creating) <spool>/<login>/mymailbox under its write
- * lock (O_NOFOLLOW: never through a symlink); note its size */
+ * lock (O_NOFOLLOW: never through a symlink); note its size. O_APPEND: each
+ * write lands at the end of the file, which under the write lock, once
+ * check_mailbox has trimmed it, is the noted size (DESIGN.md step 3) - so
+ * the record goes out in one writev, without a seek or an offset. */
 static int open_mailbox(struct rcpt *r)
 {
 	char path[PATH_TEXT_MAX];
@@ -1193,9 +1258,10 @@ static int open_mailbox(struct rcpt *r)
 	if (spool_path(path, sizeof path, cfg.spool, r->login, "mymailbox") < 0)
 		return -1;
 	r->created = 0;
-	r->box_fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	r->box_fd = open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 	if (r->box_fd < 0 && errno == ENOENT) {
-		r->box_fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		r->box_fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW
+				 | O_CLOEXEC, 0600);
 		r->created = r->box_fd >= 0;
 	}
 	if (r->box_fd < 0 || check_mailbox(r->box_fd, path, &r->noted) == 0)
@@ -1229,39 +1295,55 @@ static int sync_new_mailbox(const char *login)
 	return sync_dir(path) < 0 || sync_dir(cfg.spool) < 0 ? -1 : 0;
 }
 
-/* append_record - trace lines + message + ".", at the noted end; fsync */
+/* append_spilled - a message in the temp file, read back SPILL_MEM at a
+ * time into the memory buffer: iov[0] (the trace lines) goes out with the
+ * first chunk, iov[2] (the terminator) with the last, one writev each */
+static int append_spilled(struct spill *sp, int fd, struct iovec iov[3])
+{
+	size_t end_len = iov[2].iov_len;
+	unsigned long long done = 0;
+
+	do {
+		size_t k = sp->size - done > SPILL_MEM ? SPILL_MEM : (size_t)(sp->size - done);
+
+		if (pread_all(sp->fd, sp->mem, k, (off_t)done) < 0)
+			return -1;
+		done += k;
+		iov[1].iov_base = sp->mem;
+		iov[1].iov_len = k;
+		iov[2].iov_len = done == sp->size ? end_len : 0;
+		if (writev_all(fd, iov, 3) < 0)
+			return -1;
+		iov[0].iov_len = 0;	/* the trace lines are out */
+	} while (done < sp->size);
+	return 0;
+}
+
+/* append_record - trace lines + message + ".", at the noted end (the
+ * mailbox is O_APPEND, see open_mailbox); fsync. A message in memory is one
+ * writev; a failure part-way is undone by release_all's truncate-back. */
 static int append_record(struct session *s, struct rcpt *r, const char *id,
 			 const char *date)
 {
+	static char end[] = ".\r\n";
 	struct spill *sp = &s->spill;
 	char trace[TRACE_MAX];
 	int n = trace_lines(s, r, id, date, trace, sizeof trace);
-	off_t off = r->noted;
+	struct iovec iov[3];
 
 	if (n < 0) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	if (write_all(r->box_fd, trace, (size_t)n, off) < 0)
-		return -1;
-	off += n;
-	if (sp->fd < 0) {
-		if (write_all(r->box_fd, sp->mem, sp->len, off) < 0)
-			return -1;
-		off += (off_t)sp->len;
-	} else {
-		for (off_t done = 0; done < (off_t)sp->size;) {
-			size_t k = sp->size - (unsigned long long)done > SPILL_MEM
-				   ? SPILL_MEM : (size_t)(sp->size - (unsigned long long)done);
-
-			if (pread_all(sp->fd, sp->mem, k, done) < 0
-			    || write_all(r->box_fd, sp->mem, k, off) < 0)
-				return -1;
-			done += (off_t)k;
-			off += (off_t)k;
-		}
-	}
-	if (write_all(r->box_fd, ".\r\n", 3, off) < 0 || fsync(r->box_fd) < 0)
+	iov[0].iov_base = trace;
+	iov[0].iov_len = (size_t)n;
+	iov[1].iov_base = sp->mem;	/* spilled: append_spilled refills it */
+	iov[1].iov_len = sp->len;
+	iov[2].iov_base = end;
+	iov[2].iov_len = sizeof end - 1;
+	if ((sp->fd >= 0 ? append_spilled(sp, r->box_fd, iov)
+			 : writev_all(r->box_fd, iov, 3)) < 0
+	    || fsync(r->box_fd) < 0)
 		return -1;
 	return r->created ? sync_new_mailbox(r->login) : 0;
 }
