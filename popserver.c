@@ -195,6 +195,7 @@ static void log_msg(const char *fmt, ...)
 struct conn {
 	int fd;
 	int timeout_ms;		/* the longest wait for the peer, each time */
+	long long deadline_ms;	/* now_ms() by which the wait must end; 0: none */
 	char in[IO_BUF_SIZE];
 	size_t in_pos, in_len;	/* unread input is in[in_pos .. in_len) */
 	char out[IO_BUF_SIZE];
@@ -217,14 +218,29 @@ static int conn_init(struct conn *c, int fd, int timeout_seconds)
 	return 0;
 }
 
-/* conn_wait - wait, at most the timeout, until fd is ready for events */
+/* now_ms - a monotonic clock, in milliseconds */
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+		return 0;	/* cannot happen; deadlines then act as plain timeouts */
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* conn_wait - wait, at most the timeout (and not past the deadline, if one
+ * is set), until fd is ready for events */
 static enum io_status conn_wait(struct conn *c, short events)
 {
 	struct pollfd p = { .fd = c->fd, .events = events };
 
 	for (;;) {
-		int n = poll(&p, 1, c->timeout_ms);
+		long long left = c->deadline_ms ? c->deadline_ms - now_ms() : c->timeout_ms;
+		int n;
 
+		if (left <= 0)
+			return IO_TIMEOUT;
+		n = poll(&p, 1, left < c->timeout_ms ? (int)left : c->timeout_ms);
 		if (n > 0)
 			return IO_OK;
 		if (n == 0)
@@ -1790,7 +1806,11 @@ static void pop_session(int fd, const char *peer)
 	}
 	reply(&s, "+OK POP3 server ready");
 	while (s.state != CLOSED && !s.c->failed) {
+		/* the whole command within the timeout, so a client dripping a
+		 * byte at a time cannot hold the mailbox lock for ever */
+		s.c->deadline_ms = now_ms() + s.c->timeout_ms;
 		st = conn_read_line(s.c, line, sizeof line, &len, &crlf);
+		s.c->deadline_ms = 0;	/* replies: each write within the timeout */
 		if (st == IO_TOO_LONG)
 			bad(&s, "-ERR line too long");	/* RFC 2449 section 4 */
 		else if (st != IO_OK)

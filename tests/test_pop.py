@@ -670,6 +670,33 @@ class Auth(PopTest):
         with self.raw() as idle:
             self.assertTrue(idle.closed(timeout=5))
 
+    def test_command_dripped_slowly_still_times_out(self):
+        # a byte every 0.3 s: each read is quick, but the command never
+        # ends; the session (and its mailbox lock) must not last for ever
+        self.put("alice", make_record([b"x"])[0])
+        self.pop("-t", "2")
+        r = self.raw("alice")
+        r.cmd("DELE 1")
+        r.sock.setblocking(False)
+        began, closed = time.time(), False
+        while time.time() - began < 8 and not closed:
+            time.sleep(0.3)
+            try:
+                closed = r.sock.recv(4096) == b""
+            except BlockingIOError:
+                pass
+            try:
+                r.sock.send(b"N")
+            except OSError:
+                closed = True
+        self.assertTrue(closed)
+        self.assertLess(time.time() - began, 4.5)        # -t 2 for the whole line
+        r.close()
+        time.sleep(0.2)
+        self.assertEqual(len(self.records("alice")), 1)  # no QUIT: nothing deleted
+        with self.raw("alice") as again:                # the lock is free again
+            again.cmd("QUIT")
+
     def test_session_limit(self):
         self.pop("-c", "2")
         a, b = self.raw(), self.raw()
