@@ -757,22 +757,32 @@ static void cleanup(void)
 
 /* ---------------------------------------------------------------- /proc */
 
-/* proc_parent - the parent pid of pid from /proc/<pid>/stat; -1 if gone */
-static long proc_parent(long pid)
+/* proc_read - the start of /proc/<pid>/<name>, NUL-terminated; -1 if gone */
+static int proc_read(long pid, const char *name, char *buf, size_t cap)
 {
-	char path[64], buf[1024], *p;
-	long ppid = -1;
+	char path[64];
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	snprintf(path, sizeof path, "/proc/%ld/%s", pid, name);
 	if ((fd = open(path, O_RDONLY)) < 0)
 		return -1;
-	n = read(fd, buf, sizeof buf - 1);
+	n = read(fd, buf, cap - 1);
 	close_fd(fd);
 	if (n <= 0)
 		return -1;
 	buf[n] = '\0';
+	return 0;
+}
+
+/* proc_parent - the parent pid of pid from /proc/<pid>/stat; -1 if gone */
+static long proc_parent(long pid)
+{
+	char buf[1024], *p;
+	long ppid = -1;
+
+	if (proc_read(pid, "stat", buf, sizeof buf) < 0)
+		return -1;
 	p = strrchr(buf, ')');	/* the command name may hold spaces and ')' */
 	if (!p || sscanf(p + 1, " %*c %ld", &ppid) != 1)
 		return -1;
@@ -804,18 +814,10 @@ static long only_child(pid_t server)
 /* proc_kib - a "Name:  N kB" field of /proc/<pid>/status; -1 if unreadable */
 static long proc_kib(long pid, const char *field)
 {
-	char path[64], buf[4096], *p;
-	ssize_t n;
-	int fd;
+	char buf[4096], *p;
 
-	snprintf(path, sizeof path, "/proc/%ld/status", pid);
-	if ((fd = open(path, O_RDONLY)) < 0)
+	if (proc_read(pid, "status", buf, sizeof buf) < 0)
 		return -1;
-	n = read(fd, buf, sizeof buf - 1);
-	close_fd(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
 	p = strstr(buf, field);
 	return p ? atol(p + strlen(field)) : -1;
 }
