@@ -128,6 +128,9 @@ struct mail {
 /* ---------------------------------------------------------------- logging */
 
 static const char *progname = "mailclient";
+
+/* >>> shared: log - one line per event on stderr (smtpmail.c, popserver.c, mailclient.c) */
+
 static int verbose;		/* -v: log the whole dialogue too */
 
 /* log_msg - one line on stderr: UTC time, program[pid], the message */
@@ -163,6 +166,15 @@ static void log_msg(const char *fmt, ...)
 		return;		/* nowhere left to report it */
 }
 
+/* close_fd - close fd; a failure is logged, with what naming the descriptor */
+static void close_fd(int fd, const char *what)
+{
+	if (close(fd) < 0)
+		log_msg("close %s: %s", what, strerror(errno));
+}
+
+/* <<< shared: log */
+
 /* dialogue - with -v, one line of the protocol dialogue: "C: ..." or "S: ..." */
 static void dialogue(char who, const char *line, size_t len)
 {
@@ -172,11 +184,14 @@ static void dialogue(char who, const char *line, size_t len)
 
 /* ---------------------------------------------------------------- buffered socket I/O */
 
+/* >>> shared: conn - buffered socket I/O with deadlines (smtpmail.c, popserver.c, mailclient.c) */
+
 /* A connection: buffered input and output on a non-blocking socket, every
  * wait bounded by timeout_ms, so no peer can hang a session. */
 struct conn {
 	int fd;
 	int timeout_ms;		/* the longest wait for the peer, each time */
+	long long deadline_ms;	/* now_ms() by which the wait must end; 0: none */
 	char in[IO_BUF_SIZE];
 	size_t in_pos, in_len;	/* unread input is in[in_pos .. in_len) */
 	char out[IO_BUF_SIZE];
@@ -199,14 +214,29 @@ static int conn_init(struct conn *c, int fd, int timeout_seconds)
 	return 0;
 }
 
-/* conn_wait - wait, at most the timeout, until fd is ready for events */
+/* now_ms - a monotonic clock, in milliseconds */
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+		return 0;	/* cannot happen; deadlines then act as plain timeouts */
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* conn_wait - wait, at most the timeout (and not past the deadline, if one
+ * is set), until fd is ready for events */
 static enum io_status conn_wait(struct conn *c, short events)
 {
 	struct pollfd p = { .fd = c->fd, .events = events };
 
 	for (;;) {
-		int n = poll(&p, 1, c->timeout_ms);
+		long long left = c->deadline_ms ? c->deadline_ms - now_ms() : c->timeout_ms;
+		int n;
 
+		if (left <= 0)
+			return IO_TIMEOUT;
+		n = poll(&p, 1, left < c->timeout_ms ? (int)left : c->timeout_ms);
 		if (n > 0)
 			return IO_OK;
 		if (n == 0)
@@ -335,6 +365,8 @@ static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
 	*len = n;
 	return too_long ? IO_TOO_LONG : IO_OK;
 }
+
+/* <<< shared: conn */
 
 /* ---------------------------------------------------------------- bytes and text */
 
@@ -597,13 +629,6 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 
 /* ---------------------------------------------------------------- network */
 
-/* close_socket - close a connection; an error there loses nothing of ours */
-static void close_socket(int fd)
-{
-	if (close(fd) < 0 && verbose)
-		log_msg("close: %s", strerror(errno));
-}
-
 /* connect_bounded - connect fd to sa, waiting at most the timeout; 0 or -1 (errno) */
 static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
 {
@@ -647,7 +672,7 @@ static int dial(const char *port)
 			why = strerror(errno);
 		} else if (connect_bounded(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
 			why = strerror(errno);
-			close_socket(fd);
+			close_fd(fd, "connection");
 			fd = -1;
 		}
 	}
@@ -1012,7 +1037,7 @@ static void smtp_send(const struct mail *m)
 	if (s->code > 0 && s->code != 421 && send_cmd(&s->c, "QUIT") == 0)
 		smtp_reply(s);	/* RFC 5321 4.1.1.10 (after 421 the server has
 				 * closed, 3.8); its answer changes nothing */
-	close_socket(fd);
+	close_fd(fd, "connection");
 	free(s);
 }
 
@@ -1358,7 +1383,7 @@ static int pop_close(struct pop *p)
 	if (p->alive)
 		r = pop_cmd(p, "QUIT");
 	if (p->c.fd >= 0)
-		close_socket(p->c.fd);
+		close_fd(p->c.fd, "connection");
 	free(p->data);
 	p->data = NULL;
 	p->c.fd = -1;

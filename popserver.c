@@ -153,6 +153,9 @@ struct session {
 /* ---------------------------------------------------------------- logging */
 
 static const char *progname = "popserver";
+
+/* >>> shared: log - one line per event on stderr (smtpmail.c, popserver.c, mailclient.c) */
+
 static int verbose;		/* -v: log the whole dialogue too */
 
 /* log_msg - one line on stderr: UTC time, program[pid], the message */
@@ -188,7 +191,18 @@ static void log_msg(const char *fmt, ...)
 		return;		/* nowhere left to report it */
 }
 
+/* close_fd - close fd; a failure is logged, with what naming the descriptor */
+static void close_fd(int fd, const char *what)
+{
+	if (close(fd) < 0)
+		log_msg("close %s: %s", what, strerror(errno));
+}
+
+/* <<< shared: log */
+
 /* ---------------------------------------------------------------- buffered socket I/O */
+
+/* >>> shared: conn - buffered socket I/O with deadlines (smtpmail.c, popserver.c, mailclient.c) */
 
 /* A connection: buffered input and output on a non-blocking socket, every
  * wait bounded by timeout_ms, so no peer can hang a session. */
@@ -370,7 +384,11 @@ static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
 	return too_long ? IO_TOO_LONG : IO_OK;
 }
 
+/* <<< shared: conn */
+
 /* ---------------------------------------------------------------- accounts (user.txt) */
+
+/* >>> shared: accounts - user.txt lookups (smtpmail.c, popserver.c) */
 
 struct account {
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt: names the directory */
@@ -429,7 +447,7 @@ static int userfile_entry(char *line, const char *userfile, unsigned lineno,
  */
 static int user_lookup(const char *userfile, const char *login, struct account *acct)
 {
-	char line[USERLINE_MAX];
+	char line[USERLINE_MAX], buf[BUFSIZ];
 	unsigned lineno = 0;
 	int found = 0, failed;
 	FILE *f = fopen(userfile, "r");
@@ -438,6 +456,9 @@ static int user_lookup(const char *userfile, const char *login, struct account *
 		log_msg("cannot open %s: %s", userfile, strerror(errno));
 		return -1;
 	}
+	/* Our own buffer: stdio would fstat the file (once per RCPT) to size
+	 * one. A failure is harmless: stdio then allocates its default. */
+	(void)setvbuf(f, buf, _IOFBF, sizeof buf);
 	while (!found && fgets(line, sizeof line, f)) {
 		lineno++;
 		if (!strchr(line, '\n') && !feof(f)) {
@@ -450,9 +471,12 @@ static int user_lookup(const char *userfile, const char *login, struct account *
 			found = 1;
 	}
 	failed = ferror(f);
-	fclose(f);
+	if (fclose(f) != 0)	/* read only: nothing lost, but say so */
+		log_msg("close %s: %s", userfile, strerror(errno));
 	return failed ? -1 : found;
 }
+
+/* <<< shared: accounts */
 
 /* secret_equal - compare in time independent of where a and b differ */
 static int secret_equal(const char *a, const char *b)
@@ -466,6 +490,8 @@ static int secret_equal(const char *a, const char *b)
 }
 
 /* ---------------------------------------------------------------- spool and locks (DESIGN.md) */
+
+/* >>> shared: spool - mailbox paths and fcntl locks, DESIGN.md "Locking" (smtpmail.c, popserver.c) */
 
 /* spool_path - "<spool>/<login>/<name>" (name NULL: the directory); -1 if too long */
 static int spool_path(char *out, size_t cap, const char *spool, const char *login,
@@ -483,16 +509,21 @@ static int spool_path(char *out, size_t cap, const char *spool, const char *logi
 
 /* open_lock_file - open <spool>/<login>/mymailbox.lock, creating the directory
  * (0700) and the file as needed; keep the descriptor for the whole process:
- * closing any descriptor of the file drops all our fcntl locks on it. */
+ * closing any descriptor of the file drops all our fcntl locks on it.
+ * The directory nearly always exists: mkdir only after an ENOENT, not on
+ * every delivery (EEXIST: another process made it in between). */
 static int open_lock_file(const char *spool, const char *login)
 {
-	char path[PATH_TEXT_MAX];
+	char dir[PATH_TEXT_MAX], path[PATH_TEXT_MAX];
+	int fd;
 
-	if (spool_path(path, sizeof path, spool, login, NULL) < 0)
-		return -1;
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
-		return -1;
 	if (spool_path(path, sizeof path, spool, login, "mymailbox.lock") < 0)
+		return -1;
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0 || errno != ENOENT)
+		return fd;
+	if (spool_path(dir, sizeof dir, spool, login, NULL) < 0
+	    || (mkdir(dir, 0700) < 0 && errno != EEXIST))
 		return -1;
 	return open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 }
@@ -503,40 +534,69 @@ static void on_alarm(int sig)
 	(void)sig;
 }
 
+/* lock_wait - F_SETLKW on fl, bounded by a LOCK_WAIT_SECONDS alarm (DESIGN.md
+ * "Locking": a blocking, bounded wait); -1 with EINTR when the time is up */
+static int lock_wait(int fd, struct flock *fl)
+{
+	struct sigaction sa = { .sa_handler = on_alarm }, old;
+	int r, saved;
+
+	if (sigemptyset(&sa.sa_mask) < 0 || sigaction(SIGALRM, &sa, &old) < 0)
+		return -1;	/* no bounded wait possible: do not wait at all */
+	alarm(LOCK_WAIT_SECONDS);
+	r = fcntl(fd, F_SETLKW, fl);
+	saved = errno;
+	alarm(0);
+	if (sigaction(SIGALRM, &old, NULL) < 0)
+		log_msg("restore SIGALRM: %s", strerror(errno));
+	errno = saved;
+	return r;
+}
+
 /*
  * lock_byte - take (F_WRLCK) or release (F_UNLCK) one byte of the lock file.
  * wait: block at most LOCK_WAIT_SECONDS. Returns 0, or -1 with errno: EAGAIN
  * or EACCES busy (no wait), EINTR the wait timed out, EDEADLK a deadlock.
+ * A free lock (the usual case) is taken by one F_SETLK; the alarm and the
+ * two sigactions of the bounded wait are paid only when it is busy.
  */
 static int lock_byte(int fd, off_t byte, short type, int wait)
 {
 	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte,
 			    .l_len = 1 };
-	struct sigaction sa = { .sa_handler = on_alarm }, old;
-	int r, saved;
 
-	if (!wait || type == F_UNLCK)
-		return fcntl(fd, F_SETLK, &fl);
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGALRM, &sa, &old) < 0)
-		return -1;
-	alarm(LOCK_WAIT_SECONDS);
-	r = fcntl(fd, F_SETLKW, &fl);
-	saved = errno;
-	alarm(0);
-	if (sigaction(SIGALRM, &old, NULL) < 0 && r == 0)
-		saved = errno;	/* reported, though the lock is taken */
-	errno = saved;
-	return r;
+	int r = fcntl(fd, F_SETLK, &fl);
+
+	if (r == 0 || !wait || type == F_UNLCK || (errno != EAGAIN && errno != EACCES))
+		return r;
+	return lock_wait(fd, &fl);	/* busy: wait for it, bounded */
 }
 
+/* <<< shared: spool */
+
 /* ---------------------------------------------------------------- listening and the process model */
+
+/* >>> shared: server - listening sockets and the forking accept loop (smtpmail.c, popserver.c) */
 
 /* addr_text - the numeric text of a socket address, for logs and trace lines */
 static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
 {
 	if (getnameinfo(sa, len, out, cap, NULL, 0, NI_NUMERICHOST) != 0)
-		snprintf(out, cap, "unknown");
+		(void)snprintf(out, cap, "unknown");	/* cap is ADDR_TEXT_MAX */
+}
+
+/* log_listening - one "listening on" line per socket (the harness waits for it) */
+static void log_listening(const int *fds, int n, const char *port)
+{
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof ss;
+		char where[ADDR_TEXT_MAX] = "?";
+
+		if (getsockname(fds[i], (struct sockaddr *)&ss, &len) == 0)
+			addr_text((struct sockaddr *)&ss, len, where, sizeof where);
+		log_msg("listening on %s port %s", where, port);
+	}
 }
 
 /*
@@ -570,22 +630,17 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 		    || fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {	/* accept never blocks */
 			log_msg("cannot listen on %s port %s: %s", where, port, strerror(errno));
 			if (fd >= 0)
-				close(fd);
+				close_fd(fd, "socket");
 			while (n > 0)
-				close(fds[--n]);
+				close_fd(fds[--n], "socket");
 			break;
 		}
 		fds[n++] = fd;
 	}
 	freeaddrinfo(res);
-	for (int i = 0; i < n; i++) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof ss;
-
-		if (getsockname(fds[i], (struct sockaddr *)&ss, &len) == 0)
-			addr_text((struct sockaddr *)&ss, len, where, sizeof where);
-		log_msg("listening on %s port %s", where, port);
-	}
+	if (n == 0 && !ai)	/* every family unsupported: nothing tried failed */
+		log_msg("cannot listen on %s port %s: no usable address", addr ? addr : "*", port);
+	log_listening(fds, n, port);
 	return n;
 }
 
@@ -598,6 +653,8 @@ struct server {
 	int nchildren, max_children;
 	const char *busy_line;	/* sent, CRLF included, past max_children */
 	void (*session)(int fd, const char *peer);
+	int paused;		/* skip the listening sockets one ACCEPT_PAUSE_MS */
+	int failing;		/* accept or pselect failing: logged once */
 };
 
 static volatile sig_atomic_t got_sigchld, got_stop;
@@ -611,21 +668,26 @@ static void on_signal(int sig)
 		got_stop = 1;
 }
 
+/* forget_child - a session ended: free its slot, log an abnormal end */
+static void forget_child(struct server *srv, pid_t pid, int status)
+{
+	for (int i = 0; i < srv->nchildren; i++)
+		if (srv->children[i] == pid) {
+			srv->children[i] = srv->children[--srv->nchildren];
+			break;
+		}
+	if (WIFSIGNALED(status))
+		log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
+}
+
 /* reap_children - collect every finished session; never blocks */
 static void reap_children(struct server *srv)
 {
 	pid_t pid;
 	int status;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (int i = 0; i < srv->nchildren; i++)
-			if (srv->children[i] == pid) {
-				srv->children[i] = srv->children[--srv->nchildren];
-				break;
-			}
-		if (WIFSIGNALED(status))
-			log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
-	}
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		forget_child(srv, pid, status);
 }
 
 /* refuse_busy - past the session limit: one line, best effort, and close */
@@ -639,7 +701,17 @@ static void refuse_busy(struct server *srv, int fd, const char *peer)
 		log_msg("refused %s (too many sessions): %s", peer, strerror(errno));
 	else
 		log_msg("refused %s: too many sessions", peer);
-	close(fd);
+	close_fd(fd, "connection");
+}
+
+/* child_signals - in a session: SIGTERM ends it (the parent's last resort
+ * after the grace time); SIGINT is ignored, since a Ctrl-C reaches the whole
+ * process group and the parent alone decides when sessions stop */
+static void child_signals(const sigset_t *mask)
+{
+	if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR
+	    || signal(SIGINT, SIG_IGN) == SIG_ERR || sigprocmask(SIG_SETMASK, mask, NULL) < 0)
+		log_msg("session signals: %s", strerror(errno));
 }
 
 /* start_session - fork a child that runs the session on fd, then exits */
@@ -655,37 +727,25 @@ static void start_session(struct server *srv, int fd, const char *peer,
 	}
 	if (pid == 0) {
 		for (int i = 0; i < srv->nfds; i++)
-			close(srv->fds[i]);
-		if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR
-		    || signal(SIGINT, SIG_DFL) == SIG_ERR
-		    || sigprocmask(SIG_SETMASK, child_mask, NULL) < 0) {
-			log_msg("%s: cannot set up signals: %s", peer, strerror(errno));
-			_exit(1);
-		}
+			close_fd(srv->fds[i], "listening socket");
+		child_signals(child_mask);
 		srv->session(fd, peer);
 		exit(0);
 	}
 	srv->children[srv->nchildren++] = pid;
-	close(fd);
+	close_fd(fd, "connection");	/* the child has it */
 }
 
-/*
- * accept_pause - accept failed for want of descriptors or memory: the
- * connection stays pending and the socket ready, so polling again at once
- * would spin at full CPU. Wait a little; log at most once a second.
- */
-static void accept_pause(int err)
+/* trouble - accept or pselect failed in a way that may repeat at once (e.g.
+ * EMFILE, ENFILE: the connection stays queued, the socket stays readable):
+ * pause instead of spinning, and log it once until an accept works again */
+static void trouble(struct server *srv, const char *what, int err)
 {
-	static time_t logged;
-	struct timespec pause = { 0, ACCEPT_PAUSE_MS * 1000000L };
-	time_t now = time(NULL);
-
-	if (now != logged) {
-		log_msg("accept: %s; pausing %d ms", strerror(err), ACCEPT_PAUSE_MS);
-		logged = now;
-	}
-	while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
-		;
+	if (!srv->failing)
+		log_msg("%s: %s; pausing %d ms between tries", what, strerror(err),
+			(int)ACCEPT_PAUSE_MS);
+	srv->failing = 1;
+	srv->paused = 1;
 }
 
 /* accept_one - take one connection from listening socket lfd */
@@ -697,12 +757,14 @@ static void accept_one(struct server *srv, int lfd, const sigset_t *child_mask)
 	int fd = accept(lfd, (struct sockaddr *)&ss, &len);
 
 	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-			accept_pause(errno);
-		else if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
-			log_msg("accept: %s", strerror(errno));
+		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK
+		    && errno != ECONNABORTED)
+			trouble(srv, "accept", errno);
 		return;
 	}
+	if (srv->failing)
+		log_msg("accept: working again");
+	srv->failing = 0;
 	addr_text((struct sockaddr *)&ss, len, peer, sizeof peer);
 	if (srv->nchildren >= srv->max_children)
 		refuse_busy(srv, fd, peer);
@@ -722,9 +784,61 @@ static void stop_sessions(struct server *srv)
 		reap_children(srv);
 	}
 	for (int i = 0; i < srv->nchildren; i++)
-		kill(srv->children[i], SIGTERM);	/* by PID: only our own */
-	while (srv->nchildren > 0 && waitpid(-1, NULL, 0) > 0)
-		reap_children(srv);
+		if (kill(srv->children[i], SIGTERM) < 0)	/* by PID: only our own */
+			log_msg("kill %ld: %s", (long)srv->children[i], strerror(errno));
+	while (srv->nchildren > 0) {	/* SIGTERM ends them: a bounded wait */
+		pid_t pid = srv->children[0];
+		int status = 0;
+
+		if (waitpid(pid, &status, 0) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_msg("waitpid %ld: %s", (long)pid, strerror(errno));
+		}
+		forget_child(srv, pid, status);
+	}
+}
+
+/* server_signals - SIGCHLD, SIGTERM, SIGINT noted by on_signal and blocked
+ * but inside pselect; *wait_mask: the mask to wait with (and the sessions'):
+ * the old one, with those three unblocked */
+static int server_signals(sigset_t *wait_mask)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT };
+	sigset_t block;
+
+	if (sigemptyset(&sa.sa_mask) < 0 || sigemptyset(&block) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		if (sigaction(sigs[i], &sa, NULL) < 0 || sigaddset(&block, sigs[i]) < 0)
+			return -1;
+	if (sigprocmask(SIG_BLOCK, &block, wait_mask) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		if (sigdelset(wait_mask, sigs[i]) < 0)	/* even if inherited blocked */
+			return -1;
+	return 0;
+}
+
+/* wait_ready - pselect on the listening sockets (none while paused: then
+ * just sleep ACCEPT_PAUSE_MS); signals get through only here */
+static int wait_ready(struct server *srv, fd_set *ready, const sigset_t *wait_mask)
+{
+	struct timespec pause = { 0, ACCEPT_PAUSE_MS * 1000000L };
+	int maxfd = -1, n;
+
+	FD_ZERO(ready);
+	for (int i = 0; !srv->paused && i < srv->nfds; i++) {
+		FD_SET(srv->fds[i], ready);
+		if (srv->fds[i] > maxfd)
+			maxfd = srv->fds[i];
+	}
+	n = pselect(maxfd + 1, ready, NULL, NULL, srv->paused ? &pause : NULL, wait_mask);
+	srv->paused = 0;
+	if (n < 0 && errno != EINTR)
+		trouble(srv, "pselect", errno);
+	return n;
 }
 
 /*
@@ -734,31 +848,16 @@ static void stop_sessions(struct server *srv)
  */
 static int serve(struct server *srv)
 {
-	struct sigaction sa = { .sa_handler = on_signal };
-	sigset_t block, wait_mask;
+	sigset_t wait_mask;
 
-	sigemptyset(&sa.sa_mask);
-	sigemptyset(&block);
-	sigaddset(&block, SIGCHLD);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	if (sigaction(SIGCHLD, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0
-	    || sigaction(SIGINT, &sa, NULL) < 0
-	    || sigprocmask(SIG_BLOCK, &block, &wait_mask) < 0) {
-		log_msg("cannot set up signals: %s", strerror(errno));
+	if (server_signals(&wait_mask) < 0) {
+		log_msg("signals: %s", strerror(errno));
 		return 1;
 	}
 	while (!got_stop) {
 		fd_set ready;
-		int maxfd = -1, n;
+		int n = wait_ready(srv, &ready, &wait_mask);
 
-		FD_ZERO(&ready);
-		for (int i = 0; i < srv->nfds; i++) {
-			FD_SET(srv->fds[i], &ready);
-			if (srv->fds[i] > maxfd)
-				maxfd = srv->fds[i];
-		}
-		n = pselect(maxfd + 1, &ready, NULL, NULL, NULL, &wait_mask);
 		if (got_sigchld) {
 			got_sigchld = 0;
 			reap_children(srv);
@@ -768,12 +867,14 @@ static int serve(struct server *srv)
 				accept_one(srv, srv->fds[i], &wait_mask);
 	}
 	for (int i = 0; i < srv->nfds; i++)
-		close(srv->fds[i]);
+		close_fd(srv->fds[i], "listening socket");
 	log_msg("stopping: %d session(s) still running", srv->nchildren);
 	stop_sessions(srv);
 	free(srv->children);
 	return 0;
 }
+
+/* <<< shared: server */
 
 /* ---------------------------------------------------------------- file helpers */
 

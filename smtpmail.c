@@ -129,17 +129,10 @@ static struct config cfg = {
 /* ---------------------------------------------------------------- logging */
 
 static const char *progname = "smtpmail";
-static int verbose;		/* -v: log the whole dialogue too */
-static pid_t self;		/* our pid, 0 until known: see self_pid */
 
-/* self_pid - getpid() once per process, not on every log line and message
- * id; a forked session sets self to 0 first thing, so it reads its own */
-static long self_pid(void)
-{
-	if (self == 0)
-		self = getpid();
-	return (long)self;
-}
+/* >>> shared: log - one line per event on stderr (smtpmail.c, popserver.c, mailclient.c) */
+
+static int verbose;		/* -v: log the whole dialogue too */
 
 /* log_msg - one line on stderr: UTC time, program[pid], the message */
 static void log_msg(const char *fmt, ...)
@@ -153,7 +146,8 @@ static void log_msg(const char *fmt, ...)
 
 	if (gmtime_r(&now, &tm))
 		len = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
-	n = snprintf(line + len, sizeof line - len, "%s[%ld]: ", progname, self_pid());
+	n = snprintf(line + len, sizeof line - len, "%s[%ld]: ", progname,
+		     (long)getpid());
 	if (n > 0)
 		len += (size_t)n < sizeof line - len ? (size_t)n : sizeof line - len - 1;
 	va_start(ap, fmt);
@@ -173,14 +167,18 @@ static void log_msg(const char *fmt, ...)
 		return;		/* nowhere left to report it */
 }
 
-/* close_fd - close fd; a failure is logged (what names the descriptor) */
+/* close_fd - close fd; a failure is logged, with what naming the descriptor */
 static void close_fd(int fd, const char *what)
 {
 	if (close(fd) < 0)
 		log_msg("close %s: %s", what, strerror(errno));
 }
 
+/* <<< shared: log */
+
 /* ---------------------------------------------------------------- buffered socket I/O */
+
+/* >>> shared: conn - buffered socket I/O with deadlines (smtpmail.c, popserver.c, mailclient.c) */
 
 /* A connection: buffered input and output on a non-blocking socket, every
  * wait bounded by timeout_ms, so no peer can hang a session. */
@@ -362,7 +360,11 @@ static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
 	return too_long ? IO_TOO_LONG : IO_OK;
 }
 
+/* <<< shared: conn */
+
 /* ---------------------------------------------------------------- accounts (user.txt) */
+
+/* >>> shared: accounts - user.txt lookups (smtpmail.c, popserver.c) */
 
 struct account {
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt: names the directory */
@@ -450,7 +452,11 @@ static int user_lookup(const char *userfile, const char *login, struct account *
 	return failed ? -1 : found;
 }
 
+/* <<< shared: accounts */
+
 /* ---------------------------------------------------------------- spool and locks (DESIGN.md) */
+
+/* >>> shared: spool - mailbox paths and fcntl locks, DESIGN.md "Locking" (smtpmail.c, popserver.c) */
 
 /* spool_path - "<spool>/<login>/<name>" (name NULL: the directory); -1 if too long */
 static int spool_path(char *out, size_t cap, const char *spool, const char *login,
@@ -531,7 +537,11 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 	return lock_wait(fd, &fl);	/* busy: wait for it, bounded */
 }
 
+/* <<< shared: spool */
+
 /* ---------------------------------------------------------------- listening and the process model */
+
+/* >>> shared: server - listening sockets and the forking accept loop (smtpmail.c, popserver.c) */
 
 /* addr_text - the numeric text of a socket address, for logs and trace lines */
 static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
@@ -681,7 +691,6 @@ static void start_session(struct server *srv, int fd, const char *peer,
 		return;
 	}
 	if (pid == 0) {
-		self = 0;	/* a new process: log lines and ids carry its own pid */
 		for (int i = 0; i < srv->nfds; i++)
 			close_fd(srv->fds[i], "listening socket");
 		child_signals(child_mask);
@@ -829,6 +838,8 @@ static int serve(struct server *srv)
 	free(srv->children);
 	return 0;
 }
+
+/* <<< shared: server */
 
 /* ---------------------------------------------------------------- the session */
 
@@ -1153,7 +1164,7 @@ static void message_id(struct session *s, char *id, size_t cap)
 	if (gettimeofday(&tv, NULL) < 0)
 		tv.tv_sec = time(NULL);	/* pid and count keep it unique */
 	n = snprintf(id, cap, "%llX%05lX.%lX.%u", (unsigned long long)tv.tv_sec,
-		     (unsigned long)tv.tv_usec, (unsigned long)self_pid(), ++s->messages);
+		     (unsigned long)tv.tv_usec, (unsigned long)getpid(), ++s->messages);
 	if (n < 0 || (size_t)n >= cap)	/* cannot happen: at most 49 of 64 */
 		log_msg("message id cut short: %s", id);
 }

@@ -7,9 +7,10 @@ import re
 import resource
 import signal
 import socket
+import subprocess
 import time
 
-from harness import Raw
+from harness import Raw, Server, SANITIZER_ENV, binary, free_port
 from test_pop import PopTest, make_record
 
 
@@ -18,6 +19,22 @@ def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class GroupServer(Server):
+    """A popserver in a session of its own, so that a signal to its process
+    group reaches only it and its children."""
+
+    def __init__(self, args, cwd, port):
+        self.prog, self.port, self.cwd = "popserver", port, cwd
+        self.log_path = os.path.join(cwd, "popserver-%d.log" % port)
+        self.log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([binary("popserver")] + list(args) + [str(port)],
+                                     cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=self.log_file, stderr=self.log_file,
+                                     start_new_session=True,
+                                     env=dict(os.environ, **SANITIZER_ENV))
+        self.wait_listening()
 
 
 class Process(PopTest):
@@ -50,6 +67,27 @@ class Process(PopTest):
         r.close()
         self.assertEqual(self.server.proc.wait(10), 0)
         self.assertEqual(self.mailbox("alice"), self.recs[1][0] + self.recs[2][0])
+
+    def test_ctrl_c_to_the_group_lets_the_session_finish(self):
+        """A Ctrl-C in the server's terminal reaches the whole process group:
+        the parent stops accepting, the session ignores it and finishes."""
+        server = GroupServer(("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1",
+                              "-a", "50"), self.dir, free_port())
+        self.servers.append(server)
+        self.server = server
+        r = self.raw("alice")
+        r.cmd("DELE 2")
+        os.killpg(server.proc.pid, signal.SIGINT)   # parent and child, as a terminal does
+        deadline = time.time() + 5
+        while "stopping" not in server.log() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertIn("stopping: 1 session(s) still running", server.log())
+        self.assertTrue(r.cmd("STAT").startswith("+OK 2 "))   # still served
+        self.assertEqual(r.cmd("QUIT"), "+OK 1 messages deleted, goodbye")
+        r.close()
+        self.assertEqual(server.proc.wait(10), 0)
+        self.assertEqual(self.mailbox("alice"), self.recs[0][0] + self.recs[2][0])
+        self.assertNotIn("killed by signal", server.log())
 
     def test_killed_session_deletes_nothing(self):
         r = self.raw("alice")
