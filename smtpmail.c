@@ -122,7 +122,7 @@ struct config {
 };
 
 static struct config cfg = {
-	.spool = "users", .userfile = "user.txt", .hostname = "localhost",
+	.spool = NULL, .userfile = "user.txt", .hostname = "localhost",
 	.port = "2525", .max_size = DEFAULT_MAX_SIZE,
 	.max_sessions = DEFAULT_SESSIONS, .timeout = DEFAULT_TIMEOUT
 };
@@ -371,6 +371,17 @@ struct account {
 	char password[PASSWORD_MAX + 1];
 };
 
+/* One reading of user.txt, a line at a time. Only the server's parent
+ * reports the file's problems (userfile_check); sessions read it silently,
+ * so that no client can fill the log by asking for accounts. */
+struct userfile_reader {
+	FILE *f;
+	const char *name;
+	unsigned lineno;
+	int report;		/* log invalid lines */
+	char buf[BUFSIZ];	/* stdio would fstat the file to size its own */
+};
+
 /* login_valid - 1-64 of [A-Za-z0-9._-], not starting with '.': never a path */
 static int login_valid(const char *s)
 {
@@ -393,9 +404,13 @@ static void skip_rest_of_line(FILE *f)
 		;
 }
 
-/* userfile_entry - parse one user.txt line; 1: an account, 0: skip it */
-static int userfile_entry(char *line, const char *userfile, unsigned lineno,
-			  struct account *acct)
+/*
+ * userfile_entry - parse one line of user.txt: "<login> <password>",
+ * separated by spaces or tabs; CR LF line ends work too. Returns 1 and
+ * fills *acct for an account, 0 for a blank or comment line, -1 for a line
+ * that is not valid, with the reason in *why.
+ */
+static int userfile_entry(char *line, struct account *acct, const char **why)
 {
 	char *save = NULL;
 	char *login = strtok_r(line, " \t\r\n", &save);
@@ -403,53 +418,160 @@ static int userfile_entry(char *line, const char *userfile, unsigned lineno,
 
 	if (!login || login[0] == '#')
 		return 0;
-	if (!login_valid(login)) {
-		log_msg("%s:%u: invalid login skipped", userfile, lineno);
-		return 0;
-	}
-	if (!password || strlen(password) > PASSWORD_MAX) {
-		log_msg("%s:%u: missing or overlong password, skipped", userfile, lineno);
-		return 0;
-	}
+	*why = "invalid login skipped";
+	if (!login_valid(login))
+		return -1;
+	*why = "missing or overlong password, skipped";
+	if (!password || strlen(password) > PASSWORD_MAX)
+		return -1;
 	memcpy(acct->login, login, strlen(login) + 1);
 	memcpy(acct->password, password, strlen(password) + 1);
 	return 1;
 }
 
+/* userfile_open - start reading user.txt; -1 (logged) if it cannot be read */
+static int userfile_open(struct userfile_reader *r, const char *name, int report)
+{
+	r->f = fopen(name, "r");
+	r->name = name;
+	r->lineno = 0;
+	r->report = report;
+	if (!r->f) {
+		log_msg("cannot open %s: %s", name, strerror(errno));
+		return -1;
+	}
+	/* A failure is harmless: stdio then allocates a buffer of its own. */
+	(void)setvbuf(r->f, r->buf, _IOFBF, sizeof r->buf);
+	return 0;
+}
+
+/*
+ * userfile_next - the next account of the file into *acct: 1, or 0 at its
+ * end. A UTF-8 byte order mark before the first line (Windows editors
+ * write one) is not part of the first login.
+ */
+static int userfile_next(struct userfile_reader *r, struct account *acct)
+{
+	char line[USERLINE_MAX];
+	const char *why = "";
+
+	while (fgets(line, sizeof line, r->f)) {
+		char *text = line;
+		int got;
+
+		if (++r->lineno == 1 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
+			text += 3;
+		if (!strchr(line, '\n') && !feof(r->f)) {
+			skip_rest_of_line(r->f);
+			got = -1;
+			why = "line too long, skipped";
+		} else
+			got = userfile_entry(text, acct, &why);
+		if (got == 1)
+			return 1;
+		if (got < 0 && r->report)
+			log_msg("%s:%u: %s", r->name, r->lineno, why);
+	}
+	return 0;
+}
+
+/* userfile_close - end a reading; -1 if reading failed part way */
+static int userfile_close(struct userfile_reader *r)
+{
+	int failed = ferror(r->f);
+
+	if (fclose(r->f) != 0)	/* read only: nothing lost, but say so */
+		log_msg("close %s: %s", r->name, strerror(errno));
+	return failed ? -1 : 0;
+}
+
 /*
  * user_lookup - find login (any case) in user.txt; login NULL: the first
- * account. Re-read on every call, so an account added while the server runs
- * works at once. Returns 1 found (*acct filled), 0 not found, -1 unreadable.
+ * account. The file is read again on every call, so an account added while
+ * the server runs works at once, and read to its end whatever is found, so
+ * that the time an answer takes does not tell where an account is listed.
+ * When a login is listed twice, the first wins. Returns 1 found (*acct
+ * filled), 0 not found, -1 unreadable.
  */
 static int user_lookup(const char *userfile, const char *login, struct account *acct)
 {
-	char line[USERLINE_MAX], buf[BUFSIZ];
-	unsigned lineno = 0;
-	int found = 0, failed;
-	FILE *f = fopen(userfile, "r");
+	struct userfile_reader r;
+	struct account each;
+	int found = 0;
 
-	if (!f) {
-		log_msg("cannot open %s: %s", userfile, strerror(errno));
+	if (userfile_open(&r, userfile, 0) < 0)
 		return -1;
-	}
-	/* Our own buffer: stdio would fstat the file (once per RCPT) to size
-	 * one. A failure is harmless: stdio then allocates its default. */
-	(void)setvbuf(f, buf, _IOFBF, sizeof buf);
-	while (!found && fgets(line, sizeof line, f)) {
-		lineno++;
-		if (!strchr(line, '\n') && !feof(f)) {
-			log_msg("%s:%u: line too long, skipped", userfile, lineno);
-			skip_rest_of_line(f);
-			continue;
-		}
-		if (userfile_entry(line, userfile, lineno, acct)
-		    && (!login || strcasecmp(acct->login, login) == 0))
+	while (userfile_next(&r, &each))
+		if (!found && (!login || strcasecmp(each.login, login) == 0)) {
+			*acct = each;
 			found = 1;
+		}
+	memset(&each, 0, sizeof each);	/* no password left behind on the stack */
+	return userfile_close(&r) < 0 ? -1 : found;
+}
+
+/* A login and the line it is on, for finding logins listed twice. */
+struct login_line {
+	char login[LOGIN_MAX + 1];
+	unsigned lineno;
+};
+
+/* by_login_then_line - qsort order: login ignoring case, then line number */
+static int by_login_then_line(const void *a, const void *b)
+{
+	const struct login_line *x = a, *y = b;
+	int c = strcasecmp(x->login, y->login);
+
+	return c != 0 ? c : (x->lineno > y->lineno) - (x->lineno < y->lineno);
+}
+
+/* report_duplicates - log each login listed more than once (in any case) */
+static void report_duplicates(const char *userfile, struct login_line *all, size_t n)
+{
+	qsort(all, n, sizeof *all, by_login_then_line);
+	for (size_t i = 1; i < n; i++)
+		if (strcasecmp(all[i].login, all[i - 1].login) == 0)
+			log_msg("%s:%u: duplicate login %s (first at line %u), skipped",
+				userfile, all[i].lineno, all[i].login, all[i - 1].lineno);
+}
+
+/*
+ * userfile_check - log what is wrong with user.txt (invalid lines, logins
+ * listed twice) once for each version of the file, told apart by its size
+ * and modification time. The accept loop calls it before each session, so a
+ * warning appears once per change of the file, not once per lookup.
+ */
+static void userfile_check(const char *userfile)
+{
+	static struct stat seen;
+	struct userfile_reader r;
+	struct account each;
+	struct login_line *all = NULL, *more;
+	size_t n = 0, cap = 0;
+	struct stat st = { 0 };
+
+	if (stat(userfile, &st) == 0 && st.st_ino == seen.st_ino && st.st_size == seen.st_size
+	    && st.st_mtim.tv_sec == seen.st_mtim.tv_sec
+	    && st.st_mtim.tv_nsec == seen.st_mtim.tv_nsec)
+		return;
+	seen = st;	/* a file that cannot be read: said once, until it changes */
+	if (userfile_open(&r, userfile, 1) < 0)
+		return;
+	while (userfile_next(&r, &each)) {
+		if (n == cap) {
+			cap = cap ? 2 * cap : 64;
+			if (!(more = realloc(all, cap * sizeof *all)))
+				break;	/* out of memory: duplicates go unreported */
+			all = more;
+		}
+		memcpy(all[n].login, each.login, sizeof each.login);
+		all[n++].lineno = r.lineno;
 	}
-	failed = ferror(f);
-	if (fclose(f) != 0)	/* read only: nothing lost, but say so */
-		log_msg("close %s: %s", userfile, strerror(errno));
-	return failed ? -1 : found;
+	memset(&each, 0, sizeof each);
+	report_duplicates(userfile, all, n);
+	free(all);
+	if (userfile_close(&r) < 0)
+		log_msg("%s: read error", userfile);
 }
 
 /* <<< shared: accounts */
@@ -491,6 +613,62 @@ static int open_lock_file(const char *spool, const char *login)
 	    || (mkdir(dir, 0700) < 0 && errno != EEXIST))
 		return -1;
 	return open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+}
+
+/*
+ * spool_default - the spool when -d is not given: "users" if that directory
+ * exists, else the directory that holds the user file, which is the
+ * assignment's layout (one subdirectory per user, next to user.txt). NULL
+ * if that directory's name does not fit in dir.
+ */
+static const char *spool_default(const char *userfile, char *dir, size_t cap)
+{
+	const char *slash = strrchr(userfile, '/');
+	struct stat st;
+
+	if (stat("users", &st) == 0 && S_ISDIR(st.st_mode))
+		return "users";
+	if (!slash)
+		return ".";
+	if (slash == userfile)
+		return "/";
+	if ((size_t)(slash - userfile) >= cap)
+		return NULL;
+	memcpy(dir, userfile, (size_t)(slash - userfile));
+	dir[slash - userfile] = '\0';
+	return dir;
+}
+
+/*
+ * spool_choose - the spool (-d, or spool_default), checked to be a
+ * directory we can use: a server that starts but answers every mail with
+ * 451 is worse than one that does not start. Logs the choice; NULL after
+ * logging why the spool cannot be used.
+ */
+static const char *spool_choose(const char *given, const char *userfile, char *dir,
+				size_t cap)
+{
+	const char *spool = given ? given : spool_default(userfile, dir, cap);
+	struct stat st;
+
+	if (!spool) {
+		log_msg("spool next to %s: %s", userfile, strerror(ENAMETOOLONG));
+		return NULL;
+	}
+	if (stat(spool, &st) < 0 || (S_ISDIR(st.st_mode) && access(spool, W_OK | X_OK) < 0)) {
+		log_msg("spool %s: %s", spool, strerror(errno));
+		return NULL;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_msg("spool %s: %s", spool, strerror(ENOTDIR));
+		return NULL;
+	}
+	if (given || strcmp(spool, "users") == 0)
+		log_msg("spool: %s", spool);
+	else
+		log_msg("spool: %s (assignment layout: <login>/mymailbox next to %s)",
+			spool, userfile);
+	return spool;
 }
 
 /* on_alarm - only interrupts a blocked F_SETLKW (installed without SA_RESTART) */
@@ -618,6 +796,7 @@ struct server {
 	int nchildren, max_children;
 	const char *busy_line;	/* sent, CRLF included, past max_children */
 	void (*session)(int fd, const char *peer);
+	const char *userfile;	/* its problems logged once per change */
 	int paused;		/* skip the listening sockets one ACCEPT_PAUSE_MS */
 	int failing;		/* accept or pselect failing: logged once */
 };
@@ -731,6 +910,7 @@ static void accept_one(struct server *srv, int lfd, const sigset_t *child_mask)
 		log_msg("accept: working again");
 	srv->failing = 0;
 	addr_text((struct sockaddr *)&ss, len, peer, sizeof peer);
+	userfile_check(srv->userfile);
 	if (srv->nchildren >= srv->max_children)
 		refuse_busy(srv, fd, peer);
 	else
@@ -819,6 +999,7 @@ static int serve(struct server *srv)
 		log_msg("signals: %s", strerror(errno));
 		return 1;
 	}
+	userfile_check(srv->userfile);
 	while (!got_stop) {
 		fd_set ready;
 		int n = wait_ready(srv, &ready, &wait_mask);
@@ -2139,11 +2320,15 @@ static void parse_options(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	static char busy[REPLY_LINE_MAX];
-	struct server srv = { .busy_line = busy, .session = smtp_session };
+	struct server srv = { .busy_line = busy, .session = smtp_session,
+			      .userfile = cfg.userfile };
+
+	static char spool_dir[PATH_TEXT_MAX];
 
 	parse_options(argc, argv);
-	if (access(cfg.spool, W_OK | X_OK) < 0)
-		log_msg("warning: spool %s: %s", cfg.spool, strerror(errno));
+	cfg.spool = spool_choose(cfg.spool, cfg.userfile, spool_dir, sizeof spool_dir);
+	if (!cfg.spool)
+		return 1;
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR	/* a write error is an error, not death */
 	    || signal(SIGXFSZ, SIG_IGN) == SIG_ERR) {	/* a file-size limit: EFBIG, then 452 */
 		log_msg("signals: %s", strerror(errno));
