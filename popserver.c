@@ -117,7 +117,7 @@ static struct config {
 } cfg = { "users", "user.txt", NULL, "1100", 100, 600, 1000 };
 
 /* The protocol state, RFC 1939 section 3; changed only by set_state. */
-enum state { AUTHORIZATION, TRANSACTION, UPDATE, CLOSED };
+enum state { ST_AUTHORIZATION, ST_TRANSACTION, ST_UPDATE, ST_CLOSED };
 
 /* One message of the index: a record of mymailbox, DESIGN.md. */
 struct msg {
@@ -1073,13 +1073,13 @@ static void set_state(struct session *s, enum state new)
 /* bad - a -ERR for bad input; past the error limit "too many errors", close */
 static void bad(struct session *s, const char *fmt, ...)
 {
-	int limit = s->state == TRANSACTION ? MAX_ERRORS : MAX_AUTH_ERRORS;
+	int limit = s->state == ST_TRANSACTION ? MAX_ERRORS : MAX_AUTH_ERRORS;
 	va_list ap;
 
 	if (++s->errors >= limit) {
 		reply(s, "-ERR too many errors");
 		log_msg("%s: too many errors, closing", s->peer);
-		set_state(s, CLOSED);
+		set_state(s, ST_CLOSED);
 		return;
 	}
 	va_start(ap, fmt);
@@ -1324,16 +1324,16 @@ static void cmd_pass(struct session *s, const struct args *a)
 		reply(s, ok < 0 ? "-ERR [SYS/TEMP] cannot read accounts"
 		      : "-ERR [AUTH] invalid user name or password");
 		if (++s->auth_failures >= MAX_AUTH_FAILURES)
-			set_state(s, CLOSED);
+			set_state(s, ST_CLOSED);
 		return;
 	}
 	memcpy(s->login, acct.login, sizeof s->login);
 	if (login(s) < 0) {
-		set_state(s, CLOSED);
+		set_state(s, ST_CLOSED);
 		return;
 	}
 	log_msg("login %s from %s ok: %zu messages", s->login, s->peer, s->ix.count);
-	set_state(s, TRANSACTION);
+	set_state(s, ST_TRANSACTION);
 	n = totals(s, &octets);
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
@@ -1669,15 +1669,15 @@ static void cmd_quit(struct session *s, const struct args *a)
 	size_t deleted = 0;
 
 	(void)a;
-	if (s->state == TRANSACTION) {
-		set_state(s, UPDATE);
+	if (s->state == ST_TRANSACTION) {
+		set_state(s, ST_UPDATE);
 		for (size_t i = 0; i < s->ix.count; i++)
 			deleted += s->ix.msgs[i].deleted;
 		if (deleted > 0 && update_mailbox(s) < 0) {
 			reply(s, "-ERR some deleted messages not removed");
 			log_msg("logout %s: %zu retrieved, none deleted (update failed)",
 				s->login, s->retrieved);
-			set_state(s, CLOSED);
+			set_state(s, ST_CLOSED);
 			return;
 		}
 		log_msg("logout %s: %zu retrieved, %zu deleted", s->login,
@@ -1687,7 +1687,7 @@ static void cmd_quit(struct session *s, const struct args *a)
 		reply(s, "+OK %zu messages deleted, goodbye", deleted);
 	else
 		reply(s, "+OK popserver goodbye");
-	set_state(s, CLOSED);
+	set_state(s, ST_CLOSED);
 }
 
 /* cmd_unknown - the catch-all row */
@@ -1699,30 +1699,29 @@ static void cmd_unknown(struct session *s, const struct args *a)
 
 /* ---------------------------------------------------------------- the dispatch table */
 
-#define IN_AUTH (1u << AUTHORIZATION)
-#define IN_TRANS (1u << TRANSACTION)
-#define IN_ANY (IN_AUTH | IN_TRANS)
+#define IN(st) (1u << (st))
+#define IN_ANY (IN(ST_AUTHORIZATION) | IN(ST_TRANSACTION))
 
 struct command {
 	const char *verb;
 	void (*handler)(struct session *s, const struct args *a);
-	unsigned states;	/* where it is allowed: IN_* bits */
+	unsigned states;	/* where it is allowed: IN() bits */
 	int min_args, max_args;
 };
 
 static const struct command commands[] = {
-	{ "USER", cmd_user, IN_AUTH, 1, 1 },
-	{ "PASS", cmd_pass, IN_AUTH, 1, ARGS_ANY },	/* RFC 1939 7: spaces allowed */
+	{ "USER", cmd_user, IN(ST_AUTHORIZATION), 1, 1 },
+	{ "PASS", cmd_pass, IN(ST_AUTHORIZATION), 1, ARGS_ANY },	/* RFC 1939 7: spaces allowed */
 	{ "CAPA", cmd_capa, IN_ANY, 0, 0 },
 	{ "QUIT", cmd_quit, IN_ANY, 0, 0 },
-	{ "STAT", cmd_stat, IN_TRANS, 0, 0 },
-	{ "LIST", cmd_list, IN_TRANS, 0, 1 },
-	{ "RETR", cmd_retr, IN_TRANS, 1, 1 },
-	{ "DELE", cmd_dele, IN_TRANS, 1, 1 },
-	{ "NOOP", cmd_noop, IN_TRANS, 0, 0 },
-	{ "RSET", cmd_rset, IN_TRANS, 0, 0 },
-	{ "TOP", cmd_top, IN_TRANS, 2, 2 },
-	{ "UIDL", cmd_uidl, IN_TRANS, 0, 1 },
+	{ "STAT", cmd_stat, IN(ST_TRANSACTION), 0, 0 },
+	{ "LIST", cmd_list, IN(ST_TRANSACTION), 0, 1 },
+	{ "RETR", cmd_retr, IN(ST_TRANSACTION), 1, 1 },
+	{ "DELE", cmd_dele, IN(ST_TRANSACTION), 1, 1 },
+	{ "NOOP", cmd_noop, IN(ST_TRANSACTION), 0, 0 },
+	{ "RSET", cmd_rset, IN(ST_TRANSACTION), 0, 0 },
+	{ "TOP", cmd_top, IN(ST_TRANSACTION), 2, 2 },
+	{ "UIDL", cmd_uidl, IN(ST_TRANSACTION), 0, 1 },
 	{ NULL, cmd_unknown, IN_ANY, 0, ARGS_ANY }
 };
 
@@ -1738,7 +1737,7 @@ static void dispatch(struct session *s, char *line)
 	while (cmd->verb && strcasecmp(cmd->verb, line) != 0)
 		cmd++;
 	split_args(rest ? rest : "", &a);
-	if (cmd->verb && !(cmd->states & (1u << s->state)))
+	if (cmd->verb && !(cmd->states & IN(s->state)))
 		bad(s, "-ERR command not valid in this state");
 	else if (a.argc < cmd->min_args)
 		bad(s, "-ERR missing argument");
@@ -1764,7 +1763,7 @@ static void log_line(const char *line)
 /* session_end - log how it ended, free the index, drop the locks, close */
 static void session_end(struct session *s, enum io_status st)
 {
-	if (s->state == TRANSACTION)
+	if (s->state == ST_TRANSACTION)
 		log_msg("%s from %s: session ended without QUIT (%s), nothing deleted",
 			s->login, s->peer, st == IO_TIMEOUT ? "timeout"
 			: s->c->failed ? "write failed" : "connection lost");
@@ -1784,7 +1783,7 @@ static void session_end(struct session *s, enum io_status st)
  */
 static void pop_session(int fd, const char *peer)
 {
-	struct session s = { .peer = peer, .state = AUTHORIZATION, .lockfd = -1,
+	struct session s = { .peer = peer, .state = ST_AUTHORIZATION, .lockfd = -1,
 			     .mboxfd = -1 };
 	enum io_status st = IO_OK;
 	char line[POP_LINE_MAX];
@@ -1805,7 +1804,7 @@ static void pop_session(int fd, const char *peer)
 		return;
 	}
 	reply(&s, "+OK POP3 server ready");
-	while (s.state != CLOSED && !s.c->failed) {
+	while (s.state != ST_CLOSED && !s.c->failed) {
 		/* the whole command within the timeout, so a client dripping a
 		 * byte at a time cannot hold the mailbox lock for ever */
 		s.c->deadline_ms = now_ms() + s.c->timeout_ms;
