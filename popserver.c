@@ -1089,12 +1089,26 @@ static void bad(struct session *s, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- parsers */
 
-/* The arguments of one command line. */
+/* What may follow a verb: each row of commands[] names one of these, and
+ * the dispatcher enforces it (check_args) before the handler runs. */
+enum arg_rule {
+	ARGS_NONE,		/* nothing: STAT, NOOP, RSET, CAPA, QUIT */
+	ARGS_NAME,		/* one word: USER name */
+	ARGS_LINE,		/* the rest of the line, spaces included: PASS */
+	ARGS_MSG,		/* one message number: RETR, DELE */
+	ARGS_MSG_OPT,		/* an optional message number: LIST, UIDL */
+	ARGS_MSG_LINES,		/* a message number and a line count: TOP */
+	ARGS_UNCHECKED		/* whatever: the catch-all row */
+};
+
+/* The arguments of one command line, as the handler receives them. */
 struct args {
 	int argc;		/* how many words followed the verb */
 	char *argv[MAX_ARGS];	/* the first MAX_ARGS of them */
 	const char *rest;	/* everything after the verb and one space */
 	char words[POP_LINE_MAX];	/* a copy of rest, cut into argv */
+	struct msg *msg;	/* the message argv[0] names, if the rule has one */
+	unsigned long lines;	/* TOP's line count */
 };
 
 /*
@@ -1135,7 +1149,10 @@ static void split_args(const char *rest, struct args *a)
 	}
 }
 
-/* msg_arg - the message a number names; NULL (after a -ERR) if none */
+/*
+ * msg_arg - the message that arg names. A number that is not one, names
+ * no message or names a deleted one gets its -ERR here, and NULL back.
+ */
 static struct msg *msg_arg(struct session *s, const char *arg)
 {
 	unsigned long n = 0;
@@ -1154,6 +1171,55 @@ static struct msg *msg_arg(struct session *s, const char *arg)
 		return NULL;
 	}
 	return &s->ix.msgs[n - 1];
+}
+
+/*
+ * lines_arg - TOP's line count. A count too big for an unsigned long is
+ * more lines than any message has, so it means the whole message.
+ */
+static int lines_arg(struct session *s, const char *arg, unsigned long *lines)
+{
+	switch (parse_number(arg, lines)) {
+	case -1:
+		bad(s, "-ERR invalid number of lines");
+		return -1;
+	case -2:
+		*lines = ULONG_MAX;
+	}
+	return 0;
+}
+
+/*
+ * check_args - hold the words after a verb to the row's rule: their count
+ * first, then the message number and line count the rule asks for. A
+ * violation gets its -ERR here and a non-zero return, so that no handler
+ * has to look at a word it was not promised.
+ */
+static int check_args(struct session *s, enum arg_rule rule, struct args *a)
+{
+	/* The word counts of each rule, and whether its first word is a message. */
+	static const struct { int min, max, msg; } rules[] = {
+		[ARGS_NONE] = { 0, 0, 0 },	[ARGS_NAME] = { 1, 1, 0 },
+		[ARGS_LINE] = { 1, ARGS_ANY, 0 },	[ARGS_MSG] = { 1, 1, 1 },
+		[ARGS_MSG_OPT] = { 0, 1, 1 },	[ARGS_MSG_LINES] = { 2, 2, 1 },
+		[ARGS_UNCHECKED] = { 0, ARGS_ANY, 0 }
+	};
+
+	a->msg = NULL;
+	a->lines = 0;
+	if (a->argc < rules[rule].min) {
+		bad(s, "-ERR missing argument");
+		return -1;
+	}
+	if (a->argc > rules[rule].max) {
+		bad(s, "-ERR too many arguments");
+		return -1;
+	}
+	if (rules[rule].msg && a->argc > 0 && !(a->msg = msg_arg(s, a->argv[0])))
+		return -1;
+	if (rule == ARGS_MSG_LINES)
+		return lines_arg(s, a->argv[1], &a->lines);
+	return 0;
 }
 
 /* msg_number - the 1-based number of message m */
@@ -1366,13 +1432,11 @@ static void cmd_stat(struct session *s, const struct args *a)
 /* cmd_list - one message's size, or a multi-line list of them all */
 static void cmd_list(struct session *s, const struct args *a)
 {
-	struct msg *m;
 	long long octets;
 	size_t n;
 
-	if (a->argc == 1) {
-		if ((m = msg_arg(s, a->argv[0])))
-			reply(s, "+OK %lu %lld", msg_number(s, m), (long long)m->size);
+	if (a->msg) {
+		reply(s, "+OK %lu %lld", msg_number(s, a->msg), (long long)a->msg->size);
 		return;
 	}
 	n = totals(s, &octets);
@@ -1427,10 +1491,8 @@ static int send_range(struct session *s, off_t off, off_t len)
 /* cmd_retr - the record as stored: already stuffed, "." CRLF included */
 static void cmd_retr(struct session *s, const struct args *a)
 {
-	struct msg *m = msg_arg(s, a->argv[0]);
+	struct msg *m = a->msg;
 
-	if (!m)
-		return;
 	reply(s, "+OK %lld octets", (long long)m->size);
 	if (send_range(s, m->offset, m->length + 3) < 0) {
 		log_msg("%s: RETR %lu failed: %s", s->login, msg_number(s, m),
@@ -1476,22 +1538,13 @@ static size_t top_cut(const char *buf, size_t n, struct top_state *t, int *done)
 /* cmd_top - headers, blank line and k body lines (RFC 1939 section 7) */
 static void cmd_top(struct session *s, const struct args *a)
 {
-	struct top_state t = { 0, 0, 0 };
-	struct msg *m = msg_arg(s, a->argv[0]);
+	struct top_state t = { 0, a->lines, 0 };
+	const struct msg *m = a->msg;
 	char buf[COPY_CHUNK];
 	size_t chunk = TOP_FIRST_READ;	/* small first: TOP n 0 reads a few KiB */
 	off_t off, end;
 	int done = 0;
 
-	if (!m)
-		return;
-	switch (parse_number(a->argv[1], &t.left)) {
-	case -1:
-		bad(s, "-ERR invalid number of lines");
-		return;
-	case -2:
-		t.left = ULONG_MAX;	/* more than any message has: all of it */
-	}
 	reply(s, "+OK top of message follows");
 	for (off = m->offset, end = m->offset + m->length;
 	     off < end && !done && !s->c->failed;) {
@@ -1515,12 +1568,8 @@ static void cmd_top(struct session *s, const struct args *a)
 /* cmd_dele - mark a message deleted; QUIT removes it (RFC 1939 section 5) */
 static void cmd_dele(struct session *s, const struct args *a)
 {
-	struct msg *m = msg_arg(s, a->argv[0]);
-
-	if (!m)
-		return;
-	m->deleted = 1;
-	reply(s, "+OK message %lu deleted", msg_number(s, m));
+	a->msg->deleted = 1;
+	reply(s, "+OK message %lu deleted", msg_number(s, a->msg));
 }
 
 /* cmd_noop - nothing */
@@ -1546,12 +1595,9 @@ static void cmd_rset(struct session *s, const struct args *a)
 /* cmd_uidl - unique ids: 16 hex digits, stable (RFC 1939 section 7) */
 static void cmd_uidl(struct session *s, const struct args *a)
 {
-	struct msg *m;
-
-	if (a->argc == 1) {
-		if ((m = msg_arg(s, a->argv[0])))
-			reply(s, "+OK %lu %016llx", msg_number(s, m),
-			      (unsigned long long)m->uidl);
+	if (a->msg) {
+		reply(s, "+OK %lu %016llx", msg_number(s, a->msg),
+		      (unsigned long long)a->msg->uidl);
 		return;
 	}
 	reply(s, "+OK unique-id listing follows");
@@ -1702,27 +1748,33 @@ static void cmd_unknown(struct session *s, const struct args *a)
 #define IN(st) (1u << (st))
 #define IN_ANY (IN(ST_AUTHORIZATION) | IN(ST_TRANSACTION))
 
+/* One row per verb: where it is allowed, what may follow it, and the reply
+ * when it comes in any other state. The last row catches unknown verbs. */
 struct command {
 	const char *verb;
 	void (*handler)(struct session *s, const struct args *a);
 	unsigned states;	/* where it is allowed: IN() bits */
-	int min_args, max_args;
+	enum arg_rule args;	/* what may follow the verb */
+	const char *not_now;	/* the reply in any other state */
 };
 
+static const char not_in_state[] = "-ERR command not valid in this state";
+
 static const struct command commands[] = {
-	{ "USER", cmd_user, IN(ST_AUTHORIZATION), 1, 1 },
-	{ "PASS", cmd_pass, IN(ST_AUTHORIZATION), 1, ARGS_ANY },	/* RFC 1939 7: spaces allowed */
-	{ "CAPA", cmd_capa, IN_ANY, 0, 0 },
-	{ "QUIT", cmd_quit, IN_ANY, 0, 0 },
-	{ "STAT", cmd_stat, IN(ST_TRANSACTION), 0, 0 },
-	{ "LIST", cmd_list, IN(ST_TRANSACTION), 0, 1 },
-	{ "RETR", cmd_retr, IN(ST_TRANSACTION), 1, 1 },
-	{ "DELE", cmd_dele, IN(ST_TRANSACTION), 1, 1 },
-	{ "NOOP", cmd_noop, IN(ST_TRANSACTION), 0, 0 },
-	{ "RSET", cmd_rset, IN(ST_TRANSACTION), 0, 0 },
-	{ "TOP", cmd_top, IN(ST_TRANSACTION), 2, 2 },
-	{ "UIDL", cmd_uidl, IN(ST_TRANSACTION), 0, 1 },
-	{ NULL, cmd_unknown, IN_ANY, 0, ARGS_ANY }
+	{ "USER", cmd_user, IN(ST_AUTHORIZATION), ARGS_NAME, not_in_state },
+	/* RFC 1939 section 7: a password may hold spaces. */
+	{ "PASS", cmd_pass, IN(ST_AUTHORIZATION), ARGS_LINE, not_in_state },
+	{ "CAPA", cmd_capa, IN_ANY, ARGS_NONE, not_in_state },
+	{ "QUIT", cmd_quit, IN_ANY, ARGS_NONE, not_in_state },
+	{ "STAT", cmd_stat, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
+	{ "LIST", cmd_list, IN(ST_TRANSACTION), ARGS_MSG_OPT, not_in_state },
+	{ "RETR", cmd_retr, IN(ST_TRANSACTION), ARGS_MSG, not_in_state },
+	{ "DELE", cmd_dele, IN(ST_TRANSACTION), ARGS_MSG, not_in_state },
+	{ "NOOP", cmd_noop, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
+	{ "RSET", cmd_rset, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
+	{ "TOP", cmd_top, IN(ST_TRANSACTION), ARGS_MSG_LINES, not_in_state },
+	{ "UIDL", cmd_uidl, IN(ST_TRANSACTION), ARGS_MSG_OPT, not_in_state },
+	{ NULL, cmd_unknown, IN_ANY, ARGS_UNCHECKED, not_in_state }
 };
 
 /* dispatch - find the verb (any case, RFC 1939 section 3), check, run */
@@ -1737,13 +1789,9 @@ static void dispatch(struct session *s, char *line)
 	while (cmd->verb && strcasecmp(cmd->verb, line) != 0)
 		cmd++;
 	split_args(rest ? rest : "", &a);
-	if (cmd->verb && !(cmd->states & IN(s->state)))
-		bad(s, "-ERR command not valid in this state");
-	else if (a.argc < cmd->min_args)
-		bad(s, "-ERR missing argument");
-	else if (a.argc > cmd->max_args)
-		bad(s, "-ERR too many arguments");
-	else
+	if (!(cmd->states & IN(s->state)))
+		bad(s, "%s", cmd->not_now);
+	else if (check_args(s, cmd->args, &a) == 0)
 		cmd->handler(s, &a);
 }
 
