@@ -811,21 +811,34 @@ static int write_all(int fd, const char *buf, size_t n)
 	return 0;
 }
 
-/* copy_range - append bytes [off, off + len) of file in to file out */
-static int copy_range(int in, int out, off_t off, off_t len)
+/*
+ * copy_range - copy bytes [off, off + len) of the mailbox file in to out,
+ * as they are: to the new mailbox file at QUIT (peer NULL), or to the
+ * client's socket for RETR (peer is its connection, and the replies it
+ * has buffered go out first). On Linux sendfile copies without a pass
+ * through user space; where it cannot, a read-write loop does the rest.
+ * The socket is non-blocking, so a full one is waited for, within the
+ * session's timeout.
+ */
+static int copy_range(int in, off_t off, off_t len, int out, struct conn *peer)
 {
 	char buf[COPY_CHUNK];
 
+	if (peer && conn_flush(peer) < 0)
+		return -1;
 #ifdef __linux__
-	while (len > 0) {	/* Linux >= 2.6.33: sendfile to a regular file */
+	while (len > 0) {
 		ssize_t k = sendfile(out, in, &off, len < SSIZE_MAX ? (size_t)len : SSIZE_MAX);
 
 		if (k > 0)
 			len -= k;
 		else if (k < 0 && errno == EINTR)
 			continue;
-		else if (k < 0 && (errno == EINVAL || errno == ENOSYS))
-			break;	/* not supported here: copy by hand */
+		else if (k < 0 && peer && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (conn_wait(peer, POLLOUT) != IO_OK)
+				return -1;
+		} else if (k < 0 && (errno == EINVAL || errno == ENOSYS))
+			break;	/* not for this pair of files: copy by hand */
 		else
 			return -1;	/* k == 0: the file is shorter than indexed */
 	}
@@ -834,7 +847,8 @@ static int copy_range(int in, int out, off_t off, off_t len)
 		size_t want = len < (off_t)sizeof buf ? (size_t)len : sizeof buf;
 		ssize_t k = read_at(in, buf, want, off);
 
-		if (k <= 0 || write_all(out, buf, (size_t)k) < 0)
+		if (k <= 0 || (peer ? conn_write(peer, buf, (size_t)k)
+			       : write_all(out, buf, (size_t)k)) < 0)
 			return -1;
 		off += k;
 		len -= k;
@@ -1447,54 +1461,13 @@ static void cmd_list(struct session *s, const struct args *a)
 	reply(s, ".");
 }
 
-/*
- * send_range - send bytes [off, off + len) of the mailbox to the peer as
- * they are: sendfile on Linux (the socket is non-blocking: wait for room
- * on EAGAIN), else read and write. Buffered replies go out first.
- */
-static int send_range(struct session *s, off_t off, off_t len)
-{
-	char buf[COPY_CHUNK];
-
-	if (conn_flush(s->c) < 0)
-		return -1;
-#ifdef __linux__
-	while (len > 0) {
-		ssize_t k = sendfile(s->c->fd, s->mboxfd, &off,
-				     len < SSIZE_MAX ? (size_t)len : SSIZE_MAX);
-
-		if (k > 0)
-			len -= k;
-		else if (k < 0 && errno == EINTR)
-			continue;
-		else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (conn_wait(s->c, POLLOUT) != IO_OK)
-				return -1;
-		} else if (k < 0 && (errno == EINVAL || errno == ENOSYS))
-			break;	/* not for this socket: copy by hand */
-		else
-			return -1;	/* k == 0: shorter than indexed */
-	}
-#endif
-	while (len > 0) {
-		size_t want = len < (off_t)sizeof buf ? (size_t)len : sizeof buf;
-		ssize_t k = read_at(s->mboxfd, buf, want, off);
-
-		if (k <= 0 || conn_write(s->c, buf, (size_t)k) < 0)
-			return -1;
-		off += k;
-		len -= k;
-	}
-	return 0;
-}
-
 /* cmd_retr - the record as stored: already stuffed, "." CRLF included */
 static void cmd_retr(struct session *s, const struct args *a)
 {
 	struct msg *m = a->msg;
 
 	reply(s, "+OK %lld octets", (long long)m->size);
-	if (send_range(s, m->offset, m->length + 3) < 0) {
+	if (copy_range(s->mboxfd, m->offset, m->length + 3, s->c->fd, s->c) < 0) {
 		log_msg("%s: RETR %lu failed: %s", s->login, msg_number(s, m),
 			strerror(errno));
 		s->c->failed = 1;	/* the reply is cut: the session cannot go on */
@@ -1621,7 +1594,8 @@ static int write_kept(struct session *s, int out, off_t tail)
 		if (m->deleted)
 			continue;
 		if (run_end != m->offset) {
-			if (run_end > run && copy_range(s->mboxfd, out, run, run_end - run) < 0)
+			if (run_end > run
+			    && copy_range(s->mboxfd, run, run_end - run, out, NULL) < 0)
 				return -1;
 			run = m->offset;
 		}
@@ -1629,10 +1603,10 @@ static int write_kept(struct session *s, int out, off_t tail)
 	}
 	if (run_end == s->ix.end)
 		run_end = tail;		/* the new mail follows on directly */
-	if (run_end > run && copy_range(s->mboxfd, out, run, run_end - run) < 0)
+	if (run_end > run && copy_range(s->mboxfd, run, run_end - run, out, NULL) < 0)
 		return -1;
 	if (run_end < s->ix.end && tail > s->ix.end
-	    && copy_range(s->mboxfd, out, s->ix.end, tail - s->ix.end) < 0)
+	    && copy_range(s->mboxfd, s->ix.end, tail - s->ix.end, out, NULL) < 0)
 		return -1;
 	return 0;
 }
