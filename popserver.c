@@ -856,194 +856,6 @@ static int copy_range(int in, off_t off, off_t len, int out, struct conn *peer)
 	return 0;
 }
 
-/* ---------------------------------------------------------------- the mailbox index */
-
-/* FNV-1a, 64 bits: the UIDL of a record (DESIGN.md, POP3 step 5) */
-#define FNV_OFFSET UINT64_C(0xcbf29ce484222325)
-#define FNV_PRIME UINT64_C(0x100000001b3)
-
-/* fnv1a - continue hash h over n bytes */
-static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)p[i];
-		h *= FNV_PRIME;
-	}
-	return h;
-}
-
-/* The scanner's state between chunks: the record being read. */
-struct scan {
-	off_t rec_start;	/* file offset of the current record */
-	off_t stuffed;		/* its stuffed dots so far */
-	uint64_t hash;		/* its hash so far */
-	int line_start;		/* the next chunk starts at a line start */
-};
-
-/* index_add - append one message to the index (NULL index: only count) */
-static int index_add(struct mbox_index *ix, const struct scan *sc, off_t end)
-{
-	struct msg *m;
-
-	if (!ix)
-		return 0;
-	if (ix->count == ix->cap) {
-		size_t cap = ix->cap ? ix->cap * 2 : 256;
-
-		if (cap > SIZE_MAX / sizeof *m
-		    || !(m = realloc(ix->msgs, cap * sizeof *m)))
-			return -1;
-		ix->msgs = m;
-		ix->cap = cap;
-	}
-	m = &ix->msgs[ix->count++];
-	m->offset = sc->rec_start;
-	m->length = end - sc->rec_start;
-	m->size = m->length - sc->stuffed;
-	m->uidl = sc->hash;
-	m->deleted = 0;
-	return 0;
-}
-
-/* next_dot_line - index of the next line start >= from holding a '.' (or n) */
-static size_t next_dot_line(const char *buf, size_t n, size_t from, int line_start)
-{
-	if (from == 0 && line_start && n > 0 && buf[0] == '.')
-		return 0;
-	for (size_t i = from > 0 ? from - 1 : 0; i + 1 < n; i++) {
-		const char *lf = memchr(buf + i, '\n', n - 1 - i);
-
-		if (!lf)
-			break;
-		i = (size_t)(lf - buf);
-		if (buf[i + 1] == '.')
-			return i + 1;
-	}
-	return n;
-}
-
-/*
- * scan_chunk - find the record ends in buf[0, n) at file offset base: a
- * line that is exactly "." CRLF (DESIGN.md, record format); any other line
- * starting with '.' is stuffed. Only lines starting with '.' matter: a
- * memchr from line end to line end, no copy. Returns how many bytes
- * were consumed: all, or up to a '.' line start whose line is cut by the
- * chunk end (not last: the caller reads on from there). *end: the end of
- * the last complete record. -1: out of memory.
- */
-static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
-			  struct scan *sc, struct mbox_index *ix, off_t *end)
-{
-	size_t j = 0, hashed = 0, used = n;
-
-	while ((j = next_dot_line(buf, n, j, sc->line_start)) < n) {
-		if (j + 2 >= n) {
-			if (!last)
-				used = j;	/* decide it with the next chunk */
-			break;
-		}
-		if (buf[j + 1] != '\r' || buf[j + 2] != '\n') {
-			sc->stuffed++;
-			j++;
-			continue;
-		}
-		sc->hash = fnv1a(sc->hash, buf + hashed, j - hashed);
-		if (index_add(ix, sc, base + (off_t)j) < 0)
-			return -1;
-		j += 3;
-		hashed = j;
-		*end = base + (off_t)j;
-		sc->rec_start = *end;
-		sc->stuffed = 0;
-		sc->hash = FNV_OFFSET;
-	}
-	sc->hash = fnv1a(sc->hash, buf + hashed, used > hashed ? used - hashed : 0);
-	if (used > 0)
-		sc->line_start = buf[used - 1] == '\n';
-	return (ssize_t)used;
-}
-
-/*
- * scan_records - index the complete records of [from, to) of fd, reading
- * SCAN_CHUNK bytes at a time (one pass, bounded memory); *end gets the end
- * of the last complete one (from if none): a partial tail is ignored.
- */
-static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off_t *end)
-{
-	struct scan sc = { from, 0, FNV_OFFSET, 1 };
-	char *buf = malloc(SCAN_CHUNK);
-	off_t off = from;
-	int rc = 0;
-
-	*end = from;
-	if (!buf)
-		return -1;
-	while (off < to && rc == 0) {
-		size_t want = to - off < SCAN_CHUNK ? (size_t)(to - off) : SCAN_CHUNK;
-		ssize_t n = read_at(fd, buf, want, off);
-		ssize_t used;
-
-		if (n <= 0) {
-			rc = n < 0 ? -1 : 0;
-			break;	/* n == 0: shorter than its size said */
-		}
-		used = scan_chunk(buf, (size_t)n, off, (size_t)n < want || off + n == to,
-				  &sc, ix, end);
-		if (used < 0)
-			rc = -1;
-		if (used <= 0)
-			break;	/* 0 only on the last chunk: never loop in place */
-		off += used;
-	}
-	free(buf);
-	return rc;
-}
-
-/* uidl_order - message pointers by hash, then by place in the file */
-static int uidl_order(const void *a, const void *b)
-{
-	const struct msg *x = *(const struct msg *const *)a;
-	const struct msg *y = *(const struct msg *const *)b;
-
-	if (x->uidl != y->uidl)
-		return x->uidl < y->uidl ? -1 : 1;
-	return x < y ? -1 : x > y;
-}
-
-/*
- * uidl_unique - RFC 1939 section 7: a unique-id names one message of the
- * maildrop, and persists across sessions. The id is the record's hash, so
- * byte-identical records (never from smtpmail, whose Received id differs
- * per delivery; only copied in by hand) would share it: the k-th copy in
- * file order (k >= 1) gets the hash continued over "#k". The first copy
- * keeps the plain hash; deleting an earlier copy hands its id to a later,
- * identical one, which costs a client nothing. -1: out of memory.
- */
-static int uidl_unique(struct mbox_index *ix)
-{
-	struct msg **by = malloc((ix->count ? ix->count : 1) * sizeof *by);
-	uint64_t prev = 0;
-	unsigned long k = 0;
-
-	if (!by)
-		return -1;
-	for (size_t i = 0; i < ix->count; i++)
-		by[i] = &ix->msgs[i];
-	qsort(by, ix->count, sizeof *by, uidl_order);
-	for (size_t i = 0; i < ix->count; i++) {
-		uint64_t h = by[i]->uidl;
-		char tag[24];
-		int n;
-
-		k = i > 0 && h == prev ? k + 1 : 0;
-		prev = h;
-		if (k > 0 && (n = snprintf(tag, sizeof tag, "#%lu", k)) > 0)
-			by[i]->uidl = fnv1a(h, tag, (size_t)n);
-	}
-	free(by);
-	return 0;
-}
-
 /* ---------------------------------------------------------------- replies */
 
 /* vreply - one reply line: formatted, bounded, CRLF added, logged if -v */
@@ -1254,6 +1066,194 @@ static size_t totals(const struct session *s, long long *octets)
 			*octets += s->ix.msgs[i].size;
 		}
 	return n;
+}
+
+/* ---------------------------------------------------------------- the mailbox index */
+
+/* FNV-1a, 64 bits: the UIDL of a record (DESIGN.md, POP3 step 5) */
+#define FNV_OFFSET UINT64_C(0xcbf29ce484222325)
+#define FNV_PRIME UINT64_C(0x100000001b3)
+
+/* fnv1a - continue hash h over n bytes */
+static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= FNV_PRIME;
+	}
+	return h;
+}
+
+/* The scanner's state between chunks: the record being read. */
+struct scan {
+	off_t rec_start;	/* file offset of the current record */
+	off_t stuffed;		/* its stuffed dots so far */
+	uint64_t hash;		/* its hash so far */
+	int line_start;		/* the next chunk starts at a line start */
+};
+
+/* index_add - append one message to the index (NULL index: only count) */
+static int index_add(struct mbox_index *ix, const struct scan *sc, off_t end)
+{
+	struct msg *m;
+
+	if (!ix)
+		return 0;
+	if (ix->count == ix->cap) {
+		size_t cap = ix->cap ? ix->cap * 2 : 256;
+
+		if (cap > SIZE_MAX / sizeof *m
+		    || !(m = realloc(ix->msgs, cap * sizeof *m)))
+			return -1;
+		ix->msgs = m;
+		ix->cap = cap;
+	}
+	m = &ix->msgs[ix->count++];
+	m->offset = sc->rec_start;
+	m->length = end - sc->rec_start;
+	m->size = m->length - sc->stuffed;
+	m->uidl = sc->hash;
+	m->deleted = 0;
+	return 0;
+}
+
+/* next_dot_line - index of the next line start >= from holding a '.' (or n) */
+static size_t next_dot_line(const char *buf, size_t n, size_t from, int line_start)
+{
+	if (from == 0 && line_start && n > 0 && buf[0] == '.')
+		return 0;
+	for (size_t i = from > 0 ? from - 1 : 0; i + 1 < n; i++) {
+		const char *lf = memchr(buf + i, '\n', n - 1 - i);
+
+		if (!lf)
+			break;
+		i = (size_t)(lf - buf);
+		if (buf[i + 1] == '.')
+			return i + 1;
+	}
+	return n;
+}
+
+/*
+ * scan_chunk - find the record ends in buf[0, n) at file offset base: a
+ * line that is exactly "." CRLF (DESIGN.md, record format); any other line
+ * starting with '.' is stuffed. Only lines starting with '.' matter: a
+ * memchr from line end to line end, no copy. Returns how many bytes
+ * were consumed: all, or up to a '.' line start whose line is cut by the
+ * chunk end (not last: the caller reads on from there). *end: the end of
+ * the last complete record. -1: out of memory.
+ */
+static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
+			  struct scan *sc, struct mbox_index *ix, off_t *end)
+{
+	size_t j = 0, hashed = 0, used = n;
+
+	while ((j = next_dot_line(buf, n, j, sc->line_start)) < n) {
+		if (j + 2 >= n) {
+			if (!last)
+				used = j;	/* decide it with the next chunk */
+			break;
+		}
+		if (buf[j + 1] != '\r' || buf[j + 2] != '\n') {
+			sc->stuffed++;
+			j++;
+			continue;
+		}
+		sc->hash = fnv1a(sc->hash, buf + hashed, j - hashed);
+		if (index_add(ix, sc, base + (off_t)j) < 0)
+			return -1;
+		j += 3;
+		hashed = j;
+		*end = base + (off_t)j;
+		sc->rec_start = *end;
+		sc->stuffed = 0;
+		sc->hash = FNV_OFFSET;
+	}
+	sc->hash = fnv1a(sc->hash, buf + hashed, used > hashed ? used - hashed : 0);
+	if (used > 0)
+		sc->line_start = buf[used - 1] == '\n';
+	return (ssize_t)used;
+}
+
+/*
+ * scan_records - index the complete records of [from, to) of fd, reading
+ * SCAN_CHUNK bytes at a time (one pass, bounded memory); *end gets the end
+ * of the last complete one (from if none): a partial tail is ignored.
+ */
+static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off_t *end)
+{
+	struct scan sc = { from, 0, FNV_OFFSET, 1 };
+	char *buf = malloc(SCAN_CHUNK);
+	off_t off = from;
+	int rc = 0;
+
+	*end = from;
+	if (!buf)
+		return -1;
+	while (off < to && rc == 0) {
+		size_t want = to - off < SCAN_CHUNK ? (size_t)(to - off) : SCAN_CHUNK;
+		ssize_t n = read_at(fd, buf, want, off);
+		ssize_t used;
+
+		if (n <= 0) {
+			rc = n < 0 ? -1 : 0;
+			break;	/* n == 0: shorter than its size said */
+		}
+		used = scan_chunk(buf, (size_t)n, off, (size_t)n < want || off + n == to,
+				  &sc, ix, end);
+		if (used < 0)
+			rc = -1;
+		if (used <= 0)
+			break;	/* 0 only on the last chunk: never loop in place */
+		off += used;
+	}
+	free(buf);
+	return rc;
+}
+
+/* uidl_order - message pointers by hash, then by place in the file */
+static int uidl_order(const void *a, const void *b)
+{
+	const struct msg *x = *(const struct msg *const *)a;
+	const struct msg *y = *(const struct msg *const *)b;
+
+	if (x->uidl != y->uidl)
+		return x->uidl < y->uidl ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * uidl_unique - RFC 1939 section 7: a unique-id names one message of the
+ * maildrop, and persists across sessions. The id is the record's hash, so
+ * byte-identical records (never from smtpmail, whose Received id differs
+ * per delivery; only copied in by hand) would share it: the k-th copy in
+ * file order (k >= 1) gets the hash continued over "#k". The first copy
+ * keeps the plain hash; deleting an earlier copy hands its id to a later,
+ * identical one, which costs a client nothing. -1: out of memory.
+ */
+static int uidl_unique(struct mbox_index *ix)
+{
+	struct msg **by = malloc((ix->count ? ix->count : 1) * sizeof *by);
+	uint64_t prev = 0;
+	unsigned long k = 0;
+
+	if (!by)
+		return -1;
+	for (size_t i = 0; i < ix->count; i++)
+		by[i] = &ix->msgs[i];
+	qsort(by, ix->count, sizeof *by, uidl_order);
+	for (size_t i = 0; i < ix->count; i++) {
+		uint64_t h = by[i]->uidl;
+		char tag[24];
+		int n;
+
+		k = i > 0 && h == prev ? k + 1 : 0;
+		prev = h;
+		if (k > 0 && (n = snprintf(tag, sizeof tag, "#%lu", k)) > 0)
+			by[i]->uidl = fnv1a(h, tag, (size_t)n);
+	}
+	free(by);
+	return 0;
 }
 
 /* ---------------------------------------------------------------- AUTHORIZATION (RFC 1939 sections 4, 7) */
@@ -1710,14 +1710,14 @@ static void cmd_quit(struct session *s, const struct args *a)
 	set_state(s, ST_CLOSED);
 }
 
+/* ---------------------------------------------------------------- the dispatch table */
+
 /* cmd_unknown - the catch-all row */
 static void cmd_unknown(struct session *s, const struct args *a)
 {
 	(void)a;
 	bad(s, "-ERR unknown command");
 }
-
-/* ---------------------------------------------------------------- the dispatch table */
 
 #define IN(st) (1u << (st))
 #define IN_ANY (IN(ST_AUTHORIZATION) | IN(ST_TRANSACTION))
