@@ -29,9 +29,10 @@
  * ended by a line ".". At PASS the session lock (byte 0 of
  * mymailbox.lock) is taken for the whole session; the end of the last
  * complete record is found under the write lock (byte 1) and the records
- * below it are indexed. RETR sends a record as stored (sendfile); sizes are counted
- * unstuffed. QUIT with deletions rewrites mymailbox.new (kept records plus
- * mail that arrived meanwhile), fsyncs it and renames it over mymailbox.
+ * below it are indexed. RETR sends a record as stored (sendfile); sizes
+ * are counted unstuffed. QUIT with deletions rewrites mymailbox.new (kept
+ * records plus mail that arrived meanwhile), fsyncs it and renames it
+ * over mymailbox.
  *
  * UIDL: 16 hex digits, FNV-1a of the record bytes, so stable across
  * sessions and restarts; byte-identical records get distinct ids (the
@@ -43,6 +44,12 @@
  * Out of descriptors at accept(): pause 100 ms, log at most once a second.
  *
  * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage.
+ *
+ * Where to look: commands[] is the table, dispatch and check_args enforce
+ * it; PASS: cmd_pass -> check_password, login -> open_mailbox,
+ * scan_records, uidl_unique; RETR: cmd_retr -> copy_range; TOP: cmd_top ->
+ * top_cut; QUIT: cmd_quit -> update_mailbox -> write_new, write_kept; the
+ * session loop: pop_session; the accept loop: serve.
  */
 #define _POSIX_C_SOURCE 200809L
 #define _FILE_OFFSET_BITS 64
@@ -135,6 +142,30 @@ struct mbox_index {
 	off_t end;		/* N: the end of the last complete record */
 };
 
+/* What may follow a verb: each row of commands[] names one of these, and
+ * the dispatcher enforces it (check_args) before the handler runs. */
+enum arg_rule {
+	ARGS_NONE,		/* nothing: STAT, NOOP, RSET, CAPA, QUIT */
+	ARGS_NAME,		/* one word: USER name */
+	ARGS_LINE,		/* the rest of the line, spaces included: PASS */
+	ARGS_MSG,		/* one message number: RETR, DELE */
+	ARGS_MSG_OPT,		/* an optional message number: LIST, UIDL */
+	ARGS_MSG_LINES,		/* a message number and a line count: TOP */
+	ARGS_UNCHECKED		/* whatever: the catch-all row */
+};
+
+/* The arguments of one command line, as the handler receives them. */
+struct args {
+	int argc;		/* how many words followed the verb */
+	char *argv[MAX_ARGS];	/* the first MAX_ARGS of them */
+	const char *rest;	/* everything after the verb and one space */
+	char words[POP_LINE_MAX];	/* a copy of rest, cut into argv */
+	struct msg *msg;	/* the message argv[0] names, if the rule has one */
+	unsigned long lines;	/* TOP's line count */
+};
+
+/* One POP3 session: the connection, where the dialogue is, and after PASS
+ * the locked mailbox and its index. */
 struct session {
 	struct conn *c;
 	const char *peer;
@@ -858,7 +889,11 @@ static int copy_range(int in, off_t off, off_t len, int out, struct conn *peer)
 
 /* ---------------------------------------------------------------- replies */
 
-/* vreply - one reply line: formatted, bounded, CRLF added, logged if -v */
+/*
+ * vreply - format one reply line and queue it with its CRLF. A reply that
+ * would pass RFC 2449's 512 octets is cut short rather than split, so the
+ * client still reads one line; with -v it is logged too.
+ */
 static void vreply(struct session *s, const char *fmt, va_list ap)
 {
 	char line[REPLY_MAX];
@@ -875,7 +910,7 @@ static void vreply(struct session *s, const char *fmt, va_list ap)
 	conn_write(s->c, line, (size_t)n);
 }
 
-/* reply - send one reply line (RFC 1939 section 3: +OK or -ERR, CRLF) */
+/* reply - queue one reply line (RFC 1939 section 3: +OK or -ERR, CRLF) */
 static void reply(struct session *s, const char *fmt, ...)
 {
 	va_list ap;
@@ -885,7 +920,8 @@ static void reply(struct session *s, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* set_state - the one place the protocol state changes */
+/* set_state - change the protocol state; the one place that does, so
+ * that -v logs every transition */
 static void set_state(struct session *s, enum state new)
 {
 	static const char *const names[] = { "AUTHORIZATION", "TRANSACTION",
@@ -896,7 +932,11 @@ static void set_state(struct session *s, enum state new)
 	s->state = new;
 }
 
-/* bad - a -ERR for bad input; past the error limit "too many errors", close */
+/*
+ * bad - answer a bad command with its -ERR. A client that keeps sending
+ * bad commands is likely not a POP3 client at all: past the limit (lower
+ * before login) it gets "too many errors" instead, and the session ends.
+ */
 static void bad(struct session *s, const char *fmt, ...)
 {
 	int limit = s->state == ST_TRANSACTION ? MAX_ERRORS : MAX_AUTH_ERRORS;
@@ -915,32 +955,11 @@ static void bad(struct session *s, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- parsers */
 
-/* What may follow a verb: each row of commands[] names one of these, and
- * the dispatcher enforces it (check_args) before the handler runs. */
-enum arg_rule {
-	ARGS_NONE,		/* nothing: STAT, NOOP, RSET, CAPA, QUIT */
-	ARGS_NAME,		/* one word: USER name */
-	ARGS_LINE,		/* the rest of the line, spaces included: PASS */
-	ARGS_MSG,		/* one message number: RETR, DELE */
-	ARGS_MSG_OPT,		/* an optional message number: LIST, UIDL */
-	ARGS_MSG_LINES,		/* a message number and a line count: TOP */
-	ARGS_UNCHECKED		/* whatever: the catch-all row */
-};
-
-/* The arguments of one command line, as the handler receives them. */
-struct args {
-	int argc;		/* how many words followed the verb */
-	char *argv[MAX_ARGS];	/* the first MAX_ARGS of them */
-	const char *rest;	/* everything after the verb and one space */
-	char words[POP_LINE_MAX];	/* a copy of rest, cut into argv */
-	struct msg *msg;	/* the message argv[0] names, if the rule has one */
-	unsigned long lines;	/* TOP's line count */
-};
-
 /*
- * parse_number - a decimal number: digits only, no sign, no spaces.
- * Returns 0, -1 not a number, -2 too big for unsigned long (RFC 1939
- * section 3: message numbers are decimal).
+ * parse_number - read a decimal number: digits only, no sign, no spaces
+ * (RFC 1939 section 3: message numbers are decimal). It returns 0 with
+ * the value in *out, -1 when s is not a number, and -2 when the number is
+ * too big for an unsigned long, which callers may treat as "very many".
  */
 static int parse_number(const char *s, unsigned long *out)
 {
@@ -959,7 +978,8 @@ static int parse_number(const char *s, unsigned long *out)
 	return 0;
 }
 
-/* split_args - the words of rest (after the verb), rest itself kept whole */
+/* split_args - cut rest (the line after the verb) into words; rest itself
+ * is kept whole for PASS, whose password may hold spaces */
 static void split_args(const char *rest, struct args *a)
 {
 	char *save = NULL, *w;
@@ -1048,13 +1068,13 @@ static int check_args(struct session *s, enum arg_rule rule, struct args *a)
 	return 0;
 }
 
-/* msg_number - the 1-based number of message m */
+/* msg_number - the number the client uses for message m, counted from 1 */
 static unsigned long msg_number(const struct session *s, const struct msg *m)
 {
 	return (unsigned long)(m - s->ix.msgs) + 1;
 }
 
-/* totals - how many messages are not deleted, and their size */
+/* totals - how many messages are not marked deleted, and their octets */
 static size_t totals(const struct session *s, long long *octets)
 {
 	size_t n = 0;
@@ -1092,7 +1112,8 @@ struct scan {
 	int line_start;		/* the next chunk starts at a line start */
 };
 
-/* index_add - append one message to the index (NULL index: only count) */
+/* index_add - append one message to the index. A NULL index is allowed:
+ * at QUIT the new mail is only measured, not indexed. */
 static int index_add(struct mbox_index *ix, const struct scan *sc, off_t end)
 {
 	struct msg *m;
@@ -1135,13 +1156,15 @@ static size_t next_dot_line(const char *buf, size_t n, size_t from, int line_sta
 }
 
 /*
- * scan_chunk - find the record ends in buf[0, n) at file offset base: a
- * line that is exactly "." CRLF (DESIGN.md, record format); any other line
- * starting with '.' is stuffed. Only lines starting with '.' matter: a
- * memchr from line end to line end, no copy. Returns how many bytes
- * were consumed: all, or up to a '.' line start whose line is cut by the
- * chunk end (not last: the caller reads on from there). *end: the end of
- * the last complete record. -1: out of memory.
+ * scan_chunk - find the record ends in buf[0, n), which lies at file
+ * offset base. A record ends at a line that is exactly "." CRLF (DESIGN.md,
+ * record format); any other line starting with '.' is stuffed. Only lines
+ * starting with '.' matter, so the scan hops from line end to line end
+ * with memchr and copies nothing. It returns how many bytes it consumed:
+ * all of them, or, unless this is the last chunk, everything before a
+ * '.' line that the chunk end cuts, which the caller reads again with the
+ * next chunk. *end is set to the end of the last complete record; -1
+ * means out of memory.
  */
 static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
 			  struct scan *sc, struct mbox_index *ix, off_t *end)
@@ -1229,7 +1252,8 @@ static int uidl_order(const void *a, const void *b)
  * per delivery; only copied in by hand) would share it: the k-th copy in
  * file order (k >= 1) gets the hash continued over "#k". The first copy
  * keeps the plain hash; deleting an earlier copy hands its id to a later,
- * identical one, which costs a client nothing. -1: out of memory.
+ * identical one, which costs a client nothing. It returns -1 only when
+ * out of memory.
  */
 static int uidl_unique(struct mbox_index *ix)
 {
@@ -1258,7 +1282,8 @@ static int uidl_unique(struct mbox_index *ix)
 
 /* ---------------------------------------------------------------- AUTHORIZATION (RFC 1939 sections 4, 7) */
 
-/* cmd_user - remember the name; unknown names get +OK too (no enumeration) */
+/* cmd_user - remember the name for PASS. An unknown name gets +OK too, so
+ * that USER cannot be used to find out which accounts exist. */
 static void cmd_user(struct session *s, const struct args *a)
 {
 	const char *name = a->argv[0];
@@ -1270,7 +1295,7 @@ static void cmd_user(struct session *s, const struct args *a)
 	reply(s, "+OK send PASS");
 }
 
-/* pause_ms - sleep ms milliseconds, signals notwithstanding */
+/* pause_ms - sleep ms milliseconds; a signal does not cut the sleep short */
 static void pause_ms(int ms)
 {
 	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
@@ -1279,7 +1304,12 @@ static void pause_ms(int ms)
 		;
 }
 
-/* check_password - 1 if user/password name an account (*acct), 0 no, -1 error */
+/*
+ * check_password - look the user up and compare the password. It returns
+ * 1 when they name an account (then in *acct), 0 when not, and -1 when
+ * user.txt cannot be read. An unknown user costs a comparison too, so the
+ * time taken does not tell whether the account exists.
+ */
 static int check_password(const char *user, const char *password, struct account *acct)
 {
 	int found = login_valid(user) ? user_lookup(cfg.userfile, user, acct) : 0;
@@ -1287,7 +1317,7 @@ static int check_password(const char *user, const char *password, struct account
 	if (found < 0)
 		return -1;
 	if (found == 0) {
-		(void)secret_equal(password, "not an account");	/* same work */
+		(void)secret_equal(password, "not an account");
 		return 0;
 	}
 	return secret_equal(password, acct->password);
@@ -1325,7 +1355,8 @@ static off_t complete_end(int fd, off_t size)
 /*
  * open_mailbox - open mymailbox under the write lock; to *size the end of
  * its last complete record then (DESIGN.md POP3 step 2): bytes below it
- * never change during the session. NULL, or the -ERR reply saying why not.
+ * never change during the session. It returns NULL on success, else the
+ * -ERR reply that says why not.
  */
 static const char *open_mailbox(struct session *s, off_t *size)
 {
@@ -1354,8 +1385,9 @@ static const char *open_mailbox(struct session *s, off_t *size)
 }
 
 /*
- * login - DESIGN.md POP3 steps 1 and 2: the session lock, the size under
- * the write lock, the index. 0 on success; else the -ERR has been sent.
+ * login - DESIGN.md POP3 steps 1 and 2: take the session lock, read the
+ * size under the write lock, index the records. It returns 0 on success;
+ * on failure it has logged why and sent the -ERR, and returns -1.
  */
 static int login(struct session *s)
 {
@@ -1383,7 +1415,8 @@ static int login(struct session *s)
 	return 0;
 }
 
-/* cmd_pass - check the password, lock and index the mailbox (RFC 1939 7) */
+/* cmd_pass - check the password, then lock and index the mailbox; a wrong
+ * password is answered only after a delay, to slow down guessing */
 static void cmd_pass(struct session *s, const struct args *a)
 {
 	struct account acct;
@@ -1391,6 +1424,7 @@ static void cmd_pass(struct session *s, const struct args *a)
 	size_t n;
 	int ok;
 
+	/* RFC 1939 section 7: PASS follows a USER command. */
 	if (!s->have_user) {
 		bad(s, "-ERR USER first");
 		return;
@@ -1433,7 +1467,7 @@ static void cmd_capa(struct session *s, const struct args *a)
 
 /* ---------------------------------------------------------------- TRANSACTION (RFC 1939 section 5) */
 
-/* cmd_stat - "+OK count octets" of the messages not deleted */
+/* cmd_stat - the drop listing: count and octets of the messages not deleted */
 static void cmd_stat(struct session *s, const struct args *a)
 {
 	long long octets;
@@ -1443,7 +1477,7 @@ static void cmd_stat(struct session *s, const struct args *a)
 	reply(s, "+OK %zu %lld", n, octets);
 }
 
-/* cmd_list - one message's size, or a multi-line list of them all */
+/* cmd_list - one message's size, or a multi-line list of every message's */
 static void cmd_list(struct session *s, const struct args *a)
 {
 	long long octets;
@@ -1461,7 +1495,8 @@ static void cmd_list(struct session *s, const struct args *a)
 	reply(s, ".");
 }
 
-/* cmd_retr - the record as stored: already stuffed, "." CRLF included */
+/* cmd_retr - send the record as stored: it is already dot-stuffed and
+ * ends with its "." CRLF line, so no byte needs changing on the way */
 static void cmd_retr(struct session *s, const struct args *a)
 {
 	struct msg *m = a->msg;
@@ -1483,7 +1518,8 @@ struct top_state {
 	size_t line_len;	/* bytes of the current line so far */
 };
 
-/* top_cut - how much of buf[0, n) TOP sends; sets *done at its end */
+/* top_cut - how much of buf[0, n) TOP sends: the headers, the blank line
+ * and t->left body lines; *done is set once all of that is out */
 static size_t top_cut(const char *buf, size_t n, struct top_state *t, int *done)
 {
 	size_t i = 0;
@@ -1508,7 +1544,8 @@ static size_t top_cut(const char *buf, size_t n, struct top_state *t, int *done)
 	return i;
 }
 
-/* cmd_top - headers, blank line and k body lines (RFC 1939 section 7) */
+/* cmd_top - send the headers, the blank line and k body lines (RFC 1939
+ * section 7), reading in chunks that start small and double */
 static void cmd_top(struct session *s, const struct args *a)
 {
 	struct top_state t = { 0, a->lines, 0 };
@@ -1538,21 +1575,22 @@ static void cmd_top(struct session *s, const struct args *a)
 	reply(s, ".");
 }
 
-/* cmd_dele - mark a message deleted; QUIT removes it (RFC 1939 section 5) */
+/* cmd_dele - mark a message deleted; only QUIT removes it (RFC 1939
+ * section 5), so a session that ends any other way loses nothing */
 static void cmd_dele(struct session *s, const struct args *a)
 {
 	a->msg->deleted = 1;
 	reply(s, "+OK message %lu deleted", msg_number(s, a->msg));
 }
 
-/* cmd_noop - nothing */
+/* cmd_noop - answer +OK; clients use it to keep the session alive */
 static void cmd_noop(struct session *s, const struct args *a)
 {
 	(void)a;
 	reply(s, "+OK");
 }
 
-/* cmd_rset - unmark every deleted message */
+/* cmd_rset - unmark every message marked deleted */
 static void cmd_rset(struct session *s, const struct args *a)
 {
 	long long octets;
@@ -1565,7 +1603,8 @@ static void cmd_rset(struct session *s, const struct args *a)
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
 
-/* cmd_uidl - unique ids: 16 hex digits, stable (RFC 1939 section 7) */
+/* cmd_uidl - one message's unique id, or all of them: 16 hex digits that
+ * stay the same across sessions (RFC 1939 section 7) */
 static void cmd_uidl(struct session *s, const struct args *a)
 {
 	if (a->msg) {
@@ -1583,10 +1622,15 @@ static void cmd_uidl(struct session *s, const struct args *a)
 
 /* ---------------------------------------------------------------- UPDATE (DESIGN.md POP3 step 4) */
 
-/* write_kept - the kept records of [0, N), then the new mail [N, tail) */
+/*
+ * write_kept - write to out the records of [0, N) that are not deleted,
+ * then the mail that arrived during the session, [N, tail). Adjacent kept
+ * records are copied as one range, so a mailbox with few deletions costs
+ * few copies.
+ */
 static int write_kept(struct session *s, int out, off_t tail)
 {
-	off_t run = 0, run_end = 0;	/* adjacent kept records: one copy */
+	off_t run = 0, run_end = 0;	/* the range of kept records not yet copied */
 
 	for (size_t i = 0; i < s->ix.count; i++) {
 		const struct msg *m = &s->ix.msgs[i];
@@ -1626,7 +1670,8 @@ static int sync_dir(const char *login)
 	return rc;
 }
 
-/* write_new - mymailbox.new: kept records plus complete new mail, fsynced */
+/* write_new - write mymailbox.new: the kept records and the complete new
+ * mail, fsynced before anything renames it */
 static int write_new(struct session *s, const char *path)
 {
 	struct stat st;
@@ -1654,7 +1699,7 @@ static int write_new(struct session *s, const char *path)
 /*
  * update_mailbox - remove the deleted messages: under the write lock write
  * mymailbox.new, rename it over mymailbox, fsync the directory. Any
- * failure leaves mymailbox as it was. 0 ok, -1 failed (logged).
+ * failure leaves mymailbox as it was; it is logged, and the return is -1.
  */
 static int update_mailbox(struct session *s)
 {
@@ -1683,7 +1728,8 @@ static int update_mailbox(struct session *s)
 	return rc;
 }
 
-/* cmd_quit - AUTHORIZATION: goodbye; TRANSACTION: UPDATE (RFC 1939 6), goodbye */
+/* cmd_quit - say goodbye; after login, first enter UPDATE and remove the
+ * deleted messages (RFC 1939 section 6) */
 static void cmd_quit(struct session *s, const struct args *a)
 {
 	size_t deleted = 0;
@@ -1712,7 +1758,7 @@ static void cmd_quit(struct session *s, const struct args *a)
 
 /* ---------------------------------------------------------------- the dispatch table */
 
-/* cmd_unknown - the catch-all row */
+/* cmd_unknown - answer a verb no row knows; the table's last row */
 static void cmd_unknown(struct session *s, const struct args *a)
 {
 	(void)a;
@@ -1751,7 +1797,11 @@ static const struct command commands[] = {
 	{ NULL, cmd_unknown, IN_ANY, ARGS_UNCHECKED, not_in_state }
 };
 
-/* dispatch - find the verb (any case, RFC 1939 section 3), check, run */
+/*
+ * dispatch - find the verb's row (verbs are case-insensitive, RFC 1939
+ * section 3), hold the command to the row's state and argument rule, and
+ * only then run its handler.
+ */
 static void dispatch(struct session *s, char *line)
 {
 	const struct command *cmd = commands;
@@ -1771,7 +1821,7 @@ static void dispatch(struct session *s, char *line)
 
 /* ---------------------------------------------------------------- the session */
 
-/* log_line - with -v, the client's line; never a password */
+/* log_line - with -v, log the client's line, but never a password */
 static void log_line(const char *line)
 {
 	if (!verbose)
@@ -1782,7 +1832,7 @@ static void log_line(const char *line)
 		log_msg("< %s", line);
 }
 
-/* session_end - log how it ended, free the index, drop the locks, close */
+/* session_end - log how the session ended, free the index, drop the locks */
 static void session_end(struct session *s, enum io_status st)
 {
 	if (s->state == ST_TRANSACTION)
@@ -1796,7 +1846,29 @@ static void session_end(struct session *s, enum io_status st)
 		close(s->mboxfd);
 	if (s->lockfd >= 0)
 		close(s->lockfd);	/* drops the session lock */
-	conn_flush(s->c);	/* after: a client back at once after +OK is not IN-USE */
+	/* The last reply goes out only now, after the locks are gone: a client
+	 * that reconnects the moment it reads +OK must not find them held. */
+	conn_flush(s->c);
+}
+
+/* session_conn - set up the buffered connection on socket fd; NULL (after
+ * logging why) if it cannot be */
+static struct conn *session_conn(int fd, const char *peer)
+{
+	struct conn *c;
+
+	/* RETR sends its +OK line, then the record by sendfile: with Nagle's
+	 * algorithm the record would wait for the peer's delayed ACK (40 ms)
+	 * of that line. Not a TCP socket (a socketpair in the fuzzer): fine. */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)) < 0
+	    && errno != EOPNOTSUPP && errno != ENOTSOCK && errno != ENOPROTOOPT)
+		log_msg("%s: TCP_NODELAY: %s", peer, strerror(errno));
+	if (!(c = malloc(sizeof *c)) || conn_init(c, fd, cfg.timeout) < 0) {
+		log_msg("%s: cannot set up the session: %s", peer, strerror(errno));
+		free(c);
+		return NULL;
+	}
+	return c;
 }
 
 /*
@@ -1813,25 +1885,18 @@ static void pop_session(int fd, const char *peer)
 	int crlf;
 
 	log_msg("connection from %s", peer);
-	/* RETR sends its +OK line, then the record by sendfile: with Nagle's
-	 * algorithm the record would wait for the peer's delayed ACK (40 ms)
-	 * of that line. Not a TCP socket (a socketpair in the fuzzer): fine. */
-	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)) < 0
-	    && errno != EOPNOTSUPP && errno != ENOTSOCK && errno != ENOPROTOOPT)
-		log_msg("%s: TCP_NODELAY: %s", peer, strerror(errno));
-	if (!(s.c = malloc(sizeof *s.c)) || conn_init(s.c, fd, cfg.timeout) < 0) {
-		log_msg("%s: cannot set up the session: %s", peer, strerror(errno));
-		free(s.c);
+	if (!(s.c = session_conn(fd, peer))) {
 		close(fd);
 		return;
 	}
 	reply(&s, "+OK POP3 server ready");
 	while (s.state != ST_CLOSED && !s.c->failed) {
-		/* the whole command within the timeout, so a client dripping a
-		 * byte at a time cannot hold the mailbox lock for ever */
+		/* The whole command must come within the timeout, so that a
+		 * client dripping a byte at a time cannot hold the mailbox lock
+		 * for ever; each reply write gets the timeout afresh. */
 		s.c->deadline_ms = now_ms() + s.c->timeout_ms;
 		st = conn_read_line(s.c, line, sizeof line, &len, &crlf);
-		s.c->deadline_ms = 0;	/* replies: each write within the timeout */
+		s.c->deadline_ms = 0;
 		if (st == IO_TOO_LONG)
 			bad(&s, "-ERR line too long");	/* RFC 2449 section 4 */
 		else if (st != IO_OK)
@@ -1850,14 +1915,15 @@ static void pop_session(int fd, const char *peer)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - the synopsis, on f */
+/* usage - print the synopsis on f */
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: %s [-d spool] [-u userfile] [-l address] [-c maxsessions]\n"
 		"       [-t seconds] [-a msec] [-v] [-h] [port]\n", progname);
 }
 
-/* int_option - a decimal option value in [min, max], else usage and exit 2 */
+/* int_option - a decimal option value in [min, max]; anything else is bad
+ * usage, and exits 2 */
 static int int_option(const char *s, unsigned long min, unsigned long max)
 {
 	unsigned long v;
@@ -1870,7 +1936,7 @@ static int int_option(const char *s, unsigned long min, unsigned long max)
 	return (int)v;
 }
 
-/* parse_options - fill cfg from the command line; exits on -h and errors */
+/* parse_options - fill cfg from the command line; -h and errors exit */
 static void parse_options(int argc, char **argv)
 {
 	int ch;
@@ -1898,13 +1964,15 @@ static void parse_options(int argc, char **argv)
 	}
 }
 
+/* main - read the options, listen, and serve until SIGTERM or SIGINT */
 int main(int argc, char **argv)
 {
 	struct server srv = { .busy_line = "-ERR [SYS/TEMP] too many connections\r\n",
 			      .session = pop_session };
 
 	parse_options(argc, argv);
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {	/* a write error is an error, not a death */
+	/* A peer that goes away must be a write error to handle, not a death. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
 		log_msg("cannot ignore SIGPIPE: %s", strerror(errno));
 		return 1;
 	}
