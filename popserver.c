@@ -29,9 +29,10 @@
  * ended by a line ".". At PASS the session lock (byte 0 of
  * mymailbox.lock) is taken for the whole session; the end of the last
  * complete record is found under the write lock (byte 1) and the records
- * below it are indexed. RETR sends a record as stored (sendfile); sizes are counted
- * unstuffed. QUIT with deletions rewrites mymailbox.new (kept records plus
- * mail that arrived meanwhile), fsyncs it and renames it over mymailbox.
+ * below it are indexed. RETR sends a record as stored (sendfile); sizes
+ * are counted unstuffed. QUIT with deletions rewrites mymailbox.new (kept
+ * records plus mail that arrived meanwhile), fsyncs it and renames it
+ * over mymailbox.
  *
  * UIDL: 16 hex digits, FNV-1a of the record bytes, so stable across
  * sessions and restarts; byte-identical records get distinct ids (the
@@ -43,6 +44,12 @@
  * Out of descriptors at accept(): pause 100 ms, log at most once a second.
  *
  * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage.
+ *
+ * Where to look: commands[] is the table, dispatch and check_args enforce
+ * it; PASS: cmd_pass -> check_password, login -> open_mailbox,
+ * scan_records, uidl_unique; RETR: cmd_retr -> copy_range; TOP: cmd_top ->
+ * top_cut; QUIT: cmd_quit -> update_mailbox -> write_new, write_kept; the
+ * session loop: pop_session; the accept loop: serve.
  */
 #define _POSIX_C_SOURCE 200809L
 #define _FILE_OFFSET_BITS 64
@@ -117,7 +124,7 @@ static struct config {
 } cfg = { NULL, "user.txt", NULL, "1100", 100, 600, 1000 };
 
 /* The protocol state, RFC 1939 section 3; changed only by set_state. */
-enum state { AUTHORIZATION, TRANSACTION, UPDATE, CLOSED };
+enum state { ST_AUTHORIZATION, ST_TRANSACTION, ST_UPDATE, ST_CLOSED };
 
 /* One message of the index: a record of mymailbox, DESIGN.md. */
 struct msg {
@@ -135,6 +142,30 @@ struct mbox_index {
 	off_t end;		/* N: the end of the last complete record */
 };
 
+/* What may follow a verb: each row of commands[] names one of these, and
+ * the dispatcher enforces it (check_args) before the handler runs. */
+enum arg_rule {
+	ARGS_NONE,		/* nothing: STAT, NOOP, RSET, CAPA, QUIT */
+	ARGS_NAME,		/* one word: USER name */
+	ARGS_LINE,		/* the rest of the line, spaces included: PASS */
+	ARGS_MSG,		/* one message number: RETR, DELE */
+	ARGS_MSG_OPT,		/* an optional message number: LIST, UIDL */
+	ARGS_MSG_LINES,		/* a message number and a line count: TOP */
+	ARGS_UNCHECKED		/* whatever: the catch-all row */
+};
+
+/* The arguments of one command line, as the handler receives them. */
+struct args {
+	int argc;		/* how many words followed the verb */
+	char *argv[MAX_ARGS];	/* the first MAX_ARGS of them */
+	const char *rest;	/* everything after the verb and one space */
+	char words[POP_LINE_MAX];	/* a copy of rest, cut into argv */
+	struct msg *msg;	/* the message argv[0] names, if the rule has one */
+	unsigned long lines;	/* TOP's line count */
+};
+
+/* One POP3 session: the connection, where the dialogue is, and after PASS
+ * the locked mailbox and its index. */
 struct session {
 	struct conn *c;
 	const char *peer;
@@ -1093,21 +1124,34 @@ static int write_all(int fd, const char *buf, size_t n)
 	return 0;
 }
 
-/* copy_range - append bytes [off, off + len) of file in to file out */
-static int copy_range(int in, int out, off_t off, off_t len)
+/*
+ * copy_range - copy bytes [off, off + len) of the mailbox file in to out,
+ * as they are: to the new mailbox file at QUIT (peer NULL), or to the
+ * client's socket for RETR (peer is its connection, and the replies it
+ * has buffered go out first). On Linux sendfile copies without a pass
+ * through user space; where it cannot, a read-write loop does the rest.
+ * The socket is non-blocking, so a full one is waited for, within the
+ * session's timeout.
+ */
+static int copy_range(int in, off_t off, off_t len, int out, struct conn *peer)
 {
 	char buf[COPY_CHUNK];
 
+	if (peer && conn_flush(peer) < 0)
+		return -1;
 #ifdef __linux__
-	while (len > 0) {	/* Linux >= 2.6.33: sendfile to a regular file */
+	while (len > 0) {
 		ssize_t k = sendfile(out, in, &off, len < SSIZE_MAX ? (size_t)len : SSIZE_MAX);
 
 		if (k > 0)
 			len -= k;
 		else if (k < 0 && errno == EINTR)
 			continue;
-		else if (k < 0 && (errno == EINVAL || errno == ENOSYS))
-			break;	/* not supported here: copy by hand */
+		else if (k < 0 && peer && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (conn_wait(peer, POLLOUT) != IO_OK)
+				return -1;
+		} else if (k < 0 && (errno == EINVAL || errno == ENOSYS))
+			break;	/* not for this pair of files: copy by hand */
 		else
 			return -1;	/* k == 0: the file is shorter than indexed */
 	}
@@ -1116,12 +1160,214 @@ static int copy_range(int in, int out, off_t off, off_t len)
 		size_t want = len < (off_t)sizeof buf ? (size_t)len : sizeof buf;
 		ssize_t k = read_at(in, buf, want, off);
 
-		if (k <= 0 || write_all(out, buf, (size_t)k) < 0)
+		if (k <= 0 || (peer ? conn_write(peer, buf, (size_t)k)
+			       : write_all(out, buf, (size_t)k)) < 0)
 			return -1;
 		off += k;
 		len -= k;
 	}
 	return 0;
+}
+
+/* ---------------------------------------------------------------- replies */
+
+/*
+ * vreply - format one reply line and queue it with its CRLF. A reply that
+ * would pass RFC 2449's 512 octets is cut short rather than split, so the
+ * client still reads one line; with -v it is logged too.
+ */
+static void vreply(struct session *s, const char *fmt, va_list ap)
+{
+	char line[REPLY_MAX];
+	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+
+	if (n < 0)
+		n = 0;
+	if ((size_t)n > sizeof line - 3)
+		n = sizeof line - 3;	/* truncated: still one line */
+	if (verbose)
+		log_msg("> %s", line);
+	line[n++] = '\r';
+	line[n++] = '\n';
+	conn_write(s->c, line, (size_t)n);
+}
+
+/* reply - queue one reply line (RFC 1939 section 3: +OK or -ERR, CRLF) */
+static void reply(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreply(s, fmt, ap);
+	va_end(ap);
+}
+
+/* set_state - change the protocol state; the one place that does, so
+ * that -v logs every transition */
+static void set_state(struct session *s, enum state new)
+{
+	static const char *const names[] = { "AUTHORIZATION", "TRANSACTION",
+					     "UPDATE", "CLOSED" };
+
+	if (verbose)
+		log_msg("state %s -> %s", names[s->state], names[new]);
+	s->state = new;
+}
+
+/*
+ * bad - answer a bad command with its -ERR. A client that keeps sending
+ * bad commands is likely not a POP3 client at all: past the limit (lower
+ * before login) it gets "too many errors" instead, and the session ends.
+ */
+static void bad(struct session *s, const char *fmt, ...)
+{
+	int limit = s->state == ST_TRANSACTION ? MAX_ERRORS : MAX_AUTH_ERRORS;
+	va_list ap;
+
+	if (++s->errors >= limit) {
+		reply(s, "-ERR too many errors");
+		log_msg("%s: too many errors, closing", s->peer);
+		set_state(s, ST_CLOSED);
+		return;
+	}
+	va_start(ap, fmt);
+	vreply(s, fmt, ap);
+	va_end(ap);
+}
+
+/* ---------------------------------------------------------------- parsers */
+
+/*
+ * parse_number - read a decimal number: digits only, no sign, no spaces
+ * (RFC 1939 section 3: message numbers are decimal). It returns 0 with
+ * the value in *out, -1 when s is not a number, and -2 when the number is
+ * too big for an unsigned long, which callers may treat as "very many".
+ */
+static int parse_number(const char *s, unsigned long *out)
+{
+	unsigned long v = 0;
+
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		if (v > (ULONG_MAX - (unsigned long)(*s - '0')) / 10)
+			return -2;
+		v = v * 10 + (unsigned long)(*s - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* split_args - cut rest (the line after the verb) into words; rest itself
+ * is kept whole for PASS, whose password may hold spaces */
+static void split_args(const char *rest, struct args *a)
+{
+	char *save = NULL, *w;
+
+	a->argc = 0;
+	a->rest = rest;
+	snprintf(a->words, sizeof a->words, "%s", rest);	/* rest is shorter */
+	for (w = strtok_r(a->words, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+		if (a->argc < MAX_ARGS)
+			a->argv[a->argc] = w;
+		if (a->argc < INT_MAX)
+			a->argc++;
+	}
+}
+
+/*
+ * msg_arg - the message that arg names. A number that is not one, names
+ * no message or names a deleted one gets its -ERR here, and NULL back.
+ */
+static struct msg *msg_arg(struct session *s, const char *arg)
+{
+	unsigned long n = 0;
+	int r = parse_number(arg, &n);
+
+	if (r == -1) {
+		bad(s, "-ERR invalid message number");
+		return NULL;
+	}
+	if (r < 0 || n == 0 || n > s->ix.count) {
+		bad(s, "-ERR no such message");
+		return NULL;
+	}
+	if (s->ix.msgs[n - 1].deleted) {
+		bad(s, "-ERR message %lu already deleted", n);
+		return NULL;
+	}
+	return &s->ix.msgs[n - 1];
+}
+
+/*
+ * lines_arg - TOP's line count. A count too big for an unsigned long is
+ * more lines than any message has, so it means the whole message.
+ */
+static int lines_arg(struct session *s, const char *arg, unsigned long *lines)
+{
+	switch (parse_number(arg, lines)) {
+	case -1:
+		bad(s, "-ERR invalid number of lines");
+		return -1;
+	case -2:
+		*lines = ULONG_MAX;
+	}
+	return 0;
+}
+
+/*
+ * check_args - hold the words after a verb to the row's rule: their count
+ * first, then the message number and line count the rule asks for. A
+ * violation gets its -ERR here and a non-zero return, so that no handler
+ * has to look at a word it was not promised.
+ */
+static int check_args(struct session *s, enum arg_rule rule, struct args *a)
+{
+	/* The word counts of each rule, and whether its first word is a message. */
+	static const struct { int min, max, msg; } rules[] = {
+		[ARGS_NONE] = { 0, 0, 0 },	[ARGS_NAME] = { 1, 1, 0 },
+		[ARGS_LINE] = { 1, ARGS_ANY, 0 },	[ARGS_MSG] = { 1, 1, 1 },
+		[ARGS_MSG_OPT] = { 0, 1, 1 },	[ARGS_MSG_LINES] = { 2, 2, 1 },
+		[ARGS_UNCHECKED] = { 0, ARGS_ANY, 0 }
+	};
+
+	a->msg = NULL;
+	a->lines = 0;
+	if (a->argc < rules[rule].min) {
+		bad(s, "-ERR missing argument");
+		return -1;
+	}
+	if (a->argc > rules[rule].max) {
+		bad(s, "-ERR too many arguments");
+		return -1;
+	}
+	if (rules[rule].msg && a->argc > 0 && !(a->msg = msg_arg(s, a->argv[0])))
+		return -1;
+	if (rule == ARGS_MSG_LINES)
+		return lines_arg(s, a->argv[1], &a->lines);
+	return 0;
+}
+
+/* msg_number - the number the client uses for message m, counted from 1 */
+static unsigned long msg_number(const struct session *s, const struct msg *m)
+{
+	return (unsigned long)(m - s->ix.msgs) + 1;
+}
+
+/* totals - how many messages are not marked deleted, and their octets */
+static size_t totals(const struct session *s, long long *octets)
+{
+	size_t n = 0;
+
+	*octets = 0;
+	for (size_t i = 0; i < s->ix.count; i++)
+		if (!s->ix.msgs[i].deleted) {
+			n++;
+			*octets += s->ix.msgs[i].size;
+		}
+	return n;
 }
 
 /* ---------------------------------------------------------------- the mailbox index */
@@ -1148,7 +1394,8 @@ struct scan {
 	int line_start;		/* the next chunk starts at a line start */
 };
 
-/* index_add - append one message to the index (NULL index: only count) */
+/* index_add - append one message to the index. A NULL index is allowed:
+ * at QUIT the new mail is only measured, not indexed. */
 static int index_add(struct mbox_index *ix, const struct scan *sc, off_t end)
 {
 	struct msg *m;
@@ -1191,13 +1438,15 @@ static size_t next_dot_line(const char *buf, size_t n, size_t from, int line_sta
 }
 
 /*
- * scan_chunk - find the record ends in buf[0, n) at file offset base: a
- * line that is exactly "." CRLF (DESIGN.md, record format); any other line
- * starting with '.' is stuffed. Only lines starting with '.' matter: a
- * memchr from line end to line end, no copy. Returns how many bytes
- * were consumed: all, or up to a '.' line start whose line is cut by the
- * chunk end (not last: the caller reads on from there). *end: the end of
- * the last complete record. -1: out of memory.
+ * scan_chunk - find the record ends in buf[0, n), which lies at file
+ * offset base. A record ends at a line that is exactly "." CRLF (DESIGN.md,
+ * record format); any other line starting with '.' is stuffed. Only lines
+ * starting with '.' matter, so the scan hops from line end to line end
+ * with memchr and copies nothing. It returns how many bytes it consumed:
+ * all of them, or, unless this is the last chunk, everything before a
+ * '.' line that the chunk end cuts, which the caller reads again with the
+ * next chunk. *end is set to the end of the last complete record; -1
+ * means out of memory.
  */
 static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
 			  struct scan *sc, struct mbox_index *ix, off_t *end)
@@ -1285,7 +1534,8 @@ static int uidl_order(const void *a, const void *b)
  * per delivery; only copied in by hand) would share it: the k-th copy in
  * file order (k >= 1) gets the hash continued over "#k". The first copy
  * keeps the plain hash; deleting an earlier copy hands its id to a later,
- * identical one, which costs a client nothing. -1: out of memory.
+ * identical one, which costs a client nothing. It returns -1 only when
+ * out of memory.
  */
 static int uidl_unique(struct mbox_index *ix)
 {
@@ -1312,155 +1562,10 @@ static int uidl_unique(struct mbox_index *ix)
 	return 0;
 }
 
-/* ---------------------------------------------------------------- replies */
-
-/* vreply - one reply line: formatted, bounded, CRLF added, logged if -v */
-static void vreply(struct session *s, const char *fmt, va_list ap)
-{
-	char line[REPLY_MAX];
-	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
-
-	if (n < 0)
-		n = 0;
-	if ((size_t)n > sizeof line - 3)
-		n = sizeof line - 3;	/* truncated: still one line */
-	if (verbose)
-		log_msg("> %s", line);
-	line[n++] = '\r';
-	line[n++] = '\n';
-	conn_write(s->c, line, (size_t)n);
-}
-
-/* reply - send one reply line (RFC 1939 section 3: +OK or -ERR, CRLF) */
-static void reply(struct session *s, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vreply(s, fmt, ap);
-	va_end(ap);
-}
-
-/* set_state - the one place the protocol state changes */
-static void set_state(struct session *s, enum state new)
-{
-	static const char *const names[] = { "AUTHORIZATION", "TRANSACTION",
-					     "UPDATE", "CLOSED" };
-
-	if (verbose)
-		log_msg("state %s -> %s", names[s->state], names[new]);
-	s->state = new;
-}
-
-/* bad - a -ERR for bad input; past the error limit "too many errors", close */
-static void bad(struct session *s, const char *fmt, ...)
-{
-	int limit = s->state == TRANSACTION ? MAX_ERRORS : MAX_AUTH_ERRORS;
-	va_list ap;
-
-	if (++s->errors >= limit) {
-		reply(s, "-ERR too many errors");
-		log_msg("%s: too many errors, closing", s->peer);
-		set_state(s, CLOSED);
-		return;
-	}
-	va_start(ap, fmt);
-	vreply(s, fmt, ap);
-	va_end(ap);
-}
-
-/* ---------------------------------------------------------------- parsers */
-
-/* The arguments of one command line. */
-struct args {
-	int argc;		/* how many words followed the verb */
-	char *argv[MAX_ARGS];	/* the first MAX_ARGS of them */
-	const char *rest;	/* everything after the verb and one space */
-	char words[POP_LINE_MAX];	/* a copy of rest, cut into argv */
-};
-
-/*
- * parse_number - a decimal number: digits only, no sign, no spaces.
- * Returns 0, -1 not a number, -2 too big for unsigned long (RFC 1939
- * section 3: message numbers are decimal).
- */
-static int parse_number(const char *s, unsigned long *out)
-{
-	unsigned long v = 0;
-
-	if (!*s)
-		return -1;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		if (v > (ULONG_MAX - (unsigned long)(*s - '0')) / 10)
-			return -2;
-		v = v * 10 + (unsigned long)(*s - '0');
-	}
-	*out = v;
-	return 0;
-}
-
-/* split_args - the words of rest (after the verb), rest itself kept whole */
-static void split_args(const char *rest, struct args *a)
-{
-	char *save = NULL, *w;
-
-	a->argc = 0;
-	a->rest = rest;
-	snprintf(a->words, sizeof a->words, "%s", rest);	/* rest is shorter */
-	for (w = strtok_r(a->words, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
-		if (a->argc < MAX_ARGS)
-			a->argv[a->argc] = w;
-		if (a->argc < INT_MAX)
-			a->argc++;
-	}
-}
-
-/* msg_arg - the message a number names; NULL (after a -ERR) if none */
-static struct msg *msg_arg(struct session *s, const char *arg)
-{
-	unsigned long n = 0;
-	int r = parse_number(arg, &n);
-
-	if (r == -1) {
-		bad(s, "-ERR invalid message number");
-		return NULL;
-	}
-	if (r < 0 || n == 0 || n > s->ix.count) {
-		bad(s, "-ERR no such message");
-		return NULL;
-	}
-	if (s->ix.msgs[n - 1].deleted) {
-		bad(s, "-ERR message %lu already deleted", n);
-		return NULL;
-	}
-	return &s->ix.msgs[n - 1];
-}
-
-/* msg_number - the 1-based number of message m */
-static unsigned long msg_number(const struct session *s, const struct msg *m)
-{
-	return (unsigned long)(m - s->ix.msgs) + 1;
-}
-
-/* totals - how many messages are not deleted, and their size */
-static size_t totals(const struct session *s, long long *octets)
-{
-	size_t n = 0;
-
-	*octets = 0;
-	for (size_t i = 0; i < s->ix.count; i++)
-		if (!s->ix.msgs[i].deleted) {
-			n++;
-			*octets += s->ix.msgs[i].size;
-		}
-	return n;
-}
-
 /* ---------------------------------------------------------------- AUTHORIZATION (RFC 1939 sections 4, 7) */
 
-/* cmd_user - remember the name; unknown names get +OK too (no enumeration) */
+/* cmd_user - remember the name for PASS. An unknown name gets +OK too, so
+ * that USER cannot be used to find out which accounts exist. */
 static void cmd_user(struct session *s, const struct args *a)
 {
 	const char *name = a->argv[0];
@@ -1472,7 +1577,7 @@ static void cmd_user(struct session *s, const struct args *a)
 	reply(s, "+OK send PASS");
 }
 
-/* pause_ms - sleep ms milliseconds, signals notwithstanding */
+/* pause_ms - sleep ms milliseconds; a signal does not cut the sleep short */
 static void pause_ms(int ms)
 {
 	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
@@ -1481,7 +1586,12 @@ static void pause_ms(int ms)
 		;
 }
 
-/* check_password - 1 if user/password name an account (*acct), 0 no, -1 error */
+/*
+ * check_password - look the user up and compare the password. It returns
+ * 1 when they name an account (then in *acct), 0 when not, and -1 when
+ * user.txt cannot be read. An unknown user costs a comparison too, so the
+ * time taken does not tell whether the account exists.
+ */
 static int check_password(const char *user, const char *password, struct account *acct)
 {
 	int found = login_valid(user) ? user_lookup(cfg.userfile, user, acct) : 0;
@@ -1489,7 +1599,7 @@ static int check_password(const char *user, const char *password, struct account
 	if (found < 0)
 		return -1;
 	if (found == 0) {
-		(void)secret_equal(password, "not an account");	/* same work */
+		(void)secret_equal(password, "not an account");
 		return 0;
 	}
 	return secret_equal(password, acct->password);
@@ -1527,7 +1637,8 @@ static off_t complete_end(int fd, off_t size)
 /*
  * open_mailbox - open mymailbox under the write lock; to *size the end of
  * its last complete record then (DESIGN.md POP3 step 2): bytes below it
- * never change during the session. NULL, or the -ERR reply saying why not.
+ * never change during the session. It returns NULL on success, else the
+ * -ERR reply that says why not.
  */
 static const char *open_mailbox(struct session *s, off_t *size)
 {
@@ -1556,8 +1667,9 @@ static const char *open_mailbox(struct session *s, off_t *size)
 }
 
 /*
- * login - DESIGN.md POP3 steps 1 and 2: the session lock, the size under
- * the write lock, the index. 0 on success; else the -ERR has been sent.
+ * login - DESIGN.md POP3 steps 1 and 2: take the session lock, read the
+ * size under the write lock, index the records. It returns 0 on success;
+ * on failure it has logged why and sent the -ERR, and returns -1.
  */
 static int login(struct session *s)
 {
@@ -1585,7 +1697,8 @@ static int login(struct session *s)
 	return 0;
 }
 
-/* cmd_pass - check the password, lock and index the mailbox (RFC 1939 7) */
+/* cmd_pass - check the password, then lock and index the mailbox; a wrong
+ * password is answered only after a delay, to slow down guessing */
 static void cmd_pass(struct session *s, const struct args *a)
 {
 	struct account acct;
@@ -1593,6 +1706,7 @@ static void cmd_pass(struct session *s, const struct args *a)
 	size_t n;
 	int ok;
 
+	/* RFC 1939 section 7: PASS follows a USER command. */
 	if (!s->have_user) {
 		bad(s, "-ERR USER first");
 		return;
@@ -1606,16 +1720,16 @@ static void cmd_pass(struct session *s, const struct args *a)
 		reply(s, ok < 0 ? "-ERR [SYS/TEMP] cannot read accounts"
 		      : "-ERR [AUTH] invalid user name or password");
 		if (++s->auth_failures >= MAX_AUTH_FAILURES)
-			set_state(s, CLOSED);
+			set_state(s, ST_CLOSED);
 		return;
 	}
 	memcpy(s->login, acct.login, sizeof s->login);
 	if (login(s) < 0) {
-		set_state(s, CLOSED);
+		set_state(s, ST_CLOSED);
 		return;
 	}
 	log_msg("login %s from %s ok: %zu messages", s->login, s->peer, s->ix.count);
-	set_state(s, TRANSACTION);
+	set_state(s, ST_TRANSACTION);
 	n = totals(s, &octets);
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
@@ -1635,7 +1749,7 @@ static void cmd_capa(struct session *s, const struct args *a)
 
 /* ---------------------------------------------------------------- TRANSACTION (RFC 1939 section 5) */
 
-/* cmd_stat - "+OK count octets" of the messages not deleted */
+/* cmd_stat - the drop listing: count and octets of the messages not deleted */
 static void cmd_stat(struct session *s, const struct args *a)
 {
 	long long octets;
@@ -1645,16 +1759,14 @@ static void cmd_stat(struct session *s, const struct args *a)
 	reply(s, "+OK %zu %lld", n, octets);
 }
 
-/* cmd_list - one message's size, or a multi-line list of them all */
+/* cmd_list - one message's size, or a multi-line list of every message's */
 static void cmd_list(struct session *s, const struct args *a)
 {
-	struct msg *m;
 	long long octets;
 	size_t n;
 
-	if (a->argc == 1) {
-		if ((m = msg_arg(s, a->argv[0])))
-			reply(s, "+OK %lu %lld", msg_number(s, m), (long long)m->size);
+	if (a->msg) {
+		reply(s, "+OK %lu %lld", msg_number(s, a->msg), (long long)a->msg->size);
 		return;
 	}
 	n = totals(s, &octets);
@@ -1665,56 +1777,14 @@ static void cmd_list(struct session *s, const struct args *a)
 	reply(s, ".");
 }
 
-/*
- * send_range - send bytes [off, off + len) of the mailbox to the peer as
- * they are: sendfile on Linux (the socket is non-blocking: wait for room
- * on EAGAIN), else read and write. Buffered replies go out first.
- */
-static int send_range(struct session *s, off_t off, off_t len)
-{
-	char buf[COPY_CHUNK];
-
-	if (conn_flush(s->c) < 0)
-		return -1;
-#ifdef __linux__
-	while (len > 0) {
-		ssize_t k = sendfile(s->c->fd, s->mboxfd, &off,
-				     len < SSIZE_MAX ? (size_t)len : SSIZE_MAX);
-
-		if (k > 0)
-			len -= k;
-		else if (k < 0 && errno == EINTR)
-			continue;
-		else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (conn_wait(s->c, POLLOUT) != IO_OK)
-				return -1;
-		} else if (k < 0 && (errno == EINVAL || errno == ENOSYS))
-			break;	/* not for this socket: copy by hand */
-		else
-			return -1;	/* k == 0: shorter than indexed */
-	}
-#endif
-	while (len > 0) {
-		size_t want = len < (off_t)sizeof buf ? (size_t)len : sizeof buf;
-		ssize_t k = read_at(s->mboxfd, buf, want, off);
-
-		if (k <= 0 || conn_write(s->c, buf, (size_t)k) < 0)
-			return -1;
-		off += k;
-		len -= k;
-	}
-	return 0;
-}
-
-/* cmd_retr - the record as stored: already stuffed, "." CRLF included */
+/* cmd_retr - send the record as stored: it is already dot-stuffed and
+ * ends with its "." CRLF line, so no byte needs changing on the way */
 static void cmd_retr(struct session *s, const struct args *a)
 {
-	struct msg *m = msg_arg(s, a->argv[0]);
+	struct msg *m = a->msg;
 
-	if (!m)
-		return;
 	reply(s, "+OK %lld octets", (long long)m->size);
-	if (send_range(s, m->offset, m->length + 3) < 0) {
+	if (copy_range(s->mboxfd, m->offset, m->length + 3, s->c->fd, s->c) < 0) {
 		log_msg("%s: RETR %lu failed: %s", s->login, msg_number(s, m),
 			strerror(errno));
 		s->c->failed = 1;	/* the reply is cut: the session cannot go on */
@@ -1730,7 +1800,8 @@ struct top_state {
 	size_t line_len;	/* bytes of the current line so far */
 };
 
-/* top_cut - how much of buf[0, n) TOP sends; sets *done at its end */
+/* top_cut - how much of buf[0, n) TOP sends: the headers, the blank line
+ * and t->left body lines; *done is set once all of that is out */
 static size_t top_cut(const char *buf, size_t n, struct top_state *t, int *done)
 {
 	size_t i = 0;
@@ -1755,25 +1826,17 @@ static size_t top_cut(const char *buf, size_t n, struct top_state *t, int *done)
 	return i;
 }
 
-/* cmd_top - headers, blank line and k body lines (RFC 1939 section 7) */
+/* cmd_top - send the headers, the blank line and k body lines (RFC 1939
+ * section 7), reading in chunks that start small and double */
 static void cmd_top(struct session *s, const struct args *a)
 {
-	struct top_state t = { 0, 0, 0 };
-	struct msg *m = msg_arg(s, a->argv[0]);
+	struct top_state t = { 0, a->lines, 0 };
+	const struct msg *m = a->msg;
 	char buf[COPY_CHUNK];
 	size_t chunk = TOP_FIRST_READ;	/* small first: TOP n 0 reads a few KiB */
 	off_t off, end;
 	int done = 0;
 
-	if (!m)
-		return;
-	switch (parse_number(a->argv[1], &t.left)) {
-	case -1:
-		bad(s, "-ERR invalid number of lines");
-		return;
-	case -2:
-		t.left = ULONG_MAX;	/* more than any message has: all of it */
-	}
 	reply(s, "+OK top of message follows");
 	for (off = m->offset, end = m->offset + m->length;
 	     off < end && !done && !s->c->failed;) {
@@ -1794,25 +1857,22 @@ static void cmd_top(struct session *s, const struct args *a)
 	reply(s, ".");
 }
 
-/* cmd_dele - mark a message deleted; QUIT removes it (RFC 1939 section 5) */
+/* cmd_dele - mark a message deleted; only QUIT removes it (RFC 1939
+ * section 5), so a session that ends any other way loses nothing */
 static void cmd_dele(struct session *s, const struct args *a)
 {
-	struct msg *m = msg_arg(s, a->argv[0]);
-
-	if (!m)
-		return;
-	m->deleted = 1;
-	reply(s, "+OK message %lu deleted", msg_number(s, m));
+	a->msg->deleted = 1;
+	reply(s, "+OK message %lu deleted", msg_number(s, a->msg));
 }
 
-/* cmd_noop - nothing */
+/* cmd_noop - answer +OK; clients use it to keep the session alive */
 static void cmd_noop(struct session *s, const struct args *a)
 {
 	(void)a;
 	reply(s, "+OK");
 }
 
-/* cmd_rset - unmark every deleted message */
+/* cmd_rset - unmark every message marked deleted */
 static void cmd_rset(struct session *s, const struct args *a)
 {
 	long long octets;
@@ -1825,15 +1885,13 @@ static void cmd_rset(struct session *s, const struct args *a)
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
 
-/* cmd_uidl - unique ids: 16 hex digits, stable (RFC 1939 section 7) */
+/* cmd_uidl - one message's unique id, or all of them: 16 hex digits that
+ * stay the same across sessions (RFC 1939 section 7) */
 static void cmd_uidl(struct session *s, const struct args *a)
 {
-	struct msg *m;
-
-	if (a->argc == 1) {
-		if ((m = msg_arg(s, a->argv[0])))
-			reply(s, "+OK %lu %016llx", msg_number(s, m),
-			      (unsigned long long)m->uidl);
+	if (a->msg) {
+		reply(s, "+OK %lu %016llx", msg_number(s, a->msg),
+		      (unsigned long long)a->msg->uidl);
 		return;
 	}
 	reply(s, "+OK unique-id listing follows");
@@ -1846,10 +1904,15 @@ static void cmd_uidl(struct session *s, const struct args *a)
 
 /* ---------------------------------------------------------------- UPDATE (DESIGN.md POP3 step 4) */
 
-/* write_kept - the kept records of [0, N), then the new mail [N, tail) */
+/*
+ * write_kept - write to out the records of [0, N) that are not deleted,
+ * then the mail that arrived during the session, [N, tail). Adjacent kept
+ * records are copied as one range, so a mailbox with few deletions costs
+ * few copies.
+ */
 static int write_kept(struct session *s, int out, off_t tail)
 {
-	off_t run = 0, run_end = 0;	/* adjacent kept records: one copy */
+	off_t run = 0, run_end = 0;	/* the range of kept records not yet copied */
 
 	for (size_t i = 0; i < s->ix.count; i++) {
 		const struct msg *m = &s->ix.msgs[i];
@@ -1857,7 +1920,8 @@ static int write_kept(struct session *s, int out, off_t tail)
 		if (m->deleted)
 			continue;
 		if (run_end != m->offset) {
-			if (run_end > run && copy_range(s->mboxfd, out, run, run_end - run) < 0)
+			if (run_end > run
+			    && copy_range(s->mboxfd, run, run_end - run, out, NULL) < 0)
 				return -1;
 			run = m->offset;
 		}
@@ -1865,10 +1929,10 @@ static int write_kept(struct session *s, int out, off_t tail)
 	}
 	if (run_end == s->ix.end)
 		run_end = tail;		/* the new mail follows on directly */
-	if (run_end > run && copy_range(s->mboxfd, out, run, run_end - run) < 0)
+	if (run_end > run && copy_range(s->mboxfd, run, run_end - run, out, NULL) < 0)
 		return -1;
 	if (run_end < s->ix.end && tail > s->ix.end
-	    && copy_range(s->mboxfd, out, s->ix.end, tail - s->ix.end) < 0)
+	    && copy_range(s->mboxfd, s->ix.end, tail - s->ix.end, out, NULL) < 0)
 		return -1;
 	return 0;
 }
@@ -1888,7 +1952,8 @@ static int sync_dir(const char *login)
 	return rc;
 }
 
-/* write_new - mymailbox.new: kept records plus complete new mail, fsynced */
+/* write_new - write mymailbox.new: the kept records and the complete new
+ * mail, fsynced before anything renames it */
 static int write_new(struct session *s, const char *path)
 {
 	struct stat st;
@@ -1916,7 +1981,7 @@ static int write_new(struct session *s, const char *path)
 /*
  * update_mailbox - remove the deleted messages: under the write lock write
  * mymailbox.new, rename it over mymailbox, fsync the directory. Any
- * failure leaves mymailbox as it was. 0 ok, -1 failed (logged).
+ * failure leaves mymailbox as it was; it is logged, and the return is -1.
  */
 static int update_mailbox(struct session *s)
 {
@@ -1945,21 +2010,22 @@ static int update_mailbox(struct session *s)
 	return rc;
 }
 
-/* cmd_quit - AUTHORIZATION: goodbye; TRANSACTION: UPDATE (RFC 1939 6), goodbye */
+/* cmd_quit - say goodbye; after login, first enter UPDATE and remove the
+ * deleted messages (RFC 1939 section 6) */
 static void cmd_quit(struct session *s, const struct args *a)
 {
 	size_t deleted = 0;
 
 	(void)a;
-	if (s->state == TRANSACTION) {
-		set_state(s, UPDATE);
+	if (s->state == ST_TRANSACTION) {
+		set_state(s, ST_UPDATE);
 		for (size_t i = 0; i < s->ix.count; i++)
 			deleted += s->ix.msgs[i].deleted;
 		if (deleted > 0 && update_mailbox(s) < 0) {
 			reply(s, "-ERR some deleted messages not removed");
 			log_msg("logout %s: %zu retrieved, none deleted (update failed)",
 				s->login, s->retrieved);
-			set_state(s, CLOSED);
+			set_state(s, ST_CLOSED);
 			return;
 		}
 		log_msg("logout %s: %zu retrieved, %zu deleted", s->login,
@@ -1969,46 +2035,55 @@ static void cmd_quit(struct session *s, const struct args *a)
 		reply(s, "+OK %zu messages deleted, goodbye", deleted);
 	else
 		reply(s, "+OK popserver goodbye");
-	set_state(s, CLOSED);
+	set_state(s, ST_CLOSED);
 }
 
-/* cmd_unknown - the catch-all row */
+/* ---------------------------------------------------------------- the dispatch table */
+
+/* cmd_unknown - answer a verb no row knows; the table's last row */
 static void cmd_unknown(struct session *s, const struct args *a)
 {
 	(void)a;
 	bad(s, "-ERR unknown command");
 }
 
-/* ---------------------------------------------------------------- the dispatch table */
+#define IN(st) (1u << (st))
+#define IN_ANY (IN(ST_AUTHORIZATION) | IN(ST_TRANSACTION))
 
-#define IN_AUTH (1u << AUTHORIZATION)
-#define IN_TRANS (1u << TRANSACTION)
-#define IN_ANY (IN_AUTH | IN_TRANS)
-
+/* One row per verb: where it is allowed, what may follow it, and the reply
+ * when it comes in any other state. The last row catches unknown verbs. */
 struct command {
 	const char *verb;
 	void (*handler)(struct session *s, const struct args *a);
-	unsigned states;	/* where it is allowed: IN_* bits */
-	int min_args, max_args;
+	unsigned states;	/* where it is allowed: IN() bits */
+	enum arg_rule args;	/* what may follow the verb */
+	const char *not_now;	/* the reply in any other state */
 };
+
+static const char not_in_state[] = "-ERR command not valid in this state";
 
 static const struct command commands[] = {
-	{ "USER", cmd_user, IN_AUTH, 1, 1 },
-	{ "PASS", cmd_pass, IN_AUTH, 1, ARGS_ANY },	/* RFC 1939 7: spaces allowed */
-	{ "CAPA", cmd_capa, IN_ANY, 0, 0 },
-	{ "QUIT", cmd_quit, IN_ANY, 0, 0 },
-	{ "STAT", cmd_stat, IN_TRANS, 0, 0 },
-	{ "LIST", cmd_list, IN_TRANS, 0, 1 },
-	{ "RETR", cmd_retr, IN_TRANS, 1, 1 },
-	{ "DELE", cmd_dele, IN_TRANS, 1, 1 },
-	{ "NOOP", cmd_noop, IN_TRANS, 0, 0 },
-	{ "RSET", cmd_rset, IN_TRANS, 0, 0 },
-	{ "TOP", cmd_top, IN_TRANS, 2, 2 },
-	{ "UIDL", cmd_uidl, IN_TRANS, 0, 1 },
-	{ NULL, cmd_unknown, IN_ANY, 0, ARGS_ANY }
+	{ "USER", cmd_user, IN(ST_AUTHORIZATION), ARGS_NAME, not_in_state },
+	/* RFC 1939 section 7: a password may hold spaces. */
+	{ "PASS", cmd_pass, IN(ST_AUTHORIZATION), ARGS_LINE, not_in_state },
+	{ "CAPA", cmd_capa, IN_ANY, ARGS_NONE, not_in_state },
+	{ "QUIT", cmd_quit, IN_ANY, ARGS_NONE, not_in_state },
+	{ "STAT", cmd_stat, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
+	{ "LIST", cmd_list, IN(ST_TRANSACTION), ARGS_MSG_OPT, not_in_state },
+	{ "RETR", cmd_retr, IN(ST_TRANSACTION), ARGS_MSG, not_in_state },
+	{ "DELE", cmd_dele, IN(ST_TRANSACTION), ARGS_MSG, not_in_state },
+	{ "NOOP", cmd_noop, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
+	{ "RSET", cmd_rset, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
+	{ "TOP", cmd_top, IN(ST_TRANSACTION), ARGS_MSG_LINES, not_in_state },
+	{ "UIDL", cmd_uidl, IN(ST_TRANSACTION), ARGS_MSG_OPT, not_in_state },
+	{ NULL, cmd_unknown, IN_ANY, ARGS_UNCHECKED, not_in_state }
 };
 
-/* dispatch - find the verb (any case, RFC 1939 section 3), check, run */
+/*
+ * dispatch - find the verb's row (verbs are case-insensitive, RFC 1939
+ * section 3), hold the command to the row's state and argument rule, and
+ * only then run its handler.
+ */
 static void dispatch(struct session *s, char *line)
 {
 	const struct command *cmd = commands;
@@ -2020,19 +2095,15 @@ static void dispatch(struct session *s, char *line)
 	while (cmd->verb && strcasecmp(cmd->verb, line) != 0)
 		cmd++;
 	split_args(rest ? rest : "", &a);
-	if (cmd->verb && !(cmd->states & (1u << s->state)))
-		bad(s, "-ERR command not valid in this state");
-	else if (a.argc < cmd->min_args)
-		bad(s, "-ERR missing argument");
-	else if (a.argc > cmd->max_args)
-		bad(s, "-ERR too many arguments");
-	else
+	if (!(cmd->states & IN(s->state)))
+		bad(s, "%s", cmd->not_now);
+	else if (check_args(s, cmd->args, &a) == 0)
 		cmd->handler(s, &a);
 }
 
 /* ---------------------------------------------------------------- the session */
 
-/* log_line - with -v, the client's line; never a password */
+/* log_line - with -v, log the client's line, but never a password */
 static void log_line(const char *line)
 {
 	if (!verbose)
@@ -2043,10 +2114,10 @@ static void log_line(const char *line)
 		log_msg("< %s", line);
 }
 
-/* session_end - log how it ended, free the index, drop the locks, close */
+/* session_end - log how the session ended, free the index, drop the locks */
 static void session_end(struct session *s, enum io_status st)
 {
-	if (s->state == TRANSACTION)
+	if (s->state == ST_TRANSACTION)
 		log_msg("%s from %s: session ended without QUIT (%s), nothing deleted",
 			s->login, s->peer, st == IO_TIMEOUT ? "timeout"
 			: s->c->failed ? "write failed" : "connection lost");
@@ -2057,7 +2128,29 @@ static void session_end(struct session *s, enum io_status st)
 		close(s->mboxfd);
 	if (s->lockfd >= 0)
 		close(s->lockfd);	/* drops the session lock */
-	conn_flush(s->c);	/* after: a client back at once after +OK is not IN-USE */
+	/* The last reply goes out only now, after the locks are gone: a client
+	 * that reconnects the moment it reads +OK must not find them held. */
+	conn_flush(s->c);
+}
+
+/* session_conn - set up the buffered connection on socket fd; NULL (after
+ * logging why) if it cannot be */
+static struct conn *session_conn(int fd, const char *peer)
+{
+	struct conn *c;
+
+	/* RETR sends its +OK line, then the record by sendfile: with Nagle's
+	 * algorithm the record would wait for the peer's delayed ACK (40 ms)
+	 * of that line. Not a TCP socket (a socketpair in the fuzzer): fine. */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)) < 0
+	    && errno != EOPNOTSUPP && errno != ENOTSOCK && errno != ENOPROTOOPT)
+		log_msg("%s: TCP_NODELAY: %s", peer, strerror(errno));
+	if (!(c = malloc(sizeof *c)) || conn_init(c, fd, cfg.timeout) < 0) {
+		log_msg("%s: cannot set up the session: %s", peer, strerror(errno));
+		free(c);
+		return NULL;
+	}
+	return c;
 }
 
 /*
@@ -2066,7 +2159,7 @@ static void session_end(struct session *s, enum io_status st)
  */
 static void pop_session(int fd, const char *peer)
 {
-	struct session s = { .peer = peer, .state = AUTHORIZATION, .lockfd = -1,
+	struct session s = { .peer = peer, .state = ST_AUTHORIZATION, .lockfd = -1,
 			     .mboxfd = -1 };
 	enum io_status st = IO_OK;
 	char line[POP_LINE_MAX];
@@ -2074,25 +2167,18 @@ static void pop_session(int fd, const char *peer)
 	int crlf;
 
 	log_msg("connection from %s", peer);
-	/* RETR sends its +OK line, then the record by sendfile: with Nagle's
-	 * algorithm the record would wait for the peer's delayed ACK (40 ms)
-	 * of that line. Not a TCP socket (a socketpair in the fuzzer): fine. */
-	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)) < 0
-	    && errno != EOPNOTSUPP && errno != ENOTSOCK && errno != ENOPROTOOPT)
-		log_msg("%s: TCP_NODELAY: %s", peer, strerror(errno));
-	if (!(s.c = malloc(sizeof *s.c)) || conn_init(s.c, fd, cfg.timeout) < 0) {
-		log_msg("%s: cannot set up the session: %s", peer, strerror(errno));
-		free(s.c);
+	if (!(s.c = session_conn(fd, peer))) {
 		close(fd);
 		return;
 	}
 	reply(&s, "+OK POP3 server ready");
-	while (s.state != CLOSED && !s.c->failed) {
-		/* the whole command within the timeout, so a client dripping a
-		 * byte at a time cannot hold the mailbox lock for ever */
+	while (s.state != ST_CLOSED && !s.c->failed) {
+		/* The whole command must come within the timeout, so that a
+		 * client dripping a byte at a time cannot hold the mailbox lock
+		 * for ever; each reply write gets the timeout afresh. */
 		s.c->deadline_ms = now_ms() + s.c->timeout_ms;
 		st = conn_read_line(s.c, line, sizeof line, &len, &crlf);
-		s.c->deadline_ms = 0;	/* replies: each write within the timeout */
+		s.c->deadline_ms = 0;
 		if (st == IO_TOO_LONG)
 			bad(&s, "-ERR line too long");	/* RFC 2449 section 4 */
 		else if (st != IO_OK)
@@ -2111,14 +2197,15 @@ static void pop_session(int fd, const char *peer)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - the synopsis, on f */
+/* usage - print the synopsis on f */
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: %s [-d spool] [-u userfile] [-l address] [-c maxsessions]\n"
 		"       [-t seconds] [-a msec] [-v] [-h] [port]\n", progname);
 }
 
-/* int_option - a decimal option value in [min, max], else usage and exit 2 */
+/* int_option - a decimal option value in [min, max]; anything else is bad
+ * usage, and exits 2 */
 static int int_option(const char *s, unsigned long min, unsigned long max)
 {
 	unsigned long v;
@@ -2131,7 +2218,7 @@ static int int_option(const char *s, unsigned long min, unsigned long max)
 	return (int)v;
 }
 
-/* parse_options - fill cfg from the command line; exits on -h and errors */
+/* parse_options - fill cfg from the command line; -h and errors exit */
 static void parse_options(int argc, char **argv)
 {
 	int ch;
@@ -2159,6 +2246,7 @@ static void parse_options(int argc, char **argv)
 	}
 }
 
+/* main - read the options, listen, and serve until SIGTERM or SIGINT */
 int main(int argc, char **argv)
 {
 	struct server srv = { .busy_line = "-ERR [SYS/TEMP] too many connections\r\n",
@@ -2170,7 +2258,8 @@ int main(int argc, char **argv)
 	if (!cfg.spool)
 		return 1;
 	srv.userfile = cfg.userfile;
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {	/* a write error is an error, not a death */
+	/* A peer that goes away must be a write error to handle, not a death. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
 		log_msg("cannot ignore SIGPIPE: %s", strerror(errno));
 		return 1;
 	}
