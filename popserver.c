@@ -1088,10 +1088,31 @@ static int serve(struct server *srv)
 
 /* <<< shared: server */
 
-/* ---------------------------------------------------------------- file helpers */
+/* ---------------------------------------------------------------- mailbox files (DESIGN.md "Record format") */
 
-/* read_at - read up to n bytes at offset off, short only at end of file */
-static ssize_t read_at(int fd, char *buf, size_t n, off_t off)
+/* >>> shared: mailbox - mailbox files: positioned I/O, record ends, mail in other formats (smtpmail.c, popserver.c) */
+
+enum {
+	MBOX_CHUNK = 4096,	/* the scans below read this much at a time */
+	TRACE_WINDOW = 2048	/* where smtpmail's trace lines must show */
+};
+
+/* What a mailbox holds past its last complete record (DESIGN.md). */
+enum mailbox_shape {
+	SHAPE_RECORDS,		/* nothing: it is all records */
+	SHAPE_OUR_TAIL,		/* the start of a record of ours: a crashed append */
+	SHAPE_FOREIGN		/* mail written by another hand: convert, never cut */
+};
+
+/* A file written through a buffer, for the conversion below. */
+struct file_out {
+	int fd;
+	size_t len;
+	char data[MBOX_CHUNK];
+};
+
+/* pread_full - read up to n bytes at offset off; short only at end of file */
+static ssize_t pread_full(int fd, char *buf, size_t n, off_t off)
 {
 	size_t done = 0;
 
@@ -1108,7 +1129,7 @@ static ssize_t read_at(int fd, char *buf, size_t n, off_t off)
 	return (ssize_t)done;
 }
 
-/* write_all - write n bytes to a file, short writes and EINTR included */
+/* write_all - write n bytes at the file offset, short writes and EINTR included */
 static int write_all(int fd, const char *buf, size_t n)
 {
 	while (n > 0) {
@@ -1116,13 +1137,294 @@ static int write_all(int fd, const char *buf, size_t n)
 
 		if (k < 0 && errno == EINTR)
 			continue;
-		if (k <= 0)
+		if (k <= 0) {
+			if (k == 0)
+				errno = EIO;	/* cannot happen for a regular file */
 			return -1;
+		}
 		buf += k;
 		n -= (size_t)k;
 	}
 	return 0;
 }
+
+/* sync_dir - fsync a directory, so that the names in it are durable */
+static int sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
+
+	if (fd < 0)
+		return -1;
+	r = fsync(fd);
+	return close(fd) < 0 || r < 0 ? -1 : 0;
+}
+
+/*
+ * last_record_end - the end of the last complete record among fd's first
+ * size bytes: just after its last CRLF "." CRLF, or 0 if there is none.
+ * The search goes backwards in bounded chunks, so it costs little however
+ * large the mailbox is. Returns -1 if the file cannot be read.
+ */
+static off_t last_record_end(int fd, off_t size)
+{
+	static const char mark[] = "\r\n.\r\n";
+	char buf[MBOX_CHUNK + 4];
+	off_t pos = size;
+
+	while (pos > 0) {
+		size_t want = pos > MBOX_CHUNK ? MBOX_CHUNK : (size_t)pos;
+		off_t start = pos - (off_t)want;
+		size_t more = size - pos < 4 ? (size_t)(size - pos) : 4;
+		ssize_t have = pread_full(fd, buf, want + more, start);
+
+		if (have < 0)
+			return -1;
+		for (size_t i = (size_t)have >= 5 ? (size_t)have - 4 : 0; i-- > 0;)
+			if (i < want && memcmp(buf + i, mark, 5) == 0)
+				return start + (off_t)i + 5;
+		pos = start;
+	}
+	return 0;
+}
+
+/* find_bytes - where the m bytes of needle first occur in hay[0 .. n), or NULL */
+static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t m)
+{
+	for (size_t i = 0; m <= n && i <= n - m; i++)
+		if (memcmp(hay + i, needle, m) == 0)
+			return hay + i;
+	return NULL;
+}
+
+/*
+ * tail_is_ours - 1 if the n bytes of a tail (whole: all of it) start like a
+ * record that smtpmail writes: a Return-Path line, then a Received line
+ * that names smtpmail, or only the start of those lines, cut short by a
+ * crash. Only such a tail may be cut back (DESIGN.md); anything else is
+ * somebody's mail.
+ */
+static int tail_is_ours(const char *tail, size_t n, int whole)
+{
+	static const char first[] = "Return-Path: <", second[] = "Received: from ";
+	const char *p = tail, *end = tail + n;
+
+	if (memcmp(tail, first, n < sizeof first - 1 ? n : sizeof first - 1) != 0)
+		return 0;
+	if (find_bytes(tail, n, " (smtpmail) with ", 17))
+		return 1;
+	if (!whole)
+		return 0;
+	/* Cut short before the name: at most the Return-Path line, the start of
+	 * the Received line and the start of its first continuation line. */
+	for (int line = 0; p < end; line++) {
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		size_t len = lf ? (size_t)(lf - p) + 1 : (size_t)(end - p);
+
+		if (line > 2 || (lf && (lf == p || lf[-1] != '\r'))
+		    || (line == 1 && memcmp(p, second, len < 15 ? len : 15) != 0)
+		    || (line == 2 && p[0] != '\t'))
+			return 0;
+		p += len;
+	}
+	return 1;
+}
+
+/*
+ * mailbox_shape - what fd's first size bytes hold past the last complete
+ * record, which goes to *end. A UTF-8 byte order mark at the start (an
+ * editor's) makes a hand-written file too. Returns -1 on a read error.
+ */
+static int mailbox_shape(int fd, off_t size, off_t *end)
+{
+	char buf[TRACE_WINDOW];
+	ssize_t n = pread_full(fd, buf, 3, 0);
+
+	if (n < 0 || (*end = last_record_end(fd, size)) < 0)
+		return -1;
+	if (n == 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
+		return SHAPE_FOREIGN;
+	if (*end == size)
+		return SHAPE_RECORDS;
+	n = pread_full(fd, buf, sizeof buf, *end);
+	if (n < 0)
+		return -1;
+	return tail_is_ours(buf, (size_t)n, *end + n == size) ? SHAPE_OUR_TAIL : SHAPE_FOREIGN;
+}
+
+/* out_add - append n bytes to the buffered output file */
+static int out_add(struct file_out *o, const char *p, size_t n)
+{
+	if (n > sizeof o->data - o->len) {
+		if (write_all(o->fd, o->data, o->len) < 0)
+			return -1;
+		o->len = 0;
+		if (n > sizeof o->data)
+			return write_all(o->fd, p, n);
+	}
+	memcpy(o->data + o->len, p, n);
+	o->len += n;
+	return 0;
+}
+
+/* out_copy - append bytes [off, off + len) of file in */
+static int out_copy(struct file_out *o, int in, off_t off, off_t len)
+{
+	char buf[MBOX_CHUNK];
+
+	while (len > 0) {
+		ssize_t k = pread_full(in, buf, len < MBOX_CHUNK ? (size_t)len : MBOX_CHUNK, off);
+
+		if (k == 0)
+			errno = EIO;	/* shorter than it was a moment ago */
+		if (k <= 0 || out_add(o, buf, (size_t)k) < 0)
+			return -1;
+		off += k;
+		len -= k;
+	}
+	return 0;
+}
+
+/*
+ * line_at - the line of file in that starts at off: *text_end is where its
+ * text ends (before CR LF, or LF alone, or the end of the file), *next
+ * where the next line starts; its first byte goes to *first (-1: empty).
+ */
+static int line_at(int in, off_t off, off_t size, off_t *text_end, off_t *next, int *first)
+{
+	char buf[MBOX_CHUNK];
+	int before = -1;	/* the byte before the chunk: a CR, perhaps */
+
+	*first = -1;
+	for (off_t pos = off; pos < size;) {
+		ssize_t k = pread_full(in, buf, size - pos < MBOX_CHUNK ? (size_t)(size - pos)
+					: MBOX_CHUNK, pos);
+		char *lf = k > 0 ? memchr(buf, '\n', (size_t)k) : NULL;
+
+		if (k == 0)
+			errno = EIO;	/* shorter than it was a moment ago */
+		if (k <= 0)
+			return -1;
+		if (pos == off)
+			*first = (unsigned char)buf[0];
+		if (lf) {
+			int cr = lf > buf ? lf[-1] == '\r' : before == '\r';
+
+			*next = pos + (lf - buf) + 1;
+			*text_end = *next - 1 - (cr && *next - 1 > off);
+			*first = *text_end > off ? *first : -1;
+			return 0;
+		}
+		before = (unsigned char)buf[k - 1];
+		pos += k;
+	}
+	/* The last line has no LF: a CR just before the end is its line end. */
+	*next = size;
+	*text_end = size - (before == '\r' && size > off);
+	*first = *text_end > off ? *first : -1;
+	return 0;
+}
+
+/*
+ * convert_lines - write [from, size) of file in as records: a line holding
+ * only "." ends a message (the assignment's format), every line ends in
+ * CR LF, a line that starts with "." gets another (dot-stuffing), and a
+ * message that lacks its "." line gets one. Empty messages are dropped.
+ * Returns how many messages were written, or -1.
+ */
+static long convert_lines(int in, off_t from, off_t size, struct file_out *o)
+{
+	long messages = 0, lines = 0;
+	off_t off = from, text_end, next;
+	int first;
+
+	while (off < size) {
+		if (line_at(in, off, size, &text_end, &next, &first) < 0)
+			return -1;
+		if (first == '.' && text_end == off + 1) {
+			if (lines > 0 && out_add(o, ".\r\n", 3) < 0)
+				return -1;
+			messages += lines > 0;
+			lines = 0;
+		} else if ((first == '.' && out_add(o, ".", 1) < 0)
+			   || out_copy(o, in, off, text_end - off) < 0 || out_add(o, "\r\n", 2) < 0)
+			return -1;
+		else
+			lines++;
+		off = next;
+	}
+	if (lines > 0 && out_add(o, ".\r\n", 3) < 0)
+		return -1;
+	return messages + (lines > 0);
+}
+
+/*
+ * write_converted - create tmp and write into it the records of fd as they
+ * are, then the rest converted (a byte order mark at the start is left
+ * out); fsync it. Returns the number of messages converted, or -1.
+ */
+static long write_converted(int fd, off_t size, off_t end, const char *tmp)
+{
+	struct file_out o = { .len = 0 };
+	char bom[3];
+	off_t skip = 0;
+	long messages = -1;
+
+	if (pread_full(fd, bom, 3, 0) == 3 && memcmp(bom, "\xEF\xBB\xBF", 3) == 0)
+		skip = 3;
+	/* A leftover tmp (a crash) that is a link elsewhere must not be followed. */
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -1;
+	o.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (o.fd < 0)
+		return -1;
+	if (end <= skip || out_copy(&o, fd, skip, end - skip) == 0)
+		messages = convert_lines(fd, end > skip ? end : skip, size, &o);
+	if (messages >= 0 && (write_all(o.fd, o.data, o.len) < 0 || fsync(o.fd) < 0))
+		messages = -1;
+	if (close(o.fd) < 0)
+		messages = -1;
+	return messages;
+}
+
+/*
+ * convert_mailbox - turn a mailbox written by another hand into records,
+ * once and atomically, the way a POP3 update replaces a mailbox: write
+ * path.new, fsync it, rename it over path, fsync the directory. The caller
+ * holds the write lock, and must open path again afterwards. A failure
+ * before the rename leaves path as it was. Returns 0, or -1 (logged).
+ */
+static int convert_mailbox(int fd, const char *path, off_t size, off_t end)
+{
+	char tmp[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
+	const char *slash = strrchr(path, '/');
+	int n = snprintf(tmp, sizeof tmp, "%s.new", path);
+	long messages;
+
+	if (n < 0 || (size_t)n >= sizeof tmp || !slash || (size_t)(slash - path) >= sizeof dir) {
+		log_msg("%s: path too long to convert", path);
+		return -1;
+	}
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	messages = write_converted(fd, size, end, tmp);
+	if (messages < 0 || rename(tmp, path) < 0) {
+		log_msg("%s: cannot convert to records: %s", path, strerror(errno));
+		if (unlink(tmp) < 0 && errno != ENOENT)
+			log_msg("cannot remove %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	log_msg("%s: written by another hand: converted to records (%ld messages in %lld bytes)",
+		path, messages, (long long)(size - end));
+	if (sync_dir(dir) < 0) {
+		log_msg("%s: fsync of the directory after converting: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* <<< shared: mailbox */
+
+/* ---------------------------------------------------------------- file helpers */
 
 /*
  * copy_range - copy bytes [off, off + len) of the mailbox file in to out,
@@ -1158,7 +1460,7 @@ static int copy_range(int in, off_t off, off_t len, int out, struct conn *peer)
 #endif
 	while (len > 0) {
 		size_t want = len < (off_t)sizeof buf ? (size_t)len : sizeof buf;
-		ssize_t k = read_at(in, buf, want, off);
+		ssize_t k = pread_full(in, buf, want, off);
 
 		if (k <= 0 || (peer ? conn_write(peer, buf, (size_t)k)
 			       : write_all(out, buf, (size_t)k)) < 0)
@@ -1497,7 +1799,7 @@ static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off
 		return -1;
 	while (off < to && rc == 0) {
 		size_t want = to - off < SCAN_CHUNK ? (size_t)(to - off) : SCAN_CHUNK;
-		ssize_t n = read_at(fd, buf, want, off);
+		ssize_t n = pread_full(fd, buf, want, off);
 		ssize_t used;
 
 		if (n <= 0) {
@@ -1606,44 +1908,61 @@ static int check_password(const char *user, const char *password, struct account
 }
 
 /*
- * complete_end - the end of the last complete record of fd's first size
- * bytes: just after its last CRLF "." CRLF (DESIGN.md: anything after it
- * is a crashed tail), searched backwards in bounded chunks as smtpmail's
- * trim does. Under the write lock: a delivery may trim and overwrite that
- * tail as soon as the lock is released, so the index must stop before it.
+ * open_records - open mymailbox, never through a symbolic link, and check
+ * that it is a regular file with one link. Returns NULL (s->mboxfd is -1
+ * when there is no mailbox yet: no mail), or the -ERR reply saying why not.
  */
-static off_t complete_end(int fd, off_t size)
+static const char *open_records(struct session *s, const char *path, struct stat *st)
 {
-	static const char mark[] = "\r\n.\r\n";
-	char buf[SCAN_TAIL + 4];
-	off_t pos = size;
-
-	while (pos > 0) {
-		size_t want = pos > SCAN_TAIL ? SCAN_TAIL : (size_t)pos;
-		off_t start = pos - (off_t)want;
-		size_t more = size - pos < 4 ? (size_t)(size - pos) : 4;
-		ssize_t have = read_at(fd, buf, want + more, start);
-
-		if (have < 0)
-			return -1;
-		for (size_t i = (size_t)have >= 5 ? (size_t)have - 4 : 0; i-- > 0;)
-			if (i < want && memcmp(buf + i, mark, 5) == 0)
-				return start + (off_t)i + 5;
-		pos = start;
-	}
-	return 0;
+	s->mboxfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (s->mboxfd < 0 && errno == ENOENT)
+		return NULL;
+	if (s->mboxfd < 0)
+		return errno == ELOOP ? "-ERR [SYS/PERM] mailbox is a symbolic link"
+				      : "-ERR [SYS/TEMP] cannot open mailbox";
+	if (fstat(s->mboxfd, st) < 0)
+		return "-ERR [SYS/TEMP] cannot open mailbox";
+	if (!S_ISREG(st->st_mode) || st->st_nlink != 1)
+		return "-ERR [SYS/PERM] mailbox is not a regular file";
+	return NULL;
 }
 
 /*
- * open_mailbox - open mymailbox under the write lock; to *size the end of
- * its last complete record then (DESIGN.md POP3 step 2): bytes below it
- * never change during the session. It returns NULL on success, else the
- * -ERR reply that says why not.
+ * records_end - to *size the end of the last complete record. A mailbox
+ * written by another hand (the assignment's format: LF or CRLF lines, a
+ * "." line between messages) is first converted to records, once, so that
+ * every message of it is served; a crashed tail of smtpmail's is left for
+ * the next delivery to cut. Returns NULL, or the -ERR reply.
+ */
+static const char *records_end(struct session *s, const char *path, struct stat *st,
+			       off_t *size)
+{
+	const char *err;
+	int shape = mailbox_shape(s->mboxfd, st->st_size, size);
+
+	if (shape == SHAPE_FOREIGN) {
+		if (convert_mailbox(s->mboxfd, path, st->st_size, *size) < 0)
+			return "-ERR [SYS/TEMP] cannot convert mailbox, try again later";
+		close_fd(s->mboxfd, "mailbox");	/* it names the file replaced */
+		if ((err = open_records(s, path, st)) != NULL)
+			return err;
+		if (s->mboxfd < 0)
+			return "-ERR [SYS/TEMP] mailbox gone while converting";
+		shape = mailbox_shape(s->mboxfd, st->st_size, size);
+	}
+	return shape < 0 ? "-ERR [SYS/TEMP] cannot read mailbox, try again later" : NULL;
+}
+
+/*
+ * open_mailbox - open mymailbox under the write lock and put in *size the
+ * end of its last complete record then (DESIGN.md POP3 step 2): bytes
+ * below it never change during the session. It returns NULL on success,
+ * else the -ERR reply that says why not.
  */
 static const char *open_mailbox(struct session *s, off_t *size)
 {
 	char path[PATH_TEXT_MAX];
-	const char *err = NULL;
+	const char *err;
 	struct stat st;
 
 	*size = 0;
@@ -1651,16 +1970,9 @@ static const char *open_mailbox(struct session *s, off_t *size)
 		return "-ERR [SYS/PERM] mailbox path too long";
 	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0)
 		return "-ERR [SYS/TEMP] mailbox busy, try again later";
-	s->mboxfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (s->mboxfd < 0 && errno != ENOENT)	/* ENOENT: no mail yet, empty */
-		err = errno == ELOOP ? "-ERR [SYS/PERM] mailbox is a symbolic link"
-		      : "-ERR [SYS/TEMP] cannot open mailbox";
-	else if (s->mboxfd >= 0 && fstat(s->mboxfd, &st) < 0)
-		err = "-ERR [SYS/TEMP] cannot open mailbox";
-	else if (s->mboxfd >= 0 && (!S_ISREG(st.st_mode) || st.st_nlink != 1))
-		err = "-ERR [SYS/PERM] mailbox is not a regular file";
-	else if (s->mboxfd >= 0 && (*size = complete_end(s->mboxfd, st.st_size)) < 0)
-		err = "-ERR [SYS/TEMP] cannot read mailbox, try again later";
+	err = open_records(s, path, &st);
+	if (!err && s->mboxfd >= 0)
+		err = records_end(s, path, &st, size);
 	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0 && !err)
 		err = "-ERR [SYS/TEMP] cannot unlock mailbox";
 	return err;
@@ -1841,7 +2153,7 @@ static void cmd_top(struct session *s, const struct args *a)
 	for (off = m->offset, end = m->offset + m->length;
 	     off < end && !done && !s->c->failed;) {
 		size_t want = end - off < (off_t)chunk ? (size_t)(end - off) : chunk;
-		ssize_t n = read_at(s->mboxfd, buf, want, off);
+		ssize_t n = pread_full(s->mboxfd, buf, want, off);
 		size_t k;
 
 		chunk = chunk < sizeof buf / 2 ? chunk * 2 : sizeof buf;
@@ -1906,7 +2218,7 @@ static void cmd_uidl(struct session *s, const struct args *a)
 
 /*
  * write_kept - write to out the records of [0, N) that are not deleted,
- * then the mail that arrived during the session, [N, tail). Adjacent kept
+ * then all that arrived during the session, [N, tail). Adjacent kept
  * records are copied as one range, so a mailbox with few deletions costs
  * few copies.
  */
@@ -1937,33 +2249,22 @@ static int write_kept(struct session *s, int out, off_t tail)
 	return 0;
 }
 
-/* sync_dir - fsync the mailbox directory, so the rename is on disk */
-static int sync_dir(const char *login)
-{
-	char path[PATH_TEXT_MAX];
-	int fd, rc;
-
-	if (spool_path(path, sizeof path, cfg.spool, login, NULL) < 0
-	    || (fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		return -1;
-	rc = fsync(fd);
-	if (close(fd) < 0)
-		rc = -1;
-	return rc;
-}
-
 /* write_new - write mymailbox.new: the kept records and the complete new
  * mail, fsynced before anything renames it */
 static int write_new(struct session *s, const char *path)
 {
 	struct stat st;
-	off_t tail;
-	int out, rc = -1;
+	off_t end;
+	int out, shape, rc = -1;
 
-	/* Bytes below N never changed; mail that came since is in [N, size). */
+	/* Bytes below N never changed; what came since is in [N, size), and is
+	 * kept: the complete records, and a partial tail too unless it is a
+	 * crashed append of smtpmail's (DESIGN.md: anything else is mail). */
 	if (fstat(s->mboxfd, &st) < 0 || st.st_size < s->ix.end
-	    || scan_records(s->mboxfd, s->ix.end, st.st_size, NULL, &tail) < 0)
+	    || (shape = mailbox_shape(s->mboxfd, st.st_size, &end)) < 0)
 		return -1;
+	if (shape != SHAPE_OUR_TAIL || end < s->ix.end)
+		end = st.st_size;
 	/* A fresh file: a leftover mymailbox.new (a crash) that is a link to
 	 * some other file must not have that file truncated and rewritten. */
 	if (unlink(path) < 0 && errno != ENOENT)
@@ -1971,7 +2272,7 @@ static int write_new(struct session *s, const char *path)
 	out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (out < 0)
 		return -1;
-	if (write_kept(s, out, tail) == 0 && fsync(out) == 0)
+	if (write_kept(s, out, end) == 0 && fsync(out) == 0)
 		rc = 0;
 	if (close(out) < 0)
 		rc = -1;
@@ -1985,11 +2286,12 @@ static int write_new(struct session *s, const char *path)
  */
 static int update_mailbox(struct session *s)
 {
-	char path[PATH_TEXT_MAX], tmp[PATH_TEXT_MAX];
+	char path[PATH_TEXT_MAX], tmp[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
 	int rc = -1;
 
 	if (spool_path(path, sizeof path, cfg.spool, s->login, "mymailbox") < 0
 	    || spool_path(tmp, sizeof tmp, cfg.spool, s->login, "mymailbox.new") < 0
+	    || spool_path(dir, sizeof dir, cfg.spool, s->login, NULL) < 0
 	    || lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0) {
 		log_msg("%s: update: cannot lock: %s", s->login, strerror(errno));
 		return -1;
@@ -2001,7 +2303,7 @@ static int update_mailbox(struct session *s)
 		if (unlink(tmp) < 0 && errno != ENOENT)
 			log_msg("%s: cannot remove %s: %s", s->login, tmp, strerror(errno));
 	}
-	if (rc == 0 && sync_dir(s->login) < 0) {
+	if (rc == 0 && sync_dir(dir) < 0) {
 		log_msg("%s: fsync of the directory: %s", s->login, strerror(errno));
 		rc = -1;	/* the rename may not survive a crash: no +OK */
 	}

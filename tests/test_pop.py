@@ -31,6 +31,13 @@ def make_record(body_lines, headers=None):
     return stored + b"." + CRLF, b"".join(l + CRLF for l in lines)
 
 
+# The trace lines that start every record smtpmail writes: a tail that
+# starts with them is a crashed append of smtpmail's (DESIGN.md), which may
+# be cut; any other tail is mail written by another hand.
+TRACE = (b"Return-Path: <crash@example.org>\r\nReceived: from c ([127.0.0.1])\r\n"
+         b"\tby mx.test.example (smtpmail) with SMTP id CRASH\r\n")
+
+
 class PopTest(MailTest):
     """MailTest plus a mailbox writer and POP3 clients."""
 
@@ -396,7 +403,8 @@ class Update(PopTest):
         self.assertEqual(self.mailbox("alice"), self.stored(0, 1, 2, 3) + new)
 
     def test_crashed_tail_serves_complete_records_only(self):
-        tail = b"Return-Path: <x@y>\r\nSubject: half\r\n\r\nhalf a mess"
+        # A crashed append of smtpmail's: its trace lines, then half a message.
+        tail = TRACE + b"Subject: half\r\n\r\nhalf a mess"
         self.put("alice", self.stored(0, 1), tail=tail)
         with self.raw("alice") as r:
             self.assertEqual(r.cmd("STAT"), "+OK 2 %d"
@@ -404,7 +412,7 @@ class Update(PopTest):
             self.assertEqual(r.cmd("RETR 3"), "-ERR no such message")
             r.cmd("QUIT")
         # A tail that ends inside the terminator itself: ".\r" only.
-        self.put("alice", self.stored(0), tail=b"Subject: x\r\n\r\nbody\r\n.\r")
+        self.put("alice", self.stored(0), tail=TRACE + b"Subject: x\r\n\r\nbody\r\n.\r")
         with self.raw("alice") as r:
             self.assertTrue(r.cmd("STAT").startswith("+OK 1 "))
             r.cmd("DELE 1")
@@ -854,7 +862,7 @@ class Big(PopTest):
         import fcntl
         parts = [b"Return-Path: <a@b>\r\nReceived: id L%d\r\n\r\nbody %d\r\n.\r\n"
                  % (i, i) for i in range(150000)]
-        self.put("alice", *parts, tail=b"Return-Path: <crash@x>\r\n" + b"y" * 8000)
+        self.put("alice", *parts, tail=TRACE + b"y" * 8000)
         end = len(b"".join(parts))
         self.pop()
         lock = os.open(self.mailbox_path("alice") + ".lock", os.O_RDWR | os.O_CREAT, 0o600)

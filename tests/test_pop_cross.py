@@ -12,6 +12,7 @@ import threading
 import time
 
 from harness import HOSTNAME, MailTest, binary
+from test_pop import TRACE
 
 CRLF = b"\r\n"
 
@@ -106,7 +107,7 @@ class RoundTrip(CrossTest):
         first = message(b"first", [b"one"])
         self.send(first)
         with open(self.mailbox_path("alice"), "ab") as f:
-            f.write(b"Return-Path: <crash@example.org>\r\nSubject: half\r\n\r\nhal")
+            f.write(TRACE + b"Subject: half\r\n\r\nhal")   # a crashed append of smtpmail's
         got = self.fetch_all()
         self.assertEqual(len(got), 1)   # only the complete record is served
         second = message(b"second", [b"two", b"."])
@@ -122,7 +123,7 @@ class RoundTrip(CrossTest):
         first = message(b"first", [b"one"])
         self.send(first)
         with open(self.mailbox_path("alice"), "ab") as f:
-            f.write(b"Return-Path: <crash@example.org>\r\n\r\npart")
+            f.write(TRACE + b"\r\npart")   # a crashed append of smtpmail's
         p = poplib.POP3("127.0.0.1", self.pop.port, timeout=30)
         p.user("alice")
         p.pass_("alicepw")
