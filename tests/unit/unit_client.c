@@ -1,0 +1,363 @@
+/*
+ * unit_client.c - table-driven unit tests of mailclient.c's pure
+ * functions: RFC 5322 dates and zones, the assignment's X@Y addresses,
+ * UTF-8 character lengths, and the 998-octet line split.
+ *
+ *   cc -O1 -g -fsanitize=address,undefined -Wall -Wextra -Werror \
+ *      -Dmain=mailclient_main -o build/unit/unit_client tests/unit/unit_client.c
+ *   build/unit/unit_client [group]      (tests/test_unit.py does this)
+ *
+ * Expected values come from RFC 5322, RFC 3629 and the assignment, not
+ * from running the code (the epoch seconds were worked out with Python's
+ * calendar.timegm). Where the code disagrees with an RFC the case is left
+ * out, with a comment saying "DISAGREES" and why.
+ */
+#include "../../mailclient.c"
+#include "unit.h"
+
+#include <limits.h>
+
+/* ---------------------------------------------------------------- parse_date */
+
+#define BAD_DATE LLONG_MIN	/* rc -1 expected; the time is not looked at */
+
+static const struct {
+	const char *name, *date;
+	long long when;		/* seconds since the epoch, or BAD_DATE */
+} date_cases[] = {
+	/* RFC 5322 3.3: [day-of-week ","] day month year hour ":" minute
+	 * [":" second] zone */
+	{ "epoch", "Thu, 01 Jan 1970 00:00:00 +0000", 0 },
+	{ "no weekday, one-digit day, no seconds", "1 Jan 1970 00:00 +0000", 0 },
+	{ "no space after the comma", "Thu,01 Jan 1970 00:00:00 +0000", 0 },
+	{ "leading FWS", "  \tThu, 01 Jan 1970 00:00:00 +0000", 0 },
+	{ "month in capitals", "Thu, 01 JAN 1970 00:00:00 +0000", 0 },	/* RFC 5234 2.3 */
+	{ "comment after", "Thu, 01 Jan 1970 00:00:00 +0000 (UTC)", 0 },
+	{ "UTC", "Mon, 23 Nov 2026 09:03:00 +0000", 1795424580 },
+	{ "+0100", "Mon, 23 Nov 2026 10:03:00 +0100", 1795424580 },
+	{ "-0800", "Mon, 23 Nov 2026 01:03:00 -0800", 1795424580 },
+	{ "+0530", "Mon, 23 Nov 2026 14:33:00 +0530", 1795424580 },
+	{ "-0000", "Mon, 23 Nov 2026 09:03:00 -0000", 1795424580 },
+	{ "west across midnight", "Wed, 31 Dec 1969 23:00:00 -0100", 0 },
+	/* RFC 5322 4.3: obsolete zones */
+	{ "UT", "Mon, 23 Nov 2026 09:03:00 UT", 1795424580 },
+	{ "GMT", "Mon, 23 Nov 2026 09:03:00 GMT", 1795424580 },
+	{ "EST", "Mon, 23 Nov 2026 04:03:00 EST", 1795424580 },
+	{ "EDT", "Mon, 23 Nov 2026 05:03:00 EDT", 1795424580 },
+	{ "CST", "Mon, 23 Nov 2026 03:03:00 CST", 1795424580 },
+	{ "CDT", "Mon, 23 Nov 2026 04:03:00 CDT", 1795424580 },
+	{ "MST", "Mon, 23 Nov 2026 02:03:00 MST", 1795424580 },
+	{ "MDT", "Mon, 23 Nov 2026 03:03:00 MDT", 1795424580 },
+	{ "PST", "Mon, 23 Nov 2026 01:03:00 PST", 1795424580 },
+	{ "PDT", "Mon, 23 Nov 2026 02:03:00 PDT", 1795424580 },
+	/* military and unknown zones: "-0000" (RFC 5322 4.3) */
+	{ "military Z", "Mon, 23 Nov 2026 09:03:00 Z", 1795424580 },
+	{ "military A", "Mon, 23 Nov 2026 09:03:00 A", 1795424580 },
+	{ "unknown zone", "Mon, 23 Nov 2026 09:03:00 XYZ", 1795424580 },
+	/* RFC 5322 4.3: two-digit years */
+	{ "year 70", "01 Jan 70 00:00 +0000", 0 },
+	{ "year 00", "01 Jan 00 00:00 +0000", 946684800 },
+	{ "year 49", "01 Jan 49 00:00 +0000", 2493072000LL },
+	{ "year 50", "01 Jan 50 00:00 +0000", -631152000 },
+	{ "leap day", "Sat, 29 Feb 2020 12:00:00 +0000", 1582977600 },
+	{ "2100 is no leap year", "Mon, 1 Mar 2100 00:00:00 +0000", 4107542400LL },
+	{ "leap second", "Sat, 31 Dec 2016 23:59:60 +0000", 1483228800 },	/* RFC 5322 3.3 */
+	{ "before the epoch", "Wed, 31 Dec 1969 23:59:59 +0000", -1 },
+	{ "received line tail", " Fri, 31 Dec 1999 23:59 +0000", 946684740 },
+	/* not dates */
+	{ "empty", "", BAD_DATE },
+	{ "garbage", "garbage", BAD_DATE },
+	{ "weekday only", "Thu, ", BAD_DATE },
+	{ "weekday without comma", "Thu 01 Jan 1970 00:00:00 +0000", BAD_DATE },
+	{ "day 32", "32 Jan 2020 00:00 +0000", BAD_DATE },
+	{ "day 0", "0 Jan 2020 00:00 +0000", BAD_DATE },
+	{ "unknown month", "01 Foo 2020 00:00 +0000", BAD_DATE },
+	{ "month spelled out", "01 January 2020 00:00 +0000", BAD_DATE },
+	{ "hour 24", "01 Jan 2020 24:00 +0000", BAD_DATE },
+	{ "negative hour", "01 Jan 2020 -1:00 +0000", BAD_DATE },
+	{ "minute 60", "01 Jan 2020 23:60 +0000", BAD_DATE },
+	{ "second 61", "01 Jan 2020 23:59:61 +0000", BAD_DATE },
+	{ "no minutes", "01 Jan 2020 09 +0000", BAD_DATE },
+	{ "no time", "01 Jan 2020", BAD_DATE },
+	{ "US order", "Jan 01 2020 00:00 +0000", BAD_DATE },
+	{ "ISO 8601", "2020-01-01T00:00:00Z", BAD_DATE },
+	/*
+	 * DISAGREES, left out:
+	 * - RFC 5322 4.3: "any three digit year" is read by adding 1900;
+	 *   parse_date takes "01 Jan 126 00:00 +0000" as the year 126, not 2026.
+	 *     { "three-digit year", "01 Jan 126 00:00 +0000", 1767225600 },
+	 * - RFC 5322 3.3: a date-time MUST be semantically valid (the day
+	 *   within the month, the day-of-week the one the date implies);
+	 *   parse_date takes "30 Feb 2020" (as 1 Mar) and "Fri, 01 Jan 1970".
+	 *     { "30 February", "30 Feb 2020 00:00 +0000", BAD_DATE },
+	 *     { "wrong weekday", "Fri, 01 Jan 1970 00:00:00 +0000", BAD_DATE },
+	 * - RFC 5322 3.3: the zone is not optional, and is "+"/"-" 4DIGIT;
+	 *   parse_date reads a missing zone, or "+05", as UTC.
+	 *     { "no zone", "01 Jan 1970 00:00:00", BAD_DATE },
+	 */
+	{ NULL, NULL, 0 }
+};
+
+static void group_parse_date(void)
+{
+	for (int i = 0; date_cases[i].name; i++) {
+		time_t t = 12345;
+		int rc = parse_date(date_cases[i].date, &t);
+
+		unit_long("parse_date", date_cases[i].name,
+			  date_cases[i].when == BAD_DATE ? -1 : 0, rc);
+		if (rc == 0 && date_cases[i].when != BAD_DATE)
+			unit_long("parse_date time", date_cases[i].name, date_cases[i].when,
+				  (long long)t);
+	}
+	if (sizeof(time_t) > 4) {	/* past 2038 where time_t has room */
+		time_t t = 0;
+
+		unit_long("parse_date", "2038", 0,
+			  parse_date("Tue, 19 Jan 2038 03:14:08 +0000", &t));
+		unit_long("parse_date time", "2038", 2147483648LL, (long long)t);
+	}
+}
+
+/* ---------------------------------------------------------------- zone_offset */
+
+static const struct {
+	const char *zone;
+	long east;		/* seconds east of UTC */
+} zone_cases[] = {
+	/* RFC 5322 3.3: ( "+" / "-" ) 4DIGIT, hours and minutes */
+	{ "+0000", 0 }, { "-0000", 0 }, { "+0100", 3600 }, { "-0800", -28800 },
+	{ "+0530", 19800 }, { "-0330", -12600 }, { "+1400", 50400 }, { "-1200", -43200 },
+	/* RFC 5322 4.3: obsolete zones */
+	{ "UT", 0 }, { "GMT", 0 },
+	{ "EST", -5 * 3600 }, { "EDT", -4 * 3600 }, { "CST", -6 * 3600 },
+	{ "CDT", -5 * 3600 }, { "MST", -7 * 3600 }, { "MDT", -6 * 3600 },
+	{ "PST", -8 * 3600 }, { "PDT", -7 * 3600 },
+	{ "est", -5 * 3600 },	/* RFC 5234 2.3: strings are case-insensitive */
+	{ "pdt", -7 * 3600 },
+	/* military and other alphabetic zones: "-0000" */
+	{ "Z", 0 }, { "A", 0 }, { "M", 0 }, { "Y", 0 }, { "CET", 0 }, { "XYZ", 0 },
+	{ NULL, 0 }
+};
+
+static void group_zone_offset(void)
+{
+	for (int i = 0; zone_cases[i].zone; i++)
+		unit_long("zone_offset", zone_cases[i].zone, zone_cases[i].east,
+			  zone_offset(zone_cases[i].zone));
+}
+
+/* ---------------------------------------------------------------- parse_address */
+
+static const struct {
+	const char *name, *in;
+	const char *out;	/* NULL: -1 expected */
+} address_cases[] = {
+	/* the assignment: "From: <username> @ <domain name>", where a space
+	 * is shown "one or more spaces can be there"; the format is X@Y */
+	{ "assignment example", "agupta@10.5.20.22", "agupta@10.5.20.22" },
+	{ "spaces around @", "agupta @ 10.5.20.22", "agupta@10.5.20.22" },
+	{ "many spaces", "   ng   @   10.5.21.32   ", "ng@10.5.21.32" },
+	{ "space before @ only", "ag @iitkgp.edu", "ag@iitkgp.edu" },
+	{ "space after @ only", "ag@ iitkgp.edu", "ag@iitkgp.edu" },
+	{ "dotted", "first.last@mail.example.com", "first.last@mail.example.com" },
+	{ "no @", "agupta", NULL },
+	{ "empty", "", NULL },
+	{ "spaces only", "   ", NULL },
+	{ "no X", "@10.5.20.22", NULL },
+	{ "no Y", "agupta@", NULL },
+	{ "no X, spaces", "  @ b", NULL },
+	{ "no Y, spaces", "a @  ", NULL },
+	{ "two @", "a@b@c", NULL },
+	{ "space inside X", "a b@c", NULL },
+	{ "space inside Y", "a@b c", NULL },
+	{ "angle brackets", "<a@b>", NULL },
+	{ "comma", "a,b@c", NULL },
+	{ "control byte", "a\x01@b", NULL },
+	{ NULL, NULL, NULL }
+};
+
+static const struct {
+	const char *name, *in;
+	const char *out;	/* NULL: -1 expected */
+} list_cases[] = {
+	{ "one", "a@b", "a@b" },
+	{ "one, spaces", " a @ b ", "a@b" },
+	{ "two", "a@b, c@d", "a@b, c@d" },
+	{ "two, no space", "a@b,c@d", "a@b, c@d" },
+	{ "two, spaces", "a @ b ,  c @ d", "a@b, c@d" },
+	{ "three", "a@b,c@d,e@f", "a@b, c@d, e@f" },
+	{ "trailing comma", "a@b,", NULL },
+	{ "leading comma", ",a@b", NULL },
+	{ "empty element", "a@b,,c@d", NULL },
+	{ "space separated", "a@b c@d", NULL },
+	{ "one bad", "a@b, c", NULL },
+	{ "empty", "", NULL },
+	{ NULL, NULL, NULL }
+};
+
+/* address_one - parse_address or parse_address_list on in */
+static void address_one(const char *fn, int (*parse)(const char *, size_t, struct buf *),
+			const char *name, const char *in, const char *out)
+{
+	struct buf b = { NULL, 0, 0 };
+	int rc = parse(in, strlen(in), &b);
+
+	unit_long(fn, name, out ? 0 : -1, rc);
+	if (rc == 0 && out)
+		unit_bytes(fn, name, out, strlen(out), b.p ? b.p : "", b.len);
+	buf_free(&b);
+}
+
+static void group_parse_address(void)
+{
+	for (int i = 0; address_cases[i].name; i++)
+		address_one("parse_address", parse_address, address_cases[i].name,
+			    address_cases[i].in, address_cases[i].out);
+	for (int i = 0; list_cases[i].name; i++)
+		address_one("parse_address_list", parse_address_list, list_cases[i].name,
+			    list_cases[i].in, list_cases[i].out);
+}
+
+/* ---------------------------------------------------------------- char_len */
+
+static const struct {
+	const char *name;
+	const char *s;
+	size_t len;
+	size_t n;		/* octets of the character, 1 for a stray byte */
+	int safe;
+} char_cases[] = {
+	{ "ASCII", "A", 1, 1, 1 },
+	{ "space", " ", 1, 1, 1 },
+	{ "tab", "\t", 1, 1, 1 },
+	{ "NUL", "", 1, 1, 0 },
+	{ "ESC", "\x1b[2J", 4, 1, 0 },
+	{ "CR", "\r", 1, 1, 0 },
+	{ "DEL", "\x7f", 1, 1, 0 },
+	/* RFC 3629 4: UTF8-2 = %xC2-DF UTF8-tail */
+	{ "e acute", "\xc3\xa9", 2, 2, 1 },
+	{ "U+00A0", "\xc2\xa0", 2, 2, 1 },
+	{ "U+07FF", "\xdf\xbf", 2, 2, 1 },
+	/* C1 controls U+0080..U+009F: one character, not shown */
+	{ "U+0080", "\xc2\x80", 2, 2, 0 },
+	{ "U+009B CSI", "\xc2\x9b", 2, 2, 0 },
+	{ "U+009F", "\xc2\x9f", 2, 2, 0 },
+	{ "overlong C0", "\xc0\x80", 2, 1, 0 },
+	{ "overlong C1", "\xc1\xbf", 2, 1, 0 },
+	{ "C3 truncated", "\xc3", 1, 1, 0 },
+	{ "C3 then ASCII", "\xc3" "A", 2, 1, 0 },
+	{ "C3 then lead", "\xc3\xc3", 2, 1, 0 },
+	/* UTF8-3 = %xE0 %xA0-BF tail / %xE1-EC 2tail / %xED %x80-9F tail /
+	 * %xEE-EF 2tail */
+	{ "U+0800", "\xe0\xa0\x80", 3, 3, 1 },
+	{ "euro", "\xe2\x82\xac", 3, 3, 1 },
+	{ "U+D7FF", "\xed\x9f\xbf", 3, 3, 1 },
+	{ "U+E000", "\xee\x80\x80", 3, 3, 1 },
+	{ "U+FFFD", "\xef\xbf\xbd", 3, 3, 1 },
+	{ "overlong E0 80", "\xe0\x80\x80", 3, 1, 0 },
+	{ "overlong E0 9F", "\xe0\x9f\xbf", 3, 1, 0 },
+	{ "surrogate D800", "\xed\xa0\x80", 3, 1, 0 },
+	{ "surrogate DFFF", "\xed\xbf\xbf", 3, 1, 0 },
+	{ "euro truncated", "\xe2\x82", 2, 1, 0 },
+	{ "euro, bad third", "\xe2\x82" "A", 3, 1, 0 },
+	{ "euro, bad second", "\xe2" "A\xac", 3, 1, 0 },
+	/* UTF8-4 = %xF0 %x90-BF 2tail / %xF1-F3 3tail / %xF4 %x80-8F 2tail */
+	{ "U+10000", "\xf0\x90\x80\x80", 4, 4, 1 },
+	{ "emoji", "\xf0\x9f\x98\x80", 4, 4, 1 },
+	{ "U+10FFFF", "\xf4\x8f\xbf\xbf", 4, 4, 1 },
+	{ "overlong F0 8F", "\xf0\x8f\xbf\xbf", 4, 1, 0 },
+	{ "past U+10FFFF", "\xf4\x90\x80\x80", 4, 1, 0 },
+	{ "F5", "\xf5\x80\x80\x80", 4, 1, 0 },
+	{ "FF", "\xff", 1, 1, 0 },
+	{ "emoji truncated", "\xf0\x9f\x98", 3, 1, 0 },
+	{ "emoji, bad fourth", "\xf0\x9f\x98" "A", 4, 1, 0 },
+	{ "stray continuation", "\x80", 1, 1, 0 },
+	{ "raw CSI byte", "\x9b", 1, 1, 0 },
+	{ NULL, NULL, 0, 0, 0 }
+};
+
+static void group_char_len(void)
+{
+	for (int i = 0; char_cases[i].name; i++) {
+		int safe = -1;
+		size_t n = char_len((const unsigned char *)char_cases[i].s, char_cases[i].len,
+				    &safe);
+
+		unit_long("char_len", char_cases[i].name, (long long)char_cases[i].n,
+			  (long long)n);
+		unit_long("char_len safe", char_cases[i].name, char_cases[i].safe, safe);
+	}
+	/* a character and what follows: only its own octets count */
+	{
+		int safe = -1;
+
+		unit_long("char_len", "e acute, then more", 2,
+			  (long long)char_len((const unsigned char *)"\xc3\xa9xyz", 5, &safe));
+	}
+}
+
+/* ---------------------------------------------------------------- piece_len */
+
+/* piece_case - a line of `ascii` 'a's, then the UTF-8 character ch, then
+ * `after` 'b's; the first piece should be want octets */
+static void piece_case(const char *name, size_t ascii, const char *ch, size_t after,
+		       size_t want)
+{
+	char line[3000];
+	size_t n = strlen(ch), len = ascii + n + after;
+
+	memset(line, 'a', ascii);
+	memcpy(line + ascii, ch, n);
+	memset(line + ascii + n, 'b', after);
+	unit_long("piece_len", name, (long long)want, (long long)piece_len(line, len));
+}
+
+static void group_piece_len(void)
+{
+	/* RFC 5322 2.1.1: a line is at most 998 octets without its CRLF; a
+	 * longer body line is broken, never inside a UTF-8 character */
+	piece_case("empty", 0, "", 0, 0);
+	piece_case("short", 80, "", 0, 80);
+	piece_case("998 ASCII", 998, "", 0, 998);
+	piece_case("999 ASCII", 999, "", 0, 998);
+	piece_case("2000 ASCII", 2000, "", 0, 998);
+	piece_case("998 with a 2-octet char inside", 500, "\xc3\xa9", 496, 998);
+	piece_case("2-octet char ends at 999", 997, "\xc3\xa9", 0, 997);
+	piece_case("2-octet char starts at 998", 998, "\xc3\xa9", 0, 998);
+	piece_case("2-octet char ends at 998", 996, "\xc3\xa9", 5, 998);
+	piece_case("3-octet char across, 1 in", 997, "\xe2\x82\xac", 10, 997);
+	piece_case("3-octet char across, 2 in", 996, "\xe2\x82\xac", 10, 996);
+	piece_case("3-octet char ends at 998", 995, "\xe2\x82\xac", 10, 998);
+	piece_case("4-octet char across, 1 in", 997, "\xf0\x9f\x98\x80", 10, 997);
+	piece_case("4-octet char across, 2 in", 996, "\xf0\x9f\x98\x80", 10, 996);
+	piece_case("4-octet char across, 3 in", 995, "\xf0\x9f\x98\x80", 10, 995);
+	piece_case("4-octet char ends at 998", 994, "\xf0\x9f\x98\x80", 10, 998);
+	/* not UTF-8 at all: no character to keep whole, but never empty
+	 * and never over 998 (at most 3 octets back, a character's tail) */
+	{
+		char junk[1500];
+		size_t n;
+
+		memset(junk, 0x80, sizeof junk);
+		n = piece_len(junk, sizeof junk);
+		unit_check(n >= 995 && n <= 998, "piece_len", "continuation bytes only",
+			   "995..998", n >= 995 && n <= 998 ? "in range" : "out of range");
+	}
+}
+
+/* ---------------------------------------------------------------- main */
+
+static const struct unit_group groups[] = {
+	{ "parse_date", group_parse_date },
+	{ "zone_offset", group_zone_offset },
+	{ "parse_address", group_parse_address },
+	{ "char_len", group_char_len },
+	{ "piece_len", group_piece_len },
+	{ NULL, NULL }
+};
+
+int main(int argc, char **argv)
+{
+	return unit_main(argc, argv, groups);
+}

@@ -1,0 +1,377 @@
+/*
+ * unit_pop.c - table-driven unit tests of popserver.c's pure functions:
+ * TOP's cut, the record splitter (next_dot_line, scan_chunk, with a chunk
+ * boundary anywhere), message numbers and the argument splitter.
+ *
+ *   cc -O1 -g -fsanitize=address,undefined -Wall -Wextra -Werror \
+ *      -Dmain=popserver_main -o build/unit/unit_pop tests/unit/unit_pop.c
+ *   build/unit/unit_pop [group]         (tests/test_unit.py does this)
+ *
+ * Expected values come from RFC 1939 and DESIGN.md ("Record format"), not
+ * from running the code.
+ */
+#include "../../popserver.c"
+#include "unit.h"
+
+#define BYTES(s) s, sizeof s - 1
+
+/* ---------------------------------------------------------------- top_cut */
+
+/* top_feed - what TOP sends of rec for n body lines, fed to top_cut as
+ * cmd_top does: a first piece of `first` bytes (0: all), then pieces of
+ * `chunk` bytes, until it says done */
+static size_t top_feed(const char *rec, size_t len, unsigned long n, size_t first,
+		       size_t chunk)
+{
+	struct top_state t = { 0, n, 0 };
+	size_t off = 0, calls = 0;
+	int done = 0;
+
+	while (off < len && !done) {
+		size_t want = calls++ == 0 && first ? first : chunk;
+
+		if (want > len - off)
+			want = len - off;
+		off += top_cut(rec + off, want, &t, &done);
+	}
+	return off;
+}
+
+struct top_case {
+	const char *name;
+	const char *rec;
+	size_t len;
+	unsigned long lines;
+	const char *sent;	/* a prefix of rec */
+	size_t sent_len;
+};
+
+#define HDR "From: a@b.example\r\nSubject: s\r\n"
+
+static const struct top_case top_cases[] = {
+	/* RFC 1939 TOP: the headers, the blank line, then n body lines */
+	{ "n=0", BYTES(HDR "\r\nL1\r\nL2\r\n..L3\r\n"), 0, BYTES(HDR "\r\n") },
+	{ "n=1", BYTES(HDR "\r\nL1\r\nL2\r\n..L3\r\n"), 1, BYTES(HDR "\r\nL1\r\n") },
+	{ "n=2", BYTES(HDR "\r\nL1\r\nL2\r\n..L3\r\n"), 2, BYTES(HDR "\r\nL1\r\nL2\r\n") },
+	{ "n=3, all lines", BYTES(HDR "\r\nL1\r\nL2\r\n..L3\r\n"), 3,
+	  BYTES(HDR "\r\nL1\r\nL2\r\n..L3\r\n") },
+	/* "If the number of lines requested is greater than the number of
+	 * lines in the body, the POP3 server sends the entire message." */
+	{ "n past the end", BYTES(HDR "\r\nL1\r\nL2\r\n..L3\r\n"), 4,
+	  BYTES(HDR "\r\nL1\r\nL2\r\n..L3\r\n") },
+	{ "n huge", BYTES(HDR "\r\nL1\r\n"), ULONG_MAX, BYTES(HDR "\r\nL1\r\n") },
+	{ "empty body lines count", BYTES(HDR "\r\n\r\n\r\nL3\r\n"), 2, BYTES(HDR "\r\n\r\n\r\n") },
+	{ "headers only", BYTES(HDR), 0, BYTES(HDR) },
+	{ "empty body", BYTES(HDR "\r\n"), 0, BYTES(HDR "\r\n") },
+	{ "empty body, n=5", BYTES(HDR "\r\n"), 5, BYTES(HDR "\r\n") },
+	{ "no headers", BYTES("\r\nb1\r\nb2\r\n"), 1, BYTES("\r\nb1\r\n") },
+	/* RFC 5322 2.2.3: a folded header line is not the blank line */
+	{ "folded header", BYTES("Subject: a\r\n b\r\n\t c\r\n\r\nx\r\n"), 0,
+	  BYTES("Subject: a\r\n b\r\n\t c\r\n\r\n") },
+	{ "one-letter header lines", BYTES("A\r\nB\r\n\r\nx\r\ny\r\n"), 1,
+	  BYTES("A\r\nB\r\n\r\nx\r\n") },
+	{ NULL, NULL, 0, 0, NULL, 0 }
+};
+
+static void top_one(const struct top_case *c)
+{
+	char name[128];
+
+	snprintf(name, sizeof name, "%s, whole", c->name);
+	unit_long("top_cut", name, (long long)c->sent_len,
+		  (long long)top_feed(c->rec, c->len, c->lines, 0, c->len));
+	for (size_t k = 1; k <= c->len; k++) {
+		snprintf(name, sizeof name, "%s, split at %zu", c->name, k);
+		unit_long("top_cut", name, (long long)c->sent_len,
+			  (long long)top_feed(c->rec, c->len, c->lines, k, c->len));
+	}
+	snprintf(name, sizeof name, "%s, byte by byte", c->name);
+	unit_long("top_cut", name, (long long)c->sent_len,
+		  (long long)top_feed(c->rec, c->len, c->lines, 0, 1));
+}
+
+static void group_top_cut(void)
+{
+	char rec[1200], *p = rec;
+
+	for (const struct top_case *c = top_cases; c->name; c++)
+		top_one(c);
+	/* a header line longer than any first read, then the blank line */
+	p += snprintf(p, 16, "Subject: ");
+	memset(p, 'x', 1000);
+	p += 1000;
+	p += snprintf(p, 16, "\r\n\r\nbody\r\n");
+	unit_long("top_cut", "long header, n=0", (long long)(p - rec) - 6,
+		  (long long)top_feed(rec, (size_t)(p - rec), 0, 0, 7));
+	unit_long("top_cut", "long header, n=1", (long long)(p - rec),
+		  (long long)top_feed(rec, (size_t)(p - rec), 1, 0, 7));
+}
+
+/* ---------------------------------------------------------------- next_dot_line */
+
+static const struct {
+	const char *name;
+	const char *buf;
+	size_t n, from;
+	int line_start;
+	size_t want;
+} dot_cases[] = {
+	{ "dot at a line start", BYTES(".a"), 0, 1, 0 },
+	{ "dot, not a line start", BYTES(".a"), 0, 0, 2 },
+	{ "second line", BYTES("a\r\n.b"), 0, 1, 3 },
+	{ "third line", BYTES("a\r\nb\r\n.c"), 0, 1, 6 },
+	{ "dot inside a line", BYTES("a.b\r\nc"), 0, 1, 6 },
+	{ "no dot", BYTES("abc"), 0, 1, 3 },
+	{ "line start at the end", BYTES("a\r\n"), 0, 1, 3 },
+	{ "dot is the last byte", BYTES("a\n."), 0, 1, 2 },
+	{ "after LF first", BYTES("\n."), 0, 0, 1 },
+	{ "empty", BYTES(""), 0, 1, 0 },
+	{ "from the dot itself", BYTES("x\r\n.a\r\n.b"), 3, 1, 3 },
+	{ "from past the first dot", BYTES("x\r\n.a\r\n.b"), 4, 1, 7 },
+	{ NULL, NULL, 0, 0, 0, 0 }
+};
+
+static void group_next_dot_line(void)
+{
+	for (int i = 0; dot_cases[i].name; i++)
+		unit_long("next_dot_line", dot_cases[i].name, (long long)dot_cases[i].want,
+			  (long long)next_dot_line(dot_cases[i].buf, dot_cases[i].n,
+						   dot_cases[i].from, dot_cases[i].line_start));
+}
+
+/* ---------------------------------------------------------------- scan_chunk */
+
+/* ref_fnv - FNV-1a 64 as published (offset basis, prime), for the UIDLs */
+static uint64_t ref_fnv(const char *p, size_t n)
+{
+	uint64_t h = UINT64_C(14695981039346656037);
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * UINT64_C(1099511628211);
+	return h;
+}
+
+/* A mailbox (DESIGN.md "Record format"): records of CRLF lines, stuffed,
+ * each ended by the line "."; the size excludes the stuffed dots. */
+struct rec {
+	const char *bytes;
+	size_t len;
+	long stuffed;
+};
+
+static const struct rec recs[] = {
+	{ BYTES("Return-Path: <a@b>\r\nSubject: x\r\n\r\nhello\r\n..dot\r\n"), 1 },
+	{ BYTES("Subject: y\r\n\r\n..\r\n...\r\nx.\r\n"), 2 },
+	{ BYTES("\r\n"), 0 },
+	{ BYTES("To: c@d\r\n\r\n.. \r\n.\t\r\n"), 2 },	/* dot lines, not "." CRLF */
+};
+enum { NRECS = sizeof recs / sizeof recs[0] };
+
+/* scan_mem - index file[0, total) as scan_records does a file, the chunk
+ * sizes given: first, then chunk (first 0: chunk throughout) */
+static void scan_mem(const char *file, size_t total, size_t first, size_t chunk,
+		     struct mbox_index *ix, off_t *end)
+{
+	struct scan sc = { 0, 0, FNV_OFFSET, 1 };
+	size_t off = 0;
+
+	*end = 0;
+	ix->count = 0;
+	while (off < total) {
+		size_t want = off == 0 && first ? first : chunk;
+		ssize_t used;
+
+		if (want > total - off)
+			want = total - off;
+		used = scan_chunk(file + off, want, (off_t)off, off + want == total, &sc, ix, end);
+		if (used <= 0)
+			break;	/* as scan_records: never loop in place */
+		off += (size_t)used;
+	}
+}
+
+/* scan_verify - the index against recs[0, nrec) laid out from offset 0 */
+static void scan_verify(const char *how, const struct mbox_index *ix, off_t end,
+			int nrec)
+{
+	char name[160];
+	off_t off = 0;
+
+	unit_long("scan_chunk count", how, nrec, (long long)ix->count);
+	for (int i = 0; i < nrec && (size_t)i < ix->count; i++) {
+		const struct msg *m = &ix->msgs[i];
+
+		snprintf(name, sizeof name, "%s, record %d", how, i + 1);
+		unit_long("scan_chunk offset", name, (long long)off, (long long)m->offset);
+		unit_long("scan_chunk length", name, (long long)recs[i].len, (long long)m->length);
+		unit_long("scan_chunk size", name, (long long)recs[i].len - recs[i].stuffed,
+			  (long long)m->size);
+		unit_check(m->uidl == ref_fnv(recs[i].bytes, recs[i].len), "scan_chunk uidl",
+			   name, "FNV-1a of the record", "another hash");
+		off += (off_t)recs[i].len + 3;
+	}
+	unit_long("scan_chunk end", how, (long long)off, (long long)end);
+}
+
+/* scan_file - recs[0, nrec) and a tail; every way of cutting it in chunks */
+static void scan_file(const char *label, int nrec, const char *tail, size_t tail_len)
+{
+	char file[512], how[160];
+	size_t total = 0;
+	struct mbox_index ix = { NULL, 0, 0, 0 };
+	off_t end;
+
+	for (int i = 0; i < nrec; i++) {
+		memcpy(file + total, recs[i].bytes, recs[i].len);
+		memcpy(file + total + recs[i].len, ".\r\n", 3);
+		total += recs[i].len + 3;
+	}
+	memcpy(file + total, tail, tail_len);
+	total += tail_len;
+	/* scan_records reads at least 3 bytes a chunk but at the end (its
+	 * chunks are SCAN_CHUNK): every chunk size from 3 up */
+	for (size_t c = 3; c <= total + 1; c++) {
+		snprintf(how, sizeof how, "%s, chunks of %zu", label, c);
+		scan_mem(file, total, 0, c, &ix, &end);
+		scan_verify(how, &ix, end, nrec);
+	}
+	for (size_t k = 3; k < total; k++) {
+		snprintf(how, sizeof how, "%s, split at %zu", label, k);
+		scan_mem(file, total, k, total, &ix, &end);
+		scan_verify(how, &ix, end, nrec);
+	}
+	free(ix.msgs);
+}
+
+static void group_scan_chunk(void)
+{
+	/* the hash the UIDLs use, against FNV's published test vectors */
+	unit_check(ref_fnv("", 0) == UINT64_C(0xcbf29ce484222325), "ref_fnv", "\"\"", "", "");
+	unit_check(ref_fnv("a", 1) == UINT64_C(0xaf63dc4c8601ec8c), "ref_fnv", "a", "", "");
+	unit_check(fnv1a(FNV_OFFSET, "foobar", 6) == UINT64_C(0x85944171f73967e8), "fnv1a",
+		   "foobar", "0x85944171f73967e8", "another hash");
+
+	scan_file("all records", NRECS, "", 0);
+	/* a crashed append's partial tail is not a record (DESIGN.md) */
+	scan_file("partial tail", NRECS, BYTES("Return-Path: <c@d>\r\npart"));
+	scan_file("tail ends in a dot line start", 2, BYTES("x\r\n."));
+	scan_file("tail ends in dot CR", 2, BYTES("x\r\n.\r"));
+	scan_file("tail is a stuffed line", 1, BYTES("..\r\n"));
+	scan_file("no complete record", 0, BYTES("Return-Path: <c@d>\r\nSubject: z\r\n"));
+	scan_file("one record", 1, "", 0);
+}
+
+/* ---------------------------------------------------------------- parse_number */
+
+static const struct {
+	const char *name, *s;
+	int rc;
+	unsigned long v;
+} number_cases[] = {
+	/* RFC 1939 section 3: message numbers are decimal */
+	{ "one", "1", 0, 1 },
+	{ "two digits", "42", 0, 42 },
+	{ "leading zeros", "007", 0, 7 },
+	{ "many leading zeros", "00000000000000000000000000000001", 0, 1 },
+	{ "zero", "0", 0, 0 },	/* a number; msg_arg refuses it: no message 0 */
+	{ "empty", "", -1, 0 },
+	{ "plus", "+1", -1, 0 },
+	{ "minus", "-1", -1, 0 },
+	{ "leading space", " 1", -1, 0 },
+	{ "trailing space", "1 ", -1, 0 },
+	{ "letters after", "1a", -1, 0 },
+	{ "letters", "one", -1, 0 },
+	{ "decimal point", "1.0", -1, 0 },
+	{ "hex", "0x1", -1, 0 },
+	{ "huge", "123456789012345678901234567890", -2, 0 },
+#if ULONG_MAX == 18446744073709551615UL
+	{ "ULONG_MAX", "18446744073709551615", 0, ULONG_MAX },
+	{ "ULONG_MAX + 1", "18446744073709551616", -2, 0 },
+	{ "ULONG_MAX + 10", "18446744073709551625", -2, 0 },
+#elif ULONG_MAX == 4294967295UL
+	{ "ULONG_MAX", "4294967295", 0, ULONG_MAX },
+	{ "ULONG_MAX + 1", "4294967296", -2, 0 },
+	{ "ULONG_MAX + 10", "4294967305", -2, 0 },
+#endif
+	{ NULL, NULL, 0, 0 }
+};
+
+static void group_parse_number(void)
+{
+	for (int i = 0; number_cases[i].name; i++) {
+		unsigned long v = 99;
+		int rc = parse_number(number_cases[i].s, &v);
+
+		unit_long("parse_number", number_cases[i].name, number_cases[i].rc, rc);
+		if (rc == 0 && number_cases[i].rc == 0) {
+			char e[32], g[32];
+
+			snprintf(e, sizeof e, "%lu", number_cases[i].v);
+			snprintf(g, sizeof g, "%lu", v);
+			unit_check(v == number_cases[i].v, "parse_number value",
+				   number_cases[i].name, e, g);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- split_args */
+
+static const struct {
+	const char *name, *rest;
+	int argc;
+	const char *argv0, *argv1;
+} args_cases[] = {
+	{ "none", "", 0, NULL, NULL },
+	{ "one", "1", 1, "1", NULL },
+	{ "two", "1 10", 2, "1", "10" },
+	/* RFC 1939 section 3 separates by a single space; more are tolerated */
+	{ "two, two spaces", "1  10", 2, "1", "10" },
+	{ "trailing space", "1 ", 1, "1", NULL },
+	{ "three", "a b c", 3, "a", "b" },
+	{ "pass phrase", "my secret words", 3, "my", "secret" },
+	{ NULL, NULL, 0, NULL, NULL }
+};
+
+static void args_one(const char *name, const char *rest, int argc, const char *argv0,
+		     const char *argv1)
+{
+	struct args a;
+
+	memset(&a, 0, sizeof a);
+	split_args(rest, &a);
+	unit_long("split_args argc", name, argc, a.argc);
+	unit_check(a.rest == rest, "split_args rest", name, "the line itself", "a copy");
+	if (argc >= 1 && a.argc >= 1)
+		unit_str("split_args argv[0]", name, argv0, a.argv[0]);
+	if (argc >= 2 && a.argc >= 2)
+		unit_str("split_args argv[1]", name, argv1, a.argv[1]);
+}
+
+static void group_split_args(void)
+{
+	char longest[POP_LINE_MAX];
+
+	for (int i = 0; args_cases[i].name; i++)
+		args_one(args_cases[i].name, args_cases[i].rest, args_cases[i].argc,
+			 args_cases[i].argv0, args_cases[i].argv1);
+	/* the longest rest a command line can carry: one word, not cut */
+	memset(longest, 'w', sizeof longest - 1);
+	longest[sizeof longest - 1] = '\0';
+	args_one("longest word", longest, 1, longest, NULL);
+}
+
+/* ---------------------------------------------------------------- main */
+
+static const struct unit_group groups[] = {
+	{ "top_cut", group_top_cut },
+	{ "next_dot_line", group_next_dot_line },
+	{ "scan_chunk", group_scan_chunk },
+	{ "parse_number", group_parse_number },
+	{ "split_args", group_split_args },
+	{ NULL, NULL }
+};
+
+int main(int argc, char **argv)
+{
+	return unit_main(argc, argv, groups);
+}
