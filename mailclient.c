@@ -511,7 +511,7 @@ static void on_fatal_signal(int sig)
 	raise(sig);
 }
 
-/* ---------------------------------------------------------------- reading the user's input */
+/* ---------------------------------------------------------------- input: lines and keys */
 
 /* read_input - one line of stdin, any length, without its LF (and CR);
  * 0, or -1 at the end of input */
@@ -593,6 +593,180 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 		    && !memchr(cl->line, ' ', cl->len))
 			return strdup(cl->line);
 	}
+}
+
+/* ---------------------------------------------------------------- input: the typed mail */
+
+/* next_header - the next line that is not blank (blank lines are tolerated
+ * before each header line); -1 if none is left */
+static int next_header(const struct buf *text, size_t *pos, const char **line, size_t *len)
+{
+	while (next_line(text, pos, line, len) == 0) {
+		size_t n = *len;
+
+		trim(*line, &n);
+		if (n > 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* header_value - if line is "<name>:" (any case, spaces around allowed), its
+ * trimmed value in value and vlen; 0, or -1 if it is another line */
+static int header_value(const char *name, const char *line, size_t len,
+			const char **value, size_t *vlen)
+{
+	size_t n = strlen(name);
+
+	line = trim(line, &len);
+	if (len < n || strncasecmp(line, name, n) != 0)
+		return -1;
+	line += n;
+	len -= n;
+	line = trim(line, &len);
+	if (len == 0 || line[0] != ':')
+		return -1;
+	len--;
+	*value = trim(line + 1, &len);
+	*vlen = len;
+	return 0;
+}
+
+/* parse_address - "X @ Y" (spaces around the parts allowed) to "X@Y" in out:
+ * X and Y non-empty, no space, control byte, '<', '>' or ',' inside; 0 or -1 */
+static int parse_address(const char *s, size_t len, struct buf *out)
+{
+	const char *at;
+	const char *local, *domain;
+	size_t nlocal, ndomain;
+
+	s = trim(s, &len);
+	at = memchr(s, '@', len);
+	if (!at)
+		return -1;
+	nlocal = (size_t)(at - s);
+	ndomain = len - nlocal - 1;
+	local = trim(s, &nlocal);
+	domain = trim(at + 1, &ndomain);
+	if (nlocal == 0 || ndomain == 0 || memchr(domain, '@', ndomain))
+		return -1;
+	for (size_t i = 0; i < nlocal + ndomain; i++) {
+		char ch = i < nlocal ? local[i] : domain[i - nlocal];
+
+		if (ch == ' ' || ch == '<' || ch == '>' || ch == ',' || ch == '"'
+		    || (unsigned char)ch < 0x20 || ch == 0x7f)
+			return -1;
+	}
+	if (buf_add(out, local, nlocal) < 0 || buf_add(out, "@", 1) < 0
+	    || buf_add(out, domain, ndomain) < 0)
+		return -1;
+	return 0;
+}
+
+/* parse_address_list - "a@b, c@d" (one address or several) to "a@b, c@d" */
+static int parse_address_list(const char *s, size_t len, struct buf *out)
+{
+	const char *end = s + len;
+
+	for (;;) {
+		const char *comma = memchr(s, ',', (size_t)(end - s));
+		size_t n = comma ? (size_t)(comma - s) : (size_t)(end - s);
+
+		if (parse_address(s, n, out) < 0)
+			return -1;
+		if (!comma)
+			return 0;
+		if (buf_add(out, ", ", 2) < 0)
+			return -1;
+		s = comma + 1;
+	}
+}
+
+/* check_headers - From, To, Subject in that order and proper format;
+ * *pos is then past the Subject line. NULL, or what is wrong. */
+static const char *check_headers(const struct buf *text, size_t *pos, struct mail *m)
+{
+	const char *line, *value;
+	size_t len, vlen;
+
+	if (next_header(text, pos, &line, &len) < 0
+	    || header_value("From", line, len, &value, &vlen) < 0)
+		return "the first line must be \"From: user@domain\"";
+	if (parse_address(value, vlen, &m->from) < 0)
+		return "the From: address must be of the form user@domain";
+	if (next_header(text, pos, &line, &len) < 0
+	    || header_value("To", line, len, &value, &vlen) < 0)
+		return "the second line must be \"To: user@domain\"";
+	if (parse_address_list(value, vlen, &m->to) < 0)
+		return "each To: address must be of the form user@domain";
+	if (next_header(text, pos, &line, &len) < 0
+	    || header_value("Subject", line, len, &value, &vlen) < 0)
+		return "the third line must be \"Subject: text\"";
+	if (utf8_chars(value, vlen) > SUBJECT_MAX)
+		return "the subject has more than 50 characters";
+	if (has_control(value, vlen) || buf_add(&m->subject, value, vlen) < 0)
+		return "the subject holds control characters";
+	return NULL;
+}
+
+/* add_without_cr - append s[len] to b without its CR bytes: the lines are
+ * sent with CRLF, and a bare CR is not allowed (RFC 5321 2.3.8); dropped
+ * here, before dot-stuffing, so "\r." cannot end the data early */
+static int add_without_cr(struct buf *b, const char *s, size_t len)
+{
+	const char *end = s + len;
+
+	while (s < end) {
+		const char *cr = memchr(s, '\r', (size_t)(end - s));
+		size_t n = cr ? (size_t)(cr - s) : (size_t)(end - s);
+
+		if (buf_add(b, s, n) < 0)
+			return -1;
+		s += cr ? n + 1 : n;
+	}
+	return buf_add(b, "", 0);	/* an empty body is "" too */
+}
+
+/* check_mail - split the typed text into a mail; m->why says what is wrong */
+static void check_mail(const struct buf *text, struct mail *m)
+{
+	size_t pos = 0, skip, len;
+	const char *line;
+
+	m->why = check_headers(text, &pos, m);
+	if (m->why)
+		return;
+	skip = pos;	/* one blank line after Subject: is the separator */
+	if (next_line(text, &skip, &line, &len) == 0 && (trim(line, &len), len == 0))
+		pos = skip;
+	if (add_without_cr(&m->body, text->p + pos, text->len - pos) < 0)
+		m->why = "out of memory";
+}
+
+/* read_mail - the typed lines up to the line "." (not included), each ending
+ * in LF; 0, 1 if longer than MAIL_TEXT_MAX (read to the end anyway), -1 at EOF */
+static int read_mail(struct client *cl, struct buf *text)
+{
+	int too_long = 0;
+
+	for (;;) {
+		if (read_input(cl) < 0)
+			return -1;
+		if (cl->len == 1 && cl->line[0] == '.')
+			return too_long;
+		if (!too_long && (buf_add(text, cl->line, cl->len) < 0
+				  || buf_add(text, "\n", 1) < 0))
+			too_long = 1;
+	}
+}
+
+/* mail_free - release a mail's fields */
+static void mail_free(struct mail *m)
+{
+	buf_free(&m->from);
+	buf_free(&m->to);
+	buf_free(&m->subject);
+	buf_free(&m->body);
 }
 
 /* ---------------------------------------------------------------- network */
@@ -1016,180 +1190,6 @@ static void smtp_send(const struct mail *m)
 	free(s);
 }
 
-/* ---------------------------------------------------------------- Send Mail: the typed mail */
-
-/* next_header - the next line that is not blank (blank lines are tolerated
- * before each header line); -1 if none is left */
-static int next_header(const struct buf *text, size_t *pos, const char **line, size_t *len)
-{
-	while (next_line(text, pos, line, len) == 0) {
-		size_t n = *len;
-
-		trim(*line, &n);
-		if (n > 0)
-			return 0;
-	}
-	return -1;
-}
-
-/* header_value - if line is "<name>:" (any case, spaces around allowed), its
- * trimmed value in value and vlen; 0, or -1 if it is another line */
-static int header_value(const char *name, const char *line, size_t len,
-			const char **value, size_t *vlen)
-{
-	size_t n = strlen(name);
-
-	line = trim(line, &len);
-	if (len < n || strncasecmp(line, name, n) != 0)
-		return -1;
-	line += n;
-	len -= n;
-	line = trim(line, &len);
-	if (len == 0 || line[0] != ':')
-		return -1;
-	len--;
-	*value = trim(line + 1, &len);
-	*vlen = len;
-	return 0;
-}
-
-/* parse_address - "X @ Y" (spaces around the parts allowed) to "X@Y" in out:
- * X and Y non-empty, no space, control byte, '<', '>' or ',' inside; 0 or -1 */
-static int parse_address(const char *s, size_t len, struct buf *out)
-{
-	const char *at;
-	const char *local, *domain;
-	size_t nlocal, ndomain;
-
-	s = trim(s, &len);
-	at = memchr(s, '@', len);
-	if (!at)
-		return -1;
-	nlocal = (size_t)(at - s);
-	ndomain = len - nlocal - 1;
-	local = trim(s, &nlocal);
-	domain = trim(at + 1, &ndomain);
-	if (nlocal == 0 || ndomain == 0 || memchr(domain, '@', ndomain))
-		return -1;
-	for (size_t i = 0; i < nlocal + ndomain; i++) {
-		char ch = i < nlocal ? local[i] : domain[i - nlocal];
-
-		if (ch == ' ' || ch == '<' || ch == '>' || ch == ',' || ch == '"'
-		    || (unsigned char)ch < 0x20 || ch == 0x7f)
-			return -1;
-	}
-	if (buf_add(out, local, nlocal) < 0 || buf_add(out, "@", 1) < 0
-	    || buf_add(out, domain, ndomain) < 0)
-		return -1;
-	return 0;
-}
-
-/* parse_address_list - "a@b, c@d" (one address or several) to "a@b, c@d" */
-static int parse_address_list(const char *s, size_t len, struct buf *out)
-{
-	const char *end = s + len;
-
-	for (;;) {
-		const char *comma = memchr(s, ',', (size_t)(end - s));
-		size_t n = comma ? (size_t)(comma - s) : (size_t)(end - s);
-
-		if (parse_address(s, n, out) < 0)
-			return -1;
-		if (!comma)
-			return 0;
-		if (buf_add(out, ", ", 2) < 0)
-			return -1;
-		s = comma + 1;
-	}
-}
-
-/* check_headers - From, To, Subject in that order and proper format;
- * *pos is then past the Subject line. NULL, or what is wrong. */
-static const char *check_headers(const struct buf *text, size_t *pos, struct mail *m)
-{
-	const char *line, *value;
-	size_t len, vlen;
-
-	if (next_header(text, pos, &line, &len) < 0
-	    || header_value("From", line, len, &value, &vlen) < 0)
-		return "the first line must be \"From: user@domain\"";
-	if (parse_address(value, vlen, &m->from) < 0)
-		return "the From: address must be of the form user@domain";
-	if (next_header(text, pos, &line, &len) < 0
-	    || header_value("To", line, len, &value, &vlen) < 0)
-		return "the second line must be \"To: user@domain\"";
-	if (parse_address_list(value, vlen, &m->to) < 0)
-		return "each To: address must be of the form user@domain";
-	if (next_header(text, pos, &line, &len) < 0
-	    || header_value("Subject", line, len, &value, &vlen) < 0)
-		return "the third line must be \"Subject: text\"";
-	if (utf8_chars(value, vlen) > SUBJECT_MAX)
-		return "the subject has more than 50 characters";
-	if (has_control(value, vlen) || buf_add(&m->subject, value, vlen) < 0)
-		return "the subject holds control characters";
-	return NULL;
-}
-
-/* add_without_cr - append s[len] to b without its CR bytes: the lines are
- * sent with CRLF, and a bare CR is not allowed (RFC 5321 2.3.8); dropped
- * here, before dot-stuffing, so "\r." cannot end the data early */
-static int add_without_cr(struct buf *b, const char *s, size_t len)
-{
-	const char *end = s + len;
-
-	while (s < end) {
-		const char *cr = memchr(s, '\r', (size_t)(end - s));
-		size_t n = cr ? (size_t)(cr - s) : (size_t)(end - s);
-
-		if (buf_add(b, s, n) < 0)
-			return -1;
-		s += cr ? n + 1 : n;
-	}
-	return buf_add(b, "", 0);	/* an empty body is "" too */
-}
-
-/* check_mail - split the typed text into a mail; m->why says what is wrong */
-static void check_mail(const struct buf *text, struct mail *m)
-{
-	size_t pos = 0, skip, len;
-	const char *line;
-
-	m->why = check_headers(text, &pos, m);
-	if (m->why)
-		return;
-	skip = pos;	/* one blank line after Subject: is the separator */
-	if (next_line(text, &skip, &line, &len) == 0 && (trim(line, &len), len == 0))
-		pos = skip;
-	if (add_without_cr(&m->body, text->p + pos, text->len - pos) < 0)
-		m->why = "out of memory";
-}
-
-/* read_mail - the typed lines up to the line "." (not included), each ending
- * in LF; 0, 1 if longer than MAIL_TEXT_MAX (read to the end anyway), -1 at EOF */
-static int read_mail(struct client *cl, struct buf *text)
-{
-	int too_long = 0;
-
-	for (;;) {
-		if (read_input(cl) < 0)
-			return -1;
-		if (cl->len == 1 && cl->line[0] == '.')
-			return too_long;
-		if (!too_long && (buf_add(text, cl->line, cl->len) < 0
-				  || buf_add(text, "\n", 1) < 0))
-			too_long = 1;
-	}
-}
-
-/* mail_free - release a mail's fields */
-static void mail_free(struct mail *m)
-{
-	buf_free(&m->from);
-	buf_free(&m->to);
-	buf_free(&m->subject);
-	buf_free(&m->body);
-}
-
 /* ---------------------------------------------------------------- POP3 (RFC 1939) */
 
 /* A POP3 session. */
@@ -1365,7 +1365,7 @@ static int pop_close(struct pop *p)
 	return r;
 }
 
-/* ---------------------------------------------------------------- Manage Mail: the list */
+/* ---------------------------------------------------------------- the menu: Manage Mail's list */
 
 /* The few headers the list shows, unfolded, each truncated to FIELD_MAX. */
 struct summary {
@@ -1585,7 +1585,7 @@ static int list_mails(struct pop *p)
 	return 0;
 }
 
-/* ---------------------------------------------------------------- Manage Mail: reading and deleting */
+/* ---------------------------------------------------------------- the menu: Manage Mail */
 
 /* choose_mail - "Enter mail no. to see: " until a number in 1..count or -1;
  * *n is it. -1 at the end of input. */
@@ -1700,7 +1700,7 @@ static enum next manage_mail(struct client *cl)
 	}
 }
 
-/* ---------------------------------------------------------------- Send Mail */
+/* ---------------------------------------------------------------- the menu: Send Mail */
 
 /* send_mail - menu 2: read the whole mail, check it, send it over SMTP */
 static enum next send_mail(struct client *cl)
@@ -1730,7 +1730,7 @@ static enum next send_mail(struct client *cl)
 	return NEXT_MENU;
 }
 
-/* ---------------------------------------------------------------- the menu */
+/* ---------------------------------------------------------------- the menu: the table and the loop */
 
 /* quit - menu 3 */
 static enum next quit(struct client *cl)
