@@ -1679,9 +1679,9 @@ static enum next read_one(struct client *cl, struct pop *p)
 	return NEXT_LIST;
 }
 
-/* manage_mail - menu 1: one POP3 session per list-read-key cycle; the list
+/* opt_manage_mail - menu 1: one POP3 session per list-read-key cycle; the list
  * is fetched afresh each time, and QUIT comes before the menu */
-static enum next manage_mail(struct client *cl)
+static enum next opt_manage_mail(struct client *cl)
 {
 	for (;;) {
 		struct pop *p = malloc(sizeof *p);
@@ -1702,8 +1702,8 @@ static enum next manage_mail(struct client *cl)
 
 /* ---------------------------------------------------------------- the menu: Send Mail */
 
-/* send_mail - menu 2: read the whole mail, check it, send it over SMTP */
-static enum next send_mail(struct client *cl)
+/* opt_send_mail - menu 2: read the whole mail, check it, send it over SMTP */
+static enum next opt_send_mail(struct client *cl)
 {
 	struct buf text = { 0 };
 	struct mail m = { 0 };
@@ -1732,53 +1732,62 @@ static enum next send_mail(struct client *cl)
 
 /* ---------------------------------------------------------------- the menu: the table and the loop */
 
-/* quit - menu 3 */
-static enum next quit(struct client *cl)
+/* opt_quit - menu 3: leave the loop; main frees what is left */
+static enum next opt_quit(struct client *cl)
 {
 	(void)cl;
 	return NEXT_EXIT;
 }
 
-/* invalid_option - anything else typed at the menu */
-static enum next invalid_option(struct client *cl)
+/* opt_unknown - anything else typed at the menu: say what is allowed */
+static enum next opt_unknown(struct client *cl)
 {
 	(void)cl;
 	puts("Invalid option, choose 1, 2 or 3");
 	return NEXT_MENU;
 }
 
-/* The menu: what is typed, what is shown, what is done; the last row takes
- * anything else. */
-static const struct menu_item {
+/*
+ * The menu is a table of options, as the servers' commands[] is a table of
+ * verbs: what is typed, the text shown for it, and the handler that runs.
+ * The last row, with no key, catches everything else.
+ */
+static const struct menu_option {
 	const char *key;
-	const char *label;
+	const char *text;
 	enum next (*handler)(struct client *cl);
 } menu[] = {
-	{ "1", "Manage Mail", manage_mail },
-	{ "2", "Send Mail", send_mail },
-	{ "3", "Quit", quit },
-	{ NULL, NULL, invalid_option },
+	{ "1", "Manage Mail", opt_manage_mail },
+	{ "2", "Send Mail", opt_send_mail },
+	{ "3", "Quit", opt_quit },
+	{ NULL, NULL, opt_unknown },
 };
 
-/* menu_loop - show the menu, run the chosen handler, until Quit or end of input */
+/* choose_option - the row of what was typed (spaces around it ignored) */
+static const struct menu_option *choose_option(const char *line, size_t len)
+{
+	const struct menu_option *opt;
+	const char *choice = trim(line, &len);
+
+	for (opt = menu; opt->key; opt++)
+		if (len == strlen(opt->key) && memcmp(choice, opt->key, len) == 0)
+			break;
+	return opt;
+}
+
+/* menu_loop - show the menu and run the chosen option's handler, until one
+ * of them says to stop (Quit, or the end of input anywhere) */
 static void menu_loop(struct client *cl)
 {
 	for (;;) {
-		const struct menu_item *item;
-		const char *choice;
-		size_t len;
+		const struct menu_option *opt;
 
 		putchar('\n');
-		for (item = menu; item->key; item++)
-			printf("%s. %s\n", item->key, item->label);
+		for (opt = menu; opt->key; opt++)
+			printf("%s. %s\n", opt->key, opt->text);
 		if (ask(cl, "Enter option: ") < 0)
 			return;
-		len = cl->len;
-		choice = trim(cl->line, &len);
-		for (item = menu; item->key; item++)
-			if (len == strlen(item->key) && memcmp(choice, item->key, len) == 0)
-				break;
-		if (item->handler(cl) == NEXT_EXIT)
+		if (choose_option(cl->line, cl->len)->handler(cl) == NEXT_EXIT)
 			return;
 	}
 }
