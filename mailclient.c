@@ -395,6 +395,13 @@ static int next_line(const struct buf *text, size_t *pos, const char **line, siz
 	return 0;
 }
 
+/* blank - 1 if s[len] holds only spaces and tabs (or nothing) */
+static int blank(const char *s, size_t len)
+{
+	trim(s, &len);
+	return len == 0;
+}
+
 /* has_control - 1 if s[len] holds a control byte (NUL, CR, ESC ...; not TAB) */
 static int has_control(const char *s, size_t len)
 {
@@ -601,13 +608,9 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
  * before each header line); -1 if none is left */
 static int next_header(const struct buf *text, size_t *pos, const char **line, size_t *len)
 {
-	while (next_line(text, pos, line, len) == 0) {
-		size_t n = *len;
-
-		trim(*line, &n);
-		if (n > 0)
+	while (next_line(text, pos, line, len) == 0)
+		if (!blank(*line, *len))
 			return 0;
-	}
 	return -1;
 }
 
@@ -737,7 +740,7 @@ static void check_mail(const struct buf *text, struct mail *m)
 	if (m->why)
 		return;
 	skip = pos;	/* one blank line after Subject: is the separator */
-	if (next_line(text, &skip, &line, &len) == 0 && (trim(line, &len), len == 0))
+	if (next_line(text, &skip, &line, &len) == 0 && blank(line, len))
 		pos = skip;
 	if (add_without_cr(&m->body, text->p + pos, text->len - pos) < 0)
 		m->why = "out of memory";
@@ -861,18 +864,14 @@ static void send_line(struct conn *c, const char *line, size_t len)
 	conn_write(c, "\r\n", 2);
 }
 
-/* send_cmd - format a command line and queue it; -1 (nothing sent) if it
+/* send_vcmd - format a command line and queue it; -1 (nothing sent) if it
  * would be longer than CMD_LINE_MAX with its CRLF */
-static int send_cmd(struct conn *c, const char *fmt, ...)
+static int send_vcmd(struct conn *c, const char *fmt, va_list ap)
 {
-	char line[CMD_LINE_MAX];
-	va_list ap;
-	int n;
+	char line[CMD_LINE_MAX - 2];	/* and CRLF */
+	int n = vsnprintf(line, sizeof line, fmt, ap);
 
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof line - 2, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof line - 2)
+	if (n < 0 || (size_t)n >= sizeof line)
 		return -1;	/* a caller's bug or an overlong argument */
 	if (strncmp(line, "PASS ", 5) == 0) {
 		dialogue('C', "PASS ****", 9);	/* never show the password */
@@ -882,6 +881,18 @@ static int send_cmd(struct conn *c, const char *fmt, ...)
 	}
 	send_line(c, line, (size_t)n);
 	return 0;
+}
+
+/* send_cmd - send_vcmd with the arguments given here */
+static int send_cmd(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = send_vcmd(c, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 /* ---------------------------------------------------------------- SMTP (RFC 5321) */
@@ -1228,14 +1239,13 @@ static int pop_status(struct pop *p)
 /* pop_cmd - send a command and read its status line; 0 for +OK, else -1 */
 static int pop_cmd(struct pop *p, const char *fmt, ...)
 {
-	char line[CMD_LINE_MAX - 2];	/* and CRLF */
 	va_list ap;
-	int n;
+	int r;
 
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof line, fmt, ap);
+	r = send_vcmd(&p->c, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof line || send_cmd(&p->c, "%s", line) < 0) {
+	if (r < 0) {
 		snprintf(p->line, sizeof p->line, "line too long for POP3");
 		return -1;
 	}
@@ -1362,6 +1372,7 @@ static int pop_close(struct pop *p)
 	free(p->data);
 	p->data = NULL;
 	p->c.fd = -1;
+	p->alive = 0;
 	return r;
 }
 
@@ -1692,8 +1703,7 @@ static enum next opt_manage_mail(struct client *cl)
 			return NEXT_MENU;
 		}
 		next = pop_open(p, cl) < 0 ? NEXT_MENU : read_one(cl, p);
-		if (p->c.fd >= 0 || p->data)
-			pop_close(p);	/* after 'd', delete_mail closed it */
+		pop_close(p);	/* after 'd' delete_mail has closed it: no-op */
 		free(p);
 		if (next != NEXT_LIST)
 			return next;
