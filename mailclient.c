@@ -49,6 +49,14 @@
  *
  * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage; killed
  * by SIGINT/SIGTERM as usual, after restoring the terminal.
+ *
+ * Where to look: menu[] is the table of options, menu_loop the loop. Send
+ * Mail: opt_send_mail -> read_mail, check_mail (check_headers,
+ * parse_address_list), smtp_send (smtp_hello, smtp_envelope, send_headers,
+ * send_body). Manage Mail: opt_manage_mail -> pop_open, read_one
+ * (list_mails -> list_row -> summary_line, received_text -> parse_date;
+ * choose_mail, show_mail, delete_mail), pop_close. Server text reaches the
+ * screen only through show_text; the terminal modes: tty_set, ask_key.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -338,7 +346,11 @@ static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
 
 /* ---------------------------------------------------------------- bytes and text */
 
-/* buf_add - append n bytes; -1 (nothing added) past MAIL_TEXT_MAX or out of memory */
+/*
+ * buf_add - append n bytes and keep the text NUL-terminated. It refuses to
+ * grow past MAIL_TEXT_MAX, so no typed mail can exhaust memory; it returns
+ * -1, with nothing added, then and when memory runs out.
+ */
 static int buf_add(struct buf *b, const void *data, size_t n)
 {
 	if (n > MAIL_TEXT_MAX - b->len)
@@ -361,14 +373,15 @@ static int buf_add(struct buf *b, const void *data, size_t n)
 	return 0;
 }
 
-/* buf_free - release a buffer, leaving it empty and reusable */
+/* buf_free - release a buffer and leave it empty, ready for reuse */
 static void buf_free(struct buf *b)
 {
 	free(b->p);
 	memset(b, 0, sizeof *b);
 }
 
-/* trim - strip spaces and tabs at both ends of s[*len]; returns the new start */
+/* trim - skip spaces and tabs at both ends of s[*len]. It returns the new
+ * start and shortens *len; the text itself is not changed. */
 static const char *trim(const char *s, size_t *len)
 {
 	while (*len > 0 && (*s == ' ' || *s == '\t')) {
@@ -380,8 +393,8 @@ static const char *trim(const char *s, size_t *len)
 	return s;
 }
 
-/* next_line - the line of text at *pos (without its LF) into line and len;
- * 0, or -1 at the end */
+/* next_line - the line of text at *pos, without its LF, into line and len,
+ * and *pos past it. It returns -1 when no line is left. */
 static int next_line(const struct buf *text, size_t *pos, const char **line, size_t *len)
 {
 	const char *lf;
@@ -395,14 +408,15 @@ static int next_line(const struct buf *text, size_t *pos, const char **line, siz
 	return 0;
 }
 
-/* blank - 1 if s[len] holds only spaces and tabs (or nothing) */
+/* blank - whether s[len] holds nothing but spaces and tabs */
 static int blank(const char *s, size_t len)
 {
 	trim(s, &len);
 	return len == 0;
 }
 
-/* has_control - 1 if s[len] holds a control byte (NUL, CR, ESC ...; not TAB) */
+/* has_control - whether s[len] holds a control byte (NUL, CR, ESC, DEL ...).
+ * TAB does not count: it is ordinary white space in a header line. */
 static int has_control(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
@@ -411,11 +425,13 @@ static int has_control(const char *s, size_t len)
 	return 0;
 }
 
-/* char_len - the octets of the character at s[0], len > 0: a well-formed
- * UTF-8 sequence (RFC 3629 4: no overlong form, no surrogate), else 1 for
- * the stray byte. *safe is 0 for what must not reach the terminal as is:
- * C0 controls but TAB, DEL, C1 controls U+0080..U+009F (CSI, ...) and
- * stray bytes (a raw 0x9b is CSI to an 8-bit terminal). */
+/*
+ * char_len - the octets of the character at s[0] (len > 0): the length of a
+ * well-formed UTF-8 sequence (RFC 3629 4: no overlong form, no surrogate),
+ * else 1 for a stray byte. *safe says whether it may reach the terminal as
+ * it is. C0 controls but TAB, DEL, the C1 controls U+0080..U+009F and stray
+ * bytes may not: a raw 0x9b, for one, is CSI to an 8-bit terminal.
+ */
 static size_t char_len(const unsigned char *s, size_t len, int *safe)
 {
 	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
@@ -437,7 +453,8 @@ static size_t char_len(const unsigned char *s, size_t len, int *safe)
 	return n;
 }
 
-/* utf8_chars - how many characters s[len] shows as (a stray byte is one) */
+/* utf8_chars - how many characters s[len] shows as on the screen. A stray
+ * byte counts as one, since show_text prints it as one '?'. */
 static size_t utf8_chars(const char *s, size_t len)
 {
 	size_t n = 0;
@@ -448,9 +465,12 @@ static size_t utf8_chars(const char *s, size_t len)
 	return n;
 }
 
-/* show_text - print s[len] on stdout with each control character or stray
- * byte as '?': a mail or a server cannot drive the terminal with escape
- * sequences (ESC, CSI, OSC ...); TAB and well-formed UTF-8 are kept */
+/*
+ * show_text - print s[len] on stdout with each control character or stray
+ * byte as '?'. A mail and a server's reply are someone else's text: shown
+ * as they are, escape sequences in them (ESC, CSI, OSC ...) could drive the
+ * terminal. TAB and well-formed UTF-8 are kept.
+ */
 static void show_text(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len;) {
@@ -465,8 +485,8 @@ static void show_text(const char *s, size_t len)
 	}
 }
 
-/* show_error - "<what>: <text>" and a newline; the text may come from the
- * server, so it goes through show_text */
+/* show_error - print "<what>: <text>" on a line of its own. The text may
+ * come from the server, so it goes through show_text. */
 static void show_error(const char *what, const char *text)
 {
 	printf("%s: ", what);
@@ -476,12 +496,14 @@ static void show_error(const char *what, const char *text)
 
 /* ---------------------------------------------------------------- the terminal */
 
-/* The terminal settings to restore, for the signal handler too. */
+/* The terminal's settings before tty_set changed them. The signal handler
+ * restores them too, so they are static; tty_changed says they differ. */
 static struct termios tty_saved;
 static volatile sig_atomic_t tty_changed;
 
-/* tty_set - switch stdin's terminal to the settings after clearing lflags
- * (ECHO for a password; ICANON too for one raw key); 0, or -1 if not a tty */
+/* tty_set - clear the local flags in clear and set those in set on stdin's
+ * terminal: ECHO off for a password, ICANON off too for one raw key. It
+ * returns -1 when stdin is not a terminal; the caller then reads a line. */
 static int tty_set(tcflag_t clear, tcflag_t set)
 {
 	struct termios t;
@@ -509,7 +531,8 @@ static void tty_restore(void)
 	tty_changed = 0;
 }
 
-/* on_fatal_signal - restore the terminal, then die of the signal as usual */
+/* on_fatal_signal - restore the terminal, then die of the signal as usual,
+ * so the shell sees the real cause and gets back a terminal that echoes */
 static void on_fatal_signal(int sig)
 {
 	if (tty_changed)
@@ -520,8 +543,8 @@ static void on_fatal_signal(int sig)
 
 /* ---------------------------------------------------------------- input: lines and keys */
 
-/* read_input - one line of stdin, any length, without its LF (and CR);
- * 0, or -1 at the end of input */
+/* read_input - one line of stdin, of any length (getline), without its LF
+ * and a CR before it. It returns -1 at the end of input. */
 static int read_input(struct client *cl)
 {
 	ssize_t n;
@@ -546,8 +569,9 @@ static int ask(struct client *cl, const char *prompt)
 	return read_input(cl);
 }
 
-/* ask_secret - as ask, without echo when stdin is a terminal (the newline
- * is still echoed, ECHONL); the terminal is restored on every path */
+/* ask_secret - as ask, but without echo when stdin is a terminal. ECHONL
+ * still echoes the newline, so the next text starts on a line of its own;
+ * the terminal is restored on every path. */
 static int ask_secret(struct client *cl, const char *prompt)
 {
 	int r;
@@ -559,8 +583,9 @@ static int ask_secret(struct client *cl, const char *prompt)
 	return r;
 }
 
-/* ask_key - wait for one key: raw (no Enter needed) on a terminal, else the
- * first character of a line. Returns the key, or EOF at the end of input. */
+/* ask_key - wait for one key: one raw keypress on a terminal (the
+ * assignment's getchar, no Enter needed), else the first character of a
+ * line. It returns the key, or EOF at the end of input. */
 static int ask_key(struct client *cl, const char *prompt)
 {
 	int ch;
@@ -587,8 +612,13 @@ static int ask_key(struct client *cl, const char *prompt)
 	return cl->len > 0 ? (unsigned char)cl->line[0] : '\n';
 }
 
-/* ask_credential - one of the two start prompts, asked again while empty or
- * holding control bytes; a fresh copy, or NULL at the end of input */
+/*
+ * ask_credential - one of the two start prompts, asked again while the
+ * answer is empty or holds a space or a control byte: user.txt splits its
+ * lines at white space, so no name or password of an account holds one. It
+ * returns a copy, or NULL at the end of input (or, errno ENOMEM, when
+ * memory runs out).
+ */
 static char *ask_credential(struct client *cl, const char *prompt, int secret)
 {
 	for (;;) {
@@ -604,8 +634,9 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 
 /* ---------------------------------------------------------------- input: the typed mail */
 
-/* next_header - the next line that is not blank (blank lines are tolerated
- * before each header line); -1 if none is left */
+/* next_header - the next line that is not blank. The assignment's layout
+ * has blank lines between the header lines, so any number are skipped before
+ * each one. It returns -1 when no line is left. */
 static int next_header(const struct buf *text, size_t *pos, const char **line, size_t *len)
 {
 	while (next_line(text, pos, line, len) == 0)
@@ -614,8 +645,9 @@ static int next_header(const struct buf *text, size_t *pos, const char **line, s
 	return -1;
 }
 
-/* header_value - if line is "<name>:" (any case, spaces around allowed), its
- * trimmed value in value and vlen; 0, or -1 if it is another line */
+/* header_value - if line is "<name>: <value>" (the name in any case, spaces
+ * allowed around both), the value without its outer spaces into value and
+ * vlen. It returns -1 if the line is not that header. */
 static int header_value(const char *name, const char *line, size_t len,
 			const char **value, size_t *vlen)
 {
@@ -635,8 +667,12 @@ static int header_value(const char *name, const char *line, size_t len,
 	return 0;
 }
 
-/* parse_address - "X @ Y" (spaces around the parts allowed) to "X@Y" in out:
- * X and Y non-empty, no space, control byte, '<', '>' or ',' inside; 0 or -1 */
+/*
+ * parse_address - "X @ Y" appended to out as "X@Y". The assignment writes
+ * "<username> @ <domain_name>", so spaces around the parts are allowed.
+ * Inside them a space, a control byte, '"', '<', '>' or ',' would break the
+ * SMTP path <X@Y> or the To: list, so they make it -1, as does an empty part.
+ */
 static int parse_address(const char *s, size_t len, struct buf *out)
 {
 	const char *at;
@@ -666,7 +702,9 @@ static int parse_address(const char *s, size_t len, struct buf *out)
 	return 0;
 }
 
-/* parse_address_list - "a@b, c@d" (one address or several) to "a@b, c@d" */
+/* parse_address_list - one address or several, comma-separated, appended
+ * to out as "a@b, c@d": the To: header's form, which smtp_envelope splits
+ * again. It returns -1 if any address is malformed. */
 static int parse_address_list(const char *s, size_t len, struct buf *out)
 {
 	const char *end = s + len;
@@ -685,8 +723,9 @@ static int parse_address_list(const char *s, size_t len, struct buf *out)
 	}
 }
 
-/* check_headers - From, To, Subject in that order and proper format;
- * *pos is then past the Subject line. NULL, or what is wrong. */
+/* check_headers - the From, To and Subject lines, in that order, into m;
+ * *pos ends past the Subject line. It returns NULL, or what is wrong in
+ * words the user sees after "Incorrect format". */
 static const char *check_headers(const struct buf *text, size_t *pos, struct mail *m)
 {
 	const char *line, *value;
@@ -712,9 +751,9 @@ static const char *check_headers(const struct buf *text, size_t *pos, struct mai
 	return NULL;
 }
 
-/* add_without_cr - append s[len] to b without its CR bytes: the lines are
- * sent with CRLF, and a bare CR is not allowed (RFC 5321 2.3.8); dropped
- * here, before dot-stuffing, so "\r." cannot end the data early */
+/* add_without_cr - append s[len] to b without its CR bytes. The lines are
+ * sent with CRLF and a bare CR is not allowed (RFC 5321 2.3.8); dropping
+ * them here, before dot-stuffing, also means "\r." cannot end the data. */
 static int add_without_cr(struct buf *b, const char *s, size_t len)
 {
 	const char *end = s + len;
@@ -730,7 +769,8 @@ static int add_without_cr(struct buf *b, const char *s, size_t len)
 	return buf_add(b, "", 0);	/* an empty body is "" too */
 }
 
-/* check_mail - split the typed text into a mail; m->why says what is wrong */
+/* check_mail - split the typed text into a mail: the header lines, then the
+ * body after one optional blank line. m->why says what is wrong, or is NULL. */
 static void check_mail(const struct buf *text, struct mail *m)
 {
 	size_t pos = 0, skip, len;
@@ -746,8 +786,12 @@ static void check_mail(const struct buf *text, struct mail *m)
 		m->why = "out of memory";
 }
 
-/* read_mail - the typed lines up to the line "." (not included), each ending
- * in LF; 0, 1 if longer than MAIL_TEXT_MAX (read to the end anyway), -1 at EOF */
+/*
+ * read_mail - the typed lines up to the line "." (not kept), each ending in
+ * LF. A mail longer than MAIL_TEXT_MAX is still read to its "." so that the
+ * rest of it is not taken for menu choices; it returns 1 then. It returns -1
+ * at the end of input, else 0.
+ */
 static int read_mail(struct client *cl, struct buf *text)
 {
 	int too_long = 0;
@@ -774,14 +818,17 @@ static void mail_free(struct mail *m)
 
 /* ---------------------------------------------------------------- network */
 
-/* close_socket - close a connection; an error there loses nothing of ours */
+/* close_socket - close a connection. Every reply was read before, so a
+ * failed close loses nothing; it is only logged with -v. */
 static void close_socket(int fd)
 {
 	if (close(fd) < 0 && verbose)
 		log_msg("close: %s", strerror(errno));
 }
 
-/* connect_bounded - connect fd to sa, waiting at most the timeout; 0 or -1 (errno) */
+/* connect_bounded - connect fd to sa, waiting at most the timeout: a plain
+ * connect to a host that drops packets waits for minutes. It returns -1,
+ * errno set, on failure. */
 static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
 {
 	struct pollfd p = { .fd = fd, .events = POLLOUT };
@@ -806,8 +853,9 @@ static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
 	return err ? -1 : 0;
 }
 
-/* dial - connect to cfg.server:port, trying each of its addresses in turn;
- * the socket, or -1 after printing "Cannot connect to <server>:<port>: why" */
+/* dial - connect to cfg.server:port, trying each of its addresses in turn
+ * (a host name may have IPv6 and IPv4 ones). It returns the socket, or -1
+ * after printing "Cannot connect to <server>:<port>: <reason>". */
 static int dial(const char *port)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -838,8 +886,8 @@ static int dial(const char *port)
 	return fd;
 }
 
-/* io_text - what went wrong, for a status that is not a line; errno is
- * still the one of the failed call */
+/* io_text - what went wrong, in words, for a read that gave no line. For
+ * IO_ERROR errno is still the one of the failed call. */
 static const char *io_text(enum io_status st)
 {
 	switch (st) {
@@ -855,8 +903,9 @@ static const char *io_text(enum io_status st)
 	}
 }
 
-/* send_line - queue one protocol line plus CRLF, shown with -v; a write
- * error shows at the next read, as the connection lost */
+/* send_line - queue one protocol line and its CRLF, shown with -v. A write
+ * error is not reported here: the next read fails, and the user sees the
+ * connection lost. */
 static void send_line(struct conn *c, const char *line, size_t len)
 {
 	dialogue('C', line, len);
@@ -864,8 +913,9 @@ static void send_line(struct conn *c, const char *line, size_t len)
 	conn_write(c, "\r\n", 2);
 }
 
-/* send_vcmd - format a command line and queue it; -1 (nothing sent) if it
- * would be longer than CMD_LINE_MAX with its CRLF */
+/* send_vcmd - format a command line and queue it. A line that would pass
+ * CMD_LINE_MAX with its CRLF is not sent at all, since a cut command could
+ * mean something else: it returns -1. PASS's argument never reaches the log. */
 static int send_vcmd(struct conn *c, const char *fmt, va_list ap)
 {
 	char line[CMD_LINE_MAX - 2];	/* and CRLF */
@@ -906,7 +956,8 @@ struct smtp {
 	int ehlo_8bit;			/* EHLO listed 8BITMIME */
 };
 
-/* reply_code - the code of an SMTP reply line "DDD", "DDD text" or "DDD-text"; 0 if bad */
+/* reply_code - the code of an SMTP reply line "DDD", "DDD text" or
+ * "DDD-text" (RFC 5321 4.2), or 0 if the line is not a reply */
 static int reply_code(const char *line, size_t len)
 {
 	if (len < 3 || !isdigit((unsigned char)line[0]) || !isdigit((unsigned char)line[1])
@@ -917,8 +968,9 @@ static int reply_code(const char *line, size_t len)
 	return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
 }
 
-/* smtp_reply - read one whole reply, multi-line included (RFC 5321 4.2.1:
- * "DDD-" lines continue it, the code of the last line counts); its code, or 0 */
+/* smtp_reply - read one whole reply: "DDD-" lines continue it, and the code
+ * of the last line counts (RFC 5321 4.2.1). It returns that code, or 0 when
+ * no reply came; s->line then says why. */
 static int smtp_reply(struct smtp *s)
 {
 	size_t len;
@@ -944,13 +996,15 @@ static int smtp_reply(struct smtp *s)
 	}
 }
 
-/* smtp_expect - read the reply: 0 if its code is in class (2: 2xx, 3: 3xx), else -1 */
+/* smtp_expect - read the reply; 0 if its code is in class (2 for 2xx, 3 for
+ * 3xx), else -1 */
 static int smtp_expect(struct smtp *s, int class)
 {
 	return smtp_reply(s) / 100 == class ? 0 : -1;
 }
 
-/* smtp_cmd - send a command line and read its reply; 0 if in class, else -1 */
+/* smtp_cmd - send a command line and read its reply; 0 if its code is in
+ * class. A line too long to send counts as refused, with no reply. */
 static int smtp_cmd(struct smtp *s, int class, const char *fmt, const char *arg)
 {
 	if (send_cmd(&s->c, fmt, arg) < 0) {
@@ -961,18 +1015,19 @@ static int smtp_cmd(struct smtp *s, int class, const char *fmt, const char *arg)
 	return smtp_expect(s, class);
 }
 
-#define LDH_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-."
-
-/* local_name - our name for EHLO (RFC 5321 4.1.1.1): the host name if it is a
- * domain (has a dot), else the address literal of our end of the socket */
+/* local_name - our name for EHLO (RFC 5321 4.1.1.1): the host name if it is
+ * a domain, else the address literal of our end of the socket. A bare name
+ * such as "laptop" is no domain, and a strict server refuses it. */
 static void local_name(int fd, char *out, size_t cap)
 {
+	static const char ldh[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				  "abcdefghijklmnopqrstuvwxyz0123456789-.";
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof ss;
 	char addr[HOST_MAX];
 
 	if (gethostname(out, cap) == 0 && memchr(out, '\0', cap) && strchr(out, '.')
-	    && out[0] != '.' && out[strspn(out, LDH_CHARS)] == '\0')
+	    && out[0] != '.' && out[strspn(out, ldh)] == '\0')
 		return;	/* RFC 5321 4.1.2: a Domain: letters, digits, '-', '.' */
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0
 	    || getnameinfo((struct sockaddr *)&ss, len, addr, sizeof addr, NULL, 0,
@@ -982,7 +1037,8 @@ static void local_name(int fd, char *out, size_t cap)
 		snprintf(out, cap, ss.ss_family == AF_INET6 ? "[IPv6:%s]" : "[%s]", addr);
 }
 
-/* smtp_hello - the greeting, then EHLO, or HELO if EHLO is refused (RFC 5321 3.2) */
+/* smtp_hello - read the greeting, then say EHLO, or HELO when the server
+ * refuses EHLO with a 5xx: an older server knows only HELO (RFC 5321 3.2). */
 static int smtp_hello(struct smtp *s)
 {
 	char name[HOST_MAX + 16];
@@ -1002,7 +1058,8 @@ static int smtp_hello(struct smtp *s)
 	return smtp_cmd(s, 2, "HELO %s", name);
 }
 
-/* has_8bit - 1 if the text holds a byte over 127 */
+/* has_8bit - whether the text holds a byte over 127, which asks for
+ * BODY=8BITMIME and the MIME headers */
 static int has_8bit(const struct buf *b)
 {
 	for (size_t i = 0; i < b->len; i++)
@@ -1011,8 +1068,12 @@ static int has_8bit(const struct buf *b)
 	return 0;
 }
 
-/* smtp_envelope - MAIL FROM, then RCPT TO for each address of "a@b, c@d";
- * the first refusal ends it (RFC 5321 3.3) */
+/*
+ * smtp_envelope - MAIL FROM, then one RCPT TO for each address of
+ * "a@b, c@d". The first refusal ends it (RFC 5321 3.3): the user is told,
+ * and no recipient gets a mail the others miss. BODY=8BITMIME is declared
+ * only when EHLO offered it (RFC 6152).
+ */
 static int smtp_envelope(struct smtp *s, const struct mail *m)
 {
 	const char *p = m->to.p;
@@ -1036,7 +1097,9 @@ static int smtp_envelope(struct smtp *s, const struct mail *m)
 	return 0;
 }
 
-/* message_id - "<time.nanoseconds.pid@domain>", unique (RFC 5322 3.6.4) */
+/* message_id - a "Message-ID: <seconds.nanoseconds.pid@domain>" line,
+ * unique (RFC 5322 3.6.4): two clients differ in the pid, and one client's
+ * mails in the time. */
 static void message_id(char *out, size_t cap, const char *from)
 {
 	struct timespec ts;
@@ -1050,8 +1113,9 @@ static void message_id(char *out, size_t cap, const char *from)
 		 (long)ts.tv_nsec, (long)getpid(), at ? at + 1 : "localhost");
 }
 
-/* send_to_header - "To: a@b, c@d", folded before 78 columns (RFC 5322 2.1.1,
- * 2.2.3: a folded line goes on with a space) */
+/* send_to_header - "To: a@b, c@d", folded before 78 columns (RFC 5322
+ * 2.1.1), each folded line going on with a space (2.2.3): a long list of
+ * recipients stays readable and under 998 octets a line. */
 static void send_to_header(struct conn *c, const char *to)
 {
 	struct buf line = { 0 };
@@ -1079,7 +1143,7 @@ static void send_to_header(struct conn *c, const char *to)
 	buf_free(&line);
 }
 
-/* send_field - one header line "<name> <value>", any length */
+/* send_field - one header line "<name><value>", of any length */
 static void send_field(struct conn *c, const char *name, const char *value)
 {
 	struct buf line = { 0 };
@@ -1090,9 +1154,9 @@ static void send_field(struct conn *c, const char *name, const char *value)
 	buf_free(&line);
 }
 
-/* send_headers - From, To, Subject as typed (normalised), Date, Message-ID
- * (RFC 5322 3.6: Date and From are required), the MIME headers of a body
- * with 8-bit text (taken as UTF-8), then the blank line */
+/* send_headers - From, To and Subject as typed (normalised), Date and
+ * Message-ID (RFC 5322 3.6: Date and From are required), the MIME headers
+ * when the body has 8-bit text (taken as UTF-8), then the blank line. */
 static void send_headers(struct conn *c, const struct mail *m)
 {
 	char line[FIELD_MAX];
@@ -1117,8 +1181,9 @@ static void send_headers(struct conn *c, const struct mail *m)
 }
 
 /* piece_len - how much of a body line fits on one line of the message: all
- * of it up to TEXT_LINE_MAX octets, else that cut back to the start of a
- * UTF-8 character (RFC 5322 2.1.1: "MUST be no more than 998 characters") */
+ * of it up to TEXT_LINE_MAX octets (RFC 5322 2.1.1: "MUST be no more than
+ * 998 characters"), else that much cut back to the start of a UTF-8
+ * character, so that no character is split over two lines. */
 static size_t piece_len(const char *line, size_t len)
 {
 	size_t n = TEXT_LINE_MAX;
@@ -1130,7 +1195,8 @@ static size_t piece_len(const char *line, size_t len)
 	return n;
 }
 
-/* send_data_line - one line of the message, dot-stuffed (RFC 5321 4.5.2) */
+/* send_data_line - one line of the message. A leading '.' gets another one
+ * (RFC 5321 4.5.2), so no line of the text can end the data. */
 static void send_data_line(struct conn *c, const char *line, size_t len)
 {
 	int stuff = len > 0 && line[0] == '.';
@@ -1144,8 +1210,8 @@ static void send_data_line(struct conn *c, const char *line, size_t len)
 	conn_write(c, "\r\n", 2);
 }
 
-/* send_body - the body lines (no CR in them, see check_mail), a longer one
- * broken into lines of TEXT_LINE_MAX octets, then the line "." */
+/* send_body - the body lines (check_mail took the CRs out), a longer one
+ * broken into lines of at most TEXT_LINE_MAX octets, then the line ".". */
 static void send_body(struct conn *c, const struct buf *body)
 {
 	size_t pos = 0, len, n;
@@ -1161,7 +1227,8 @@ static void send_body(struct conn *c, const struct buf *body)
 	send_line(c, ".", 1);
 }
 
-/* smtp_transaction - envelope, DATA, the message; 0 once the server took it */
+/* smtp_transaction - the envelope, DATA and the message. It returns 0 once
+ * the server has taken the mail: a 2xx after the final ".". */
 static int smtp_transaction(struct smtp *s, const struct mail *m)
 {
 	if (smtp_envelope(s, m) < 0 || smtp_cmd(s, 3, "DATA", NULL) < 0)
@@ -1171,7 +1238,8 @@ static int smtp_transaction(struct smtp *s, const struct mail *m)
 	return smtp_expect(s, 2);
 }
 
-/* smtp_send - deliver a checked mail over SMTP and say how it went */
+/* smtp_send - deliver a checked mail over SMTP and tell the user how it
+ * went, then end the session with QUIT while the server still answers. */
 static void smtp_send(const struct mail *m)
 {
 	struct smtp *s = malloc(sizeof *s);
@@ -1195,15 +1263,16 @@ static void smtp_send(const struct mail *m)
 	else
 		puts("Mail sent successfully");
 	if (s->code > 0 && s->code != 421 && send_cmd(&s->c, "QUIT") == 0)
-		smtp_reply(s);	/* RFC 5321 4.1.1.10 (after 421 the server has
-				 * closed, 3.8); its answer changes nothing */
+		smtp_reply(s);	/* RFC 5321 4.1.1.10; after a 421 the server
+				 * has closed (3.8). The reply changes nothing. */
 	close_socket(fd);
 	free(s);
 }
 
 /* ---------------------------------------------------------------- POP3 (RFC 1939) */
 
-/* A POP3 session. */
+/* A POP3 session: the connection, its last status line, and what CAPA and
+ * STAT told. */
 struct pop {
 	struct conn c;
 	char line[REPLY_LINE_MAX];	/* the last status line, or what went wrong */
@@ -1213,8 +1282,9 @@ struct pop {
 	long count;			/* STAT: messages in the maildrop */
 };
 
-/* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer
- * (RFC 1939 3: the status indicators are upper case) */
+/* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer.
+ * The indicators are upper case (RFC 1939 3); any other line means the peer
+ * does not speak POP3, and the session is given up. */
 static int pop_status(struct pop *p)
 {
 	size_t len;
@@ -1252,12 +1322,13 @@ static int pop_cmd(struct pop *p, const char *fmt, ...)
 	return pop_status(p);
 }
 
-/* Called for each line of a multi-line response; nonzero stops the calls
- * (the rest is still read, so the session stays in step). */
+/* Called for each line of a multi-line response. Non-zero stops the calls,
+ * but the rest is still read, so the session stays in step. */
 typedef int (*line_fn)(void *arg, const char *line, size_t len);
 
-/* pop_multiline - the lines after a +OK up to the line "." (RFC 1939 3:
- * a leading '.' of any other line is removed); 0, or -1 if the session died */
+/* pop_multiline - pass each line after a +OK, up to the line ".", to each
+ * with its leading '.' removed (RFC 1939 3). A line too long to hold comes
+ * as a note. It returns -1 if the session died. */
 static int pop_multiline(struct pop *p, line_fn each, void *arg)
 {
 	int stop = 0;
@@ -1287,7 +1358,8 @@ static int pop_multiline(struct pop *p, line_fn each, void *arg)
 	}
 }
 
-/* capa_line - note TOP among the capabilities (RFC 2449 5) */
+/* capa_line - note TOP among the capabilities (RFC 2449 5): the list then
+ * fetches only each mail's headers */
 static int capa_line(void *arg, const char *line, size_t len)
 {
 	struct pop *p = arg;
@@ -1297,7 +1369,7 @@ static int capa_line(void *arg, const char *line, size_t len)
 	return 0;
 }
 
-/* pop_stat - the number of messages from "+OK nn mm" (RFC 1939 5) */
+/* pop_stat - the number of messages, from "+OK nn mm" (RFC 1939 5) */
 static int pop_stat(struct pop *p)
 {
 	char *end;
@@ -1313,7 +1385,9 @@ static int pop_stat(struct pop *p)
 	return 0;
 }
 
-/* pop_login - greeting, USER, PASS (RFC 1939 7); prints why on failure */
+/* pop_login - the greeting, USER and PASS (RFC 1939 7). On failure it
+ * prints why: "Login failed" when the server refused, "Error in reading
+ * mail" when it stopped answering. */
 static int pop_login(struct pop *p, const struct client *cl)
 {
 	if (pop_status(p) < 0) {
@@ -1328,8 +1402,8 @@ static int pop_login(struct pop *p, const struct client *cl)
 	return 0;
 }
 
-/* pop_open - connect, log in, learn the capabilities and the count; 0, or -1
- * after printing why (the session is then closed) */
+/* pop_open - connect, log in, learn the capabilities and the count. It
+ * returns -1 after printing why; pop_close still frees what was set up. */
 static int pop_open(struct pop *p, const struct client *cl)
 {
 	int fd;
@@ -1349,7 +1423,8 @@ static int pop_open(struct pop *p, const struct client *cl)
 	p->alive = 1;
 	if (pop_login(p, cl) < 0)
 		return -1;
-	/* CAPA -ERR is fine (an RFC 1939-only server): RETR instead of TOP */
+	/* CAPA's -ERR is no failure: an RFC 1939-only server has no CAPA, and
+	 * the list then uses RETR instead of TOP. */
 	if (pop_cmd(p, "CAPA") == 0)
 		(void)pop_multiline(p, capa_line, p);
 	if (!p->alive || pop_stat(p) < 0) {
@@ -1359,8 +1434,9 @@ static int pop_open(struct pop *p, const struct client *cl)
 	return 0;
 }
 
-/* pop_close - QUIT if the server still answers (RFC 1939 6), then close;
- * returns 0 if QUIT was answered +OK (deletions are then done) */
+/* pop_close - QUIT if the server still answers (RFC 1939 6), then close and
+ * free; a second call does nothing. It returns 0 only when QUIT was answered
+ * +OK, because only then are the deletions done. */
 static int pop_close(struct pop *p)
 {
 	int r = -1;
@@ -1378,14 +1454,15 @@ static int pop_close(struct pop *p)
 
 /* ---------------------------------------------------------------- the menu: Manage Mail's list */
 
-/* The few headers the list shows, unfolded, each truncated to FIELD_MAX. */
+/* The few headers the list shows, unfolded, each cut at FIELD_MAX: a row
+ * shows far less, so nothing of use is lost. */
 struct summary {
 	char from[FIELD_MAX], subject[FIELD_MAX], received[FIELD_MAX], date[FIELD_MAX];
 	char *field;		/* the header being read (a folded one goes on), or NULL */
 	int in_body;		/* past the blank line after the headers */
 };
 
-/* field_add - append s[len] to a field, truncating at FIELD_MAX - 1 */
+/* field_add - append s[len] to a field, cut at FIELD_MAX - 1 octets */
 static void field_add(char *field, const char *s, size_t len)
 {
 	size_t have = strlen(field);
@@ -1397,7 +1474,8 @@ static void field_add(char *field, const char *s, size_t len)
 }
 
 /* summary_line - take From, Subject, the first Received and Date from a
- * header line; folded lines go on the header before (RFC 5322 2.2.3) */
+ * header line; a folded line goes on the header before it (RFC 5322 2.2.3).
+ * It returns 1 at the blank line, as the body is not needed. */
 static int summary_line(void *arg, const char *line, size_t len)
 {
 	static const char *const names[] = { "From:", "Subject:", "Received:", "Date:" };
@@ -1426,7 +1504,8 @@ static int summary_line(void *arg, const char *line, size_t len)
 	return 0;
 }
 
-/* days_from_civil - days since 1970-01-01 of a proleptic Gregorian date */
+/* days_from_civil - the days since 1970-01-01 of a proleptic Gregorian date.
+ * POSIX has no timegm, and mktime would take the date as local time. */
 static long long days_from_civil(long long y, int m, int d)
 {
 	long long era, yoe, doy;
@@ -1438,8 +1517,9 @@ static long long days_from_civil(long long y, int m, int d)
 	return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
 }
 
-/* zone_offset - a zone "+hhmm"/"-hhmm" or an obsolete name (RFC 5322 4.3),
- * in seconds east of UTC; unknown names count as UTC */
+/* zone_offset - a zone "+hhmm"/"-hhmm" or an obsolete name (RFC 5322 4.3)
+ * in seconds east of UTC. Other names count as UTC, as 4.3 says of the
+ * military zones. */
 static long zone_offset(const char *z)
 {
 	static const struct { const char *name; int hours; } names[] = {
@@ -1459,8 +1539,8 @@ static long zone_offset(const char *z)
 	return 0;
 }
 
-/* parse_date - an RFC 5322 3.3 date-time "[Mon, ]23 Nov 2026 09:03[:00] +0000"
- * to seconds since the epoch; 0, or -1 if it is not one */
+/* parse_date - an RFC 5322 3.3 date-time "[Mon, ]23 Nov 2026 09:03[:00]
+ * +0000" to seconds since the epoch. It returns -1 if s is not one. */
 static int parse_date(const char *s, time_t *out)
 {
 	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
@@ -1472,7 +1552,8 @@ static int parse_date(const char *s, time_t *out)
 		s++;
 	if (isalpha((unsigned char)*s) && strchr(s, ','))
 		s = strchr(s, ',') + 1;	/* the optional day of the week */
-	/* field widths: no number can overflow an int (that is undefined) */
+	/* The field widths keep every number within an int: sscanf's overflow
+	 * is undefined behaviour. */
 	if (sscanf(s, "%2d %3s %4d %2d:%2d%n", &day, mon, &year, &hour, &min, &used) != 5)
 		return -1;
 	s += used;
@@ -1491,9 +1572,10 @@ static int parse_date(const char *s, time_t *out)
 	return 0;
 }
 
-/* received_text - when the mail was received, "YYYY-MM-DD : HH : MM" in local
- * time: the date after the last ';' of the first Received line (RFC 5321
- * 4.4), else the Date header; "?" if neither can be read */
+/* received_text - when the mail was received, "YYYY-MM-DD : HH : MM" in
+ * local time. The first Received line's date, after its last ';' (RFC 5321
+ * 4.4), says when the server took it; the Date header is the fallback, and
+ * "?" stands for neither. */
 static void received_text(const struct summary *sm, char *out, size_t cap)
 {
 	const char *semi = strrchr(sm->received, ';');
@@ -1516,7 +1598,8 @@ static char *field_trim(char *f)
 	return s;
 }
 
-/* address_of - the address in a From value: inside <...> if there, else all of it */
+/* address_of - the address in a From value: what is inside <...> if there
+ * is that, else all of it; "?" for nothing */
 static const char *address_of(char *from)
 {
 	char *lt = strrchr(from, '<'), *gt = lt ? strchr(lt, '>') : NULL;
@@ -1529,8 +1612,8 @@ static const char *address_of(char *from)
 	return from[0] ? from : "?";
 }
 
-/* print_cell - s cut to width characters ("..." marks a cut), then, with
- * pad, spaces up to width: the columns stay aligned */
+/* print_cell - s cut to width characters, "..." marking a cut, then with
+ * pad spaces up to width, so that the columns stay aligned */
 static void print_cell(const char *s, size_t width, int pad)
 {
 	size_t len = strlen(s), chars = utf8_chars(s, len), shown, end = 0;
@@ -1560,7 +1643,8 @@ static void print_row(const char *num, const char *from, const char *when,
 	putchar('\n');
 }
 
-/* list_row - fetch one mail's headers (TOP n 0, or RETR) and print its row */
+/* list_row - fetch one mail's headers and print its row. TOP n 0 sends only
+ * the headers; without TOP, or when TOP is refused after all, RETR does. */
 static int list_row(struct pop *p, long n)
 {
 	struct summary *sm = calloc(1, sizeof *sm);
@@ -1586,7 +1670,7 @@ static int list_row(struct pop *p, long n)
 	return r;
 }
 
-/* list_mails - the table: a header row, then one row per mail */
+/* list_mails - the list: a heading row, then one row per mail */
 static int list_mails(struct pop *p)
 {
 	print_row("Sl. No.", "From", "Received", "Subject");
@@ -1598,8 +1682,9 @@ static int list_mails(struct pop *p)
 
 /* ---------------------------------------------------------------- the menu: Manage Mail */
 
-/* choose_mail - "Enter mail no. to see: " until a number in 1..count or -1;
- * *n is it. -1 at the end of input. */
+/* choose_mail - ask "Enter mail no. to see: " until the answer is -1 or a
+ * number in 1..count, into *n. What is no number is asked again; a number
+ * out of range gets the assignment's message. -1 at the end of input. */
 static int choose_mail(struct client *cl, long count, long *n)
 {
 	for (;;) {
@@ -1623,7 +1708,7 @@ static int choose_mail(struct client *cl, long count, long *n)
 	}
 }
 
-/* show_line - one line of a mail on the screen */
+/* show_line - one line of a mail on the screen, through show_text */
 static int show_line(void *arg, const char *line, size_t len)
 {
 	(void)arg;
@@ -1632,7 +1717,7 @@ static int show_line(void *arg, const char *line, size_t len)
 	return 0;
 }
 
-/* show_mail - RETR n: the whole mail, headers and body, unstuffed */
+/* show_mail - RETR n: the whole mail, headers and body, between two marks */
 static int show_mail(struct pop *p, long n)
 {
 	if (pop_cmd(p, "RETR %ld", n) < 0)
@@ -1644,8 +1729,8 @@ static int show_mail(struct pop *p, long n)
 	return 0;
 }
 
-/* delete_mail - DELE n, then QUIT: the deletion is done when QUIT says +OK
- * (RFC 1939 6: the UPDATE state) */
+/* delete_mail - DELE n, then QUIT. "Mail deleted." waits for QUIT's +OK:
+ * the server removes the mail only in the UPDATE state (RFC 1939 6). */
 static void delete_mail(struct pop *p, long n)
 {
 	if (pop_cmd(p, "DELE %ld", n) < 0) {
@@ -1658,9 +1743,9 @@ static void delete_mail(struct pop *p, long n)
 	}
 }
 
-/* read_one - list, choose, show, then the key: NEXT_MENU after -1,
- * NEXT_EXIT at the end of input, NEXT_LIST after 'd' (the deletion done)
- * and after any other key: the list comes back, fetched afresh */
+/* read_one - the list, the choice, the mail, then the key. It returns
+ * NEXT_MENU after -1, NEXT_EXIT at the end of input, and NEXT_LIST after
+ * any key ('d' deletes first), since the list then comes again. */
 static enum next read_one(struct client *cl, struct pop *p)
 {
 	long n;
@@ -1690,8 +1775,11 @@ static enum next read_one(struct client *cl, struct pop *p)
 	return NEXT_LIST;
 }
 
-/* opt_manage_mail - menu 1: one POP3 session per list-read-key cycle; the list
- * is fetched afresh each time, and QUIT comes before the menu */
+/*
+ * opt_manage_mail - menu 1. Each list-read-key cycle is one POP3 session,
+ * ended with QUIT before the list comes again or the menu does: the list is
+ * always fresh, and the mailbox lock is never held while the user reads.
+ */
 static enum next opt_manage_mail(struct client *cl)
 {
 	for (;;) {
@@ -1703,7 +1791,7 @@ static enum next opt_manage_mail(struct client *cl)
 			return NEXT_MENU;
 		}
 		next = pop_open(p, cl) < 0 ? NEXT_MENU : read_one(cl, p);
-		pop_close(p);	/* after 'd' delete_mail has closed it: no-op */
+		pop_close(p);	/* after 'd' delete_mail has closed it already */
 		free(p);
 		if (next != NEXT_LIST)
 			return next;
@@ -1712,7 +1800,8 @@ static enum next opt_manage_mail(struct client *cl)
 
 /* ---------------------------------------------------------------- the menu: Send Mail */
 
-/* opt_send_mail - menu 2: read the whole mail, check it, send it over SMTP */
+/* opt_send_mail - menu 2: read the whole mail up to ".", check it, and send
+ * it over SMTP only if it is well formed */
 static enum next opt_send_mail(struct client *cl)
 {
 	struct buf text = { 0 };
@@ -1804,7 +1893,7 @@ static void menu_loop(struct client *cl)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - the synopsis on out; returns the exit code given */
+/* usage - the synopsis on out; it returns code, for main to return */
 static int usage(FILE *out, int code)
 {
 	fprintf(out, "usage: %s [-v] [-h] [-t seconds] server [smtp_port [pop3_port]]\n"
@@ -1816,7 +1905,7 @@ static int usage(FILE *out, int code)
 	return code;
 }
 
-/* port_valid - a decimal port 1..65535 */
+/* port_valid - whether s is a decimal port 1..65535 */
 static int port_valid(const char *s)
 {
 	char *end;
@@ -1828,7 +1917,8 @@ static int port_valid(const char *s)
 	       && v >= 1 && v <= 65535;
 }
 
-/* parse_options - fill cfg from the command line; -1 on bad usage, 1 for -h */
+/* parse_options - fill cfg from the command line. It returns -1 on bad
+ * usage and 1 for -h, which main turns into the usage text. */
 static int parse_options(int argc, char **argv)
 {
 	int opt;
@@ -1861,8 +1951,9 @@ static int parse_options(int argc, char **argv)
 	return port_valid(cfg.smtp_port) && port_valid(cfg.pop_port) ? 0 : -1;
 }
 
-/* catch_signals - restore the terminal on the way out of any fatal signal;
- * a server that closes does not kill us (SIGPIPE ignored: a write error) */
+/* catch_signals - restore the terminal on the way out of a fatal signal.
+ * SIGPIPE is ignored: a server that closes early makes a write fail, and
+ * the user is told, instead of the client dying. */
 static void catch_signals(void)
 {
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
@@ -1876,6 +1967,7 @@ static void catch_signals(void)
 		log_msg("cannot ignore SIGPIPE: %s", strerror(errno));
 }
 
+/* main - the options, the two start prompts, then the menu until Quit */
 int main(int argc, char **argv)
 {
 	struct client cl = { 0 };
