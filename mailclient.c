@@ -18,7 +18,11 @@
  *                   in local time, subject); "Enter mail no. to see: " shows a
  *                   mail ("-1": back to the menu); then 'd' deletes it (DELE,
  *                   QUIT) and any other key keeps it; either way the list comes
- *                   again, fetched afresh (the menu once the mailbox is empty)
+ *                   again, fetched afresh (the menu once the mailbox is
+ *                   empty). The received time is the first Received line's
+ *                   date (RFC 5321 4.4), else the Date header, else the
+ *                   assignment's "Received: <date> : <hour> : <minute>" as
+ *                   written; "?" if none can be read.
  *   2. Send Mail    From:, To: (one address or several, comma-separated),
  *                   Subject: (at most 50 characters), the body, a line "."
  *   3. Quit
@@ -49,6 +53,15 @@
  *
  * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage; killed
  * by SIGINT/SIGTERM as usual, after restoring the terminal.
+ *
+ * Where to look: menu[] is the table of options, menu_loop the loop. Send
+ * Mail: opt_send_mail -> read_mail, check_mail (check_headers,
+ * parse_address_list), smtp_send (smtp_hello, smtp_envelope, send_headers,
+ * send_body). Manage Mail: opt_manage_mail -> pop_open, read_one
+ * (list_mails -> list_row -> summary_line, received_text -> parse_date,
+ * parse_received_stamp; choose_mail, show_mail, delete_mail), pop_close.
+ * Server text reaches the screen only through show_text; the terminal
+ * modes: tty_set, ask_key.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -161,7 +174,8 @@ static void log_msg(const char *fmt, ...)
 	if (len >= sizeof line - 1)
 		len = sizeof line - 2;
 	line[len++] = '\n';
-	/* One write per line: lines of concurrent children do not interleave. */
+	/* One write per line: lines that several processes write at once (a
+	 * server's sessions) do not interleave. */
 	if (write(STDERR_FILENO, line, len) < 0)
 		return;		/* nowhere left to report it */
 }
@@ -370,7 +384,11 @@ static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
 
 /* ---------------------------------------------------------------- bytes and text */
 
-/* buf_add - append n bytes; -1 (nothing added) past MAIL_TEXT_MAX or out of memory */
+/*
+ * buf_add - append n bytes and keep the text NUL-terminated. It refuses to
+ * grow past MAIL_TEXT_MAX, so no typed mail can exhaust memory; it returns
+ * -1, with nothing added, then and when memory runs out.
+ */
 static int buf_add(struct buf *b, const void *data, size_t n)
 {
 	if (n > MAIL_TEXT_MAX - b->len)
@@ -393,14 +411,15 @@ static int buf_add(struct buf *b, const void *data, size_t n)
 	return 0;
 }
 
-/* buf_free - release a buffer, leaving it empty and reusable */
+/* buf_free - release a buffer and leave it empty, ready for reuse */
 static void buf_free(struct buf *b)
 {
 	free(b->p);
 	memset(b, 0, sizeof *b);
 }
 
-/* trim - strip spaces and tabs at both ends of s[*len]; returns the new start */
+/* trim - skip spaces and tabs at both ends of s[*len]. It returns the new
+ * start and shortens *len; the text itself is not changed. */
 static const char *trim(const char *s, size_t *len)
 {
 	while (*len > 0 && (*s == ' ' || *s == '\t')) {
@@ -412,8 +431,8 @@ static const char *trim(const char *s, size_t *len)
 	return s;
 }
 
-/* next_line - the line of text at *pos (without its LF) into line and len;
- * 0, or -1 at the end */
+/* next_line - the line of text at *pos, without its LF, into line and len,
+ * and *pos past it. It returns -1 when no line is left. */
 static int next_line(const struct buf *text, size_t *pos, const char **line, size_t *len)
 {
 	const char *lf;
@@ -427,7 +446,15 @@ static int next_line(const struct buf *text, size_t *pos, const char **line, siz
 	return 0;
 }
 
-/* has_control - 1 if s[len] holds a control byte (NUL, CR, ESC ...; not TAB) */
+/* blank - whether s[len] holds nothing but spaces and tabs */
+static int blank(const char *s, size_t len)
+{
+	trim(s, &len);
+	return len == 0;
+}
+
+/* has_control - whether s[len] holds a control byte (NUL, CR, ESC, DEL ...).
+ * TAB does not count: it is ordinary white space in a header line. */
 static int has_control(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
@@ -436,11 +463,13 @@ static int has_control(const char *s, size_t len)
 	return 0;
 }
 
-/* char_len - the octets of the character at s[0], len > 0: a well-formed
- * UTF-8 sequence (RFC 3629 4: no overlong form, no surrogate), else 1 for
- * the stray byte. *safe is 0 for what must not reach the terminal as is:
- * C0 controls but TAB, DEL, C1 controls U+0080..U+009F (CSI, ...) and
- * stray bytes (a raw 0x9b is CSI to an 8-bit terminal). */
+/*
+ * char_len - the octets of the character at s[0] (len > 0): the length of a
+ * well-formed UTF-8 sequence (RFC 3629 4: no overlong form, no surrogate),
+ * else 1 for a stray byte. *safe says whether it may reach the terminal as
+ * it is. C0 controls but TAB, DEL, the C1 controls U+0080..U+009F and stray
+ * bytes may not: a raw 0x9b, for one, is CSI to an 8-bit terminal.
+ */
 static size_t char_len(const unsigned char *s, size_t len, int *safe)
 {
 	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
@@ -462,7 +491,8 @@ static size_t char_len(const unsigned char *s, size_t len, int *safe)
 	return n;
 }
 
-/* utf8_chars - how many characters s[len] shows as (a stray byte is one) */
+/* utf8_chars - how many characters s[len] shows as on the screen. A stray
+ * byte counts as one, since show_text prints it as one '?'. */
 static size_t utf8_chars(const char *s, size_t len)
 {
 	size_t n = 0;
@@ -473,9 +503,12 @@ static size_t utf8_chars(const char *s, size_t len)
 	return n;
 }
 
-/* show_text - print s[len] on stdout with each control character or stray
- * byte as '?': a mail or a server cannot drive the terminal with escape
- * sequences (ESC, CSI, OSC ...); TAB and well-formed UTF-8 are kept */
+/*
+ * show_text - print s[len] on stdout with each control character or stray
+ * byte as '?'. A mail and a server's reply are someone else's text: shown
+ * as they are, escape sequences in them (ESC, CSI, OSC ...) could drive the
+ * terminal. TAB and well-formed UTF-8 are kept.
+ */
 static void show_text(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len;) {
@@ -490,8 +523,8 @@ static void show_text(const char *s, size_t len)
 	}
 }
 
-/* show_error - "<what>: <text>" and a newline; the text may come from the
- * server, so it goes through show_text */
+/* show_error - print "<what>: <text>" on a line of its own. The text may
+ * come from the server, so it goes through show_text. */
 static void show_error(const char *what, const char *text)
 {
 	printf("%s: ", what);
@@ -501,12 +534,14 @@ static void show_error(const char *what, const char *text)
 
 /* ---------------------------------------------------------------- the terminal */
 
-/* The terminal settings to restore, for the signal handler too. */
+/* The terminal's settings before tty_set changed them. The signal handler
+ * restores them too, so they are static; tty_changed says they differ. */
 static struct termios tty_saved;
 static volatile sig_atomic_t tty_changed;
 
-/* tty_set - switch stdin's terminal to the settings after clearing lflags
- * (ECHO for a password; ICANON too for one raw key); 0, or -1 if not a tty */
+/* tty_set - clear the local flags in clear and set those in set on stdin's
+ * terminal: ECHO off for a password, ICANON off too for one raw key. It
+ * returns -1 when stdin is not a terminal; the caller then reads a line. */
 static int tty_set(tcflag_t clear, tcflag_t set)
 {
 	struct termios t;
@@ -534,7 +569,8 @@ static void tty_restore(void)
 	tty_changed = 0;
 }
 
-/* on_fatal_signal - restore the terminal, then die of the signal as usual */
+/* on_fatal_signal - restore the terminal, then die of the signal as usual,
+ * so the shell sees the real cause and gets back a terminal that echoes */
 static void on_fatal_signal(int sig)
 {
 	if (tty_changed)
@@ -543,10 +579,10 @@ static void on_fatal_signal(int sig)
 	raise(sig);
 }
 
-/* ---------------------------------------------------------------- reading the user's input */
+/* ---------------------------------------------------------------- input: lines and keys */
 
-/* read_input - one line of stdin, any length, without its LF (and CR);
- * 0, or -1 at the end of input */
+/* read_input - one line of stdin, of any length (getline), without its LF
+ * and a CR before it. It returns -1 at the end of input. */
 static int read_input(struct client *cl)
 {
 	ssize_t n;
@@ -571,8 +607,9 @@ static int ask(struct client *cl, const char *prompt)
 	return read_input(cl);
 }
 
-/* ask_secret - as ask, without echo when stdin is a terminal (the newline
- * is still echoed, ECHONL); the terminal is restored on every path */
+/* ask_secret - as ask, but without echo when stdin is a terminal. ECHONL
+ * still echoes the newline, so the next text starts on a line of its own;
+ * the terminal is restored on every path. */
 static int ask_secret(struct client *cl, const char *prompt)
 {
 	int r;
@@ -584,8 +621,9 @@ static int ask_secret(struct client *cl, const char *prompt)
 	return r;
 }
 
-/* ask_key - wait for one key: raw (no Enter needed) on a terminal, else the
- * first character of a line. Returns the key, or EOF at the end of input. */
+/* ask_key - wait for one key: one raw keypress on a terminal (the
+ * assignment's getchar, no Enter needed), else the first character of a
+ * line. It returns the key, or EOF at the end of input. */
 static int ask_key(struct client *cl, const char *prompt)
 {
 	int ch;
@@ -612,8 +650,13 @@ static int ask_key(struct client *cl, const char *prompt)
 	return cl->len > 0 ? (unsigned char)cl->line[0] : '\n';
 }
 
-/* ask_credential - one of the two start prompts, asked again while empty or
- * holding control bytes; a fresh copy, or NULL at the end of input */
+/*
+ * ask_credential - one of the two start prompts, asked again while the
+ * answer is empty or holds a space or a control byte: user.txt splits its
+ * lines at white space, so no name or password of an account holds one. It
+ * returns a copy, or NULL at the end of input (or, errno ENOMEM, when
+ * memory runs out).
+ */
 static char *ask_credential(struct client *cl, const char *prompt, int secret)
 {
 	for (;;) {
@@ -627,9 +670,195 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 	}
 }
 
+/* ---------------------------------------------------------------- input: the typed mail */
+
+/* next_header - the next line that is not blank. The assignment's layout
+ * has blank lines between the header lines, so any number are skipped before
+ * each one. It returns -1 when no line is left. */
+static int next_header(const struct buf *text, size_t *pos, const char **line, size_t *len)
+{
+	while (next_line(text, pos, line, len) == 0)
+		if (!blank(*line, *len))
+			return 0;
+	return -1;
+}
+
+/* header_value - if line is "<name>: <value>" (the name in any case, spaces
+ * allowed around both), the value without its outer spaces into value and
+ * vlen. It returns -1 if the line is not that header. */
+static int header_value(const char *name, const char *line, size_t len,
+			const char **value, size_t *vlen)
+{
+	size_t n = strlen(name);
+
+	line = trim(line, &len);
+	if (len < n || strncasecmp(line, name, n) != 0)
+		return -1;
+	line += n;
+	len -= n;
+	line = trim(line, &len);
+	if (len == 0 || line[0] != ':')
+		return -1;
+	len--;
+	*value = trim(line + 1, &len);
+	*vlen = len;
+	return 0;
+}
+
+/*
+ * parse_address - "X @ Y" appended to out as "X@Y". The assignment writes
+ * "<username> @ <domain_name>", so spaces around the parts are allowed.
+ * Inside them a space, a control byte, '"', '<', '>' or ',' would break the
+ * SMTP path <X@Y> or the To: list, so they make it -1, as does an empty part.
+ */
+static int parse_address(const char *s, size_t len, struct buf *out)
+{
+	const char *at;
+	const char *local, *domain;
+	size_t nlocal, ndomain;
+
+	s = trim(s, &len);
+	at = memchr(s, '@', len);
+	if (!at)
+		return -1;
+	nlocal = (size_t)(at - s);
+	ndomain = len - nlocal - 1;
+	local = trim(s, &nlocal);
+	domain = trim(at + 1, &ndomain);
+	if (nlocal == 0 || ndomain == 0 || memchr(domain, '@', ndomain))
+		return -1;
+	for (size_t i = 0; i < nlocal + ndomain; i++) {
+		char ch = i < nlocal ? local[i] : domain[i - nlocal];
+
+		if (ch == ' ' || ch == '<' || ch == '>' || ch == ',' || ch == '"'
+		    || (unsigned char)ch < 0x20 || ch == 0x7f)
+			return -1;
+	}
+	if (buf_add(out, local, nlocal) < 0 || buf_add(out, "@", 1) < 0
+	    || buf_add(out, domain, ndomain) < 0)
+		return -1;
+	return 0;
+}
+
+/* parse_address_list - one address or several, comma-separated, appended
+ * to out as "a@b, c@d": the To: header's form, which smtp_envelope splits
+ * again. It returns -1 if any address is malformed. */
+static int parse_address_list(const char *s, size_t len, struct buf *out)
+{
+	const char *end = s + len;
+
+	for (;;) {
+		const char *comma = memchr(s, ',', (size_t)(end - s));
+		size_t n = comma ? (size_t)(comma - s) : (size_t)(end - s);
+
+		if (parse_address(s, n, out) < 0)
+			return -1;
+		if (!comma)
+			return 0;
+		if (buf_add(out, ", ", 2) < 0)
+			return -1;
+		s = comma + 1;
+	}
+}
+
+/* check_headers - the From, To and Subject lines, in that order, into m;
+ * *pos ends past the Subject line. It returns NULL, or what is wrong in
+ * words the user sees after "Incorrect format". */
+static const char *check_headers(const struct buf *text, size_t *pos, struct mail *m)
+{
+	const char *line, *value;
+	size_t len, vlen;
+
+	if (next_header(text, pos, &line, &len) < 0
+	    || header_value("From", line, len, &value, &vlen) < 0)
+		return "the first line must be \"From: user@domain\"";
+	if (parse_address(value, vlen, &m->from) < 0)
+		return "the From: address must be of the form user@domain";
+	if (next_header(text, pos, &line, &len) < 0
+	    || header_value("To", line, len, &value, &vlen) < 0)
+		return "the second line must be \"To: user@domain\"";
+	if (parse_address_list(value, vlen, &m->to) < 0)
+		return "each To: address must be of the form user@domain";
+	if (next_header(text, pos, &line, &len) < 0
+	    || header_value("Subject", line, len, &value, &vlen) < 0)
+		return "the third line must be \"Subject: text\"";
+	if (utf8_chars(value, vlen) > SUBJECT_MAX)
+		return "the subject has more than 50 characters";
+	if (has_control(value, vlen) || buf_add(&m->subject, value, vlen) < 0)
+		return "the subject holds control characters";
+	return NULL;
+}
+
+/* add_without_cr - append s[len] to b without its CR bytes. The lines are
+ * sent with CRLF and a bare CR is not allowed (RFC 5321 2.3.8); dropping
+ * them here, before dot-stuffing, also means "\r." cannot end the data. */
+static int add_without_cr(struct buf *b, const char *s, size_t len)
+{
+	const char *end = s + len;
+
+	while (s < end) {
+		const char *cr = memchr(s, '\r', (size_t)(end - s));
+		size_t n = cr ? (size_t)(cr - s) : (size_t)(end - s);
+
+		if (buf_add(b, s, n) < 0)
+			return -1;
+		s += cr ? n + 1 : n;
+	}
+	return buf_add(b, "", 0);	/* an empty body is "" too */
+}
+
+/* check_mail - split the typed text into a mail: the header lines, then the
+ * body after one optional blank line. m->why says what is wrong, or is NULL. */
+static void check_mail(const struct buf *text, struct mail *m)
+{
+	size_t pos = 0, skip, len;
+	const char *line;
+
+	m->why = check_headers(text, &pos, m);
+	if (m->why)
+		return;
+	skip = pos;	/* one blank line after Subject: is the separator */
+	if (next_line(text, &skip, &line, &len) == 0 && blank(line, len))
+		pos = skip;
+	if (add_without_cr(&m->body, text->p + pos, text->len - pos) < 0)
+		m->why = "out of memory";
+}
+
+/*
+ * read_mail - the typed lines up to the line "." (not kept), each ending in
+ * LF. A mail longer than MAIL_TEXT_MAX is still read to its "." so that the
+ * rest of it is not taken for menu choices; it returns 1 then. It returns -1
+ * at the end of input, else 0.
+ */
+static int read_mail(struct client *cl, struct buf *text)
+{
+	int too_long = 0;
+
+	for (;;) {
+		if (read_input(cl) < 0)
+			return -1;
+		if (cl->len == 1 && cl->line[0] == '.')
+			return too_long;
+		if (!too_long && (buf_add(text, cl->line, cl->len) < 0
+				  || buf_add(text, "\n", 1) < 0))
+			too_long = 1;
+	}
+}
+
+/* mail_free - release a mail's fields */
+static void mail_free(struct mail *m)
+{
+	buf_free(&m->from);
+	buf_free(&m->to);
+	buf_free(&m->subject);
+	buf_free(&m->body);
+}
+
 /* ---------------------------------------------------------------- network */
 
-/* connect_bounded - connect fd to sa, waiting at most the timeout; 0 or -1 (errno) */
+/* connect_bounded - connect fd to sa, waiting at most the timeout: a plain
+ * connect to a host that drops packets waits for minutes. It returns -1,
+ * errno set, on failure. */
 static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
 {
 	struct pollfd p = { .fd = fd, .events = POLLOUT };
@@ -654,8 +883,9 @@ static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
 	return err ? -1 : 0;
 }
 
-/* dial - connect to cfg.server:port, trying each of its addresses in turn;
- * the socket, or -1 after printing "Cannot connect to <server>:<port>: why" */
+/* dial - connect to cfg.server:port, trying each of its addresses in turn
+ * (a host name may have IPv6 and IPv4 ones). It returns the socket, or -1
+ * after printing "Cannot connect to <server>:<port>: <reason>". */
 static int dial(const char *port)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -686,8 +916,8 @@ static int dial(const char *port)
 	return fd;
 }
 
-/* io_text - what went wrong, for a status that is not a line; errno is
- * still the one of the failed call */
+/* io_text - what went wrong, in words, for a read that gave no line. For
+ * IO_ERROR errno is still the one of the failed call. */
 static const char *io_text(enum io_status st)
 {
 	switch (st) {
@@ -703,8 +933,9 @@ static const char *io_text(enum io_status st)
 	}
 }
 
-/* send_line - queue one protocol line plus CRLF, shown with -v; a write
- * error shows at the next read, as the connection lost */
+/* send_line - queue one protocol line and its CRLF, shown with -v. A write
+ * error is not reported here: the next read fails, and the user sees the
+ * connection lost. */
 static void send_line(struct conn *c, const char *line, size_t len)
 {
 	dialogue('C', line, len);
@@ -712,18 +943,15 @@ static void send_line(struct conn *c, const char *line, size_t len)
 	conn_write(c, "\r\n", 2);
 }
 
-/* send_cmd - format a command line and queue it; -1 (nothing sent) if it
- * would be longer than CMD_LINE_MAX with its CRLF */
-static int send_cmd(struct conn *c, const char *fmt, ...)
+/* send_vcmd - format a command line and queue it. A line that would pass
+ * CMD_LINE_MAX with its CRLF is not sent at all, since a cut command could
+ * mean something else: it returns -1. PASS's argument never reaches the log. */
+static int send_vcmd(struct conn *c, const char *fmt, va_list ap)
 {
-	char line[CMD_LINE_MAX];
-	va_list ap;
-	int n;
+	char line[CMD_LINE_MAX - 2];	/* and CRLF */
+	int n = vsnprintf(line, sizeof line, fmt, ap);
 
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof line - 2, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof line - 2)
+	if (n < 0 || (size_t)n >= sizeof line)
 		return -1;	/* a caller's bug or an overlong argument */
 	if (strncmp(line, "PASS ", 5) == 0) {
 		dialogue('C', "PASS ****", 9);	/* never show the password */
@@ -733,6 +961,18 @@ static int send_cmd(struct conn *c, const char *fmt, ...)
 	}
 	send_line(c, line, (size_t)n);
 	return 0;
+}
+
+/* send_cmd - send_vcmd with the arguments given here */
+static int send_cmd(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = send_vcmd(c, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 /* ---------------------------------------------------------------- SMTP (RFC 5321) */
@@ -746,7 +986,8 @@ struct smtp {
 	int ehlo_8bit;			/* EHLO listed 8BITMIME */
 };
 
-/* reply_code - the code of an SMTP reply line "DDD", "DDD text" or "DDD-text"; 0 if bad */
+/* reply_code - the code of an SMTP reply line "DDD", "DDD text" or
+ * "DDD-text" (RFC 5321 4.2), or 0 if the line is not a reply */
 static int reply_code(const char *line, size_t len)
 {
 	if (len < 3 || !isdigit((unsigned char)line[0]) || !isdigit((unsigned char)line[1])
@@ -757,8 +998,9 @@ static int reply_code(const char *line, size_t len)
 	return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
 }
 
-/* smtp_reply - read one whole reply, multi-line included (RFC 5321 4.2.1:
- * "DDD-" lines continue it, the code of the last line counts); its code, or 0 */
+/* smtp_reply - read one whole reply: "DDD-" lines continue it, and the code
+ * of the last line counts (RFC 5321 4.2.1). It returns that code, or 0 when
+ * no reply came; s->line then says why. */
 static int smtp_reply(struct smtp *s)
 {
 	size_t len;
@@ -784,13 +1026,15 @@ static int smtp_reply(struct smtp *s)
 	}
 }
 
-/* smtp_expect - read the reply: 0 if its code is in class (2: 2xx, 3: 3xx), else -1 */
+/* smtp_expect - read the reply; 0 if its code is in class (2 for 2xx, 3 for
+ * 3xx), else -1 */
 static int smtp_expect(struct smtp *s, int class)
 {
 	return smtp_reply(s) / 100 == class ? 0 : -1;
 }
 
-/* smtp_cmd - send a command line and read its reply; 0 if in class, else -1 */
+/* smtp_cmd - send a command line and read its reply; 0 if its code is in
+ * class. A line too long to send counts as refused, with no reply. */
 static int smtp_cmd(struct smtp *s, int class, const char *fmt, const char *arg)
 {
 	if (send_cmd(&s->c, fmt, arg) < 0) {
@@ -801,18 +1045,19 @@ static int smtp_cmd(struct smtp *s, int class, const char *fmt, const char *arg)
 	return smtp_expect(s, class);
 }
 
-#define LDH_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-."
-
-/* local_name - our name for EHLO (RFC 5321 4.1.1.1): the host name if it is a
- * domain (has a dot), else the address literal of our end of the socket */
+/* local_name - our name for EHLO (RFC 5321 4.1.1.1): the host name if it is
+ * a domain, else the address literal of our end of the socket. A bare name
+ * such as "laptop" is no domain, and a strict server refuses it. */
 static void local_name(int fd, char *out, size_t cap)
 {
+	static const char ldh[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				  "abcdefghijklmnopqrstuvwxyz0123456789-.";
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof ss;
 	char addr[HOST_MAX];
 
 	if (gethostname(out, cap) == 0 && memchr(out, '\0', cap) && strchr(out, '.')
-	    && out[0] != '.' && out[strspn(out, LDH_CHARS)] == '\0')
+	    && out[0] != '.' && out[strspn(out, ldh)] == '\0')
 		return;	/* RFC 5321 4.1.2: a Domain: letters, digits, '-', '.' */
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0
 	    || getnameinfo((struct sockaddr *)&ss, len, addr, sizeof addr, NULL, 0,
@@ -822,7 +1067,8 @@ static void local_name(int fd, char *out, size_t cap)
 		snprintf(out, cap, ss.ss_family == AF_INET6 ? "[IPv6:%s]" : "[%s]", addr);
 }
 
-/* smtp_hello - the greeting, then EHLO, or HELO if EHLO is refused (RFC 5321 3.2) */
+/* smtp_hello - read the greeting, then say EHLO, or HELO when the server
+ * refuses EHLO with a 5xx: an older server knows only HELO (RFC 5321 3.2). */
 static int smtp_hello(struct smtp *s)
 {
 	char name[HOST_MAX + 16];
@@ -842,7 +1088,8 @@ static int smtp_hello(struct smtp *s)
 	return smtp_cmd(s, 2, "HELO %s", name);
 }
 
-/* has_8bit - 1 if the text holds a byte over 127 */
+/* has_8bit - whether the text holds a byte over 127, which asks for
+ * BODY=8BITMIME and the MIME headers */
 static int has_8bit(const struct buf *b)
 {
 	for (size_t i = 0; i < b->len; i++)
@@ -851,8 +1098,12 @@ static int has_8bit(const struct buf *b)
 	return 0;
 }
 
-/* smtp_envelope - MAIL FROM, then RCPT TO for each address of "a@b, c@d";
- * the first refusal ends it (RFC 5321 3.3) */
+/*
+ * smtp_envelope - MAIL FROM, then one RCPT TO for each address of
+ * "a@b, c@d". The first refusal ends it (RFC 5321 3.3): the user is told,
+ * and no recipient gets a mail the others miss. BODY=8BITMIME is declared
+ * only when EHLO offered it (RFC 6152).
+ */
 static int smtp_envelope(struct smtp *s, const struct mail *m)
 {
 	const char *p = m->to.p;
@@ -876,7 +1127,9 @@ static int smtp_envelope(struct smtp *s, const struct mail *m)
 	return 0;
 }
 
-/* message_id - "<time.nanoseconds.pid@domain>", unique (RFC 5322 3.6.4) */
+/* message_id - a "Message-ID: <seconds.nanoseconds.pid@domain>" line,
+ * unique (RFC 5322 3.6.4): two clients differ in the pid, and one client's
+ * mails in the time. */
 static void message_id(char *out, size_t cap, const char *from)
 {
 	struct timespec ts;
@@ -890,8 +1143,9 @@ static void message_id(char *out, size_t cap, const char *from)
 		 (long)ts.tv_nsec, (long)getpid(), at ? at + 1 : "localhost");
 }
 
-/* send_to_header - "To: a@b, c@d", folded before 78 columns (RFC 5322 2.1.1,
- * 2.2.3: a folded line goes on with a space) */
+/* send_to_header - "To: a@b, c@d", folded before 78 columns (RFC 5322
+ * 2.1.1), each folded line going on with a space (2.2.3): a long list of
+ * recipients stays readable and under 998 octets a line. */
 static void send_to_header(struct conn *c, const char *to)
 {
 	struct buf line = { 0 };
@@ -919,7 +1173,7 @@ static void send_to_header(struct conn *c, const char *to)
 	buf_free(&line);
 }
 
-/* send_field - one header line "<name> <value>", any length */
+/* send_field - one header line "<name><value>", of any length */
 static void send_field(struct conn *c, const char *name, const char *value)
 {
 	struct buf line = { 0 };
@@ -930,9 +1184,9 @@ static void send_field(struct conn *c, const char *name, const char *value)
 	buf_free(&line);
 }
 
-/* send_headers - From, To, Subject as typed (normalised), Date, Message-ID
- * (RFC 5322 3.6: Date and From are required), the MIME headers of a body
- * with 8-bit text (taken as UTF-8), then the blank line */
+/* send_headers - From, To and Subject as typed (normalised), Date and
+ * Message-ID (RFC 5322 3.6: Date and From are required), the MIME headers
+ * when the body has 8-bit text (taken as UTF-8), then the blank line. */
 static void send_headers(struct conn *c, const struct mail *m)
 {
 	char line[FIELD_MAX];
@@ -957,8 +1211,9 @@ static void send_headers(struct conn *c, const struct mail *m)
 }
 
 /* piece_len - how much of a body line fits on one line of the message: all
- * of it up to TEXT_LINE_MAX octets, else that cut back to the start of a
- * UTF-8 character (RFC 5322 2.1.1: "MUST be no more than 998 characters") */
+ * of it up to TEXT_LINE_MAX octets (RFC 5322 2.1.1: "MUST be no more than
+ * 998 characters"), else that much cut back to the start of a UTF-8
+ * character, so that no character is split over two lines. */
 static size_t piece_len(const char *line, size_t len)
 {
 	size_t n = TEXT_LINE_MAX;
@@ -970,7 +1225,8 @@ static size_t piece_len(const char *line, size_t len)
 	return n;
 }
 
-/* send_data_line - one line of the message, dot-stuffed (RFC 5321 4.5.2) */
+/* send_data_line - one line of the message. A leading '.' gets another one
+ * (RFC 5321 4.5.2), so no line of the text can end the data. */
 static void send_data_line(struct conn *c, const char *line, size_t len)
 {
 	int stuff = len > 0 && line[0] == '.';
@@ -984,8 +1240,8 @@ static void send_data_line(struct conn *c, const char *line, size_t len)
 	conn_write(c, "\r\n", 2);
 }
 
-/* send_body - the body lines (no CR in them, see check_mail), a longer one
- * broken into lines of TEXT_LINE_MAX octets, then the line "." */
+/* send_body - the body lines (check_mail took the CRs out), a longer one
+ * broken into lines of at most TEXT_LINE_MAX octets, then the line ".". */
 static void send_body(struct conn *c, const struct buf *body)
 {
 	size_t pos = 0, len, n;
@@ -1001,7 +1257,8 @@ static void send_body(struct conn *c, const struct buf *body)
 	send_line(c, ".", 1);
 }
 
-/* smtp_transaction - envelope, DATA, the message; 0 once the server took it */
+/* smtp_transaction - the envelope, DATA and the message. It returns 0 once
+ * the server has taken the mail: a 2xx after the final ".". */
 static int smtp_transaction(struct smtp *s, const struct mail *m)
 {
 	if (smtp_envelope(s, m) < 0 || smtp_cmd(s, 3, "DATA", NULL) < 0)
@@ -1011,7 +1268,8 @@ static int smtp_transaction(struct smtp *s, const struct mail *m)
 	return smtp_expect(s, 2);
 }
 
-/* smtp_send - deliver a checked mail over SMTP and say how it went */
+/* smtp_send - deliver a checked mail over SMTP and tell the user how it
+ * went, then end the session with QUIT while the server still answers. */
 static void smtp_send(const struct mail *m)
 {
 	struct smtp *s = malloc(sizeof *s);
@@ -1035,189 +1293,16 @@ static void smtp_send(const struct mail *m)
 	else
 		puts("Mail sent successfully");
 	if (s->code > 0 && s->code != 421 && send_cmd(&s->c, "QUIT") == 0)
-		smtp_reply(s);	/* RFC 5321 4.1.1.10 (after 421 the server has
-				 * closed, 3.8); its answer changes nothing */
+		smtp_reply(s);	/* RFC 5321 4.1.1.10; after a 421 the server
+				 * has closed (3.8). The reply changes nothing. */
 	close_fd(fd, "connection");
 	free(s);
 }
 
-/* ---------------------------------------------------------------- Send Mail: the typed mail */
-
-/* next_header - the next line that is not blank (blank lines are tolerated
- * before each header line); -1 if none is left */
-static int next_header(const struct buf *text, size_t *pos, const char **line, size_t *len)
-{
-	while (next_line(text, pos, line, len) == 0) {
-		size_t n = *len;
-
-		trim(*line, &n);
-		if (n > 0)
-			return 0;
-	}
-	return -1;
-}
-
-/* header_value - if line is "<name>:" (any case, spaces around allowed), its
- * trimmed value in value and vlen; 0, or -1 if it is another line */
-static int header_value(const char *name, const char *line, size_t len,
-			const char **value, size_t *vlen)
-{
-	size_t n = strlen(name);
-
-	line = trim(line, &len);
-	if (len < n || strncasecmp(line, name, n) != 0)
-		return -1;
-	line += n;
-	len -= n;
-	line = trim(line, &len);
-	if (len == 0 || line[0] != ':')
-		return -1;
-	len--;
-	*value = trim(line + 1, &len);
-	*vlen = len;
-	return 0;
-}
-
-/* parse_address - "X @ Y" (spaces around the parts allowed) to "X@Y" in out:
- * X and Y non-empty, no space, control byte, '<', '>' or ',' inside; 0 or -1 */
-static int parse_address(const char *s, size_t len, struct buf *out)
-{
-	const char *at;
-	const char *local, *domain;
-	size_t nlocal, ndomain;
-
-	s = trim(s, &len);
-	at = memchr(s, '@', len);
-	if (!at)
-		return -1;
-	nlocal = (size_t)(at - s);
-	ndomain = len - nlocal - 1;
-	local = trim(s, &nlocal);
-	domain = trim(at + 1, &ndomain);
-	if (nlocal == 0 || ndomain == 0 || memchr(domain, '@', ndomain))
-		return -1;
-	for (size_t i = 0; i < nlocal + ndomain; i++) {
-		char ch = i < nlocal ? local[i] : domain[i - nlocal];
-
-		if (ch == ' ' || ch == '<' || ch == '>' || ch == ',' || ch == '"'
-		    || (unsigned char)ch < 0x20 || ch == 0x7f)
-			return -1;
-	}
-	if (buf_add(out, local, nlocal) < 0 || buf_add(out, "@", 1) < 0
-	    || buf_add(out, domain, ndomain) < 0)
-		return -1;
-	return 0;
-}
-
-/* parse_address_list - "a@b, c@d" (one address or several) to "a@b, c@d" */
-static int parse_address_list(const char *s, size_t len, struct buf *out)
-{
-	const char *end = s + len;
-
-	for (;;) {
-		const char *comma = memchr(s, ',', (size_t)(end - s));
-		size_t n = comma ? (size_t)(comma - s) : (size_t)(end - s);
-
-		if (parse_address(s, n, out) < 0)
-			return -1;
-		if (!comma)
-			return 0;
-		if (buf_add(out, ", ", 2) < 0)
-			return -1;
-		s = comma + 1;
-	}
-}
-
-/* check_headers - From, To, Subject in that order and proper format;
- * *pos is then past the Subject line. NULL, or what is wrong. */
-static const char *check_headers(const struct buf *text, size_t *pos, struct mail *m)
-{
-	const char *line, *value;
-	size_t len, vlen;
-
-	if (next_header(text, pos, &line, &len) < 0
-	    || header_value("From", line, len, &value, &vlen) < 0)
-		return "the first line must be \"From: user@domain\"";
-	if (parse_address(value, vlen, &m->from) < 0)
-		return "the From: address must be of the form user@domain";
-	if (next_header(text, pos, &line, &len) < 0
-	    || header_value("To", line, len, &value, &vlen) < 0)
-		return "the second line must be \"To: user@domain\"";
-	if (parse_address_list(value, vlen, &m->to) < 0)
-		return "each To: address must be of the form user@domain";
-	if (next_header(text, pos, &line, &len) < 0
-	    || header_value("Subject", line, len, &value, &vlen) < 0)
-		return "the third line must be \"Subject: text\"";
-	if (utf8_chars(value, vlen) > SUBJECT_MAX)
-		return "the subject has more than 50 characters";
-	if (has_control(value, vlen) || buf_add(&m->subject, value, vlen) < 0)
-		return "the subject holds control characters";
-	return NULL;
-}
-
-/* add_without_cr - append s[len] to b without its CR bytes: the lines are
- * sent with CRLF, and a bare CR is not allowed (RFC 5321 2.3.8); dropped
- * here, before dot-stuffing, so "\r." cannot end the data early */
-static int add_without_cr(struct buf *b, const char *s, size_t len)
-{
-	const char *end = s + len;
-
-	while (s < end) {
-		const char *cr = memchr(s, '\r', (size_t)(end - s));
-		size_t n = cr ? (size_t)(cr - s) : (size_t)(end - s);
-
-		if (buf_add(b, s, n) < 0)
-			return -1;
-		s += cr ? n + 1 : n;
-	}
-	return buf_add(b, "", 0);	/* an empty body is "" too */
-}
-
-/* check_mail - split the typed text into a mail; m->why says what is wrong */
-static void check_mail(const struct buf *text, struct mail *m)
-{
-	size_t pos = 0, skip, len;
-	const char *line;
-
-	m->why = check_headers(text, &pos, m);
-	if (m->why)
-		return;
-	skip = pos;	/* one blank line after Subject: is the separator */
-	if (next_line(text, &skip, &line, &len) == 0 && (trim(line, &len), len == 0))
-		pos = skip;
-	if (add_without_cr(&m->body, text->p + pos, text->len - pos) < 0)
-		m->why = "out of memory";
-}
-
-/* read_mail - the typed lines up to the line "." (not included), each ending
- * in LF; 0, 1 if longer than MAIL_TEXT_MAX (read to the end anyway), -1 at EOF */
-static int read_mail(struct client *cl, struct buf *text)
-{
-	int too_long = 0;
-
-	for (;;) {
-		if (read_input(cl) < 0)
-			return -1;
-		if (cl->len == 1 && cl->line[0] == '.')
-			return too_long;
-		if (!too_long && (buf_add(text, cl->line, cl->len) < 0
-				  || buf_add(text, "\n", 1) < 0))
-			too_long = 1;
-	}
-}
-
-/* mail_free - release a mail's fields */
-static void mail_free(struct mail *m)
-{
-	buf_free(&m->from);
-	buf_free(&m->to);
-	buf_free(&m->subject);
-	buf_free(&m->body);
-}
-
 /* ---------------------------------------------------------------- POP3 (RFC 1939) */
 
-/* A POP3 session. */
+/* A POP3 session: the connection, its last status line, and what CAPA and
+ * STAT told. */
 struct pop {
 	struct conn c;
 	char line[REPLY_LINE_MAX];	/* the last status line, or what went wrong */
@@ -1227,8 +1312,9 @@ struct pop {
 	long count;			/* STAT: messages in the maildrop */
 };
 
-/* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer
- * (RFC 1939 3: the status indicators are upper case) */
+/* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer.
+ * The indicators are upper case (RFC 1939 3); any other line means the peer
+ * does not speak POP3, and the session is given up. */
 static int pop_status(struct pop *p)
 {
 	size_t len;
@@ -1253,26 +1339,26 @@ static int pop_status(struct pop *p)
 /* pop_cmd - send a command and read its status line; 0 for +OK, else -1 */
 static int pop_cmd(struct pop *p, const char *fmt, ...)
 {
-	char line[CMD_LINE_MAX - 2];	/* and CRLF */
 	va_list ap;
-	int n;
+	int r;
 
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof line, fmt, ap);
+	r = send_vcmd(&p->c, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof line || send_cmd(&p->c, "%s", line) < 0) {
+	if (r < 0) {
 		snprintf(p->line, sizeof p->line, "line too long for POP3");
 		return -1;
 	}
 	return pop_status(p);
 }
 
-/* Called for each line of a multi-line response; nonzero stops the calls
- * (the rest is still read, so the session stays in step). */
+/* Called for each line of a multi-line response. Non-zero stops the calls,
+ * but the rest is still read, so the session stays in step. */
 typedef int (*line_fn)(void *arg, const char *line, size_t len);
 
-/* pop_multiline - the lines after a +OK up to the line "." (RFC 1939 3:
- * a leading '.' of any other line is removed); 0, or -1 if the session died */
+/* pop_multiline - pass each line after a +OK, up to the line ".", to each
+ * with its leading '.' removed (RFC 1939 3). A line too long to hold comes
+ * as a note. It returns -1 if the session died. */
 static int pop_multiline(struct pop *p, line_fn each, void *arg)
 {
 	int stop = 0;
@@ -1302,7 +1388,8 @@ static int pop_multiline(struct pop *p, line_fn each, void *arg)
 	}
 }
 
-/* capa_line - note TOP among the capabilities (RFC 2449 5) */
+/* capa_line - note TOP among the capabilities (RFC 2449 5): the list then
+ * fetches only each mail's headers */
 static int capa_line(void *arg, const char *line, size_t len)
 {
 	struct pop *p = arg;
@@ -1312,7 +1399,7 @@ static int capa_line(void *arg, const char *line, size_t len)
 	return 0;
 }
 
-/* pop_stat - the number of messages from "+OK nn mm" (RFC 1939 5) */
+/* pop_stat - the number of messages, from "+OK nn mm" (RFC 1939 5) */
 static int pop_stat(struct pop *p)
 {
 	char *end;
@@ -1328,7 +1415,9 @@ static int pop_stat(struct pop *p)
 	return 0;
 }
 
-/* pop_login - greeting, USER, PASS (RFC 1939 7); prints why on failure */
+/* pop_login - the greeting, USER and PASS (RFC 1939 7). On failure it
+ * prints why: "Login failed" when the server refused, "Error in reading
+ * mail" when it stopped answering. */
 static int pop_login(struct pop *p, const struct client *cl)
 {
 	if (pop_status(p) < 0) {
@@ -1343,8 +1432,8 @@ static int pop_login(struct pop *p, const struct client *cl)
 	return 0;
 }
 
-/* pop_open - connect, log in, learn the capabilities and the count; 0, or -1
- * after printing why (the session is then closed) */
+/* pop_open - connect, log in, learn the capabilities and the count. It
+ * returns -1 after printing why; pop_close still frees what was set up. */
 static int pop_open(struct pop *p, const struct client *cl)
 {
 	int fd;
@@ -1364,7 +1453,8 @@ static int pop_open(struct pop *p, const struct client *cl)
 	p->alive = 1;
 	if (pop_login(p, cl) < 0)
 		return -1;
-	/* CAPA -ERR is fine (an RFC 1939-only server): RETR instead of TOP */
+	/* CAPA's -ERR is no failure: an RFC 1939-only server has no CAPA, and
+	 * the list then uses RETR instead of TOP. */
 	if (pop_cmd(p, "CAPA") == 0)
 		(void)pop_multiline(p, capa_line, p);
 	if (!p->alive || pop_stat(p) < 0) {
@@ -1374,8 +1464,9 @@ static int pop_open(struct pop *p, const struct client *cl)
 	return 0;
 }
 
-/* pop_close - QUIT if the server still answers (RFC 1939 6), then close;
- * returns 0 if QUIT was answered +OK (deletions are then done) */
+/* pop_close - QUIT if the server still answers (RFC 1939 6), then close and
+ * free; a second call does nothing. It returns 0 only when QUIT was answered
+ * +OK, because only then are the deletions done. */
 static int pop_close(struct pop *p)
 {
 	int r = -1;
@@ -1387,19 +1478,21 @@ static int pop_close(struct pop *p)
 	free(p->data);
 	p->data = NULL;
 	p->c.fd = -1;
+	p->alive = 0;
 	return r;
 }
 
-/* ---------------------------------------------------------------- Manage Mail: the list */
+/* ---------------------------------------------------------------- the menu: Manage Mail's list */
 
-/* The few headers the list shows, unfolded, each truncated to FIELD_MAX. */
+/* The few headers the list shows, unfolded, each cut at FIELD_MAX: a row
+ * shows far less, so nothing of use is lost. */
 struct summary {
 	char from[FIELD_MAX], subject[FIELD_MAX], received[FIELD_MAX], date[FIELD_MAX];
 	char *field;		/* the header being read (a folded one goes on), or NULL */
 	int in_body;		/* past the blank line after the headers */
 };
 
-/* field_add - append s[len] to a field, truncating at FIELD_MAX - 1 */
+/* field_add - append s[len] to a field, cut at FIELD_MAX - 1 octets */
 static void field_add(char *field, const char *s, size_t len)
 {
 	size_t have = strlen(field);
@@ -1411,7 +1504,8 @@ static void field_add(char *field, const char *s, size_t len)
 }
 
 /* summary_line - take From, Subject, the first Received and Date from a
- * header line; folded lines go on the header before (RFC 5322 2.2.3) */
+ * header line; a folded line goes on the header before it (RFC 5322 2.2.3).
+ * It returns 1 at the blank line, as the body is not needed. */
 static int summary_line(void *arg, const char *line, size_t len)
 {
 	static const char *const names[] = { "From:", "Subject:", "Received:", "Date:" };
@@ -1440,7 +1534,8 @@ static int summary_line(void *arg, const char *line, size_t len)
 	return 0;
 }
 
-/* days_from_civil - days since 1970-01-01 of a proleptic Gregorian date */
+/* days_from_civil - the days since 1970-01-01 of a proleptic Gregorian date.
+ * POSIX has no timegm, and mktime would take the date as local time. */
 static long long days_from_civil(long long y, int m, int d)
 {
 	long long era, yoe, doy;
@@ -1452,8 +1547,9 @@ static long long days_from_civil(long long y, int m, int d)
 	return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
 }
 
-/* zone_offset - a zone "+hhmm"/"-hhmm" or an obsolete name (RFC 5322 4.3),
- * in seconds east of UTC; unknown names count as UTC */
+/* zone_offset - a zone "+hhmm"/"-hhmm" or an obsolete name (RFC 5322 4.3)
+ * in seconds east of UTC. Other names count as UTC, as 4.3 says of the
+ * military zones. */
 static long zone_offset(const char *z)
 {
 	static const struct { const char *name; int hours; } names[] = {
@@ -1473,8 +1569,8 @@ static long zone_offset(const char *z)
 	return 0;
 }
 
-/* parse_date - an RFC 5322 3.3 date-time "[Mon, ]23 Nov 2026 09:03[:00] +0000"
- * to seconds since the epoch; 0, or -1 if it is not one */
+/* parse_date - an RFC 5322 3.3 date-time "[Mon, ]23 Nov 2026 09:03[:00]
+ * +0000" to seconds since the epoch. It returns -1 if s is not one. */
 static int parse_date(const char *s, time_t *out)
 {
 	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
@@ -1486,7 +1582,8 @@ static int parse_date(const char *s, time_t *out)
 		s++;
 	if (isalpha((unsigned char)*s) && strchr(s, ','))
 		s = strchr(s, ',') + 1;	/* the optional day of the week */
-	/* field widths: no number can overflow an int (that is undefined) */
+	/* The field widths keep every number within an int: sscanf's overflow
+	 * is undefined behaviour. */
 	if (sscanf(s, "%2d %3s %4d %2d:%2d%n", &day, mon, &year, &hour, &min, &used) != 5)
 		return -1;
 	s += used;
@@ -1505,19 +1602,172 @@ static int parse_date(const char *s, time_t *out)
 	return 0;
 }
 
-/* received_text - when the mail was received, "YYYY-MM-DD : HH : MM" in local
- * time: the date after the last ';' of the first Received line (RFC 5321
- * 4.4), else the Date header; "?" if neither can be read */
+/* A piece of a date as typed: a run of letters or a run of digits. */
+struct date_piece {
+	const char *s;
+	size_t len;
+	int digits;		/* digits, not letters */
+};
+
+/* name_number - 1 + the index of the English name that s[len] spells, whole
+ * or cut to three letters or more ("Nov", "Sept", "November"), in any case;
+ * 0 if it spells none */
+static int name_number(const char *const *names, int count, const char *s, size_t len)
+{
+	for (int i = 0; len >= 3 && i < count; i++)
+		if (len <= strlen(names[i]) && strncasecmp(s, names[i], len) == 0)
+			return i + 1;
+	return 0;
+}
+
+/* date_pieces - split a date into at most max pieces at spaces, tabs and the
+ * marks ",-/.", the ways people write dates. It returns the count, or -1 for
+ * any other byte or too many pieces. */
+static int date_pieces(const char *s, size_t len, struct date_piece *piece, int max)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t start = i;
+		int digits = isdigit((unsigned char)s[i]) != 0;
+
+		if (s[i] != '\0' && strchr(" \t,-/.", s[i])) {
+			i++;
+			continue;
+		}
+		while (i < len && (digits ? isdigit((unsigned char)s[i])
+				   : isalpha((unsigned char)s[i])))
+			i++;
+		if (i == start || n == max)
+			return -1;
+		piece[n++] = (struct date_piece){ s + start, i - start, digits };
+	}
+	return n;
+}
+
+/* piece_number - the value of a piece of min..max digits, or -1 */
+static int piece_number(const struct date_piece *p, size_t min, size_t max)
+{
+	int v = 0;
+
+	if (!p->digits || p->len < min || p->len > max)
+		return -1;
+	for (size_t i = 0; i < p->len; i++)
+		v = v * 10 + (p->s[i] - '0');
+	return v;
+}
+
+/* date_valid - whether day d exists in month m (1..12) of year y (1..9999),
+ * leap years by the Gregorian rule */
+static int date_valid(int y, int m, int d)
+{
+	static const int days[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+
+	return y >= 1 && m >= 1 && m <= 12 && d >= 1
+	       && d <= days[m - 1] + (m == 2 && leap);
+}
+
+/*
+ * date_of - the day, month and year of a date in three pieces, into tm.
+ * With a month's name the four-digit number is the year and the other the
+ * day, in any order ("29 Nov 2026", "Nov 29, 2026"). With numbers only the
+ * year comes first ("2026-11-29") or last, after the day, in the order of
+ * "29 Nov 2026" ("29/11/2026"); the month never comes first, since 11/12
+ * could be either. It returns -1 for anything else.
+ */
+static int date_of(const struct date_piece *p, struct tm *tm)
+{
+	static const char *const months[] = { "january", "february", "march",
+		"april", "may", "june", "july", "august", "september", "october",
+		"november", "december" };
+	int named = !p[0].digits ? 0 : !p[1].digits ? 1 : !p[2].digits ? 2 : -1;
+	int y, m, d;
+
+	if (named >= 0) {
+		const struct date_piece *a = &p[named == 0 ? 1 : 0];	/* the numbers, */
+		const struct date_piece *b = &p[named == 2 ? 1 : 2];	/* in order */
+		int a_is_year = a->len == 4;
+
+		m = name_number(months, 12, p[named].s, p[named].len);
+		y = piece_number(a_is_year ? a : b, 4, 4);
+		d = piece_number(a_is_year ? b : a, 1, 2);
+	} else {
+		int year_first = p[0].len == 4;
+
+		y = piece_number(&p[year_first ? 0 : 2], 4, 4);
+		m = piece_number(&p[1], 1, 2);
+		d = piece_number(&p[year_first ? 2 : 0], 1, 2);
+	}
+	if (!date_valid(y, m, d))
+		return -1;
+	tm->tm_year = y - 1900;
+	tm->tm_mon = m - 1;
+	tm->tm_mday = d;
+	return 0;
+}
+
+/* clock_number - the hour or the minute between start and end: one or two
+ * digits with spaces around, at most max; -1 if it is not that */
+static int clock_number(const char *start, const char *end, int max)
+{
+	size_t len = (size_t)(end - start);
+	const char *s = trim(start, &len);
+	struct date_piece p = { s, len, len > 0 && strspn(s, "0123456789") >= len };
+	int v = piece_number(&p, 1, 2);
+
+	return v <= max ? v : -1;
+}
+
+/*
+ * parse_received_stamp - the assignment's Received value "<date> : <hour> :
+ * <minute>" (" 29 Nov 2026 : 14 : 05") into tm's date, hour and minute; the
+ * rest of tm is zero. A weekday's name may come first. The server wrote the
+ * local time of its clock with no zone, so the time is taken as it stands.
+ * It returns -1 if s is not of that form or the date does not exist.
+ */
+static int parse_received_stamp(const char *s, struct tm *tm)
+{
+	static const char *const weekdays[] = { "monday", "tuesday", "wednesday",
+		"thursday", "friday", "saturday", "sunday" };
+	const char *c1 = strchr(s, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+	struct date_piece p[4];
+	int n, first = 0;
+
+	if (!c2 || strchr(c2 + 1, ':'))
+		return -1;
+	memset(tm, 0, sizeof *tm);
+	tm->tm_hour = clock_number(c1 + 1, c2, 23);
+	tm->tm_min = clock_number(c2 + 1, c2 + 1 + strlen(c2 + 1), 59);
+	n = date_pieces(s, (size_t)(c1 - s), p, 4);
+	if (n == 4 && !p[0].digits && name_number(weekdays, 7, p[0].s, p[0].len))
+		first = 1;	/* the weekday adds nothing to the date */
+	if (n - first != 3 || tm->tm_hour < 0 || tm->tm_min < 0)
+		return -1;
+	return date_of(p + first, tm);
+}
+
+/*
+ * received_text - when the mail was received, "YYYY-MM-DD : HH : MM" in
+ * local time. The first Received line's date, after its last ';' (RFC 5321
+ * 4.4), says when the server took it; the Date header comes next. A mailbox
+ * kept as the assignment describes has neither, but a Received line
+ * "<date> : <hour> : <minute>" of the server's clock, shown as it stands.
+ * "?" stands for none of them.
+ */
 static void received_text(const struct summary *sm, char *out, size_t cap)
 {
 	const char *semi = strrchr(sm->received, ';');
 	time_t t;
 	struct tm tm;
+	int known;
 
 	if ((semi && parse_date(semi + 1, &t) == 0) || parse_date(sm->date, &t) == 0)
-		if (localtime_r(&t, &tm) && strftime(out, cap, "%Y-%m-%d : %H : %M", &tm) > 0)
-			return;
-	snprintf(out, cap, "?");
+		known = localtime_r(&t, &tm) != NULL;
+	else
+		known = parse_received_stamp(sm->received, &tm) == 0;
+	if (!known || strftime(out, cap, "%Y-%m-%d : %H : %M", &tm) == 0)
+		snprintf(out, cap, "?");
 }
 
 /* field_trim - a field without the spaces and tabs at its ends, in place */
@@ -1530,7 +1780,8 @@ static char *field_trim(char *f)
 	return s;
 }
 
-/* address_of - the address in a From value: inside <...> if there, else all of it */
+/* address_of - the address in a From value: what is inside <...> if there
+ * is that, else all of it; "?" for nothing */
 static const char *address_of(char *from)
 {
 	char *lt = strrchr(from, '<'), *gt = lt ? strchr(lt, '>') : NULL;
@@ -1543,8 +1794,8 @@ static const char *address_of(char *from)
 	return from[0] ? from : "?";
 }
 
-/* print_cell - s cut to width characters ("..." marks a cut), then, with
- * pad, spaces up to width: the columns stay aligned */
+/* print_cell - s cut to width characters, "..." marking a cut, then with
+ * pad spaces up to width, so that the columns stay aligned */
 static void print_cell(const char *s, size_t width, int pad)
 {
 	size_t len = strlen(s), chars = utf8_chars(s, len), shown, end = 0;
@@ -1574,7 +1825,8 @@ static void print_row(const char *num, const char *from, const char *when,
 	putchar('\n');
 }
 
-/* list_row - fetch one mail's headers (TOP n 0, or RETR) and print its row */
+/* list_row - fetch one mail's headers and print its row. TOP n 0 sends only
+ * the headers; without TOP, or when TOP is refused after all, RETR does. */
 static int list_row(struct pop *p, long n)
 {
 	struct summary *sm = calloc(1, sizeof *sm);
@@ -1600,7 +1852,7 @@ static int list_row(struct pop *p, long n)
 	return r;
 }
 
-/* list_mails - the table: a header row, then one row per mail */
+/* list_mails - the list: a heading row, then one row per mail */
 static int list_mails(struct pop *p)
 {
 	print_row("Sl. No.", "From", "Received", "Subject");
@@ -1610,10 +1862,11 @@ static int list_mails(struct pop *p)
 	return 0;
 }
 
-/* ---------------------------------------------------------------- Manage Mail: reading and deleting */
+/* ---------------------------------------------------------------- the menu: Manage Mail */
 
-/* choose_mail - "Enter mail no. to see: " until a number in 1..count or -1;
- * *n is it. -1 at the end of input. */
+/* choose_mail - ask "Enter mail no. to see: " until the answer is -1 or a
+ * number in 1..count, into *n. What is no number is asked again; a number
+ * out of range gets the assignment's message. -1 at the end of input. */
 static int choose_mail(struct client *cl, long count, long *n)
 {
 	for (;;) {
@@ -1637,7 +1890,7 @@ static int choose_mail(struct client *cl, long count, long *n)
 	}
 }
 
-/* show_line - one line of a mail on the screen */
+/* show_line - one line of a mail on the screen, through show_text */
 static int show_line(void *arg, const char *line, size_t len)
 {
 	(void)arg;
@@ -1646,7 +1899,7 @@ static int show_line(void *arg, const char *line, size_t len)
 	return 0;
 }
 
-/* show_mail - RETR n: the whole mail, headers and body, unstuffed */
+/* show_mail - RETR n: the whole mail, headers and body, between two marks */
 static int show_mail(struct pop *p, long n)
 {
 	if (pop_cmd(p, "RETR %ld", n) < 0)
@@ -1658,8 +1911,8 @@ static int show_mail(struct pop *p, long n)
 	return 0;
 }
 
-/* delete_mail - DELE n, then QUIT: the deletion is done when QUIT says +OK
- * (RFC 1939 6: the UPDATE state) */
+/* delete_mail - DELE n, then QUIT. "Mail deleted." waits for QUIT's +OK:
+ * the server removes the mail only in the UPDATE state (RFC 1939 6). */
 static void delete_mail(struct pop *p, long n)
 {
 	if (pop_cmd(p, "DELE %ld", n) < 0) {
@@ -1672,9 +1925,9 @@ static void delete_mail(struct pop *p, long n)
 	}
 }
 
-/* read_one - list, choose, show, then the key: NEXT_MENU after -1,
- * NEXT_EXIT at the end of input, NEXT_LIST after 'd' (the deletion done)
- * and after any other key: the list comes back, fetched afresh */
+/* read_one - the list, the choice, the mail, then the key. It returns
+ * NEXT_MENU after -1, NEXT_EXIT at the end of input, and NEXT_LIST after
+ * any key ('d' deletes first), since the list then comes again. */
 static enum next read_one(struct client *cl, struct pop *p)
 {
 	long n;
@@ -1704,9 +1957,12 @@ static enum next read_one(struct client *cl, struct pop *p)
 	return NEXT_LIST;
 }
 
-/* manage_mail - menu 1: one POP3 session per list-read-key cycle; the list
- * is fetched afresh each time, and QUIT comes before the menu */
-static enum next manage_mail(struct client *cl)
+/*
+ * opt_manage_mail - menu 1. Each list-read-key cycle is one POP3 session,
+ * ended with QUIT before the list comes again or the menu does: the list is
+ * always fresh, and the mailbox lock is never held while the user reads.
+ */
+static enum next opt_manage_mail(struct client *cl)
 {
 	for (;;) {
 		struct pop *p = malloc(sizeof *p);
@@ -1717,18 +1973,18 @@ static enum next manage_mail(struct client *cl)
 			return NEXT_MENU;
 		}
 		next = pop_open(p, cl) < 0 ? NEXT_MENU : read_one(cl, p);
-		if (p->c.fd >= 0 || p->data)
-			pop_close(p);	/* after 'd', delete_mail closed it */
+		pop_close(p);	/* after 'd' delete_mail has closed it already */
 		free(p);
 		if (next != NEXT_LIST)
 			return next;
 	}
 }
 
-/* ---------------------------------------------------------------- Send Mail */
+/* ---------------------------------------------------------------- the menu: Send Mail */
 
-/* send_mail - menu 2: read the whole mail, check it, send it over SMTP */
-static enum next send_mail(struct client *cl)
+/* opt_send_mail - menu 2: read the whole mail up to ".", check it, and send
+ * it over SMTP only if it is well formed */
+static enum next opt_send_mail(struct client *cl)
 {
 	struct buf text = { 0 };
 	struct mail m = { 0 };
@@ -1755,62 +2011,71 @@ static enum next send_mail(struct client *cl)
 	return NEXT_MENU;
 }
 
-/* ---------------------------------------------------------------- the menu */
+/* ---------------------------------------------------------------- the menu: the table and the loop */
 
-/* quit - menu 3 */
-static enum next quit(struct client *cl)
+/* opt_quit - menu 3: leave the loop; main frees what is left */
+static enum next opt_quit(struct client *cl)
 {
 	(void)cl;
 	return NEXT_EXIT;
 }
 
-/* invalid_option - anything else typed at the menu */
-static enum next invalid_option(struct client *cl)
+/* opt_unknown - anything else typed at the menu: say what is allowed */
+static enum next opt_unknown(struct client *cl)
 {
 	(void)cl;
 	puts("Invalid option, choose 1, 2 or 3");
 	return NEXT_MENU;
 }
 
-/* The menu: what is typed, what is shown, what is done; the last row takes
- * anything else. */
-static const struct menu_item {
+/*
+ * The menu is a table of options, as the servers' commands[] is a table of
+ * verbs: what is typed, the text shown for it, and the handler that runs.
+ * The last row, with no key, catches everything else.
+ */
+static const struct menu_option {
 	const char *key;
-	const char *label;
+	const char *text;
 	enum next (*handler)(struct client *cl);
 } menu[] = {
-	{ "1", "Manage Mail", manage_mail },
-	{ "2", "Send Mail", send_mail },
-	{ "3", "Quit", quit },
-	{ NULL, NULL, invalid_option },
+	{ "1", "Manage Mail", opt_manage_mail },
+	{ "2", "Send Mail", opt_send_mail },
+	{ "3", "Quit", opt_quit },
+	{ NULL, NULL, opt_unknown },
 };
 
-/* menu_loop - show the menu, run the chosen handler, until Quit or end of input */
+/* choose_option - the row of what was typed (spaces around it ignored) */
+static const struct menu_option *choose_option(const char *line, size_t len)
+{
+	const struct menu_option *opt;
+	const char *choice = trim(line, &len);
+
+	for (opt = menu; opt->key; opt++)
+		if (len == strlen(opt->key) && memcmp(choice, opt->key, len) == 0)
+			break;
+	return opt;
+}
+
+/* menu_loop - show the menu and run the chosen option's handler, until one
+ * of them says to stop (Quit, or the end of input anywhere) */
 static void menu_loop(struct client *cl)
 {
 	for (;;) {
-		const struct menu_item *item;
-		const char *choice;
-		size_t len;
+		const struct menu_option *opt;
 
 		putchar('\n');
-		for (item = menu; item->key; item++)
-			printf("%s. %s\n", item->key, item->label);
+		for (opt = menu; opt->key; opt++)
+			printf("%s. %s\n", opt->key, opt->text);
 		if (ask(cl, "Enter option: ") < 0)
 			return;
-		len = cl->len;
-		choice = trim(cl->line, &len);
-		for (item = menu; item->key; item++)
-			if (len == strlen(item->key) && memcmp(choice, item->key, len) == 0)
-				break;
-		if (item->handler(cl) == NEXT_EXIT)
+		if (choose_option(cl->line, cl->len)->handler(cl) == NEXT_EXIT)
 			return;
 	}
 }
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - the synopsis on out; returns the exit code given */
+/* usage - the synopsis on out; it returns code, for main to return */
 static int usage(FILE *out, int code)
 {
 	fprintf(out, "usage: %s [-v] [-h] [-t seconds] server [smtp_port [pop3_port]]\n"
@@ -1822,7 +2087,7 @@ static int usage(FILE *out, int code)
 	return code;
 }
 
-/* port_valid - a decimal port 1..65535 */
+/* port_valid - whether s is a decimal port 1..65535 */
 static int port_valid(const char *s)
 {
 	char *end;
@@ -1834,7 +2099,8 @@ static int port_valid(const char *s)
 	       && v >= 1 && v <= 65535;
 }
 
-/* parse_options - fill cfg from the command line; -1 on bad usage, 1 for -h */
+/* parse_options - fill cfg from the command line. It returns -1 on bad
+ * usage and 1 for -h, which main turns into the usage text. */
 static int parse_options(int argc, char **argv)
 {
 	int opt;
@@ -1867,8 +2133,9 @@ static int parse_options(int argc, char **argv)
 	return port_valid(cfg.smtp_port) && port_valid(cfg.pop_port) ? 0 : -1;
 }
 
-/* catch_signals - restore the terminal on the way out of any fatal signal;
- * a server that closes does not kill us (SIGPIPE ignored: a write error) */
+/* catch_signals - restore the terminal on the way out of a fatal signal.
+ * SIGPIPE is ignored: a server that closes early makes a write fail, and
+ * the user is told, instead of the client dying. */
 static void catch_signals(void)
 {
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
@@ -1882,6 +2149,7 @@ static void catch_signals(void)
 		log_msg("cannot ignore SIGPIPE: %s", strerror(errno));
 }
 
+/* main - the options, the two start prompts, then the menu until Quit */
 int main(int argc, char **argv)
 {
 	struct client cl = { 0 };

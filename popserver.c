@@ -217,7 +217,8 @@ static void log_msg(const char *fmt, ...)
 	if (len >= sizeof line - 1)
 		len = sizeof line - 2;
 	line[len++] = '\n';
-	/* One write per line: lines of concurrent children do not interleave. */
+	/* One write per line: lines that several processes write at once (a
+	 * server's sessions) do not interleave. */
 	if (write(STDERR_FILENO, line, len) < 0)
 		return;		/* nowhere left to report it */
 }

@@ -729,6 +729,93 @@ class ManageMail(ClientTest):
         self.quit(c)
 
 
+
+def row(num, sender, when, subject):
+    """One row of the list as the client prints it (the columns 7, 24, 20)."""
+    return "%-7s  %-24s  %-20s  %s" % (num, sender, when, subject)
+
+
+class AssignmentMailbox(ClientTest):
+    """Records as the assignment stores them, "Received: <date> : <hour> :
+    <minute>" and no Date header, put into the spool by hand (CRLF lines,
+    ".\r\n" after each) and served by the real popserver."""
+
+    def put(self, login, *records):
+        os.makedirs(os.path.join(self.spool, login), exist_ok=True)
+        with open(self.mailbox_path(login), "wb") as f:
+            f.write("".join(r + ".\r\n" for r in records).encode())
+
+    def listing(self, env=None):
+        """Log in as bob (TZ XYZ-05:30 unless env says), list, back to the
+        menu, quit; the rows of the list."""
+        c = Client(self, "127.0.0.1", self.smtp.port, self.pop.port,
+                   env=env or {"TZ": "XYZ-05:30"})
+        c.login("bob", "bobpw")
+        c.line("1")
+        rows = c.expect("Enter mail no. to see: ").split("\n")
+        c.line("-1")
+        c.expect(MENU)
+        self.quit(c)
+        self.assertEqual(rows[1], TABLE_HEAD)
+        return rows[2:-1]
+
+    def test_date_taken_from_the_received_line(self):
+        # The assignment's own layout (no blank line before the body), then
+        # other spellings of the date; the time is the server's clock as
+        # written, so the client's zone (UTC+05:30 here) does not move it.
+        self.put("bob",
+                 "From: alice@h\r\nTo: bob@h\r\nSubject: as assigned\r\n"
+                 "Received: 29 Nov 2026 : 14 : 05\r\nthe body\r\n",
+                 "From: carol@h\r\nTo: bob@h\r\nSubject: iso\r\n"
+                 "Received: 2026-12-01 : 9 : 07\r\n\r\nx\r\n",
+                 "From: dave@h\r\nTo: bob@h\r\nSubject: weekday\r\n"
+                 "Received:  Tue, 1 Dec 2026 : 23 : 59 \r\n\r\nx\r\n",
+                 "From: erin@h\r\nTo: bob@h\r\nSubject: day first\r\n"
+                 "Received: 29/02/2028 : 00 : 00\r\n\r\nx\r\n")
+        self.assertEqual(self.listing(), [
+            row(1, "alice@h", "2026-11-29 : 14 : 05", "as assigned"),
+            row(2, "carol@h", "2026-12-01 : 09 : 07", "iso"),
+            row(3, "dave@h", "2026-12-01 : 23 : 59", "weekday"),
+            row(4, "erin@h", "2028-02-29 : 00 : 00", "day first")])
+
+    def test_read_and_delete_such_a_record(self):
+        record = ("From: alice@h\r\nTo: bob@h\r\nSubject: as assigned\r\n"
+                  "Received: 29 Nov 2026 : 14 : 05\r\nline one\r\n..dot\r\n")
+        self.put("bob", record, record.replace("as assigned", "second"))
+        c = self.client(user="bob")
+        c.line("1")
+        self.assertIn(row(2, "alice@h", "2026-11-29 : 14 : 05", "second"),
+                      c.expect("Enter mail no. to see: "))
+        c.line("1")
+        self.assertIn("\nSubject: as assigned\nReceived: 29 Nov 2026 : 14 : 05\n"
+                      "line one\n.dot\n----- end of mail no. 1 -----\n", c.expect(KEY_PROMPT))
+        c.send("d")
+        self.assertIn(row(1, "alice@h", "2026-11-29 : 14 : 05", "second") + "\n",
+                      c.expect("Enter mail no. to see: "))
+        c.line("-1")
+        c.expect(MENU)
+        self.quit(c)
+        self.assertEqual(len(self.records("bob")), 1)
+
+    def test_a_date_header_that_parses_comes_first(self):
+        stamp = "Received: 29 Nov 2026 : 14 : 05\r\n"
+        self.put("bob",
+                 "From: a@h\r\nSubject: dated\r\nDate: Mon, 30 Nov 2026 08:00:00 +0000\r\n"
+                 + stamp + "\r\nx\r\n",
+                 "From: b@h\r\nSubject: bad date\r\nDate: someday\r\n" + stamp + "\r\nx\r\n")
+        self.assertEqual(self.listing(), [
+            row(1, "a@h", "2026-11-30 : 13 : 30", "dated"),
+            row(2, "b@h", "2026-11-29 : 14 : 05", "bad date")])
+
+    def test_received_lines_that_do_not_read_show_question_marks(self):
+        lines = ["31 Nov 2026 : 14 : 05", "29 Nov 2026 : 24 : 00", "29 Nov 2026 : 14 : 60",
+                 "29 Nov 2026 14:05", "29 Nov 2026 : 14", "Someday 29 Nov 2026 : 1 : 2",
+                 "29 Nov 26 : 14 : 05"]
+        self.put("bob", *("From: a@h\r\nSubject: s%d\r\nReceived: %s\r\n\r\nx\r\n" % (i, l)
+                          for i, l in enumerate(lines)))
+        self.assertEqual(self.listing(),
+                         [row(i + 1, "a@h", "?", "s%d" % i) for i in range(len(lines))])
+
 class FakeServer:
     """A scripted server for what the real ones never do: answer lines in
     turn to each client line, or stay silent. Bounded: one connection."""
