@@ -491,7 +491,7 @@ static const struct {
 
 static const struct {
 	const char *name, *line;
-	int found;
+	int found;	/* userfile_entry: 1 an account, 0 blank or comment, -1 invalid */
 	const char *login, *password;
 } userline_cases[] = {
 	/* the assignment: login and password separated by one or more spaces;
@@ -509,11 +509,11 @@ static const struct {
 	{ "blank", "\n", 0, NULL, NULL },
 	{ "blank CRLF", "\r\n", 0, NULL, NULL },
 	{ "spaces only", "   \t \n", 0, NULL, NULL },
-	{ "no password", "alice\n", 0, NULL, NULL },
-	{ "no password, space", "alice   \n", 0, NULL, NULL },
-	{ "leading dot", ".alice pw\n", 0, NULL, NULL },
-	{ "path login", "../etc pw\n", 0, NULL, NULL },
-	{ "slash login", "a/b pw\n", 0, NULL, NULL },
+	{ "no password", "alice\n", -1, NULL, NULL },
+	{ "no password, space", "alice   \n", -1, NULL, NULL },
+	{ "leading dot", ".alice pw\n", -1, NULL, NULL },
+	{ "path login", "../etc pw\n", -1, NULL, NULL },
+	{ "slash login", "a/b pw\n", -1, NULL, NULL },
 	{ NULL, NULL, 0, NULL, NULL }
 };
 
@@ -523,11 +523,12 @@ static void userline_one(const char *name, const char *line, int found,
 {
 	char copy[USERLINE_MAX];
 	struct account acct;
+	const char *why = NULL;
 	int got;
 
 	memset(&acct, 0, sizeof acct);
 	snprintf(copy, sizeof copy, "%s", line);
-	got = userfile_entry(copy, "unit-user.txt", 1, &acct);
+	got = userfile_entry(copy, &acct, &why);
 	unit_long("userfile_entry", name, found, got);
 	if (got == 1 && found == 1) {
 		unit_str("userfile_entry login", name, login, acct.login);
@@ -556,7 +557,7 @@ static void group_userfile(void)
 	userline_one("64-char login", line, 1, s, "pw");
 	fill(s, 'u', 65);
 	snprintf(line, sizeof line, "%s pw\n", s);
-	userline_one("65-char login", line, 0, NULL, NULL);
+	userline_one("65-char login", line, -1, NULL, NULL);
 }
 
 /* ---------------------------------------------------------------- main */
