@@ -1153,7 +1153,7 @@ static void message_id(struct session *s, char *id, size_t cap)
 	if (gettimeofday(&tv, NULL) < 0)
 		tv.tv_sec = time(NULL);	/* pid and count keep it unique */
 	n = snprintf(id, cap, "%llX%05lX.%lX.%u", (unsigned long long)tv.tv_sec,
-		     (unsigned long)tv.tv_usec, (unsigned long)self_pid(), ++s->messages);
+		     (unsigned long)tv.tv_usec, (unsigned long)getpid(), ++s->messages);
 	if (n < 0 || (size_t)n >= cap)	/* cannot happen: at most 49 of 64 */
 		log_msg("message id cut short: %s", id);
 }
@@ -1686,8 +1686,8 @@ static int greet(struct session *s, char *arg, const char *verb)
 	return 0;
 }
 
-/* do_helo - HELO domain (RFC 5321 4.1.1.1) */
-static void do_helo(struct session *s, char *arg)
+/* cmd_helo - HELO domain (RFC 5321 4.1.1.1) */
+static void cmd_helo(struct session *s, char *arg)
 {
 	if (greet(s, arg, "HELO") == 0) {
 		s->esmtp = 0;
@@ -1695,8 +1695,8 @@ static void do_helo(struct session *s, char *arg)
 	}
 }
 
-/* do_ehlo - EHLO domain: the greeting line, then the extensions */
-static void do_ehlo(struct session *s, char *arg)
+/* cmd_ehlo - EHLO domain: the greeting line, then the extensions */
+static void cmd_ehlo(struct session *s, char *arg)
 {
 	if (greet(s, arg, "EHLO") < 0)
 		return;
@@ -1709,8 +1709,8 @@ static void do_ehlo(struct session *s, char *arg)
 	reply(s, "250 HELP");
 }
 
-/* do_mail - MAIL FROM:<path> [params] (RFC 5321 4.1.1.2) */
-static void do_mail(struct session *s, char *arg)
+/* cmd_mail - MAIL FROM:<path> [params] (RFC 5321 4.1.1.2) */
+static void cmd_mail(struct session *s, char *arg)
 {
 	char *path = after_keyword(arg, "FROM:"), *params = NULL;
 	enum addr_error e;
@@ -1779,8 +1779,8 @@ static int check_rcpt(struct session *s, char *arg, char *addr, size_t cap)
 	return 0;
 }
 
-/* do_rcpt - RCPT TO:<path> (RFC 5321 4.1.1.3) */
-static void do_rcpt(struct session *s, char *arg)
+/* cmd_rcpt - RCPT TO:<path> (RFC 5321 4.1.1.3) */
+static void cmd_rcpt(struct session *s, char *arg)
 {
 	char addr[SMTP_PATH_MAX], local[LOCAL_PART_MAX + 1];
 	struct account acct;
@@ -1807,8 +1807,8 @@ static void do_rcpt(struct session *s, char *arg)
 	reply(s, "250 2.1.5 <%s>... Recipient ok", addr);
 }
 
-/* do_data - DATA (RFC 5321 4.1.1.4): receive, check, deliver, reply */
-static void do_data(struct session *s, char *arg)
+/* cmd_data - DATA (RFC 5321 4.1.1.4): receive, check, deliver, reply */
+static void cmd_data(struct session *s, char *arg)
 {
 	enum io_status st;
 
@@ -1838,8 +1838,8 @@ static void do_data(struct session *s, char *arg)
 	reset_transaction(s);
 }
 
-/* do_rset - RSET (RFC 5321 4.1.1.5) */
-static void do_rset(struct session *s, char *arg)
+/* cmd_rset - RSET (RFC 5321 4.1.1.5) */
+static void cmd_rset(struct session *s, char *arg)
 {
 	if (*arg) {
 		reply(s, "501 5.5.4 Syntax: RSET");
@@ -1849,24 +1849,24 @@ static void do_rset(struct session *s, char *arg)
 	reply(s, "250 2.0.0 OK");
 }
 
-/* do_noop - NOOP, an argument allowed (RFC 5321 4.1.1.9) */
-static void do_noop(struct session *s, char *arg)
+/* cmd_noop - NOOP, an argument allowed (RFC 5321 4.1.1.9) */
+static void cmd_noop(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "250 2.0.0 OK");
 }
 
-/* do_quit - QUIT (RFC 5321 4.1.1.10) */
-static void do_quit(struct session *s, char *arg)
+/* cmd_quit - QUIT (RFC 5321 4.1.1.10) */
+static void cmd_quit(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "221 2.0.0 %s closing connection", cfg.hostname);
 	set_state(s, ST_QUIT);
 }
 
-/* do_vrfy - VRFY: never reveals accounts (RFC 5321 3.5.3, 7.3); 2.0.0,
+/* cmd_vrfy - VRFY: never reveals accounts (RFC 5321 3.5.3, 7.3); 2.0.0,
  * since RFC 3463 X.5.2 means a syntax error */
-static void do_vrfy(struct session *s, char *arg)
+static void cmd_vrfy(struct session *s, char *arg)
 {
 	if (!*arg)
 		reply(s, "501 5.5.4 Syntax: VRFY <address>");
@@ -1874,22 +1874,22 @@ static void do_vrfy(struct session *s, char *arg)
 		reply(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
-/* do_help - HELP (RFC 5321 4.1.1.8) */
-static void do_help(struct session *s, char *arg)
+/* cmd_help - HELP (RFC 5321 4.1.1.8) */
+static void cmd_help(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
 }
 
-/* not_implemented - known verbs we do not offer: EXPN, TURN, AUTH, ... */
-static void not_implemented(struct session *s, char *arg)
+/* cmd_not_implemented - known verbs we do not offer: EXPN, TURN, AUTH, ... */
+static void cmd_not_implemented(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "502 5.5.1 Command not implemented");
 }
 
-/* unknown_command - the catch-all row */
-static void unknown_command(struct session *s, char *arg)
+/* cmd_unknown - the catch-all row */
+static void cmd_unknown(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "500 5.5.1 Command unrecognized");
@@ -1907,26 +1907,26 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{ "HELO", do_helo, ANY_STATE },
-	{ "EHLO", do_ehlo, ANY_STATE },
-	{ "MAIL", do_mail, IN(ST_GREETED) },
-	{ "RCPT", do_rcpt, IN(ST_MAIL) | IN(ST_RCPT) },
-	{ "DATA", do_data, IN(ST_RCPT) },
-	{ "RSET", do_rset, ANY_STATE },
-	{ "NOOP", do_noop, ANY_STATE },
-	{ "QUIT", do_quit, ANY_STATE },
-	{ "VRFY", do_vrfy, ANY_STATE },
-	{ "HELP", do_help, ANY_STATE },
-	{ "EXPN", not_implemented, ANY_STATE },
-	{ "TURN", not_implemented, ANY_STATE },
-	{ "ETRN", not_implemented, ANY_STATE },
-	{ "AUTH", not_implemented, ANY_STATE },
-	{ "STARTTLS", not_implemented, ANY_STATE },
-	{ "BDAT", not_implemented, ANY_STATE },
-	{ "SEND", not_implemented, ANY_STATE },
-	{ "SOML", not_implemented, ANY_STATE },
-	{ "SAML", not_implemented, ANY_STATE },
-	{ NULL, unknown_command, ANY_STATE }
+	{ "HELO", cmd_helo, ANY_STATE },
+	{ "EHLO", cmd_ehlo, ANY_STATE },
+	{ "MAIL", cmd_mail, IN(ST_GREETED) },
+	{ "RCPT", cmd_rcpt, IN(ST_MAIL) | IN(ST_RCPT) },
+	{ "DATA", cmd_data, IN(ST_RCPT) },
+	{ "RSET", cmd_rset, ANY_STATE },
+	{ "NOOP", cmd_noop, ANY_STATE },
+	{ "QUIT", cmd_quit, ANY_STATE },
+	{ "VRFY", cmd_vrfy, ANY_STATE },
+	{ "HELP", cmd_help, ANY_STATE },
+	{ "EXPN", cmd_not_implemented, ANY_STATE },
+	{ "TURN", cmd_not_implemented, ANY_STATE },
+	{ "ETRN", cmd_not_implemented, ANY_STATE },
+	{ "AUTH", cmd_not_implemented, ANY_STATE },
+	{ "STARTTLS", cmd_not_implemented, ANY_STATE },
+	{ "BDAT", cmd_not_implemented, ANY_STATE },
+	{ "SEND", cmd_not_implemented, ANY_STATE },
+	{ "SOML", cmd_not_implemented, ANY_STATE },
+	{ "SAML", cmd_not_implemented, ANY_STATE },
+	{ NULL, cmd_unknown, ANY_STATE }
 };
 
 /* order_error - 503 for a command out of sequence (RFC 5321 4.1.4) */
@@ -1934,7 +1934,7 @@ static void order_error(struct session *s, const struct command *cmd)
 {
 	if (s->state == ST_START)
 		reply(s, "503 5.5.1 Send HELO or EHLO first");
-	else if (cmd->handler == do_mail)
+	else if (cmd->handler == cmd_mail)
 		reply(s, "503 5.5.1 Sender already specified");
 	else if (s->state == ST_GREETED)
 		reply(s, "503 5.5.1 Need MAIL command");
