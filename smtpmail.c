@@ -11,26 +11,33 @@
  *   -n hostname     the name in the greeting and trace lines (gethostname)
  *   -l address      listen on this address only (default: all IPv4 and IPv6)
  *   -s maxbytes     the largest message accepted (26214400, 25 MiB)
- *   -c maxsessions  concurrent sessions; past it "421 4.3.2" (100)
+ *   -c maxsessions  concurrent sessions; past it "421 <host> too many
+ *                   connections, try again later" (100)
  *   -t seconds      idle timeout of a session (300)
  *   -D domain       a local domain; repeatable. Given: other domains are
- *                   refused (550 5.7.1 Relaying denied). Default: any domain
+ *                   refused (550 Relaying denied). Default: any domain
  *   -v              log the whole dialogue ("< " client, "> " server)
  *   -h              this help on stdout
  *
  * Commands: HELO, EHLO, MAIL FROM:, RCPT TO:, DATA, RSET, NOOP, QUIT, VRFY
  * and HELP; EXPN, TURN, ETRN, AUTH, STARTTLS, BDAT, SEND, SOML and SAML are
  * known but answered 502. Verbs ignore case. EHLO offers SIZE, 8BITMIME,
- * PIPELINING and ENHANCEDSTATUSCODES: an RFC 3463 code follows the reply
- * code on every reply but the greeting and the replies to HELO and EHLO
- * (RFC 2034).
+ * PIPELINING and ENHANCEDSTATUSCODES.
  *
- * Replies, in the assignment's words: "220 <host> Service ready",
- * "250 OK Hello <domain>", "250 2.1.0 <addr>... Sender ok",
- * "250 2.1.5 <addr>... Recipient ok",
- * "354 Enter mail, end with "." on a line by itself",
- * "250 2.0.0 OK Message accepted for delivery as <id>",
- * "221 2.0.0 <host> closing connection", "550 5.1.1 No such user".
+ * Replies come in two dialects, chosen by the client's greeting. After
+ * HELO (the assignment's and RFC 821's command), and before any greeting,
+ * they are the assignment's words, with no enhanced codes:
+ *   "220 <host> Service ready", "250 OK Hello <domain>",
+ *   "250 <addr>... Sender ok", "250 <addr>... Recipient ok",
+ *   "354 Enter mail, end with "." on a line by itself",
+ *   "250 OK Message accepted for delivery as <id>",
+ *   "221 <host> closing connection", "550 No such user",
+ *   "503 Need MAIL command".
+ * After EHLO the same words carry an RFC 3463 enhanced code (RFC 2034):
+ * "250 2.1.0 <addr>... Sender ok", "250 2.1.5 <addr>... Recipient ok",
+ * "250 2.0.0 OK Message accepted for delivery as <id>", "221 2.0.0 <host>
+ * closing connection", "550 5.1.1 No such user", "503 5.5.1 Need MAIL
+ * command", and so on; the replies to HELO and EHLO never carry one.
  * A command out of order gets 503, a bad argument 501.
  *
  * Delivery (DESIGN.md): the data is stored as CRLF lines, dot-stuffed, after
@@ -56,8 +63,8 @@
  * -> greet; MAIL: cmd_mail, check_mail; RCPT: cmd_rcpt, check_rcpt ->
  * find_mailbox; DATA: cmd_data -> receive_data -> scan_data, store_byte;
  * delivery: deliver -> lock_all, open_mailbox, append_record, release_all;
- * replies: reply; the state: set_state; a session: smtp_session ->
- * session_step; the accept loop: serve.
+ * replies and their dialect: reply, code_len; the state: set_state; a
+ * session: smtp_session -> session_step; the accept loop: serve.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -884,7 +891,8 @@ struct session {
 	struct conn conn;
 	const char *peer;	/* the client's numeric address */
 	enum state state;
-	int esmtp;		/* EHLO rather than HELO (RFC 3848 "with ESMTP") */
+	int esmtp;		/* EHLO rather than HELO: enhanced codes (RFC 2034)
+				 * and "with ESMTP" in the trace (RFC 3848) */
 	int errors;		/* 4xx/5xx replies so far */
 	unsigned messages;	/* accepted so far: part of the id */
 	char helo[DOMAIN_MAX + 1];
@@ -911,17 +919,47 @@ static void set_state(struct session *s, enum state new)
 
 /* ---------------------------------------------------------------- replies */
 
+/* code_len - the length of the RFC 3463 enhanced code that follows a
+ * reply's three digits, with its space ("5.5.1 " is 6), or 0 if there is
+ * none: a class equal to the reply's first digit (as in every code sent
+ * here), then a subject and a detail of 1-3 digits each */
+static size_t code_len(const char *line, size_t n)
+{
+	size_t i = 5;
+
+	if (n < 10 || (line[3] != ' ' && line[3] != '-') || line[4] != line[0])
+		return 0;
+	for (int part = 0; part < 2; part++) {
+		size_t digits = 0;
+
+		if (i >= n || line[i++] != '.')
+			return 0;
+		while (i < n && isdigit((unsigned char)line[i]) && digits < 3) {
+			i++;
+			digits++;
+		}
+		if (digits == 0)
+			return 0;
+	}
+	return i < n && line[i] == ' ' ? i + 1 - 4 : 0;
+}
+
 /*
  * reply - send one reply line: formatted, cut to the 512-octet limit (RFC
- * 5321 4.5.3.1.5), CRLF added. It is only queued: conn_fill sends it before
- * the next read, so a pipelining client (RFC 2920) gets its replies in one
- * write. 4xx and 5xx replies count towards the session's error limit, and
- * are logged even without -v, since they are what an operator looks for.
+ * 5321 4.5.3.1.5), CRLF added. The replies are written with their enhanced
+ * codes, and this is the one place that drops them when the session does
+ * not speak that dialect: RFC 2034 gives them only to a client that said
+ * EHLO, and after HELO (the assignment's and RFC 821's command) the replies
+ * are the assignment's words. A reply is only queued: conn_fill sends it
+ * before the next read, so a pipelining client (RFC 2920) gets its replies
+ * in one write. 4xx and 5xx replies count towards the session's error
+ * limit, and are logged even without -v: they are what an operator seeks.
  */
 static void reply(struct session *s, const char *fmt, ...)
 {
 	char line[REPLY_LINE_MAX];
 	va_list ap;
+	size_t len, code;
 	int n;
 
 	va_start(ap, fmt);
@@ -929,16 +967,21 @@ static void reply(struct session *s, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return;
-	if ((size_t)n >= sizeof line - 2)
-		n = (int)sizeof line - 3;	/* truncated; still one line */
+	len = (size_t)n;
+	if (len >= sizeof line - 2)
+		len = sizeof line - 3;	/* cut short, but still one line */
+	if (!s->esmtp && (code = code_len(line, len)) > 0) {
+		memmove(line + 4, line + 4 + code, len - 4 - code + 1);
+		len -= code;
+	}
 	if (line[0] == '4' || line[0] == '5')
 		s->errors++;
 	if (verbose)
 		log_msg("> %s", line);
 	else if (line[0] == '4' || line[0] == '5')
 		log_msg("%s: refused: %s", s->peer, line);
-	memcpy(line + n, "\r\n", 2);
-	conn_write(&s->conn, line, (size_t)n + 2);
+	memcpy(line + len, "\r\n", 2);
+	conn_write(&s->conn, line, len + 2);
 }
 
 /* ---------------------------------------------------------------- parsers */
@@ -2278,9 +2321,10 @@ int main(int argc, char **argv)
 		log_msg("signals: %s", strerror(errno));
 		return 1;
 	}
-	/* cannot be cut short: the hostname is at most 255 octets */
+	/* Cannot be cut short: the hostname is at most 255 octets. It stands
+	 * for the greeting, so it carries no enhanced code (RFC 2034). */
 	(void)snprintf(busy, sizeof busy,
-		       "421 4.3.2 %s too many connections, try again later\r\n", cfg.hostname);
+		       "421 %s too many connections, try again later\r\n", cfg.hostname);
 	srv.max_children = cfg.max_sessions;
 	if (!(srv.children = calloc((size_t)srv.max_children, sizeof *srv.children))) {
 		log_msg("out of memory");
