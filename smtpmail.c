@@ -1,5 +1,5 @@
 /*
- * smtpmail - a forking SMTP receiver (RFC 5321) that delivers into the spool.
+ * smtpmail - a forking SMTP receiver (RFC 5321) that delivers into the spool
  *
  * Usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]
  *                 [-s maxbytes] [-c maxsessions] [-t seconds] [-D domain]...
@@ -11,39 +11,60 @@
  *   -n hostname     the name in the greeting and trace lines (gethostname)
  *   -l address      listen on this address only (default: all IPv4 and IPv6)
  *   -s maxbytes     the largest message accepted (26214400, 25 MiB)
- *   -c maxsessions  concurrent sessions; past it "421 4.3.2" (100)
+ *   -c maxsessions  concurrent sessions; past it "421 <host> too many
+ *                   connections, try again later" (100)
  *   -t seconds      idle timeout of a session (300)
  *   -D domain       a local domain; repeatable. Given: other domains are
- *                   refused (550 5.7.1 Relaying denied). Default: any domain
+ *                   refused (550 Relaying denied). Default: any domain
  *   -v              log the whole dialogue ("< " client, "> " server)
  *   -h              this help on stdout
  *
- * Commands: HELO, EHLO, MAIL FROM:, RCPT TO:, DATA, RSET, NOOP, QUIT, VRFY,
- * HELP (EXPN, TURN, ETRN, AUTH, STARTTLS, BDAT: 502). Verbs ignore case.
- * EHLO offers SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES (RFC 3463
- * codes on every reply but the greeting and the HELO/EHLO replies, RFC 2034).
+ * Commands: HELO, EHLO, MAIL FROM:, RCPT TO:, DATA, RSET, NOOP, QUIT, VRFY
+ * and HELP; EXPN, TURN, ETRN, AUTH, STARTTLS, BDAT, SEND, SOML and SAML are
+ * known but answered 502. Verbs ignore case. EHLO offers SIZE, 8BITMIME,
+ * PIPELINING and ENHANCEDSTATUSCODES.
  *
- * Main replies: "220 <host> Service ready", "250 OK Hello <domain>",
+ * Replies come in two dialects, chosen by the client's greeting. After
+ * HELO (the assignment's and RFC 821's command), and before any greeting,
+ * they are the assignment's words, with no enhanced codes:
+ *   "220 <host> Service ready", "250 OK Hello <domain>",
+ *   "250 <addr>... Sender ok", "250 <addr>... Recipient ok",
+ *   "354 Enter mail, end with "." on a line by itself",
+ *   "250 OK Message accepted for delivery as <id>",
+ *   "221 <host> closing connection", "550 No such user",
+ *   "503 Need MAIL command".
+ * After EHLO the same words carry an RFC 3463 enhanced code (RFC 2034):
  * "250 2.1.0 <addr>... Sender ok", "250 2.1.5 <addr>... Recipient ok",
- * "354 Enter mail, end with "." on a line by itself",
- * "250 2.0.0 OK Message accepted for delivery as <id>",
- * "221 2.0.0 <host> closing connection", "550 5.1.1 No such user".
+ * "250 2.0.0 OK Message accepted for delivery as <id>", "221 2.0.0 <host>
+ * closing connection", "550 5.1.1 No such user", "503 5.5.1 Need MAIL
+ * command", and so on; the replies to HELO and EHLO never carry one.
+ * A command out of order gets 503, a bad argument 501.
  *
  * Delivery (DESIGN.md): the data is stored as CRLF lines, dot-stuffed, after
- * a Return-Path and a Received line; write locks in sorted login order,
- * append, fsync, all or nothing. 250 means on disk in every mailbox.
+ * a Return-Path and a Received line; the write locks are taken in sorted
+ * login order, then every mailbox is appended and synced, all or nothing.
+ * A 250 after DATA means the message is on disk in every mailbox.
  *
  * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
  * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
  *
  * Process model: the parent accepts and forks a session per connection.
- * SIGTERM/SIGINT: stop accepting, give running sessions 10 s to end, then
+ * SIGTERM or SIGINT: stop accepting, give running sessions 10 s to end, then
  * SIGTERM them (a delivery under way finishes or rolls back first); sessions
  * ignore SIGINT, so a Ctrl-C to the process group does not cut them short.
- * SIGPIPE, SIGXFSZ ignored. accept() out of descriptors: retried every
- * 100 ms, logged once.
+ * SIGPIPE and SIGXFSZ are ignored. When accept() runs out of descriptors it
+ * is retried every 100 ms, and logged once.
  *
- * Exit: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage.
+ * Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen, 2 on bad
+ * usage.
+ *
+ * Where to look: commands[] is the table, dispatch checks a row's states and
+ * argument rule, out_of_order picks the 503; HELO/EHLO: cmd_helo, cmd_ehlo
+ * -> greet; MAIL: cmd_mail, check_mail; RCPT: cmd_rcpt, check_rcpt ->
+ * find_mailbox; DATA: cmd_data -> receive_data -> scan_data, store_byte;
+ * delivery: deliver -> lock_all, open_mailbox, append_record, release_all;
+ * replies and their dialect: reply, code_len; the state: set_state; a
+ * session: smtp_session -> session_step; the accept loop: serve.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -98,7 +119,6 @@ enum {
 	HOSTNAME_MAX = 255,	/* -n / gethostname: a domain */
 	SPILL_MEM = 65536,	/* DATA kept in memory up to this, then a temp file */
 	TRACE_MAX = 2048,	/* Return-Path + Received lines of one record */
-	TRIM_CHUNK = 4096,	/* the backwards scan for a crashed tail */
 	ID_MAX = 64,		/* a message id */
 	DEFAULT_MAX_SIZE = 25 * 1024 * 1024,	/* -s: 25 MiB */
 	DEFAULT_SESSIONS = 100,	/* -c */
@@ -119,6 +139,37 @@ struct config {
 	int timeout;		/* -t, seconds */
 	const char *domains[DOMAINS_MAX];	/* -D; none: any domain is local */
 	int ndomains;
+};
+
+/* The protocol state (RFC 5321 4.1.4). The states are listed in protocol
+ * order, which out_of_order relies on; only set_state changes them. */
+enum state { ST_START, ST_GREETED, ST_MAIL, ST_RCPT, ST_DATA, ST_QUIT };
+
+/* One distinct recipient mailbox of the transaction. */
+struct rcpt {
+	char login[LOGIN_MAX + 1];	/* as spelled in user.txt */
+	char given[SMTP_PATH_MAX];	/* the address as the client gave it */
+	int lock_fd, box_fd;	/* during delivery, else -1 */
+	off_t noted;		/* mailbox size before our append */
+	int created;		/* the mailbox file is new */
+};
+
+/* Where the end-of-data scan stands on the wire (DESIGN.md "Line ends"):
+ * at the start of a line, after a '.' there, after ".\r", inside a line,
+ * or past the final dot. */
+enum wire { W_BOL, W_DOT, W_DOT_CR, W_TEXT, W_END };
+
+/* The stored message: memory up to SPILL_MEM, then an unlinked temp file. */
+struct spill {
+	char *mem;		/* SPILL_MEM bytes, allocated at the first DATA */
+	size_t len;		/* bytes in mem not yet written to fd */
+	int fd;			/* the temp file, or -1 */
+	unsigned long long size;	/* message bytes stored */
+	int too_big;		/* over cfg.max_size: drain, store nothing */
+	int error;		/* errno of a failed temp-file write, or 0 */
+	enum wire wire;		/* position on the wire (raw CRLF lines) */
+	int cr_pending;		/* a CR that may start a raw CRLF */
+	int line_start;		/* at the start of a stored line: stuff a '.' */
 };
 
 static struct config cfg = {
@@ -1023,45 +1074,352 @@ static int serve(struct server *srv)
 
 /* <<< shared: server */
 
+/* ---------------------------------------------------------------- mailbox files (DESIGN.md "Record format") */
+
+/* >>> shared: mailbox - mailbox files: positioned I/O, record ends, mail in other formats (smtpmail.c, popserver.c) */
+
+enum {
+	MBOX_CHUNK = 4096,	/* the scans below read this much at a time */
+	TRACE_WINDOW = 2048	/* where smtpmail's trace lines must show */
+};
+
+/* What a mailbox holds past its last complete record (DESIGN.md). */
+enum mailbox_shape {
+	SHAPE_RECORDS,		/* nothing: it is all records */
+	SHAPE_OUR_TAIL,		/* the start of a record of ours: a crashed append */
+	SHAPE_FOREIGN		/* mail written by another hand: convert, never cut */
+};
+
+/* A file written through a buffer, for the conversion below. */
+struct file_out {
+	int fd;
+	size_t len;
+	char data[MBOX_CHUNK];
+};
+
+/* pread_full - read up to n bytes at offset off; short only at end of file */
+static ssize_t pread_full(int fd, char *buf, size_t n, off_t off)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t k = pread(fd, buf + done, n - done, off + (off_t)done);
+
+		if (k > 0)
+			done += (size_t)k;
+		else if (k == 0)
+			break;
+		else if (errno != EINTR)
+			return -1;
+	}
+	return (ssize_t)done;
+}
+
+/* write_all - write n bytes at the file offset, short writes and EINTR included */
+static int write_all(int fd, const char *buf, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = write(fd, buf, n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			if (k == 0)
+				errno = EIO;	/* cannot happen for a regular file */
+			return -1;
+		}
+		buf += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* sync_dir - fsync a directory, so that the names in it are durable */
+static int sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
+
+	if (fd < 0)
+		return -1;
+	r = fsync(fd);
+	return close(fd) < 0 || r < 0 ? -1 : 0;
+}
+
+/*
+ * last_record_end - the end of the last complete record among fd's first
+ * size bytes: just after its last CRLF "." CRLF, or 0 if there is none.
+ * The search goes backwards in bounded chunks, so it costs little however
+ * large the mailbox is. Returns -1 if the file cannot be read.
+ */
+static off_t last_record_end(int fd, off_t size)
+{
+	static const char mark[] = "\r\n.\r\n";
+	char buf[MBOX_CHUNK + 4];
+	off_t pos = size;
+
+	while (pos > 0) {
+		size_t want = pos > MBOX_CHUNK ? MBOX_CHUNK : (size_t)pos;
+		off_t start = pos - (off_t)want;
+		size_t more = size - pos < 4 ? (size_t)(size - pos) : 4;
+		ssize_t have = pread_full(fd, buf, want + more, start);
+
+		if (have < 0)
+			return -1;
+		for (size_t i = (size_t)have >= 5 ? (size_t)have - 4 : 0; i-- > 0;)
+			if (i < want && memcmp(buf + i, mark, 5) == 0)
+				return start + (off_t)i + 5;
+		pos = start;
+	}
+	return 0;
+}
+
+/* find_bytes - where the m bytes of needle first occur in hay[0 .. n), or NULL */
+static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t m)
+{
+	for (size_t i = 0; m <= n && i <= n - m; i++)
+		if (memcmp(hay + i, needle, m) == 0)
+			return hay + i;
+	return NULL;
+}
+
+/*
+ * tail_is_ours - 1 if the n bytes of a tail (whole: all of it) start like a
+ * record that smtpmail writes: a Return-Path line, then a Received line
+ * that names smtpmail, or only the start of those lines, cut short by a
+ * crash. Only such a tail may be cut back (DESIGN.md); anything else is
+ * somebody's mail.
+ */
+static int tail_is_ours(const char *tail, size_t n, int whole)
+{
+	static const char first[] = "Return-Path: <", second[] = "Received: from ";
+	const char *p = tail, *end = tail + n;
+
+	if (memcmp(tail, first, n < sizeof first - 1 ? n : sizeof first - 1) != 0)
+		return 0;
+	if (find_bytes(tail, n, " (smtpmail) with ", 17))
+		return 1;
+	if (!whole)
+		return 0;
+	/* Cut short before the name: at most the Return-Path line, the start of
+	 * the Received line and the start of its first continuation line. */
+	for (int line = 0; p < end; line++) {
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		size_t len = lf ? (size_t)(lf - p) + 1 : (size_t)(end - p);
+
+		if (line > 2 || (lf && (lf == p || lf[-1] != '\r'))
+		    || (line == 1 && memcmp(p, second, len < 15 ? len : 15) != 0)
+		    || (line == 2 && p[0] != '\t'))
+			return 0;
+		p += len;
+	}
+	return 1;
+}
+
+/*
+ * mailbox_shape - what fd's first size bytes hold past the last complete
+ * record, which goes to *end. A UTF-8 byte order mark at the start (an
+ * editor's) makes a hand-written file too. Returns -1 on a read error.
+ */
+static int mailbox_shape(int fd, off_t size, off_t *end)
+{
+	char buf[TRACE_WINDOW];
+	ssize_t n = pread_full(fd, buf, 3, 0);
+
+	if (n < 0 || (*end = last_record_end(fd, size)) < 0)
+		return -1;
+	if (n == 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
+		return SHAPE_FOREIGN;
+	if (*end == size)
+		return SHAPE_RECORDS;
+	n = pread_full(fd, buf, sizeof buf, *end);
+	if (n < 0)
+		return -1;
+	return tail_is_ours(buf, (size_t)n, *end + n == size) ? SHAPE_OUR_TAIL : SHAPE_FOREIGN;
+}
+
+/* out_add - append n bytes to the buffered output file */
+static int out_add(struct file_out *o, const char *p, size_t n)
+{
+	if (n > sizeof o->data - o->len) {
+		if (write_all(o->fd, o->data, o->len) < 0)
+			return -1;
+		o->len = 0;
+		if (n > sizeof o->data)
+			return write_all(o->fd, p, n);
+	}
+	memcpy(o->data + o->len, p, n);
+	o->len += n;
+	return 0;
+}
+
+/* out_copy - append bytes [off, off + len) of file in */
+static int out_copy(struct file_out *o, int in, off_t off, off_t len)
+{
+	char buf[MBOX_CHUNK];
+
+	while (len > 0) {
+		ssize_t k = pread_full(in, buf, len < MBOX_CHUNK ? (size_t)len : MBOX_CHUNK, off);
+
+		if (k == 0)
+			errno = EIO;	/* shorter than it was a moment ago */
+		if (k <= 0 || out_add(o, buf, (size_t)k) < 0)
+			return -1;
+		off += k;
+		len -= k;
+	}
+	return 0;
+}
+
+/*
+ * line_at - the line of file in that starts at off: *text_end is where its
+ * text ends (before CR LF, or LF alone, or the end of the file), *next
+ * where the next line starts; its first byte goes to *first (-1: empty).
+ */
+static int line_at(int in, off_t off, off_t size, off_t *text_end, off_t *next, int *first)
+{
+	char buf[MBOX_CHUNK];
+	int before = -1;	/* the byte before the chunk: a CR, perhaps */
+
+	*first = -1;
+	for (off_t pos = off; pos < size;) {
+		ssize_t k = pread_full(in, buf, size - pos < MBOX_CHUNK ? (size_t)(size - pos)
+					: MBOX_CHUNK, pos);
+		char *lf = k > 0 ? memchr(buf, '\n', (size_t)k) : NULL;
+
+		if (k == 0)
+			errno = EIO;	/* shorter than it was a moment ago */
+		if (k <= 0)
+			return -1;
+		if (pos == off)
+			*first = (unsigned char)buf[0];
+		if (lf) {
+			int cr = lf > buf ? lf[-1] == '\r' : before == '\r';
+
+			*next = pos + (lf - buf) + 1;
+			*text_end = *next - 1 - (cr && *next - 1 > off);
+			*first = *text_end > off ? *first : -1;
+			return 0;
+		}
+		before = (unsigned char)buf[k - 1];
+		pos += k;
+	}
+	/* The last line has no LF: a CR just before the end is its line end. */
+	*next = size;
+	*text_end = size - (before == '\r' && size > off);
+	*first = *text_end > off ? *first : -1;
+	return 0;
+}
+
+/*
+ * convert_lines - write [from, size) of file in as records: a line holding
+ * only "." ends a message (the assignment's format), every line ends in
+ * CR LF, a line that starts with "." gets another (dot-stuffing), and a
+ * message that lacks its "." line gets one. Empty messages are dropped.
+ * Returns how many messages were written, or -1.
+ */
+static long convert_lines(int in, off_t from, off_t size, struct file_out *o)
+{
+	long messages = 0, lines = 0;
+	off_t off = from, text_end, next;
+	int first;
+
+	while (off < size) {
+		if (line_at(in, off, size, &text_end, &next, &first) < 0)
+			return -1;
+		if (first == '.' && text_end == off + 1) {
+			if (lines > 0 && out_add(o, ".\r\n", 3) < 0)
+				return -1;
+			messages += lines > 0;
+			lines = 0;
+		} else if ((first == '.' && out_add(o, ".", 1) < 0)
+			   || out_copy(o, in, off, text_end - off) < 0 || out_add(o, "\r\n", 2) < 0)
+			return -1;
+		else
+			lines++;
+		off = next;
+	}
+	if (lines > 0 && out_add(o, ".\r\n", 3) < 0)
+		return -1;
+	return messages + (lines > 0);
+}
+
+/*
+ * write_converted - create tmp and write into it the records of fd as they
+ * are, then the rest converted (a byte order mark at the start is left
+ * out); fsync it. Returns the number of messages converted, or -1.
+ */
+static long write_converted(int fd, off_t size, off_t end, const char *tmp)
+{
+	struct file_out o = { .len = 0 };
+	char bom[3];
+	off_t skip = 0;
+	long messages = -1;
+
+	if (pread_full(fd, bom, 3, 0) == 3 && memcmp(bom, "\xEF\xBB\xBF", 3) == 0)
+		skip = 3;
+	/* A leftover tmp (a crash) that is a link elsewhere must not be followed. */
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -1;
+	o.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (o.fd < 0)
+		return -1;
+	if (end <= skip || out_copy(&o, fd, skip, end - skip) == 0)
+		messages = convert_lines(fd, end > skip ? end : skip, size, &o);
+	if (messages >= 0 && (write_all(o.fd, o.data, o.len) < 0 || fsync(o.fd) < 0))
+		messages = -1;
+	if (close(o.fd) < 0)
+		messages = -1;
+	return messages;
+}
+
+/*
+ * convert_mailbox - turn a mailbox written by another hand into records,
+ * once and atomically, the way a POP3 update replaces a mailbox: write
+ * path.new, fsync it, rename it over path, fsync the directory. The caller
+ * holds the write lock, and must open path again afterwards. A failure
+ * before the rename leaves path as it was. Returns 0, or -1 (logged).
+ */
+static int convert_mailbox(int fd, const char *path, off_t size, off_t end)
+{
+	char tmp[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
+	const char *slash = strrchr(path, '/');
+	int n = snprintf(tmp, sizeof tmp, "%s.new", path);
+	long messages;
+
+	if (n < 0 || (size_t)n >= sizeof tmp || !slash || (size_t)(slash - path) >= sizeof dir) {
+		log_msg("%s: path too long to convert", path);
+		return -1;
+	}
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	messages = write_converted(fd, size, end, tmp);
+	if (messages < 0 || rename(tmp, path) < 0) {
+		log_msg("%s: cannot convert to records: %s", path, strerror(errno));
+		if (unlink(tmp) < 0 && errno != ENOENT)
+			log_msg("cannot remove %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	log_msg("%s: written by another hand: converted to records (%ld messages in %lld bytes)",
+		path, messages, (long long)(size - end));
+	if (sync_dir(dir) < 0) {
+		log_msg("%s: fsync of the directory after converting: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* <<< shared: mailbox */
+
 /* ---------------------------------------------------------------- the session */
 
-/* The protocol state (RFC 5321 4.1.4): changed only by set_state(). */
-enum state { ST_START, ST_GREETED, ST_MAIL, ST_RCPT, ST_DATA, ST_QUIT };
-
-static const char *const state_names[] = {
-	"START", "GREETED", "MAIL", "RCPT", "DATA", "QUIT"
-};
-
-/* One distinct recipient mailbox of the transaction. */
-struct rcpt {
-	char login[LOGIN_MAX + 1];	/* as spelled in user.txt */
-	char given[SMTP_PATH_MAX];	/* the address as the client gave it */
-	int lock_fd, box_fd;	/* during delivery, else -1 */
-	off_t noted;		/* mailbox size before our append */
-	int created;		/* the mailbox file is new */
-};
-
-/* Where DATA is written on its end-of-data scan (DESIGN.md "Line ends"). */
-enum wire { W_BOL, W_DOT, W_DOT_CR, W_TEXT, W_END };
-
-/* The stored message: memory up to SPILL_MEM, then an unlinked temp file. */
-struct spill {
-	char *mem;		/* SPILL_MEM bytes, allocated at the first DATA */
-	size_t len;		/* bytes in mem not yet written to fd */
-	int fd;			/* the temp file, or -1 */
-	unsigned long long size;	/* message bytes stored */
-	int too_big;		/* over cfg.max_size: drain, store nothing */
-	int error;		/* errno of a failed temp-file write, or 0 */
-	enum wire wire;		/* position on the wire (raw CRLF lines) */
-	int cr_pending;		/* a CR that may start a raw CRLF */
-	int line_start;		/* at the start of a stored line: stuff a '.' */
-};
-
+/* A session holds the shared struct conn, so its type follows the shared
+ * blocks instead of standing with the other types. */
 struct session {
 	struct conn conn;
 	const char *peer;	/* the client's numeric address */
 	enum state state;
-	int esmtp;		/* EHLO rather than HELO (RFC 3848 "with ESMTP") */
+	int esmtp;		/* EHLO rather than HELO: enhanced codes (RFC 2034)
+				 * and "with ESMTP" in the trace (RFC 3848) */
 	int errors;		/* 4xx/5xx replies so far */
 	unsigned messages;	/* accepted so far: part of the id */
 	char helo[DOMAIN_MAX + 1];
@@ -1072,34 +1430,13 @@ struct session {
 	struct spill spill;
 };
 
-/* ---------------------------------------------------------------- replies */
+static const char *const state_names[] = {
+	"START", "GREETED", "MAIL", "RCPT", "DATA", "QUIT"
+};
 
-/* reply - one reply line: formatted, CRLF added, queued (sent before the
- * next read: pipelining, RFC 2920); logged; 4xx/5xx counted as errors */
-static void reply(struct session *s, const char *fmt, ...)
-{
-	char line[REPLY_LINE_MAX];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof line - 2, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n >= sizeof line - 2)
-		n = (int)sizeof line - 3;	/* truncated; still one line */
-	if (line[0] == '4' || line[0] == '5')
-		s->errors++;
-	if (verbose)
-		log_msg("> %s", line);
-	else if (line[0] == '4' || line[0] == '5')
-		log_msg("%s: refused: %s", s->peer, line);
-	memcpy(line + n, "\r\n", 2);
-	conn_write(&s->conn, line, (size_t)n + 2);
-}
-
-/* set_state - the one place the protocol state changes */
+/* set_state - change the protocol state. Every change goes through here,
+ * so that -v logs each transition and no handler moves the state behind
+ * the table's back. */
 static void set_state(struct session *s, enum state new)
 {
 	if (verbose && s->state != new)
@@ -1107,9 +1444,237 @@ static void set_state(struct session *s, enum state new)
 	s->state = new;
 }
 
+/* ---------------------------------------------------------------- replies */
+
+/* code_len - the length of the RFC 3463 enhanced code that follows a
+ * reply's three digits, with its space ("5.5.1 " is 6), or 0 if there is
+ * none: a class equal to the reply's first digit (as in every code sent
+ * here), then a subject and a detail of 1-3 digits each */
+static size_t code_len(const char *line, size_t n)
+{
+	size_t i = 5;
+
+	if (n < 10 || (line[3] != ' ' && line[3] != '-') || line[4] != line[0])
+		return 0;
+	for (int part = 0; part < 2; part++) {
+		size_t digits = 0;
+
+		if (i >= n || line[i++] != '.')
+			return 0;
+		while (i < n && isdigit((unsigned char)line[i]) && digits < 3) {
+			i++;
+			digits++;
+		}
+		if (digits == 0)
+			return 0;
+	}
+	return i < n && line[i] == ' ' ? i + 1 - 4 : 0;
+}
+
+/*
+ * reply - send one reply line: formatted, cut to the 512-octet limit (RFC
+ * 5321 4.5.3.1.5), CRLF added. The replies are written with their enhanced
+ * codes, and this is the one place that drops them when the session does
+ * not speak that dialect: RFC 2034 gives them only to a client that said
+ * EHLO, and after HELO (the assignment's and RFC 821's command) the replies
+ * are the assignment's words. A reply is only queued: conn_fill sends it
+ * before the next read, so a pipelining client (RFC 2920) gets its replies
+ * in one write. 4xx and 5xx replies count towards the session's error
+ * limit, and are logged even without -v: they are what an operator seeks.
+ */
+static void reply(struct session *s, const char *fmt, ...)
+{
+	char line[REPLY_LINE_MAX];
+	va_list ap;
+	size_t len, code;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	len = (size_t)n;
+	if (len >= sizeof line - 2)
+		len = sizeof line - 3;	/* cut short, but still one line */
+	if (!s->esmtp && (code = code_len(line, len)) > 0) {
+		memmove(line + 4, line + 4 + code, len - 4 - code + 1);
+		len -= code;
+	}
+	if (line[0] == '4' || line[0] == '5')
+		s->errors++;
+	if (verbose)
+		log_msg("> %s", line);
+	else if (line[0] == '4' || line[0] == '5')
+		log_msg("%s: refused: %s", s->peer, line);
+	memcpy(line + len, "\r\n", 2);
+	conn_write(&s->conn, line, len + 2);
+}
+
+/* ---------------------------------------------------------------- parsers */
+
+enum addr_error { ADDR_OK, ADDR_SYNTAX, ADDR_LOCAL_LONG, ADDR_DOMAIN_LONG,
+		  ADDR_PATH_LONG, ADDR_NO_DOMAIN };
+
+/* The text of each addr_error, for the 501 replies of MAIL and RCPT. */
+static const char *const addr_errors[] = {
+	"OK", "Bad address syntax", "Local part too long (64 octets at most)",
+	"Domain too long (255 octets at most)", "Path too long (256 octets at most)",
+	"Address needs a domain"
+};
+
+/* local_char - may c appear in an unquoted local part (RFC 5321 4.1.2 atext)? */
+static int local_char(unsigned char c)
+{
+	return c > ' ' && c < 0x7f && !strchr("<>()[]\\,;:@\"", c);
+}
+
+/* domain_valid - a domain name or an address literal "[...]" (RFC 5321 4.1.2) */
+static int domain_valid(const char *d)
+{
+	size_t n = strlen(d);
+
+	if (n == 0)
+		return 0;
+	if (d[0] == '[') {
+		for (size_t i = 1; i + 1 < n; i++)
+			if (d[i] <= ' ' || d[i] >= 0x7f || strchr("[]\\", d[i]))
+				return 0;
+		return n > 2 && d[n - 1] == ']';
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)d[i]) && d[i] != '-' && d[i] != '.')
+			return 0;
+	return d[0] != '.' && d[0] != '-';
+}
+
+/*
+ * check_address - check a mailbox local@domain against the limits of RFC
+ * 5321 4.5.3.1 and its syntax; "" is the null path and fine. A bare local
+ * part is ADDR_NO_DOMAIN rather than an error, because RCPT accepts a bare
+ * <Postmaster>. Dots in the local part are not checked: "../x" passes here
+ * and is refused later as an unknown user, never used as a path.
+ */
+static enum addr_error check_address(const char *a)
+{
+	const char *at = strrchr(a, '@');
+	size_t local = at ? (size_t)(at - a) : strlen(a);
+
+	if (*a == '\0')
+		return ADDR_OK;
+	if (local > LOCAL_PART_MAX)
+		return ADDR_LOCAL_LONG;
+	if (at && strlen(at + 1) > DOMAIN_MAX)
+		return ADDR_DOMAIN_LONG;
+	if (strlen(a) + 2 > SMTP_PATH_MAX)
+		return ADDR_PATH_LONG;
+	if (local == 0)
+		return ADDR_SYNTAX;
+	for (size_t i = 0; i < local; i++)
+		if (!local_char((unsigned char)a[i]))
+			return ADDR_SYNTAX;
+	if (!at)
+		return ADDR_NO_DOMAIN;
+	return domain_valid(at + 1) ? ADDR_OK : ADDR_SYNTAX;
+}
+
+/*
+ * parse_path - the path after "FROM:" or "TO:", spaces before it allowed:
+ * "<a@b>", "<>", a bare "a@b" (hand-typed, as in the assignment's RCPT TO:),
+ * or a source route "<@x,@y:a@b>", whose route is dropped (RFC 5321 4.1.2,
+ * appendix C). The address goes to out without its brackets, and *params
+ * points at what follows it.
+ */
+static enum addr_error parse_path(char *arg, char *out, size_t cap, char **params)
+{
+	enum addr_error e;
+	char *end;
+
+	arg += strspn(arg, " ");
+	if (*arg == '<') {
+		if (!(end = strchr(++arg, '>')) || (end[1] && end[1] != ' '))
+			return ADDR_SYNTAX;
+		if (*arg == '@' && (!(arg = strchr(arg, ':')) || arg++ > end))
+			return ADDR_SYNTAX;
+	} else {
+		end = arg + strcspn(arg, " ");
+		if (end == arg)
+			return ADDR_SYNTAX;
+	}
+	*params = *end ? end + 1 : end;
+	*end = '\0';
+	*params += strspn(*params, " ");
+	if ((e = check_address(arg)) != ADDR_NO_DOMAIN && e != ADDR_OK)
+		return e;
+	if (strlen(arg) >= cap)	/* cannot happen: check_address saw to it */
+		return ADDR_PATH_LONG;
+	memcpy(out, arg, strlen(arg) + 1);
+	return e;
+}
+
+/* after_keyword - arg past its keyword ("FROM:", "TO:", any case), or NULL
+ * when arg does not start with it */
+static char *after_keyword(char *arg, const char *keyword)
+{
+	size_t n = strlen(keyword);
+
+	return strncasecmp(arg, keyword, n) == 0 ? arg + n : NULL;
+}
+
+/* size_param - the number of RFC 1870's "SIZE=digits"; -1 if it is not a
+ * number. A huge number saturates instead of wrapping, so it is refused as
+ * too big rather than taken for a small one. */
+static int size_param(const char *v, unsigned long long *size)
+{
+	unsigned long long n = 0;
+
+	if (!*v)
+		return -1;
+	for (; *v; v++) {
+		if (!isdigit((unsigned char)*v))
+			return -1;
+		n = n > (~0ULL - 9) / 10 ? ~0ULL : n * 10 + (unsigned)(*v - '0');
+	}
+	*size = n;
+	return 0;
+}
+
+/* local_domain - may we deliver for this domain? Without -D every domain
+ * is local, as in the assignment, whose addresses name the server by any
+ * domain or IP address. */
+static int local_domain(const char *domain)
+{
+	if (cfg.ndomains == 0)
+		return 1;
+	for (int i = 0; i < cfg.ndomains; i++)
+		if (strcasecmp(domain, cfg.domains[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * find_mailbox - the account that gets the mail of local part `local`:
+ * postmaster (any case) as DESIGN.md says, else the login of that name in
+ * user.txt (any case). Returns 1 when found, 0 when there is no such user,
+ * -1 when user.txt cannot be read.
+ */
+static int find_mailbox(const char *local, struct account *acct)
+{
+	int r;
+
+	if (strcasecmp(local, "postmaster") == 0) {	/* RFC 5321 4.5.1 */
+		r = user_lookup(cfg.userfile, "postmaster", acct);
+		return r == 0 ? user_lookup(cfg.userfile, NULL, acct) : r;
+	}
+	if (!login_valid(local))
+		return 0;	/* "../x", "a/b": never a path, never a user */
+	return user_lookup(cfg.userfile, local, acct);
+}
+
 /* ---------------------------------------------------------------- the stored message */
 
-/* spill_reset - forget the stored message (the temp file vanishes on close) */
+/* spill_reset - forget the stored message. The temp file was unlinked as
+ * soon as it was made, so closing it is all it takes to remove it. */
 static void spill_reset(struct spill *sp)
 {
 	if (sp->fd >= 0 && close(sp->fd) < 0)
@@ -1122,22 +1687,6 @@ static void spill_reset(struct spill *sp)
 	sp->wire = W_BOL;	/* the first DATA line follows a CRLF */
 	sp->cr_pending = 0;
 	sp->line_start = 1;
-}
-
-/* write_all - write n bytes at the file offset */
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;	/* k == 0 cannot happen for a regular file */
-		p += k;
-		n -= (size_t)k;
-	}
-	return 0;
 }
 
 /* writev_all - write all of iov[0 .. cnt) at the file offset, one writev
@@ -1173,8 +1722,8 @@ static int writev_all(int fd, struct iovec *iov, int cnt)
 	}
 }
 
-/* spill_open - the temp file: created in the spool, unlinked at once, so a
- * dropped connection or a crash leaves no trace */
+/* spill_open - make the temp file in the spool and unlink it at once, so
+ * that a dropped connection or a crash leaves nothing behind */
 static int spill_open(struct spill *sp)
 {
 	char path[PATH_TEXT_MAX];
@@ -1193,7 +1742,8 @@ static int spill_open(struct spill *sp)
 	return 0;
 }
 
-/* spill_flush - move the memory buffer into the temp file */
+/* spill_flush - move the memory buffer into the temp file; a failure is
+ * kept in sp->error and answered after the final dot */
 static int spill_flush(struct spill *sp)
 {
 	if ((sp->fd < 0 && spill_open(sp) < 0)
@@ -1206,8 +1756,9 @@ static int spill_flush(struct spill *sp)
 	return 0;
 }
 
-/* store - append n message bytes; past the size limit store nothing more.
- * Sizes compare by subtraction: nothing can overflow. */
+/* store - append n message bytes. Past the size limit nothing more is
+ * stored, but the data is still read to its end. The sizes are compared by
+ * subtraction, so nothing can overflow. */
 static void store(struct spill *sp, const char *p, size_t n)
 {
 	if (sp->too_big || sp->error)
@@ -1312,7 +1863,8 @@ static size_t scan_data(struct spill *sp, const char *p, size_t n)
 	return i;
 }
 
-/* receive_data - read the message up to the final dot, bounded in memory */
+/* receive_data - read the message up to the final dot. Memory stays
+ * bounded whatever the size: past SPILL_MEM the message goes to a file. */
 static enum io_status receive_data(struct session *s)
 {
 	struct conn *c = &s->conn;
@@ -1336,8 +1888,8 @@ static enum io_status receive_data(struct session *s)
 
 /* ---------------------------------------------------------------- delivery (DESIGN.md "Delivery") */
 
-/* message_id - unique across processes and time: seconds, microseconds,
- * pid, and the session's message count */
+/* message_id - an id unique across processes and time: the seconds, the
+ * microseconds, the pid and the session's message count */
 static void message_id(struct session *s, char *id, size_t cap)
 {
 	struct timeval tv = { 0, 0 };
@@ -1351,8 +1903,9 @@ static void message_id(struct session *s, char *id, size_t cap)
 		log_msg("message id cut short: %s", id);
 }
 
-/* trace_lines - Return-Path and Received (RFC 5321 4.4; "with SMTP" after
- * HELO, "with ESMTP" after EHLO, RFC 3848); -1 if they do not fit */
+/* trace_lines - the Return-Path and Received lines that a final delivery
+ * adds (RFC 5321 4.4): "with SMTP" after HELO, "with ESMTP" after EHLO (RFC
+ * 3848). Returns their length, or -1 if they do not fit in cap. */
 static int trace_lines(struct session *s, const struct rcpt *r, const char *id,
 		       const char *date, char *out, size_t cap)
 {
@@ -1368,84 +1921,86 @@ static int trace_lines(struct session *s, const struct rcpt *r, const char *id,
 	return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
-/* pread_all - read exactly n bytes at off */
-static int pread_all(int fd, char *p, size_t n, off_t off)
+/* check_mailbox - refuse anything but a regular file with one link, so
+ * that no symlink or hard link can point the append at another file */
+static int check_mailbox(int fd, const char *path, struct stat *st)
 {
-	while (n > 0) {
-		ssize_t k = pread(fd, p, n, off);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			if (k == 0)
-				errno = EIO;	/* shorter than it was */
-			return -1;
-		}
-		p += k;
-		n -= (size_t)k;
-		off += k;
-	}
-	return 0;
-}
-
-/* trim_tail - DESIGN.md: a file not ending in CRLF.CRLF has a crashed
- * partial tail; cut it back to the end of the last complete record, found
- * scanning backwards in bounded chunks. Returns the new size, or -1. */
-static off_t trim_tail(int fd, off_t size)
-{
-	static const char mark[] = "\r\n.\r\n";
-	char buf[TRIM_CHUNK + 4];
-	off_t pos = size;
-
-	while (pos > 0) {
-		size_t want = pos > TRIM_CHUNK ? TRIM_CHUNK : (size_t)pos;
-		off_t start = pos - (off_t)want;
-		size_t have = want + (size_t)(size - pos < 4 ? size - pos : 4);
-
-		if (pread_all(fd, buf, have, start) < 0)
-			return -1;
-		for (size_t i = have >= 5 ? have - 5 + 1 : 0; i-- > 0;)
-			if (i < want && memcmp(buf + i, mark, 5) == 0) {
-				off_t end = start + (off_t)i + 5;
-
-				if (end == size)
-					return size;
-				log_msg("trimmed a partial record (%lld bytes)",
-					(long long)(size - end));
-				return ftruncate(fd, end) < 0 ? -1 : end;
-			}
-		pos = start;
-	}
-	if (size > 0)
-		log_msg("no complete record: emptied (%lld bytes)", (long long)size);
-	return size > 0 && ftruncate(fd, 0) < 0 ? -1 : 0;
-}
-
-/* check_mailbox - a regular file with one link (no symlink or hard-link
- * tricks); its crashed tail trimmed; *noted: its size now */
-static int check_mailbox(int fd, const char *path, off_t *noted)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) < 0)
+	if (fstat(fd, st) < 0)
 		return -1;
-	if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+	if (!S_ISREG(st->st_mode) || st->st_nlink != 1) {
 		log_msg("%s: not a regular file with one link: refused", path);
 		errno = EPERM;
 		return -1;
 	}
-	*noted = trim_tail(fd, st.st_size);
-	return *noted < 0 ? -1 : 0;
+	return 0;
 }
 
-/* open_mailbox - open (creating) <spool>/<login>/mymailbox under its write
- * lock (O_NOFOLLOW: never through a symlink); note its size. O_APPEND: each
- * write lands at the end of the file, which under the write lock, once
- * check_mailbox has trimmed it, is the noted size (DESIGN.md step 3) - so
- * the record goes out in one writev, without a seek or an offset. */
+/* session_held - 1 if a POP3 session holds the mailbox (DESIGN.md
+ * "Locking": byte 0 of the lock file, from PASS to the session's end) */
+static int session_held(int lock_fd)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+			    .l_start = SESSION_LOCK_BYTE, .l_len = 1 };
+
+	return fcntl(lock_fd, F_GETLK, &fl) < 0 || fl.l_type != F_UNLCK;
+}
+
+/*
+ * convert_foreign - a mailbox that another hand wrote (the assignment's
+ * format) becomes records before we append to it, so that its last message
+ * is not run into ours. Not while a POP3 session holds it: the session's
+ * snapshot names the file that the conversion replaces. Then the mailbox
+ * is opened again. Returns 0, or -1 (the delivery answers 451).
+ */
+static int convert_foreign(struct rcpt *r, const char *path, off_t size, off_t end,
+			   struct stat *st)
+{
+	if (session_held(r->lock_fd)) {
+		log_msg("%s: written by another hand, and in a POP3 session: later", path);
+		errno = EAGAIN;
+		return -1;
+	}
+	if (convert_mailbox(r->box_fd, path, size, end) < 0)
+		return -1;
+	close_fd(r->box_fd, "mailbox");	/* it names the file replaced */
+	r->box_fd = open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	return r->box_fd < 0 ? -1 : check_mailbox(r->box_fd, path, st);
+}
+
+/*
+ * tidy_mailbox - make the mailbox end at a record boundary before we
+ * append (DESIGN.md): a crashed append of our own is cut back, mail in
+ * another format is converted, never cut. Sets r->noted, the size to roll
+ * back to. Returns 0, or -1.
+ */
+static int tidy_mailbox(struct rcpt *r, const char *path, struct stat *st)
+{
+	off_t end;
+	int shape = mailbox_shape(r->box_fd, st->st_size, &end);
+
+	r->noted = st->st_size;
+	if (shape == SHAPE_OUR_TAIL) {
+		log_msg("trimmed a partial record (%lld bytes)", (long long)(st->st_size - end));
+		r->noted = end;
+		return ftruncate(r->box_fd, end);
+	}
+	if (shape == SHAPE_FOREIGN) {
+		if (convert_foreign(r, path, st->st_size, end, st) < 0)
+			return -1;
+		r->noted = st->st_size;
+	}
+	return shape < 0 ? -1 : 0;
+}
+
+/* open_mailbox - open <spool>/<login>/mymailbox under its write lock,
+ * creating it if needed, never through a symlink (O_NOFOLLOW), and note its
+ * size. With O_APPEND each write lands at the end of the file, which under
+ * the write lock, once tidy_mailbox is done, is the noted size (DESIGN.md
+ * step 3): the record goes out in one writev, with no seek. */
 static int open_mailbox(struct rcpt *r)
 {
 	char path[PATH_TEXT_MAX];
+	struct stat st;
 	int e;
 
 	if (spool_path(path, sizeof path, cfg.spool, r->login, "mymailbox") < 0)
@@ -1457,28 +2012,21 @@ static int open_mailbox(struct rcpt *r)
 				 | O_CLOEXEC, 0600);
 		r->created = r->box_fd >= 0;
 	}
-	if (r->box_fd < 0 || check_mailbox(r->box_fd, path, &r->noted) == 0)
-		return r->box_fd < 0 ? -1 : 0;
+	if (r->box_fd < 0)
+		return -1;
+	if (check_mailbox(r->box_fd, path, &st) == 0 && tidy_mailbox(r, path, &st) == 0)
+		return 0;
 	e = errno;
-	close_fd(r->box_fd, "mailbox");	/* refused: not ours to truncate back */
+	if (r->box_fd >= 0)
+		close_fd(r->box_fd, "mailbox");	/* refused: not ours to truncate back */
 	r->box_fd = -1;
 	errno = e;
 	return -1;
 }
 
-/* sync_dir - fsync a directory, so the names in it are durable */
-static int sync_dir(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
-
-	if (fd < 0)
-		return -1;
-	r = fsync(fd);
-	return close(fd) < 0 || r < 0 ? -1 : 0;
-}
-
-/* sync_new_mailbox - a new mailbox: fsync its directory and the spool
- * (the directory may be new too: open_lock_file makes it) */
+/* sync_new_mailbox - make a new mailbox's name durable: fsync its
+ * directory, and the spool too, since open_lock_file may have just made
+ * that directory */
 static int sync_new_mailbox(const char *login)
 {
 	char path[PATH_TEXT_MAX];
@@ -1488,9 +2036,10 @@ static int sync_new_mailbox(const char *login)
 	return sync_dir(path) < 0 || sync_dir(cfg.spool) < 0 ? -1 : 0;
 }
 
-/* append_spilled - a message in the temp file, read back SPILL_MEM at a
- * time into the memory buffer: iov[0] (the trace lines) goes out with the
- * first chunk, iov[2] (the terminator) with the last, one writev each */
+/* append_spilled - append a message that spilled to the temp file. It is
+ * read back SPILL_MEM at a time into the memory buffer; the trace lines
+ * (iov[0]) go out with the first chunk and the terminator (iov[2]) with the
+ * last, one writev a chunk. */
 static int append_spilled(struct spill *sp, int fd, struct iovec iov[3])
 {
 	size_t end_len = iov[2].iov_len;
@@ -1498,9 +2047,13 @@ static int append_spilled(struct spill *sp, int fd, struct iovec iov[3])
 
 	do {
 		size_t k = sp->size - done > SPILL_MEM ? SPILL_MEM : (size_t)(sp->size - done);
+		ssize_t got = pread_full(sp->fd, sp->mem, k, (off_t)done);
 
-		if (pread_all(sp->fd, sp->mem, k, (off_t)done) < 0)
+		if (got != (ssize_t)k) {
+			if (got >= 0)
+				errno = EIO;	/* short: the temp file shrank */
 			return -1;
+		}
 		done += k;
 		iov[1].iov_base = sp->mem;
 		iov[1].iov_len = k;
@@ -1512,9 +2065,10 @@ static int append_spilled(struct spill *sp, int fd, struct iovec iov[3])
 	return 0;
 }
 
-/* append_record - trace lines + message + ".", at the noted end (the
- * mailbox is O_APPEND, see open_mailbox); fsync. A message in memory is one
- * writev; a failure part-way is undone by release_all's truncate-back. */
+/* append_record - append the trace lines, the message and the final "."
+ * at the noted end (the mailbox is O_APPEND, see open_mailbox), and fsync.
+ * A message in memory is one writev; a failure part-way is undone by
+ * release_all, which truncates back to the noted size. */
 static int append_record(struct session *s, struct rcpt *r, const char *id,
 			 const char *date)
 {
@@ -1541,13 +2095,15 @@ static int append_record(struct session *s, struct rcpt *r, const char *id,
 	return r->created ? sync_new_mailbox(r->login) : 0;
 }
 
-/* by_login - qsort order of recipients: sorted login order (no deadlock) */
+/* by_login - the qsort order of recipients. Two deliveries that lock in
+ * the same order can never deadlock. */
 static int by_login(const void *a, const void *b)
 {
 	return strcmp(((const struct rcpt *)a)->login, ((const struct rcpt *)b)->login);
 }
 
-/* lock_all - the write lock of every recipient mailbox, in sorted order */
+/* lock_all - take the write lock of every recipient mailbox, in sorted
+ * login order (DESIGN.md "Delivery" step 2) */
 static int lock_all(struct session *s)
 {
 	qsort(s->rcpts, (size_t)s->nrcpts, sizeof s->rcpts[0], by_login);
@@ -1568,7 +2124,9 @@ static int lock_all(struct session *s)
 	return 0;
 }
 
-/* release_all - roll back (failed) every opened mailbox, close, unlock */
+/* release_all - after a failed delivery roll every opened mailbox back
+ * to its noted size; then close the mailboxes and drop the locks. The
+ * truncate comes before the unlock, so no reader sees a half record. */
 static void release_all(struct session *s, int failed)
 {
 	for (int i = 0; i < s->nrcpts; i++) {
@@ -1590,7 +2148,8 @@ static void release_all(struct session *s, int failed)
 	}
 }
 
-/* failure_reply - the 4xx for a failed delivery (DESIGN.md, locking table) */
+/* failure_reply - the 4xx for a failed delivery: a busy mailbox, a full
+ * disk or quota, or any other local error (DESIGN.md, the locking table) */
 static void failure_reply(struct session *s, int err, int locking)
 {
 	if (locking && err == EINTR)
@@ -1605,7 +2164,8 @@ static void failure_reply(struct session *s, int err, int locking)
 		reply(s, "451 4.3.0 Local error in processing, try again later");
 }
 
-/* log_delivery - one log line: id, sender, recipients, size */
+/* log_delivery - one log line per delivered message: its id, sender,
+ * recipients and size */
 static void log_delivery(struct session *s, const char *id)
 {
 	char to[LOG_LINE_MAX / 2];
@@ -1624,9 +2184,10 @@ static void log_delivery(struct session *s, const char *id)
 		s->sender, to, s->nrcpts, s->nrcpts == 1 ? "" : "es", s->spill.size);
 }
 
-/* hold_stop - block (hold) or unblock SIGTERM: the parent's last-resort
+/* hold_stop - block (hold) or unblock SIGTERM. The parent's last-resort
  * SIGTERM must not stop a delivery between two appends, or between an
- * append and its rollback (all or nothing); it takes effect after */
+ * append and its rollback (all or nothing); held, it takes effect when it
+ * is unblocked, after the delivery. */
 static void hold_stop(int hold)
 {
 	sigset_t set;
@@ -1636,7 +2197,8 @@ static void hold_stop(int hold)
 		log_msg("sigprocmask: %s", strerror(errno));
 }
 
-/* deliver - DESIGN.md steps 2-4: all mailboxes or none; then the reply */
+/* deliver - DESIGN.md "Delivery" steps 2-4: the message goes into every
+ * mailbox or into none, and only then is the client told which */
 static void deliver(struct session *s)
 {
 	char id[ID_MAX], date[64];
@@ -1672,7 +2234,14 @@ static void deliver(struct session *s)
 	reply(s, "250 2.0.0 OK Message accepted for delivery as %s", id);
 }
 
-/* reset_transaction - forget sender, recipients and data (RFC 5321 4.1.1.5) */
+/* ---------------------------------------------------------------- command handlers */
+
+/* The handlers run in protocol order. Each one can trust its input: the
+ * table has checked the state and the argument rule (see dispatch), and a
+ * check_<verb> function sends the 501 or 550 of a semantic check. */
+
+/* reset_transaction - forget the sender, the recipients and the data, as
+ * RSET, HELO, EHLO and the end of DATA must (RFC 5321 4.1.1.5, 4.1.4) */
 static void reset_transaction(struct session *s)
 {
 	s->sender[0] = '\0';
@@ -1683,126 +2252,59 @@ static void reset_transaction(struct session *s)
 		set_state(s, ST_GREETED);
 }
 
-/* ---------------------------------------------------------------- parsers */
-
-enum addr_error { ADDR_OK, ADDR_SYNTAX, ADDR_LOCAL_LONG, ADDR_DOMAIN_LONG,
-		  ADDR_PATH_LONG, ADDR_NO_DOMAIN };
-
-static const char *const addr_errors[] = {
-	"OK", "Bad address syntax", "Local part too long (64 octets at most)",
-	"Domain too long (255 octets at most)", "Path too long (256 octets at most)",
-	"Address needs a domain"
-};
-
-/* local_char - may c appear in an unquoted local part (RFC 5321 4.1.2 atext)? */
-static int local_char(unsigned char c)
+/* check_helo - the client's name must fit a domain (RFC 5321 4.5.3.1.2).
+ * Replies to HELO and EHLO carry no enhanced code (RFC 2034 3). */
+static int check_helo(struct session *s, const char *arg)
 {
-	return c > ' ' && c < 0x7f && !strchr("<>()[]\\,;:@\"", c);
-}
-
-/* domain_valid - a domain name or an address literal "[...]" (RFC 5321 4.1.2) */
-static int domain_valid(const char *d)
-{
-	size_t n = strlen(d);
-
-	if (n == 0)
-		return 0;
-	if (d[0] == '[') {
-		for (size_t i = 1; i + 1 < n; i++)
-			if (d[i] <= ' ' || d[i] >= 0x7f || strchr("[]\\", d[i]))
-				return 0;
-		return n > 2 && d[n - 1] == ']';
-	}
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)d[i]) && d[i] != '-' && d[i] != '.')
-			return 0;
-	return d[0] != '.' && d[0] != '-';
-}
-
-/* check_address - a mailbox local@domain ("" the null path): its limits
- * (RFC 5321 4.5.3.1) and syntax; a bare local part is ADDR_NO_DOMAIN */
-static enum addr_error check_address(const char *a)
-{
-	const char *at = strrchr(a, '@');
-	size_t local = at ? (size_t)(at - a) : strlen(a);
-
-	if (*a == '\0')
-		return ADDR_OK;
-	if (local > LOCAL_PART_MAX)
-		return ADDR_LOCAL_LONG;
-	if (at && strlen(at + 1) > DOMAIN_MAX)
-		return ADDR_DOMAIN_LONG;
-	if (strlen(a) + 2 > SMTP_PATH_MAX)
-		return ADDR_PATH_LONG;
-	if (local == 0)
-		return ADDR_SYNTAX;
-	for (size_t i = 0; i < local; i++)	/* dots unchecked: "../x" is 550 */
-		if (!local_char((unsigned char)a[i]))
-			return ADDR_SYNTAX;
-	if (!at)
-		return ADDR_NO_DOMAIN;
-	return domain_valid(at + 1) ? ADDR_OK : ADDR_SYNTAX;
-}
-
-/*
- * parse_path - the path after "FROM:" or "TO:", spaces before it allowed:
- * "<a@b>", "<>", a bare "a@b" (hand-typed, as the assignment's RCPT TO:),
- * a source route "<@x,@y:a@b>" stripped (RFC 5321 4.1.2, C.). The address
- * goes to out without brackets; *params is what follows.
- */
-static enum addr_error parse_path(char *arg, char *out, size_t cap, char **params)
-{
-	enum addr_error e;
-	char *end;
-
-	arg += strspn(arg, " ");
-	if (*arg == '<') {
-		if (!(end = strchr(++arg, '>')) || (end[1] && end[1] != ' '))
-			return ADDR_SYNTAX;
-		if (*arg == '@' && (!(arg = strchr(arg, ':')) || arg++ > end))
-			return ADDR_SYNTAX;
-	} else {
-		end = arg + strcspn(arg, " ");
-		if (end == arg)
-			return ADDR_SYNTAX;
-	}
-	*params = *end ? end + 1 : end;
-	*end = '\0';
-	*params += strspn(*params, " ");
-	if ((e = check_address(arg)) != ADDR_NO_DOMAIN && e != ADDR_OK)
-		return e;
-	if (strlen(arg) >= cap)	/* cannot happen: checked above */
-		return ADDR_PATH_LONG;
-	memcpy(out, arg, strlen(arg) + 1);
-	return e;
-}
-
-/* after_keyword - arg past "FROM:" / "TO:" (any case), else NULL */
-static char *after_keyword(char *arg, const char *keyword)
-{
-	size_t n = strlen(keyword);
-
-	return strncasecmp(arg, keyword, n) == 0 ? arg + n : NULL;
-}
-
-/* size_param - RFC 1870: "SIZE=digits"; -1 if not a number (huge saturates) */
-static int size_param(const char *v, unsigned long long *size)
-{
-	unsigned long long n = 0;
-
-	if (!*v)
+	if (strcspn(arg, " ") > DOMAIN_MAX) {
+		reply(s, "501 Domain name too long");
 		return -1;
-	for (; *v; v++) {
-		if (!isdigit((unsigned char)*v))
-			return -1;
-		n = n > (~0ULL - 9) / 10 ? ~0ULL : n * 10 + (unsigned)(*v - '0');
 	}
-	*size = n;
 	return 0;
 }
 
-/* mail_params - MAIL's ESMTP parameters: SIZE (RFC 1870), BODY (RFC 6152);
- * 0 if all fine, else -1 after the reply */
+/* greet - note the client's name and dialect, and start afresh: HELO and
+ * EHLO both reset a transaction under way (RFC 5321 4.1.4) */
+static void greet(struct session *s, const char *arg, int esmtp)
+{
+	size_t n = strcspn(arg, " ");
+
+	memcpy(s->helo, arg, n);
+	s->helo[n] = '\0';
+	s->esmtp = esmtp;
+	if (s->state == ST_START)
+		set_state(s, ST_GREETED);
+	reset_transaction(s);
+}
+
+/* cmd_helo - HELO domain (RFC 5321 4.1.1.1) */
+static void cmd_helo(struct session *s, char *arg)
+{
+	if (check_helo(s, arg) != 0)
+		return;
+	greet(s, arg, 0);
+	reply(s, "250 OK Hello %s", s->helo);
+}
+
+/* cmd_ehlo - EHLO domain: the greeting line, then one line per extension */
+static void cmd_ehlo(struct session *s, char *arg)
+{
+	if (check_helo(s, arg) != 0)
+		return;
+	greet(s, arg, 1);
+	reply(s, "250-%s Hello %s", cfg.hostname, s->helo);
+	reply(s, "250-SIZE %llu", cfg.max_size);	/* RFC 1870 */
+	reply(s, "250-8BITMIME");			/* RFC 6152 */
+	reply(s, "250-PIPELINING");			/* RFC 2920 */
+	reply(s, "250-ENHANCEDSTATUSCODES");		/* RFC 2034 */
+	reply(s, "250 HELP");
+}
+
+/*
+ * mail_params - check MAIL's ESMTP parameters. SIZE (RFC 1870) and BODY
+ * (RFC 6152) are the only ones offered; a message announced as bigger than
+ * the limit is refused now, before the client sends it.
+ */
 static int mail_params(struct session *s, char *p)
 {
 	char *save = NULL;
@@ -1828,129 +2330,62 @@ static int mail_params(struct session *s, char *p)
 	return 0;
 }
 
-/* local_domain - may we deliver for this domain? (-D list; none: any) */
-static int local_domain(const char *domain)
+/* check_mail - the reverse-path (RFC 5321 4.1.1.2) into sender, and its
+ * parameters; a bad one is answered here and the command goes no further */
+static int check_mail(struct session *s, char *arg, char *sender, size_t cap)
 {
-	if (cfg.ndomains == 0)
-		return 1;
-	for (int i = 0; i < cfg.ndomains; i++)
-		if (strcasecmp(domain, cfg.domains[i]) == 0)
-			return 1;
-	return 0;
-}
+	char *params = NULL;
+	enum addr_error e = parse_path(arg, sender, cap, &params);
 
-/* find_mailbox - the account that gets mail for local part `local`:
- * postmaster (any case) per DESIGN.md, else a login in user.txt (any case).
- * Returns 1 found, 0 no such user, -1 user.txt unreadable. */
-static int find_mailbox(const char *local, struct account *acct)
-{
-	int r;
-
-	if (strcasecmp(local, "postmaster") == 0) {	/* RFC 5321 4.5.1 */
-		r = user_lookup(cfg.userfile, "postmaster", acct);
-		return r == 0 ? user_lookup(cfg.userfile, NULL, acct) : r;
-	}
-	if (!login_valid(local))
-		return 0;	/* "../x", "a/b": never a path, never a user */
-	return user_lookup(cfg.userfile, local, acct);
-}
-
-/* ---------------------------------------------------------------- command handlers */
-
-/* greet - HELO and EHLO: check the domain, reset the transaction (RFC 5321
- * 4.1.4); no enhanced codes in these replies (RFC 2034 3) */
-static int greet(struct session *s, char *arg, const char *verb)
-{
-	size_t n = strcspn(arg, " ");
-
-	if (n == 0) {
-		reply(s, "501 Syntax: %s hostname", verb);
-		return -1;
-	}
-	if (n > DOMAIN_MAX) {
-		reply(s, "501 Domain name too long");
-		return -1;
-	}
-	memcpy(s->helo, arg, n);
-	s->helo[n] = '\0';
-	if (s->state == ST_START)
-		set_state(s, ST_GREETED);
-	reset_transaction(s);
-	return 0;
-}
-
-/* do_helo - HELO domain (RFC 5321 4.1.1.1) */
-static void do_helo(struct session *s, char *arg)
-{
-	if (greet(s, arg, "HELO") == 0) {
-		s->esmtp = 0;
-		reply(s, "250 OK Hello %s", s->helo);
-	}
-}
-
-/* do_ehlo - EHLO domain: the greeting line, then the extensions */
-static void do_ehlo(struct session *s, char *arg)
-{
-	if (greet(s, arg, "EHLO") < 0)
-		return;
-	s->esmtp = 1;
-	reply(s, "250-%s Hello %s", cfg.hostname, s->helo);
-	reply(s, "250-SIZE %llu", cfg.max_size);	/* RFC 1870 */
-	reply(s, "250-8BITMIME");			/* RFC 6152 */
-	reply(s, "250-PIPELINING");			/* RFC 2920 */
-	reply(s, "250-ENHANCEDSTATUSCODES");		/* RFC 2034 */
-	reply(s, "250 HELP");
-}
-
-/* do_mail - MAIL FROM:<path> [params] (RFC 5321 4.1.1.2) */
-static void do_mail(struct session *s, char *arg)
-{
-	char *path = after_keyword(arg, "FROM:"), *params = NULL;
-	enum addr_error e;
-
-	if (!path) {
-		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
-		return;
-	}
-	e = parse_path(path, s->sender, sizeof s->sender, &params);
 	if (e != ADDR_OK) {
 		reply(s, "501 5.1.7 %s", addr_errors[e]);
-		s->sender[0] = '\0';
-		return;
+		return -1;
 	}
-	if (mail_params(s, params) < 0) {
-		s->sender[0] = '\0';
+	return mail_params(s, params);
+}
+
+/* cmd_mail - MAIL FROM:<path> [params]: a transaction begins */
+static void cmd_mail(struct session *s, char *arg)
+{
+	char sender[SMTP_PATH_MAX];
+
+	if (check_mail(s, arg, sender, sizeof sender) != 0)
 		return;
-	}
+	memcpy(s->sender, sender, strlen(sender) + 1);
 	set_state(s, ST_MAIL);
 	reply(s, "250 2.1.0 <%s>... Sender ok", s->sender);
 }
 
-/* add_rcpt - a distinct mailbox joins the transaction (duplicates: once) */
-static void add_rcpt(struct session *s, const struct account *acct, const char *given)
+/* known_user - the account of addr's local part; a user.txt that cannot
+ * be read is a temporary failure (451), an unknown user a permanent one */
+static int known_user(struct session *s, const char *addr, struct account *acct)
 {
-	struct rcpt *r = &s->rcpts[s->nrcpts];
+	char local[LOCAL_PART_MAX + 1];
+	size_t n = strcspn(addr, "@");	/* check_address bounds it */
+	int found;
 
-	for (int i = 0; i < s->nrcpts; i++)
-		if (strcmp(s->rcpts[i].login, acct->login) == 0)
-			return;
-	memcpy(r->login, acct->login, sizeof r->login);
-	memcpy(r->given, given, strlen(given) + 1);
-	r->lock_fd = r->box_fd = -1;
-	s->nrcpts++;
+	memcpy(local, addr, n);
+	local[n] = '\0';
+	found = find_mailbox(local, acct);
+	if (found < 0)
+		reply(s, "451 4.3.0 Cannot read the account list, try again later");
+	else if (found == 0)
+		reply(s, "550 5.1.1 No such user");
+	return found == 1 ? 0 : -1;
 }
 
-/* check_rcpt - the recipient's syntax, limit and domain; 0 ok, else replied */
-static int check_rcpt(struct session *s, char *arg, char *addr, size_t cap)
+/*
+ * check_rcpt - everything that can refuse a recipient (RFC 5321 4.1.1.3),
+ * in this order: the path's syntax, parameters (none are offered), the
+ * recipient limit, a domain that is not ours, an unknown user. When it
+ * passes, addr holds the address and acct its account.
+ */
+static int check_rcpt(struct session *s, char *arg, char *addr, size_t cap,
+		      struct account *acct)
 {
-	char *path = after_keyword(arg, "TO:"), *params = NULL;
-	enum addr_error e;
+	char *params = NULL;
+	enum addr_error e = parse_path(arg, addr, cap, &params);
 
-	if (!path) {
-		reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
-		return -1;
-	}
-	e = parse_path(path, addr, cap, &params);
 	if (e == ADDR_NO_DOMAIN && strcasecmp(addr, "postmaster") == 0)
 		e = ADDR_OK;	/* RFC 5321 4.1.1.3: <Postmaster> */
 	if (e != ADDR_OK || *addr == '\0') {
@@ -1969,46 +2404,48 @@ static int check_rcpt(struct session *s, char *arg, char *addr, size_t cap)
 		reply(s, "550 5.7.1 Relaying denied");
 		return -1;
 	}
-	return 0;
+	return known_user(s, addr, acct);
 }
 
-/* do_rcpt - RCPT TO:<path> (RFC 5321 4.1.1.3) */
-static void do_rcpt(struct session *s, char *arg)
+/* add_rcpt - a mailbox joins the transaction; one named twice (alice and
+ * Alice) is delivered to once */
+static void add_rcpt(struct session *s, const struct account *acct, const char *given)
 {
-	char addr[SMTP_PATH_MAX], local[LOCAL_PART_MAX + 1];
-	struct account acct;
-	size_t n;
-	int found;
+	struct rcpt *r = &s->rcpts[s->nrcpts];
 
-	if (check_rcpt(s, arg, addr, sizeof addr) < 0)
+	for (int i = 0; i < s->nrcpts; i++)
+		if (strcmp(s->rcpts[i].login, acct->login) == 0)
+			return;
+	memcpy(r->login, acct->login, sizeof r->login);
+	memcpy(r->given, given, strlen(given) + 1);
+	r->lock_fd = r->box_fd = -1;
+	s->nrcpts++;
+}
+
+/* cmd_rcpt - RCPT TO:<path>: one more recipient */
+static void cmd_rcpt(struct session *s, char *arg)
+{
+	char addr[SMTP_PATH_MAX];
+	struct account acct;
+
+	if (check_rcpt(s, arg, addr, sizeof addr, &acct) != 0)
 		return;
-	n = strcspn(addr, "@");
-	memcpy(local, addr, n);
-	local[n] = '\0';
-	found = find_mailbox(local, &acct);
-	if (found < 0) {
-		reply(s, "451 4.3.0 Cannot read the account list, try again later");
-		return;
-	}
-	if (found == 0) {
-		reply(s, "550 5.1.1 No such user");
-		return;
-	}
 	add_rcpt(s, &acct, addr);
 	s->accepted++;
 	set_state(s, ST_RCPT);
 	reply(s, "250 2.1.5 <%s>... Recipient ok", addr);
 }
 
-/* do_data - DATA (RFC 5321 4.1.1.4): receive, check, deliver, reply */
-static void do_data(struct session *s, char *arg)
+/*
+ * cmd_data - DATA (RFC 5321 4.1.1.4): receive the message to its final dot,
+ * then deliver it or say why not. A message over the size limit is read to
+ * the end anyway, so that the session stays in step with the client.
+ */
+static void cmd_data(struct session *s, char *arg)
 {
 	enum io_status st;
 
-	if (*arg) {
-		reply(s, "501 5.5.4 Syntax: DATA");
-		return;
-	}
+	(void)arg;
 	reply(s, "354 Enter mail, end with \".\" on a line by itself");
 	set_state(s, ST_DATA);
 	st = receive_data(s);
@@ -2031,111 +2468,157 @@ static void do_data(struct session *s, char *arg)
 	reset_transaction(s);
 }
 
-/* do_rset - RSET (RFC 5321 4.1.1.5) */
-static void do_rset(struct session *s, char *arg)
+/* cmd_rset - RSET (RFC 5321 4.1.1.5) */
+static void cmd_rset(struct session *s, char *arg)
 {
-	if (*arg) {
-		reply(s, "501 5.5.4 Syntax: RSET");
-		return;
-	}
+	(void)arg;
 	reset_transaction(s);
 	reply(s, "250 2.0.0 OK");
 }
 
-/* do_noop - NOOP, an argument allowed (RFC 5321 4.1.1.9) */
-static void do_noop(struct session *s, char *arg)
+/* cmd_noop - NOOP, whose argument is ignored (RFC 5321 4.1.1.9) */
+static void cmd_noop(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "250 2.0.0 OK");
 }
 
-/* do_quit - QUIT (RFC 5321 4.1.1.10) */
-static void do_quit(struct session *s, char *arg)
+/* cmd_quit - QUIT (RFC 5321 4.1.1.10): the session loop ends after it */
+static void cmd_quit(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "221 2.0.0 %s closing connection", cfg.hostname);
 	set_state(s, ST_QUIT);
 }
 
-/* do_vrfy - VRFY: never reveals accounts (RFC 5321 3.5.3, 7.3); 2.0.0,
- * since RFC 3463 X.5.2 means a syntax error */
-static void do_vrfy(struct session *s, char *arg)
+/* cmd_vrfy - VRFY never tells which accounts exist (RFC 5321 3.5.3, 7.3).
+ * The code is 2.0.0, since RFC 3463's X.5.2 would mean a syntax error. */
+static void cmd_vrfy(struct session *s, char *arg)
 {
-	if (!*arg)
-		reply(s, "501 5.5.4 Syntax: VRFY <address>");
-	else
-		reply(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
+	(void)arg;
+	reply(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
-/* do_help - HELP (RFC 5321 4.1.1.8) */
-static void do_help(struct session *s, char *arg)
+/* cmd_help - HELP (RFC 5321 4.1.1.8) */
+static void cmd_help(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
 }
 
-/* not_implemented - known verbs we do not offer: EXPN, TURN, AUTH, ... */
-static void not_implemented(struct session *s, char *arg)
+/* cmd_not_implemented - a verb we know but do not offer (RFC 5321 4.2.4) */
+static void cmd_not_implemented(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "502 5.5.1 Command not implemented");
 }
 
-/* unknown_command - the catch-all row */
-static void unknown_command(struct session *s, char *arg)
+/* cmd_unknown - any other verb: the table's catch-all last row */
+static void cmd_unknown(struct session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "500 5.5.1 Command unrecognized");
 }
 
-/* ---------------------------------------------------------------- dispatch */
+/* ---------------------------------------------------------------- the table */
 
 #define IN(st) (1u << (st))
+/* Every state a command line can come in: in ST_DATA the lines are the
+ * message's, and after ST_QUIT nothing more is read. */
 #define ANY_STATE (IN(ST_START) | IN(ST_GREETED) | IN(ST_MAIL) | IN(ST_RCPT))
+
+/* What a command's argument must be. MAIL's and RCPT's start with a
+ * keyword, which dispatch takes off before the handler sees the path. */
+enum args { ARGS_ANY, ARGS_NONE, ARGS_SOME, ARGS_FROM, ARGS_TO };
 
 struct command {
 	const char *verb;	/* NULL: the catch-all last row */
 	void (*handler)(struct session *s, char *arg);
-	unsigned states;	/* the states it is allowed in */
+	unsigned states;	/* IN() bits: the states it may come in */
+	enum args args;		/* the rule its argument must follow */
+	const char *syntax;	/* the 501 reply when the argument breaks it */
+	const char *late;	/* the 503 reply when the command's step is done */
 };
 
 static const struct command commands[] = {
-	{ "HELO", do_helo, ANY_STATE },
-	{ "EHLO", do_ehlo, ANY_STATE },
-	{ "MAIL", do_mail, IN(ST_GREETED) },
-	{ "RCPT", do_rcpt, IN(ST_MAIL) | IN(ST_RCPT) },
-	{ "DATA", do_data, IN(ST_RCPT) },
-	{ "RSET", do_rset, ANY_STATE },
-	{ "NOOP", do_noop, ANY_STATE },
-	{ "QUIT", do_quit, ANY_STATE },
-	{ "VRFY", do_vrfy, ANY_STATE },
-	{ "HELP", do_help, ANY_STATE },
-	{ "EXPN", not_implemented, ANY_STATE },
-	{ "TURN", not_implemented, ANY_STATE },
-	{ "ETRN", not_implemented, ANY_STATE },
-	{ "AUTH", not_implemented, ANY_STATE },
-	{ "STARTTLS", not_implemented, ANY_STATE },
-	{ "BDAT", not_implemented, ANY_STATE },
-	{ "SEND", not_implemented, ANY_STATE },
-	{ "SOML", not_implemented, ANY_STATE },
-	{ "SAML", not_implemented, ANY_STATE },
-	{ NULL, unknown_command, ANY_STATE }
+	{ "HELO", cmd_helo, ANY_STATE, ARGS_SOME, "501 Syntax: HELO hostname", NULL },
+	{ "EHLO", cmd_ehlo, ANY_STATE, ARGS_SOME, "501 Syntax: EHLO hostname", NULL },
+	{ "MAIL", cmd_mail, IN(ST_GREETED), ARGS_FROM,
+	  "501 5.5.4 Syntax: MAIL FROM:<address>", "503 5.5.1 Sender already specified" },
+	{ "RCPT", cmd_rcpt, IN(ST_MAIL) | IN(ST_RCPT), ARGS_TO,
+	  "501 5.5.4 Syntax: RCPT TO:<address>", NULL },
+	{ "DATA", cmd_data, IN(ST_RCPT), ARGS_NONE, "501 5.5.4 Syntax: DATA", NULL },
+	{ "RSET", cmd_rset, ANY_STATE, ARGS_NONE, "501 5.5.4 Syntax: RSET", NULL },
+	{ "NOOP", cmd_noop, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "QUIT", cmd_quit, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "VRFY", cmd_vrfy, ANY_STATE, ARGS_SOME, "501 5.5.4 Syntax: VRFY <address>", NULL },
+	{ "HELP", cmd_help, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "EXPN", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "TURN", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "ETRN", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "AUTH", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "STARTTLS", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "BDAT", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "SEND", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "SOML", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ "SAML", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
+	{ NULL, cmd_unknown, ANY_STATE, ARGS_ANY, NULL, NULL }
 };
 
-/* order_error - 503 for a command out of sequence (RFC 5321 4.1.4) */
-static void order_error(struct session *s, const struct command *cmd)
+/* missing_step - the 503 for a command that comes too early: it names the
+ * step the session has not taken yet (RFC 5321 4.1.4) */
+static const char *missing_step(enum state st)
 {
-	if (s->state == ST_START)
-		reply(s, "503 5.5.1 Send HELO or EHLO first");
-	else if (cmd->handler == do_mail)
-		reply(s, "503 5.5.1 Sender already specified");
-	else if (s->state == ST_GREETED)
-		reply(s, "503 5.5.1 Need MAIL command");
-	else
-		reply(s, "503 5.5.1 Need RCPT command");
+	if (st == ST_START)
+		return "503 5.5.1 Send HELO or EHLO first";
+	if (st == ST_GREETED)
+		return "503 5.5.1 Need MAIL command";
+	return "503 5.5.1 Need RCPT command";
 }
 
-/* dispatch - find the verb's row (any case) and run it if the state allows */
+/*
+ * out_of_order - the 503 for a command its row does not allow now. The
+ * states run in protocol order, so a state below the first one the row
+ * allows means the command came too early, and the session is told what it
+ * lacks; a state above it means the command's step is done (MAIL inside a
+ * transaction), and the row says so.
+ */
+static const char *out_of_order(const struct command *cmd, enum state st)
+{
+	unsigned first = cmd->states & (0u - cmd->states);	/* its lowest bit */
+
+	return IN(st) > first && cmd->late ? cmd->late : missing_step(st);
+}
+
+/* args_ok - does the argument follow the row's rule? For MAIL and RCPT,
+ * *arg moves past the keyword, so that the handler gets the path alone. */
+static int args_ok(enum args rule, char **arg)
+{
+	char *rest;
+
+	switch (rule) {
+	case ARGS_ANY:
+		return 1;
+	case ARGS_NONE:
+		return **arg == '\0';
+	case ARGS_SOME:
+		return **arg != '\0';
+	case ARGS_FROM:
+	case ARGS_TO:
+		break;
+	}
+	rest = after_keyword(*arg, rule == ARGS_FROM ? "FROM:" : "TO:");
+	if (rest)
+		*arg = rest;
+	return rest != NULL;
+}
+
+/*
+ * dispatch - split a command line into verb and argument, find the verb's
+ * row (any case), and run its handler only if the row's state and argument
+ * rule hold; otherwise the row's 503 or 501 is the answer. Spaces around
+ * the argument are dropped: hand-typed commands often have them.
+ */
 static void dispatch(struct session *s, char *line)
 {
 	size_t n = strcspn(line, " ");
@@ -2146,18 +2629,21 @@ static void dispatch(struct session *s, char *line)
 		*arg++ = '\0';
 	arg += strspn(arg, " ");
 	for (size_t k = strlen(arg); k > 0 && arg[k - 1] == ' ';)
-		arg[--k] = '\0';	/* trailing spaces, as hand-typed */
+		arg[--k] = '\0';
 	while (cmd->verb && strcasecmp(cmd->verb, line) != 0)
 		cmd++;
-	if (cmd->states & IN(s->state))
-		cmd->handler(s, arg);
+	if (!(cmd->states & IN(s->state)))
+		reply(s, "%s", out_of_order(cmd, s->state));
+	else if (!args_ok(cmd->args, &arg))
+		reply(s, "%s", cmd->syntax);
 	else
-		order_error(s, cmd);
+		cmd->handler(s, arg);
 }
 
 /* ---------------------------------------------------------------- the session loop */
 
-/* has_control - a NUL or another control byte (TAB aside) in a command */
+/* has_control - does a command hold a NUL or another control byte? A TAB
+ * is allowed; anything else would end up in logs and trace lines. */
 static int has_control(const char *line, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
@@ -2166,7 +2652,12 @@ static int has_control(const char *line, size_t len)
 	return 0;
 }
 
-/* session_step - read one command line and answer it */
+/*
+ * session_step - read one command line and answer it. A line that is too
+ * long, ends in a bare LF or holds control bytes is answered 500 and not
+ * run: a bare LF most often means a client that is not speaking SMTP, and
+ * the hint tells a person at a terminal how to send CRLF.
+ */
 static void session_step(struct session *s)
 {
 	char line[COMMAND_LINE_MAX];
@@ -2174,8 +2665,8 @@ static void session_step(struct session *s)
 	int crlf = 0;
 	enum io_status st;
 
-	/* RFC 5321 4.5.3.2.7: the whole command within the timeout, so a client
-	 * dripping a byte at a time cannot hold a session for ever */
+	/* RFC 5321 4.5.3.2.7: the whole command within the timeout, so that a
+	 * client dripping a byte at a time cannot hold a session for ever. */
 	s->conn.deadline_ms = now_ms() + s->conn.timeout_ms;
 	st = conn_read_line(&s->conn, line, sizeof line, &len, &crlf);
 	s->conn.deadline_ms = 0;	/* DATA: each read within the timeout */
@@ -2202,8 +2693,12 @@ static void session_step(struct session *s)
 		dispatch(s, line);
 }
 
-/* smtp_session - one SMTP session on fd; returns (never exits), closes fd,
- * frees everything. Configuration from cfg. */
+/*
+ * smtp_session - one SMTP session on fd, from the greeting to QUIT, a lost
+ * connection, a timeout or too many errors. It returns instead of exiting
+ * (a fuzz harness calls it in a loop), and closes fd and frees everything.
+ * The configuration comes from cfg.
+ */
 static void smtp_session(int fd, const char *peer)
 {
 	struct session *s = calloc(1, sizeof *s);
@@ -2236,7 +2731,7 @@ static void smtp_session(int fd, const char *peer)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - the synopsis on out */
+/* usage - print the synopsis on out */
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: %s [-d spool] [-u userfile] [-n hostname] [-l address]"
@@ -2244,7 +2739,8 @@ static void usage(FILE *out)
 		" [port]\n", progname);
 }
 
-/* number_arg - a decimal option value in [min, max], else -1 */
+/* number_arg - a decimal option value in [min, max], or -1 when it is not
+ * one; every number option is bounded, so no later arithmetic overflows */
 static long long number_arg(const char *v, long long min, long long max)
 {
 	char *end;
@@ -2257,7 +2753,7 @@ static long long number_arg(const char *v, long long min, long long max)
 	return n;
 }
 
-/* bad_value - an option value out of range: say so, usage, exit 2 */
+/* bad_value - refuse an option value: say why, print the usage, exit 2 */
 static void bad_value(int opt, const char *v)
 {
 	fprintf(stderr, "%s: bad value for -%c: %s\n", progname, opt, v);
@@ -2265,7 +2761,7 @@ static void bad_value(int opt, const char *v)
 	exit(2);
 }
 
-/* set_option - apply one getopt option to cfg */
+/* set_option - apply one option to cfg */
 static void set_option(int opt, const char *v)
 {
 	long long n = 0;
@@ -2295,7 +2791,8 @@ static void set_option(int opt, const char *v)
 		bad_value(opt, v);
 }
 
-/* parse_options - getopt, then the optional port */
+/* parse_options - the options, then the optional port; without -n the
+ * hostname is gethostname()'s */
 static void parse_options(int argc, char **argv)
 {
 	static char host[HOSTNAME_MAX + 1];
@@ -2318,6 +2815,7 @@ static void parse_options(int argc, char **argv)
 			       ? host : "localhost";
 }
 
+/* main - parse the options, listen, and serve until SIGTERM or SIGINT */
 int main(int argc, char **argv)
 {
 	static char busy[REPLY_LINE_MAX];
@@ -2335,9 +2833,10 @@ int main(int argc, char **argv)
 		log_msg("signals: %s", strerror(errno));
 		return 1;
 	}
-	/* cannot be cut short: the hostname is at most 255 octets */
+	/* Cannot be cut short: the hostname is at most 255 octets. It stands
+	 * for the greeting, so it carries no enhanced code (RFC 2034). */
 	(void)snprintf(busy, sizeof busy,
-		       "421 4.3.2 %s too many connections, try again later\r\n", cfg.hostname);
+		       "421 %s too many connections, try again later\r\n", cfg.hostname);
 	srv.max_children = cfg.max_sessions;
 	if (!(srv.children = calloc((size_t)srv.max_children, sizeof *srv.children))) {
 		log_msg("out of memory");

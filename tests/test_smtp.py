@@ -1,5 +1,7 @@
 """smtpmail: commands and replies over raw sockets, the assignment's dialogue,
-real clients (smtplib, curl), and the stored records byte for byte.
+the two reply dialects (the assignment's words after HELO, RFC 2034 enhanced
+codes after EHLO), real clients (smtplib, curl), and the stored records byte
+for byte.
 
 The helpers here (SmtpTest) are shared by the other test_smtp_* modules."""
 import os
@@ -14,6 +16,7 @@ from harness import ACCOUNTS, HOSTNAME, MailTest, Raw
 
 DATE_RE = rb"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000"
 ACCEPTED_RE = re.compile(r"^250 2\.0\.0 OK Message accepted for delivery as (\S+)$")
+HELO_ACCEPTED_RE = re.compile(r"^250 OK Message accepted for delivery as (\S+)$")
 
 
 class SmtpTest(MailTest):
@@ -43,17 +46,19 @@ class SmtpTest(MailTest):
             self.assertTrue(last.startswith("250"), last)
         return c
 
-    def transaction(self, c, sender, rcpts, data):
-        """MAIL, RCPTs, DATA, data (bytes, the final dot included); the last reply."""
-        self.assertEqual(c.cmd("MAIL FROM:<%s>" % sender), "250 2.1.0 <%s>... Sender ok" % sender)
+    def transaction(self, c, sender, rcpts, data, enhanced=True):
+        """MAIL, RCPTs, DATA, data (bytes, the final dot included); the last reply.
+        enhanced: the session said EHLO, so replies carry RFC 2034 codes."""
+        mail, rcpt = ("2.1.0 ", "2.1.5 ") if enhanced else ("", "")
+        self.assertEqual(c.cmd("MAIL FROM:<%s>" % sender), "250 %s<%s>... Sender ok" % (mail, sender))
         for r in rcpts:
-            self.assertEqual(c.cmd("RCPT TO:<%s>" % r), "250 2.1.5 <%s>... Recipient ok" % r)
+            self.assertEqual(c.cmd("RCPT TO:<%s>" % r), "250 %s<%s>... Recipient ok" % (rcpt, r))
         self.assertEqual(c.cmd("DATA"), '354 Enter mail, end with "." on a line by itself')
         c.send(data)
         return c.reply()[-1]
 
-    def accepted_id(self, line):
-        m = ACCEPTED_RE.match(line)
+    def accepted_id(self, line, enhanced=True):
+        m = (ACCEPTED_RE if enhanced else HELO_ACCEPTED_RE).match(line)
         self.assertIsNotNone(m, line)
         return m.group(1)
 
@@ -98,7 +103,7 @@ class Commands(SmtpTest):
     def test_greeting_helo_quit(self):
         c = self.connect(self.server, greet=None)
         self.assertEqual(c.cmd("HELO client.example"), "250 OK Hello client.example")
-        self.assertEqual(c.cmd("QUIT"), "221 2.0.0 %s closing connection" % HOSTNAME)
+        self.assertEqual(c.cmd("QUIT"), "221 %s closing connection" % HOSTNAME)
         self.assertTrue(c.closed())
 
     def test_ehlo_lists_extensions(self):
@@ -166,16 +171,16 @@ class Commands(SmtpTest):
 
     def test_wrong_order_503(self):
         c = self.connect(self.server, greet=None)
-        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>"), "503 5.5.1 Send HELO or EHLO first")
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>"), "503 Send HELO or EHLO first")
         self.assertEqual(c.cmd("HELO client.example"), "250 OK Hello client.example")
-        self.assertEqual(c.cmd("RCPT TO:<alice@x.example>"), "503 5.5.1 Need MAIL command")
-        self.assertEqual(c.cmd("DATA"), "503 5.5.1 Need MAIL command")
-        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>"), "250 2.1.0 <a@b.example>... Sender ok")
-        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>"), "503 5.5.1 Sender already specified")
-        self.assertEqual(c.cmd("DATA"), "503 5.5.1 Need RCPT command")
+        self.assertEqual(c.cmd("RCPT TO:<alice@x.example>"), "503 Need MAIL command")
+        self.assertEqual(c.cmd("DATA"), "503 Need MAIL command")
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>"), "250 <a@b.example>... Sender ok")
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>"), "503 Sender already specified")
+        self.assertEqual(c.cmd("DATA"), "503 Need RCPT command")
         # a refused recipient leaves no valid one: DATA is still 503
-        self.assertEqual(c.cmd("RCPT TO:<nobody@x.example>"), "550 5.1.1 No such user")
-        self.assertEqual(c.cmd("DATA"), "503 5.5.1 Need RCPT command")
+        self.assertEqual(c.cmd("RCPT TO:<nobody@x.example>"), "550 No such user")
+        self.assertEqual(c.cmd("DATA"), "503 Need RCPT command")
 
     def test_rset_and_helo_reset_the_transaction(self):
         c = self.connect(self.server)
@@ -185,32 +190,47 @@ class Commands(SmtpTest):
         self.assertEqual(c.cmd("DATA"), "503 5.5.1 Need MAIL command")
         self.assertEqual(c.cmd("MAIL FROM:<a@b.example>"), "250 2.1.0 <a@b.example>... Sender ok")
         self.assertEqual(c.cmd("HELO again.example"), "250 OK Hello again.example")
-        self.assertEqual(c.cmd("RCPT TO:<alice@x.example>"), "503 5.5.1 Need MAIL command")
-        self.assertEqual(c.cmd("RSET x"), "501 5.5.4 Syntax: RSET")
+        # after HELO, the assignment's dialect: no enhanced codes
+        self.assertEqual(c.cmd("RCPT TO:<alice@x.example>"), "503 Need MAIL command")
+        self.assertEqual(c.cmd("RSET x"), "501 Syntax: RSET")
 
     def test_noop_vrfy_help_expn_unknown(self):
-        c = self.connect(self.server, greet=None)
+        c = self.connect(self.server)
         self.assertEqual(c.cmd("NOOP"), "250 2.0.0 OK")
         self.assertEqual(c.cmd("NOOP anything"), "250 2.0.0 OK")
         vrfy = "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
         self.assertEqual(c.cmd("VRFY alice"), vrfy)     # exists
         self.assertEqual(c.cmd("VRFY nobody"), vrfy)    # does not: same answer
         self.assertEqual(c.cmd("VRFY"), "501 5.5.4 Syntax: VRFY <address>")
-        self.assertTrue(c.cmd("HELP").startswith("214 2.0.0 "))
+        self.assertEqual(c.cmd("HELP"),
+                         "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
         for verb in ("EXPN staff", "TURN", "ETRN x", "AUTH PLAIN", "STARTTLS"):
             self.assertEqual(c.cmd(verb), "502 5.5.1 Command not implemented", verb)
         self.assertEqual(c.cmd("XYZZY"), "500 5.5.1 Command unrecognized")
         self.assertEqual(c.cmd(""), "500 5.5.1 Command unrecognized")
 
+    def test_before_any_greeting_no_enhanced_codes(self):
+        # RFC 2034: the codes are negotiated by EHLO, so none before it
+        c = self.connect(self.server, greet=None)
+        self.assertEqual(c.cmd("NOOP"), "250 OK")
+        self.assertEqual(c.cmd("VRFY alice"),
+                         "252 Cannot VRFY user, but will accept message and attempt delivery")
+        self.assertEqual(c.cmd("VRFY"), "501 Syntax: VRFY <address>")
+        self.assertEqual(c.cmd("HELP"), "214 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
+        self.assertEqual(c.cmd("EXPN staff"), "502 Command not implemented")
+        self.assertEqual(c.cmd("XYZZY"), "500 Command unrecognized")
+        self.assertEqual(c.cmd("RCPT TO:<alice@x.example>"), "503 Send HELO or EHLO first")
+        self.assertEqual(c.cmd("QUIT"), "221 %s closing connection" % HOSTNAME)
+
     def test_verbs_ignore_case(self):
         c = self.connect(self.server, greet=None)
         self.assertEqual(c.cmd("helo client.example"), "250 OK Hello client.example")
-        self.assertEqual(c.cmd("mAiL fRoM:<a@b.example>"), "250 2.1.0 <a@b.example>... Sender ok")
-        self.assertEqual(c.cmd("rcpt to:<bob@x.example>"), "250 2.1.5 <bob@x.example>... Recipient ok")
+        self.assertEqual(c.cmd("mAiL fRoM:<a@b.example>"), "250 <a@b.example>... Sender ok")
+        self.assertEqual(c.cmd("rcpt to:<bob@x.example>"), "250 <bob@x.example>... Recipient ok")
         self.assertEqual(c.cmd("data"), '354 Enter mail, end with "." on a line by itself')
         c.send("hi\r\n.\r\n")
-        self.accepted_id(c.reply()[-1])
-        self.assertEqual(c.cmd("quit"), "221 2.0.0 %s closing connection" % HOSTNAME)
+        self.accepted_id(c.reply()[-1], enhanced=False)
+        self.assertEqual(c.cmd("quit"), "221 %s closing connection" % HOSTNAME)
         self.assertEqual(len(self.records("bob")), 1)
 
     def test_unknown_user_550(self):
@@ -231,29 +251,98 @@ class Commands(SmtpTest):
 
 
 class Dialogue(SmtpTest):
-    """The assignment's example session, typed verbatim (gb is an account)."""
+    """The assignment's example session typed verbatim, a line at a time as at
+    a terminal (gb is an account): after HELO every reply is the assignment's
+    words, byte for byte, with no enhanced status codes."""
 
     accounts = ACCOUNTS + [("gb", "gbpw")]
+    BODY = ("From: ag@iitkgp.edu\r\nTo: gb@iitkgp.edu\r\nSubject: Test mail\r\n"
+            "This is a test mail.\r\nHow are you doing?\r\n")
 
-    def test_assignment_dialogue_verbatim(self):
+    def raw_reply(self, c):
+        """The next reply line as the server sent it: bytes, CRLF included."""
+        while b"\r\n" not in c.buf:
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                break
+            c.buf += chunk
+        line, sep, c.buf = c.buf.partition(b"\r\n")
+        return line + sep
+
+    def say(self, c, line):
+        c.send(line + "\r\n")
+        return self.raw_reply(c)
+
+    def test_assignment_dialogue_byte_for_byte(self):
         server = self.start_smtp()
         c = self.raw(server.port)
-        self.assertEqual(c.line(), "220 %s Service ready" % HOSTNAME)
-        self.assertEqual(c.cmd("HELO iitkgp.edu"), "250 OK Hello iitkgp.edu")
-        self.assertEqual(c.cmd("MAIL FROM: <ag@iitkgp.edu>"), "250 2.1.0 <ag@iitkgp.edu>... Sender ok")
-        self.assertEqual(c.cmd("RCPT TO: gb@iitkgp.edu"), "250 2.1.5 <gb@iitkgp.edu>... Recipient ok")
-        self.assertEqual(c.cmd("DATA"), '354 Enter mail, end with "." on a line by itself')
-        body = ("From: ag@iitkgp.edu\r\nTo: gb@iitkgp.edu\r\nSubject: Test mail\r\n"
-                "This is a test mail.\r\nHow are you doing?\r\n")
-        c.send(body + ".\r\n")
-        msg_id = self.accepted_id(c.line())
-        self.assertEqual(c.cmd("QUIT"), "221 2.0.0 %s closing connection" % HOSTNAME)
+        host = HOSTNAME.encode()
+        self.assertEqual(self.raw_reply(c), b"220 " + host + b" Service ready\r\n")
+        self.assertEqual(self.say(c, "HELO iitkgp.edu"), b"250 OK Hello iitkgp.edu\r\n")
+        self.assertEqual(self.say(c, "MAIL FROM: <ag@iitkgp.edu>"),
+                         b"250 <ag@iitkgp.edu>... Sender ok\r\n")
+        self.assertEqual(self.say(c, "RCPT TO: gb@iitkgp.edu"),
+                         b"250 <gb@iitkgp.edu>... Recipient ok\r\n")
+        self.assertEqual(self.say(c, "DATA"),
+                         b'354 Enter mail, end with "." on a line by itself\r\n')
+        for line in self.BODY.split("\r\n")[:-1]:
+            c.send(line + "\r\n")
+        accepted = self.say(c, ".")
+        m = re.fullmatch(rb"250 OK Message accepted for delivery as (\S+)\r\n", accepted)
+        self.assertIsNotNone(m, accepted)
+        msg_id = m.group(1).decode()
+        self.assertEqual(self.say(c, "QUIT"), b"221 " + host + b" closing connection\r\n")
         self.assertTrue(c.closed())
         records = self.records("gb")
         self.assertEqual(len(records), 1)
         self.assertRecord(records[0], "ag@iitkgp.edu", "gb@iitkgp.edu", msg_id,
-                          body.encode(), helo="iitkgp.edu", proto="SMTP")
+                          self.BODY.encode(), helo="iitkgp.edu", proto="SMTP")
         self.assertIn("delivered %s from <ag@iitkgp.edu> to gb" % msg_id, server.log())
+
+    def test_assignment_errors_without_codes(self):
+        c = self.raw(self.start_smtp().port)
+        self.raw_reply(c)
+        self.assertEqual(self.say(c, "MAIL FROM: <ag@iitkgp.edu>"),
+                         b"503 Send HELO or EHLO first\r\n")
+        self.assertEqual(self.say(c, "HELO iitkgp.edu"), b"250 OK Hello iitkgp.edu\r\n")
+        self.assertEqual(self.say(c, "RCPT TO: gb@iitkgp.edu"), b"503 Need MAIL command\r\n")
+        self.assertEqual(self.say(c, "MAIL FROM: <ag@iitkgp.edu>"),
+                         b"250 <ag@iitkgp.edu>... Sender ok\r\n")
+        self.assertEqual(self.say(c, "RCPT TO: nobody@iitkgp.edu"), b"550 No such user\r\n")
+        self.assertEqual(self.say(c, "DATA"), b"503 Need RCPT command\r\n")
+        self.assertEqual(self.say(c, "RCPT TO: gb"), b"501 Address needs a domain\r\n")
+
+
+class EhloDialect(SmtpTest):
+    """The same dialogue after EHLO: the replies keep their RFC 3463 enhanced
+    codes (RFC 2034), except the EHLO reply itself."""
+
+    accounts = ACCOUNTS + [("gb", "gbpw")]
+
+    def test_ehlo_session_keeps_enhanced_codes(self):
+        c = self.connect(self.start_smtp(), greet=None)
+        self.assertEqual(c.cmd("MAIL FROM: <ag@iitkgp.edu>"), "503 Send HELO or EHLO first")
+        c.send("EHLO iitkgp.edu\r\n")
+        self.assertEqual(c.reply()[0], "250-%s Hello iitkgp.edu" % HOSTNAME)
+        self.assertEqual(c.cmd("RCPT TO: gb@iitkgp.edu"), "503 5.5.1 Need MAIL command")
+        self.assertEqual(c.cmd("MAIL FROM: <ag@iitkgp.edu>"),
+                         "250 2.1.0 <ag@iitkgp.edu>... Sender ok")
+        self.assertEqual(c.cmd("RCPT TO: nobody@iitkgp.edu"), "550 5.1.1 No such user")
+        self.assertEqual(c.cmd("RCPT TO: gb@iitkgp.edu"), "250 2.1.5 <gb@iitkgp.edu>... Recipient ok")
+        self.assertEqual(c.cmd("DATA"), '354 Enter mail, end with "." on a line by itself')
+        c.send(Dialogue.BODY + ".\r\n")
+        self.accepted_id(c.reply()[-1])
+        self.assertEqual(c.cmd("NOOP"), "250 2.0.0 OK")
+        self.assertEqual(c.cmd("QUIT"), "221 2.0.0 %s closing connection" % HOSTNAME)
+        self.assertTrue(c.closed())
+        self.assertEqual(len(self.records("gb")), 1)
+
+    def test_helo_after_ehlo_drops_the_codes(self):
+        # RFC 5321 4.1.4: a second greeting starts afresh, its dialect too
+        c = self.connect(self.start_smtp())
+        self.assertEqual(c.cmd("DATA"), "503 5.5.1 Need MAIL command")
+        self.assertEqual(c.cmd("HELO iitkgp.edu"), "250 OK Hello iitkgp.edu")
+        self.assertEqual(c.cmd("DATA"), "503 Need MAIL command")
 
 
 class Clients(SmtpTest):
@@ -372,7 +461,8 @@ class Store(SmtpTest):
 
     def test_null_sender_helo_and_empty_message(self):
         c = self.connect(self.server, greet="HELO old.example")
-        msg_id = self.accepted_id(self.transaction(c, "", ["bob@x.example"], b".\r\n"))
+        msg_id = self.accepted_id(self.transaction(c, "", ["bob@x.example"], b".\r\n",
+                                                   enhanced=False), enhanced=False)
         c.cmd("QUIT")
         data = self.mailbox("bob")
         self.assertTrue(data.endswith(b"\r\n.\r\n"))

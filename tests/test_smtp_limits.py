@@ -62,10 +62,10 @@ class Limits(SmtpTest):
 
     def test_bare_lf_command_not_executed(self):
         c = self.connect(self.start_smtp(), greet=None)
-        hint = "500 5.5.2 Lines must end in CRLF (use telnet, or nc -C)"
+        hint = "500 Lines must end in CRLF (use telnet, or nc -C)"     # no EHLO: no codes
         c.send("HELO client.example\n")
         self.assertEqual(c.reply(), [hint])
-        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>"), "503 5.5.1 Send HELO or EHLO first")
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>"), "503 Send HELO or EHLO first")
 
     def test_control_bytes_in_command_500(self):
         c = self.connect(self.start_smtp())
@@ -79,8 +79,8 @@ class Limits(SmtpTest):
         c = self.connect(self.start_smtp(), greet=None)
         c.send("BOGUS\r\n" * 20)          # no unread input left: no RST races the 421
         for i in range(20):
-            self.assertEqual(c.reply(), ["500 5.5.1 Command unrecognized"], i)
-        self.assertEqual(c.reply(), ["421 4.7.0 %s Too many errors, closing connection" % HOSTNAME])
+            self.assertEqual(c.reply(), ["500 Command unrecognized"], i)     # no EHLO: no codes
+        self.assertEqual(c.reply(), ["421 %s Too many errors, closing connection" % HOSTNAME])
         self.assertTrue(c.closed())
 
     def test_idle_timeout_421(self):
