@@ -22,6 +22,7 @@ program whose .c is present) must be there.
 import importlib
 import inspect
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,10 +167,19 @@ def build_hint(modules):
     return "build first: %s has no %s" % (harness.BIN, ", ".join(missing))
 
 
+def stop_group(proc):
+    """Kill a class's process and what it started in its process group
+    (the servers of its tests): nothing of a hung class outlives the run."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def collect(name, proc, began, log):
     """The counts of one finished (or timed-out) class; prints its line."""
     if proc.poll() is None:
-        proc.kill()
+        stop_group(proc)
         print("%s: killed after %ds" % (name, CLASS_TIMEOUT), flush=True)
     proc.wait()
     log.seek(0)
@@ -195,26 +205,38 @@ def collect(name, proc, began, log):
     return counts
 
 
+def start(name):
+    """One class in a process of its own; (name, process, start time, log)."""
+    # Output goes to a temp file, not a pipe: a pipe read only at the end
+    # would block a class that prints more than 64 KiB. A session of its
+    # own, so that stop_group reaches it and what it started, and only that.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, __file__, "--one", name], cwd=HERE,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return name, proc, time.time(), log
+
+
 def run_all(names):
     """Run every name in its own process, JOBS at a time; the totals."""
     pending, running = list(names), []
     totals = [0, 0, 0]
-    while pending or running:
-        while pending and len(running) < JOBS:
-            name = pending.pop(0)
-            # Output goes to a temp file, not a pipe: a pipe read only at
-            # the end would block a class that prints more than 64 KiB.
-            log = tempfile.TemporaryFile()
-            proc = subprocess.Popen([sys.executable, __file__, "--one", name],
-                                    cwd=HERE, stdout=log, stderr=subprocess.STDOUT)
-            running.append((name, proc, time.time(), log))
-        time.sleep(0.05)
-        for item in list(running):
-            name, proc, began, log = item
-            if proc.poll() is None and time.time() - began < CLASS_TIMEOUT:
-                continue
-            running.remove(item)
-            totals = [t + c for t, c in zip(totals, collect(*item))]
+    try:
+        while pending or running:
+            while pending and len(running) < JOBS:
+                running.append(start(pending.pop(0)))
+            time.sleep(0.05)
+            for item in list(running):
+                name, proc, began, log = item
+                if proc.poll() is None and time.time() - began < CLASS_TIMEOUT:
+                    continue
+                running.remove(item)
+                totals = [t + c for t, c in zip(totals, collect(*item))]
+    except KeyboardInterrupt:
+        # A Ctrl-C reaches only us (the classes have sessions of their
+        # own): stop them, then go.
+        for item in running:
+            stop_group(item[1])
+        raise
     return totals
 
 
@@ -232,7 +254,11 @@ def main():
         print(hint)
         return 2
     start = time.time()
-    passed, failed, skipped = run_all(names)
+    try:
+        passed, failed, skipped = run_all(names)
+    except KeyboardInterrupt:
+        print("interrupted")
+        return 130
     print("suite time %.1fs" % (time.time() - start))
     print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
     return 1 if failed else 0
