@@ -41,18 +41,11 @@ build/asan/%: %.c
 test: $(ASAN)
 	MAIL_BIN=build/asan $(PYTHON) tests/run.py
 
-# The newcomer's command: servers on loopback with the sample accounts in
-# user.txt and the spool users/, the client in the foreground; the trap
-# stops both servers (by PID) however the client ends, Ctrl-C included.
+# The newcomer's command: both servers on loopback with the sample accounts
+# of user.txt and the spool users/, then the client in the foreground once
+# both listen; tests/run-servers.sh says how it starts and stops them.
 run: all
-	@set -e; \
-	./smtpmail -l 127.0.0.1 $(SMTP_PORT) 2>>smtpmail.log & smtp=$$!; \
-	./popserver -l 127.0.0.1 $(POP3_PORT) 2>>popserver.log & pop=$$!; \
-	trap 'kill $$smtp $$pop 2>/dev/null; wait $$smtp $$pop 2>/dev/null' EXIT INT TERM; \
-	sleep 0.3; \
-	echo "smtpmail on 127.0.0.1:$(SMTP_PORT), popserver on 127.0.0.1:$(POP3_PORT)" \
-	     "(logs: smtpmail.log, popserver.log); accounts: alice/alicepw, bob/bobpw"; \
-	./mailclient 127.0.0.1 $(SMTP_PORT) $(POP3_PORT) || true
+	@sh tests/run-servers.sh $(SMTP_PORT) $(POP3_PORT)
 
 clean:
 	rm -rf $(PROGS) build smtpmail.log popserver.log tests/__pycache__
