@@ -18,7 +18,8 @@ smtp=
 pop=
 
 # stop - stop the servers we started, by PID, and wait for them: none
-# outlives this script, whichever way it ends.
+# outlives this script, whichever way it ends. It runs from the EXIT trap.
+# shellcheck disable=SC2317
 stop() {
 	trap - EXIT
 	for pid in $smtp $pop; do
