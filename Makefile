@@ -1,6 +1,6 @@
 # Makefile - the mail trio: smtpmail, popserver, mailclient.
 #
-#   make          build the programs (-Wall -Wextra -Werror -O2)
+#   make          build the programs (-Wall -Wextra -O2)
 #   make run      start both servers on 127.0.0.1 and run mailclient against them
 #   make test     build an ASan+UBSan variant and run the whole test suite
 #   make bench    the benchmark (see README.md, Performance)
@@ -10,7 +10,10 @@
 
 CC      ?= cc
 CFLAGS  ?= -O2
-WARN    = -Wall -Wextra -Werror
+WARN    = -Wall -Wextra
+# Warnings are errors only in the builds the tests and CI use: a newer
+# compiler with new warnings must not refuse to build the hand-in.
+WERROR  = -Werror
 SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
            -fno-sanitize-recover=undefined
 PYTHON  ?= python3
@@ -28,33 +31,26 @@ FUZZ_SECONDS ?= 60
 all: $(PROGS)
 
 %: %.c
-	$(CC) $(WARN) $(CFLAGS) -o $@ $<
+	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 
 build/asan/%: %.c
 	@mkdir -p build/asan
-	$(CC) $(WARN) $(SANFLAGS) -o $@ $<
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) $(SANFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 
 # The suite runs against the sanitizer build; MAIL_BIN tells it where that is.
 test: $(ASAN)
 	MAIL_BIN=build/asan $(PYTHON) tests/run.py
 
-# The newcomer's command: servers on loopback with the sample accounts in
-# user.txt and the spool users/, the client in the foreground; the trap
-# stops both servers (by PID) however the client ends, Ctrl-C included.
+# The newcomer's command: both servers on loopback with the sample accounts
+# of user.txt and the spool users/, then the client in the foreground once
+# both listen; tests/run-servers.sh says how it starts and stops them.
 run: all
-	@set -e; \
-	./smtpmail -l 127.0.0.1 $(SMTP_PORT) 2>>smtpmail.log & smtp=$$!; \
-	./popserver -l 127.0.0.1 $(POP3_PORT) 2>>popserver.log & pop=$$!; \
-	trap 'kill $$smtp $$pop 2>/dev/null; wait $$smtp $$pop 2>/dev/null' EXIT INT TERM; \
-	sleep 0.3; \
-	echo "smtpmail on 127.0.0.1:$(SMTP_PORT), popserver on 127.0.0.1:$(POP3_PORT)" \
-	     "(logs: smtpmail.log, popserver.log); accounts: alice/alicepw, bob/bobpw"; \
-	./mailclient 127.0.0.1 $(SMTP_PORT) $(POP3_PORT) || true
+	@sh tests/run-servers.sh $(SMTP_PORT) $(POP3_PORT)
 
 clean:
 	rm -rf $(PROGS) build smtpmail.log popserver.log tests/__pycache__
 
-# ---------------------------------------------------------------- proof (issue 5)
+# ---------------------------------------------------------------- proof
 # bench: tests/bench.c (C, -O2) starts the -O2 servers itself on free ports;
 # torture: the sanitizer servers under SIGKILL; fuzz: libFuzzer (clang).
 TORTURE_SECONDS ?= 300
@@ -64,7 +60,7 @@ FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined 
 
 build/bench: tests/bench.c
 	@mkdir -p build
-	$(CC) $(WARN) -O2 -o $@ tests/bench.c
+	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) -O2 $(LDFLAGS) -o $@ tests/bench.c $(LDLIBS)
 
 bench: build/bench smtpmail popserver
 	./build/bench -B .
@@ -74,11 +70,13 @@ torture: build/asan/smtpmail build/asan/popserver
 
 build/fuzz/fuzz_smtp: tests/fuzz/fuzz_smtp.c tests/fuzz/fuzz_driver.h smtpmail.c
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -Dmain=smtpmail_main -o $@ tests/fuzz/fuzz_smtp.c
+	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(WERROR) $(FUZZ_FLAGS) -Dmain=smtpmail_main $(LDFLAGS) \
+	    -o $@ tests/fuzz/fuzz_smtp.c $(LDLIBS)
 
 build/fuzz/fuzz_pop: tests/fuzz/fuzz_pop.c tests/fuzz/fuzz_driver.h popserver.c
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -Dmain=popserver_main -o $@ tests/fuzz/fuzz_pop.c
+	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(WERROR) $(FUZZ_FLAGS) -Dmain=popserver_main $(LDFLAGS) \
+	    -o $@ tests/fuzz/fuzz_pop.c $(LDLIBS)
 
 # New inputs go to build/fuzz/corpus-*, findings to build/fuzz/*-crash-*;
 # keep a finding under tests/fuzz/regress/ (make test replays them).
