@@ -20,6 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, os.environ.get("MAIL_BIN", "build/asan"))
 ACCOUNTS = [("alice", "alicepw"), ("bob", "bobpw"), ("carol", "carolpw")]
 HOSTNAME = "mx.test.example"
+# The trace lines that start every record smtpmail writes. A partial tail
+# that starts with them is a crashed append of smtpmail's (DESIGN.md), which
+# the next delivery cuts back; any other tail is mail written by another
+# hand, which is kept and served.
+TRACE = (b"Return-Path: <crash@example.org>\r\nReceived: from c ([127.0.0.1])\r\n"
+         b"\tby mx.test.example (smtpmail) with SMTP id CRASH\r\n")
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:|"
                           r"SUMMARY: UndefinedBehaviorSanitizer")
 SANITIZER_ENV = {

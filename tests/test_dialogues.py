@@ -276,9 +276,9 @@ class Runner(DialogueTest):
 
     def test_wrong_line_fails(self):
         self.assertReplayFails("# server: smtpmail\nS: 220 {host} Service ready\n"
-                               "C: NOOP\nS: 250 2.0.0 Not OK\n",
-                               "t line 4", "expected: S: 250 2.0.0 Not OK",
-                               "received: 250 2.0.0 OK")
+                               "C: NOOP\nS: 250 Not OK\n",
+                               "t line 4", "expected: S: 250 Not OK",
+                               "received: 250 OK")
 
     def test_missing_and_extra_lines_fail(self):
         self.assertReplayFails("# server: smtpmail\nS: 220 {host} Service ready\n"
@@ -289,7 +289,7 @@ class Runner(DialogueTest):
                                "t line 5", "received: <connection closed>")
         self.assertReplayFails("# server: smtpmail\nS: 220 {host} Service ready\n"
                                "C: NOOP\nS: {eof}\n",
-                               "t line 4", "expected: S: {eof}", "received: 250 2.0.0 OK")
+                               "t line 4", "expected: S: {eof}", "received: 250 OK")
 
 
 if __name__ == "__main__":

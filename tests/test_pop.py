@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from harness import MailTest, Raw, binary
+from harness import TRACE, MailTest, Raw, binary
 
 CRLF = b"\r\n"
 UNIQUE = [0]
@@ -29,13 +29,6 @@ def make_record(body_lines, headers=None):
     lines = list(headers) + [b""] + list(body_lines)
     stored = b"".join((b"." + l if l.startswith(b".") else l) + CRLF for l in lines)
     return stored + b"." + CRLF, b"".join(l + CRLF for l in lines)
-
-
-# The trace lines that start every record smtpmail writes: a tail that
-# starts with them is a crashed append of smtpmail's (DESIGN.md), which may
-# be cut; any other tail is mail written by another hand.
-TRACE = (b"Return-Path: <crash@example.org>\r\nReceived: from c ([127.0.0.1])\r\n"
-         b"\tby mx.test.example (smtpmail) with SMTP id CRASH\r\n")
 
 
 class PopTest(MailTest):

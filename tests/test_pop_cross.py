@@ -11,8 +11,7 @@ import smtplib
 import threading
 import time
 
-from harness import HOSTNAME, MailTest, binary
-from test_pop import TRACE
+from harness import HOSTNAME, TRACE, MailTest, binary
 
 CRLF = b"\r\n"
 

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import ACCOUNTS, HOSTNAME, MailTest, Raw
+from harness import ACCOUNTS, HOSTNAME, TRACE, MailTest, Raw
 
 DATE_RE = rb"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000"
 ACCEPTED_RE = re.compile(r"^250 2\.0\.0 OK Message accepted for delivery as (\S+)$")
@@ -537,7 +537,7 @@ class Store(SmtpTest):
         os.makedirs(os.path.join(self.spool, "alice"))
         good = b"Return-Path: <a@b>\r\nSubject: old\r\n\r\nold\r\n.\r\n"
         with open(self.mailbox_path("alice"), "wb") as f:
-            f.write(good + b"Return-Path: <half@b>\r\nSubject: cut off")
+            f.write(good + TRACE + b"Subject: cut off")   # a crashed append of ours
         c = self.connect(self.server)
         msg_id = self.accepted_id(self.transaction(c, "s@y.example", ["alice@x.example"], b"new\r\n.\r\n"))
         c.cmd("QUIT")
@@ -545,6 +545,26 @@ class Store(SmtpTest):
         self.assertTrue(data.startswith(good))
         self.assertRecord(data[len(good):-3], "s@y.example", "alice@x.example", msg_id, b"new\r\n")
         self.assertTrue(data.endswith(b"\r\n.\r\n"))
+        self.assertIn("trimmed a partial record", self.server.log())
+
+    def test_hand_written_tail_is_kept(self):
+        """A tail that is not smtpmail's own is mail (DESIGN.md): converted
+        to records before the append, every byte of its text kept."""
+        os.makedirs(os.path.join(self.spool, "alice"))
+        good = b"Return-Path: <a@b>\r\nSubject: old\r\n\r\nold\r\n.\r\n"
+        hand = b"From: a@x\nSubject: by hand\n.dot line\nlast line, no final dot"
+        with open(self.mailbox_path("alice"), "wb") as f:
+            f.write(good + hand)
+        c = self.connect(self.server)
+        msg_id = self.accepted_id(self.transaction(c, "s@y.example", ["alice@x.example"], b"new\r\n.\r\n"))
+        c.cmd("QUIT")
+        records = self.records("alice")
+        self.assertEqual(records[0] + b".\r\n", good)
+        self.assertEqual(records[1], b"From: a@x\r\nSubject: by hand\r\n..dot line\r\n"
+                                     b"last line, no final dot\r\n")
+        self.assertRecord(records[2], "s@y.example", "alice@x.example", msg_id, b"new\r\n")
+        self.assertIn("written by another hand: converted to records (1 messages", self.server.log())
+        self.assertNotIn("trimmed", self.server.log())
 
     def test_symlinked_mailbox_refused(self):
         os.makedirs(os.path.join(self.spool, "bob"))
