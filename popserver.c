@@ -83,6 +83,8 @@
 
 /* ---------------------------------------------------------------- limits */
 
+/* >>> shared: limits - the limits of the shared blocks (smtpmail.c, popserver.c) */
+
 enum {
 	IO_BUF_SIZE = 16384,	/* socket input and output buffers */
 	LOG_LINE_MAX = 1024,	/* one log line, truncated past this */
@@ -92,10 +94,16 @@ enum {
 	MAX_LISTEN = 8,		/* listening sockets (IPv4 + IPv6 + ...) */
 	ADDR_TEXT_MAX = 64,	/* a numeric IPv4/IPv6 address, scope included */
 	STOP_GRACE_SECONDS = 10,	/* SIGTERM: how long running sessions may go on */
+	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
-	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
+	LOCK_WAIT_SECONDS = 30	/* the bounded wait for the write lock */
+};
+
+/* <<< shared: limits */
+
+enum {
 	POP_LINE_MAX = 255,	/* RFC 2449 section 4: 255 octets with CRLF */
 	REPLY_MAX = 512,	/* RFC 2449 section 4: 512 octets with CRLF */
 	MAX_ARGS = 2,		/* RFC 1939: TOP n k has the most, two */
@@ -105,9 +113,7 @@ enum {
 	MAX_AUTH_FAILURES = 3,	/* wrong passwords before the session closes */
 	SCAN_CHUNK = 256 * 1024,	/* indexing reads the mailbox in these */
 	COPY_CHUNK = 64 * 1024,	/* TOP, and copies without sendfile */
-	TOP_FIRST_READ = 4096,	/* TOP's first read; each next one doubles */
-	SCAN_TAIL = 4096,	/* the backwards search for a crashed tail's start */
-	ACCEPT_PAUSE_MS = 100	/* out of descriptors: wait before accepting again */
+	TOP_FIRST_READ = 4096	/* TOP's first read; each next one doubles */
 };
 
 /* ---------------------------------------------------------------- types */

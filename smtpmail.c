@@ -93,6 +93,8 @@
 
 /* ---------------------------------------------------------------- limits */
 
+/* >>> shared: limits - the limits of the shared blocks (smtpmail.c, popserver.c) */
+
 enum {
 	IO_BUF_SIZE = 16384,	/* socket input and output buffers */
 	LOG_LINE_MAX = 1024,	/* one log line, truncated past this */
@@ -106,8 +108,12 @@ enum {
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
-	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
+	LOCK_WAIT_SECONDS = 30	/* the bounded wait for the write lock */
+};
 
+/* <<< shared: limits */
+
+enum {
 	COMMAND_LINE_MAX = 512,	/* RFC 5321 4.5.3.1.4: 512 octets with the CRLF */
 	REPLY_LINE_MAX = 512,	/* RFC 5321 4.5.3.1.5: 512 octets with the CRLF */
 	LOCAL_PART_MAX = 64,	/* RFC 5321 4.5.3.1.1: 64 octets */
