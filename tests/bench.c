@@ -1,5 +1,5 @@
 /*
- * bench.c - the load generator behind `make bench` (README.md, Performance).
+ * bench.c - the load generator behind `make bench` (tests/README.md, Performance).
  *
  * usage: bench [-B bindir] [-T tmpdir] [-L logdir] [-S host:port]
  *              [-P host:port] [-d spool] [-t seconds] [-k] [-h]
@@ -75,20 +75,20 @@
 /* ---------------------------------------------------------------- limits */
 
 enum {
-	MSG_SIZE = 2048,		/* issue 5: 2 KiB messages */
-	MAILBOXES = 10,			/* issue 5: spread over 10 mailboxes */
-	RAW_PROCS = 10,			/* issue 5: 10 processes on 10 files */
-	MAX_SESSIONS = 50,		/* issue 5: 1, 10 and 50 sessions */
+	MSG_SIZE = 2048,		/* measured: 2 KiB messages */
+	MAILBOXES = 10,			/* measured: spread over 10 mailboxes */
+	RAW_PROCS = 10,			/* measured: 10 processes on 10 files */
+	MAX_SESSIONS = 50,		/* measured: 1, 10 and 50 sessions */
 	SLOTS = 1 << 18,		/* transactions recorded per cell */
-	POP_SMALL_COUNT = 10000,	/* issue 5: 10,000 x 2 KiB */
-	POP_LARGE_COUNT = 20,		/* issue 5: 20 x 5 MiB */
+	POP_SMALL_COUNT = 10000,	/* measured: 10,000 x 2 KiB */
+	POP_LARGE_COUNT = 20,		/* measured: 20 x 5 MiB */
 	POP_LARGE_SIZE = 5 << 20,
-	LOGIN_COUNT = 100000,		/* issue 5: login on 100,000 messages */
+	LOGIN_COUNT = 100000,		/* measured: login on 100,000 messages */
 	LOGIN_RUNS = 3,			/* login timed this often, median kept */
 	RETR_SECONDS = 20,		/* a retrieval stops after this (bench < 5 min) */
 	RAW_CELL_MS = 1000,		/* the raw rate measured again before each cell */
 	LOOP_SIZE = 100 << 20,		/* the loopback sendfile reference, bytes */
-	BIG_SIZE = 50 << 20,		/* issue 5: the 50 MiB message */
+	BIG_SIZE = 50 << 20,		/* measured: the 50 MiB message */
 	CLIENT_BUF = 256 * 1024,	/* a client's input buffer */
 	LINE_MAX_LEN = 1024,		/* one reply line kept (the rest dropped) */
 	REPLY_LINES_MAX = 100,		/* lines of one multi-line SMTP reply */

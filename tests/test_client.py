@@ -1,5 +1,5 @@
 """mailclient: the interactive client, driven through a pseudo-terminal
-against the real smtpmail and popserver (issue 4).
+against the real smtpmail and popserver.
 
 Client (below) runs the binary on a pty, waits for expected text with a
 timeout and types keystrokes; every wait is bounded. The user-facing words

@@ -1,4 +1,4 @@
-"""Fuzz regression (issue 5): every kept input - tests/fuzz/regress/<proto>/
+"""Fuzz regression: every kept input - tests/fuzz/regress/<proto>/
 (inputs that once crashed, hung or leaked) and tests/fuzz/seeds/<proto>/ -
 replayed through the libFuzzer harnesses. A libFuzzer binary given files
 runs each once and exits non-zero on a crash, a sanitizer report (ASan,

@@ -1,4 +1,4 @@
-"""popserver's process model (issue 3): SIGINT ends it cleanly, SIGPIPE is
+"""popserver's process model: SIGINT ends it cleanly, SIGPIPE is
 ignored, a killed session deletes nothing, and running out of descriptors
 at accept() neither spins nor loses the pending connection.
 """

@@ -1,4 +1,4 @@
-"""The crash-torture test (issue 5), shortened for `make test`; `make torture`
+"""The crash-torture test, shortened for `make test`; `make torture`
 runs the long one (tests/torture.py says what is checked and how).
 
 Torture: SMTP senders and deleting POP3 sessions while a killer SIGKILLs
