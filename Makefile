@@ -78,13 +78,20 @@ build/fuzz/fuzz_pop: tests/fuzz/fuzz_pop.c tests/fuzz/fuzz_driver.h popserver.c
 	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(WERROR) $(FUZZ_FLAGS) -Dmain=popserver_main $(LDFLAGS) \
 	    -o $@ tests/fuzz/fuzz_pop.c $(LDLIBS)
 
+build/fuzz/fuzz_mbox: tests/fuzz/fuzz_mbox.c popserver.c
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(WERROR) $(FUZZ_FLAGS) -Dmain=popserver_main $(LDFLAGS) \
+	    -o $@ tests/fuzz/fuzz_mbox.c $(LDLIBS)
+
 # New inputs go to build/fuzz/corpus-*, findings to build/fuzz/*-crash-*;
 # keep a finding under tests/fuzz/regress/ (make test replays them).
-fuzz: build/fuzz/fuzz_smtp build/fuzz/fuzz_pop
-	@mkdir -p build/fuzz/corpus-smtp build/fuzz/corpus-pop
+fuzz: build/fuzz/fuzz_smtp build/fuzz/fuzz_pop build/fuzz/fuzz_mbox
+	@mkdir -p build/fuzz/corpus-smtp build/fuzz/corpus-pop build/fuzz/corpus-mbox
 	build/fuzz/fuzz_smtp -max_total_time=$(FUZZ_SECONDS) -close_fd_mask=2 \
 	    -dict=tests/fuzz/smtp.dict -artifact_prefix=build/fuzz/smtp- \
 	    build/fuzz/corpus-smtp tests/fuzz/seeds/smtp
 	build/fuzz/fuzz_pop -max_total_time=$(FUZZ_SECONDS) -close_fd_mask=2 \
 	    -dict=tests/fuzz/pop3.dict -artifact_prefix=build/fuzz/pop- \
 	    build/fuzz/corpus-pop tests/fuzz/seeds/pop
+	build/fuzz/fuzz_mbox -max_total_time=$(FUZZ_SECONDS) -close_fd_mask=2 \
+	    -artifact_prefix=build/fuzz/mbox- build/fuzz/corpus-mbox tests/fuzz/seeds/mbox

@@ -55,5 +55,9 @@ class ReplayPop(Replay, unittest.TestCase):
     proto, source, program = "pop", "fuzz_pop.c", "popserver"
 
 
+class ReplayMbox(Replay, unittest.TestCase):
+    proto, source, program = "mbox", "fuzz_mbox.c", "popserver"
+
+
 if __name__ == "__main__":
     unittest.main()

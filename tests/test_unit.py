@@ -92,6 +92,9 @@ class PopUnits(UnitProgram, unittest.TestCase):
     def test_split_args(self):
         self.run_group("split_args")
 
+    def test_mailbox(self):
+        self.run_group("mailbox")
+
 
 class ClientUnits(UnitProgram, unittest.TestCase):
     source, program = "unit_client.c", "mailclient"

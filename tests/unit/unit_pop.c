@@ -1,7 +1,9 @@
 /*
  * unit_pop.c - table-driven unit tests of popserver.c's pure functions:
  * TOP's cut, the record splitter (next_dot_line, scan_chunk, with a chunk
- * boundary anywhere), message numbers and the argument splitter.
+ * boundary anywhere), message numbers, the argument splitter, and the
+ * shared mailbox code: crashed tails and the conversion of mailboxes
+ * written by another hand.
  *
  *   cc -O1 -g -fsanitize=address,undefined -Wall -Wextra -Werror \
  *      -Dmain=popserver_main -o build/unit/unit_pop tests/unit/unit_pop.c
@@ -362,12 +364,153 @@ static void group_split_args(void)
 
 /* ---------------------------------------------------------------- main */
 
+/* ---------------------------------------------------------------- mailbox shapes and conversion */
+
+/* The shared block "mailbox": which tails are smtpmail's own crashed
+ * appends (DESIGN.md: only those may be cut), and how a mailbox written by
+ * another hand (the assignment's format) becomes records. */
+static const struct {
+	const char *name, *tail;
+	size_t len;
+	int whole, ours;
+} tail_cases[] = {
+	{ "whole trace", BYTES("Return-Path: <a@b>\r\nReceived: from x ([1.2.3.4])\r\n"
+			       "\tby h (smtpmail) with SMTP id 1\r\n\tfor <c@d>; date\r\nbody"), 1, 1 },
+	{ "trace, more to come", BYTES("Return-Path: <a@b>\r\nReceived: from x ([1.2.3.4])\r\n"
+				       "\tby h (smtpmail) with ESMTP id 1\r\n"), 0, 1 },
+	{ "cut in Return-Path", BYTES("Return-Pa"), 1, 1 },
+	{ "cut in Return-Path, more to come", BYTES("Return-Pa"), 0, 0 },
+	{ "cut after Return-Path", BYTES("Return-Path: <a@b>\r\n"), 1, 1 },
+	{ "cut in Received", BYTES("Return-Path: <a@b>\r\nRecei"), 1, 1 },
+	{ "cut in the by line", BYTES("Return-Path: <a@b>\r\nReceived: from x\r\n\tby h (smt"), 1, 1 },
+	{ "another header second", BYTES("Return-Path: <a@b>\r\nSubject: x\r\n"), 1, 0 },
+	{ "a fourth line", BYTES("Return-Path: <a@b>\r\nReceived: from x\r\n\tby h\r\nX: y"), 1, 0 },
+	{ "bare LF", BYTES("Return-Path: <a@b>\nReceived: from x\n"), 1, 0 },
+	{ "the assignment's format", BYTES("From: a@x\nTo: b@y\nSubject: s\n"), 1, 0 },
+	{ "another server's trace", BYTES("Return-Path: <a@b>\r\nReceived: from x by y with SMTP\r\n"
+					  "\tid 1\r\nSubject: s\r\n\r\nbody\r\n"), 1, 0 },
+	{ NULL, NULL, 0, 0, 0 }
+};
+
+/* temp_file - an unlinked temp file holding n bytes of p; -1 on failure */
+static int temp_file(const char *p, size_t n)
+{
+	char path[] = "/tmp/unit-mbox-XXXXXX";
+	int fd = mkstemp(path);
+
+	if (fd < 0 || unlink(path) < 0 || (n && write_all(fd, p, n) < 0))
+		return -1;
+	return fd;
+}
+
+static const struct {
+	const char *name, *in;
+	size_t in_len;
+	const char *out;
+	size_t out_len;
+	long messages;
+} convert_cases[] = {
+	{ "LF, final dot", BYTES("a\nb\n.\nc\n.\n"), BYTES("a\r\nb\r\n.\r\nc\r\n.\r\n"), 2 },
+	{ "LF, no final dot", BYTES("a\n.\nc\n"), BYTES("a\r\n.\r\nc\r\n.\r\n"), 2 },
+	{ "CRLF, no final dot", BYTES("a\r\n.\r\nc\r\n"), BYTES("a\r\n.\r\nc\r\n.\r\n"), 2 },
+	{ "no line end at all", BYTES("last line"), BYTES("last line\r\n.\r\n"), 1 },
+	{ "dot line cut at its CR", BYTES("a\n.\r"), BYTES("a\r\n.\r\n"), 1 },
+	{ "a line starting with a dot", BYTES(".x\n..y\n"), BYTES("..x\r\n...y\r\n.\r\n"), 1 },
+	{ "empty messages dropped", BYTES(".\n.\na\n.\n.\n"), BYTES("a\r\n.\r\n"), 1 },
+	{ "a bare CR is text", BYTES("a\rb\n"), BYTES("a\rb\r\n.\r\n"), 1 },
+	{ "an empty line", BYTES("\n\n.\n"), BYTES("\r\n\r\n.\r\n"), 1 },
+	{ "nothing", BYTES(""), BYTES(""), 0 },
+	{ NULL, NULL, 0, NULL, 0, 0 }
+};
+
+/* convert_one - convert_lines on in; the output and the message count */
+static void convert_one(const char *name, const char *in, size_t in_len, const char *out,
+			size_t out_len, long messages)
+{
+	struct file_out o = { .len = 0 };
+	int fd = temp_file(in, in_len);
+	char *got = malloc(out_len + 64);
+	long n;
+	ssize_t k;
+
+	o.fd = temp_file(NULL, 0);
+	n = fd < 0 || o.fd < 0 || !got ? -2 : convert_lines(fd, 0, (off_t)in_len, &o);
+	unit_long("convert_lines", name, messages, n);
+	if (n >= 0 && write_all(o.fd, o.data, o.len) == 0) {
+		k = pread_full(o.fd, got, out_len + 64, 0);
+		unit_bytes("convert_lines", name, out, out_len, got, k < 0 ? 0 : (size_t)k);
+	}
+	free(got);
+	if (fd >= 0)
+		close(fd);
+	if (o.fd >= 0)
+		close(o.fd);
+}
+
+/* convert_long_lines - lines longer than a chunk, with the CR of the
+ * CR LF as the last byte of a chunk */
+static void convert_long_lines(void)
+{
+	size_t n = 3 * MBOX_CHUNK;
+	char *in = malloc(n + 2), *out = malloc(n + 5);
+
+	if (!in || !out)
+		abort();
+	memset(in, 'x', n);
+	memcpy(in + MBOX_CHUNK - 1, "\r\n", 2);	/* CR ends the first chunk */
+	in[n - 1] = '\n';
+	memcpy(out, in, MBOX_CHUNK + 1);
+	memcpy(out + MBOX_CHUNK + 1, in + MBOX_CHUNK + 1, n - MBOX_CHUNK - 2);
+	memcpy(out + n - 1, "\r\n.\r\n", 5);
+	convert_one("CR at a chunk's end, long lines", in, n, out, n + 4, 1);
+	free(in);
+	free(out);
+}
+
+static const struct {
+	const char *name, *file;
+	size_t len;
+	int shape;
+	long end;
+} shape_cases[] = {
+	{ "empty", BYTES(""), SHAPE_RECORDS, 0 },
+	{ "records", BYTES("a\r\n.\r\nb\r\n.\r\n"), SHAPE_RECORDS, 12 },
+	{ "our crashed tail", BYTES("a\r\n.\r\nReturn-Path: <x@y>\r\nRec"), SHAPE_OUR_TAIL, 6 },
+	{ "a hand-written tail", BYTES("a\r\n.\r\nFrom: x@y\r\nbody"), SHAPE_FOREIGN, 6 },
+	{ "LF only", BYTES("a\n.\n"), SHAPE_FOREIGN, 0 },
+	{ "byte order mark", BYTES("\xEF\xBB\xBF" "a\r\n.\r\n"), SHAPE_FOREIGN, 9 },
+	{ NULL, NULL, 0, 0, 0 }
+};
+
+static void group_mailbox(void)
+{
+	for (int i = 0; tail_cases[i].name; i++)
+		unit_long("tail_is_ours", tail_cases[i].name, tail_cases[i].ours,
+			  tail_is_ours(tail_cases[i].tail, tail_cases[i].len, tail_cases[i].whole));
+	for (int i = 0; convert_cases[i].name; i++)
+		convert_one(convert_cases[i].name, convert_cases[i].in, convert_cases[i].in_len,
+			    convert_cases[i].out, convert_cases[i].out_len,
+			    convert_cases[i].messages);
+	convert_long_lines();
+	for (int i = 0; shape_cases[i].name; i++) {
+		int fd = temp_file(shape_cases[i].file, shape_cases[i].len);
+		off_t end = -1;
+		int shape = fd < 0 ? -2 : mailbox_shape(fd, (off_t)shape_cases[i].len, &end);
+
+		unit_long("mailbox_shape", shape_cases[i].name, shape_cases[i].shape, shape);
+		unit_long("mailbox_shape end", shape_cases[i].name, shape_cases[i].end, (long)end);
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
 static const struct unit_group groups[] = {
 	{ "top_cut", group_top_cut },
 	{ "next_dot_line", group_next_dot_line },
 	{ "scan_chunk", group_scan_chunk },
 	{ "parse_number", group_parse_number },
 	{ "split_args", group_split_args },
+	{ "mailbox", group_mailbox },
 	{ NULL, NULL }
 };
 
