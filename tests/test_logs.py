@@ -90,13 +90,21 @@ class ServerLogs(LogCheck, MailTest):
     def test_smtp_verbose_dialogue(self):
         server = self.start_smtp("-v")
         replies = self.smtp_lines(server, [b"NOOP " + RAW, b"EHLO " + WORD_RAW,
-                                           b"HELO h\xc2\x9b\xe2\x80\xae.example"])
+                                           b"HELO h\xc2\x9b\xe2\x80\xae.example",
+                                           b"NOOP " + b"\x9b" * 500])
         self.assertTrue(replies[1].startswith(b"500 "), replies)   # controls refused
         text = self.check_clean(self.log_bytes(server))
         self.assertIn("]: < NOOP %s\n" % SHOWN, text)
         self.assertIn("]: < EHLO %s\n" % WORD_SHOWN, text)
         self.assertIn("]: > 250-%s Hello %s\n" % (HOSTNAME, WORD_SHOWN), text)
         self.assertIn("]: > 250 OK Hello h\\xc2\\x9b\\xe2\\x80\\xae.example\n", text)
+        # 500 octets escaped are 2000: the line is cut to LOG_LINE_MAX (1024
+        # with its LF), after a whole escape, and stays one line.
+        long = [l for l in text.split("\n") if "]: < NOOP \\x9b" in l]
+        self.assertEqual(len(long), 1, text)
+        self.assertLessEqual(len(long[0].encode()) + 1, 1024)
+        self.assertGreater(len(long[0].encode()) + 1, 1020)
+        self.assertRegex(long[0], r"]: < NOOP (\\x9b)+$")
 
     def test_smtp_refusal_echoes_a_parameter(self):
         server = self.start_smtp()
