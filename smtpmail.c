@@ -183,6 +183,40 @@ static struct config cfg = {
 	.port = "2525", .max_size = DEFAULT_MAX_SIZE,
 	.max_sessions = DEFAULT_SESSIONS, .timeout = DEFAULT_TIMEOUT
 };
+/* ---------------------------------------------------------------- UTF-8 */
+
+/* >>> shared: utf8 - UTF-8 well-formedness and what may reach a terminal (smtpmail.c, popserver.c, mailclient.c) */
+
+/*
+ * char_len - the octets of the character at s[0] (len > 0): the length of a
+ * well-formed UTF-8 sequence (RFC 3629 4: no overlong form, no surrogate),
+ * else 1 for a stray byte. *safe says whether it may reach a terminal (or
+ * a log) as it is. C0 controls but TAB, DEL, the C1 controls U+0080..U+009F
+ * and stray bytes may not: a raw 0x9b, for one, is CSI to an 8-bit terminal.
+ */
+static size_t char_len(const unsigned char *s, size_t len, int *safe)
+{
+	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+	size_t n = c < 0x80 ? 1 : c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf5 ? 4 : 0;
+
+	*safe = c < 0x80 ? (c >= 0x20 || c == '\t') && c != 0x7f : 0;
+	if (n <= 1 || n > len)
+		return 1;
+	if (c == 0xe0 || c == 0xf0)
+		lo = c == 0xe0 ? 0xa0 : 0x90;	/* overlong forms */
+	else if (c == 0xed || c == 0xf4)
+		hi = c == 0xed ? 0x9f : 0x8f;	/* surrogates, past U+10FFFF */
+	if (s[1] < lo || s[1] > hi)
+		return 1;
+	for (size_t i = 2; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 1;
+	*safe = !(c == 0xc2 && s[1] < 0xa0);	/* C1: one character, one '?' */
+	return n;
+}
+
+/* <<< shared: utf8 */
+
 /* ---------------------------------------------------------------- logging */
 
 static const char *progname = "smtpmail";
@@ -191,38 +225,104 @@ static const char *progname = "smtpmail";
 
 static int verbose;		/* -v: log the whole dialogue too */
 
-/* log_msg - one line on stderr: UTC time, program[pid], the message */
-static void log_msg(const char *fmt, ...)
+/*
+ * log_hidden - whether the well-formed character s[n] is one that a log
+ * shows escaped although a terminal would print it: U+2028 and U+2029 end
+ * a line in some viewers, and the Bidi_Control characters (U+061C, U+200E,
+ * U+200F, U+202A..U+202E, U+2066..U+2069) reorder the text after them, so
+ * either could make a line read as something it does not say.
+ */
+static int log_hidden(const unsigned char *s, size_t n)
+{
+	unsigned cp;
+
+	if (n == 2)
+		return s[0] == 0xd8 && s[1] == 0x9c;
+	if (n != 3 || s[0] != 0xe2)
+		return 0;
+	cp = 0x2000u | (unsigned)(s[1] & 0x3f) << 6 | (unsigned)(s[2] & 0x3f);
+	return cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
+	       (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/*
+ * log_escape - text[len] as a log may show it, in out[cap] (no NUL added);
+ * returns the length. Someone else's text (a command, a reply, a login) can
+ * hold escape sequences for the terminal the log is read on, or bytes that
+ * fake a second line. Well-formed printable UTF-8 stays as it is (José);
+ * each byte of a control character (C0 with TAB, DEL, C1 raw or encoded
+ * as C2 80..C2 9F, log_hidden's) and each byte that is not UTF-8 becomes
+ * \xNN (lower-case hex), and a backslash \\, so the line reads back
+ * unambiguously. Only whole characters and whole escapes are written.
+ */
+static size_t log_escape(char *out, size_t cap, const char *text, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (size_t i = 0, n; i < len; i += n) {
+		const unsigned char *s = (const unsigned char *)text + i;
+		int safe;
+
+		n = char_len(s, len - i, &safe);
+		if (safe && s[0] != '\t' && !log_hidden(s, n)) {
+			if (n + (s[0] == '\\') > cap - o)
+				break;
+			if (s[0] == '\\')
+				out[o++] = '\\';
+			memcpy(out + o, s, n);
+			o += n;
+			continue;
+		}
+		if (4 * n > cap - o)
+			break;
+		for (size_t j = 0; j < n; j++, o += 4) {
+			out[o] = '\\';
+			out[o + 1] = 'x';
+			out[o + 2] = hex[s[j] >> 4];
+			out[o + 3] = hex[s[j] & 0xf];
+		}
+	}
+	return o;
+}
+
+/* log_text - one line on stderr: UTC time, program[pid], then text[len]
+ * through log_escape; the whole line is at most LOG_LINE_MAX octets. */
+static void log_text(const char *text, size_t len)
 {
 	char line[LOG_LINE_MAX];
 	time_t now = time(NULL);
 	struct tm tm;
-	size_t len = 0;
+	size_t n = 0;
+	int k;
+
+	if (gmtime_r(&now, &tm))
+		n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+	k = snprintf(line + n, sizeof line - n, "%s[%ld]: ", progname, (long)getpid());
+	if (k > 0)
+		n += (size_t)k < sizeof line - n ? (size_t)k : sizeof line - n - 1;
+	n += log_escape(line + n, sizeof line - 1 - n, text, len);
+	line[n++] = '\n';
+	/* One write per line: lines that several processes write at once (a
+	 * server's sessions) do not interleave. */
+	if (write(STDERR_FILENO, line, n) < 0)
+		return;		/* nowhere left to report it */
+}
+
+/* log_msg - log_text of the printf-style message; peer text in it is
+ * escaped there, so one event stays one readable line */
+static void log_msg(const char *fmt, ...)
+{
+	char text[LOG_LINE_MAX];
 	va_list ap;
 	int n;
 
-	if (gmtime_r(&now, &tm))
-		len = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
-	n = snprintf(line + len, sizeof line - len, "%s[%ld]: ", progname,
-		     (long)getpid());
-	if (n > 0)
-		len += (size_t)n < sizeof line - len ? (size_t)n : sizeof line - len - 1;
 	va_start(ap, fmt);
-	n = vsnprintf(line + len, sizeof line - len, fmt, ap);
+	n = vsnprintf(text, sizeof text, fmt, ap);
 	va_end(ap);
-	if (n > 0)
-		len += (size_t)n < sizeof line - len ? (size_t)n : sizeof line - len - 1;
-	/* Peer-supplied text may hold control bytes: one log line stays one line. */
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
-			line[i] = '?';
-	if (len >= sizeof line - 1)
-		len = sizeof line - 2;
-	line[len++] = '\n';
-	/* One write per line: lines that several processes write at once (a
-	 * server's sessions) do not interleave. */
-	if (write(STDERR_FILENO, line, len) < 0)
-		return;		/* nowhere left to report it */
+	if (n < 0)
+		n = 0;
+	log_text(text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
 }
 
 /* close_fd - close fd; a failure is logged, with what naming the descriptor */

@@ -816,6 +816,11 @@ class AssignmentMailbox(ClientTest):
         self.assertEqual(self.listing(),
                          [row(i + 1, "a@h", "?", "s%d" % i) for i in range(len(lines))])
 
+def as_bytes(text):
+    """What a fake server sends: str as UTF-8, bytes (any octets) as they are."""
+    return text if isinstance(text, bytes) else text.encode()
+
+
 class FakeServer:
     """A scripted server for what the real ones never do: answer lines in
     turn to each client line, or stay silent. Bounded: one connection."""
@@ -846,7 +851,7 @@ class FakeServer:
             if greeting is None:
                 time.sleep(5)           # a server that never answers
                 return
-            conn.sendall(greeting.encode())
+            conn.sendall(as_bytes(greeting))
             for answer in answers:
                 line = f.readline()
                 if not line:
@@ -854,7 +859,7 @@ class FakeServer:
                 self.got.append(line.decode().rstrip("\r\n"))
                 if callable(answer):
                     answer = answer(f)
-                conn.sendall(answer.encode())
+                conn.sendall(as_bytes(answer))
 
     def close(self):
         self.sock.close()

@@ -111,6 +111,9 @@ class ClientUnits(UnitProgram, unittest.TestCase):
     def test_char_len(self):
         self.run_group("char_len")
 
+    def test_log_escape(self):
+        self.run_group("log_escape")
+
     def test_piece_len(self):
         self.run_group("piece_len")
 

@@ -297,6 +297,104 @@ static void group_char_len(void)
 	}
 }
 
+/* ---------------------------------------------------------------- log_escape */
+
+static const struct {
+	const char *name;
+	const char *in;
+	size_t len;
+	size_t cap;		/* room in out */
+	const char *out;
+} escape_cases[] = {
+	{ "ASCII", "login alice ok", 14, 64, "login alice ok" },
+	{ "empty", "", 0, 64, "" },
+	{ "printable UTF-8 kept", "Jos\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, 64,
+	  "Jos\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80" },
+	{ "backslash doubled", "a\\x41", 5, 64, "a\\\\x41" },
+	/* C0 (TAB too), DEL: each byte \xNN */
+	{ "NUL", "a\0b", 3, 64, "a\\x00b" },
+	{ "CSI with ESC", "\x1b[2J\x1b[31mred", 12, 64, "\\x1b[2J\\x1b[31mred" },
+	{ "OSC title, BEL", "\x1b]0;owned\x07", 10, 64, "\\x1b]0;owned\\x07" },
+	{ "CR LF TAB", "a\r\nb\tc", 6, 64, "a\\x0d\\x0ab\\x09c" },
+	{ "DEL", "\x7f", 1, 64, "\\x7f" },
+	/* C1: raw, and in UTF-8 (one character, both octets escaped) */
+	{ "raw CSI byte", "\x9b" "31m", 4, 64, "\\x9b31m" },
+	{ "raw NEL", "\x85", 1, 64, "\\x85" },
+	{ "U+009B CSI", "\xc2\x9b" "2J", 4, 64, "\\xc2\\x9b2J" },
+	{ "U+0080, U+009F", "\xc2\x80\xc2\x9f", 4, 64, "\\xc2\\x80\\xc2\\x9f" },
+	{ "U+00A0 kept", "\xc2\xa0", 2, 64, "\xc2\xa0" },
+	/* RFC 3629: not UTF-8 */
+	{ "lone continuation", "\x80" "a\xbf", 3, 64, "\\x80a\\xbf" },
+	{ "overlong C0 AF", "\xc0\xaf", 2, 64, "\\xc0\\xaf" },
+	{ "overlong E0 80 AF", "\xe0\x80\xaf", 3, 64, "\\xe0\\x80\\xaf" },
+	{ "truncated at the end", "\xe2\x82", 2, 64, "\\xe2\\x82" },
+	{ "truncated, then ASCII", "\xf0\x9f\x98" "A", 4, 64, "\\xf0\\x9f\\x98A" },
+	{ "F5", "\xf5\x80\x80\x80", 4, 64, "\\xf5\\x80\\x80\\x80" },
+	{ "FF FE", "\xff\xfe", 2, 64, "\\xff\\xfe" },
+	{ "surrogate", "\xed\xa0\x80", 3, 64, "\\xed\\xa0\\x80" },
+	{ "past U+10FFFF", "\xf4\x90\x80\x80", 4, 64, "\\xf4\\x90\\x80\\x80" },
+	/* log_hidden: line separators and Bidi_Control */
+	{ "U+061C ALM", "\xd8\x9c", 2, 64, "\\xd8\\x9c" },
+	{ "U+061B kept", "\xd8\x9b", 2, 64, "\xd8\x9b" },
+	{ "U+200E LRM", "\xe2\x80\x8e", 3, 64, "\\xe2\\x80\\x8e" },
+	{ "U+200F RLM", "\xe2\x80\x8f", 3, 64, "\\xe2\\x80\\x8f" },
+	{ "U+2027 kept", "\xe2\x80\xa7", 3, 64, "\xe2\x80\xa7" },
+	{ "U+2028 LS", "\xe2\x80\xa8", 3, 64, "\\xe2\\x80\\xa8" },
+	{ "U+2029 PS", "\xe2\x80\xa9", 3, 64, "\\xe2\\x80\\xa9" },
+	{ "U+202E RLO", "\xe2\x80\xae" "txt.exe", 10, 64, "\\xe2\\x80\\xaetxt.exe" },
+	{ "U+202F kept", "\xe2\x80\xaf", 3, 64, "\xe2\x80\xaf" },
+	{ "U+2066 LRI", "\xe2\x81\xa6", 3, 64, "\\xe2\\x81\\xa6" },
+	{ "U+2069 PDI", "\xe2\x81\xa9", 3, 64, "\\xe2\\x81\\xa9" },
+	{ "U+206A kept", "\xe2\x81\xaa", 3, 64, "\xe2\x81\xaa" },
+	/* the room: whole characters and whole escapes only */
+	{ "cut before an escape", "ab\x1b", 3, 5, "ab" },
+	{ "escape fits exactly", "ab\x1b", 3, 6, "ab\\x1b" },
+	{ "cut before a character", "a\xc3\xa9", 3, 2, "a" },
+	{ "cut before a backslash pair", "a\\", 2, 2, "a" },
+	{ "cut before an escaped C1", "a\xc2\x9b", 3, 8, "a" },
+	{ "cut, later text not written", "a\x1b" "bc", 4, 3, "a" },
+	{ "no room", "abc", 3, 0, "" },
+	{ NULL, NULL, 0, 0, NULL }
+};
+
+/* escape_one_byte - each of the 256 octets alone: printable ASCII as is
+ * (a backslash doubled), anything else \xNN that reads back as the octet */
+static void escape_one_byte(void)
+{
+	int bad = 0;
+
+	for (int b = 0; b < 256; b++) {
+		char in = (char)b, out[8], want[8];
+		size_t n = log_escape(out, sizeof out, &in, 1);
+
+		if (b == '\\')
+			snprintf(want, sizeof want, "\\\\");
+		else if (b >= 0x20 && b < 0x7f)
+			snprintf(want, sizeof want, "%c", b);
+		else
+			snprintf(want, sizeof want, "\\x%02x", (unsigned)b);
+		if (n != strlen(want) || memcmp(out, want, n) != 0) {
+			unit_bytes("log_escape", "one octet", want, strlen(want), out, n);
+			bad = 1;
+		}
+	}
+	if (!bad)
+		unit_check(1, "log_escape", "every octet alone", "", "");
+}
+
+static void group_log_escape(void)
+{
+	for (int i = 0; escape_cases[i].name; i++) {
+		char out[64];
+		size_t n = log_escape(out, escape_cases[i].cap, escape_cases[i].in,
+				      escape_cases[i].len);
+
+		unit_bytes("log_escape", escape_cases[i].name, escape_cases[i].out,
+			   strlen(escape_cases[i].out), out, n);
+	}
+	escape_one_byte();
+}
+
 /* ---------------------------------------------------------------- piece_len */
 
 /* piece_case - a line of `ascii` 'a's, then the UTF-8 character ch, then
@@ -353,6 +451,7 @@ static const struct unit_group groups[] = {
 	{ "zone_offset", group_zone_offset },
 	{ "parse_address", group_parse_address },
 	{ "char_len", group_char_len },
+	{ "log_escape", group_log_escape },
 	{ "piece_len", group_piece_len },
 	{ NULL, NULL }
 };
