@@ -14,7 +14,7 @@ import tempfile
 import time
 import unittest
 
-from harness import ROOT, SANITIZER_ENV, MailTest, Raw, Server, binary, free_port
+from harness import HOSTNAME, ROOT, SANITIZER_ENV, MailTest, Raw, Server, binary, free_port
 from test_pop import make_record
 
 QUICK = 3.0        # seconds: "at once", far below the 30 s lock wait
@@ -213,11 +213,15 @@ class DiskFailures(MailTest):
         with open(self.mailbox_path("alice"), "wb") as f:
             f.write(b"".join(records))
 
-    def pop_with(self, **failures):
-        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-a", "0")
-        server = ShimServer("popserver", args, self.dir, free_port(), self.shim, failures)
+    def start_with(self, prog, **failures):
+        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1")
+        args += ("-a", "0") if prog == "popserver" else ("-n", HOSTNAME)
+        server = ShimServer(prog, args, self.dir, free_port(), self.shim, failures)
         self.servers.append(server)
         return server
+
+    def pop_with(self, **failures):
+        return self.start_with("popserver", **failures)
 
     def session(self, server, *commands):
         """Log in as alice, send commands, QUIT; the replies, QUIT's last."""
@@ -242,6 +246,31 @@ class DiskFailures(MailTest):
         self.assertIn("logout alice: 0 retrieved, 2 deleted", log)
         self.assertEqual(self.session(server, "STAT")[0],
                          "+OK 2 %d" % (self.sizes[1] + self.sizes[3]))
+
+    def test_conversion_with_failing_directory_fsync(self):
+        hand = b"From: a@x\nSubject: by hand\n\nhello\n"
+        converted = b"From: a@x\r\nSubject: by hand\r\n\r\nhello\r\n.\r\n"
+        warning = ("alice/mymailbox: converted, but the fsync of its directory failed "
+                   "(Input/output error): the conversion may not survive a crash")
+        # popserver serves it: a crash could only bring back the same mail.
+        self.put(hand)
+        pop = self.pop_with(FAILFS_DIR_FSYNC="1")
+        self.assertEqual(self.session(pop, "STAT")[0], "+OK 1 %d" % (len(converted) - 3))
+        self.assertEqual(self.mailbox("alice"), converted)
+        self.assertIn(warning, pop.log())
+        # smtpmail does not append to a file whose name may not last: 451.
+        self.put(hand)
+        smtp = self.start_with("smtpmail", FAILFS_DIR_FSYNC="1")
+        with Raw(smtp.port) as c:
+            c.reply()
+            c.cmd("HELO client.example")
+            c.cmd("MAIL FROM:<s@example.org>")
+            c.cmd("RCPT TO:<alice@x.example>")
+            c.cmd("DATA")
+            c.send(b"Subject: new\r\n\r\nnew\r\n.\r\n")
+            self.assertEqual(c.reply()[-1], "451 Local error in processing, try again later")
+        self.assertEqual(self.mailbox("alice"), converted)
+        self.assertIn(warning, smtp.log())
 
     def test_full_disk(self):
         server = self.pop_with(FAILFS_ENOSPC="/mymailbox.new")
