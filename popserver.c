@@ -713,15 +713,16 @@ static int user_dir(const char *spool, const char *login)
  * file is opened: never through a symbolic link, and non-blocking, so that
  * a FIFO or a device put there cannot hang open(). Before anything else is
  * done with it, it must be a regular file with one link (a hard link could
- * lead a write elsewhere); then O_NONBLOCK is cleared. Returns the
- * descriptor (its status in *st), or -1 with errno: ELOOP a link, EPERM not
- * a regular file with one link (both logged), ENOENT, ...
+ * lead a write elsewhere); then its status flags are set to flags, which
+ * clears O_NONBLOCK. Returns the descriptor (its status in *st), or -1 with
+ * errno: ELOOP a link, EPERM not a regular file with one link (both
+ * logged), ENOENT, ...
  */
 static int open_regular(int dirfd, const char *login, const char *name, int flags,
 			struct stat *st)
 {
 	int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
-	int fl, e;
+	int e;
 
 	if (fd < 0) {
 		if (errno == ELOOP)
@@ -733,7 +734,7 @@ static int open_regular(int dirfd, const char *login, const char *name, int flag
 	else if (!S_ISREG(st->st_mode) || st->st_nlink != 1) {
 		log_msg("%s/%s: not a regular file with one link: refused", login, name);
 		e = EPERM;
-	} else if ((fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+	} else if (fcntl(fd, F_SETFL, flags) < 0)	/* F_SETFL ignores the mode, O_CREAT ... */
 		e = errno;
 	else
 		return fd;
