@@ -32,7 +32,10 @@
  * below it are indexed. RETR sends a record as stored (sendfile); sizes
  * are counted unstuffed. QUIT with deletions rewrites mymailbox.new (kept
  * records plus mail that arrived meanwhile), fsyncs it and renames it
- * over mymailbox.
+ * over mymailbox; deleted messages that end the mailbox, with no mail
+ * after them, are cut off in place instead (no copy: it works on a full
+ * disk). Every file is opened relative to the user's directory, which is
+ * never a link; a link, FIFO or hard-linked file there is refused at once.
  *
  * UIDL: 16 hex digits, FNV-1a of the record bytes, so stable across
  * sessions and restarts; byte-identical records get distinct ids (the
@@ -40,7 +43,8 @@
  *
  * Limits: command line 255 octets with CRLF (RFC 2449 section 4); 20 bad
  * commands after login, 3 before, then "-ERR too many errors" and close.
- * Memory per session: the index (40 bytes a message) plus fixed buffers.
+ * Memory per session: the index (20 bytes a message; 8 more while it is
+ * built at PASS) plus fixed buffers.
  * Out of descriptors at accept(): pause 100 ms, log at most once a second.
  *
  * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage.
@@ -48,8 +52,9 @@
  * Where to look: commands[] is the table, dispatch and check_args enforce
  * it; PASS: cmd_pass -> check_password, login -> open_mailbox,
  * scan_records, uidl_unique; RETR: cmd_retr -> copy_range; TOP: cmd_top ->
- * top_cut; QUIT: cmd_quit -> update_mailbox -> write_new, write_kept; the
- * session loop: pop_session; the accept loop: serve.
+ * top_cut; QUIT: cmd_quit -> update_mailbox -> truncate_mailbox, or
+ * rewrite_mailbox -> write_new, write_kept; the session loop: pop_session;
+ * the accept loop: serve.
  */
 #define _POSIX_C_SOURCE 200809L
 #define _FILE_OFFSET_BITS 64
@@ -132,21 +137,21 @@ static struct config {
 /* The protocol state, RFC 1939 section 3; changed only by set_state. */
 enum state { ST_AUTHORIZATION, ST_TRANSACTION, ST_UPDATE, ST_CLOSED };
 
-/* One message of the index: a record of mymailbox, DESIGN.md. */
-struct msg {
-	off_t offset;		/* where the record starts */
-	off_t length;		/* record bytes, without the "." CRLF line */
-	off_t size;		/* POP3 size: length minus the stuffed dots */
-	uint64_t uidl;		/* FNV-1a of the record bytes; see uidl_unique */
-	unsigned char deleted;	/* DELE marked it; RSET clears */
-};
-
-/* The index of the complete records of [0, end). */
+/* The index of the complete records of [0, end) (DESIGN.md): 20 bytes a
+ * message (README, Limits), in three arrays rather than an array of
+ * structs, which alignment would pad to 24 or more. Message i (from 0) is
+ * the record [start[i], start[i + 1]), its "." CRLF line included; start
+ * holds count + 1 offsets. */
 struct mbox_index {
-	struct msg *msgs;
+	off_t *start;
+	uint64_t *uidl;		/* FNV-1a of the record bytes; see uidl_unique */
+	uint32_t *dots;		/* its stuffed dots, and MSG_DELETED once DELE marked it */
 	size_t count, cap;
 	off_t end;		/* N: the end of the last complete record */
 };
+
+/* The bit of mbox_index.dots that DELE sets and RSET clears. */
+#define MSG_DELETED (UINT32_C(1) << 31)
 
 /* What may follow a verb: each row of commands[] names one of these, and
  * the dispatcher enforces it (check_args) before the handler runs. */
@@ -166,7 +171,7 @@ struct args {
 	char *argv[MAX_ARGS];	/* the first MAX_ARGS of them */
 	const char *rest;	/* everything after the verb and one space */
 	char words[POP_LINE_MAX];	/* a copy of rest, cut into argv */
-	struct msg *msg;	/* the message argv[0] names, if the rule has one */
+	size_t msg;		/* the message argv[0] names (from 1), or 0 */
 	unsigned long lines;	/* TOP's line count */
 };
 
@@ -181,6 +186,7 @@ struct session {
 	int have_user;		/* USER given; user[] empty if never valid */
 	char user[LOGIN_MAX + 1];
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt, after PASS */
+	int dirfd;		/* <spool>/<login>, after PASS */
 	int lockfd;		/* mymailbox.lock, held for the session */
 	int mboxfd;		/* mymailbox, or -1 when it did not exist */
 	struct mbox_index ix;
@@ -767,25 +773,84 @@ static int spool_path(char *out, size_t cap, const char *spool, const char *logi
 	return 0;
 }
 
-/* open_lock_file - open <spool>/<login>/mymailbox.lock, creating the directory
- * (0700) and the file as needed; keep the descriptor for the whole process:
- * closing any descriptor of the file drops all our fcntl locks on it.
- * The directory nearly always exists: mkdir only after an ENOENT, not on
- * every delivery (EEXIST: another process made it in between). */
-static int open_lock_file(const char *spool, const char *login)
+/*
+ * user_dir - open the directory <spool>/<login>, creating it (0700) first
+ * if it is missing (DESIGN.md: user.txt is the single source of truth; a
+ * mkdir only after ENOENT, not on every delivery; EEXIST: another process
+ * made it in between). Only the spool path the administrator gave may be
+ * followed: <login> is opened with O_NOFOLLOW (a login holds no '/', see
+ * login_valid), so a symbolic link put there cannot lead anything out of
+ * the spool; every file in it is then opened relative to this descriptor.
+ * Returns it, or -1 with errno: ELOOP a link, ENOTDIR anything else that
+ * is no directory (both logged).
+ */
+static int user_dir(const char *spool, const char *login)
 {
-	char dir[PATH_TEXT_MAX], path[PATH_TEXT_MAX];
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	char path[PATH_TEXT_MAX];
+	struct stat st;
 	int fd;
 
-	if (spool_path(path, sizeof path, spool, login, "mymailbox.lock") < 0)
+	if (spool_path(path, sizeof path, spool, login, NULL) < 0)
 		return -1;
-	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd >= 0 || errno != ENOENT)
+	fd = open(path, flags);
+	if (fd < 0 && errno == ENOENT) {
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			return -1;
+		fd = open(path, flags);
+	}
+	if (fd < 0 && (errno == ENOTDIR || errno == ELOOP)) {
+		/* Linux says ENOTDIR for a link too: the log tells them apart. */
+		errno = lstat(path, &st) == 0 && S_ISLNK(st.st_mode) ? ELOOP : ENOTDIR;
+		log_msg("%s: %s: refused", path,
+			errno == ELOOP ? "a symbolic link" : "not a directory");
+	}
+	return fd;
+}
+
+/*
+ * open_regular - open name in the user's directory dirfd as every spool
+ * file is opened: never through a symbolic link, and non-blocking, so that
+ * a FIFO or a device put there cannot hang open(). Before anything else is
+ * done with it, it must be a regular file with one link (a hard link could
+ * lead a write elsewhere); then its status flags are set to flags, which
+ * clears O_NONBLOCK. Returns the descriptor (its status in *st), or -1 with
+ * errno: ELOOP a link, EPERM not a regular file with one link (both
+ * logged), ENOENT, ...
+ */
+static int open_regular(int dirfd, const char *login, const char *name, int flags,
+			struct stat *st)
+{
+	int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	int e;
+
+	if (fd < 0) {
+		if (errno == ELOOP)
+			log_msg("%s/%s: a symbolic link: refused", login, name);
+		return -1;
+	}
+	if (fstat(fd, st) < 0)
+		e = errno;
+	else if (!S_ISREG(st->st_mode) || st->st_nlink != 1) {
+		log_msg("%s/%s: not a regular file with one link: refused", login, name);
+		e = EPERM;
+	} else if (fcntl(fd, F_SETFL, flags) < 0)	/* F_SETFL ignores the mode, O_CREAT ... */
+		e = errno;
+	else
 		return fd;
-	if (spool_path(dir, sizeof dir, spool, login, NULL) < 0
-	    || (mkdir(dir, 0700) < 0 && errno != EEXIST))
-		return -1;
-	return open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	close(fd);	/* nothing was done with it */
+	errno = e;
+	return -1;
+}
+
+/* open_lock_file - open mymailbox.lock in the user's directory dirfd,
+ * creating it as needed; keep the descriptor for the whole process:
+ * closing any descriptor of the file drops all our fcntl locks on it */
+static int open_lock_file(int dirfd, const char *login)
+{
+	struct stat st;
+
+	return open_regular(dirfd, login, "mymailbox.lock", O_RDWR | O_CREAT, &st);
 }
 
 /*
@@ -1255,17 +1320,6 @@ static int write_all(int fd, const char *buf, size_t n)
 	return 0;
 }
 
-/* sync_dir - fsync a directory, so that the names in it are durable */
-static int sync_dir(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
-
-	if (fd < 0)
-		return -1;
-	r = fsync(fd);
-	return close(fd) < 0 || r < 0 ? -1 : 0;
-}
-
 /*
  * last_record_end - the end of the last complete record among fd's first
  * size bytes: just after its last CRLF "." CRLF, or 0 if there is none.
@@ -1465,11 +1519,12 @@ static long convert_lines(int in, off_t from, off_t size, struct file_out *o)
 }
 
 /*
- * write_converted - create tmp and write into it the records of fd as they
- * are, then the rest converted (a byte order mark at the start is left
- * out); fsync it. Returns the number of messages converted, or -1.
+ * write_converted - create mymailbox.new in the user's directory dirfd and
+ * write into it the records of fd as they are, then the rest converted (a
+ * byte order mark at the start is left out); fsync it. Returns the number
+ * of messages converted, or -1.
  */
-static long write_converted(int fd, off_t size, off_t end, const char *tmp)
+static long write_converted(int fd, off_t size, off_t end, int dirfd)
 {
 	struct file_out o = { .len = 0 };
 	char bom[3];
@@ -1478,10 +1533,11 @@ static long write_converted(int fd, off_t size, off_t end, const char *tmp)
 
 	if (pread_full(fd, bom, 3, 0) == 3 && memcmp(bom, "\xEF\xBB\xBF", 3) == 0)
 		skip = 3;
-	/* A leftover tmp (a crash) that is a link elsewhere must not be followed. */
-	if (unlink(tmp) < 0 && errno != ENOENT)
+	/* A leftover file (a crash) that is a link elsewhere must not be followed. */
+	if (unlinkat(dirfd, "mymailbox.new", 0) < 0 && errno != ENOENT)
 		return -1;
-	o.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	o.fd = openat(dirfd, "mymailbox.new", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW
+		      | O_CLOEXEC, 0600);
 	if (o.fd < 0)
 		return -1;
 	if (end <= skip || out_copy(&o, fd, skip, end - skip) == 0)
@@ -1496,35 +1552,29 @@ static long write_converted(int fd, off_t size, off_t end, const char *tmp)
 /*
  * convert_mailbox - turn a mailbox written by another hand into records,
  * once and atomically, the way a POP3 update replaces a mailbox: write
- * path.new, fsync it, rename it over path, fsync the directory. The caller
- * holds the write lock, and must open path again afterwards. A failure
- * before the rename leaves path as it was. Returns 0, or -1 (logged).
+ * mymailbox.new in the user's directory dirfd, fsync it, rename it over
+ * mymailbox, fsync the directory. The caller holds the write lock, and
+ * must open mymailbox again afterwards. Returns 0; -1 when it failed before
+ * the rename, which leaves the mailbox as it was; 1 when the rename took
+ * effect but the directory's fsync failed: the mailbox is converted, but
+ * after a crash it may be the old file again (and be converted again).
  */
-static int convert_mailbox(int fd, const char *path, off_t size, off_t end)
+static int convert_mailbox(int fd, int dirfd, const char *login, off_t size, off_t end)
 {
-	char tmp[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
-	const char *slash = strrchr(path, '/');
-	int n = snprintf(tmp, sizeof tmp, "%s.new", path);
-	long messages;
+	long messages = write_converted(fd, size, end, dirfd);
 
-	if (n < 0 || (size_t)n >= sizeof tmp || !slash || (size_t)(slash - path) >= sizeof dir) {
-		log_msg("%s: path too long to convert", path);
+	if (messages < 0 || renameat(dirfd, "mymailbox.new", dirfd, "mymailbox") < 0) {
+		log_msg("%s/mymailbox: cannot convert to records: %s", login, strerror(errno));
+		if (unlinkat(dirfd, "mymailbox.new", 0) < 0 && errno != ENOENT)
+			log_msg("%s/mymailbox.new: cannot remove: %s", login, strerror(errno));
 		return -1;
 	}
-	memcpy(dir, path, (size_t)(slash - path));
-	dir[slash - path] = '\0';
-	messages = write_converted(fd, size, end, tmp);
-	if (messages < 0 || rename(tmp, path) < 0) {
-		log_msg("%s: cannot convert to records: %s", path, strerror(errno));
-		if (unlink(tmp) < 0 && errno != ENOENT)
-			log_msg("cannot remove %s: %s", tmp, strerror(errno));
-		return -1;
-	}
-	log_msg("%s: written by another hand: converted to records (%ld messages in %lld bytes)",
-		path, messages, (long long)(size - end));
-	if (sync_dir(dir) < 0) {
-		log_msg("%s: fsync of the directory after converting: %s", dir, strerror(errno));
-		return -1;
+	log_msg("%s/mymailbox: written by another hand: converted to records "
+		"(%ld messages in %lld bytes)", login, messages, (long long)(size - end));
+	if (fsync(dirfd) < 0) {
+		log_msg("%s/mymailbox: converted, but the fsync of its directory failed (%s): "
+			"the conversion may not survive a crash", login, strerror(errno));
+		return 1;
 	}
 	return 0;
 }
@@ -1686,28 +1736,47 @@ static void split_args(const char *rest, struct args *a)
 	}
 }
 
+/* msg_length - the bytes of message i's record, without its "." CRLF line */
+static off_t msg_length(const struct mbox_index *ix, size_t i)
+{
+	return ix->start[i + 1] - ix->start[i] - 3;
+}
+
+/* msg_size - message i's POP3 size: its record's length less the stuffed dots */
+static off_t msg_size(const struct mbox_index *ix, size_t i)
+{
+	return msg_length(ix, i) - (off_t)(ix->dots[i] & ~MSG_DELETED);
+}
+
+/* msg_deleted - 1 if DELE marked message i */
+static int msg_deleted(const struct mbox_index *ix, size_t i)
+{
+	return (ix->dots[i] & MSG_DELETED) != 0;
+}
+
 /*
- * msg_arg - the message that arg names. A number that is not one, names
- * no message or names a deleted one gets its -ERR here, and NULL back.
+ * msg_arg - the number of the message that arg names. A number that is not
+ * one, names no message or names a deleted one gets its -ERR here, and 0
+ * back.
  */
-static struct msg *msg_arg(struct session *s, const char *arg)
+static size_t msg_arg(struct session *s, const char *arg)
 {
 	unsigned long n = 0;
 	int r = parse_number(arg, &n);
 
 	if (r == -1) {
 		bad(s, "-ERR invalid message number");
-		return NULL;
+		return 0;
 	}
 	if (r < 0 || n == 0 || n > s->ix.count) {
 		bad(s, "-ERR no such message");
-		return NULL;
+		return 0;
 	}
-	if (s->ix.msgs[n - 1].deleted) {
+	if (msg_deleted(&s->ix, n - 1)) {
 		bad(s, "-ERR message %lu already deleted", n);
-		return NULL;
+		return 0;
 	}
-	return &s->ix.msgs[n - 1];
+	return (size_t)n;
 }
 
 /*
@@ -1742,7 +1811,7 @@ static int check_args(struct session *s, enum arg_rule rule, struct args *a)
 		[ARGS_UNCHECKED] = { 0, ARGS_ANY, 0 }
 	};
 
-	a->msg = NULL;
+	a->msg = 0;
 	a->lines = 0;
 	if (a->argc < rules[rule].min) {
 		bad(s, "-ERR missing argument");
@@ -1759,12 +1828,6 @@ static int check_args(struct session *s, enum arg_rule rule, struct args *a)
 	return 0;
 }
 
-/* msg_number - the number the client uses for message m, counted from 1 */
-static unsigned long msg_number(const struct session *s, const struct msg *m)
-{
-	return (unsigned long)(m - s->ix.msgs) + 1;
-}
-
 /* totals - how many messages are not marked deleted, and their octets */
 static size_t totals(const struct session *s, long long *octets)
 {
@@ -1772,9 +1835,9 @@ static size_t totals(const struct session *s, long long *octets)
 
 	*octets = 0;
 	for (size_t i = 0; i < s->ix.count; i++)
-		if (!s->ix.msgs[i].deleted) {
+		if (!msg_deleted(&s->ix, i)) {
 			n++;
-			*octets += s->ix.msgs[i].size;
+			*octets += msg_size(&s->ix, i);
 		}
 	return n;
 }
@@ -1803,29 +1866,62 @@ struct scan {
 	int line_start;		/* the next chunk starts at a line start */
 };
 
-/* index_add - append one message to the index. A NULL index is allowed:
- * at QUIT the new mail is only measured, not indexed. */
+/* index_grow - room in the index for twice as many messages (256 at first) */
+static int index_grow(struct mbox_index *ix)
+{
+	size_t cap = ix->cap ? ix->cap * 2 : 256;
+	off_t *start;
+	uint64_t *uidl;
+	uint32_t *dots;
+
+	if (cap >= SIZE_MAX / sizeof *start) {
+		errno = ENOMEM;
+		return -1;
+	}
+	if (!(start = realloc(ix->start, (cap + 1) * sizeof *start)))
+		return -1;
+	ix->start = start;
+	if (!(uidl = realloc(ix->uidl, cap * sizeof *uidl)))
+		return -1;
+	ix->uidl = uidl;
+	if (!(dots = realloc(ix->dots, cap * sizeof *dots)))
+		return -1;
+	ix->dots = dots;
+	ix->cap = cap;	/* only now: each array has room for cap */
+	return 0;
+}
+
+/* index_free - give back the index's memory */
+static void index_free(struct mbox_index *ix)
+{
+	free(ix->start);
+	free(ix->uidl);
+	free(ix->dots);
+	ix->start = NULL;
+	ix->uidl = NULL;
+	ix->dots = NULL;
+	ix->count = ix->cap = 0;
+}
+
+/* index_add - append the record that ends (before its "." line) at end.
+ * A NULL index is allowed: at QUIT the new mail is only measured, not
+ * indexed. A record with 2^31 stuffed dots or more (6 GiB of dot lines),
+ * or a 2^32nd message, does not fit: EFBIG. */
 static int index_add(struct mbox_index *ix, const struct scan *sc, off_t end)
 {
-	struct msg *m;
-
 	if (!ix)
 		return 0;
-	if (ix->count == ix->cap) {
-		size_t cap = ix->cap ? ix->cap * 2 : 256;
-
-		if (cap > SIZE_MAX / sizeof *m
-		    || !(m = realloc(ix->msgs, cap * sizeof *m)))
-			return -1;
-		ix->msgs = m;
-		ix->cap = cap;
+	if (sc->stuffed >= (off_t)MSG_DELETED || ix->count >= UINT32_MAX) {
+		errno = EFBIG;
+		return -1;
 	}
-	m = &ix->msgs[ix->count++];
-	m->offset = sc->rec_start;
-	m->length = end - sc->rec_start;
-	m->size = m->length - sc->stuffed;
-	m->uidl = sc->hash;
-	m->deleted = 0;
+	if (ix->count == ix->cap && index_grow(ix) < 0)
+		return -1;
+	ix->start[ix->count] = sc->rec_start;
+	ix->start[ix->count + 1] = end + 3;
+	ix->uidl[ix->count] = sc->hash;
+	ix->dots[ix->count] = (uint32_t)sc->stuffed;
+	ix->count++;
 	return 0;
 }
 
@@ -1925,14 +2021,16 @@ static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off
 	return rc;
 }
 
-/* uidl_order - message pointers by hash, then by place in the file */
+/* The hashes uidl_order sorts by: qsort passes no context of its own. */
+static const uint64_t *uidl_keys;
+
+/* uidl_order - message numbers by hash, then by place in the file */
 static int uidl_order(const void *a, const void *b)
 {
-	const struct msg *x = *(const struct msg *const *)a;
-	const struct msg *y = *(const struct msg *const *)b;
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 
-	if (x->uidl != y->uidl)
-		return x->uidl < y->uidl ? -1 : 1;
+	if (uidl_keys[x] != uidl_keys[y])
+		return uidl_keys[x] < uidl_keys[y] ? -1 : 1;
 	return x < y ? -1 : x > y;
 }
 
@@ -1943,29 +2041,32 @@ static int uidl_order(const void *a, const void *b)
  * per delivery; only copied in by hand) would share it: the k-th copy in
  * file order (k >= 1) gets the hash continued over "#k". The first copy
  * keeps the plain hash; deleting an earlier copy hands its id to a later,
- * identical one, which costs a client nothing. It returns -1 only when
- * out of memory.
+ * identical one, which costs a client nothing. The sort works on 4-byte
+ * message numbers (index_add keeps them below 2^32), so it costs 4 bytes a
+ * message, and as much again inside qsort. It returns -1 only when out of
+ * memory.
  */
 static int uidl_unique(struct mbox_index *ix)
 {
-	struct msg **by = malloc((ix->count ? ix->count : 1) * sizeof *by);
+	uint32_t *by = malloc((ix->count ? ix->count : 1) * sizeof *by);
 	uint64_t prev = 0;
 	unsigned long k = 0;
 
 	if (!by)
 		return -1;
 	for (size_t i = 0; i < ix->count; i++)
-		by[i] = &ix->msgs[i];
+		by[i] = (uint32_t)i;
+	uidl_keys = ix->uidl;
 	qsort(by, ix->count, sizeof *by, uidl_order);
 	for (size_t i = 0; i < ix->count; i++) {
-		uint64_t h = by[i]->uidl;
+		uint64_t h = ix->uidl[by[i]];
 		char tag[24];
 		int n;
 
 		k = i > 0 && h == prev ? k + 1 : 0;
 		prev = h;
 		if (k > 0 && (n = snprintf(tag, sizeof tag, "#%lu", k)) > 0)
-			by[i]->uidl = fnv1a(h, tag, (size_t)n);
+			ix->uidl[by[i]] = fnv1a(h, tag, (size_t)n);
 	}
 	free(by);
 	return 0;
@@ -2015,23 +2116,21 @@ static int check_password(const char *user, const char *password, struct account
 }
 
 /*
- * open_records - open mymailbox, never through a symbolic link, and check
- * that it is a regular file with one link. Returns NULL (s->mboxfd is -1
- * when there is no mailbox yet: no mail), or the -ERR reply saying why not.
+ * open_records - open mymailbox in the user's directory as open_regular
+ * does: no link, no FIFO, a regular file with one link, found out before
+ * anything else and at once. Returns NULL (s->mboxfd is -1 when there is no
+ * mailbox yet: no mail), or the -ERR reply saying why not.
  */
-static const char *open_records(struct session *s, const char *path, struct stat *st)
+static const char *open_records(struct session *s, struct stat *st)
 {
-	s->mboxfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (s->mboxfd < 0 && errno == ENOENT)
+	s->mboxfd = open_regular(s->dirfd, s->login, "mymailbox", O_RDONLY, st);
+	if (s->mboxfd >= 0 || errno == ENOENT)
 		return NULL;
-	if (s->mboxfd < 0)
-		return errno == ELOOP ? "-ERR [SYS/PERM] mailbox is a symbolic link"
-				      : "-ERR [SYS/TEMP] cannot open mailbox";
-	if (fstat(s->mboxfd, st) < 0)
-		return "-ERR [SYS/TEMP] cannot open mailbox";
-	if (!S_ISREG(st->st_mode) || st->st_nlink != 1)
+	if (errno == ELOOP)
+		return "-ERR [SYS/PERM] mailbox is a symbolic link";
+	if (errno == EPERM)
 		return "-ERR [SYS/PERM] mailbox is not a regular file";
-	return NULL;
+	return "-ERR [SYS/TEMP] cannot open mailbox";
 }
 
 /*
@@ -2041,17 +2140,18 @@ static const char *open_records(struct session *s, const char *path, struct stat
  * every message of it is served; a crashed tail of smtpmail's is left for
  * the next delivery to cut. Returns NULL, or the -ERR reply.
  */
-static const char *records_end(struct session *s, const char *path, struct stat *st,
-			       off_t *size)
+static const char *records_end(struct session *s, struct stat *st, off_t *size)
 {
 	const char *err;
 	int shape = mailbox_shape(s->mboxfd, st->st_size, size);
 
 	if (shape == SHAPE_FOREIGN) {
-		if (convert_mailbox(s->mboxfd, path, st->st_size, *size) < 0)
+		/* Converted but the rename perhaps not durable (1) is served: a
+		 * crash would bring back the same mail, converted again alike. */
+		if (convert_mailbox(s->mboxfd, s->dirfd, s->login, st->st_size, *size) < 0)
 			return "-ERR [SYS/TEMP] cannot convert mailbox, try again later";
 		close_fd(s->mboxfd, "mailbox");	/* it names the file replaced */
-		if ((err = open_records(s, path, st)) != NULL)
+		if ((err = open_records(s, st)) != NULL)
 			return err;
 		if (s->mboxfd < 0)
 			return "-ERR [SYS/TEMP] mailbox gone while converting";
@@ -2068,21 +2168,42 @@ static const char *records_end(struct session *s, const char *path, struct stat 
  */
 static const char *open_mailbox(struct session *s, off_t *size)
 {
-	char path[PATH_TEXT_MAX];
 	const char *err;
 	struct stat st;
 
 	*size = 0;
-	if (spool_path(path, sizeof path, cfg.spool, s->login, "mymailbox") < 0)
-		return "-ERR [SYS/PERM] mailbox path too long";
 	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0)
 		return "-ERR [SYS/TEMP] mailbox busy, try again later";
-	err = open_records(s, path, &st);
+	err = open_records(s, &st);
 	if (!err && s->mboxfd >= 0)
-		err = records_end(s, path, &st, size);
+		err = records_end(s, &st, size);
 	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0 && !err)
 		err = "-ERR [SYS/TEMP] cannot unlock mailbox";
 	return err;
+}
+
+/*
+ * lock_session - DESIGN.md POP3 step 1: open the user's directory (never
+ * through a link: user_dir) and the lock file in it, and take the session
+ * lock. Returns NULL, or the -ERR reply: [SYS/PERM] for what only the
+ * administrator can mend, a link or a file of the wrong kind.
+ */
+static const char *lock_session(struct session *s)
+{
+	if ((s->dirfd = user_dir(cfg.spool, s->login)) < 0)
+		return errno == ELOOP ? "-ERR [SYS/PERM] mailbox directory is a symbolic link"
+		       : errno == ENOTDIR ? "-ERR [SYS/PERM] mailbox directory is not a directory"
+		       : "-ERR [SYS/TEMP] cannot open mailbox";
+	if ((s->lockfd = open_lock_file(s->dirfd, s->login)) < 0)
+		return errno == ELOOP ? "-ERR [SYS/PERM] lock file is a symbolic link"
+		       : errno == EPERM ? "-ERR [SYS/PERM] lock file is not a regular file"
+		       : "-ERR [SYS/TEMP] cannot open mailbox";
+	if (lock_byte(s->lockfd, SESSION_LOCK_BYTE, F_WRLCK, 0) < 0)
+		/* RFC 2449 section 8.1.2: IN-USE; RFC 3206 section 4: SYS */
+		return errno == EAGAIN || errno == EACCES
+		       ? "-ERR [IN-USE] mailbox locked by another session"
+		       : "-ERR [SYS/TEMP] cannot lock mailbox";
+	return NULL;
 }
 
 /*
@@ -2092,20 +2213,12 @@ static const char *open_mailbox(struct session *s, off_t *size)
  */
 static int login(struct session *s)
 {
-	const char *err = NULL;
+	const char *err;
 	off_t size = 0;
 
-	s->lockfd = open_lock_file(cfg.spool, s->login);
-	if (s->lockfd < 0)
-		err = "-ERR [SYS/TEMP] cannot open mailbox";
-	else if (lock_byte(s->lockfd, SESSION_LOCK_BYTE, F_WRLCK, 0) < 0)
-		/* RFC 2449 section 8.1.2: IN-USE; RFC 3206 section 4: SYS */
-		err = errno == EAGAIN || errno == EACCES
-		      ? "-ERR [IN-USE] mailbox locked by another session"
-		      : "-ERR [SYS/TEMP] cannot lock mailbox";
-	else if (!(err = open_mailbox(s, &size))
-		 && (scan_records(s->mboxfd, 0, size, &s->ix, &s->ix.end) < 0
-		     || uidl_unique(&s->ix) < 0))
+	if (!(err = lock_session(s)) && !(err = open_mailbox(s, &size))
+	    && (scan_records(s->mboxfd, 0, size, &s->ix, &s->ix.end) < 0
+		|| uidl_unique(&s->ix) < 0))
 		err = "-ERR [SYS/TEMP] cannot read mailbox, try again later";
 	if (err) {
 		log_msg("login %s from %s refused: %s (%s)", s->login, s->peer, err + 5,
@@ -2185,14 +2298,14 @@ static void cmd_list(struct session *s, const struct args *a)
 	size_t n;
 
 	if (a->msg) {
-		reply(s, "+OK %lu %lld", msg_number(s, a->msg), (long long)a->msg->size);
+		reply(s, "+OK %zu %lld", a->msg, (long long)msg_size(&s->ix, a->msg - 1));
 		return;
 	}
 	n = totals(s, &octets);
 	reply(s, "+OK %zu messages (%lld octets)", n, octets);
 	for (size_t i = 0; i < s->ix.count && !s->c->failed; i++)
-		if (!s->ix.msgs[i].deleted)
-			reply(s, "%zu %lld", i + 1, (long long)s->ix.msgs[i].size);
+		if (!msg_deleted(&s->ix, i))
+			reply(s, "%zu %lld", i + 1, (long long)msg_size(&s->ix, i));
 	reply(s, ".");
 }
 
@@ -2200,12 +2313,12 @@ static void cmd_list(struct session *s, const struct args *a)
  * ends with its "." CRLF line, so no byte needs changing on the way */
 static void cmd_retr(struct session *s, const struct args *a)
 {
-	struct msg *m = a->msg;
+	size_t i = a->msg - 1;
+	const off_t *start = s->ix.start;
 
-	reply(s, "+OK %lld octets", (long long)m->size);
-	if (copy_range(s->mboxfd, m->offset, m->length + 3, s->c->fd, s->c) < 0) {
-		log_msg("%s: RETR %lu failed: %s", s->login, msg_number(s, m),
-			strerror(errno));
+	reply(s, "+OK %lld octets", (long long)msg_size(&s->ix, i));
+	if (copy_range(s->mboxfd, start[i], start[i + 1] - start[i], s->c->fd, s->c) < 0) {
+		log_msg("%s: RETR %zu failed: %s", s->login, a->msg, strerror(errno));
 		s->c->failed = 1;	/* the reply is cut: the session cannot go on */
 		return;
 	}
@@ -2250,14 +2363,14 @@ static size_t top_cut(const char *buf, size_t n, struct top_state *t, int *done)
 static void cmd_top(struct session *s, const struct args *a)
 {
 	struct top_state t = { 0, a->lines, 0 };
-	const struct msg *m = a->msg;
+	size_t i = a->msg - 1;
 	char buf[COPY_CHUNK];
 	size_t chunk = TOP_FIRST_READ;	/* small first: TOP n 0 reads a few KiB */
 	off_t off, end;
 	int done = 0;
 
 	reply(s, "+OK top of message follows");
-	for (off = m->offset, end = m->offset + m->length;
+	for (off = s->ix.start[i], end = off + msg_length(&s->ix, i);
 	     off < end && !done && !s->c->failed;) {
 		size_t want = end - off < (off_t)chunk ? (size_t)(end - off) : chunk;
 		ssize_t n = pread_full(s->mboxfd, buf, want, off);
@@ -2280,8 +2393,8 @@ static void cmd_top(struct session *s, const struct args *a)
  * section 5), so a session that ends any other way loses nothing */
 static void cmd_dele(struct session *s, const struct args *a)
 {
-	a->msg->deleted = 1;
-	reply(s, "+OK message %lu deleted", msg_number(s, a->msg));
+	s->ix.dots[a->msg - 1] |= MSG_DELETED;
+	reply(s, "+OK message %zu deleted", a->msg);
 }
 
 /* cmd_noop - answer +OK; clients use it to keep the session alive */
@@ -2299,7 +2412,7 @@ static void cmd_rset(struct session *s, const struct args *a)
 
 	(void)a;
 	for (size_t i = 0; i < s->ix.count; i++)
-		s->ix.msgs[i].deleted = 0;
+		s->ix.dots[i] &= ~MSG_DELETED;
 	n = totals(s, &octets);
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
@@ -2309,15 +2422,14 @@ static void cmd_rset(struct session *s, const struct args *a)
 static void cmd_uidl(struct session *s, const struct args *a)
 {
 	if (a->msg) {
-		reply(s, "+OK %lu %016llx", msg_number(s, a->msg),
-		      (unsigned long long)a->msg->uidl);
+		reply(s, "+OK %zu %016llx", a->msg,
+		      (unsigned long long)s->ix.uidl[a->msg - 1]);
 		return;
 	}
 	reply(s, "+OK unique-id listing follows");
 	for (size_t i = 0; i < s->ix.count && !s->c->failed; i++)
-		if (!s->ix.msgs[i].deleted)
-			reply(s, "%zu %016llx", i + 1,
-			      (unsigned long long)s->ix.msgs[i].uidl);
+		if (!msg_deleted(&s->ix, i))
+			reply(s, "%zu %016llx", i + 1, (unsigned long long)s->ix.uidl[i]);
 	reply(s, ".");
 }
 
@@ -2334,17 +2446,15 @@ static int write_kept(struct session *s, int out, off_t tail)
 	off_t run = 0, run_end = 0;	/* the range of kept records not yet copied */
 
 	for (size_t i = 0; i < s->ix.count; i++) {
-		const struct msg *m = &s->ix.msgs[i];
-
-		if (m->deleted)
+		if (msg_deleted(&s->ix, i))
 			continue;
-		if (run_end != m->offset) {
+		if (run_end != s->ix.start[i]) {
 			if (run_end > run
 			    && copy_range(s->mboxfd, run, run_end - run, out, NULL) < 0)
 				return -1;
-			run = m->offset;
+			run = s->ix.start[i];
 		}
-		run_end = m->offset + m->length + 3;
+		run_end = s->ix.start[i + 1];
 	}
 	if (run_end == s->ix.end)
 		run_end = tail;		/* the new mail follows on directly */
@@ -2356,30 +2466,38 @@ static int write_kept(struct session *s, int out, off_t tail)
 	return 0;
 }
 
-/* write_new - write mymailbox.new: the kept records and the complete new
- * mail, fsynced before anything renames it */
-static int write_new(struct session *s, const char *path)
+/* mail_end - to *tail where the mail to keep ends now: the file's size,
+ * less a crashed append of smtpmail's that began at or after N (DESIGN.md:
+ * any other tail is mail, and kept) */
+static int mail_end(struct session *s, off_t *tail)
 {
 	struct stat st;
 	off_t end;
-	int out, shape, rc = -1;
+	int shape;
 
-	/* Bytes below N never changed; what came since is in [N, size), and is
-	 * kept: the complete records, and a partial tail too unless it is a
-	 * crashed append of smtpmail's (DESIGN.md: anything else is mail). */
+	/* Bytes below N never changed; what came since is in [N, size). */
 	if (fstat(s->mboxfd, &st) < 0 || st.st_size < s->ix.end
 	    || (shape = mailbox_shape(s->mboxfd, st.st_size, &end)) < 0)
 		return -1;
-	if (shape != SHAPE_OUR_TAIL || end < s->ix.end)
-		end = st.st_size;
+	*tail = shape == SHAPE_OUR_TAIL && end >= s->ix.end ? end : st.st_size;
+	return 0;
+}
+
+/* write_new - write mymailbox.new: the kept records and the mail up to
+ * tail, fsynced before anything renames it */
+static int write_new(struct session *s, off_t tail)
+{
+	int out, rc = -1;
+
 	/* A fresh file: a leftover mymailbox.new (a crash) that is a link to
 	 * some other file must not have that file truncated and rewritten. */
-	if (unlink(path) < 0 && errno != ENOENT)
+	if (unlinkat(s->dirfd, "mymailbox.new", 0) < 0 && errno != ENOENT)
 		return -1;
-	out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	out = openat(s->dirfd, "mymailbox.new", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW
+		     | O_CLOEXEC, 0600);
 	if (out < 0)
 		return -1;
-	if (write_kept(s, out, end) == 0 && fsync(out) == 0)
+	if (write_kept(s, out, tail) == 0 && fsync(out) == 0)
 		rc = 0;
 	if (close(out) < 0)
 		rc = -1;
@@ -2387,33 +2505,100 @@ static int write_new(struct session *s, const char *path)
 }
 
 /*
- * update_mailbox - remove the deleted messages: under the write lock write
- * mymailbox.new, rename it over mymailbox, fsync the directory. Any
- * failure leaves mymailbox as it was; it is logged, and the return is -1.
+ * rewrite_mailbox - write mymailbox.new, rename it over mymailbox, fsync
+ * the directory (DESIGN.md POP3 step 4). Returns -1 when nothing changed
+ * (a failure before the rename: mymailbox.new is removed again), 0, or 1
+ * when the rename took effect but the directory's fsync failed: the
+ * messages are gone, but their removal may not survive a crash.
+ */
+static int rewrite_mailbox(struct session *s, off_t tail)
+{
+	if (write_new(s, tail) < 0
+	    || renameat(s->dirfd, "mymailbox.new", s->dirfd, "mymailbox") < 0) {
+		log_msg("%s: update failed: %s", s->login, strerror(errno));
+		if (unlinkat(s->dirfd, "mymailbox.new", 0) < 0 && errno != ENOENT)
+			log_msg("%s: cannot remove mymailbox.new: %s", s->login, strerror(errno));
+		return -1;
+	}
+	if (fsync(s->dirfd) < 0) {
+		log_msg("%s: update: the fsync of the directory failed (%s): the messages "
+			"are removed, but the removal may not survive a crash", s->login,
+			strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+/* deleted_tail - where the deleted messages start when they are the last
+ * ones (every kept message before every deleted one; all of them deleted
+ * included), else -1 */
+static off_t deleted_tail(const struct session *s)
+{
+	off_t cut = -1;
+
+	for (size_t i = 0; i < s->ix.count; i++) {
+		if (!msg_deleted(&s->ix, i)) {
+			if (cut >= 0)
+				return -1;	/* a kept message after a deleted one */
+		} else if (cut < 0)
+			cut = s->ix.start[i];
+	}
+	return cut;
+}
+
+/*
+ * truncate_mailbox - remove deleted messages that end the mailbox, with no
+ * mail after them, in place: ftruncate to cut and fsync, under the write
+ * lock. No copy, so it works on a full disk too; both sizes are whole
+ * records, so a crash leaves one or the other. Returns as rewrite_mailbox.
+ */
+static int truncate_mailbox(struct session *s, off_t cut)
+{
+	struct stat now, ours;
+	int fd = open_regular(s->dirfd, s->login, "mymailbox", O_WRONLY, &now), rc = -1;
+
+	if (fd < 0 || fstat(s->mboxfd, &ours) < 0)
+		log_msg("%s: update failed: %s", s->login, strerror(errno));
+	else if (now.st_dev != ours.st_dev || now.st_ino != ours.st_ino)
+		log_msg("%s: update failed: mymailbox was replaced during the session",
+			s->login);
+	else if (ftruncate(fd, cut) < 0)
+		log_msg("%s: update failed: %s", s->login, strerror(errno));
+	else if (fsync(fd) < 0) {
+		log_msg("%s: update: fsync after the truncation failed (%s): the messages "
+			"are removed, but the removal may not survive a crash", s->login,
+			strerror(errno));
+		rc = 1;
+	} else
+		rc = 0;
+	if (fd >= 0 && close(fd) < 0 && rc == 0)
+		log_msg("%s: close mymailbox: %s", s->login, strerror(errno));
+	return rc;
+}
+
+/*
+ * update_mailbox - remove the deleted messages, under the write lock: when
+ * they are the mailbox's tail and no mail came since, by truncating it in
+ * place; else by writing the kept mail to a new file renamed over it.
+ * Returns -1 when nothing was removed (logged; mymailbox is as it was), 0,
+ * or 1 when they were removed but the removal may not survive a crash.
  */
 static int update_mailbox(struct session *s)
 {
-	char path[PATH_TEXT_MAX], tmp[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
-	int rc = -1;
+	off_t tail, cut = deleted_tail(s);
+	int rc;
 
-	if (spool_path(path, sizeof path, cfg.spool, s->login, "mymailbox") < 0
-	    || spool_path(tmp, sizeof tmp, cfg.spool, s->login, "mymailbox.new") < 0
-	    || spool_path(dir, sizeof dir, cfg.spool, s->login, NULL) < 0
-	    || lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0) {
+	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0) {
 		log_msg("%s: update: cannot lock: %s", s->login, strerror(errno));
 		return -1;
 	}
-	if (write_new(s, tmp) == 0 && rename(tmp, path) == 0)
-		rc = 0;
-	else {
+	if (mail_end(s, &tail) < 0) {
 		log_msg("%s: update failed: %s", s->login, strerror(errno));
-		if (unlink(tmp) < 0 && errno != ENOENT)
-			log_msg("%s: cannot remove %s: %s", s->login, tmp, strerror(errno));
-	}
-	if (rc == 0 && sync_dir(dir) < 0) {
-		log_msg("%s: fsync of the directory: %s", s->login, strerror(errno));
-		rc = -1;	/* the rename may not survive a crash: no +OK */
-	}
+		rc = -1;
+	} else if (cut >= 0 && tail == s->ix.end)
+		rc = truncate_mailbox(s, cut);
+	else
+		rc = rewrite_mailbox(s, tail);
 	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0)
 		log_msg("%s: unlock: %s", s->login, strerror(errno));
 	return rc;
@@ -2429,7 +2614,7 @@ static void cmd_quit(struct session *s, const struct args *a)
 	if (s->state == ST_TRANSACTION) {
 		set_state(s, ST_UPDATE);
 		for (size_t i = 0; i < s->ix.count; i++)
-			deleted += s->ix.msgs[i].deleted;
+			deleted += (size_t)msg_deleted(&s->ix, i);
 		if (deleted > 0 && update_mailbox(s) < 0) {
 			reply(s, "-ERR some deleted messages not removed");
 			log_msg("logout %s: %zu retrieved, none deleted (update failed)",
@@ -2532,11 +2717,13 @@ static void session_end(struct session *s, enum io_status st)
 			: s->c->failed ? "write failed" : "connection lost");
 	else if (st == IO_TIMEOUT)
 		log_msg("%s: timeout", s->peer);
-	free(s->ix.msgs);
+	index_free(&s->ix);
 	if (s->mboxfd >= 0)
 		close(s->mboxfd);
 	if (s->lockfd >= 0)
 		close(s->lockfd);	/* drops the session lock */
+	if (s->dirfd >= 0)
+		close(s->dirfd);
 	/* The last reply goes out only now, after the locks are gone: a client
 	 * that reconnects the moment it reads +OK must not find them held. */
 	conn_flush(s->c);
@@ -2568,8 +2755,8 @@ static struct conn *session_conn(int fd, const char *peer)
  */
 static void pop_session(int fd, const char *peer)
 {
-	struct session s = { .peer = peer, .state = ST_AUTHORIZATION, .lockfd = -1,
-			     .mboxfd = -1 };
+	struct session s = { .peer = peer, .state = ST_AUTHORIZATION, .dirfd = -1,
+			     .lockfd = -1, .mboxfd = -1 };
 	enum io_status st = IO_OK;
 	char line[POP_LINE_MAX];
 	size_t len;

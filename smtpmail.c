@@ -155,7 +155,7 @@ enum state { ST_START, ST_GREETED, ST_MAIL, ST_RCPT, ST_DATA, ST_QUIT };
 struct rcpt {
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt */
 	char given[SMTP_PATH_MAX];	/* the address as the client gave it */
-	int lock_fd, box_fd;	/* during delivery, else -1 */
+	int dir_fd, lock_fd, box_fd;	/* during delivery, else -1 */
 	off_t noted;		/* mailbox size before our append */
 	int created;		/* the mailbox file is new */
 };
@@ -752,25 +752,84 @@ static int spool_path(char *out, size_t cap, const char *spool, const char *logi
 	return 0;
 }
 
-/* open_lock_file - open <spool>/<login>/mymailbox.lock, creating the directory
- * (0700) and the file as needed; keep the descriptor for the whole process:
- * closing any descriptor of the file drops all our fcntl locks on it.
- * The directory nearly always exists: mkdir only after an ENOENT, not on
- * every delivery (EEXIST: another process made it in between). */
-static int open_lock_file(const char *spool, const char *login)
+/*
+ * user_dir - open the directory <spool>/<login>, creating it (0700) first
+ * if it is missing (DESIGN.md: user.txt is the single source of truth; a
+ * mkdir only after ENOENT, not on every delivery; EEXIST: another process
+ * made it in between). Only the spool path the administrator gave may be
+ * followed: <login> is opened with O_NOFOLLOW (a login holds no '/', see
+ * login_valid), so a symbolic link put there cannot lead anything out of
+ * the spool; every file in it is then opened relative to this descriptor.
+ * Returns it, or -1 with errno: ELOOP a link, ENOTDIR anything else that
+ * is no directory (both logged).
+ */
+static int user_dir(const char *spool, const char *login)
 {
-	char dir[PATH_TEXT_MAX], path[PATH_TEXT_MAX];
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	char path[PATH_TEXT_MAX];
+	struct stat st;
 	int fd;
 
-	if (spool_path(path, sizeof path, spool, login, "mymailbox.lock") < 0)
+	if (spool_path(path, sizeof path, spool, login, NULL) < 0)
 		return -1;
-	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd >= 0 || errno != ENOENT)
+	fd = open(path, flags);
+	if (fd < 0 && errno == ENOENT) {
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			return -1;
+		fd = open(path, flags);
+	}
+	if (fd < 0 && (errno == ENOTDIR || errno == ELOOP)) {
+		/* Linux says ENOTDIR for a link too: the log tells them apart. */
+		errno = lstat(path, &st) == 0 && S_ISLNK(st.st_mode) ? ELOOP : ENOTDIR;
+		log_msg("%s: %s: refused", path,
+			errno == ELOOP ? "a symbolic link" : "not a directory");
+	}
+	return fd;
+}
+
+/*
+ * open_regular - open name in the user's directory dirfd as every spool
+ * file is opened: never through a symbolic link, and non-blocking, so that
+ * a FIFO or a device put there cannot hang open(). Before anything else is
+ * done with it, it must be a regular file with one link (a hard link could
+ * lead a write elsewhere); then its status flags are set to flags, which
+ * clears O_NONBLOCK. Returns the descriptor (its status in *st), or -1 with
+ * errno: ELOOP a link, EPERM not a regular file with one link (both
+ * logged), ENOENT, ...
+ */
+static int open_regular(int dirfd, const char *login, const char *name, int flags,
+			struct stat *st)
+{
+	int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	int e;
+
+	if (fd < 0) {
+		if (errno == ELOOP)
+			log_msg("%s/%s: a symbolic link: refused", login, name);
+		return -1;
+	}
+	if (fstat(fd, st) < 0)
+		e = errno;
+	else if (!S_ISREG(st->st_mode) || st->st_nlink != 1) {
+		log_msg("%s/%s: not a regular file with one link: refused", login, name);
+		e = EPERM;
+	} else if (fcntl(fd, F_SETFL, flags) < 0)	/* F_SETFL ignores the mode, O_CREAT ... */
+		e = errno;
+	else
 		return fd;
-	if (spool_path(dir, sizeof dir, spool, login, NULL) < 0
-	    || (mkdir(dir, 0700) < 0 && errno != EEXIST))
-		return -1;
-	return open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	close(fd);	/* nothing was done with it */
+	errno = e;
+	return -1;
+}
+
+/* open_lock_file - open mymailbox.lock in the user's directory dirfd,
+ * creating it as needed; keep the descriptor for the whole process:
+ * closing any descriptor of the file drops all our fcntl locks on it */
+static int open_lock_file(int dirfd, const char *login)
+{
+	struct stat st;
+
+	return open_regular(dirfd, login, "mymailbox.lock", O_RDWR | O_CREAT, &st);
 }
 
 /*
@@ -1240,17 +1299,6 @@ static int write_all(int fd, const char *buf, size_t n)
 	return 0;
 }
 
-/* sync_dir - fsync a directory, so that the names in it are durable */
-static int sync_dir(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
-
-	if (fd < 0)
-		return -1;
-	r = fsync(fd);
-	return close(fd) < 0 || r < 0 ? -1 : 0;
-}
-
 /*
  * last_record_end - the end of the last complete record among fd's first
  * size bytes: just after its last CRLF "." CRLF, or 0 if there is none.
@@ -1450,11 +1498,12 @@ static long convert_lines(int in, off_t from, off_t size, struct file_out *o)
 }
 
 /*
- * write_converted - create tmp and write into it the records of fd as they
- * are, then the rest converted (a byte order mark at the start is left
- * out); fsync it. Returns the number of messages converted, or -1.
+ * write_converted - create mymailbox.new in the user's directory dirfd and
+ * write into it the records of fd as they are, then the rest converted (a
+ * byte order mark at the start is left out); fsync it. Returns the number
+ * of messages converted, or -1.
  */
-static long write_converted(int fd, off_t size, off_t end, const char *tmp)
+static long write_converted(int fd, off_t size, off_t end, int dirfd)
 {
 	struct file_out o = { .len = 0 };
 	char bom[3];
@@ -1463,10 +1512,11 @@ static long write_converted(int fd, off_t size, off_t end, const char *tmp)
 
 	if (pread_full(fd, bom, 3, 0) == 3 && memcmp(bom, "\xEF\xBB\xBF", 3) == 0)
 		skip = 3;
-	/* A leftover tmp (a crash) that is a link elsewhere must not be followed. */
-	if (unlink(tmp) < 0 && errno != ENOENT)
+	/* A leftover file (a crash) that is a link elsewhere must not be followed. */
+	if (unlinkat(dirfd, "mymailbox.new", 0) < 0 && errno != ENOENT)
 		return -1;
-	o.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	o.fd = openat(dirfd, "mymailbox.new", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW
+		      | O_CLOEXEC, 0600);
 	if (o.fd < 0)
 		return -1;
 	if (end <= skip || out_copy(&o, fd, skip, end - skip) == 0)
@@ -1481,35 +1531,29 @@ static long write_converted(int fd, off_t size, off_t end, const char *tmp)
 /*
  * convert_mailbox - turn a mailbox written by another hand into records,
  * once and atomically, the way a POP3 update replaces a mailbox: write
- * path.new, fsync it, rename it over path, fsync the directory. The caller
- * holds the write lock, and must open path again afterwards. A failure
- * before the rename leaves path as it was. Returns 0, or -1 (logged).
+ * mymailbox.new in the user's directory dirfd, fsync it, rename it over
+ * mymailbox, fsync the directory. The caller holds the write lock, and
+ * must open mymailbox again afterwards. Returns 0; -1 when it failed before
+ * the rename, which leaves the mailbox as it was; 1 when the rename took
+ * effect but the directory's fsync failed: the mailbox is converted, but
+ * after a crash it may be the old file again (and be converted again).
  */
-static int convert_mailbox(int fd, const char *path, off_t size, off_t end)
+static int convert_mailbox(int fd, int dirfd, const char *login, off_t size, off_t end)
 {
-	char tmp[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
-	const char *slash = strrchr(path, '/');
-	int n = snprintf(tmp, sizeof tmp, "%s.new", path);
-	long messages;
+	long messages = write_converted(fd, size, end, dirfd);
 
-	if (n < 0 || (size_t)n >= sizeof tmp || !slash || (size_t)(slash - path) >= sizeof dir) {
-		log_msg("%s: path too long to convert", path);
+	if (messages < 0 || renameat(dirfd, "mymailbox.new", dirfd, "mymailbox") < 0) {
+		log_msg("%s/mymailbox: cannot convert to records: %s", login, strerror(errno));
+		if (unlinkat(dirfd, "mymailbox.new", 0) < 0 && errno != ENOENT)
+			log_msg("%s/mymailbox.new: cannot remove: %s", login, strerror(errno));
 		return -1;
 	}
-	memcpy(dir, path, (size_t)(slash - path));
-	dir[slash - path] = '\0';
-	messages = write_converted(fd, size, end, tmp);
-	if (messages < 0 || rename(tmp, path) < 0) {
-		log_msg("%s: cannot convert to records: %s", path, strerror(errno));
-		if (unlink(tmp) < 0 && errno != ENOENT)
-			log_msg("cannot remove %s: %s", tmp, strerror(errno));
-		return -1;
-	}
-	log_msg("%s: written by another hand: converted to records (%ld messages in %lld bytes)",
-		path, messages, (long long)(size - end));
-	if (sync_dir(dir) < 0) {
-		log_msg("%s: fsync of the directory after converting: %s", dir, strerror(errno));
-		return -1;
+	log_msg("%s/mymailbox: written by another hand: converted to records "
+		"(%ld messages in %lld bytes)", login, messages, (long long)(size - end));
+	if (fsync(dirfd) < 0) {
+		log_msg("%s/mymailbox: converted, but the fsync of its directory failed (%s): "
+			"the conversion may not survive a crash", login, strerror(errno));
+		return 1;
 	}
 	return 0;
 }
@@ -2027,20 +2071,6 @@ static int trace_lines(struct session *s, const struct rcpt *r, const char *id,
 	return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
-/* check_mailbox - refuse anything but a regular file with one link, so
- * that no symlink or hard link can point the append at another file */
-static int check_mailbox(int fd, const char *path, struct stat *st)
-{
-	if (fstat(fd, st) < 0)
-		return -1;
-	if (!S_ISREG(st->st_mode) || st->st_nlink != 1) {
-		log_msg("%s: not a regular file with one link: refused", path);
-		errno = EPERM;
-		return -1;
-	}
-	return 0;
-}
-
 /* session_held - 1 if a POP3 session holds the mailbox (DESIGN.md
  * "Locking": byte 0 of the lock file, from PASS to the session's end) */
 static int session_held(int lock_fd)
@@ -2056,21 +2086,28 @@ static int session_held(int lock_fd)
  * format) becomes records before we append to it, so that its last message
  * is not run into ours. Not while a POP3 session holds it: the session's
  * snapshot names the file that the conversion replaces. Then the mailbox
- * is opened again. Returns 0, or -1 (the delivery answers 451).
+ * is opened again. Returns 0, or -1 (the delivery answers 451; also when
+ * the conversion's rename may not survive a crash, for an append to the new
+ * file could then be lost).
  */
-static int convert_foreign(struct rcpt *r, const char *path, off_t size, off_t end,
-			   struct stat *st)
+static int convert_foreign(struct rcpt *r, off_t size, off_t end, struct stat *st)
 {
+	int rc;
+
 	if (session_held(r->lock_fd)) {
-		log_msg("%s: written by another hand, and in a POP3 session: later", path);
+		log_msg("%s/mymailbox: written by another hand, and in a POP3 session: later",
+			r->login);
 		errno = EAGAIN;
 		return -1;
 	}
-	if (convert_mailbox(r->box_fd, path, size, end) < 0)
+	rc = convert_mailbox(r->box_fd, r->dir_fd, r->login, size, end);
+	if (rc > 0)
+		errno = EIO;
+	if (rc != 0)
 		return -1;
 	close_fd(r->box_fd, "mailbox");	/* it names the file replaced */
-	r->box_fd = open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-	return r->box_fd < 0 ? -1 : check_mailbox(r->box_fd, path, st);
+	r->box_fd = open_regular(r->dir_fd, r->login, "mymailbox", O_RDWR | O_APPEND, st);
+	return r->box_fd < 0 ? -1 : 0;
 }
 
 /*
@@ -2079,7 +2116,7 @@ static int convert_foreign(struct rcpt *r, const char *path, off_t size, off_t e
  * another format is converted, never cut. Sets r->noted, the size to roll
  * back to. Returns 0, or -1.
  */
-static int tidy_mailbox(struct rcpt *r, const char *path, struct stat *st)
+static int tidy_mailbox(struct rcpt *r, struct stat *st)
 {
 	off_t end;
 	int shape = mailbox_shape(r->box_fd, st->st_size, &end);
@@ -2091,36 +2128,34 @@ static int tidy_mailbox(struct rcpt *r, const char *path, struct stat *st)
 		return ftruncate(r->box_fd, end);
 	}
 	if (shape == SHAPE_FOREIGN) {
-		if (convert_foreign(r, path, st->st_size, end, st) < 0)
+		if (convert_foreign(r, st->st_size, end, st) < 0)
 			return -1;
 		r->noted = st->st_size;
 	}
 	return shape < 0 ? -1 : 0;
 }
 
-/* open_mailbox - open <spool>/<login>/mymailbox under its write lock,
- * creating it if needed, never through a symlink (O_NOFOLLOW), and note its
- * size. With O_APPEND each write lands at the end of the file, which under
- * the write lock, once tidy_mailbox is done, is the noted size (DESIGN.md
- * step 3): the record goes out in one writev, with no seek. */
+/* open_mailbox - open mymailbox in the user's directory under its write
+ * lock, creating it if needed, never through a link and only if it is a
+ * regular file with one link (open_regular), and note its size. With
+ * O_APPEND each write lands at the end of the file, which under the write
+ * lock, once tidy_mailbox is done, is the noted size (DESIGN.md step 3):
+ * the record goes out in one writev, with no seek. */
 static int open_mailbox(struct rcpt *r)
 {
-	char path[PATH_TEXT_MAX];
 	struct stat st;
 	int e;
 
-	if (spool_path(path, sizeof path, cfg.spool, r->login, "mymailbox") < 0)
-		return -1;
 	r->created = 0;
-	r->box_fd = open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	r->box_fd = open_regular(r->dir_fd, r->login, "mymailbox", O_RDWR | O_APPEND, &st);
 	if (r->box_fd < 0 && errno == ENOENT) {
-		r->box_fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW
-				 | O_CLOEXEC, 0600);
+		r->box_fd = open_regular(r->dir_fd, r->login, "mymailbox",
+					 O_RDWR | O_APPEND | O_CREAT | O_EXCL, &st);
 		r->created = r->box_fd >= 0;
 	}
 	if (r->box_fd < 0)
 		return -1;
-	if (check_mailbox(r->box_fd, path, &st) == 0 && tidy_mailbox(r, path, &st) == 0)
+	if (tidy_mailbox(r, &st) == 0)
 		return 0;
 	e = errno;
 	if (r->box_fd >= 0)
@@ -2130,16 +2165,23 @@ static int open_mailbox(struct rcpt *r)
 	return -1;
 }
 
-/* sync_new_mailbox - make a new mailbox's name durable: fsync its
- * directory, and the spool too, since open_lock_file may have just made
- * that directory */
-static int sync_new_mailbox(const char *login)
+/* sync_dir - fsync a directory, so that the names in it are durable */
+static int sync_dir(const char *path)
 {
-	char path[PATH_TEXT_MAX];
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
 
-	if (spool_path(path, sizeof path, cfg.spool, login, NULL) < 0)
+	if (fd < 0)
 		return -1;
-	return sync_dir(path) < 0 || sync_dir(cfg.spool) < 0 ? -1 : 0;
+	r = fsync(fd);
+	return close(fd) < 0 || r < 0 ? -1 : 0;
+}
+
+/* sync_new_mailbox - make a new mailbox's name durable: fsync its
+ * directory, and the spool too, since user_dir (here or in popserver) may
+ * have just made that directory */
+static int sync_new_mailbox(const struct rcpt *r)
+{
+	return fsync(r->dir_fd) < 0 || sync_dir(cfg.spool) < 0 ? -1 : 0;
 }
 
 /* append_spilled - append a message that spilled to the temp file. It is
@@ -2198,7 +2240,7 @@ static int append_record(struct session *s, struct rcpt *r, const char *id,
 			 : writev_all(r->box_fd, iov, 3)) < 0
 	    || fsync(r->box_fd) < 0)
 		return -1;
-	return r->created ? sync_new_mailbox(r->login) : 0;
+	return r->created ? sync_new_mailbox(r) : 0;
 }
 
 /* by_login - the qsort order of recipients. Two deliveries that lock in
@@ -2216,7 +2258,8 @@ static int lock_all(struct session *s)
 	for (int i = 0; i < s->nrcpts; i++) {
 		struct rcpt *r = &s->rcpts[i];
 
-		if ((r->lock_fd = open_lock_file(cfg.spool, r->login)) < 0)
+		if ((r->dir_fd = user_dir(cfg.spool, r->login)) < 0
+		    || (r->lock_fd = open_lock_file(r->dir_fd, r->login)) < 0)
 			return -1;
 		if (lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0) {
 			int e = errno;
@@ -2250,7 +2293,9 @@ static void release_all(struct session *s, int failed)
 				log_msg("unlock %s: %s", r->login, strerror(errno));
 			close_fd(r->lock_fd, "lock file");
 		}
-		r->box_fd = r->lock_fd = -1;
+		if (r->dir_fd >= 0)
+			close_fd(r->dir_fd, "user directory");
+		r->dir_fd = r->box_fd = r->lock_fd = -1;
 	}
 }
 
@@ -2524,7 +2569,7 @@ static void add_rcpt(struct session *s, const struct account *acct, const char *
 			return;
 	memcpy(r->login, acct->login, sizeof r->login);
 	memcpy(r->given, given, strlen(given) + 1);
-	r->lock_fd = r->box_fd = -1;
+	r->dir_fd = r->lock_fd = r->box_fd = -1;
 	s->nrcpts++;
 }
 

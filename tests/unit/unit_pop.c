@@ -201,14 +201,15 @@ static void scan_verify(const char *how, const struct mbox_index *ix, off_t end,
 
 	unit_long("scan_chunk count", how, nrec, (long long)ix->count);
 	for (int i = 0; i < nrec && (size_t)i < ix->count; i++) {
-		const struct msg *m = &ix->msgs[i];
-
 		snprintf(name, sizeof name, "%s, record %d", how, i + 1);
-		unit_long("scan_chunk offset", name, (long long)off, (long long)m->offset);
-		unit_long("scan_chunk length", name, (long long)recs[i].len, (long long)m->length);
+		unit_long("scan_chunk offset", name, (long long)off, (long long)ix->start[i]);
+		unit_long("scan_chunk length", name, (long long)recs[i].len,
+			  (long long)msg_length(ix, (size_t)i));
 		unit_long("scan_chunk size", name, (long long)recs[i].len - recs[i].stuffed,
-			  (long long)m->size);
-		unit_check(m->uidl == ref_fnv(recs[i].bytes, recs[i].len), "scan_chunk uidl",
+			  (long long)msg_size(ix, (size_t)i));
+		unit_check(!msg_deleted(ix, (size_t)i), "scan_chunk deleted", name, "not deleted",
+			   "deleted");
+		unit_check(ix->uidl[i] == ref_fnv(recs[i].bytes, recs[i].len), "scan_chunk uidl",
 			   name, "FNV-1a of the record", "another hash");
 		off += (off_t)recs[i].len + 3;
 	}
@@ -220,7 +221,7 @@ static void scan_file(const char *label, int nrec, const char *tail, size_t tail
 {
 	char file[512], how[160];
 	size_t total = 0;
-	struct mbox_index ix = { NULL, 0, 0, 0 };
+	struct mbox_index ix = { NULL, NULL, NULL, 0, 0, 0 };
 	off_t end;
 
 	for (int i = 0; i < nrec; i++) {
@@ -242,7 +243,7 @@ static void scan_file(const char *label, int nrec, const char *tail, size_t tail
 		scan_mem(file, total, k, total, &ix, &end);
 		scan_verify(how, &ix, end, nrec);
 	}
-	free(ix.msgs);
+	index_free(&ix);
 }
 
 static void group_scan_chunk(void)
