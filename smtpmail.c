@@ -1126,6 +1126,28 @@ static void start_session(struct server *srv, int fd, const char *peer, int same
 	close_fd(fd, "connection");	/* the child has it */
 }
 
+/* log_refusal - log why peer is refused, once per burst: past -c until a
+ * session starts, past -C until the address gets a session again */
+static void log_refusal(struct server *srv, const char *peer, int live, int same,
+			int noted)
+{
+	if (srv->nchildren == srv->slots) {
+		if (!srv->busy_noted)
+			log_msg("refused %s: %d sessions still exiting; not logging refusals"
+				" again until a session starts", peer, srv->nchildren - live);
+		srv->busy_noted = 1;
+	} else if (same >= srv->max_per_peer && live < srv->max_children) {
+		if (!noted)
+			log_msg("refused %s: %d sessions from this address (-C); not logging"
+				" its refusals again until it gets a session", peer, same);
+		note_peer(srv, peer, 1);
+	} else if (!srv->busy_noted) {
+		log_msg("refused %s: %d sessions (-c); not logging refusals again until"
+			" a session starts", peer, live);
+		srv->busy_noted = 1;
+	}
+}
+
 /* wait_over - every slot is taken: wait at most SLOT_WAIT_MS for a session
  * to say it is over. A client that reconnects the moment it has its last
  * reply can be here before its old session had the CPU to say so. */
@@ -1142,8 +1164,7 @@ static void wait_over(struct server *srv)
  * its address. Only live sessions count: when the table looks full, finished
  * ones are collected first, and at -c a session about to say it is over is
  * waited for a moment (not at -C: one address must not slow the loop down
- * for the others). A refusal is logged once per burst: at -c until a session
- * starts, at -C until the address gets a session again.
+ * for the others).
  */
 static void admit(struct server *srv, int fd, const char *peer, const sigset_t *child_mask)
 {
@@ -1162,22 +1183,8 @@ static void admit(struct server *srv, int fd, const char *peer, const sigset_t *
 		start_session(srv, fd, peer, same, child_mask);
 		return;
 	}
-	refuse_busy(srv, fd);
-	if (srv->nchildren == srv->slots) {
-		if (!srv->busy_noted)
-			log_msg("refused %s: %d sessions still exiting; not logging refusals"
-				" again until a session starts", peer, srv->nchildren - live);
-		srv->busy_noted = 1;
-	} else if (same >= srv->max_per_peer && live < srv->max_children) {
-		if (!noted)
-			log_msg("refused %s: %d sessions from this address (-C); not logging"
-				" its refusals again until it gets a session", peer, same);
-		note_peer(srv, peer, 1);
-	} else if (!srv->busy_noted) {
-		log_msg("refused %s: %d sessions (-c); not logging refusals again until"
-			" a session starts", peer, live);
-		srv->busy_noted = 1;
-	}
+	log_refusal(srv, peer, live, same, noted);
+	refuse_busy(srv, fd);	/* after the log line: a test can read it at once */
 }
 
 /* trouble - accept or pselect failed in a way that may repeat at once (e.g.
