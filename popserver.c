@@ -49,7 +49,10 @@
  * Memory per session: the index (40 bytes a message) plus fixed buffers.
  * Out of descriptors at accept(): pause 100 ms, log at most once a second.
  *
- * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage.
+ * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage. A
+ * session process exits with the number of wrong passwords it was given
+ * (0: none); the parent adds them to the client address's penalty, which
+ * doubles the -a delay of its later sessions (run_child, start_session).
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
  * it; PASS: cmd_pass -> check_password, login -> open_mailbox,

@@ -62,7 +62,7 @@
  * is retried every 100 ms, and logged once.
  *
  * Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen, 2 on bad
- * usage.
+ * usage. A session process exits 0 (its wrong passwords: SMTP has none).
  *
  * Where to look: commands[] is the table, dispatch checks a row's states and
  * argument rule, out_of_order picks the 503; HELO/EHLO: cmd_helo, cmd_ehlo
