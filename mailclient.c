@@ -325,6 +325,8 @@ struct conn {
 	int fd;
 	int timeout_ms;		/* the longest wait for the peer, each time */
 	long long deadline_ms;	/* now_ms() by which the wait must end; 0: none */
+	long long hard_end_ms;	/* now_ms() past which no wait goes: the session's
+				 * end, whatever the deadline; 0: none */
 	char in[IO_BUF_SIZE];
 	size_t in_pos, in_len;	/* unread input is in[in_pos .. in_len) */
 	char out[IO_BUF_SIZE];
@@ -357,16 +359,19 @@ static long long now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* conn_wait - wait, at most the timeout (and not past the deadline, if one
- * is set), until fd is ready for events */
+/* conn_wait - wait, at most the timeout (and not past the deadline or the
+ * hard end, if they are set), until fd is ready for events */
 static enum io_status conn_wait(struct conn *c, short events)
 {
 	struct pollfd p = { .fd = c->fd, .events = events };
 
 	for (;;) {
-		long long left = c->deadline_ms ? c->deadline_ms - now_ms() : c->timeout_ms;
+		long long now = now_ms();
+		long long left = c->deadline_ms ? c->deadline_ms - now : c->timeout_ms;
 		int n;
 
+		if (c->hard_end_ms && c->hard_end_ms - now < left)
+			left = c->hard_end_ms - now;
 		if (left <= 0)
 			return IO_TIMEOUT;
 		n = poll(&p, 1, left < c->timeout_ms ? (int)left : c->timeout_ms);

@@ -2,14 +2,20 @@
  * popserver - a forking POP3 server (RFC 1939) over the smtpmail spool.
  *
  * usage: popserver [-d spool] [-u userfile] [-l address] [-c maxsessions]
- *                  [-t seconds] [-a msec] [-v] [-h] [port]
+ *                  [-C perclient] [-t seconds] [-a msec] [-L seconds]
+ *                  [-T seconds] [-v] [-h] [port]
  *
  *   -d spool        the spool directory: <spool>/<login>/mymailbox (users)
  *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
  *   -l address      listen on this address only (all IPv4 and IPv6)
  *   -c maxsessions  sessions at once; past it "-ERR [SYS/TEMP]" (100)
+ *   -C perclient    sessions from one client address, past it the same
+ *                   -ERR (half of -c, at least 1)
  *   -t seconds      idle timeout, RFC 1939 autologout (600)
- *   -a msec         delay before answering a wrong PASS (1000)
+ *   -a msec         delay before answering a wrong PASS (1000); it doubles
+ *                   with each wrong one of the address, up to 15 s
+ *   -L seconds      the longest wait for a login (60)
+ *   -T seconds      the longest a session may last (7200)
  *   -v              log the whole dialogue (never a PASS argument)
  *   -h              this usage on stdout
  *   port            the TCP port (1100)
@@ -47,7 +53,10 @@
  * built at PASS) plus fixed buffers.
  * Out of descriptors at accept(): pause 100 ms, log at most once a second.
  *
- * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage.
+ * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage. A
+ * session process exits with the number of wrong passwords it was given
+ * (0: none); the parent adds them to the client address's penalty, which
+ * doubles the -a delay of its later sessions (run_child, start_session).
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
  * it; PASS: cmd_pass -> check_password, login -> open_mailbox,
@@ -100,6 +109,12 @@ enum {
 	ADDR_TEXT_MAX = 64,	/* a numeric IPv4/IPv6 address, scope included */
 	STOP_GRACE_SECONDS = 10,	/* SIGTERM: how long running sessions may go on */
 	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
+	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
+	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
+	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
+	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
+	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
+	EXIT_FAILURES_MAX = 100,	/* a session's exit status: its wrong passwords, at most */
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
@@ -130,9 +145,12 @@ static struct config {
 	const char *address;	/* -l; NULL: every address */
 	const char *port;
 	int max_sessions;	/* -c */
+	int max_per_client;	/* -C; 0: half of -c, at least 1 */
 	int timeout;		/* -t, seconds; RFC 1939 section 3: >= 10 min */
-	int auth_delay_ms;	/* -a, after a wrong PASS */
-} cfg = { NULL, "user.txt", NULL, "1100", 100, 600, 1000 };
+	int auth_delay_ms;	/* -a, after a wrong PASS; the parent doubles it */
+	int login_time;		/* -L, seconds AUTHORIZATION may last */
+	int lifetime;		/* -T, seconds a session may last */
+} cfg = { NULL, "user.txt", NULL, "1100", 100, 0, 600, 1000, 60, 7200 };
 
 /* The protocol state, RFC 1939 section 3; changed only by set_state. */
 enum state { ST_AUTHORIZATION, ST_TRANSACTION, ST_UPDATE, ST_CLOSED };
@@ -187,6 +205,7 @@ struct session {
 	char user[LOGIN_MAX + 1];
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt, after PASS */
 	int dirfd;		/* <spool>/<login>, after PASS */
+	long long started_ms;	/* now_ms() at the greeting */
 	int lockfd;		/* mymailbox.lock, held for the session */
 	int mboxfd;		/* mymailbox, or -1 when it did not exist */
 	struct mbox_index ix;
@@ -354,6 +373,8 @@ struct conn {
 	int fd;
 	int timeout_ms;		/* the longest wait for the peer, each time */
 	long long deadline_ms;	/* now_ms() by which the wait must end; 0: none */
+	long long hard_end_ms;	/* now_ms() past which no wait goes: the session's
+				 * end, whatever the deadline; 0: none */
 	char in[IO_BUF_SIZE];
 	size_t in_pos, in_len;	/* unread input is in[in_pos .. in_len) */
 	char out[IO_BUF_SIZE];
@@ -386,16 +407,19 @@ static long long now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* conn_wait - wait, at most the timeout (and not past the deadline, if one
- * is set), until fd is ready for events */
+/* conn_wait - wait, at most the timeout (and not past the deadline or the
+ * hard end, if they are set), until fd is ready for events */
 static enum io_status conn_wait(struct conn *c, short events)
 {
 	struct pollfd p = { .fd = c->fd, .events = events };
 
 	for (;;) {
-		long long left = c->deadline_ms ? c->deadline_ms - now_ms() : c->timeout_ms;
+		long long now = now_ms();
+		long long left = c->deadline_ms ? c->deadline_ms - now : c->timeout_ms;
 		int n;
 
+		if (c->hard_end_ms && c->hard_end_ms - now < left)
+			left = c->hard_end_ms - now;
 		if (left <= 0)
 			return IO_TIMEOUT;
 		n = poll(&p, 1, left < c->timeout_ms ? (int)left : c->timeout_ms);
@@ -1025,19 +1049,51 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 	return n;
 }
 
+/* A session process, as the parent sees it. */
+struct child {
+	pid_t pid;
+	int over;		/* its session is over: the process is only exiting */
+	int noted;		/* a refusal of its address is logged (the burst's) */
+	char peer[ADDR_TEXT_MAX];	/* the client's address */
+};
+
+/* An address that gave wrong passwords (Dovecot's auth penalty): the parent
+ * keeps its failures until PENALTY_FORGET_SECONDS pass without a new one. */
+struct penalty {
+	char peer[ADDR_TEXT_MAX];	/* "": a free entry */
+	int failures;
+	long long last_ms;	/* now_ms() of the last failure reported */
+};
+
 /* The accept loop's state. Only the main loop touches it; the signal
  * handler only sets flags (STYLE.md lesson 9). */
 struct server {
 	int fds[MAX_LISTEN];
 	int nfds;
-	pid_t *children;	/* running sessions, max_children slots */
-	int nchildren, max_children;
-	const char *busy_line;	/* sent, CRLF included, past max_children */
-	void (*session)(int fd, const char *peer);
+	struct child *children;	/* session processes: live, and over but not reaped */
+	int nchildren, slots;	/* in use; the table's size (server_setup) */
+	int max_children;	/* -c: live sessions at once */
+	int max_per_peer;	/* -C: live sessions from one client address */
+	const char *busy_line;	/* sent, CRLF included, past either limit */
+	int busy_noted;		/* a refusal at -c is logged; until a session starts */
+	/* A session returns its wrong passwords; its process exits with them. */
+	int (*session)(int fd, const char *peer);
+	int over_pipe[2];	/* a child writes its pid to [1] when its session is over */
+	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
+	struct penalty penalties[PENALTY_SLOTS];
 	const char *userfile;	/* its problems logged once per change */
 	int paused;		/* skip the listening sockets one ACCEPT_PAUSE_MS */
 	int failing;		/* accept or pselect failing: logged once */
 };
+
+/* In a session process: the wait before answering its first wrong password,
+ * set by the parent just before the fork from its address's penalty; each
+ * further one in the session doubles it (penalty_delay_ms). */
+static int auth_delay_ms;
+
+/* In a session process: the pipe on which it tells the parent that its
+ * session is over (session_over); -1 anywhere else, a fuzz harness too. */
+static int over_fd = -1;
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -1050,16 +1106,79 @@ static void on_signal(int sig)
 		got_stop = 1;
 }
 
-/* forget_child - a session ended: free its slot, log an abnormal end */
+/* penalty_delay_ms - the wait before answering a wrong password: base_ms
+ * doubled doublings times, up to PENALTY_MAX_MS (never below base_ms) */
+static int penalty_delay_ms(int base_ms, int doublings)
+{
+	long long ms = base_ms;
+
+	for (int i = 0; i < doublings && ms > 0 && ms < PENALTY_MAX_MS; i++)
+		ms *= 2;
+	return ms > PENALTY_MAX_MS && base_ms < PENALTY_MAX_MS ? PENALTY_MAX_MS : (int)ms;
+}
+
+/* penalty_entry - peer's entry in the penalty table, or NULL; with make, a
+ * new one when it has none: a free or forgotten entry, else the entry whose
+ * last failure is the oldest (the table stays bounded) */
+static struct penalty *penalty_entry(struct server *srv, const char *peer, int make)
+{
+	long long now = now_ms();
+	struct penalty *spare = NULL;
+
+	for (int i = 0; i < PENALTY_SLOTS; i++) {
+		struct penalty *p = &srv->penalties[i];
+
+		if (p->peer[0] && now - p->last_ms > PENALTY_FORGET_SECONDS * 1000LL)
+			p->peer[0] = '\0';	/* forgotten */
+		if (p->peer[0] && strcmp(p->peer, peer) == 0)
+			return p;
+		if (!spare || (spare->peer[0] && (!p->peer[0] || p->last_ms < spare->last_ms)))
+			spare = p;
+	}
+	if (!make)
+		return NULL;
+	memset(spare, 0, sizeof *spare);
+	(void)snprintf(spare->peer, sizeof spare->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
+	return spare;
+}
+
+/* penalty_add - a session of peer ended after n wrong passwords */
+static void penalty_add(struct server *srv, const char *peer, int n)
+{
+	struct penalty *p = penalty_entry(srv, peer, 1);
+
+	p->failures = p->failures + n < EXIT_FAILURES_MAX ? p->failures + n : EXIT_FAILURES_MAX;
+	p->last_ms = now_ms();
+}
+
+/* forget_child - a session process ended: free its slot, add the wrong
+ * passwords its exit status reports to its address, log an abnormal end */
 static void forget_child(struct server *srv, pid_t pid, int status)
 {
 	for (int i = 0; i < srv->nchildren; i++)
-		if (srv->children[i] == pid) {
+		if (srv->children[i].pid == pid) {
+			if (WIFEXITED(status) && WEXITSTATUS(status) > 0)
+				penalty_add(srv, srv->children[i].peer, WEXITSTATUS(status));
 			srv->children[i] = srv->children[--srv->nchildren];
 			break;
 		}
 	if (WIFSIGNALED(status))
 		log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
+}
+
+/* drain_over - mark the children that said their session is over */
+static void drain_over(struct server *srv)
+{
+	pid_t pids[64];
+	ssize_t n;
+
+	/* Every write is one whole pid (atomic, under PIPE_BUF), so the pipe
+	 * only ever holds whole pids. */
+	while ((n = read(srv->over_pipe[0], pids, sizeof pids)) > 0)
+		for (size_t k = 0; k < (size_t)n / sizeof pids[0]; k++)
+			for (int i = 0; i < srv->nchildren; i++)
+				if (srv->children[i].pid == pids[k])
+					srv->children[i].over = 1;
 }
 
 /* reap_children - collect every finished session; never blocks */
@@ -1068,22 +1187,65 @@ static void reap_children(struct server *srv)
 	pid_t pid;
 	int status;
 
+	drain_over(srv);
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
 		forget_child(srv, pid, status);
 }
 
-/* refuse_busy - past the session limit: one line, best effort, and close */
-static void refuse_busy(struct server *srv, int fd, const char *peer)
+/* live_sessions - the sessions not over yet; in *same those from peer, and
+ * in *noted whether a refusal of peer is logged (set on its sessions) */
+static int live_sessions(const struct server *srv, const char *peer, int *same, int *noted)
+{
+	int live = 0;
+
+	*same = *noted = 0;
+	for (int i = 0; i < srv->nchildren; i++) {
+		const struct child *c = &srv->children[i];
+
+		if (c->over)
+			continue;
+		live++;
+		if (strcmp(c->peer, peer) == 0) {
+			(*same)++;
+			*noted |= c->noted;
+		}
+	}
+	return live;
+}
+
+/* note_peer - set (or clear) the refusal-logged mark on peer's sessions */
+static void note_peer(struct server *srv, const char *peer, int noted)
+{
+	for (int i = 0; i < srv->nchildren; i++)
+		if (strcmp(srv->children[i].peer, peer) == 0)
+			srv->children[i].noted = noted;
+}
+
+/* refuse_busy - past a limit: one line, best effort, and close */
+static void refuse_busy(struct server *srv, int fd)
 {
 	int flags = fcntl(fd, F_GETFL);
 
 	if (flags >= 0)
 		(void)fcntl(fd, F_SETFL, flags | O_NONBLOCK);	/* never block the loop */
-	if (write(fd, srv->busy_line, strlen(srv->busy_line)) < 0)
-		log_msg("refused %s (too many sessions): %s", peer, strerror(errno));
-	else
-		log_msg("refused %s: too many sessions", peer);
+	if (write(fd, srv->busy_line, strlen(srv->busy_line)) < 0) {
+		/* the client is gone or not reading: closing is all there is to do */
+	}
 	close_fd(fd, "connection");
+}
+
+/* session_over - in a session process, right after its last reply is sent:
+ * tell the parent that its slot is free, before the client, which has the
+ * reply, can connect again, and well before this process has exited and
+ * been reaped (a sanitizer's exit alone takes milliseconds). Once only. */
+static void session_over(void)
+{
+	pid_t self = getpid();
+
+	if (over_fd >= 0 && write(over_fd, &self, sizeof self) < 0) {
+		/* the pipe is full: the slot frees when the parent reaps us */
+	}
+	over_fd = -1;
 }
 
 /* child_signals - in a session: SIGTERM ends it (the parent's last resort
@@ -1096,26 +1258,114 @@ static void child_signals(const sigset_t *mask)
 		log_msg("session signals: %s", strerror(errno));
 }
 
-/* start_session - fork a child that runs the session on fd, then exits */
-static void start_session(struct server *srv, int fd, const char *peer,
+/*
+ * run_child - in the new process: the session on fd, then exit. The exit
+ * status is the session's wrong passwords (0 none, at most
+ * EXIT_FAILURES_MAX), which the parent adds to the address's penalty.
+ */
+static void run_child(struct server *srv, int fd, const char *peer,
+		      const sigset_t *child_mask)
+{
+	int failures;
+
+	for (int i = 0; i < srv->nfds; i++)
+		close_fd(srv->fds[i], "listening socket");
+	close_fd(srv->over_pipe[0], "pipe");
+	over_fd = srv->over_pipe[1];
+	child_signals(child_mask);
+	failures = srv->session(fd, peer);
+	session_over();		/* if the session has not said so */
+	exit(failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX);
+}
+
+/* start_session - fork a child that runs the session on fd; same: the
+ * other live sessions of peer */
+static void start_session(struct server *srv, int fd, const char *peer, int same,
 			  const sigset_t *child_mask)
 {
-	pid_t pid = fork();
+	struct penalty *p = penalty_entry(srv, peer, 0);
+	struct child *c = &srv->children[srv->nchildren];
+	pid_t pid;
 
-	if (pid < 0) {
+	/* Every wrong password of the address's recent sessions doubles the
+	 * delay, and so does each of its other live sessions (guessing in
+	 * parallel, whose failures are only reported when they end). */
+	auth_delay_ms = penalty_delay_ms(srv->auth_delay_ms, (p ? p->failures : 0) + same);
+	if ((pid = fork()) < 0) {
 		log_msg("fork: %s", strerror(errno));
-		refuse_busy(srv, fd, peer);
+		refuse_busy(srv, fd);
 		return;
 	}
-	if (pid == 0) {
-		for (int i = 0; i < srv->nfds; i++)
-			close_fd(srv->fds[i], "listening socket");
-		child_signals(child_mask);
-		srv->session(fd, peer);
-		exit(0);
-	}
-	srv->children[srv->nchildren++] = pid;
+	if (pid == 0)
+		run_child(srv, fd, peer, child_mask);
+	note_peer(srv, peer, 0);	/* the address's refusal burst, if any, is over */
+	srv->busy_noted = 0;
+	memset(c, 0, sizeof *c);
+	c->pid = pid;
+	(void)snprintf(c->peer, sizeof c->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
+	srv->nchildren++;
 	close_fd(fd, "connection");	/* the child has it */
+}
+
+/* log_refusal - log why peer is refused, once per burst: past -c until a
+ * session starts, past -C until the address gets a session again */
+static void log_refusal(struct server *srv, const char *peer, int live, int same,
+			int noted)
+{
+	if (srv->nchildren == srv->slots) {
+		if (!srv->busy_noted)
+			log_msg("refused %s: %d sessions still exiting; not logging refusals"
+				" again until a session starts", peer, srv->nchildren - live);
+		srv->busy_noted = 1;
+	} else if (same >= srv->max_per_peer && live < srv->max_children) {
+		if (!noted)
+			log_msg("refused %s: %d sessions from this address (-C); not logging"
+				" its refusals again until it gets a session", peer, same);
+		note_peer(srv, peer, 1);
+	} else if (!srv->busy_noted) {
+		log_msg("refused %s: %d sessions (-c); not logging refusals again until"
+			" a session starts", peer, live);
+		srv->busy_noted = 1;
+	}
+}
+
+/* wait_over - every slot is taken: wait at most SLOT_WAIT_MS for a session
+ * to say it is over. A client that reconnects the moment it has its last
+ * reply can be here before its old session had the CPU to say so. */
+static void wait_over(struct server *srv)
+{
+	struct pollfd p = { .fd = srv->over_pipe[0], .events = POLLIN };
+
+	if (poll(&p, 1, SLOT_WAIT_MS) > 0)
+		drain_over(srv);
+}
+
+/*
+ * admit - start a session for peer, or refuse it past -c sessions or -C from
+ * its address. Only live sessions count: when the table looks full, finished
+ * ones are collected first, and at -c a session about to say it is over is
+ * waited for a moment (not at -C: one address must not slow the loop down
+ * for the others).
+ */
+static void admit(struct server *srv, int fd, const char *peer, const sigset_t *child_mask)
+{
+	int same, noted, live = live_sessions(srv, peer, &same, &noted);
+
+	if (live >= srv->max_children || same >= srv->max_per_peer
+	    || srv->nchildren == srv->slots) {
+		reap_children(srv);
+		live = live_sessions(srv, peer, &same, &noted);
+	}
+	if (live >= srv->max_children) {
+		wait_over(srv);
+		live = live_sessions(srv, peer, &same, &noted);
+	}
+	if (live < srv->max_children && same < srv->max_per_peer && srv->nchildren < srv->slots) {
+		start_session(srv, fd, peer, same, child_mask);
+		return;
+	}
+	log_refusal(srv, peer, live, same, noted);
+	refuse_busy(srv, fd);	/* after the log line: a test can read it at once */
 }
 
 /* trouble - accept or pselect failed in a way that may repeat at once (e.g.
@@ -1149,10 +1399,7 @@ static void accept_one(struct server *srv, int lfd, const sigset_t *child_mask)
 	srv->failing = 0;
 	addr_text((struct sockaddr *)&ss, len, peer, sizeof peer);
 	userfile_check(srv->userfile);
-	if (srv->nchildren >= srv->max_children)
-		refuse_busy(srv, fd, peer);
-	else
-		start_session(srv, fd, peer, child_mask);
+	admit(srv, fd, peer, child_mask);
 }
 
 /* stop_sessions - after SIGTERM: let sessions end, at most the grace time */
@@ -1167,10 +1414,10 @@ static void stop_sessions(struct server *srv)
 		reap_children(srv);
 	}
 	for (int i = 0; i < srv->nchildren; i++)
-		if (kill(srv->children[i], SIGTERM) < 0)	/* by PID: only our own */
-			log_msg("kill %ld: %s", (long)srv->children[i], strerror(errno));
+		if (kill(srv->children[i].pid, SIGTERM) < 0)	/* by PID: only our own */
+			log_msg("kill %ld: %s", (long)srv->children[i].pid, strerror(errno));
 	while (srv->nchildren > 0) {	/* SIGTERM ends them: a bounded wait */
-		pid_t pid = srv->children[0];
+		pid_t pid = srv->children[0].pid;
 		int status = 0;
 
 		if (waitpid(pid, &status, 0) < 0) {
@@ -1224,6 +1471,37 @@ static int wait_ready(struct server *srv, fd_set *ready, const sigset_t *wait_ma
 	return n;
 }
 
+/* server_setup - the session table and the pipe on which children say that
+ * their session is over (non-blocking at both ends: no child waits on it,
+ * and draining it never blocks the loop). Sessions that are over stay in
+ * the table until they are reaped, which under a burst of short sessions
+ * takes a while (a sanitizer's exit takes milliseconds): room for as many
+ * again as -c, and SLOTS_SPARE more. */
+static int server_setup(struct server *srv)
+{
+	srv->slots = 2 * srv->max_children + SLOTS_SPARE;
+	srv->over_pipe[0] = srv->over_pipe[1] = -1;
+	if (!(srv->children = calloc((size_t)srv->slots, sizeof *srv->children))
+	    || pipe(srv->over_pipe) < 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		int flags = fcntl(srv->over_pipe[i], F_GETFL);
+
+		if (flags < 0 || fcntl(srv->over_pipe[i], F_SETFL, flags | O_NONBLOCK) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* server_cleanup - what server_setup made */
+static void server_cleanup(struct server *srv)
+{
+	for (int i = 0; i < 2; i++)
+		if (srv->over_pipe[i] >= 0)
+			close_fd(srv->over_pipe[i], "pipe");
+	free(srv->children);
+}
+
 /*
  * serve - the accept loop: a child per connection until SIGTERM or SIGINT.
  * The three signals stay blocked except inside pselect, which unblocks them
@@ -1233,8 +1511,9 @@ static int serve(struct server *srv)
 {
 	sigset_t wait_mask;
 
-	if (server_signals(&wait_mask) < 0) {
-		log_msg("signals: %s", strerror(errno));
+	if (server_setup(srv) < 0 || server_signals(&wait_mask) < 0) {
+		log_msg("cannot serve: %s", strerror(errno));
+		server_cleanup(srv);
 		return 1;
 	}
 	userfile_check(srv->userfile);
@@ -1254,7 +1533,7 @@ static int serve(struct server *srv)
 		close_fd(srv->fds[i], "listening socket");
 	log_msg("stopping: %d session(s) still running", srv->nchildren);
 	stop_sessions(srv);
-	free(srv->children);
+	server_cleanup(srv);
 	return 0;
 }
 
@@ -2247,7 +2526,10 @@ static void cmd_pass(struct session *s, const struct args *a)
 	s->have_user = 0;
 	if (ok <= 0) {
 		log_msg("login %s from %s failed", s->user[0] ? s->user : "?", s->peer);
-		pause_ms(cfg.auth_delay_ms);
+		/* Dovecot's auth penalty: the delay doubles with every wrong
+		 * password of this address, in its recent and parallel sessions
+		 * (the parent's auth_delay_ms) and in this one. */
+		pause_ms(penalty_delay_ms(auth_delay_ms, s->auth_failures));
 		/* RFC 3206 section 5: AUTH; SYS/TEMP when user.txt is unreadable */
 		reply(s, ok < 0 ? "-ERR [SYS/TEMP] cannot read accounts"
 		      : "-ERR [AUTH] invalid user name or password");
@@ -2262,6 +2544,7 @@ static void cmd_pass(struct session *s, const struct args *a)
 	}
 	log_msg("login %s from %s ok: %zu messages", s->login, s->peer, s->ix.count);
 	set_state(s, ST_TRANSACTION);
+	s->c->hard_end_ms = s->started_ms + cfg.lifetime * 1000LL;	/* -L is met */
 	n = totals(s, &octets);
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
@@ -2708,15 +2991,26 @@ static void log_line(const char *line)
 		log_msg("< %s", line);
 }
 
-/* session_end - log how the session ended, free the index, drop the locks */
+/* timeout_cause - which limit a wait ran into: -t, -L or -T */
+static const char *timeout_cause(const struct session *s)
+{
+	if (!s->c->hard_end_ms || now_ms() < s->c->hard_end_ms)
+		return "timeout";
+	return s->state == ST_AUTHORIZATION ? "no login within -L seconds"
+	       : "the session lasted its -T seconds";
+}
+
+/* session_end - log how the session ended, free the index, drop the locks.
+ * A session that ends without QUIT, timed out included, deletes nothing:
+ * RFC 1939 section 3, the autologout timer. */
 static void session_end(struct session *s, enum io_status st)
 {
 	if (s->state == ST_TRANSACTION)
 		log_msg("%s from %s: session ended without QUIT (%s), nothing deleted",
-			s->login, s->peer, st == IO_TIMEOUT ? "timeout"
+			s->login, s->peer, st == IO_TIMEOUT ? timeout_cause(s)
 			: s->c->failed ? "write failed" : "connection lost");
 	else if (st == IO_TIMEOUT)
-		log_msg("%s: timeout", s->peer);
+		log_msg("%s: %s", s->peer, timeout_cause(s));
 	index_free(&s->ix);
 	if (s->mboxfd >= 0)
 		close(s->mboxfd);
@@ -2725,8 +3019,10 @@ static void session_end(struct session *s, enum io_status st)
 	if (s->dirfd >= 0)
 		close(s->dirfd);
 	/* The last reply goes out only now, after the locks are gone: a client
-	 * that reconnects the moment it reads +OK must not find them held. */
+	 * that reconnects the moment it reads +OK must not find them held, nor
+	 * this session's slot taken. */
 	conn_flush(s->c);
+	session_over();
 }
 
 /* session_conn - set up the buffered connection on socket fd; NULL (after
@@ -2752,8 +3048,10 @@ static struct conn *session_conn(int fd, const char *peer)
 /*
  * pop_session - one POP3 session on socket fd, from greeting to close.
  * Returns (never exits), closes fd and frees everything; reads only cfg.
+ * It returns the wrong passwords given, the exit status of its process
+ * (run_child), which the parent adds to the address's penalty.
  */
-static void pop_session(int fd, const char *peer)
+static int pop_session(int fd, const char *peer)
 {
 	struct session s = { .peer = peer, .state = ST_AUTHORIZATION, .dirfd = -1,
 			     .lockfd = -1, .mboxfd = -1 };
@@ -2765,8 +3063,14 @@ static void pop_session(int fd, const char *peer)
 	log_msg("connection from %s", peer);
 	if (!(s.c = session_conn(fd, peer))) {
 		close(fd);
-		return;
+		return 0;
 	}
+	/* The whole session ends after -T seconds, and until it has logged in
+	 * after -L, however busy the client keeps it: CAPA every few seconds
+	 * cannot hold a slot. cmd_pass moves the end to -T. */
+	s.started_ms = now_ms();
+	s.c->hard_end_ms = s.started_ms + 1000LL * (cfg.login_time < cfg.lifetime
+						    ? cfg.login_time : cfg.lifetime);
 	reply(&s, "+OK POP3 server ready");
 	while (s.state != ST_CLOSED && !s.c->failed) {
 		/* The whole command must come within the timeout, so that a
@@ -2789,6 +3093,7 @@ static void pop_session(int fd, const char *peer)
 	session_end(&s, st);
 	free(s.c);
 	close(fd);
+	return s.auth_failures;
 }
 
 /* ---------------------------------------------------------------- options and main */
@@ -2797,7 +3102,8 @@ static void pop_session(int fd, const char *peer)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: %s [-d spool] [-u userfile] [-l address] [-c maxsessions]\n"
-		"       [-t seconds] [-a msec] [-v] [-h] [port]\n", progname);
+		"       [-C perclient] [-t seconds] [-a msec] [-L seconds] [-T seconds]\n"
+		"       [-v] [-h] [port]\n", progname);
 }
 
 /* int_option - a decimal option value in [min, max]; anything else is bad
@@ -2819,14 +3125,17 @@ static void parse_options(int argc, char **argv)
 {
 	int ch;
 
-	while ((ch = getopt(argc, argv, "d:u:l:c:t:a:vh")) != -1) {
+	while ((ch = getopt(argc, argv, "d:u:l:c:C:t:a:L:T:vh")) != -1) {
 		switch (ch) {
 		case 'd': cfg.spool = optarg; break;
 		case 'u': cfg.userfile = optarg; break;
 		case 'l': cfg.address = optarg; break;
 		case 'c': cfg.max_sessions = int_option(optarg, 1, 100000); break;
+		case 'C': cfg.max_per_client = int_option(optarg, 1, 100000); break;
 		case 't': cfg.timeout = int_option(optarg, 1, 86400); break;
 		case 'a': cfg.auth_delay_ms = int_option(optarg, 0, 60000); break;
+		case 'L': cfg.login_time = int_option(optarg, 1, 86400); break;
+		case 'T': cfg.lifetime = int_option(optarg, 1, 604800); break;
 		case 'v': verbose = 1; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
@@ -2854,21 +3163,19 @@ int main(int argc, char **argv)
 	if (!cfg.spool)
 		return 1;
 	srv.userfile = cfg.userfile;
+	srv.auth_delay_ms = cfg.auth_delay_ms;
 	/* A peer that goes away must be a write error to handle, not a death. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
 		log_msg("cannot ignore SIGPIPE: %s", strerror(errno));
 		return 1;
 	}
 	srv.max_children = cfg.max_sessions;
-	srv.children = calloc((size_t)srv.max_children, sizeof *srv.children);
-	if (!srv.children) {
-		log_msg("out of memory");
-		return 1;
-	}
+	/* As Postfix's smtpd_client_connection_count_limit: half the sessions */
+	srv.max_per_peer = cfg.max_per_client ? cfg.max_per_client
+			   : cfg.max_sessions > 1 ? cfg.max_sessions / 2 : 1;
 	srv.nfds = listen_on(cfg.address, cfg.port, srv.fds);
 	if (srv.nfds == 0) {
 		fprintf(stderr, "%s: cannot listen on port %s\n", progname, cfg.port);
-		free(srv.children);
 		return 1;
 	}
 	return serve(&srv);

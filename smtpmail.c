@@ -2,8 +2,8 @@
  * smtpmail - a forking SMTP receiver (RFC 5321) that delivers into the spool
  *
  * Usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]
- *                 [-s maxbytes] [-c maxsessions] [-t seconds] [-D domain]...
- *                 [-v] [-h] [port]
+ *                 [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds]
+ *                 [-r bytes/s] [-T seconds] [-D domain]... [-v] [-h] [port]
  *
  *   port            TCP port to listen on (default 2525)
  *   -d spool        the spool: mail goes to <spool>/<login>/mymailbox (users)
@@ -13,7 +13,11 @@
  *   -s maxbytes     the largest message accepted (26214400, 25 MiB)
  *   -c maxsessions  concurrent sessions; past it "421 <host> too many
  *                   connections, try again later" (100)
+ *   -C perclient    concurrent sessions from one client address, past it
+ *                   the same 421 (half of -c, at least 1)
  *   -t seconds      idle timeout of a session (300)
+ *   -r bytes/s      the least data rate in DATA; 0: none (500)
+ *   -T seconds      the longest a session may last (3600)
  *   -D domain       a local domain; repeatable. Given: other domains are
  *                   refused (550 Relaying denied). Default: any domain
  *   -v              log the whole dialogue ("< " client, "> " server)
@@ -49,6 +53,8 @@
  * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
  *
  * Process model: the parent accepts and forks a session per connection.
+ * Only live sessions count against -c and -C: a session that is over says
+ * so on a pipe, and finished children are reaped before any refusal.
  * SIGTERM or SIGINT: stop accepting, give running sessions 10 s to end, then
  * SIGTERM them (a delivery under way finishes or rolls back first); sessions
  * ignore SIGINT, so a Ctrl-C to the process group does not cut them short.
@@ -56,7 +62,7 @@
  * is retried every 100 ms, and logged once.
  *
  * Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen, 2 on bad
- * usage.
+ * usage. A session process exits 0 (its wrong passwords: SMTP has none).
  *
  * Where to look: commands[] is the table, dispatch checks a row's states and
  * argument rule, out_of_order picks the 503; HELO/EHLO: cmd_helo, cmd_ehlo
@@ -105,6 +111,12 @@ enum {
 	ADDR_TEXT_MAX = 64,	/* a numeric IPv4/IPv6 address, scope included */
 	STOP_GRACE_SECONDS = 10,	/* SIGTERM: how long running sessions may go on */
 	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
+	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
+	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
+	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
+	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
+	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
+	EXIT_FAILURES_MAX = 100,	/* a session's exit status: its wrong passwords, at most */
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
@@ -128,7 +140,9 @@ enum {
 	ID_MAX = 64,		/* a message id */
 	DEFAULT_MAX_SIZE = 25 * 1024 * 1024,	/* -s: 25 MiB */
 	DEFAULT_SESSIONS = 100,	/* -c */
-	DEFAULT_TIMEOUT = 300	/* -t: RFC 5321 4.5.3.2.7 asks 5 minutes */
+	DEFAULT_TIMEOUT = 300,	/* -t: RFC 5321 4.5.3.2.7 asks 5 minutes */
+	DEFAULT_MIN_RATE = 500,	/* -r, bytes/s in DATA: Postfix's smtpd_min_data_rate */
+	DEFAULT_LIFETIME = 3600	/* -T: 25 MiB then needs 7.3 KB/s at least */
 };
 
 /* ---------------------------------------------------------------- types */
@@ -142,7 +156,10 @@ struct config {
 	const char *port;
 	unsigned long long max_size;	/* -s, bytes of message data */
 	int max_sessions;	/* -c */
+	int max_per_client;	/* -C; 0: half of -c, at least 1 */
 	int timeout;		/* -t, seconds */
+	int min_rate;		/* -r, bytes/s in DATA; 0: none */
+	int lifetime;		/* -T, seconds a session may last */
 	const char *domains[DOMAINS_MAX];	/* -D; none: any domain is local */
 	int ndomains;
 };
@@ -181,7 +198,8 @@ struct spill {
 static struct config cfg = {
 	.spool = NULL, .userfile = "user.txt", .hostname = "localhost",
 	.port = "2525", .max_size = DEFAULT_MAX_SIZE,
-	.max_sessions = DEFAULT_SESSIONS, .timeout = DEFAULT_TIMEOUT
+	.max_sessions = DEFAULT_SESSIONS, .timeout = DEFAULT_TIMEOUT,
+	.min_rate = DEFAULT_MIN_RATE, .lifetime = DEFAULT_LIFETIME
 };
 /* ---------------------------------------------------------------- UTF-8 */
 
@@ -344,6 +362,8 @@ struct conn {
 	int fd;
 	int timeout_ms;		/* the longest wait for the peer, each time */
 	long long deadline_ms;	/* now_ms() by which the wait must end; 0: none */
+	long long hard_end_ms;	/* now_ms() past which no wait goes: the session's
+				 * end, whatever the deadline; 0: none */
 	char in[IO_BUF_SIZE];
 	size_t in_pos, in_len;	/* unread input is in[in_pos .. in_len) */
 	char out[IO_BUF_SIZE];
@@ -376,16 +396,19 @@ static long long now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* conn_wait - wait, at most the timeout (and not past the deadline, if one
- * is set), until fd is ready for events */
+/* conn_wait - wait, at most the timeout (and not past the deadline or the
+ * hard end, if they are set), until fd is ready for events */
 static enum io_status conn_wait(struct conn *c, short events)
 {
 	struct pollfd p = { .fd = c->fd, .events = events };
 
 	for (;;) {
-		long long left = c->deadline_ms ? c->deadline_ms - now_ms() : c->timeout_ms;
+		long long now = now_ms();
+		long long left = c->deadline_ms ? c->deadline_ms - now : c->timeout_ms;
 		int n;
 
+		if (c->hard_end_ms && c->hard_end_ms - now < left)
+			left = c->hard_end_ms - now;
 		if (left <= 0)
 			return IO_TIMEOUT;
 		n = poll(&p, 1, left < c->timeout_ms ? (int)left : c->timeout_ms);
@@ -1004,19 +1027,51 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 	return n;
 }
 
+/* A session process, as the parent sees it. */
+struct child {
+	pid_t pid;
+	int over;		/* its session is over: the process is only exiting */
+	int noted;		/* a refusal of its address is logged (the burst's) */
+	char peer[ADDR_TEXT_MAX];	/* the client's address */
+};
+
+/* An address that gave wrong passwords (Dovecot's auth penalty): the parent
+ * keeps its failures until PENALTY_FORGET_SECONDS pass without a new one. */
+struct penalty {
+	char peer[ADDR_TEXT_MAX];	/* "": a free entry */
+	int failures;
+	long long last_ms;	/* now_ms() of the last failure reported */
+};
+
 /* The accept loop's state. Only the main loop touches it; the signal
  * handler only sets flags (STYLE.md lesson 9). */
 struct server {
 	int fds[MAX_LISTEN];
 	int nfds;
-	pid_t *children;	/* running sessions, max_children slots */
-	int nchildren, max_children;
-	const char *busy_line;	/* sent, CRLF included, past max_children */
-	void (*session)(int fd, const char *peer);
+	struct child *children;	/* session processes: live, and over but not reaped */
+	int nchildren, slots;	/* in use; the table's size (server_setup) */
+	int max_children;	/* -c: live sessions at once */
+	int max_per_peer;	/* -C: live sessions from one client address */
+	const char *busy_line;	/* sent, CRLF included, past either limit */
+	int busy_noted;		/* a refusal at -c is logged; until a session starts */
+	/* A session returns its wrong passwords; its process exits with them. */
+	int (*session)(int fd, const char *peer);
+	int over_pipe[2];	/* a child writes its pid to [1] when its session is over */
+	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
+	struct penalty penalties[PENALTY_SLOTS];
 	const char *userfile;	/* its problems logged once per change */
 	int paused;		/* skip the listening sockets one ACCEPT_PAUSE_MS */
 	int failing;		/* accept or pselect failing: logged once */
 };
+
+/* In a session process: the wait before answering its first wrong password,
+ * set by the parent just before the fork from its address's penalty; each
+ * further one in the session doubles it (penalty_delay_ms). */
+static int auth_delay_ms;
+
+/* In a session process: the pipe on which it tells the parent that its
+ * session is over (session_over); -1 anywhere else, a fuzz harness too. */
+static int over_fd = -1;
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -1029,16 +1084,79 @@ static void on_signal(int sig)
 		got_stop = 1;
 }
 
-/* forget_child - a session ended: free its slot, log an abnormal end */
+/* penalty_delay_ms - the wait before answering a wrong password: base_ms
+ * doubled doublings times, up to PENALTY_MAX_MS (never below base_ms) */
+static int penalty_delay_ms(int base_ms, int doublings)
+{
+	long long ms = base_ms;
+
+	for (int i = 0; i < doublings && ms > 0 && ms < PENALTY_MAX_MS; i++)
+		ms *= 2;
+	return ms > PENALTY_MAX_MS && base_ms < PENALTY_MAX_MS ? PENALTY_MAX_MS : (int)ms;
+}
+
+/* penalty_entry - peer's entry in the penalty table, or NULL; with make, a
+ * new one when it has none: a free or forgotten entry, else the entry whose
+ * last failure is the oldest (the table stays bounded) */
+static struct penalty *penalty_entry(struct server *srv, const char *peer, int make)
+{
+	long long now = now_ms();
+	struct penalty *spare = NULL;
+
+	for (int i = 0; i < PENALTY_SLOTS; i++) {
+		struct penalty *p = &srv->penalties[i];
+
+		if (p->peer[0] && now - p->last_ms > PENALTY_FORGET_SECONDS * 1000LL)
+			p->peer[0] = '\0';	/* forgotten */
+		if (p->peer[0] && strcmp(p->peer, peer) == 0)
+			return p;
+		if (!spare || (spare->peer[0] && (!p->peer[0] || p->last_ms < spare->last_ms)))
+			spare = p;
+	}
+	if (!make)
+		return NULL;
+	memset(spare, 0, sizeof *spare);
+	(void)snprintf(spare->peer, sizeof spare->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
+	return spare;
+}
+
+/* penalty_add - a session of peer ended after n wrong passwords */
+static void penalty_add(struct server *srv, const char *peer, int n)
+{
+	struct penalty *p = penalty_entry(srv, peer, 1);
+
+	p->failures = p->failures + n < EXIT_FAILURES_MAX ? p->failures + n : EXIT_FAILURES_MAX;
+	p->last_ms = now_ms();
+}
+
+/* forget_child - a session process ended: free its slot, add the wrong
+ * passwords its exit status reports to its address, log an abnormal end */
 static void forget_child(struct server *srv, pid_t pid, int status)
 {
 	for (int i = 0; i < srv->nchildren; i++)
-		if (srv->children[i] == pid) {
+		if (srv->children[i].pid == pid) {
+			if (WIFEXITED(status) && WEXITSTATUS(status) > 0)
+				penalty_add(srv, srv->children[i].peer, WEXITSTATUS(status));
 			srv->children[i] = srv->children[--srv->nchildren];
 			break;
 		}
 	if (WIFSIGNALED(status))
 		log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
+}
+
+/* drain_over - mark the children that said their session is over */
+static void drain_over(struct server *srv)
+{
+	pid_t pids[64];
+	ssize_t n;
+
+	/* Every write is one whole pid (atomic, under PIPE_BUF), so the pipe
+	 * only ever holds whole pids. */
+	while ((n = read(srv->over_pipe[0], pids, sizeof pids)) > 0)
+		for (size_t k = 0; k < (size_t)n / sizeof pids[0]; k++)
+			for (int i = 0; i < srv->nchildren; i++)
+				if (srv->children[i].pid == pids[k])
+					srv->children[i].over = 1;
 }
 
 /* reap_children - collect every finished session; never blocks */
@@ -1047,22 +1165,65 @@ static void reap_children(struct server *srv)
 	pid_t pid;
 	int status;
 
+	drain_over(srv);
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
 		forget_child(srv, pid, status);
 }
 
-/* refuse_busy - past the session limit: one line, best effort, and close */
-static void refuse_busy(struct server *srv, int fd, const char *peer)
+/* live_sessions - the sessions not over yet; in *same those from peer, and
+ * in *noted whether a refusal of peer is logged (set on its sessions) */
+static int live_sessions(const struct server *srv, const char *peer, int *same, int *noted)
+{
+	int live = 0;
+
+	*same = *noted = 0;
+	for (int i = 0; i < srv->nchildren; i++) {
+		const struct child *c = &srv->children[i];
+
+		if (c->over)
+			continue;
+		live++;
+		if (strcmp(c->peer, peer) == 0) {
+			(*same)++;
+			*noted |= c->noted;
+		}
+	}
+	return live;
+}
+
+/* note_peer - set (or clear) the refusal-logged mark on peer's sessions */
+static void note_peer(struct server *srv, const char *peer, int noted)
+{
+	for (int i = 0; i < srv->nchildren; i++)
+		if (strcmp(srv->children[i].peer, peer) == 0)
+			srv->children[i].noted = noted;
+}
+
+/* refuse_busy - past a limit: one line, best effort, and close */
+static void refuse_busy(struct server *srv, int fd)
 {
 	int flags = fcntl(fd, F_GETFL);
 
 	if (flags >= 0)
 		(void)fcntl(fd, F_SETFL, flags | O_NONBLOCK);	/* never block the loop */
-	if (write(fd, srv->busy_line, strlen(srv->busy_line)) < 0)
-		log_msg("refused %s (too many sessions): %s", peer, strerror(errno));
-	else
-		log_msg("refused %s: too many sessions", peer);
+	if (write(fd, srv->busy_line, strlen(srv->busy_line)) < 0) {
+		/* the client is gone or not reading: closing is all there is to do */
+	}
 	close_fd(fd, "connection");
+}
+
+/* session_over - in a session process, right after its last reply is sent:
+ * tell the parent that its slot is free, before the client, which has the
+ * reply, can connect again, and well before this process has exited and
+ * been reaped (a sanitizer's exit alone takes milliseconds). Once only. */
+static void session_over(void)
+{
+	pid_t self = getpid();
+
+	if (over_fd >= 0 && write(over_fd, &self, sizeof self) < 0) {
+		/* the pipe is full: the slot frees when the parent reaps us */
+	}
+	over_fd = -1;
 }
 
 /* child_signals - in a session: SIGTERM ends it (the parent's last resort
@@ -1075,26 +1236,114 @@ static void child_signals(const sigset_t *mask)
 		log_msg("session signals: %s", strerror(errno));
 }
 
-/* start_session - fork a child that runs the session on fd, then exits */
-static void start_session(struct server *srv, int fd, const char *peer,
+/*
+ * run_child - in the new process: the session on fd, then exit. The exit
+ * status is the session's wrong passwords (0 none, at most
+ * EXIT_FAILURES_MAX), which the parent adds to the address's penalty.
+ */
+static void run_child(struct server *srv, int fd, const char *peer,
+		      const sigset_t *child_mask)
+{
+	int failures;
+
+	for (int i = 0; i < srv->nfds; i++)
+		close_fd(srv->fds[i], "listening socket");
+	close_fd(srv->over_pipe[0], "pipe");
+	over_fd = srv->over_pipe[1];
+	child_signals(child_mask);
+	failures = srv->session(fd, peer);
+	session_over();		/* if the session has not said so */
+	exit(failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX);
+}
+
+/* start_session - fork a child that runs the session on fd; same: the
+ * other live sessions of peer */
+static void start_session(struct server *srv, int fd, const char *peer, int same,
 			  const sigset_t *child_mask)
 {
-	pid_t pid = fork();
+	struct penalty *p = penalty_entry(srv, peer, 0);
+	struct child *c = &srv->children[srv->nchildren];
+	pid_t pid;
 
-	if (pid < 0) {
+	/* Every wrong password of the address's recent sessions doubles the
+	 * delay, and so does each of its other live sessions (guessing in
+	 * parallel, whose failures are only reported when they end). */
+	auth_delay_ms = penalty_delay_ms(srv->auth_delay_ms, (p ? p->failures : 0) + same);
+	if ((pid = fork()) < 0) {
 		log_msg("fork: %s", strerror(errno));
-		refuse_busy(srv, fd, peer);
+		refuse_busy(srv, fd);
 		return;
 	}
-	if (pid == 0) {
-		for (int i = 0; i < srv->nfds; i++)
-			close_fd(srv->fds[i], "listening socket");
-		child_signals(child_mask);
-		srv->session(fd, peer);
-		exit(0);
-	}
-	srv->children[srv->nchildren++] = pid;
+	if (pid == 0)
+		run_child(srv, fd, peer, child_mask);
+	note_peer(srv, peer, 0);	/* the address's refusal burst, if any, is over */
+	srv->busy_noted = 0;
+	memset(c, 0, sizeof *c);
+	c->pid = pid;
+	(void)snprintf(c->peer, sizeof c->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
+	srv->nchildren++;
 	close_fd(fd, "connection");	/* the child has it */
+}
+
+/* log_refusal - log why peer is refused, once per burst: past -c until a
+ * session starts, past -C until the address gets a session again */
+static void log_refusal(struct server *srv, const char *peer, int live, int same,
+			int noted)
+{
+	if (srv->nchildren == srv->slots) {
+		if (!srv->busy_noted)
+			log_msg("refused %s: %d sessions still exiting; not logging refusals"
+				" again until a session starts", peer, srv->nchildren - live);
+		srv->busy_noted = 1;
+	} else if (same >= srv->max_per_peer && live < srv->max_children) {
+		if (!noted)
+			log_msg("refused %s: %d sessions from this address (-C); not logging"
+				" its refusals again until it gets a session", peer, same);
+		note_peer(srv, peer, 1);
+	} else if (!srv->busy_noted) {
+		log_msg("refused %s: %d sessions (-c); not logging refusals again until"
+			" a session starts", peer, live);
+		srv->busy_noted = 1;
+	}
+}
+
+/* wait_over - every slot is taken: wait at most SLOT_WAIT_MS for a session
+ * to say it is over. A client that reconnects the moment it has its last
+ * reply can be here before its old session had the CPU to say so. */
+static void wait_over(struct server *srv)
+{
+	struct pollfd p = { .fd = srv->over_pipe[0], .events = POLLIN };
+
+	if (poll(&p, 1, SLOT_WAIT_MS) > 0)
+		drain_over(srv);
+}
+
+/*
+ * admit - start a session for peer, or refuse it past -c sessions or -C from
+ * its address. Only live sessions count: when the table looks full, finished
+ * ones are collected first, and at -c a session about to say it is over is
+ * waited for a moment (not at -C: one address must not slow the loop down
+ * for the others).
+ */
+static void admit(struct server *srv, int fd, const char *peer, const sigset_t *child_mask)
+{
+	int same, noted, live = live_sessions(srv, peer, &same, &noted);
+
+	if (live >= srv->max_children || same >= srv->max_per_peer
+	    || srv->nchildren == srv->slots) {
+		reap_children(srv);
+		live = live_sessions(srv, peer, &same, &noted);
+	}
+	if (live >= srv->max_children) {
+		wait_over(srv);
+		live = live_sessions(srv, peer, &same, &noted);
+	}
+	if (live < srv->max_children && same < srv->max_per_peer && srv->nchildren < srv->slots) {
+		start_session(srv, fd, peer, same, child_mask);
+		return;
+	}
+	log_refusal(srv, peer, live, same, noted);
+	refuse_busy(srv, fd);	/* after the log line: a test can read it at once */
 }
 
 /* trouble - accept or pselect failed in a way that may repeat at once (e.g.
@@ -1128,10 +1377,7 @@ static void accept_one(struct server *srv, int lfd, const sigset_t *child_mask)
 	srv->failing = 0;
 	addr_text((struct sockaddr *)&ss, len, peer, sizeof peer);
 	userfile_check(srv->userfile);
-	if (srv->nchildren >= srv->max_children)
-		refuse_busy(srv, fd, peer);
-	else
-		start_session(srv, fd, peer, child_mask);
+	admit(srv, fd, peer, child_mask);
 }
 
 /* stop_sessions - after SIGTERM: let sessions end, at most the grace time */
@@ -1146,10 +1392,10 @@ static void stop_sessions(struct server *srv)
 		reap_children(srv);
 	}
 	for (int i = 0; i < srv->nchildren; i++)
-		if (kill(srv->children[i], SIGTERM) < 0)	/* by PID: only our own */
-			log_msg("kill %ld: %s", (long)srv->children[i], strerror(errno));
+		if (kill(srv->children[i].pid, SIGTERM) < 0)	/* by PID: only our own */
+			log_msg("kill %ld: %s", (long)srv->children[i].pid, strerror(errno));
 	while (srv->nchildren > 0) {	/* SIGTERM ends them: a bounded wait */
-		pid_t pid = srv->children[0];
+		pid_t pid = srv->children[0].pid;
 		int status = 0;
 
 		if (waitpid(pid, &status, 0) < 0) {
@@ -1203,6 +1449,37 @@ static int wait_ready(struct server *srv, fd_set *ready, const sigset_t *wait_ma
 	return n;
 }
 
+/* server_setup - the session table and the pipe on which children say that
+ * their session is over (non-blocking at both ends: no child waits on it,
+ * and draining it never blocks the loop). Sessions that are over stay in
+ * the table until they are reaped, which under a burst of short sessions
+ * takes a while (a sanitizer's exit takes milliseconds): room for as many
+ * again as -c, and SLOTS_SPARE more. */
+static int server_setup(struct server *srv)
+{
+	srv->slots = 2 * srv->max_children + SLOTS_SPARE;
+	srv->over_pipe[0] = srv->over_pipe[1] = -1;
+	if (!(srv->children = calloc((size_t)srv->slots, sizeof *srv->children))
+	    || pipe(srv->over_pipe) < 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		int flags = fcntl(srv->over_pipe[i], F_GETFL);
+
+		if (flags < 0 || fcntl(srv->over_pipe[i], F_SETFL, flags | O_NONBLOCK) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* server_cleanup - what server_setup made */
+static void server_cleanup(struct server *srv)
+{
+	for (int i = 0; i < 2; i++)
+		if (srv->over_pipe[i] >= 0)
+			close_fd(srv->over_pipe[i], "pipe");
+	free(srv->children);
+}
+
 /*
  * serve - the accept loop: a child per connection until SIGTERM or SIGINT.
  * The three signals stay blocked except inside pselect, which unblocks them
@@ -1212,8 +1489,9 @@ static int serve(struct server *srv)
 {
 	sigset_t wait_mask;
 
-	if (server_signals(&wait_mask) < 0) {
-		log_msg("signals: %s", strerror(errno));
+	if (server_setup(srv) < 0 || server_signals(&wait_mask) < 0) {
+		log_msg("cannot serve: %s", strerror(errno));
+		server_cleanup(srv);
 		return 1;
 	}
 	userfile_check(srv->userfile);
@@ -1233,7 +1511,7 @@ static int serve(struct server *srv)
 		close_fd(srv->fds[i], "listening socket");
 	log_msg("stopping: %d session(s) still running", srv->nchildren);
 	stop_sessions(srv);
-	free(srv->children);
+	server_cleanup(srv);
 	return 0;
 }
 
@@ -2022,15 +2300,26 @@ static enum io_status receive_data(struct session *s)
 
 	if (!sp->mem && !(sp->mem = malloc(SPILL_MEM)))
 		sp->error = ENOMEM;	/* drained, then 451 */
+	/* A minimum data rate, as Postfix's smtpd_min_data_rate: the data must
+	 * come within -t, and each byte read buys 1/rate s more, so a client
+	 * trickling a byte at a time cannot hold a session (and a slot). No
+	 * single read may wait longer than -t either. */
+	c->deadline_ms = cfg.min_rate ? now_ms() + c->timeout_ms : 0;
 	for (;;) {
 		enum io_status st;
+		size_t before;
 
 		c->in_pos += scan_data(sp, c->in + c->in_pos, c->in_len - c->in_pos);
 		if (sp->wire == W_END)
 			break;
+		before = c->in_len - c->in_pos;
 		if ((st = conn_fill(c)) != IO_OK)
 			return st;
+		if (cfg.min_rate)
+			c->deadline_ms += (long long)(c->in_len - c->in_pos - before) * 1000
+					  / cfg.min_rate;
 	}
+	c->deadline_ms = 0;
 	if (sp->fd >= 0 && sp->len > 0 && !sp->too_big && !sp->error)
 		spill_flush(sp);
 	return IO_OK;
@@ -2587,6 +2876,20 @@ static void cmd_rcpt(struct session *s, char *arg)
 	reply(s, "250 2.1.5 <%s>... Recipient ok", addr);
 }
 
+/* timed_out - a wait ran out: log which limit it was, and say so (RFC 5321
+ * 4.5.3.2.7: the 421 reply) */
+static void timed_out(struct session *s)
+{
+	long long now = now_ms();
+	const struct conn *c = &s->conn;
+
+	log_msg("%s: %s", s->peer, c->hard_end_ms && now >= c->hard_end_ms
+		? "the session lasted its -T seconds"
+		: s->state == ST_DATA && c->deadline_ms && now >= c->deadline_ms
+		? "the data came too slowly (-r bytes/s)" : "no input for -t seconds");
+	reply(s, "421 4.4.2 %s Timeout, closing connection", cfg.hostname);
+}
+
 /*
  * cmd_data - DATA (RFC 5321 4.1.1.4): receive the message to its final dot,
  * then deliver it or say why not. A message over the size limit is read to
@@ -2601,9 +2904,11 @@ static void cmd_data(struct session *s, char *arg)
 	set_state(s, ST_DATA);
 	st = receive_data(s);
 	if (st == IO_TIMEOUT)
-		reply(s, "421 4.4.2 %s Timeout, closing connection", cfg.hostname);
+		timed_out(s);
+	s->conn.deadline_ms = 0;
 	if (st != IO_OK) {
-		log_msg("%s: connection lost during DATA: nothing stored", s->peer);
+		log_msg("%s: %s during DATA: nothing stored", s->peer,
+			st == IO_TIMEOUT ? "timeout" : "connection lost");
 		set_state(s, ST_QUIT);
 		return;
 	}
@@ -2820,7 +3125,7 @@ static void session_step(struct session *s)
 	 * client dripping a byte at a time cannot hold a session for ever. */
 	s->conn.deadline_ms = now_ms() + s->conn.timeout_ms;
 	st = conn_read_line(&s->conn, line, sizeof line, &len, &crlf);
-	s->conn.deadline_ms = 0;	/* DATA: each read within the timeout */
+	s->conn.deadline_ms = 0;	/* DATA sets its own: receive_data */
 	if (st == IO_EOF || st == IO_ERROR) {
 		log_msg("%s: connection closed%s", s->peer,
 			s->state == ST_MAIL || s->state == ST_RCPT ? " mid-transaction" : "");
@@ -2828,7 +3133,7 @@ static void session_step(struct session *s)
 		return;
 	}
 	if (st == IO_TIMEOUT) {
-		reply(s, "421 4.4.2 %s Timeout, closing connection", cfg.hostname);
+		timed_out(s);
 		set_state(s, ST_QUIT);
 		return;
 	}
@@ -2848,9 +3153,11 @@ static void session_step(struct session *s)
  * smtp_session - one SMTP session on fd, from the greeting to QUIT, a lost
  * connection, a timeout or too many errors. It returns instead of exiting
  * (a fuzz harness calls it in a loop), and closes fd and frees everything.
- * The configuration comes from cfg.
+ * The configuration comes from cfg. It returns the wrong passwords the
+ * session saw, the exit status of its process (run_child): none, as SMTP
+ * here has no AUTH.
  */
-static void smtp_session(int fd, const char *peer)
+static int smtp_session(int fd, const char *peer)
 {
 	struct session *s = calloc(1, sizeof *s);
 
@@ -2859,8 +3166,10 @@ static void smtp_session(int fd, const char *peer)
 		log_msg("%s: cannot start a session: %s", peer, strerror(errno));
 		free(s);
 		close_fd(fd, "connection");
-		return;
+		return 0;
 	}
+	/* However busy the client keeps it, a session ends after -T seconds. */
+	s->conn.hard_end_ms = now_ms() + cfg.lifetime * 1000LL;
 	s->peer = peer;
 	s->spill.fd = -1;
 	spill_reset(&s->spill);
@@ -2874,10 +3183,12 @@ static void smtp_session(int fd, const char *peer)
 		}
 	}
 	conn_flush(&s->conn);
+	session_over();
 	spill_reset(&s->spill);
 	free(s->spill.mem);
 	free(s);
 	close_fd(fd, "connection");
+	return 0;	/* no passwords in SMTP: no wrong ones */
 }
 
 /* ---------------------------------------------------------------- options and main */
@@ -2886,8 +3197,8 @@ static void smtp_session(int fd, const char *peer)
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: %s [-d spool] [-u userfile] [-n hostname] [-l address]"
-		" [-s maxbytes] [-c maxsessions] [-t seconds] [-D domain]... [-v] [-h]"
-		" [port]\n", progname);
+		" [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds] [-r bytes/s]"
+		" [-T seconds] [-D domain]... [-v] [-h] [port]\n", progname);
 }
 
 /* number_arg - a decimal option value in [min, max], or -1 when it is not
@@ -2930,7 +3241,10 @@ static void set_option(int opt, const char *v)
 	case 'h': usage(stdout); exit(0);
 	case 's': n = number_arg(v, 1, 1LL << 40); cfg.max_size = (unsigned long long)n; break;
 	case 'c': n = number_arg(v, 1, 100000); cfg.max_sessions = (int)n; break;
+	case 'C': n = number_arg(v, 1, 100000); cfg.max_per_client = (int)n; break;
 	case 't': n = number_arg(v, 1, 86400); cfg.timeout = (int)n; break;
+	case 'r': n = number_arg(v, 0, 1000000000); cfg.min_rate = (int)n; break;
+	case 'T': n = number_arg(v, 1, 604800); cfg.lifetime = (int)n; break;
 	case 'D':
 		if (cfg.ndomains == DOMAINS_MAX || strlen(v) > DOMAIN_MAX)
 			bad_value(opt, v);
@@ -2950,7 +3264,7 @@ static void parse_options(int argc, char **argv)
 	int opt;
 
 	cfg.hostname = NULL;
-	while ((opt = getopt(argc, argv, "d:u:n:l:s:c:t:D:vh")) != -1)
+	while ((opt = getopt(argc, argv, "d:u:n:l:s:c:C:t:r:T:D:vh")) != -1)
 		set_option(opt, optarg);
 	if (argc - optind > 1) {
 		usage(stderr);
@@ -2989,14 +3303,11 @@ int main(int argc, char **argv)
 	(void)snprintf(busy, sizeof busy,
 		       "421 %s too many connections, try again later\r\n", cfg.hostname);
 	srv.max_children = cfg.max_sessions;
-	if (!(srv.children = calloc((size_t)srv.max_children, sizeof *srv.children))) {
-		log_msg("out of memory");
-		return 1;
-	}
+	/* Postfix's smtpd_client_connection_count_limit: half the sessions */
+	srv.max_per_peer = cfg.max_per_client ? cfg.max_per_client
+			   : cfg.max_sessions > 1 ? cfg.max_sessions / 2 : 1;
 	srv.nfds = listen_on(cfg.listen, cfg.port, srv.fds);
-	if (srv.nfds == 0) {
-		free(srv.children);
+	if (srv.nfds == 0)
 		return 1;
-	}
 	return serve(&srv);
 }

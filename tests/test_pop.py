@@ -699,7 +699,7 @@ class Auth(PopTest):
             again.cmd("QUIT")
 
     def test_session_limit(self):
-        self.pop("-c", "2")
+        self.pop("-c", "2", "-C", "2")   # all from 127.0.0.1
         a, b = self.raw(), self.raw()
         with Raw(self.server.port) as c:
             self.assertEqual(c.line(), "-ERR [SYS/TEMP] too many connections")

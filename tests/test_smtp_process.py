@@ -82,7 +82,7 @@ class Concurrency(SmtpTest):
     """More sessions than -c; 100 senders at once."""
 
     def test_past_the_session_limit_421_others_served(self):
-        server = self.start_smtp("-c", "2")
+        server = self.start_smtp("-c", "2", "-C", "2")   # all from 127.0.0.1
         a, b = self.connect(server), self.connect(server)
         third = self.raw(server.port)
         # in place of the greeting, so without an enhanced code (RFC 2034)
@@ -105,7 +105,7 @@ class Concurrency(SmtpTest):
         self.assertEqual(len(self.records("alice")), 2)
 
     def test_hundred_concurrent_senders_all_stored_once(self):
-        server = self.start_smtp()
+        server = self.start_smtp("-C", "100")   # all from 127.0.0.1
         n = 100
         start = threading.Barrier(n, timeout=30)
         errors = []
@@ -187,7 +187,8 @@ class Lifecycle(SmtpTest):
 
     def test_usage(self):
         usage = ("usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address] [-s maxbytes]"
-                 " [-c maxsessions] [-t seconds] [-D domain]... [-v] [-h] [port]\n")
+                 " [-c maxsessions] [-C perclient] [-t seconds] [-r bytes/s] [-T seconds]"
+                 " [-D domain]... [-v] [-h] [port]\n")
         run = self.run_bin("-h")
         self.assertEqual((run.returncode, run.stdout), (0, usage))
         busy = socket.socket()          # a binary that took a bad value could not listen
@@ -196,6 +197,7 @@ class Lifecycle(SmtpTest):
         busy.listen(1)
         on_busy = ["-l", "127.0.0.1", str(busy.getsockname()[1])]
         for bad in (["-x"], ["-s", "abc"], ["-c", "0"], ["-t", "-1"], ["1", "2"], ["port"],
+                    ["-C", "0"], ["-r", "-1"], ["-T", "0"],
                     ["-s"], ["-n", "h" * 256] + on_busy, ["-n", ""] + on_busy, ["0"], ["65536"]):
             run = self.run_bin(*bad)
             self.assertEqual(run.returncode, 2, bad)
@@ -276,8 +278,9 @@ class Signals(SmtpTest):
         self.assertTrue(self.records("alice")[0].endswith(b"\r\nafter ctrl-c\r\n"))
 
     def test_accept_out_of_descriptors_pauses_logs_once_recovers(self):
-        # fds 0, 1, 2 and the listening socket: accept() fails with EMFILE
-        server = self.shaped(nofile=4)
+        # fds 0, 1, 2, the listening socket and the two ends of the pipe on
+        # which sessions say they are over: accept() fails with EMFILE
+        server = self.shaped(nofile=6)
         c = self.raw(server.port)
         deadline = time.time() + 5
         while time.time() < deadline and "Too many open files" not in server.log():

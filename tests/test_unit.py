@@ -95,6 +95,12 @@ class PopUnits(UnitProgram, unittest.TestCase):
     def test_mailbox(self):
         self.run_group("mailbox")
 
+    def test_penalty_delay(self):
+        self.run_group("penalty_delay")
+
+    def test_penalty_table(self):
+        self.run_group("penalty_table")
+
 
 class ClientUnits(UnitProgram, unittest.TestCase):
     source, program = "unit_client.c", "mailclient"

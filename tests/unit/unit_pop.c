@@ -2,15 +2,17 @@
  * unit_pop.c - table-driven unit tests of popserver.c's pure functions:
  * TOP's cut, the record splitter (next_dot_line, scan_chunk, with a chunk
  * boundary anywhere), message numbers, the argument splitter, and the
- * shared mailbox code: crashed tails and the conversion of mailboxes
- * written by another hand.
+ * shared mailbox code (crashed tails, the conversion of mailboxes written
+ * by another hand), and the wrong-password penalty (its delay, and the
+ * parent's bounded table).
  *
  *   cc -O1 -g -fsanitize=address,undefined -Wall -Wextra -Werror \
  *      -Dmain=popserver_main -o build/unit/unit_pop tests/unit/unit_pop.c
  *   build/unit/unit_pop [group]         (tests/test_unit.py does this)
  *
- * Expected values come from RFC 1939 and DESIGN.md ("Record format"), not
- * from running the code.
+ * Expected values come from RFC 1939 and DESIGN.md ("Record format"), and
+ * for the penalty from Dovecot's (doubling, at most 15 s), not from running
+ * the code.
  */
 #include "../../popserver.c"
 #include "unit.h"
@@ -363,6 +365,68 @@ static void group_split_args(void)
 	args_one("longest word", longest, 1, longest, NULL);
 }
 
+/* ---------------------------------------------------------------- the penalty */
+
+struct delay_case {
+	const char *name;
+	int base_ms, doublings, expected;
+};
+
+static const struct delay_case delay_cases[] = {
+	{ "no failure: -a", 1000, 0, 1000 },
+	{ "one: doubled", 1000, 1, 2000 },
+	{ "three", 1000, 3, 8000 },
+	{ "four: 16 s, capped at 15", 1000, 4, 15000 },
+	{ "a hundred: capped", 1000, 100, 15000 },
+	{ "small -a", 100, 3, 800 },
+	{ "1 ms, many", 1, 40, 15000 },
+	{ "-a 0: never a delay", 0, 50, 0 },
+	{ "-a at the cap", 15000, 2, 15000 },
+	{ "-a over the cap is kept", 20000, 3, 20000 },
+	{ NULL, 0, 0, 0 }
+};
+
+static void group_penalty_delay(void)
+{
+	for (const struct delay_case *c = delay_cases; c->name; c++)
+		unit_long("penalty_delay_ms", c->name, c->expected,
+			  penalty_delay_ms(c->base_ms, c->doublings));
+}
+
+/* group_penalty_table - the parent's table: per address, capped, forgotten
+ * after PENALTY_FORGET_SECONDS, bounded (the oldest entry makes room) */
+static void group_penalty_table(void)
+{
+	static struct server srv;
+	char addr[ADDR_TEXT_MAX];
+	struct penalty *p;
+
+	penalty_add(&srv, "192.0.2.1", 3);
+	penalty_add(&srv, "192.0.2.1", 2);
+	p = penalty_entry(&srv, "192.0.2.1", 0);
+	unit_long("penalty_add", "adds up", 5, p ? p->failures : -1);
+	unit_check(penalty_entry(&srv, "192.0.2.2", 0) == NULL, "penalty_entry",
+		   "another address", "none", "an entry");
+	penalty_add(&srv, "192.0.2.1", 500);
+	unit_long("penalty_add", "capped", EXIT_FAILURES_MAX, p ? p->failures : -1);
+	if (p)
+		p->last_ms = now_ms() - PENALTY_FORGET_SECONDS * 1000LL - 1;
+	unit_check(penalty_entry(&srv, "192.0.2.1", 0) == NULL, "penalty_entry",
+		   "forgotten after 15 minutes", "none", "an entry");
+	for (int i = 0; i < PENALTY_SLOTS; i++) {	/* fill it; 10.0.0.7 is oldest */
+		snprintf(addr, sizeof addr, "10.0.%d.%d", i / 256, i % 256);
+		penalty_add(&srv, addr, 1);
+		srv.penalties[i].last_ms = now_ms() - (i == 7 ? 60000 : 1000);
+	}
+	penalty_add(&srv, "198.51.100.1", 1);
+	unit_check(penalty_entry(&srv, "198.51.100.1", 0) != NULL, "penalty_add",
+		   "a full table takes one more", "an entry", "none");
+	unit_check(penalty_entry(&srv, "10.0.0.7", 0) == NULL, "penalty_add",
+		   "the oldest makes room", "gone", "kept");
+	unit_check(penalty_entry(&srv, "10.0.0.8", 0) != NULL, "penalty_add",
+		   "the others stay", "kept", "gone");
+}
+
 /* ---------------------------------------------------------------- main */
 
 /* ---------------------------------------------------------------- mailbox shapes and conversion */
@@ -512,6 +576,8 @@ static const struct unit_group groups[] = {
 	{ "parse_number", group_parse_number },
 	{ "split_args", group_split_args },
 	{ "mailbox", group_mailbox },
+	{ "penalty_delay", group_penalty_delay },
+	{ "penalty_table", group_penalty_table },
 	{ NULL, NULL }
 };
 
