@@ -176,10 +176,17 @@ class MailTest(unittest.TestCase):
             self.fail("sanitizer report:\n" + "\n".join(problems))
 
     def start(self, prog, *args, port=None, common=True):
-        port = port or free_port()
         if common:
             args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1") + args
-        server = Server(prog, args, self.dir, port)
+        for attempt in range(3):
+            # A port free a moment ago may be taken by a parallel test
+            # class in between: then try another one (never a given port).
+            try:
+                server = Server(prog, args, self.dir, port or free_port())
+                break
+            except AssertionError as e:
+                if port or attempt == 2 or "Address already in use" not in str(e):
+                    raise
         self.servers.append(server)
         return server
 
