@@ -7,28 +7,39 @@ are checked exactly as the assignment gives them.
 """
 import calendar
 import email.utils
+import fcntl
 import os
 import re
 import select
 import signal
 import smtplib
 import socket
+import struct
 import subprocess
+import sys
 import termios
 import threading
 import time
 
-from harness import (MailTest, SANITIZER_ENV, SANITIZER_RE, binary, free_port)
+from harness import (HOSTNAME, MailTest, SANITIZER_ENV, SANITIZER_RE, binary, free_port)
 
 MENU = "1. Manage Mail\n2. Send Mail\n3. Quit\nEnter option: "
-KEY_PROMPT = "Press d to delete this mail, any other key to see the list: "
+KEY_PROMPT = "Press d to delete, r to see the source, any other key to see the list: "
+NUMBER_PROMPT = "Enter mail no. to see: "
+# Makes the pty the client's controlling terminal (the client is a session
+# leader, start_new_session), so that a typed Ctrl-C is a SIGINT, then runs it.
+CTTY_SHIM = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+             "os.execv(sys.argv[1], sys.argv[1:])")
 TABLE_HEAD = ("Sl. No.  From                      Received              Subject")
 
 
 class Client:
-    """mailclient on a pseudo-terminal (or on pipes with tty=False)."""
+    """mailclient on a pseudo-terminal (or on pipes with tty=False). size
+    (rows, columns) sets the window size (TIOCSWINSZ; a new pty has none,
+    and the client then pages nothing); ctty makes the pty the client's
+    controlling terminal, so that a typed Ctrl-C is a SIGINT."""
 
-    def __init__(self, test, *args, tty=True, env=None):
+    def __init__(self, test, *args, tty=True, env=None, size=None, ctty=False):
         self.err_path = os.path.join(test.dir, "client-%d.err" % len(test.clients))
         err = open(self.err_path, "wb")
         environ = dict(os.environ, **SANITIZER_ENV)
@@ -36,12 +47,16 @@ class Client:
         if tty:
             self.master, self.slave = os.openpty()
             stdin = stdout = self.slave
+            if size:
+                self.resize(*size)
         else:
             rd, self.master = os.pipe()
             self.out_rd, wr = os.pipe()
             stdin, stdout, self.slave = rd, wr, None
-        self.proc = subprocess.Popen([binary("mailclient")] + [str(a) for a in args],
-                                     stdin=stdin, stdout=stdout, stderr=err,
+        argv = [binary("mailclient")] + [str(a) for a in args]
+        if ctty:
+            argv = [sys.executable, "-c", CTTY_SHIM] + argv
+        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=err,
                                      env=environ, start_new_session=True)
         err.close()
         if not tty:
@@ -102,6 +117,10 @@ class Client:
 
     def line(self, text=""):
         self.send(text + "\n")
+
+    def resize(self, rows, cols):
+        """Set the window size, as a terminal emulator does."""
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def eof(self):
         """End of input: Ctrl-D at a line start on a tty, closing the pipe otherwise."""
@@ -164,10 +183,10 @@ class ClientTest(MailTest):
         if problems:
             self.fail("sanitizer report from mailclient:\n" + "\n".join(problems))
 
-    def client(self, *args, tty=True, user=None, smtp_port=None, pop_port=None):
-        """A client logged in as user (None: only started)."""
+    def client(self, *args, tty=True, user=None, smtp_port=None, pop_port=None, **kw):
+        """A client logged in as user (None: only started); kw: Client's."""
         c = Client(self, *args, "127.0.0.1", smtp_port or self.smtp.port,
-                   pop_port or self.pop.port, tty=tty)
+                   pop_port or self.pop.port, tty=tty, **kw)
         if user:
             c.login(user, user + "pw")
         return c
@@ -181,6 +200,14 @@ class ClientTest(MailTest):
         seen = c.expect(expect)
         c.expect(MENU)
         return seen
+
+    def send_refused(self, c, expect):
+        """Menu 2 when the SMTP server does not greet: the error comes before
+        the mail is typed, and the menu again."""
+        c.line("2")
+        seen = c.expect(expect)
+        self.assertNotIn("Type the mail", seen)
+        self.assertEqual(c.expect(MENU), "\n" + MENU)
 
     def inject(self, sender, rcpt, subject, body):
         """A mail delivered by smtplib (not by the client)."""
@@ -470,23 +497,52 @@ class SendMail(ClientTest):
         self.quit(c)
 
     def test_smtp_server_down(self):
+        # found out before the mail is typed, not after
         port = self.dead_port()
         c = self.client(user="alice", smtp_port=port)
-        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
-                       expect="Cannot connect to 127.0.0.1:%d: Connection refused\n" % port)
+        self.send_refused(c, "Cannot connect to 127.0.0.1:%d: Connection refused\n" % port)
+        self.quit(c)
+
+    def test_swapped_ports_say_what_answered(self):
+        c = self.client(user="alice", smtp_port=self.pop.port, pop_port=self.smtp.port)
+        self.send_refused(c, "Error in sending mail: expected an SMTP greeting (220), "
+                             "got: +OK POP3 server ready\n")
+        c.line("1")
+        self.assertEqual(c.expect(MENU), "1\nError in reading mail: expected a POP3 greeting "
+                         "(+OK), got: 220 %s Service ready\n\n%s" % (HOSTNAME, MENU))
         self.quit(c)
 
     def test_eof_at_each_send_mail_line(self):
+        # Ctrl-D while typing drops the mail and the menu comes again; at the
+        # menu it ends the client
         lines = ["From: alice@h", "To: bob@h", "Subject: s", "body"]
+        c = self.client(user="alice")
         for n in range(len(lines) + 1):
-            c = self.client(user="alice")
             c.line("2")
             c.expect('with only ".".\n')
             for line in lines[:n]:
                 c.line(line)
             c.eof()
-            self.assertEqual(c.exit_code(5), 0, n)
+            self.assertTrue(c.expect(MENU).endswith("Mail not sent.\n\n" + MENU))
+        c.eof()
+        self.assertEqual(c.exit_code(5), 0)
         self.assertEqual(self.mailbox("bob"), b"")
+
+    def test_ctrl_c_while_typing_drops_the_mail(self):
+        c = self.client(user="alice", ctty=True)
+        for typed in ([], ["From: alice@h", "To: bob@h", "Subject: s", "half a bo"]):
+            c.line("2")
+            c.expect('with only ".".\n')
+            for line in typed:
+                c.line(line)
+            c.send("\x03")                  # Ctrl-C, from the terminal: SIGINT
+            self.assertIn("Mail not sent.\n", c.expect(MENU))
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: after", "x", "."])
+        self.assertEqual(len(self.records("bob")), 1)
+        self.assertIn(b"Subject: after", self.records("bob")[0])
+        c.send("\x03")                      # at the menu it ends the client, as before
+        self.assertEqual(c.exit_code(), -signal.SIGINT)
+        self.assertTrue(termios.tcgetattr(c.slave)[3] & termios.ECHO)
 
     def test_verbose_shows_the_dialogue(self):
         c = self.client("-v", user="alice")
@@ -532,11 +588,18 @@ class ManageMail(ClientTest):
         self.assertIn(when, rows[2])
         c.line("1")
         shown = c.expect(KEY_PROMPT)
-        self.assertIn("----- mail no. 1 -----\nReturn-Path: <alice@mx.test.example>\n"
-                      "Received: from ", shown)
-        self.assertIn("\nFrom: alice@mx.test.example\nTo: bob@mx.test.example\n"
-                      "Subject: First\nDate: ", shown)
+        self.assertRegex(shown, r"----- mail no. 1 -----\nFrom: alice@mx.test.example\n"
+                                r"To: bob@mx.test.example\nSubject: First\n"
+                                r"Received: \d{4}-\d\d-\d\d : \d\d : \d\d\nDate: \w\w\w, ")
+        self.assertIn(rows[2][35:55], shown)            # the list's time
         self.assertIn("\n\none\n.x\n..\n----- end of mail no. 1 -----\n", shown)
+        self.assertNotIn("Return-Path", shown)
+        c.send("r")                                     # the source, as stored
+        source = c.expect(KEY_PROMPT)
+        self.assertIn("r\n\n----- source of mail no. 1 -----\nReturn-Path: "
+                      "<alice@mx.test.example>\nReceived: from ", source)
+        self.assertIn("\nMessage-ID: <", source)
+        self.assertIn("\n\none\n.x\n..\n----- end of mail no. 1 -----\n", source)
         self.assertEqual(self.mailbox("bob"), before)   # reading deletes nothing
         c.send("x")                                     # any other key: the list again
         again = c.expect("Enter mail no. to see: ")
@@ -609,10 +672,17 @@ class ManageMail(ClientTest):
             c.line(typed)
             self.assertEqual(c.expect("Enter mail no. to see: "),
                              typed + "\nMail no. out of range, give again\nEnter mail no. to see: ")
-        for typed in ("abc", "", "1x", "one"):
+        for typed in ("abc", "1x", "one", "+1", "1.0", "0x1", "- 1", "--1"):
             c.line(typed)
             self.assertEqual(c.expect("Enter mail no. to see: "),
-                             typed + "\nEnter mail no. to see: ")
+                             typed + "\nPlease enter a number (-1 for the menu)\n"
+                             "Enter mail no. to see: ")
+        c.line("")                  # an empty line: only the prompt again
+        self.assertEqual(c.expect("Enter mail no. to see: "), "\nEnter mail no. to see: ")
+        c.line("001")               # a plain integer
+        self.assertIn("Subject: only one\n", c.expect(KEY_PROMPT))
+        c.send("x")
+        c.expect("Enter mail no. to see: ")
         c.line(" -1 ")
         c.expect(MENU)
         self.assertEqual(len(self.records("bob")), 1)
@@ -787,6 +857,9 @@ class AssignmentMailbox(ClientTest):
         self.assertIn(row(2, "alice@h", "2026-11-29 : 14 : 05", "second"),
                       c.expect("Enter mail no. to see: "))
         c.line("1")
+        self.assertIn("\nSubject: as assigned\nReceived: 2026-11-29 : 14 : 05\n\n"
+                      "line one\n.dot\n----- end of mail no. 1 -----\n", c.expect(KEY_PROMPT))
+        c.send("r")
         self.assertIn("\nSubject: as assigned\nReceived: 29 Nov 2026 : 14 : 05\n"
                       "line one\n.dot\n----- end of mail no. 1 -----\n", c.expect(KEY_PROMPT))
         c.send("d")
@@ -870,25 +943,30 @@ class OtherServers(ClientTest):
         self.addCleanup(server.close)
         return server
 
+    def fake_smtp(self, greeting, answers):
+        """An SMTP fake: first the check before the mail is typed (the
+        greeting, QUIT), then the session that sends it."""
+        return self.fake(greeting, ["221 bye\r\n"], then=[(greeting, answers)])
+
     def test_helo_fallback_and_multiline_greeting(self):
         def data(f):
             while f.readline() not in (b".\r\n", b""):
                 pass
             return "250 queued\r\n"
-        s = self.fake("220-first line\r\n220-second\r\n220 ready\r\n",
-                      ["502 5.5.1 no EHLO here\r\n", "250 hi\r\n", "250 ok\r\n", "250 ok\r\n",
-                       "354 go\r\n", data, "221 bye\r\n"])
+        s = self.fake_smtp("220-first line\r\n220-second\r\n220 ready\r\n",
+                           ["502 5.5.1 no EHLO here\r\n", "250 hi\r\n", "250 ok\r\n",
+                            "250 ok\r\n", "354 go\r\n", data, "221 bye\r\n"])
         c = self.client(user="alice", smtp_port=s.port)
         self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."])
         self.quit(c)
         s.thread.join(10)
         self.assertEqual([g.split()[0] for g in s.got],
-                         ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "From:", "QUIT"])
+                         ["QUIT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "From:", "QUIT"])
 
     def test_smtp_error_reply_line_shown_whole(self):
-        s = self.fake("220 x\r\n", ["250-x\r\n250 SIZE 10\r\n",
-                                    "451-4.3.0 first\r\n451 4.3.0 Try again later\r\n",
-                                    "221 bye\r\n"])
+        s = self.fake_smtp("220 x\r\n", ["250-x\r\n250 SIZE 10\r\n",
+                                         "451-4.3.0 first\r\n451 4.3.0 Try again later\r\n",
+                                         "221 bye\r\n"])
         c = self.client(user="alice", smtp_port=s.port)
         self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
                        expect="Error in sending mail: 451 4.3.0 Try again later\n")
@@ -899,8 +977,7 @@ class OtherServers(ClientTest):
                          ["221 bye\r\n"])
         pop = self.fake("+OK hi\r\n", ["-ERR \x1b[31mno such user\r\n", "+OK bye\r\n"])
         c = self.client(user="alice", smtp_port=smtp.port, pop_port=pop.port)
-        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
-                       expect="Error in sending mail: 554 5.3.2 ?[2J?]0;owned? ?31m go away\n")
+        self.send_refused(c, "Error in sending mail: 554 5.3.2 ?[2J?]0;owned? ?31m go away\n")
         c.line("1")
         c.expect("Login failed: -ERR ?[31mno such user\n")
         c.expect(MENU)
@@ -915,23 +992,24 @@ class OtherServers(ClientTest):
         for greeting, ehlo, param in (
                 ("220-8BITMIME in the greeting\r\n220 hi\r\n", "250-x\r\n250 8BITMIMEX\r\n", ""),
                 ("220 hi\r\n", "250-x\r\n250-8bitmime\r\n250 SIZE 100\r\n", " BODY=8BITMIME")):
-            s = self.fake(greeting, [ehlo, "250 ok\r\n", "250 ok\r\n", "354 go\r\n",
-                                     data, "221 bye\r\n"])
+            s = self.fake_smtp(greeting, [ehlo, "250 ok\r\n", "250 ok\r\n", "354 go\r\n",
+                                          data, "221 bye\r\n"])
             c = self.client(user="alice", smtp_port=s.port)
             self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "caf\u00e9", "."])
             self.quit(c)
             s.thread.join(10)
-            self.assertEqual(s.got[1], "MAIL FROM:<alice@h>" + param)
+            self.assertEqual(s.got[2], "MAIL FROM:<alice@h>" + param)
 
     def test_smtp_greeting_refused(self):
         s = self.fake("554 5.3.2 go away\r\n", ["221 bye\r\n"])
         c = self.client(user="alice", smtp_port=s.port)
-        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
-                       expect="Error in sending mail: 554 5.3.2 go away\n")
+        self.send_refused(c, "Error in sending mail: 554 5.3.2 go away\n")
         self.quit(c)
+        s.thread.join(10)
+        self.assertEqual(s.got, ["QUIT"])
 
     def test_servers_closing_early(self):
-        smtp = self.fake("220 hello\r\n", [""])       # reads EHLO, then closes
+        smtp = self.fake_smtp("220 hello\r\n", [""])  # reads EHLO, then closes
         pop = self.fake("+OK hello\r\n", [""])        # reads USER, then closes
         c = self.client(user="alice", smtp_port=smtp.port, pop_port=pop.port)
         self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
@@ -944,22 +1022,26 @@ class OtherServers(ClientTest):
         smtp, pop = self.fake(None, []), self.fake(None, [])
         c = self.client("-t", "1", user="alice", smtp_port=smtp.port, pop_port=pop.port)
         started = time.time()
-        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
-                       expect="Error in sending mail: timed out waiting for the server\n")
+        self.send_refused(c, "Error in sending mail: timed out waiting for the server\n")
         c.line("1")
         c.expect("Error in reading mail: timed out waiting for the server\n\n" + MENU)
         self.assertLess(time.time() - started, 8)
         self.quit(c)
 
     def test_pop_without_capa_or_top(self):
+        # RFC 1939 alone: no CAPA, so RETR for the headers; no UIDL, so the
+        # mail is read and deleted by its number; a session per step
         mail = ("Received: from x\r\n\tby y; Tue, 1 Dec 2026 10:20:30 +0000\r\n"
                 "From: Alice Example <alice@h>\r\nSubject:\r\n folded subject\r\n\r\n"
                 "..stuffed\r\nbody\r\n.\r\n")
+        login = ["+OK\r\n", "+OK\r\n", "-ERR what is CAPA?\r\n", "+OK 1 99\r\n"]
+        no_uidl = "-ERR what is UIDL?\r\n"
         s = self.fake("+OK whatever you like\r\n",
-                      ["+OK\r\n", "+OK\r\n", "-ERR what is CAPA?\r\n", "+OK 1 99\r\n",
-                       "+OK\r\n" + mail, "+OK\r\n" + mail, "+OK\r\n", "+OK bye\r\n"],
-                      then=[("+OK again\r\n", ["+OK\r\n", "+OK\r\n", "-ERR no\r\n",
-                                                "+OK 0 0\r\n", "+OK bye\r\n"])])
+                      login + ["+OK\r\n" + mail, no_uidl, "+OK bye\r\n"],
+                      then=[("+OK 2\r\n", login + [no_uidl, "+OK\r\n" + mail, "+OK bye\r\n"]),
+                            ("+OK 3\r\n", login + [no_uidl, "+OK\r\n", "+OK bye\r\n"]),
+                            ("+OK 4\r\n", ["+OK\r\n", "+OK\r\n", "-ERR no\r\n",
+                                           "+OK 0 0\r\n", "+OK bye\r\n"])])
         c = Client(self, "127.0.0.1", self.smtp.port, s.port, env={"TZ": "UTC"})
         c.login("bob", "bobpw")
         c.line("1")
@@ -967,22 +1049,29 @@ class OtherServers(ClientTest):
         self.assertEqual(rows[2], "1        alice@h                   2026-12-01 : 10 : 20  "
                                   "folded subject")
         c.line("1")
-        self.assertIn("Subject:\n folded subject\n\n.stuffed\nbody\n----- end", c.expect(KEY_PROMPT))
+        self.assertIn("From: Alice Example <alice@h>\nSubject: folded subject\n"
+                      "Received: 2026-12-01 : 10 : 20\n\n.stuffed\nbody\n----- end",
+                      c.expect(KEY_PROMPT))
         c.send("d")
         c.expect("Mail deleted.\nNo mails in your mailbox.\n\n" + MENU)
         self.quit(c)
         s.thread.join(10)
-        self.assertEqual(s.got, ["USER bob", "PASS bobpw", "CAPA", "STAT", "RETR 1",
-                                 "RETR 1", "DELE 1", "QUIT",      # then the list afresh:
-                                 "USER bob", "PASS bobpw", "CAPA", "STAT", "QUIT"])
+        session = ["USER bob", "PASS bobpw", "CAPA", "STAT"]
+        self.assertEqual(s.got, session + ["RETR 1", "UIDL 1", "QUIT"]      # the list
+                         + session + ["UIDL 1", "RETR 1", "QUIT"]           # the mail
+                         + session + ["UIDL 1", "DELE 1", "QUIT"]           # d
+                         + session + ["QUIT"])                              # the list again
 
     def test_failed_update_reported_and_mail_still_listed(self):
         mail = "From: a@h\r\nSubject: keep\r\n\r\nbody\r\n.\r\n"
-        login = ["+OK\r\n", "+OK\r\n", "-ERR no CAPA\r\n", "+OK 1 40\r\n", "+OK\r\n" + mail]
-        s = self.fake("+OK hi\r\n",
-                      login + ["+OK\r\n" + mail, "+OK marked\r\n",
-                               "-ERR some deleted messages not removed\r\n"],
-                      then=[("+OK hi\r\n", login + ["+OK bye\r\n"])])
+        login = ["+OK\r\n", "+OK\r\n", "-ERR no CAPA\r\n", "+OK 1 40\r\n"]
+        no_uidl = "-ERR no UIDL\r\n"
+        listing = login + ["+OK\r\n" + mail, no_uidl, "+OK bye\r\n"]
+        s = self.fake("+OK hi\r\n", listing,
+                      then=[("+OK hi\r\n", login + [no_uidl, "+OK\r\n" + mail, "+OK bye\r\n"]),
+                            ("+OK hi\r\n", login + [no_uidl, "+OK marked\r\n",
+                                                    "-ERR some deleted messages not removed\r\n"]),
+                            ("+OK hi\r\n", listing)])
         c = self.client(user="bob", pop_port=s.port)
         c.line("1")
         c.expect("Enter mail no. to see: ")
@@ -997,7 +1086,7 @@ class OtherServers(ClientTest):
         c.expect(MENU)
         self.quit(c)
         s.thread.join(10)
-        self.assertEqual(s.got[5:9], ["RETR 1", "DELE 1", "QUIT", "USER bob"])
+        self.assertEqual(s.got[17:22], ["STAT", "UIDL 1", "DELE 1", "QUIT", "USER bob"])
 
     def test_one_command_at_a_time_even_with_pipelining(self):
         # RFC 2920 is optional: the client waits for each reply (DATA's text aside)
@@ -1007,6 +1096,12 @@ class OtherServers(ClientTest):
 
         def serve():
             listener.settimeout(15)
+            conn, _ = listener.accept()         # the check before the mail is typed
+            with conn:
+                conn.sendall(b"220 hi\r\n")
+                conn.settimeout(15)
+                if conn.recv(100) == b"QUIT\r\n":
+                    conn.sendall(b"221 bye\r\n")
             conn, _ = listener.accept()
             conn.settimeout(15)
             with conn:
