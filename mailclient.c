@@ -2748,10 +2748,10 @@ static size_t html_tag(const char *s, size_t len, size_t i, struct buf *out)
 	}
 	if (in_list("p h1 h2 h3 h4 h5 h6 table ul ol blockquote hr", name))
 		buf_add(out, "\n\n", 2);
-	else if (in_list("br div tr li dt dd pre", name))
+	else if (in_list("br div tr dt dd pre", name))
 		buf_add(out, "\n", 1);
-	if (!closing && strcmp(name, "li") == 0)
-		buf_add(out, "- ", 2);
+	else if (!closing && strcmp(name, "li") == 0)
+		buf_add(out, "\n- ", 3);
 	return j;
 }
 

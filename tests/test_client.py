@@ -5,10 +5,12 @@ Client (below) runs the binary on a pty, waits for expected text with a
 timeout and types keystrokes; every wait is bounded. The user-facing words
 are checked exactly as the assignment gives them.
 """
+import base64
 import calendar
 import email.utils
 import fcntl
 import os
+import poplib
 import re
 import select
 import signal
@@ -20,6 +22,7 @@ import sys
 import termios
 import threading
 import time
+from email.message import EmailMessage
 
 from harness import (HOSTNAME, MailTest, SANITIZER_ENV, SANITIZER_RE, binary, free_port)
 
@@ -218,6 +221,17 @@ class ClientTest(MailTest):
     def quit(self, c):
         c.line("3")
         self.assertEqual(c.exit_code(), 0)
+
+    def put(self, login, *records):
+        """Records written into the spool by hand (CRLF lines, ".\r\n" after each)."""
+        os.makedirs(os.path.join(self.spool, login), exist_ok=True)
+        with open(self.mailbox_path(login), "wb") as f:
+            f.write("".join(r + ".\r\n" for r in records).encode())
+
+    def subjects(self, login):
+        """The Subject of each record in a mailbox, in order."""
+        return [re.search(rb"\r\nSubject: (.*?)\r\n", r).group(1).decode()
+                for r in self.records(login)]
 
     def bodies(self, login):
         """Each record's body (after the first blank line), CRLF kept, unstuffed."""
@@ -810,11 +824,6 @@ class AssignmentMailbox(ClientTest):
     <minute>" and no Date header, put into the spool by hand (CRLF lines,
     ".\r\n" after each) and served by the real popserver."""
 
-    def put(self, login, *records):
-        os.makedirs(os.path.join(self.spool, login), exist_ok=True)
-        with open(self.mailbox_path(login), "wb") as f:
-            f.write("".join(r + ".\r\n" for r in records).encode())
-
     def listing(self, env=None):
         """Log in as bob (TZ XYZ-05:30 unless env says), list, back to the
         menu, quit; the rows of the list."""
@@ -1166,5 +1175,353 @@ class OtherServers(ClientTest):
         c.line("1")
         self.assertIn("Subject", c.expect("Enter mail no. to see: "))
         c.line("-1")
+        c.expect(MENU)
+        self.quit(c)
+
+
+def drip(data, interval, ready, delay=0):
+    """A server that waits delay seconds, then sends data one byte every
+    interval seconds: a listening socket (its port appended to ready) and
+    the thread that serves it once."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    ready.append(sock.getsockname()[1])
+
+    def serve():
+        sock.settimeout(15)
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        time.sleep(delay)
+        with conn:
+            for byte in data:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return      # the client gave up: the point of the test
+                time.sleep(interval)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return sock, thread
+
+
+class ClaimingPop:
+    """A POP3 server that claims count mails and makes up the headers of
+    each on demand (TOP n 0, UIDL n); it serves `sessions` connections one
+    after the other and notes every command."""
+
+    def __init__(self, count, sessions=2):
+        self.count, self.got = count, []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.run, args=(sessions,), daemon=True)
+        self.thread.start()
+
+    def answer(self, cmd):
+        verb, _, arg = cmd.partition(" ")
+        n = arg.split(" ")[0]
+        return {"CAPA": "+OK\r\nTOP\r\nUIDL\r\n.\r\n",
+                "STAT": "+OK %d 0\r\n" % self.count,
+                "TOP": "+OK\r\nFrom: x@h\r\nSubject: mail %s\r\n\r\n.\r\n" % n,
+                "UIDL": "+OK %s id%s\r\n" % (n, n)}.get(verb, "+OK\r\n")
+
+    def run(self, sessions):
+        self.sock.settimeout(15)
+        for _ in range(sessions):
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as f:
+                conn.settimeout(15)
+                conn.sendall(b"+OK a billion mails\r\n")
+                for line in f:
+                    cmd = line.decode().rstrip("\r\n")
+                    self.got.append(cmd)
+                    conn.sendall(self.answer(cmd).encode())
+                    if cmd == "QUIT":
+                        break
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(10)
+
+
+def gmail_style():
+    """A mail as Gmail sends one: multipart/mixed holding a
+    multipart/alternative (text/plain in base64, text/html) and a PDF."""
+    msg = EmailMessage()
+    msg["From"] = "Gm\u00e4il User <gmail.user@example.org>"
+    msg["To"] = "bob@h"
+    msg["Subject"] = "Gmail-style: r\u00e9sum\u00e9 and report \u2713 attached"
+    msg["Date"] = "Mon, 23 Nov 2026 13:15:40 +0000"
+    msg.set_content("Hello Bob,\n\nthe r\u00e9sum\u00e9 is below, the report attached.\n"
+                    "\u20ac 42\n", cte="base64")
+    msg.add_alternative("<html><body><p>Hello <b>Bob</b>,</p><p>the r\u00e9sum\u00e9 "
+                        "is below</p></body></html>\n", subtype="html")
+    msg.add_attachment(bytes(range(256)) * 40, maintype="application", subtype="pdf",
+                       filename="report.pdf")
+    return msg
+
+
+class RealMail(ClientTest):
+    """Mail as it really arrives: MIME parts, encoded headers, HTML, wide
+    and narrow windows, one time zone; the source one key away."""
+
+    def open_mail(self, c, n, size=None):
+        c.line("1")
+        listing = c.expect(NUMBER_PROMPT)
+        c.line(str(n))
+        return listing, c.expect(KEY_PROMPT)
+
+    def test_multipart_with_attachment(self):
+        with smtplib.SMTP("127.0.0.1", self.smtp.port, timeout=10) as s:
+            s.send_message(gmail_style())
+        self.assertIn(b"\r\nSubject: Gmail-style: =?utf-8?b?", self.records("bob")[0])
+        c = self.client(user="bob", size=(40, 120), env={"TZ": "XYZ-05:30"})
+        listing, mail = self.open_mail(c, 1)
+        self.assertIn("\n1        gmail.user@example.org    ", listing)
+        self.assertTrue(listing.split("\n")[2].endswith(
+            "  Gmail-style: r\u00e9sum\u00e9 and report \u2713 attached"), listing)
+        self.assertIn("\nFrom: Gm\u00e4il User <gmail.user@example.org>\nTo: bob@h\n"
+                      "Subject: Gmail-style: r\u00e9sum\u00e9 and report \u2713 attached\n", mail)
+        # the reader's time zone (UTC+05:30 here), as the list has it
+        self.assertIn("\nDate: Mon, 23 Nov 2026 18:45:40 +0530\n", mail)
+        self.assertIn("\nReceived: " + listing.split("\n")[2][35:55] + "\n", mail)
+        self.assertIn("\n\nHello Bob,\n\nthe r\u00e9sum\u00e9 is below, the report attached.\n"
+                      "\u20ac 42\n\nAttachment: report.pdf (application/pdf, 10.0 KiB)\n"
+                      "----- end of mail no. 1 -----\n", mail)
+        self.assertNotRegex(mail, r"[A-Za-z0-9+/]{40}")             # no base64
+        self.assertNotIn("<", mail.replace("<gmail.user@example.org>", ""))   # no HTML
+        self.assertNotIn("--More--", mail)
+        c.send("r")                     # the source: every part as it came, paged
+        source = c.expect("--More--")
+        self.assertIn("----- source of mail no. 1 -----\nReturn-Path: ", source)
+        self.assertIn("\nSubject: Gmail-style: =?utf-8?b?", source)
+        # the key's line, then a screenful: 39 rows and the last one for --More--
+        self.assertEqual(source.count("\n"), 1 + 39)
+        c.send("q")
+        c.expect(KEY_PROMPT)
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_encoded_subjects(self):
+        b64 = lambda text, cs: base64.b64encode(text.encode(cs)).decode()
+        subjects = [
+            ("=?ISO-8859-1?Q?Caf=E9_cr=E8me?=", "Caf\u00e9 cr\u00e8me"),
+            ("=?iso-8859-1?b?%s?=" % b64("D\u00e9j\u00e0 vu", "latin-1"), "D\u00e9j\u00e0 vu"),
+            ("=?UTF-8?Q?=E2=82=AC_100_?= =?UTF-8?Q?for_you?=", "\u20ac 100 for you"),
+            ("=?utf-8?B?%s?=" % b64("Gr\u00fc\u00dfe aus K\u00f6ln \u2713", "utf-8"),
+             "Gr\u00fc\u00dfe aus K\u00f6ln \u2713"),
+            ("Re: =?utf-8?q?caf=C3=A9?= time", "Re: caf\u00e9 time"),
+            ("=?UTF-8?Q?split_caf=C3?=\r\n =?UTF-8?Q?=A9?=", "split caf\u00e9"),  # folded, split
+            ("=?ISO-8859-15?Q?=A4uro?=", "\u20acuro"),
+            ("=?x-unknown?Q?kept?= and =?utf-8?Q?bad word?=", "kept and =?utf-8?Q?bad word?="),
+        ]
+        self.put("bob", *("From: =?utf-8?q?J=C3=B6rg?= <joerg@h>\r\nTo: bob@h\r\n"
+                          "Subject: %s\r\n\r\nx\r\n" % raw for raw, _ in subjects))
+        c = self.client(user="bob", size=(40, 120))
+        listing, mail = self.open_mail(c, 1)
+        rows = listing.split("\n")[2:-1]
+        self.assertEqual([r[57:] for r in rows], [want for _, want in subjects])
+        self.assertTrue(all(r[9:33] == "%-24s" % "joerg@h" for r in rows), rows)
+        self.assertIn("\nFrom: J\u00f6rg <joerg@h>\nTo: bob@h\nSubject: Caf\u00e9 cr\u00e8me\n", mail)
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_html_only_mail(self):
+        html = ("<!DOCTYPE html><html><head><title>T</title><style>p {color: red}</style>"
+                "</head><body><p>Caf=E9 &amp; cr&#232;me</p><script>alert(1)</script>\r\n"
+                "<ul><li>one</li><li>two</li></ul>Line<br>break &#8364; &#x263A; &bogus;\r\n"
+                "<p>spaced   =\r\n   out</p></body></html>\r\n")
+        self.put("bob", "From: a@h\r\nSubject: html\r\nMIME-Version: 1.0\r\n"
+                        "Content-Type: text/html; charset=\"iso-8859-1\"\r\n"
+                        "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + html)
+        c = self.client(user="bob")
+        _, mail = self.open_mail(c, 1)
+        self.assertIn("Subject: html\n\nCaf\u00e9 & cr\u00e8me\n\n- one\n- two\n\nLine\n"
+                      "break \u20ac \u263a &bogus;\n\nspaced out\n----- end of mail no. 1", mail)
+        for word in ("color", "alert", "<", "=E9", "T\n"):
+            self.assertNotIn(word, mail)
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_list_columns_follow_the_window(self):
+        subject = "".join(chr(ord("a") + i % 26) for i in range(50))
+        self.inject("alice@h", "bob@h", subject, "x\r\n")
+        for size, shown in (((24, 120), subject), ((24, 80), subject[:19] + "..."),
+                            (None, subject[:19] + "...")):
+            c = self.client(user="bob", size=size)
+            c.line("1")
+            rows = c.expect(NUMBER_PROMPT).split("\n")
+            self.assertEqual(rows[1], TABLE_HEAD)
+            self.assertEqual(rows[2][57:], shown)
+            self.assertLess(len(rows[2]), (size or (0, 80))[1])
+            c.line("-1")
+            self.quit(c)
+
+
+class Paging(ClientTest):
+    """The pager: a screenful, --More--, space, Enter, q; the list too, a
+    session per screenful."""
+
+    def test_long_mail(self):
+        self.inject("alice@h", "bob@h", "sixty", "".join("line %02d\r\n" % i
+                                                        for i in range(1, 61)))
+        c = self.client(user="bob", size=(24, 80))
+        c.line("1")
+        c.expect(NUMBER_PROMPT)
+        c.line("1")
+        page = c.expect("--More--")
+        self.assertEqual(page.count("\n"), 24)     # the typed "1", then 23 rows of mail
+        self.assertIn("\n----- mail no. 1 -----\nFrom: alice@h\nTo: bob@h\nSubject: sixty\n", page)
+        self.assertTrue(page.endswith("\nline 16\n--More--"), page)
+        c.send(" ")                     # a screenful more
+        page = c.expect("--More--")
+        self.assertTrue(page.startswith("\r        \rline 17\n"), page)
+        self.assertTrue(page.endswith("\nline 39\n--More--"), page)
+        c.send("\r")                    # Enter: one line more
+        self.assertEqual(c.expect("--More--"), "\r        \rline 40\n--More--")
+        c.send("q")                     # enough: the key prompt
+        self.assertEqual(c.expect(KEY_PROMPT), "\r        \r" + KEY_PROMPT)
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+        self.assertNotIn("line 41", c.text)
+
+    def test_500_mails(self):
+        self.put("bob", *("From: a@h\r\nSubject: m%03d\r\n\r\nbody %d\r\n" % (i, i)
+                          for i in range(1, 501)))
+        c = self.client(user="bob", size=(24, 80))
+        started = time.time()
+        c.line("1")
+        page = c.expect("--More--")
+        rows = page.split("\n")
+        self.assertEqual(rows[1], TABLE_HEAD)
+        self.assertEqual([r[57:] for r in rows[2:-1]], ["m%03d" % i for i in range(1, 23)])
+        c.send(" ")
+        rows = c.expect("--More--").replace("\r        \r", "").split("\n")
+        self.assertEqual([r[57:] for r in rows[:-1]], ["m%03d" % i for i in range(23, 46)])
+        c.send("q")                     # the prompt at once: no 455 rows to wait for
+        c.expect(NUMBER_PROMPT)
+        self.assertLess(time.time() - started, 8)
+        c.line("500")                   # any number of the mailbox, shown or not
+        self.assertIn("\nSubject: m500\n", c.expect(KEY_PROMPT))
+        c.send("d")
+        c.expect("Mail deleted.\n")
+        c.expect("--More--")
+        c.send("q")
+        c.expect(NUMBER_PROMPT)     # keys typed before it are dropped, as after any key
+        c.line("-1")
+        self.quit(c)
+        self.assertEqual(len(self.records("bob")), 499)
+        self.assertEqual(self.subjects("bob")[-1], "m499")
+
+    def test_a_billion_mails_reach_the_prompt(self):
+        pop = ClaimingPop(1_000_000_000, sessions=1)
+        self.addCleanup(pop.close)
+        c = self.client(user="bob", pop_port=pop.port, size=(10, 80))
+        c.line("1")
+        rows = c.expect("--More--").split("\n")
+        self.assertEqual(rows[-2][57:], "mail 8")
+        c.send("q")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+        pop.thread.join(10)
+        self.assertEqual([g for g in pop.got if g.startswith("TOP")],
+                         ["TOP %d 0" % n for n in range(1, 9)])
+        self.assertEqual(pop.got[-1], "QUIT")
+
+
+class Sessions(ClientTest):
+    """No session, and no lock, while the user thinks; a mail found again
+    by its UIDL; every reply bounded by -t; a slow server said so."""
+
+    def pop_session(self):
+        p = poplib.POP3("127.0.0.1", self.pop.port, timeout=10)
+        p.user("bob")
+        p.pass_("bobpw")        # -ERR [IN-USE] would raise here
+        return p
+
+    def test_another_client_while_the_user_thinks(self):
+        self.inject("alice@h", "bob@h", "shared", "x\r\n")
+        c = self.client(user="bob")
+        c.line("1")
+        c.expect(NUMBER_PROMPT)
+        p = self.pop_session()          # while the first sits at the prompt
+        self.assertEqual(p.stat()[0], 1)
+        p.quit()
+        c.line("1")
+        c.expect(KEY_PROMPT)
+        p = self.pop_session()          # while it shows the mail
+        self.assertEqual(p.stat()[0], 1)
+        p.quit()
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_mail_found_again_by_uidl(self):
+        for subject in ("one", "two", "three", "four"):
+            self.inject("alice@h", "bob@h", subject, subject + "\r\n")
+        c = self.client(user="bob")
+        c.line("1")
+        c.expect(NUMBER_PROMPT)
+        p = self.pop_session()
+        p.dele(1)                       # the numbering moves under the list
+        p.quit()
+        c.line("3")                     # the list's 3: "three", now number 2
+        self.assertIn("\nSubject: three\n", c.expect(KEY_PROMPT))
+        p = self.pop_session()
+        p.dele(1)                       # and again while it is read
+        p.quit()
+        c.send("d")                     # deletes "three" (now number 1), not number 3
+        self.assertIn("d\nMail deleted.\n", c.expect(NUMBER_PROMPT))
+        self.assertEqual(self.subjects("bob"), ["four"])
+        c.line("1")
+        c.expect(KEY_PROMPT)
+        p = self.pop_session()
+        p.dele(1)                       # gone before the key
+        p.quit()
+        self.inject("alice@h", "bob@h", "five", "5\r\n")
+        c.send("d")
+        self.assertIn("d\nMail no. 1 is no longer in the mailbox.\n", c.expect(NUMBER_PROMPT))
+        self.assertEqual(self.subjects("bob"), ["five"])
+        c.line("-1")
+        self.quit(c)
+
+    def test_dripping_servers_bounded_by_t(self):
+        ports = []
+        pop = drip(b"+OK dripping one byte at a time, slowly\r\n", 0.3, ports)
+        smtp = drip(b"220 dripping one byte at a time, slowly\r\n", 0.3, ports)
+        for sock, _ in (pop, smtp):
+            self.addCleanup(sock.close)
+        c = self.client("-t", "1", user="bob", pop_port=ports[0], smtp_port=ports[1])
+        for typed, error in (("1", "Error in reading mail"), ("2", "Error in sending mail")):
+            started = time.time()
+            c.line(typed)
+            c.expect(error + ": timed out waiting for the server\n", timeout=12)
+            self.assertLess(time.time() - started, 3)     # the greeting would take 12 s
+            c.expect(MENU)
+        self.quit(c)
+
+    def test_slow_server_says_connecting(self):
+        ports = []
+        sock, thread = drip(b"220 slow\r\n221 bye\r\n", 0, ports, delay=1)
+        self.addCleanup(sock.close)
+        c = self.client(user="alice", smtp_port=ports[0])
+        c.line("2")
+        seen = c.expect('with only ".".\n')
+        self.assertIn("2\nconnecting to 127.0.0.1:%d...\nType the mail" % ports[0], seen)
+        c.eof()
+        c.expect("Mail not sent.\n")
         c.expect(MENU)
         self.quit(c)
