@@ -9,59 +9,80 @@
  *   smtp_port   default 2525; pop3_port default 1100
  *   -v          show the whole SMTP/POP3 dialogue on stderr: "C: ..." what the
  *               client sends, "S: ..." what the server answers (PASS as ****)
- *   -t seconds  the longest wait for a connection or a server reply (default 30)
+ *   -t seconds  the longest wait for a connection or a whole server reply
+ *               (default 30); a multi-line reply gets a second more for every
+ *               1000 octets that came
  *   -h          this help
  *
  * It asks for the username and the password (not echoed on a terminal), keeps
  * them, then shows the menu again and again:
  *   1. Manage Mail  the list (Sl. No., sender, received "YYYY-MM-DD : HH : MM"
- *                   in local time, subject); "Enter mail no. to see: " shows a
- *                   mail ("-1": back to the menu); then 'd' deletes it (DELE,
- *                   QUIT) and any other key keeps it; either way the list comes
+ *                   in local time, subject decoded; the subject column takes
+ *                   the window's width), a screenful at a time on a terminal
+ *                   ("--More--": space, Enter, q); "Enter mail no. to see: "
+ *                   ("-1": back to the menu) shows the mail: From, To, Cc,
+ *                   Subject, Received and Date in the reader's time zone, the
+ *                   first text/plain part decoded (else an HTML part's text),
+ *                   a line per attachment, paged; then 'r' shows its source,
+ *                   'd' deletes it and any other key keeps it; the list comes
  *                   again, fetched afresh (the menu once the mailbox is
  *                   empty). The received time is the first Received line's
  *                   date (RFC 5321 4.4), else the Date header, else the
  *                   assignment's "Received: <date> : <hour> : <minute>" as
  *                   written; "?" if none can be read.
- *   2. Send Mail    From:, To: (one address or several, comma-separated),
- *                   Subject: (at most 50 characters), the body, a line "."
+ *   2. Send Mail    after a check that the SMTP server greets: From:, To: (one
+ *                   address or several, comma-separated), Subject: (at most
+ *                   50 characters), the body, a line "." (Ctrl-D or Ctrl-C
+ *                   drop the mail and bring the menu back)
  *   3. Quit
  *
  * SMTP: greeting, EHLO (HELO if refused), MAIL, RCPT per recipient, DATA,
- * From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT.
- * POP3: greeting, USER, PASS, CAPA, STAT, TOP n 0 (RETR n without TOP),
- * RETR n, DELE n, QUIT. One POP3 session per list-read-key cycle, ended with
- * QUIT before the menu comes back: the mailbox lock is never held at the menu.
+ * From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT; before
+ * the mail is typed a session of greeting and QUIT only.
+ * POP3: greeting, USER, PASS, CAPA, STAT, then per screenful of the list TOP
+ * n 0 (RETR n without TOP) and UIDL n; for the mail UIDL n (the whole UIDL
+ * list if the numbering moved) and RETR; for 'd' UIDL and DELE; QUIT. Each of
+ * these is a session of its own, ended with QUIT before the client waits for
+ * the user: the mailbox lock is never held while the user reads or thinks.
+ * MIME: RFC 2045-2047 (base64, quoted-printable, encoded words), RFC 2231
+ * parameters; charsets converted to UTF-8 by iconv, then to the terminal's.
  *
  * Messages: "Incorrect format", "Mail sent successfully",
- * "Error in sending mail: <the server's reply line>",
- * "Cannot connect to <server>:<port>: <reason>", "Login failed: <reply>",
- * "Error in reading mail: <reply>", "No mails in your mailbox.",
- * "Mail no. out of range, give again", "Mail deleted.".
+ * "Error in sending mail: <the server's reply line>" (or "expected <what>,
+ * got: <line>" from a server that speaks something else),
+ * "Cannot connect to <server>:<port>: <reason>", "connecting to
+ * <server>:<port>..." (when it takes more than a moment), "Login failed:
+ * <reply>", "Error in reading mail: <reply>", "No mails in your mailbox.",
+ * "Mail no. out of range, give again", "Please enter a number (-1 for the
+ * menu)", "Mail deleted.", "Mail no. <n> is no longer in the mailbox.",
+ * "Mail not sent.".
  *
  * Input: lines of any length (getline). Blank lines before From:, To: and
  * Subject: are skipped, and so is one blank line right after Subject: (the
  * separator the assignment shows); the body is the rest up to the line ".".
  * A body line over 998 octets is sent as several lines (RFC 5322 2.1.1); CR
- * bytes in the body are dropped. End of input at any prompt ends the program
- * (exit 0). Server text and mail are shown with control characters (C0, DEL,
- * C1) and bytes that are not UTF-8 as '?': no escape sequence reaches the
- * terminal. On a terminal the key after a mail is one raw keypress.
+ * bytes in the body are dropped. End of input at any other prompt ends the
+ * program (exit 0). Server text and mail are shown with control characters
+ * (C0, DEL, C1) and bytes that are not UTF-8 as '?': no escape sequence
+ * reaches the terminal. On a terminal the key after a mail and the pager's
+ * key are one raw keypress.
  *
- * Limits: a typed mail 25 MiB; a server reply line 4096 octets; a line of a
- * mail shown 1 MiB (longer: a note instead); each wait for the server -t.
+ * Limits: a typed mail 25 MiB; a mail read 25 MiB (the rest not shown); a
+ * server reply line 4096 octets; a line of a mail 1 MiB (longer: a note
+ * instead); MIME parts 64 listed, multiparts 8 deep; each reply -t.
  *
  * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage; killed
  * by SIGINT/SIGTERM as usual, after restoring the terminal.
  *
  * Where to look: menu[] is the table of options, menu_loop the loop. Send
- * Mail: opt_send_mail -> read_mail, check_mail (check_headers,
- * parse_address_list), smtp_send (smtp_hello, smtp_envelope, send_headers,
- * send_body). Manage Mail: opt_manage_mail -> pop_open, read_one
- * (list_mails -> list_row -> summary_line, received_text -> parse_date,
- * parse_received_stamp; choose_mail, show_mail, delete_mail), pop_close.
- * Server text reaches the screen only through show_text; the terminal
- * modes: tty_set, ask_key.
+ * Mail: opt_send_mail -> smtp_probe, read_mail, check_mail (check_headers,
+ * parse_address_list), smtp_send (smtp_open, smtp_hello, smtp_envelope,
+ * send_headers, send_body). Manage Mail: opt_manage_mail -> list_mails
+ * (list_page -> pop_session, list_row -> row_of, received_text;
+ * page_text), choose_mail, read_one (fetch_mail -> pop_locate; show_mail ->
+ * view_headers, view_body -> mime_walk, mime_text, entity_text; show_source;
+ * delete_mail). Server text reaches the screen only through show_text; the
+ * terminal: tty_set, read_key, the pager (pager_line, pager_more).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -3706,7 +3727,7 @@ static int usage(FILE *out, int code)
 		"  server      IPv4 or IPv6 address or host name of the mail server\n"
 		"  smtp_port   SMTP port (default 2525), pop3_port POP3 port (default 1100)\n"
 		"  -v          show the SMTP/POP3 dialogue on stderr\n"
-		"  -t seconds  longest wait for the server (default %d)\n"
+		"  -t seconds  longest wait for the server, a whole reply (default %d)\n"
 		"  -h          this help\n", progname, DEFAULT_TIMEOUT);
 	return code;
 }
