@@ -13,6 +13,7 @@ import os
 import poplib
 import re
 import select
+import shutil
 import signal
 import smtplib
 import socket
@@ -1347,6 +1348,29 @@ class RealMail(ClientTest):
                       "break \u20ac \u263a &bogus;\n\nspaced out\n----- end of mail no. 1", mail)
         for word in ("color", "alert", "<", "=E9", "T\n"):
             self.assertNotIn(word, mail)
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_latin1_terminal(self):
+        # the text in the terminal's charset: a locale made for the test
+        loc = os.path.join(self.dir, "locale")
+        os.mkdir(loc)
+        made = subprocess.run(["localedef", "-i", "en_US", "-f", "ISO-8859-1",
+                               os.path.join(loc, "en_US.iso88591")],
+                              capture_output=True, timeout=30) if shutil.which("localedef") else None
+        if not made or not os.path.isdir(os.path.join(loc, "en_US.iso88591")):
+            self.skipTest("localedef cannot make an ISO-8859-1 locale here")
+        self.inject("alice@h", "bob@h", "caf\u00e9 \u20ac5", "na\u00efve \u2713\r\n")
+        c = Client(self, "127.0.0.1", self.smtp.port, self.pop.port,
+                   env={"LOCPATH": loc, "LC_ALL": "en_US.iso88591"})
+        c.login("bob", "bobpw")
+        self.open_mail(c, 1)
+        self.assertIn(b"  caf\xe9 EUR5\r\n", c.raw)           # the list: EUR for the euro
+        self.assertIn(b"\nSubject: caf\xe9 EUR5\r\n", c.raw)
+        self.assertIn(b"\nna\xefve ?\r\n", c.raw)              # no check mark in Latin-1
+        self.assertNotIn(b"\xc3", c.raw)                         # no UTF-8 at all
         c.send("x")
         c.expect(NUMBER_PROMPT)
         c.line("-1")
