@@ -10,63 +10,86 @@
  *   -v          show the whole SMTP/POP3 dialogue on stderr: "C: ..." what the
  *               client sends, "S: ..." what the server answers (PASS as ****),
  *               control bytes and invalid UTF-8 as \xNN (log_escape)
- *   -t seconds  the longest wait for a connection or a server reply (default 30)
+ *   -t seconds  the longest wait for a connection or a whole server reply
+ *               (default 30); a multi-line reply gets a second more for every
+ *               1000 octets that came
  *   -h          this help
  *
  * It asks for the username and the password (not echoed on a terminal), keeps
  * them, then shows the menu again and again:
  *   1. Manage Mail  the list (Sl. No., sender, received "YYYY-MM-DD : HH : MM"
- *                   in local time, subject); "Enter mail no. to see: " shows a
- *                   mail ("-1": back to the menu); then 'd' deletes it (DELE,
- *                   QUIT) and any other key keeps it; either way the list comes
+ *                   in local time, subject decoded; the subject column takes
+ *                   the window's width), a screenful at a time on a terminal
+ *                   ("--More--": space, Enter, q); "Enter mail no. to see: "
+ *                   ("-1": back to the menu) shows the mail: From, To, Cc,
+ *                   Subject, Received and Date in the reader's time zone, the
+ *                   first text/plain part decoded (else an HTML part's text),
+ *                   a line per attachment, paged; then 'r' shows its source,
+ *                   'd' deletes it and any other key keeps it; the list comes
  *                   again, fetched afresh (the menu once the mailbox is
  *                   empty). The received time is the first Received line's
  *                   date (RFC 5321 4.4), else the Date header, else the
  *                   assignment's "Received: <date> : <hour> : <minute>" as
  *                   written; "?" if none can be read.
- *   2. Send Mail    From:, To: (one address or several, comma-separated),
- *                   Subject: (at most 50 characters), the body, a line "."
+ *   2. Send Mail    after a check that the SMTP server greets: From:, To: (one
+ *                   address or several, comma-separated), Subject: (at most
+ *                   50 characters), the body, a line "." (Ctrl-D or Ctrl-C
+ *                   drop the mail and bring the menu back)
  *   3. Quit
  *
  * SMTP: greeting, EHLO (HELO if refused), MAIL, RCPT per recipient, DATA,
- * From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT.
- * POP3: greeting, USER, PASS, CAPA, STAT, TOP n 0 (RETR n without TOP),
- * RETR n, DELE n, QUIT. One POP3 session per list-read-key cycle, ended with
- * QUIT before the menu comes back: the mailbox lock is never held at the menu.
+ * From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT; before
+ * the mail is typed a session of greeting and QUIT only.
+ * POP3: greeting, USER, PASS, CAPA, STAT, then per screenful of the list TOP
+ * n 0 (RETR n without TOP) and UIDL n; for the mail UIDL n (the whole UIDL
+ * list if the numbering moved) and RETR; for 'd' UIDL and DELE; QUIT. Each of
+ * these is a session of its own, ended with QUIT before the client waits for
+ * the user: the mailbox lock is never held while the user reads or thinks.
+ * MIME: RFC 2045-2047 (base64, quoted-printable, encoded words), RFC 2231
+ * parameters; charsets converted to UTF-8 by iconv, then to the terminal's.
  *
  * Messages: "Incorrect format", "Mail sent successfully",
- * "Error in sending mail: <the server's reply line>",
- * "Cannot connect to <server>:<port>: <reason>", "Login failed: <reply>",
- * "Error in reading mail: <reply>", "No mails in your mailbox.",
- * "Mail no. out of range, give again", "Mail deleted.".
+ * "Error in sending mail: <the server's reply line>" (or "expected <what>,
+ * got: <line>" from a server that speaks something else),
+ * "Cannot connect to <server>:<port>: <reason>", "connecting to
+ * <server>:<port>..." (when it takes more than a moment), "Login failed:
+ * <reply>", "Error in reading mail: <reply>", "No mails in your mailbox.",
+ * "Mail no. out of range, give again", "Please enter a number (-1 for the
+ * menu)", "Mail deleted.", "Mail no. <n> is no longer in the mailbox.",
+ * "Mail not sent.".
  *
  * Input: lines of any length (getline). Blank lines before From:, To: and
  * Subject: are skipped, and so is one blank line right after Subject: (the
  * separator the assignment shows); the body is the rest up to the line ".".
  * A body line over 998 octets is sent as several lines (RFC 5322 2.1.1); CR
- * bytes in the body are dropped. End of input at any prompt ends the program
- * (exit 0). Server text and mail are shown with control characters (C0, DEL,
- * C1) and bytes that are not UTF-8 as '?': no escape sequence reaches the
- * terminal. On a terminal the key after a mail is one raw keypress.
+ * bytes in the body are dropped. End of input at any other prompt ends the
+ * program (exit 0). Server text and mail are shown with control characters
+ * (C0, DEL, C1) and bytes that are not UTF-8 as '?': no escape sequence
+ * reaches the terminal. On a terminal the key after a mail and the pager's
+ * key are one raw keypress.
  *
- * Limits: a typed mail 25 MiB; a server reply line 4096 octets; a line of a
- * mail shown 1 MiB (longer: a note instead); each wait for the server -t.
+ * Limits: a typed mail 25 MiB; a mail read 25 MiB (the rest not shown); a
+ * server reply line 4096 octets; a line of a mail 1 MiB (longer: a note
+ * instead); MIME parts 64 listed, multiparts 8 deep; each reply -t.
  *
  * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage; killed
  * by SIGINT/SIGTERM as usual, after restoring the terminal.
  *
  * Where to look: menu[] is the table of options, menu_loop the loop. Send
- * Mail: opt_send_mail -> read_mail, check_mail (check_headers,
- * parse_address_list), smtp_send (smtp_hello, smtp_envelope, send_headers,
- * send_body). Manage Mail: opt_manage_mail -> pop_open, read_one
- * (list_mails -> list_row -> summary_line, received_text -> parse_date,
- * parse_received_stamp; choose_mail, show_mail, delete_mail), pop_close.
- * Server text reaches the screen only through show_text; the terminal
- * modes: tty_set, ask_key.
+ * Mail: opt_send_mail -> smtp_probe, read_mail, check_mail (check_headers,
+ * parse_address_list), smtp_send (smtp_open, smtp_hello, smtp_envelope,
+ * send_headers, send_body). Manage Mail: opt_manage_mail -> list_mails
+ * (list_page -> pop_session, list_row -> row_of, received_text;
+ * page_text), choose_mail, read_one (fetch_mail -> pop_locate; show_mail ->
+ * view_headers, view_body -> mime_walk, mime_text, entity_text; show_source;
+ * delete_mail). Server text reaches the screen only through show_text; the
+ * terminal: tty_set, read_key, the pager (pager_line, pager_more).
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <sys/types.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netdb.h>
@@ -74,6 +97,10 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <iconv.h>
+#include <langinfo.h>
+#include <limits.h>
+#include <locale.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -99,11 +126,22 @@ enum {
 	FIELD_MAX = 1000,	/* RFC 5322 2.1.1: 998 characters a line */
 	TEXT_LINE_MAX = 998,	/* RFC 5322 2.1.1, RFC 5321 4.5.3.1.6: a body line */
 	HOST_MAX = 256,		/* RFC 5321 4.5.3.1.2: a domain, 255 octets */
-	DEFAULT_TIMEOUT = 30,	/* seconds: connect and each reply */
+	DEFAULT_TIMEOUT = 30,	/* seconds: connect and each whole reply */
+	RATE_MIN = 1000,	/* octets a second a multi-line reply must keep up past -t */
+	MOMENT_MS = 500,	/* a connection slower than this says "connecting to" */
 	COL_NUMBER = 7,		/* list columns: "Sl. No." */
 	COL_FROM = 24,
 	COL_RECEIVED = 20,	/* "YYYY-MM-DD : HH : MM" */
-	COL_SUBJECT = 22	/* the row fits 80 columns */
+	COL_SUBJECT_MIN = 10,	/* the subject takes the rest: 22 in 80 columns */
+	LIST_BATCH = 100,	/* rows a session fetches when nobody pages */
+	HEAD_MAX = 256 << 10,	/* the header section the list reads of a mail */
+	UID_MAX = 71,		/* RFC 1939 7: a unique-id, 1 to 70 characters */
+	SHOWN_MAX = 200,	/* an unexpected reply, quoted in the error */
+	CHARSET_MAX = 48,	/* a charset name (RFC 2978: at most 40) */
+	TYPE_MAX = 128,		/* a media type "type/subtype" (RFC 6838 4.2: 127) */
+	MIME_PARTS = 64,	/* parts of a mail listed; more are counted */
+	MIME_KIDS = 64,		/* body parts of one multipart looked at */
+	MIME_DEPTH = 8		/* multiparts inside multiparts */
 };
 
 /* ---------------------------------------------------------------- types */
@@ -132,6 +170,15 @@ struct client {
 
 /* What a menu handler wants next (NEXT_LIST: Manage Mail's list again). */
 enum next { NEXT_MENU, NEXT_EXIT, NEXT_LIST };
+
+/* The screen: its size, learned again before each list and mail (the
+ * window may have been resized meanwhile), and its charset, learned once. */
+static struct screen {
+	int cols, rows;		/* TIOCGWINSZ; 80 x 24 when not known */
+	int paging;		/* stdin and stdout are a terminal of known size */
+	int convert;		/* the terminal's charset is not UTF-8: text */
+	iconv_t to_term;	/* goes through this conversion from UTF-8 */
+} scr = { 80, 24, 0, 0, NULL };
 
 /* A typed mail once checked: addresses normalised, "a@b, c@d" for To. */
 struct mail {
@@ -555,19 +602,26 @@ static const char *trim(const char *s, size_t *len)
 	return s;
 }
 
-/* next_line - the line of text at *pos, without its LF, into line and len,
- * and *pos past it. It returns -1 when no line is left. */
-static int next_line(const struct buf *text, size_t *pos, const char **line, size_t *len)
+/* text_line - the line of s[size] at *pos, without its LF, into line and
+ * len, and *pos past it (never past size). It returns -1 when no line is
+ * left. */
+static int text_line(const char *s, size_t size, size_t *pos, const char **line, size_t *len)
 {
 	const char *lf;
 
-	if (*pos >= text->len)
+	if (*pos >= size)
 		return -1;
-	*line = text->p + *pos;
-	lf = memchr(*line, '\n', text->len - *pos);
-	*len = lf ? (size_t)(lf - *line) : text->len - *pos;
-	*pos += *len + 1;
+	*line = s + *pos;
+	lf = memchr(*line, '\n', size - *pos);
+	*len = lf ? (size_t)(lf - *line) : size - *pos;
+	*pos += *len + (lf != NULL);
 	return 0;
+}
+
+/* next_line - text_line over a buffer */
+static int next_line(const struct buf *text, size_t *pos, const char **line, size_t *len)
+{
+	return text_line(text->p, text->len, pos, line, len);
 }
 
 /* blank - whether s[len] holds nothing but spaces and tabs */
@@ -599,11 +653,27 @@ static size_t utf8_chars(const char *s, size_t len)
 	return n;
 }
 
+/* show_converted - one UTF-8 character in the terminal's charset, or '?'
+ * when that charset has no such character */
+static void show_converted(const char *ch, size_t n)
+{
+	char out[16], *in = (char *)ch, *o = out;
+	size_t left = n, room = sizeof out;
+
+	if (iconv(scr.to_term, &in, &left, &o, &room) == (size_t)-1
+	    || iconv(scr.to_term, NULL, NULL, &o, &room) == (size_t)-1)
+		putchar('?');
+	else
+		fwrite(out, 1, sizeof out - room, stdout);
+	(void)iconv(scr.to_term, NULL, NULL, NULL, NULL);	/* the initial state */
+}
+
 /*
  * show_text - print s[len] on stdout with each control character or stray
  * byte as '?'. A mail and a server's reply are someone else's text: shown
  * as they are, escape sequences in them (ESC, CSI, OSC ...) could drive the
- * terminal. TAB and well-formed UTF-8 are kept.
+ * terminal. TAB and well-formed UTF-8 are kept; a terminal in another
+ * charset gets the characters converted.
  */
 static void show_text(const char *s, size_t len)
 {
@@ -611,10 +681,12 @@ static void show_text(const char *s, size_t len)
 		int safe;
 		size_t n = char_len((const unsigned char *)s + i, len - i, &safe);
 
-		if (safe)
-			fwrite(s + i, 1, n, stdout);
-		else
+		if (!safe)
 			putchar('?');
+		else if (n > 1 && scr.convert)
+			show_converted(s + i, n);
+		else
+			fwrite(s + i, 1, n, stdout);
 		i += n;
 	}
 }
@@ -665,6 +737,12 @@ static void tty_restore(void)
 	tty_changed = 0;
 }
 
+/* read_key's answer when stdin is no terminal (EOF is -1) */
+#define NO_TTY (-2)
+
+/* Set by Ctrl-C while a mail is typed: the mail is not sent. */
+static volatile sig_atomic_t interrupted;
+
 /* on_fatal_signal - restore the terminal, then die of the signal as usual,
  * so the shell sees the real cause and gets back a terminal that echoes */
 static void on_fatal_signal(int sig)
@@ -673,6 +751,60 @@ static void on_fatal_signal(int sig)
 		(void)tcsetattr(STDIN_FILENO, TCSANOW, &tty_saved);
 	signal(sig, SIG_DFL);
 	raise(sig);
+}
+
+/* on_interrupt - Ctrl-C while a mail is typed: note it; the read under
+ * way fails with EINTR */
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+/*
+ * catch_interrupt - while on, Ctrl-C only sets interrupted; on a terminal
+ * SIGINT is blocked but inside wait_line, so that no Ctrl-C can slip in
+ * between the check of the flag and the read. Off, it ends the program
+ * again, as at the menu (unblocked first: a late one only sets the flag).
+ */
+static void catch_interrupt(int on)
+{
+	struct sigaction sa = { .sa_handler = on ? on_interrupt : on_fatal_signal };
+	sigset_t block;
+
+	sigemptyset(&sa.sa_mask);
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	if (on) {
+		interrupted = 0;
+		if (sigaction(SIGINT, &sa, NULL) < 0)
+			log_msg("sigaction SIGINT: %s", strerror(errno));
+	}
+	if (isatty(STDIN_FILENO) && sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &block, NULL) < 0)
+		log_msg("sigprocmask: %s", strerror(errno));	/* a pipe: getline gets EINTR */
+	if (!on && sigaction(SIGINT, &sa, NULL) < 0)
+		log_msg("sigaction SIGINT: %s", strerror(errno));
+}
+
+/* wait_line - wait until stdin has a line or Ctrl-C comes: SIGINT is let
+ * in only inside pselect. Only on a terminal, where stdin is unbuffered:
+ * a pipe's line may already be in stdio's buffer. -1 after Ctrl-C. */
+static int wait_line(void)
+{
+	sigset_t mask;
+	fd_set in;
+
+	if (!isatty(STDIN_FILENO) || sigprocmask(SIG_SETMASK, NULL, &mask) < 0)
+		return interrupted ? -1 : 0;
+	sigdelset(&mask, SIGINT);
+	fflush(stdout);
+	while (!interrupted) {
+		FD_ZERO(&in);
+		FD_SET(STDIN_FILENO, &in);
+		if (pselect(STDIN_FILENO + 1, &in, NULL, NULL, NULL, &mask) > 0 || errno != EINTR)
+			return 0;	/* a line, or an error for getline to find */
+	}
+	return -1;
 }
 
 /* ---------------------------------------------------------------- input: lines and keys */
@@ -717,24 +849,37 @@ static int ask_secret(struct client *cl, const char *prompt)
 	return r;
 }
 
-/* ask_key - wait for one key: one raw keypress on a terminal (the
- * assignment's getchar, no Enter needed), else the first character of a
- * line. It returns the key, or EOF at the end of input. */
-static int ask_key(struct client *cl, const char *prompt)
+/* read_key - show prompt, then wait for one raw keypress on the terminal
+ * (the assignment's getchar: no Enter needed, not echoed). It returns the
+ * key, EOF at the end of input, or NO_TTY, having shown nothing, when
+ * stdin is no terminal. */
+static int read_key(const char *prompt)
 {
 	int ch;
 
-	if (tty_set(ICANON | ECHO, 0) == 0) {
-		fputs(prompt, stdout);
-		fflush(stdout);
-		ch = getchar();
-		if (ch == tty_saved.c_cc[VEOF])
-			ch = EOF;	/* Ctrl-D means the end, raw or not */
-		/* One key: the rest of a sequence (an arrow key sends "ESC [ A")
-		 * must not start the next answer; stdin is unbuffered on a tty. */
-		if (tcflush(STDIN_FILENO, TCIFLUSH) < 0 && verbose)
-			log_msg("tcflush: %s", strerror(errno));
-		tty_restore();
+	if (tty_set(ICANON | ECHO, 0) < 0)
+		return NO_TTY;
+	fputs(prompt, stdout);	/* after tty_set: no early key is echoed */
+	fflush(stdout);
+	ch = getchar();
+	if (ch == tty_saved.c_cc[VEOF])
+		ch = EOF;	/* Ctrl-D means the end, raw or not */
+	/* One key: the rest of a sequence (an arrow key sends "ESC [ A") must
+	 * not start the next answer; stdin is unbuffered on a tty. */
+	if (tcflush(STDIN_FILENO, TCIFLUSH) < 0 && verbose)
+		log_msg("tcflush: %s", strerror(errno));
+	tty_restore();
+	return ch;
+}
+
+/* ask_key - wait for one key: one raw keypress on a terminal, else the
+ * first character of a line. It returns the key, or EOF at the end of
+ * input. */
+static int ask_key(struct client *cl, const char *prompt)
+{
+	int ch = read_key(prompt);
+
+	if (ch != NO_TTY) {
 		if (ch != EOF && isprint(ch))
 			putchar(ch);	/* show the key pressed */
 		putchar('\n');
@@ -764,6 +909,126 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 		    && !memchr(cl->line, ' ', cl->len))
 			return strdup(cl->line);
 	}
+}
+
+/* ---------------------------------------------------------------- the screen: size, charset, pager */
+
+/*
+ * screen_charset - the terminal's charset, from the locale (LC_ALL,
+ * LC_CTYPE, LANG): mail text is UTF-8 inside the client and is converted
+ * for a terminal in another charset. The C locale says ASCII but mostly
+ * means that no locale was set, so its terminal is taken as UTF-8 (as
+ * Python does, PEP 538). LC_CTYPE goes back to "C" at once, so that
+ * isalpha and the like keep their ASCII meaning in the parsers.
+ */
+static void screen_charset(void)
+{
+	char codeset[CHARSET_MAX] = "", name[CHARSET_MAX + 16];
+
+	if (setlocale(LC_CTYPE, ""))
+		snprintf(codeset, sizeof codeset, "%s", nl_langinfo(CODESET));
+	(void)setlocale(LC_CTYPE, "C");
+	if (!codeset[0] || strcasecmp(codeset, "UTF-8") == 0 || strcasecmp(codeset, "UTF8") == 0
+	    || strcmp(codeset, "ANSI_X3.4-1968") == 0)
+		return;
+	snprintf(name, sizeof name, "%s//TRANSLIT", codeset);	/* glibc: e for \u00e9 */
+	scr.to_term = iconv_open(name, "UTF-8");
+	if (scr.to_term == (iconv_t)-1)
+		scr.to_term = iconv_open(codeset, "UTF-8");
+	scr.convert = scr.to_term != (iconv_t)-1;
+}
+
+/* screen_size - the window's size (TIOCGWINSZ), and whether to page: only
+ * when stdin and stdout are a terminal whose size is known */
+static void screen_size(void)
+{
+	struct winsize ws;
+	int known = isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0
+		    && ws.ws_col > 0 && ws.ws_row > 0;
+
+	scr.cols = known ? ws.ws_col : 80;
+	scr.rows = known ? ws.ws_row : 24;
+	scr.paging = known && scr.rows >= 3 && isatty(STDIN_FILENO);
+}
+
+/* line_rows - the screen rows a line of text takes: a TAB goes on to the
+ * next multiple of 8 columns, any other character is taken as one column
+ * (wide CJK characters are not told apart) */
+static int line_rows(const char *s, size_t len)
+{
+	size_t cols = 0;
+	int safe;
+
+	for (size_t i = 0; i < len; cols++) {
+		if (s[i] == '\t')
+			cols |= 7;
+		i += char_len((const unsigned char *)s + i, len - i, &safe);
+	}
+	cols = (cols + (size_t)scr.cols - 1) / (size_t)scr.cols;
+	return cols == 0 ? 1 : cols > INT_MAX ? INT_MAX : (int)cols;
+}
+
+/* A pager of its own, as more(1): a screenful, then "--More--" and a key:
+ * space for the next screenful, Enter for one more line, q to stop. */
+struct pager {
+	int room;		/* screen rows left before --More-- */
+	int fresh;		/* just after a key: the next line shows, however tall */
+	int stopped;		/* q: show no more */
+};
+
+/* pager_start - a pager for one list or mail, the screen's size learned anew */
+static void pager_start(struct pager *pg)
+{
+	screen_size();
+	pg->room = scr.paging ? scr.rows - 1 : INT_MAX;	/* the last row: --More-- */
+	pg->fresh = 1;
+	pg->stopped = 0;
+}
+
+/* pager_more - "--More--" and a key, then the prompt is wiped. It returns
+ * 0 when the user wants no more (q, or the end of input). */
+static int pager_more(struct pager *pg)
+{
+	for (;;) {
+		int key = read_key("--More--");
+
+		fputs("\r        \r", stdout);
+		if (key == ' ' || key == '\n' || key == '\r') {
+			pg->room = key == ' ' ? scr.rows - 1 : 1;
+			pg->fresh = 1;
+			return 1;
+		}
+		if (key == 'q' || key == 'Q' || key == EOF || key == NO_TTY) {
+			pg->stopped = 1;
+			return 0;
+		}
+	}
+}
+
+/* pager_line - one line of text through show_text, after --More-- when
+ * it does not fit on the screen. It returns -1 once the user said q. */
+static int pager_line(struct pager *pg, const char *s, size_t len)
+{
+	int rows = line_rows(s, len);
+
+	if (pg->stopped || (scr.paging && rows > pg->room && !pg->fresh && !pager_more(pg)))
+		return -1;
+	show_text(s, len);
+	putchar('\n');
+	pg->room = rows < pg->room ? pg->room - rows : 0;
+	pg->fresh = 0;
+	return 0;
+}
+
+/* page_text - each line of text through the pager, until q */
+static void page_text(struct pager *pg, const struct buf *text)
+{
+	size_t pos = 0, len;
+	const char *line;
+
+	while (next_line(text, &pos, &line, &len) == 0)
+		if (pager_line(pg, line, len) < 0)
+			return;
 }
 
 /* ---------------------------------------------------------------- input: the typed mail */
@@ -924,14 +1189,14 @@ static void check_mail(const struct buf *text, struct mail *m)
  * read_mail - the typed lines up to the line "." (not kept), each ending in
  * LF. A mail longer than MAIL_TEXT_MAX is still read to its "." so that the
  * rest of it is not taken for menu choices; it returns 1 then. It returns -1
- * at the end of input, else 0.
+ * at the end of input (Ctrl-D) or after Ctrl-C, else 0.
  */
 static int read_mail(struct client *cl, struct buf *text)
 {
 	int too_long = 0;
 
 	for (;;) {
-		if (read_input(cl) < 0)
+		if (wait_line() < 0 || read_input(cl) < 0)
 			return -1;
 		if (cl->len == 1 && cl->line[0] == '.')
 			return too_long;
@@ -952,14 +1217,40 @@ static void mail_free(struct mail *m)
 
 /* ---------------------------------------------------------------- network */
 
-/* connect_bounded - connect fd to sa, waiting at most the timeout: a plain
- * connect to a host that drops packets waits for minutes. It returns -1,
- * errno set, on failure. */
-static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
+/* say_connecting - "connecting to <server>:<port>...", once per dial, when
+ * the server takes more than a moment: the user knows why nothing happens */
+static void say_connecting(const char *port, int *told)
 {
-	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	if (*told)
+		return;
+	printf(strchr(cfg.server, ':') ? "connecting to [%s]:%s...\n"
+	       : "connecting to %s:%s...\n", cfg.server, port);
+	fflush(stdout);
+	*told = 1;
+}
+
+/* wait_fd - poll fd for events at most ms milliseconds (a signal does not
+ * shorten the wait); > 0 ready, 0 not yet, -1 error */
+static int wait_fd(int fd, short events, long long ms)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	long long end = now_ms() + ms;
+	int n;
+
+	while ((n = poll(&p, 1, (int)(ms > 0 ? ms : 0))) < 0 && errno == EINTR)
+		ms = end - now_ms();
+	return n;
+}
+
+/* connect_bounded - connect fd to sa, waiting at most the timeout: a plain
+ * connect to a host that drops packets waits for minutes. Past a moment it
+ * says so. It returns -1, errno set, on failure. */
+static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len,
+			   const char *port, int *told)
+{
 	int flags = fcntl(fd, F_GETFL), err = 0, n;
 	socklen_t errlen = sizeof err;
+	long long end = now_ms() + cfg.timeout * 1000LL;
 
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
 		return -1;
@@ -967,8 +1258,10 @@ static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
 		return 0;
 	if (errno != EINPROGRESS && errno != EINTR)
 		return -1;
-	while ((n = poll(&p, 1, cfg.timeout * 1000)) < 0 && errno == EINTR)
-		;
+	if ((n = wait_fd(fd, POLLOUT, MOMENT_MS)) == 0) {
+		say_connecting(port, told);
+		n = wait_fd(fd, POLLOUT, end - now_ms());
+	}
 	if (n == 0)
 		errno = ETIMEDOUT;
 	if (n <= 0)
@@ -980,15 +1273,16 @@ static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len)
 }
 
 /* dial - connect to cfg.server:port, trying each of its addresses in turn
- * (a host name may have IPv6 and IPv4 ones). It returns the socket, or -1
- * after printing "Cannot connect to <server>:<port>: <reason>". */
+ * (a host name may have IPv6 and IPv4 ones). A server slow to connect or
+ * to greet gets "connecting to ...". It returns the socket, or -1 after
+ * printing "Cannot connect to <server>:<port>: <reason>". */
 static int dial(const char *port)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_NUMERICSERV };
 	struct addrinfo *res, *ai;
 	const char *why = "no address";
-	int fd = -1, err = getaddrinfo(cfg.server, port, &hints, &res);
+	int fd = -1, told = 0, err = getaddrinfo(cfg.server, port, &hints, &res);
 
 	if (err != 0)
 		why = err == EAI_SYSTEM ? strerror(errno) : gai_strerror(err);
@@ -996,7 +1290,7 @@ static int dial(const char *port)
 		fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
 		if (fd < 0) {
 			why = strerror(errno);
-		} else if (connect_bounded(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		} else if (connect_bounded(fd, ai->ai_addr, ai->ai_addrlen, port, &told) < 0) {
 			why = strerror(errno);
 			close_fd(fd, "connection");
 			fd = -1;
@@ -1006,6 +1300,8 @@ static int dial(const char *port)
 		freeaddrinfo(res);
 	if (fd >= 0 && verbose)
 		log_msg("connected to %s port %s", cfg.server, port);
+	if (fd >= 0 && wait_fd(fd, POLLIN, MOMENT_MS) == 0)
+		say_connecting(port, &told);	/* the greeting is slow to come */
 	if (fd < 0)
 		printf(strchr(cfg.server, ':') ? "Cannot connect to [%s]:%s: %s\n"
 		       : "Cannot connect to %s:%s: %s\n", cfg.server, port, why);
@@ -1027,6 +1323,17 @@ static const char *io_text(enum io_status st)
 		return errno == ECONNRESET ? "connection reset by the server"
 		       : "connection lost";
 	}
+}
+
+/* unexpected - line[len] is no reply of the protocol spoken: it becomes
+ * "expected <want>, got: <the line>", so that a client pointed at the
+ * wrong port (the POP3 one for SMTP, say) tells what it found there */
+static void unexpected(char *line, size_t cap, size_t len, const char *want)
+{
+	char got[SHOWN_MAX];
+
+	snprintf(got, sizeof got, "%.*s", (int)(len < sizeof got ? len : sizeof got - 1), line);
+	snprintf(line, cap, "expected %s, got: %s", want, got);
 }
 
 /* send_line - queue one protocol line and its CRLF, shown with -v. A write
@@ -1080,6 +1387,7 @@ struct smtp {
 	int code;			/* its code; 0: no reply (the connection is gone) */
 	int in_ehlo;			/* reading the EHLO reply: note its keywords */
 	int ehlo_8bit;			/* EHLO listed 8BITMIME */
+	const char *want;		/* the reply awaited, for a line that is none */
 };
 
 /* reply_code - the code of an SMTP reply line "DDD", "DDD text" or
@@ -1094,10 +1402,10 @@ static int reply_code(const char *line, size_t len)
 	return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
 }
 
-/* smtp_reply - read one whole reply: "DDD-" lines continue it, and the code
- * of the last line counts (RFC 5321 4.2.1). It returns that code, or 0 when
- * no reply came; s->line then says why. */
-static int smtp_reply(struct smtp *s)
+/* smtp_reply_lines - the lines of one reply: "DDD-" lines continue it,
+ * and the code of the last line counts (RFC 5321 4.2.1). It returns that
+ * code, or 0 when no reply came; s->line then says why. */
+static int smtp_reply_lines(struct smtp *s)
 {
 	size_t len;
 	int crlf;
@@ -1111,7 +1419,8 @@ static int smtp_reply(struct smtp *s)
 		}
 		dialogue('S', s->line, len);
 		if (!(s->code = reply_code(s->line, len))) {
-			snprintf(s->line, sizeof s->line, "bad reply from the server");
+			unexpected(s->line, sizeof s->line, len,
+				   s->want ? s->want : "an SMTP reply (a 3-digit code)");
 			return 0;
 		}
 		if (s->in_ehlo && len >= 12 && strncasecmp(s->line + 4, "8BITMIME", 8) == 0
@@ -1120,6 +1429,18 @@ static int smtp_reply(struct smtp *s)
 		if (len == 3 || s->line[3] == ' ')
 			return s->code;
 	}
+}
+
+/* smtp_reply - read one whole reply, within -t from now: a server that
+ * drips a byte at a time gains nothing */
+static int smtp_reply(struct smtp *s)
+{
+	int code;
+
+	s->c.deadline_ms = now_ms() + s->c.timeout_ms;
+	code = smtp_reply_lines(s);
+	s->c.deadline_ms = 0;	/* sending the mail waits as long as it goes on */
+	return code;
 }
 
 /* smtp_expect - read the reply; 0 if its code is in class (2 for 2xx, 3 for
@@ -1163,15 +1484,13 @@ static void local_name(int fd, char *out, size_t cap)
 		snprintf(out, cap, ss.ss_family == AF_INET6 ? "[IPv6:%s]" : "[%s]", addr);
 }
 
-/* smtp_hello - read the greeting, then say EHLO, or HELO when the server
- * refuses EHLO with a 5xx: an older server knows only HELO (RFC 5321 3.2). */
+/* smtp_hello - say EHLO, or HELO when the server refuses EHLO with a
+ * 5xx: an older server knows only HELO (RFC 5321 3.2). */
 static int smtp_hello(struct smtp *s)
 {
 	char name[HOST_MAX + 16];
 	int r;
 
-	if (smtp_expect(s, 2) < 0)
-		return -1;
 	local_name(s->c.fd, name, sizeof name);
 	s->in_ehlo = 1;
 	r = smtp_cmd(s, 2, "EHLO %s", name);
@@ -1362,35 +1681,72 @@ static int smtp_transaction(struct smtp *s, const struct mail *m)
 	return smtp_expect(s, 2);
 }
 
-/* smtp_send - deliver a checked mail over SMTP and tell the user how it
- * went, then end the session with QUIT while the server still answers. */
-static void smtp_send(const struct mail *m)
+/* smtp_close - QUIT while the server still answers (RFC 5321 4.1.1.10;
+ * after a 421 it has closed, 3.8), then close and free. The reply to QUIT
+ * changes nothing. */
+static void smtp_close(struct smtp *s)
 {
-	struct smtp *s = malloc(sizeof *s);
+	if (s->code > 0 && s->code != 421 && send_cmd(&s->c, "QUIT") == 0)
+		smtp_reply(s);
+	close_fd(s->c.fd, "connection");
+	free(s);
+}
+
+/* smtp_open - connect and read the greeting (RFC 5321 3.1). It returns the
+ * session, or NULL after telling the user why. */
+static struct smtp *smtp_open(void)
+{
+	struct smtp *s = calloc(1, sizeof *s);
 	int fd;
 
 	if (!s) {
 		puts("Error in sending mail: out of memory");
-		return;
+		return NULL;
 	}
 	if ((fd = dial(cfg.smtp_port)) < 0) {
 		free(s);
-		return;
+		return NULL;
 	}
-	memset(s, 0, sizeof *s);
+	s->want = "an SMTP greeting (220)";
 	if (conn_init(&s->c, fd, cfg.timeout) < 0)
 		snprintf(s->line, sizeof s->line, "%s", strerror(errno));
-	else if (smtp_hello(s) == 0 && smtp_transaction(s, m) == 0)
-		s->line[0] = '\0';
-	if (s->line[0])
-		show_error("Error in sending mail", s->line);
-	else
+	else if (smtp_expect(s, 2) == 0) {
+		s->want = NULL;
+		return s;
+	}
+	show_error("Error in sending mail", s->line);
+	smtp_close(s);
+	return NULL;
+}
+
+/* smtp_probe - before the mail is typed, see that the SMTP server greets,
+ * then QUIT: a server that is down, or is no SMTP server, is found out
+ * now, not after the whole mail was typed. No session stays open while
+ * the user types (a server may drop an idle one: RFC 5321 4.5.3.2.7). It
+ * returns -1 after telling the user. */
+static int smtp_probe(void)
+{
+	struct smtp *s = smtp_open();
+
+	if (!s)
+		return -1;
+	smtp_close(s);
+	return 0;
+}
+
+/* smtp_send - deliver a checked mail over SMTP and tell the user how it
+ * went, then end the session with QUIT while the server still answers. */
+static void smtp_send(const struct mail *m)
+{
+	struct smtp *s = smtp_open();
+
+	if (!s)
+		return;
+	if (smtp_hello(s) == 0 && smtp_transaction(s, m) == 0)
 		puts("Mail sent successfully");
-	if (s->code > 0 && s->code != 421 && send_cmd(&s->c, "QUIT") == 0)
-		smtp_reply(s);	/* RFC 5321 4.1.1.10; after a 421 the server
-				 * has closed (3.8). The reply changes nothing. */
-	close_fd(fd, "connection");
-	free(s);
+	else
+		show_error("Error in sending mail", s->line);
+	smtp_close(s);
 }
 
 /* ---------------------------------------------------------------- POP3 (RFC 1939) */
@@ -1403,18 +1759,24 @@ struct pop {
 	char *data;			/* one line of a multi-line response */
 	int alive;			/* the server still answers: QUIT is worth sending */
 	int has_top;			/* CAPA listed TOP (RFC 2449 6.1) */
+	int has_uidl;			/* CAPA listed UIDL: 1, did not: 0, no CAPA: -1 */
 	long count;			/* STAT: messages in the maildrop */
+	const char *want;		/* the status line awaited, for a line that is none */
 };
 
 /* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer.
  * The indicators are upper case (RFC 1939 3); any other line means the peer
- * does not speak POP3, and the session is given up. */
+ * does not speak POP3, and the session is given up. -t bounds the whole
+ * line, so a server dripping a byte at a time gains nothing. */
 static int pop_status(struct pop *p)
 {
 	size_t len;
 	int crlf;
-	enum io_status st = conn_read_line(&p->c, p->line, sizeof p->line, &len, &crlf);
+	enum io_status st;
 
+	p->c.deadline_ms = now_ms() + p->c.timeout_ms;
+	st = conn_read_line(&p->c, p->line, sizeof p->line, &len, &crlf);
+	p->c.deadline_ms = 0;
 	if (st != IO_OK) {
 		snprintf(p->line, sizeof p->line, "%s", io_text(st));
 		p->alive = 0;
@@ -1424,7 +1786,7 @@ static int pop_status(struct pop *p)
 	if (strncmp(p->line, "+OK", 3) == 0 && (len == 3 || p->line[3] == ' '))
 		return 0;
 	if (strncmp(p->line, "-ERR", 4) != 0 || (len > 4 && p->line[4] != ' ')) {
-		snprintf(p->line, sizeof p->line, "bad reply from the server");
+		unexpected(p->line, sizeof p->line, len, p->want ? p->want : "+OK or -ERR");
 		p->alive = 0;
 	}
 	return -1;
@@ -1450,19 +1812,24 @@ static int pop_cmd(struct pop *p, const char *fmt, ...)
  * but the rest is still read, so the session stays in step. */
 typedef int (*line_fn)(void *arg, const char *line, size_t len);
 
-/* pop_multiline - pass each line after a +OK, up to the line ".", to each
- * with its leading '.' removed (RFC 1939 3). A line too long to hold comes
- * as a note. It returns -1 if the session died. */
-static int pop_multiline(struct pop *p, line_fn each, void *arg)
+/* pop_lines - pop_multiline's loop. The whole response must come within
+ * -t, and one more second for every RATE_MIN octets that came: a long
+ * mail takes its time while a dripping server does not. */
+static int pop_lines(struct pop *p, line_fn each, void *arg)
 {
+	long long start = now_ms();
+	size_t got = 0;
 	int stop = 0;
 
 	for (;;) {
 		size_t len;
 		int crlf;
-		enum io_status st = conn_read_line(&p->c, p->data, DATA_LINE_MAX, &len, &crlf);
+		enum io_status st;
 		const char *line = p->data;
 
+		p->c.deadline_ms = start + p->c.timeout_ms + (long long)(got / RATE_MIN) * 1000;
+		st = conn_read_line(&p->c, p->data, DATA_LINE_MAX, &len, &crlf);
+		got += len + 2;
 		if (st == IO_TOO_LONG) {
 			line = "[a line too long to show]";
 			len = strlen(line);
@@ -1482,14 +1849,27 @@ static int pop_multiline(struct pop *p, line_fn each, void *arg)
 	}
 }
 
-/* capa_line - note TOP among the capabilities (RFC 2449 5): the list then
- * fetches only each mail's headers */
+/* pop_multiline - pass each line after a +OK, up to the line ".", to each
+ * with its leading '.' removed (RFC 1939 3). A line too long to hold comes
+ * as a note. It returns -1 if the session died. */
+static int pop_multiline(struct pop *p, line_fn each, void *arg)
+{
+	int r = pop_lines(p, each, arg);
+
+	p->c.deadline_ms = 0;
+	return r;
+}
+
+/* capa_line - note TOP and UIDL among the capabilities (RFC 2449 5): the
+ * list then fetches only each mail's headers, and finds mails by UIDL */
 static int capa_line(void *arg, const char *line, size_t len)
 {
 	struct pop *p = arg;
 
 	if (len >= 3 && strncasecmp(line, "TOP", 3) == 0 && (len == 3 || line[3] == ' '))
 		p->has_top = 1;
+	if (len >= 4 && strncasecmp(line, "UIDL", 4) == 0 && (len == 4 || line[4] == ' '))
+		p->has_uidl = 1;
 	return 0;
 }
 
@@ -1511,13 +1891,15 @@ static int pop_stat(struct pop *p)
 
 /* pop_login - the greeting, USER and PASS (RFC 1939 7). On failure it
  * prints why: "Login failed" when the server refused, "Error in reading
- * mail" when it stopped answering. */
+ * mail" when it stopped answering or is no POP3 server. */
 static int pop_login(struct pop *p, const struct client *cl)
 {
+	p->want = "a POP3 greeting (+OK)";
 	if (pop_status(p) < 0) {
 		show_error("Error in reading mail", p->line);
 		return -1;
 	}
+	p->want = NULL;
 	if (pop_cmd(p, "USER %s", cl->username) < 0
 	    || pop_cmd(p, "PASS %s", cl->password) < 0) {
 		show_error(p->alive ? "Login failed" : "Error in reading mail", p->line);
@@ -1534,6 +1916,7 @@ static int pop_open(struct pop *p, const struct client *cl)
 
 	memset(p, 0, sizeof *p);
 	p->c.fd = -1;
+	p->has_uidl = -1;
 	if (!(p->data = malloc(DATA_LINE_MAX))) {
 		puts("Error in reading mail: out of memory");
 		return -1;
@@ -1548,9 +1931,11 @@ static int pop_open(struct pop *p, const struct client *cl)
 	if (pop_login(p, cl) < 0)
 		return -1;
 	/* CAPA's -ERR is no failure: an RFC 1939-only server has no CAPA, and
-	 * the list then uses RETR instead of TOP. */
-	if (pop_cmd(p, "CAPA") == 0)
+	 * the list then uses RETR instead of TOP, and tries UIDL. */
+	if (pop_cmd(p, "CAPA") == 0) {
+		p->has_uidl = 0;
 		(void)pop_multiline(p, capa_line, p);
+	}
 	if (!p->alive || pop_stat(p) < 0) {
 		show_error("Error in reading mail", p->line);
 		return -1;
@@ -1576,57 +1961,986 @@ static int pop_close(struct pop *p)
 	return r;
 }
 
-/* ---------------------------------------------------------------- the menu: Manage Mail's list */
-
-/* The few headers the list shows, unfolded, each cut at FIELD_MAX: a row
- * shows far less, so nothing of use is lost. */
-struct summary {
-	char from[FIELD_MAX], subject[FIELD_MAX], received[FIELD_MAX], date[FIELD_MAX];
-	char *field;		/* the header being read (a folded one goes on), or NULL */
-	int in_body;		/* past the blank line after the headers */
-};
-
-/* field_add - append s[len] to a field, cut at FIELD_MAX - 1 octets */
-static void field_add(char *field, const char *s, size_t len)
+/* pop_session - a new session, logged in, with the count: the client
+ * holds one only as long as a screen needs (the mailbox is locked while
+ * it lasts). It returns NULL after telling the user why. */
+static struct pop *pop_session(const struct client *cl)
 {
-	size_t have = strlen(field);
+	struct pop *p = malloc(sizeof *p);
 
-	if (len > FIELD_MAX - 1 - have)
-		len = FIELD_MAX - 1 - have;
-	memcpy(field + have, s, len);
-	field[have + len] = '\0';
+	if (!p) {
+		puts("Error in reading mail: out of memory");
+		return NULL;
+	}
+	if (pop_open(p, cl) < 0) {
+		pop_close(p);
+		free(p);
+		return NULL;
+	}
+	return p;
 }
 
-/* summary_line - take From, Subject, the first Received and Date from a
- * header line; a folded line goes on the header before it (RFC 5322 2.2.3).
- * It returns 1 at the blank line, as the body is not needed. */
-static int summary_line(void *arg, const char *line, size_t len)
+/* pop_end - QUIT the session and free it */
+static void pop_end(struct pop *p)
 {
-	static const char *const names[] = { "From:", "Subject:", "Received:", "Date:" };
-	struct summary *sm = arg;
-	char *fields[] = { sm->from, sm->subject, sm->received, sm->date };
+	pop_close(p);
+	free(p);
+}
 
-	if (sm->in_body || len == 0) {
-		sm->in_body = 1;
-		return 1;	/* the headers are over */
-	}
-	if (line[0] == ' ' || line[0] == '\t') {
-		if (sm->field)
-			field_add(sm->field, line, len);
+/* pop_uidl - "UIDL n" (RFC 1939 7): mail n's unique-id into uid[UID_MAX];
+ * -1 when refused or malformed */
+static int pop_uidl(struct pop *p, long n, char *uid)
+{
+	const char *s = p->line + 3;
+	size_t k;
+
+	if (pop_cmd(p, "UIDL %ld", n) < 0)
+		return -1;
+	s += strspn(s, " ");
+	s += strspn(s, "0123456789");
+	s += strspn(s, " ");
+	k = strcspn(s, " ");
+	if (k == 0 || k >= UID_MAX)
+		return -1;
+	memcpy(uid, s, k);
+	uid[k] = '\0';
+	return 0;
+}
+
+/* A search of the UIDL listing for one unique-id. */
+struct uid_search {
+	const char *uid;
+	long found;		/* its number, 0 while not found */
+};
+
+/* uid_line - one "n uid" line of the listing: note n if uid is the one */
+static int uid_line(void *arg, const char *line, size_t len)
+{
+	struct uid_search *us = arg;
+	const char *sp = memchr(line, ' ', len);
+	size_t k = strlen(us->uid);
+
+	if (!sp || (size_t)(line + len - sp - 1) != k || memcmp(sp + 1, us->uid, k) != 0)
 		return 0;
-	}
-	sm->field = NULL;
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-		size_t n = strlen(names[i]);
+	us->found = strtol(line, NULL, 10);
+	return 1;
+}
 
-		if (len >= n && strncasecmp(line, names[i], n) == 0 && fields[i][0] == '\0') {
-			sm->field = fields[i];
-			field_add(sm->field, line + n, len - n);
-			break;
+/* pop_find_uid - the number the mail with this unique-id has now, from
+ * the whole UIDL listing; 0 when it is gone, -1 when the session failed */
+static long pop_find_uid(struct pop *p, const char *uid)
+{
+	struct uid_search us = { uid, 0 };
+
+	if (pop_cmd(p, "UIDL") < 0 || pop_multiline(p, uid_line, &us) < 0)
+		return -1;
+	return us.found > 0 && us.found <= p->count ? us.found : 0;
+}
+
+/*
+ * pop_locate - the number that the mail the user chose as n has in this
+ * session. The user chose it from a list or read it in an earlier session,
+ * and others may have deleted mail since: with its unique-id known (uid),
+ * the mail is found by it (RFC 1939 7: it stays the same across sessions);
+ * without one, or from a server without UIDL, n it is. On success uid
+ * holds the mail's unique-id ("" when the server has none). It returns
+ * the number, 0 when the mail is gone, -1 when the session failed.
+ */
+static long pop_locate(struct pop *p, long n, char *uid)
+{
+	char now[UID_MAX];
+
+	if (p->has_uidl == 0 || n > p->count || pop_uidl(p, n, now) < 0) {
+		if (!p->alive)
+			return -1;
+		if (!uid[0])
+			return n <= p->count ? n : 0;	/* by number, as RFC 1939 alone allows */
+		return pop_find_uid(p, uid);
+	}
+	if (!uid[0])
+		memcpy(uid, now, UID_MAX);
+	else if (strcmp(uid, now) != 0)
+		return pop_find_uid(p, uid);	/* the numbering moved */
+	return n;
+}
+
+/* ---------------------------------------------------------------- MIME: headers, encodings, charsets */
+
+/* A MIME entity (RFC 2045 2.4), a mail or one of its body parts: its
+ * header section and its body, inside the text of the mail (LF lines). */
+struct entity {
+	const char *head, *body;
+	size_t hlen, blen;
+};
+
+/* is_field - whether a line starts a header field: a name of printable
+ * US-ASCII characters but ':', then ':' (RFC 5322 2.2) */
+static int is_field(const char *line, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && line[i] > ' ' && line[i] < 0x7f && line[i] != ':')
+		i++;
+	return i > 0 && i < len && line[i] == ':';
+}
+
+/* entity_split - s[len] into its header section and its body. The headers
+ * end at the first empty line (RFC 5322 2.1), or, leniently, before the
+ * first line that is no header field: the assignment's stored format has
+ * the body right after its Received line. */
+static void entity_split(const char *s, size_t len, struct entity *e)
+{
+	size_t pos = 0, end = 0, n;
+	const char *line;
+
+	e->head = s;
+	while (text_line(s, len, &pos, &line, &n) == 0) {
+		if (n == 0) {
+			e->hlen = end;
+			e->body = s + pos;
+			e->blen = len - pos;
+			return;
 		}
+		if (!is_field(line, n) && (end == 0 || (line[0] != ' ' && line[0] != '\t')))
+			break;
+		end = pos;
+	}
+	e->hlen = end;
+	e->body = s + end;
+	e->blen = len - end;
+}
+
+/* header_get - the value of the first header field called name (in any
+ * case) in head[hlen], unfolded (RFC 5322 2.2.3: the line break before a
+ * continuation line's white space goes), into out, NUL-terminated. It
+ * returns -1 when there is no such field (out is then ""). */
+static int header_get(const char *head, size_t hlen, const char *name, struct buf *out)
+{
+	size_t pos = 0, len, n = strlen(name);
+	const char *line;
+	int found = 0;
+
+	out->len = 0;
+	while (text_line(head, hlen, &pos, &line, &len) == 0) {
+		if (found && (len == 0 || (line[0] != ' ' && line[0] != '\t')))
+			break;
+		if (found)
+			buf_add(out, line, len);
+		else if (len > n && line[n] == ':' && strncasecmp(line, name, n) == 0) {
+			found = 1;
+			buf_add(out, line + n + 1, len - n - 1);
+		}
+	}
+	buf_add(out, "", 0);
+	return found ? 0 : -1;
+}
+
+/* hex_value - the value of a hex digit, or -1 */
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* b64_value - the value of a base64 digit (RFC 2045 6.8), or -1 */
+static int b64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* decode_b64 - base64 (RFC 2045 6.8) onto out, up to the first '=';
+ * line ends and other bytes that are no digit are skipped, as 6.8 says */
+static void decode_b64(const char *s, size_t len, struct buf *out)
+{
+	char chunk[1024];
+	size_t n = 0;
+	unsigned long acc = 0;
+	int bits = 0;
+
+	for (size_t i = 0; i < len && s[i] != '='; i++) {
+		int v = b64_value(s[i]);
+
+		if (v < 0)
+			continue;
+		acc = (acc << 6 | (unsigned long)v) & 0xffffff;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			chunk[n++] = (char)(acc >> bits & 0xff);
+		}
+		if (n == sizeof chunk) {
+			buf_add(out, chunk, n);
+			n = 0;
+		}
+	}
+	buf_add(out, chunk, n);
+}
+
+/* decode_qp - quoted-printable (RFC 2045 6.7) onto out: "=XX" is that
+ * octet; '=' at the end of a line (white space may follow) joins it to the
+ * next. In a header's encoded word (RFC 2047 4.2) '_' is a space. */
+static void decode_qp(const char *s, size_t len, int header, struct buf *out)
+{
+	char chunk[1024];
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (c == '=' && i + 2 < len && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0) {
+			c = (char)(hex_value(s[i + 1]) << 4 | hex_value(s[i + 2]));
+			i += 2;
+		} else if (c == '=') {
+			size_t j = i + 1;
+
+			while (j < len && (s[j] == ' ' || s[j] == '\t' || s[j] == '\r'))
+				j++;
+			if (j >= len || s[j] == '\n') {
+				i = j;	/* a soft line break: nothing is added */
+				continue;
+			}
+		} else if (c == '_' && header) {
+			c = ' ';
+		}
+		chunk[n++] = c;
+		if (n == sizeof chunk) {
+			buf_add(out, chunk, n);
+			n = 0;
+		}
+	}
+	buf_add(out, chunk, n);
+}
+
+/* charset_plain - whether text in charset is kept as it is: UTF-8 itself;
+ * US-ASCII, whose 8-bit bytes (a mailer's mistake) are then taken as
+ * UTF-8 too; no charset; or a name that is none (only letters, digits and
+ * "-_.:" make a name: nothing odd reaches iconv_open) */
+static int charset_plain(const char *cs)
+{
+	static const char name[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				   "0123456789-_.:";
+	size_t n = strlen(cs);
+
+	return n == 0 || n >= CHARSET_MAX || cs[strspn(cs, name)] != '\0'
+	       || strcasecmp(cs, "UTF-8") == 0 || strcasecmp(cs, "UTF8") == 0
+	       || strcasecmp(cs, "US-ASCII") == 0 || strcasecmp(cs, "ASCII") == 0;
+}
+
+/* to_utf8 - s[len] in charset, converted to UTF-8 (iconv) onto out; a
+ * byte that is no character there becomes '?'. Text in a charset iconv
+ * does not know is kept as it is: show_text shows what is not UTF-8 as
+ * '?'. */
+static void to_utf8(const char *charset, const char *s, size_t len, struct buf *out)
+{
+	char chunk[4096], *in = (char *)s, *o;
+	size_t room;
+	iconv_t cd;
+
+	if (len == 0)
+		return;
+	if (charset_plain(charset) || (cd = iconv_open("UTF-8", charset)) == (iconv_t)-1) {
+		buf_add(out, s, len);
+		return;
+	}
+	while (len > 0) {
+		size_t r;
+
+		o = chunk;
+		room = sizeof chunk;
+		r = iconv(cd, &in, &len, &o, &room);
+		buf_add(out, chunk, sizeof chunk - room);
+		if (r == (size_t)-1 && errno != E2BIG) {
+			buf_add(out, "?", 1);	/* EILSEQ, or EINVAL: cut short */
+			in++;
+			len--;
+		}
+	}
+	o = chunk;
+	room = sizeof chunk;
+	if (iconv(cd, NULL, NULL, &o, &room) != (size_t)-1)	/* back to the initial state */
+		buf_add(out, chunk, sizeof chunk - room);
+	iconv_close(cd);
+}
+
+/* An RFC 2047 encoded word: "=?charset?B?text?=" or "=?charset?Q?text?=". */
+struct word {
+	char charset[CHARSET_MAX];
+	char enc;		/* 'B' or 'Q' */
+	const char *text;
+	size_t tlen;
+	size_t len;		/* of the whole word */
+};
+
+/* encoded_word - whether s[len] starts with an encoded word (RFC 2047 2),
+ * into w. Its text holds no '?' and no white space; a language after the
+ * charset ("utf-8*en", RFC 2231 5) is dropped. */
+static int encoded_word(const char *s, size_t len, struct word *w)
+{
+	size_t i = 2, t, e;
+
+	if (len < 8 || s[0] != '=' || s[1] != '?')
+		return 0;
+	while (i < len && s[i] != '?')
+		i++;
+	if (i + 2 >= len || s[i + 2] != '?' || i - 2 >= CHARSET_MAX || i == 2)
+		return 0;
+	w->enc = (char)toupper((unsigned char)s[i + 1]);
+	t = i + 3;
+	for (e = t; e < len && s[e] != '?'; e++)
+		if (s[e] == ' ' || s[e] == '\t')
+			return 0;
+	if ((w->enc != 'B' && w->enc != 'Q') || e + 1 >= len || s[e + 1] != '=')
+		return 0;
+	snprintf(w->charset, sizeof w->charset, "%.*s", (int)(i - 2), s + 2);
+	w->charset[strcspn(w->charset, "*")] = '\0';
+	w->text = s + t;
+	w->tlen = e - t;
+	w->len = e + 2;
+	return 1;
+}
+
+/* A run of encoded words in one charset, decoded but not yet converted: a
+ * character split across two words (a mailer's mistake, but a common one)
+ * comes out whole when the run is converted at once. */
+struct run {
+	struct buf bytes;
+	char charset[CHARSET_MAX];
+};
+
+/* run_flush - convert the run onto out and empty it */
+static void run_flush(struct run *r, struct buf *out)
+{
+	to_utf8(r->charset, r->bytes.p, r->bytes.len, out);
+	r->bytes.len = 0;
+}
+
+/* decode_words - header text with its encoded words (RFC 2047) decoded and
+ * converted to UTF-8, onto out, NUL-terminated. White space between two
+ * encoded words goes (6.2); whatever is no encoded word stays as it is. */
+static void decode_words(const char *s, size_t len, struct buf *out)
+{
+	struct run r = { { NULL, 0, 0 }, "" };
+	struct word w;
+	int after_word = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t ws = i;
+
+		while (after_word && ws < len && (s[ws] == ' ' || s[ws] == '\t'))
+			ws++;
+		if (ws > i && encoded_word(s + ws, len - ws, &w))
+			i = ws;
+		if (encoded_word(s + i, len - i, &w)) {
+			if (strcasecmp(r.charset, w.charset) != 0)
+				run_flush(&r, out);
+			memcpy(r.charset, w.charset, sizeof r.charset);
+			if (w.enc == 'B')
+				decode_b64(w.text, w.tlen, &r.bytes);
+			else
+				decode_qp(w.text, w.tlen, 1, &r.bytes);
+			i += w.len;
+			after_word = 1;
+			continue;
+		}
+		run_flush(&r, out);
+		buf_add(out, s + i++, 1);
+		after_word = 0;
+	}
+	run_flush(&r, out);
+	buf_add(out, "", 0);
+	buf_free(&r.bytes);
+}
+
+/* A parameter of a header field, "name[*section][*]=value" (RFC 2045 5.1,
+ * RFC 2231). */
+struct param {
+	const char *name, *value;
+	size_t nlen, vlen;
+	int quoted;		/* the value was a quoted string: '\' escapes */
+	int section;		/* RFC 2231 3: the continuation's number; -1: none */
+	int extended;		/* RFC 2231 4: a trailing '*': charset'language'%XX */
+};
+
+/* skip_space - the index of the first byte at or after i that is no space or TAB */
+static size_t skip_space(const char *s, size_t len, size_t i)
+{
+	while (i < len && (s[i] == ' ' || s[i] == '\t'))
+		i++;
+	return i;
+}
+
+/* param_token - the value at s[i], a quoted string (without its quotes) or
+ * what comes before the next ';' (its spaces trimmed, as a mailer may not
+ * have quoted a name with spaces); the index past it */
+static size_t param_token(const char *s, size_t len, size_t i, struct param *p)
+{
+	p->quoted = i < len && s[i] == '"';
+	p->value = s + i + p->quoted;
+	if (p->quoted) {
+		for (i++; i < len && s[i] != '"'; i++)
+			if (s[i] == '\\' && i + 1 < len)
+				i++;
+		p->vlen = (size_t)(s + i - p->value);
+		return i < len ? i + 1 : i;
+	}
+	while (i < len && s[i] != ';')
+		i++;
+	p->vlen = (size_t)(s + i - p->value);
+	p->value = trim(p->value, &p->vlen);
+	return i;
+}
+
+/* param_section - split "name*3*" into the name, the section and the
+ * extended mark (RFC 2231 3, 4) */
+static void param_section(struct param *p)
+{
+	const char *star = memchr(p->name, '*', p->nlen);
+	size_t i;
+
+	p->section = -1;
+	p->extended = 0;
+	if (!star)
+		return;
+	i = (size_t)(star - p->name) + 1;
+	p->extended = p->name[p->nlen - 1] == '*';
+	if (i < p->nlen && isdigit((unsigned char)p->name[i]))
+		for (p->section = 0; i < p->nlen && isdigit((unsigned char)p->name[i])
+		     && p->section < 1000; i++)
+			p->section = p->section * 10 + (p->name[i] - '0');
+	p->nlen = (size_t)(star - p->name);
+}
+
+/* next_param - the parameter after the next ';' of a header value, from
+ * *pos; *pos moves past it. It returns -1 when none is left. */
+static int next_param(const char *s, size_t len, size_t *pos, struct param *p)
+{
+	size_t i = *pos;
+
+	while (i < len && s[i] != ';')
+		i++;
+	if (i >= len)
+		return -1;
+	i = skip_space(s, len, i + 1);
+	p->name = s + i;
+	while (i < len && s[i] != '=' && s[i] != ';' && s[i] != ' ' && s[i] != '\t')
+		i++;
+	p->nlen = (size_t)(s + i - p->name);
+	i = skip_space(s, len, i);
+	p->value = s + i;
+	p->vlen = 0;
+	p->quoted = 0;
+	if (i < len && s[i] == '=')
+		i = param_token(s, len, skip_space(s, len, i + 1), p);
+	*pos = i;
+	param_section(p);
+	return 0;
+}
+
+/* add_unquoted - a parameter's value onto out, a quoted string's '\'
+ * escapes undone (RFC 5322 3.2.4) */
+static void add_unquoted(struct buf *out, const struct param *p)
+{
+	for (size_t i = 0; i < p->vlen; i++) {
+		if (p->quoted && p->value[i] == '\\' && i + 1 < p->vlen)
+			i++;
+		buf_add(out, p->value + i, 1);
+	}
+}
+
+/* ext_add - one RFC 2231 segment onto bytes: an extended one ("name*=",
+ * "name*0*=") is %XX-encoded, and the first of them starts with
+ * "charset'language'", the charset going into charset */
+static void ext_add(struct buf *bytes, const struct param *p, char *charset)
+{
+	const char *v = p->value, *q1, *q2;
+	size_t len = p->vlen;
+
+	if (!p->extended) {
+		add_unquoted(bytes, p);
+		return;
+	}
+	q1 = p->section <= 0 ? memchr(v, '\'', len) : NULL;
+	q2 = q1 ? memchr(q1 + 1, '\'', len - (size_t)(q1 + 1 - v)) : NULL;
+	if (q2) {
+		snprintf(charset, CHARSET_MAX, "%.*s", (int)(q1 - v < CHARSET_MAX ? q1 - v : 0), v);
+		len -= (size_t)(q2 + 1 - v);
+		v = q2 + 1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		char c = v[i];
+
+		if (c == '%' && i + 2 < len && hex_value(v[i + 1]) >= 0
+		    && hex_value(v[i + 2]) >= 0) {
+			c = (char)(hex_value(v[i + 1]) << 4 | hex_value(v[i + 2]));
+			i += 2;
+		}
+		buf_add(bytes, &c, 1);
+	}
+}
+
+/*
+ * param_value - parameter name of a header value (Content-Type,
+ * Content-Disposition), as UTF-8, into out: RFC 2231's "name*=" or its
+ * continuations "name*0=", "name*1*=" ... when there are, else the plain
+ * "name=", in which an RFC 2047 word (that many mailers send) is decoded
+ * too. It returns -1 when there is no such parameter.
+ */
+static int param_value(const char *s, size_t len, const char *name, struct buf *out)
+{
+	struct buf plain = { 0 }, ext = { 0 };
+	char charset[CHARSET_MAX] = "";
+	struct param p;
+	size_t pos = 0, n = strlen(name);
+	int next = 0, have_plain = 0, have_ext = 0;
+
+	out->len = 0;
+	while (next_param(s, len, &pos, &p) == 0) {
+		if (p.nlen != n || strncasecmp(p.name, name, n) != 0)
+			continue;
+		if (p.section < 0 && !p.extended && !have_plain) {
+			have_plain = 1;
+			add_unquoted(&plain, &p);
+		} else if (p.section < 0 ? p.extended && !have_ext : p.section == next) {
+			ext_add(&ext, &p, charset);
+			have_ext = 1;
+			next = p.section < 0 ? INT_MAX : next + 1;
+		}
+	}
+	if (have_ext)
+		to_utf8(charset, ext.p, ext.len, out);
+	else if (have_plain)
+		decode_words(plain.p, plain.len, out);
+	buf_add(out, "", 0);
+	buf_free(&plain);
+	buf_free(&ext);
+	return have_ext || have_plain ? 0 : -1;
+}
+
+/* entity_param - parameter param of header field in e, as param_value */
+static int entity_param(const struct entity *e, const char *field, const char *param,
+			struct buf *out)
+{
+	struct buf value = { 0 };
+	int r = -1;
+
+	if (header_get(e->head, e->hlen, field, &value) == 0)
+		r = param_value(value.p, value.len, param, out);
+	else
+		out->len = 0;
+	buf_free(&value);
+	return r;
+}
+
+/* entity_type - e's media type, lower case, into type: "text/plain" when
+ * it has no Content-Type or a malformed one (RFC 2045 5.2) */
+static void entity_type(const struct entity *e, char *type, size_t cap)
+{
+	struct buf v = { 0 };
+	const char *s;
+	size_t len;
+
+	snprintf(type, cap, "text/plain");
+	if (header_get(e->head, e->hlen, "Content-Type", &v) == 0 && v.p) {
+		len = strcspn(v.p, ";");
+		s = trim(v.p, &len);
+		if (len > 2 && len < cap && memchr(s, '/', len) && !memchr(s, ' ', len)) {
+			for (size_t i = 0; i < len; i++)
+				type[i] = (char)tolower((unsigned char)s[i]);
+			type[len] = '\0';
+		}
+	}
+	buf_free(&v);
+}
+
+/* header_text - header field name of e, unfolded, trimmed and its encoded
+ * words decoded, into out (NUL-terminated); -1 when there is none */
+static int header_text(const struct entity *e, const char *name, struct buf *out)
+{
+	struct buf raw = { 0 };
+	size_t len;
+	const char *s;
+	int r = header_get(e->head, e->hlen, name, &raw);
+
+	len = raw.len;
+	s = trim(raw.p, &len);
+	out->len = 0;
+	decode_words(s, len, out);
+	buf_free(&raw);
+	return r;
+}
+
+/* entity_decode - e's body without its Content-Transfer-Encoding (RFC
+ * 2045 6) onto out: base64 and quoted-printable decoded; 7bit, 8bit and
+ * binary as they are */
+static void entity_decode(const struct entity *e, struct buf *out)
+{
+	struct buf cte = { 0 };
+	const char *s = "";
+	size_t len = 0;
+
+	if (header_get(e->head, e->hlen, "Content-Transfer-Encoding", &cte) == 0) {
+		len = cte.len;
+		s = trim(cte.p, &len);
+	}
+	if (len == 6 && strncasecmp(s, "base64", 6) == 0)
+		decode_b64(e->body, e->blen, out);
+	else if (len == 16 && strncasecmp(s, "quoted-printable", 16) == 0)
+		decode_qp(e->body, e->blen, 0, out);
+	else
+		buf_add(out, e->body, e->blen);
+	buf_free(&cte);
+}
+
+/* ---------------------------------------------------------------- MIME: the parts of a mail */
+
+/* A leaf of a mail's MIME tree: a part that is no multipart. */
+struct part {
+	struct entity e;
+	char type[TYPE_MAX];
+};
+
+/* The leaves of a mail, in order (the alternatives not chosen left out). */
+struct mime {
+	struct part part[MIME_PARTS];
+	int count;
+	int more;		/* leaves past MIME_PARTS: counted, not listed */
+};
+
+/* delimiter - whether a line is "--boundary" (RFC 2046 5.1.1: white space
+ * may follow), *last set when it is the close delimiter "--boundary--" */
+static int delimiter(const char *line, size_t len, const char *boundary, size_t blen, int *last)
+{
+	if (len < blen + 2 || line[0] != '-' || line[1] != '-'
+	    || memcmp(line + 2, boundary, blen) != 0)
+		return 0;
+	line += blen + 2;
+	len -= blen + 2;
+	*last = len >= 2 && line[0] == '-' && line[1] == '-';
+	if (*last) {
+		line += 2;
+		len -= 2;
+	}
+	return strspn(line, " \t\r") >= len;
+}
+
+/* mime_split - the body parts of a multipart e into kids (at most max):
+ * the text between its delimiter lines, without the line end before each
+ * delimiter, which belongs to it (RFC 2046 5.1.1). The preamble and the
+ * epilogue go; a missing close delimiter ends the last part at the end. */
+static int mime_split(const struct entity *e, const char *boundary, struct entity *kids, int max)
+{
+	size_t pos = 0, start = 0, len, blen = strlen(boundary);
+	const char *line;
+	int n = 0, open = 0, last = 0;
+
+	while (n < max && text_line(e->body, e->blen, &pos, &line, &len) == 0) {
+		size_t at = (size_t)(line - e->body);
+
+		if (!delimiter(line, len, boundary, blen, &last))
+			continue;
+		if (open)
+			entity_split(e->body + start, at > start ? at - start - 1 : 0, &kids[n++]);
+		if (last)
+			return n;
+		open = 1;
+		start = pos;
+	}
+	if (open && n < max)
+		entity_split(e->body + start, e->blen - start, &kids[n++]);
+	return n;
+}
+
+/* alternative - which of a multipart/alternative's parts to show (RFC 2046
+ * 5.1.4): the first text/plain one, else the first */
+static int alternative(const struct entity *kids, int n)
+{
+	char type[TYPE_MAX];
+
+	for (int i = 0; i < n; i++) {
+		entity_type(&kids[i], type, sizeof type);
+		if (strcmp(type, "text/plain") == 0)
+			return i;
 	}
 	return 0;
 }
+
+/* mime_walk - the leaves of e into m, in order, down multiparts at most
+ * MIME_DEPTH deep; of a multipart/alternative only the part shown. A
+ * multipart without any part is taken as text. */
+static void mime_walk(struct mime *m, const struct entity *e, int depth)
+{
+	struct entity kids[MIME_KIDS];
+	struct buf boundary = { 0 };
+	char type[TYPE_MAX];
+	int n = 0;
+
+	entity_type(e, type, sizeof type);
+	if (strncmp(type, "multipart/", 10) == 0 && depth < MIME_DEPTH
+	    && entity_param(e, "Content-Type", "boundary", &boundary) == 0 && boundary.len > 0)
+		n = mime_split(e, boundary.p, kids, MIME_KIDS);
+	buf_free(&boundary);
+	if (n > 0 && strcmp(type, "multipart/alternative") == 0) {
+		mime_walk(m, &kids[alternative(kids, n)], depth + 1);
+	} else if (n > 0) {
+		for (int i = 0; i < n; i++)
+			mime_walk(m, &kids[i], depth + 1);
+	} else if (m->count < MIME_PARTS) {
+		m->part[m->count].e = *e;
+		snprintf(m->part[m->count++].type, TYPE_MAX, "%s",
+			 strncmp(type, "multipart/", 10) == 0 ? "text/plain" : type);
+	} else {
+		m->more++;
+	}
+}
+
+/* is_attachment - whether a part is meant as a file: Content-Disposition
+ * attachment (RFC 2183 2.2), or a file name given */
+static int is_attachment(const struct part *pt)
+{
+	struct buf v = { 0 };
+	int r = 0;
+
+	if (header_get(pt->e.head, pt->e.hlen, "Content-Disposition", &v) == 0) {
+		size_t len = v.len;
+		const char *s = trim(v.p, &len);
+
+		r = len >= 10 && strncasecmp(s, "attachment", 10) == 0;
+	}
+	r = r || entity_param(&pt->e, "Content-Disposition", "filename", &v) == 0
+	    || entity_param(&pt->e, "Content-Type", "name", &v) == 0;
+	buf_free(&v);
+	return r;
+}
+
+/* mime_text - the part to show as the mail's text: the first text/plain
+ * one that is no attachment, else the first such text/html one (an
+ * HTML-only mail); -1 when there is none */
+static int mime_text(const struct mime *m)
+{
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < m->count; i++)
+			if (strcmp(m->part[i].type, pass ? "text/html" : "text/plain") == 0
+			    && !is_attachment(&m->part[i]))
+				return i;
+	return -1;
+}
+
+/* ---------------------------------------------------------------- HTML to text */
+
+/* utf8_put - code point cp as UTF-8 onto out; '?' for none (NUL, a
+ * surrogate, past U+10FFFF) */
+static void utf8_put(struct buf *out, unsigned long cp)
+{
+	char b[4];
+	size_t n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+
+	if (cp == 0 || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+		buf_add(out, "?", 1);
+		return;
+	}
+	if (n == 1) {
+		b[0] = (char)cp;
+	} else {
+		for (size_t i = n - 1; i > 0; i--, cp >>= 6)
+			b[i] = (char)(0x80 | (cp & 0x3f));
+		b[0] = (char)((0xf00 >> n & 0xff) | cp);	/* 110xxxxx, 1110xxxx, 11110xxx */
+	}
+	buf_add(out, b, n);
+}
+
+/* char_ref - the code point of a numeric reference "#233" or "#xE9" (n
+ * octets, without '&' and ';'); 0 for none */
+static unsigned long char_ref(const char *s, size_t n)
+{
+	int hex = n > 1 && (s[1] == 'x' || s[1] == 'X');
+	unsigned long cp = 0;
+
+	if (n < 2 || s[0] != '#' || n > 10)
+		return 0;
+	for (size_t i = 1 + (size_t)hex; i < n; i++) {
+		int v = hex ? hex_value(s[i]) : isdigit((unsigned char)s[i]) ? s[i] - '0' : -1;
+
+		if (v < 0)
+			return 0;
+		cp = cp * (hex ? 16 : 10) + (unsigned long)v;
+	}
+	return cp;
+}
+
+/* html_entity - the character reference at s[i] ("&amp;", "&#233;",
+ * "&#xe9;") onto out; the index past it. One it does not know is kept. */
+static size_t html_entity(const char *s, size_t len, size_t i, struct buf *out)
+{
+	static const struct { const char *name; unsigned long cp; } names[] = {
+		{ "amp", '&' }, { "lt", '<' }, { "gt", '>' }, { "quot", '"' },
+		{ "apos", '\'' }, { "nbsp", ' ' }, { "copy", 0xa9 }, { "reg", 0xae },
+		{ "euro", 0x20ac }, { "hellip", 0x2026 }, { "ndash", 0x2013 },
+		{ "mdash", 0x2014 }, { "lsquo", 0x2018 }, { "rsquo", 0x2019 },
+		{ "ldquo", 0x201c }, { "rdquo", 0x201d }, { "bull", 0x2022 },
+	};
+	const char *name = s + i + 1;
+	const char *semi = memchr(name, ';', len - i - 1 < 12 ? len - i - 1 : 12);
+	size_t n = semi ? (size_t)(semi - name) : 0;
+	unsigned long cp = char_ref(name, n);
+
+	for (size_t k = 0; semi && !cp && k < sizeof names / sizeof names[0]; k++)
+		if (strlen(names[k].name) == n && strncmp(name, names[k].name, n) == 0)
+			cp = names[k].cp;
+	if (!cp) {
+		buf_add(out, "&", 1);
+		return i + 1;
+	}
+	utf8_put(out, cp);
+	return i + n + 2;
+}
+
+/* find_ci - the index of needle in s[len] from from on, in any case; len
+ * when it is not there */
+static size_t find_ci(const char *s, size_t len, size_t from, const char *needle)
+{
+	size_t n = strlen(needle);
+
+	for (size_t i = from; i + n <= len; i++)
+		if (strncasecmp(s + i, needle, n) == 0)
+			return i;
+	return len;
+}
+
+/* in_list - whether word is one of the words of list, space-separated */
+static int in_list(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+
+	for (const char *p = list; n > 0 && (p = strstr(p, word)); p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+			return 1;
+	return 0;
+}
+
+/*
+ * html_tag - the tag at s[i] ('<') onto out as the line breaks it makes:
+ * an empty line around a paragraph, a line end after a line or a cell row,
+ * "- " before a list item, nothing for the others. Comments go, and so
+ * does what script, style, head and title hold. It returns the index past
+ * it; a '<' that starts no tag is kept.
+ */
+static size_t html_tag(const char *s, size_t len, size_t i, struct buf *out)
+{
+	char name[16];
+	size_t j = i + 1, n = 0;
+	const char *gt;
+	int closing = j < len && s[j] == '/';
+
+	if (len - i >= 4 && strncmp(s + i, "<!--", 4) == 0)
+		return (j = find_ci(s, len, i + 4, "-->")) < len ? j + 3 : len;
+	for (j += (size_t)closing; j < len && n < sizeof name - 1 && isalnum((unsigned char)s[j]); j++)
+		name[n++] = (char)tolower((unsigned char)s[j]);
+	name[n] = '\0';
+	if (n == 0 && (j >= len || (s[j] != '!' && s[j] != '?'))) {
+		buf_add(out, "<", 1);
+		return i + 1;
+	}
+	gt = memchr(s + j, '>', len - j);
+	j = gt ? (size_t)(gt - s) + 1 : len;
+	if (!closing && in_list("script style head title", name)) {
+		char end[20];
+
+		snprintf(end, sizeof end, "</%s", name);
+		j = find_ci(s, len, j, end);
+		gt = memchr(s + j, '>', len - j);
+		return gt ? (size_t)(gt - s) + 1 : len;
+	}
+	if (in_list("p h1 h2 h3 h4 h5 h6 table ul ol blockquote hr", name))
+		buf_add(out, "\n\n", 2);
+	else if (in_list("br div tr dt dd pre", name))
+		buf_add(out, "\n", 1);
+	else if (!closing && strcmp(name, "li") == 0)
+		buf_add(out, "\n- ", 3);
+	return j;
+}
+
+/* tidy_lines - the lines of text onto out, each trimmed, its runs of
+ * spaces made one; no empty line first or last, none twice in a row */
+static void tidy_lines(const struct buf *text, struct buf *out)
+{
+	size_t pos = 0, len;
+	const char *line;
+	int blank_before = 1;	/* none at the start */
+
+	while (next_line(text, &pos, &line, &len) == 0) {
+		line = trim(line, &len);
+		if (len == 0) {
+			if (!blank_before)
+				buf_add(out, "\n", 1);
+			blank_before = 1;
+			continue;
+		}
+		for (size_t i = 0; i < len; i++)
+			if (line[i] != ' ' || line[i - 1] != ' ')	/* line[0] is no space */
+				buf_add(out, line + i, 1);
+		buf_add(out, "\n", 1);
+		blank_before = 0;
+	}
+	while (out->len >= 2 && out->p[out->len - 1] == '\n' && out->p[out->len - 2] == '\n')
+		out->len--;
+}
+
+/* html_to_text - the text of an HTML part (shown when a mail has no plain
+ * text): tags off, character references decoded, white space run together
+ * as a browser does, lines where blocks end */
+static void html_to_text(const char *s, size_t len, struct buf *out)
+{
+	struct buf t = { 0 };
+
+	for (size_t i = 0; i < len;) {
+		if (s[i] == '<') {
+			i = html_tag(s, len, i, &t);
+		} else if (s[i] == '&') {
+			i = html_entity(s, len, i, &t);
+		} else {
+			char c = s[i] && strchr(" \t\r\n\f", s[i]) ? ' ' : s[i];
+
+			buf_add(&t, &c, 1);
+			i++;
+		}
+	}
+	tidy_lines(&t, out);
+	buf_free(&t);
+}
+
+/* entity_text - a text part as UTF-8 onto out: its transfer encoding
+ * undone, converted from its charset (RFC 2046 4.1.2), its tags stripped
+ * if it is HTML; lines end in LF, the last one too */
+static void entity_text(const struct part *pt, struct buf *out)
+{
+	struct buf data = { 0 }, utf8 = { 0 }, cs = { 0 };
+
+	entity_decode(&pt->e, &data);
+	(void)entity_param(&pt->e, "Content-Type", "charset", &cs);
+	to_utf8(cs.p ? cs.p : "", data.p, data.len, &utf8);
+	if (strcmp(pt->type, "text/html") == 0)
+		html_to_text(utf8.p, utf8.len, out);
+	else
+		add_without_cr(out, utf8.p ? utf8.p : "", utf8.len);
+	if (out->len > 0 && out->p[out->len - 1] != '\n')
+		buf_add(out, "\n", 1);
+	buf_free(&data);
+	buf_free(&utf8);
+	buf_free(&cs);
+}
+
+/* ---------------------------------------------------------------- the menu: Manage Mail's list */
 
 /* days_from_civil - the days since 1970-01-01 of a proleptic Gregorian date.
  * POSIX has no timegm, and mktime would take the date as local time. */
@@ -1843,23 +3157,24 @@ static int parse_received_stamp(const char *s, struct tm *tm)
 
 /*
  * received_text - when the mail was received, "YYYY-MM-DD : HH : MM" in
- * local time. The first Received line's date, after its last ';' (RFC 5321
- * 4.4), says when the server took it; the Date header comes next. A mailbox
- * kept as the assignment describes has neither, but a Received line
- * "<date> : <hour> : <minute>" of the server's clock, shown as it stands.
- * "?" stands for none of them.
+ * local time, from the values of its first Received and its Date header.
+ * The Received line's date, after its last ';' (RFC 5321 4.4), says when
+ * the server took it; the Date header comes next. A mailbox kept as the
+ * assignment describes has neither, but a Received line "<date> : <hour> :
+ * <minute>" of the server's clock, shown as it stands. "?" stands for none
+ * of them.
  */
-static void received_text(const struct summary *sm, char *out, size_t cap)
+static void received_text(const char *received, const char *date, char *out, size_t cap)
 {
-	const char *semi = strrchr(sm->received, ';');
+	const char *semi = strrchr(received, ';');
 	time_t t;
 	struct tm tm;
 	int known;
 
-	if ((semi && parse_date(semi + 1, &t) == 0) || parse_date(sm->date, &t) == 0)
+	if ((semi && parse_date(semi + 1, &t) == 0) || parse_date(date, &t) == 0)
 		known = localtime_r(&t, &tm) != NULL;
 	else
-		known = parse_received_stamp(sm->received, &tm) == 0;
+		known = parse_received_stamp(received, &tm) == 0;
 	if (!known || strftime(out, cap, "%Y-%m-%d : %H : %M", &tm) == 0)
 		snprintf(out, cap, "?");
 }
@@ -1888,9 +3203,20 @@ static const char *address_of(char *from)
 	return from[0] ? from : "?";
 }
 
-/* print_cell - s cut to width characters, "..." marking a cut, then with
- * pad spaces up to width, so that the columns stay aligned */
-static void print_cell(const char *s, size_t width, int pad)
+/* add_flat - s[len] onto out as one line: a line end or a TAB (a decoded
+ * header may hold them) becomes a space */
+static void add_flat(struct buf *out, const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i] == '\n' || s[i] == '\r' || s[i] == '\t' ? ' ' : s[i];
+
+		buf_add(out, &c, 1);
+	}
+}
+
+/* add_cell - s cut to width characters, "..." marking a cut, then with
+ * pad spaces up to width, onto row: the columns stay aligned */
+static void add_cell(struct buf *row, const char *s, size_t width, int pad)
 {
 	size_t len = strlen(s), chars = utf8_chars(s, len), shown, end = 0;
 	size_t keep = chars <= width ? chars : width - 3;
@@ -1898,199 +3224,518 @@ static void print_cell(const char *s, size_t width, int pad)
 
 	for (shown = 0; shown < keep; shown++)	/* end: the byte after keep characters */
 		end += char_len((const unsigned char *)s + end, len - end, &safe);
-	show_text(s, end);
+	add_flat(row, s, end);
 	if (chars > width)
-		fputs("...", stdout);
+		buf_add(row, "...", 3);
 	for (shown = chars < width ? chars : width; pad && shown < width; shown++)
-		putchar(' ');
+		buf_add(row, " ", 1);
 }
 
-/* print_row - one row of the list, the columns two spaces apart */
-static void print_row(const char *num, const char *from, const char *when,
-		      const char *subject)
+/* add_row - one row of the list onto rows, the columns two spaces apart.
+ * The subject takes what the window has left (the row one column short of
+ * it, so no terminal wraps it): 22 characters in 80 columns. */
+static void add_row(struct buf *rows, const char *num, const char *from, const char *when,
+		    const char *subject)
 {
-	print_cell(num, COL_NUMBER, 1);
-	fputs("  ", stdout);
-	print_cell(from, COL_FROM, 1);
-	fputs("  ", stdout);
-	print_cell(when, COL_RECEIVED, 1);
-	fputs("  ", stdout);
-	print_cell(subject, COL_SUBJECT, 0);
-	putchar('\n');
+	int rest = scr.cols - 1 - (COL_NUMBER + COL_FROM + COL_RECEIVED + 3 * 2);
+
+	add_cell(rows, num, COL_NUMBER, 1);
+	buf_add(rows, "  ", 2);
+	add_cell(rows, from, COL_FROM, 1);
+	buf_add(rows, "  ", 2);
+	add_cell(rows, when, COL_RECEIVED, 1);
+	buf_add(rows, "  ", 2);
+	add_cell(rows, subject, (size_t)(rest > COL_SUBJECT_MIN ? rest : COL_SUBJECT_MIN), 0);
+	buf_add(rows, "\n", 1);
 }
 
-/* list_row - fetch one mail's headers and print its row. TOP n 0 sends only
- * the headers; without TOP, or when TOP is refused after all, RETR does. */
-static int list_row(struct pop *p, long n)
-{
-	struct summary *sm = calloc(1, sizeof *sm);
-	char when[64], num[24];
-	int r = -1, ok;
+/* What the lines of a multi-line response go into: keep_lines's argument. */
+struct keep {
+	struct buf *text;	/* the lines, each with LF */
+	size_t max;		/* the most to keep */
+	int head_only;		/* stop at the empty line after the headers */
+	int cut;		/* some was left out: over max */
+};
 
-	if (!sm) {
-		snprintf(p->line, sizeof p->line, "out of memory");
-		return -1;
+/* keep_lines - one line of a mail into k->text; 1 (no more) past the
+ * headers when only they are wanted, or once k->max is reached */
+static int keep_lines(void *arg, const char *line, size_t len)
+{
+	struct keep *k = arg;
+
+	if (k->head_only && len == 0)
+		return 1;
+	if (len + 1 > k->max - k->text->len || buf_add(k->text, line, len) < 0
+	    || buf_add(k->text, "\n", 1) < 0) {
+		k->cut = 1;
+		return 1;
 	}
-	ok = p->has_top && pop_cmd(p, "TOP %ld 0", n) == 0;
+	return 0;
+}
+
+/* The list as shown: the count, and the unique-ids of the rows fetched,
+ * so that a mail chosen by its row is found again in a later session. */
+struct listing {
+	long count;		/* STAT, in the latest session */
+	long rows;		/* rows fetched: uid[0 .. rows - 1] */
+	long cap;
+	char (*uid)[UID_MAX];	/* "" when not known */
+};
+
+/* listing_note - note row n's unique-id (after the rows before it) */
+static void listing_note(struct listing *ls, long n, const char *uid)
+{
+	if (n > ls->cap) {
+		long cap = ls->cap ? ls->cap * 2 : 64;
+		char (*p)[UID_MAX];
+
+		while (cap < n)
+			cap *= 2;
+		if (!(p = realloc(ls->uid, (size_t)cap * sizeof *p)))
+			return;	/* that row is then found by its number */
+		ls->uid = p;
+		ls->cap = cap;
+	}
+	for (; ls->rows < n; ls->rows++)
+		ls->uid[ls->rows][0] = '\0';
+	snprintf(ls->uid[n - 1], UID_MAX, "%s", uid);
+}
+
+/* row_of - mail n's row from its headers, onto rows: the sender's
+ * address, when it was received, the subject, decoded (RFC 2047) */
+static void row_of(struct buf *rows, long n, const struct buf *head)
+{
+	struct entity e;
+	struct buf from = { 0 }, subject = { 0 }, received = { 0 }, date = { 0 };
+	char when[64], num[24];
+
+	entity_split(head->p ? head->p : "", head->len, &e);
+	header_text(&e, "From", &from);
+	header_text(&e, "Subject", &subject);
+	header_get(e.head, e.hlen, "Received", &received);
+	header_get(e.head, e.hlen, "Date", &date);
+	snprintf(num, sizeof num, "%ld", n);
+	received_text(received.p ? received.p : "", date.p ? date.p : "", when, sizeof when);
+	add_row(rows, num, address_of(from.p ? from.p : ""), when, subject.p ? subject.p : "");
+	buf_free(&from);
+	buf_free(&subject);
+	buf_free(&received);
+	buf_free(&date);
+}
+
+/* list_row - fetch mail n's headers and its unique-id, and add its row.
+ * TOP n 0 sends only the headers; without TOP, or when TOP is refused
+ * after all, RETR does (the body is read and dropped). */
+static int list_row(struct pop *p, struct listing *ls, long n, struct buf *rows)
+{
+	struct buf head = { 0 };
+	struct keep k = { &head, HEAD_MAX, 1, 0 };
+	char uid[UID_MAX] = "";
+	int ok = p->has_top && pop_cmd(p, "TOP %ld 0", n) == 0;
+
 	if (!ok && p->alive) {
 		p->has_top = 0;	/* no TOP (or refused after all): RETR instead */
 		ok = pop_cmd(p, "RETR %ld", n) == 0;
 	}
-	if (ok && pop_multiline(p, summary_line, sm) == 0) {
-		snprintf(num, sizeof num, "%ld", n);
-		received_text(sm, when, sizeof when);
-		print_row(num, address_of(sm->from), when, field_trim(sm->subject));
-		r = 0;
-	}
-	free(sm);
+	ok = ok && pop_multiline(p, keep_lines, &k) == 0;
+	if (ok)
+		row_of(rows, n, &head);
+	buf_free(&head);
+	if (ok && p->has_uidl != 0 && pop_uidl(p, n, uid) < 0)
+		p->has_uidl = 0;	/* none (RFC 1939 says it is optional) */
+	if (ok)
+		listing_note(ls, n, uid);
+	return ok && p->alive ? 0 : -1;
+}
+
+/* list_page - one session: rows first .. first + k - 1 (fewer at the end
+ * of the mailbox) onto rows, then QUIT; it returns -1 after saying why */
+static int list_page(const struct client *cl, struct listing *ls, long first, long k,
+		     struct buf *rows)
+{
+	struct pop *p = pop_session(cl);
+	int r = 0;
+
+	if (!p)
+		return -1;
+	ls->count = p->count;
+	for (long n = first; r == 0 && n <= p->count && n - first < k; n++)
+		r = list_row(p, ls, n, rows);
+	if (r < 0)
+		show_error("Error in reading mail", p->line);
+	pop_end(p);
 	return r;
 }
 
-/* list_mails - the list: a heading row, then one row per mail */
-static int list_mails(struct pop *p)
+/*
+ * list_mails - the heading and a row per mail, a screenful at a time: each
+ * screenful is fetched in a session of its own and shown once it has
+ * ended, so no session (and no lock) waits at "--More--", and a server
+ * that claims a billion mails costs one screenful at a time. Without a
+ * pager LIST_BATCH rows a session. It returns the count (0: it said "No
+ * mails in your mailbox."), or -1 after an error was shown.
+ */
+static long list_mails(const struct client *cl, struct listing *ls)
 {
-	print_row("Sl. No.", "From", "Received", "Subject");
-	for (long n = 1; n <= p->count; n++)
-		if (list_row(p, n) < 0)
-			return -1;
+	struct buf rows = { 0 };
+	struct pager pg;
+	long next = 1;
+	int r;
+
+	pager_start(&pg);
+	ls->rows = 0;
+	do {
+		long k = scr.paging ? pg.room - (next == 1) : LIST_BATCH;
+
+		rows.len = 0;
+		if (next == 1)
+			add_row(&rows, "Sl. No.", "From", "Received", "Subject");
+		if ((r = list_page(cl, ls, next, k > 0 ? k : 1, &rows)) < 0 || ls->count == 0)
+			break;
+		page_text(&pg, &rows);
+		next += k > 0 ? k : 1;
+	} while (next <= ls->count && !pg.stopped && (pg.room > 0 || pager_more(&pg)));
+	buf_free(&rows);
+	if (r == 0 && ls->count == 0 && next == 1)
+		puts("No mails in your mailbox.");
+	return r < 0 ? -1 : ls->count;
+}
+
+/* ---------------------------------------------------------------- the menu: reading a mail */
+
+/* A mail the user chose: its number in the list, its unique-id (once
+ * known; "" from a server without UIDL) and its text as RETR sent it. */
+struct view {
+	long n;
+	char uid[UID_MAX];
+	struct buf raw;		/* LF lines, unstuffed */
+	int cut;		/* over MAIL_TEXT_MAX: the rest was left out */
+};
+
+/* add_field - "<name>: <value>" and a line end onto out */
+static void add_field(struct buf *out, const char *name, const char *value, size_t len)
+{
+	buf_add(out, name, strlen(name));
+	buf_add(out, ": ", 2);
+	add_flat(out, value, len);
+	buf_add(out, "\n", 1);
+}
+
+/* local_date - t as an RFC 5322 3.3 date in the reader's time zone */
+static int local_date(time_t t, char *out, size_t cap)
+{
+	struct tm tm;
+
+	if (!localtime_r(&t, &tm) || strftime(out, cap, "%a, %d %b %Y %H:%M:%S %z", &tm) == 0)
+		return -1;
 	return 0;
+}
+
+/* view_headers - the header lines the assignment names, decoded: From, To
+ * (and Cc), Subject; then Received as the list has it and the sender's
+ * Date, both in the reader's time zone. The source view has them all as
+ * they came. */
+static void view_headers(const struct entity *top, struct buf *out)
+{
+	static const char *const names[] = { "From", "To", "Cc", "Subject" };
+	struct buf v = { 0 }, received = { 0 };
+	char when[64];
+	time_t t;
+
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (header_text(top, names[i], &v) == 0)
+			add_field(out, names[i], v.p, v.len);
+	header_get(top->head, top->hlen, "Received", &received);
+	header_get(top->head, top->hlen, "Date", &v);
+	received_text(received.p ? received.p : "", v.p ? v.p : "", when, sizeof when);
+	if (strcmp(when, "?") != 0)
+		add_field(out, "Received", when, strlen(when));
+	if (v.len > 0 && parse_date(v.p, &t) == 0 && local_date(t, when, sizeof when) == 0)
+		add_field(out, "Date", when, strlen(when));
+	else if (v.len > 0) {
+		const char *d = trim(v.p, &v.len);	/* no date: shown as written */
+
+		add_field(out, "Date", d, v.len);
+	}
+	buf_free(&v);
+	buf_free(&received);
+}
+
+/* size_text - a size for people: "300 bytes", "12.5 KiB", "3.1 MiB" */
+static void size_text(size_t n, char *out, size_t cap)
+{
+	if (n < 1024)
+		snprintf(out, cap, "%zu bytes", n);
+	else if (n < 1024 * 1024)
+		snprintf(out, cap, "%.1f KiB", (double)n / 1024);
+	else
+		snprintf(out, cap, "%.1f MiB", (double)n / (1024 * 1024));
+}
+
+/* attachment_line - "Attachment: <name> (<type>, <size>)" onto out for a
+ * part not shown as the text; the size is what it decodes to */
+static void attachment_line(const struct part *pt, struct buf *out)
+{
+	struct buf name = { 0 }, data = { 0 };
+	char size[64];
+
+	if ((entity_param(&pt->e, "Content-Disposition", "filename", &name) < 0
+	     && entity_param(&pt->e, "Content-Type", "name", &name) < 0) || name.len == 0) {
+		name.len = 0;
+		buf_add(&name, "(no name)", 9);
+	}
+	entity_decode(&pt->e, &data);
+	size_text(data.len, size, sizeof size);
+	buf_add(out, "Attachment: ", 12);
+	add_flat(out, name.p, name.len);
+	buf_add(out, " (", 2);
+	buf_add(out, pt->type, strlen(pt->type));
+	buf_add(out, ", ", 2);
+	buf_add(out, size, strlen(size));
+	buf_add(out, ")\n", 2);
+	buf_free(&name);
+	buf_free(&data);
+}
+
+/* view_body - the text (the first text/plain part, else the text of the
+ * first text/html one), then a line for each other part, onto out */
+static void view_body(const struct entity *top, struct buf *out)
+{
+	struct mime *m = calloc(1, sizeof *m);
+	char more[64];
+	int text;
+
+	if (!m) {
+		buf_add(out, "(out of memory)\n", 16);
+		return;
+	}
+	mime_walk(m, top, 0);
+	text = mime_text(m);
+	if (text >= 0)
+		entity_text(&m->part[text], out);
+	else
+		buf_add(out, "(no text in this mail)\n", 23);
+	if (m->count > (text >= 0))
+		buf_add(out, "\n", 1);
+	for (int i = 0; i < m->count; i++)
+		if (i != text)
+			attachment_line(&m->part[i], out);
+	snprintf(more, sizeof more, "(and %d parts more)\n", m->more);
+	if (m->more > 0)
+		buf_add(out, more, strlen(more));
+	free(m);
+}
+
+/* show_mail - the mail as the reader wants it, through the pager: the
+ * headers, the text decoded and in the terminal's charset, the parts */
+static void show_mail(const struct view *v)
+{
+	struct buf out = { 0 };
+	struct entity top;
+	struct pager pg;
+	char mark[64];
+
+	snprintf(mark, sizeof mark, "\n----- mail no. %ld -----\n", v->n);
+	buf_add(&out, mark, strlen(mark));
+	entity_split(v->raw.p, v->raw.len, &top);
+	view_headers(&top, &out);
+	buf_add(&out, "\n", 1);
+	view_body(&top, &out);
+	if (v->cut)
+		buf_add(&out, "[the rest of the mail is not shown: over 25 MiB]\n", 49);
+	snprintf(mark, sizeof mark, "----- end of mail no. %ld -----\n", v->n);
+	buf_add(&out, mark, strlen(mark));
+	pager_start(&pg);
+	page_text(&pg, &out);
+	buf_free(&out);
+}
+
+/* show_source - the mail as it came, through the pager: every header as
+ * written, every part encoded (the assignment's "entire content") */
+static void show_source(const struct view *v)
+{
+	struct buf out = { 0 };
+	struct pager pg;
+	char mark[64];
+
+	snprintf(mark, sizeof mark, "\n----- source of mail no. %ld -----\n", v->n);
+	buf_add(&out, mark, strlen(mark));
+	buf_add(&out, v->raw.p, v->raw.len);
+	snprintf(mark, sizeof mark, "----- end of mail no. %ld -----\n", v->n);
+	buf_add(&out, mark, strlen(mark));
+	pager_start(&pg);
+	page_text(&pg, &out);
+	buf_free(&out);
+}
+
+/* gone - the mail the user chose is no longer there: another session
+ * deleted it since the list was fetched */
+static void gone(long n)
+{
+	printf("Mail no. %ld is no longer in the mailbox.\n", n);
+}
+
+/* fetch_mail - one session: find the chosen mail (by its unique-id when
+ * the list had it), RETR it whole, QUIT; the user then reads it with no
+ * session open. It returns 0, 1 when it is gone, -1 after an error. */
+static int fetch_mail(const struct client *cl, struct view *v)
+{
+	struct pop *p = pop_session(cl);
+	struct keep k = { &v->raw, MAIL_TEXT_MAX, 0, 0 };
+	long m;
+	int r = -1;
+
+	if (!p)
+		return -1;
+	m = pop_locate(p, v->n, v->uid);
+	if (m == 0)
+		r = 1;
+	else if (m < 0 || pop_cmd(p, "RETR %ld", m) < 0 || pop_multiline(p, keep_lines, &k) < 0)
+		show_error("Error in reading mail", p->line);
+	else
+		r = 0;
+	pop_end(p);
+	v->cut = k.cut;
+	buf_add(&v->raw, "", 0);	/* an empty mail is "" too */
+	if (r == 1)
+		gone(v->n);
+	return r;
+}
+
+/* delete_mail - one session: find the mail again by its unique-id (the
+ * numbers may have moved since it was read; against a server without
+ * UIDL, by its number), DELE it, QUIT. "Mail deleted." waits for QUIT's
+ * +OK: the server removes the mail only then (RFC 1939 6). */
+static void delete_mail(const struct client *cl, struct view *v)
+{
+	struct pop *p = pop_session(cl);
+	long m;
+
+	if (!p)
+		return;
+	m = pop_locate(p, v->n, v->uid);
+	if (m == 0)
+		gone(v->n);
+	else if (m < 0 || pop_cmd(p, "DELE %ld", m) < 0 || pop_close(p) < 0)
+		show_error("Error in deleting mail", p->line);
+	else
+		puts("Mail deleted.");
+	pop_end(p);
 }
 
 /* ---------------------------------------------------------------- the menu: Manage Mail */
 
+/* plain_integer - whether s[len] is an integer as people write one: an
+ * optional '-' and digits, nothing else ("+1", "1.0", "0x1" are not) */
+static int plain_integer(const char *s, size_t len)
+{
+	size_t sign = len > 0 && s[0] == '-';
+
+	return len > sign && strspn(s + sign, "0123456789") == len - sign;
+}
+
 /* choose_mail - ask "Enter mail no. to see: " until the answer is -1 or a
- * number in 1..count, into *n. What is no number is asked again; a number
- * out of range gets the assignment's message. -1 at the end of input. */
+ * number in 1..count, into *n. An empty line is asked again, what is no
+ * number gets a hint, a number out of range the assignment's message. -1
+ * at the end of input. */
 static int choose_mail(struct client *cl, long count, long *n)
 {
 	for (;;) {
 		const char *s;
 		size_t len;
-		char *end;
 
 		if (ask(cl, "Enter mail no. to see: ") < 0)
 			return -1;
 		len = cl->len;
 		s = trim(cl->line, &len);
 		if (len == 0)
-			continue;	/* not a number: ask again */
-		errno = 0;
-		*n = strtol(s, &end, 10);
-		if (end != s + len)
 			continue;
+		if (!plain_integer(s, len)) {
+			puts("Please enter a number (-1 for the menu)");
+			continue;
+		}
+		errno = 0;
+		*n = strtol(s, NULL, 10);
 		if (*n == -1 || (errno == 0 && *n >= 1 && *n <= count))
 			return 0;
 		puts("Mail no. out of range, give again");
 	}
 }
 
-/* show_line - one line of a mail on the screen, through show_text */
-static int show_line(void *arg, const char *line, size_t len)
+/* read_one - mail n: fetch it, show it, then the key: 'r' shows its
+ * source (and asks again), 'd' deletes it. It returns NEXT_LIST (the list
+ * comes again), NEXT_MENU after an error, NEXT_EXIT at the end of input. */
+static enum next read_one(struct client *cl, const struct listing *ls, long n)
 {
-	(void)arg;
-	show_text(line, len);
-	putchar('\n');
-	return 0;
-}
+	struct view v = { n, "", { 0 }, 0 };
+	int key, r;
 
-/* show_mail - RETR n: the whole mail, headers and body, between two marks */
-static int show_mail(struct pop *p, long n)
-{
-	if (pop_cmd(p, "RETR %ld", n) < 0)
-		return -1;
-	printf("\n----- mail no. %ld -----\n", n);
-	if (pop_multiline(p, show_line, NULL) < 0)
-		return -1;
-	printf("----- end of mail no. %ld -----\n", n);
-	return 0;
-}
-
-/* delete_mail - DELE n, then QUIT. "Mail deleted." waits for QUIT's +OK:
- * the server removes the mail only in the UPDATE state (RFC 1939 6). */
-static void delete_mail(struct pop *p, long n)
-{
-	if (pop_cmd(p, "DELE %ld", n) < 0) {
-		show_error("Error in deleting mail", p->line);
-		pop_close(p);
-	} else if (pop_close(p) < 0) {
-		show_error("Error in deleting mail", p->line);
-	} else {
-		puts("Mail deleted.");
+	if (n <= ls->rows)
+		memcpy(v.uid, ls->uid[n - 1], UID_MAX);
+	if ((r = fetch_mail(cl, &v)) != 0) {
+		buf_free(&v.raw);
+		return r > 0 ? NEXT_LIST : NEXT_MENU;
 	}
-}
-
-/* read_one - the list, the choice, the mail, then the key. It returns
- * NEXT_MENU after -1, NEXT_EXIT at the end of input, and NEXT_LIST after
- * any key ('d' deletes first), since the list then comes again. */
-static enum next read_one(struct client *cl, struct pop *p)
-{
-	long n;
-	int key;
-
-	if (p->count == 0) {
-		puts("No mails in your mailbox.");
-		return NEXT_MENU;
-	}
-	if (list_mails(p) < 0) {
-		show_error("Error in reading mail", p->line);
-		return NEXT_MENU;
-	}
-	if (choose_mail(cl, p->count, &n) < 0)
-		return NEXT_EXIT;
-	if (n == -1)
-		return NEXT_MENU;
-	if (show_mail(p, n) < 0) {
-		show_error("Error in reading mail", p->line);
-		return NEXT_MENU;
-	}
-	key = ask_key(cl, "Press d to delete this mail, any other key to see the list: ");
-	if (key == EOF)
-		return NEXT_EXIT;
+	show_mail(&v);
+	while ((key = ask_key(cl, "Press d to delete, r to see the source, "
+			      "any other key to see the list: ")) == 'r')
+		show_source(&v);
 	if (key == 'd')
-		delete_mail(p, n);	/* closes the session: QUIT makes it real */
-	return NEXT_LIST;
+		delete_mail(cl, &v);
+	buf_free(&v.raw);
+	return key == EOF ? NEXT_EXIT : NEXT_LIST;
 }
 
 /*
- * opt_manage_mail - menu 1. Each list-read-key cycle is one POP3 session,
- * ended with QUIT before the list comes again or the menu does: the list is
- * always fresh, and the mailbox lock is never held while the user reads.
+ * opt_manage_mail - menu 1: the list, the choice, the mail, the key, and
+ * the list again, fetched afresh. Each step that talks to the server is a
+ * POP3 session of its own, ended with QUIT before the client waits for the
+ * user: the mailbox lock is never held while the user reads or thinks,
+ * and another client can read the same mailbox meanwhile.
  */
 static enum next opt_manage_mail(struct client *cl)
 {
-	for (;;) {
-		struct pop *p = malloc(sizeof *p);
-		enum next next;
+	struct listing ls = { 0 };
+	enum next next;
 
-		if (!p) {
-			puts("Error in reading mail: out of memory");
-			return NEXT_MENU;
-		}
-		next = pop_open(p, cl) < 0 ? NEXT_MENU : read_one(cl, p);
-		pop_close(p);	/* after 'd' delete_mail has closed it already */
-		free(p);
-		if (next != NEXT_LIST)
-			return next;
-	}
+	do {
+		long n;
+
+		if (list_mails(cl, &ls) <= 0)
+			next = NEXT_MENU;
+		else if (choose_mail(cl, ls.count, &n) < 0)
+			next = NEXT_EXIT;
+		else
+			next = n == -1 ? NEXT_MENU : read_one(cl, &ls, n);
+	} while (next == NEXT_LIST);
+	free(ls.uid);
+	return next;
 }
 
 /* ---------------------------------------------------------------- the menu: Send Mail */
 
-/* opt_send_mail - menu 2: read the whole mail up to ".", check it, and send
- * it over SMTP only if it is well formed */
+/* opt_send_mail - menu 2: see that the SMTP server answers, read the whole
+ * mail up to ".", check it, and send it only if it is well formed. Ctrl-D
+ * or Ctrl-C while it is typed drop it, and the menu comes back. */
 static enum next opt_send_mail(struct client *cl)
 {
 	struct buf text = { 0 };
 	struct mail m = { 0 };
 	int r;
 
+	if (smtp_probe() < 0)
+		return NEXT_MENU;
+	catch_interrupt(1);
 	puts("Type the mail: a line \"From: user@domain\", a line \"To: user@domain\"\n"
 	     "(several addresses: separated by commas), a line \"Subject: text\" (at most\n"
 	     "50 characters), then the body; end it with a line with only \".\".");
 	r = read_mail(cl, &text);
+	catch_interrupt(0);
 	if (r < 0) {
 		buf_free(&text);
-		return NEXT_EXIT;
+		printf("%sMail not sent.\n", interrupted ? "\n" : "");
+		clearerr(stdin);	/* a terminal reads on after Ctrl-D; a pipe stays at its end */
+		return NEXT_MENU;
 	}
 	if (r > 0)
 		m.why = "the mail is too long";
@@ -2176,7 +3821,7 @@ static int usage(FILE *out, int code)
 		"  server      IPv4 or IPv6 address or host name of the mail server\n"
 		"  smtp_port   SMTP port (default 2525), pop3_port POP3 port (default 1100)\n"
 		"  -v          show the SMTP/POP3 dialogue on stderr\n"
-		"  -t seconds  longest wait for the server (default %d)\n"
+		"  -t seconds  longest wait for the server, a whole reply (default %d)\n"
 		"  -h          this help\n", progname, DEFAULT_TIMEOUT);
 	return code;
 }
@@ -2256,7 +3901,8 @@ int main(int argc, char **argv)
 	 * nothing of the next keys in stdio's buffer (a pipe stays buffered). */
 	if (isatty(STDIN_FILENO) && setvbuf(stdin, NULL, _IONBF, 0) != 0)
 		log_msg("cannot unbuffer stdin");
-	tzset();	/* local time for Date: and the list */
+	tzset();	/* local time for Date:, the list and the mail */
+	screen_charset();
 	cl.username = ask_credential(&cl, "Username: ", 0);
 	cl.password = cl.username ? ask_credential(&cl, "Password: ", 1) : NULL;
 	if (cl.password)

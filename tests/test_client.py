@@ -5,30 +5,45 @@ Client (below) runs the binary on a pty, waits for expected text with a
 timeout and types keystrokes; every wait is bounded. The user-facing words
 are checked exactly as the assignment gives them.
 """
+import base64
 import calendar
 import email.utils
+import fcntl
 import os
+import poplib
 import re
 import select
+import shutil
 import signal
 import smtplib
 import socket
+import struct
 import subprocess
+import sys
 import termios
 import threading
 import time
+from email.message import EmailMessage
 
-from harness import (MailTest, SANITIZER_ENV, SANITIZER_RE, binary, free_port)
+from harness import (HOSTNAME, MailTest, SANITIZER_ENV, SANITIZER_RE, binary, free_port)
 
 MENU = "1. Manage Mail\n2. Send Mail\n3. Quit\nEnter option: "
-KEY_PROMPT = "Press d to delete this mail, any other key to see the list: "
+KEY_PROMPT = "Press d to delete, r to see the source, any other key to see the list: "
+NUMBER_PROMPT = "Enter mail no. to see: "
+# Makes the pty the client's controlling terminal (the client is a session
+# leader, start_new_session), so that a typed Ctrl-C is a SIGINT, then runs it.
+CTTY_SHIM = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+             "os.execv(sys.argv[1], sys.argv[1:])")
 TABLE_HEAD = ("Sl. No.  From                      Received              Subject")
 
 
 class Client:
-    """mailclient on a pseudo-terminal (or on pipes with tty=False)."""
+    """mailclient on a pseudo-terminal (or on pipes with tty=False). size
+    (rows, columns) sets the window size (TIOCSWINSZ; a new pty has none,
+    and the client then pages nothing); ctty makes the pty the client's
+    controlling terminal, so that a typed Ctrl-C is a SIGINT."""
 
-    def __init__(self, test, *args, tty=True, env=None):
+    def __init__(self, test, *args, tty=True, env=None, size=None, ctty=False):
         self.err_path = os.path.join(test.dir, "client-%d.err" % len(test.clients))
         err = open(self.err_path, "wb")
         environ = dict(os.environ, **SANITIZER_ENV)
@@ -36,12 +51,16 @@ class Client:
         if tty:
             self.master, self.slave = os.openpty()
             stdin = stdout = self.slave
+            if size:
+                self.resize(*size)
         else:
             rd, self.master = os.pipe()
             self.out_rd, wr = os.pipe()
             stdin, stdout, self.slave = rd, wr, None
-        self.proc = subprocess.Popen([binary("mailclient")] + [str(a) for a in args],
-                                     stdin=stdin, stdout=stdout, stderr=err,
+        argv = [binary("mailclient")] + [str(a) for a in args]
+        if ctty:
+            argv = [sys.executable, "-c", CTTY_SHIM] + argv
+        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=err,
                                      env=environ, start_new_session=True)
         err.close()
         if not tty:
@@ -102,6 +121,10 @@ class Client:
 
     def line(self, text=""):
         self.send(text + "\n")
+
+    def resize(self, rows, cols):
+        """Set the window size, as a terminal emulator does."""
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def eof(self):
         """End of input: Ctrl-D at a line start on a tty, closing the pipe otherwise."""
@@ -164,10 +187,10 @@ class ClientTest(MailTest):
         if problems:
             self.fail("sanitizer report from mailclient:\n" + "\n".join(problems))
 
-    def client(self, *args, tty=True, user=None, smtp_port=None, pop_port=None):
-        """A client logged in as user (None: only started)."""
+    def client(self, *args, tty=True, user=None, smtp_port=None, pop_port=None, **kw):
+        """A client logged in as user (None: only started); kw: Client's."""
         c = Client(self, *args, "127.0.0.1", smtp_port or self.smtp.port,
-                   pop_port or self.pop.port, tty=tty)
+                   pop_port or self.pop.port, tty=tty, **kw)
         if user:
             c.login(user, user + "pw")
         return c
@@ -182,6 +205,14 @@ class ClientTest(MailTest):
         c.expect(MENU)
         return seen
 
+    def send_refused(self, c, expect):
+        """Menu 2 when the SMTP server does not greet: the error comes before
+        the mail is typed, and the menu again."""
+        c.line("2")
+        seen = c.expect(expect)
+        self.assertNotIn("Type the mail", seen)
+        self.assertEqual(c.expect(MENU), "\n" + MENU)
+
     def inject(self, sender, rcpt, subject, body):
         """A mail delivered by smtplib (not by the client)."""
         msg = "From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\n%s" % (sender, rcpt, subject, body)
@@ -191,6 +222,17 @@ class ClientTest(MailTest):
     def quit(self, c):
         c.line("3")
         self.assertEqual(c.exit_code(), 0)
+
+    def put(self, login, *records):
+        """Records written into the spool by hand (CRLF lines, ".\r\n" after each)."""
+        os.makedirs(os.path.join(self.spool, login), exist_ok=True)
+        with open(self.mailbox_path(login), "wb") as f:
+            f.write("".join(r + ".\r\n" for r in records).encode())
+
+    def subjects(self, login):
+        """The Subject of each record in a mailbox, in order."""
+        return [re.search(rb"\r\nSubject: (.*?)\r\n", r).group(1).decode()
+                for r in self.records(login)]
 
     def bodies(self, login):
         """Each record's body (after the first blank line), CRLF kept, unstuffed."""
@@ -470,23 +512,52 @@ class SendMail(ClientTest):
         self.quit(c)
 
     def test_smtp_server_down(self):
+        # found out before the mail is typed, not after
         port = self.dead_port()
         c = self.client(user="alice", smtp_port=port)
-        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
-                       expect="Cannot connect to 127.0.0.1:%d: Connection refused\n" % port)
+        self.send_refused(c, "Cannot connect to 127.0.0.1:%d: Connection refused\n" % port)
+        self.quit(c)
+
+    def test_swapped_ports_say_what_answered(self):
+        c = self.client(user="alice", smtp_port=self.pop.port, pop_port=self.smtp.port)
+        self.send_refused(c, "Error in sending mail: expected an SMTP greeting (220), "
+                             "got: +OK POP3 server ready\n")
+        c.line("1")
+        self.assertEqual(c.expect(MENU), "1\nError in reading mail: expected a POP3 greeting "
+                         "(+OK), got: 220 %s Service ready\n\n%s" % (HOSTNAME, MENU))
         self.quit(c)
 
     def test_eof_at_each_send_mail_line(self):
+        # Ctrl-D while typing drops the mail and the menu comes again; at the
+        # menu it ends the client
         lines = ["From: alice@h", "To: bob@h", "Subject: s", "body"]
+        c = self.client(user="alice")
         for n in range(len(lines) + 1):
-            c = self.client(user="alice")
             c.line("2")
             c.expect('with only ".".\n')
             for line in lines[:n]:
                 c.line(line)
             c.eof()
-            self.assertEqual(c.exit_code(5), 0, n)
+            self.assertTrue(c.expect(MENU).endswith("Mail not sent.\n\n" + MENU))
+        c.eof()
+        self.assertEqual(c.exit_code(5), 0)
         self.assertEqual(self.mailbox("bob"), b"")
+
+    def test_ctrl_c_while_typing_drops_the_mail(self):
+        c = self.client(user="alice", ctty=True)
+        for typed in ([], ["From: alice@h", "To: bob@h", "Subject: s", "half a bo"]):
+            c.line("2")
+            c.expect('with only ".".\n')
+            for line in typed:
+                c.line(line)
+            c.send("\x03")                  # Ctrl-C, from the terminal: SIGINT
+            self.assertIn("Mail not sent.\n", c.expect(MENU))
+        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: after", "x", "."])
+        self.assertEqual(len(self.records("bob")), 1)
+        self.assertIn(b"Subject: after", self.records("bob")[0])
+        c.send("\x03")                      # at the menu it ends the client, as before
+        self.assertEqual(c.exit_code(), -signal.SIGINT)
+        self.assertTrue(termios.tcgetattr(c.slave)[3] & termios.ECHO)
 
     def test_verbose_shows_the_dialogue(self):
         c = self.client("-v", user="alice")
@@ -532,11 +603,18 @@ class ManageMail(ClientTest):
         self.assertIn(when, rows[2])
         c.line("1")
         shown = c.expect(KEY_PROMPT)
-        self.assertIn("----- mail no. 1 -----\nReturn-Path: <alice@mx.test.example>\n"
-                      "Received: from ", shown)
-        self.assertIn("\nFrom: alice@mx.test.example\nTo: bob@mx.test.example\n"
-                      "Subject: First\nDate: ", shown)
+        self.assertRegex(shown, r"----- mail no. 1 -----\nFrom: alice@mx.test.example\n"
+                                r"To: bob@mx.test.example\nSubject: First\n"
+                                r"Received: \d{4}-\d\d-\d\d : \d\d : \d\d\nDate: \w\w\w, ")
+        self.assertIn(rows[2][35:55], shown)            # the list's time
         self.assertIn("\n\none\n.x\n..\n----- end of mail no. 1 -----\n", shown)
+        self.assertNotIn("Return-Path", shown)
+        c.send("r")                                     # the source, as stored
+        source = c.expect(KEY_PROMPT)
+        self.assertIn("r\n\n----- source of mail no. 1 -----\nReturn-Path: "
+                      "<alice@mx.test.example>\nReceived: from ", source)
+        self.assertIn("\nMessage-ID: <", source)
+        self.assertIn("\n\none\n.x\n..\n----- end of mail no. 1 -----\n", source)
         self.assertEqual(self.mailbox("bob"), before)   # reading deletes nothing
         c.send("x")                                     # any other key: the list again
         again = c.expect("Enter mail no. to see: ")
@@ -609,10 +687,17 @@ class ManageMail(ClientTest):
             c.line(typed)
             self.assertEqual(c.expect("Enter mail no. to see: "),
                              typed + "\nMail no. out of range, give again\nEnter mail no. to see: ")
-        for typed in ("abc", "", "1x", "one"):
+        for typed in ("abc", "1x", "one", "+1", "1.0", "0x1", "- 1", "--1"):
             c.line(typed)
             self.assertEqual(c.expect("Enter mail no. to see: "),
-                             typed + "\nEnter mail no. to see: ")
+                             typed + "\nPlease enter a number (-1 for the menu)\n"
+                             "Enter mail no. to see: ")
+        c.line("")                  # an empty line: only the prompt again
+        self.assertEqual(c.expect("Enter mail no. to see: "), "\nEnter mail no. to see: ")
+        c.line("001")               # a plain integer
+        self.assertIn("Subject: only one\n", c.expect(KEY_PROMPT))
+        c.send("x")
+        c.expect("Enter mail no. to see: ")
         c.line(" -1 ")
         c.expect(MENU)
         self.assertEqual(len(self.records("bob")), 1)
@@ -740,11 +825,6 @@ class AssignmentMailbox(ClientTest):
     <minute>" and no Date header, put into the spool by hand (CRLF lines,
     ".\r\n" after each) and served by the real popserver."""
 
-    def put(self, login, *records):
-        os.makedirs(os.path.join(self.spool, login), exist_ok=True)
-        with open(self.mailbox_path(login), "wb") as f:
-            f.write("".join(r + ".\r\n" for r in records).encode())
-
     def listing(self, env=None):
         """Log in as bob (TZ XYZ-05:30 unless env says), list, back to the
         menu, quit; the rows of the list."""
@@ -787,6 +867,9 @@ class AssignmentMailbox(ClientTest):
         self.assertIn(row(2, "alice@h", "2026-11-29 : 14 : 05", "second"),
                       c.expect("Enter mail no. to see: "))
         c.line("1")
+        self.assertIn("\nSubject: as assigned\nReceived: 2026-11-29 : 14 : 05\n\n"
+                      "line one\n.dot\n----- end of mail no. 1 -----\n", c.expect(KEY_PROMPT))
+        c.send("r")
         self.assertIn("\nSubject: as assigned\nReceived: 29 Nov 2026 : 14 : 05\n"
                       "line one\n.dot\n----- end of mail no. 1 -----\n", c.expect(KEY_PROMPT))
         c.send("d")
@@ -875,25 +958,30 @@ class OtherServers(ClientTest):
         self.addCleanup(server.close)
         return server
 
+    def fake_smtp(self, greeting, answers):
+        """An SMTP fake: first the check before the mail is typed (the
+        greeting, QUIT), then the session that sends it."""
+        return self.fake(greeting, ["221 bye\r\n"], then=[(greeting, answers)])
+
     def test_helo_fallback_and_multiline_greeting(self):
         def data(f):
             while f.readline() not in (b".\r\n", b""):
                 pass
             return "250 queued\r\n"
-        s = self.fake("220-first line\r\n220-second\r\n220 ready\r\n",
-                      ["502 5.5.1 no EHLO here\r\n", "250 hi\r\n", "250 ok\r\n", "250 ok\r\n",
-                       "354 go\r\n", data, "221 bye\r\n"])
+        s = self.fake_smtp("220-first line\r\n220-second\r\n220 ready\r\n",
+                           ["502 5.5.1 no EHLO here\r\n", "250 hi\r\n", "250 ok\r\n",
+                            "250 ok\r\n", "354 go\r\n", data, "221 bye\r\n"])
         c = self.client(user="alice", smtp_port=s.port)
         self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."])
         self.quit(c)
         s.thread.join(10)
         self.assertEqual([g.split()[0] for g in s.got],
-                         ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "From:", "QUIT"])
+                         ["QUIT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "From:", "QUIT"])
 
     def test_smtp_error_reply_line_shown_whole(self):
-        s = self.fake("220 x\r\n", ["250-x\r\n250 SIZE 10\r\n",
-                                    "451-4.3.0 first\r\n451 4.3.0 Try again later\r\n",
-                                    "221 bye\r\n"])
+        s = self.fake_smtp("220 x\r\n", ["250-x\r\n250 SIZE 10\r\n",
+                                         "451-4.3.0 first\r\n451 4.3.0 Try again later\r\n",
+                                         "221 bye\r\n"])
         c = self.client(user="alice", smtp_port=s.port)
         self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
                        expect="Error in sending mail: 451 4.3.0 Try again later\n")
@@ -904,8 +992,7 @@ class OtherServers(ClientTest):
                          ["221 bye\r\n"])
         pop = self.fake("+OK hi\r\n", ["-ERR \x1b[31mno such user\r\n", "+OK bye\r\n"])
         c = self.client(user="alice", smtp_port=smtp.port, pop_port=pop.port)
-        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
-                       expect="Error in sending mail: 554 5.3.2 ?[2J?]0;owned? ?31m go away\n")
+        self.send_refused(c, "Error in sending mail: 554 5.3.2 ?[2J?]0;owned? ?31m go away\n")
         c.line("1")
         c.expect("Login failed: -ERR ?[31mno such user\n")
         c.expect(MENU)
@@ -920,23 +1007,24 @@ class OtherServers(ClientTest):
         for greeting, ehlo, param in (
                 ("220-8BITMIME in the greeting\r\n220 hi\r\n", "250-x\r\n250 8BITMIMEX\r\n", ""),
                 ("220 hi\r\n", "250-x\r\n250-8bitmime\r\n250 SIZE 100\r\n", " BODY=8BITMIME")):
-            s = self.fake(greeting, [ehlo, "250 ok\r\n", "250 ok\r\n", "354 go\r\n",
-                                     data, "221 bye\r\n"])
+            s = self.fake_smtp(greeting, [ehlo, "250 ok\r\n", "250 ok\r\n", "354 go\r\n",
+                                          data, "221 bye\r\n"])
             c = self.client(user="alice", smtp_port=s.port)
             self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "caf\u00e9", "."])
             self.quit(c)
             s.thread.join(10)
-            self.assertEqual(s.got[1], "MAIL FROM:<alice@h>" + param)
+            self.assertEqual(s.got[2], "MAIL FROM:<alice@h>" + param)
 
     def test_smtp_greeting_refused(self):
         s = self.fake("554 5.3.2 go away\r\n", ["221 bye\r\n"])
         c = self.client(user="alice", smtp_port=s.port)
-        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
-                       expect="Error in sending mail: 554 5.3.2 go away\n")
+        self.send_refused(c, "Error in sending mail: 554 5.3.2 go away\n")
         self.quit(c)
+        s.thread.join(10)
+        self.assertEqual(s.got, ["QUIT"])
 
     def test_servers_closing_early(self):
-        smtp = self.fake("220 hello\r\n", [""])       # reads EHLO, then closes
+        smtp = self.fake_smtp("220 hello\r\n", [""])  # reads EHLO, then closes
         pop = self.fake("+OK hello\r\n", [""])        # reads USER, then closes
         c = self.client(user="alice", smtp_port=smtp.port, pop_port=pop.port)
         self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
@@ -949,22 +1037,26 @@ class OtherServers(ClientTest):
         smtp, pop = self.fake(None, []), self.fake(None, [])
         c = self.client("-t", "1", user="alice", smtp_port=smtp.port, pop_port=pop.port)
         started = time.time()
-        self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
-                       expect="Error in sending mail: timed out waiting for the server\n")
+        self.send_refused(c, "Error in sending mail: timed out waiting for the server\n")
         c.line("1")
         c.expect("Error in reading mail: timed out waiting for the server\n\n" + MENU)
         self.assertLess(time.time() - started, 8)
         self.quit(c)
 
     def test_pop_without_capa_or_top(self):
+        # RFC 1939 alone: no CAPA, so RETR for the headers; no UIDL, so the
+        # mail is read and deleted by its number; a session per step
         mail = ("Received: from x\r\n\tby y; Tue, 1 Dec 2026 10:20:30 +0000\r\n"
                 "From: Alice Example <alice@h>\r\nSubject:\r\n folded subject\r\n\r\n"
                 "..stuffed\r\nbody\r\n.\r\n")
+        login = ["+OK\r\n", "+OK\r\n", "-ERR what is CAPA?\r\n", "+OK 1 99\r\n"]
+        no_uidl = "-ERR what is UIDL?\r\n"
         s = self.fake("+OK whatever you like\r\n",
-                      ["+OK\r\n", "+OK\r\n", "-ERR what is CAPA?\r\n", "+OK 1 99\r\n",
-                       "+OK\r\n" + mail, "+OK\r\n" + mail, "+OK\r\n", "+OK bye\r\n"],
-                      then=[("+OK again\r\n", ["+OK\r\n", "+OK\r\n", "-ERR no\r\n",
-                                                "+OK 0 0\r\n", "+OK bye\r\n"])])
+                      login + ["+OK\r\n" + mail, no_uidl, "+OK bye\r\n"],
+                      then=[("+OK 2\r\n", login + [no_uidl, "+OK\r\n" + mail, "+OK bye\r\n"]),
+                            ("+OK 3\r\n", login + [no_uidl, "+OK\r\n", "+OK bye\r\n"]),
+                            ("+OK 4\r\n", ["+OK\r\n", "+OK\r\n", "-ERR no\r\n",
+                                           "+OK 0 0\r\n", "+OK bye\r\n"])])
         c = Client(self, "127.0.0.1", self.smtp.port, s.port, env={"TZ": "UTC"})
         c.login("bob", "bobpw")
         c.line("1")
@@ -972,22 +1064,29 @@ class OtherServers(ClientTest):
         self.assertEqual(rows[2], "1        alice@h                   2026-12-01 : 10 : 20  "
                                   "folded subject")
         c.line("1")
-        self.assertIn("Subject:\n folded subject\n\n.stuffed\nbody\n----- end", c.expect(KEY_PROMPT))
+        self.assertIn("From: Alice Example <alice@h>\nSubject: folded subject\n"
+                      "Received: 2026-12-01 : 10 : 20\n\n.stuffed\nbody\n----- end",
+                      c.expect(KEY_PROMPT))
         c.send("d")
         c.expect("Mail deleted.\nNo mails in your mailbox.\n\n" + MENU)
         self.quit(c)
         s.thread.join(10)
-        self.assertEqual(s.got, ["USER bob", "PASS bobpw", "CAPA", "STAT", "RETR 1",
-                                 "RETR 1", "DELE 1", "QUIT",      # then the list afresh:
-                                 "USER bob", "PASS bobpw", "CAPA", "STAT", "QUIT"])
+        session = ["USER bob", "PASS bobpw", "CAPA", "STAT"]
+        self.assertEqual(s.got, session + ["RETR 1", "UIDL 1", "QUIT"]      # the list
+                         + session + ["UIDL 1", "RETR 1", "QUIT"]           # the mail
+                         + session + ["UIDL 1", "DELE 1", "QUIT"]           # d
+                         + session + ["QUIT"])                              # the list again
 
     def test_failed_update_reported_and_mail_still_listed(self):
         mail = "From: a@h\r\nSubject: keep\r\n\r\nbody\r\n.\r\n"
-        login = ["+OK\r\n", "+OK\r\n", "-ERR no CAPA\r\n", "+OK 1 40\r\n", "+OK\r\n" + mail]
-        s = self.fake("+OK hi\r\n",
-                      login + ["+OK\r\n" + mail, "+OK marked\r\n",
-                               "-ERR some deleted messages not removed\r\n"],
-                      then=[("+OK hi\r\n", login + ["+OK bye\r\n"])])
+        login = ["+OK\r\n", "+OK\r\n", "-ERR no CAPA\r\n", "+OK 1 40\r\n"]
+        no_uidl = "-ERR no UIDL\r\n"
+        listing = login + ["+OK\r\n" + mail, no_uidl, "+OK bye\r\n"]
+        s = self.fake("+OK hi\r\n", listing,
+                      then=[("+OK hi\r\n", login + [no_uidl, "+OK\r\n" + mail, "+OK bye\r\n"]),
+                            ("+OK hi\r\n", login + [no_uidl, "+OK marked\r\n",
+                                                    "-ERR some deleted messages not removed\r\n"]),
+                            ("+OK hi\r\n", listing)])
         c = self.client(user="bob", pop_port=s.port)
         c.line("1")
         c.expect("Enter mail no. to see: ")
@@ -1002,7 +1101,7 @@ class OtherServers(ClientTest):
         c.expect(MENU)
         self.quit(c)
         s.thread.join(10)
-        self.assertEqual(s.got[5:9], ["RETR 1", "DELE 1", "QUIT", "USER bob"])
+        self.assertEqual(s.got[17:22], ["STAT", "UIDL 1", "DELE 1", "QUIT", "USER bob"])
 
     def test_one_command_at_a_time_even_with_pipelining(self):
         # RFC 2920 is optional: the client waits for each reply (DATA's text aside)
@@ -1012,6 +1111,12 @@ class OtherServers(ClientTest):
 
         def serve():
             listener.settimeout(15)
+            conn, _ = listener.accept()         # the check before the mail is typed
+            with conn:
+                conn.sendall(b"220 hi\r\n")
+                conn.settimeout(15)
+                if conn.recv(100) == b"QUIT\r\n":
+                    conn.sendall(b"221 bye\r\n")
             conn, _ = listener.accept()
             conn.settimeout(15)
             with conn:
@@ -1076,5 +1181,376 @@ class OtherServers(ClientTest):
         c.line("1")
         self.assertIn("Subject", c.expect("Enter mail no. to see: "))
         c.line("-1")
+        c.expect(MENU)
+        self.quit(c)
+
+
+def drip(data, interval, ready, delay=0):
+    """A server that waits delay seconds, then sends data one byte every
+    interval seconds: a listening socket (its port appended to ready) and
+    the thread that serves it once."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    ready.append(sock.getsockname()[1])
+
+    def serve():
+        sock.settimeout(15)
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        time.sleep(delay)
+        with conn:
+            for byte in data:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return      # the client gave up: the point of the test
+                time.sleep(interval)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return sock, thread
+
+
+class ClaimingPop:
+    """A POP3 server that claims count mails and makes up the headers of
+    each on demand (TOP n 0, UIDL n); it serves `sessions` connections one
+    after the other and notes every command."""
+
+    def __init__(self, count, sessions=2):
+        self.count, self.got = count, []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.run, args=(sessions,), daemon=True)
+        self.thread.start()
+
+    def answer(self, cmd):
+        verb, _, arg = cmd.partition(" ")
+        n = arg.split(" ")[0]
+        return {"CAPA": "+OK\r\nTOP\r\nUIDL\r\n.\r\n",
+                "STAT": "+OK %d 0\r\n" % self.count,
+                "TOP": "+OK\r\nFrom: x@h\r\nSubject: mail %s\r\n\r\n.\r\n" % n,
+                "UIDL": "+OK %s id%s\r\n" % (n, n)}.get(verb, "+OK\r\n")
+
+    def run(self, sessions):
+        self.sock.settimeout(15)
+        for _ in range(sessions):
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as f:
+                conn.settimeout(15)
+                conn.sendall(b"+OK a billion mails\r\n")
+                for line in f:
+                    cmd = line.decode().rstrip("\r\n")
+                    self.got.append(cmd)
+                    conn.sendall(self.answer(cmd).encode())
+                    if cmd == "QUIT":
+                        break
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(10)
+
+
+def gmail_style():
+    """A mail as Gmail sends one: multipart/mixed holding a
+    multipart/alternative (text/plain in base64, text/html) and a PDF."""
+    msg = EmailMessage()
+    msg["From"] = "Gm\u00e4il User <gmail.user@example.org>"
+    msg["To"] = "bob@h"
+    msg["Subject"] = "Gmail-style: r\u00e9sum\u00e9 and report \u2713 attached"
+    msg["Date"] = "Mon, 23 Nov 2026 13:15:40 +0000"
+    msg.set_content("Hello Bob,\n\nthe r\u00e9sum\u00e9 is below, the report attached.\n"
+                    "\u20ac 42\n", cte="base64")
+    msg.add_alternative("<html><body><p>Hello <b>Bob</b>,</p><p>the r\u00e9sum\u00e9 "
+                        "is below</p></body></html>\n", subtype="html")
+    msg.add_attachment(bytes(range(256)) * 40, maintype="application", subtype="pdf",
+                       filename="report.pdf")
+    return msg
+
+
+class RealMail(ClientTest):
+    """Mail as it really arrives: MIME parts, encoded headers, HTML, wide
+    and narrow windows, one time zone; the source one key away."""
+
+    def open_mail(self, c, n, size=None):
+        c.line("1")
+        listing = c.expect(NUMBER_PROMPT)
+        c.line(str(n))
+        return listing, c.expect(KEY_PROMPT)
+
+    def test_multipart_with_attachment(self):
+        with smtplib.SMTP("127.0.0.1", self.smtp.port, timeout=10) as s:
+            s.send_message(gmail_style())
+        self.assertIn(b"\r\nSubject: Gmail-style: =?utf-8?b?", self.records("bob")[0])
+        c = self.client(user="bob", size=(40, 120), env={"TZ": "XYZ-05:30"})
+        listing, mail = self.open_mail(c, 1)
+        self.assertIn("\n1        gmail.user@example.org    ", listing)
+        self.assertTrue(listing.split("\n")[2].endswith(
+            "  Gmail-style: r\u00e9sum\u00e9 and report \u2713 attached"), listing)
+        self.assertIn("\nFrom: Gm\u00e4il User <gmail.user@example.org>\nTo: bob@h\n"
+                      "Subject: Gmail-style: r\u00e9sum\u00e9 and report \u2713 attached\n", mail)
+        # the reader's time zone (UTC+05:30 here), as the list has it
+        self.assertIn("\nDate: Mon, 23 Nov 2026 18:45:40 +0530\n", mail)
+        self.assertIn("\nReceived: " + listing.split("\n")[2][35:55] + "\n", mail)
+        self.assertIn("\n\nHello Bob,\n\nthe r\u00e9sum\u00e9 is below, the report attached.\n"
+                      "\u20ac 42\n\nAttachment: report.pdf (application/pdf, 10.0 KiB)\n"
+                      "----- end of mail no. 1 -----\n", mail)
+        self.assertNotRegex(mail, r"[A-Za-z0-9+/]{40}")             # no base64
+        self.assertNotIn("<", mail.replace("<gmail.user@example.org>", ""))   # no HTML
+        self.assertNotIn("--More--", mail)
+        c.send("r")                     # the source: every part as it came, paged
+        source = c.expect("--More--")
+        self.assertIn("----- source of mail no. 1 -----\nReturn-Path: ", source)
+        self.assertIn("\nSubject: Gmail-style: =?utf-8?b?", source)
+        # the key's line, then a screenful: 39 rows and the last one for --More--
+        self.assertEqual(source.count("\n"), 1 + 39)
+        c.send("q")
+        c.expect(KEY_PROMPT)
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_encoded_subjects(self):
+        b64 = lambda text, cs: base64.b64encode(text.encode(cs)).decode()
+        subjects = [
+            ("=?ISO-8859-1?Q?Caf=E9_cr=E8me?=", "Caf\u00e9 cr\u00e8me"),
+            ("=?iso-8859-1?b?%s?=" % b64("D\u00e9j\u00e0 vu", "latin-1"), "D\u00e9j\u00e0 vu"),
+            ("=?UTF-8?Q?=E2=82=AC_100_?= =?UTF-8?Q?for_you?=", "\u20ac 100 for you"),
+            ("=?utf-8?B?%s?=" % b64("Gr\u00fc\u00dfe aus K\u00f6ln \u2713", "utf-8"),
+             "Gr\u00fc\u00dfe aus K\u00f6ln \u2713"),
+            ("Re: =?utf-8?q?caf=C3=A9?= time", "Re: caf\u00e9 time"),
+            ("=?UTF-8?Q?split_caf=C3?=\r\n =?UTF-8?Q?=A9?=", "split caf\u00e9"),  # folded, split
+            ("=?ISO-8859-15?Q?=A4uro?=", "\u20acuro"),
+            ("=?x-unknown?Q?kept?= and =?utf-8?Q?bad word?=", "kept and =?utf-8?Q?bad word?="),
+        ]
+        self.put("bob", *("From: =?utf-8?q?J=C3=B6rg?= <joerg@h>\r\nTo: bob@h\r\n"
+                          "Subject: %s\r\n\r\nx\r\n" % raw for raw, _ in subjects))
+        c = self.client(user="bob", size=(40, 120))
+        listing, mail = self.open_mail(c, 1)
+        rows = listing.split("\n")[2:-1]
+        self.assertEqual([r[57:] for r in rows], [want for _, want in subjects])
+        self.assertTrue(all(r[9:33] == "%-24s" % "joerg@h" for r in rows), rows)
+        self.assertIn("\nFrom: J\u00f6rg <joerg@h>\nTo: bob@h\nSubject: Caf\u00e9 cr\u00e8me\n", mail)
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_html_only_mail(self):
+        html = ("<!DOCTYPE html><html><head><title>T</title><style>p {color: red}</style>"
+                "</head><body><p>Caf=E9 &amp; cr&#232;me</p><script>alert(1)</script>\r\n"
+                "<ul><li>one</li><li>two</li></ul>Line<br>break &#8364; &#x263A; &bogus;\r\n"
+                "<p>spaced   =\r\n   out</p></body></html>\r\n")
+        self.put("bob", "From: a@h\r\nSubject: html\r\nMIME-Version: 1.0\r\n"
+                        "Content-Type: text/html; charset=\"iso-8859-1\"\r\n"
+                        "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + html)
+        c = self.client(user="bob")
+        _, mail = self.open_mail(c, 1)
+        self.assertIn("Subject: html\n\nCaf\u00e9 & cr\u00e8me\n\n- one\n- two\n\nLine\n"
+                      "break \u20ac \u263a &bogus;\n\nspaced out\n----- end of mail no. 1", mail)
+        for word in ("color", "alert", "<", "=E9", "T\n"):
+            self.assertNotIn(word, mail)
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_latin1_terminal(self):
+        # the text in the terminal's charset: a locale made for the test
+        loc = os.path.join(self.dir, "locale")
+        os.mkdir(loc)
+        made = subprocess.run(["localedef", "-i", "en_US", "-f", "ISO-8859-1",
+                               os.path.join(loc, "en_US.iso88591")],
+                              capture_output=True, timeout=30) if shutil.which("localedef") else None
+        if not made or not os.path.isdir(os.path.join(loc, "en_US.iso88591")):
+            self.skipTest("localedef cannot make an ISO-8859-1 locale here")
+        self.inject("alice@h", "bob@h", "caf\u00e9 \u20ac5", "na\u00efve \u2713\r\n")
+        c = Client(self, "127.0.0.1", self.smtp.port, self.pop.port,
+                   env={"LOCPATH": loc, "LC_ALL": "en_US.iso88591"})
+        c.login("bob", "bobpw")
+        self.open_mail(c, 1)
+        self.assertIn(b"  caf\xe9 EUR5\r\n", c.raw)           # the list: EUR for the euro
+        self.assertIn(b"\nSubject: caf\xe9 EUR5\r\n", c.raw)
+        self.assertIn(b"\nna\xefve ?\r\n", c.raw)              # no check mark in Latin-1
+        self.assertNotIn(b"\xc3", c.raw)                         # no UTF-8 at all
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_list_columns_follow_the_window(self):
+        subject = "".join(chr(ord("a") + i % 26) for i in range(50))
+        self.inject("alice@h", "bob@h", subject, "x\r\n")
+        for size, shown in (((24, 120), subject), ((24, 80), subject[:19] + "..."),
+                            (None, subject[:19] + "...")):
+            c = self.client(user="bob", size=size)
+            c.line("1")
+            rows = c.expect(NUMBER_PROMPT).split("\n")
+            self.assertEqual(rows[1], TABLE_HEAD)
+            self.assertEqual(rows[2][57:], shown)
+            self.assertLess(len(rows[2]), (size or (0, 80))[1])
+            c.line("-1")
+            self.quit(c)
+
+
+class Paging(ClientTest):
+    """The pager: a screenful, --More--, space, Enter, q; the list too, a
+    session per screenful."""
+
+    def test_long_mail(self):
+        self.inject("alice@h", "bob@h", "sixty", "".join("line %02d\r\n" % i
+                                                        for i in range(1, 61)))
+        c = self.client(user="bob", size=(24, 80))
+        c.line("1")
+        c.expect(NUMBER_PROMPT)
+        c.line("1")
+        page = c.expect("--More--")
+        self.assertEqual(page.count("\n"), 24)     # the typed "1", then 23 rows of mail
+        self.assertIn("\n----- mail no. 1 -----\nFrom: alice@h\nTo: bob@h\nSubject: sixty\n", page)
+        self.assertTrue(page.endswith("\nline 16\n--More--"), page)
+        c.send(" ")                     # a screenful more
+        page = c.expect("--More--")
+        self.assertTrue(page.startswith("\r        \rline 17\n"), page)
+        self.assertTrue(page.endswith("\nline 39\n--More--"), page)
+        c.send("\r")                    # Enter: one line more
+        self.assertEqual(c.expect("--More--"), "\r        \rline 40\n--More--")
+        c.send("q")                     # enough: the key prompt
+        self.assertEqual(c.expect(KEY_PROMPT), "\r        \r" + KEY_PROMPT)
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+        self.assertNotIn("line 41", c.text)
+
+    def test_500_mails(self):
+        self.put("bob", *("From: a@h\r\nSubject: m%03d\r\n\r\nbody %d\r\n" % (i, i)
+                          for i in range(1, 501)))
+        c = self.client(user="bob", size=(24, 80))
+        started = time.time()
+        c.line("1")
+        page = c.expect("--More--")
+        rows = page.split("\n")
+        self.assertEqual(rows[1], TABLE_HEAD)
+        self.assertEqual([r[57:] for r in rows[2:-1]], ["m%03d" % i for i in range(1, 23)])
+        c.send(" ")
+        rows = c.expect("--More--").replace("\r        \r", "").split("\n")
+        self.assertEqual([r[57:] for r in rows[:-1]], ["m%03d" % i for i in range(23, 46)])
+        c.send("q")                     # the prompt at once: no 455 rows to wait for
+        c.expect(NUMBER_PROMPT)
+        self.assertLess(time.time() - started, 8)
+        c.line("500")                   # any number of the mailbox, shown or not
+        self.assertIn("\nSubject: m500\n", c.expect(KEY_PROMPT))
+        c.send("d")
+        c.expect("Mail deleted.\n")
+        c.expect("--More--")
+        c.send("q")
+        c.expect(NUMBER_PROMPT)     # keys typed before it are dropped, as after any key
+        c.line("-1")
+        self.quit(c)
+        self.assertEqual(len(self.records("bob")), 499)
+        self.assertEqual(self.subjects("bob")[-1], "m499")
+
+    def test_a_billion_mails_reach_the_prompt(self):
+        pop = ClaimingPop(1_000_000_000, sessions=1)
+        self.addCleanup(pop.close)
+        c = self.client(user="bob", pop_port=pop.port, size=(10, 80))
+        c.line("1")
+        rows = c.expect("--More--").split("\n")
+        self.assertEqual(rows[-2][57:], "mail 8")
+        c.send("q")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+        pop.thread.join(10)
+        self.assertEqual([g for g in pop.got if g.startswith("TOP")],
+                         ["TOP %d 0" % n for n in range(1, 9)])
+        self.assertEqual(pop.got[-1], "QUIT")
+
+
+class Sessions(ClientTest):
+    """No session, and no lock, while the user thinks; a mail found again
+    by its UIDL; every reply bounded by -t; a slow server said so."""
+
+    def pop_session(self):
+        p = poplib.POP3("127.0.0.1", self.pop.port, timeout=10)
+        p.user("bob")
+        p.pass_("bobpw")        # -ERR [IN-USE] would raise here
+        return p
+
+    def test_another_client_while_the_user_thinks(self):
+        self.inject("alice@h", "bob@h", "shared", "x\r\n")
+        c = self.client(user="bob")
+        c.line("1")
+        c.expect(NUMBER_PROMPT)
+        p = self.pop_session()          # while the first sits at the prompt
+        self.assertEqual(p.stat()[0], 1)
+        p.quit()
+        c.line("1")
+        c.expect(KEY_PROMPT)
+        p = self.pop_session()          # while it shows the mail
+        self.assertEqual(p.stat()[0], 1)
+        p.quit()
+        c.send("x")
+        c.expect(NUMBER_PROMPT)
+        c.line("-1")
+        self.quit(c)
+
+    def test_mail_found_again_by_uidl(self):
+        for subject in ("one", "two", "three", "four"):
+            self.inject("alice@h", "bob@h", subject, subject + "\r\n")
+        c = self.client(user="bob")
+        c.line("1")
+        c.expect(NUMBER_PROMPT)
+        p = self.pop_session()
+        p.dele(1)                       # the numbering moves under the list
+        p.quit()
+        c.line("3")                     # the list's 3: "three", now number 2
+        self.assertIn("\nSubject: three\n", c.expect(KEY_PROMPT))
+        p = self.pop_session()
+        p.dele(1)                       # and again while it is read
+        p.quit()
+        c.send("d")                     # deletes "three" (now number 1), not number 3
+        self.assertIn("d\nMail deleted.\n", c.expect(NUMBER_PROMPT))
+        self.assertEqual(self.subjects("bob"), ["four"])
+        c.line("1")
+        c.expect(KEY_PROMPT)
+        p = self.pop_session()
+        p.dele(1)                       # gone before the key
+        p.quit()
+        self.inject("alice@h", "bob@h", "five", "5\r\n")
+        c.send("d")
+        self.assertIn("d\nMail no. 1 is no longer in the mailbox.\n", c.expect(NUMBER_PROMPT))
+        self.assertEqual(self.subjects("bob"), ["five"])
+        c.line("-1")
+        self.quit(c)
+
+    def test_dripping_servers_bounded_by_t(self):
+        ports = []
+        pop = drip(b"+OK dripping one byte at a time, slowly\r\n", 0.3, ports)
+        smtp = drip(b"220 dripping one byte at a time, slowly\r\n", 0.3, ports)
+        for sock, _ in (pop, smtp):
+            self.addCleanup(sock.close)
+        c = self.client("-t", "1", user="bob", pop_port=ports[0], smtp_port=ports[1])
+        for typed, error in (("1", "Error in reading mail"), ("2", "Error in sending mail")):
+            started = time.time()
+            c.line(typed)
+            c.expect(error + ": timed out waiting for the server\n", timeout=12)
+            self.assertLess(time.time() - started, 3)     # the greeting would take 12 s
+            c.expect(MENU)
+        self.quit(c)
+
+    def test_slow_server_says_connecting(self):
+        ports = []
+        sock, thread = drip(b"220 slow\r\n221 bye\r\n", 0, ports, delay=1)
+        self.addCleanup(sock.close)
+        c = self.client(user="alice", smtp_port=ports[0])
+        c.line("2")
+        seen = c.expect('with only ".".\n')
+        self.assertIn("2\nconnecting to 127.0.0.1:%d...\nType the mail" % ports[0], seen)
+        c.eof()
+        c.expect("Mail not sent.\n")
         c.expect(MENU)
         self.quit(c)

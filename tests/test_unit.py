@@ -123,6 +123,21 @@ class ClientUnits(UnitProgram, unittest.TestCase):
     def test_piece_len(self):
         self.run_group("piece_len")
 
+    def test_decode_words(self):
+        self.run_group("decode_words")
+
+    def test_decode_body(self):
+        self.run_group("decode_body")
+
+    def test_param_value(self):
+        self.run_group("param_value")
+
+    def test_html_to_text(self):
+        self.run_group("html_to_text")
+
+    def test_view_body(self):
+        self.run_group("view_body")
+
 
 if __name__ == "__main__":
     unittest.main()

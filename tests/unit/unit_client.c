@@ -1,13 +1,16 @@
 /*
  * unit_client.c - table-driven unit tests of mailclient.c's pure
  * functions: RFC 5322 dates and zones, the assignment's X@Y addresses,
- * UTF-8 character lengths, and the 998-octet line split.
+ * UTF-8 character lengths, the 998-octet line split, and the reading of
+ * mail: RFC 2047 encoded words, base64 and quoted-printable, RFC 2231
+ * parameters, HTML to text, the MIME parts a mail is shown as.
  *
  *   cc -O1 -g -fsanitize=address,undefined -Wall -Wextra -Werror \
  *      -Dmain=mailclient_main -o build/unit/unit_client tests/unit/unit_client.c
  *   build/unit/unit_client [group]      (tests/test_unit.py does this)
  *
- * Expected values come from RFC 5322, RFC 3629 and the assignment, not
+ * Expected values come from RFC 5322, RFC 3629, the examples of RFC 2045,
+ * 2047 (section 8), 2231 and 4648 (section 10), and the assignment, not
  * from running the code (the epoch seconds were worked out with Python's
  * calendar.timegm). Where the code disagrees with an RFC the case is left
  * out, with a comment saying "DISAGREES" and why.
@@ -444,6 +447,251 @@ static void group_piece_len(void)
 	}
 }
 
+/* ---------------------------------------------------------------- decode_words */
+
+static const struct {
+	const char *name, *in, *out;
+} word_cases[] = {
+	/* RFC 2047 8: the examples, as they read once unfolded */
+	{ "8: one word", "(=?ISO-8859-1?Q?a?=)", "(a)" },
+	{ "8: word, text", "(=?ISO-8859-1?Q?a?= b)", "(a b)" },
+	{ "8: two words", "(=?ISO-8859-1?Q?a?= =?ISO-8859-1?Q?b?=)", "(ab)" },
+	{ "8: two spaces", "(=?ISO-8859-1?Q?a?=  =?ISO-8859-1?Q?b?=)", "(ab)" },
+	{ "8: folded", "(=?ISO-8859-1?Q?a?=    =?ISO-8859-1?Q?b?=)", "(ab)" },
+	{ "8: underscore", "(=?ISO-8859-1?Q?a_b?=)", "(a b)" },
+	{ "8: two charsets", "(=?ISO-8859-1?Q?a?= =?ISO-8859-2?Q?_b?=)", "(a b)" },
+	{ "8: Keith Moore", "=?US-ASCII?Q?Keith_Moore?= <moore@cs.utk.edu>",
+	  "Keith Moore <moore@cs.utk.edu>" },
+	{ "8: Keld", "=?ISO-8859-1?Q?Keld_J=F8rn_Simonsen?=", "Keld J\xc3\xb8rn Simonsen" },
+	{ "8: Andre", "=?ISO-8859-1?Q?Andr=E9?= Pirard <PIRARD@vm1.ulg.ac.be>",
+	  "Andr\xc3\xa9 Pirard <PIRARD@vm1.ulg.ac.be>" },
+	{ "8: B, two charsets", "=?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?= "
+	  "=?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?=",
+	  "If you can read this you understand the example." },
+	/* RFC 2231 5: a language after the charset */
+	{ "2231 language", "=?US-ASCII*EN?Q?Keith_Moore?=", "Keith Moore" },
+	/* a character split between two words (not allowed, but sent) */
+	{ "split UTF-8", "=?UTF-8?Q?caf=C3?= =?UTF-8?Q?=A9?=", "caf\xc3\xa9" },
+	{ "lower case", "=?utf-8?b?w6k=?=", "\xc3\xa9" },
+	{ "ISO-8859-15 euro", "=?ISO-8859-15?Q?=A4?=", "\xe2\x82\xac" },
+	{ "no such octet in UTF-8", "=?UTF-8?Q?a=FFb?=", "a\xff" "b" },
+	{ "not in the charset", "=?US-ASCII?Q?a=E9b?=", "a\xe9" "b" },
+	/* what is no encoded word stays */
+	{ "space in the text", "=?UTF-8?Q?a b?=", "=?UTF-8?Q?a b?=" },
+	{ "unknown encoding", "=?UTF-8?X?ab?=", "=?UTF-8?X?ab?=" },
+	{ "no end", "=?UTF-8?Q?ab", "=?UTF-8?Q?ab" },
+	{ "empty charset", "=??Q?ab?=", "=??Q?ab?=" },
+	{ "odd charset name", "=?../x?Q?ab?=", "ab" },
+	{ "unknown charset", "=?x-nonesuch?Q?ab?=", "ab" },
+	{ "plain text", "Hello, world", "Hello, world" },
+	{ "text between", "Re: =?UTF-8?Q?caf=C3=A9?= time", "Re: caf\xc3\xa9 time" },
+	{ NULL, NULL, NULL }
+};
+
+static void group_decode_words(void)
+{
+	for (int i = 0; word_cases[i].name; i++) {
+		struct buf out = { NULL, 0, 0 };
+
+		decode_words(word_cases[i].in, strlen(word_cases[i].in), &out);
+		unit_bytes("decode_words", word_cases[i].name, word_cases[i].out,
+			   strlen(word_cases[i].out), out.p ? out.p : "", out.len);
+		buf_free(&out);
+	}
+}
+
+/* ---------------------------------------------------------------- decode_b64, decode_qp */
+
+static const struct {
+	const char *name, *in, *out;
+	int qp;
+} body_cases[] = {
+	/* RFC 4648 10: the test vectors */
+	{ "4648: empty", "", "", 0 },
+	{ "4648: f", "Zg==", "f", 0 },
+	{ "4648: fo", "Zm8=", "fo", 0 },
+	{ "4648: foo", "Zm9v", "foo", 0 },
+	{ "4648: foob", "Zm9vYg==", "foob", 0 },
+	{ "4648: fooba", "Zm9vYmE=", "fooba", 0 },
+	{ "4648: foobar", "Zm9vYmFy", "foobar", 0 },
+	/* RFC 2045 6.8: line ends and other octets are ignored */
+	{ "line ends", "Zm9v\nYmFy\n", "foobar", 0 },
+	{ "noise", "Zm9v*YmFy", "foobar", 0 },
+	/* RFC 2045 6.7 */
+	{ "qp: octet", "caf=E9", "caf\xe9", 1 },
+	{ "qp: lower case hex", "caf=e9", "caf\xe9", 1 },
+	{ "qp: soft break", "Now's the time =\nfor all folk", "Now's the time for all folk", 1 },
+	{ "qp: soft break, spaces", "a=  \nb", "ab", 1 },
+	{ "qp: equals at the end", "a=", "a", 1 },
+	{ "qp: no hex", "a=zz", "a=zz", 1 },
+	{ "qp: cut short", "a=4", "a=4", 1 },
+	{ "qp: hard line end", "a\nb", "a\nb", 1 },
+	{ "qp: underscore kept", "a_b", "a_b", 1 },
+	{ NULL, NULL, NULL, 0 }
+};
+
+static void group_decode_body(void)
+{
+	for (int i = 0; body_cases[i].name; i++) {
+		struct buf out = { NULL, 0, 0 };
+		size_t len = strlen(body_cases[i].in);
+
+		if (body_cases[i].qp)
+			decode_qp(body_cases[i].in, len, 0, &out);
+		else
+			decode_b64(body_cases[i].in, len, &out);
+		unit_bytes(body_cases[i].qp ? "decode_qp" : "decode_b64", body_cases[i].name,
+			   body_cases[i].out, strlen(body_cases[i].out), out.p ? out.p : "", out.len);
+		buf_free(&out);
+	}
+}
+
+/* ---------------------------------------------------------------- param_value */
+
+static const struct {
+	const char *name, *value, *param;
+	const char *out;	/* NULL: -1 expected */
+} param_cases[] = {
+	{ "token", "text/plain; charset=us-ascii", "charset", "us-ascii" },
+	{ "quoted", "text/plain; charset=\"us-ascii\"", "charset", "us-ascii" },
+	{ "name in capitals", "text/plain; CHARSET=utf-8", "charset", "utf-8" },
+	{ "spaces", "text/plain ;  charset = utf-8 ; format=flowed", "charset", "utf-8" },
+	{ "second", "text/plain; format=flowed; charset=utf-8", "charset", "utf-8" },
+	{ "escapes", "a/b; name=\"x\\\"y\\\\z\"", "name", "x\"y\\z" },
+	{ "semicolon quoted", "a/b; name=\"a;b\"; x=1", "name", "a;b" },
+	{ "unquoted spaces", "a/b; name=my file.pdf", "name", "my file.pdf" },
+	{ "absent", "text/plain; format=flowed", "charset", NULL },
+	{ "none at all", "text/plain", "charset", NULL },
+	{ "prefix only", "a/b; namex=1", "name", NULL },
+	/* RFC 2231 3, 4: the examples */
+	{ "2231 3: continuations", "message/external-body; access-type=URL;"
+	  " URL*0=\"ftp://\"; URL*1=\"cs.utk.edu/pub/moore/bulk-mailer/bulk-mailer.tar\"",
+	  "URL", "ftp://cs.utk.edu/pub/moore/bulk-mailer/bulk-mailer.tar" },
+	{ "2231 4: extended", "application/x-stuff;"
+	  " title*=us-ascii'en-us'This%20is%20%2A%2A%2Afun%2A%2A%2A", "title",
+	  "This is ***fun***" },
+	{ "2231 4.1: both", "application/x-stuff;"
+	  " title*0*=us-ascii'en'This%20is%20even%20more%20;"
+	  " title*1*=%2A%2A%2Afun%2A%2A%2A%20; title*2=\"isn't it!\"", "title",
+	  "This is even more ***fun*** isn't it!" },
+	{ "extended UTF-8", "attachment; filename*=utf-8''%E2%82%AC.pdf", "filename",
+	  "\xe2\x82\xac.pdf" },
+	{ "extended Latin-1", "attachment; filename*=iso-8859-1''caf%E9", "filename",
+	  "caf\xc3\xa9" },
+	{ "extended first", "attachment; filename=\"plain\"; filename*=utf-8''ext", "filename",
+	  "ext" },
+	{ "a section missing", "a/b; t*0=a; t*2=c", "t", "a" },
+	/* what many mailers send: RFC 2047 inside the quotes */
+	{ "2047 in quotes", "attachment; filename=\"=?UTF-8?B?4oKsLnBkZg==?=\"", "filename",
+	  "\xe2\x82\xac.pdf" },
+	{ NULL, NULL, NULL, NULL }
+};
+
+static void group_param_value(void)
+{
+	for (int i = 0; param_cases[i].name; i++) {
+		struct buf out = { NULL, 0, 0 };
+		int rc = param_value(param_cases[i].value, strlen(param_cases[i].value),
+				     param_cases[i].param, &out);
+
+		unit_long("param_value", param_cases[i].name, param_cases[i].out ? 0 : -1, rc);
+		if (rc == 0 && param_cases[i].out)
+			unit_bytes("param_value", param_cases[i].name, param_cases[i].out,
+				   strlen(param_cases[i].out), out.p ? out.p : "", out.len);
+		buf_free(&out);
+	}
+}
+
+/* ---------------------------------------------------------------- html_to_text */
+
+static const struct {
+	const char *name, *in, *out;
+} html_cases[] = {
+	{ "text", "hello", "hello\n" },
+	{ "tags off", "<b>bold</b> and <i>it</i>", "bold and it\n" },
+	{ "white space run together", "a  \n\t b", "a b\n" },
+	{ "paragraphs", "<p>one</p><p>two</p>", "one\n\ntwo\n" },
+	{ "line break", "a<br>b<BR/>c", "a\nb\nc\n" },
+	{ "list", "<ul><li>x</li><li>y</li></ul>", "- x\n- y\n" },
+	{ "entities", "&lt;&amp;&gt; &quot;&#65;&#x42;&nbsp;&euro;",
+	  "<&> \"AB \xe2\x82\xac\n" },
+	{ "unknown entity", "&bogus; & x", "&bogus; & x\n" },
+	{ "reference past U+10FFFF", "&#x110000;", "?\n" },
+	{ "script and style", "a<script>if (a<b) x();</script><style>p{}</style>b", "ab\n" },
+	{ "head", "<html><head><title>T</title></head><body>body</body></html>", "body\n" },
+	{ "comment", "a<!-- <p>no</p> -->b", "ab\n" },
+	{ "doctype", "<!DOCTYPE html>x", "x\n" },
+	{ "a lone <", "1 < 2", "1 < 2\n" },
+	{ "unclosed tag", "a<b", "a\n" },
+	{ "empty lines at most one", "<p></p><p></p><p>x</p><p></p>", "x\n" },
+	{ NULL, NULL, NULL }
+};
+
+static void group_html_to_text(void)
+{
+	for (int i = 0; html_cases[i].name; i++) {
+		struct buf out = { NULL, 0, 0 };
+
+		html_to_text(html_cases[i].in, strlen(html_cases[i].in), &out);
+		unit_bytes("html_to_text", html_cases[i].name, html_cases[i].out,
+			   strlen(html_cases[i].out), out.p ? out.p : "", out.len);
+		buf_free(&out);
+	}
+}
+
+/* ---------------------------------------------------------------- view_body */
+
+static const struct {
+	const char *name, *mail, *out;
+} view_cases[] = {
+	{ "no MIME", "Subject: s\n\nline\n", "line\n" },
+	{ "the assignment's record", "From: a@b\nReceived: 29 Nov 2026 : 14 : 05\nbody\n",
+	  "body\n" },
+	{ "8bit Latin-1", "Content-Type: text/plain; charset=iso-8859-1\n\ncaf\xe9\n",
+	  "caf\xc3\xa9\n" },
+	{ "alternative: the plain text", "Content-Type: multipart/alternative; boundary=b\n\n"
+	  "preamble\n--b\nContent-Type: text/plain\n\nplain\n--b\n"
+	  "Content-Type: text/html\n\n<p>html</p>\n--b--\nepilogue\n", "plain\n" },
+	{ "alternative: HTML only", "Content-Type: multipart/alternative; boundary=\"b\"\n\n"
+	  "--b\nContent-Type: text/html\n\n<p>html</p>\n--b--\n", "html\n" },
+	{ "mixed: text and a file", "Content-Type: multipart/mixed; boundary=b\n\n--b\n\n"
+	  "text\n--b\nContent-Type: application/pdf; name=\"r.pdf\"\n"
+	  "Content-Transfer-Encoding: base64\n\nZm9vYmFy\n--b--\n",
+	  "text\n\nAttachment: r.pdf (application/pdf, 6 bytes)\n" },
+	{ "a text file attached", "Content-Type: multipart/mixed; boundary=b\n\n--b\n\n"
+	  "text\n--b\nContent-Type: text/plain\nContent-Disposition: attachment;"
+	  " filename=notes.txt\n\nnotes\n--b--\n",
+	  "text\n\nAttachment: notes.txt (text/plain, 5 bytes)\n" },
+	{ "only a file", "Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+	  "Content-Type: image/png\n\nxy\n--b--\n",
+	  "(no text in this mail)\n\nAttachment: (no name) (image/png, 2 bytes)\n" },
+	{ "no close delimiter", "Content-Type: multipart/mixed; boundary=b\n\n--b\n\nend\n",
+	  "end\n" },
+	{ "no boundary", "Content-Type: multipart/mixed\n\ntext\n", "text\n" },
+	{ "nested", "Content-Type: multipart/mixed; boundary=o\n\n--o\n"
+	  "Content-Type: multipart/alternative; boundary=i\n\n--i\n"
+	  "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n"
+	  "\ncaf=C3=A9\n--i\nContent-Type: text/html\n\n<p>x</p>\n--i--\n\n--o\n"
+	  "Content-Type: application/octet-stream\nContent-Disposition: attachment;"
+	  " filename*=utf-8''%E2%82%AC.bin\n\n1234\n--o--\n",
+	  "caf\xc3\xa9\n\nAttachment: \xe2\x82\xac.bin (application/octet-stream, 4 bytes)\n" },
+	{ NULL, NULL, NULL }
+};
+
+static void group_view_body(void)
+{
+	for (int i = 0; view_cases[i].name; i++) {
+		struct buf out = { NULL, 0, 0 };
+		struct entity top;
+
+		entity_split(view_cases[i].mail, strlen(view_cases[i].mail), &top);
+		view_body(&top, &out);
+		unit_bytes("view_body", view_cases[i].name, view_cases[i].out,
+			   strlen(view_cases[i].out), out.p ? out.p : "", out.len);
+		buf_free(&out);
+	}
+}
+
 /* ---------------------------------------------------------------- main */
 
 static const struct unit_group groups[] = {
@@ -453,6 +701,11 @@ static const struct unit_group groups[] = {
 	{ "char_len", group_char_len },
 	{ "log_escape", group_log_escape },
 	{ "piece_len", group_piece_len },
+	{ "decode_words", group_decode_words },
+	{ "decode_body", group_decode_body },
+	{ "param_value", group_param_value },
+	{ "html_to_text", group_html_to_text },
+	{ "view_body", group_view_body },
 	{ NULL, NULL }
 };
 
