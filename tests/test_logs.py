@@ -142,9 +142,13 @@ class ClientLog(LogCheck, ClientTest):
             while f.readline() not in (b".\r\n", b""):
                 pass
             return b"250 ok " + RAW + b"\r\n"
-        smtp = FakeServer(b"220 " + RAW + b"\r\n",
-                          [b"250-x " + RAW + b"\r\n250 SIZE 1000\r\n", "250 ok\r\n", "250 ok\r\n",
-                           "354 go\r\n", data, b"221 \x00nul\x1b[0m\r\n"])
+        # mailclient checks the SMTP server (greeting, QUIT) before the mail
+        # is typed, then sends it in a second session.
+        smtp = FakeServer(b"220 " + RAW + b"\r\n", ["221 bye\r\n"],
+                          then=[(b"220 " + RAW + b"\r\n",
+                                 [b"250-x " + RAW + b"\r\n250 SIZE 1000\r\n", "250 ok\r\n",
+                                  "250 ok\r\n", "354 go\r\n", data,
+                                  b"221 \x00nul\x1b[0m\r\n"])])
         pop = FakeServer(b"+OK " + RAW + b"\r\n", [b"-ERR " + RAW + b"\r\n", "+OK bye\r\n"])
         for s in (smtp, pop):
             self.addCleanup(s.close)
