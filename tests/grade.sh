@@ -218,7 +218,7 @@ grade() {
 		elif ! timeout 120 $CC -o "$work/server/$prog" "$dir/$prog.c" \
 			>"$out/build-$prog.txt" 2>&1; then
 			broken="$broken $prog.c"
-			first=$(grep -m 1 -i 'error' "$out/build-$prog.txt")
+			first=$(grep -m 1 -i 'error' "$out/build-$prog.txt" | sed "s|^$dir/||")
 			notes="$notes; $prog.c: ${first:-cc failed}"
 		fi
 	done
