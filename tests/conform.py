@@ -1882,6 +1882,24 @@ def usage_error(text):
     raise SystemExit(2)
 
 
+def run_all(args, kit, chosen):
+    """Every chosen check in turn, the mail of each deleted after it."""
+    results = []
+    started = time.monotonic()
+    for c in chosen:
+        if args.budget and time.monotonic() - started > args.budget:
+            results.append({"name": c.name, "level": c.level, "result": "fail",
+                            "reason": "not run: the --budget of %gs is spent" % args.budget,
+                            "source": c.source, "seconds": 0})
+            continue
+        results.append(run_check(kit, c, args.check_timeout))
+        if not args.json and not args.csv and sys.stderr.isatty():
+            sys.stderr.write("%s %s\n" % (results[-1]["result"], c.name))
+        if not args.keep:
+            kit.cleanup()
+    return results
+
+
 def select_checks(args):
     levels = args.level.split(",") if args.level else list(LEVELS)
     for level in levels:
@@ -2026,20 +2044,8 @@ def main(argv):
     own_cwd = None
     if args.client:
         own_cwd = kit.client_cwd = args.client_cwd or tempfile.mkdtemp(prefix="conform-client-")
-    results = []
-    started = time.monotonic()
     try:
-        for c in chosen:
-            if args.budget and time.monotonic() - started > args.budget:
-                results.append({"name": c.name, "level": c.level, "result": "fail",
-                                "reason": "not run: the --budget of %gs is spent" % args.budget,
-                                "source": c.source, "seconds": 0})
-                continue
-            results.append(run_check(kit, c, args.check_timeout))
-            if not args.json and not args.csv and sys.stderr.isatty():
-                sys.stderr.write("%s %s\n" % (results[-1]["result"], c.name))
-            if not args.keep:
-                kit.cleanup()
+        results = run_all(args, kit, chosen)
     finally:
         if kit.terminal:
             kit.terminal.close()
@@ -2053,6 +2059,11 @@ def main(argv):
                 os.rmdir(own_cwd)
             except OSError:
                 pass
+    return report(args, kit, results)
+
+
+def report(args, kit, results):
+    """The table, JSON or CSV row on stdout (and --report); the exit status."""
     scores = score(results)
     ok = not any(r["result"] == "fail" and r["level"] in GATE for r in results)
     if args.report:

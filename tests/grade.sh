@@ -70,6 +70,7 @@ flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 
 fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))'
 		ports=${GRADE_PORTS:-2525 1100}
 	fi
+	# shellcheck disable=SC2086  # two words: the ports
 	set -- $ports "$@"
 	smtp_port=$1 pop_port=$2
 	shift 2
@@ -97,6 +98,7 @@ fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))'
 	python3 "$kit" --smtp "127.0.0.1:$smtp_port" --pop3 "127.0.0.1:$pop_port" $users \
 		--wait 5 --budget "$((GRADE_TIME - 20))" --json --report "$out/kit.txt" "$@" \
 		>"$out/kit.json" 2>"$out/kit.err"
+	# shellcheck disable=SC2086
 	set -- $pids
 	for prog in smtpmail popserver; do
 		if ! kill -0 "$1" 2>/dev/null; then
@@ -123,7 +125,7 @@ usage() {
 	exit 2
 }
 
-out_dir= limit=300 kit_opts= client_args='{host} {smtp} {pop3}' ns=yes ports=
+out_dir='' limit=300 kit_opts='' client_args='{host} {smtp} {pop3}' ns=yes ports=
 while getopts o:t:k:c:Cnp: opt; do
 	case $opt in
 	o) out_dir=$OPTARG ;;
@@ -144,7 +146,7 @@ export GRADE_TIME=$limit GRADE_PORTS=$ports
 
 # The namespaces: user+net+pid (whatever a submission leaves behind dies
 # with it), else user+net, else none.
-wrap= pidns=
+wrap='' pidns=
 if [ -n "$ns" ]; then
 	if unshare -rnpf --kill-child true 2>/dev/null; then
 		wrap="unshare -rnpf --kill-child" pidns=yes
@@ -166,14 +168,16 @@ row() {
 	python3 - "$@" <<'EOF'
 import csv, json, sys
 name, build, notes_file, path = sys.argv[1:5]
+notes = []
 levels = ("assignment", "rfc", "robust", "extra", "client")
 try:
     kit = json.load(open(path))
 except (OSError, ValueError):
     kit = None
-notes = []
+    if path != "/nonexistent":
+        notes = ["the kit left no report (see kit.err)"]
 try:
-    notes = [l.strip() for l in open(notes_file) if l.strip()]
+    notes += [l.strip() for l in open(notes_file) if l.strip()]
 except OSError:
     pass
 fields = [name, build]
@@ -183,7 +187,11 @@ else:
     for level in levels:
         s = kit["score"].get(level)
         fields.append("%d/%d" % (s["passed"], s["passed"] + s["failed"]) if s else "-")
-    failed = [c["name"] for c in kit["checks"] if c["result"] == "fail"]
+    failed = [c["name"] for c in kit["checks"] if c["result"] == "fail"
+              and not c["reason"].startswith("not run:")]
+    not_run = len([c for c in kit["checks"] if c["reason"].startswith("not run:")])
+    if not_run:
+        notes.insert(0, "%d checks not run (out of time)" % not_run)
     if failed:
         notes.insert(0, "failed: " + " ".join(failed))
 fields.append("; ".join(notes))
@@ -201,6 +209,13 @@ for s in socks:
 print(" ".join(str(s.getsockname()[1]) for s in socks))'
 }
 
+# build source binary log: cc, bounded in time. CC may carry flags
+# (CC='gcc -std=gnu99'), so it is split at spaces.
+build() {
+	# shellcheck disable=SC2086
+	timeout 120 $CC -o "$2" "$1" >"$3" 2>&1
+}
+
 # grade dir: build, run, print the row.
 grade() {
 	dir=${1%/}
@@ -210,13 +225,12 @@ grade() {
 	mkdir -p "$out"
 	work=$(mktemp -d "${TMPDIR:-/tmp}/grade-work.XXXXXX") || return 1
 	mkdir "$work/server"
-	broken= notes=
+	broken='' notes=
 	for prog in smtpmail popserver mailclient; do
 		if [ ! -f "$dir/$prog.c" ]; then
 			broken="$broken $prog.c"
 			notes="$notes; $prog.c missing"
-		elif ! timeout 120 $CC -o "$work/server/$prog" "$dir/$prog.c" \
-			>"$out/build-$prog.txt" 2>&1; then
+		elif ! build "$dir/$prog.c" "$work/server/$prog" "$out/build-$prog.txt"; then
 			broken="$broken $prog.c"
 			first=$(grep -m 1 -i 'error' "$out/build-$prog.txt" | sed "s|^$dir/||")
 			notes="$notes; $prog.c: ${first:-cc failed}"
@@ -236,7 +250,7 @@ grade() {
 	[ -n "$wrap" ] || run_ports=${ports:-$(free_ports)}
 	# shellcheck disable=SC2086
 	timeout -k 5 "$limit" $wrap bash "$0" --inner "$work" "$out" "$client" "$run_ports" \
-		$kit_opts
+		$kit_opts 2>"$out/grade.err"
 	status=$?
 	cat "$out/notes" >"$out/notes.all" 2>/dev/null
 	if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
