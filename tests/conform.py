@@ -185,6 +185,7 @@ class SMTP(Line):
 
     def __init__(self, kit):
         super().__init__(kit.smtp, kit.timeout, "SMTP")
+        kit.conns.append(self)
         self.greeting = self.reply("(the greeting)")
 
     def reply(self, what):
@@ -223,6 +224,7 @@ class POP3(Line):
 
     def __init__(self, kit):
         super().__init__(kit.pop3, kit.timeout, "POP3")
+        kit.conns.append(self)
         ok, self.greeting = self.status("(the greeting)")
         if not ok:
             raise Fail("the POP3 greeting is '%s'" % show(self.greeting))
@@ -338,6 +340,7 @@ class Kit:
         self.token = "k" + os.urandom(4).hex()
         self.memo, self.memo_lock = {}, threading.Lock()
         self.sent = set()         # (user index, tag) of mail to delete
+        self.conns = []           # the connections of the running check
         self.terminal = None      # the client under test, once started
         self.client_state = {}
 
@@ -1872,6 +1875,11 @@ def run_check(kit, c, check_timeout):
     thread.join(check_timeout)
     if thread.is_alive():
         box = {"result": "fail", "reason": "did not finish within %gs" % check_timeout}
+    # A connection a failed check left open (a POP3 session holds its
+    # mailbox's lock) must not spoil the next check.
+    conns, kit.conns = kit.conns, []
+    for conn in conns:
+        conn.close()
     return {"name": c.name, "level": c.level, "result": box["result"],
             "reason": box["reason"], "source": c.source,
             "seconds": round(time.monotonic() - started, 2)}

@@ -16,8 +16,9 @@ Faults:
   drop-deletes    a POP3 session that ends without QUIT removes its marked messages too
   hang-noop       SMTP NOOP is never answered
 
-It listens on 127.0.0.1 only, keeps the mail in memory, prints "listening"
-when both ports are open and runs until it is killed.
+It listens on 127.0.0.1 only (a port 0 is any free port), keeps the mail in
+memory, prints "listening SMTP_PORT POP3_PORT" when both ports are open and
+runs until it is killed.
 """
 import argparse
 import email.utils
@@ -341,7 +342,7 @@ def main():
     smtp = Server(("127.0.0.1", args.smtp_port), SMTPHandler)
     pop3 = Server(("127.0.0.1", args.pop3_port), POP3Handler)
     threading.Thread(target=pop3.serve_forever, daemon=True).start()
-    print("listening", flush=True)
+    print("listening %d %d" % (smtp.server_address[1], pop3.server_address[1]), flush=True)
     smtp.serve_forever()
 
 
