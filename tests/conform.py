@@ -256,12 +256,14 @@ class POP3(Line):
 
     def multi(self, what, strict=False):
         """The lines of a multi-line response up to its "." line, unstuffed.
-        strict: only a "." line between CRLFs ends it (RFC 1939 3)."""
+        strict: only a "." line between CRLFs ends it (RFC 1939 3), unless
+        the server already ended a line with a bare LF (it knows no CRLF)."""
         lines, size = [], 0
+        loose = not strict or self.bare_lf
         while True:
             after_crlf = self.crlf
             line = self.line(what)
-            if line == b"." and (not strict or (after_crlf and self.crlf)):
+            if line == b"." and (loose or (after_crlf and self.crlf)):
                 return lines
             lines.append(line[1:] if line.startswith(b".") else line)
             size += len(line) + 2
