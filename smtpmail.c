@@ -613,12 +613,20 @@ static int userfile_entry(char *line, struct account *acct, const char **why)
 /* userfile_open - start reading user.txt; -1 (logged) if it cannot be read */
 static int userfile_open(struct userfile_reader *r, const char *name, int report)
 {
-	r->f = fopen(name, "r");
+	/* Non-blocking, so that a FIFO in its place cannot hang the server. */
+	int fd = open(name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+
 	r->name = name;
 	r->lineno = 0;
 	r->report = report;
-	if (!r->f) {
+	if (fd < 0) {
 		log_msg("cannot open %s: %s", name, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !(r->f = fdopen(fd, "r"))) {
+		log_msg("cannot read %s: not a regular file, or %s", name, strerror(errno));
+		close_fd(fd, name);
 		return -1;
 	}
 	/* A failure is harmless: stdio then allocates a buffer of its own. */
@@ -636,24 +644,30 @@ static int userfile_next(struct userfile_reader *r, struct account *acct)
 	char line[USERLINE_MAX];
 	const char *why = "";
 
-	while (fgets(line, sizeof line, r->f)) {
-		char *text = line;
-		int got;
+	for (;;) {
+		char *text = line, *lf;
+		int got = -1;
 
+		/* Zeroed first: then the LF can be found even past a NUL byte in
+		 * the line, which fgets cannot tell from the line's end. */
+		memset(line, 0, sizeof line);
+		if (!fgets(line, sizeof line, r->f))
+			return 0;
+		lf = memchr(line, '\n', sizeof line);
 		if (++r->lineno == 1 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
 			text += 3;
-		if (!strchr(line, '\n') && !feof(r->f)) {
+		if (!lf && !feof(r->f)) {
 			skip_rest_of_line(r->f);
-			got = -1;
 			why = "line too long, skipped";
-		} else
+		} else if (lf && memchr(line, '\0', (size_t)(lf - line)))
+			why = "NUL byte, skipped";
+		else
 			got = userfile_entry(text, acct, &why);
 		if (got == 1)
 			return 1;
 		if (got < 0 && r->report)
 			log_msg("%s:%u: %s", r->name, r->lineno, why);
 	}
-	return 0;
 }
 
 /* userfile_close - end a reading; -1 if reading failed part way */
@@ -1540,6 +1554,15 @@ struct file_out {
 	char data[MBOX_CHUNK];
 };
 
+/* A file read through a buffer, for the conversion below: the chunk that
+ * holds the bytes asked for is read once, however many lines it holds. */
+struct file_in {
+	int fd;
+	off_t base;		/* data[0 .. len) are the file's bytes from base */
+	size_t len;
+	char data[MBOX_CHUNK];
+};
+
 /* pread_full - read up to n bytes at offset off; short only at end of file */
 static ssize_t pread_full(int fd, char *buf, size_t n, off_t off)
 {
@@ -1615,36 +1638,39 @@ static const char *find_bytes(const char *hay, size_t n, const char *needle, siz
 }
 
 /*
- * tail_is_ours - 1 if the n bytes of a tail (whole: all of it) start like a
- * record that smtpmail writes: a Return-Path line, then a Received line
- * that names smtpmail, or only the start of those lines, cut short by a
- * crash. Only such a tail may be cut back (DESIGN.md); anything else is
- * somebody's mail.
+ * tail_is_ours - 1 if the n bytes of a tail (whole: all of it) start the
+ * way every record of smtpmail's does, in CR LF lines:
+ *
+ *	Return-Path: <...>
+ *	Received: from ...
+ *		by <host> (smtpmail) with ...
+ *
+ * or with a piece of those lines, cut short by a crash. Only such a tail
+ * may be cut back (DESIGN.md); anything else is somebody's mail, even a
+ * saved copy of one of our records in LF lines.
  */
 static int tail_is_ours(const char *tail, size_t n, int whole)
 {
-	static const char first[] = "Return-Path: <", second[] = "Received: from ";
+	static const char *const starts[] = { "Return-Path: <", "Received: from ", "\tby " };
 	const char *p = tail, *end = tail + n;
+	int line;
 
-	if (memcmp(tail, first, n < sizeof first - 1 ? n : sizeof first - 1) != 0)
-		return 0;
-	if (find_bytes(tail, n, " (smtpmail) with ", 17))
-		return 1;
-	if (!whole)
-		return 0;
-	/* Cut short before the name: at most the Return-Path line, the start of
-	 * the Received line and the start of its first continuation line. */
-	for (int line = 0; p < end; line++) {
+	for (line = 0; line < 3 && p < end; line++) {
 		const char *lf = memchr(p, '\n', (size_t)(end - p));
-		size_t len = lf ? (size_t)(lf - p) + 1 : (size_t)(end - p);
+		size_t len = lf ? (size_t)(lf - p) : (size_t)(end - p);
+		size_t want = strlen(starts[line]);
 
-		if (line > 2 || (lf && (lf == p || lf[-1] != '\r'))
-		    || (line == 1 && memcmp(p, second, len < 15 ? len : 15) != 0)
-		    || (line == 2 && p[0] != '\t'))
-			return 0;
-		p += len;
+		if (memcmp(p, starts[line], len < want ? len : want) != 0)
+			return 0;	/* not our line, or not at its place */
+		if (!lf)
+			return whole;	/* cut short inside this line */
+		if (lf == p || lf[-1] != '\r')
+			return 0;	/* a bare LF: we write CR LF only */
+		if (line == 2)
+			return find_bytes(p, len, " (smtpmail) with ", 17) != NULL;
+		p = lf + 1;
 	}
-	return 1;
+	return whole && p == end;	/* cut short after a whole line */
 }
 
 /*
@@ -1684,60 +1710,80 @@ static int out_add(struct file_out *o, const char *p, size_t n)
 	return 0;
 }
 
-/* out_copy - append bytes [off, off + len) of file in */
-static int out_copy(struct file_out *o, int in, off_t off, off_t len)
+/* in_at - the bytes of the file from off on, as many as the buffer holds
+ * (*avail of them, at least 1); NULL at the end of the file or on an error */
+static const char *in_at(struct file_in *in, off_t off, size_t *avail)
 {
-	char buf[MBOX_CHUNK];
+	ssize_t k;
 
-	while (len > 0) {
-		ssize_t k = pread_full(in, buf, len < MBOX_CHUNK ? (size_t)len : MBOX_CHUNK, off);
-
+	if (off < in->base || off >= in->base + (off_t)in->len) {
+		k = pread_full(in->fd, in->data, sizeof in->data, off);
 		if (k == 0)
 			errno = EIO;	/* shorter than it was a moment ago */
-		if (k <= 0 || out_add(o, buf, (size_t)k) < 0)
+		if (k <= 0)
+			return NULL;
+		in->base = off;
+		in->len = (size_t)k;
+	}
+	*avail = in->len - (size_t)(off - in->base);
+	return in->data + (off - in->base);
+}
+
+/* out_copy - append bytes [off, off + len) of file in */
+static int out_copy(struct file_out *o, struct file_in *in, off_t off, off_t len)
+{
+	while (len > 0) {
+		size_t avail;
+		const char *p = in_at(in, off, &avail);
+
+		if (!p)
 			return -1;
-		off += k;
-		len -= k;
+		if ((off_t)avail > len)
+			avail = (size_t)len;
+		if (out_add(o, p, avail) < 0)
+			return -1;
+		off += (off_t)avail;
+		len -= (off_t)avail;
 	}
 	return 0;
 }
 
 /*
- * line_at - the line of file in that starts at off: *text_end is where its
- * text ends (before CR LF, or LF alone, or the end of the file), *next
- * where the next line starts; its first byte goes to *first (-1: empty).
+ * line_at - the line of file in that starts at off, which is before size:
+ * *text_end is where its text ends (before CR LF, or LF alone, or the end
+ * of the file), *next where the next line starts; its first byte goes to
+ * *first (-1: an empty line).
  */
-static int line_at(int in, off_t off, off_t size, off_t *text_end, off_t *next, int *first)
+static int line_at(struct file_in *in, off_t off, off_t size, off_t *text_end, off_t *next,
+		   int *first)
 {
-	char buf[MBOX_CHUNK];
 	int before = -1;	/* the byte before the chunk: a CR, perhaps */
 
 	*first = -1;
 	for (off_t pos = off; pos < size;) {
-		ssize_t k = pread_full(in, buf, size - pos < MBOX_CHUNK ? (size_t)(size - pos)
-					: MBOX_CHUNK, pos);
-		char *lf = k > 0 ? memchr(buf, '\n', (size_t)k) : NULL;
+		size_t avail;
+		const char *p = in_at(in, pos, &avail), *lf;
 
-		if (k == 0)
-			errno = EIO;	/* shorter than it was a moment ago */
-		if (k <= 0)
+		if (!p)
 			return -1;
+		if ((off_t)avail > size - pos)
+			avail = (size_t)(size - pos);
 		if (pos == off)
-			*first = (unsigned char)buf[0];
-		if (lf) {
-			int cr = lf > buf ? lf[-1] == '\r' : before == '\r';
+			*first = (unsigned char)p[0];
+		if ((lf = memchr(p, '\n', avail)) != NULL) {
+			int cr = lf > p ? lf[-1] == '\r' : before == '\r';
 
-			*next = pos + (lf - buf) + 1;
+			*next = pos + (lf - p) + 1;
 			*text_end = *next - 1 - (cr && *next - 1 > off);
 			*first = *text_end > off ? *first : -1;
 			return 0;
 		}
-		before = (unsigned char)buf[k - 1];
-		pos += k;
+		before = (unsigned char)p[avail - 1];
+		pos += (off_t)avail;
 	}
 	/* The last line has no LF: a CR just before the end is its line end. */
 	*next = size;
-	*text_end = size - (before == '\r' && size > off);
+	*text_end = size - (before == '\r');
 	*first = *text_end > off ? *first : -1;
 	return 0;
 }
@@ -1746,16 +1792,18 @@ static int line_at(int in, off_t off, off_t size, off_t *text_end, off_t *next, 
  * convert_lines - write [from, size) of file in as records: a line holding
  * only "." ends a message (the assignment's format), every line ends in
  * CR LF, a line that starts with "." gets another (dot-stuffing), and a
- * message that lacks its "." line gets one. Empty messages are dropped.
- * Returns how many messages were written, or -1.
+ * message that lacks its "." line gets one. Blank lines before a message
+ * (between the "." line and the next headers) are not part of it, so a
+ * message of blank lines only is dropped. Returns how many messages were
+ * written, or -1.
  */
-static long convert_lines(int in, off_t from, off_t size, struct file_out *o)
+static long convert_lines(struct file_in *in, off_t from, off_t size, struct file_out *o)
 {
 	long messages = 0, lines = 0;
 	off_t off = from, text_end, next;
 	int first;
 
-	while (off < size) {
+	for (; off < size; off = next) {
 		if (line_at(in, off, size, &text_end, &next, &first) < 0)
 			return -1;
 		if (first == '.' && text_end == off + 1) {
@@ -1763,12 +1811,13 @@ static long convert_lines(int in, off_t from, off_t size, struct file_out *o)
 				return -1;
 			messages += lines > 0;
 			lines = 0;
-		} else if ((first == '.' && out_add(o, ".", 1) < 0)
-			   || out_copy(o, in, off, text_end - off) < 0 || out_add(o, "\r\n", 2) < 0)
+		} else if (lines == 0 && first < 0)
+			continue;	/* a blank line before the message */
+		else if ((first == '.' && out_add(o, ".", 1) < 0)
+			 || out_copy(o, in, off, text_end - off) < 0 || out_add(o, "\r\n", 2) < 0)
 			return -1;
 		else
 			lines++;
-		off = next;
 	}
 	if (lines > 0 && out_add(o, ".\r\n", 3) < 0)
 		return -1;
@@ -1784,6 +1833,7 @@ static long convert_lines(int in, off_t from, off_t size, struct file_out *o)
 static long write_converted(int fd, off_t size, off_t end, int dirfd)
 {
 	struct file_out o = { .len = 0 };
+	struct file_in in = { .fd = fd, .len = 0 };
 	char bom[3];
 	off_t skip = 0;
 	long messages = -1;
@@ -1797,8 +1847,8 @@ static long write_converted(int fd, off_t size, off_t end, int dirfd)
 		      | O_CLOEXEC, 0600);
 	if (o.fd < 0)
 		return -1;
-	if (end <= skip || out_copy(&o, fd, skip, end - skip) == 0)
-		messages = convert_lines(fd, end > skip ? end : skip, size, &o);
+	if (end <= skip || out_copy(&o, &in, skip, end - skip) == 0)
+		messages = convert_lines(&in, end > skip ? end : skip, size, &o);
 	if (messages >= 0 && (write_all(o.fd, o.data, o.len) < 0 || fsync(o.fd) < 0))
 		messages = -1;
 	if (close(o.fd) < 0)
@@ -3284,12 +3334,11 @@ static void parse_options(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	static char busy[REPLY_LINE_MAX];
-	struct server srv = { .busy_line = busy, .session = smtp_session,
-			      .userfile = cfg.userfile };
-
 	static char spool_dir[PATH_TEXT_MAX];
+	struct server srv = { .busy_line = busy, .session = smtp_session };
 
 	parse_options(argc, argv);
+	srv.userfile = cfg.userfile;
 	cfg.spool = spool_choose(cfg.spool, cfg.userfile, spool_dir, sizeof spool_dir);
 	if (!cfg.spool)
 		return 1;

@@ -524,3 +524,37 @@ class UserFile(AssignmentTest):
             self.assertEqual(count_lines(server, "invalid login"), 2,
                              "%s: want one more warning after user.txt changed:\n%s"
                              % (server.prog, server.log()))
+
+    def test_e_nul_byte_line_skipped_alone(self):
+        """A NUL byte in a line makes that line invalid, not the next one."""
+        self.write_users(b"gb gbpw\ncarol\0x carolpw\nag agpw\n")
+        smtp, pop = self.both()
+        self.assertTrue(self.rcpt(smtp, "ag@iitkgp.edu").startswith("250"))
+        self.assertTrue(self.login_ok(pop, "ag", "agpw"))
+        self.assertIn("user.txt:2: NUL byte, skipped", smtp.log())
+
+    def test_f_user_file_given_with_u_is_the_one_checked(self):
+        """-u names the file that is read and checked; a FIFO called user.txt in
+        the working directory is never opened (it would block the server)."""
+        other = os.path.join(self.logdir, "accounts.txt")
+        with open(other, "wb") as f:
+            f.write(b"ag agpw\nbad/login pw\ngb gbpw\n")
+        os.unlink(self.userfile)
+        os.mkfifo(self.userfile)
+        smtp = self.serve("smtpmail", "-u", other)
+        pop = self.serve("popserver", "-u", other, "-a", "50")
+        self.assertTrue(self.rcpt(smtp, "gb@iitkgp.edu").startswith("250"))
+        self.assertTrue(self.login_ok(pop, "gb", "gbpw"))
+        for server in (smtp, pop):
+            self.assertIn("accounts.txt:2: invalid login skipped", server.log(), server.prog)
+
+    def test_g_user_file_that_is_a_fifo_refused_at_once(self):
+        os.unlink(self.userfile)
+        os.mkfifo(self.userfile)
+        smtp = self.serve("smtpmail")
+        started = time.time()
+        reply = self.rcpt(smtp, "gb@iitkgp.edu")
+        self.assertLess(time.time() - started, 5)
+        self.assertTrue(reply.startswith("451"), reply)
+        self.assertIn("not a regular file", smtp.log())
+

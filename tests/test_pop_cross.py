@@ -149,6 +149,29 @@ class RoundTrip(CrossTest):
         self.assertEqual(strip_trace(got[0][1])[-1], b"new")
 
 
+    def test_mailbox_replaced_during_a_session(self):
+        """An editor saves by renaming a new file over the old one: the
+        session's index then describes a file that is not the mailbox any
+        more, and its update must not drop what was delivered to the new one."""
+        self.send(message(b"one", [b"one"]))
+        self.send(message(b"two", [b"two"]))
+        p = poplib.POP3("127.0.0.1", self.pop.port, timeout=30)
+        p.user("alice")
+        p.pass_("alicepw")
+        path = self.mailbox_path("alice")
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path + ".edit", "wb") as f:
+            f.write(data)
+        os.rename(path + ".edit", path)
+        self.send(message(b"three", [b"three"]))   # 250: into the new file
+        p.dele(1)
+        with self.assertRaises(poplib.error_proto):
+            p.quit()                               # -ERR: nothing deleted
+        got = self.fetch_all()
+        self.assertEqual([strip_trace(g[1])[-1] for g in got], [b"one", b"two", b"three"])
+
+
 class Concurrency(CrossTest):
     """Deliveries and deleting POP3 sessions at once: nothing lost or doubled."""
 

@@ -89,6 +89,14 @@ class Process(PopTest):
         self.assertEqual(self.mailbox("alice"), self.recs[0][0] + self.recs[2][0])
         self.assertNotIn("killed by signal", server.log())
 
+    def test_sigpipe_and_sigxfsz_ignored(self):
+        """A write error (a gone client, a file-size limit while writing
+        mymailbox.new) must be an error to handle, not a death."""
+        with open("/proc/%d/status" % self.server.proc.pid) as f:
+            mask = int([l for l in f if l.startswith("SigIgn:")][0].split()[1], 16)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            self.assertTrue(mask & (1 << (sig - 1)), signal.Signals(sig).name)
+
     def test_killed_session_deletes_nothing(self):
         r = self.raw("alice")
         r.cmd("DELE 1")

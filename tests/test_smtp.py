@@ -547,6 +547,25 @@ class Store(SmtpTest):
         self.assertTrue(data.endswith(b"\r\n.\r\n"))
         self.assertIn("trimmed a partial record", self.server.log())
 
+    def test_saved_copy_of_our_record_in_lf_lines_is_kept(self):
+        """A hand-written LF mailbox whose first message is a saved copy of one
+        of smtpmail's records is mail, not a crashed tail of ours."""
+        os.makedirs(os.path.join(self.spool, "alice"))
+        hand = (b"Return-Path: <bob@example.org>\nReceived: from c.example ([127.0.0.1])\n"
+                b"\tby mx.test.example (smtpmail) with SMTP id 1234\n"
+                b"\tfor <alice@x.example>; Mon, 23 Nov 2026 09:00:00 +0000\n"
+                b"Subject: saved copy\n\nI kept this one.\n.\nSubject: two\n\nsecond\n.\n")
+        with open(self.mailbox_path("alice"), "wb") as f:
+            f.write(hand)
+        c = self.connect(self.server)
+        self.accepted_id(self.transaction(c, "s@y.example", ["alice@x.example"], b"new\r\n.\r\n"))
+        c.cmd("QUIT")
+        records = self.records("alice")
+        self.assertEqual(len(records), 3)
+        self.assertTrue(records[0].endswith(b"Subject: saved copy\r\n\r\nI kept this one.\r\n"))
+        self.assertEqual(records[1], b"Subject: two\r\n\r\nsecond\r\n")
+        self.assertNotIn("trimmed", self.server.log())
+
     def test_hand_written_tail_is_kept(self):
         """A tail that is not smtpmail's own is mail (DESIGN.md): converted
         to records before the append, every byte of its text kept."""

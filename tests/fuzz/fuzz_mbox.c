@@ -12,7 +12,8 @@
  * no content of a hand-written mailbox is ever lost): the output is
  * records (CR LF lines, a "." line after each, as many as it says), and
  * its lines, unstuffed, are the input's lines that are not "." lines, in
- * order, each without the CR of its line end.
+ * order, each without the CR of its line end; only blank lines before a
+ * message's first line are left out.
  */
 #include "../../popserver.c"
 
@@ -29,10 +30,12 @@ static int fuzz_file(const void *p, size_t n)
 	return fd;
 }
 
-/* expected_text - the input's lines that are not "." lines, each with LF */
+/* expected_text - the input's lines that are not "." lines, each with LF,
+ * but the blank lines that come before a message's first line */
 static size_t expected_text(const uint8_t *in, size_t n, char *out)
 {
 	size_t len = 0;
+	int in_message = 0;
 
 	for (size_t i = 0; i < n;) {
 		const uint8_t *lf = memchr(in + i, '\n', n - i);
@@ -40,10 +43,13 @@ static size_t expected_text(const uint8_t *in, size_t n, char *out)
 
 		if (text > i && in[text - 1] == '\r')
 			text--;
-		if (!(text == i + 1 && in[i] == '.')) {
+		if (text == i + 1 && in[i] == '.')
+			in_message = 0;
+		else if (in_message || text > i) {
 			memcpy(out + len, in + i, text - i);
 			len += text - i;
 			out[len++] = '\n';
+			in_message = 1;
 		}
 		i = end + 1;
 	}
@@ -85,6 +91,7 @@ static size_t records_text(const char *out, size_t n, char *text, long *records)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct file_out o = { .len = 0 };
+	struct file_in f = { .len = 0 };
 	int in = fuzz_file(data, size);
 	size_t cap = 3 * size + 8;
 	char *out = malloc(cap), *want = malloc(size + 8), *got = malloc(cap);
@@ -96,7 +103,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    || end < 0 || end > (off_t)size)
 		abort();
 	o.fd = fuzz_file(NULL, 0);
-	messages = convert_lines(in, 0, (off_t)size, &o);
+	f.fd = in;
+	messages = convert_lines(&f, 0, (off_t)size, &o);
 	if (messages < 0 || write_all(o.fd, o.data, o.len) < 0
 	    || (k = pread_full(o.fd, out, cap, 0)) < 0 || (size_t)k >= cap)
 		abort();

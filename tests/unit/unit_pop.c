@@ -452,6 +452,13 @@ static const struct {
 	{ "a fourth line", BYTES("Return-Path: <a@b>\r\nReceived: from x\r\n\tby h\r\nX: y"), 1, 0 },
 	{ "bare LF", BYTES("Return-Path: <a@b>\nReceived: from x\n"), 1, 0 },
 	{ "the assignment's format", BYTES("From: a@x\nTo: b@y\nSubject: s\n"), 1, 0 },
+	{ "a saved copy in LF lines", BYTES("Return-Path: <a@b>\nReceived: from x ([1.2.3.4])\n"
+					    "\tby h (smtpmail) with SMTP id 1\n\nbody\n"), 1, 0 },
+	{ "our lines, no name in the by line", BYTES("Return-Path: <a@b>\r\nReceived: from x\r\n"
+						     "\tby h with SMTP\r\n"), 1, 0 },
+	{ "the name in a later line", BYTES("Return-Path: <a@b>\r\nSubject: x (smtpmail) with\r\n"),
+	  1, 0 },
+	{ "cut in the first byte", BYTES("R"), 1, 1 },
 	{ "another server's trace", BYTES("Return-Path: <a@b>\r\nReceived: from x by y with SMTP\r\n"
 					  "\tid 1\r\nSubject: s\r\n\r\nbody\r\n"), 1, 0 },
 	{ NULL, NULL, 0, 0, 0 }
@@ -483,7 +490,9 @@ static const struct {
 	{ "a line starting with a dot", BYTES(".x\n..y\n"), BYTES("..x\r\n...y\r\n.\r\n"), 1 },
 	{ "empty messages dropped", BYTES(".\n.\na\n.\n.\n"), BYTES("a\r\n.\r\n"), 1 },
 	{ "a bare CR is text", BYTES("a\rb\n"), BYTES("a\rb\r\n.\r\n"), 1 },
-	{ "an empty line", BYTES("\n\n.\n"), BYTES("\r\n\r\n.\r\n"), 1 },
+	{ "blank lines only", BYTES("\n\n.\n"), BYTES(""), 0 },
+	{ "blank lines between messages", BYTES("S: a\n\nbody a\n.\n\nS: b\n\nbody b\n.\n\n"),
+	  BYTES("S: a\r\n\r\nbody a\r\n.\r\nS: b\r\n\r\nbody b\r\n.\r\n"), 2 },
 	{ "nothing", BYTES(""), BYTES(""), 0 },
 	{ NULL, NULL, 0, NULL, 0, 0 }
 };
@@ -493,13 +502,15 @@ static void convert_one(const char *name, const char *in, size_t in_len, const c
 			size_t out_len, long messages)
 {
 	struct file_out o = { .len = 0 };
+	struct file_in f = { .len = 0 };
 	int fd = temp_file(in, in_len);
 	char *got = malloc(out_len + 64);
 	long n;
 	ssize_t k;
 
+	f.fd = fd;
 	o.fd = temp_file(NULL, 0);
-	n = fd < 0 || o.fd < 0 || !got ? -2 : convert_lines(fd, 0, (off_t)in_len, &o);
+	n = fd < 0 || o.fd < 0 || !got ? -2 : convert_lines(&f, 0, (off_t)in_len, &o);
 	unit_long("convert_lines", name, messages, n);
 	if (n >= 0 && write_all(o.fd, o.data, o.len) == 0) {
 		k = pread_full(o.fd, got, out_len + 64, 0);
