@@ -2308,15 +2308,15 @@ static void log_client(const char *line)
 		log_msg("< %s", line);
 }
 
-/* account_of - the account called name, as check_* want it: 1 found, 0
- * not (then *acct holds a made-up password, so that checking it costs
- * the same time and an answer does not tell whether the account exists),
- * -1 user.txt unreadable */
+/* account_of - the account called name, as the checks want it: 1 found;
+ * else 0 not, -1 user.txt unreadable, and *acct holds a made-up password,
+ * so that checking it costs the same time (an answer must not tell
+ * whether the account exists) */
 static int account_of(const char *userfile, const char *name, struct account *acct)
 {
 	int found = login_valid(name) ? user_lookup(userfile, name, acct) : 0;
 
-	if (found == 0)
+	if (found != 1)
 		(void)snprintf(acct->password, sizeof acct->password, "not an account");
 	return found;
 }
@@ -3797,6 +3797,26 @@ static struct conn *session_conn(int in, int out, const char *peer)
 	return c;
 }
 
+/* run_line - log and run one command line; a line that held a secret
+ * (PASS, APOP, AUTH's initial response) is wiped after */
+static void run_line(struct session *s, char *line, size_t cap)
+{
+	int secret = line[secret_start(line)] != '\0';
+
+	log_client(line);
+	dispatch(s, line);
+	if (secret)
+		forget_secret(s->c, line, cap);
+}
+
+/* close_io - close a session's descriptors: one socket, or -i's two */
+static void close_io(int in, int out)
+{
+	close(in);
+	if (out != in)
+		close(out);
+}
+
 /*
  * pop_session - one POP3 session, read from in and written to out (one
  * socket, or -i's two descriptors), from greeting to close. Returns
@@ -3815,9 +3835,7 @@ static int pop_session(int in, int out, const char *peer)
 
 	log_msg("connection from %s", peer);
 	if (!(s.c = session_conn(in, out, peer))) {
-		close(in);
-		if (out != in)
-			close(out);
+		close_io(in, out);
 		return 0;
 	}
 	/* The whole session ends after -T seconds, and until it has logged in
@@ -3841,21 +3859,13 @@ static int pop_session(int in, int out, const char *peer)
 			break;
 		else if (memchr(line, '\0', len))
 			bad(&s, "-ERR syntax error");
-		else {
-			int secret = line[secret_start(line)] != '\0';
-
-			log_client(line);
-			dispatch(&s, line);
-			if (secret)	/* PASS, APOP, AUTH's response */
-				forget_secret(s.c, line, sizeof line);
-		}
+		else
+			run_line(&s, line, sizeof line);
 	}
 	session_end(&s, st);
 	secret_wipe(s.c, sizeof *s.c);	/* its input held passwords */
 	free(s.c);
-	close(in);
-	if (out != in)
-		close(out);
+	close_io(in, out);
 	return s.auth_failures;
 }
 

@@ -2298,15 +2298,15 @@ static void log_client(const char *line)
 		log_msg("< %s", line);
 }
 
-/* account_of - the account called name, as check_* want it: 1 found, 0
- * not (then *acct holds a made-up password, so that checking it costs
- * the same time and an answer does not tell whether the account exists),
- * -1 user.txt unreadable */
+/* account_of - the account called name, as the checks want it: 1 found;
+ * else 0 not, -1 user.txt unreadable, and *acct holds a made-up password,
+ * so that checking it costs the same time (an answer must not tell
+ * whether the account exists) */
 static int account_of(const char *userfile, const char *name, struct account *acct)
 {
 	int found = login_valid(name) ? user_lookup(userfile, name, acct) : 0;
 
-	if (found == 0)
+	if (found != 1)
 		(void)snprintf(acct->password, sizeof acct->password, "not an account");
 	return found;
 }
