@@ -220,7 +220,8 @@ class Dialogues(DialogueTest):
 
     def test_files_present(self):
         names = [os.path.basename(p) for p in dialogue_files()]
-        for want in ("assignment.txt", "ehlo_pipelining.txt", "pop3_session.txt"):
+        for want in ("assignment.txt", "ehlo_pipelining.txt", "pop3_session.txt",
+                     "smtp_auth.txt", "pop3_auth.txt"):
             self.assertIn(want, names)
 
 
