@@ -3,7 +3,7 @@
  *
  * usage: popserver [-d spool] [-u userfile] [-l address] [-c maxsessions]
  *                  [-C perclient] [-t seconds] [-a msec] [-L seconds]
- *                  [-T seconds] [-v] [-h] [port]
+ *                  [-T seconds] [-i] [-v] [-h] [port]
  *
  *   -d spool        the spool directory: <spool>/<login>/mymailbox (users)
  *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
@@ -12,20 +12,24 @@
  *   -C perclient    sessions from one client address, past it the same
  *                   -ERR (half of -c, at least 1)
  *   -t seconds      idle timeout, RFC 1939 autologout (600)
- *   -a msec         delay before answering a wrong PASS (1000); it doubles
- *                   with each wrong one of the address, up to 15 s
+ *   -a msec         delay before answering a wrong password (1000); it
+ *                   doubles with each wrong one of the address, up to 15 s
  *   -L seconds      the longest wait for a login (60)
  *   -T seconds      the longest a session may last (7200)
- *   -v              log the whole dialogue (never a PASS argument)
+ *   -i              serve one session on standard input and output (inetd)
+ *   -v              log the whole dialogue (never a password, APOP digest
+ *                   or AUTH response)
  *   -h              this usage on stdout
  *   port            the TCP port (1100)
  *
  * Commands (verbs in any case), RFC 1939, RFC 2449 CAPA, RFC 3206 codes:
- *   AUTHORIZATION  USER name, PASS secret, CAPA, QUIT
+ *   AUTHORIZATION  USER name, PASS secret, APOP name digest (RFC 1939 7),
+ *                  AUTH CRAM-MD5|PLAIN [response] (RFC 5034), CAPA, QUIT
  *   TRANSACTION    STAT, LIST [n], RETR n, DELE n, NOOP, RSET, TOP n k,
  *                  UIDL [n], CAPA, QUIT
- * Replies: greeting "+OK POP3 server ready"; a wrong PASS "-ERR [AUTH]
- * invalid user name or password" after the -a delay (3 failures close);
+ * Replies: greeting "+OK POP3 server ready <pid.clock@host>" (APOP's
+ * timestamp); a wrong password (PASS, APOP, AUTH) "-ERR [AUTH] invalid
+ * user name or password" after the -a delay (3 failures close);
  * a mailbox in use "-ERR [IN-USE] mailbox locked by another session";
  * lock timeouts and I/O errors "-ERR [SYS/TEMP] ..."; QUIT "+OK ...
  * goodbye", or "-ERR some deleted messages not removed" when the update
@@ -54,16 +58,18 @@
  * Out of descriptors at accept(): pause 100 ms, log at most once a second.
  *
  * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage. A
- * session process exits with the number of wrong passwords it was given
- * (0: none); the parent adds them to the client address's penalty, which
- * doubles the -a delay of its later sessions (run_child, start_session).
+ * session process (and -i) exits with the number of wrong passwords it was
+ * given (0: none); the parent adds them to the client address's penalty,
+ * which doubles the -a delay of its later sessions (run_child,
+ * start_session).
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
- * it; PASS: cmd_pass -> check_password, login -> open_mailbox,
+ * it; PASS: cmd_pass -> password_check, logged_in -> login -> open_mailbox,
  * scan_records, uidl_unique; RETR: cmd_retr -> copy_range; TOP: cmd_top ->
  * top_cut; QUIT: cmd_quit -> update_mailbox -> truncate_mailbox, or
- * rewrite_mailbox -> write_new, write_kept; the session loop: pop_session;
- * the accept loop: serve.
+ * rewrite_mailbox -> write_new, write_kept; APOP: cmd_apop -> apop_check;
+ * AUTH: cmd_auth -> sasl_auth; the session loop: pop_session -> run_line;
+ * the accept loop: serve; -i: serve_inetd.
  */
 #define _POSIX_C_SOURCE 200809L
 #define _FILE_OFFSET_BITS 64
