@@ -3742,7 +3742,8 @@ static void dispatch(struct session *s, char *line)
 		bad(s, "%s", cmd->not_now);
 	else if (check_args(s, cmd->args, &a) == 0)
 		cmd->handler(s, &a);
-	secret_wipe(&a, sizeof a);	/* a copy of PASS's password, perhaps */
+	if (cmd->args == ARGS_LINE || cmd->args == ARGS_PAIR || cmd->args == ARGS_AUTH)
+		secret_wipe(&a, sizeof a);	/* PASS, APOP, AUTH: a copy of a secret */
 }
 
 /* ---------------------------------------------------------------- the session */
@@ -3869,7 +3870,7 @@ static int pop_session(int in, int out, const char *peer)
 			run_line(&s, line, sizeof line);
 	}
 	session_end(&s, st);
-	secret_wipe(s.c, sizeof *s.c);	/* its input held passwords */
+	secret_wipe(s.c->in, sizeof s.c->in);	/* it held passwords */
 	free(s.c);
 	close_io(in, out);
 	return s.auth_failures;

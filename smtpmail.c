@@ -4010,7 +4010,7 @@ static int smtp_session(int in, int out, const char *peer)
 	spill_reset(&s->spill);
 	free(s->spill.mem);
 	failures = s->auth_failures;
-	secret_wipe(s, sizeof *s);	/* the input buffer held AUTH's lines */
+	secret_wipe(s->conn.in, sizeof s->conn.in);	/* it held AUTH's lines */
 	free(s);
 	close_fd(in, "connection");
 	if (out != in)
