@@ -1787,26 +1787,43 @@ static int serve(struct server *srv)
 	return 0;
 }
 
+/* socket_peer - the numeric address of the TCP peer of socket fd, an
+ * IPv4-mapped IPv6 one as IPv4 (a dual-stack socket's, as systemd's);
+ * -1 if fd is no TCP socket (a pipe, a socketpair) */
+static int socket_peer(int fd, char *out, size_t cap)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+	struct sockaddr_in v4 = { .sin_family = AF_INET };
+	socklen_t len = sizeof ss;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0
+	    || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+		return -1;
+	if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+		memcpy(&v4.sin_addr, v6->sin6_addr.s6_addr + 12, sizeof v4.sin_addr);
+		addr_text((struct sockaddr *)&v4, sizeof v4, out, cap);
+	} else {
+		addr_text((struct sockaddr *)&ss, len, out, cap);
+	}
+	return 0;
+}
+
 /*
  * inetd_peer - under -i, the client's address: from getpeername on
  * standard input when it is a TCP socket (inetd, systemd's Accept=yes),
  * else from the variable that the superserver set, if it holds a numeric
- * address (TCPREMOTEIP: tcpserver; REMOTE_HOST: stunnel's exec=, xinetd;
- * REMOTE_ADDR), else "unknown"
+ * address (TCPREMOTEIP: tcpserver; REMOTE_HOST: stunnel's exec=, whose
+ * standard input is a socketpair or a pipe; REMOTE_ADDR), else "unknown"
  */
 static void inetd_peer(char *out, size_t cap)
 {
 	static const char *const vars[] = { "TCPREMOTEIP", "REMOTE_HOST", "REMOTE_ADDR" };
 	struct addrinfo hints = { .ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res;
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof ss;
 
-	if (getpeername(STDIN_FILENO, (struct sockaddr *)&ss, &len) == 0
-	    && (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
-		addr_text((struct sockaddr *)&ss, len, out, cap);
+	if (socket_peer(STDIN_FILENO, out, cap) == 0)
 		return;
-	}
 	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
 		const char *v = getenv(vars[i]);
 

@@ -478,6 +478,33 @@ class Inetd(SmtpTest):
             os.close(read_end)
             self.assertIn(b"Received: from client.example " + shown, self.records("bob")[-1])
 
+    def test_smtp_on_an_accepted_tcp_socket(self):
+        """inetd's way: getpeername wins over the variables, and an
+        IPv4-mapped address of a dual-stack socket (systemd's) is IPv4."""
+        try:
+            listener = socket.socket(socket.AF_INET6)
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            listener.bind(("::", 0))
+        except OSError:
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+        with listener:
+            listener.listen(1)
+            client = socket.create_connection(("127.0.0.1", listener.getsockname()[1]), 10)
+            accepted, _ = listener.accept()
+        proc = self.run_server("smtpmail", ["-n", HOSTNAME], accepted, accepted,
+                               env={"TCPREMOTEIP": "192.0.2.9"})
+        accepted.close()
+        c = Raw.__new__(Raw)
+        c.sock, c.buf = client, b""
+        self.clients.append(c)
+        c.reply()
+        c.cmd("EHLO client.example")
+        self.accepted_id(self.transaction(c, "a@b.example", ["bob@x.example"], MESSAGE))
+        c.cmd("QUIT")
+        self.assertEqual(proc.wait(10), 0)
+        self.assertIn(b"Received: from client.example ([127.0.0.1])", self.records("bob")[0])
+
     def test_pop_over_a_socketpair_with_apop_and_over_pipes(self):
         body = b"Subject: one\r\n\r\n" + b"x" * 100000 + b"\r\n"   # past a pipe's buffer
         os.mkdir(os.path.join(self.spool, "alice"))
