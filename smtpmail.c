@@ -1839,23 +1839,26 @@ static void inetd_peer(char *out, size_t cap)
 /* inetd_stderr - under -i, before anything is logged, keep the log out of
  * the dialogue: inetd (and systemd, unless told otherwise) make standard
  * error the connection itself, where every log line would go to the
- * client. Then the log goes to /dev/null (README says how to keep it).
- * -1 if it cannot. */
+ * client. Then, or when it is closed (a later descriptor could become 2),
+ * the log goes to /dev/null (README says how to keep it). -1 if it cannot. */
 static int inetd_stderr(void)
 {
 	struct stat err, io;
-	int null;
+	int same = 0, null;
 
-	if (fstat(STDERR_FILENO, &err) < 0 || !(S_ISSOCK(err.st_mode) || S_ISFIFO(err.st_mode)))
-		return 0;
-	for (int fd = STDIN_FILENO; fd <= STDOUT_FILENO; fd++)
-		if (fstat(fd, &io) == 0 && io.st_dev == err.st_dev && io.st_ino == err.st_ino) {
-			null = open("/dev/null", O_WRONLY);
-			if (null < 0 || dup2(null, STDERR_FILENO) < 0)
-				return -1;
-			close(null);	/* a descriptor of /dev/null: nothing to lose */
+	if (fstat(STDERR_FILENO, &err) == 0) {
+		if (!S_ISSOCK(err.st_mode) && !S_ISFIFO(err.st_mode))
 			return 0;
-		}
+		for (int fd = STDIN_FILENO; fd <= STDOUT_FILENO; fd++)
+			same |= fstat(fd, &io) == 0 && io.st_dev == err.st_dev
+				&& io.st_ino == err.st_ino;
+		if (!same)
+			return 0;
+	}
+	if ((null = open("/dev/null", O_WRONLY)) < 0)
+		return -1;
+	if (null != STDERR_FILENO && (dup2(null, STDERR_FILENO) < 0 || close(null) < 0))
+		return -1;
 	return 0;
 }
 
