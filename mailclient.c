@@ -367,9 +367,11 @@ static void dialogue(char who, const char *line, size_t len)
 /* >>> shared: conn - buffered socket I/O with deadlines (smtpmail.c, popserver.c, mailclient.c) */
 
 /* A connection: buffered input and output on a non-blocking socket, every
- * wait bounded by timeout_ms, so no peer can hang a session. */
+ * wait bounded by timeout_ms, so no peer can hang a session. The output
+ * may go to a descriptor of its own (a server's -i on a pair of pipes). */
 struct conn {
-	int fd;
+	int fd;			/* read from, and written to unless out_fd says */
+	int out_fd;		/* written to: fd (conn_init), or another one */
 	int timeout_ms;		/* the longest wait for the peer, each time */
 	long long deadline_ms;	/* now_ms() by which the wait must end; 0: none */
 	long long hard_end_ms;	/* now_ms() past which no wait goes: the session's
@@ -389,7 +391,7 @@ static int conn_init(struct conn *c, int fd, int timeout_seconds)
 	int flags = fcntl(fd, F_GETFL);
 
 	memset(c, 0, sizeof *c);
-	c->fd = fd;
+	c->fd = c->out_fd = fd;
 	c->timeout_ms = timeout_seconds * 1000;
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
 		return -1;
@@ -410,7 +412,7 @@ static long long now_ms(void)
  * hard end, if they are set), until fd is ready for events */
 static enum io_status conn_wait(struct conn *c, short events)
 {
-	struct pollfd p = { .fd = c->fd, .events = events };
+	struct pollfd p = { .fd = events == POLLOUT ? c->out_fd : c->fd, .events = events };
 
 	for (;;) {
 		long long now = now_ms();
@@ -437,7 +439,7 @@ static int conn_flush(struct conn *c)
 	size_t done = 0;
 
 	while (done < c->out_len && !c->failed) {
-		ssize_t n = write(c->fd, c->out + done, c->out_len - done);
+		ssize_t n = write(c->out_fd, c->out + done, c->out_len - done);
 
 		if (n > 0)
 			done += (size_t)n;

@@ -3,7 +3,7 @@
  *
  * usage: popserver [-d spool] [-u userfile] [-l address] [-c maxsessions]
  *                  [-C perclient] [-t seconds] [-a msec] [-L seconds]
- *                  [-T seconds] [-v] [-h] [port]
+ *                  [-T seconds] [-i] [-v] [-h] [port]
  *
  *   -d spool        the spool directory: <spool>/<login>/mymailbox (users)
  *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
@@ -12,20 +12,24 @@
  *   -C perclient    sessions from one client address, past it the same
  *                   -ERR (half of -c, at least 1)
  *   -t seconds      idle timeout, RFC 1939 autologout (600)
- *   -a msec         delay before answering a wrong PASS (1000); it doubles
- *                   with each wrong one of the address, up to 15 s
+ *   -a msec         delay before answering a wrong password (1000); it
+ *                   doubles with each wrong one of the address, up to 15 s
  *   -L seconds      the longest wait for a login (60)
  *   -T seconds      the longest a session may last (7200)
- *   -v              log the whole dialogue (never a PASS argument)
+ *   -i              serve one session on standard input and output (inetd)
+ *   -v              log the whole dialogue (never a password, APOP digest
+ *                   or AUTH response)
  *   -h              this usage on stdout
  *   port            the TCP port (1100)
  *
  * Commands (verbs in any case), RFC 1939, RFC 2449 CAPA, RFC 3206 codes:
- *   AUTHORIZATION  USER name, PASS secret, CAPA, QUIT
+ *   AUTHORIZATION  USER name, PASS secret, APOP name digest (RFC 1939 7),
+ *                  AUTH CRAM-MD5|PLAIN [response] (RFC 5034), CAPA, QUIT
  *   TRANSACTION    STAT, LIST [n], RETR n, DELE n, NOOP, RSET, TOP n k,
  *                  UIDL [n], CAPA, QUIT
- * Replies: greeting "+OK POP3 server ready"; a wrong PASS "-ERR [AUTH]
- * invalid user name or password" after the -a delay (3 failures close);
+ * Replies: greeting "+OK POP3 server ready <pid.clock@host>" (APOP's
+ * timestamp); a wrong password (PASS, APOP, AUTH) "-ERR [AUTH] invalid
+ * user name or password" after the -a delay (3 failures close);
  * a mailbox in use "-ERR [IN-USE] mailbox locked by another session";
  * lock timeouts and I/O errors "-ERR [SYS/TEMP] ..."; QUIT "+OK ...
  * goodbye", or "-ERR some deleted messages not removed" when the update
@@ -54,16 +58,18 @@
  * Out of descriptors at accept(): pause 100 ms, log at most once a second.
  *
  * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage. A
- * session process exits with the number of wrong passwords it was given
- * (0: none); the parent adds them to the client address's penalty, which
- * doubles the -a delay of its later sessions (run_child, start_session).
+ * session process (and -i) exits with the number of wrong passwords it was
+ * given (0: none); the parent adds them to the client address's penalty,
+ * which doubles the -a delay of its later sessions (run_child,
+ * start_session).
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
- * it; PASS: cmd_pass -> check_password, login -> open_mailbox,
+ * it; PASS: cmd_pass -> password_check, logged_in -> login -> open_mailbox,
  * scan_records, uidl_unique; RETR: cmd_retr -> copy_range; TOP: cmd_top ->
  * top_cut; QUIT: cmd_quit -> update_mailbox -> truncate_mailbox, or
- * rewrite_mailbox -> write_new, write_kept; the session loop: pop_session;
- * the accept loop: serve.
+ * rewrite_mailbox -> write_new, write_kept; APOP: cmd_apop -> apop_check;
+ * AUTH: cmd_auth -> sasl_auth; the session loop: pop_session -> run_line;
+ * the accept loop: serve; -i: serve_inetd.
  */
 #define _POSIX_C_SOURCE 200809L
 #define _FILE_OFFSET_BITS 64
@@ -118,7 +124,9 @@ enum {
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
-	LOCK_WAIT_SECONDS = 30	/* the bounded wait for the write lock */
+	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
+	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
+	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
 };
 
 /* <<< shared: limits */
@@ -147,10 +155,12 @@ static struct config {
 	int max_sessions;	/* -c */
 	int max_per_client;	/* -C; 0: half of -c, at least 1 */
 	int timeout;		/* -t, seconds; RFC 1939 section 3: >= 10 min */
-	int auth_delay_ms;	/* -a, after a wrong PASS; the parent doubles it */
+	int auth_delay_ms;	/* -a, after a wrong password; the parent doubles it */
 	int login_time;		/* -L, seconds AUTHORIZATION may last */
 	int lifetime;		/* -T, seconds a session may last */
-} cfg = { NULL, "user.txt", NULL, "1100", 100, 0, 600, 1000, 60, 7200 };
+	int inetd;		/* -i: one session on standard input and output */
+	const char *hostname;	/* in the APOP and CRAM-MD5 stamps: gethostname() */
+} cfg = { NULL, "user.txt", NULL, "1100", 100, 0, 600, 1000, 60, 7200, 0, "localhost" };
 
 /* The protocol state, RFC 1939 section 3; changed only by set_state. */
 enum state { ST_AUTHORIZATION, ST_TRANSACTION, ST_UPDATE, ST_CLOSED };
@@ -180,6 +190,8 @@ enum arg_rule {
 	ARGS_MSG,		/* one message number: RETR, DELE */
 	ARGS_MSG_OPT,		/* an optional message number: LIST, UIDL */
 	ARGS_MSG_LINES,		/* a message number and a line count: TOP */
+	ARGS_PAIR,		/* two words: APOP name digest */
+	ARGS_AUTH,		/* one or two words: AUTH mechanism [initial-response] */
 	ARGS_UNCHECKED		/* whatever: the catch-all row */
 };
 
@@ -206,6 +218,7 @@ struct session {
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt, after PASS */
 	int dirfd;		/* <spool>/<login>, after PASS */
 	long long started_ms;	/* now_ms() at the greeting */
+	char stamp[STAMP_MAX];	/* the greeting's <pid.clock@host>, for APOP */
 	int lockfd;		/* mymailbox.lock, held for the session */
 	int mboxfd;		/* mymailbox, or -1 when it did not exist */
 	struct mbox_index ix;
@@ -368,9 +381,11 @@ static void close_fd(int fd, const char *what)
 /* >>> shared: conn - buffered socket I/O with deadlines (smtpmail.c, popserver.c, mailclient.c) */
 
 /* A connection: buffered input and output on a non-blocking socket, every
- * wait bounded by timeout_ms, so no peer can hang a session. */
+ * wait bounded by timeout_ms, so no peer can hang a session. The output
+ * may go to a descriptor of its own (a server's -i on a pair of pipes). */
 struct conn {
-	int fd;
+	int fd;			/* read from, and written to unless out_fd says */
+	int out_fd;		/* written to: fd (conn_init), or another one */
 	int timeout_ms;		/* the longest wait for the peer, each time */
 	long long deadline_ms;	/* now_ms() by which the wait must end; 0: none */
 	long long hard_end_ms;	/* now_ms() past which no wait goes: the session's
@@ -390,7 +405,7 @@ static int conn_init(struct conn *c, int fd, int timeout_seconds)
 	int flags = fcntl(fd, F_GETFL);
 
 	memset(c, 0, sizeof *c);
-	c->fd = fd;
+	c->fd = c->out_fd = fd;
 	c->timeout_ms = timeout_seconds * 1000;
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
 		return -1;
@@ -411,7 +426,7 @@ static long long now_ms(void)
  * hard end, if they are set), until fd is ready for events */
 static enum io_status conn_wait(struct conn *c, short events)
 {
-	struct pollfd p = { .fd = c->fd, .events = events };
+	struct pollfd p = { .fd = events == POLLOUT ? c->out_fd : c->fd, .events = events };
 
 	for (;;) {
 		long long now = now_ms();
@@ -438,7 +453,7 @@ static int conn_flush(struct conn *c)
 	size_t done = 0;
 
 	while (done < c->out_len && !c->failed) {
-		ssize_t n = write(c->fd, c->out + done, c->out_len - done);
+		ssize_t n = write(c->out_fd, c->out + done, c->out_len - done);
 
 		if (n > 0)
 			done += (size_t)n;
@@ -553,6 +568,245 @@ static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
 }
 
 /* <<< shared: conn */
+
+/* ---------------------------------------------------------------- digests and base64 (SASL) */
+
+/* >>> shared: md5 - MD5 (RFC 1321), HMAC-MD5 (RFC 2104), and wiping secrets (smtpmail.c, popserver.c) */
+
+/* The state of one MD5 computation. */
+struct md5 {
+	uint32_t h[4];		/* the digest so far: A, B, C, D */
+	uint64_t bytes;		/* the message length so far */
+	unsigned char block[64];	/* a partial block */
+	size_t used;		/* bytes in block */
+};
+
+/* secret_wipe - overwrite n bytes of a secret (a password, a key, what it
+ * was derived from). A plain memset of memory about to go out of scope may
+ * be left out by the compiler; a store through a volatile pointer may not.
+ * (explicit_bzero does this too, but only glibc and the BSDs have it.) */
+static void secret_wipe(void *p, size_t n)
+{
+	volatile unsigned char *v = p;
+
+	while (n-- > 0)
+		*v++ = 0;
+}
+
+/* md5_block - RFC 1321 3.4: fold one 64-byte block into h, in four rounds
+ * of 16 steps; step i adds T[i] = floor(2^32 * abs(sin(i + 1))) and turns
+ * left by S[i] */
+static void md5_block(uint32_t h[4], const unsigned char *p)
+{
+	static const uint32_t T[64] = {
+		0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
+		0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+		0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+		0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+		0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
+		0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+		0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+		0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+		0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+		0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+		0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391
+	};
+	static const unsigned char S[16] = { 7, 12, 17, 22, 5, 9, 14, 20,
+					     4, 11, 16, 23, 6, 10, 15, 21 };
+	uint32_t x[16], a = h[0], b = h[1], c = h[2], d = h[3];
+
+	for (int i = 0; i < 16; i++)	/* the words are little-endian */
+		x[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8
+		       | (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
+	for (int i = 0; i < 64; i++) {
+		int round = i / 16;
+		uint32_t f = round == 0 ? (b & c) | (~b & d) : round == 1 ? (b & d) | (c & ~d)
+			     : round == 2 ? b ^ c ^ d : c ^ (b | ~d);
+		int k = round == 0 ? i : round == 1 ? (5 * i + 1) % 16
+			: round == 2 ? (3 * i + 5) % 16 : (7 * i) % 16;
+		int s = S[round * 4 + i % 4];
+		uint32_t sum = a + f + x[k] + T[i];
+
+		a = d;
+		d = c;
+		c = b;
+		b += sum << s | sum >> (32 - s);
+	}
+	h[0] += a;
+	h[1] += b;
+	h[2] += c;
+	h[3] += d;
+	secret_wipe(x, sizeof x);	/* the block may be a key */
+}
+
+/* md5_init - RFC 1321 3.3: the initial digest */
+static void md5_init(struct md5 *m)
+{
+	m->h[0] = 0x67452301;
+	m->h[1] = 0xefcdab89;
+	m->h[2] = 0x98badcfe;
+	m->h[3] = 0x10325476;
+	m->bytes = 0;
+	m->used = 0;
+}
+
+/* md5_update - add n bytes to the message */
+static void md5_update(struct md5 *m, const void *data, size_t n)
+{
+	const unsigned char *p = data;
+
+	m->bytes += n;
+	while (n > 0) {
+		size_t k = sizeof m->block - m->used < n ? sizeof m->block - m->used : n;
+
+		memcpy(m->block + m->used, p, k);
+		m->used += k;
+		p += k;
+		n -= k;
+		if (m->used == sizeof m->block) {
+			md5_block(m->h, m->block);
+			m->used = 0;
+		}
+	}
+}
+
+/* md5_final - RFC 1321 3.1, 3.2, 3.5: pad with 0x80 and zeros to 56 bytes
+ * of a block, add the length in bits (little-endian), and put the digest
+ * in out; the state is wiped */
+static void md5_final(struct md5 *m, unsigned char out[16])
+{
+	unsigned char tail[72] = { 0x80 };
+	uint64_t bits = m->bytes * 8;
+	size_t pad = (m->used < 56 ? 56 : 120) - m->used;
+
+	for (int i = 0; i < 8; i++)
+		tail[pad + i] = (unsigned char)(bits >> (8 * i));
+	md5_update(m, tail, pad + 8);
+	for (int i = 0; i < 16; i++)
+		out[i] = (unsigned char)(m->h[i / 4] >> (8 * (i % 4)));
+	secret_wipe(m, sizeof *m);
+}
+
+/* hmac_md5 - RFC 2104: MD5((K ^ opad) . MD5((K ^ ipad) . text)), where K
+ * is the key padded with zeros to 64 bytes, or its MD5 if it is longer;
+ * CRAM-MD5 (RFC 2195) sends it as the proof of a password */
+static void hmac_md5(const void *key, size_t klen, const void *text, size_t tlen,
+		     unsigned char out[16])
+{
+	unsigned char k[64] = { 0 }, pad[64], inner[16];
+	struct md5 m;
+
+	if (klen > sizeof k) {
+		md5_init(&m);
+		md5_update(&m, key, klen);
+		md5_final(&m, k);
+	} else if (klen > 0) {
+		memcpy(k, key, klen);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < sizeof pad; i++)
+			pad[i] = k[i] ^ (round == 0 ? 0x36 : 0x5c);
+		md5_init(&m);
+		md5_update(&m, pad, sizeof pad);
+		if (round == 0)
+			md5_update(&m, text, tlen);
+		else
+			md5_update(&m, inner, sizeof inner);
+		md5_final(&m, round == 0 ? inner : out);
+	}
+	secret_wipe(k, sizeof k);
+	secret_wipe(pad, sizeof pad);
+	secret_wipe(inner, sizeof inner);
+}
+
+/* md5_hex - a digest as 32 lower-case hex digits (RFC 1939 APOP, RFC 2195) */
+static void md5_hex(const unsigned char d[16], char out[33])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int i = 0; i < 16; i++) {
+		out[2 * i] = hex[d[i] >> 4];
+		out[2 * i + 1] = hex[d[i] & 0xf];
+	}
+	out[32] = '\0';
+}
+
+/* <<< shared: md5 */
+
+/* >>> shared: base64 - base64 (RFC 4648 section 4), as SASL exchanges carry it (smtpmail.c, popserver.c) */
+
+static const char base64_digits[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* base64_encode - n bytes as base64 in out[cap], padded with '=' and
+ * NUL-terminated; returns the length, or -1 when cap is too small */
+static int base64_encode(const void *data, size_t n, char *out, size_t cap)
+{
+	const unsigned char *p = data;
+	size_t o = 0;
+
+	if (n > (cap - 1) / 4 * 3 || cap == 0)
+		return -1;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0)
+			     | (i + 2 < n ? p[i + 2] : 0);
+
+		out[o++] = base64_digits[v >> 18];
+		out[o++] = base64_digits[v >> 12 & 63];
+		out[o++] = i + 1 < n ? base64_digits[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? base64_digits[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+/* base64_value - the 6 bits of digit c, or -1 when it is none */
+static int base64_value(char c)
+{
+	const char *at = c ? strchr(base64_digits, c) : NULL;
+
+	return at ? (int)(at - base64_digits) : -1;
+}
+
+/*
+ * base64_decode - text[len] decoded into out[cap]; *n gets its length.
+ * Strict, as RFC 4648 section 3.3 allows and SASL wants: whole groups of
+ * four digits, '=' only as the last one or two, nothing else (no spaces,
+ * no line ends), and the bits a '=' leaves over must be zero (3.5), so
+ * each text decodes from exactly one byte string. Returns 0, or -1.
+ */
+static int base64_decode(const char *text, size_t len, unsigned char *out, size_t cap,
+			 size_t *n)
+{
+	size_t o = 0;
+
+	if (len % 4 != 0)
+		return -1;
+	for (size_t i = 0; i < len; i += 4) {
+		int v[4], pads = 0;
+		uint32_t bits = 0;
+
+		for (int j = 0; j < 4; j++) {
+			int last = i + 4 == len;
+
+			v[j] = text[i + j] == '=' && last && j >= 2 ? 0 : base64_value(text[i + j]);
+			if (text[i + j] == '=' && v[j] == 0)
+				pads++;
+			else if (v[j] < 0 || pads > 0)
+				return -1;	/* a bad digit, or a digit after '=' */
+			bits = bits << 6 | (uint32_t)v[j];
+		}
+		if ((pads == 2 && (bits & 0xffff)) || (pads == 1 && (bits & 0xff))
+		    || 3 - (size_t)pads > cap - o)
+			return -1;
+		for (int j = 0; j < 3 - pads; j++)
+			out[o++] = (unsigned char)(bits >> (16 - 8 * j));
+	}
+	*n = o;
+	return 0;
+}
+
+/* <<< shared: base64 */
 
 /* ---------------------------------------------------------------- accounts (user.txt) */
 
@@ -674,6 +928,7 @@ static int userfile_next(struct userfile_reader *r, struct account *acct)
 			why = "NUL byte, skipped";
 		else
 			got = userfile_entry(text, acct, &why);
+		secret_wipe(line, sizeof line);	/* a password, perhaps */
 		if (got == 1)
 			return 1;
 		if (got < 0 && r->report)
@@ -681,13 +936,15 @@ static int userfile_next(struct userfile_reader *r, struct account *acct)
 	}
 }
 
-/* userfile_close - end a reading; -1 if reading failed part way */
+/* userfile_close - end a reading; -1 if reading failed part way. The
+ * buffer that held the file, passwords and all, is wiped. */
 static int userfile_close(struct userfile_reader *r)
 {
 	int failed = ferror(r->f);
 
 	if (fclose(r->f) != 0)	/* read only: nothing lost, but say so */
 		log_msg("close %s: %s", r->name, strerror(errno));
+	secret_wipe(r->buf, sizeof r->buf);
 	return failed ? -1 : 0;
 }
 
@@ -712,7 +969,7 @@ static int user_lookup(const char *userfile, const char *login, struct account *
 			*acct = each;
 			found = 1;
 		}
-	memset(&each, 0, sizeof each);	/* no password left behind on the stack */
+	secret_wipe(&each, sizeof each);	/* no password left behind on the stack */
 	return userfile_close(&r) < 0 ? -1 : found;
 }
 
@@ -773,7 +1030,7 @@ static void userfile_check(const char *userfile)
 		memcpy(all[n].login, each.login, sizeof each.login);
 		all[n++].lineno = r.lineno;
 	}
-	memset(&each, 0, sizeof each);
+	secret_wipe(&each, sizeof each);
 	report_duplicates(userfile, all, n);
 	free(all);
 	if (userfile_close(&r) < 0)
@@ -781,17 +1038,6 @@ static void userfile_check(const char *userfile)
 }
 
 /* <<< shared: accounts */
-
-/* secret_equal - compare in time independent of where a and b differ */
-static int secret_equal(const char *a, const char *b)
-{
-	size_t na = strlen(a), nb = strlen(b);
-	unsigned char diff = na != nb;
-
-	for (size_t i = 0; i < na; i++)
-		diff |= (unsigned char)a[i] ^ (unsigned char)(nb ? b[i % nb] : 0);
-	return diff == 0;
-}
 
 /* ---------------------------------------------------------------- spool and locks (DESIGN.md) */
 
@@ -1090,8 +1336,10 @@ struct server {
 	int max_per_peer;	/* -C: live sessions from one client address */
 	const char *busy_line;	/* sent, CRLF included, past either limit */
 	int busy_noted;		/* a refusal at -c is logged; until a session starts */
-	/* A session returns its wrong passwords; its process exits with them. */
-	int (*session)(int fd, const char *peer);
+	/* A session on its connection (read from in, written to out; the
+	 * same socket here) returns its wrong passwords; its process exits
+	 * with them. */
+	int (*session)(int in, int out, const char *peer);
 	int over_pipe[2];	/* a child writes its pid to [1] when its session is over */
 	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
 	struct penalty penalties[PENALTY_SLOTS];
@@ -1272,11 +1520,15 @@ static void child_signals(const sigset_t *mask)
 		log_msg("session signals: %s", strerror(errno));
 }
 
-/*
- * run_child - in the new process: the session on fd, then exit. The exit
- * status is the session's wrong passwords (0 none, at most
- * EXIT_FAILURES_MAX), which the parent adds to the address's penalty.
- */
+/* exit_status - a session process's exit status: its wrong passwords (0
+ * none, at most EXIT_FAILURES_MAX), which a parent adds to the address's
+ * penalty */
+static int exit_status(int failures)
+{
+	return failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX;
+}
+
+/* run_child - in the new process: the session on fd, then exit */
 static void run_child(struct server *srv, int fd, const char *peer,
 		      const sigset_t *child_mask)
 {
@@ -1287,9 +1539,9 @@ static void run_child(struct server *srv, int fd, const char *peer,
 	close_fd(srv->over_pipe[0], "pipe");
 	over_fd = srv->over_pipe[1];
 	child_signals(child_mask);
-	failures = srv->session(fd, peer);
+	failures = srv->session(fd, fd, peer);
 	session_over();		/* if the session has not said so */
-	exit(failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX);
+	exit(exit_status(failures));
 }
 
 /* start_session - fork a child that runs the session on fd; same: the
@@ -1549,6 +1801,111 @@ static int serve(struct server *srv)
 	stop_sessions(srv);
 	server_cleanup(srv);
 	return 0;
+}
+
+/* socket_peer - the numeric address of the TCP peer of socket fd, an
+ * IPv4-mapped IPv6 one as IPv4 (a dual-stack socket's, as systemd's);
+ * -1 if fd is no TCP socket (a pipe, a socketpair) */
+static int socket_peer(int fd, char *out, size_t cap)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+	struct sockaddr_in v4 = { .sin_family = AF_INET };
+	socklen_t len = sizeof ss;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0
+	    || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+		return -1;
+	if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+		memcpy(&v4.sin_addr, v6->sin6_addr.s6_addr + 12, sizeof v4.sin_addr);
+		addr_text((struct sockaddr *)&v4, sizeof v4, out, cap);
+	} else {
+		addr_text((struct sockaddr *)&ss, len, out, cap);
+	}
+	return 0;
+}
+
+/*
+ * inetd_peer - under -i, the client's address: from getpeername on
+ * standard input when it is a TCP socket (inetd, systemd's Accept=yes),
+ * else from the variable that the superserver set, if it holds a numeric
+ * address (TCPREMOTEIP: tcpserver; REMOTE_HOST: stunnel's exec=, whose
+ * standard input is a socketpair or a pipe; REMOTE_ADDR), else "unknown"
+ */
+static void inetd_peer(char *out, size_t cap)
+{
+	static const char *const vars[] = { "TCPREMOTEIP", "REMOTE_HOST", "REMOTE_ADDR" };
+	struct addrinfo hints = { .ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res;
+
+	if (socket_peer(STDIN_FILENO, out, cap) == 0)
+		return;
+	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+		const char *v = getenv(vars[i]);
+
+		if (v && getaddrinfo(v, NULL, &hints, &res) == 0) {
+			addr_text(res->ai_addr, res->ai_addrlen, out, cap);
+			freeaddrinfo(res);
+			return;
+		}
+	}
+	(void)snprintf(out, cap, "unknown");	/* cap is ADDR_TEXT_MAX */
+}
+
+/* inetd_stderr - under -i, before anything is logged, keep the log out of
+ * the dialogue: inetd (and systemd, unless told otherwise) make standard
+ * error the connection itself, where every log line would go to the
+ * client. Then, or when it is closed (a later descriptor could become 2),
+ * the log goes to /dev/null (README says how to keep it). -1 if it cannot. */
+static int inetd_stderr(void)
+{
+	struct stat err, io;
+	int same = 0, null;
+
+	if (fstat(STDERR_FILENO, &err) == 0) {
+		if (!S_ISSOCK(err.st_mode) && !S_ISFIFO(err.st_mode))
+			return 0;
+		for (int fd = STDIN_FILENO; fd <= STDOUT_FILENO; fd++)
+			same |= fstat(fd, &io) == 0 && io.st_dev == err.st_dev
+				&& io.st_ino == err.st_ino;
+		if (!same)
+			return 0;
+	}
+	if ((null = open("/dev/null", O_WRONLY)) < 0)
+		return -1;
+	if (null != STDERR_FILENO && (dup2(null, STDERR_FILENO) < 0 || close(null) < 0))
+		return -1;
+	return 0;
+}
+
+/*
+ * serve_inetd - -i: one session on standard input and output, as inetd,
+ * tcpserver, systemd's Accept=yes and stunnel's exec= run a server. It
+ * runs on duplicates of 0 and 1, so that those get their file status
+ * flags back (a terminal must not stay non-blocking). With no parent to
+ * keep a penalty, a wrong password waits delay_ms, doubled within the
+ * session. Returns the exit status, a forked session's (exit_status).
+ */
+static int serve_inetd(int (*session)(int in, int out, const char *peer), int delay_ms)
+{
+	char peer[ADDR_TEXT_MAX];
+	int flags[2], fds[2] = { -1, -1 }, failures;
+
+	inetd_peer(peer, sizeof peer);
+	auth_delay_ms = delay_ms;
+	for (int i = 0; i < 2; i++)
+		if ((flags[i] = fcntl(i, F_GETFL)) < 0 || (fds[i] = dup(i)) < 0
+		    || fcntl(fds[i], F_SETFL, flags[i] | O_NONBLOCK) < 0) {
+			log_msg("-i: descriptor %d: %s", i, strerror(errno));
+			for (int k = 0; k <= i; k++)
+				if (fds[k] >= 0)
+					close_fd(fds[k], "connection");
+			return 1;
+		}
+	failures = session(fds[0], fds[1], peer);	/* closes both */
+	for (int i = 0; i < 2; i++)
+		(void)fcntl(i, F_SETFL, flags[i]);	/* best effort: we are done */
+	return exit_status(failures);
 }
 
 /* <<< shared: server */
@@ -1910,6 +2267,361 @@ static int convert_mailbox(int fd, int dirfd, const char *login, off_t size, off
 
 /* <<< shared: mailbox */
 
+/* ---------------------------------------------------------------- authentication (SASL) */
+
+/* >>> shared: sasl - passwords and SASL (RFC 4422): CRAM-MD5, PLAIN, LOGIN against user.txt (smtpmail.c, popserver.c) */
+
+/* The mechanisms, strongest first, as the servers offer them. */
+enum mech { MECH_CRAM_MD5, MECH_PLAIN, MECH_LOGIN, MECH_COUNT };
+
+static const char *const mech_names[MECH_COUNT] = { "CRAM-MD5", "PLAIN", "LOGIN" };
+
+/* How an AUTH exchange ended. */
+enum auth_result {
+	AUTH_OK,		/* the account is in sasl.acct */
+	AUTH_WRONG,		/* no such account, a wrong password, a malformed answer */
+	AUTH_UNASKED,		/* an initial response that CRAM-MD5 does not take */
+	AUTH_CANCELLED,		/* the client sent "*" (RFC 4954 4, RFC 5034 4) */
+	AUTH_BAD_BASE64,	/* a response that is not base64 */
+	AUTH_NO_ACCOUNTS,	/* user.txt cannot be read */
+	AUTH_TOO_LONG,		/* a response line over AUTH_LINE_MAX */
+	AUTH_TIMEOUT,		/* no response within the timeout */
+	AUTH_LOST		/* the connection closed */
+};
+
+/* One AUTH exchange: what the server gives it, and what it finds out. */
+struct sasl {
+	struct conn *c;
+	const char *prompt;	/* before a challenge: "334 " (SMTP), "+ " (POP3) */
+	const char *userfile;
+	const char *host;	/* in the CRAM-MD5 challenge */
+	char name[LOGIN_MAX + 1];	/* the login given, for the log ("" if none fits) */
+	struct account acct;	/* AUTH_OK: the account */
+};
+
+/* secret_equal - compare in time independent of where a and b differ */
+static int secret_equal(const char *a, const char *b)
+{
+	size_t na = strlen(a), nb = strlen(b);
+	unsigned char diff = na != nb;
+
+	for (size_t i = 0; i < na; i++)
+		diff |= (unsigned char)a[i] ^ (unsigned char)(nb ? b[i % nb] : 0);
+	return diff == 0;
+}
+
+/* auth_pause - before answering a wrong password: the session's delay
+ * (auth_delay_ms, which the parent set from the address's penalty)
+ * doubled for each wrong one the session already had (Dovecot's auth
+ * penalty); a signal does not cut it short */
+static void auth_pause(int failures)
+{
+	int ms = penalty_delay_ms(auth_delay_ms, failures);
+	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&t, &t) < 0 && errno == EINTR)
+		;
+}
+
+/* make_stamp - a string no other session gets: "<pid.clock@host>" with the
+ * clock in microseconds (RFC 1939 7 APOP's timestamp, RFC 2195's
+ * challenge), so that no answer seen on the wire can be replayed */
+static void make_stamp(char *out, size_t cap, const char *host)
+{
+	struct timespec ts = { 0, 0 };
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		ts.tv_sec = time(NULL);
+	(void)snprintf(out, cap, "<%ld.%lld%06ld@%.255s>", (long)getpid(),
+		       (long long)ts.tv_sec, ts.tv_nsec / 1000, host);	/* cap is STAMP_MAX */
+}
+
+/* mech_find - the mechanism called name (any case), or -1 */
+static int mech_find(const char *name)
+{
+	for (int m = 0; m < MECH_COUNT; m++)
+		if (strcasecmp(name, mech_names[m]) == 0)
+			return m;
+	return -1;
+}
+
+/* secret_start - where the secret of a command line starts (its length if
+ * it holds none): after "PASS", after APOP's name, after AUTH's mechanism.
+ * A line is matched by its first four letters, so "PASS\tx" counts too. */
+static size_t secret_start(const char *line)
+{
+	static const struct { const char *verb; int keep; } verbs[] = {
+		{ "PASS", 0 }, { "APOP", 1 }, { "AUTH", 1 }
+	};
+	size_t len = strlen(line);
+
+	for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++) {
+		size_t at = 4;
+
+		if (strncasecmp(line, verbs[v].verb, 4) != 0)
+			continue;
+		for (int k = 0; k < verbs[v].keep; k++) {
+			at += strspn(line + at, " \t");
+			at += strcspn(line + at, " \t");
+		}
+		return line[at + strspn(line + at, " \t")] ? at : len;
+	}
+	return len;
+}
+
+/* log_client - with -v, log a client's command line, but never a secret:
+ * "PASS ****", "APOP alice ****", "AUTH PLAIN ****" */
+static void log_client(const char *line)
+{
+	size_t keep = secret_start(line);
+
+	if (!verbose)
+		return;
+	if (line[keep])
+		log_msg("< %.*s ****", (int)keep, line);
+	else
+		log_msg("< %s", line);
+}
+
+/* account_of - the account called name, as the checks want it: 1 found;
+ * else 0 not, -1 user.txt unreadable, and *acct holds a made-up password,
+ * so that checking it costs the same time (an answer must not tell
+ * whether the account exists) */
+static int account_of(const char *userfile, const char *name, struct account *acct)
+{
+	int found = login_valid(name) ? user_lookup(userfile, name, acct) : 0;
+
+	if (found != 1)
+		(void)snprintf(acct->password, sizeof acct->password, "not an account");
+	return found;
+}
+
+/* password_check - does password open the account called name? 1 yes
+ * (*acct filled), 0 no, -1 user.txt unreadable */
+static int password_check(const char *userfile, const char *name, const char *password,
+			  struct account *acct)
+{
+	int found = account_of(userfile, name, acct);
+	int same = secret_equal(password, acct->password);
+
+	return found <= 0 ? found : same;
+}
+
+/* digest_equal - is given (hex, any case) digest d? In constant time. */
+static int digest_equal(const unsigned char d[16], const char *given)
+{
+	char want[33], got[33];
+	size_t n = strlen(given);
+	int same;
+
+	md5_hex(d, want);
+	for (size_t i = 0; i < 32; i++)
+		got[i] = i < n ? (char)tolower((unsigned char)given[i]) : '\0';
+	got[32] = '\0';
+	same = n == 32 && secret_equal(got, want);
+	secret_wipe(want, sizeof want);
+	return same;
+}
+
+/* cram_check - RFC 2195: is the response "name digest" the HMAC-MD5 of the
+ * challenge keyed with name's password? 1 yes (*acct, name[] filled), 0
+ * no, -1 user.txt unreadable */
+static int cram_check(const char *userfile, const char *response, const char *challenge,
+		      char name[LOGIN_MAX + 1], struct account *acct)
+{
+	const char *space = strrchr(response, ' ');
+	size_t n = space ? (size_t)(space - response) : 0;
+	unsigned char d[16];
+	int found, same;
+
+	name[0] = '\0';
+	if (n > 0 && n <= LOGIN_MAX) {
+		memcpy(name, response, n);
+		name[n] = '\0';
+	}
+	found = account_of(userfile, name, acct);
+	hmac_md5(acct->password, strlen(acct->password), challenge, strlen(challenge), d);
+	same = space && digest_equal(d, space + 1);
+	secret_wipe(d, sizeof d);
+	return found <= 0 ? found : same;
+}
+
+/* plain_check - RFC 4616: is msg[len] "authzid NUL name NUL password" for
+ * an account? The authzid must be empty or the name itself: nobody acts
+ * for another. 1 yes (*acct, name[] filled), 0 no, -1 unreadable */
+static int plain_check(const char *userfile, const unsigned char *msg, size_t len,
+		       char name[LOGIN_MAX + 1], struct account *acct)
+{
+	const unsigned char *nul1 = memchr(msg, '\0', len), *nul2;
+	char password[PASSWORD_MAX + 1] = "";
+	size_t zlen, nlen, plen;
+	int ok;
+
+	name[0] = '\0';
+	if (!nul1 || !(nul2 = memchr(nul1 + 1, '\0', len - (size_t)(nul1 + 1 - msg))))
+		return 0;	/* malformed: no */
+	zlen = (size_t)(nul1 - msg);
+	nlen = (size_t)(nul2 - nul1 - 1);
+	plen = len - (size_t)(nul2 + 1 - msg);
+	if (nlen <= LOGIN_MAX) {
+		memcpy(name, nul1 + 1, nlen);
+		name[nlen] = '\0';
+	}
+	if (plen <= PASSWORD_MAX && !memchr(nul2 + 1, '\0', plen))
+		memcpy(password, nul2 + 1, plen);
+	password[plen <= PASSWORD_MAX ? plen : 0] = '\0';
+	ok = password_check(userfile, name, password, acct);
+	secret_wipe(password, sizeof password);
+	if (ok > 0 && zlen > 0 && (zlen != nlen || strncasecmp((const char *)msg, name, zlen)))
+		ok = 0;		/* authorization as someone else */
+	return ok;
+}
+
+/* sasl_decode - a response as sent (base64, "=" for an empty one, RFC
+ * 4954 4) into out[cap]: AUTH_OK, AUTH_CANCELLED for "*", or
+ * AUTH_BAD_BASE64 */
+static enum auth_result sasl_decode(const char *text, unsigned char *out, size_t cap,
+				    size_t *n)
+{
+	if (strcmp(text, "*") == 0)
+		return AUTH_CANCELLED;
+	if (strcmp(text, "=") == 0) {
+		*n = 0;
+		return AUTH_OK;
+	}
+	return base64_decode(text, strlen(text), out, cap - 1, n) < 0 ? AUTH_BAD_BASE64
+	       : AUTH_OK;
+}
+
+/*
+ * sasl_ask - send a challenge (n bytes, sent in base64 after the prompt),
+ * read the client's response line within the timeout and decode it into
+ * out[cap], NUL-terminated. -v logs the challenge but not the response;
+ * the response's bytes are wiped from the line buffer and the input.
+ */
+static enum auth_result sasl_ask(struct sasl *a, const char *challenge, size_t n,
+				 unsigned char *out, size_t cap, size_t *len)
+{
+	char line[AUTH_LINE_MAX], text[STAMP_MAX * 2];
+	enum auth_result r;
+	enum io_status st;
+	size_t got;
+	int crlf;
+
+	(void)base64_encode(challenge, n, text, sizeof text);	/* fits: n < STAMP_MAX */
+	if (verbose)
+		log_msg("> %s%s", a->prompt, text);
+	if (conn_write(a->c, a->prompt, strlen(a->prompt)) < 0
+	    || conn_write(a->c, text, strlen(text)) < 0 || conn_write(a->c, "\r\n", 2) < 0)
+		return AUTH_LOST;
+	a->c->deadline_ms = now_ms() + a->c->timeout_ms;
+	st = conn_read_line(a->c, line, sizeof line, &got, &crlf);
+	a->c->deadline_ms = 0;
+	if (verbose && st == IO_OK)
+		log_msg("< ****");
+	r = st == IO_OK ? sasl_decode(line, out, cap, len) : st == IO_TOO_LONG ? AUTH_TOO_LONG
+	    : st == IO_TIMEOUT ? AUTH_TIMEOUT : AUTH_LOST;
+	if (r == AUTH_OK)
+		out[*len] = '\0';
+	secret_wipe(line, sizeof line);
+	secret_wipe(a->c->in, a->c->in_pos);	/* consumed: the response itself */
+	return r;
+}
+
+/* sasl_first - the initial response given with AUTH, or asked for with an
+ * empty challenge (RFC 4954 4, RFC 5034 4) */
+static enum auth_result sasl_first(struct sasl *a, const char *initial, unsigned char *out,
+				   size_t cap, size_t *len)
+{
+	enum auth_result r;
+
+	if (!initial)
+		return sasl_ask(a, "", 0, out, cap, len);
+	if ((r = sasl_decode(initial, out, cap, len)) == AUTH_OK)
+		out[*len] = '\0';
+	return r;
+}
+
+/* result_of - an AUTH_OK, AUTH_WRONG or AUTH_NO_ACCOUNTS from a check */
+static enum auth_result result_of(int checked)
+{
+	return checked > 0 ? AUTH_OK : checked == 0 ? AUTH_WRONG : AUTH_NO_ACCOUNTS;
+}
+
+/* auth_cram - CRAM-MD5 (RFC 2195): the challenge is a fresh stamp; the
+ * password never crosses the wire, only a keyed digest of the challenge */
+static enum auth_result auth_cram(struct sasl *a, unsigned char *buf, size_t cap)
+{
+	char challenge[STAMP_MAX];
+	enum auth_result r;
+	size_t n;
+
+	make_stamp(challenge, sizeof challenge, a->host);
+	r = sasl_ask(a, challenge, strlen(challenge), buf, cap, &n);
+	if (r != AUTH_OK)
+		return r;
+	if (memchr(buf, '\0', n))
+		return AUTH_WRONG;	/* "name digest" holds no NUL */
+	return result_of(cram_check(a->userfile, (char *)buf, challenge, a->name, &a->acct));
+}
+
+/* auth_login - LOGIN (draft-murchison-sasl-login): the name, then the
+ * password, each asked for with its prompt (the first may come with AUTH) */
+static enum auth_result auth_login(struct sasl *a, const char *initial, unsigned char *buf,
+				   size_t cap)
+{
+	enum auth_result r;
+	size_t n;
+
+	r = initial ? sasl_first(a, initial, buf, cap, &n)
+	    : sasl_ask(a, "Username:", 9, buf, cap, &n);
+	if (r != AUTH_OK)
+		return r;
+	a->name[0] = '\0';
+	if (n <= LOGIN_MAX && !memchr(buf, '\0', n))
+		memcpy(a->name, buf, n + 1);
+	if ((r = sasl_ask(a, "Password:", 9, buf, cap, &n)) != AUTH_OK)
+		return r;
+	if (memchr(buf, '\0', n) || n > PASSWORD_MAX)
+		buf[0] = '\0';	/* cannot be anyone's password */
+	return result_of(password_check(a->userfile, a->name, (char *)buf, &a->acct));
+}
+
+/*
+ * sasl_auth - the exchange of AUTH mechanism [initial-response] (RFC 4954,
+ * RFC 5034), up to the outcome, which the caller answers. initial is NULL
+ * without one; CRAM-MD5 takes none, for the server speaks first.
+ * Every secret of the exchange is wiped before it returns.
+ */
+static enum auth_result sasl_auth(struct sasl *a, enum mech mech, const char *initial)
+{
+	unsigned char buf[AUTH_LINE_MAX];
+	enum auth_result r;
+	size_t n;
+
+	a->name[0] = '\0';
+	if (mech == MECH_CRAM_MD5)
+		r = initial ? AUTH_UNASKED : auth_cram(a, buf, sizeof buf);
+	else if (mech == MECH_LOGIN)
+		r = auth_login(a, initial, buf, sizeof buf);
+	else if ((r = sasl_first(a, initial, buf, sizeof buf, &n)) == AUTH_OK)
+		r = result_of(plain_check(a->userfile, buf, n, a->name, &a->acct));
+	secret_wipe(buf, sizeof buf);
+	if (r != AUTH_OK)
+		secret_wipe(&a->acct, sizeof a->acct);
+	return r;
+}
+
+/* forget_secret - after a command line that held a secret (secret_start):
+ * wipe it from the line buffer and from the input it was read from */
+static void forget_secret(struct conn *c, char *line, size_t cap)
+{
+	secret_wipe(line, cap);
+	secret_wipe(c->in, c->in_pos);	/* consumed input only */
+}
+
+/* <<< shared: sasl */
+
 /* ---------------------------------------------------------------- file helpers */
 
 /*
@@ -2137,6 +2849,7 @@ static int check_args(struct session *s, enum arg_rule rule, struct args *a)
 		[ARGS_NONE] = { 0, 0, 0 },	[ARGS_NAME] = { 1, 1, 0 },
 		[ARGS_LINE] = { 1, ARGS_ANY, 0 },	[ARGS_MSG] = { 1, 1, 1 },
 		[ARGS_MSG_OPT] = { 0, 1, 1 },	[ARGS_MSG_LINES] = { 2, 2, 1 },
+		[ARGS_PAIR] = { 2, 2, 0 },	[ARGS_AUTH] = { 1, 2, 0 },
 		[ARGS_UNCHECKED] = { 0, ARGS_ANY, 0 }
 	};
 
@@ -2416,34 +3129,6 @@ static void cmd_user(struct session *s, const struct args *a)
 	reply(s, "+OK send PASS");
 }
 
-/* pause_ms - sleep ms milliseconds; a signal does not cut the sleep short */
-static void pause_ms(int ms)
-{
-	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&t, &t) < 0 && errno == EINTR)
-		;
-}
-
-/*
- * check_password - look the user up and compare the password. It returns
- * 1 when they name an account (then in *acct), 0 when not, and -1 when
- * user.txt cannot be read. An unknown user costs a comparison too, so the
- * time taken does not tell whether the account exists.
- */
-static int check_password(const char *user, const char *password, struct account *acct)
-{
-	int found = login_valid(user) ? user_lookup(cfg.userfile, user, acct) : 0;
-
-	if (found < 0)
-		return -1;
-	if (found == 0) {
-		(void)secret_equal(password, "not an account");
-		return 0;
-	}
-	return secret_equal(password, acct->password);
-}
-
 /*
  * open_records - open mymailbox in the user's directory as open_regular
  * does: no link, no FIFO, a regular file with one link, found out before
@@ -2558,13 +3243,47 @@ static int login(struct session *s)
 	return 0;
 }
 
-/* cmd_pass - check the password, then lock and index the mailbox; a wrong
- * password is answered only after a delay, to slow down guessing */
+/* logged_in - a password, APOP or AUTH proved who the client is (how
+ * says which, for the log): lock and index the mailbox, and say what is
+ * in it */
+static void logged_in(struct session *s, const struct account *acct, const char *how)
+{
+	long long octets;
+	size_t n;
+
+	memcpy(s->login, acct->login, sizeof s->login);
+	if (login(s) < 0) {
+		set_state(s, ST_CLOSED);
+		return;
+	}
+	log_msg("login %s from %s%s ok: %zu messages", s->login, s->peer, how, s->ix.count);
+	set_state(s, ST_TRANSACTION);
+	s->c->hard_end_ms = s->started_ms + cfg.lifetime * 1000LL;	/* -L is met */
+	n = totals(s, &octets);
+	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
+}
+
+/* login_failed - a wrong password (checked 0), or user.txt unreadable
+ * (-1), given by PASS, APOP or AUTH for name: answered only after a delay,
+ * to slow down guessing; the third one ends the session */
+static void login_failed(struct session *s, int checked, const char *name, const char *how)
+{
+	log_msg("login %s from %s%s failed", name[0] ? name : "?", s->peer, how);
+	/* Dovecot's auth penalty: the delay doubles with every wrong password
+	 * of this address, in its recent and parallel sessions (the parent's
+	 * auth_delay_ms) and in this one. */
+	auth_pause(s->auth_failures);
+	/* RFC 3206 section 5: AUTH; SYS/TEMP when user.txt is unreadable */
+	reply(s, checked < 0 ? "-ERR [SYS/TEMP] cannot read accounts"
+	      : "-ERR [AUTH] invalid user name or password");
+	if (++s->auth_failures >= MAX_AUTH_FAILURES)
+		set_state(s, ST_CLOSED);
+}
+
+/* cmd_pass - check the password, then lock and index the mailbox */
 static void cmd_pass(struct session *s, const struct args *a)
 {
 	struct account acct;
-	long long octets;
-	size_t n;
 	int ok;
 
 	/* RFC 1939 section 7: PASS follows a USER command. */
@@ -2572,38 +3291,102 @@ static void cmd_pass(struct session *s, const struct args *a)
 		bad(s, "-ERR USER first");
 		return;
 	}
-	ok = check_password(s->user, a->rest, &acct);
+	ok = password_check(cfg.userfile, s->user, a->rest, &acct);
 	s->have_user = 0;
-	if (ok <= 0) {
-		log_msg("login %s from %s failed", s->user[0] ? s->user : "?", s->peer);
-		/* Dovecot's auth penalty: the delay doubles with every wrong
-		 * password of this address, in its recent and parallel sessions
-		 * (the parent's auth_delay_ms) and in this one. */
-		pause_ms(penalty_delay_ms(auth_delay_ms, s->auth_failures));
-		/* RFC 3206 section 5: AUTH; SYS/TEMP when user.txt is unreadable */
-		reply(s, ok < 0 ? "-ERR [SYS/TEMP] cannot read accounts"
-		      : "-ERR [AUTH] invalid user name or password");
-		if (++s->auth_failures >= MAX_AUTH_FAILURES)
-			set_state(s, ST_CLOSED);
-		return;
-	}
-	memcpy(s->login, acct.login, sizeof s->login);
-	if (login(s) < 0) {
-		set_state(s, ST_CLOSED);
-		return;
-	}
-	log_msg("login %s from %s ok: %zu messages", s->login, s->peer, s->ix.count);
-	set_state(s, ST_TRANSACTION);
-	s->c->hard_end_ms = s->started_ms + cfg.lifetime * 1000LL;	/* -L is met */
-	n = totals(s, &octets);
-	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
+	if (ok > 0)
+		logged_in(s, &acct, "");
+	else
+		login_failed(s, ok, s->user, "");
+	secret_wipe(&acct, sizeof acct);
 }
 
-/* cmd_capa - the capabilities (RFC 2449 sections 5, 6; RFC 3206 section 6) */
+/* apop_check - RFC 1939 section 7: is digest the MD5 of the greeting's
+ * stamp followed by name's password? 1 yes (*acct filled), 0 no, -1
+ * user.txt unreadable. An unknown name costs the same digest. */
+static int apop_check(const char *stamp, const char *name, const char *digest,
+		      struct account *acct)
+{
+	int found = account_of(cfg.userfile, name, acct), same;
+	unsigned char d[16];
+	struct md5 m;
+
+	md5_init(&m);
+	md5_update(&m, stamp, strlen(stamp));
+	md5_update(&m, acct->password, strlen(acct->password));
+	md5_final(&m, d);
+	same = digest_equal(d, digest);
+	secret_wipe(d, sizeof d);
+	return found <= 0 ? found : same;
+}
+
+/* cmd_apop - APOP name digest (RFC 1939 section 7): a login in which the
+ * password never crosses the wire. Taken after a USER too, as if the USER
+ * had not been given. */
+static void cmd_apop(struct session *s, const struct args *a)
+{
+	const char *name = strlen(a->argv[0]) <= LOGIN_MAX ? a->argv[0] : "";
+	struct account acct;
+	int ok = apop_check(s->stamp, name, a->argv[1], &acct);
+
+	s->have_user = 0;
+	if (ok > 0)
+		logged_in(s, &acct, " by APOP");
+	else
+		login_failed(s, ok, name, " by APOP");
+	secret_wipe(&acct, sizeof acct);
+}
+
+/* auth_end - the answer to an AUTH exchange that did not log in: the
+ * connection's end, or an -ERR that counts as a bad command (a cancel
+ * does not: the client may) */
+static void auth_end(struct session *s, enum auth_result r)
+{
+	if (r == AUTH_TIMEOUT || r == AUTH_LOST) {
+		log_msg("%s: %s during AUTH", s->peer,
+			r == AUTH_TIMEOUT ? "timeout" : "connection lost");
+		set_state(s, ST_CLOSED);
+	} else if (r == AUTH_CANCELLED) {
+		reply(s, "-ERR authentication cancelled");	/* RFC 5034 4 */
+	} else {
+		bad(s, r == AUTH_BAD_BASE64 ? "-ERR invalid base64"
+		    : r == AUTH_TOO_LONG ? "-ERR line too long"
+		    : "-ERR CRAM-MD5 takes no initial response");
+	}
+}
+
+/* cmd_auth - AUTH mechanism [initial-response] (RFC 5034): CRAM-MD5 or
+ * PLAIN, the exchange ("+ " before each challenge), then the answer as to
+ * a PASS: a wrong password waits and counts the same */
+static void cmd_auth(struct session *s, const struct args *a)
+{
+	struct sasl x = { .c = s->c, .prompt = "+ ", .userfile = cfg.userfile,
+			  .host = cfg.hostname };
+	int mech = mech_find(a->argv[0]);
+	enum auth_result r;
+	char how[32];
+
+	if (mech < 0 || mech == MECH_LOGIN) {	/* CAPA's SASL line */
+		bad(s, "-ERR unsupported authentication mechanism");
+		return;
+	}
+	s->have_user = 0;
+	r = sasl_auth(&x, (enum mech)mech, a->argc > 1 ? a->argv[1] : NULL);
+	(void)snprintf(how, sizeof how, " by AUTH %s", mech_names[mech]);	/* fits */
+	if (r == AUTH_OK)
+		logged_in(s, &x.acct, how);
+	else if (r == AUTH_WRONG || r == AUTH_NO_ACCOUNTS)
+		login_failed(s, r == AUTH_WRONG ? 0 : -1, x.name, how);
+	else
+		auth_end(s, r);
+	secret_wipe(&x, sizeof x);
+}
+
+/* cmd_capa - the capabilities (RFC 2449 sections 5, 6; RFC 3206 section 6;
+ * RFC 5034 section 3: SASL and its mechanisms) */
 static void cmd_capa(struct session *s, const struct args *a)
 {
-	static const char *const caps[] = { "USER", "TOP", "UIDL", "RESP-CODES",
-		"AUTH-RESP-CODE", "PIPELINING", "IMPLEMENTATION popserver" };
+	static const char *const caps[] = { "USER", "SASL CRAM-MD5 PLAIN", "TOP", "UIDL",
+		"RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "IMPLEMENTATION popserver" };
 
 	(void)a;
 	reply(s, "+OK capability list follows");
@@ -2650,7 +3433,7 @@ static void cmd_retr(struct session *s, const struct args *a)
 	const off_t *start = s->ix.start;
 
 	reply(s, "+OK %lld octets", (long long)msg_size(&s->ix, i));
-	if (copy_range(s->mboxfd, start[i], start[i + 1] - start[i], s->c->fd, s->c) < 0) {
+	if (copy_range(s->mboxfd, start[i], start[i + 1] - start[i], s->c->out_fd, s->c) < 0) {
 		log_msg("%s: RETR %zu failed: %s", s->login, a->msg, strerror(errno));
 		s->c->failed = 1;	/* the reply is cut: the session cannot go on */
 		return;
@@ -3011,6 +3794,8 @@ static const struct command commands[] = {
 	{ "USER", cmd_user, IN(ST_AUTHORIZATION), ARGS_NAME, not_in_state },
 	/* RFC 1939 section 7: a password may hold spaces. */
 	{ "PASS", cmd_pass, IN(ST_AUTHORIZATION), ARGS_LINE, not_in_state },
+	{ "APOP", cmd_apop, IN(ST_AUTHORIZATION), ARGS_PAIR, not_in_state },
+	{ "AUTH", cmd_auth, IN(ST_AUTHORIZATION), ARGS_AUTH, not_in_state },
 	{ "CAPA", cmd_capa, IN_ANY, ARGS_NONE, not_in_state },
 	{ "QUIT", cmd_quit, IN_ANY, ARGS_NONE, not_in_state },
 	{ "STAT", cmd_stat, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
@@ -3044,20 +3829,11 @@ static void dispatch(struct session *s, char *line)
 		bad(s, "%s", cmd->not_now);
 	else if (check_args(s, cmd->args, &a) == 0)
 		cmd->handler(s, &a);
+	if (cmd->args == ARGS_LINE || cmd->args == ARGS_PAIR || cmd->args == ARGS_AUTH)
+		secret_wipe(&a, sizeof a);	/* PASS, APOP, AUTH: a copy of a secret */
 }
 
 /* ---------------------------------------------------------------- the session */
-
-/* log_line - with -v, log the client's line, but never a password */
-static void log_line(const char *line)
-{
-	if (!verbose)
-		return;
-	if (strncasecmp(line, "PASS", 4) == 0)	/* "PASS\tsecret" too */
-		log_msg("< PASS ****");
-	else
-		log_msg("< %s", line);
-}
 
 /* timeout_cause - which limit a wait ran into: -t, -L or -T */
 static const char *timeout_cause(const struct session *s)
@@ -3093,33 +3869,56 @@ static void session_end(struct session *s, enum io_status st)
 	session_over();
 }
 
-/* session_conn - set up the buffered connection on socket fd; NULL (after
- * logging why) if it cannot be */
-static struct conn *session_conn(int fd, const char *peer)
+/* session_conn - set up the buffered connection, read from in and
+ * written to out; NULL (after logging why) if it cannot be */
+static struct conn *session_conn(int in, int out, const char *peer)
 {
 	struct conn *c;
 
 	/* RETR sends its +OK line, then the record by sendfile: with Nagle's
 	 * algorithm the record would wait for the peer's delayed ACK (40 ms)
-	 * of that line. Not a TCP socket (a socketpair in the fuzzer): fine. */
-	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)) < 0
+	 * of that line. Not a TCP socket (a socketpair in the fuzzer, -i on
+	 * pipes): fine. */
+	if (setsockopt(out, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)) < 0
 	    && errno != EOPNOTSUPP && errno != ENOTSOCK && errno != ENOPROTOOPT)
 		log_msg("%s: TCP_NODELAY: %s", peer, strerror(errno));
-	if (!(c = malloc(sizeof *c)) || conn_init(c, fd, cfg.timeout) < 0) {
+	if (!(c = malloc(sizeof *c)) || conn_init(c, in, cfg.timeout) < 0) {
 		log_msg("%s: cannot set up the session: %s", peer, strerror(errno));
 		free(c);
 		return NULL;
 	}
+	c->out_fd = out;
 	return c;
 }
 
+/* run_line - log and run one command line; a line that held a secret
+ * (PASS, APOP, AUTH's initial response) is wiped after */
+static void run_line(struct session *s, char *line, size_t cap)
+{
+	int secret = line[secret_start(line)] != '\0';
+
+	log_client(line);
+	dispatch(s, line);
+	if (secret)
+		forget_secret(s->c, line, cap);
+}
+
+/* close_io - close a session's descriptors: one socket, or -i's two */
+static void close_io(int in, int out)
+{
+	close(in);
+	if (out != in)
+		close(out);
+}
+
 /*
- * pop_session - one POP3 session on socket fd, from greeting to close.
- * Returns (never exits), closes fd and frees everything; reads only cfg.
+ * pop_session - one POP3 session, read from in and written to out (one
+ * socket, or -i's two descriptors), from greeting to close. Returns
+ * (never exits), closes in and out and frees everything; reads only cfg.
  * It returns the wrong passwords given, the exit status of its process
- * (run_child), which the parent adds to the address's penalty.
+ * (exit_status), which the parent adds to the address's penalty.
  */
-static int pop_session(int fd, const char *peer)
+static int pop_session(int in, int out, const char *peer)
 {
 	struct session s = { .peer = peer, .state = ST_AUTHORIZATION, .dirfd = -1,
 			     .lockfd = -1, .mboxfd = -1 };
@@ -3129,8 +3928,8 @@ static int pop_session(int fd, const char *peer)
 	int crlf;
 
 	log_msg("connection from %s", peer);
-	if (!(s.c = session_conn(fd, peer))) {
-		close(fd);
+	if (!(s.c = session_conn(in, out, peer))) {
+		close_io(in, out);
 		return 0;
 	}
 	/* The whole session ends after -T seconds, and until it has logged in
@@ -3139,7 +3938,8 @@ static int pop_session(int fd, const char *peer)
 	s.started_ms = now_ms();
 	s.c->hard_end_ms = s.started_ms + 1000LL * (cfg.login_time < cfg.lifetime
 						    ? cfg.login_time : cfg.lifetime);
-	reply(&s, "+OK POP3 server ready");
+	make_stamp(s.stamp, sizeof s.stamp, cfg.hostname);	/* RFC 1939 section 7 */
+	reply(&s, "+OK POP3 server ready %s", s.stamp);
 	while (s.state != ST_CLOSED && !s.c->failed) {
 		/* The whole command must come within the timeout, so that a
 		 * client dripping a byte at a time cannot hold the mailbox lock
@@ -3153,14 +3953,13 @@ static int pop_session(int fd, const char *peer)
 			break;
 		else if (memchr(line, '\0', len))
 			bad(&s, "-ERR syntax error");
-		else {
-			log_line(line);
-			dispatch(&s, line);
-		}
+		else
+			run_line(&s, line, sizeof line);
 	}
 	session_end(&s, st);
+	secret_wipe(s.c->in, sizeof s.c->in);	/* it held passwords */
 	free(s.c);
-	close(fd);
+	close_io(in, out);
 	return s.auth_failures;
 }
 
@@ -3171,7 +3970,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: %s [-d spool] [-u userfile] [-l address] [-c maxsessions]\n"
 		"       [-C perclient] [-t seconds] [-a msec] [-L seconds] [-T seconds]\n"
-		"       [-v] [-h] [port]\n", progname);
+		"       [-i] [-v] [-h] [port]\n", progname);
 }
 
 /* int_option - a decimal option value in [min, max]; anything else is bad
@@ -3188,12 +3987,14 @@ static int int_option(const char *s, unsigned long min, unsigned long max)
 	return (int)v;
 }
 
-/* parse_options - fill cfg from the command line; -h and errors exit */
+/* parse_options - fill cfg from the command line; -h and errors exit. The
+ * stamps name the host by gethostname(). */
 static void parse_options(int argc, char **argv)
 {
+	static char host[256];
 	int ch;
 
-	while ((ch = getopt(argc, argv, "d:u:l:c:C:t:a:L:T:vh")) != -1) {
+	while ((ch = getopt(argc, argv, "d:u:l:c:C:t:a:L:T:ivh")) != -1) {
 		switch (ch) {
 		case 'd': cfg.spool = optarg; break;
 		case 'u': cfg.userfile = optarg; break;
@@ -3204,6 +4005,7 @@ static void parse_options(int argc, char **argv)
 		case 'a': cfg.auth_delay_ms = int_option(optarg, 0, 60000); break;
 		case 'L': cfg.login_time = int_option(optarg, 1, 86400); break;
 		case 'T': cfg.lifetime = int_option(optarg, 1, 604800); break;
+		case 'i': cfg.inetd = 1; break;
 		case 'v': verbose = 1; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
@@ -3217,9 +4019,12 @@ static void parse_options(int argc, char **argv)
 		int_option(argv[optind], 1, 65535);
 		cfg.port = argv[optind];
 	}
+	if (gethostname(host, sizeof host - 1) == 0 && host[0])
+		cfg.hostname = host;
 }
 
-/* main - read the options, listen, and serve until SIGTERM or SIGINT */
+/* main - read the options, listen, and serve until SIGTERM or SIGINT;
+ * with -i, serve the one session on standard input and output */
 int main(int argc, char **argv)
 {
 	struct server srv = { .busy_line = "-ERR [SYS/TEMP] too many connections\r\n",
@@ -3227,6 +4032,8 @@ int main(int argc, char **argv)
 	static char spool_dir[PATH_TEXT_MAX];
 
 	parse_options(argc, argv);
+	if (cfg.inetd && inetd_stderr() < 0)
+		return 1;	/* the log would go to the client */
 	cfg.spool = spool_choose(cfg.spool, cfg.userfile, spool_dir, sizeof spool_dir);
 	if (!cfg.spool)
 		return 1;
@@ -3238,6 +4045,8 @@ int main(int argc, char **argv)
 		log_msg("cannot ignore SIGPIPE and SIGXFSZ: %s", strerror(errno));
 		return 1;
 	}
+	if (cfg.inetd)
+		return serve_inetd(pop_session, cfg.auth_delay_ms);
 	srv.max_children = cfg.max_sessions;
 	/* As Postfix's smtpd_client_connection_count_limit: half the sessions */
 	srv.max_per_peer = cfg.max_per_client ? cfg.max_per_client

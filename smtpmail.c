@@ -3,7 +3,8 @@
  *
  * Usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]
  *                 [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds]
- *                 [-r bytes/s] [-T seconds] [-D domain]... [-v] [-h] [port]
+ *                 [-r bytes/s] [-T seconds] [-D domain]... [-a] [-w msec] [-i]
+ *                 [-v] [-h] [port]
  *
  *   port            TCP port to listen on (default 2525)
  *   -d spool        the spool: mail goes to <spool>/<login>/mymailbox (users)
@@ -20,13 +21,22 @@
  *   -T seconds      the longest a session may last (3600)
  *   -D domain       a local domain; repeatable. Given: other domains are
  *                   refused (550 Relaying denied). Default: any domain
- *   -v              log the whole dialogue ("< " client, "> " server)
+ *   -a              submission (RFC 6409): MAIL only after AUTH, and only
+ *                   from the login's own address or <>
+ *   -w msec         delay before a wrong password's 535 (1000); it doubles
+ *                   with each wrong one of the address, up to 15 s
+ *   -i              serve one session on standard input and output (inetd)
+ *   -v              log the whole dialogue ("< " client, "> " server; AUTH's
+ *                   responses as "****")
  *   -h              this help on stdout
  *
- * Commands: HELO, EHLO, MAIL FROM:, RCPT TO:, DATA, RSET, NOOP, QUIT, VRFY
- * and HELP; EXPN, TURN, ETRN, AUTH, STARTTLS, BDAT, SEND, SOML and SAML are
+ * Commands: HELO, EHLO, AUTH, MAIL FROM:, RCPT TO:, DATA, RSET, NOOP, QUIT,
+ * VRFY and HELP; EXPN, TURN, ETRN, STARTTLS, BDAT, SEND, SOML and SAML are
  * known but answered 502. Verbs ignore case. EHLO offers SIZE, 8BITMIME,
- * PIPELINING and ENHANCEDSTATUSCODES.
+ * PIPELINING, ENHANCEDSTATUSCODES and AUTH CRAM-MD5 PLAIN LOGIN (RFC 4954,
+ * checked against user.txt: "235 2.7.0 Authentication successful", a wrong
+ * password "535 5.7.8 Authentication credentials invalid" after the -w
+ * delay; mail after AUTH says "with ESMTPA" in its Received line).
  *
  * Replies come in two dialects, chosen by the client's greeting. After
  * HELO (the assignment's and RFC 821's command), and before any greeting,
@@ -62,15 +72,18 @@
  * is retried every 100 ms, and logged once.
  *
  * Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen, 2 on bad
- * usage. A session process exits 0 (its wrong passwords: SMTP has none).
+ * usage. A session process (and -i) exits with its wrong passwords (0:
+ * none); the parent adds them to the client address's penalty.
  *
  * Where to look: commands[] is the table, dispatch checks a row's states and
  * argument rule, out_of_order picks the 503; HELO/EHLO: cmd_helo, cmd_ehlo
  * -> greet; MAIL: cmd_mail, check_mail; RCPT: cmd_rcpt, check_rcpt ->
- * find_mailbox; DATA: cmd_data -> receive_data -> scan_data, store_byte;
+ * find_mailbox; AUTH: cmd_auth, check_auth -> sasl_auth, auth_answer;
+ * DATA: cmd_data -> receive_data -> scan_data, store_byte;
  * delivery: deliver -> lock_all, open_mailbox, append_record, release_all;
  * replies and their dialect: reply, code_len; the state: set_state; a
- * session: smtp_session -> session_step; the accept loop: serve.
+ * session: smtp_session -> session_step; the accept loop: serve; -i:
+ * serve_inetd.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -90,6 +103,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,7 +134,9 @@ enum {
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
-	LOCK_WAIT_SECONDS = 30	/* the bounded wait for the write lock */
+	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
+	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
+	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
 };
 
 /* <<< shared: limits */
@@ -142,7 +158,8 @@ enum {
 	DEFAULT_SESSIONS = 100,	/* -c */
 	DEFAULT_TIMEOUT = 300,	/* -t: RFC 5321 4.5.3.2.7 asks 5 minutes */
 	DEFAULT_MIN_RATE = 500,	/* -r, bytes/s in DATA: Postfix's smtpd_min_data_rate */
-	DEFAULT_LIFETIME = 3600	/* -T: 25 MiB then needs 7.3 KB/s at least */
+	DEFAULT_LIFETIME = 3600,	/* -T: 25 MiB then needs 7.3 KB/s at least */
+	DEFAULT_AUTH_DELAY = 1000	/* -w, ms: as popserver's -a */
 };
 
 /* ---------------------------------------------------------------- types */
@@ -162,6 +179,9 @@ struct config {
 	int lifetime;		/* -T, seconds a session may last */
 	const char *domains[DOMAINS_MAX];	/* -D; none: any domain is local */
 	int ndomains;
+	int submission;		/* -a: MAIL only after AUTH, from the login's address */
+	int auth_delay_ms;	/* -w, after a wrong password; the parent doubles it */
+	int inetd;		/* -i: one session on standard input and output */
 };
 
 /* The protocol state (RFC 5321 4.1.4). The states are listed in protocol
@@ -199,7 +219,8 @@ static struct config cfg = {
 	.spool = NULL, .userfile = "user.txt", .hostname = "localhost",
 	.port = "2525", .max_size = DEFAULT_MAX_SIZE,
 	.max_sessions = DEFAULT_SESSIONS, .timeout = DEFAULT_TIMEOUT,
-	.min_rate = DEFAULT_MIN_RATE, .lifetime = DEFAULT_LIFETIME
+	.min_rate = DEFAULT_MIN_RATE, .lifetime = DEFAULT_LIFETIME,
+	.auth_delay_ms = DEFAULT_AUTH_DELAY
 };
 /* ---------------------------------------------------------------- UTF-8 */
 
@@ -357,9 +378,11 @@ static void close_fd(int fd, const char *what)
 /* >>> shared: conn - buffered socket I/O with deadlines (smtpmail.c, popserver.c, mailclient.c) */
 
 /* A connection: buffered input and output on a non-blocking socket, every
- * wait bounded by timeout_ms, so no peer can hang a session. */
+ * wait bounded by timeout_ms, so no peer can hang a session. The output
+ * may go to a descriptor of its own (a server's -i on a pair of pipes). */
 struct conn {
-	int fd;
+	int fd;			/* read from, and written to unless out_fd says */
+	int out_fd;		/* written to: fd (conn_init), or another one */
 	int timeout_ms;		/* the longest wait for the peer, each time */
 	long long deadline_ms;	/* now_ms() by which the wait must end; 0: none */
 	long long hard_end_ms;	/* now_ms() past which no wait goes: the session's
@@ -379,7 +402,7 @@ static int conn_init(struct conn *c, int fd, int timeout_seconds)
 	int flags = fcntl(fd, F_GETFL);
 
 	memset(c, 0, sizeof *c);
-	c->fd = fd;
+	c->fd = c->out_fd = fd;
 	c->timeout_ms = timeout_seconds * 1000;
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
 		return -1;
@@ -400,7 +423,7 @@ static long long now_ms(void)
  * hard end, if they are set), until fd is ready for events */
 static enum io_status conn_wait(struct conn *c, short events)
 {
-	struct pollfd p = { .fd = c->fd, .events = events };
+	struct pollfd p = { .fd = events == POLLOUT ? c->out_fd : c->fd, .events = events };
 
 	for (;;) {
 		long long now = now_ms();
@@ -427,7 +450,7 @@ static int conn_flush(struct conn *c)
 	size_t done = 0;
 
 	while (done < c->out_len && !c->failed) {
-		ssize_t n = write(c->fd, c->out + done, c->out_len - done);
+		ssize_t n = write(c->out_fd, c->out + done, c->out_len - done);
 
 		if (n > 0)
 			done += (size_t)n;
@@ -542,6 +565,245 @@ static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
 }
 
 /* <<< shared: conn */
+
+/* ---------------------------------------------------------------- digests and base64 (SASL) */
+
+/* >>> shared: md5 - MD5 (RFC 1321), HMAC-MD5 (RFC 2104), and wiping secrets (smtpmail.c, popserver.c) */
+
+/* The state of one MD5 computation. */
+struct md5 {
+	uint32_t h[4];		/* the digest so far: A, B, C, D */
+	uint64_t bytes;		/* the message length so far */
+	unsigned char block[64];	/* a partial block */
+	size_t used;		/* bytes in block */
+};
+
+/* secret_wipe - overwrite n bytes of a secret (a password, a key, what it
+ * was derived from). A plain memset of memory about to go out of scope may
+ * be left out by the compiler; a store through a volatile pointer may not.
+ * (explicit_bzero does this too, but only glibc and the BSDs have it.) */
+static void secret_wipe(void *p, size_t n)
+{
+	volatile unsigned char *v = p;
+
+	while (n-- > 0)
+		*v++ = 0;
+}
+
+/* md5_block - RFC 1321 3.4: fold one 64-byte block into h, in four rounds
+ * of 16 steps; step i adds T[i] = floor(2^32 * abs(sin(i + 1))) and turns
+ * left by S[i] */
+static void md5_block(uint32_t h[4], const unsigned char *p)
+{
+	static const uint32_t T[64] = {
+		0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
+		0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+		0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+		0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+		0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
+		0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+		0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+		0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+		0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+		0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+		0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391
+	};
+	static const unsigned char S[16] = { 7, 12, 17, 22, 5, 9, 14, 20,
+					     4, 11, 16, 23, 6, 10, 15, 21 };
+	uint32_t x[16], a = h[0], b = h[1], c = h[2], d = h[3];
+
+	for (int i = 0; i < 16; i++)	/* the words are little-endian */
+		x[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8
+		       | (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
+	for (int i = 0; i < 64; i++) {
+		int round = i / 16;
+		uint32_t f = round == 0 ? (b & c) | (~b & d) : round == 1 ? (b & d) | (c & ~d)
+			     : round == 2 ? b ^ c ^ d : c ^ (b | ~d);
+		int k = round == 0 ? i : round == 1 ? (5 * i + 1) % 16
+			: round == 2 ? (3 * i + 5) % 16 : (7 * i) % 16;
+		int s = S[round * 4 + i % 4];
+		uint32_t sum = a + f + x[k] + T[i];
+
+		a = d;
+		d = c;
+		c = b;
+		b += sum << s | sum >> (32 - s);
+	}
+	h[0] += a;
+	h[1] += b;
+	h[2] += c;
+	h[3] += d;
+	secret_wipe(x, sizeof x);	/* the block may be a key */
+}
+
+/* md5_init - RFC 1321 3.3: the initial digest */
+static void md5_init(struct md5 *m)
+{
+	m->h[0] = 0x67452301;
+	m->h[1] = 0xefcdab89;
+	m->h[2] = 0x98badcfe;
+	m->h[3] = 0x10325476;
+	m->bytes = 0;
+	m->used = 0;
+}
+
+/* md5_update - add n bytes to the message */
+static void md5_update(struct md5 *m, const void *data, size_t n)
+{
+	const unsigned char *p = data;
+
+	m->bytes += n;
+	while (n > 0) {
+		size_t k = sizeof m->block - m->used < n ? sizeof m->block - m->used : n;
+
+		memcpy(m->block + m->used, p, k);
+		m->used += k;
+		p += k;
+		n -= k;
+		if (m->used == sizeof m->block) {
+			md5_block(m->h, m->block);
+			m->used = 0;
+		}
+	}
+}
+
+/* md5_final - RFC 1321 3.1, 3.2, 3.5: pad with 0x80 and zeros to 56 bytes
+ * of a block, add the length in bits (little-endian), and put the digest
+ * in out; the state is wiped */
+static void md5_final(struct md5 *m, unsigned char out[16])
+{
+	unsigned char tail[72] = { 0x80 };
+	uint64_t bits = m->bytes * 8;
+	size_t pad = (m->used < 56 ? 56 : 120) - m->used;
+
+	for (int i = 0; i < 8; i++)
+		tail[pad + i] = (unsigned char)(bits >> (8 * i));
+	md5_update(m, tail, pad + 8);
+	for (int i = 0; i < 16; i++)
+		out[i] = (unsigned char)(m->h[i / 4] >> (8 * (i % 4)));
+	secret_wipe(m, sizeof *m);
+}
+
+/* hmac_md5 - RFC 2104: MD5((K ^ opad) . MD5((K ^ ipad) . text)), where K
+ * is the key padded with zeros to 64 bytes, or its MD5 if it is longer;
+ * CRAM-MD5 (RFC 2195) sends it as the proof of a password */
+static void hmac_md5(const void *key, size_t klen, const void *text, size_t tlen,
+		     unsigned char out[16])
+{
+	unsigned char k[64] = { 0 }, pad[64], inner[16];
+	struct md5 m;
+
+	if (klen > sizeof k) {
+		md5_init(&m);
+		md5_update(&m, key, klen);
+		md5_final(&m, k);
+	} else if (klen > 0) {
+		memcpy(k, key, klen);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < sizeof pad; i++)
+			pad[i] = k[i] ^ (round == 0 ? 0x36 : 0x5c);
+		md5_init(&m);
+		md5_update(&m, pad, sizeof pad);
+		if (round == 0)
+			md5_update(&m, text, tlen);
+		else
+			md5_update(&m, inner, sizeof inner);
+		md5_final(&m, round == 0 ? inner : out);
+	}
+	secret_wipe(k, sizeof k);
+	secret_wipe(pad, sizeof pad);
+	secret_wipe(inner, sizeof inner);
+}
+
+/* md5_hex - a digest as 32 lower-case hex digits (RFC 1939 APOP, RFC 2195) */
+static void md5_hex(const unsigned char d[16], char out[33])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int i = 0; i < 16; i++) {
+		out[2 * i] = hex[d[i] >> 4];
+		out[2 * i + 1] = hex[d[i] & 0xf];
+	}
+	out[32] = '\0';
+}
+
+/* <<< shared: md5 */
+
+/* >>> shared: base64 - base64 (RFC 4648 section 4), as SASL exchanges carry it (smtpmail.c, popserver.c) */
+
+static const char base64_digits[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* base64_encode - n bytes as base64 in out[cap], padded with '=' and
+ * NUL-terminated; returns the length, or -1 when cap is too small */
+static int base64_encode(const void *data, size_t n, char *out, size_t cap)
+{
+	const unsigned char *p = data;
+	size_t o = 0;
+
+	if (n > (cap - 1) / 4 * 3 || cap == 0)
+		return -1;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0)
+			     | (i + 2 < n ? p[i + 2] : 0);
+
+		out[o++] = base64_digits[v >> 18];
+		out[o++] = base64_digits[v >> 12 & 63];
+		out[o++] = i + 1 < n ? base64_digits[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? base64_digits[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+/* base64_value - the 6 bits of digit c, or -1 when it is none */
+static int base64_value(char c)
+{
+	const char *at = c ? strchr(base64_digits, c) : NULL;
+
+	return at ? (int)(at - base64_digits) : -1;
+}
+
+/*
+ * base64_decode - text[len] decoded into out[cap]; *n gets its length.
+ * Strict, as RFC 4648 section 3.3 allows and SASL wants: whole groups of
+ * four digits, '=' only as the last one or two, nothing else (no spaces,
+ * no line ends), and the bits a '=' leaves over must be zero (3.5), so
+ * each text decodes from exactly one byte string. Returns 0, or -1.
+ */
+static int base64_decode(const char *text, size_t len, unsigned char *out, size_t cap,
+			 size_t *n)
+{
+	size_t o = 0;
+
+	if (len % 4 != 0)
+		return -1;
+	for (size_t i = 0; i < len; i += 4) {
+		int v[4], pads = 0;
+		uint32_t bits = 0;
+
+		for (int j = 0; j < 4; j++) {
+			int last = i + 4 == len;
+
+			v[j] = text[i + j] == '=' && last && j >= 2 ? 0 : base64_value(text[i + j]);
+			if (text[i + j] == '=' && v[j] == 0)
+				pads++;
+			else if (v[j] < 0 || pads > 0)
+				return -1;	/* a bad digit, or a digit after '=' */
+			bits = bits << 6 | (uint32_t)v[j];
+		}
+		if ((pads == 2 && (bits & 0xffff)) || (pads == 1 && (bits & 0xff))
+		    || 3 - (size_t)pads > cap - o)
+			return -1;
+		for (int j = 0; j < 3 - pads; j++)
+			out[o++] = (unsigned char)(bits >> (16 - 8 * j));
+	}
+	*n = o;
+	return 0;
+}
+
+/* <<< shared: base64 */
 
 /* ---------------------------------------------------------------- accounts (user.txt) */
 
@@ -663,6 +925,7 @@ static int userfile_next(struct userfile_reader *r, struct account *acct)
 			why = "NUL byte, skipped";
 		else
 			got = userfile_entry(text, acct, &why);
+		secret_wipe(line, sizeof line);	/* a password, perhaps */
 		if (got == 1)
 			return 1;
 		if (got < 0 && r->report)
@@ -670,13 +933,15 @@ static int userfile_next(struct userfile_reader *r, struct account *acct)
 	}
 }
 
-/* userfile_close - end a reading; -1 if reading failed part way */
+/* userfile_close - end a reading; -1 if reading failed part way. The
+ * buffer that held the file, passwords and all, is wiped. */
 static int userfile_close(struct userfile_reader *r)
 {
 	int failed = ferror(r->f);
 
 	if (fclose(r->f) != 0)	/* read only: nothing lost, but say so */
 		log_msg("close %s: %s", r->name, strerror(errno));
+	secret_wipe(r->buf, sizeof r->buf);
 	return failed ? -1 : 0;
 }
 
@@ -701,7 +966,7 @@ static int user_lookup(const char *userfile, const char *login, struct account *
 			*acct = each;
 			found = 1;
 		}
-	memset(&each, 0, sizeof each);	/* no password left behind on the stack */
+	secret_wipe(&each, sizeof each);	/* no password left behind on the stack */
 	return userfile_close(&r) < 0 ? -1 : found;
 }
 
@@ -762,7 +1027,7 @@ static void userfile_check(const char *userfile)
 		memcpy(all[n].login, each.login, sizeof each.login);
 		all[n++].lineno = r.lineno;
 	}
-	memset(&each, 0, sizeof each);
+	secret_wipe(&each, sizeof each);
 	report_duplicates(userfile, all, n);
 	free(all);
 	if (userfile_close(&r) < 0)
@@ -1068,8 +1333,10 @@ struct server {
 	int max_per_peer;	/* -C: live sessions from one client address */
 	const char *busy_line;	/* sent, CRLF included, past either limit */
 	int busy_noted;		/* a refusal at -c is logged; until a session starts */
-	/* A session returns its wrong passwords; its process exits with them. */
-	int (*session)(int fd, const char *peer);
+	/* A session on its connection (read from in, written to out; the
+	 * same socket here) returns its wrong passwords; its process exits
+	 * with them. */
+	int (*session)(int in, int out, const char *peer);
 	int over_pipe[2];	/* a child writes its pid to [1] when its session is over */
 	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
 	struct penalty penalties[PENALTY_SLOTS];
@@ -1250,11 +1517,15 @@ static void child_signals(const sigset_t *mask)
 		log_msg("session signals: %s", strerror(errno));
 }
 
-/*
- * run_child - in the new process: the session on fd, then exit. The exit
- * status is the session's wrong passwords (0 none, at most
- * EXIT_FAILURES_MAX), which the parent adds to the address's penalty.
- */
+/* exit_status - a session process's exit status: its wrong passwords (0
+ * none, at most EXIT_FAILURES_MAX), which a parent adds to the address's
+ * penalty */
+static int exit_status(int failures)
+{
+	return failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX;
+}
+
+/* run_child - in the new process: the session on fd, then exit */
 static void run_child(struct server *srv, int fd, const char *peer,
 		      const sigset_t *child_mask)
 {
@@ -1265,9 +1536,9 @@ static void run_child(struct server *srv, int fd, const char *peer,
 	close_fd(srv->over_pipe[0], "pipe");
 	over_fd = srv->over_pipe[1];
 	child_signals(child_mask);
-	failures = srv->session(fd, peer);
+	failures = srv->session(fd, fd, peer);
 	session_over();		/* if the session has not said so */
-	exit(failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX);
+	exit(exit_status(failures));
 }
 
 /* start_session - fork a child that runs the session on fd; same: the
@@ -1527,6 +1798,111 @@ static int serve(struct server *srv)
 	stop_sessions(srv);
 	server_cleanup(srv);
 	return 0;
+}
+
+/* socket_peer - the numeric address of the TCP peer of socket fd, an
+ * IPv4-mapped IPv6 one as IPv4 (a dual-stack socket's, as systemd's);
+ * -1 if fd is no TCP socket (a pipe, a socketpair) */
+static int socket_peer(int fd, char *out, size_t cap)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+	struct sockaddr_in v4 = { .sin_family = AF_INET };
+	socklen_t len = sizeof ss;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0
+	    || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+		return -1;
+	if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+		memcpy(&v4.sin_addr, v6->sin6_addr.s6_addr + 12, sizeof v4.sin_addr);
+		addr_text((struct sockaddr *)&v4, sizeof v4, out, cap);
+	} else {
+		addr_text((struct sockaddr *)&ss, len, out, cap);
+	}
+	return 0;
+}
+
+/*
+ * inetd_peer - under -i, the client's address: from getpeername on
+ * standard input when it is a TCP socket (inetd, systemd's Accept=yes),
+ * else from the variable that the superserver set, if it holds a numeric
+ * address (TCPREMOTEIP: tcpserver; REMOTE_HOST: stunnel's exec=, whose
+ * standard input is a socketpair or a pipe; REMOTE_ADDR), else "unknown"
+ */
+static void inetd_peer(char *out, size_t cap)
+{
+	static const char *const vars[] = { "TCPREMOTEIP", "REMOTE_HOST", "REMOTE_ADDR" };
+	struct addrinfo hints = { .ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res;
+
+	if (socket_peer(STDIN_FILENO, out, cap) == 0)
+		return;
+	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+		const char *v = getenv(vars[i]);
+
+		if (v && getaddrinfo(v, NULL, &hints, &res) == 0) {
+			addr_text(res->ai_addr, res->ai_addrlen, out, cap);
+			freeaddrinfo(res);
+			return;
+		}
+	}
+	(void)snprintf(out, cap, "unknown");	/* cap is ADDR_TEXT_MAX */
+}
+
+/* inetd_stderr - under -i, before anything is logged, keep the log out of
+ * the dialogue: inetd (and systemd, unless told otherwise) make standard
+ * error the connection itself, where every log line would go to the
+ * client. Then, or when it is closed (a later descriptor could become 2),
+ * the log goes to /dev/null (README says how to keep it). -1 if it cannot. */
+static int inetd_stderr(void)
+{
+	struct stat err, io;
+	int same = 0, null;
+
+	if (fstat(STDERR_FILENO, &err) == 0) {
+		if (!S_ISSOCK(err.st_mode) && !S_ISFIFO(err.st_mode))
+			return 0;
+		for (int fd = STDIN_FILENO; fd <= STDOUT_FILENO; fd++)
+			same |= fstat(fd, &io) == 0 && io.st_dev == err.st_dev
+				&& io.st_ino == err.st_ino;
+		if (!same)
+			return 0;
+	}
+	if ((null = open("/dev/null", O_WRONLY)) < 0)
+		return -1;
+	if (null != STDERR_FILENO && (dup2(null, STDERR_FILENO) < 0 || close(null) < 0))
+		return -1;
+	return 0;
+}
+
+/*
+ * serve_inetd - -i: one session on standard input and output, as inetd,
+ * tcpserver, systemd's Accept=yes and stunnel's exec= run a server. It
+ * runs on duplicates of 0 and 1, so that those get their file status
+ * flags back (a terminal must not stay non-blocking). With no parent to
+ * keep a penalty, a wrong password waits delay_ms, doubled within the
+ * session. Returns the exit status, a forked session's (exit_status).
+ */
+static int serve_inetd(int (*session)(int in, int out, const char *peer), int delay_ms)
+{
+	char peer[ADDR_TEXT_MAX];
+	int flags[2], fds[2] = { -1, -1 }, failures;
+
+	inetd_peer(peer, sizeof peer);
+	auth_delay_ms = delay_ms;
+	for (int i = 0; i < 2; i++)
+		if ((flags[i] = fcntl(i, F_GETFL)) < 0 || (fds[i] = dup(i)) < 0
+		    || fcntl(fds[i], F_SETFL, flags[i] | O_NONBLOCK) < 0) {
+			log_msg("-i: descriptor %d: %s", i, strerror(errno));
+			for (int k = 0; k <= i; k++)
+				if (fds[k] >= 0)
+					close_fd(fds[k], "connection");
+			return 1;
+		}
+	failures = session(fds[0], fds[1], peer);	/* closes both */
+	for (int i = 0; i < 2; i++)
+		(void)fcntl(i, F_SETFL, flags[i]);	/* best effort: we are done */
+	return exit_status(failures);
 }
 
 /* <<< shared: server */
@@ -1888,6 +2264,361 @@ static int convert_mailbox(int fd, int dirfd, const char *login, off_t size, off
 
 /* <<< shared: mailbox */
 
+/* ---------------------------------------------------------------- authentication (SASL) */
+
+/* >>> shared: sasl - passwords and SASL (RFC 4422): CRAM-MD5, PLAIN, LOGIN against user.txt (smtpmail.c, popserver.c) */
+
+/* The mechanisms, strongest first, as the servers offer them. */
+enum mech { MECH_CRAM_MD5, MECH_PLAIN, MECH_LOGIN, MECH_COUNT };
+
+static const char *const mech_names[MECH_COUNT] = { "CRAM-MD5", "PLAIN", "LOGIN" };
+
+/* How an AUTH exchange ended. */
+enum auth_result {
+	AUTH_OK,		/* the account is in sasl.acct */
+	AUTH_WRONG,		/* no such account, a wrong password, a malformed answer */
+	AUTH_UNASKED,		/* an initial response that CRAM-MD5 does not take */
+	AUTH_CANCELLED,		/* the client sent "*" (RFC 4954 4, RFC 5034 4) */
+	AUTH_BAD_BASE64,	/* a response that is not base64 */
+	AUTH_NO_ACCOUNTS,	/* user.txt cannot be read */
+	AUTH_TOO_LONG,		/* a response line over AUTH_LINE_MAX */
+	AUTH_TIMEOUT,		/* no response within the timeout */
+	AUTH_LOST		/* the connection closed */
+};
+
+/* One AUTH exchange: what the server gives it, and what it finds out. */
+struct sasl {
+	struct conn *c;
+	const char *prompt;	/* before a challenge: "334 " (SMTP), "+ " (POP3) */
+	const char *userfile;
+	const char *host;	/* in the CRAM-MD5 challenge */
+	char name[LOGIN_MAX + 1];	/* the login given, for the log ("" if none fits) */
+	struct account acct;	/* AUTH_OK: the account */
+};
+
+/* secret_equal - compare in time independent of where a and b differ */
+static int secret_equal(const char *a, const char *b)
+{
+	size_t na = strlen(a), nb = strlen(b);
+	unsigned char diff = na != nb;
+
+	for (size_t i = 0; i < na; i++)
+		diff |= (unsigned char)a[i] ^ (unsigned char)(nb ? b[i % nb] : 0);
+	return diff == 0;
+}
+
+/* auth_pause - before answering a wrong password: the session's delay
+ * (auth_delay_ms, which the parent set from the address's penalty)
+ * doubled for each wrong one the session already had (Dovecot's auth
+ * penalty); a signal does not cut it short */
+static void auth_pause(int failures)
+{
+	int ms = penalty_delay_ms(auth_delay_ms, failures);
+	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&t, &t) < 0 && errno == EINTR)
+		;
+}
+
+/* make_stamp - a string no other session gets: "<pid.clock@host>" with the
+ * clock in microseconds (RFC 1939 7 APOP's timestamp, RFC 2195's
+ * challenge), so that no answer seen on the wire can be replayed */
+static void make_stamp(char *out, size_t cap, const char *host)
+{
+	struct timespec ts = { 0, 0 };
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		ts.tv_sec = time(NULL);
+	(void)snprintf(out, cap, "<%ld.%lld%06ld@%.255s>", (long)getpid(),
+		       (long long)ts.tv_sec, ts.tv_nsec / 1000, host);	/* cap is STAMP_MAX */
+}
+
+/* mech_find - the mechanism called name (any case), or -1 */
+static int mech_find(const char *name)
+{
+	for (int m = 0; m < MECH_COUNT; m++)
+		if (strcasecmp(name, mech_names[m]) == 0)
+			return m;
+	return -1;
+}
+
+/* secret_start - where the secret of a command line starts (its length if
+ * it holds none): after "PASS", after APOP's name, after AUTH's mechanism.
+ * A line is matched by its first four letters, so "PASS\tx" counts too. */
+static size_t secret_start(const char *line)
+{
+	static const struct { const char *verb; int keep; } verbs[] = {
+		{ "PASS", 0 }, { "APOP", 1 }, { "AUTH", 1 }
+	};
+	size_t len = strlen(line);
+
+	for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++) {
+		size_t at = 4;
+
+		if (strncasecmp(line, verbs[v].verb, 4) != 0)
+			continue;
+		for (int k = 0; k < verbs[v].keep; k++) {
+			at += strspn(line + at, " \t");
+			at += strcspn(line + at, " \t");
+		}
+		return line[at + strspn(line + at, " \t")] ? at : len;
+	}
+	return len;
+}
+
+/* log_client - with -v, log a client's command line, but never a secret:
+ * "PASS ****", "APOP alice ****", "AUTH PLAIN ****" */
+static void log_client(const char *line)
+{
+	size_t keep = secret_start(line);
+
+	if (!verbose)
+		return;
+	if (line[keep])
+		log_msg("< %.*s ****", (int)keep, line);
+	else
+		log_msg("< %s", line);
+}
+
+/* account_of - the account called name, as the checks want it: 1 found;
+ * else 0 not, -1 user.txt unreadable, and *acct holds a made-up password,
+ * so that checking it costs the same time (an answer must not tell
+ * whether the account exists) */
+static int account_of(const char *userfile, const char *name, struct account *acct)
+{
+	int found = login_valid(name) ? user_lookup(userfile, name, acct) : 0;
+
+	if (found != 1)
+		(void)snprintf(acct->password, sizeof acct->password, "not an account");
+	return found;
+}
+
+/* password_check - does password open the account called name? 1 yes
+ * (*acct filled), 0 no, -1 user.txt unreadable */
+static int password_check(const char *userfile, const char *name, const char *password,
+			  struct account *acct)
+{
+	int found = account_of(userfile, name, acct);
+	int same = secret_equal(password, acct->password);
+
+	return found <= 0 ? found : same;
+}
+
+/* digest_equal - is given (hex, any case) digest d? In constant time. */
+static int digest_equal(const unsigned char d[16], const char *given)
+{
+	char want[33], got[33];
+	size_t n = strlen(given);
+	int same;
+
+	md5_hex(d, want);
+	for (size_t i = 0; i < 32; i++)
+		got[i] = i < n ? (char)tolower((unsigned char)given[i]) : '\0';
+	got[32] = '\0';
+	same = n == 32 && secret_equal(got, want);
+	secret_wipe(want, sizeof want);
+	return same;
+}
+
+/* cram_check - RFC 2195: is the response "name digest" the HMAC-MD5 of the
+ * challenge keyed with name's password? 1 yes (*acct, name[] filled), 0
+ * no, -1 user.txt unreadable */
+static int cram_check(const char *userfile, const char *response, const char *challenge,
+		      char name[LOGIN_MAX + 1], struct account *acct)
+{
+	const char *space = strrchr(response, ' ');
+	size_t n = space ? (size_t)(space - response) : 0;
+	unsigned char d[16];
+	int found, same;
+
+	name[0] = '\0';
+	if (n > 0 && n <= LOGIN_MAX) {
+		memcpy(name, response, n);
+		name[n] = '\0';
+	}
+	found = account_of(userfile, name, acct);
+	hmac_md5(acct->password, strlen(acct->password), challenge, strlen(challenge), d);
+	same = space && digest_equal(d, space + 1);
+	secret_wipe(d, sizeof d);
+	return found <= 0 ? found : same;
+}
+
+/* plain_check - RFC 4616: is msg[len] "authzid NUL name NUL password" for
+ * an account? The authzid must be empty or the name itself: nobody acts
+ * for another. 1 yes (*acct, name[] filled), 0 no, -1 unreadable */
+static int plain_check(const char *userfile, const unsigned char *msg, size_t len,
+		       char name[LOGIN_MAX + 1], struct account *acct)
+{
+	const unsigned char *nul1 = memchr(msg, '\0', len), *nul2;
+	char password[PASSWORD_MAX + 1] = "";
+	size_t zlen, nlen, plen;
+	int ok;
+
+	name[0] = '\0';
+	if (!nul1 || !(nul2 = memchr(nul1 + 1, '\0', len - (size_t)(nul1 + 1 - msg))))
+		return 0;	/* malformed: no */
+	zlen = (size_t)(nul1 - msg);
+	nlen = (size_t)(nul2 - nul1 - 1);
+	plen = len - (size_t)(nul2 + 1 - msg);
+	if (nlen <= LOGIN_MAX) {
+		memcpy(name, nul1 + 1, nlen);
+		name[nlen] = '\0';
+	}
+	if (plen <= PASSWORD_MAX && !memchr(nul2 + 1, '\0', plen))
+		memcpy(password, nul2 + 1, plen);
+	password[plen <= PASSWORD_MAX ? plen : 0] = '\0';
+	ok = password_check(userfile, name, password, acct);
+	secret_wipe(password, sizeof password);
+	if (ok > 0 && zlen > 0 && (zlen != nlen || strncasecmp((const char *)msg, name, zlen)))
+		ok = 0;		/* authorization as someone else */
+	return ok;
+}
+
+/* sasl_decode - a response as sent (base64, "=" for an empty one, RFC
+ * 4954 4) into out[cap]: AUTH_OK, AUTH_CANCELLED for "*", or
+ * AUTH_BAD_BASE64 */
+static enum auth_result sasl_decode(const char *text, unsigned char *out, size_t cap,
+				    size_t *n)
+{
+	if (strcmp(text, "*") == 0)
+		return AUTH_CANCELLED;
+	if (strcmp(text, "=") == 0) {
+		*n = 0;
+		return AUTH_OK;
+	}
+	return base64_decode(text, strlen(text), out, cap - 1, n) < 0 ? AUTH_BAD_BASE64
+	       : AUTH_OK;
+}
+
+/*
+ * sasl_ask - send a challenge (n bytes, sent in base64 after the prompt),
+ * read the client's response line within the timeout and decode it into
+ * out[cap], NUL-terminated. -v logs the challenge but not the response;
+ * the response's bytes are wiped from the line buffer and the input.
+ */
+static enum auth_result sasl_ask(struct sasl *a, const char *challenge, size_t n,
+				 unsigned char *out, size_t cap, size_t *len)
+{
+	char line[AUTH_LINE_MAX], text[STAMP_MAX * 2];
+	enum auth_result r;
+	enum io_status st;
+	size_t got;
+	int crlf;
+
+	(void)base64_encode(challenge, n, text, sizeof text);	/* fits: n < STAMP_MAX */
+	if (verbose)
+		log_msg("> %s%s", a->prompt, text);
+	if (conn_write(a->c, a->prompt, strlen(a->prompt)) < 0
+	    || conn_write(a->c, text, strlen(text)) < 0 || conn_write(a->c, "\r\n", 2) < 0)
+		return AUTH_LOST;
+	a->c->deadline_ms = now_ms() + a->c->timeout_ms;
+	st = conn_read_line(a->c, line, sizeof line, &got, &crlf);
+	a->c->deadline_ms = 0;
+	if (verbose && st == IO_OK)
+		log_msg("< ****");
+	r = st == IO_OK ? sasl_decode(line, out, cap, len) : st == IO_TOO_LONG ? AUTH_TOO_LONG
+	    : st == IO_TIMEOUT ? AUTH_TIMEOUT : AUTH_LOST;
+	if (r == AUTH_OK)
+		out[*len] = '\0';
+	secret_wipe(line, sizeof line);
+	secret_wipe(a->c->in, a->c->in_pos);	/* consumed: the response itself */
+	return r;
+}
+
+/* sasl_first - the initial response given with AUTH, or asked for with an
+ * empty challenge (RFC 4954 4, RFC 5034 4) */
+static enum auth_result sasl_first(struct sasl *a, const char *initial, unsigned char *out,
+				   size_t cap, size_t *len)
+{
+	enum auth_result r;
+
+	if (!initial)
+		return sasl_ask(a, "", 0, out, cap, len);
+	if ((r = sasl_decode(initial, out, cap, len)) == AUTH_OK)
+		out[*len] = '\0';
+	return r;
+}
+
+/* result_of - an AUTH_OK, AUTH_WRONG or AUTH_NO_ACCOUNTS from a check */
+static enum auth_result result_of(int checked)
+{
+	return checked > 0 ? AUTH_OK : checked == 0 ? AUTH_WRONG : AUTH_NO_ACCOUNTS;
+}
+
+/* auth_cram - CRAM-MD5 (RFC 2195): the challenge is a fresh stamp; the
+ * password never crosses the wire, only a keyed digest of the challenge */
+static enum auth_result auth_cram(struct sasl *a, unsigned char *buf, size_t cap)
+{
+	char challenge[STAMP_MAX];
+	enum auth_result r;
+	size_t n;
+
+	make_stamp(challenge, sizeof challenge, a->host);
+	r = sasl_ask(a, challenge, strlen(challenge), buf, cap, &n);
+	if (r != AUTH_OK)
+		return r;
+	if (memchr(buf, '\0', n))
+		return AUTH_WRONG;	/* "name digest" holds no NUL */
+	return result_of(cram_check(a->userfile, (char *)buf, challenge, a->name, &a->acct));
+}
+
+/* auth_login - LOGIN (draft-murchison-sasl-login): the name, then the
+ * password, each asked for with its prompt (the first may come with AUTH) */
+static enum auth_result auth_login(struct sasl *a, const char *initial, unsigned char *buf,
+				   size_t cap)
+{
+	enum auth_result r;
+	size_t n;
+
+	r = initial ? sasl_first(a, initial, buf, cap, &n)
+	    : sasl_ask(a, "Username:", 9, buf, cap, &n);
+	if (r != AUTH_OK)
+		return r;
+	a->name[0] = '\0';
+	if (n <= LOGIN_MAX && !memchr(buf, '\0', n))
+		memcpy(a->name, buf, n + 1);
+	if ((r = sasl_ask(a, "Password:", 9, buf, cap, &n)) != AUTH_OK)
+		return r;
+	if (memchr(buf, '\0', n) || n > PASSWORD_MAX)
+		buf[0] = '\0';	/* cannot be anyone's password */
+	return result_of(password_check(a->userfile, a->name, (char *)buf, &a->acct));
+}
+
+/*
+ * sasl_auth - the exchange of AUTH mechanism [initial-response] (RFC 4954,
+ * RFC 5034), up to the outcome, which the caller answers. initial is NULL
+ * without one; CRAM-MD5 takes none, for the server speaks first.
+ * Every secret of the exchange is wiped before it returns.
+ */
+static enum auth_result sasl_auth(struct sasl *a, enum mech mech, const char *initial)
+{
+	unsigned char buf[AUTH_LINE_MAX];
+	enum auth_result r;
+	size_t n;
+
+	a->name[0] = '\0';
+	if (mech == MECH_CRAM_MD5)
+		r = initial ? AUTH_UNASKED : auth_cram(a, buf, sizeof buf);
+	else if (mech == MECH_LOGIN)
+		r = auth_login(a, initial, buf, sizeof buf);
+	else if ((r = sasl_first(a, initial, buf, sizeof buf, &n)) == AUTH_OK)
+		r = result_of(plain_check(a->userfile, buf, n, a->name, &a->acct));
+	secret_wipe(buf, sizeof buf);
+	if (r != AUTH_OK)
+		secret_wipe(&a->acct, sizeof a->acct);
+	return r;
+}
+
+/* forget_secret - after a command line that held a secret (secret_start):
+ * wipe it from the line buffer and from the input it was read from */
+static void forget_secret(struct conn *c, char *line, size_t cap)
+{
+	secret_wipe(line, cap);
+	secret_wipe(c->in, c->in_pos);	/* consumed input only */
+}
+
+/* <<< shared: sasl */
+
 /* ---------------------------------------------------------------- the session */
 
 /* A session holds the shared struct conn, so its type follows the shared
@@ -1899,6 +2630,8 @@ struct session {
 	int esmtp;		/* EHLO rather than HELO: enhanced codes (RFC 2034)
 				 * and "with ESMTP" in the trace (RFC 3848) */
 	int errors;		/* 4xx/5xx replies so far */
+	int auth_failures;	/* wrong passwords so far: the process's exit status */
+	char auth_login[LOGIN_MAX + 1];	/* after AUTH: the account, as in user.txt */
 	unsigned messages;	/* accepted so far: part of the id */
 	char helo[DOMAIN_MAX + 1];
 	char sender[SMTP_PATH_MAX];	/* "" is the null sender <> */
@@ -2393,20 +3126,26 @@ static void message_id(struct session *s, char *id, size_t cap)
 }
 
 /* trace_lines - the Return-Path and Received lines that a final delivery
- * adds (RFC 5321 4.4): "with SMTP" after HELO, "with ESMTP" after EHLO (RFC
- * 3848). Returns their length, or -1 if they do not fit in cap. */
+ * adds (RFC 5321 4.4): "with SMTP" after HELO, "with ESMTP" after EHLO,
+ * "with ESMTPA" after AUTH (RFC 3848); the client's address as a literal,
+ * or "unknown" (-i with no address known). Returns their length, or -1 if
+ * they do not fit in cap. */
 static int trace_lines(struct session *s, const struct rcpt *r, const char *id,
 		       const char *date, char *out, size_t cap)
 {
-	int v6 = strchr(s->peer, ':') != NULL;
-	int n = snprintf(out, cap,
-			 "Return-Path: <%s>\r\n"
-			 "Received: from %s ([%s%s])\r\n"
-			 "\tby %s (smtpmail) with %s id %s\r\n"
-			 "\tfor <%s>; %s\r\n",
-			 s->sender, s->helo, v6 ? "IPv6:" : "", s->peer,
-			 cfg.hostname, s->esmtp ? "ESMTP" : "SMTP", id, r->given, date);
+	char where[ADDR_TEXT_MAX + 8] = "unknown";
+	int n;
 
+	if (strcmp(s->peer, "unknown") != 0)
+		(void)snprintf(where, sizeof where, "[%s%s]",	/* fits: peer < ADDR_TEXT_MAX */
+			       strchr(s->peer, ':') ? "IPv6:" : "", s->peer);
+	n = snprintf(out, cap,
+		     "Return-Path: <%s>\r\n"
+		     "Received: from %s (%s)\r\n"
+		     "\tby %s (smtpmail) with %s id %s\r\n"
+		     "\tfor <%s>; %s\r\n",
+		     s->sender, s->helo, where, cfg.hostname,
+		     s->auth_login[0] ? "ESMTPA" : s->esmtp ? "ESMTP" : "SMTP", id, r->given, date);
 	return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
@@ -2726,6 +3465,20 @@ static void deliver(struct session *s)
 
 /* ---------------------------------------------------------------- command handlers */
 
+/* timed_out - a wait ran out: log which limit it was, and say so (RFC 5321
+ * 4.5.3.2.7: the 421 reply) */
+static void timed_out(struct session *s)
+{
+	long long now = now_ms();
+	const struct conn *c = &s->conn;
+
+	log_msg("%s: %s", s->peer, c->hard_end_ms && now >= c->hard_end_ms
+		? "the session lasted its -T seconds"
+		: s->state == ST_DATA && c->deadline_ms && now >= c->deadline_ms
+		? "the data came too slowly (-r bytes/s)" : "no input for -t seconds");
+	reply(s, "421 4.4.2 %s Timeout, closing connection", cfg.hostname);
+}
+
 /* The handlers run in protocol order. Each one can trust its input: the
  * table has checked the state and the argument rule (see dispatch), and a
  * check_<verb> function sends the 501 or 550 of a semantic check. */
@@ -2787,13 +3540,83 @@ static void cmd_ehlo(struct session *s, char *arg)
 	reply(s, "250-8BITMIME");			/* RFC 6152 */
 	reply(s, "250-PIPELINING");			/* RFC 2920 */
 	reply(s, "250-ENHANCEDSTATUSCODES");		/* RFC 2034 */
+	reply(s, "250-AUTH CRAM-MD5 PLAIN LOGIN");	/* RFC 4954, strongest first */
 	reply(s, "250 HELP");
 }
 
 /*
- * mail_params - check MAIL's ESMTP parameters. SIZE (RFC 1870) and BODY
- * (RFC 6152) are the only ones offered; a message announced as bigger than
- * the limit is refused now, before the client sends it.
+ * check_auth - AUTH mechanism [initial-response] (RFC 4954 4): once a
+ * session, a mechanism that is offered, at most one word more. Returns the
+ * mechanism (*initial the response, or NULL), or -1 after the reply.
+ */
+static int check_auth(struct session *s, char *arg, char **initial)
+{
+	char *save = NULL, *name = strtok_r(arg, " ", &save);
+	int mech = mech_find(name);
+
+	*initial = strtok_r(NULL, " ", &save);
+	if (s->auth_login[0])
+		reply(s, "503 5.5.1 Already authenticated");	/* RFC 4954 4 */
+	else if (strtok_r(NULL, " ", &save))
+		reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+	else if (mech < 0)
+		reply(s, "504 5.5.4 Unrecognized authentication type");	/* RFC 4954 6 */
+	else
+		return mech;
+	return -1;
+}
+
+/* auth_answer - the reply to the end of an AUTH exchange (RFC 4954 4, 6).
+ * A wrong password is answered after the penalty's delay and counts, as
+ * popserver's wrong PASS does. */
+static void auth_answer(struct session *s, const struct sasl *a, enum mech mech,
+			enum auth_result r)
+{
+	const char *how = mech_names[mech];
+
+	if (r == AUTH_OK) {
+		memcpy(s->auth_login, a->acct.login, sizeof s->auth_login);
+		log_msg("%s: authenticated %s by %s", s->peer, s->auth_login, how);
+		reply(s, "235 2.7.0 Authentication successful");
+	} else if (r == AUTH_WRONG) {
+		log_msg("%s: authentication of %s by %s failed", s->peer,
+			a->name[0] ? a->name : "?", how);
+		auth_pause(s->auth_failures++);
+		reply(s, "535 5.7.8 Authentication credentials invalid");
+	} else if (r == AUTH_TIMEOUT || r == AUTH_LOST) {
+		if (r == AUTH_TIMEOUT)
+			timed_out(s);
+		else
+			log_msg("%s: connection closed during AUTH", s->peer);
+		set_state(s, ST_QUIT);
+	} else {
+		reply(s, r == AUTH_UNASKED ? "501 5.5.4 CRAM-MD5 takes no initial response"
+		      : r == AUTH_CANCELLED ? "501 5.7.0 Authentication cancelled"
+		      : r == AUTH_BAD_BASE64 ? "501 5.5.2 Cannot decode response"
+		      : r == AUTH_TOO_LONG ? "500 5.5.2 Line too long"
+		      : "454 4.7.0 Temporary authentication failure");	/* user.txt */
+	}
+}
+
+/* cmd_auth - AUTH (RFC 4954): the SASL exchange, then its answer. EHLO
+ * offers it; after HELO it is taken too, answered in that dialect. */
+static void cmd_auth(struct session *s, char *arg)
+{
+	struct sasl a = { .c = &s->conn, .prompt = "334 ", .userfile = cfg.userfile,
+			  .host = cfg.hostname };
+	char *initial = NULL;
+	int mech = check_auth(s, arg, &initial);
+
+	if (mech < 0)
+		return;
+	auth_answer(s, &a, (enum mech)mech, sasl_auth(&a, (enum mech)mech, initial));
+	secret_wipe(&a, sizeof a);
+}
+
+/*
+ * mail_params - check MAIL's ESMTP parameters: SIZE (RFC 1870), BODY (RFC
+ * 6152) and AUTH (RFC 4954 5); a message announced as bigger than the
+ * limit is refused now, before the client sends it.
  */
 static int mail_params(struct session *s, char *p)
 {
@@ -2812,6 +3635,9 @@ static int mail_params(struct session *s, char *p)
 				      cfg.max_size);
 				return -1;
 			}
+		} else if (strncasecmp(t, "AUTH=", 5) == 0 && t[5]) {
+			/* RFC 4954 5: who first submitted it; nothing is relayed
+			 * here, so it is taken and not passed on */
 		} else if (strcasecmp(t, "BODY=7BIT") != 0 && strcasecmp(t, "BODY=8BITMIME") != 0) {
 			reply(s, "555 5.5.4 Unsupported parameter %.64s", t);
 			return -1;
@@ -2820,15 +3646,35 @@ static int mail_params(struct session *s, char *p)
 	return 0;
 }
 
+/* own_address - may the authenticated user send as sender? Its local
+ * part is the login (any case), or it is the null sender <> */
+static int own_address(const struct session *s, const char *sender)
+{
+	size_t n = strcspn(sender, "@");
+
+	return !*sender || (n == strlen(s->auth_login)
+			    && strncasecmp(sender, s->auth_login, n) == 0);
+}
+
 /* check_mail - the reverse-path (RFC 5321 4.1.1.2) into sender, and its
- * parameters; a bad one is answered here and the command goes no further */
+ * parameters; a bad one is answered here and the command goes no further.
+ * Under -a (submission, RFC 6409 4.3, 6.1) only after AUTH, and only from
+ * the user's own address. */
 static int check_mail(struct session *s, char *arg, char *sender, size_t cap)
 {
 	char *params = NULL;
-	enum addr_error e = parse_path(arg, sender, cap, &params);
+	enum addr_error e;
 
-	if (e != ADDR_OK) {
+	if (cfg.submission && !s->auth_login[0]) {
+		reply(s, "530 5.7.0 Authentication required");	/* RFC 4954 6 */
+		return -1;
+	}
+	if ((e = parse_path(arg, sender, cap, &params)) != ADDR_OK) {
 		reply(s, "501 5.1.7 %s", addr_errors[e]);
+		return -1;
+	}
+	if (cfg.submission && !own_address(s, sender)) {
+		reply(s, "553 5.7.1 Sender address not owned by %s", s->auth_login);
 		return -1;
 	}
 	return mail_params(s, params);
@@ -2926,20 +3772,6 @@ static void cmd_rcpt(struct session *s, char *arg)
 	reply(s, "250 2.1.5 <%s>... Recipient ok", addr);
 }
 
-/* timed_out - a wait ran out: log which limit it was, and say so (RFC 5321
- * 4.5.3.2.7: the 421 reply) */
-static void timed_out(struct session *s)
-{
-	long long now = now_ms();
-	const struct conn *c = &s->conn;
-
-	log_msg("%s: %s", s->peer, c->hard_end_ms && now >= c->hard_end_ms
-		? "the session lasted its -T seconds"
-		: s->state == ST_DATA && c->deadline_ms && now >= c->deadline_ms
-		? "the data came too slowly (-r bytes/s)" : "no input for -t seconds");
-	reply(s, "421 4.4.2 %s Timeout, closing connection", cfg.hostname);
-}
-
 /*
  * cmd_data - DATA (RFC 5321 4.1.1.4): receive the message to its final dot,
  * then deliver it or say why not. A message over the size limit is read to
@@ -3009,7 +3841,7 @@ static void cmd_vrfy(struct session *s, char *arg)
 static void cmd_help(struct session *s, char *arg)
 {
 	(void)arg;
-	reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+	reply(s, "214 2.0.0 Commands: HELO EHLO AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
 }
 
 /* cmd_not_implemented - a verb we know but do not offer (RFC 5321 4.2.4) */
@@ -3049,6 +3881,10 @@ struct command {
 static const struct command commands[] = {
 	{ "HELO", cmd_helo, ANY_STATE, ARGS_SOME, "501 Syntax: HELO hostname", NULL },
 	{ "EHLO", cmd_ehlo, ANY_STATE, ARGS_SOME, "501 Syntax: EHLO hostname", NULL },
+	/* RFC 4954 4: not inside a transaction */
+	{ "AUTH", cmd_auth, IN(ST_GREETED), ARGS_SOME,
+	  "501 5.5.4 Syntax: AUTH mechanism [initial-response]",
+	  "503 5.5.1 Mail transaction in progress" },
 	{ "MAIL", cmd_mail, IN(ST_GREETED), ARGS_FROM,
 	  "501 5.5.4 Syntax: MAIL FROM:<address>", "503 5.5.1 Sender already specified" },
 	{ "RCPT", cmd_rcpt, IN(ST_MAIL) | IN(ST_RCPT), ARGS_TO,
@@ -3062,7 +3898,6 @@ static const struct command commands[] = {
 	{ "EXPN", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
 	{ "TURN", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
 	{ "ETRN", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
-	{ "AUTH", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
 	{ "STARTTLS", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
 	{ "BDAT", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
 	{ "SEND", cmd_not_implemented, ANY_STATE, ARGS_ANY, NULL, NULL },
@@ -3168,7 +4003,7 @@ static void session_step(struct session *s)
 {
 	char line[COMMAND_LINE_MAX];
 	size_t len = 0;
-	int crlf = 0;
+	int crlf = 0, secret;
 	enum io_status st;
 
 	/* RFC 5321 4.5.3.2.7: the whole command within the timeout, so that a
@@ -3187,8 +4022,9 @@ static void session_step(struct session *s)
 		set_state(s, ST_QUIT);
 		return;
 	}
-	if (verbose && st == IO_OK)
-		log_msg("< %s", line);
+	secret = line[secret_start(line)] != '\0';	/* AUTH's response */
+	if (st == IO_OK)
+		log_client(line);
 	if (st == IO_TOO_LONG)
 		reply(s, "500 5.5.2 Line too long");	/* RFC 5321 4.5.3.1.4 */
 	else if (!crlf)
@@ -3197,27 +4033,33 @@ static void session_step(struct session *s)
 		reply(s, "500 5.5.2 Syntax error: control character in command");
 	else
 		dispatch(s, line);
+	if (secret)
+		forget_secret(&s->conn, line, sizeof line);
 }
 
 /*
- * smtp_session - one SMTP session on fd, from the greeting to QUIT, a lost
+ * smtp_session - one SMTP session, read from in and written to out (one
+ * socket, or -i's two descriptors), from the greeting to QUIT, a lost
  * connection, a timeout or too many errors. It returns instead of exiting
- * (a fuzz harness calls it in a loop), and closes fd and frees everything.
- * The configuration comes from cfg. It returns the wrong passwords the
- * session saw, the exit status of its process (run_child): none, as SMTP
- * here has no AUTH.
+ * (a fuzz harness calls it in a loop), and closes in and out and frees
+ * everything. The configuration comes from cfg. It returns the wrong
+ * passwords that AUTH saw, the exit status of its process (exit_status).
  */
-static int smtp_session(int fd, const char *peer)
+static int smtp_session(int in, int out, const char *peer)
 {
 	struct session *s = calloc(1, sizeof *s);
+	int failures;
 
 	log_msg("connection from %s", peer);
-	if (!s || conn_init(&s->conn, fd, cfg.timeout) < 0) {
+	if (!s || conn_init(&s->conn, in, cfg.timeout) < 0) {
 		log_msg("%s: cannot start a session: %s", peer, strerror(errno));
 		free(s);
-		close_fd(fd, "connection");
+		close_fd(in, "connection");
+		if (out != in)
+			close_fd(out, "connection");
 		return 0;
 	}
+	s->conn.out_fd = out;
 	/* However busy the client keeps it, a session ends after -T seconds. */
 	s->conn.hard_end_ms = now_ms() + cfg.lifetime * 1000LL;
 	s->peer = peer;
@@ -3236,9 +4078,13 @@ static int smtp_session(int fd, const char *peer)
 	session_over();
 	spill_reset(&s->spill);
 	free(s->spill.mem);
+	failures = s->auth_failures;
+	secret_wipe(s->conn.in, sizeof s->conn.in);	/* it held AUTH's lines */
 	free(s);
-	close_fd(fd, "connection");
-	return 0;	/* no passwords in SMTP: no wrong ones */
+	close_fd(in, "connection");
+	if (out != in)
+		close_fd(out, "connection");
+	return failures;
 }
 
 /* ---------------------------------------------------------------- options and main */
@@ -3248,7 +4094,7 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: %s [-d spool] [-u userfile] [-n hostname] [-l address]"
 		" [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds] [-r bytes/s]"
-		" [-T seconds] [-D domain]... [-v] [-h] [port]\n", progname);
+		" [-T seconds] [-D domain]... [-a] [-w msec] [-i] [-v] [-h] [port]\n", progname);
 }
 
 /* number_arg - a decimal option value in [min, max], or -1 when it is not
@@ -3289,6 +4135,9 @@ static void set_option(int opt, const char *v)
 	case 'l': cfg.listen = v; break;
 	case 'v': verbose = 1; break;
 	case 'h': usage(stdout); exit(0);
+	case 'a': cfg.submission = 1; break;
+	case 'i': cfg.inetd = 1; break;
+	case 'w': n = number_arg(v, 0, 60000); cfg.auth_delay_ms = (int)n; break;
 	case 's': n = number_arg(v, 1, 1LL << 40); cfg.max_size = (unsigned long long)n; break;
 	case 'c': n = number_arg(v, 1, 100000); cfg.max_sessions = (int)n; break;
 	case 'C': n = number_arg(v, 1, 100000); cfg.max_per_client = (int)n; break;
@@ -3314,7 +4163,7 @@ static void parse_options(int argc, char **argv)
 	int opt;
 
 	cfg.hostname = NULL;
-	while ((opt = getopt(argc, argv, "d:u:n:l:s:c:C:t:r:T:D:vh")) != -1)
+	while ((opt = getopt(argc, argv, "d:u:n:l:s:c:C:t:r:T:D:w:aivh")) != -1)
 		set_option(opt, optarg);
 	if (argc - optind > 1) {
 		usage(stderr);
@@ -3330,7 +4179,8 @@ static void parse_options(int argc, char **argv)
 			       ? host : "localhost";
 }
 
-/* main - parse the options, listen, and serve until SIGTERM or SIGINT */
+/* main - parse the options, listen, and serve until SIGTERM or SIGINT;
+ * with -i, serve the one session on standard input and output */
 int main(int argc, char **argv)
 {
 	static char busy[REPLY_LINE_MAX];
@@ -3339,6 +4189,8 @@ int main(int argc, char **argv)
 
 	parse_options(argc, argv);
 	srv.userfile = cfg.userfile;
+	if (cfg.inetd && inetd_stderr() < 0)
+		return 1;	/* the log would go to the client */
 	cfg.spool = spool_choose(cfg.spool, cfg.userfile, spool_dir, sizeof spool_dir);
 	if (!cfg.spool)
 		return 1;
@@ -3347,6 +4199,10 @@ int main(int argc, char **argv)
 		log_msg("signals: %s", strerror(errno));
 		return 1;
 	}
+	if (cfg.inetd)
+		return serve_inetd(smtp_session, cfg.auth_delay_ms);
+	srv.userfile = cfg.userfile;
+	srv.auth_delay_ms = cfg.auth_delay_ms;
 	/* Cannot be cut short: the hostname is at most 255 octets. It stands
 	 * for the greeting, so it carries no enhanced code (RFC 2034). */
 	(void)snprintf(busy, sizeof busy,

@@ -26,6 +26,9 @@ HOSTNAME = "mx.test.example"
 # hand, which is kept and served.
 TRACE = (b"Return-Path: <crash@example.org>\r\nReceived: from c ([127.0.0.1])\r\n"
          b"\tby mx.test.example (smtpmail) with SMTP id CRASH\r\n")
+# popserver's greeting: RFC 1939 section 7's APOP timestamp <pid.clock@host>
+# after the words, a new one each session.
+POP_GREETING = r"^\+OK POP3 server ready <\d+\.\d+@[^<>\s]+>$"
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:|"
                           r"SUMMARY: UndefinedBehaviorSanitizer")
 SANITIZER_ENV = {

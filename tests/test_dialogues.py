@@ -25,6 +25,7 @@ S_PATTERNS = {
     "date": r"[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}",
     "n": r"\d+",
     "any": r".*",
+    "stamp": r"<\d+\.\d+@[^<>\s]+>",
     "tab": r"\t",
 }
 # What each {name} in a C: line sends; {N*text} sends text N times.
@@ -219,7 +220,8 @@ class Dialogues(DialogueTest):
 
     def test_files_present(self):
         names = [os.path.basename(p) for p in dialogue_files()]
-        for want in ("assignment.txt", "ehlo_pipelining.txt", "pop3_session.txt"):
+        for want in ("assignment.txt", "ehlo_pipelining.txt", "pop3_session.txt",
+                     "smtp_auth.txt", "pop3_auth.txt"):
             self.assertIn(want, names)
 
 
@@ -241,6 +243,9 @@ class Runner(DialogueTest):
     replayed against a real server."""
 
     def test_s_patterns(self):
+        self.assertTrue(s_regex("+OK ready {stamp}", "t").fullmatch("+OK ready <8.1795@vm.example>"))
+        self.assertFalse(s_regex("+OK ready {stamp}", "t").fullmatch("+OK ready <8.17a95@vm>"))
+        self.assertFalse(s_regex("+OK ready {stamp}", "t").fullmatch("+OK ready"))
         r = s_regex("+OK {n} octets, {id} at {date}{tab}{any}", "t")
         self.assertTrue(r.fullmatch("+OK 232 octets, 6B0C.34D6.1 at "
                                     "Sun, 29 Nov 2026 14:47:57 +0000\tand more"))

@@ -111,7 +111,8 @@ class Commands(SmtpTest):
         c.send("EHLO client.example\r\n")
         self.assertEqual(c.reply(), ["250-%s Hello client.example" % HOSTNAME,
                                      "250-SIZE 26214400", "250-8BITMIME", "250-PIPELINING",
-                                     "250-ENHANCEDSTATUSCODES", "250 HELP"])
+                                     "250-ENHANCEDSTATUSCODES", "250-AUTH CRAM-MD5 PLAIN LOGIN",
+                                     "250 HELP"])
 
     def test_helo_needs_a_domain(self):
         c = self.connect(self.server, greet=None)
@@ -203,8 +204,8 @@ class Commands(SmtpTest):
         self.assertEqual(c.cmd("VRFY nobody"), vrfy)    # does not: same answer
         self.assertEqual(c.cmd("VRFY"), "501 5.5.4 Syntax: VRFY <address>")
         self.assertEqual(c.cmd("HELP"),
-                         "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
-        for verb in ("EXPN staff", "TURN", "ETRN x", "AUTH PLAIN", "STARTTLS"):
+                         "214 2.0.0 Commands: HELO EHLO AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
+        for verb in ("EXPN staff", "TURN", "ETRN x", "STARTTLS"):
             self.assertEqual(c.cmd(verb), "502 5.5.1 Command not implemented", verb)
         self.assertEqual(c.cmd("XYZZY"), "500 5.5.1 Command unrecognized")
         self.assertEqual(c.cmd(""), "500 5.5.1 Command unrecognized")
@@ -216,7 +217,7 @@ class Commands(SmtpTest):
         self.assertEqual(c.cmd("VRFY alice"),
                          "252 Cannot VRFY user, but will accept message and attempt delivery")
         self.assertEqual(c.cmd("VRFY"), "501 Syntax: VRFY <address>")
-        self.assertEqual(c.cmd("HELP"), "214 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
+        self.assertEqual(c.cmd("HELP"), "214 Commands: HELO EHLO AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
         self.assertEqual(c.cmd("EXPN staff"), "502 Command not implemented")
         self.assertEqual(c.cmd("XYZZY"), "500 Command unrecognized")
         self.assertEqual(c.cmd("RCPT TO:<alice@x.example>"), "503 Send HELO or EHLO first")

@@ -188,7 +188,7 @@ class Lifecycle(SmtpTest):
     def test_usage(self):
         usage = ("usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address] [-s maxbytes]"
                  " [-c maxsessions] [-C perclient] [-t seconds] [-r bytes/s] [-T seconds]"
-                 " [-D domain]... [-v] [-h] [port]\n")
+                 " [-D domain]... [-a] [-w msec] [-i] [-v] [-h] [port]\n")
         run = self.run_bin("-h")
         self.assertEqual((run.returncode, run.stdout), (0, usage))
         busy = socket.socket()          # a binary that took a bad value could not listen
@@ -197,7 +197,7 @@ class Lifecycle(SmtpTest):
         busy.listen(1)
         on_busy = ["-l", "127.0.0.1", str(busy.getsockname()[1])]
         for bad in (["-x"], ["-s", "abc"], ["-c", "0"], ["-t", "-1"], ["1", "2"], ["port"],
-                    ["-C", "0"], ["-r", "-1"], ["-T", "0"],
+                    ["-C", "0"], ["-r", "-1"], ["-T", "0"], ["-w", "x"], ["-w", "60001"],
                     ["-s"], ["-n", "h" * 256] + on_busy, ["-n", ""] + on_busy, ["0"], ["65536"]):
             run = self.run_bin(*bad)
             self.assertEqual(run.returncode, 2, bad)

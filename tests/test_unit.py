@@ -73,6 +73,15 @@ class SmtpUnits(UnitProgram, unittest.TestCase):
     def test_userfile(self):
         self.run_group("userfile")
 
+    def test_md5(self):
+        self.run_group("md5")
+
+    def test_hmac_md5(self):
+        self.run_group("hmac_md5")
+
+    def test_base64(self):
+        self.run_group("base64")
+
 
 class PopUnits(UnitProgram, unittest.TestCase):
     source, program = "unit_pop.c", "popserver"
@@ -100,6 +109,9 @@ class PopUnits(UnitProgram, unittest.TestCase):
 
     def test_penalty_table(self):
         self.run_group("penalty_table")
+
+    def test_logins(self):
+        self.run_group("logins")
 
 
 class ClientUnits(UnitProgram, unittest.TestCase):

@@ -107,7 +107,7 @@ static void *fuzz_peer(void *arg)
 
 /* fuzz_session - one session of the program on the input (what the session
  * returns, its wrong passwords, matters only to a server's parent) */
-static void fuzz_session(int (*session)(int, const char *), const uint8_t *data,
+static void fuzz_session(int (*session)(int, int, const char *), const uint8_t *data,
 			 size_t size)
 {
 	int sv[2];
@@ -119,7 +119,7 @@ static void fuzz_session(int (*session)(int, const char *), const uint8_t *data,
 	feed = (struct fuzz_feed){ .fd = sv[0], .data = data, .size = size };
 	if (pthread_create(&t, NULL, fuzz_peer, &feed) != 0)
 		abort();
-	(void)session(sv[1], "192.0.2.1");	/* closes sv[1] */
+	(void)session(sv[1], sv[1], "192.0.2.1");	/* closes sv[1] */
 	pthread_join(t, NULL);
 	close(sv[0]);
 }

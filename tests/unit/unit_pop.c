@@ -580,6 +580,180 @@ static void group_mailbox(void)
 	}
 }
 
+/* ---------------------------------------------------------------- logins: APOP, CRAM-MD5, PLAIN */
+
+/* The RFCs' own examples: RFC 1939 section 7 (APOP), RFC 2195 section 2
+ * (CRAM-MD5), RFC 4616 section 4 (PLAIN). */
+#define APOP_STAMP "<1896.697170952@dbc.mtview.ca.us>"
+#define CRAM_CHALLENGE "<1896.697170952@postoffice.reston.mci.net>"
+
+static void apop_cases(void)
+{
+	static const struct {
+		const char *name, *user, *digest;
+		int ok;
+	} c[] = {
+		{ "RFC 1939", "mrose", "c4c9334bac560ecc979e58001b3e22fb", 1 },
+		{ "upper-case hex", "mrose", "C4C9334BAC560ECC979E58001B3E22FB", 1 },
+		{ "login in another case", "MRose", "c4c9334bac560ecc979e58001b3e22fb", 1 },
+		{ "one digit wrong", "mrose", "c4c9334bac560ecc979e58001b3e22fc", 0 },
+		{ "31 digits", "mrose", "c4c9334bac560ecc979e58001b3e22f", 0 },
+		{ "33 digits", "mrose", "c4c9334bac560ecc979e58001b3e22fbb", 0 },
+		{ "another's password", "tim", "c4c9334bac560ecc979e58001b3e22fb", 0 },
+		{ "no such user", "nobody", "c4c9334bac560ecc979e58001b3e22fb", 0 },
+		{ "not a login", "../mrose", "c4c9334bac560ecc979e58001b3e22fb", 0 },
+	};
+	struct account acct;
+
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+		unit_long("apop_check", c[i].name, c[i].ok,
+			  apop_check(APOP_STAMP, c[i].user, c[i].digest, &acct));
+	(void)apop_check(APOP_STAMP, "MRose", "c4c9334bac560ecc979e58001b3e22fb", &acct);
+	unit_str("apop_check", "the account as spelled in user.txt", "mrose", acct.login);
+}
+
+static void cram_cases(void)
+{
+	static const struct {
+		const char *name, *response;
+		int ok;
+		const char *who;
+	} c[] = {
+		{ "RFC 2195", "tim b913a602c7eda7a495b4e6e7334d3890", 1, "tim" },
+		{ "login in another case", "TIM b913a602c7eda7a495b4e6e7334d3890", 1, "TIM" },
+		{ "one digit wrong", "tim b913a602c7eda7a495b4e6e7334d3891", 0, "tim" },
+		{ "no digest", "tim ", 0, "tim" },
+		{ "no space", "timb913a602c7eda7a495b4e6e7334d3890", 0, "" },
+		{ "another user", "mrose b913a602c7eda7a495b4e6e7334d3890", 0, "mrose" },
+		{ "empty", "", 0, "" },
+	};
+	unsigned char dec[64];
+	char name[LOGIN_MAX + 1];
+	struct account acct;
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		unit_long("cram_check", c[i].name, c[i].ok,
+			  cram_check(cfg.userfile, c[i].response, CRAM_CHALLENGE, name, &acct));
+		unit_str("cram_check name", c[i].name, c[i].who, name);
+	}
+	/* RFC 2195's response as it travels, base64 */
+	unit_long("base64_decode", "RFC 2195 response", 0,
+		  base64_decode("dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw", 48, dec,
+				sizeof dec - 1, &n));
+	dec[n] = '\0';
+	unit_long("cram_check", "RFC 2195, from base64", 1,
+		  cram_check(cfg.userfile, (char *)dec, CRAM_CHALLENGE, name, &acct));
+	unit_long("cram_check", "another challenge", 0,
+		  cram_check(cfg.userfile, (char *)dec, "<1.2@x>", name, &acct));
+}
+
+static void plain_cases(void)
+{
+	static const struct {
+		const char *name, *msg;
+		size_t len;
+		int ok;
+	} c[] = {
+		{ "RFC 4616: no authzid", BYTES("\0tim\0tanstaaftanstaaf"), 1 },
+		{ "authzid the same login", BYTES("tim\0tim\0tanstaaftanstaaf"), 1 },
+		{ "authzid in another case", BYTES("TIM\0tim\0tanstaaftanstaaf"), 1 },
+		{ "RFC 4616: acting for another", BYTES("Ursel\0Kurt\0xipj3plmq"), 0 },
+		{ "authzid another account", BYTES("mrose\0tim\0tanstaaftanstaaf"), 0 },
+		{ "wrong password", BYTES("\0tim\0tanstaaf"), 0 },
+		{ "password with a NUL", BYTES("\0tim\0tanstaaftanstaaf\0"), 0 },
+		{ "no second NUL", BYTES("\0tim"), 0 },
+		{ "no NUL", BYTES("tim tanstaaftanstaaf"), 0 },
+		{ "empty", BYTES(""), 0 },
+		{ "empty password", BYTES("\0tim\0"), 0 },
+	};
+	char name[LOGIN_MAX + 1];
+	struct account acct;
+
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+		unit_long("plain_check", c[i].name, c[i].ok,
+			  plain_check(cfg.userfile, (const unsigned char *)c[i].msg, c[i].len,
+				      name, &acct));
+}
+
+static void secret_cases(void)
+{
+	static const struct {
+		const char *line;
+		long shown;	/* secret_start: the part -v may log */
+	} c[] = {
+		{ "PASS secret", 4 }, { "pass   two words", 4 }, { "PASS\tsecret", 4 },
+		{ "PASS", 4 }, { "APOP mrose c4c9", 10 }, { "APOP mrose", 10 },
+		{ "AUTH PLAIN AGFs", 10 }, { "AUTH CRAM-MD5", 13 }, { "auth login dGlt", 10 },
+		{ "USER mrose", 10 }, { "NOOP x", 6 }, { "", 0 },
+	};
+	static const struct {
+		const char *a, *b;
+		int same;
+	} eq[] = {
+		{ "pw", "pw", 1 }, { "pw", "pW", 0 }, { "", "", 1 }, { "pw", "pwx", 0 },
+		{ "pwx", "pw", 0 }, { "", "x", 0 }, { "x", "", 0 },
+	};
+
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+		unit_long("secret_start", c[i].line, c[i].shown, (long)secret_start(c[i].line));
+	for (size_t i = 0; i < sizeof eq / sizeof eq[0]; i++)
+		unit_long("secret_equal", eq[i].a, eq[i].same, secret_equal(eq[i].a, eq[i].b));
+}
+
+static void mech_cases(void)
+{
+	unsigned char out[16];
+	size_t n = 9;
+	char stamp[STAMP_MAX], host[300];
+
+	unit_long("mech_find", "cram-md5", MECH_CRAM_MD5, mech_find("cram-md5"));
+	unit_long("mech_find", "PLAIN", MECH_PLAIN, mech_find("PLAIN"));
+	unit_long("mech_find", "Login", MECH_LOGIN, mech_find("Login"));
+	unit_long("mech_find", "XOAUTH2", -1, mech_find("XOAUTH2"));
+	unit_long("sasl_decode", "*", AUTH_CANCELLED, sasl_decode("*", out, sizeof out, &n));
+	unit_long("sasl_decode", "=", AUTH_OK, sasl_decode("=", out, sizeof out, &n));
+	unit_long("sasl_decode", "= is empty", 0, (long)n);
+	unit_long("sasl_decode", "AGE=", AUTH_OK, sasl_decode("AGE=", out, sizeof out, &n));
+	unit_bytes("sasl_decode", "AGE=", "\0a", 2, (char *)out, n);
+	unit_long("sasl_decode", "@@@@", AUTH_BAD_BASE64, sasl_decode("@@@@", out, sizeof out, &n));
+	unit_long("sasl_decode", "**", AUTH_BAD_BASE64, sasl_decode("**", out, sizeof out, &n));
+	memset(host, 'h', sizeof host - 1);
+	host[sizeof host - 1] = '\0';
+	make_stamp(stamp, sizeof stamp, host);	/* a host cut to 255 octets */
+	unit_long("make_stamp", "ends in >", '>', stamp[strlen(stamp) - 1]);
+	unit_long("make_stamp", "host cut to 255", 255,
+		  (long)(strlen(stamp) - (size_t)(strchr(stamp, '@') + 2 - stamp)));
+}
+
+static void group_logins(void)
+{
+	FILE *f = fopen("unit-users.txt", "w");
+
+	if (!f || fputs("tim tanstaaftanstaaf\nmrose tanstaaf\n", f) < 0 || fclose(f) != 0)
+		abort();
+	cfg.userfile = "unit-users.txt";
+	apop_cases();
+	cram_cases();
+	plain_cases();
+	secret_cases();
+	mech_cases();
+	cfg.userfile = "no-such-file.txt";	/* unreadable: -1, never a login */
+	{
+		char name[LOGIN_MAX + 1];
+		struct account acct;
+
+		unit_long("apop_check", "no user.txt", -1,
+			  apop_check(APOP_STAMP, "mrose", "c4c9334bac560ecc979e58001b3e22fb", &acct));
+		unit_long("cram_check", "no user.txt", -1,
+			  cram_check(cfg.userfile, "tim b913a602c7eda7a495b4e6e7334d3890",
+				     CRAM_CHALLENGE, name, &acct));
+		unit_long("plain_check", "no user.txt", -1,
+			  plain_check(cfg.userfile, (const unsigned char *)"\0tim\0tanstaaftanstaaf",
+				      21, name, &acct));
+	}
+}
+
 static const struct unit_group groups[] = {
 	{ "top_cut", group_top_cut },
 	{ "next_dot_line", group_next_dot_line },
@@ -589,6 +763,7 @@ static const struct unit_group groups[] = {
 	{ "mailbox", group_mailbox },
 	{ "penalty_delay", group_penalty_delay },
 	{ "penalty_table", group_penalty_table },
+	{ "logins", group_logins },
 	{ NULL, NULL }
 };
 

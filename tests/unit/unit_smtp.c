@@ -1,7 +1,9 @@
 /*
  * unit_smtp.c - table-driven unit tests of smtpmail.c's pure functions:
  * the MAIL/RCPT path parser, the address and domain checks, SIZE=, the
- * DATA scanner, and the user.txt parser.
+ * DATA scanner, the user.txt parser, and the shared MD5, HMAC-MD5 and
+ * base64 on their RFCs' test vectors (RFC 1321 A.5, RFC 2202, RFC 4648
+ * section 10).
  *
  *   cc -O1 -g -fsanitize=address,undefined -Wall -Wextra -Werror \
  *      -Dmain=smtpmail_main -o build/unit/unit_smtp tests/unit/unit_smtp.c
@@ -560,6 +562,183 @@ static void group_userfile(void)
 	userline_one("65-char login", line, -1, NULL, NULL);
 }
 
+/* ---------------------------------------------------------------- md5, hmac_md5 (RFC 1321, RFC 2104) */
+
+/* md5_text - the hex MD5 of data[n], fed to md5_update piece bytes at a
+ * time (0: all at once), into out */
+static void md5_text(const void *data, size_t n, size_t piece, char out[33])
+{
+	const unsigned char *p = data;
+	unsigned char d[16];
+	struct md5 m;
+
+	md5_init(&m);
+	for (size_t off = 0; off < n; off += piece ? piece : n)
+		md5_update(&m, p + off, piece && piece < n - off ? piece : n - off);
+	md5_final(&m, d);
+	md5_hex(d, out);
+}
+
+/* RFC 1321 appendix A.5, the test suite, verbatim */
+static const struct {
+	const char *text, *digest;
+} md5_cases[] = {
+	{ "", "d41d8cd98f00b204e9800998ecf8427e" },
+	{ "a", "0cc175b9c0f1b6a831c399e269772661" },
+	{ "abc", "900150983cd24fb0d6963f7d28e17f72" },
+	{ "message digest", "f96b697d7cb7938d525a2f31aaf161d0" },
+	{ "abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b" },
+	{ "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+	  "d174ab98d277d9f5a5611c2c9f419d9f" },
+	{ "1234567890123456789012345678901234567890"
+	  "1234567890123456789012345678901234567890", "57edf4a22be3c955ac49da2e2107b67a" },
+	{ NULL, NULL }
+};
+
+static void group_md5(void)
+{
+	static char million[1000000];
+	char hex[33];
+
+	for (int i = 0; md5_cases[i].text; i++) {
+		size_t n = strlen(md5_cases[i].text);
+
+		/* whole, a byte at a time, and in pieces across block ends */
+		for (size_t piece = 0; piece <= 7; piece += piece ? 6 : 1) {
+			char name[96];
+
+			snprintf(name, sizeof name, "\"%.60s\", pieces of %zu", md5_cases[i].text, piece);
+			md5_text(md5_cases[i].text, n, piece, hex);
+			unit_str("md5", name, md5_cases[i].digest, hex);
+		}
+	}
+	/* The lengths around a block's 56-byte padding limit, against the
+	 * same text fed a byte at a time. */
+	for (size_t n = 54; n <= 66; n++) {
+		char whole[33], bytes[33], name[32];
+
+		md5_text(md5_cases[6].text, n, 0, whole);
+		md5_text(md5_cases[6].text, n, 1, bytes);
+		snprintf(name, sizeof name, "%zu bytes", n);
+		unit_str("md5", name, whole, bytes);
+	}
+	/* A million 'a': a digest that NIST's and every MD5 test list carry. */
+	memset(million, 'a', sizeof million);
+	md5_text(million, sizeof million, 4096, hex);
+	unit_str("md5", "a million a", "7707d6ae4e027c70eea2a935c2296f21", hex);
+}
+
+/* RFC 2202 section 2, the HMAC-MD5 test cases 1-7, and RFC 2195's CRAM-MD5
+ * example (section 2: the key is the password, the text the challenge) */
+static void group_hmac_md5(void)
+{
+	static const struct {
+		const char *name;
+		unsigned char key[80];
+		size_t klen;
+		const char *data;
+		size_t dlen;
+		const char *digest;
+	} c[] = {
+		{ "RFC 2202 1", { [0 ... 15] = 0x0b }, 16, "Hi There", 8,
+		  "9294727a3638bb1c13f48ef8158bfc9d" },
+		{ "RFC 2202 2", "Jefe", 4, "what do ya want for nothing?", 28,
+		  "750c783e6ab0b503eaa86e310a5db738" },
+		{ "RFC 2202 3", { [0 ... 15] = 0xaa }, 16, NULL, 50,
+		  "56be34521d144c88dbb8c733f0e8b3f6" },
+		{ "RFC 2202 4", { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+				  18, 19, 20, 21, 22, 23, 24, 25 }, 25, NULL, 50,
+		  "697eaf0aca3a3aea3a75164746ffaa79" },
+		{ "RFC 2202 5", { [0 ... 15] = 0x0c }, 16, "Test With Truncation", 20,
+		  "56461ef2342edc00f9bab995690efd4c" },
+		{ "RFC 2202 6", { [0 ... 79] = 0xaa }, 80,
+		  "Test Using Larger Than Block-Size Key - Hash Key First", 54,
+		  "6b1ab7fe4bd7bf8f0b62e6ce61b9d0cd" },
+		{ "RFC 2202 7", { [0 ... 79] = 0xaa }, 80,
+		  "Test Using Larger Than Block-Size Key and Larger Than One Block-Size Data", 73,
+		  "6f630fad67cda0ee1fb1f562db3aa53e" },
+		{ "RFC 2195", "tanstaaftanstaaf", 16, "<1896.697170952@postoffice.reston.mci.net>",
+		  42, "b913a602c7eda7a495b4e6e7334d3890" },
+	};
+	char data[50], hex[33];
+	unsigned char d[16];
+
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		/* cases 3 and 4: 50 bytes of 0xdd, of 0xcd */
+		memset(data, i == 2 ? 0xdd : 0xcd, sizeof data);
+		hmac_md5(c[i].key, c[i].klen, c[i].data ? c[i].data : data, c[i].dlen, d);
+		md5_hex(d, hex);
+		unit_str("hmac_md5", c[i].name, c[i].digest, hex);
+	}
+}
+
+/* ---------------------------------------------------------------- base64 (RFC 4648) */
+
+/* RFC 4648 section 10, the test vectors */
+static const struct {
+	const char *data, *text;
+} base64_cases[] = {
+	{ "", "" }, { "f", "Zg==" }, { "fo", "Zm8=" }, { "foo", "Zm9v" },
+	{ "foob", "Zm9vYg==" }, { "fooba", "Zm9vYmE=" }, { "foobar", "Zm9vYmFy" },
+	{ NULL, NULL }
+};
+
+/* Texts that are not base64 as RFC 4648 section 4 writes it: a strict
+ * decoder (3.3, 3.5) refuses each */
+static const char *const base64_bad[] = {
+	"Zg", "Zg=", "Zm9vY", "Z===", "=Zm9", "Zm=v", "Zg==Zg==", "Zm9v\r\n", "Zm 9v",
+	"Zm9v=", "Zh==", "Zm9=", "Zm-v", "Zm_v", "Zm9v\x80", "====", NULL
+};
+
+/* base64_round_trip - every byte value, in texts of every length up to
+ * 256 (so every padding), encodes and decodes back to itself */
+static void base64_round_trip(void)
+{
+	unsigned char all[256], back[256];
+	char text[400];
+	int same = 1;
+
+	for (int i = 0; i < 256; i++)
+		all[i] = (unsigned char)(255 - i);
+	for (size_t n = 0; n <= sizeof all && same; n++) {
+		size_t got = 0;
+		int len = base64_encode(all, n, text, sizeof text);
+
+		same = len == (int)((n + 2) / 3 * 4)
+		       && base64_decode(text, (size_t)len, back, sizeof back, &got) == 0
+		       && got == n && memcmp(all, back, n) == 0;
+	}
+	unit_long("base64", "every byte, every length to 256: there and back", 1, same);
+}
+
+static void group_base64(void)
+{
+	char text[64];
+	unsigned char data[64];
+	size_t n = 99;
+
+	for (int i = 0; base64_cases[i].data; i++) {
+		const char *d = base64_cases[i].data, *b = base64_cases[i].text;
+
+		unit_long("base64_encode", d, (long long)strlen(b),
+			  base64_encode(d, strlen(d), text, sizeof text));
+		unit_str("base64_encode", d, b, text);
+		unit_long("base64_decode", b, 0,
+			  base64_decode(b, strlen(b), data, sizeof data, &n));
+		unit_bytes("base64_decode", b, d, strlen(d), (char *)data, n);
+	}
+	for (int i = 0; base64_bad[i]; i++)
+		unit_long("base64_decode", base64_bad[i], -1,
+			  base64_decode(base64_bad[i], strlen(base64_bad[i]), data,
+					sizeof data, &n));
+	base64_round_trip();
+	unit_long("base64_encode", "cap 0", -1, base64_encode("f", 1, text, 0));
+	unit_long("base64_encode", "cap 4 for 1 byte", -1, base64_encode("f", 1, text, 4));
+	unit_long("base64_encode", "cap 5 for 1 byte", 4, base64_encode("f", 1, text, 5));
+	unit_long("base64_decode", "cap 2 for 3 bytes", -1,
+		  base64_decode("Zm9v", 4, data, 2, &n));
+}
+
 /* ---------------------------------------------------------------- main */
 
 static const struct unit_group groups[] = {
@@ -569,6 +748,9 @@ static const struct unit_group groups[] = {
 	{ "size_param", group_size_param },
 	{ "scan_data", group_scan_data },
 	{ "userfile", group_userfile },
+	{ "md5", group_md5 },
+	{ "hmac_md5", group_hmac_md5 },
+	{ "base64", group_base64 },
 	{ NULL, NULL }
 };
 
