@@ -8,15 +8,19 @@
  *   server      an IPv4 or IPv6 address or a host name (each address is tried)
  *   smtp_port   default 2525; pop3_port default 1100
  *   -v          show the whole SMTP/POP3 dialogue on stderr: "C: ..." what the
- *               client sends, "S: ..." what the server answers (PASS as ****),
+ *               client sends, "S: ..." what the server answers (every secret
+ *               as ****: PASS, APOP's digest, AUTH's responses),
  *               control bytes and invalid UTF-8 as \xNN (log_escape)
  *   -t seconds  the longest wait for a connection or a whole server reply
  *               (default 30); a multi-line reply gets a second more for every
  *               1000 octets that came
  *   -h          this help
  *
- * It asks for the username and the password (not echoed on a terminal), keeps
- * them, then shows the menu again and again:
+ * It asks for the username and the password (not echoed on a terminal) and
+ * checks them with a POP3 login and QUIT: a refused password is asked for
+ * again, 3 tries in all; a server that cannot be reached leaves them
+ * unchecked ("The password was not checked."). It keeps them, then shows
+ * the menu again and again:
  *   1. Manage Mail  the list (Sl. No., sender, received "YYYY-MM-DD : HH : MM"
  *                   in local time, subject decoded; the subject column takes
  *                   the window's width), a screenful at a time on a terminal
@@ -37,11 +41,16 @@
  *                   drop the mail and bring the menu back)
  *   3. Quit
  *
- * SMTP: greeting, EHLO (HELO if refused), MAIL, RCPT per recipient, DATA,
- * From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT; before
- * the mail is typed a session of greeting and QUIT only.
- * POP3: greeting, USER, PASS, CAPA, STAT, then per screenful of the list TOP
- * n 0 (RETR n without TOP) and UIDL n; for the mail UIDL n (the whole UIDL
+ * Logins, the strongest offered: SMTP AUTH CRAM-MD5 when EHLO lists AUTH
+ * with it, else PLAIN, else LOGIN, none when no AUTH is offered (RFC 4954,
+ * 2195, 4616); POP3 APOP when the greeting has a timestamp, else AUTH
+ * CRAM-MD5 when CAPA's SASL lists it (RFC 5034), else USER and PASS. A
+ * password sent as it is (PASS, PLAIN, LOGIN) is said once a run.
+ * SMTP: greeting, EHLO (HELO if refused), AUTH, MAIL, RCPT per recipient,
+ * DATA, From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT;
+ * before the mail is typed a session of greeting and QUIT only.
+ * POP3: greeting, APOP (or CAPA, then AUTH or USER and PASS), CAPA, STAT,
+ * then per screenful of the list TOP n 0 (RETR n without TOP) and UIDL n; for the mail UIDL n (the whole UIDL
  * list if the numbering moved) and RETR; for 'd' UIDL and DELE; QUIT. Each of
  * these is a session of its own, ended with QUIT before the client waits for
  * the user: the mailbox lock is never held while the user reads or thinks.
@@ -72,10 +81,14 @@
  * server reply line 4096 octets; a line of a mail 1 MiB (longer: a note
  * instead); MIME parts 64 listed, multiparts 8 deep; each reply -t.
  *
- * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage; killed
+ * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage, 3 the
+ * password refused 3 times at the start; killed
  * by SIGINT/SIGTERM as usual, after restoring the terminal.
  *
- * Where to look: menu[] is the table of options, menu_loop the loop. Send
+ * Where to look: menu[] is the table of options, menu_loop the loop. The
+ * start: login_check -> pop_check. Logins: smtp_auth (smtp_cram,
+ * smtp_login), pop_login (pop_apop, pop_cram, pop_pass); secrets go out
+ * only through send_secret. Send
  * Mail: opt_send_mail -> smtp_probe, read_mail, check_mail (check_headers,
  * parse_address_list), smtp_send (smtp_open, smtp_hello, smtp_envelope,
  * send_headers, send_body). Manage Mail: opt_manage_mail -> list_mails
@@ -1902,11 +1915,13 @@ static int smtp_secret(struct smtp *s, int class, const char *shown, const char 
 static int smtp_cram(struct smtp *s, const struct client *cl)
 {
 	char answer[CMD_LINE_MAX];
+	const char *text;
 	int r;
 
 	if (smtp_cmd(s, 3, "AUTH CRAM-MD5", NULL) < 0)
 		return -1;
-	if (cram_response(cl, strlen(s->line) > 4 ? s->line + 4 : "", answer, sizeof answer) < 0) {
+	text = strlen(s->line) > 4 ? s->line + 4 : "";	/* "334 <base64>" */
+	if (cram_response(cl, text, answer, sizeof answer) < 0) {
 		(void)smtp_cmd(s, 5, "*", NULL);	/* RFC 4954 4: cancel */
 		if (s->code)
 			snprintf(s->line, sizeof s->line, "bad CRAM-MD5 challenge from the server");
@@ -2332,7 +2347,8 @@ static int capa_line(void *arg, const char *line, size_t len)
 {
 	struct pop *p = arg;
 
-	if (len > 5 && strncasecmp(line, "SASL ", 5) == 0 && has_word(line + 5, len - 5, "CRAM-MD5"))
+	if (len > 5 && strncasecmp(line, "SASL ", 5) == 0
+	    && has_word(line + 5, len - 5, "CRAM-MD5"))
 		p->cram = 1;
 
 	if (len >= 3 && strncasecmp(line, "TOP", 3) == 0 && (len == 3 || line[3] == ' '))
