@@ -8,15 +8,19 @@
  *   server      an IPv4 or IPv6 address or a host name (each address is tried)
  *   smtp_port   default 2525; pop3_port default 1100
  *   -v          show the whole SMTP/POP3 dialogue on stderr: "C: ..." what the
- *               client sends, "S: ..." what the server answers (PASS as ****),
+ *               client sends, "S: ..." what the server answers (every secret
+ *               as ****: PASS, APOP's digest, AUTH's responses),
  *               control bytes and invalid UTF-8 as \xNN (log_escape)
  *   -t seconds  the longest wait for a connection or a whole server reply
  *               (default 30); a multi-line reply gets a second more for every
  *               1000 octets that came
  *   -h          this help
  *
- * It asks for the username and the password (not echoed on a terminal), keeps
- * them, then shows the menu again and again:
+ * It asks for the username and the password (not echoed on a terminal) and
+ * checks them with a POP3 login and QUIT: a refused password is asked for
+ * again, 3 tries in all; a server that cannot be reached leaves them
+ * unchecked ("The password was not checked."). It keeps them, then shows
+ * the menu again and again:
  *   1. Manage Mail  the list (Sl. No., sender, received "YYYY-MM-DD : HH : MM"
  *                   in local time, subject decoded; the subject column takes
  *                   the window's width), a screenful at a time on a terminal
@@ -37,11 +41,16 @@
  *                   drop the mail and bring the menu back)
  *   3. Quit
  *
- * SMTP: greeting, EHLO (HELO if refused), MAIL, RCPT per recipient, DATA,
- * From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT; before
- * the mail is typed a session of greeting and QUIT only.
- * POP3: greeting, USER, PASS, CAPA, STAT, then per screenful of the list TOP
- * n 0 (RETR n without TOP) and UIDL n; for the mail UIDL n (the whole UIDL
+ * Logins, the strongest offered: SMTP AUTH CRAM-MD5 when EHLO lists AUTH
+ * with it, else PLAIN, else LOGIN, none when no AUTH is offered (RFC 4954,
+ * 2195, 4616); POP3 APOP when the greeting has a timestamp, else AUTH
+ * CRAM-MD5 when CAPA's SASL lists it (RFC 5034), else USER and PASS. A
+ * password sent as it is (PASS, PLAIN, LOGIN) is said once a run.
+ * SMTP: greeting, EHLO (HELO if refused), AUTH, MAIL, RCPT per recipient,
+ * DATA, From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT;
+ * before the mail is typed a session of greeting and QUIT only.
+ * POP3: greeting, APOP (or CAPA, then AUTH or USER and PASS), CAPA, STAT,
+ * then per screenful of the list TOP n 0 (RETR n without TOP) and UIDL n; for the mail UIDL n (the whole UIDL
  * list if the numbering moved) and RETR; for 'd' UIDL and DELE; QUIT. Each of
  * these is a session of its own, ended with QUIT before the client waits for
  * the user: the mailbox lock is never held while the user reads or thinks.
@@ -72,10 +81,14 @@
  * server reply line 4096 octets; a line of a mail 1 MiB (longer: a note
  * instead); MIME parts 64 listed, multiparts 8 deep; each reply -t.
  *
- * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage; killed
+ * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage, 3 the
+ * password refused 3 times at the start; killed
  * by SIGINT/SIGTERM as usual, after restoring the terminal.
  *
- * Where to look: menu[] is the table of options, menu_loop the loop. Send
+ * Where to look: menu[] is the table of options, menu_loop the loop. The
+ * start: login_check -> pop_check. Logins: smtp_auth (smtp_cram,
+ * smtp_login), pop_login (pop_apop, pop_cram, pop_pass); secrets go out
+ * only through send_secret. Send
  * Mail: opt_send_mail -> smtp_probe, read_mail, check_mail (check_headers,
  * parse_address_list), smtp_send (smtp_open, smtp_hello, smtp_envelope,
  * send_headers, send_body). Manage Mail: opt_manage_mail -> list_mails
@@ -127,6 +140,7 @@ enum {
 	TEXT_LINE_MAX = 998,	/* RFC 5322 2.1.1, RFC 5321 4.5.3.1.6: a body line */
 	HOST_MAX = 256,		/* RFC 5321 4.5.3.1.2: a domain, 255 octets */
 	DEFAULT_TIMEOUT = 30,	/* seconds: connect and each whole reply */
+	LOGIN_TRIES = 3,	/* passwords the start-up check asks for */
 	RATE_MIN = 1000,	/* octets a second a multi-line reply must keep up past -t */
 	MOMENT_MS = 500,	/* a connection slower than this says "connecting to" */
 	COL_NUMBER = 7,		/* list columns: "Sl. No." */
@@ -554,6 +568,245 @@ static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
 }
 
 /* <<< shared: conn */
+
+/* ---------------------------------------------------------------- digests and base64 (SASL) */
+
+/* >>> shared: md5 - MD5 (RFC 1321), HMAC-MD5 (RFC 2104), and wiping secrets (smtpmail.c, popserver.c, mailclient.c) */
+
+/* The state of one MD5 computation. */
+struct md5 {
+	uint32_t h[4];		/* the digest so far: A, B, C, D */
+	uint64_t bytes;		/* the message length so far */
+	unsigned char block[64];	/* a partial block */
+	size_t used;		/* bytes in block */
+};
+
+/* secret_wipe - overwrite n bytes of a secret (a password, a key, what it
+ * was derived from). A plain memset of memory about to go out of scope may
+ * be left out by the compiler; a store through a volatile pointer may not.
+ * (explicit_bzero does this too, but only glibc and the BSDs have it.) */
+static void secret_wipe(void *p, size_t n)
+{
+	volatile unsigned char *v = p;
+
+	while (n-- > 0)
+		*v++ = 0;
+}
+
+/* md5_block - RFC 1321 3.4: fold one 64-byte block into h, in four rounds
+ * of 16 steps; step i adds T[i] = floor(2^32 * abs(sin(i + 1))) and turns
+ * left by S[i] */
+static void md5_block(uint32_t h[4], const unsigned char *p)
+{
+	static const uint32_t T[64] = {
+		0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
+		0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+		0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+		0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+		0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
+		0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+		0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+		0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+		0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+		0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+		0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391
+	};
+	static const unsigned char S[16] = { 7, 12, 17, 22, 5, 9, 14, 20,
+					     4, 11, 16, 23, 6, 10, 15, 21 };
+	uint32_t x[16], a = h[0], b = h[1], c = h[2], d = h[3];
+
+	for (int i = 0; i < 16; i++)	/* the words are little-endian */
+		x[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8
+		       | (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
+	for (int i = 0; i < 64; i++) {
+		int round = i / 16;
+		uint32_t f = round == 0 ? (b & c) | (~b & d) : round == 1 ? (b & d) | (c & ~d)
+			     : round == 2 ? b ^ c ^ d : c ^ (b | ~d);
+		int k = round == 0 ? i : round == 1 ? (5 * i + 1) % 16
+			: round == 2 ? (3 * i + 5) % 16 : (7 * i) % 16;
+		int s = S[round * 4 + i % 4];
+		uint32_t sum = a + f + x[k] + T[i];
+
+		a = d;
+		d = c;
+		c = b;
+		b += sum << s | sum >> (32 - s);
+	}
+	h[0] += a;
+	h[1] += b;
+	h[2] += c;
+	h[3] += d;
+	secret_wipe(x, sizeof x);	/* the block may be a key */
+}
+
+/* md5_init - RFC 1321 3.3: the initial digest */
+static void md5_init(struct md5 *m)
+{
+	m->h[0] = 0x67452301;
+	m->h[1] = 0xefcdab89;
+	m->h[2] = 0x98badcfe;
+	m->h[3] = 0x10325476;
+	m->bytes = 0;
+	m->used = 0;
+}
+
+/* md5_update - add n bytes to the message */
+static void md5_update(struct md5 *m, const void *data, size_t n)
+{
+	const unsigned char *p = data;
+
+	m->bytes += n;
+	while (n > 0) {
+		size_t k = sizeof m->block - m->used < n ? sizeof m->block - m->used : n;
+
+		memcpy(m->block + m->used, p, k);
+		m->used += k;
+		p += k;
+		n -= k;
+		if (m->used == sizeof m->block) {
+			md5_block(m->h, m->block);
+			m->used = 0;
+		}
+	}
+}
+
+/* md5_final - RFC 1321 3.1, 3.2, 3.5: pad with 0x80 and zeros to 56 bytes
+ * of a block, add the length in bits (little-endian), and put the digest
+ * in out; the state is wiped */
+static void md5_final(struct md5 *m, unsigned char out[16])
+{
+	unsigned char tail[72] = { 0x80 };
+	uint64_t bits = m->bytes * 8;
+	size_t pad = (m->used < 56 ? 56 : 120) - m->used;
+
+	for (int i = 0; i < 8; i++)
+		tail[pad + i] = (unsigned char)(bits >> (8 * i));
+	md5_update(m, tail, pad + 8);
+	for (int i = 0; i < 16; i++)
+		out[i] = (unsigned char)(m->h[i / 4] >> (8 * (i % 4)));
+	secret_wipe(m, sizeof *m);
+}
+
+/* hmac_md5 - RFC 2104: MD5((K ^ opad) . MD5((K ^ ipad) . text)), where K
+ * is the key padded with zeros to 64 bytes, or its MD5 if it is longer;
+ * CRAM-MD5 (RFC 2195) sends it as the proof of a password */
+static void hmac_md5(const void *key, size_t klen, const void *text, size_t tlen,
+		     unsigned char out[16])
+{
+	unsigned char k[64] = { 0 }, pad[64], inner[16];
+	struct md5 m;
+
+	if (klen > sizeof k) {
+		md5_init(&m);
+		md5_update(&m, key, klen);
+		md5_final(&m, k);
+	} else if (klen > 0) {
+		memcpy(k, key, klen);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < sizeof pad; i++)
+			pad[i] = k[i] ^ (round == 0 ? 0x36 : 0x5c);
+		md5_init(&m);
+		md5_update(&m, pad, sizeof pad);
+		if (round == 0)
+			md5_update(&m, text, tlen);
+		else
+			md5_update(&m, inner, sizeof inner);
+		md5_final(&m, round == 0 ? inner : out);
+	}
+	secret_wipe(k, sizeof k);
+	secret_wipe(pad, sizeof pad);
+	secret_wipe(inner, sizeof inner);
+}
+
+/* md5_hex - a digest as 32 lower-case hex digits (RFC 1939 APOP, RFC 2195) */
+static void md5_hex(const unsigned char d[16], char out[33])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int i = 0; i < 16; i++) {
+		out[2 * i] = hex[d[i] >> 4];
+		out[2 * i + 1] = hex[d[i] & 0xf];
+	}
+	out[32] = '\0';
+}
+
+/* <<< shared: md5 */
+
+/* >>> shared: base64 - base64 (RFC 4648 section 4), as SASL exchanges carry it (smtpmail.c, popserver.c, mailclient.c) */
+
+static const char base64_digits[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* base64_encode - n bytes as base64 in out[cap], padded with '=' and
+ * NUL-terminated; returns the length, or -1 when cap is too small */
+static int base64_encode(const void *data, size_t n, char *out, size_t cap)
+{
+	const unsigned char *p = data;
+	size_t o = 0;
+
+	if (n > (cap - 1) / 4 * 3 || cap == 0)
+		return -1;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0)
+			     | (i + 2 < n ? p[i + 2] : 0);
+
+		out[o++] = base64_digits[v >> 18];
+		out[o++] = base64_digits[v >> 12 & 63];
+		out[o++] = i + 1 < n ? base64_digits[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? base64_digits[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+/* base64_value - the 6 bits of digit c, or -1 when it is none */
+static int base64_value(char c)
+{
+	const char *at = c ? strchr(base64_digits, c) : NULL;
+
+	return at ? (int)(at - base64_digits) : -1;
+}
+
+/*
+ * base64_decode - text[len] decoded into out[cap]; *n gets its length.
+ * Strict, as RFC 4648 section 3.3 allows and SASL wants: whole groups of
+ * four digits, '=' only as the last one or two, nothing else (no spaces,
+ * no line ends), and the bits a '=' leaves over must be zero (3.5), so
+ * each text decodes from exactly one byte string. Returns 0, or -1.
+ */
+static int base64_decode(const char *text, size_t len, unsigned char *out, size_t cap,
+			 size_t *n)
+{
+	size_t o = 0;
+
+	if (len % 4 != 0)
+		return -1;
+	for (size_t i = 0; i < len; i += 4) {
+		int v[4], pads = 0;
+		uint32_t bits = 0;
+
+		for (int j = 0; j < 4; j++) {
+			int last = i + 4 == len;
+
+			v[j] = text[i + j] == '=' && last && j >= 2 ? 0 : base64_value(text[i + j]);
+			if (text[i + j] == '=' && v[j] == 0)
+				pads++;
+			else if (v[j] < 0 || pads > 0)
+				return -1;	/* a bad digit, or a digit after '=' */
+			bits = bits << 6 | (uint32_t)v[j];
+		}
+		if ((pads == 2 && (bits & 0xffff)) || (pads == 1 && (bits & 0xff))
+		    || 3 - (size_t)pads > cap - o)
+			return -1;
+		for (int j = 0; j < 3 - pads; j++)
+			out[o++] = (unsigned char)(bits >> (16 - 8 * j));
+	}
+	*n = o;
+	return 0;
+}
+
+/* <<< shared: base64 */
 
 /* ---------------------------------------------------------------- bytes and text */
 
@@ -1350,7 +1603,8 @@ static void send_line(struct conn *c, const char *line, size_t len)
 
 /* send_vcmd - format a command line and queue it. A line that would pass
  * CMD_LINE_MAX with its CRLF is not sent at all, since a cut command could
- * mean something else: it returns -1. PASS's argument never reaches the log. */
+ * mean something else: it returns -1. Lines with a secret go through
+ * send_secret instead. */
 static int send_vcmd(struct conn *c, const char *fmt, va_list ap)
 {
 	char line[CMD_LINE_MAX - 2];	/* and CRLF */
@@ -1358,12 +1612,6 @@ static int send_vcmd(struct conn *c, const char *fmt, va_list ap)
 
 	if (n < 0 || (size_t)n >= sizeof line)
 		return -1;	/* a caller's bug or an overlong argument */
-	if (strncmp(line, "PASS ", 5) == 0) {
-		dialogue('C', "PASS ****", 9);	/* never show the password */
-		conn_write(c, line, (size_t)n);
-		conn_write(c, "\r\n", 2);
-		return 0;
-	}
 	send_line(c, line, (size_t)n);
 	return 0;
 }
@@ -1380,6 +1628,111 @@ static int send_cmd(struct conn *c, const char *fmt, ...)
 	return r;
 }
 
+/* ---------------------------------------------------------------- secrets: passwords, digests, SASL */
+
+/* The SASL mechanisms (RFC 4422) the client speaks, as bits of what a
+ * server offers; it takes the strongest: CRAM-MD5 sends a digest, PLAIN
+ * and LOGIN the password itself. */
+enum { SASL_CRAM_MD5 = 1, SASL_PLAIN = 2, SASL_LOGIN = 4 };
+
+/* send_secret - as send_cmd, for a line that holds a secret: -v shows
+ * shown instead ("PASS ****"), and the formatted line is wiped at once */
+static int send_secret(struct conn *c, const char *shown, const char *fmt, ...)
+{
+	char line[CMD_LINE_MAX - 2];
+	va_list ap;
+	int n, ok;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	ok = n >= 0 && (size_t)n < sizeof line;
+	if (ok) {
+		dialogue('C', shown, strlen(shown));
+		conn_write(c, line, (size_t)n);
+		conn_write(c, "\r\n", 2);
+	}
+	secret_wipe(line, sizeof line);
+	return ok ? 0 : -1;
+}
+
+/* forget_sent - once the reply to a secret came (so it was sent), wipe the
+ * output buffer that still holds its bytes */
+static void forget_sent(struct conn *c)
+{
+	if (c->out_len == 0)
+		secret_wipe(c->out, sizeof c->out);
+}
+
+/* clear_note - a password is about to cross the network as it is (USER/PASS,
+ * PLAIN, LOGIN): the server offers nothing better. Said once per run. */
+static void clear_note(void)
+{
+	static int told;
+
+	if (!told)
+		puts("Note: the server offers no CRAM-MD5 or APOP: the password crosses "
+		     "the network in clear.");
+	told = 1;
+}
+
+/* cram_response - RFC 2195: "<user> <hex HMAC-MD5 of the challenge keyed
+ * with the password>", base64 in out[cap], for the challenge that text
+ * holds in base64; -1 if it is not base64. Only the digest leaves. */
+static int cram_response(const struct client *cl, const char *text, char *out, size_t cap)
+{
+	unsigned char challenge[REPLY_LINE_MAX], d[16];
+	char hex[33], answer[CMD_LINE_MAX];
+	size_t n;
+	int k, r = -1;
+
+	if (base64_decode(text, strlen(text), challenge, sizeof challenge, &n) < 0)
+		return -1;
+	hmac_md5(cl->password, strlen(cl->password), challenge, n, d);
+	md5_hex(d, hex);
+	k = snprintf(answer, sizeof answer, "%s %s", cl->username, hex);
+	if (k > 0 && (size_t)k < sizeof answer)
+		r = base64_encode(answer, (size_t)k, out, cap) < 0 ? -1 : 0;
+	secret_wipe(d, sizeof d);
+	secret_wipe(hex, sizeof hex);
+	secret_wipe(answer, sizeof answer);
+	return r;
+}
+
+/* plain_response - RFC 4616: "NUL user NUL password" (no authorization
+ * identity: the user acts as itself), base64 in out[cap]; -1 if too long */
+static int plain_response(const struct client *cl, char *out, size_t cap)
+{
+	char msg[CMD_LINE_MAX];
+	size_t u = strlen(cl->username), p = strlen(cl->password);
+	int r = -1;
+
+	if (u + p + 2 <= sizeof msg) {
+		msg[0] = '\0';
+		memcpy(msg + 1, cl->username, u);
+		msg[u + 1] = '\0';
+		memcpy(msg + u + 2, cl->password, p);
+		r = base64_encode(msg, u + p + 2, out, cap) < 0 ? -1 : 0;
+	}
+	secret_wipe(msg, sizeof msg);
+	return r;
+}
+
+/* apop_digest - RFC 1939 7: the hex MD5 of the greeting's timestamp
+ * followed by the password */
+static void apop_digest(const struct client *cl, const char *stamp, char hex[33])
+{
+	struct md5 m;
+	unsigned char d[16];
+
+	md5_init(&m);
+	md5_update(&m, stamp, strlen(stamp));
+	md5_update(&m, cl->password, strlen(cl->password));
+	md5_final(&m, d);
+	md5_hex(d, hex);
+	secret_wipe(d, sizeof d);
+}
+
 /* ---------------------------------------------------------------- SMTP (RFC 5321) */
 
 /* An SMTP connection and its last reply. */
@@ -1389,6 +1742,7 @@ struct smtp {
 	int code;			/* its code; 0: no reply (the connection is gone) */
 	int in_ehlo;			/* reading the EHLO reply: note its keywords */
 	int ehlo_8bit;			/* EHLO listed 8BITMIME */
+	int auth;			/* the SASL_ mechanisms EHLO's AUTH listed */
 	const char *want;		/* the reply awaited, for a line that is none */
 };
 
@@ -1402,6 +1756,40 @@ static int reply_code(const char *line, size_t len)
 	if (len > 3 && line[3] != ' ' && line[3] != '-')
 		return 0;
 	return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+}
+
+/* has_word - whether the space-separated list s[len] holds word (any case) */
+static int has_word(const char *s, size_t len, const char *word)
+{
+	size_t w = strlen(word), i = 0;
+
+	while (i < len) {
+		size_t k = 0;
+
+		while (i + k < len && s[i + k] != ' ')
+			k++;
+		if (k == w && strncasecmp(s + i, word, w) == 0)
+			return 1;
+		i += k + 1;
+	}
+	return 0;
+}
+
+/* ehlo_keyword - note what an EHLO reply line "250-KEYWORD params" offers
+ * (RFC 5321 4.1.1.1): 8BITMIME (RFC 6152), AUTH and its mechanisms (RFC
+ * 4954 3) */
+static void ehlo_keyword(struct smtp *s, const char *line, size_t len)
+{
+	if (len < 4)
+		return;
+	line += 4;
+	len -= 4;
+	if (len >= 8 && strncasecmp(line, "8BITMIME", 8) == 0 && (len == 8 || line[8] == ' '))
+		s->ehlo_8bit = 1;
+	if (len > 5 && strncasecmp(line, "AUTH ", 5) == 0)
+		s->auth = (has_word(line + 5, len - 5, "CRAM-MD5") ? SASL_CRAM_MD5 : 0)
+			  | (has_word(line + 5, len - 5, "PLAIN") ? SASL_PLAIN : 0)
+			  | (has_word(line + 5, len - 5, "LOGIN") ? SASL_LOGIN : 0);
 }
 
 /* smtp_reply_lines - the lines of one reply: "DDD-" lines continue it,
@@ -1425,9 +1813,8 @@ static int smtp_reply_lines(struct smtp *s)
 				   s->want ? s->want : "an SMTP reply (a 3-digit code)");
 			return 0;
 		}
-		if (s->in_ehlo && len >= 12 && strncasecmp(s->line + 4, "8BITMIME", 8) == 0
-		    && (len == 12 || s->line[12] == ' '))
-			s->ehlo_8bit = 1;	/* RFC 5321 4.1.1.1, RFC 6152: a keyword line */
+		if (s->in_ehlo)
+			ehlo_keyword(s, s->line, len);
 		if (len == 3 || s->line[3] == ' ')
 			return s->code;
 	}
@@ -1502,7 +1889,90 @@ static int smtp_hello(struct smtp *s)
 	if (s->code / 100 != 5)
 		return -1;	/* 4xx or no reply: HELO would not help */
 	s->ehlo_8bit = 0;
+	s->auth = 0;
 	return smtp_cmd(s, 2, "HELO %s", name);
+}
+
+/* smtp_secret - send the line head text, text a secret (send_secret), and
+ * read the reply; 0 if its code is in class */
+static int smtp_secret(struct smtp *s, int class, const char *shown, const char *head,
+		       const char *text)
+{
+	int r;
+
+	if (send_secret(&s->c, shown, "%s%s", head, text) < 0) {
+		snprintf(s->line, sizeof s->line, "line too long for SMTP");
+		s->code = 0;
+		return -1;
+	}
+	r = smtp_expect(s, class);
+	forget_sent(&s->c);
+	return r;
+}
+
+/* smtp_cram - AUTH CRAM-MD5 (RFC 4954, RFC 2195): the server's 334 carries
+ * the challenge; a challenge that is no base64 is cancelled with "*" */
+static int smtp_cram(struct smtp *s, const struct client *cl)
+{
+	char answer[CMD_LINE_MAX];
+	const char *text;
+	int r;
+
+	if (smtp_cmd(s, 3, "AUTH CRAM-MD5", NULL) < 0)
+		return -1;
+	text = strlen(s->line) > 4 ? s->line + 4 : "";	/* "334 <base64>" */
+	if (cram_response(cl, text, answer, sizeof answer) < 0) {
+		(void)smtp_cmd(s, 5, "*", NULL);	/* RFC 4954 4: cancel */
+		if (s->code)
+			snprintf(s->line, sizeof s->line, "bad CRAM-MD5 challenge from the server");
+		return -1;
+	}
+	r = smtp_secret(s, 2, "****", "", answer);
+	secret_wipe(answer, sizeof answer);
+	return r;
+}
+
+/* smtp_login - AUTH LOGIN: the name, then the password, each in base64
+ * after the server's 334 */
+static int smtp_login(struct smtp *s, const struct client *cl)
+{
+	char text[CMD_LINE_MAX];
+	int r = -1;
+
+	if (smtp_cmd(s, 3, "AUTH LOGIN", NULL) < 0)
+		return -1;
+	if (base64_encode(cl->username, strlen(cl->username), text, sizeof text) >= 0
+	    && smtp_secret(s, 3, "****", "", text) == 0
+	    && base64_encode(cl->password, strlen(cl->password), text, sizeof text) >= 0)
+		r = smtp_secret(s, 2, "****", "", text);
+	else if (s->code == 0 || s->code / 100 == 3)
+		snprintf(s->line, sizeof s->line, "password too long for SMTP");
+	secret_wipe(text, sizeof text);
+	return r;
+}
+
+/* smtp_auth - log in with the strongest mechanism EHLO offered (RFC 4954):
+ * CRAM-MD5, else PLAIN (with the initial response), else LOGIN; a server
+ * that offers none of them gets the mail without AUTH */
+static int smtp_auth(struct smtp *s, const struct client *cl)
+{
+	char text[CMD_LINE_MAX];
+	int r;
+
+	if (s->auth & SASL_CRAM_MD5)
+		return smtp_cram(s, cl);
+	if (!s->auth)
+		return 0;
+	clear_note();
+	if (!(s->auth & SASL_PLAIN))
+		return smtp_login(s, cl);
+	if (plain_response(cl, text, sizeof text) < 0) {
+		snprintf(s->line, sizeof s->line, "password too long for SMTP");
+		return -1;
+	}
+	r = smtp_secret(s, 2, "AUTH PLAIN ****", "AUTH PLAIN ", text);
+	secret_wipe(text, sizeof text);
+	return r;
 }
 
 /* has_8bit - whether the text holds a byte over 127, which asks for
@@ -1736,15 +2206,16 @@ static int smtp_probe(void)
 	return 0;
 }
 
-/* smtp_send - deliver a checked mail over SMTP and tell the user how it
- * went, then end the session with QUIT while the server still answers. */
-static void smtp_send(const struct mail *m)
+/* smtp_send - deliver a checked mail over SMTP, logged in when the server
+ * offers AUTH, and tell the user how it went, then end the session with
+ * QUIT while the server still answers. */
+static void smtp_send(const struct client *cl, const struct mail *m)
 {
 	struct smtp *s = smtp_open();
 
 	if (!s)
 		return;
-	if (smtp_hello(s) == 0 && smtp_transaction(s, m) == 0)
+	if (smtp_hello(s) == 0 && smtp_auth(s, cl) == 0 && smtp_transaction(s, m) == 0)
 		puts("Mail sent successfully");
 	else
 		show_error("Error in sending mail", s->line);
@@ -1762,11 +2233,16 @@ struct pop {
 	int alive;			/* the server still answers: QUIT is worth sending */
 	int has_top;			/* CAPA listed TOP (RFC 2449 6.1) */
 	int has_uidl;			/* CAPA listed UIDL: 1, did not: 0, no CAPA: -1 */
+	int capa;			/* CAPA before login: +OK 1, -ERR 0, not asked -1 */
+	int cram;			/* CAPA's SASL listed CRAM-MD5 (RFC 5034) */
+	int in_sasl;			/* a "+ " continuation answers too (AUTH) */
+	int refused;			/* the login's -ERR blames the credentials */
 	long count;			/* STAT: messages in the maildrop */
 	const char *want;		/* the status line awaited, for a line that is none */
 };
 
-/* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer.
+/* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer
+ * (during AUTH, 1 for a challenge "+ text").
  * The indicators are upper case (RFC 1939 3); any other line means the peer
  * does not speak POP3, and the session is given up. -t bounds the whole
  * line, so a server dripping a byte at a time gains nothing. */
@@ -1787,6 +2263,8 @@ static int pop_status(struct pop *p)
 	dialogue('S', p->line, len);
 	if (strncmp(p->line, "+OK", 3) == 0 && (len == 3 || p->line[3] == ' '))
 		return 0;
+	if (p->in_sasl && p->line[0] == '+' && (len == 1 || p->line[1] == ' '))
+		return 1;	/* RFC 5034 4: a challenge */
 	if (strncmp(p->line, "-ERR", 4) != 0 || (len > 4 && p->line[4] != ' ')) {
 		unexpected(p->line, sizeof p->line, len, p->want ? p->want : "+OK or -ERR");
 		p->alive = 0;
@@ -1863,10 +2341,15 @@ static int pop_multiline(struct pop *p, line_fn each, void *arg)
 }
 
 /* capa_line - note TOP and UIDL among the capabilities (RFC 2449 5): the
- * list then fetches only each mail's headers, and finds mails by UIDL */
+ * list then fetches only each mail's headers, and finds mails by UIDL;
+ * and whether SASL lists CRAM-MD5, the login that sends no password */
 static int capa_line(void *arg, const char *line, size_t len)
 {
 	struct pop *p = arg;
+
+	if (len > 5 && strncasecmp(line, "SASL ", 5) == 0
+	    && has_word(line + 5, len - 5, "CRAM-MD5"))
+		p->cram = 1;
 
 	if (len >= 3 && strncasecmp(line, "TOP", 3) == 0 && (len == 3 || line[3] == ' '))
 		p->has_top = 1;
@@ -1891,34 +2374,133 @@ static int pop_stat(struct pop *p)
 	return 0;
 }
 
-/* pop_login - the greeting, USER and PASS (RFC 1939 7). On failure it
- * prints why: "Login failed" when the server refused, "Error in reading
- * mail" when it stopped answering or is no POP3 server. */
+/* pop_secret - send a line with a secret (send_secret) and read the
+ * status line; 0 for +OK */
+static int pop_secret(struct pop *p, const char *shown, const char *fmt, const char *a,
+		      const char *b)
+{
+	int r;
+
+	if (send_secret(&p->c, shown, fmt, a, b) < 0) {
+		snprintf(p->line, sizeof p->line, "line too long for POP3");
+		return -1;
+	}
+	r = pop_status(p);
+	forget_sent(&p->c);
+	return r;
+}
+
+/* greeting_stamp - APOP's timestamp in the greeting (RFC 1939 7): from its
+ * '<' to the next '>', a msg-id with an '@'; "" when there is none */
+static void greeting_stamp(const char *line, char *stamp, size_t cap)
+{
+	const char *open = strchr(line, '<'), *close = open ? strchr(open, '>') : NULL;
+
+	stamp[0] = '\0';
+	if (close && memchr(open, '@', (size_t)(close - open)) && (size_t)(close - open) < cap - 1)
+		snprintf(stamp, cap, "%.*s", (int)(close - open + 1), open);
+}
+
+/* pop_apop - APOP name digest (RFC 1939 7): the password never leaves */
+static int pop_apop(struct pop *p, const struct client *cl, const char *stamp)
+{
+	char hex[33], shown[CMD_LINE_MAX];
+	int r;
+
+	apop_digest(cl, stamp, hex);
+	snprintf(shown, sizeof shown, "APOP %s ****", cl->username);
+	r = pop_secret(p, shown, "APOP %s %s", cl->username, hex);
+	secret_wipe(hex, sizeof hex);
+	return r;
+}
+
+/* pop_cram - AUTH CRAM-MD5 (RFC 5034, RFC 2195): the challenge comes in
+ * a "+ " line, the answer is a digest; "*" cancels a challenge that is not
+ * base64 */
+static int pop_cram(struct pop *p, const struct client *cl)
+{
+	char answer[CMD_LINE_MAX];
+	int r;
+
+	p->in_sasl = 1;
+	r = pop_cmd(p, "AUTH CRAM-MD5");
+	p->in_sasl = 0;
+	if (r != 1)
+		return -1;	/* refused, or +OK with no exchange at all */
+	if (cram_response(cl, p->line[1] ? p->line + 2 : "", answer, sizeof answer) < 0) {
+		if (pop_cmd(p, "*") < 0 && p->alive)
+			snprintf(p->line, sizeof p->line, "bad CRAM-MD5 challenge from the server");
+		return -1;
+	}
+	r = pop_secret(p, "****", "%s%s", "", answer);
+	secret_wipe(answer, sizeof answer);
+	return r;
+}
+
+/* pop_pass - USER and PASS (RFC 1939 7), the password in clear */
+static int pop_pass(struct pop *p, const struct client *cl)
+{
+	clear_note();
+	if (pop_cmd(p, "USER %s", cl->username) < 0)
+		return -1;
+	return pop_secret(p, "PASS ****", "PASS %s%s", cl->password, "");
+}
+
+/* pop_capa - CAPA (RFC 2449): -1 only when the session died; a server of
+ * RFC 1939 alone says -ERR, and that is no failure */
+static int pop_capa(struct pop *p)
+{
+	p->has_top = p->cram = 0;
+	if (pop_cmd(p, "CAPA") == 0) {
+		p->has_uidl = 0;
+		p->capa = 1;
+		(void)pop_multiline(p, capa_line, p);
+	} else if (p->capa < 0) {
+		p->capa = 0;
+	}
+	return p->alive ? 0 : -1;
+}
+
+/* pop_login - the greeting, then the strongest login the server offers:
+ * APOP when the greeting has a timestamp, else AUTH CRAM-MD5 when CAPA
+ * lists it, else USER and PASS. On failure it prints why: "Login failed"
+ * when the server refused (p->refused: for the credentials, not for a
+ * response code such as [IN-USE], RFC 2449 8), "Error in reading mail"
+ * when it stopped answering or is no POP3 server. */
 static int pop_login(struct pop *p, const struct client *cl)
 {
+	char stamp[REPLY_LINE_MAX];
+	int r;
+
 	p->want = "a POP3 greeting (+OK)";
 	if (pop_status(p) < 0) {
 		show_error("Error in reading mail", p->line);
 		return -1;
 	}
 	p->want = NULL;
-	if (pop_cmd(p, "USER %s", cl->username) < 0
-	    || pop_cmd(p, "PASS %s", cl->password) < 0) {
-		show_error(p->alive ? "Login failed" : "Error in reading mail", p->line);
-		return -1;
-	}
-	return 0;
+	greeting_stamp(p->line, stamp, sizeof stamp);
+	if (stamp[0])
+		r = pop_apop(p, cl, stamp);
+	else if ((r = pop_capa(p)) == 0)
+		r = p->cram ? pop_cram(p, cl) : pop_pass(p, cl);
+	if (r == 0)
+		return 0;
+	p->refused = p->alive && (strncmp(p->line, "-ERR [", 6) != 0
+				  || strncasecmp(p->line, "-ERR [AUTH]", 11) == 0);
+	show_error(p->alive ? "Login failed" : "Error in reading mail", p->line);
+	return -1;
 }
 
-/* pop_open - connect, log in, learn the capabilities and the count. It
- * returns -1 after printing why; pop_close still frees what was set up. */
-static int pop_open(struct pop *p, const struct client *cl)
+/* pop_connect - connect and set up the session, logged in to nothing yet.
+ * It returns -1 after printing why; pop_close still frees what was set up. */
+static int pop_connect(struct pop *p)
 {
 	int fd;
 
 	memset(p, 0, sizeof *p);
 	p->c.fd = -1;
 	p->has_uidl = -1;
+	p->capa = -1;
 	if (!(p->data = malloc(DATA_LINE_MAX))) {
 		puts("Error in reading mail: out of memory");
 		return -1;
@@ -1930,15 +2512,19 @@ static int pop_open(struct pop *p, const struct client *cl)
 		return -1;
 	}
 	p->alive = 1;
-	if (pop_login(p, cl) < 0)
+	return 0;
+}
+
+/* pop_open - connect, log in, learn the capabilities and the count. It
+ * returns -1 after printing why; pop_close still frees what was set up. */
+static int pop_open(struct pop *p, const struct client *cl)
+{
+	if (pop_connect(p) < 0 || pop_login(p, cl) < 0)
 		return -1;
-	/* CAPA's -ERR is no failure: an RFC 1939-only server has no CAPA, and
-	 * the list then uses RETR instead of TOP, and tries UIDL. */
-	if (pop_cmd(p, "CAPA") == 0) {
-		p->has_uidl = 0;
-		(void)pop_multiline(p, capa_line, p);
-	}
-	if (!p->alive || pop_stat(p) < 0) {
+	/* CAPA again after the login, which may change what is offered (RFC
+	 * 2449 5), unless it was refused before: an RFC 1939-only server has
+	 * no CAPA, and the list then uses RETR instead of TOP, and tries UIDL. */
+	if ((p->capa != 0 && pop_capa(p) < 0) || pop_stat(p) < 0) {
 		show_error("Error in reading mail", p->line);
 		return -1;
 	}
@@ -3747,7 +4333,7 @@ static enum next opt_send_mail(struct client *cl)
 	if (m.why)
 		printf("Incorrect format\n  (%s)\n", m.why);
 	else
-		smtp_send(&m);
+		smtp_send(cl, &m);
 	mail_free(&m);
 	return NEXT_MENU;
 }
@@ -3812,6 +4398,41 @@ static void menu_loop(struct client *cl)
 		if (choose_option(cl->line, cl->len)->handler(cl) == NEXT_EXIT)
 			return;
 	}
+}
+
+/* ---------------------------------------------------------------- the start: the login checked */
+
+/* pop_check - one POP3 login and QUIT: 1 when the server refused the
+ * credentials, else 0 (they work, or they could not be checked: the
+ * server is down or busy; the user was told) */
+static int pop_check(const struct client *cl)
+{
+	struct pop p;
+	int refused = 0;
+
+	if ((pop_connect(&p) < 0 || pop_login(&p, cl) < 0) && !(refused = p.refused))
+		puts("The password was not checked.");
+	pop_close(&p);
+	return refused;
+}
+
+/* login_check - at the start, log in to the POP3 server once, so that a
+ * mistyped password is caught before a mail is typed; a refused one is
+ * asked for again, LOGIN_TRIES times in all. A server that cannot be
+ * reached is no reason to stop: the SMTP server may be all there is. It
+ * returns 0 to go on to the menu, -1 at the end of input, 1 when every
+ * password was refused. */
+static int login_check(struct client *cl)
+{
+	for (int tries = 1; pop_check(cl); tries++) {
+		if (tries == LOGIN_TRIES)
+			return 1;
+		secret_wipe(cl->password, strlen(cl->password));
+		free(cl->password);
+		if (!(cl->password = ask_credential(cl, "Password: ", 1)))
+			return -1;
+	}
+	return 0;
 }
 
 /* ---------------------------------------------------------------- options and main */
@@ -3894,7 +4515,7 @@ static void catch_signals(void)
 int main(int argc, char **argv)
 {
 	struct client cl = { 0 };
-	int r = parse_options(argc, argv);
+	int r = parse_options(argc, argv), checked = -1;
 
 	if (r != 0)
 		return r > 0 ? usage(stdout, 0) : usage(stderr, 2);
@@ -3908,12 +4529,16 @@ int main(int argc, char **argv)
 	cl.username = ask_credential(&cl, "Username: ", 0);
 	cl.password = cl.username ? ask_credential(&cl, "Password: ", 1) : NULL;
 	if (cl.password)
+		checked = login_check(&cl);
+	if (checked == 0)
 		menu_loop(&cl);
-	else if (errno == ENOMEM)
-		r = 1;
+	else	/* 1: every password refused; -1: end of input, or out of memory */
+		r = checked > 0 ? 3 : errno == ENOMEM ? 1 : 0;
 	if (feof(stdin))
 		putchar('\n');	/* end of input: leave the shell prompt on a new line */
 	free(cl.username);
+	if (cl.password)
+		secret_wipe(cl.password, strlen(cl.password));
 	free(cl.password);
 	free(cl.line);
 	return r;

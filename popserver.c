@@ -571,7 +571,7 @@ static enum io_status conn_read_line(struct conn *c, char *line, size_t cap,
 
 /* ---------------------------------------------------------------- digests and base64 (SASL) */
 
-/* >>> shared: md5 - MD5 (RFC 1321), HMAC-MD5 (RFC 2104), and wiping secrets (smtpmail.c, popserver.c) */
+/* >>> shared: md5 - MD5 (RFC 1321), HMAC-MD5 (RFC 2104), and wiping secrets (smtpmail.c, popserver.c, mailclient.c) */
 
 /* The state of one MD5 computation. */
 struct md5 {
@@ -733,7 +733,7 @@ static void md5_hex(const unsigned char d[16], char out[33])
 
 /* <<< shared: md5 */
 
-/* >>> shared: base64 - base64 (RFC 4648 section 4), as SASL exchanges carry it (smtpmail.c, popserver.c) */
+/* >>> shared: base64 - base64 (RFC 4648 section 4), as SASL exchanges carry it (smtpmail.c, popserver.c, mailclient.c) */
 
 static const char base64_digits[] =
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -279,15 +279,17 @@ class Start(ClientTest):
         self.quit(c)
 
     def test_password_not_echoed_and_terminal_restored(self):
+        with open(self.userfile, "a") as f:
+            f.write("dave s3cretpw\n")
         c = self.client()
         c.expect("Username: ")
-        c.line("bob")
+        c.line("dave")
         c.expect("Password: ")
         self.assertFalse(termios.tcgetattr(c.slave)[3] & termios.ECHO)
         c.line("s3cretpw")
         c.expect(MENU)
         self.assertNotIn("s3cretpw", c.text)
-        self.assertIn("bob", c.text)                    # the username is echoed
+        self.assertIn("dave", c.text)                   # the username is echoed
         self.assertTrue(termios.tcgetattr(c.slave)[3] & termios.ECHO)
         self.quit(c)
 
@@ -575,7 +577,8 @@ class SendMail(ClientTest):
         for want in ("S: 220 ", "C: EHLO ", "S: 250-", "C: MAIL FROM:<alice@h>",
                      "C: RCPT TO:<alice@h>", "C: DATA", "S: 354 ", "C: Subject: s", "C: ..dot",
                      "C: .\n", "S: 250 2.0.0", "C: QUIT", "S: 221 ",
-                     "S: +OK", "C: USER alice", "C: PASS ****", "C: CAPA", "C: STAT",
+                     "C: AUTH CRAM-MD5", "S: 334 ", "C: ****", "S: 235 2.7.0",
+                     "S: +OK", "C: APOP alice ****", "C: CAPA", "C: STAT",
                      "C: TOP 1 0", "S: Subject: s", "C: QUIT"):
             self.assertIn(want, err)
         self.assertNotIn("alicepw", err)
@@ -756,13 +759,30 @@ class ManageMail(ClientTest):
         c.line("-1")
         self.quit(c)
 
-    def test_wrong_password(self):
+    def test_wrong_password_asked_again(self):
+        # caught at the start by a POP3 login, before any mail is typed
         c = self.client()
-        c.login("bob", "wrongpw")
+        c.expect("Username: ")
+        c.line("bob")
+        c.expect("Password: ")
+        for typo in ("wrongpw", "bobpwx"):
+            c.line(typo)
+            self.assertRegex(c.expect("Password: "),
+                             r"^\nLogin failed: -ERR \[AUTH\] \S.*\nPassword: $")
+        c.line("bobpw")
+        self.assertEqual(c.expect(MENU), "\n\n" + MENU)
         c.line("1")
-        seen = c.expect(MENU)
-        self.assertRegex(seen, r"^1\nLogin failed: -ERR \S.*\n\n")
+        c.expect("No mails in your mailbox.\n\n" + MENU)     # the right one is kept
         self.quit(c)
+        self.assertEqual(c.text.count("Login failed"), 2)
+
+    def test_three_wrong_passwords_end_the_client(self):
+        c = self.client(tty=False)
+        c.send("bob\nx1\nx2\nx3\n2\n")
+        self.assertEqual(c.exit_code(), 3)
+        self.assertEqual(c.text.count("Login failed: -ERR [AUTH] "), 3)
+        self.assertEqual(c.text.count("Password: "), 3)
+        self.assertNotIn("Enter option", c.text)
 
     def test_pop_server_down(self):
         port = self.dead_port()
@@ -994,11 +1014,13 @@ class OtherServers(ClientTest):
     def test_server_text_cannot_drive_the_terminal(self):
         smtp = self.fake("554 5.3.2 \x1b[2J\x1b]0;owned\x07 \u009b31m go away\r\n",
                          ["221 bye\r\n"])
-        pop = self.fake("+OK hi\r\n", ["-ERR \x1b[31mno such user\r\n", "+OK bye\r\n"])
+        busy = ("+OK hi\r\n", ["-ERR no CAPA\r\n", "+OK\r\n",
+                                "-ERR [SYS/TEMP] \x1b[31mno such user\r\n", "+OK bye\r\n"])
+        pop = self.fake(*busy, then=[busy])      # the check at the start, then menu 1
         c = self.client(user="alice", smtp_port=smtp.port, pop_port=pop.port)
         self.send_refused(c, "Error in sending mail: 554 5.3.2 ?[2J?]0;owned? ?31m go away\n")
         c.line("1")
-        c.expect("Login failed: -ERR ?[31mno such user\n")
+        c.expect("Login failed: -ERR [SYS/TEMP] ?[31mno such user\n")
         c.expect(MENU)
         self.quit(c)
         self.assertNotIn("\x1b", c.text)
@@ -1029,8 +1051,11 @@ class OtherServers(ClientTest):
 
     def test_servers_closing_early(self):
         smtp = self.fake_smtp("220 hello\r\n", [""])  # reads EHLO, then closes
-        pop = self.fake("+OK hello\r\n", [""])        # reads USER, then closes
+        pop = self.fake("+OK hello\r\n", [""],        # reads CAPA, then closes
+                        then=[("+OK hello\r\n", [""])])
         c = self.client(user="alice", smtp_port=smtp.port, pop_port=pop.port)
+        self.assertIn("Error in reading mail: connection closed by the server\n"
+                      "The password was not checked.\n", c.text)
         self.send_mail(c, ["From: alice@h", "To: bob@h", "Subject: s", "x", "."],
                        expect="Error in sending mail: connection closed by the server\n")
         c.line("1")
@@ -1053,13 +1078,14 @@ class OtherServers(ClientTest):
         mail = ("Received: from x\r\n\tby y; Tue, 1 Dec 2026 10:20:30 +0000\r\n"
                 "From: Alice Example <alice@h>\r\nSubject:\r\n folded subject\r\n\r\n"
                 "..stuffed\r\nbody\r\n.\r\n")
-        login = ["+OK\r\n", "+OK\r\n", "-ERR what is CAPA?\r\n", "+OK 1 99\r\n"]
+        login = ["-ERR what is CAPA?\r\n", "+OK\r\n", "+OK\r\n", "+OK 1 99\r\n"]
         no_uidl = "-ERR what is UIDL?\r\n"
-        s = self.fake("+OK whatever you like\r\n",
-                      login + ["+OK\r\n" + mail, no_uidl, "+OK bye\r\n"],
-                      then=[("+OK 2\r\n", login + [no_uidl, "+OK\r\n" + mail, "+OK bye\r\n"]),
+        s = self.fake("+OK the login checked\r\n", login[:3] + ["+OK bye\r\n"],
+                      then=[("+OK whatever you like\r\n",
+                             login + ["+OK\r\n" + mail, no_uidl, "+OK bye\r\n"]),
+                            ("+OK 2\r\n", login + [no_uidl, "+OK\r\n" + mail, "+OK bye\r\n"]),
                             ("+OK 3\r\n", login + [no_uidl, "+OK\r\n", "+OK bye\r\n"]),
-                            ("+OK 4\r\n", ["+OK\r\n", "+OK\r\n", "-ERR no\r\n",
+                            ("+OK 4\r\n", ["-ERR no\r\n", "+OK\r\n", "+OK\r\n",
                                            "+OK 0 0\r\n", "+OK bye\r\n"])])
         c = Client(self, "127.0.0.1", self.smtp.port, s.port, env={"TZ": "UTC"})
         c.login("bob", "bobpw")
@@ -1075,19 +1101,24 @@ class OtherServers(ClientTest):
         c.expect("Mail deleted.\nNo mails in your mailbox.\n\n" + MENU)
         self.quit(c)
         s.thread.join(10)
-        session = ["USER bob", "PASS bobpw", "CAPA", "STAT"]
-        self.assertEqual(s.got, session + ["RETR 1", "UIDL 1", "QUIT"]      # the list
+        # no APOP timestamp, no CAPA, so no SASL: USER and PASS, said once
+        self.assertEqual(c.text.count("Note: the server offers no CRAM-MD5 or APOP: "
+                                      "the password crosses the network in clear.\n"), 1)
+        session = ["CAPA", "USER bob", "PASS bobpw", "STAT"]
+        self.assertEqual(s.got, session[:3] + ["QUIT"]                      # the check
+                         + session + ["RETR 1", "UIDL 1", "QUIT"]           # the list
                          + session + ["UIDL 1", "RETR 1", "QUIT"]           # the mail
                          + session + ["UIDL 1", "DELE 1", "QUIT"]           # d
                          + session + ["QUIT"])                              # the list again
 
     def test_failed_update_reported_and_mail_still_listed(self):
         mail = "From: a@h\r\nSubject: keep\r\n\r\nbody\r\n.\r\n"
-        login = ["+OK\r\n", "+OK\r\n", "-ERR no CAPA\r\n", "+OK 1 40\r\n"]
+        login = ["-ERR no CAPA\r\n", "+OK\r\n", "+OK\r\n", "+OK 1 40\r\n"]
         no_uidl = "-ERR no UIDL\r\n"
         listing = login + ["+OK\r\n" + mail, no_uidl, "+OK bye\r\n"]
-        s = self.fake("+OK hi\r\n", listing,
-                      then=[("+OK hi\r\n", login + [no_uidl, "+OK\r\n" + mail, "+OK bye\r\n"]),
+        s = self.fake("+OK hi\r\n", login[:3] + ["+OK bye\r\n"],
+                      then=[("+OK hi\r\n", listing),
+                            ("+OK hi\r\n", login + [no_uidl, "+OK\r\n" + mail, "+OK bye\r\n"]),
                             ("+OK hi\r\n", login + [no_uidl, "+OK marked\r\n",
                                                     "-ERR some deleted messages not removed\r\n"]),
                             ("+OK hi\r\n", listing)])
@@ -1105,7 +1136,7 @@ class OtherServers(ClientTest):
         c.expect(MENU)
         self.quit(c)
         s.thread.join(10)
-        self.assertEqual(s.got[17:22], ["STAT", "UIDL 1", "DELE 1", "QUIT", "USER bob"])
+        self.assertEqual(s.got[21:27], ["STAT", "UIDL 1", "DELE 1", "QUIT", "CAPA", "USER bob"])
 
     def test_one_command_at_a_time_even_with_pipelining(self):
         # RFC 2920 is optional: the client waits for each reply (DATA's text aside)
@@ -1458,7 +1489,7 @@ class Paging(ClientTest):
         self.assertEqual(self.subjects("bob")[-1], "m499")
 
     def test_a_billion_mails_reach_the_prompt(self):
-        pop = ClaimingPop(1_000_000_000, sessions=1)
+        pop = ClaimingPop(1_000_000_000, sessions=2)     # the login checked, the list
         self.addCleanup(pop.close)
         c = self.client(user="bob", pop_port=pop.port, size=(10, 80))
         c.line("1")

@@ -149,7 +149,11 @@ class ClientLog(LogCheck, ClientTest):
                                  [b"250-x " + RAW + b"\r\n250 SIZE 1000\r\n", "250 ok\r\n",
                                   "250 ok\r\n", "354 go\r\n", data,
                                   b"221 \x00nul\x1b[0m\r\n"])])
-        pop = FakeServer(b"+OK " + RAW + b"\r\n", [b"-ERR " + RAW + b"\r\n", "+OK bye\r\n"])
+        # popserver: the login checked at the start, then menu 1; CAPA and
+        # USER refused, the second for no fault of the password's
+        busy = (b"+OK " + RAW + b"\r\n", [b"-ERR " + RAW + b"\r\n",
+                                          b"-ERR [SYS/TEMP] " + RAW + b"\r\n", "+OK bye\r\n"])
+        pop = FakeServer(*busy, then=[busy])
         for s in (smtp, pop):
             self.addCleanup(s.close)
         c = self.client("-v", user="alice", smtp_port=smtp.port, pop_port=pop.port)
