@@ -1083,6 +1083,31 @@ static int read_input(struct client *cl)
 	return 0;
 }
 
+/*
+ * read_typed_line - a line of the mail being typed, or -1 after Ctrl-C or
+ * at the end of input. wait_line lets SIGINT in while nothing is typed;
+ * the read itself runs with SIGINT let in too, because a Ctrl-C makes the
+ * terminal flush its input (ISIG), the line pselect saw included: the read
+ * must then fail with EINTR (the handler has no SA_RESTART), not wait for
+ * ever with the signal held back. What is left is the moment between the
+ * check of the flag and the read: a second Ctrl-C, or Enter, ends that.
+ */
+static int read_typed_line(struct client *cl)
+{
+	sigset_t intr, old;
+	int r;
+
+	if (wait_line() < 0)
+		return -1;
+	if (sigemptyset(&intr) < 0 || sigaddset(&intr, SIGINT) < 0
+	    || sigprocmask(SIG_UNBLOCK, &intr, &old) < 0)
+		return read_input(cl);	/* as on a pipe */
+	r = interrupted ? -1 : read_input(cl);
+	if (sigprocmask(SIG_SETMASK, &old, NULL) < 0)
+		log_msg("sigprocmask: %s", strerror(errno));
+	return interrupted ? -1 : r;
+}
+
 /* ask - print a prompt and read the answer; -1 at the end of input */
 static int ask(struct client *cl, const char *prompt)
 {
@@ -1451,7 +1476,7 @@ static int read_mail(struct client *cl, struct buf *text)
 	int too_long = 0;
 
 	for (;;) {
-		if (wait_line() < 0 || read_input(cl) < 0)
+		if (read_typed_line(cl) < 0)
 			return -1;
 		if (cl->len == 1 && cl->line[0] == '.')
 			return too_long;
