@@ -217,6 +217,30 @@ class Commands(PopTest):
         p.quit()
         self.assertEqual(self.uidls(), [ids[0], ids[2]])
 
+    def test_uidl_of_smtpmail_records(self):
+        # README, UIDL: a record that starts with smtpmail's trace lines is
+        # known by them and its length (the trace holds a unique id), so a
+        # body changed in place, same length, keeps its id; two records with
+        # the same trace and length still get distinct ids (the #k rule).
+        trace = [b"Return-Path: <s@example.org>",
+                 b"Received: from c.example ([127.0.0.1])",
+                 b"\tby mx.example (smtpmail) with ESMTP id 17A3.1F.1",
+                 b"\tfor <alice@mx.example>; Mon, 23 Nov 2026 09:00:00 +0000"]
+        r1, _ = make_record([b"body one"], trace)
+        r2, _ = make_record([b"body two"], trace)
+        r3, _ = make_record([b"body three"], trace)
+        self.put("alice", r1)
+        [one] = self.uidls()
+        self.put("alice", r2)
+        self.assertEqual(self.uidls(), [one])
+        self.put("alice", r1, r2, r3)
+        ids = self.uidls()
+        self.assertEqual(len(set(ids)), 3, ids)
+        self.assertEqual(ids[0], one)
+        self.server.stop()
+        self.pop()
+        self.assertEqual(self.uidls(), ids)   # stable across restarts
+
     def test_dele_rset(self):
         with self.raw("alice") as r:
             self.assertEqual(r.cmd("DELE 1"), "+OK message 1 deleted")
