@@ -824,6 +824,31 @@ class Big(PopTest):
         self.assertEqual(p.retr(1)[1][-1], b"small")
         p.quit()
 
+    def test_pipelined_retr_around_the_copy_limit(self):
+        # RETR copies a record that fits the 16 KiB output buffer behind its
+        # +OK line, and sends a larger one by sendfile: records on both
+        # sides of the limit, in one write of RETRs, each back byte-exact.
+        recs = []
+        for i, size in enumerate([60, 16384, 16383, 16385, 9000, 9000, 30000, 100, 16384]):
+            headers = [b"Subject: pipelined %d" % i]
+            dots = b"." + b"y" * (i % 3)            # stored stuffed
+            base = len(make_record([dots, b""], headers)[0])
+            rec = make_record([dots, b"z" * (size - base)], headers)[0]
+            self.assertEqual(len(rec), size)         # the stored length, "." line too
+            recs.append(rec)
+        self.put("alice", *recs)
+        self.pop()
+        with self.raw("alice") as r:
+            r.send("".join("RETR %d\r\n" % (i + 1) for i in range(len(recs))))
+            for rec in recs:
+                self.assertTrue(r.line().startswith("+OK "))
+                self.assertEqual(multi(r), rec)
+            r.send("RETR 2\r\nRETR 1\r\n")
+            for rec in (recs[1], recs[0]):
+                self.assertTrue(r.line().startswith("+OK "))
+                self.assertEqual(multi(r), rec)
+            r.cmd("QUIT")
+
     def test_top_across_read_chunks(self):
         # Headers of 20 KB and 800 body lines: TOP reads in growing chunks
         # (4 KiB first), so lines and the header end straddle chunk edges.
