@@ -2266,15 +2266,18 @@ static void uidl_feed(struct scan *sc, const char *p, size_t n, int last)
  * the hash of its trace and its length in decimal, or of all its bytes */
 static uint64_t uidl_end(struct scan *sc, off_t end)
 {
-	char len[24];
-	int n;
+	unsigned long long len = (unsigned long long)(end - sc->rec_start);
+	char digits[24];
+	size_t k = sizeof digits;
 
 	if (sc->mode == UIDL_HEAD)	/* fed nothing yet (an empty record) */
 		uidl_decide(sc, sc->head, sc->head_len, 1);
 	if (sc->mode != UIDL_TRACE)
 		return sc->hash;
-	n = snprintf(len, sizeof len, "%lld", (long long)(end - sc->rec_start));
-	return fnv1a(sc->hash, len, n > 0 ? (size_t)n : 0);
+	do	/* by hand: snprintf cost 5% of a login */
+		digits[--k] = (char)('0' + len % 10);
+	while ((len /= 10) > 0);
+	return fnv1a(sc->hash, digits + k, sizeof digits - k);
 }
 
 /* index_grow - room in the index for twice as many messages (256 at first) */
