@@ -2174,20 +2174,22 @@ static long trace_len(const char *p, size_t n, int whole)
 	static const char first[] = "Return-Path: <", second[] = "Received: from ";
 	long more = whole || n >= TRACE_WINDOW ? 0 : -1;	/* "cannot tell" */
 	const char *end = p + n, *field, *lf = memchr(p, '\n', n);
+	size_t rest;
 
 	if (memcmp(p, first, n < 14 ? n : 14) != 0)
 		return 0;
 	if (!lf)
 		return more;
 	field = lf + 1;
-	if (memcmp(field, second, (size_t)(end - field) < 15 ? (size_t)(end - field) : 15) != 0)
+	rest = (size_t)(end - field);
+	if (memcmp(field, second, rest < 15 ? rest : 15) != 0)
 		return 0;
 	for (lf = field; (lf = memchr(lf, '\n', (size_t)(end - lf))) != NULL; lf++) {
 		if (lf + 1 == end && !whole)
 			return more;	/* the next line may go on with the field */
 		if (lf + 1 == end || (lf[1] != '\t' && lf[1] != ' '))
-			return lf + 1 - p < TRACE_WINDOW && names_smtpmail(field, (size_t)(lf - field))
-			       ? lf + 1 - p : 0;
+			return lf + 1 - p < TRACE_WINDOW
+			       && names_smtpmail(field, (size_t)(lf - field)) ? lf + 1 - p : 0;
 	}
 	return more;
 }
