@@ -39,7 +39,8 @@
  * ended by a line ".". At PASS the session lock (byte 0 of
  * mymailbox.lock) is taken for the whole session; the end of the last
  * complete record is found under the write lock (byte 1) and the records
- * below it are indexed. RETR sends a record as stored (sendfile); sizes
+ * below it are indexed. RETR sends a record as stored (copied behind
+ * its +OK line if it fits the output buffer, else by sendfile); sizes
  * are counted unstuffed. QUIT with deletions rewrites mymailbox.new (kept
  * records plus mail that arrived meanwhile), fsyncs it and renames it
  * over mymailbox; deleted messages that end the mailbox, with no mail
@@ -47,9 +48,11 @@
  * disk). Every file is opened relative to the user's directory, which is
  * never a link; a link, FIFO or hard-linked file there is refused at once.
  *
- * UIDL: 16 hex digits, FNV-1a of the record bytes, so stable across
- * sessions and restarts; byte-identical records get distinct ids (the
- * k-th copy hashes on over "#k", see uidl_unique).
+ * UIDL: 16 hex digits, stable across sessions and restarts: FNV-1a of
+ * smtpmail's trace lines at the record's start (they hold its unique id)
+ * and of the record's length, or of all its bytes when it has none; equal
+ * hashes get distinct ids (the k-th copy hashes on over "#k", see
+ * trace_len, uidl_unique).
  *
  * Limits: command line 255 octets with CRLF (RFC 2449 section 4); 20 bad
  * commands after login, 3 before, then "-ERR too many errors" and close.
@@ -65,11 +68,11 @@
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
  * it; PASS: cmd_pass -> password_check, logged_in -> login -> open_mailbox,
- * scan_records, uidl_unique; RETR: cmd_retr -> copy_range; TOP: cmd_top ->
- * top_cut; QUIT: cmd_quit -> update_mailbox -> truncate_mailbox, or
- * rewrite_mailbox -> write_new, write_kept; APOP: cmd_apop -> apop_check;
- * AUTH: cmd_auth -> sasl_auth; the session loop: pop_session -> run_line;
- * the accept loop: serve; -i: serve_inetd.
+ * scan_records -> uidl_feed, uidl_unique; RETR: cmd_retr -> send_copy or
+ * copy_range; TOP: cmd_top -> top_cut; QUIT: cmd_quit -> update_mailbox ->
+ * truncate_mailbox, or rewrite_mailbox -> write_new, write_kept; APOP:
+ * cmd_apop -> apop_check; AUTH: cmd_auth -> sasl_auth; the session loop:
+ * pop_session -> run_line; the accept loop: serve; -i: serve_inetd.
  */
 #define _POSIX_C_SOURCE 200809L
 #define _FILE_OFFSET_BITS 64
@@ -141,6 +144,10 @@ enum {
 	MAX_AUTH_FAILURES = 3,	/* wrong passwords before the session closes */
 	SCAN_CHUNK = 256 * 1024,	/* indexing reads the mailbox in these */
 	COPY_CHUNK = 64 * 1024,	/* TOP, and copies without sendfile */
+	/* RETR copies a record that fits the output buffer into it, and sends
+	 * a larger one by sendfile: measured (tests/README.md), copying wins
+	 * 1.1-2x up to 16 KiB, and loses 0.5-0.8x past it */
+	RETR_COPY_MAX = IO_BUF_SIZE,
 	TOP_FIRST_READ = 4096	/* TOP's first read; each next one doubles */
 };
 
@@ -172,7 +179,7 @@ enum state { ST_AUTHORIZATION, ST_TRANSACTION, ST_UPDATE, ST_CLOSED };
  * holds count + 1 offsets. */
 struct mbox_index {
 	off_t *start;
-	uint64_t *uidl;		/* FNV-1a of the record bytes; see uidl_unique */
+	uint64_t *uidl;		/* its UIDL: see trace_len, uidl_unique */
 	uint32_t *dots;		/* its stuffed dots, and MSG_DELETED once DELE marked it */
 	size_t count, cap;
 	off_t end;		/* N: the end of the last complete record */
@@ -2886,7 +2893,7 @@ static size_t totals(const struct session *s, long long *octets)
 
 /* ---------------------------------------------------------------- the mailbox index */
 
-/* FNV-1a, 64 bits: the UIDL of a record (DESIGN.md, POP3 step 5) */
+/* FNV-1a, 64 bits: the hash behind the UIDLs (DESIGN.md, POP3 step 5) */
 #define FNV_OFFSET UINT64_C(0xcbf29ce484222325)
 #define FNV_PRIME UINT64_C(0x100000001b3)
 
@@ -2900,13 +2907,143 @@ static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
 	return h;
 }
 
+/* names_smtpmail - 1 if the n bytes at p hold " (smtpmail) with ", as the
+ * Received line of smtpmail does; memchr for the rare '(' keeps it fast */
+static int names_smtpmail(const char *p, size_t n)
+{
+	static const char name[] = " (smtpmail) with ";
+	const char *q = p, *end = p + n;
+
+	while ((q = memchr(q, '(', (size_t)(end - q))) != NULL) {
+		if (q > p && (size_t)(end - q) >= sizeof name - 2
+		    && memcmp(q - 1, name, sizeof name - 1) == 0)
+			return 1;
+		q++;
+	}
+	return 0;
+}
+
+/*
+ * trace_len - the length of the trace lines that smtpmail puts at the
+ * start of a record (README, UIDL): a "Return-Path: <" line, then a
+ * "Received: from " field (with its continuation lines, which start with
+ * a tab or a space) that names smtpmail, the whole under TRACE_WINDOW
+ * bytes. p[0, n) is the record's start, or all of it if whole. Returns the
+ * length, 0 when the record has no such trace, or -1 when n bytes cannot
+ * tell yet (only if !whole and n < TRACE_WINDOW).
+ */
+static long trace_len(const char *p, size_t n, int whole)
+{
+	static const char first[] = "Return-Path: <", second[] = "Received: from ";
+	long more = whole || n >= TRACE_WINDOW ? 0 : -1;	/* "cannot tell" */
+	const char *end = p + n, *field, *lf = memchr(p, '\n', n);
+	size_t rest;
+
+	if (memcmp(p, first, n < 14 ? n : 14) != 0)
+		return 0;
+	if (!lf)
+		return more;
+	field = lf + 1;
+	rest = (size_t)(end - field);
+	if (memcmp(field, second, rest < 15 ? rest : 15) != 0)
+		return 0;
+	for (lf = field; (lf = memchr(lf, '\n', (size_t)(end - lf))) != NULL; lf++) {
+		if (lf + 1 == end && !whole)
+			return more;	/* the next line may go on with the field */
+		if (lf + 1 == end || (lf[1] != '\t' && lf[1] != ' '))
+			return lf + 1 - p < TRACE_WINDOW
+			       && names_smtpmail(field, (size_t)(lf - field)) ? lf + 1 - p : 0;
+	}
+	return more;
+}
+
+/* How far the UIDL of the record being scanned has got (uidl_feed). */
+enum uidl_mode {
+	UIDL_HEAD,		/* its first bytes are kept until trace_len can tell */
+	UIDL_ALL,		/* no trace: every byte of it is hashed */
+	UIDL_TRACE		/* its trace is hashed; only its length is to come */
+};
+
 /* The scanner's state between chunks: the record being read. */
 struct scan {
 	off_t rec_start;	/* file offset of the current record */
 	off_t stuffed;		/* its stuffed dots so far */
 	uint64_t hash;		/* its hash so far */
 	int line_start;		/* the next chunk starts at a line start */
+	enum uidl_mode mode;
+	size_t head_len;	/* bytes in head */
+	char head[TRACE_WINDOW];	/* its first bytes, while mode is UIDL_HEAD */
 };
+
+/* scan_start - the state for a scan from offset from, a record start */
+static void scan_start(struct scan *sc, off_t from)
+{
+	sc->rec_start = from;
+	sc->stuffed = 0;
+	sc->hash = FNV_OFFSET;
+	sc->line_start = 1;
+	sc->mode = UIDL_HEAD;
+	sc->head_len = 0;
+}
+
+/* uidl_decide - the UIDL's mode, once trace_len can tell from p[0, n)
+ * (the record's first bytes; all of it if whole) */
+static void uidl_decide(struct scan *sc, const char *p, size_t n, int whole)
+{
+	long t = trace_len(p, n, whole);
+
+	if (t < 0)
+		return;
+	sc->mode = t > 0 ? UIDL_TRACE : UIDL_ALL;
+	sc->hash = fnv1a(FNV_OFFSET, p, t > 0 ? (size_t)t : n);
+}
+
+/*
+ * uidl_feed - the next n bytes of the current record, the last ones if
+ * last. Only a record's first bytes are looked at when it starts with
+ * smtpmail's trace; they are kept in head only when a chunk ends before
+ * trace_len can tell.
+ */
+static void uidl_feed(struct scan *sc, const char *p, size_t n, int last)
+{
+	size_t k;
+
+	if (sc->mode == UIDL_HEAD && sc->head_len == 0) {
+		k = n < TRACE_WINDOW ? n : TRACE_WINDOW;
+		uidl_decide(sc, p, k, last && k == n);
+		if (sc->mode == UIDL_HEAD) {
+			memcpy(sc->head, p, k);
+			sc->head_len = k;
+		}
+	} else if (sc->mode == UIDL_HEAD) {
+		k = n < TRACE_WINDOW - sc->head_len ? n : TRACE_WINDOW - sc->head_len;
+		memcpy(sc->head + sc->head_len, p, k);
+		sc->head_len += k;
+		uidl_decide(sc, sc->head, sc->head_len, last && k == n);
+	} else {
+		k = 0;
+	}
+	if (sc->mode == UIDL_ALL)
+		sc->hash = fnv1a(sc->hash, p + k, n - k);
+}
+
+/* uidl_end - the UIDL of the record that ends (before its "." line) at end:
+ * the hash of its trace and its length in decimal, or of all its bytes */
+static uint64_t uidl_end(struct scan *sc, off_t end)
+{
+	unsigned long long len = (unsigned long long)(end - sc->rec_start);
+	char digits[24];
+	size_t k = sizeof digits;
+
+	if (sc->mode == UIDL_HEAD)	/* fed nothing yet (an empty record) */
+		uidl_decide(sc, sc->head, sc->head_len, 1);
+	if (sc->mode != UIDL_TRACE)
+		return sc->hash;
+	do	/* by hand: snprintf cost 5% of a login */
+		digits[--k] = (char)('0' + len % 10);
+	while ((len /= 10) > 0);
+	return fnv1a(sc->hash, digits + k, sizeof digits - k);
+}
 
 /* index_grow - room in the index for twice as many messages (256 at first) */
 static int index_grow(struct mbox_index *ix)
@@ -2949,8 +3086,10 @@ static void index_free(struct mbox_index *ix)
  * A NULL index is allowed: at QUIT the new mail is only measured, not
  * indexed. A record with 2^31 stuffed dots or more (6 GiB of dot lines),
  * or a 2^32nd message, does not fit: EFBIG. */
-static int index_add(struct mbox_index *ix, const struct scan *sc, off_t end)
+static int index_add(struct mbox_index *ix, struct scan *sc, off_t end)
 {
+	uint64_t uidl = uidl_end(sc, end);
+
 	if (!ix)
 		return 0;
 	if (sc->stuffed >= (off_t)MSG_DELETED || ix->count >= UINT32_MAX) {
@@ -2961,25 +3100,25 @@ static int index_add(struct mbox_index *ix, const struct scan *sc, off_t end)
 		return -1;
 	ix->start[ix->count] = sc->rec_start;
 	ix->start[ix->count + 1] = end + 3;
-	ix->uidl[ix->count] = sc->hash;
+	ix->uidl[ix->count] = uidl;
 	ix->dots[ix->count] = (uint32_t)sc->stuffed;
 	ix->count++;
 	return 0;
 }
 
-/* next_dot_line - index of the next line start >= from holding a '.' (or n) */
+/* next_dot_line - index of the next line start >= from holding a '.' (or
+ * n). It hops from '.' to '.', which most lines lack (base64 has none), so
+ * it needs fewer memchr calls than a hop from line to line would. */
 static size_t next_dot_line(const char *buf, size_t n, size_t from, int line_start)
 {
-	if (from == 0 && line_start && n > 0 && buf[0] == '.')
-		return 0;
-	for (size_t i = from > 0 ? from - 1 : 0; i + 1 < n; i++) {
-		const char *lf = memchr(buf + i, '\n', n - 1 - i);
+	for (size_t i = from; i < n; i++) {
+		const char *dot = memchr(buf + i, '.', n - i);
 
-		if (!lf)
+		if (!dot)
 			break;
-		i = (size_t)(lf - buf);
-		if (buf[i + 1] == '.')
-			return i + 1;
+		i = (size_t)(dot - buf);
+		if (i == 0 ? line_start : buf[i - 1] == '\n')
+			return i;
 	}
 	return n;
 }
@@ -2988,8 +3127,9 @@ static size_t next_dot_line(const char *buf, size_t n, size_t from, int line_sta
  * scan_chunk - find the record ends in buf[0, n), which lies at file
  * offset base. A record ends at a line that is exactly "." CRLF (DESIGN.md,
  * record format); any other line starting with '.' is stuffed. Only lines
- * starting with '.' matter, so the scan hops from line end to line end
- * with memchr and copies nothing. It returns how many bytes it consumed:
+ * starting with '.' matter, so the scan hops from dot to dot with memchr,
+ * and the bytes go to uidl_feed, which hashes a record of smtpmail's only
+ * as far as its trace lines. It returns how many bytes it consumed:
  * all of them, or, unless this is the last chunk, everything before a
  * '.' line that the chunk end cuts, which the caller reads again with the
  * next chunk. *end is set to the end of the last complete record; -1
@@ -3011,17 +3151,15 @@ static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
 			j++;
 			continue;
 		}
-		sc->hash = fnv1a(sc->hash, buf + hashed, j - hashed);
+		uidl_feed(sc, buf + hashed, j - hashed, 1);
 		if (index_add(ix, sc, base + (off_t)j) < 0)
 			return -1;
 		j += 3;
 		hashed = j;
 		*end = base + (off_t)j;
-		sc->rec_start = *end;
-		sc->stuffed = 0;
-		sc->hash = FNV_OFFSET;
+		scan_start(sc, *end);
 	}
-	sc->hash = fnv1a(sc->hash, buf + hashed, used > hashed ? used - hashed : 0);
+	uidl_feed(sc, buf + hashed, used > hashed ? used - hashed : 0, 0);
 	if (used > 0)
 		sc->line_start = buf[used - 1] == '\n';
 	return (ssize_t)used;
@@ -3034,7 +3172,7 @@ static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
  */
 static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off_t *end)
 {
-	struct scan sc = { from, 0, FNV_OFFSET, 1 };
+	struct scan sc;
 	char *buf = malloc(SCAN_CHUNK);
 	off_t off = from;
 	int rc = 0;
@@ -3042,6 +3180,7 @@ static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off
 	*end = from;
 	if (!buf)
 		return -1;
+	scan_start(&sc, from);
 	while (off < to && rc == 0) {
 		size_t want = to - off < SCAN_CHUNK ? (size_t)(to - off) : SCAN_CHUNK;
 		ssize_t n = pread_full(fd, buf, want, off);
@@ -3077,24 +3216,52 @@ static int uidl_order(const void *a, const void *b)
 }
 
 /*
+ * uidl_distinct - 1 if no two messages share a hash, 0 if some do, -1 when
+ * out of memory: an open-addressing table of 2n + 1 message numbers (8
+ * bytes a message), linear time where sorting would take n log n.
+ */
+static int uidl_distinct(const struct mbox_index *ix)
+{
+	size_t slots = 2 * ix->count + 1;
+	uint32_t *t = calloc(slots, sizeof *t);	/* message number + 1; 0: free */
+	int distinct = 1;
+
+	if (!t)
+		return -1;
+	for (size_t i = 0; i < ix->count && distinct; i++) {
+		size_t at = (size_t)(ix->uidl[i] % slots);
+
+		while (t[at] != 0 && ix->uidl[t[at] - 1] != ix->uidl[i])
+			at = at + 1 < slots ? at + 1 : 0;
+		distinct = t[at] == 0;
+		t[at] = (uint32_t)i + 1;
+	}
+	free(t);
+	return distinct;
+}
+
+/*
  * uidl_unique - RFC 1939 section 7: a unique-id names one message of the
  * maildrop, and persists across sessions. The id is the record's hash, so
  * byte-identical records (never from smtpmail, whose Received id differs
  * per delivery; only copied in by hand) would share it: the k-th copy in
  * file order (k >= 1) gets the hash continued over "#k". The first copy
  * keeps the plain hash; deleting an earlier copy hands its id to a later,
- * identical one, which costs a client nothing. The sort works on 4-byte
- * message numbers (index_add keeps them below 2^32), so it costs 4 bytes a
- * message, and as much again inside qsort. It returns -1 only when out of
- * memory.
+ * identical one, which costs a client nothing. Only when uidl_distinct
+ * finds equal hashes are the messages sorted: on 4-byte message numbers
+ * (index_add keeps them below 2^32), 4 bytes a message, and as much again
+ * inside qsort. It returns -1 only when out of memory.
  */
 static int uidl_unique(struct mbox_index *ix)
 {
-	uint32_t *by = malloc((ix->count ? ix->count : 1) * sizeof *by);
+	uint32_t *by;
 	uint64_t prev = 0;
 	unsigned long k = 0;
+	int distinct = uidl_distinct(ix);
 
-	if (!by)
+	if (distinct != 0)
+		return distinct < 0 ? -1 : 0;	/* the common case: nothing to do */
+	if (!(by = malloc(ix->count * sizeof *by)))
 		return -1;
 	for (size_t i = 0; i < ix->count; i++)
 		by[i] = (uint32_t)i;
@@ -3425,15 +3592,42 @@ static void cmd_list(struct session *s, const struct args *a)
 	reply(s, ".");
 }
 
+/*
+ * send_copy - queue the len bytes of the mailbox at off behind the reply,
+ * read straight into the output buffer (len <= RETR_COPY_MAX, at most its
+ * size): a small record then leaves in the same write as its +OK line, and
+ * pipelined ones together, where sendfile costs a write and a TCP segment
+ * for each.
+ */
+static int send_copy(struct session *s, off_t off, size_t len)
+{
+	struct conn *c = s->c;
+	ssize_t k;
+
+	if (len > sizeof c->out - c->out_len && conn_flush(c) < 0)
+		return -1;
+	if ((k = pread_full(s->mboxfd, c->out + c->out_len, len, off)) < 0)
+		return -1;
+	if ((size_t)k != len) {
+		errno = EIO;	/* the file is shorter than indexed */
+		return -1;
+	}
+	c->out_len += len;
+	return 0;
+}
+
 /* cmd_retr - send the record as stored: it is already dot-stuffed and
- * ends with its "." CRLF line, so no byte needs changing on the way */
+ * ends with its "." CRLF line, so no byte needs changing on the way; a
+ * small one is copied, a large one goes by sendfile */
 static void cmd_retr(struct session *s, const struct args *a)
 {
 	size_t i = a->msg - 1;
 	const off_t *start = s->ix.start;
+	off_t len = start[i + 1] - start[i];
 
 	reply(s, "+OK %lld octets", (long long)msg_size(&s->ix, i));
-	if (copy_range(s->mboxfd, start[i], start[i + 1] - start[i], s->c->out_fd, s->c) < 0) {
+	if ((len <= RETR_COPY_MAX ? send_copy(s, start[i], (size_t)len)
+	     : copy_range(s->mboxfd, start[i], len, s->c->out_fd, s->c)) < 0) {
 		log_msg("%s: RETR %zu failed: %s", s->login, a->msg, strerror(errno));
 		s->c->failed = 1;	/* the reply is cut: the session cannot go on */
 		return;

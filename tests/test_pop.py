@@ -218,6 +218,30 @@ class Commands(PopTest):
         p.quit()
         self.assertEqual(self.uidls(), [ids[0], ids[2]])
 
+    def test_uidl_of_smtpmail_records(self):
+        # README, UIDL: a record that starts with smtpmail's trace lines is
+        # known by them and its length (the trace holds a unique id), so a
+        # body changed in place, same length, keeps its id; two records with
+        # the same trace and length still get distinct ids (the #k rule).
+        trace = [b"Return-Path: <s@example.org>",
+                 b"Received: from c.example ([127.0.0.1])",
+                 b"\tby mx.example (smtpmail) with ESMTP id 17A3.1F.1",
+                 b"\tfor <alice@mx.example>; Mon, 23 Nov 2026 09:00:00 +0000"]
+        r1, _ = make_record([b"body one"], trace)
+        r2, _ = make_record([b"body two"], trace)
+        r3, _ = make_record([b"body three"], trace)
+        self.put("alice", r1)
+        [one] = self.uidls()
+        self.put("alice", r2)
+        self.assertEqual(self.uidls(), [one])
+        self.put("alice", r1, r2, r3)
+        ids = self.uidls()
+        self.assertEqual(len(set(ids)), 3, ids)
+        self.assertEqual(ids[0], one)
+        self.server.stop()
+        self.pop()
+        self.assertEqual(self.uidls(), ids)   # stable across restarts
+
     def test_dele_rset(self):
         with self.raw("alice") as r:
             self.assertEqual(r.cmd("DELE 1"), "+OK message 1 deleted")
@@ -801,6 +825,31 @@ class Big(PopTest):
         p = self.poplib()
         self.assertEqual(p.retr(1)[1][-1], b"small")
         p.quit()
+
+    def test_pipelined_retr_around_the_copy_limit(self):
+        # RETR copies a record that fits the 16 KiB output buffer behind its
+        # +OK line, and sends a larger one by sendfile: records on both
+        # sides of the limit, in one write of RETRs, each back byte-exact.
+        recs = []
+        for i, size in enumerate([60, 16384, 16383, 16385, 9000, 9000, 30000, 100, 16384]):
+            headers = [b"Subject: pipelined %d" % i]
+            dots = b"." + b"y" * (i % 3)            # stored stuffed
+            base = len(make_record([dots, b""], headers)[0])
+            rec = make_record([dots, b"z" * (size - base)], headers)[0]
+            self.assertEqual(len(rec), size)         # the stored length, "." line too
+            recs.append(rec)
+        self.put("alice", *recs)
+        self.pop()
+        with self.raw("alice") as r:
+            r.send("".join("RETR %d\r\n" % (i + 1) for i in range(len(recs))))
+            for rec in recs:
+                self.assertTrue(r.line().startswith("+OK "))
+                self.assertEqual(multi(r), rec)
+            r.send("RETR 2\r\nRETR 1\r\n")
+            for rec in (recs[1], recs[0]):
+                self.assertTrue(r.line().startswith("+OK "))
+                self.assertEqual(multi(r), rec)
+            r.cmd("QUIT")
 
     def test_top_across_read_chunks(self):
         # Headers of 20 KB and 800 body lines: TOP reads in growing chunks

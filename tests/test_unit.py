@@ -95,6 +95,15 @@ class PopUnits(UnitProgram, unittest.TestCase):
     def test_scan_chunk(self):
         self.run_group("scan_chunk")
 
+    def test_trace_len(self):
+        self.run_group("trace_len")
+
+    def test_uidl_window(self):
+        self.run_group("uidl_window")
+
+    def test_uidl_unique(self):
+        self.run_group("uidl_unique")
+
     def test_parse_number(self):
         self.run_group("parse_number")
 

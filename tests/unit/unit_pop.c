@@ -1,7 +1,7 @@
 /*
  * unit_pop.c - table-driven unit tests of popserver.c's pure functions:
  * TOP's cut, the record splitter (next_dot_line, scan_chunk, with a chunk
- * boundary anywhere), message numbers, the argument splitter, and the
+ * boundary anywhere) and the UIDLs (trace_len, uidl_unique), message numbers, the argument splitter, and the
  * shared mailbox code (crashed tails, the conversion of mailboxes written
  * by another hand), and the wrong-password penalty (its delay, and the
  * parent's bounded table).
@@ -145,29 +145,71 @@ static void group_next_dot_line(void)
 
 /* ---------------------------------------------------------------- scan_chunk */
 
-/* ref_fnv - FNV-1a 64 as published (offset basis, prime), for the UIDLs */
-static uint64_t ref_fnv(const char *p, size_t n)
+/* ref_fnv_on - FNV-1a 64 as published (prime 2^40 + 2^8 + 0xb3), continued from h */
+static uint64_t ref_fnv_on(uint64_t h, const char *p, size_t n)
 {
-	uint64_t h = UINT64_C(14695981039346656037);
-
 	for (size_t i = 0; i < n; i++)
 		h = (h ^ (unsigned char)p[i]) * UINT64_C(1099511628211);
 	return h;
 }
 
+/* ref_fnv - FNV-1a 64 from its offset basis */
+static uint64_t ref_fnv(const char *p, size_t n)
+{
+	return ref_fnv_on(UINT64_C(14695981039346656037), p, n);
+}
+
+/* ref_uidl - a record's UIDL by README's rule, given the length of its
+ * trace (0: none): FNV-1a of the trace, then of the record's length in
+ * decimal; without a trace FNV-1a of the whole record */
+static uint64_t ref_uidl(const char *p, size_t len, size_t trace)
+{
+	char digits[32];
+
+	if (!trace)
+		return ref_fnv(p, len);
+	snprintf(digits, sizeof digits, "%zu", len);
+	return ref_fnv_on(ref_fnv(p, trace), digits, strlen(digits));
+}
+
+/* smtpmail's trace lines (README, UIDL): a Return-Path line, then a
+ * Received field naming smtpmail, its continuation lines included */
+#define TRACE_SMTP "Return-Path: <a@b.example>\r\nReceived: from c.example ([192.0.2.1])\r\n" \
+	"\tby mx.example (smtpmail) with ESMTP id 17A3.1F.1\r\n\tfor <u@mx.example>; " \
+	"Mon, 23 Nov 2026 09:00:00 +0000\r\n"
+#define TRACE_FOLDED "Return-Path: <>\r\nReceived: from d ([IPv6:2001:db8::1])\r\n" \
+	"\tby mx (smtpmail) with SMTP id 2\r\n\tfor <u@mx>;\r\n Mon, 23 Nov 2026\r\n"
+
 /* A mailbox (DESIGN.md "Record format"): records of CRLF lines, stuffed,
- * each ended by the line "."; the size excludes the stuffed dots. */
+ * each ended by the line "."; the size excludes the stuffed dots. trace
+ * is the length of the record's trace lines by README's rule, 0: none. */
 struct rec {
 	const char *bytes;
 	size_t len;
 	long stuffed;
+	size_t trace;
 };
 
 static const struct rec recs[] = {
-	{ BYTES("Return-Path: <a@b>\r\nSubject: x\r\n\r\nhello\r\n..dot\r\n"), 1 },
-	{ BYTES("Subject: y\r\n\r\n..\r\n...\r\nx.\r\n"), 2 },
-	{ BYTES("\r\n"), 0 },
-	{ BYTES("To: c@d\r\n\r\n.. \r\n.\t\r\n"), 2 },	/* dot lines, not "." CRLF */
+	{ BYTES("Return-Path: <a@b>\r\nSubject: x\r\n\r\nhello\r\n..dot\r\n"), 1, 0 },
+	{ BYTES("Subject: y\r\n\r\n..\r\n...\r\nx.\r\n"), 2, 0 },
+	{ BYTES("\r\n"), 0, 0 },
+	{ BYTES("To: c@d\r\n\r\n.. \r\n.\t\r\n"), 2, 0 },	/* dot lines, not "." CRLF */
+	{ BYTES(TRACE_SMTP "Subject: s\r\n\r\nbody\r\n..dot\r\n"), 1, sizeof TRACE_SMTP - 1 },
+	/* the same trace and length, another body: the same hash */
+	{ BYTES(TRACE_SMTP "Subject: t\r\n\r\nBODY\r\n..DOT\r\n"), 1, sizeof TRACE_SMTP - 1 },
+	/* a continuation line may start with a space (RFC 5322 2.2.3) */
+	{ BYTES(TRACE_FOLDED "X: y\r\n\r\n"), 0, sizeof TRACE_FOLDED - 1 },
+	{ BYTES(TRACE_SMTP), 0, sizeof TRACE_SMTP - 1 },	/* an empty message */
+	/* another server's Received line: all bytes hashed */
+	{ BYTES("Return-Path: <a@b>\r\nReceived: from x by y with SMTP id 3\r\n\tfor <c@d>\r\n"
+		"\r\nbody\r\n"), 0, 0 },
+	/* smtpmail named outside the Received field */
+	{ BYTES("Return-Path: <a@b>\r\nReceived: from x ([192.0.2.1])\r\n"
+		"X-Note: by h (smtpmail) with SMTP id 4\r\n\r\nb\r\n"), 0, 0 },
+	/* Received not right after Return-Path */
+	{ BYTES("Return-Path: <a@b>\r\nSubject: s\r\nReceived: from x ([192.0.2.1])\r\n"
+		"\tby h (smtpmail) with SMTP id 5\r\n\r\nb\r\n"), 0, 0 },
 };
 enum { NRECS = sizeof recs / sizeof recs[0] };
 
@@ -176,9 +218,10 @@ enum { NRECS = sizeof recs / sizeof recs[0] };
 static void scan_mem(const char *file, size_t total, size_t first, size_t chunk,
 		     struct mbox_index *ix, off_t *end)
 {
-	struct scan sc = { 0, 0, FNV_OFFSET, 1 };
+	static struct scan sc;	/* 2 KiB and more: not on the stack */
 	size_t off = 0;
 
+	scan_start(&sc, 0);
 	*end = 0;
 	ix->count = 0;
 	while (off < total) {
@@ -211,8 +254,9 @@ static void scan_verify(const char *how, const struct mbox_index *ix, off_t end,
 			  (long long)msg_size(ix, (size_t)i));
 		unit_check(!msg_deleted(ix, (size_t)i), "scan_chunk deleted", name, "not deleted",
 			   "deleted");
-		unit_check(ix->uidl[i] == ref_fnv(recs[i].bytes, recs[i].len), "scan_chunk uidl",
-			   name, "FNV-1a of the record", "another hash");
+		unit_check(ix->uidl[i] == ref_uidl(recs[i].bytes, recs[i].len, recs[i].trace),
+			   "scan_chunk uidl", name, recs[i].trace ? "FNV-1a of trace and length"
+			   : "FNV-1a of the record", "another hash");
 		off += (off_t)recs[i].len + 3;
 	}
 	unit_long("scan_chunk end", how, (long long)off, (long long)end);
@@ -221,12 +265,14 @@ static void scan_verify(const char *how, const struct mbox_index *ix, off_t end,
 /* scan_file - recs[0, nrec) and a tail; every way of cutting it in chunks */
 static void scan_file(const char *label, int nrec, const char *tail, size_t tail_len)
 {
-	char file[512], how[160];
+	char file[2048], how[160];
 	size_t total = 0;
 	struct mbox_index ix = { NULL, NULL, NULL, 0, 0, 0 };
 	off_t end;
 
 	for (int i = 0; i < nrec; i++) {
+		if (total + recs[i].len + 3 + tail_len > sizeof file)
+			abort();	/* the table outgrew the buffer */
 		memcpy(file + total, recs[i].bytes, recs[i].len);
 		memcpy(file + total + recs[i].len, ".\r\n", 3);
 		total += recs[i].len + 3;
@@ -264,6 +310,124 @@ static void group_scan_chunk(void)
 	scan_file("tail is a stuffed line", 1, BYTES("..\r\n"));
 	scan_file("no complete record", 0, BYTES("Return-Path: <c@d>\r\nSubject: z\r\n"));
 	scan_file("one record", 1, "", 0);
+}
+
+/* ---------------------------------------------------------------- UIDLs */
+
+/* long_trace - a record whose trace lines are tlen bytes (a long sender
+ * fills them out), then a body or none, and its "." line; its length */
+static size_t long_trace(char *out, size_t tlen, int with_body)
+{
+	static const char rest[] = ">\r\nReceived: from c ([192.0.2.1])\r\n"
+		"\tby mx (smtpmail) with SMTP id 9\r\n", body[] = "Subject: w\r\n\r\nbody\r\n.\r\n";
+	size_t fill = tlen - 14 - (sizeof rest - 1);
+
+	memcpy(out, "Return-Path: <", 14);
+	memset(out + 14, 'x', fill);
+	memcpy(out + 14 + fill, rest, sizeof rest - 1);
+	if (!with_body) {
+		memcpy(out + tlen, ".\r\n", 3);
+		return tlen;
+	}
+	memcpy(out + tlen, body, sizeof body - 1);
+	return tlen + sizeof body - 1 - 3;	/* the "." line is not the record's */
+}
+
+/* group_uidl_window - README: the trace must take less than 2048 bytes;
+ * a longer one is no trace, and the whole record is hashed. With a body
+ * and without, chunk ends around the window's edge. */
+static void group_uidl_window(void)
+{
+	static const size_t chunks[] = { 3, 5, 64, 1000, 2046, 2047, 2048, 2049, 4096, 16384 };
+	static const struct { size_t tlen; int body; size_t trace; } lay[] = {
+		{ 2047, 1, 2047 }, { 2048, 1, 0 }, { 2047, 0, 2047 }, { 2048, 0, 0 }
+	};
+	static char file[16384];
+	static struct scan sc;
+	struct mbox_index ix = { NULL, NULL, NULL, 0, 0, 0 };
+	size_t at[4], len[4], total = 0;
+	char how[64];
+
+	for (int r = 0; r < 4; r++) {
+		at[r] = total;
+		len[r] = long_trace(file + total, lay[r].tlen, lay[r].body);
+		total += len[r] + 3;
+	}
+	for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+		size_t off = 0;
+		off_t end = 0;
+
+		scan_start(&sc, 0);
+		ix.count = 0;
+		while (off < total) {
+			size_t want = chunks[c] < total - off ? chunks[c] : total - off;
+			ssize_t used = scan_chunk(file + off, want, (off_t)off, off + want == total,
+						  &sc, &ix, &end);
+
+			if (used <= 0)
+				break;
+			off += (size_t)used;
+		}
+		unit_long("uidl window count", "4 records", 4, (long long)ix.count);
+		for (int r = 0; r < 4 && ix.count == 4; r++) {
+			snprintf(how, sizeof how, "%zu-byte trace, %s, chunks of %zu", lay[r].tlen,
+				 lay[r].body ? "a body" : "no body", chunks[c]);
+			unit_check(ix.uidl[r] == ref_uidl(file + at[r], len[r], lay[r].trace),
+				   "uidl window", how, lay[r].trace ? "hash of trace and length"
+				   : "hash of the whole record", "another hash");
+		}
+	}
+	index_free(&ix);
+}
+
+static const struct {
+	const char *name, *p;
+	size_t n;
+	int whole;
+	long want;
+} trace_cases[] = {
+	{ "no trace", BYTES("From: a@b\r\n\r\nx\r\n"), 1, 0 },
+	{ "cut in Return-Path", BYTES("Return-Pa"), 0, -1 },
+	{ "cut in Return-Path, whole", BYTES("Return-Pa"), 1, 0 },
+	{ "cut in Received", BYTES("Return-Path: <a@b>\r\nRecei"), 0, -1 },
+	/* the next line could go on with the field: cannot tell yet */
+	{ "the trace, nothing after", BYTES(TRACE_SMTP), 0, -1 },
+	{ "the trace, nothing after, whole", BYTES(TRACE_SMTP), 1, sizeof TRACE_SMTP - 1 },
+	{ "the trace, a header after", BYTES(TRACE_SMTP "S"), 0, sizeof TRACE_SMTP - 1 },
+	{ "the trace, a continuation after", BYTES(TRACE_SMTP " x"), 0, -1 },
+	{ "the trace, a continuation after, whole", BYTES(TRACE_SMTP " x"), 1, 0 },
+	{ NULL, NULL, 0, 0, 0 }
+};
+
+/* group_trace_len - where trace_len can tell and what it says */
+static void group_trace_len(void)
+{
+	for (int i = 0; trace_cases[i].name; i++)
+		unit_long("trace_len", trace_cases[i].name, trace_cases[i].want,
+			  trace_len(trace_cases[i].p, trace_cases[i].n, trace_cases[i].whole));
+}
+
+/* group_uidl_unique - RFC 1939 7: distinct ids; the k-th later copy of a
+ * hash (file order) hashes on over "#k", the first keeps its own */
+static void group_uidl_unique(void)
+{
+	uint64_t h[5] = { 11, 22, 11, 11, 33 }, a = 11;
+	struct mbox_index ix = { NULL, h, NULL, 5, 5, 0 };
+
+	unit_long("uidl_unique", "copies", 0, uidl_unique(&ix));
+	unit_check(h[0] == 11 && h[1] == 22 && h[4] == 33, "uidl_unique", "copies",
+		   "the first copy and the others keep theirs", "changed");
+	unit_check(h[2] == ref_fnv_on(a, BYTES("#1")), "uidl_unique", "copies",
+		   "the second copy: hash over #1", "another");
+	unit_check(h[3] == ref_fnv_on(a, BYTES("#2")), "uidl_unique", "copies",
+		   "the third copy: hash over #2", "another");
+	h[0] = 5, h[1] = 4, h[2] = 3;
+	ix.count = 3;
+	unit_long("uidl_unique", "distinct", 0, uidl_unique(&ix));
+	unit_check(h[0] == 5 && h[1] == 4 && h[2] == 3, "uidl_unique", "distinct",
+		   "unchanged", "changed");
+	ix.count = 0;
+	unit_long("uidl_unique", "empty", 0, uidl_unique(&ix));
 }
 
 /* ---------------------------------------------------------------- parse_number */
@@ -758,6 +922,9 @@ static const struct unit_group groups[] = {
 	{ "top_cut", group_top_cut },
 	{ "next_dot_line", group_next_dot_line },
 	{ "scan_chunk", group_scan_chunk },
+	{ "trace_len", group_trace_len },
+	{ "uidl_window", group_uidl_window },
+	{ "uidl_unique", group_uidl_unique },
 	{ "parse_number", group_parse_number },
 	{ "split_args", group_split_args },
 	{ "mailbox", group_mailbox },
