@@ -3083,15 +3083,12 @@ static void index_free(struct mbox_index *ix)
 }
 
 /* index_add - append the record that ends (before its "." line) at end.
- * A NULL index is allowed: at QUIT the new mail is only measured, not
- * indexed. A record with 2^31 stuffed dots or more (6 GiB of dot lines),
- * or a 2^32nd message, does not fit: EFBIG. */
+ * A record with 2^31 stuffed dots or more (6 GiB of dot lines), or a
+ * 2^32nd message, does not fit: EFBIG. */
 static int index_add(struct mbox_index *ix, struct scan *sc, off_t end)
 {
 	uint64_t uidl = uidl_end(sc, end);
 
-	if (!ix)
-		return 0;
 	if (sc->stuffed >= (off_t)MSG_DELETED || ix->count >= UINT32_MAX) {
 		errno = EFBIG;
 		return -1;
@@ -4105,6 +4102,31 @@ static void close_io(int in, int out)
 		close(out);
 }
 
+/* session_step - read one command line and answer it. The whole command
+ * must come within the timeout, so that a client dripping a byte at a time
+ * cannot hold the mailbox lock for ever; each reply write gets the timeout
+ * afresh. Returns IO_OK while the session goes on. */
+static enum io_status session_step(struct session *s)
+{
+	char line[POP_LINE_MAX];
+	size_t len;
+	int crlf;
+	enum io_status st;
+
+	s->c->deadline_ms = now_ms() + s->c->timeout_ms;
+	st = conn_read_line(s->c, line, sizeof line, &len, &crlf);
+	s->c->deadline_ms = 0;
+	if (st == IO_TOO_LONG)
+		bad(s, "-ERR line too long");	/* RFC 2449 section 4 */
+	else if (st != IO_OK)
+		return st;
+	else if (memchr(line, '\0', len))
+		bad(s, "-ERR syntax error");
+	else
+		run_line(s, line, sizeof line);
+	return IO_OK;
+}
+
 /*
  * pop_session - one POP3 session, read from in and written to out (one
  * socket, or -i's two descriptors), from greeting to close. Returns
@@ -4117,9 +4139,6 @@ static int pop_session(int in, int out, const char *peer)
 	struct session s = { .peer = peer, .state = ST_AUTHORIZATION, .dirfd = -1,
 			     .lockfd = -1, .mboxfd = -1 };
 	enum io_status st = IO_OK;
-	char line[POP_LINE_MAX];
-	size_t len;
-	int crlf;
 
 	log_msg("connection from %s", peer);
 	if (!(s.c = session_conn(in, out, peer))) {
@@ -4134,22 +4153,8 @@ static int pop_session(int in, int out, const char *peer)
 						    ? cfg.login_time : cfg.lifetime);
 	make_stamp(s.stamp, sizeof s.stamp, cfg.hostname);	/* RFC 1939 section 7 */
 	reply(&s, "+OK POP3 server ready %s", s.stamp);
-	while (s.state != ST_CLOSED && !s.c->failed) {
-		/* The whole command must come within the timeout, so that a
-		 * client dripping a byte at a time cannot hold the mailbox lock
-		 * for ever; each reply write gets the timeout afresh. */
-		s.c->deadline_ms = now_ms() + s.c->timeout_ms;
-		st = conn_read_line(s.c, line, sizeof line, &len, &crlf);
-		s.c->deadline_ms = 0;
-		if (st == IO_TOO_LONG)
-			bad(&s, "-ERR line too long");	/* RFC 2449 section 4 */
-		else if (st != IO_OK)
-			break;
-		else if (memchr(line, '\0', len))
-			bad(&s, "-ERR syntax error");
-		else
-			run_line(&s, line, sizeof line);
-	}
+	while (st == IO_OK && s.state != ST_CLOSED && !s.c->failed)
+		st = session_step(&s);
 	session_end(&s, st);
 	secret_wipe(s.c->in, sizeof s.c->in);	/* it held passwords */
 	free(s.c);

@@ -105,7 +105,6 @@ enum {
 	LOGIN_RUNS = 5,			/* login timed this often, median kept */
 	RETR_SECONDS = 20,		/* a retrieval stops after this (bench bounded) */
 	RAW_CELL_MS = 1000,		/* the raw rate measured again around a cell */
-	LOOP_SIZE = 100 << 20,		/* the loopback sendfile reference, bytes */
 	BIG_SIZE = 20000000,		/* measured: the 20 MB message */
 	CLIENT_BUF = 256 * 1024,	/* a client's input buffer */
 	LINE_MAX_LEN = 1024,		/* one reply line kept (the rest dropped) */
