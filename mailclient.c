@@ -760,12 +760,17 @@ static int base64_encode(const void *data, size_t n, char *out, size_t cap)
 	return (int)o;
 }
 
-/* base64_value - the 6 bits of digit c, or -1 when it is none */
+/* base64_value - the 6 bits of digit c, or -1 when it is none. Ranges, not
+ * a search of base64_digits: MIME bodies of megabytes come through here. */
 static int base64_value(char c)
 {
-	const char *at = c ? strchr(base64_digits, c) : NULL;
-
-	return at ? (int)(at - base64_digits) : -1;
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
 /*
@@ -2760,18 +2765,6 @@ static int hex_value(char c)
 	return -1;
 }
 
-/* b64_value - the value of a base64 digit (RFC 2045 6.8), or -1 */
-static int b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
 /* decode_b64 - base64 (RFC 2045 6.8) onto out, up to the first '=';
  * line ends and other bytes that are no digit are skipped, as 6.8 says */
 static void decode_b64(const char *s, size_t len, struct buf *out)
@@ -2782,7 +2775,7 @@ static void decode_b64(const char *s, size_t len, struct buf *out)
 	int bits = 0;
 
 	for (size_t i = 0; i < len && s[i] != '='; i++) {
-		int v = b64_value(s[i]);
+		int v = base64_value(s[i]);
 
 		if (v < 0)
 			continue;
