@@ -17,9 +17,9 @@ import tempfile
 import time
 import types
 
-from harness import (MailTest, Raw, SANITIZER_ENV, SANITIZER_RE, Server, binary,
+from harness import (MailTest, Raw, SANITIZER_ENV, Server, binary,
                      free_port)
-from test_client import KEY_PROMPT, MENU, Client
+from test_client import KEY_PROMPT, MENU, Client, close_clients
 
 HOST = socket.gethostname()      # no -n: the servers name themselves so
 LAYOUT = "(assignment layout: <login>/mymailbox next to user.txt)"
@@ -101,11 +101,7 @@ class AssignmentTest(MailTest):
         self.servers, self.clients = [], []
 
     def tearDown(self):
-        problems = []
-        for c in self.clients:
-            c.close()
-            if SANITIZER_RE.search(c.stderr()):
-                problems.append(c.stderr())
+        problems = close_clients(self.clients)
         super().tearDown()
         if problems:
             self.fail("sanitizer report from mailclient:\n" + "\n".join(problems))

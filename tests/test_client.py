@@ -168,6 +168,16 @@ class Client:
                     pass
 
 
+def close_clients(clients):
+    """Close every client; the stderr of those a sanitizer complained in."""
+    problems = []
+    for c in clients:
+        c.close()
+        if SANITIZER_RE.search(c.stderr()):
+            problems.append(c.stderr())
+    return problems
+
+
 class ClientTest(MailTest):
     """A MailTest with the two real servers and mailclient sessions."""
 
@@ -178,11 +188,7 @@ class ClientTest(MailTest):
         self.pop = self.start_pop("-a", "50")
 
     def tearDown(self):
-        problems = []
-        for c in self.clients:
-            c.close()
-            if SANITIZER_RE.search(c.stderr()):
-                problems.append(c.stderr())
+        problems = close_clients(self.clients)
         super().tearDown()
         if problems:
             self.fail("sanitizer report from mailclient:\n" + "\n".join(problems))
