@@ -127,6 +127,7 @@ enum {
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
+	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
 	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
 	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
@@ -1250,6 +1251,154 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 }
 
 /* <<< shared: spool */
+
+/* >>> shared: commit - what of mymailbox is durable, kept in its lock file (smtpmail.c, popserver.c) */
+
+/*
+ * Group commit (README "Design"). smtpmail appends a record under the write
+ * lock and lets that lock go; then, one session at a time under the commit
+ * lock, an fsync covers every record appended before it began, so sessions
+ * that deliver at once share one fsync. What is durable, and so may be
+ * answered 250 and shown by POP3, is kept in the first bytes of
+ * mymailbox.lock (fcntl locks take bytes 0-2 whatever the file holds).
+ * It is read and written only under the write lock, and never fsynced: it
+ * describes the running system. After a reboot (a new boot stamp), or when
+ * it is missing or about another file, it starts again from "all that is
+ * there is durable", made true by one fsync (commit_load).
+ *
+ * An fsync is announced ("syncing") before it starts and settled after it,
+ * under the commit lock. Whoever takes the commit lock and finds one still
+ * announced knows its process died before it could say how the fsync went,
+ * and takes it as failed: on Linux a failed writeback is reported once, and
+ * a later fsync may succeed although the pages are lost. A failed fsync
+ * cuts the mailbox back to its durable size (smtpmail's commit_cut).
+ */
+struct commit_state {
+	char magic[8];		/* COMMIT_MAGIC */
+	int64_t boot_ms;	/* boot_stamp() when written */
+	uint64_t dev, ino;	/* the mymailbox it is about */
+	int64_t size;		/* its size as the last change under the write lock left it */
+	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
+	int64_t syncing;	/* -1, or the size an fsync under way covers */
+	uint64_t epoch;		/* one more at each cut: an append noted before it is gone */
+};
+
+static const char COMMIT_MAGIC[8] = "mtcmt02";
+
+/* boot_stamp - when this system started, in ms of the real-time clock:
+ * the same for the whole uptime, other after a reboot (POSIX has no boot
+ * id; a clock step changes it too, which costs one fsync) */
+static int64_t boot_stamp(void)
+{
+	struct timespec real, mono;
+
+	if (clock_gettime(CLOCK_REALTIME, &real) < 0 || clock_gettime(CLOCK_MONOTONIC, &mono) < 0)
+		return 0;	/* 0 is never valid: see commit_read */
+	return ((int64_t)real.tv_sec - (int64_t)mono.tv_sec) * 1000
+	       + ((long)real.tv_nsec - (long)mono.tv_nsec) / 1000000;
+}
+
+/* commit_read - read the commit state from the lock file: 1 valid (ours,
+ * written since this boot), 0 not (*h then holds what was there, zeroed if
+ * it is not ours), -1 a read error */
+static int commit_read(int lock_fd, struct commit_state *h)
+{
+	ssize_t n = pread(lock_fd, h, sizeof *h, 0);
+	int64_t now = boot_stamp(), drift;
+
+	if (n < 0)
+		return -1;
+	if ((size_t)n != sizeof *h || memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0) {
+		memset(h, 0, sizeof *h);
+		return 0;
+	}
+	drift = h->boot_ms - now;
+	return h->boot_ms != 0 && now != 0 && drift > -2000 && drift < 2000;
+}
+
+/* commit_write - write the commit state to the lock file */
+static int commit_write(int lock_fd, const struct commit_state *h)
+{
+	ssize_t n = pwrite(lock_fd, h, sizeof *h, 0);
+
+	if (n == (ssize_t)sizeof *h)
+		return 0;
+	if (n >= 0)
+		errno = EIO;
+	log_msg("commit state: %s", strerror(errno));
+	return -1;
+}
+
+/* commit_about - 1 if h is about the file whose status is st */
+static int commit_about(const struct commit_state *h, const struct stat *st)
+{
+	return h->dev == (uint64_t)st->st_dev && h->ino == (uint64_t)st->st_ino;
+}
+
+/*
+ * commit_load - under the write lock, by a process that has the current
+ * mymailbox open on box_fd (its status in st): the commit state, made
+ * valid. A size that another hand changed is taken as it is (what was
+ * appended by hand waits for the next fsync, like any append). A state not
+ * valid, or about another file (a reboot, a first use, a file replaced),
+ * starts again: no append can be waiting then, one fsync makes all of the
+ * file durable. If that fsync fails, the state stays invalid with the
+ * epoch moved on, and -1 is returned.
+ */
+static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct commit_state *h)
+{
+	int valid = commit_read(lock_fd, h);
+
+	if (valid < 0)
+		return -1;
+	if (valid && commit_about(h, st)) {
+		if (h->size == st->st_size)
+			return 0;
+		h->size = st->st_size;
+		if (h->durable > h->size)
+			h->durable = h->size;
+		return commit_write(lock_fd, h);
+	}
+	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
+	h->dev = (uint64_t)st->st_dev;
+	h->ino = (uint64_t)st->st_ino;
+	h->syncing = -1;
+	if (fsync(box_fd) < 0) {
+		int e = errno;
+
+		h->boot_ms = 0;		/* still invalid */
+		h->epoch++;
+		(void)commit_write(lock_fd, h);
+		errno = e;
+		return -1;
+	}
+	h->boot_ms = boot_stamp();
+	h->size = h->durable = st->st_size;
+	return commit_write(lock_fd, h);
+}
+
+/* commit_announce - under the commit and write locks, before an fsync:
+ * write down what it will cover (all of the file: no append is half done
+ * under the write lock). Returns that size, or -1. */
+static off_t commit_announce(int lock_fd, struct commit_state *h)
+{
+	h->syncing = h->size;
+	return commit_write(lock_fd, h) < 0 ? -1 : h->size;
+}
+
+/* commit_synced - under the commit and write locks, after that fsync
+ * returned 0: [0, covered) is durable, so later sessions skip theirs */
+static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
+{
+	if (covered > h->size)
+		covered = h->size;	/* a crashed append was cut since */
+	if (h->durable < covered)
+		h->durable = covered;
+	h->syncing = -1;
+	return commit_write(lock_fd, h);
+}
+
+/* <<< shared: commit */
 
 /* ---------------------------------------------------------------- listening and the process model */
 
@@ -3344,10 +3493,42 @@ static const char *records_end(struct session *s, struct stat *st, off_t *size)
 }
 
 /*
- * open_mailbox - open mymailbox under the write lock and put in *size the
- * end of its last complete record then (DESIGN.md POP3 step 2): bytes
- * below it never change during the session. It returns NULL on success,
- * else the -ERR reply that says why not.
+ * durable_end - lower *size, the end of the last complete record, to the
+ * end of the last durable one (README "Design": group commit). Mail that
+ * is not durable yet (appended by smtpmail a moment ago, or by hand) is
+ * first committed: we hold the commit lock, so we fsync for it. If that
+ * fails, or an fsync's process died unsettled, it is not shown: it stays
+ * announced, and smtpmail's next delivery cuts it back (its senders were
+ * told 451). To this session it is then mail that came after the snapshot.
+ */
+static const char *durable_end(struct session *s, off_t *size)
+{
+	static const char err[] = "-ERR [SYS/TEMP] cannot read mailbox, try again later";
+	struct commit_state h;
+	struct stat st;
+	off_t covered;
+
+	if (fstat(s->mboxfd, &st) < 0 || commit_load(s->lockfd, s->mboxfd, &st, &h) < 0)
+		return err;
+	if (h.syncing < 0 && h.durable < *size) {
+		if ((covered = commit_announce(s->lockfd, &h)) < 0)
+			return err;
+		if (fsync(s->mboxfd) == 0)
+			(void)commit_synced(s->lockfd, &h, covered);
+		else
+			log_msg("%s: fsync: %s: showing only the mail that was durable before",
+				s->login, strerror(errno));
+	}
+	if (h.durable < *size && (*size = last_record_end(s->mboxfd, h.durable)) < 0)
+		return err;
+	return NULL;
+}
+
+/*
+ * open_mailbox - open mymailbox under the commit and write locks and put
+ * in *size the end of its last complete and durable record then (DESIGN.md
+ * POP3 step 2): bytes below it never change during the session. It
+ * returns NULL on success, else the -ERR reply that says why not.
  */
 static const char *open_mailbox(struct session *s, off_t *size)
 {
@@ -3355,12 +3536,20 @@ static const char *open_mailbox(struct session *s, off_t *size)
 	struct stat st;
 
 	*size = 0;
-	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0)
+	if (lock_byte(s->lockfd, COMMIT_LOCK_BYTE, F_WRLCK, 1) < 0)
 		return "-ERR [SYS/TEMP] mailbox busy, try again later";
-	err = open_records(s, &st);
-	if (!err && s->mboxfd >= 0)
-		err = records_end(s, &st, size);
-	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0 && !err)
+	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0)
+		err = "-ERR [SYS/TEMP] mailbox busy, try again later";
+	else {
+		err = open_records(s, &st);
+		if (!err && s->mboxfd >= 0)
+			err = records_end(s, &st, size);
+		if (!err && s->mboxfd >= 0)
+			err = durable_end(s, size);
+		if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0 && !err)
+			err = "-ERR [SYS/TEMP] cannot unlock mailbox";
+	}
+	if (lock_byte(s->lockfd, COMMIT_LOCK_BYTE, F_UNLCK, 0) < 0 && !err)
 		err = "-ERR [SYS/TEMP] cannot unlock mailbox";
 	return err;
 }
@@ -3778,20 +3967,31 @@ static int write_kept(struct session *s, int out, off_t tail)
 	return 0;
 }
 
-/* mail_end - to *tail where the mail to keep ends now: the file's size,
+/*
+ * mail_end - to *tail where the mail to keep ends now: the file's size,
  * less a crashed append of smtpmail's that began at or after N (DESIGN.md:
- * any other tail is mail, and kept) */
-static int mail_end(struct session *s, off_t *tail)
+ * any other tail is mail, and kept), less what an fsync whose process died
+ * unsettled covered beyond the durable size: we hold the commit lock, so
+ * it is taken as failed, as smtpmail's commit_cut would (*dropped: 1).
+ */
+static int mail_end(struct session *s, off_t *tail, int *dropped)
 {
+	struct commit_state h;
 	struct stat st;
 	off_t end;
 	int shape;
 
 	/* Bytes below N never changed; what came since is in [N, size). */
+	*dropped = 0;
 	if (fstat(s->mboxfd, &st) < 0 || st.st_size < s->ix.end
 	    || (shape = mailbox_shape(s->mboxfd, st.st_size, &end)) < 0)
 		return -1;
 	*tail = shape == SHAPE_OUR_TAIL && end >= s->ix.end ? end : st.st_size;
+	if (commit_read(s->lockfd, &h) > 0 && commit_about(&h, &st) && h.syncing >= 0
+	    && h.durable < *tail) {
+		*tail = h.durable > s->ix.end ? h.durable : s->ix.end;
+		*dropped = 1;
+	}
 	return 0;
 }
 
@@ -3841,6 +4041,33 @@ static int rewrite_mailbox(struct session *s, off_t tail)
 	return 0;
 }
 
+/*
+ * commit_updated - after the update: the commit state is about mymailbox
+ * as it is now, all of it durable (truncate_mailbox and write_new fsynced
+ * it). The epoch stays, so that smtpmail sessions whose records were
+ * carried into a new file answer 250 (commit_begin); it moves on when
+ * mail_end left records out: their sessions answer 451.
+ */
+static void commit_updated(struct session *s, int dropped)
+{
+	struct commit_state h;
+	struct stat st;
+
+	if (commit_read(s->lockfd, &h) < 0
+	    || fstatat(s->dirfd, "mymailbox", &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		log_msg("%s: commit state: %s", s->login, strerror(errno));
+		return;		/* the next commit_load starts it again */
+	}
+	memcpy(h.magic, COMMIT_MAGIC, sizeof h.magic);
+	h.boot_ms = boot_stamp();
+	h.dev = (uint64_t)st.st_dev;
+	h.ino = (uint64_t)st.st_ino;
+	h.size = h.durable = st.st_size;
+	h.syncing = -1;
+	h.epoch += (uint64_t)dropped;
+	(void)commit_write(s->lockfd, &h);
+}
+
 /* deleted_tail - where the deleted messages start when they are the last
  * ones (every kept message before every deleted one; all of them deleted
  * included), else -1 */
@@ -3876,13 +4103,15 @@ static int truncate_mailbox(struct session *s, off_t cut)
 			s->login);
 	else if (ftruncate(fd, cut) < 0)
 		log_msg("%s: update failed: %s", s->login, strerror(errno));
-	else if (fsync(fd) < 0) {
-		log_msg("%s: update: fsync after the truncation failed (%s): the messages "
-			"are removed, but the removal may not survive a crash", s->login,
-			strerror(errno));
-		rc = 1;
-	} else
+	else {
 		rc = 0;
+		if (fsync(fd) < 0) {
+			log_msg("%s: update: fsync after the truncation failed (%s): the "
+				"messages are removed, but the removal may not survive a "
+				"crash", s->login, strerror(errno));
+			rc = 1;
+		}
+	}
 	if (fd >= 0 && close(fd) < 0 && rc == 0)
 		log_msg("%s: close mymailbox: %s", s->login, strerror(errno));
 	return rc;
@@ -3901,35 +4130,34 @@ static int mailbox_replaced(const struct session *s)
 }
 
 /*
- * update_mailbox - remove the deleted messages, under the write lock: when
- * they are the mailbox's tail and no mail came since, by truncating it in
- * place; else by writing the kept mail to a new file renamed over it.
- * Returns -1 when nothing was removed (logged; mymailbox is as it was), 0,
- * or 1 when they were removed but the removal may not survive a crash.
+ * update_mailbox - remove the deleted messages, under the commit and write
+ * locks (the commit lock: no fsync of smtpmail's is under way while the
+ * file may be replaced): when they are the mailbox's tail and no mail came
+ * since, by truncating it in place; else by writing the kept mail to a new
+ * file renamed over it. Returns -1 when nothing was removed (logged;
+ * mymailbox is as it was), 0, or 1 when they were removed but the removal
+ * may not survive a crash.
  */
 static int update_mailbox(struct session *s)
 {
 	off_t tail, cut = deleted_tail(s);
-	int rc;
+	int rc = -1, dropped;
 
-	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0) {
+	if (lock_byte(s->lockfd, COMMIT_LOCK_BYTE, F_WRLCK, 1) < 0
+	    || lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0)
 		log_msg("%s: update: cannot lock: %s", s->login, strerror(errno));
-		return -1;
-	}
-	if (mailbox_replaced(s)) {
+	else if (mailbox_replaced(s))
 		/* Then our index describes a file that is no longer the mailbox,
 		 * and a copy of it would drop what was delivered to the new one. */
 		log_msg("%s: update failed: mymailbox was replaced during the session",
 			s->login);
-		rc = -1;
-	} else if (mail_end(s, &tail) < 0) {
+	else if (mail_end(s, &tail, &dropped) < 0)
 		log_msg("%s: update failed: %s", s->login, strerror(errno));
-		rc = -1;
-	} else if (cut >= 0 && tail == s->ix.end)
-		rc = truncate_mailbox(s, cut);
-	else
-		rc = rewrite_mailbox(s, tail);
-	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0)
+	else if ((rc = cut >= 0 && tail == s->ix.end ? truncate_mailbox(s, cut)
+			: rewrite_mailbox(s, tail)) >= 0)
+		commit_updated(s, dropped);
+	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0
+	    || lock_byte(s->lockfd, COMMIT_LOCK_BYTE, F_UNLCK, 0) < 0)
 		log_msg("%s: unlock: %s", s->login, strerror(errno));
 	return rc;
 }

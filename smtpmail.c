@@ -80,7 +80,8 @@
  * -> greet; MAIL: cmd_mail, check_mail; RCPT: cmd_rcpt, check_rcpt ->
  * find_mailbox; AUTH: cmd_auth, check_auth -> sasl_auth, auth_answer;
  * DATA: cmd_data -> receive_data -> scan_data, store_byte;
- * delivery: deliver -> lock_all, open_mailbox, append_record, release_all;
+ * delivery: deliver -> lock_all, open_mailbox (commit_prepare),
+ * append_record, then commit_one (group commit) or commit_all, release_all;
  * replies and their dialect: reply, code_len; the state: set_state; a
  * session: smtp_session -> session_step; the accept loop: serve; -i:
  * serve_inetd.
@@ -134,6 +135,7 @@ enum {
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
+	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
 	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
 	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
@@ -194,7 +196,9 @@ struct rcpt {
 	char given[SMTP_PATH_MAX];	/* the address as the client gave it */
 	int dir_fd, lock_fd, box_fd;	/* during delivery, else -1 */
 	off_t noted;		/* mailbox size before our append */
-	int created;		/* the mailbox file is new */
+	off_t end;		/* where our record ends (append_record) */
+	struct stat box;	/* the mailbox's status, to tell it from a replacement */
+	uint64_t epoch;		/* the commit epoch we appended in (commit_prepare) */
 };
 
 /* Where the end-of-data scan stands on the wire (DESIGN.md "Line ends"):
@@ -1240,6 +1244,154 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 }
 
 /* <<< shared: spool */
+
+/* >>> shared: commit - what of mymailbox is durable, kept in its lock file (smtpmail.c, popserver.c) */
+
+/*
+ * Group commit (README "Design"). smtpmail appends a record under the write
+ * lock and lets that lock go; then, one session at a time under the commit
+ * lock, an fsync covers every record appended before it began, so sessions
+ * that deliver at once share one fsync. What is durable, and so may be
+ * answered 250 and shown by POP3, is kept in the first bytes of
+ * mymailbox.lock (fcntl locks take bytes 0-2 whatever the file holds).
+ * It is read and written only under the write lock, and never fsynced: it
+ * describes the running system. After a reboot (a new boot stamp), or when
+ * it is missing or about another file, it starts again from "all that is
+ * there is durable", made true by one fsync (commit_load).
+ *
+ * An fsync is announced ("syncing") before it starts and settled after it,
+ * under the commit lock. Whoever takes the commit lock and finds one still
+ * announced knows its process died before it could say how the fsync went,
+ * and takes it as failed: on Linux a failed writeback is reported once, and
+ * a later fsync may succeed although the pages are lost. A failed fsync
+ * cuts the mailbox back to its durable size (smtpmail's commit_cut).
+ */
+struct commit_state {
+	char magic[8];		/* COMMIT_MAGIC */
+	int64_t boot_ms;	/* boot_stamp() when written */
+	uint64_t dev, ino;	/* the mymailbox it is about */
+	int64_t size;		/* its size as the last change under the write lock left it */
+	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
+	int64_t syncing;	/* -1, or the size an fsync under way covers */
+	uint64_t epoch;		/* one more at each cut: an append noted before it is gone */
+};
+
+static const char COMMIT_MAGIC[8] = "mtcmt02";
+
+/* boot_stamp - when this system started, in ms of the real-time clock:
+ * the same for the whole uptime, other after a reboot (POSIX has no boot
+ * id; a clock step changes it too, which costs one fsync) */
+static int64_t boot_stamp(void)
+{
+	struct timespec real, mono;
+
+	if (clock_gettime(CLOCK_REALTIME, &real) < 0 || clock_gettime(CLOCK_MONOTONIC, &mono) < 0)
+		return 0;	/* 0 is never valid: see commit_read */
+	return ((int64_t)real.tv_sec - (int64_t)mono.tv_sec) * 1000
+	       + ((long)real.tv_nsec - (long)mono.tv_nsec) / 1000000;
+}
+
+/* commit_read - read the commit state from the lock file: 1 valid (ours,
+ * written since this boot), 0 not (*h then holds what was there, zeroed if
+ * it is not ours), -1 a read error */
+static int commit_read(int lock_fd, struct commit_state *h)
+{
+	ssize_t n = pread(lock_fd, h, sizeof *h, 0);
+	int64_t now = boot_stamp(), drift;
+
+	if (n < 0)
+		return -1;
+	if ((size_t)n != sizeof *h || memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0) {
+		memset(h, 0, sizeof *h);
+		return 0;
+	}
+	drift = h->boot_ms - now;
+	return h->boot_ms != 0 && now != 0 && drift > -2000 && drift < 2000;
+}
+
+/* commit_write - write the commit state to the lock file */
+static int commit_write(int lock_fd, const struct commit_state *h)
+{
+	ssize_t n = pwrite(lock_fd, h, sizeof *h, 0);
+
+	if (n == (ssize_t)sizeof *h)
+		return 0;
+	if (n >= 0)
+		errno = EIO;
+	log_msg("commit state: %s", strerror(errno));
+	return -1;
+}
+
+/* commit_about - 1 if h is about the file whose status is st */
+static int commit_about(const struct commit_state *h, const struct stat *st)
+{
+	return h->dev == (uint64_t)st->st_dev && h->ino == (uint64_t)st->st_ino;
+}
+
+/*
+ * commit_load - under the write lock, by a process that has the current
+ * mymailbox open on box_fd (its status in st): the commit state, made
+ * valid. A size that another hand changed is taken as it is (what was
+ * appended by hand waits for the next fsync, like any append). A state not
+ * valid, or about another file (a reboot, a first use, a file replaced),
+ * starts again: no append can be waiting then, one fsync makes all of the
+ * file durable. If that fsync fails, the state stays invalid with the
+ * epoch moved on, and -1 is returned.
+ */
+static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct commit_state *h)
+{
+	int valid = commit_read(lock_fd, h);
+
+	if (valid < 0)
+		return -1;
+	if (valid && commit_about(h, st)) {
+		if (h->size == st->st_size)
+			return 0;
+		h->size = st->st_size;
+		if (h->durable > h->size)
+			h->durable = h->size;
+		return commit_write(lock_fd, h);
+	}
+	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
+	h->dev = (uint64_t)st->st_dev;
+	h->ino = (uint64_t)st->st_ino;
+	h->syncing = -1;
+	if (fsync(box_fd) < 0) {
+		int e = errno;
+
+		h->boot_ms = 0;		/* still invalid */
+		h->epoch++;
+		(void)commit_write(lock_fd, h);
+		errno = e;
+		return -1;
+	}
+	h->boot_ms = boot_stamp();
+	h->size = h->durable = st->st_size;
+	return commit_write(lock_fd, h);
+}
+
+/* commit_announce - under the commit and write locks, before an fsync:
+ * write down what it will cover (all of the file: no append is half done
+ * under the write lock). Returns that size, or -1. */
+static off_t commit_announce(int lock_fd, struct commit_state *h)
+{
+	h->syncing = h->size;
+	return commit_write(lock_fd, h) < 0 ? -1 : h->size;
+}
+
+/* commit_synced - under the commit and write locks, after that fsync
+ * returned 0: [0, covered) is durable, so later sessions skip theirs */
+static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
+{
+	if (covered > h->size)
+		covered = h->size;	/* a crashed append was cut since */
+	if (h->durable < covered)
+		h->durable = covered;
+	h->syncing = -1;
+	return commit_write(lock_fd, h);
+}
+
+/* <<< shared: commit */
 
 /* ---------------------------------------------------------------- listening and the process model */
 
@@ -3193,6 +3345,20 @@ static int convert_foreign(struct rcpt *r, off_t size, off_t end, struct stat *s
 	return r->box_fd < 0 ? -1 : 0;
 }
 
+/* commit_shrunk - under the write lock, after mymailbox (status st) was
+ * cut to size: note the size; nothing durable lies beyond it */
+static void commit_shrunk(int lock_fd, const struct stat *st, off_t size)
+{
+	struct commit_state h;
+
+	if (commit_read(lock_fd, &h) <= 0 || !commit_about(&h, st))
+		return;		/* the next commit_load starts it again */
+	if (h.durable > size)
+		h.durable = size;
+	h.size = size;
+	(void)commit_write(lock_fd, &h);
+}
+
 /*
  * tidy_mailbox - make the mailbox end at a record boundary before we
  * append (DESIGN.md): a crashed append of our own is cut back, mail in
@@ -3208,7 +3374,10 @@ static int tidy_mailbox(struct rcpt *r, struct stat *st)
 	if (shape == SHAPE_OUR_TAIL) {
 		log_msg("trimmed a partial record (%lld bytes)", (long long)(st->st_size - end));
 		r->noted = end;
-		return ftruncate(r->box_fd, end);
+		if (ftruncate(r->box_fd, end) < 0)
+			return -1;
+		commit_shrunk(r->lock_fd, st, end);
+		return 0;
 	}
 	if (shape == SHAPE_FOREIGN) {
 		if (convert_foreign(r, st->st_size, end, st) < 0)
@@ -3216,36 +3385,6 @@ static int tidy_mailbox(struct rcpt *r, struct stat *st)
 		r->noted = st->st_size;
 	}
 	return shape < 0 ? -1 : 0;
-}
-
-/* open_mailbox - open mymailbox in the user's directory under its write
- * lock, creating it if needed, never through a link and only if it is a
- * regular file with one link (open_regular), and note its size. With
- * O_APPEND each write lands at the end of the file, which under the write
- * lock, once tidy_mailbox is done, is the noted size (DESIGN.md step 3):
- * the record goes out in one writev, with no seek. */
-static int open_mailbox(struct rcpt *r)
-{
-	struct stat st;
-	int e;
-
-	r->created = 0;
-	r->box_fd = open_regular(r->dir_fd, r->login, "mymailbox", O_RDWR | O_APPEND, &st);
-	if (r->box_fd < 0 && errno == ENOENT) {
-		r->box_fd = open_regular(r->dir_fd, r->login, "mymailbox",
-					 O_RDWR | O_APPEND | O_CREAT | O_EXCL, &st);
-		r->created = r->box_fd >= 0;
-	}
-	if (r->box_fd < 0)
-		return -1;
-	if (tidy_mailbox(r, &st) == 0)
-		return 0;
-	e = errno;
-	if (r->box_fd >= 0)
-		close_fd(r->box_fd, "mailbox");	/* refused: not ours to truncate back */
-	r->box_fd = -1;
-	errno = e;
-	return -1;
 }
 
 /* sync_dir - fsync a directory, so that the names in it are durable */
@@ -3261,10 +3400,95 @@ static int sync_dir(const char *path)
 
 /* sync_new_mailbox - make a new mailbox's name durable: fsync its
  * directory, and the spool too, since user_dir (here or in popserver) may
- * have just made that directory */
+ * have just made that directory. Done before anything is appended to it,
+ * under the write lock: so every record that an fsync of the file makes
+ * durable has a durable name, whoever's it is. */
 static int sync_new_mailbox(const struct rcpt *r)
 {
 	return fsync(r->dir_fd) < 0 || sync_dir(cfg.spool) < 0 ? -1 : 0;
+}
+
+/*
+ * commit_cut - under the commit and write locks, when an fsync failed or
+ * its process died unsettled: no record that was not durable before may
+ * be answered 250 now, whoever appended it, so the mailbox is cut back to
+ * its durable size and the epoch moves on: every session whose record was
+ * cut finds a new epoch and answers 451. The new epoch is written first;
+ * until the cut is durable the fsync stays announced, so if we die or fail
+ * half-way, the next holder of the commit lock cuts again. Returns 0 or -1.
+ */
+static int commit_cut(struct rcpt *r, struct commit_state *h)
+{
+	off_t cut = h->durable < h->size ? h->durable : h->size;
+
+	log_msg("%s: an fsync failed: cutting back the %lld bytes appended since the last"
+		" good one; their deliveries answer 451", r->login,
+		(long long)(h->size - cut));
+	h->epoch++;
+	if (commit_write(r->lock_fd, h) < 0)
+		return -1;
+	if (ftruncate(r->box_fd, cut) < 0 || fsync(r->box_fd) < 0) {
+		log_msg("%s: cutting back: %s (the next delivery tries again)", r->login,
+			strerror(errno));
+		return -1;
+	}
+	h->size = cut;
+	h->syncing = -1;
+	return commit_write(r->lock_fd, h);
+}
+
+/*
+ * commit_prepare - under the write lock, before the append: make the
+ * commit state valid (commit_load) and note the epoch our record belongs
+ * to. With several recipients we hold the commit lock too (lock_all): an
+ * fsync whose process died unsettled is settled first (commit_cut), so that
+ * its cut does not take our record with it.
+ */
+static int commit_prepare(struct rcpt *r, int commit_locked)
+{
+	struct commit_state h;
+
+	if (fstat(r->box_fd, &r->box) < 0
+	    || commit_load(r->lock_fd, r->box_fd, &r->box, &h) < 0)
+		return -1;
+	if (commit_locked && h.syncing >= 0) {
+		if (commit_cut(r, &h) < 0)
+			return -1;
+		r->noted = r->box.st_size = h.size;
+	}
+	r->epoch = h.epoch;
+	return 0;
+}
+
+/* open_mailbox - open mymailbox in the user's directory under its write
+ * lock, creating it if needed, never through a link and only if it is a
+ * regular file with one link (open_regular), and note its size. With
+ * O_APPEND each write lands at the end of the file, which under the write
+ * lock, once tidy_mailbox is done, is the noted size (DESIGN.md step 3):
+ * the record goes out in one writev, with no seek. */
+static int open_mailbox(struct rcpt *r, int commit_locked)
+{
+	struct stat st;
+	int e;
+
+	r->box_fd = open_regular(r->dir_fd, r->login, "mymailbox", O_RDWR | O_APPEND, &st);
+	if (r->box_fd < 0 && errno == ENOENT) {
+		r->box_fd = open_regular(r->dir_fd, r->login, "mymailbox",
+					 O_RDWR | O_APPEND | O_CREAT | O_EXCL, &st);
+		if (r->box_fd >= 0 && sync_new_mailbox(r) < 0)
+			goto refused;
+	}
+	if (r->box_fd < 0)
+		return -1;
+	if (tidy_mailbox(r, &st) == 0 && commit_prepare(r, commit_locked) == 0)
+		return 0;
+refused:
+	e = errno;
+	if (r->box_fd >= 0)
+		close_fd(r->box_fd, "mailbox");	/* refused: nothing of ours to cut back */
+	r->box_fd = -1;
+	errno = e;
+	return -1;
 }
 
 /* append_spilled - append a message that spilled to the temp file. It is
@@ -3296,10 +3520,28 @@ static int append_spilled(struct spill *sp, int fd, struct iovec iov[3])
 	return 0;
 }
 
+/* commit_appended - under the write lock, after our append: note where
+ * our record ends, and the mailbox's new size in the commit state (a size
+ * that differs from it is another hand's change: commit_load) */
+static int commit_appended(struct rcpt *r)
+{
+	struct commit_state h;
+
+	if (fstat(r->box_fd, &r->box) < 0)
+		return -1;
+	if (commit_read(r->lock_fd, &h) <= 0) {
+		errno = EIO;	/* commit_prepare made it valid, under this lock */
+		return -1;
+	}
+	r->end = h.size = r->box.st_size;	/* we hold the write lock: ours is last */
+	return commit_write(r->lock_fd, &h);
+}
+
 /* append_record - append the trace lines, the message and the final "."
- * at the noted end (the mailbox is O_APPEND, see open_mailbox), and fsync.
- * A message in memory is one writev; a failure part-way is undone by
- * release_all, which truncates back to the noted size. */
+ * at the noted end (the mailbox is O_APPEND, see open_mailbox), and note
+ * where our record ends. A message in memory is one writev. A failure
+ * part-way leaves a record with no final "." (a partial one, never taken
+ * for mail), which roll_back cuts. Not yet durable: see commit_one. */
 static int append_record(struct session *s, struct rcpt *r, const char *id,
 			 const char *date)
 {
@@ -3320,10 +3562,9 @@ static int append_record(struct session *s, struct rcpt *r, const char *id,
 	iov[2].iov_base = end;
 	iov[2].iov_len = sizeof end - 1;
 	if ((sp->fd >= 0 ? append_spilled(sp, r->box_fd, iov)
-			 : writev_all(r->box_fd, iov, 3)) < 0
-	    || fsync(r->box_fd) < 0)
+			 : writev_all(r->box_fd, iov, 3)) < 0)
 		return -1;
-	return r->created ? sync_new_mailbox(r) : 0;
+	return commit_appended(r);
 }
 
 /* by_login - the qsort order of recipients. Two deliveries that lock in
@@ -3333,8 +3574,26 @@ static int by_login(const void *a, const void *b)
 	return strcmp(((const struct rcpt *)a)->login, ((const struct rcpt *)b)->login);
 }
 
+/* lock_one - take one lock byte of r's lock file, bounded; on failure the
+ * file is closed (which drops whatever we held on it) */
+static int lock_one(struct rcpt *r, off_t byte)
+{
+	int e;
+
+	if (lock_byte(r->lock_fd, byte, F_WRLCK, 1) == 0)
+		return 0;
+	e = errno;
+	close_fd(r->lock_fd, "lock file");
+	r->lock_fd = -1;
+	errno = e;
+	return -1;
+}
+
 /* lock_all - take the write lock of every recipient mailbox, in sorted
- * login order (DESIGN.md "Delivery" step 2) */
+ * login order (DESIGN.md "Delivery" step 2). With several recipients their
+ * commit locks too, each before its write lock (the order commit_one
+ * keeps), since their fsyncs are then made under the write locks: the
+ * message is committed to all of them or to none (commit_all). */
 static int lock_all(struct session *s)
 {
 	qsort(s->rcpts, (size_t)s->nrcpts, sizeof s->rcpts[0], by_login);
@@ -3342,44 +3601,204 @@ static int lock_all(struct session *s)
 		struct rcpt *r = &s->rcpts[i];
 
 		if ((r->dir_fd = user_dir(cfg.spool, r->login)) < 0
-		    || (r->lock_fd = open_lock_file(r->dir_fd, r->login)) < 0)
+		    || (r->lock_fd = open_lock_file(r->dir_fd, r->login)) < 0
+		    || (s->nrcpts > 1 && lock_one(r, COMMIT_LOCK_BYTE) < 0)
+		    || lock_one(r, WRITE_LOCK_BYTE) < 0)
 			return -1;
-		if (lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0) {
-			int e = errno;
-
-			close_fd(r->lock_fd, "lock file");	/* no lock held on it */
-			r->lock_fd = -1;
-			errno = e;
-			return -1;
-		}
 	}
 	return 0;
 }
 
-/* release_all - after a failed delivery roll every opened mailbox back
- * to its noted size; then close the mailboxes and drop the locks. The
- * truncate comes before the unlock, so no reader sees a half record. */
-static void release_all(struct session *s, int failed)
+/* unlock - let one lock byte of r's lock file go */
+static void unlock(const struct rcpt *r, off_t byte)
+{
+	if (lock_byte(r->lock_fd, byte, F_UNLCK, 0) < 0)
+		log_msg("unlock %s: %s", r->login, strerror(errno));
+}
+
+/* release_all - close the mailboxes and drop the locks (the write lock,
+ * and the commit lock where lock_all took it) */
+static void release_all(struct session *s)
 {
 	for (int i = 0; i < s->nrcpts; i++) {
 		struct rcpt *r = &s->rcpts[i];
 
-		if (r->box_fd >= 0) {
-			if (failed && (ftruncate(r->box_fd, r->noted) < 0
-				       || fsync(r->box_fd) < 0))
-				log_msg("rollback of %s: %s", r->login, strerror(errno));
-			if (close(r->box_fd) < 0)
-				log_msg("close mailbox of %s: %s", r->login, strerror(errno));
-		}
-		if (r->lock_fd >= 0) {	/* closing would drop the lock too */
-			if (lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0)
-				log_msg("unlock %s: %s", r->login, strerror(errno));
+		if (r->box_fd >= 0 && close(r->box_fd) < 0)
+			log_msg("close mailbox of %s: %s", r->login, strerror(errno));
+		if (r->lock_fd >= 0) {	/* closing would drop the locks too */
+			unlock(r, WRITE_LOCK_BYTE);
+			if (s->nrcpts > 1)
+				unlock(r, COMMIT_LOCK_BYTE);
 			close_fd(r->lock_fd, "lock file");
 		}
 		if (r->dir_fd >= 0)
 			close_fd(r->dir_fd, "user directory");
 		r->dir_fd = r->box_fd = r->lock_fd = -1;
 	}
+}
+
+/*
+ * roll_back - after a failed delivery, cut r's mailbox back to the noted
+ * size, under its write lock: what we appended was never acknowledged.
+ * A failed append left a partial record, which a crash could only bring
+ * back as a partial record (cut again by tidy_mailbox), so no fsync here;
+ * commit_all's rollbacks fsync (commit_undo).
+ */
+static void roll_back(struct rcpt *r)
+{
+	if (r->box_fd < 0)
+		return;
+	if (ftruncate(r->box_fd, r->noted) < 0)
+		log_msg("rollback of %s: %s", r->login, strerror(errno));
+	else
+		commit_shrunk(r->lock_fd, &r->box, r->noted);
+}
+
+enum commit_step { COMMIT_DONE, COMMIT_FAILED, COMMIT_FSYNC };
+
+/*
+ * commit_begin - under the commit and write locks: is our record (ending
+ * at r->end, appended in epoch r->epoch) durable already? COMMIT_DONE if an
+ * fsync begun after our append returned 0, or if the mailbox was replaced
+ * since: only popserver's update (or a conversion) replaces it, under the
+ * write lock, copying every record not cut into a new file that it fsyncs
+ * first. COMMIT_FAILED if it was cut (a new epoch) or nothing is known.
+ * Else the fsync we are about to make is announced (*covered) and
+ * COMMIT_FSYNC.
+ */
+static enum commit_step commit_begin(struct rcpt *r, off_t *covered)
+{
+	struct commit_state h;
+
+	if (commit_read(r->lock_fd, &h) <= 0)
+		return COMMIT_FAILED;
+	if (!commit_about(&h, &r->box))
+		return h.epoch == r->epoch ? COMMIT_DONE : COMMIT_FAILED;
+	if (h.syncing >= 0)	/* we hold the commit lock: its process died */
+		(void)commit_cut(r, &h);
+	if (h.epoch != r->epoch)
+		return COMMIT_FAILED;
+	if (h.durable >= r->end)
+		return COMMIT_DONE;
+	*covered = commit_announce(r->lock_fd, &h);
+	return *covered < 0 ? COMMIT_FAILED : COMMIT_FSYNC;
+}
+
+/* commit_end - under the commit and write locks, after our fsync: settle
+ * it (commit_synced), or cut back if it failed (commit_cut) */
+static enum commit_step commit_end(struct rcpt *r, off_t covered, int synced)
+{
+	struct commit_state h;
+
+	if (commit_read(r->lock_fd, &h) <= 0)
+		return COMMIT_FAILED;
+	if (!commit_about(&h, &r->box))
+		return h.epoch == r->epoch ? COMMIT_DONE : COMMIT_FAILED;
+	if (!synced) {
+		(void)commit_cut(r, &h);
+		return COMMIT_FAILED;
+	}
+	(void)commit_synced(r->lock_fd, &h, covered);	/* else later ones fsync again */
+	return h.epoch == r->epoch ? COMMIT_DONE : COMMIT_FAILED;
+}
+
+/* lock_write - take r's write lock (bounded) for a step of commit_one */
+static int lock_write(struct rcpt *r)
+{
+	if (lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_WRLCK, 1) == 0)
+		return 0;
+	log_msg("%s: write lock: %s", r->login, strerror(errno));
+	return -1;
+}
+
+/*
+ * commit_one - make one recipient's appended record durable by group
+ * commit: the write lock is let go at once, so that other sessions append
+ * meanwhile; then, one at a time under the commit lock, a session finds
+ * its record covered by an earlier fsync (and answers 250 at no cost), or
+ * fsyncs for itself and for every record appended before. The fsync runs
+ * without the write lock. Returns 0 (250: durable) or -1 (451: not
+ * durable, and cut back or never to be shown).
+ */
+static int commit_one(struct rcpt *r)
+{
+	enum commit_step step = COMMIT_FAILED;
+	off_t covered = 0;
+	int synced;
+
+	unlock(r, WRITE_LOCK_BYTE);
+	if (lock_byte(r->lock_fd, COMMIT_LOCK_BYTE, F_WRLCK, 1) < 0) {
+		/* Our record stays; if an fsync covers it later, a retry
+		 * of the client's makes a second copy: never a loss. */
+		log_msg("%s: commit lock: %s", r->login, strerror(errno));
+		return -1;
+	}
+	if (lock_write(r) == 0) {
+		step = commit_begin(r, &covered);
+		unlock(r, WRITE_LOCK_BYTE);
+	}
+	if (step == COMMIT_FSYNC) {
+		synced = fsync(r->box_fd) == 0;
+		step = COMMIT_FAILED;	/* no lock: it stays announced, the next one cuts */
+		if (lock_write(r) == 0) {
+			step = commit_end(r, covered, synced);
+			unlock(r, WRITE_LOCK_BYTE);
+		}
+	}
+	unlock(r, COMMIT_LOCK_BYTE);
+	return step == COMMIT_DONE ? 0 : -1;
+}
+
+/* commit_undo - in commit_all, take our record out of r's mailbox again:
+ * cut it back and make the cut durable (the record was complete, so a
+ * crash must not bring it back), an fsync announced like any other */
+static void commit_undo(struct rcpt *r)
+{
+	struct commit_state h;
+	off_t covered;
+
+	if (r->box_fd < 0)
+		return;
+	roll_back(r);
+	if (commit_read(r->lock_fd, &h) <= 0 || !commit_about(&h, &r->box)
+	    || (covered = commit_announce(r->lock_fd, &h)) < 0)
+		return;
+	if (fsync(r->box_fd) == 0)
+		(void)commit_synced(r->lock_fd, &h, covered);
+	else
+		(void)commit_cut(r, &h);
+}
+
+/*
+ * commit_all - several recipients: every mailbox fsynced while we hold
+ * its commit and write locks (lock_all), so that the message is durable
+ * in all of them, or, at the first failure, taken out of all of them
+ * again. Returns 0 or -1.
+ */
+static int commit_all(struct session *s)
+{
+	struct commit_state h;
+	int failed = -1, i;
+
+	for (i = 0; i < s->nrcpts && failed < 0; i++) {
+		struct rcpt *r = &s->rcpts[i];
+
+		if (commit_read(r->lock_fd, &h) <= 0 || commit_announce(r->lock_fd, &h) < 0
+		    || fsync(r->box_fd) < 0)
+			failed = i;
+	}
+	for (i = 0; i < s->nrcpts; i++) {
+		struct rcpt *r = &s->rcpts[i];
+		int valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
+
+		if (valid && (failed < 0 || i < failed))
+			(void)commit_synced(r->lock_fd, &h, r->end);
+		if (valid && i == failed)
+			(void)commit_cut(r, &h);
+		else if (failed >= 0)
+			commit_undo(r);
+	}
+	return failed < 0 ? 0 : -1;
 }
 
 /* failure_reply - the 4xx for a failed delivery: a busy mailbox, a full
@@ -3451,13 +3870,19 @@ static void deliver(struct session *s)
 	hold_stop(1);
 	for (int i = 0; !failed && i < s->nrcpts; i++) {
 		locking = 0;
-		if (open_mailbox(&s->rcpts[i]) < 0
+		if (open_mailbox(&s->rcpts[i], s->nrcpts > 1) < 0
 		    || append_record(s, &s->rcpts[i], id, date) < 0) {
 			err = errno;
 			failed = 1;
 		}
 	}
-	release_all(s, failed);
+	for (int i = 0; failed && i < s->nrcpts; i++)
+		(s->nrcpts > 1 ? commit_undo : roll_back)(&s->rcpts[i]);
+	if (!failed && (s->nrcpts == 1 ? commit_one(&s->rcpts[0]) : commit_all(s)) < 0) {
+		err = EIO;
+		failed = 1;
+	}
+	release_all(s);
 	hold_stop(0);
 	if (failed) {
 		log_msg("delivery of %s failed: %s", id, strerror(err));
