@@ -655,12 +655,13 @@ def audit_durability(ledger, failed, problems, strict_orphans):
         problems.append("message %s got 250, but a failed fsync covered it" % mid)
     orphans = 0
     for mid in sorted(ledger.seen_pop & failed):
-        status = "refused" if mid in ledger.refused else "orphan"
+        status = ("acked" if mid in ledger.acked else
+                  "refused" if mid in ledger.refused else "orphan")
         if status == "orphan" and not strict_orphans:
             orphans += 1
             continue
         problems.append("message %s (%s) was shown over POP3, but a failed fsync covered it"
-                        % (mid, "acked" if mid in ledger.acked else status))
+                        % (mid, status))
     return orphans
 
 
