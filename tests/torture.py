@@ -24,6 +24,25 @@ checks, per mailbox:
     message whose 250 was lost in a kill is there at most once.
 The servers' logs must hold no sanitizer report.
 
+run(..., fsync_every=N): the same, with both servers under the failfs shim
+(tests/shim/failfs.c): one fsync of a mailbox in N fails (EIO), and the
+shim keeps the ground truth of durability (per file, the size the last
+successful fsync covered) and logs every injected failure with the ids of
+the records it left undurable. The killer also SIGKILLs the holders of the
+write lock (byte 1 of a mymailbox.lock) and of the commit lock (byte 2),
+found in /proc/locks: the committers. The POP3 readers always read the
+newest messages too (those at risk). The audit adds:
+  - no message that got 250 is named by a failed fsync (250 = durable);
+  - no message read over POP3 (RETR/TOP) is named by a failed fsync, at
+    any time: a POP3 session never shows mail that is not yet durable
+    (an orphan - its SMTP session killed before any reply - is counted,
+    not a problem, unless strict_orphans; see audit_durability);
+  - the shim reported no problem of its own, and named every record
+    (report["fsync"] counts the failures, the named ones, the kills).
+A message that got 451 may stay at most once (the client resends it: a
+duplicate, never a loss); today's servers roll it back, so it is not
+reported as a problem in this mode but counted (report["refused_kept"]).
+
 full_disk_smtp() and pop_update_fails(): a full filesystem (a 1 MiB tmpfs
 mounted for the purpose, we are root; else RLIMIT_FSIZE) gives 452/552 and
 leaves no partial record; a POP3 update that cannot write its new file
@@ -32,6 +51,7 @@ leaves the mailbox exactly as it was and answers
 """
 import argparse
 import collections
+import glob
 import hashlib
 import os
 import random
@@ -170,6 +190,7 @@ class Ledger:
         self.errors = []                                # seen by the clients
         self.kills = collections.Counter()
         self.sessions = collections.Counter()
+        self.seen_pop = set()                           # read over POP3
 
     def note(self, **counts):
         with self.lock:
@@ -249,9 +270,14 @@ def check_retrieved(ctx, mid, body):
 
 
 def pop_pick(conn, ctx, rnd, count):
-    """Read a few messages (RETR or TOP) and DELE them; their ids."""
+    """Read a few messages (RETR or TOP) and DELE them; their ids. With
+    ctx.newest, the last two are always read: the freshest mail is the
+    mail at risk of being shown before it is durable."""
     picked = []
-    for num in rnd.sample(range(1, count + 1), min(count, rnd.randint(1, 4))):
+    nums = rnd.sample(range(1, count + 1), min(count, rnd.randint(1, 4)))
+    if ctx.newest:
+        nums = sorted(set(nums) | {count, max(1, count - 1)})
+    for num in nums:
         retr = rnd.random() < 0.5
         status = conn.pop("RETR %d" % num if retr else "TOP %d 0" % num)
         if not status.startswith(b"+OK"):
@@ -261,6 +287,10 @@ def pop_pick(conn, ctx, rnd, count):
         mid = message_id_of(body.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
         if mid is None:
             continue        # the final marker messages of an earlier run, or none
+        with ctx.ledger.lock:
+            ctx.ledger.seen_pop.add(mid)
+        if ctx.newest and rnd.random() < 0.5:
+            continue        # read, kept: later sessions read it again
         if retr:
             check_retrieved(ctx, mid, body)
         if conn.pop("DELE %d" % num).startswith(b"+OK"):
@@ -350,10 +380,72 @@ def kill_child(pid, server_pid):
         os.close(fd)
 
 
+def lock_files(spool):
+    """(major, minor, inode) of every mymailbox.lock in the spool."""
+    keys = set()
+    for path in glob.glob(os.path.join(spool, "*", "mymailbox.lock")):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        keys.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+    return keys
+
+
+def lock_holders(keys):
+    """{pid: byte}: the holders (not the waiters) of byte 2 (the commit
+    lock) or else byte 1 (the write lock) of those files, from /proc/locks
+    lines like "1: POSIX  ADVISORY  WRITE 4242 fe:00:1234 1 1"."""
+    holders = {}
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read(1 << 22).splitlines()
+    except OSError:
+        return holders
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 8 or fields[1] != "POSIX":
+            continue    # a waiter ("->"), a flock or an OFD lock
+        try:
+            major, minor, ino = fields[5].split(":")
+            key = (int(major, 16), int(minor, 16), int(ino))
+            pid, lo = int(fields[4]), int(fields[6])
+            hi = None if fields[7] == "EOF" else int(fields[7])
+        except ValueError:
+            continue
+        for byte in (2, 1):
+            if key in keys and lo <= byte and (hi is None or byte <= hi):
+                holders[pid] = max(byte, holders.get(pid, 0))
+    return holders
+
+
+def kill_lock_holder(ctx):
+    """SIGKILL a session child of our servers that holds a commit or write
+    lock, if one shows up within 30 ms; (prog, byte) or None."""
+    servers = {ctx.smtp.proc.pid: ctx.smtp.prog, ctx.pop.proc.pid: ctx.pop.prog}
+    keys = lock_files(ctx.spool)
+    deadline = time.time() + 0.03
+    while keys and time.time() < deadline:
+        for pid, byte in lock_holders(keys).items():
+            ppid = parent_of(pid)
+            if ppid in servers and kill_child(pid, ppid):
+                return servers[ppid], byte
+        time.sleep(0.001)
+    return None
+
+
 def killer(ctx):
-    """SIGKILL a random session child of our servers at random moments."""
+    """SIGKILL a random session child of our servers at random moments;
+    with ctx.lock_kills, half the time a holder of a mailbox lock."""
     rnd = random.Random(ctx.seed * 1000 + 999)
     while not ctx.stop.wait(rnd.uniform(0.02, 0.25)):
+        if ctx.lock_kills and rnd.random() < 0.5:
+            hit = kill_lock_holder(ctx)
+            if hit:
+                with ctx.ledger.lock:
+                    ctx.ledger.kills[hit[0]] += 1
+                    ctx.ledger.kills["commit-lock" if hit[1] == 2 else "write-lock"] += 1
+            continue
         server = rnd.choice([ctx.smtp, ctx.pop])
         kids = children_of(server.proc.pid)
         if kids and kill_child(rnd.choice(kids), server.proc.pid):
@@ -399,8 +491,10 @@ def check_record(record, user, ledger, problems):
     return mid
 
 
-def audit_mailbox(spool, user, ledger, problems):
-    """Check one mailbox against the ledger; how many records."""
+def audit_mailbox(spool, user, ledger, problems, present=None):
+    """Check one mailbox against the ledger; how many records. With
+    present (a dict: the fsync-failure mode) the ids found are put there,
+    and a refused message found once is counted there, not a problem."""
     try:
         with open(os.path.join(spool, user, "mymailbox"), "rb") as f:
             data = f.read()
@@ -414,7 +508,9 @@ def audit_mailbox(spool, user, ledger, problems):
     for mid, count in seen.items():
         if count > 1:
             problems.append("%s: message %s stored %d times" % (user, mid, count))
-        if mid in ledger.refused:
+        if mid in ledger.refused and present is not None and count == 1:
+            present["refused_kept"] = present.get("refused_kept", 0) + 1
+        elif mid in ledger.refused:
             problems.append("%s: message %s was refused but is stored" % (user, mid))
         if mid in ledger.deleted_ok[user]:
             problems.append("%s: message %s deleted (+OK QUIT) but still there" % (user, mid))
@@ -422,11 +518,21 @@ def audit_mailbox(spool, user, ledger, problems):
         if user in ledger.sent[mid][0] and not seen[mid] \
                 and mid not in ledger.deleted_ok[user] and mid not in ledger.deleted_maybe[user]:
             problems.append("%s: message %s got 250 but is lost" % (user, mid))
+    if present is not None:
+        present.setdefault("ids", set()).update(seen)
     return len(records)
 
 
-def final_delivery(port):
-    """One more message to every mailbox (it trims a crashed tail); must get 250."""
+def final_delivery(port, tries=1):
+    """One more message to every mailbox (it trims a crashed tail); must get
+    250, within tries (a failed fsync may refuse one)."""
+    for _ in range(tries):
+        if final_once(port):
+            return True
+    return False
+
+
+def final_once(port):
     conn = Line(port)
     try:
         codes = [conn.smtp_reply(), conn.smtp("EHLO final.example"),
@@ -449,6 +555,8 @@ class Context:
         self.stop = threading.Event()
         self.ledger = Ledger()
         self.smtp = self.pop = None
+        self.spool = None
+        self.newest = self.lock_kills = False     # the fsync-failure mode
 
 
 def setup_dir(prefix):
@@ -462,10 +570,99 @@ def setup_dir(prefix):
     return top, spool, os.path.join(top, "user.txt")
 
 
-def start_servers(ctx, top, spool, userfile):
+SHIM_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim", "failfs.c")
+
+
+def build_shim(directory):
+    """Compile tests/shim/failfs.c into directory; its path."""
+    shim = os.path.join(directory, "failfs.so")
+    run = subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O1", "-Wall",
+                          "-Wextra", "-Werror", "-o", shim, SHIM_SRC, "-ldl"],
+                         capture_output=True, text=True, timeout=60)
+    if run.returncode != 0:
+        raise RuntimeError("cannot build the shim:\n" + run.stderr)
+    return shim
+
+
+class ShimServer(Server):
+    """harness.Server with the failfs shim preloaded and its variables in
+    env. gcc's sanitizer runtime wants to come first in the library list;
+    the shim does not need that, so the check is off."""
+
+    def __init__(self, prog, args, cwd, port, env):
+        self.prog, self.port, self.cwd = prog, port, cwd
+        self.log_path = os.path.join(cwd, "%s-%d.log" % (prog, port))
+        self.log_file = open(self.log_path, "ab")
+        full = dict(os.environ, **SANITIZER_ENV)
+        full["ASAN_OPTIONS"] += ":verify_asan_link_order=0"
+        full.update(env)
+        self.proc = subprocess.Popen([binary(prog)] + list(args) + [str(port)],
+                                     cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=self.log_file, stderr=self.log_file, env=full)
+        self.wait_listening()
+
+
+def shim_env(top, seed, every):
+    """The shim's variables for a run in top: one mailbox fsync in every fails."""
+    state = os.path.join(top, "failfs-state")
+    os.mkdir(state)
+    return {"LD_PRELOAD": build_shim(top), "FAILFS_FSYNC_RANDOM": str(every),
+            "FAILFS_SEED": str(seed), "FAILFS_STATE": state,
+            "FAILFS_LOG": os.path.join(top, "failfs.log")}
+
+
+def start_servers(ctx, top, spool, userfile, env=None):
     common = ["-d", spool, "-u", userfile, "-l", "127.0.0.1", "-t", "30"]
-    ctx.smtp = Server("smtpmail", common + ["-n", HOSTNAME], top, free_port())
-    ctx.pop = Server("popserver", common + ["-a", "0"], top, free_port())
+    ctx.spool = spool
+    for prog, extra in (("smtpmail", ["-n", HOSTNAME]), ("popserver", ["-a", "0"])):
+        if env:
+            server = ShimServer(prog, common + extra, top, free_port(), env)
+        else:
+            server = Server(prog, common + extra, top, free_port())
+        setattr(ctx, "smtp" if prog == "smtpmail" else "pop", server)
+
+
+def read_fail_log(path):
+    """The shim's log: the ids its failed fsyncs named, counts, and the
+    shim's own problems (an ERROR line, a FAIL line too long)."""
+    counts = {"failures": 0, "named": 0, "records": 0, "unnamed": 0}
+    failed, problems = set(), []
+    for line in read_bytes(path).decode("latin-1").splitlines():
+        fields = line.split()
+        if fields[:1] != ["FAIL"] or len(fields) < 5:
+            problems.append("failfs: " + line[:200])
+            continue
+        ids = fields[5:]
+        if "+" in ids:
+            problems.append("failfs: a FAIL line too long, ids left out")
+        named = [i for i in ids if i not in ("?", "+")]
+        counts["failures"] += 1
+        counts["named"] += bool(named)
+        counts["records"] += len(named)
+        counts["unnamed"] += ids.count("?")
+        failed.update(named)
+    return failed, counts, problems
+
+
+def audit_durability(ledger, failed, problems, strict_orphans):
+    """250 and POP3 against the shim's failed fsyncs. An orphan - a message
+    whose SMTP session was killed before any reply - shown over POP3 is
+    counted, not a problem, unless strict_orphans: today's popserver shows
+    every complete record, and a session killed between its append and its
+    fsync (or after a failed fsync, before its rollback) leaves one behind
+    that no fsync covered yet. The number of those shown."""
+    for mid in sorted(ledger.acked & failed):
+        problems.append("message %s got 250, but a failed fsync covered it" % mid)
+    orphans = 0
+    for mid in sorted(ledger.seen_pop & failed):
+        status = ("acked" if mid in ledger.acked else
+                  "refused" if mid in ledger.refused else "orphan")
+        if status == "orphan" and not strict_orphans:
+            orphans += 1
+            continue
+        problems.append("message %s (%s) was shown over POP3, but a failed fsync covered it"
+                        % (mid, status))
+    return orphans
 
 
 def stop_servers(ctx, problems):
@@ -482,15 +679,21 @@ def stop_servers(ctx, problems):
             problems.append("%s: sanitizer report:\n%s" % (server.prog, report))
 
 
-def run(seconds, senders=4, poppers=2, seed=None, say=None):
-    """The torture run; returns a dict: counts and "problems" (empty: passed)."""
+def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None,
+        strict_orphans=False):
+    """The torture run; returns a dict: counts and "problems" (empty: passed).
+    fsync_every=N: one mailbox fsync in N fails (see the top of the file);
+    strict_orphans: see audit_durability."""
     seed = seed if seed is not None else int(time.time())
     ctx = Context(seed)
     top, spool, userfile = setup_dir("torture-")
     problems = []
     records = 0
+    present = {} if fsync_every else None
     try:
-        start_servers(ctx, top, spool, userfile)
+        env = shim_env(top, seed, fsync_every) if fsync_every else None
+        ctx.newest = ctx.lock_kills = bool(fsync_every)
+        start_servers(ctx, top, spool, userfile, env)
         threads = [threading.Thread(target=sender, args=(ctx, n)) for n in range(senders)]
         threads += [threading.Thread(target=popper, args=(ctx, n)) for n in range(poppers)]
         threads.append(threading.Thread(target=killer, args=(ctx,)))
@@ -508,20 +711,30 @@ def run(seconds, senders=4, poppers=2, seed=None, say=None):
             t.join(4 * IO_TIMEOUT)
             if t.is_alive():
                 problems.append("a client thread did not stop")
-        if not final_delivery(ctx.smtp.port):
+        if not final_delivery(ctx.smtp.port, 20 if fsync_every else 1):
             problems.append("the final delivery did not get 250")
-        records = sum(audit_mailbox(spool, u, ctx.ledger, problems) for u in USERS)
+        records = sum(audit_mailbox(spool, u, ctx.ledger, problems, present) for u in USERS)
     finally:
         stop_servers(ctx, problems)
     l = ctx.ledger
     problems += l.errors
+    fsync = None
+    if fsync_every:
+        failed, fsync, shim_problems = read_fail_log(os.path.join(top, "failfs.log"))
+        problems += shim_problems
+        orphans = audit_durability(l, failed, problems, strict_orphans)
+        if not fsync["named"]:
+            problems.append("no failed fsync covered a message: the run proved nothing")
+        fsync.update(every=fsync_every, pop_seen=len(l.seen_pop), orphans_shown=orphans,
+                     refused_kept=present.get("refused_kept", 0),
+                     failed_kept=len(failed & present.get("ids", set())))
     report = {
         "seed": seed, "seconds": seconds, "sent": len(l.sent), "acked": len(l.acked),
         "refused": len(l.refused), "unknown": len(l.sent) - len(l.acked) - len(l.refused),
         "deleted_ok": sum(len(s) for s in l.deleted_ok.values()),
         "deleted_maybe": sum(len(s) for s in l.deleted_maybe.values()),
         "kills": dict(l.kills), "sessions": dict(l.sessions), "records": records,
-        "problems": problems, "dir": top,
+        "problems": problems, "dir": top, "fsync": fsync,
     }
     if not problems:
         shutil.rmtree(top, ignore_errors=True)
@@ -735,11 +948,16 @@ def main():
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--poppers", type=int, default=2)
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--fsync-every", type=int, metavar="N",
+                    help="fail one mailbox fsync in N (the failfs shim) and kill lock holders")
+    ap.add_argument("--strict-orphans", action="store_true",
+                    help="with --fsync-every: an orphan shown before durable is a problem too")
     args = ap.parse_args()
     report = run(args.seconds, args.senders, args.poppers, args.seed,
-                 say=lambda text: print("torture: " + text, flush=True))
+                 say=lambda text: print("torture: " + text, flush=True),
+                 fsync_every=args.fsync_every, strict_orphans=args.strict_orphans)
     for key in ("seed", "seconds", "sent", "acked", "refused", "unknown", "deleted_ok",
-                "deleted_maybe", "kills", "sessions", "records"):
+                "deleted_maybe", "kills", "sessions", "records", "fsync"):
         print("%-14s %s" % (key, report[key]))
     for text in report["problems"][:50]:
         print("PROBLEM: " + text)
