@@ -38,7 +38,9 @@ class FsyncFailures(unittest.TestCase):
     failfs shim, which keeps the ground truth of durability) and the
     holders of the write and commit locks among the killed: nothing that
     got 250 was covered by a failed fsync or is lost or duplicated, and no
-    message shown over POP3 was covered by a failed fsync."""
+    message shown over POP3 was covered by a failed fsync in that mailbox,
+    whatever became of its session (popserver shows only what the group
+    commit made durable)."""
 
     def test_no_250_and_no_pop3_view_of_undurable_mail(self):
         report = torture.run(FSYNC_SECONDS, fsync_every=FSYNC_EVERY)
@@ -51,8 +53,7 @@ class FsyncFailures(unittest.TestCase):
         self.assertGreater(report["acked"], 50, summary)
         self.assertGreaterEqual(report["fsync"]["named"], 5, summary)
         self.assertGreater(report["kills"].get("smtpmail", 0), 3, summary)
-        self.assertGreater(report["kills"].get("write-lock", 0)
-                           + report["kills"].get("commit-lock", 0), 1, summary)
+        self.assertGreater(report["kills"].get("commit-lock", 0), 1, summary)
         self.assertGreater(report["fsync"]["pop_seen"], 20, summary)
         print("\nfsync torture: %s" % summary, file=sys.stderr)
 

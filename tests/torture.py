@@ -34,9 +34,8 @@ found in /proc/locks: the committers. The POP3 readers always read the
 newest messages too (those at risk). The audit adds:
   - no message that got 250 is named by a failed fsync (250 = durable);
   - no message read over POP3 (RETR/TOP) is named by a failed fsync, at
-    any time: a POP3 session never shows mail that is not yet durable
-    (an orphan - its SMTP session killed before any reply - is counted,
-    not a problem, unless strict_orphans; see audit_durability);
+    any time, in that mailbox: a POP3 session never shows mail that is not
+    yet durable, whatever became of its SMTP session (see audit_durability);
   - the shim reported no problem of its own, and named every record
     (report["fsync"] counts the failures, the named ones, the kills).
 A message that got 451 may stay at most once (the client resends it: a
@@ -190,7 +189,7 @@ class Ledger:
         self.errors = []                                # seen by the clients
         self.kills = collections.Counter()
         self.sessions = collections.Counter()
-        self.seen_pop = set()                           # read over POP3
+        self.seen_pop = set()                           # (mailbox, id) read over POP3
 
     def note(self, **counts):
         with self.lock:
@@ -269,7 +268,7 @@ def check_retrieved(ctx, mid, body):
         ctx.ledger.error("RETR of %s: content differs from what was sent" % mid)
 
 
-def pop_pick(conn, ctx, rnd, count):
+def pop_pick(conn, ctx, rnd, count, user):
     """Read a few messages (RETR or TOP) and DELE them; their ids. With
     ctx.newest, the last two are always read: the freshest mail is the
     mail at risk of being shown before it is durable."""
@@ -288,7 +287,7 @@ def pop_pick(conn, ctx, rnd, count):
         if mid is None:
             continue        # the final marker messages of an earlier run, or none
         with ctx.ledger.lock:
-            ctx.ledger.seen_pop.add(mid)
+            ctx.ledger.seen_pop.add((user, mid))
         if ctx.newest and rnd.random() < 0.5:
             continue        # read, kept: later sessions read it again
         if retr:
@@ -311,7 +310,7 @@ def pop_session(ctx, rnd, user):
             return
         stat = conn.pop("STAT").split()
         count = int(stat[1]) if len(stat) > 1 and stat[0] == b"+OK" else 0
-        deleted = pop_pick(conn, ctx, rnd, count) if count else []
+        deleted = pop_pick(conn, ctx, rnd, count, user) if count else []
         ending = rnd.random()
         if ending < 0.1:
             ctx.ledger.note(pop_dropped=1)  # no QUIT: nothing may be deleted
@@ -607,7 +606,7 @@ def shim_env(top, seed, every):
     state = os.path.join(top, "failfs-state")
     os.mkdir(state)
     return {"LD_PRELOAD": build_shim(top), "FAILFS_FSYNC_RANDOM": str(every),
-            "FAILFS_SEED": str(seed), "FAILFS_STATE": state,
+            "FAILFS_SEED": str(seed), "FAILFS_STATE": state, "FAILFS_FAIL_MS": "50",
             "FAILFS_LOG": os.path.join(top, "failfs.log")}
 
 
@@ -629,10 +628,12 @@ def read_fail_log(path):
     failed, problems = set(), []
     for line in read_bytes(path).decode("latin-1").splitlines():
         fields = line.split()
-        if fields[:1] != ["FAIL"] or len(fields) < 5:
+        if fields[:1] != ["FAIL"] or len(fields) < 6:
             problems.append("failfs: " + line[:200])
             continue
-        ids = fields[5:]
+        box, ids = fields[5][1:], fields[6:]     # "@login": the mailbox's owner
+        if not fields[5].startswith("@"):
+            problems.append("failfs: no mailbox owner: " + line[:200])
         if "+" in ids:
             problems.append("failfs: a FAIL line too long, ids left out")
         named = [i for i in ids if i not in ("?", "+")]
@@ -640,29 +641,23 @@ def read_fail_log(path):
         counts["named"] += bool(named)
         counts["records"] += len(named)
         counts["unnamed"] += ids.count("?")
-        failed.update(named)
+        failed.update((box, mid) for mid in named)
     return failed, counts, problems
 
 
-def audit_durability(ledger, failed, problems, strict_orphans):
-    """250 and POP3 against the shim's failed fsyncs. An orphan - a message
-    whose SMTP session was killed before any reply - shown over POP3 is
-    counted, not a problem, unless strict_orphans: today's popserver shows
-    every complete record, and a session killed between its append and its
-    fsync (or after a failed fsync, before its rollback) leaves one behind
-    that no fsync covered yet. The number of those shown."""
-    for mid in sorted(ledger.acked & failed):
+def audit_durability(ledger, failed, problems):
+    """250 and POP3 against the shim's failed fsyncs. Both sets hold
+    (mailbox, id) pairs: a message whose session was killed half-way
+    through a delivery to several mailboxes may be durable in one and cut
+    back in another. A message shown over POP3 is checked whatever became
+    of its session (250, 4xx, or killed before any reply: an orphan)."""
+    for mid in sorted(ledger.acked & {mid for _, mid in failed}):
         problems.append("message %s got 250, but a failed fsync covered it" % mid)
-    orphans = 0
-    for mid in sorted(ledger.seen_pop & failed):
+    for box, mid in sorted(ledger.seen_pop & failed):
         status = ("acked" if mid in ledger.acked else
                   "refused" if mid in ledger.refused else "orphan")
-        if status == "orphan" and not strict_orphans:
-            orphans += 1
-            continue
-        problems.append("message %s (%s) was shown over POP3, but a failed fsync covered it"
-                        % (mid, status))
-    return orphans
+        problems.append("message %s (%s) was shown over POP3 from %s's mailbox, but a failed"
+                        " fsync covered it there" % (mid, status, box))
 
 
 def stop_servers(ctx, problems):
@@ -679,11 +674,9 @@ def stop_servers(ctx, problems):
             problems.append("%s: sanitizer report:\n%s" % (server.prog, report))
 
 
-def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None,
-        strict_orphans=False):
+def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None):
     """The torture run; returns a dict: counts and "problems" (empty: passed).
-    fsync_every=N: one mailbox fsync in N fails (see the top of the file);
-    strict_orphans: see audit_durability."""
+    fsync_every=N: one mailbox fsync in N fails (see the top of the file)."""
     seed = seed if seed is not None else int(time.time())
     ctx = Context(seed)
     top, spool, userfile = setup_dir("torture-")
@@ -722,12 +715,12 @@ def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None,
     if fsync_every:
         failed, fsync, shim_problems = read_fail_log(os.path.join(top, "failfs.log"))
         problems += shim_problems
-        orphans = audit_durability(l, failed, problems, strict_orphans)
+        audit_durability(l, failed, problems)
         if not fsync["named"]:
             problems.append("no failed fsync covered a message: the run proved nothing")
-        fsync.update(every=fsync_every, pop_seen=len(l.seen_pop), orphans_shown=orphans,
+        fsync.update(every=fsync_every, pop_seen=len(l.seen_pop),
                      refused_kept=present.get("refused_kept", 0),
-                     failed_kept=len(failed & present.get("ids", set())))
+                     failed_kept=len({mid for _, mid in failed} & present.get("ids", set())))
     report = {
         "seed": seed, "seconds": seconds, "sent": len(l.sent), "acked": len(l.acked),
         "refused": len(l.refused), "unknown": len(l.sent) - len(l.acked) - len(l.refused),
@@ -950,12 +943,10 @@ def main():
     ap.add_argument("--seed", type=int)
     ap.add_argument("--fsync-every", type=int, metavar="N",
                     help="fail one mailbox fsync in N (the failfs shim) and kill lock holders")
-    ap.add_argument("--strict-orphans", action="store_true",
-                    help="with --fsync-every: an orphan shown before durable is a problem too")
     args = ap.parse_args()
     report = run(args.seconds, args.senders, args.poppers, args.seed,
                  say=lambda text: print("torture: " + text, flush=True),
-                 fsync_every=args.fsync_every, strict_orphans=args.strict_orphans)
+                 fsync_every=args.fsync_every)
     for key in ("seed", "seconds", "sent", "acked", "refused", "unknown", "deleted_ok",
                 "deleted_maybe", "kills", "sessions", "records", "fsync"):
         print("%-14s %s" % (key, report[key]))

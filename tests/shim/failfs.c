@@ -17,6 +17,9 @@
  *   FAILFS_FSYNC_RANDOM=N  fsync and fdatasync of a file whose path ends in
  *                          "/mymailbox": EIO one time in N, chosen from
  *   FAILFS_SEED=S          S, the file and its count of syncs (default 1)
+ *   FAILFS_FAIL_MS=M       an injected failure returns only after M ms, as
+ *                          a real one would after trying the disk: a
+ *                          process killed meanwhile dies in a failed sync
  *
  * The durability model (the torture test's ground truth), when
  *   FAILFS_STATE=dir       is set: for every file whose path ends in
@@ -28,7 +31,7 @@
  *                          processes are serialized and the model is exact.
  *                          A truncation below last_ok lowers it.
  *   FAILFS_LOG=file        an injected failure appends one line there:
- *                          "FAIL <pid> <dev>-<ino> <last_ok> <size> <ids>",
+ *                          "FAIL <pid> <dev>-<ino> <last_ok> <size> @<login> <ids>",
  *                          ids the X-Torture-Id values of every record that
  *                          overlaps [last_ok, size): mail the sync did not
  *                          make durable. A problem of the shim itself is a
@@ -78,6 +81,25 @@ static int path_ends(int fd, const char *suffix)
 		return 0;
 	path[n] = '\0';
 	return (size_t)n >= m && strcmp(path + n - m, suffix) == 0;
+}
+
+/* mailbox_login - to out the name of the directory that holds the file
+ * open on fd (users/<login>/mymailbox: the login), "?" if unknown */
+static void mailbox_login(int fd, char *out, size_t cap)
+{
+	char link[64], path[4096], *end, *start;
+	ssize_t n;
+
+	(void)snprintf(out, cap, "?");
+	if (snprintf(link, sizeof link, "/proc/self/fd/%d", fd) >= (int)sizeof link
+	    || (n = readlink(link, path, sizeof path - 1)) < 0)
+		return;
+	path[n] = '\0';
+	if (!(end = strrchr(path, '/')) || end == path)
+		return;
+	*end = '\0';
+	start = strrchr(path, '/');
+	(void)snprintf(out, cap, "%s", start ? start + 1 : path);
 }
 
 /* fail_write - 1 (errno ENOSPC) if a write into fd is to fail */
@@ -376,11 +398,15 @@ static int reader(int fd, int *own)
 static void log_failure(int fd, const struct model *m)
 {
 	static struct line l;
+	char login[256];
 	int own, rfd = reader(fd, &own);
 	off_t end = m->st.st_size, rec = rfd < 0 ? -1 : record_start(rfd, m->last_ok);
-	int n = snprintf(l.buf, sizeof l.buf, "FAIL %d %llu-%llu %lld %lld", (int)getpid(),
-			 (unsigned long long)m->st.st_dev, (unsigned long long)m->st.st_ino,
-			 m->last_ok, (long long)end);
+	int n;
+
+	mailbox_login(fd, login, sizeof login);
+	n = snprintf(l.buf, sizeof l.buf, "FAIL %d %llu-%llu %lld %lld @%s", (int)getpid(),
+		     (unsigned long long)m->st.st_dev, (unsigned long long)m->st.st_ino,
+		     m->last_ok, (long long)end, login);
 
 	l.len = n > 0 ? (size_t)n : 0;
 	l.full = 0;
@@ -419,6 +445,23 @@ static int pick_failure(int fd, const struct stat *st, long long count)
 	return h % (uint64_t)n == 0;
 }
 
+/* fail_pause - wait FAILFS_FAIL_MS ms, bounded to a second */
+static void fail_pause(void)
+{
+	const char *ms = getenv("FAILFS_FAIL_MS");
+	long n = ms ? atol(ms) : 0;
+	struct timespec t;
+
+	if (n <= 0)
+		return;
+	if (n > 1000)
+		n = 1000;
+	t.tv_sec = n / 1000;
+	t.tv_nsec = (n % 1000) * 1000000L;
+	while (nanosleep(&t, &t) < 0 && errno == EINTR)
+		continue;
+}
+
 /* do_sync - fsync or fdatasync (real) through the model: an injected
  * failure is logged and leaves last_ok; a success moves it to the size
  * the file had before the call. The state stays locked across the real
@@ -440,14 +483,16 @@ static int do_sync(int fd, int (*real)(int))
 		m.last_ok = m.st.st_size;
 	if (pick_failure(fd, &m.st, m.count)) {
 		log_failure(fd, &m);
-		rc = -1;
-		e = EIO;
-	} else {
-		rc = real(fd);
-		e = errno;
-		if (rc == 0)
-			m.last_ok = m.st.st_size;
+		m.count++;
+		model_close(&m);	/* first: a process killed in the pause counted it */
+		fail_pause();
+		errno = EIO;
+		return -1;
 	}
+	rc = real(fd);
+	e = errno;
+	if (rc == 0)
+		m.last_ok = m.st.st_size;
 	m.count++;
 	model_close(&m);
 	errno = e;
