@@ -1744,13 +1744,13 @@ static struct child *fork_session(struct server *srv, int fd, const char *peer,
 			close_fd(sv[0], "socketpair");
 		run_child(srv, fd, peer, sv[1], child_mask);
 	}
+	if (pid < 0)
+		log_msg("fork: %s", strerror(errno));
 	for (int i = pid < 0 ? 0 : 1; i < 2; i++)
 		if (sv[i] >= 0)
 			close_fd(sv[i], "socketpair");
-	if (pid < 0) {
-		log_msg("fork: %s", strerror(errno));
+	if (pid < 0)
 		return NULL;
-	}
 	memset(c, 0, sizeof *c);
 	c->pid = pid;
 	c->worker = sv[0] >= 0;

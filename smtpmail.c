@@ -62,18 +62,22 @@
  * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
  * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
  *
- * Process model: the parent accepts and forks a session per connection.
- * Only live sessions count against -c and -C: a session that is over says
- * so on a pipe, and finished children are reaped before any refusal.
- * SIGTERM or SIGINT: stop accepting, give running sessions 10 s to end, then
- * SIGTERM them (a delivery under way finishes or rolls back first); sessions
- * ignore SIGINT, so a Ctrl-C to the process group does not cut them short.
+ * Process model: the parent accepts and hands each connection to an idle
+ * session process (a worker, reused: struct server's pool), or forks a new
+ * one; beyond POOL_SPARE idle workers are dismissed. Only live sessions
+ * count against -c and -C: a session that is over says so on a pipe, and
+ * finished children are reaped before any refusal.
+ * SIGTERM or SIGINT: stop accepting, dismiss idle workers, give running
+ * sessions 10 s to end, then SIGTERM them (a delivery under way finishes or
+ * rolls back first); sessions ignore SIGINT, so a Ctrl-C to the process
+ * group does not cut them short.
  * SIGPIPE and SIGXFSZ are ignored. When accept() runs out of descriptors it
  * is retried every 100 ms, and logged once.
  *
  * Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen, 2 on bad
- * usage. A session process (and -i) exits with its wrong passwords (0:
- * none); the parent adds them to the client address's penalty.
+ * usage. A session's wrong passwords go to the parent in its note on the
+ * pipe (a worker's) or as its process's exit status (-i too; 0: none); the
+ * parent adds them to the client address's penalty.
  *
  * Where to look: commands[] is the table, dispatch checks a row's states and
  * argument rule, out_of_order picks the 503; HELO/EHLO: cmd_helo, cmd_ehlo
@@ -1734,13 +1738,13 @@ static struct child *fork_session(struct server *srv, int fd, const char *peer,
 			close_fd(sv[0], "socketpair");
 		run_child(srv, fd, peer, sv[1], child_mask);
 	}
+	if (pid < 0)
+		log_msg("fork: %s", strerror(errno));
 	for (int i = pid < 0 ? 0 : 1; i < 2; i++)
 		if (sv[i] >= 0)
 			close_fd(sv[i], "socketpair");
-	if (pid < 0) {
-		log_msg("fork: %s", strerror(errno));
+	if (pid < 0)
 		return NULL;
-	}
 	memset(c, 0, sizeof *c);
 	c->pid = pid;
 	c->worker = sv[0] >= 0;
