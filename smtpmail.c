@@ -86,8 +86,9 @@
  * DATA: cmd_data -> receive_data -> scan_data, store_byte;
  * delivery: deliver -> lock_all, open_mailbox, append_record, release_all;
  * replies and their dialect: reply, code_len; the state: set_state; a
- * session: smtp_session -> session_step; the accept loop: serve; -i:
- * serve_inetd.
+ * session: smtp_session -> session_step; the accept loop: serve -> admit
+ * -> start_session -> reuse_worker (hand_off) or fork_session (run_child,
+ * next_connection); -i: serve_inetd.
  */
 #define _POSIX_C_SOURCE 200809L
 
