@@ -120,6 +120,7 @@ enum {
 	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
 	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
 	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
+	POOL_SPARE = 8,		/* idle session processes kept for reuse (struct server's pool) */
 	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
 	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
 	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
@@ -1473,8 +1474,24 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 /* A session process, as the parent sees it. */
 struct child {
 	pid_t pid;
-	int over;		/* its session is over: the process is only exiting */
+	int over;		/* its session is over: the process is exiting, or idle */
 	int noted;		/* a refusal of its address is logged (the burst's) */
+	char peer[ADDR_TEXT_MAX];	/* the client's address */
+	int worker;		/* a pooled process: it serves one session after another */
+	int sock;		/* a worker's socketpair, the parent's end; -1 once closed */
+	int idle;		/* a worker waiting on sock for its next connection */
+};
+
+/* What a session process writes on the over pipe when its session is over:
+ * one record, atomic (under PIPE_BUF), so the pipe only holds whole ones. */
+struct over_note {
+	pid_t pid;
+	int failures;		/* the session's wrong passwords (a worker's penalty report) */
+};
+
+/* What the parent sends a worker with a connection (SCM_RIGHTS). */
+struct handoff {
+	int auth_delay_ms;	/* the session's wait before a wrong password's answer */
 	char peer[ADDR_TEXT_MAX];	/* the client's address */
 };
 
@@ -1501,7 +1518,11 @@ struct server {
 	 * same socket here) returns its wrong passwords; its process exits
 	 * with them. */
 	int (*session)(int in, int out, const char *peer);
-	int over_pipe[2];	/* a child writes its pid to [1] when its session is over */
+	/* Reuse session processes (smtpmail): a connection goes to an idle
+	 * worker if there is one, else to a new one; 0: a process per session
+	 * (popserver: README, "Process model"). */
+	int pool;
+	int over_pipe[2];	/* a child writes a struct over_note to [1] when its session is over */
 	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
 	struct penalty penalties[PENALTY_SLOTS];
 	const char *userfile;	/* its problems logged once per change */
@@ -1517,6 +1538,9 @@ static int auth_delay_ms;
 /* In a session process: the pipe on which it tells the parent that its
  * session is over (session_over); -1 anywhere else, a fuzz harness too. */
 static int over_fd = -1;
+
+/* In a session process: the parent has its session's over_note. */
+static int over_told;
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -1574,14 +1598,40 @@ static void penalty_add(struct server *srv, const char *peer, int n)
 	p->last_ms = now_ms();
 }
 
+/* worker_dismiss - tell worker c to exit once its session, if any, is
+ * over: closing the parent's end of its socketpair is the message */
+static void worker_dismiss(struct child *c)
+{
+	if (c->sock >= 0)
+		close_fd(c->sock, "socketpair");
+	c->sock = -1;
+	c->idle = 0;
+}
+
+/* idle_worker - an idle worker, or NULL; in *count how many there are */
+static struct child *idle_worker(struct server *srv, int *count)
+{
+	struct child *found = NULL;
+
+	*count = 0;
+	for (int i = 0; i < srv->nchildren; i++)
+		if (srv->children[i].idle) {
+			found = &srv->children[i];
+			(*count)++;
+		}
+	return found;
+}
+
 /* forget_child - a session process ended: free its slot, add the wrong
- * passwords its exit status reports to its address, log an abnormal end */
+ * passwords its exit status reports to its address, log an abnormal end.
+ * A worker killed in a session: that session is over, with no failures. */
 static void forget_child(struct server *srv, pid_t pid, int status)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (srv->children[i].pid == pid) {
 			if (WIFEXITED(status) && WEXITSTATUS(status) > 0)
 				penalty_add(srv, srv->children[i].peer, WEXITSTATUS(status));
+			worker_dismiss(&srv->children[i]);
 			srv->children[i] = srv->children[--srv->nchildren];
 			break;
 		}
@@ -1589,19 +1639,37 @@ static void forget_child(struct server *srv, pid_t pid, int status)
 		log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
 }
 
-/* drain_over - mark the children that said their session is over */
+/* note_over - child c said its session is over. A worker's note is the
+ * session's penalty report (a forked session's exit status will be), and
+ * the worker is idle, up to POOL_SPARE of them: beyond, it is dismissed,
+ * so that a burst does not leave its processes behind. */
+static void note_over(struct server *srv, struct child *c, int failures)
+{
+	int idle;
+
+	c->over = 1;
+	if (!c->worker)
+		return;
+	if (failures > 0)
+		penalty_add(srv, c->peer, failures);
+	(void)idle_worker(srv, &idle);
+	if (c->sock >= 0 && idle < POOL_SPARE)
+		c->idle = 1;
+	else
+		worker_dismiss(c);
+}
+
+/* drain_over - take the notes of the children that said their session is over */
 static void drain_over(struct server *srv)
 {
-	pid_t pids[64];
+	struct over_note notes[64];
 	ssize_t n;
 
-	/* Every write is one whole pid (atomic, under PIPE_BUF), so the pipe
-	 * only ever holds whole pids. */
-	while ((n = read(srv->over_pipe[0], pids, sizeof pids)) > 0)
-		for (size_t k = 0; k < (size_t)n / sizeof pids[0]; k++)
+	while ((n = read(srv->over_pipe[0], notes, sizeof notes)) > 0)
+		for (size_t k = 0; k < (size_t)n / sizeof notes[0]; k++)
 			for (int i = 0; i < srv->nchildren; i++)
-				if (srv->children[i].pid == pids[k])
-					srv->children[i].over = 1;
+				if (srv->children[i].pid == notes[k].pid && !srv->children[i].over)
+					note_over(srv, &srv->children[i], notes[k].failures);
 }
 
 /* reap_children - collect every finished session; never blocks */
@@ -1657,17 +1725,27 @@ static void refuse_busy(struct server *srv, int fd)
 	close_fd(fd, "connection");
 }
 
+/* exit_status - a session process's exit status: its wrong passwords (0
+ * none, at most EXIT_FAILURES_MAX), which a parent adds to the address's
+ * penalty */
+static int exit_status(int failures)
+{
+	return failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX;
+}
+
 /* session_over - in a session process, right after its last reply is sent:
  * tell the parent that its slot is free, before the client, which has the
  * reply, can connect again, and well before this process has exited and
- * been reaped (a sanitizer's exit alone takes milliseconds). Once only. */
-static void session_over(void)
+ * been reaped (a sanitizer's exit alone takes milliseconds). The note
+ * carries the session's wrong passwords: a worker's penalty report, sent
+ * before the client sees the connection close. Once only. */
+static void session_over(int failures)
 {
-	pid_t self = getpid();
+	struct over_note note = { .pid = getpid(), .failures = exit_status(failures) };
 
-	if (over_fd >= 0 && write(over_fd, &self, sizeof self) < 0) {
-		/* the pipe is full: the slot frees when the parent reaps us */
-	}
+	if (over_fd >= 0 && write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
+		over_told = 1;
+	/* else the pipe is full: the slot frees when the parent reaps us */
 	over_fd = -1;
 }
 
@@ -1681,57 +1759,192 @@ static void child_signals(const sigset_t *mask)
 		log_msg("session signals: %s", strerror(errno));
 }
 
-/* exit_status - a session process's exit status: its wrong passwords (0
- * none, at most EXIT_FAILURES_MAX), which a parent adds to the address's
- * penalty */
-static int exit_status(int failures)
+/* A buffer for one descriptor's SCM_RIGHTS message, aligned for cmsghdr. */
+union fd_control {
+	struct cmsghdr align;
+	char buf[CMSG_SPACE(sizeof(int))];
+};
+
+/* hand_off - send connection fd, with the client's address and the
+ * session's penalty delay, to a worker on its socketpair; 0, or -1 */
+static int hand_off(int sock, int fd, const char *peer, int delay_ms)
 {
-	return failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX;
+	struct handoff h;
+	union fd_control ctl;
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = sizeof ctl.buf };
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	memset(&h, 0, sizeof h);
+	memset(&ctl, 0, sizeof ctl);
+	h.auth_delay_ms = delay_ms;
+	(void)snprintf(h.peer, sizeof h.peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
+	cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof fd);
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	if ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) == (ssize_t)sizeof h)
+		return 0;
+	if (n >= 0)
+		errno = EMSGSIZE;	/* a SOCK_SEQPACKET message goes whole or not at all */
+	return -1;
 }
 
-/* run_child - in the new process: the session on fd, then exit */
-static void run_child(struct server *srv, int fd, const char *peer,
-		      const sigset_t *child_mask)
+/* next_connection - in a worker between sessions: wait for the parent's
+ * next connection. Its descriptor, with the client's address in peer and
+ * the session's penalty delay in auth_delay_ms; -1 when the parent has
+ * closed the socketpair (the worker is dismissed) or it failed. */
+static int next_connection(int sock, char *peer, size_t cap)
 {
-	int failures;
+	struct handoff h;
+	union fd_control ctl;
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = sizeof ctl.buf };
+	struct cmsghdr *cm;
+	ssize_t n;
+	int fd = -1;
 
+	while ((n = recvmsg(sock, &msg, 0)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		log_msg("worker: %s", strerror(errno));
+	cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS
+	    && cm->cmsg_len == CMSG_LEN(sizeof fd))
+		memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+	if (fd >= 0 && (n != (ssize_t)sizeof h || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))) {
+		close_fd(fd, "connection");	/* not the parent's message */
+		fd = -1;
+	}
+	if (fd < 0)
+		return -1;
+	h.peer[sizeof h.peer - 1] = '\0';
+	(void)snprintf(peer, cap, "%s", h.peer);
+	auth_delay_ms = h.auth_delay_ms;
+	return fd;
+}
+
+/* child_setup - in a new session process: close what is the parent's: the
+ * listening sockets, the reading end of the over pipe, and the workers'
+ * socketpairs (a copy here would keep a worker from seeing the parent
+ * close its end) */
+static void child_setup(struct server *srv)
+{
 	for (int i = 0; i < srv->nfds; i++)
 		close_fd(srv->fds[i], "listening socket");
+	for (int i = 0; i < srv->nchildren; i++)
+		if (srv->children[i].sock >= 0)
+			close_fd(srv->children[i].sock, "socketpair");
 	close_fd(srv->over_pipe[0], "pipe");
-	over_fd = srv->over_pipe[1];
-	child_signals(child_mask);
-	failures = srv->session(fd, fd, peer);
-	session_over();		/* if the session has not said so */
-	exit(exit_status(failures));
 }
 
-/* start_session - fork a child that runs the session on fd; same: the
- * other live sessions of peer */
+/*
+ * run_child - in the new process: the session on fd, then exit. A worker
+ * (sock >= 0) then serves each connection the parent hands it on sock,
+ * until the parent closes it. Nothing of one session reaches the next: the
+ * session's state is its own allocation, freed at its end, and each starts
+ * with the same signal mask and dispositions, no alarm, its own penalty
+ * delay, and the same descriptors (a session closes its connection).
+ */
+static void run_child(struct server *srv, int fd, const char *first, int sock,
+		      const sigset_t *child_mask)
+{
+	char peer[ADDR_TEXT_MAX];
+	int failures;
+
+	child_setup(srv);
+	(void)snprintf(peer, sizeof peer, "%s", first);	/* fits: both ADDR_TEXT_MAX */
+	do {
+		over_fd = srv->over_pipe[1];
+		over_told = 0;
+		alarm(0);
+		child_signals(child_mask);
+		failures = srv->session(fd, fd, peer);
+		session_over(failures);		/* if the session has not said so */
+	} while (sock >= 0 && over_told && (fd = next_connection(sock, peer, sizeof peer)) >= 0);
+	/* A worker's notes carried its penalty reports; the last one too,
+	 * unless the pipe was full. */
+	exit(sock >= 0 && over_told ? 0 : exit_status(failures));
+}
+
+/* fork_session - a new process for the session on fd: with srv->pool a
+ * worker, with a socketpair for the connections to come (out of
+ * descriptors for one: a plain session); its entry, or NULL after logging */
+static struct child *fork_session(struct server *srv, int fd, const char *peer,
+				  const sigset_t *child_mask)
+{
+	struct child *c = &srv->children[srv->nchildren];
+	int sv[2] = { -1, -1 };
+	pid_t pid;
+
+	if (srv->pool && (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0
+			  || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0)) {	/* never block the loop */
+		for (int i = 0; i < 2; i++)
+			if (sv[i] >= 0)
+				close_fd(sv[i], "socketpair");
+		sv[0] = sv[1] = -1;
+	}
+	if ((pid = fork()) == 0) {
+		if (sv[0] >= 0)
+			close_fd(sv[0], "socketpair");
+		run_child(srv, fd, peer, sv[1], child_mask);
+	}
+	if (pid < 0)
+		log_msg("fork: %s", strerror(errno));
+	for (int i = pid < 0 ? 0 : 1; i < 2; i++)
+		if (sv[i] >= 0)
+			close_fd(sv[i], "socketpair");
+	if (pid < 0)
+		return NULL;
+	memset(c, 0, sizeof *c);
+	c->pid = pid;
+	c->worker = sv[0] >= 0;
+	c->sock = sv[0];
+	srv->nchildren++;
+	return c;
+}
+
+/* reuse_worker - hand fd to an idle worker; the worker, or NULL if none
+ * took it (one that cannot, which has just died, is dismissed) */
+static struct child *reuse_worker(struct server *srv, int fd, const char *peer)
+{
+	struct child *c;
+	int idle;
+
+	while ((c = idle_worker(srv, &idle)) != NULL) {
+		if (hand_off(c->sock, fd, peer, auth_delay_ms) == 0)
+			return c;
+		log_msg("worker %ld: %s", (long)c->pid, strerror(errno));
+		worker_dismiss(c);
+	}
+	return NULL;
+}
+
+/* start_session - the session on fd: handed to an idle worker, else in a
+ * new process; same: the other live sessions of peer */
 static void start_session(struct server *srv, int fd, const char *peer, int same,
 			  const sigset_t *child_mask)
 {
 	struct penalty *p = penalty_entry(srv, peer, 0);
-	struct child *c = &srv->children[srv->nchildren];
-	pid_t pid;
+	struct child *c;
 
 	/* Every wrong password of the address's recent sessions doubles the
 	 * delay, and so does each of its other live sessions (guessing in
 	 * parallel, whose failures are only reported when they end). */
 	auth_delay_ms = penalty_delay_ms(srv->auth_delay_ms, (p ? p->failures : 0) + same);
-	if ((pid = fork()) < 0) {
-		log_msg("fork: %s", strerror(errno));
+	if (!(c = reuse_worker(srv, fd, peer)) && !(c = fork_session(srv, fd, peer, child_mask))) {
 		refuse_busy(srv, fd);
 		return;
 	}
-	if (pid == 0)
-		run_child(srv, fd, peer, child_mask);
 	note_peer(srv, peer, 0);	/* the address's refusal burst, if any, is over */
 	srv->busy_noted = 0;
-	memset(c, 0, sizeof *c);
-	c->pid = pid;
+	c->over = c->idle = c->noted = 0;
 	(void)snprintf(c->peer, sizeof c->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
-	srv->nchildren++;
-	close_fd(fd, "connection");	/* the child has it */
+	close_fd(fd, "connection");	/* its session's process has it */
 }
 
 /* log_refusal - log why peer is refused, once per burst: past -c until a
@@ -1772,12 +1985,16 @@ static void wait_over(struct server *srv)
  * its address. Only live sessions count: when the table looks full, finished
  * ones are collected first, and at -c a session about to say it is over is
  * waited for a moment (not at -C: one address must not slow the loop down
- * for the others).
+ * for the others). With a pool, the notes are taken first in any case: a
+ * worker that has just become idle is reused, its penalty report counts.
  */
 static void admit(struct server *srv, int fd, const char *peer, const sigset_t *child_mask)
 {
-	int same, noted, live = live_sessions(srv, peer, &same, &noted);
+	int same, noted, live;
 
+	if (srv->pool)
+		drain_over(srv);
+	live = live_sessions(srv, peer, &same, &noted);
 	if (live >= srv->max_children || same >= srv->max_per_peer
 	    || srv->nchildren == srv->slots) {
 		reap_children(srv);
@@ -1834,6 +2051,8 @@ static void stop_sessions(struct server *srv)
 {
 	time_t deadline = time(NULL) + STOP_GRACE_SECONDS;
 
+	for (int i = 0; i < srv->nchildren; i++)	/* idle ones exit now, busy ones after */
+		worker_dismiss(&srv->children[i]);
 	while (srv->nchildren > 0 && time(NULL) < deadline) {
 		struct timespec tick = { 0, 50 * 1000 * 1000 };
 
@@ -1878,14 +2097,16 @@ static int server_signals(sigset_t *wait_mask)
 	return 0;
 }
 
-/* wait_ready - pselect on the listening sockets (none while paused: then
- * just sleep ACCEPT_PAUSE_MS); signals get through only here */
+/* wait_ready - pselect on the over pipe and the listening sockets (not
+ * those while paused: then at most ACCEPT_PAUSE_MS); signals get through
+ * only here */
 static int wait_ready(struct server *srv, fd_set *ready, const sigset_t *wait_mask)
 {
 	struct timespec pause = { 0, ACCEPT_PAUSE_MS * 1000000L };
-	int maxfd = -1, n;
+	int maxfd = srv->over_pipe[0], n;
 
 	FD_ZERO(ready);
+	FD_SET(srv->over_pipe[0], ready);
 	for (int i = 0; !srv->paused && i < srv->nfds; i++) {
 		FD_SET(srv->fds[i], ready);
 		if (srv->fds[i] > maxfd)
@@ -1930,13 +2151,14 @@ static void server_cleanup(struct server *srv)
 }
 
 /*
- * serve - the accept loop: a child per connection until SIGTERM or SIGINT.
+ * serve - the accept loop: a session per connection until SIGTERM or SIGINT.
  * The three signals stay blocked except inside pselect, which unblocks them
  * atomically: a signal can never slip in between the check and the wait.
  */
 static int serve(struct server *srv)
 {
 	sigset_t wait_mask;
+	int same, noted;
 
 	if (server_setup(srv) < 0 || server_signals(&wait_mask) < 0) {
 		log_msg("cannot serve: %s", strerror(errno));
@@ -1952,13 +2174,16 @@ static int serve(struct server *srv)
 			got_sigchld = 0;
 			reap_children(srv);
 		}
+		if (n > 0 && FD_ISSET(srv->over_pipe[0], &ready))
+			drain_over(srv);
 		for (int i = 0; n > 0 && i < srv->nfds; i++)
 			if (FD_ISSET(srv->fds[i], &ready))
 				accept_one(srv, srv->fds[i], &wait_mask);
 	}
 	for (int i = 0; i < srv->nfds; i++)
 		close_fd(srv->fds[i], "listening socket");
-	log_msg("stopping: %d session(s) still running", srv->nchildren);
+	drain_over(srv);
+	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &noted));
 	stop_sessions(srv);
 	server_cleanup(srv);
 	return 0;
@@ -4290,7 +4515,7 @@ static void session_end(struct session *s, enum io_status st)
 	 * that reconnects the moment it reads +OK must not find them held, nor
 	 * this session's slot taken. */
 	conn_flush(s->c);
-	session_over();
+	session_over(s->auth_failures);
 }
 
 /* session_conn - set up the buffered connection, read from in and

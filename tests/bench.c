@@ -44,7 +44,8 @@
  *   memory   VmHWM (peak resident set) of the smtpmail session process
  *            after receiving a 20 MB message, and of the popserver session
  *            process after sending it back; read from /proc/<pid>/status
- *            before QUIT (the session process is the server's only child);
+ *            before QUIT (the session process: the server's only child, or
+ *            the one that logged the connection: smtpmail keeps idle ones);
  *   verify   every message that got 250 is in its mailbox exactly once and
  *            byte-exact after unstuffing; the 20 MB one comes back intact.
  *
@@ -1167,12 +1168,43 @@ static long proc_kib(long pid, const char *field)
 	return p ? atol(p + strlen(field)) : -1;
 }
 
-/* session_hwm - VmHWM (KiB) of the server's one session process; -1 if unknown */
-static long session_hwm(pid_t server)
+/* log_last_session - the pid of the last "connection from" line in the
+ * last 64 KiB of a server's log; -1 if none */
+static long log_last_session(const char *log)
 {
-	for (int tries = 0; server > 0 && tries < 100; tries++) {
-		long child = only_child(server);
+	static char buf[65536 + 1];
+	char *p, *last = NULL;
+	off_t size;
+	ssize_t n = -1;
+	int fd = open(log, O_RDONLY);
 
+	if (fd < 0)
+		return -1;
+	if ((size = lseek(fd, 0, SEEK_END)) >= 0)
+		n = pread(fd, buf, sizeof buf - 1, size > 65536 ? size - 65536 : 0);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	for (p = buf; (p = strstr(p, "]: connection from ")) != NULL; p++)
+		last = p;
+	while (last && last > buf && isdigit((unsigned char)last[-1]))
+		last--;
+	return last ? atol(last) : -1;
+}
+
+/* session_hwm - VmHWM (KiB) of the server's session process: its one child,
+ * or, among several (smtpmail's pool keeps idle ones), the one that logged
+ * the last connection (its peak then includes its earlier sessions');
+ * -1 if unknown */
+static long session_hwm(const struct server *srv)
+{
+	for (int tries = 0; srv->pid > 0 && tries < 100; tries++) {
+		long child = only_child(srv->pid);
+
+		if (child < 0 && (child = log_last_session(srv->log)) > 0
+		    && proc_parent(child) != (long)srv->pid)
+			child = -1;
 		if (child > 0)
 			return proc_kib(child, "VmHWM:");
 		sleep_ms(20);	/* a previous session may still be exiting */
@@ -1549,9 +1581,9 @@ static long mem_smtp(const char *msg, long *idle_kib)
 
 	if (smtp_open(&c, &B.smtp) != 0)
 		fatal("cannot connect to smtpmail");
-	*idle_kib = session_hwm(B.smtpd.pid);
+	*idle_kib = session_hwm(&B.smtpd);
 	code = smtp_send(&c, "benchmem", msg, (size_t)BIG_SIZE + 3, 1);
-	hwm = session_hwm(B.smtpd.pid);
+	hwm = session_hwm(&B.smtpd);
 	if (code != 250)	/* a 250 is verified through POP3 in mem_pop */
 		problem("20 MB message got %d", code);
 	smtp_bye(&c);
@@ -1567,7 +1599,7 @@ static long mem_pop(const char *msg, long *idle_kib)
 
 	if (pop_login(&c, &B.pop, "benchmem", NULL) < 0)
 		fatal("cannot log in to popserver as benchmem");
-	*idle_kib = session_hwm(B.popd.pid);
+	*idle_kib = session_hwm(&B.popd);
 	if ((n = pop_list(&c, &sizes)) != 1) {
 		problem("benchmem holds %ld messages, expected 1", n);
 		free(sizes);
@@ -1580,7 +1612,7 @@ static long mem_pop(const char *msg, long *idle_kib)
 		problem("the 20 MB message did not come back byte-exact");
 		B.lost++;
 	}
-	hwm = session_hwm(B.popd.pid);
+	hwm = session_hwm(&B.popd);
 	free(got);
 	free(sizes);
 	pop_quit(&c);

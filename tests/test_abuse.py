@@ -16,7 +16,7 @@ import time
 from harness import HOSTNAME, Raw, POP_GREETING
 from test_pop import PopTest, make_record
 from test_smtp import SmtpTest
-from test_smtp_process import children_of
+from test_smtp_process import children_of, wait_sessions_over
 
 BINARIES = ("smtpmail", "popserver")
 OTHER = "127.0.0.2"
@@ -137,7 +137,7 @@ class SmtpLimits(SmtpTest):
         refused, errors = burst(server.port, BUSY_SMTP, "QUIT\r\n")
         self.assertEqual(errors, [])
         self.assertEqual(refused, 0, server.log()[-1500:])
-        self.assertTrue(wait_no_children(server))
+        self.assertTrue(wait_sessions_over(server))
 
 
 class HeldPopTest(PopTest):

@@ -23,6 +23,7 @@ import unittest
 
 from harness import (HOSTNAME, POP_GREETING, SANITIZER_ENV, SANITIZER_RE, Raw, binary)
 from test_abuse import OTHER, raw_from, wait_no_children
+from test_smtp_process import wait_sessions_over
 from test_smtp import SmtpTest
 
 EHLO_AUTH = "250-AUTH CRAM-MD5 PLAIN LOGIN"
@@ -214,8 +215,9 @@ class SmtpPenalty(SmtpTest):
         c.cmd("QUIT")
         self.assertTrue(c.closed())
         # the two failures count for the address (100 ms * 2^2), once the
-        # parent has read the session's exit status; another address not
-        self.assertTrue(wait_no_children(server))
+        # parent has the session's note (its worker's penalty report);
+        # another address not
+        self.assertTrue(wait_sessions_over(server))
         with raw_from(server.port, OTHER) as c:
             c.reply()
             c.cmd("EHLO client.example")
