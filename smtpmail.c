@@ -3640,6 +3640,13 @@ static int sync_new_mailbox(const struct rcpt *r)
 	return fsync(r->dir_fd) < 0 || sync_dir(cfg.spool) < 0 ? -1 : 0;
 }
 
+/* unlock - let one lock byte of r's lock file go */
+static void unlock(const struct rcpt *r, off_t byte)
+{
+	if (lock_byte(r->lock_fd, byte, F_UNLCK, 0) < 0)
+		log_msg("unlock %s: %s", r->login, strerror(errno));
+}
+
 /*
  * commit_cut - under the commit and write locks, when an fsync failed or
  * its process died unsettled: no record that was not durable before may
@@ -3672,24 +3679,28 @@ static int commit_cut(struct rcpt *r, struct commit_state *h)
 /*
  * commit_prepare - under the write lock, before the append: make the
  * commit state valid (commit_load) and note the epoch our record belongs
- * to. With several recipients we hold the commit lock too (lock_all): an
- * fsync whose process died unsettled is settled first (commit_cut), so that
+ * to. An fsync announced and not settled, while nobody holds the commit
+ * lock (we try it without waiting; with several recipients lock_all holds
+ * it), was a leader's that died: it is settled first (commit_cut), so that
  * its cut does not take our record with it.
  */
 static int commit_prepare(struct rcpt *r, int commit_locked)
 {
 	struct commit_state h;
+	int rc = 0;
 
 	if (fstat(r->box_fd, &r->box) < 0
 	    || commit_load(r->lock_fd, r->box_fd, &r->box, &h) < 0)
 		return -1;
-	if (commit_locked && h.syncing >= 0) {
-		if (commit_cut(r, &h) < 0)
-			return -1;
+	if (h.syncing >= 0
+	    && (commit_locked || lock_byte(r->lock_fd, COMMIT_LOCK_BYTE, F_WRLCK, 0) == 0)) {
+		rc = commit_cut(r, &h);
 		r->noted = r->box.st_size = h.size;
+		if (!commit_locked)
+			unlock(r, COMMIT_LOCK_BYTE);
 	}
 	r->epoch = h.epoch;
-	return 0;
+	return rc;
 }
 
 /* open_mailbox - open mymailbox in the user's directory under its write
@@ -3839,13 +3850,6 @@ static int lock_all(struct session *s)
 			return -1;
 	}
 	return 0;
-}
-
-/* unlock - let one lock byte of r's lock file go */
-static void unlock(const struct rcpt *r, off_t byte)
-{
-	if (lock_byte(r->lock_fd, byte, F_UNLCK, 0) < 0)
-		log_msg("unlock %s: %s", r->login, strerror(errno));
 }
 
 /* release_all - close the mailboxes and drop the locks (the write lock,
