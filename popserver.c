@@ -1281,10 +1281,11 @@ struct commit_state {
 	int64_t size;		/* its size as the last change under the write lock left it */
 	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
 	int64_t syncing;	/* -1, or the size an fsync under way covers */
-	uint64_t epoch;		/* one more at each cut: an append noted before it is gone */
+	int64_t kept;		/* the durable size the last cut kept: records below it stayed */
+	uint64_t epoch;		/* one more at each cut: records appended before it and past kept are gone */
 };
 
-static const char COMMIT_MAGIC[8] = "mtcmt02";
+static const char COMMIT_MAGIC[8] = "mtcmt03";
 
 /* boot_stamp - when this system started, in ms of the real-time clock:
  * the same for the whole uptime, other after a reboot (POSIX has no boot
@@ -1368,6 +1369,7 @@ static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct co
 		int e = errno;
 
 		h->boot_ms = 0;		/* still invalid */
+		h->kept = 0;
 		h->epoch++;
 		(void)commit_write(lock_fd, h);
 		errno = e;
@@ -4270,8 +4272,9 @@ static int rewrite_mailbox(struct session *s, off_t tail)
  * commit_updated - after the update: the commit state is about mymailbox
  * as it is now, all of it durable (truncate_mailbox and write_new fsynced
  * it). The epoch stays, so that smtpmail sessions whose records were
- * carried into a new file answer 250 (commit_begin); it moves on when
- * mail_end left records out: their sessions answer 451.
+ * carried into a new file answer 250 (commit_fate); it moves on when
+ * mail_end left records out, past the durable size: their sessions answer
+ * 451, the others find their records kept.
  */
 static void commit_updated(struct session *s, int dropped)
 {
@@ -4287,9 +4290,12 @@ static void commit_updated(struct session *s, int dropped)
 	h.boot_ms = boot_stamp();
 	h.dev = (uint64_t)st.st_dev;
 	h.ino = (uint64_t)st.st_ino;
+	if (dropped) {
+		h.kept = h.durable;	/* in the old file: what was carried over */
+		h.epoch++;
+	}
 	h.size = h.durable = st.st_size;
 	h.syncing = -1;
-	h.epoch += (uint64_t)dropped;
 	(void)commit_write(s->lockfd, &h);
 }
 

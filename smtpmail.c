@@ -1279,10 +1279,11 @@ struct commit_state {
 	int64_t size;		/* its size as the last change under the write lock left it */
 	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
 	int64_t syncing;	/* -1, or the size an fsync under way covers */
-	uint64_t epoch;		/* one more at each cut: an append noted before it is gone */
+	int64_t kept;		/* the durable size the last cut kept: records below it stayed */
+	uint64_t epoch;		/* one more at each cut: records appended before it and past kept are gone */
 };
 
-static const char COMMIT_MAGIC[8] = "mtcmt02";
+static const char COMMIT_MAGIC[8] = "mtcmt03";
 
 /* boot_stamp - when this system started, in ms of the real-time clock:
  * the same for the whole uptime, other after a reboot (POSIX has no boot
@@ -1366,6 +1367,7 @@ static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct co
 		int e = errno;
 
 		h->boot_ms = 0;		/* still invalid */
+		h->kept = 0;
 		h->epoch++;
 		(void)commit_write(lock_fd, h);
 		errno = e;
@@ -3663,6 +3665,7 @@ static int commit_cut(struct rcpt *r, struct commit_state *h)
 	log_msg("%s: an fsync failed: cutting back the %lld bytes appended since the last"
 		" good one; their deliveries answer 451", r->login,
 		(long long)(h->size - cut));
+	h->kept = cut;
 	h->epoch++;
 	if (commit_write(r->lock_fd, h) < 0)
 		return -1;
@@ -3893,31 +3896,42 @@ static void roll_back(struct rcpt *r)
 enum commit_step { COMMIT_DONE, COMMIT_FAILED, COMMIT_FSYNC };
 
 /*
- * commit_begin - under the commit and write locks: is our record (ending
- * at r->end, appended in epoch r->epoch) durable already? COMMIT_DONE if an
- * fsync begun after our append returned 0, or if the mailbox was replaced
- * since: only popserver's update (or a conversion) replaces it, under the
- * write lock, copying every record not cut into a new file that it fsyncs
- * first. COMMIT_FAILED if it was cut (a new epoch) or nothing is known.
- * Else the fsync we are about to make is announced (*covered) and
- * COMMIT_FSYNC.
+ * commit_fate - what the commit state h says of our record (ending at
+ * r->end, appended in epoch r->epoch): COMMIT_DONE durable, COMMIT_FAILED
+ * cut back (or not known), COMMIT_FSYNC not durable yet. A cut since our
+ * append (one epoch more) kept what was durable then (h->kept); after two,
+ * what the first one kept is no longer known. A mailbox replaced since
+ * (popserver's update or a conversion, under the write lock) had every
+ * record that was not cut copied into a new file, fsynced before the
+ * rename: ours is durable there.
+ */
+static enum commit_step commit_fate(const struct rcpt *r, const struct commit_state *h)
+{
+	if (h->epoch == r->epoch)
+		return !commit_about(h, &r->box) || h->durable >= r->end ? COMMIT_DONE
+									  : COMMIT_FSYNC;
+	return h->epoch == r->epoch + 1 && r->end <= h->kept ? COMMIT_DONE : COMMIT_FAILED;
+}
+
+/*
+ * commit_begin - under the commit and write locks: settle an fsync that
+ * its process left unsettled (we hold the commit lock: it died), then look
+ * at our record's fate. Not durable yet: the fsync we are about to make is
+ * announced (*covered) and COMMIT_FSYNC.
  */
 static enum commit_step commit_begin(struct rcpt *r, off_t *covered)
 {
 	struct commit_state h;
+	enum commit_step step;
 
 	if (commit_read(r->lock_fd, &h) <= 0)
 		return COMMIT_FAILED;
-	if (!commit_about(&h, &r->box))
-		return h.epoch == r->epoch ? COMMIT_DONE : COMMIT_FAILED;
-	if (h.syncing >= 0)	/* we hold the commit lock: its process died */
+	if (commit_about(&h, &r->box) && h.syncing >= 0)
 		(void)commit_cut(r, &h);
-	if (h.epoch != r->epoch)
-		return COMMIT_FAILED;
-	if (h.durable >= r->end)
-		return COMMIT_DONE;
-	*covered = commit_announce(r->lock_fd, &h);
-	return *covered < 0 ? COMMIT_FAILED : COMMIT_FSYNC;
+	if ((step = commit_fate(r, &h)) == COMMIT_FSYNC
+	    && (*covered = commit_announce(r->lock_fd, &h)) < 0)
+		step = COMMIT_FAILED;
+	return step;
 }
 
 /* commit_end - under the commit and write locks, after our fsync: settle
@@ -3925,17 +3939,16 @@ static enum commit_step commit_begin(struct rcpt *r, off_t *covered)
 static enum commit_step commit_end(struct rcpt *r, off_t covered, int synced)
 {
 	struct commit_state h;
+	enum commit_step step;
 
 	if (commit_read(r->lock_fd, &h) <= 0)
 		return COMMIT_FAILED;
-	if (!commit_about(&h, &r->box))
-		return h.epoch == r->epoch ? COMMIT_DONE : COMMIT_FAILED;
-	if (!synced) {
+	if (commit_about(&h, &r->box) && !synced)
 		(void)commit_cut(r, &h);
-		return COMMIT_FAILED;
-	}
-	(void)commit_synced(r->lock_fd, &h, covered);	/* else later ones fsync again */
-	return h.epoch == r->epoch ? COMMIT_DONE : COMMIT_FAILED;
+	else if (commit_about(&h, &r->box))
+		(void)commit_synced(r->lock_fd, &h, covered);	/* else later ones fsync again */
+	step = commit_fate(r, &h);
+	return step == COMMIT_FSYNC ? COMMIT_FAILED : step;
 }
 
 /* lock_write - take r's write lock (bounded) for a step of commit_one */

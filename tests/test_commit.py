@@ -13,7 +13,8 @@ then driven over the wire:
 - a delivery to several mailboxes commits to all of them.
 
 The state's layout (smtpmail.c, shared block "commit"): magic[8], boot_ms,
-dev, ino, size, durable, syncing, epoch: eight 8-byte fields, native order.
+dev, ino, size, durable, syncing, kept, epoch: nine 8-byte fields, native
+order.
 """
 import os
 import struct
@@ -23,8 +24,8 @@ import unittest
 from harness import TRACE, MailTest, Raw
 from test_pop import make_record
 
-STATE = struct.Struct("=8sqQQqqqQ")
-MAGIC = b"mtcmt02\0"
+STATE = struct.Struct("=8sqQQqqqqQ")
+MAGIC = b"mtcmt03\0"
 
 
 def boot_stamp_ms():
@@ -78,7 +79,8 @@ class CommitState(MailTest):
             return list(STATE.unpack(f.read(STATE.size)))
 
     def set_state(self, login, **fields):
-        names = ["magic", "boot_ms", "dev", "ino", "size", "durable", "syncing", "epoch"]
+        names = ["magic", "boot_ms", "dev", "ino", "size", "durable", "syncing", "kept",
+                 "epoch"]
         values = self.state(login)
         for name, value in fields.items():
             values[names.index(name)] = value
@@ -88,7 +90,7 @@ class CommitState(MailTest):
     def test_state_after_deliveries(self):
         self.assertTrue(self.deliver(["alice"], b"one").startswith("250"))
         self.assertTrue(self.deliver(["alice"], b"two").startswith("250"))
-        magic, boot, dev, ino, size, durable, syncing, epoch = self.state("alice")
+        magic, boot, dev, ino, size, durable, syncing, kept, epoch = self.state("alice")
         st = os.stat(self.mailbox_path("alice"))
         self.assertEqual((magic, dev, ino), (MAGIC, st.st_dev, st.st_ino))
         self.assertEqual((size, durable, syncing), (st.st_size, st.st_size, -1))
