@@ -3662,8 +3662,8 @@ static int commit_cut(struct rcpt *r, struct commit_state *h)
 {
 	off_t cut = h->durable < h->size ? h->durable : h->size;
 
-	log_msg("%s: an fsync failed: cutting back the %lld bytes appended since the last"
-		" good one; their deliveries answer 451", r->login,
+	log_msg("%s: an fsync failed or was left unsettled: cutting back the %lld bytes"
+		" appended since the last good one; their deliveries answer 451", r->login,
 		(long long)(h->size - cut));
 	h->kept = cut;
 	h->epoch++;
