@@ -15,6 +15,7 @@ Which process served a session: the pid of its "connection from" log line.
 import os
 import re
 import signal
+import socket
 import time
 import unittest
 
@@ -38,6 +39,27 @@ def fd_table(pid):
     """{descriptor: what it refers to} of a process (Linux /proc)."""
     path = "/proc/%d/fd" % pid
     return {fd: os.readlink(os.path.join(path, fd)) for fd in os.listdir(path)}
+
+
+def gone(pid):
+    """True if pid has exited (a zombie, or reaped by its new parent)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def kill_if_ours(pid, port):
+    """SIGKILL pid if it is still the smtpmail worker of the server on port
+    (a test's own, by PID; its pid not yet reused by another process)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().split(b"\0")
+        if not gone(pid) and argv[0].endswith(b"smtpmail") and str(port).encode() in argv:
+            os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 class Pool(SmtpTest):
@@ -238,6 +260,41 @@ class Lifecycle(SmtpTest):
         while time.time() < deadline and idle in children_of(server.proc.pid):
             time.sleep(0.05)
         self.assertNotIn(idle, children_of(server.proc.pid))
+
+    def test_parent_killed_idle_workers_exit_busy_one_finishes(self):
+        server = self.start_smtp("-c", "10", "-C", "10")
+        clients = []
+        for _ in range(3):                                   # workers A, B, C, forked in turn
+            clients.append(self.raw(server.port))
+            self.assertEqual(clients[-1].line(), GREETING)
+        workers = session_pids(server)
+        self.assertEqual(len(set(workers)), 3)
+        for pid in workers:                                  # never left behind by this test
+            self.addCleanup(kill_if_ours, pid, server.port)
+        for c in clients[:2]:                                # A and B idle; C (which a fork
+            c.cmd("QUIT")                                    # keeping copies of A's and B's
+            self.assertTrue(c.closed())                      # socketpairs would be) busy
+        busy = clients[2]
+        self.assertEqual(busy.cmd("HELO c.example"), "250 OK Hello c.example")
+        server.proc.kill()
+        server.proc.wait(5)
+        deadline = time.time() + 10                          # the idle ones see their socketpair close
+        while time.time() < deadline and not all(gone(pid) for pid in workers[:2]):
+            time.sleep(0.05)
+        self.assertTrue(all(gone(pid) for pid in workers[:2]), workers)
+        with socket.socket() as s:                           # nobody keeps the port
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", server.port))
+            s.listen()
+        self.accepted_id(self.transaction(busy, "a@b.example", ["alice@x.example"],
+                                          b"after the parent\r\n.\r\n", enhanced=False),
+                         enhanced=False)                     # the busy session goes on
+        self.assertEqual(busy.cmd("QUIT"), "221 %s closing connection" % HOSTNAME)
+        deadline = time.time() + 10                          # then its worker exits too
+        while time.time() < deadline and not gone(workers[2]):
+            time.sleep(0.05)
+        self.assertTrue(gone(workers[2]))
+        self.assertEqual(len(self.records("alice")), 1)
 
     def quick_session(self, server):
         c = self.connect(server)
