@@ -1518,7 +1518,7 @@ struct server {
 	int busy_noted;		/* a refusal at -c is logged; until a session starts */
 	/* A session on its connection (read from in, written to out; the
 	 * same socket here) returns its wrong passwords; its process exits
-	 * with them. */
+	 * with them, or a worker's note reports them (session_over). */
 	int (*session)(int in, int out, const char *peer);
 	/* Reuse session processes (smtpmail): a connection goes to an idle
 	 * worker if there is one, else to a new one; 0: a process per session
@@ -1533,8 +1533,9 @@ struct server {
 };
 
 /* In a session process: the wait before answering its first wrong password,
- * set by the parent just before the fork from its address's penalty; each
- * further one in the session doubles it (penalty_delay_ms). */
+ * set by the parent from its address's penalty, just before the fork or in
+ * a worker's hand-off (next_connection); each further one in the session
+ * doubles it (penalty_delay_ms). */
 static int auth_delay_ms;
 
 /* In a session process: the pipe on which it tells the parent that its
@@ -1736,9 +1737,10 @@ static int exit_status(int failures)
 }
 
 /* session_over - in a session process, right after its last reply is sent:
- * tell the parent that its slot is free, before the client, which has the
- * reply, can connect again, and well before this process has exited and
- * been reaped (a sanitizer's exit alone takes milliseconds). The note
+ * tell the parent that its slot is free, as soon as the client has that
+ * reply (one that connects again at once may still come first: wait_over),
+ * and well before this process has exited and been reaped (a sanitizer's
+ * exit alone takes milliseconds). The note
  * carries the session's wrong passwords: a worker's penalty report, sent
  * before the client sees the connection close. Once only. */
 static void session_over(int failures)
@@ -2125,8 +2127,9 @@ static int wait_ready(struct server *srv, fd_set *ready, const sigset_t *wait_ma
  * their session is over (non-blocking at both ends: no child waits on it,
  * and draining it never blocks the loop). Sessions that are over stay in
  * the table until they are reaped, which under a burst of short sessions
- * takes a while (a sanitizer's exit takes milliseconds): room for as many
- * again as -c, and SLOTS_SPARE more. */
+ * takes a while (a sanitizer's exit takes milliseconds), and so do idle
+ * workers (POOL_SPARE at most): room for as many again as -c, and
+ * SLOTS_SPARE more. */
 static int server_setup(struct server *srv)
 {
 	srv->slots = 2 * srv->max_children + SLOTS_SPARE;
