@@ -3022,7 +3022,7 @@ struct session {
 	int esmtp;		/* EHLO rather than HELO: enhanced codes (RFC 2034)
 				 * and "with ESMTP" in the trace (RFC 3848) */
 	int errors;		/* 4xx/5xx replies so far */
-	int auth_failures;	/* wrong passwords so far: the process's exit status */
+	int auth_failures;	/* wrong passwords so far: the parent's penalty report */
 	char auth_login[LOGIN_MAX + 1];	/* after AUTH: the account, as in user.txt */
 	char helo[DOMAIN_MAX + 1];
 	char sender[SMTP_PATH_MAX];	/* "" is the null sender <> */
@@ -4725,7 +4725,9 @@ static void session_step(struct session *s)
  * connection, a timeout or too many errors. It returns instead of exiting
  * (a fuzz harness calls it in a loop), and closes in and out and frees
  * everything. The configuration comes from cfg. It returns the wrong
- * passwords that AUTH saw, the exit status of its process (exit_status).
+ * passwords that AUTH saw, which its process reports to the parent: in
+ * the note that says the session is over (a worker's), or as its exit
+ * status (exit_status).
  */
 static int smtp_session(int in, int out, const char *peer)
 {
