@@ -133,7 +133,7 @@ enum {
 	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
 	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
 	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
-	POOL_SPARE = 8,		/* idle session processes kept for reuse (struct server's pool) */
+	POOL_SPARE = 8,		/* smtpmail: idle session processes kept for reuse (struct server's pool) */
 	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
 	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
 	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
