@@ -121,6 +121,7 @@ enum {
 	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
 	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
 	POOL_SPARE = 8,		/* smtpmail: idle session processes kept for reuse (struct server's pool) */
+	POOL_MAX_USE = 100,	/* smtpmail: sessions a process serves, then exits (Postfix's max_use) */
 	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
 	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
 	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
@@ -1489,6 +1490,7 @@ struct child {
 struct over_note {
 	pid_t pid;
 	int failures;		/* the session's wrong passwords (a worker's penalty report) */
+	int last;		/* a worker that exits now (POOL_MAX_USE): not to be reused */
 };
 
 /* What the parent sends a worker with a connection (SCM_RIGHTS). */
@@ -1542,8 +1544,9 @@ static int auth_delay_ms;
  * session is over (session_over); -1 anywhere else, a fuzz harness too. */
 static int over_fd = -1;
 
-/* In a session process: the parent has its session's over_note. */
-static int over_told;
+/* In a session process: the parent has its session's over_note; the
+ * session is the process's last (a worker that has served POOL_MAX_USE). */
+static int over_told, over_last;
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -1645,8 +1648,9 @@ static void forget_child(struct server *srv, pid_t pid, int status)
 /* note_over - child c said its session is over. A worker's note is the
  * session's penalty report (a forked session's exit status will be), and
  * the worker is idle, up to POOL_SPARE of them: beyond, it is dismissed,
- * so that a burst does not leave its processes behind. */
-static void note_over(struct server *srv, struct child *c, int failures)
+ * so that a burst does not leave its processes behind; after its last
+ * session (POOL_MAX_USE) it is exiting. */
+static void note_over(struct server *srv, struct child *c, int failures, int last)
 {
 	int idle;
 
@@ -1656,7 +1660,7 @@ static void note_over(struct server *srv, struct child *c, int failures)
 	if (failures > 0)
 		penalty_add(srv, c->peer, failures);
 	(void)idle_worker(srv, &idle);
-	if (c->sock >= 0 && idle < POOL_SPARE)
+	if (c->sock >= 0 && idle < POOL_SPARE && !last)
 		c->idle = 1;
 	else
 		worker_dismiss(c);
@@ -1672,7 +1676,8 @@ static void drain_over(struct server *srv)
 		for (size_t k = 0; k < (size_t)n / sizeof notes[0]; k++)
 			for (int i = 0; i < srv->nchildren; i++)
 				if (srv->children[i].pid == notes[k].pid && !srv->children[i].over)
-					note_over(srv, &srv->children[i], notes[k].failures);
+					note_over(srv, &srv->children[i], notes[k].failures,
+						  notes[k].last);
 }
 
 /* reap_children - collect every finished session; never blocks */
@@ -1745,7 +1750,8 @@ static int exit_status(int failures)
  * before the client sees the connection close. Once only. */
 static void session_over(int failures)
 {
-	struct over_note note = { .pid = getpid(), .failures = exit_status(failures) };
+	struct over_note note = { .pid = getpid(), .failures = exit_status(failures),
+				  .last = over_last };
 
 	if (over_fd >= 0 && write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
 		over_told = 1;
@@ -1858,18 +1864,21 @@ static void run_child(struct server *srv, int fd, const char *first, int sock,
 		      const sigset_t *child_mask)
 {
 	char peer[ADDR_TEXT_MAX];
-	int failures;
+	int failures, served = 0;
 
 	child_setup(srv);
 	(void)snprintf(peer, sizeof peer, "%s", first);	/* fits: both ADDR_TEXT_MAX */
 	do {
 		over_fd = srv->over_pipe[1];
 		over_told = 0;
+		/* A fresh process now and then bounds what any leak could gather. */
+		over_last = ++served >= POOL_MAX_USE;
 		alarm(0);
 		child_signals(child_mask);
 		failures = srv->session(fd, fd, peer);
 		session_over(failures);		/* if the session has not said so */
-	} while (sock >= 0 && over_told && (fd = next_connection(sock, peer, sizeof peer)) >= 0);
+	} while (sock >= 0 && over_told && !over_last
+		 && (fd = next_connection(sock, peer, sizeof peer)) >= 0);
 	/* A worker's notes carried its penalty reports; the last one too,
 	 * unless the pipe was full. */
 	exit(sock >= 0 && over_told ? 0 : exit_status(failures));

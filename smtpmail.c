@@ -56,8 +56,11 @@
  *
  * Delivery (DESIGN.md): the data is stored as CRLF lines, dot-stuffed, after
  * a Return-Path and a Received line; the write locks are taken in sorted
- * login order, then every mailbox is appended and synced, all or nothing.
- * A 250 after DATA means the message is on disk in every mailbox.
+ * login order, then every mailbox is appended, all or nothing. Group commit
+ * makes it durable: one fsync under a mailbox's commit lock covers every
+ * record appended before it began, and a failed one cuts back all that it
+ * covered (README, "Design"). A 250 after DATA means the message is on disk
+ * in every mailbox.
  *
  * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
  * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
@@ -134,6 +137,7 @@ enum {
 	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
 	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
 	POOL_SPARE = 8,		/* smtpmail: idle session processes kept for reuse (struct server's pool) */
+	POOL_MAX_USE = 100,	/* smtpmail: sessions a process serves, then exits (Postfix's max_use) */
 	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
 	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
 	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
@@ -1487,6 +1491,7 @@ struct child {
 struct over_note {
 	pid_t pid;
 	int failures;		/* the session's wrong passwords (a worker's penalty report) */
+	int last;		/* a worker that exits now (POOL_MAX_USE): not to be reused */
 };
 
 /* What the parent sends a worker with a connection (SCM_RIGHTS). */
@@ -1540,8 +1545,9 @@ static int auth_delay_ms;
  * session is over (session_over); -1 anywhere else, a fuzz harness too. */
 static int over_fd = -1;
 
-/* In a session process: the parent has its session's over_note. */
-static int over_told;
+/* In a session process: the parent has its session's over_note; the
+ * session is the process's last (a worker that has served POOL_MAX_USE). */
+static int over_told, over_last;
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -1643,8 +1649,9 @@ static void forget_child(struct server *srv, pid_t pid, int status)
 /* note_over - child c said its session is over. A worker's note is the
  * session's penalty report (a forked session's exit status will be), and
  * the worker is idle, up to POOL_SPARE of them: beyond, it is dismissed,
- * so that a burst does not leave its processes behind. */
-static void note_over(struct server *srv, struct child *c, int failures)
+ * so that a burst does not leave its processes behind; after its last
+ * session (POOL_MAX_USE) it is exiting. */
+static void note_over(struct server *srv, struct child *c, int failures, int last)
 {
 	int idle;
 
@@ -1654,7 +1661,7 @@ static void note_over(struct server *srv, struct child *c, int failures)
 	if (failures > 0)
 		penalty_add(srv, c->peer, failures);
 	(void)idle_worker(srv, &idle);
-	if (c->sock >= 0 && idle < POOL_SPARE)
+	if (c->sock >= 0 && idle < POOL_SPARE && !last)
 		c->idle = 1;
 	else
 		worker_dismiss(c);
@@ -1670,7 +1677,8 @@ static void drain_over(struct server *srv)
 		for (size_t k = 0; k < (size_t)n / sizeof notes[0]; k++)
 			for (int i = 0; i < srv->nchildren; i++)
 				if (srv->children[i].pid == notes[k].pid && !srv->children[i].over)
-					note_over(srv, &srv->children[i], notes[k].failures);
+					note_over(srv, &srv->children[i], notes[k].failures,
+						  notes[k].last);
 }
 
 /* reap_children - collect every finished session; never blocks */
@@ -1743,7 +1751,8 @@ static int exit_status(int failures)
  * before the client sees the connection close. Once only. */
 static void session_over(int failures)
 {
-	struct over_note note = { .pid = getpid(), .failures = exit_status(failures) };
+	struct over_note note = { .pid = getpid(), .failures = exit_status(failures),
+				  .last = over_last };
 
 	if (over_fd >= 0 && write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
 		over_told = 1;
@@ -1856,18 +1865,21 @@ static void run_child(struct server *srv, int fd, const char *first, int sock,
 		      const sigset_t *child_mask)
 {
 	char peer[ADDR_TEXT_MAX];
-	int failures;
+	int failures, served = 0;
 
 	child_setup(srv);
 	(void)snprintf(peer, sizeof peer, "%s", first);	/* fits: both ADDR_TEXT_MAX */
 	do {
 		over_fd = srv->over_pipe[1];
 		over_told = 0;
+		/* A fresh process now and then bounds what any leak could gather. */
+		over_last = ++served >= POOL_MAX_USE;
 		alarm(0);
 		child_signals(child_mask);
 		failures = srv->session(fd, fd, peer);
 		session_over(failures);		/* if the session has not said so */
-	} while (sock >= 0 && over_told && (fd = next_connection(sock, peer, sizeof peer)) >= 0);
+	} while (sock >= 0 && over_told && !over_last
+		 && (fd = next_connection(sock, peer, sizeof peer)) >= 0);
 	/* A worker's notes carried its penalty reports; the last one too,
 	 * unless the pipe was full. */
 	exit(sock >= 0 && over_told ? 0 : exit_status(failures));
@@ -4761,6 +4773,8 @@ static int smtp_session(int in, int out, const char *peer)
 	conn_flush(&s->conn);
 	session_over(s->auth_failures);
 	spill_reset(&s->spill);
+	if (s->spill.mem)	/* the next session's malloc may get it back */
+		secret_wipe(s->spill.mem, SPILL_MEM);
 	free(s->spill.mem);
 	failures = s->auth_failures;
 	secret_wipe(s->conn.in, sizeof s->conn.in);	/* it held AUTH's lines */

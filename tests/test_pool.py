@@ -2,8 +2,9 @@
 
 A connection goes to an idle worker if there is one, else to a new process,
 so the pool grows with demand; beyond POOL_SPARE (8) idle workers are
-dismissed. Shown here over real sockets against the real binary: sequential
-sessions share one process; nothing of one session (transaction, HELO, AUTH,
+dismissed; a worker exits after POOL_MAX_USE (100) sessions. Shown here
+over real sockets against the real binary: sequential sessions share one
+process, until it retires; nothing of one session (transaction, HELO, AUTH,
 the penalty delay) reaches the next one in the same process, and message ids
 stay distinct; more persistent sessions than spare workers are all greeted;
 -c refuses at its limit with idle workers around; SIGTERM drains a session
@@ -26,6 +27,7 @@ from test_smtp import SmtpTest
 from test_smtp_process import children_of, wait_sessions_over
 
 POOL_SPARE = 8
+POOL_MAX_USE = 100
 GREETING = "220 %s Service ready" % HOSTNAME
 WRONG = "535 5.7.8 Authentication credentials invalid"
 
@@ -93,6 +95,21 @@ class Pool(SmtpTest):
         self.assertEqual(len(set(pids)), 1, pids)           # one worker, reused
         self.assertEqual(len(self.records("alice")), 20)
         self.assertEqual(list(children_of(server.proc.pid)), pids[:1])
+
+    def test_a_worker_retires_after_its_hundredth_session(self):
+        # POOL_MAX_USE: a fresh process now and then bounds what any leak
+        # could gather; the 101st session goes to a new process, served.
+        server = self.start_smtp()
+        for _ in range(POOL_MAX_USE + 1):
+            self.quick(server)
+        pids = session_pids(server)
+        self.assertEqual(len(pids), POOL_MAX_USE + 1)
+        self.assertEqual(len(set(pids[:POOL_MAX_USE])), 1, set(pids))
+        self.assertNotEqual(pids[-1], pids[0])
+        deadline = time.monotonic() + 10
+        while not gone(pids[0]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertTrue(gone(pids[0]), "the retired worker still runs")
 
     def test_grows_past_the_spare_workers_then_shrinks(self):
         server = self.start_smtp("-c", "20", "-C", "20")
