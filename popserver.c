@@ -3750,13 +3750,15 @@ static const char *durable_end(struct session *s, off_t *size)
 	if (fstat(s->mboxfd, &st) < 0 || commit_load(s->lockfd, s->mboxfd, &st, &h) < 0)
 		return err;
 	if (h.syncing < 0 && h.durable < *size) {
+		int64_t was = h.durable;
+
 		if ((covered = commit_announce(s->lockfd, &h)) < 0)
 			return err;
-		if (fsync(s->mboxfd) == 0)
-			(void)commit_synced(s->lockfd, &h, covered);
-		else
+		if (fsync(s->mboxfd) < 0)
 			log_msg("%s: fsync: %s: showing only the mail that was durable before",
 				s->login, strerror(errno));
+		else if (commit_synced(s->lockfd, &h, covered) < 0)
+			h.durable = was;	/* still announced: smtpmail cuts it back */
 	}
 	if (h.durable < *size && (*size = last_record_end(s->mboxfd, h.durable)) < 0)
 		return err;
@@ -4284,11 +4286,15 @@ static int rewrite_mailbox(struct session *s, off_t tail)
  * commit_updated - after the update: the commit state is about mymailbox
  * as it is now, all of it durable (truncate_mailbox and write_new fsynced
  * it). The epoch stays, so that smtpmail sessions whose records were
- * carried into a new file answer 250 (commit_fate); it moves on when
- * mail_end left records out, past the durable size: their sessions answer
- * 451, the others find their records kept.
+ * carried into a new file answer 250 (commit_fate); it moves on (bump)
+ * when mail_end left records out, past the durable size: their sessions
+ * answer 451, the others find their records kept. It moves on too when
+ * the file was cut in place, for its offsets then mean other records: a
+ * session whose record lay below tail, durable and deleted by its owner,
+ * answers 250, not a 451 that has it sent again; and when the rename may
+ * not survive a crash: only what was durable in the old file is kept.
  */
-static void commit_updated(struct session *s, int dropped)
+static void commit_updated(struct session *s, int bump, off_t tail)
 {
 	struct commit_state h;
 	struct stat st;
@@ -4302,8 +4308,9 @@ static void commit_updated(struct session *s, int dropped)
 	h.boot_ms = boot_stamp();
 	h.dev = (uint64_t)st.st_dev;
 	h.ino = (uint64_t)st.st_ino;
-	if (dropped) {
-		h.kept = h.durable;	/* in the old file: what was carried over */
+	if (bump) {
+		/* in the old file: what was carried over, or durable and deleted */
+		h.kept = h.durable < tail ? h.durable : tail;
 		h.epoch++;
 	}
 	h.size = h.durable = st.st_size;
@@ -4384,7 +4391,7 @@ static int mailbox_replaced(const struct session *s)
 static int update_mailbox(struct session *s)
 {
 	off_t tail, cut = deleted_tail(s);
-	int rc = -1, dropped;
+	int rc = -1, dropped, in_place;
 
 	if (lock_byte(s->lockfd, COMMIT_LOCK_BYTE, F_WRLCK, 1) < 0
 	    || lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0)
@@ -4396,9 +4403,9 @@ static int update_mailbox(struct session *s)
 			s->login);
 	else if (mail_end(s, &tail, &dropped) < 0)
 		log_msg("%s: update failed: %s", s->login, strerror(errno));
-	else if ((rc = cut >= 0 && tail == s->ix.end ? truncate_mailbox(s, cut)
+	else if ((rc = (in_place = cut >= 0 && tail == s->ix.end) ? truncate_mailbox(s, cut)
 			: rewrite_mailbox(s, tail)) >= 0)
-		commit_updated(s, dropped);
+		commit_updated(s, dropped || in_place || rc > 0, tail);
 	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0
 	    || lock_byte(s->lockfd, COMMIT_LOCK_BYTE, F_UNLCK, 0) < 0)
 		log_msg("%s: unlock: %s", s->login, strerror(errno));

@@ -3960,8 +3960,8 @@ static enum commit_step commit_end(struct rcpt *r, off_t covered, int synced)
 		return COMMIT_FAILED;
 	if (commit_about(&h, &r->box) && !synced)
 		(void)commit_cut(r, &h);
-	else if (commit_about(&h, &r->box))
-		(void)commit_synced(r->lock_fd, &h, covered);	/* else later ones fsync again */
+	else if (commit_about(&h, &r->box) && commit_synced(r->lock_fd, &h, covered) < 0)
+		return COMMIT_FAILED;	/* still announced: the next one cuts it back */
 	step = commit_fate(r, &h);
 	return step == COMMIT_FSYNC ? COMMIT_FAILED : step;
 }
@@ -4044,22 +4044,21 @@ static int commit_all(struct session *s)
 	struct commit_state h;
 	int failed = -1, i;
 
+	/* A state that cannot be settled stays announced, and the next
+	 * holder of that commit lock cuts our record: a failure like any. */
 	for (i = 0; i < s->nrcpts && failed < 0; i++) {
 		struct rcpt *r = &s->rcpts[i];
 
 		if (commit_read(r->lock_fd, &h) <= 0 || commit_announce(r->lock_fd, &h) < 0
-		    || fsync(r->box_fd) < 0)
+		    || fsync(r->box_fd) < 0 || commit_synced(r->lock_fd, &h, r->end) < 0)
 			failed = i;
 	}
-	for (i = 0; i < s->nrcpts; i++) {
+	for (i = 0; failed >= 0 && i < s->nrcpts; i++) {
 		struct rcpt *r = &s->rcpts[i];
-		int valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
 
-		if (valid && (failed < 0 || i < failed))
-			(void)commit_synced(r->lock_fd, &h, r->end);
-		if (valid && i == failed)
+		if (i == failed && commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box))
 			(void)commit_cut(r, &h);
-		else if (failed >= 0)
+		else
 			commit_undo(r);
 	}
 	return failed < 0 ? 0 : -1;

@@ -16,13 +16,19 @@ The state's layout (smtpmail.c, shared block "commit"): magic[8], boot_ms,
 dev, ino, size, durable, syncing, kept, epoch: nine 8-byte fields, native
 order.
 """
+import fcntl
 import os
+import shutil
+import signal
 import struct
+import subprocess
+import tempfile
 import time
 import unittest
 
-from harness import TRACE, MailTest, Raw
+from harness import HOSTNAME, TRACE, MailTest, Raw, free_port
 from test_pop import make_record
+from test_spool_files import SHIM_SRC, ShimServer
 
 STATE = struct.Struct("=8sqQQqqqqQ")
 MAGIC = b"mtcmt03\0"
@@ -35,7 +41,9 @@ def boot_stamp_ms():
     return int((real - mono) * 1000)
 
 
-class CommitState(MailTest):
+class Servers(MailTest):
+    """Both servers, and the commit state read and written by hand."""
+
     def setUp(self):
         super().setUp()
         self.smtp = self.start_smtp()
@@ -87,6 +95,9 @@ class CommitState(MailTest):
         with open(self.mailbox_path(login) + ".lock", "r+b") as f:
             f.write(STATE.pack(*values))
 
+
+
+class CommitState(Servers):
     def test_state_after_deliveries(self):
         self.assertTrue(self.deliver(["alice"], b"one").startswith("250"))
         self.assertTrue(self.deliver(["alice"], b"two").startswith("250"))
@@ -137,6 +148,157 @@ class CommitState(MailTest):
             st = os.stat(self.mailbox_path(login))
             self.assertEqual(self.state(login)[4:7], [st.st_size, st.st_size, -1], login)
             self.assertEqual(self.pop_bodies(login), ["all"])
+
+
+class Interleavings(Servers):
+    """Scripted interleavings and a failing write of the commit state. A
+    session is held between its append and its commit by taking the commit
+    lock here, then stopped (SIGSTOP: it leaves the lock's queue) while the
+    other party runs; the session process is found in /proc/locks, waiting
+    for byte 2 of mymailbox.lock."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.build_dir = tempfile.mkdtemp(prefix="failfs-")
+        cls.shim = os.path.join(cls.build_dir, "failfs.so")
+        run = subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O1", "-Wall",
+                              "-Wextra", "-Werror", "-o", cls.shim, SHIM_SRC, "-ldl"],
+                             capture_output=True, text=True, timeout=60)
+        if run.returncode != 0:
+            shutil.rmtree(cls.build_dir, ignore_errors=True)
+            raise AssertionError("cannot build the shim:\n" + run.stderr)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.build_dir, ignore_errors=True)
+
+    def start_shim_smtp(self, **failures):
+        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-n", HOSTNAME)
+        server = ShimServer("smtpmail", args, self.dir, free_port(), self.shim, failures)
+        self.servers.append(server)
+        return server
+
+    def commit_waiter(self, login, timeout=5):
+        """The pid of the process waiting for login's commit lock."""
+        ino = os.stat(self.mailbox_path(login) + ".lock").st_ino
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open("/proc/locks") as f:
+                for line in f:
+                    fields = line.split()
+                    if (len(fields) == 9 and fields[1] == "->" and fields[7:] == ["2", "2"]
+                            and fields[6].endswith(":%d" % ino)):
+                        return int(fields[5])
+            time.sleep(0.01)
+        self.fail("no session came to wait for the commit lock")
+
+    def stop(self, pid, timeout=5):
+        """SIGSTOP pid and wait until it is stopped: then it has left the
+        lock's queue, and the lock given up here cannot go to it."""
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    return
+            time.sleep(0.01)
+        self.fail("session %d did not stop" % pid)
+
+    def start_delivery(self, body):
+        """A delivery to alice up to its final dot; the reply is left unread."""
+        c = Raw(self.smtp.port)
+        c.reply()
+        c.cmd("EHLO client.example")
+        c.cmd("MAIL FROM:<s@example.org>")
+        self.assertTrue(c.cmd("RCPT TO:<alice@x.example>").startswith("250"))
+        self.assertTrue(c.cmd("DATA").startswith("354"))
+        c.send(b"Subject: %s\r\n\r\n%s\r\n.\r\n" % (body, body))
+        return c
+
+    def test_record_deleted_before_its_session_commits(self):
+        # The session's record was made durable by popserver's login, shown,
+        # and deleted by its owner (truncated in place) before the session
+        # took the commit lock: it was delivered, so 250, not a 451 that
+        # makes the client send it again.
+        self.assertTrue(self.deliver(["alice"], b"one").startswith("250"))
+        with open(self.mailbox_path("alice") + ".lock", "r+b") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX, 1, 2)
+            c = self.start_delivery(b"two")
+            pid = self.commit_waiter("alice")
+            self.stop(pid)
+        try:
+            with Raw(self.pop.port) as r:
+                r.line()
+                r.cmd("USER alice")
+                self.assertTrue(r.cmd("PASS alicepw").startswith("+OK"))
+                self.assertEqual(r.cmd("STAT").split()[1], "2")
+                self.assertTrue(r.cmd("DELE 2").startswith("+OK"))
+                self.assertTrue(r.cmd("QUIT").startswith("+OK"))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with c:
+            self.assertTrue(c.reply()[-1].startswith("250"))
+        self.assertEqual(self.pop_bodies("alice"), ["one"])
+
+    def test_rename_that_may_not_last_keeps_only_the_durable(self):
+        # A QUIT rewrites the mailbox while a session's record, appended
+        # after the login, waits for its fsync; the record is carried into
+        # the new file, but the directory's fsync fails: after a crash the
+        # old file, where it never was durable, may come back. So no 250.
+        self.assertTrue(self.deliver(["alice"], b"one").startswith("250"))
+        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-a", "0")
+        pop = ShimServer("popserver", args, self.dir, free_port(), self.shim,
+                         {"FAILFS_DIR_FSYNC": "1"})
+        self.servers.append(pop)
+        with Raw(pop.port) as r:
+            r.line()
+            r.cmd("USER alice")
+            self.assertTrue(r.cmd("PASS alicepw").startswith("+OK"))
+            with open(self.mailbox_path("alice") + ".lock", "r+b") as lock:
+                fcntl.lockf(lock, fcntl.LOCK_EX, 1, 2)
+                c = self.start_delivery(b"two")
+                pid = self.commit_waiter("alice")
+                self.stop(pid)
+            try:
+                self.assertTrue(r.cmd("DELE 1").startswith("+OK"))
+                self.assertTrue(r.cmd("QUIT").startswith("+OK"))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        with c:
+            self.assertTrue(c.reply()[-1].startswith("451"))
+
+    def test_commit_state_unwritable_after_the_fsync(self):
+        # The fsync succeeded but the commit state could not say so: it
+        # stays announced, and the next delivery cuts the record back. So
+        # its sender must not have been told 250.
+        self.assertTrue(self.deliver(["alice"], b"zero").startswith("250"))
+        self.smtp = self.start_shim_smtp(
+            FAILFS_SETTLE_ENOSPC=os.path.join(self.dir, "settle-failed"))
+        first = self.deliver(["alice"], b"one")
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "settle-failed")))
+        self.assertTrue(self.deliver(["alice"], b"two").startswith("250"))
+        bodies = self.pop_bodies("alice")
+        self.assertEqual(bodies.count("one"), 1 if first.startswith("250") else 0,
+                         (first, bodies))
+
+    def test_pop3_shows_only_what_stays(self):
+        # popserver's login fsync covered mail appended by hand, but the
+        # commit state could not be settled: the next delivery cuts that
+        # mail, so the session must not have shown it.
+        self.assertTrue(self.deliver(["alice"], b"zero").startswith("250"))
+        by_hand, _ = make_record([b"Subject: by hand", b"", b"by hand"])
+        with open(self.mailbox_path("alice"), "ab") as f:
+            f.write(by_hand)
+        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-a", "0")
+        self.pop = ShimServer("popserver", args, self.dir, free_port(), self.shim,
+                              {"FAILFS_SETTLE_ENOSPC": os.path.join(self.dir, "settle")})
+        self.servers.append(self.pop)
+        shown = self.pop_bodies("alice")
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "settle")))
+        self.assertTrue(self.deliver(["alice"], b"two").startswith("250"))
+        after = self.pop_bodies("alice")
+        for body in shown:
+            self.assertIn(body, after, (shown, after))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@
  *   FAILFS_FAIL_MS=M       an injected failure returns only after M ms, as
  *                          a real one would after trying the disk: a
  *                          process killed meanwhile dies in a failed sync
+ *   FAILFS_SETTLE_ENOSPC=flag  after a successful fsync of a "/mymailbox",
+ *                          the process's next write into a file whose path
+ *                          ends in "/mymailbox.lock" (the commit state that
+ *                          settles that fsync): ENOSPC, nothing written;
+ *                          once in the whole run (the shim creates flag)
  *
  * The durability model (the torture test's ground truth), when
  *   FAILFS_STATE=dir       is set: for every file whose path ends in
@@ -102,11 +107,35 @@ static void mailbox_login(int fd, char *out, size_t cap)
 	(void)snprintf(out, cap, "%s", start ? start + 1 : path);
 }
 
+static int settle_armed;	/* FAILFS_SETTLE_ENOSPC: a mailbox's fsync just succeeded */
+
+/* fail_settle - 1 if this write into fd is the armed FAILFS_SETTLE_ENOSPC
+ * one: the first write into a lock file after the fsync, the first in the
+ * run (its flag file did not exist) */
+static int fail_settle(int fd)
+{
+	const char *flag = getenv("FAILFS_SETTLE_ENOSPC");
+	int f;
+
+	if (!settle_armed || !flag || !*flag || !path_ends(fd, "/mymailbox.lock"))
+		return 0;
+	settle_armed = 0;
+	f = open(flag, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (f < 0)
+		return 0;
+	(void)close(f);
+	return 1;
+}
+
 /* fail_write - 1 (errno ENOSPC) if a write into fd is to fail */
 static int fail_write(int fd)
 {
 	const char *suffix = getenv("FAILFS_ENOSPC");
 
+	if (fail_settle(fd)) {
+		errno = ENOSPC;
+		return 1;
+	}
 	if (!suffix || !*suffix || !path_ends(fd, suffix))
 		return 0;
 	errno = ENOSPC;
@@ -477,7 +506,9 @@ static int do_sync(int fd, int (*real)(int))
 	if (model_open(fd, &m) <= 0) {
 		if (fstat(fd, &m.st) == 0 && pick_failure(fd, &m.st, ((long long)getpid() << 24) + calls++))
 			return errno = EIO, -1;
-		return real(fd);
+		rc = real(fd);
+		settle_armed = rc == 0 && path_ends(fd, "/mymailbox");
+		return rc;
 	}
 	if (m.st.st_size < m.last_ok)
 		m.last_ok = m.st.st_size;
