@@ -1301,6 +1301,18 @@ static int64_t boot_stamp(void)
 	       + ((long)real.tv_nsec - (long)mono.tv_nsec) / 1000000;
 }
 
+/* fresh_epoch - an epoch for a state that starts from nothing (missing,
+ * damaged): the real-time clock in ns, which no session waiting on the
+ * mailbox can have noted, nor one less */
+static uint64_t fresh_epoch(void)
+{
+	struct timespec t;
+
+	if (clock_gettime(CLOCK_REALTIME, &t) < 0)
+		return (uint64_t)time(NULL) << 32;
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 /* commit_read - read the commit state from the lock file: 1 valid (ours,
  * written since this boot), 0 not (*h then holds what was there, zeroed if
  * it is not ours), -1 a read error */
@@ -1362,6 +1374,8 @@ static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct co
 			h->durable = h->size;
 		return commit_write(lock_fd, h);
 	}
+	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0)
+		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
 	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
 	h->dev = (uint64_t)st->st_dev;
 	h->ino = (uint64_t)st->st_ino;
@@ -1400,6 +1414,22 @@ static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
 		h->durable = covered;
 	h->syncing = -1;
 	return commit_write(lock_fd, h);
+}
+
+/* commit_doubt - under the write lock, after mymailbox was replaced by a
+ * rename that may not survive a crash (its directory's fsync failed):
+ * sessions waiting on the old file answer as after a cut that kept what was
+ * durable there (smtpmail's commit_fate), since a crash may bring back the
+ * old file, where their records were perhaps never fsynced */
+static void commit_doubt(int lock_fd)
+{
+	struct commit_state h;
+
+	if (commit_read(lock_fd, &h) <= 0)
+		return;		/* the next commit_load starts it again */
+	h.kept = h.durable;
+	h.epoch++;
+	(void)commit_write(lock_fd, &h);
 }
 
 /* <<< shared: commit */
@@ -3719,8 +3749,12 @@ static const char *records_end(struct session *s, struct stat *st, off_t *size)
 	if (shape == SHAPE_FOREIGN) {
 		/* Converted but the rename perhaps not durable (1) is served: a
 		 * crash would bring back the same mail, converted again alike. */
-		if (convert_mailbox(s->mboxfd, s->dirfd, s->login, st->st_size, *size) < 0)
+		int rc = convert_mailbox(s->mboxfd, s->dirfd, s->login, st->st_size, *size);
+
+		if (rc < 0)
 			return "-ERR [SYS/TEMP] cannot convert mailbox, try again later";
+		if (rc > 0)
+			commit_doubt(s->lockfd);
 		close_fd(s->mboxfd, "mailbox");	/* it names the file replaced */
 		if ((err = open_records(s, st)) != NULL)
 			return err;

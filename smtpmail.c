@@ -1302,6 +1302,18 @@ static int64_t boot_stamp(void)
 	       + ((long)real.tv_nsec - (long)mono.tv_nsec) / 1000000;
 }
 
+/* fresh_epoch - an epoch for a state that starts from nothing (missing,
+ * damaged): the real-time clock in ns, which no session waiting on the
+ * mailbox can have noted, nor one less */
+static uint64_t fresh_epoch(void)
+{
+	struct timespec t;
+
+	if (clock_gettime(CLOCK_REALTIME, &t) < 0)
+		return (uint64_t)time(NULL) << 32;
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 /* commit_read - read the commit state from the lock file: 1 valid (ours,
  * written since this boot), 0 not (*h then holds what was there, zeroed if
  * it is not ours), -1 a read error */
@@ -1363,6 +1375,8 @@ static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct co
 			h->durable = h->size;
 		return commit_write(lock_fd, h);
 	}
+	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0)
+		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
 	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
 	h->dev = (uint64_t)st->st_dev;
 	h->ino = (uint64_t)st->st_ino;
@@ -1401,6 +1415,22 @@ static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
 		h->durable = covered;
 	h->syncing = -1;
 	return commit_write(lock_fd, h);
+}
+
+/* commit_doubt - under the write lock, after mymailbox was replaced by a
+ * rename that may not survive a crash (its directory's fsync failed):
+ * sessions waiting on the old file answer as after a cut that kept what was
+ * durable there (smtpmail's commit_fate), since a crash may bring back the
+ * old file, where their records were perhaps never fsynced */
+static void commit_doubt(int lock_fd)
+{
+	struct commit_state h;
+
+	if (commit_read(lock_fd, &h) <= 0)
+		return;		/* the next commit_load starts it again */
+	h.kept = h.durable;
+	h.epoch++;
+	(void)commit_write(lock_fd, &h);
 }
 
 /* <<< shared: commit */
@@ -3585,8 +3615,10 @@ static int convert_foreign(struct rcpt *r, off_t size, off_t end, struct stat *s
 		return -1;
 	}
 	rc = convert_mailbox(r->box_fd, r->dir_fd, r->login, size, end);
-	if (rc > 0)
+	if (rc > 0) {
+		commit_doubt(r->lock_fd);
 		errno = EIO;
+	}
 	if (rc != 0)
 		return -1;
 	close_fd(r->box_fd, "mailbox");	/* it names the file replaced */

@@ -133,6 +133,18 @@ class CommitState(Servers):
                       " bytes" % (size - durable), self.smtp.log())
         self.assertEqual(self.pop_bodies("alice"), ["one", "two"])
 
+    def test_damaged_state_starts_a_fresh_epoch(self):
+        # A state that is not ours starts again with an epoch no waiting
+        # session can have noted (nor one less): not 0 again.
+        self.assertTrue(self.deliver(["alice"], b"one").startswith("250"))
+        old_epoch = self.state("alice")[-1]
+        with open(self.mailbox_path("alice") + ".lock", "r+b") as f:
+            f.write(b"\0" * STATE.size)
+        self.assertTrue(self.deliver(["alice"], b"two").startswith("250"))
+        epoch = self.state("alice")[-1]
+        self.assertNotIn(epoch, (0, 1, old_epoch, old_epoch + 1))
+        self.assertEqual(self.pop_bodies("alice"), ["one", "two"])
+
     def test_mail_appended_by_hand_is_shown(self):
         self.assertTrue(self.deliver(["alice"], b"one").startswith("250"))
         by_hand, _ = make_record([b"Subject: by hand", b"", b"by hand"])
