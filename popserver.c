@@ -38,8 +38,10 @@
  * The mailbox follows DESIGN.md: records of CRLF lines, dot-stuffed, each
  * ended by a line ".". At PASS the session lock (byte 0 of
  * mymailbox.lock) is taken for the whole session; the end of the last
- * complete record is found under the write lock (byte 1) and the records
- * below it are indexed. RETR sends a record as stored (copied behind
+ * complete and durable record is found under the commit and write locks
+ * (bytes 2 and 1: what smtpmail appended but has not yet fsynced is
+ * committed first, or left for the next session) and the records below it
+ * are indexed. RETR sends a record as stored (copied behind
  * its +OK line if it fits the output buffer, else by sendfile); sizes
  * are counted unstuffed. QUIT with deletions rewrites mymailbox.new (kept
  * records plus mail that arrived meanwhile), fsyncs it and renames it
@@ -67,10 +69,11 @@
  * start_session).
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
- * it; PASS: cmd_pass -> password_check, logged_in -> login -> open_mailbox,
- * scan_records -> uidl_feed, uidl_unique; RETR: cmd_retr -> send_copy or
- * copy_range; TOP: cmd_top -> top_cut; QUIT: cmd_quit -> update_mailbox ->
- * truncate_mailbox, or rewrite_mailbox -> write_new, write_kept; APOP:
+ * it; PASS: cmd_pass -> password_check, logged_in -> login -> open_mailbox
+ * (durable_end: group commit), scan_records -> uidl_feed, uidl_unique;
+ * RETR: cmd_retr -> send_copy or copy_range; TOP: cmd_top -> top_cut; QUIT:
+ * cmd_quit -> update_mailbox -> mail_end, truncate_mailbox or
+ * rewrite_mailbox -> write_new, write_kept, then commit_updated; APOP:
  * cmd_apop -> apop_check; AUTH: cmd_auth -> sasl_auth; the session loop:
  * pop_session -> run_line; the accept loop: serve; -i: serve_inetd.
  */
@@ -130,7 +133,7 @@ enum {
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
 	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
-	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
+	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
 	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
 	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
 };

@@ -146,7 +146,7 @@ enum {
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
 	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
-	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write lock */
+	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
 	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
 	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
 };
