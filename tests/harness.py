@@ -37,6 +37,21 @@ SANITIZER_ENV = {
 }
 
 
+SHIM_SRC = os.path.join(ROOT, "tests", "shim", "failfs.c")
+
+
+def build_shim(directory):
+    """Compile the failfs shim (tests/shim/failfs.c, which makes chosen file
+    system calls fail) into directory; its path."""
+    shim = os.path.join(directory, "failfs.so")
+    run = subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O1", "-Wall",
+                          "-Wextra", "-Werror", "-o", shim, SHIM_SRC, "-ldl"],
+                         capture_output=True, text=True, timeout=60)
+    if run.returncode != 0:
+        raise RuntimeError("cannot build the shim:\n" + run.stderr)
+    return shim
+
+
 def binary(name):
     return os.path.join(BIN, name)
 
@@ -49,17 +64,26 @@ def free_port():
 
 
 class Server:
-    """One server process of ours: started, waited for, stopped by PID."""
+    """One server process of ours: started, waited for, stopped by PID.
+    env: more environment variables, e.g. the failfs shim's (LD_PRELOAD and
+    its settings). gcc's sanitizer runtime is a shared library that wants to
+    come first in the library list; a preloaded shim does not need that
+    order, so the check is then turned off (verify_asan_link_order=0): the
+    runtime still comes right after the shim and intercepts what it passes
+    on."""
 
-    def __init__(self, prog, args, cwd, port):
+    def __init__(self, prog, args, cwd, port, env=None):
         self.prog, self.port, self.cwd = prog, port, cwd
         self.log_path = os.path.join(cwd, "%s-%d.log" % (prog, port))
         self.log_file = open(self.log_path, "ab")
-        env = dict(os.environ, **SANITIZER_ENV)
+        full = dict(os.environ, **SANITIZER_ENV)
+        if env and "LD_PRELOAD" in env:
+            full["ASAN_OPTIONS"] += ":verify_asan_link_order=0"
+        full.update(env or {})
         self.proc = subprocess.Popen([binary(prog)] + list(args) + [str(port)],
                                      cwd=cwd, stdin=subprocess.DEVNULL,
                                      stdout=self.log_file, stderr=self.log_file,
-                                     env=env)
+                                     env=full)
         self.wait_listening()
 
     def wait_listening(self, timeout=10):
@@ -217,3 +241,29 @@ class MailTest(unittest.TestCase):
             return []
         self.assertTrue(data.endswith(b"\r\n.\r\n"), "mailbox ends mid-record")
         return [part + b"\r\n" for part in data.split(b"\r\n.\r\n")[:-1]]
+
+
+class ShimBuild:
+    """A mixin for a MailTest class: the failfs shim, built once for the
+    class (cls.shim), and servers started with it preloaded."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.build_dir = tempfile.mkdtemp(prefix="failfs-")
+        try:
+            cls.shim = build_shim(cls.build_dir)
+        except RuntimeError:
+            shutil.rmtree(cls.build_dir, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.build_dir, ignore_errors=True)
+        super().tearDownClass()
+
+    def start_shim(self, prog, args, **failures):
+        """prog with args, the shim preloaded and failures (its variables) set."""
+        server = Server(prog, args, self.dir, free_port(), dict(failures, LD_PRELOAD=self.shim))
+        self.servers.append(server)
+        return server

@@ -18,17 +18,13 @@ order.
 """
 import fcntl
 import os
-import shutil
 import signal
 import struct
-import subprocess
-import tempfile
 import time
 import unittest
 
-from harness import HOSTNAME, TRACE, MailTest, Raw, free_port
+from harness import HOSTNAME, TRACE, MailTest, Raw, ShimBuild
 from test_pop import make_record
-from test_spool_files import SHIM_SRC, ShimServer
 
 STATE = struct.Struct("=8sqQQqqqqQ")
 MAGIC = b"mtcmt03\0"
@@ -162,33 +158,16 @@ class CommitState(Servers):
             self.assertEqual(self.pop_bodies(login), ["all"])
 
 
-class Interleavings(Servers):
+class Interleavings(ShimBuild, Servers):
     """Scripted interleavings and a failing write of the commit state. A
     session is held between its append and its commit by taking the commit
     lock here, then stopped (SIGSTOP: it leaves the lock's queue) while the
     other party runs; the session process is found in /proc/locks, waiting
     for byte 2 of mymailbox.lock."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.build_dir = tempfile.mkdtemp(prefix="failfs-")
-        cls.shim = os.path.join(cls.build_dir, "failfs.so")
-        run = subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O1", "-Wall",
-                              "-Wextra", "-Werror", "-o", cls.shim, SHIM_SRC, "-ldl"],
-                             capture_output=True, text=True, timeout=60)
-        if run.returncode != 0:
-            shutil.rmtree(cls.build_dir, ignore_errors=True)
-            raise AssertionError("cannot build the shim:\n" + run.stderr)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.build_dir, ignore_errors=True)
-
     def start_shim_smtp(self, **failures):
         args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-n", HOSTNAME)
-        server = ShimServer("smtpmail", args, self.dir, free_port(), self.shim, failures)
-        self.servers.append(server)
-        return server
+        return self.start_shim("smtpmail", args, **failures)
 
     def commit_waiter(self, login, timeout=5):
         """The pid of the process waiting for login's commit lock."""
@@ -259,9 +238,7 @@ class Interleavings(Servers):
         # old file, where it never was durable, may come back. So no 250.
         self.assertTrue(self.deliver(["alice"], b"one").startswith("250"))
         args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-a", "0")
-        pop = ShimServer("popserver", args, self.dir, free_port(), self.shim,
-                         {"FAILFS_DIR_FSYNC": "1"})
-        self.servers.append(pop)
+        pop = self.start_shim("popserver", args, FAILFS_DIR_FSYNC="1")
         with Raw(pop.port) as r:
             r.line()
             r.cmd("USER alice")
@@ -302,9 +279,8 @@ class Interleavings(Servers):
         with open(self.mailbox_path("alice"), "ab") as f:
             f.write(by_hand)
         args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-a", "0")
-        self.pop = ShimServer("popserver", args, self.dir, free_port(), self.shim,
-                              {"FAILFS_SETTLE_ENOSPC": os.path.join(self.dir, "settle")})
-        self.servers.append(self.pop)
+        self.pop = self.start_shim("popserver", args,
+                                   FAILFS_SETTLE_ENOSPC=os.path.join(self.dir, "settle"))
         shown = self.pop_bodies("alice")
         self.assertTrue(os.path.exists(os.path.join(self.dir, "settle")))
         self.assertTrue(self.deliver(["alice"], b"two").startswith("250"))

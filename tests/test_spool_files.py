@@ -5,16 +5,13 @@ a POP3 update, the reply says what became of the mailbox: a directory fsync
 that fails after the rename (the messages are gone: +OK), a full disk
 (deleting the last messages still works, in place; anything else: -ERR and
 nothing deleted). The failures are injected with the LD_PRELOAD shim
-tests/shim/failfs.c, built here.
+tests/shim/failfs.c, built for the class (harness.ShimBuild).
 """
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 import unittest
 
-from harness import HOSTNAME, ROOT, SANITIZER_ENV, MailTest, Raw, Server, binary, free_port
+from harness import HOSTNAME, MailTest, Raw, ShimBuild
 from test_pop import make_record
 
 QUICK = 3.0        # seconds: "at once", far below the 30 s lock wait
@@ -159,47 +156,8 @@ class Links(SpoolTest):
 
 # ---------------------------------------------------------------- disk failures
 
-SHIM_SRC = os.path.join(ROOT, "tests", "shim", "failfs.c")
-
-
-class ShimServer(Server):
-    """harness.Server with the failfs shim preloaded and its variables set.
-    gcc's sanitizer runtime is a shared library that wants to come first in
-    the library list; the shim does not need that order, so the check is
-    turned off (verify_asan_link_order=0). The runtime still comes right
-    after the shim, and intercepts what the shim passes on."""
-
-    def __init__(self, prog, args, cwd, port, shim, failures):
-        self.prog, self.port, self.cwd = prog, port, cwd
-        self.log_path = os.path.join(cwd, "%s-%d.log" % (prog, port))
-        self.log_file = open(self.log_path, "ab")
-        env = dict(os.environ, **SANITIZER_ENV)
-        env["ASAN_OPTIONS"] += ":verify_asan_link_order=0"
-        env.update(failures, LD_PRELOAD=shim)
-        self.proc = subprocess.Popen([binary(prog)] + list(args) + [str(port)],
-                                     cwd=cwd, stdin=subprocess.DEVNULL,
-                                     stdout=self.log_file, stderr=self.log_file, env=env)
-        self.wait_listening()
-
-
-class DiskFailures(MailTest):
+class DiskFailures(ShimBuild, MailTest):
     """POP3 updates on a failing disk: the reply matches the mailbox after."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.build_dir = tempfile.mkdtemp(prefix="failfs-")
-        cls.shim = os.path.join(cls.build_dir, "failfs.so")
-        cc = os.environ.get("CC", "cc")
-        run = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror",
-                              "-o", cls.shim, SHIM_SRC, "-ldl"],
-                             capture_output=True, text=True, timeout=60)
-        if run.returncode != 0:
-            shutil.rmtree(cls.build_dir, ignore_errors=True)
-            raise AssertionError("cannot build the shim:\n" + run.stderr)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.build_dir, ignore_errors=True)
 
     def setUp(self):
         super().setUp()
@@ -216,9 +174,7 @@ class DiskFailures(MailTest):
     def start_with(self, prog, **failures):
         args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1")
         args += ("-a", "0") if prog == "popserver" else ("-n", HOSTNAME)
-        server = ShimServer(prog, args, self.dir, free_port(), self.shim, failures)
-        self.servers.append(server)
-        return server
+        return self.start_shim(prog, args, **failures)
 
     def pop_with(self, **failures):
         return self.start_with("popserver", **failures)

@@ -66,7 +66,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (ACCOUNTS, HOSTNAME, SANITIZER_ENV, SANITIZER_RE,  # noqa: E402
-                     Server, binary, free_port)
+                     Server, binary, build_shim, free_port)
 
 USERS = [login for login, _ in ACCOUNTS]
 PASSWORDS = dict(ACCOUNTS)
@@ -569,38 +569,6 @@ def setup_dir(prefix):
     return top, spool, os.path.join(top, "user.txt")
 
 
-SHIM_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim", "failfs.c")
-
-
-def build_shim(directory):
-    """Compile tests/shim/failfs.c into directory; its path."""
-    shim = os.path.join(directory, "failfs.so")
-    run = subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O1", "-Wall",
-                          "-Wextra", "-Werror", "-o", shim, SHIM_SRC, "-ldl"],
-                         capture_output=True, text=True, timeout=60)
-    if run.returncode != 0:
-        raise RuntimeError("cannot build the shim:\n" + run.stderr)
-    return shim
-
-
-class ShimServer(Server):
-    """harness.Server with the failfs shim preloaded and its variables in
-    env. gcc's sanitizer runtime wants to come first in the library list;
-    the shim does not need that, so the check is off."""
-
-    def __init__(self, prog, args, cwd, port, env):
-        self.prog, self.port, self.cwd = prog, port, cwd
-        self.log_path = os.path.join(cwd, "%s-%d.log" % (prog, port))
-        self.log_file = open(self.log_path, "ab")
-        full = dict(os.environ, **SANITIZER_ENV)
-        full["ASAN_OPTIONS"] += ":verify_asan_link_order=0"
-        full.update(env)
-        self.proc = subprocess.Popen([binary(prog)] + list(args) + [str(port)],
-                                     cwd=cwd, stdin=subprocess.DEVNULL,
-                                     stdout=self.log_file, stderr=self.log_file, env=full)
-        self.wait_listening()
-
-
 def shim_env(top, seed, every):
     """The shim's variables for a run in top: one mailbox fsync in every fails."""
     state = os.path.join(top, "failfs-state")
@@ -614,10 +582,7 @@ def start_servers(ctx, top, spool, userfile, env=None):
     common = ["-d", spool, "-u", userfile, "-l", "127.0.0.1", "-t", "30"]
     ctx.spool = spool
     for prog, extra in (("smtpmail", ["-n", HOSTNAME]), ("popserver", ["-a", "0"])):
-        if env:
-            server = ShimServer(prog, common + extra, top, free_port(), env)
-        else:
-            server = Server(prog, common + extra, top, free_port())
+        server = Server(prog, common + extra, top, free_port(), env)
         setattr(ctx, "smtp" if prog == "smtpmail" else "pop", server)
 
 
