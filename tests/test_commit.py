@@ -206,17 +206,23 @@ class Interleavings(ShimBuild, Servers):
         c.send(b"Subject: %s\r\n\r\n%s\r\n.\r\n" % (body, body))
         return c
 
+    def held_delivery(self, body):
+        """A delivery to alice held between its append and its commit: its
+        connection (the reply unread) and its process, stopped (SIGCONT it)."""
+        with open(self.mailbox_path("alice") + ".lock", "r+b") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX, 1, 2)
+            c = self.start_delivery(body)
+            pid = self.commit_waiter("alice")
+            self.stop(pid)
+        return c, pid
+
     def test_record_deleted_before_its_session_commits(self):
         # The session's record was made durable by popserver's login, shown,
         # and deleted by its owner (truncated in place) before the session
         # took the commit lock: it was delivered, so 250, not a 451 that
         # makes the client send it again.
         self.assertTrue(self.deliver(["alice"], b"one").startswith("250"))
-        with open(self.mailbox_path("alice") + ".lock", "r+b") as lock:
-            fcntl.lockf(lock, fcntl.LOCK_EX, 1, 2)
-            c = self.start_delivery(b"two")
-            pid = self.commit_waiter("alice")
-            self.stop(pid)
+        c, pid = self.held_delivery(b"two")
         try:
             with Raw(self.pop.port) as r:
                 r.line()
@@ -243,11 +249,7 @@ class Interleavings(ShimBuild, Servers):
             r.line()
             r.cmd("USER alice")
             self.assertTrue(r.cmd("PASS alicepw").startswith("+OK"))
-            with open(self.mailbox_path("alice") + ".lock", "r+b") as lock:
-                fcntl.lockf(lock, fcntl.LOCK_EX, 1, 2)
-                c = self.start_delivery(b"two")
-                pid = self.commit_waiter("alice")
-                self.stop(pid)
+            c, pid = self.held_delivery(b"two")
             try:
                 self.assertTrue(r.cmd("DELE 1").startswith("+OK"))
                 self.assertTrue(r.cmd("QUIT").startswith("+OK"))
