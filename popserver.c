@@ -1408,15 +1408,23 @@ static off_t commit_announce(int lock_fd, struct commit_state *h)
 }
 
 /* commit_synced - under the commit and write locks, after that fsync
- * returned 0: [0, covered) is durable, so later sessions skip theirs */
+ * returned 0: [0, covered) is durable, so later sessions skip theirs. If
+ * the state cannot be written, *h stays as it was: the fsync stays
+ * announced, and the next holder of the commit lock cuts back what it
+ * covered, so nobody may count on it. Returns 0 or -1. */
 static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
 {
-	if (covered > h->size)
-		covered = h->size;	/* a crashed append was cut since */
-	if (h->durable < covered)
-		h->durable = covered;
-	h->syncing = -1;
-	return commit_write(lock_fd, h);
+	struct commit_state next = *h;
+
+	if (covered > next.size)
+		covered = next.size;	/* a crashed append was cut since */
+	if (next.durable < covered)
+		next.durable = covered;
+	next.syncing = -1;
+	if (commit_write(lock_fd, &next) < 0)
+		return -1;
+	*h = next;
+	return 0;
 }
 
 /* commit_doubt - under the write lock, after mymailbox was replaced by a
@@ -3787,15 +3795,13 @@ static const char *durable_end(struct session *s, off_t *size)
 	if (fstat(s->mboxfd, &st) < 0 || commit_load(s->lockfd, s->mboxfd, &st, &h) < 0)
 		return err;
 	if (h.syncing < 0 && h.durable < *size) {
-		int64_t was = h.durable;
-
 		if ((covered = commit_announce(s->lockfd, &h)) < 0)
 			return err;
 		if (fsync(s->mboxfd) < 0)
 			log_msg("%s: fsync: %s: showing only the mail that was durable before",
 				s->login, strerror(errno));
-		else if (commit_synced(s->lockfd, &h, covered) < 0)
-			h.durable = was;	/* still announced: smtpmail cuts it back */
+		else
+			(void)commit_synced(s->lockfd, &h, covered);	/* else h as before */
 	}
 	if (h.durable < *size && (*size = last_record_end(s->mboxfd, h.durable)) < 0)
 		return err;

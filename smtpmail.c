@@ -1406,15 +1406,23 @@ static off_t commit_announce(int lock_fd, struct commit_state *h)
 }
 
 /* commit_synced - under the commit and write locks, after that fsync
- * returned 0: [0, covered) is durable, so later sessions skip theirs */
+ * returned 0: [0, covered) is durable, so later sessions skip theirs. If
+ * the state cannot be written, *h stays as it was: the fsync stays
+ * announced, and the next holder of the commit lock cuts back what it
+ * covered, so nobody may count on it. Returns 0 or -1. */
 static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
 {
-	if (covered > h->size)
-		covered = h->size;	/* a crashed append was cut since */
-	if (h->durable < covered)
-		h->durable = covered;
-	h->syncing = -1;
-	return commit_write(lock_fd, h);
+	struct commit_state next = *h;
+
+	if (covered > next.size)
+		covered = next.size;	/* a crashed append was cut since */
+	if (next.durable < covered)
+		next.durable = covered;
+	next.syncing = -1;
+	if (commit_write(lock_fd, &next) < 0)
+		return -1;
+	*h = next;
+	return 0;
 }
 
 /* commit_doubt - under the write lock, after mymailbox was replaced by a
@@ -3626,20 +3634,6 @@ static int convert_foreign(struct rcpt *r, off_t size, off_t end, struct stat *s
 	return r->box_fd < 0 ? -1 : 0;
 }
 
-/* commit_shrunk - under the write lock, after mymailbox (status st) was
- * cut to size: note the size; nothing durable lies beyond it */
-static void commit_shrunk(int lock_fd, const struct stat *st, off_t size)
-{
-	struct commit_state h;
-
-	if (commit_read(lock_fd, &h) <= 0 || !commit_about(&h, st))
-		return;		/* the next commit_load starts it again */
-	if (h.durable > size)
-		h.durable = size;
-	h.size = size;
-	(void)commit_write(lock_fd, &h);
-}
-
 /*
  * tidy_mailbox - make the mailbox end at a record boundary before we
  * append (DESIGN.md): a crashed append of our own is cut back, mail in
@@ -3654,10 +3648,9 @@ static int tidy_mailbox(struct rcpt *r, struct stat *st)
 	r->noted = st->st_size;
 	if (shape == SHAPE_OUR_TAIL) {
 		log_msg("trimmed a partial record (%lld bytes)", (long long)(st->st_size - end));
-		r->noted = end;
 		if (ftruncate(r->box_fd, end) < 0)
 			return -1;
-		commit_shrunk(r->lock_fd, st, end);
+		r->noted = st->st_size = end;	/* commit_load takes the new size */
 		return 0;
 	}
 	if (shape == SHAPE_FOREIGN) {
@@ -3734,13 +3727,13 @@ static int commit_cut(struct rcpt *r, struct commit_state *h)
  * it), was a leader's that died: it is settled first (commit_cut), so that
  * its cut does not take our record with it.
  */
-static int commit_prepare(struct rcpt *r, int commit_locked)
+static int commit_prepare(struct rcpt *r, const struct stat *st, int commit_locked)
 {
 	struct commit_state h;
 	int rc = 0;
 
-	if (fstat(r->box_fd, &r->box) < 0
-	    || commit_load(r->lock_fd, r->box_fd, &r->box, &h) < 0)
+	r->box = *st;		/* as tidy_mailbox left it */
+	if (commit_load(r->lock_fd, r->box_fd, &r->box, &h) < 0)
 		return -1;
 	if (h.syncing >= 0
 	    && (commit_locked || lock_byte(r->lock_fd, COMMIT_LOCK_BYTE, F_WRLCK, 0) == 0)) {
@@ -3773,7 +3766,7 @@ static int open_mailbox(struct rcpt *r, int commit_locked)
 	}
 	if (r->box_fd < 0)
 		return -1;
-	if (tidy_mailbox(r, &st) == 0 && commit_prepare(r, commit_locked) == 0)
+	if (tidy_mailbox(r, &st) == 0 && commit_prepare(r, &st, commit_locked) == 0)
 		return 0;
 refused:
 	e = errno;
@@ -3921,6 +3914,20 @@ static void release_all(struct session *s)
 			close_fd(r->dir_fd, "user directory");
 		r->dir_fd = r->box_fd = r->lock_fd = -1;
 	}
+}
+
+/* commit_shrunk - under the write lock, after mymailbox (status st) was
+ * cut to size: note the size; nothing durable lies beyond it */
+static void commit_shrunk(int lock_fd, const struct stat *st, off_t size)
+{
+	struct commit_state h;
+
+	if (commit_read(lock_fd, &h) <= 0 || !commit_about(&h, st))
+		return;		/* the next commit_load starts it again */
+	if (h.durable > size)
+		h.durable = size;
+	h.size = size;
+	(void)commit_write(lock_fd, &h);
 }
 
 /*
