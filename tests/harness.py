@@ -52,6 +52,22 @@ def build_shim(directory):
     return shim
 
 
+def proc_state(pid):
+    """The state letter of process pid (R, S, T, Z ...), None if there is
+    none (Linux /proc/<pid>/stat: the field after the command's ")")."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def gone(pid):
+    """True if pid no longer runs (a zombie waiting for its parent counts
+    as gone)."""
+    return proc_state(pid) in (None, "Z")
+
+
 def binary(name):
     return os.path.join(BIN, name)
 

@@ -23,7 +23,7 @@ import struct
 import time
 import unittest
 
-from harness import HOSTNAME, TRACE, MailTest, Raw, ShimBuild
+from harness import HOSTNAME, TRACE, MailTest, Raw, ShimBuild, proc_state
 from test_pop import make_record
 
 STATE = struct.Struct("=8sqQQqqqqQ")
@@ -189,9 +189,8 @@ class Interleavings(ShimBuild, Servers):
         os.kill(pid, signal.SIGSTOP)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            with open("/proc/%d/stat" % pid) as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                    return
+            if proc_state(pid) == "T":
+                return
             time.sleep(0.01)
         self.fail("session %d did not stop" % pid)
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from harness import ROOT, free_port
+from harness import ROOT, free_port, gone
 
 # The copy builds its own programs with the plain `make` (see run.py).
 BINARIES = ()
@@ -32,15 +32,6 @@ def make_env():
     descriptors are not ours)."""
     return {k: v for k, v in os.environ.items()
             if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-
-
-def gone(pid):
-    """True if pid no longer runs (a zombie waiting for init counts as gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 class MakeRun(unittest.TestCase):

@@ -20,7 +20,7 @@ import socket
 import time
 import unittest
 
-from harness import HOSTNAME
+from harness import HOSTNAME, gone
 from test_abuse import OTHER, BUSY_SMTP, raw_from
 from test_auth import plain
 from test_smtp import SmtpTest
@@ -41,15 +41,6 @@ def fd_table(pid):
     """{descriptor: what it refers to} of a process (Linux /proc)."""
     path = "/proc/%d/fd" % pid
     return {fd: os.readlink(os.path.join(path, fd)) for fd in os.listdir(path)}
-
-
-def gone(pid):
-    """True if pid has exited (a zombie, or reaped by its new parent)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def kill_if_ours(pid, port):
