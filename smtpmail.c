@@ -2786,18 +2786,21 @@ static int mech_find(const char *name)
 
 /* secret_start - where the secret of a command line starts (its length if
  * it holds none): after "PASS", after APOP's name, after AUTH's mechanism.
- * A line is matched by its first four letters, so "PASS\tx" counts too. */
+ * A line is matched by its first four letters after any blanks, in any
+ * case, so " pass\tx" counts too. */
 static size_t secret_start(const char *line)
 {
 	static const struct { const char *verb; int keep; } verbs[] = {
 		{ "PASS", 0 }, { "APOP", 1 }, { "AUTH", 1 }
 	};
-	size_t len = strlen(line);
+	size_t len = strlen(line), lead = strspn(line, " \t");
 
+	/* Blanks before the verb: a server that skips them still reads the
+	 * secret, so the log must hide it just the same. */
 	for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++) {
-		size_t at = 4;
+		size_t at = lead + 4;
 
-		if (strncasecmp(line, verbs[v].verb, 4) != 0)
+		if (strncasecmp(line + lead, verbs[v].verb, 4) != 0)
 			continue;
 		for (int k = 0; k < verbs[v].keep; k++) {
 			at += strspn(line + at, " \t");

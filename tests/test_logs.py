@@ -132,6 +132,30 @@ class ServerLogs(LogCheck, MailTest):
                     self.assertIn("]: < USER %s\n" % USER_SHOWN, text)
                     self.assertIn("]: < NOOP %s\n" % SHOWN, text)
 
+    def test_secret_after_blanks_never_logged(self):
+        """A command line that starts with blanks, in any case, still hides
+        its secret with -v: " PASS", "\tauth plain", " APOP"."""
+        secret = b"s3cretW0rd"
+        b64 = b"AGFsaWNlAHMzY3JldFcwcmQ="       # \0alice\0s3cretW0rd
+        smtp = self.start_smtp("-v", "-w", "0")
+        self.smtp_lines(smtp, [b"EHLO x.example", b" AUTH PLAIN " + b64,
+                               b"\tauth plain " + b64, b"  Auth Login " + b64])
+        pop = self.start_pop("-v", "-a", "0")
+        # One connection a line: popserver closes after three errors.
+        for line in (b" PASS " + secret, b"\t pass " + secret,
+                     b" apop alice " + secret, b" AUTH PLAIN " + b64):
+            with socket.create_connection(("127.0.0.1", pop.port), timeout=10) as s:
+                f = s.makefile("rb")
+                f.readline()
+                s.sendall(b"USER alice\r\n" + line + b"\r\nQUIT\r\n")
+                self.assertEqual(len(f.read().split(b"\r\n")), 4)    # 3 replies, closed
+        for server in (smtp, pop):
+            log = self.log_bytes(server)
+            self.assertNotIn(secret, log)
+            self.assertNotIn(b64, log)
+            self.assertNotIn(b64[:12], log)
+            self.assertIn(b"****", log)
+
 
 class ClientLog(LogCheck, ClientTest):
     """mailclient -v: what scripted servers send, and what the user typed,

@@ -850,6 +850,8 @@ static void secret_cases(void)
 		{ "PASS", 4 }, { "APOP mrose c4c9", 10 }, { "APOP mrose", 10 },
 		{ "AUTH PLAIN AGFs", 10 }, { "AUTH CRAM-MD5", 13 }, { "auth login dGlt", 10 },
 		{ "USER mrose", 10 }, { "NOOP x", 6 }, { "", 0 },
+		{ " PASS secret", 5 }, { "\t pass secret", 6 }, { "  AUTH PLAIN AGFs", 12 },
+		{ " apop mrose c4c9", 11 }, { "   ", 3 },
 	};
 	static const struct {
 		const char *a, *b;
