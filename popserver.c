@@ -37,7 +37,7 @@
  *
  * The mailbox follows DESIGN.md: records of CRLF lines, dot-stuffed, each
  * ended by a line ".". At PASS the session lock (byte 0 of
- * mymailbox.lock) is taken for the whole session; the end of the last
+ * mymailbox.state) is taken for the whole session; the end of the last
  * complete and durable record is found under the commit and write locks
  * (bytes 2 and 1: what smtpmail appended but has not yet fsynced is
  * committed first, or left for the next session) and the records below it
@@ -99,6 +99,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,8 @@ enum {
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
 	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
+	DOTLOCK_STALE_SECONDS = 300,	/* an older mymailbox.lock is left over (liblockfile) */
+	STALE_TRIES = 3,	/* opening a spool file again after it was replaced */
 	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
 	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
 };
@@ -232,7 +235,7 @@ struct session {
 	int dirfd;		/* <spool>/<login>, after PASS */
 	long long started_ms;	/* now_ms() at the greeting */
 	char stamp[STAMP_MAX];	/* the greeting's <pid.clock@host>, for APOP */
-	int lockfd;		/* mymailbox.lock, held for the session */
+	int lockfd;		/* mymailbox.state, held for the session */
 	int mboxfd;		/* mymailbox, or -1 when it did not exist */
 	struct mbox_index ix;
 	size_t retrieved;	/* RETR commands, for the log at QUIT */
@@ -1145,14 +1148,30 @@ static int open_regular(int dirfd, const char *login, const char *name, int flag
 	return -1;
 }
 
-/* open_lock_file - open mymailbox.lock in the user's directory dirfd,
- * creating it as needed; keep the descriptor for the whole process:
- * closing any descriptor of the file drops all our fcntl locks on it */
-static int open_lock_file(int dirfd, const char *login)
+/* open_state_file - open mymailbox.state, which holds the fcntl locks of
+ * the mailbox and its commit state, in the user's directory dirfd,
+ * creating it as needed. It is not "mymailbox.lock": that name is the
+ * dotlock of mutt, procmail and mail(1), which they create and delete,
+ * and which we honour (mailbox_lock). Keep the descriptor for the whole
+ * process: closing any descriptor of the file drops all our fcntl locks
+ * on it. */
+static int open_state_file(int dirfd, const char *login)
 {
 	struct stat st;
 
-	return open_regular(dirfd, login, "mymailbox.lock", O_RDWR | O_CREAT, &st);
+	return open_regular(dirfd, login, "mymailbox.state", O_RDWR | O_CREAT, &st);
+}
+
+/* same_file - 1 if the name in dirfd still names the file open on fd: a
+ * lock on a file deleted or replaced since (a script, an editor, a restore)
+ * excludes nobody who opens the name now */
+static int same_file(int dirfd, const char *name, int fd)
+{
+	struct stat mine, named;
+
+	if (fstat(fd, &mine) < 0 || fstatat(dirfd, name, &named, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	return mine.st_dev == named.st_dev && mine.st_ino == named.st_ino;
 }
 
 /*
@@ -1237,7 +1256,7 @@ static int lock_wait(int fd, struct flock *fl)
 }
 
 /*
- * lock_byte - take (F_WRLCK) or release (F_UNLCK) one byte of the lock file.
+ * lock_byte - take (F_WRLCK) or release (F_UNLCK) one byte of the state file.
  * wait: block at most LOCK_WAIT_SECONDS. Returns 0, or -1 with errno: EAGAIN
  * or EACCES busy (no wait), EINTR the wait timed out, EDEADLK a deadlock.
  * A free lock (the usual case) is taken by one F_SETLK; the alarm and the
@@ -1255,21 +1274,121 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 	return lock_wait(fd, &fl);	/* busy: wait for it, bounded */
 }
 
-/* <<< shared: spool */
+/* mailbox_unlock - let go of mailbox_lock's lock (logged if it fails) */
+static void mailbox_unlock(int fd)
+{
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	int e = errno;
 
-/* >>> shared: commit - what of mymailbox is durable, kept in its lock file (smtpmail.c, popserver.c) */
+	if (fcntl(fd, F_SETLK, &fl) < 0)
+		log_msg("unlock mymailbox: %s", strerror(errno));
+	errno = e;
+}
+
+/* lock_state - lock_byte on the state file open on fd in dirfd, then check
+ * that it is still the one named (same_file); if not, the byte is let go
+ * again and -1 returned with errno ESTALE: open it again and start over */
+static int lock_state(int dirfd, int fd, off_t byte, int wait)
+{
+	if (lock_byte(fd, byte, F_WRLCK, wait) < 0)
+		return -1;
+	if (same_file(dirfd, "mymailbox.state", fd))
+		return 0;
+	(void)lock_byte(fd, byte, F_UNLCK, 0);
+	errno = ESTALE;
+	return -1;
+}
 
 /*
- * Group commit (README "Design"). smtpmail appends a record under the write
- * lock and lets that lock go; then, one session at a time under the commit
+ * dotlock_stale - 1 if the dotlock mymailbox.lock in dirfd (status st) may
+ * be removed: older than DOTLOCK_STALE_SECONDS (liblockfile's and procmail's
+ * rule), or holding the number of a process that no longer runs here, or
+ * the lock file of an earlier version of these servers, which held the
+ * commit state under that name.
+ */
+static int dotlock_stale(int dirfd, const struct stat *st)
+{
+	char text[24] = "";
+	int fd = openat(dirfd, "mymailbox.lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : pread(fd, text, sizeof text - 1, 0);
+	char *end;
+	long pid;
+
+	if (fd >= 0)
+		(void)close(fd);
+	if (time(NULL) - st->st_mtime > DOTLOCK_STALE_SECONDS)
+		return 1;
+	if (n >= 7 && memcmp(text, "mtcmt0", 6) == 0)
+		return 1;
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	pid = strtol(text, &end, 10);
+	return pid > 1 && (*end == '\n' || *end == '\0') && kill((pid_t)pid, 0) < 0
+	       && errno == ESRCH;
+}
+
+/* dotlock_held - 1 if another program holds the dotlock mymailbox.lock in
+ * dirfd; a stale one is removed (logged) and counts as not held */
+static int dotlock_held(int dirfd, const char *login)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, "mymailbox.lock", &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (!dotlock_stale(dirfd, &st))
+		return 1;
+	if (unlinkat(dirfd, "mymailbox.lock", 0) == 0 || errno == ENOENT)
+		log_msg("%s/mymailbox.lock: stale dotlock removed", login);
+	return 0;
+}
+
+/*
+ * mailbox_lock - before mymailbox (open on fd in dirfd) is changed: take an
+ * fcntl lock on the whole of it, as mutt, procmail and Dovecot do, so that
+ * they and we exclude each other; check that it is still the file named
+ * mymailbox (else ESTALE: open it again); and wait, bounded, while another
+ * program holds the dotlock mymailbox.lock. Returns 0, or -1 with errno:
+ * EINTR the wait ran out, ESTALE, or another error.
+ */
+static int mailbox_lock(int dirfd, const char *login, int fd)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	struct timespec pause = { 0, 100 * 1000 * 1000 };
+	int tries = LOCK_WAIT_SECONDS * 10;
+
+	for (;;) {
+		if (fcntl(fd, F_SETLK, &fl) < 0
+		    && ((errno != EAGAIN && errno != EACCES) || lock_wait(fd, &fl) < 0))
+			return -1;
+		if (!same_file(dirfd, "mymailbox", fd))
+			errno = ESTALE;
+		else if (!dotlock_held(dirfd, login))
+			return 0;
+		else
+			errno = EINTR;
+		mailbox_unlock(fd);
+		if (errno == ESTALE || --tries <= 0)
+			return -1;
+		(void)nanosleep(&pause, NULL);
+	}
+}
+
+/* <<< shared: spool */
+
+/* >>> shared: commit - what of mymailbox is durable, kept in its state file (smtpmail.c, popserver.c) */
+
+/*
+ * Group commit (DESIGN.md "The commit protocol"). smtpmail appends a
+ * record under the write lock and lets that lock go; then, one session at a time under the commit
  * lock, an fsync covers every record appended before it began, so sessions
  * that deliver at once share one fsync. What is durable, and so may be
  * answered 250 and shown by POP3, is kept in the first bytes of
- * mymailbox.lock (fcntl locks take bytes 0-2 whatever the file holds).
+ * mymailbox.state (fcntl locks take bytes 0-2 whatever the file holds).
  * It is read and written only under the write lock, and never fsynced: it
- * describes the running system. After a reboot (a new boot stamp), or when
- * it is missing or about another file, it starts again from "all that is
- * there is durable", made true by one fsync (commit_load).
+ * describes the running system. After a reboot (a new boot id), or when
+ * it is damaged, inconsistent or about another file, it starts again from
+ * "all that is there is durable", made true by one fsync (commit_restart).
  *
  * An fsync is announced ("syncing") before it starts and settled after it,
  * under the commit lock. Whoever takes the commit lock and finds one still
@@ -1280,28 +1399,50 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
  */
 struct commit_state {
 	char magic[8];		/* COMMIT_MAGIC */
-	int64_t boot_ms;	/* boot_stamp() when written */
+	unsigned char boot[16];	/* boot_id() of the system that wrote it; zeros: unknown */
 	uint64_t dev, ino;	/* the mymailbox it is about */
 	int64_t size;		/* its size as the last change under the write lock left it */
 	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
 	int64_t syncing;	/* -1, or the size an fsync under way covers */
+	int64_t appending;	/* -1, or where an append under way began (tidy_mailbox) */
 	int64_t kept;		/* the durable size the last cut kept: records below it stayed */
 	uint64_t epoch;		/* one more at each cut: records appended before it and past kept are gone */
+	uint64_t check;		/* state_check() of all the fields above */
 };
 
-static const char COMMIT_MAGIC[8] = "mtcmt03";
+static const char COMMIT_MAGIC[8] = "mtcmt04";
 
-/* boot_stamp - when this system started, in ms of the real-time clock:
- * the same for the whole uptime, other after a reboot (POSIX has no boot
- * id; a clock step changes it too, which costs one fsync) */
-static int64_t boot_stamp(void)
+/*
+ * boot_id - what names this boot of the system: on Linux the random
+ * /proc/sys/kernel/random/boot_id, new at each boot and untouched by clock
+ * steps. Where there is none it stays zeros, "unknown", and a state is
+ * then taken to be of this boot: its announced fsyncs are honoured, which
+ * after a real reboot cuts at most records that were never answered 250.
+ */
+static const unsigned char *boot_id(void)
 {
-	struct timespec real, mono;
+	static unsigned char id[16];
+	static int done;
+	char text[64];
+	int fd, n = 0;
+	ssize_t len;
 
-	if (clock_gettime(CLOCK_REALTIME, &real) < 0 || clock_gettime(CLOCK_MONOTONIC, &mono) < 0)
-		return 0;	/* 0 is never valid: see commit_read */
-	return ((int64_t)real.tv_sec - (int64_t)mono.tv_sec) * 1000
-	       + ((long)real.tv_nsec - (long)mono.tv_nsec) / 1000000;
+	if (done)
+		return id;
+	done = 1;
+	if ((fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)) < 0)
+		return id;
+	len = read(fd, text, sizeof text - 1);
+	(void)close(fd);
+	for (ssize_t i = 0; i < len && n < 32; i++) {
+		const char *hex = "0123456789abcdef", *d = memchr(hex, text[i], 16);
+
+		if (d && text[i])
+			id[n / 2] = (unsigned char)(id[n / 2] << 4 | (d - hex)), n++;
+	}
+	if (n != 32)
+		memset(id, 0, sizeof id);
+	return id;
 }
 
 /* fresh_epoch - an epoch for a state that starts from nothing (missing,
@@ -1316,30 +1457,64 @@ static uint64_t fresh_epoch(void)
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* commit_read - read the commit state from the lock file: 1 valid (ours,
- * written since this boot), 0 not (*h then holds what was there, zeroed if
- * it is not ours), -1 a read error */
+/* state_check - an FNV-1a hash of the state but its check field: a state
+ * torn by a crash, or written over by another program, does not match */
+static uint64_t state_check(const struct commit_state *h)
+{
+	const unsigned char *p = (const unsigned char *)h;
+	uint64_t sum = 14695981039346656037u;
+
+	for (size_t i = 0; i < offsetof(struct commit_state, check); i++)
+		sum = (sum ^ p[i]) * 1099511628211u;
+	return sum;
+}
+
+/* state_consistent - the fields agree with each other: a state that does
+ * not is never a reason to cut or to skip an fsync (commit_load) */
+static int state_consistent(const struct commit_state *h)
+{
+	return h->durable >= 0 && h->durable <= h->size && h->kept >= 0
+	       && (h->syncing == -1 || (h->syncing >= h->durable && h->syncing <= h->size))
+	       && (h->appending == -1 || (h->appending >= 0 && h->appending <= h->size));
+}
+
+/* same_boot - 1 unless both h and this system know their boot, and differ */
+static int same_boot(const struct commit_state *h)
+{
+	static const unsigned char unknown[16];
+	const unsigned char *now = boot_id();
+
+	return memcmp(h->boot, unknown, 16) == 0 || memcmp(now, unknown, 16) == 0
+	       || memcmp(h->boot, now, 16) == 0;
+}
+
+/* commit_read - read the commit state from the state file: 1 valid (ours,
+ * whole, consistent, written since this boot), 0 not (*h then holds what
+ * was there, zeroed if it is not ours), -1 a read error */
 static int commit_read(int lock_fd, struct commit_state *h)
 {
 	ssize_t n = pread(lock_fd, h, sizeof *h, 0);
-	int64_t now = boot_stamp(), drift;
 
 	if (n < 0)
 		return -1;
-	if ((size_t)n != sizeof *h || memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0) {
+	if ((size_t)n != sizeof *h || memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0
+	    || h->check != state_check(h)) {
 		memset(h, 0, sizeof *h);
 		return 0;
 	}
-	drift = h->boot_ms - now;
-	return h->boot_ms != 0 && now != 0 && drift > -2000 && drift < 2000;
+	return state_consistent(h) && same_boot(h);
 }
 
-/* commit_write - write the commit state to the lock file */
+/* commit_write - write the commit state to the state file */
 static int commit_write(int lock_fd, const struct commit_state *h)
 {
-	ssize_t n = pwrite(lock_fd, h, sizeof *h, 0);
+	struct commit_state out = *h;
+	ssize_t n;
 
-	if (n == (ssize_t)sizeof *h)
+	memcpy(out.boot, boot_id(), sizeof out.boot);
+	out.check = state_check(&out);
+	n = pwrite(lock_fd, &out, sizeof out, 0);
+	if (n == (ssize_t)sizeof out)
 		return 0;
 	if (n >= 0)
 		errno = EIO;
@@ -1353,15 +1528,59 @@ static int commit_about(const struct commit_state *h, const struct stat *st)
 	return h->dev == (uint64_t)st->st_dev && h->ino == (uint64_t)st->st_ino;
 }
 
+/* commit_appending - where an append began that the state file announces
+ * for the file whose status is st and that never finished (its process
+ * died: the caller holds the write lock), or -1. A state of another boot
+ * counts too: what it announced is still the only tail we may cut. */
+static off_t commit_appending(int lock_fd, const struct stat *st)
+{
+	struct commit_state h;
+
+	if (commit_read(lock_fd, &h) < 0 || memcmp(h.magic, COMMIT_MAGIC, sizeof h.magic) != 0
+	    || !commit_about(&h, st))
+		return -1;
+	return h.appending;
+}
+
+/*
+ * commit_restart - a state not valid, or about another file (a reboot, a
+ * first use, a file replaced, a state damaged or written over): no append
+ * of ours can be waiting on it, so one fsync makes all of the file durable.
+ * If that fsync fails, the state stays invalid with the epoch moved on.
+ */
+static int commit_restart(int lock_fd, int box_fd, const struct stat *st, struct commit_state *h)
+{
+	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0)
+		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
+	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
+	h->dev = (uint64_t)st->st_dev;
+	h->ino = (uint64_t)st->st_ino;
+	h->syncing = h->appending = -1;
+	h->kept = 0;
+	if (fsync(box_fd) < 0) {
+		int e = errno;
+
+		h->size = 0;
+		h->durable = 1;		/* durable > size: still invalid */
+		h->epoch++;
+		(void)commit_write(lock_fd, h);
+		errno = e;
+		return -1;
+	}
+	h->size = h->durable = st->st_size;
+	return commit_write(lock_fd, h);
+}
+
 /*
  * commit_load - under the write lock, by a process that has the current
  * mymailbox open on box_fd (its status in st): the commit state, made
- * valid. A size that another hand changed is taken as it is (what was
- * appended by hand waits for the next fsync, like any append). A state not
- * valid, or about another file (a reboot, a first use, a file replaced),
- * starts again: no append can be waiting then, one fsync makes all of the
- * file durable. If that fsync fails, the state stays invalid with the
- * epoch moved on, and -1 is returned.
+ * valid. An append that was under way (appending) was a process's that
+ * died, since we hold the write lock: its tail stays as it is until
+ * smtpmail's tidy_mailbox cuts it (popserver serves the records before it).
+ * A size that another hand changed is made durable at once by one fsync,
+ * so that no later cut can take what that hand wrote; while an fsync is
+ * announced, that could declare durable what the announced one fails to
+ * write, so the caller is told to come back (EAGAIN).
  */
 static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct commit_state *h)
 {
@@ -1369,32 +1588,35 @@ static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct co
 
 	if (valid < 0)
 		return -1;
-	if (valid && commit_about(h, st)) {
-		if (h->size == st->st_size)
-			return 0;
+	if (!valid || !commit_about(h, st))
+		return commit_restart(lock_fd, box_fd, st, h);
+	if (h->appending >= 0 && st->st_size > h->appending)
+		return 0;	/* a crashed append's tail, which only tidy_mailbox may cut */
+	if (h->size == st->st_size && h->appending < 0)
+		return 0;
+	h->appending = -1;
+	if (h->size > st->st_size) {
+		/* Shrunk: a cut that died half-way, or a truncation by hand. */
 		h->size = st->st_size;
-		if (h->durable > h->size)
-			h->durable = h->size;
-		return commit_write(lock_fd, h);
-	}
-	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0)
-		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
-	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
-	h->dev = (uint64_t)st->st_dev;
-	h->ino = (uint64_t)st->st_ino;
-	h->syncing = -1;
-	if (fsync(box_fd) < 0) {
-		int e = errno;
+		h->durable = h->durable < h->size ? h->durable : h->size;
+		h->syncing = h->syncing < h->size ? h->syncing : h->size;
+	} else if (h->size < st->st_size && h->syncing < 0) {
+		if (fsync(box_fd) < 0)
+			return -1;
+		h->size = h->durable = st->st_size;
+	} else if (h->size < st->st_size) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+				    .l_start = COMMIT_LOCK_BYTE, .l_len = 1 };
 
-		h->boot_ms = 0;		/* still invalid */
-		h->kept = 0;
-		h->epoch++;
-		(void)commit_write(lock_fd, h);
-		errno = e;
-		return -1;
+		if (fcntl(lock_fd, F_GETLK, &fl) < 0 || fl.l_type != F_UNLCK) {
+			errno = EAGAIN;		/* a live leader's fsync: come back */
+			return -1;
+		}
+		/* Its leader died (or we hold the commit lock): the growth waits
+		 * for the next fsync, and the cut of the dead one's takes it too
+		 * (DESIGN.md "What is not promised"). */
+		h->size = st->st_size;
 	}
-	h->boot_ms = boot_stamp();
-	h->size = h->durable = st->st_size;
 	return commit_write(lock_fd, h);
 }
 
@@ -1416,6 +1638,10 @@ static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
 {
 	struct commit_state next = *h;
 
+	if (next.syncing < 0)
+		return 0;	/* cut since it was announced: it settles nothing */
+	if (covered > next.syncing)
+		covered = next.syncing;	/* a record withdrawn since (smtpmail) */
 	if (covered > next.size)
 		covered = next.size;	/* a crashed append was cut since */
 	if (next.durable < covered)
@@ -1565,7 +1791,7 @@ struct server {
 	int (*session)(int in, int out, const char *peer);
 	/* Reuse session processes (smtpmail): a connection goes to an idle
 	 * worker if there is one, else to a new one; 0: a process per session
-	 * (popserver: README, "Process model"). */
+	 * (popserver: DESIGN.md "Process model"). */
 	int pool;
 	int over_pipe[2];	/* a child writes a struct over_note to [1] when its session is over */
 	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
@@ -2495,10 +2721,14 @@ static int tail_is_ours(const char *tail, size_t n, int whole)
 
 /*
  * mailbox_shape - what fd's first size bytes hold past the last complete
- * record, which goes to *end. A UTF-8 byte order mark at the start (an
- * editor's) makes a hand-written file too. Returns -1 on a read error.
+ * record, which goes to *end. A tail is a crashed append of ours only if
+ * it starts where the commit state says an append began (announced; -1:
+ * none was) and looks like one of our records: a saved copy of a message
+ * appended back by hand looks the same, and is mail. A UTF-8 byte order
+ * mark at the start (an editor's) makes a hand-written file too. Returns
+ * -1 on a read error.
  */
-static int mailbox_shape(int fd, off_t size, off_t *end)
+static int mailbox_shape(int fd, off_t size, off_t announced, off_t *end)
 {
 	char buf[TRACE_WINDOW];
 	ssize_t n = pread_full(fd, buf, 3, 0);
@@ -2512,7 +2742,8 @@ static int mailbox_shape(int fd, off_t size, off_t *end)
 	n = pread_full(fd, buf, sizeof buf, *end);
 	if (n < 0)
 		return -1;
-	return tail_is_ours(buf, (size_t)n, *end + n == size) ? SHAPE_OUR_TAIL : SHAPE_FOREIGN;
+	return *end == announced && tail_is_ours(buf, (size_t)n, *end + n == size)
+	       ? SHAPE_OUR_TAIL : SHAPE_FOREIGN;
 }
 
 /* out_add - append n bytes to the buffered output file */
@@ -2677,6 +2908,33 @@ static long write_converted(int fd, off_t size, off_t end, int dirfd)
 }
 
 /*
+ * carry_over - after convert_mailbox's rename: what another hand wrote to
+ * the old file (fd) while it was converted, from size on, is appended to
+ * the new mymailbox as it is (a tail that the next opening converts), so
+ * that a writer still at work loses nothing it wrote until then.
+ */
+static void carry_over(int fd, int dirfd, const char *login, off_t size)
+{
+	char buf[MBOX_CHUNK];
+	struct stat now;
+	int out;
+	ssize_t n;
+
+	if (fstat(fd, &now) < 0 || now.st_size <= size)
+		return;
+	out = open_regular(dirfd, login, "mymailbox", O_WRONLY | O_APPEND, &now);
+	for (n = out < 0 ? -1 : 1; n > 0; size += n)
+		if ((n = pread_full(fd, buf, sizeof buf, size)) > 0
+		    && write_all(out, buf, (size_t)n) < 0)
+			n = -1;
+	if (n < 0 || out < 0 || fsync(out) < 0)
+		log_msg("%s/mymailbox: text written during its conversion not carried over: %s",
+			login, strerror(errno));
+	if (out >= 0)
+		close_fd(out, "mailbox");
+}
+
+/*
  * convert_mailbox - turn a mailbox written by another hand into records,
  * once and atomically, the way a POP3 update replaces a mailbox: write
  * mymailbox.new in the user's directory dirfd, fsync it, rename it over
@@ -2698,6 +2956,7 @@ static int convert_mailbox(int fd, int dirfd, const char *login, off_t size, off
 	}
 	log_msg("%s/mymailbox: written by another hand: converted to records "
 		"(%ld messages in %lld bytes)", login, messages, (long long)(size - end));
+	carry_over(fd, dirfd, login, size);
 	if (fsync(dirfd) < 0) {
 		log_msg("%s/mymailbox: converted, but the fsync of its directory failed (%s): "
 			"the conversion may not survive a crash", login, strerror(errno));
@@ -3749,6 +4008,28 @@ static const char *open_records(struct session *s, struct stat *st)
 }
 
 /*
+ * lock_box - mailbox_lock on a descriptor of mymailbox opened for it (the
+ * lock wants one open for writing; the session's own is read-only), which
+ * must be the file the session has open. Returns it (closing it lets the
+ * lock go), or -1: ESTALE when mymailbox was replaced during the session.
+ */
+static int lock_box(struct session *s)
+{
+	struct stat named, ours;
+	int fd = open_regular(s->dirfd, s->login, "mymailbox", O_RDWR, &named), e;
+
+	if (fd < 0)
+		return -1;
+	if (fstat(s->mboxfd, &ours) == 0 && ours.st_dev == named.st_dev
+	    && ours.st_ino == named.st_ino && mailbox_lock(s->dirfd, s->login, fd) == 0)
+		return fd;
+	e = errno == 0 || errno == ENOENT ? ESTALE : errno;
+	close_fd(fd, "mailbox");
+	errno = ours.st_ino != named.st_ino ? ESTALE : e;
+	return -1;
+}
+
+/*
  * records_end - to *size the end of the last complete record. A mailbox
  * written by another hand (the assignment's format: LF or CRLF lines, a
  * "." line between messages) is first converted to records, once, so that
@@ -3758,13 +4039,19 @@ static const char *open_records(struct session *s, struct stat *st)
 static const char *records_end(struct session *s, struct stat *st, off_t *size)
 {
 	const char *err;
-	int shape = mailbox_shape(s->mboxfd, st->st_size, size);
+	int shape = mailbox_shape(s->mboxfd, st->st_size, commit_appending(s->lockfd, st), size);
 
 	if (shape == SHAPE_FOREIGN) {
 		/* Converted but the rename perhaps not durable (1) is served: a
 		 * crash would bring back the same mail, converted again alike. */
-		int rc = convert_mailbox(s->mboxfd, s->dirfd, s->login, st->st_size, *size);
+		int box = lock_box(s), rc = -1;
 
+		if (box >= 0)
+			rc = convert_mailbox(s->mboxfd, s->dirfd, s->login, st->st_size, *size);
+		if (box >= 0)
+			close_fd(box, "mailbox");	/* lets mailbox_lock go */
+		if (rc < 0 && errno == EAGAIN)
+			return NULL;	/* being written: the records before it are served */
 		if (rc < 0)
 			return "-ERR [SYS/TEMP] cannot convert mailbox, try again later";
 		if (rc > 0)
@@ -3774,14 +4061,14 @@ static const char *records_end(struct session *s, struct stat *st, off_t *size)
 			return err;
 		if (s->mboxfd < 0)
 			return "-ERR [SYS/TEMP] mailbox gone while converting";
-		shape = mailbox_shape(s->mboxfd, st->st_size, size);
+		shape = mailbox_shape(s->mboxfd, st->st_size, -1, size);
 	}
 	return shape < 0 ? "-ERR [SYS/TEMP] cannot read mailbox, try again later" : NULL;
 }
 
 /*
  * durable_end - lower *size, the end of the last complete record, to the
- * end of the last durable one (README "Design": group commit). Mail that
+ * end of the last durable one (DESIGN.md "The commit protocol"). Mail that
  * is not durable yet (appended by smtpmail a moment ago, or by hand) is
  * first committed: we hold the commit lock, so we fsync for it. If that
  * fails, or an fsync's process died unsettled, it is not shown: it stays
@@ -3823,9 +4110,9 @@ static const char *open_mailbox(struct session *s, off_t *size)
 	struct stat st;
 
 	*size = 0;
-	if (lock_byte(s->lockfd, COMMIT_LOCK_BYTE, F_WRLCK, 1) < 0)
+	if (lock_state(s->dirfd, s->lockfd, COMMIT_LOCK_BYTE, 1) < 0)
 		return "-ERR [SYS/TEMP] mailbox busy, try again later";
-	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0)
+	if (lock_state(s->dirfd, s->lockfd, WRITE_LOCK_BYTE, 1) < 0)
 		err = "-ERR [SYS/TEMP] mailbox busy, try again later";
 	else {
 		err = open_records(s, &st);
@@ -3843,7 +4130,7 @@ static const char *open_mailbox(struct session *s, off_t *size)
 
 /*
  * lock_session - DESIGN.md POP3 step 1: open the user's directory (never
- * through a link: user_dir) and the lock file in it, and take the session
+ * through a link: user_dir) and the state file in it, and take the session
  * lock. Returns NULL, or the -ERR reply: [SYS/PERM] for what only the
  * administrator can mend, a link or a file of the wrong kind.
  */
@@ -3853,16 +4140,22 @@ static const char *lock_session(struct session *s)
 		return errno == ELOOP ? "-ERR [SYS/PERM] mailbox directory is a symbolic link"
 		       : errno == ENOTDIR ? "-ERR [SYS/PERM] mailbox directory is not a directory"
 		       : "-ERR [SYS/TEMP] cannot open mailbox";
-	if ((s->lockfd = open_lock_file(s->dirfd, s->login)) < 0)
-		return errno == ELOOP ? "-ERR [SYS/PERM] lock file is a symbolic link"
-		       : errno == EPERM ? "-ERR [SYS/PERM] lock file is not a regular file"
-		       : "-ERR [SYS/TEMP] cannot open mailbox";
-	if (lock_byte(s->lockfd, SESSION_LOCK_BYTE, F_WRLCK, 0) < 0)
-		/* RFC 2449 section 8.1.2: IN-USE; RFC 3206 section 4: SYS */
-		return errno == EAGAIN || errno == EACCES
-		       ? "-ERR [IN-USE] mailbox locked by another session"
-		       : "-ERR [SYS/TEMP] cannot lock mailbox";
-	return NULL;
+	for (int tries = 0;; tries++) {
+		if ((s->lockfd = open_state_file(s->dirfd, s->login)) < 0)
+			return errno == ELOOP ? "-ERR [SYS/PERM] state file is a symbolic link"
+			       : errno == EPERM ? "-ERR [SYS/PERM] state file is not a regular file"
+			       : "-ERR [SYS/TEMP] cannot open mailbox";
+		if (lock_state(s->dirfd, s->lockfd, SESSION_LOCK_BYTE, 0) == 0)
+			return NULL;
+		if (errno != ESTALE || tries == STALE_TRIES)
+			break;
+		close_fd(s->lockfd, "state file");	/* replaced: lock the new one */
+		s->lockfd = -1;
+	}
+	/* RFC 2449 section 8.1.2: IN-USE; RFC 3206 section 4: SYS */
+	return errno == EAGAIN || errno == EACCES
+	       ? "-ERR [IN-USE] mailbox locked by another session"
+	       : "-ERR [SYS/TEMP] cannot lock mailbox";
 }
 
 /*
@@ -4271,7 +4564,8 @@ static int mail_end(struct session *s, off_t *tail, int *dropped)
 	/* Bytes below N never changed; what came since is in [N, size). */
 	*dropped = 0;
 	if (fstat(s->mboxfd, &st) < 0 || st.st_size < s->ix.end
-	    || (shape = mailbox_shape(s->mboxfd, st.st_size, &end)) < 0)
+	    || (shape = mailbox_shape(s->mboxfd, st.st_size, commit_appending(s->lockfd, &st),
+				   &end)) < 0)
 		return -1;
 	*tail = shape == SHAPE_OUR_TAIL && end >= s->ix.end ? end : st.st_size;
 	if (commit_read(s->lockfd, &h) > 0 && commit_about(&h, &st) && h.syncing >= 0
@@ -4351,7 +4645,7 @@ static void commit_updated(struct session *s, int bump, off_t tail)
 		return;		/* the next commit_load starts it again */
 	}
 	memcpy(h.magic, COMMIT_MAGIC, sizeof h.magic);
-	h.boot_ms = boot_stamp();
+	h.appending = -1;
 	h.dev = (uint64_t)st.st_dev;
 	h.ino = (uint64_t)st.st_ino;
 	if (bump) {
@@ -4387,17 +4681,11 @@ static off_t deleted_tail(const struct session *s)
  * lock. No copy, so it works on a full disk too; both sizes are whole
  * records, so a crash leaves one or the other. Returns as rewrite_mailbox.
  */
-static int truncate_mailbox(struct session *s, off_t cut)
+static int truncate_mailbox(struct session *s, int fd, off_t cut)
 {
-	struct stat now, ours;
-	int fd = open_regular(s->dirfd, s->login, "mymailbox", O_WRONLY, &now), rc = -1;
+	int rc = -1;
 
-	if (fd < 0 || fstat(s->mboxfd, &ours) < 0)
-		log_msg("%s: update failed: %s", s->login, strerror(errno));
-	else if (now.st_dev != ours.st_dev || now.st_ino != ours.st_ino)
-		log_msg("%s: update failed: mymailbox was replaced during the session",
-			s->login);
-	else if (ftruncate(fd, cut) < 0)
+	if (ftruncate(fd, cut) < 0)
 		log_msg("%s: update failed: %s", s->login, strerror(errno));
 	else {
 		rc = 0;
@@ -4408,8 +4696,6 @@ static int truncate_mailbox(struct session *s, off_t cut)
 			rc = 1;
 		}
 	}
-	if (fd >= 0 && close(fd) < 0 && rc == 0)
-		log_msg("%s: close mymailbox: %s", s->login, strerror(errno));
 	return rc;
 }
 
@@ -4437,21 +4723,25 @@ static int mailbox_replaced(const struct session *s)
 static int update_mailbox(struct session *s)
 {
 	off_t tail, cut = deleted_tail(s);
-	int rc = -1, dropped, in_place;
+	int rc = -1, dropped, in_place, box = -1;
 
-	if (lock_byte(s->lockfd, COMMIT_LOCK_BYTE, F_WRLCK, 1) < 0
-	    || lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_WRLCK, 1) < 0)
+	/* A state file replaced since login (ESTALE) no longer excludes the
+	 * deliveries that lock the new one: nothing may be changed then. */
+	if (lock_state(s->dirfd, s->lockfd, COMMIT_LOCK_BYTE, 1) < 0
+	    || lock_state(s->dirfd, s->lockfd, WRITE_LOCK_BYTE, 1) < 0)
 		log_msg("%s: update: cannot lock: %s", s->login, strerror(errno));
-	else if (mailbox_replaced(s))
+	else if (mailbox_replaced(s) || (box = lock_box(s)) < 0)
 		/* Then our index describes a file that is no longer the mailbox,
 		 * and a copy of it would drop what was delivered to the new one. */
-		log_msg("%s: update failed: mymailbox was replaced during the session",
-			s->login);
+		log_msg("%s: update failed: %s", s->login, box < 0 && errno != ESTALE
+			? strerror(errno) : "mymailbox was replaced during the session");
 	else if (mail_end(s, &tail, &dropped) < 0)
 		log_msg("%s: update failed: %s", s->login, strerror(errno));
-	else if ((rc = (in_place = cut >= 0 && tail == s->ix.end) ? truncate_mailbox(s, cut)
+	else if ((rc = (in_place = cut >= 0 && tail == s->ix.end) ? truncate_mailbox(s, box, cut)
 			: rewrite_mailbox(s, tail)) >= 0)
 		commit_updated(s, dropped || in_place || rc > 0, tail);
+	if (box >= 0)
+		close_fd(box, "mailbox");	/* lets mailbox_lock go */
 	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0
 	    || lock_byte(s->lockfd, COMMIT_LOCK_BYTE, F_UNLCK, 0) < 0)
 		log_msg("%s: unlock: %s", s->login, strerror(errno));

@@ -59,7 +59,7 @@
  * login order, then every mailbox is appended, all or nothing. Group commit
  * makes it durable: one fsync under a mailbox's commit lock covers every
  * record appended before it began, and a failed one cuts back all that it
- * covered (README, "Design"). A 250 after DATA means the message is on disk
+ * covered (DESIGN.md "The commit protocol"). A 250 after DATA means the message is on disk
  * in every mailbox.
  *
  * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
@@ -112,6 +112,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +148,8 @@ enum {
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
 	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
+	DOTLOCK_STALE_SECONDS = 300,	/* an older mymailbox.lock is left over (liblockfile) */
+	STALE_TRIES = 3,	/* opening a spool file again after it was replaced */
 	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
 	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
 };
@@ -1143,14 +1146,30 @@ static int open_regular(int dirfd, const char *login, const char *name, int flag
 	return -1;
 }
 
-/* open_lock_file - open mymailbox.lock in the user's directory dirfd,
- * creating it as needed; keep the descriptor for the whole process:
- * closing any descriptor of the file drops all our fcntl locks on it */
-static int open_lock_file(int dirfd, const char *login)
+/* open_state_file - open mymailbox.state, which holds the fcntl locks of
+ * the mailbox and its commit state, in the user's directory dirfd,
+ * creating it as needed. It is not "mymailbox.lock": that name is the
+ * dotlock of mutt, procmail and mail(1), which they create and delete,
+ * and which we honour (mailbox_lock). Keep the descriptor for the whole
+ * process: closing any descriptor of the file drops all our fcntl locks
+ * on it. */
+static int open_state_file(int dirfd, const char *login)
 {
 	struct stat st;
 
-	return open_regular(dirfd, login, "mymailbox.lock", O_RDWR | O_CREAT, &st);
+	return open_regular(dirfd, login, "mymailbox.state", O_RDWR | O_CREAT, &st);
+}
+
+/* same_file - 1 if the name in dirfd still names the file open on fd: a
+ * lock on a file deleted or replaced since (a script, an editor, a restore)
+ * excludes nobody who opens the name now */
+static int same_file(int dirfd, const char *name, int fd)
+{
+	struct stat mine, named;
+
+	if (fstat(fd, &mine) < 0 || fstatat(dirfd, name, &named, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	return mine.st_dev == named.st_dev && mine.st_ino == named.st_ino;
 }
 
 /*
@@ -1235,7 +1254,7 @@ static int lock_wait(int fd, struct flock *fl)
 }
 
 /*
- * lock_byte - take (F_WRLCK) or release (F_UNLCK) one byte of the lock file.
+ * lock_byte - take (F_WRLCK) or release (F_UNLCK) one byte of the state file.
  * wait: block at most LOCK_WAIT_SECONDS. Returns 0, or -1 with errno: EAGAIN
  * or EACCES busy (no wait), EINTR the wait timed out, EDEADLK a deadlock.
  * A free lock (the usual case) is taken by one F_SETLK; the alarm and the
@@ -1253,21 +1272,121 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 	return lock_wait(fd, &fl);	/* busy: wait for it, bounded */
 }
 
-/* <<< shared: spool */
+/* mailbox_unlock - let go of mailbox_lock's lock (logged if it fails) */
+static void mailbox_unlock(int fd)
+{
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	int e = errno;
 
-/* >>> shared: commit - what of mymailbox is durable, kept in its lock file (smtpmail.c, popserver.c) */
+	if (fcntl(fd, F_SETLK, &fl) < 0)
+		log_msg("unlock mymailbox: %s", strerror(errno));
+	errno = e;
+}
+
+/* lock_state - lock_byte on the state file open on fd in dirfd, then check
+ * that it is still the one named (same_file); if not, the byte is let go
+ * again and -1 returned with errno ESTALE: open it again and start over */
+static int lock_state(int dirfd, int fd, off_t byte, int wait)
+{
+	if (lock_byte(fd, byte, F_WRLCK, wait) < 0)
+		return -1;
+	if (same_file(dirfd, "mymailbox.state", fd))
+		return 0;
+	(void)lock_byte(fd, byte, F_UNLCK, 0);
+	errno = ESTALE;
+	return -1;
+}
 
 /*
- * Group commit (README "Design"). smtpmail appends a record under the write
- * lock and lets that lock go; then, one session at a time under the commit
+ * dotlock_stale - 1 if the dotlock mymailbox.lock in dirfd (status st) may
+ * be removed: older than DOTLOCK_STALE_SECONDS (liblockfile's and procmail's
+ * rule), or holding the number of a process that no longer runs here, or
+ * the lock file of an earlier version of these servers, which held the
+ * commit state under that name.
+ */
+static int dotlock_stale(int dirfd, const struct stat *st)
+{
+	char text[24] = "";
+	int fd = openat(dirfd, "mymailbox.lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : pread(fd, text, sizeof text - 1, 0);
+	char *end;
+	long pid;
+
+	if (fd >= 0)
+		(void)close(fd);
+	if (time(NULL) - st->st_mtime > DOTLOCK_STALE_SECONDS)
+		return 1;
+	if (n >= 7 && memcmp(text, "mtcmt0", 6) == 0)
+		return 1;
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	pid = strtol(text, &end, 10);
+	return pid > 1 && (*end == '\n' || *end == '\0') && kill((pid_t)pid, 0) < 0
+	       && errno == ESRCH;
+}
+
+/* dotlock_held - 1 if another program holds the dotlock mymailbox.lock in
+ * dirfd; a stale one is removed (logged) and counts as not held */
+static int dotlock_held(int dirfd, const char *login)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, "mymailbox.lock", &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (!dotlock_stale(dirfd, &st))
+		return 1;
+	if (unlinkat(dirfd, "mymailbox.lock", 0) == 0 || errno == ENOENT)
+		log_msg("%s/mymailbox.lock: stale dotlock removed", login);
+	return 0;
+}
+
+/*
+ * mailbox_lock - before mymailbox (open on fd in dirfd) is changed: take an
+ * fcntl lock on the whole of it, as mutt, procmail and Dovecot do, so that
+ * they and we exclude each other; check that it is still the file named
+ * mymailbox (else ESTALE: open it again); and wait, bounded, while another
+ * program holds the dotlock mymailbox.lock. Returns 0, or -1 with errno:
+ * EINTR the wait ran out, ESTALE, or another error.
+ */
+static int mailbox_lock(int dirfd, const char *login, int fd)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	struct timespec pause = { 0, 100 * 1000 * 1000 };
+	int tries = LOCK_WAIT_SECONDS * 10;
+
+	for (;;) {
+		if (fcntl(fd, F_SETLK, &fl) < 0
+		    && ((errno != EAGAIN && errno != EACCES) || lock_wait(fd, &fl) < 0))
+			return -1;
+		if (!same_file(dirfd, "mymailbox", fd))
+			errno = ESTALE;
+		else if (!dotlock_held(dirfd, login))
+			return 0;
+		else
+			errno = EINTR;
+		mailbox_unlock(fd);
+		if (errno == ESTALE || --tries <= 0)
+			return -1;
+		(void)nanosleep(&pause, NULL);
+	}
+}
+
+/* <<< shared: spool */
+
+/* >>> shared: commit - what of mymailbox is durable, kept in its state file (smtpmail.c, popserver.c) */
+
+/*
+ * Group commit (DESIGN.md "The commit protocol"). smtpmail appends a
+ * record under the write lock and lets that lock go; then, one session at a time under the commit
  * lock, an fsync covers every record appended before it began, so sessions
  * that deliver at once share one fsync. What is durable, and so may be
  * answered 250 and shown by POP3, is kept in the first bytes of
- * mymailbox.lock (fcntl locks take bytes 0-2 whatever the file holds).
+ * mymailbox.state (fcntl locks take bytes 0-2 whatever the file holds).
  * It is read and written only under the write lock, and never fsynced: it
- * describes the running system. After a reboot (a new boot stamp), or when
- * it is missing or about another file, it starts again from "all that is
- * there is durable", made true by one fsync (commit_load).
+ * describes the running system. After a reboot (a new boot id), or when
+ * it is damaged, inconsistent or about another file, it starts again from
+ * "all that is there is durable", made true by one fsync (commit_restart).
  *
  * An fsync is announced ("syncing") before it starts and settled after it,
  * under the commit lock. Whoever takes the commit lock and finds one still
@@ -1278,28 +1397,50 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
  */
 struct commit_state {
 	char magic[8];		/* COMMIT_MAGIC */
-	int64_t boot_ms;	/* boot_stamp() when written */
+	unsigned char boot[16];	/* boot_id() of the system that wrote it; zeros: unknown */
 	uint64_t dev, ino;	/* the mymailbox it is about */
 	int64_t size;		/* its size as the last change under the write lock left it */
 	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
 	int64_t syncing;	/* -1, or the size an fsync under way covers */
+	int64_t appending;	/* -1, or where an append under way began (tidy_mailbox) */
 	int64_t kept;		/* the durable size the last cut kept: records below it stayed */
 	uint64_t epoch;		/* one more at each cut: records appended before it and past kept are gone */
+	uint64_t check;		/* state_check() of all the fields above */
 };
 
-static const char COMMIT_MAGIC[8] = "mtcmt03";
+static const char COMMIT_MAGIC[8] = "mtcmt04";
 
-/* boot_stamp - when this system started, in ms of the real-time clock:
- * the same for the whole uptime, other after a reboot (POSIX has no boot
- * id; a clock step changes it too, which costs one fsync) */
-static int64_t boot_stamp(void)
+/*
+ * boot_id - what names this boot of the system: on Linux the random
+ * /proc/sys/kernel/random/boot_id, new at each boot and untouched by clock
+ * steps. Where there is none it stays zeros, "unknown", and a state is
+ * then taken to be of this boot: its announced fsyncs are honoured, which
+ * after a real reboot cuts at most records that were never answered 250.
+ */
+static const unsigned char *boot_id(void)
 {
-	struct timespec real, mono;
+	static unsigned char id[16];
+	static int done;
+	char text[64];
+	int fd, n = 0;
+	ssize_t len;
 
-	if (clock_gettime(CLOCK_REALTIME, &real) < 0 || clock_gettime(CLOCK_MONOTONIC, &mono) < 0)
-		return 0;	/* 0 is never valid: see commit_read */
-	return ((int64_t)real.tv_sec - (int64_t)mono.tv_sec) * 1000
-	       + ((long)real.tv_nsec - (long)mono.tv_nsec) / 1000000;
+	if (done)
+		return id;
+	done = 1;
+	if ((fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)) < 0)
+		return id;
+	len = read(fd, text, sizeof text - 1);
+	(void)close(fd);
+	for (ssize_t i = 0; i < len && n < 32; i++) {
+		const char *hex = "0123456789abcdef", *d = memchr(hex, text[i], 16);
+
+		if (d && text[i])
+			id[n / 2] = (unsigned char)(id[n / 2] << 4 | (d - hex)), n++;
+	}
+	if (n != 32)
+		memset(id, 0, sizeof id);
+	return id;
 }
 
 /* fresh_epoch - an epoch for a state that starts from nothing (missing,
@@ -1314,30 +1455,64 @@ static uint64_t fresh_epoch(void)
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* commit_read - read the commit state from the lock file: 1 valid (ours,
- * written since this boot), 0 not (*h then holds what was there, zeroed if
- * it is not ours), -1 a read error */
+/* state_check - an FNV-1a hash of the state but its check field: a state
+ * torn by a crash, or written over by another program, does not match */
+static uint64_t state_check(const struct commit_state *h)
+{
+	const unsigned char *p = (const unsigned char *)h;
+	uint64_t sum = 14695981039346656037u;
+
+	for (size_t i = 0; i < offsetof(struct commit_state, check); i++)
+		sum = (sum ^ p[i]) * 1099511628211u;
+	return sum;
+}
+
+/* state_consistent - the fields agree with each other: a state that does
+ * not is never a reason to cut or to skip an fsync (commit_load) */
+static int state_consistent(const struct commit_state *h)
+{
+	return h->durable >= 0 && h->durable <= h->size && h->kept >= 0
+	       && (h->syncing == -1 || (h->syncing >= h->durable && h->syncing <= h->size))
+	       && (h->appending == -1 || (h->appending >= 0 && h->appending <= h->size));
+}
+
+/* same_boot - 1 unless both h and this system know their boot, and differ */
+static int same_boot(const struct commit_state *h)
+{
+	static const unsigned char unknown[16];
+	const unsigned char *now = boot_id();
+
+	return memcmp(h->boot, unknown, 16) == 0 || memcmp(now, unknown, 16) == 0
+	       || memcmp(h->boot, now, 16) == 0;
+}
+
+/* commit_read - read the commit state from the state file: 1 valid (ours,
+ * whole, consistent, written since this boot), 0 not (*h then holds what
+ * was there, zeroed if it is not ours), -1 a read error */
 static int commit_read(int lock_fd, struct commit_state *h)
 {
 	ssize_t n = pread(lock_fd, h, sizeof *h, 0);
-	int64_t now = boot_stamp(), drift;
 
 	if (n < 0)
 		return -1;
-	if ((size_t)n != sizeof *h || memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0) {
+	if ((size_t)n != sizeof *h || memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0
+	    || h->check != state_check(h)) {
 		memset(h, 0, sizeof *h);
 		return 0;
 	}
-	drift = h->boot_ms - now;
-	return h->boot_ms != 0 && now != 0 && drift > -2000 && drift < 2000;
+	return state_consistent(h) && same_boot(h);
 }
 
-/* commit_write - write the commit state to the lock file */
+/* commit_write - write the commit state to the state file */
 static int commit_write(int lock_fd, const struct commit_state *h)
 {
-	ssize_t n = pwrite(lock_fd, h, sizeof *h, 0);
+	struct commit_state out = *h;
+	ssize_t n;
 
-	if (n == (ssize_t)sizeof *h)
+	memcpy(out.boot, boot_id(), sizeof out.boot);
+	out.check = state_check(&out);
+	n = pwrite(lock_fd, &out, sizeof out, 0);
+	if (n == (ssize_t)sizeof out)
 		return 0;
 	if (n >= 0)
 		errno = EIO;
@@ -1351,15 +1526,59 @@ static int commit_about(const struct commit_state *h, const struct stat *st)
 	return h->dev == (uint64_t)st->st_dev && h->ino == (uint64_t)st->st_ino;
 }
 
+/* commit_appending - where an append began that the state file announces
+ * for the file whose status is st and that never finished (its process
+ * died: the caller holds the write lock), or -1. A state of another boot
+ * counts too: what it announced is still the only tail we may cut. */
+static off_t commit_appending(int lock_fd, const struct stat *st)
+{
+	struct commit_state h;
+
+	if (commit_read(lock_fd, &h) < 0 || memcmp(h.magic, COMMIT_MAGIC, sizeof h.magic) != 0
+	    || !commit_about(&h, st))
+		return -1;
+	return h.appending;
+}
+
+/*
+ * commit_restart - a state not valid, or about another file (a reboot, a
+ * first use, a file replaced, a state damaged or written over): no append
+ * of ours can be waiting on it, so one fsync makes all of the file durable.
+ * If that fsync fails, the state stays invalid with the epoch moved on.
+ */
+static int commit_restart(int lock_fd, int box_fd, const struct stat *st, struct commit_state *h)
+{
+	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0)
+		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
+	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
+	h->dev = (uint64_t)st->st_dev;
+	h->ino = (uint64_t)st->st_ino;
+	h->syncing = h->appending = -1;
+	h->kept = 0;
+	if (fsync(box_fd) < 0) {
+		int e = errno;
+
+		h->size = 0;
+		h->durable = 1;		/* durable > size: still invalid */
+		h->epoch++;
+		(void)commit_write(lock_fd, h);
+		errno = e;
+		return -1;
+	}
+	h->size = h->durable = st->st_size;
+	return commit_write(lock_fd, h);
+}
+
 /*
  * commit_load - under the write lock, by a process that has the current
  * mymailbox open on box_fd (its status in st): the commit state, made
- * valid. A size that another hand changed is taken as it is (what was
- * appended by hand waits for the next fsync, like any append). A state not
- * valid, or about another file (a reboot, a first use, a file replaced),
- * starts again: no append can be waiting then, one fsync makes all of the
- * file durable. If that fsync fails, the state stays invalid with the
- * epoch moved on, and -1 is returned.
+ * valid. An append that was under way (appending) was a process's that
+ * died, since we hold the write lock: its tail stays as it is until
+ * smtpmail's tidy_mailbox cuts it (popserver serves the records before it).
+ * A size that another hand changed is made durable at once by one fsync,
+ * so that no later cut can take what that hand wrote; while an fsync is
+ * announced, that could declare durable what the announced one fails to
+ * write, so the caller is told to come back (EAGAIN).
  */
 static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct commit_state *h)
 {
@@ -1367,32 +1586,35 @@ static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct co
 
 	if (valid < 0)
 		return -1;
-	if (valid && commit_about(h, st)) {
-		if (h->size == st->st_size)
-			return 0;
+	if (!valid || !commit_about(h, st))
+		return commit_restart(lock_fd, box_fd, st, h);
+	if (h->appending >= 0 && st->st_size > h->appending)
+		return 0;	/* a crashed append's tail, which only tidy_mailbox may cut */
+	if (h->size == st->st_size && h->appending < 0)
+		return 0;
+	h->appending = -1;
+	if (h->size > st->st_size) {
+		/* Shrunk: a cut that died half-way, or a truncation by hand. */
 		h->size = st->st_size;
-		if (h->durable > h->size)
-			h->durable = h->size;
-		return commit_write(lock_fd, h);
-	}
-	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0)
-		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
-	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
-	h->dev = (uint64_t)st->st_dev;
-	h->ino = (uint64_t)st->st_ino;
-	h->syncing = -1;
-	if (fsync(box_fd) < 0) {
-		int e = errno;
+		h->durable = h->durable < h->size ? h->durable : h->size;
+		h->syncing = h->syncing < h->size ? h->syncing : h->size;
+	} else if (h->size < st->st_size && h->syncing < 0) {
+		if (fsync(box_fd) < 0)
+			return -1;
+		h->size = h->durable = st->st_size;
+	} else if (h->size < st->st_size) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+				    .l_start = COMMIT_LOCK_BYTE, .l_len = 1 };
 
-		h->boot_ms = 0;		/* still invalid */
-		h->kept = 0;
-		h->epoch++;
-		(void)commit_write(lock_fd, h);
-		errno = e;
-		return -1;
+		if (fcntl(lock_fd, F_GETLK, &fl) < 0 || fl.l_type != F_UNLCK) {
+			errno = EAGAIN;		/* a live leader's fsync: come back */
+			return -1;
+		}
+		/* Its leader died (or we hold the commit lock): the growth waits
+		 * for the next fsync, and the cut of the dead one's takes it too
+		 * (DESIGN.md "What is not promised"). */
+		h->size = st->st_size;
 	}
-	h->boot_ms = boot_stamp();
-	h->size = h->durable = st->st_size;
 	return commit_write(lock_fd, h);
 }
 
@@ -1414,6 +1636,10 @@ static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
 {
 	struct commit_state next = *h;
 
+	if (next.syncing < 0)
+		return 0;	/* cut since it was announced: it settles nothing */
+	if (covered > next.syncing)
+		covered = next.syncing;	/* a record withdrawn since (smtpmail) */
 	if (covered > next.size)
 		covered = next.size;	/* a crashed append was cut since */
 	if (next.durable < covered)
@@ -1563,7 +1789,7 @@ struct server {
 	int (*session)(int in, int out, const char *peer);
 	/* Reuse session processes (smtpmail): a connection goes to an idle
 	 * worker if there is one, else to a new one; 0: a process per session
-	 * (popserver: README, "Process model"). */
+	 * (popserver: DESIGN.md "Process model"). */
 	int pool;
 	int over_pipe[2];	/* a child writes a struct over_note to [1] when its session is over */
 	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
@@ -2493,10 +2719,14 @@ static int tail_is_ours(const char *tail, size_t n, int whole)
 
 /*
  * mailbox_shape - what fd's first size bytes hold past the last complete
- * record, which goes to *end. A UTF-8 byte order mark at the start (an
- * editor's) makes a hand-written file too. Returns -1 on a read error.
+ * record, which goes to *end. A tail is a crashed append of ours only if
+ * it starts where the commit state says an append began (announced; -1:
+ * none was) and looks like one of our records: a saved copy of a message
+ * appended back by hand looks the same, and is mail. A UTF-8 byte order
+ * mark at the start (an editor's) makes a hand-written file too. Returns
+ * -1 on a read error.
  */
-static int mailbox_shape(int fd, off_t size, off_t *end)
+static int mailbox_shape(int fd, off_t size, off_t announced, off_t *end)
 {
 	char buf[TRACE_WINDOW];
 	ssize_t n = pread_full(fd, buf, 3, 0);
@@ -2510,7 +2740,8 @@ static int mailbox_shape(int fd, off_t size, off_t *end)
 	n = pread_full(fd, buf, sizeof buf, *end);
 	if (n < 0)
 		return -1;
-	return tail_is_ours(buf, (size_t)n, *end + n == size) ? SHAPE_OUR_TAIL : SHAPE_FOREIGN;
+	return *end == announced && tail_is_ours(buf, (size_t)n, *end + n == size)
+	       ? SHAPE_OUR_TAIL : SHAPE_FOREIGN;
 }
 
 /* out_add - append n bytes to the buffered output file */
@@ -2675,6 +2906,33 @@ static long write_converted(int fd, off_t size, off_t end, int dirfd)
 }
 
 /*
+ * carry_over - after convert_mailbox's rename: what another hand wrote to
+ * the old file (fd) while it was converted, from size on, is appended to
+ * the new mymailbox as it is (a tail that the next opening converts), so
+ * that a writer still at work loses nothing it wrote until then.
+ */
+static void carry_over(int fd, int dirfd, const char *login, off_t size)
+{
+	char buf[MBOX_CHUNK];
+	struct stat now;
+	int out;
+	ssize_t n;
+
+	if (fstat(fd, &now) < 0 || now.st_size <= size)
+		return;
+	out = open_regular(dirfd, login, "mymailbox", O_WRONLY | O_APPEND, &now);
+	for (n = out < 0 ? -1 : 1; n > 0; size += n)
+		if ((n = pread_full(fd, buf, sizeof buf, size)) > 0
+		    && write_all(out, buf, (size_t)n) < 0)
+			n = -1;
+	if (n < 0 || out < 0 || fsync(out) < 0)
+		log_msg("%s/mymailbox: text written during its conversion not carried over: %s",
+			login, strerror(errno));
+	if (out >= 0)
+		close_fd(out, "mailbox");
+}
+
+/*
  * convert_mailbox - turn a mailbox written by another hand into records,
  * once and atomically, the way a POP3 update replaces a mailbox: write
  * mymailbox.new in the user's directory dirfd, fsync it, rename it over
@@ -2696,6 +2954,7 @@ static int convert_mailbox(int fd, int dirfd, const char *login, off_t size, off
 	}
 	log_msg("%s/mymailbox: written by another hand: converted to records "
 		"(%ld messages in %lld bytes)", login, messages, (long long)(size - end));
+	carry_over(fd, dirfd, login, size);
 	if (fsync(dirfd) < 0) {
 		log_msg("%s/mymailbox: converted, but the fsync of its directory failed (%s): "
 			"the conversion may not survive a crash", login, strerror(errno));
@@ -3597,7 +3856,7 @@ static int trace_lines(struct session *s, const struct rcpt *r, const char *id,
 }
 
 /* session_held - 1 if a POP3 session holds the mailbox (DESIGN.md
- * "Locking": byte 0 of the lock file, from PASS to the session's end) */
+ * "Locking": byte 0 of the state file, from PASS to the session's end) */
 static int session_held(int lock_fd)
 {
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
@@ -3646,7 +3905,7 @@ static int convert_foreign(struct rcpt *r, off_t size, off_t end, struct stat *s
 static int tidy_mailbox(struct rcpt *r, struct stat *st)
 {
 	off_t end;
-	int shape = mailbox_shape(r->box_fd, st->st_size, &end);
+	int shape = mailbox_shape(r->box_fd, st->st_size, commit_appending(r->lock_fd, st), &end);
 
 	r->noted = st->st_size;
 	if (shape == SHAPE_OUR_TAIL) {
@@ -3685,7 +3944,7 @@ static int sync_new_mailbox(const struct rcpt *r)
 	return fsync(r->dir_fd) < 0 || sync_dir(cfg.spool) < 0 ? -1 : 0;
 }
 
-/* unlock - let one lock byte of r's lock file go */
+/* unlock - let one lock byte of r's state file go */
 static void unlock(const struct rcpt *r, off_t byte)
 {
 	if (lock_byte(r->lock_fd, byte, F_UNLCK, 0) < 0)
@@ -3712,7 +3971,8 @@ static int commit_cut(struct rcpt *r, struct commit_state *h)
 	h->epoch++;
 	if (commit_write(r->lock_fd, h) < 0)
 		return -1;
-	if (ftruncate(r->box_fd, cut) < 0 || fsync(r->box_fd) < 0) {
+	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, cut) < 0
+	    || fsync(r->box_fd) < 0) {
 		log_msg("%s: cutting back: %s (the next delivery tries again)", r->login,
 			strerror(errno));
 		return -1;
@@ -3746,6 +4006,11 @@ static int commit_prepare(struct rcpt *r, const struct stat *st, int commit_lock
 			unlock(r, COMMIT_LOCK_BYTE);
 	}
 	r->epoch = h.epoch;
+	if (rc == 0) {
+		/* Announced: only this tail may ever be cut as a crashed append. */
+		h.appending = h.size;
+		rc = commit_write(r->lock_fd, &h);
+	}
 	return rc;
 }
 
@@ -3758,8 +4023,9 @@ static int commit_prepare(struct rcpt *r, const struct stat *st, int commit_lock
 static int open_mailbox(struct rcpt *r, int commit_locked)
 {
 	struct stat st;
-	int e;
+	int e, tries = 0;
 
+again:
 	r->box_fd = open_regular(r->dir_fd, r->login, "mymailbox", O_RDWR | O_APPEND, &st);
 	if (r->box_fd < 0 && errno == ENOENT) {
 		r->box_fd = open_regular(r->dir_fd, r->login, "mymailbox",
@@ -3769,7 +4035,15 @@ static int open_mailbox(struct rcpt *r, int commit_locked)
 	}
 	if (r->box_fd < 0)
 		return -1;
-	if (tidy_mailbox(r, &st) == 0 && commit_prepare(r, &st, commit_locked) == 0)
+	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0) {
+		if (errno == ESTALE && tries++ < STALE_TRIES) {
+			close_fd(r->box_fd, "mailbox");	/* replaced: open the new one */
+			goto again;
+		}
+		goto refused;
+	}
+	if (fstat(r->box_fd, &st) == 0 && tidy_mailbox(r, &st) == 0
+	    && commit_prepare(r, &st, commit_locked) == 0)
 		return 0;
 refused:
 	e = errno;
@@ -3823,6 +4097,7 @@ static int commit_appended(struct rcpt *r)
 		return -1;
 	}
 	r->end = h.size = r->box.st_size;	/* we hold the write lock: ours is last */
+	h.appending = -1;
 	return commit_write(r->lock_fd, &h);
 }
 
@@ -3863,19 +4138,30 @@ static int by_login(const void *a, const void *b)
 	return strcmp(((const struct rcpt *)a)->login, ((const struct rcpt *)b)->login);
 }
 
-/* lock_one - take one lock byte of r's lock file, bounded; on failure the
- * file is closed (which drops whatever we held on it) */
-static int lock_one(struct rcpt *r, off_t byte)
+/*
+ * lock_one - open r's state file and take its write lock, with several
+ * recipients its commit lock first (the order commit_one keeps), bounded.
+ * A state file deleted or replaced while we waited (ESTALE) is opened again
+ * and locked from the start, a few times at most. On failure the file is
+ * closed (which drops whatever we held on it).
+ */
+static int lock_one(struct rcpt *r, int with_commit)
 {
-	int e;
+	for (int tries = 0;; tries++) {
+		int e;
 
-	if (lock_byte(r->lock_fd, byte, F_WRLCK, 1) == 0)
-		return 0;
-	e = errno;
-	close_fd(r->lock_fd, "lock file");
-	r->lock_fd = -1;
-	errno = e;
-	return -1;
+		if ((r->lock_fd = open_state_file(r->dir_fd, r->login)) < 0)
+			return -1;
+		if ((!with_commit || lock_state(r->dir_fd, r->lock_fd, COMMIT_LOCK_BYTE, 1) == 0)
+		    && lock_state(r->dir_fd, r->lock_fd, WRITE_LOCK_BYTE, 1) == 0)
+			return 0;
+		e = errno;
+		close_fd(r->lock_fd, "state file");
+		r->lock_fd = -1;
+		errno = e;
+		if (e != ESTALE || tries == STALE_TRIES)
+			return -1;
+	}
 }
 
 /* lock_all - take the write lock of every recipient mailbox, in sorted
@@ -3890,9 +4176,7 @@ static int lock_all(struct session *s)
 		struct rcpt *r = &s->rcpts[i];
 
 		if ((r->dir_fd = user_dir(cfg.spool, r->login)) < 0
-		    || (r->lock_fd = open_lock_file(r->dir_fd, r->login)) < 0
-		    || (s->nrcpts > 1 && lock_one(r, COMMIT_LOCK_BYTE) < 0)
-		    || lock_one(r, WRITE_LOCK_BYTE) < 0)
+		    || lock_one(r, s->nrcpts > 1) < 0)
 			return -1;
 	}
 	return 0;
@@ -3911,7 +4195,7 @@ static void release_all(struct session *s)
 			unlock(r, WRITE_LOCK_BYTE);
 			if (s->nrcpts > 1)
 				unlock(r, COMMIT_LOCK_BYTE);
-			close_fd(r->lock_fd, "lock file");
+			close_fd(r->lock_fd, "state file");
 		}
 		if (r->dir_fd >= 0)
 			close_fd(r->dir_fd, "user directory");
@@ -4011,10 +4295,113 @@ static enum commit_step commit_end(struct rcpt *r, off_t covered, int synced)
 /* lock_write - take r's write lock (bounded) for a step of commit_one */
 static int lock_write(struct rcpt *r)
 {
-	if (lock_byte(r->lock_fd, WRITE_LOCK_BYTE, F_WRLCK, 1) == 0)
+	if (lock_state(r->dir_fd, r->lock_fd, WRITE_LOCK_BYTE, 1) == 0)
 		return 0;
 	log_msg("%s: write lock: %s", r->login, strerror(errno));
 	return -1;
+}
+
+/* relock_write - lock_write for commit_alone: a state file replaced since
+ * is opened again (our commit lock, if any, is on the old one: let go) */
+static int relock_write(struct rcpt *r)
+{
+	for (int tries = 0; tries <= STALE_TRIES; tries++) {
+		if (lock_write(r) == 0)
+			return 0;
+		if (errno != ESTALE)
+			return -1;
+		close_fd(r->lock_fd, "state file");
+		if ((r->lock_fd = open_state_file(r->dir_fd, r->login)) < 0)
+			return -1;
+	}
+	return -1;
+}
+
+/*
+ * withdraw - under the write lock, while another session's announced fsync
+ * is under way (h): take our record out again, which is possible only while
+ * it is the last one in the file. The announced fsync then covers no more
+ * than what stays (syncing lowered), so that it settles nothing appended
+ * later in our place. Returns 0 (gone: 451 is true), 1 not the last one
+ * (try again later), -1 a failure.
+ */
+static int withdraw(struct rcpt *r, struct commit_state *h)
+{
+	if (h->size != r->end)
+		return 1;
+	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, r->noted) < 0)
+		return -1;
+	h->size = r->noted;
+	if (h->syncing > r->noted)
+		h->syncing = r->noted;
+	log_msg("%s: the commit lock stayed busy: our record taken out again", r->login);
+	return commit_write(r->lock_fd, h);
+}
+
+/* settle_alone - under the write lock alone: our own fsync on box_fd, open
+ * since before our append, shows whether our record reached the disk
+ * (Linux reports a writeback error to every descriptor that was open when
+ * it happened); the state then says so, or our record is cut back */
+static enum commit_step settle_alone(struct rcpt *r, struct commit_state *h, int valid)
+{
+	struct stat st;
+
+	if (fsync(r->box_fd) == 0) {
+		if (valid && h->durable < h->size) {
+			h->durable = h->size;	/* all appended before: we hold the write lock */
+			(void)commit_write(r->lock_fd, h);
+		}
+		return COMMIT_DONE;
+	}
+	if (valid) {
+		(void)commit_cut(r, h);	/* if it fails, the next holder cuts */
+		return COMMIT_FAILED;
+	}
+	if (fstat(r->box_fd, &st) == 0 && st.st_size == r->end
+	    && mailbox_lock(r->dir_fd, r->login, r->box_fd) == 0
+	    && ftruncate(r->box_fd, r->noted) == 0 && fsync(r->box_fd) == 0)
+		return COMMIT_FAILED;
+	log_msg("%s: an fsync failed and our record could not be taken out: it may stay",
+		r->login);
+	return COMMIT_FAILED;
+}
+
+/*
+ * commit_alone - settle our record without the commit lock, when it could
+ * not be had in time (a leader stopped in a slow fsync, a stopped popserver)
+ * or the state file was replaced meanwhile: a reply must be true either
+ * way. Under the write lock, which no leader holds during its fsync: a
+ * state that knows our record answers from it; a leader's fsync under way
+ * that covers it makes us withdraw it (last record first, waiting, bounded,
+ * for the later ones to go); else our own fsync decides (settle_alone).
+ */
+static enum commit_step commit_alone(struct rcpt *r)
+{
+	struct timespec pause = { 0, 100 * 1000 * 1000 };
+	enum commit_step step = COMMIT_FAILED;
+	struct commit_state h;
+
+	for (int waits = 0; waits < LOCK_WAIT_SECONDS * 10; waits++) {
+		int valid, out = -1;
+
+		if (relock_write(r) < 0)
+			break;
+		valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
+		if (!valid)
+			step = same_file(r->dir_fd, "mymailbox", r->box_fd)
+			       ? settle_alone(r, &h, 0) : COMMIT_DONE;
+		else if ((step = commit_fate(r, &h)) == COMMIT_FSYNC && h.syncing < 0)
+			step = settle_alone(r, &h, 1);
+		else if (step == COMMIT_FSYNC && (out = withdraw(r, &h)) <= 0)
+			step = COMMIT_FAILED;
+		mailbox_unlock(r->box_fd);
+		unlock(r, WRITE_LOCK_BYTE);
+		if (out != 1)
+			return step;
+		(void)nanosleep(&pause, NULL);
+	}
+	log_msg("%s: cannot settle our record (the mailbox stayed locked): it may stay", r->login);
+	return COMMIT_FAILED;
 }
 
 /*
@@ -4032,15 +4419,16 @@ static int commit_one(struct rcpt *r)
 	off_t covered = 0;
 	int synced;
 
+	mailbox_unlock(r->box_fd);
 	unlock(r, WRITE_LOCK_BYTE);
-	if (lock_byte(r->lock_fd, COMMIT_LOCK_BYTE, F_WRLCK, 1) < 0) {
-		/* Our record stays; if an fsync covers it later, a retry
-		 * of the client's makes a second copy: never a loss. */
-		log_msg("%s: commit lock: %s", r->login, strerror(errno));
-		return -1;
+	if (lock_state(r->dir_fd, r->lock_fd, COMMIT_LOCK_BYTE, 1) < 0) {
+		log_msg("%s: commit lock: %s: settling our record alone", r->login,
+			strerror(errno));
+		return commit_alone(r) == COMMIT_DONE ? 0 : -1;
 	}
 	if (lock_write(r) == 0) {
 		step = commit_begin(r, &covered);
+		mailbox_unlock(r->box_fd);
 		unlock(r, WRITE_LOCK_BYTE);
 	}
 	if (step == COMMIT_FSYNC) {
@@ -4048,6 +4436,7 @@ static int commit_one(struct rcpt *r)
 		step = COMMIT_FAILED;	/* no lock: it stays announced, the next one cuts */
 		if (lock_write(r) == 0) {
 			step = commit_end(r, covered, synced);
+			mailbox_unlock(r->box_fd);
 			unlock(r, WRITE_LOCK_BYTE);
 		}
 	}
@@ -4084,6 +4473,7 @@ static void commit_undo(struct rcpt *r)
 static int commit_all(struct session *s)
 {
 	struct commit_state h;
+	off_t covered;
 	int failed = -1, i;
 
 	/* A state that cannot be settled stays announced, and the next
@@ -4091,8 +4481,10 @@ static int commit_all(struct session *s)
 	for (i = 0; i < s->nrcpts && failed < 0; i++) {
 		struct rcpt *r = &s->rcpts[i];
 
-		if (commit_read(r->lock_fd, &h) <= 0 || commit_announce(r->lock_fd, &h) < 0
-		    || fsync(r->box_fd) < 0 || commit_synced(r->lock_fd, &h, r->end) < 0)
+		if (commit_read(r->lock_fd, &h) <= 0
+		    || (covered = commit_announce(r->lock_fd, &h)) < 0
+		    || fsync(r->box_fd) < 0 || commit_synced(r->lock_fd, &h, covered) < 0
+		    || h.durable < r->end)
 			failed = i;
 	}
 	for (i = 0; failed >= 0 && i < s->nrcpts; i++) {
@@ -4108,9 +4500,9 @@ static int commit_all(struct session *s)
 
 /* failure_reply - the 4xx for a failed delivery: a busy mailbox, a full
  * disk or quota, or any other local error (DESIGN.md, the locking table) */
-static void failure_reply(struct session *s, int err, int locking)
+static void failure_reply(struct session *s, int err)
 {
-	if (locking && err == EINTR)
+	if (err == EINTR || err == EAGAIN)
 		reply(s, "451 4.2.0 Mailbox busy, try again later");
 	else if (err == ENOSPC || err == EFBIG
 #ifdef EDQUOT
@@ -4162,7 +4554,7 @@ static void deliver(struct session *s)
 	char id[ID_MAX], date[64];
 	time_t now = time(NULL);
 	struct tm tm;
-	int locking = 1, failed = 0, err = 0;
+	int failed = 0, err = 0;
 
 	message_id(s, id, sizeof id);
 	if (!gmtime_r(&now, &tm)	/* RFC 5322 3.3 date-time */
@@ -4174,7 +4566,6 @@ static void deliver(struct session *s)
 	}
 	hold_stop(1);
 	for (int i = 0; !failed && i < s->nrcpts; i++) {
-		locking = 0;
 		if (open_mailbox(&s->rcpts[i], s->nrcpts > 1) < 0
 		    || append_record(s, &s->rcpts[i], id, date) < 0) {
 			err = errno;
@@ -4191,7 +4582,7 @@ static void deliver(struct session *s)
 	hold_stop(0);
 	if (failed) {
 		log_msg("delivery of %s failed: %s", id, strerror(err));
-		failure_reply(s, err, locking);
+		failure_reply(s, err);
 		return;
 	}
 	log_delivery(s, id);
@@ -4535,7 +4926,7 @@ static void cmd_data(struct session *s, char *arg)
 		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size (%llu)",
 		      cfg.max_size);
 	else if (s->spill.error)
-		failure_reply(s, s->spill.error, 0);
+		failure_reply(s, s->spill.error);
 	else
 		deliver(s);
 	reset_transaction(s);

@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -35,6 +36,50 @@ SANITIZER_ENV = {
     "ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1:log_path=stderr",
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
 }
+
+
+# The commit state at the start of mymailbox.state (the shared block
+# "commit" of smtpmail.c and popserver.c, DESIGN.md "The commit state"):
+# magic, boot id, dev, ino, size, durable, syncing, appending, kept, epoch,
+# and an FNV-1a check of all that, in native order.
+STATE = struct.Struct("=8s16sQQqqqqqQQ")
+STATE_FIELDS = ["magic", "boot", "dev", "ino", "size", "durable", "syncing", "appending",
+                "kept", "epoch", "check"]
+STATE_MAGIC = b"mtcmt04\0"
+
+
+def boot_id():
+    """The system's boot id as the servers read it (16 bytes)."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return bytes.fromhex(f.read().strip().replace("-", ""))
+
+
+def state_check(packed):
+    """FNV-1a over a packed state but its last 8 bytes (the check)."""
+    h = 14695981039346656037
+    for b in packed[:-8]:
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def read_state(path):
+    """The commit state in the state file at path, as a dict."""
+    with open(path, "rb") as f:
+        return dict(zip(STATE_FIELDS, STATE.unpack(f.read(STATE.size))))
+
+
+def write_state(path, **fields):
+    """Write a commit state with a valid check: fields over those already
+    there (or over a fresh one for this boot with nothing under way)."""
+    try:
+        state = read_state(path)
+    except (OSError, struct.error):
+        state = dict(zip(STATE_FIELDS, (STATE_MAGIC, boot_id(), 0, 0, 0, 0, -1, -1, 0, 1, 0)))
+    state.update(fields)
+    packed = STATE.pack(*[state[n] for n in STATE_FIELDS])
+    state["check"] = state_check(packed)
+    with open(path, "wb") as f:
+        f.write(STATE.pack(*[state[n] for n in STATE_FIELDS]))
 
 
 SHIM_SRC = os.path.join(ROOT, "tests", "shim", "failfs.c")
@@ -238,6 +283,13 @@ class MailTest(unittest.TestCase):
 
     def start_pop(self, *args, **kw):
         return self.start("popserver", *args, **kw)
+
+    def announce_append(self, login, offset):
+        """Write login's commit state as smtpmail leaves it when it dies in
+        an append that began at offset: only such a tail is cut back."""
+        st = os.stat(self.mailbox_path(login))
+        write_state(self.mailbox_path(login) + ".state", dev=st.st_dev, ino=st.st_ino,
+                    size=offset, durable=offset, syncing=-1, appending=offset)
 
     def mailbox_path(self, login):
         return os.path.join(self.spool, login, "mymailbox")

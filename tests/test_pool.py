@@ -1,4 +1,4 @@
-"""smtpmail: the pool of reusable session processes (README, "Process model").
+"""smtpmail: the pool of reusable session processes (DESIGN.md "Process model").
 
 A connection goes to an idle worker if there is one, else to a new process,
 so the pool grows with demand; beyond POOL_SPARE (8) idle workers are

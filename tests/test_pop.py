@@ -40,6 +40,8 @@ class PopTest(MailTest):
         os.makedirs(os.path.join(self.spool, login), exist_ok=True)
         with open(self.mailbox_path(login), "wb") as f:
             f.write(b"".join(records) + tail)
+        if tail.startswith(TRACE):      # a crashed append, as smtpmail announced it
+            self.announce_append(login, len(b"".join(records)))
 
     def add(self, login, *records):
         """Append records, as a delivery would (without the lock: tests only
@@ -495,7 +497,7 @@ class Update(PopTest):
     def test_lock_taken_by_a_writer_delays_login(self):
         # Hold the write lock (byte 1) like a delivery in progress.
         import fcntl
-        lock = os.open(self.mailbox_path("alice") + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        lock = os.open(self.mailbox_path("alice") + ".state", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.lockf(lock, fcntl.LOCK_EX, 1, 1)
             r = self.raw()
@@ -909,7 +911,7 @@ class Big(PopTest):
         self.put("alice", *parts, tail=TRACE + b"y" * 8000)
         end = len(b"".join(parts))
         self.pop()
-        lock = os.open(self.mailbox_path("alice") + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        lock = os.open(self.mailbox_path("alice") + ".state", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.lockf(lock, fcntl.LOCK_EX, 1, 1)
             r = self.raw()

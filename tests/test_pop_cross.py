@@ -105,8 +105,10 @@ class RoundTrip(CrossTest):
     def test_crashed_tail_repaired_by_next_delivery(self):
         first = message(b"first", [b"one"])
         self.send(first)
+        offset = os.path.getsize(self.mailbox_path("alice"))
         with open(self.mailbox_path("alice"), "ab") as f:
             f.write(TRACE + b"Subject: half\r\n\r\nhal")   # a crashed append of smtpmail's
+        self.announce_append("alice", offset)
         got = self.fetch_all()
         self.assertEqual(len(got), 1)   # only the complete record is served
         second = message(b"second", [b"two", b"."])
@@ -121,8 +123,10 @@ class RoundTrip(CrossTest):
     def test_repair_during_a_session(self):
         first = message(b"first", [b"one"])
         self.send(first)
+        offset = os.path.getsize(self.mailbox_path("alice"))
         with open(self.mailbox_path("alice"), "ab") as f:
             f.write(TRACE + b"\r\npart")   # a crashed append of smtpmail's
+        self.announce_append("alice", offset)
         p = poplib.POP3("127.0.0.1", self.pop.port, timeout=30)
         p.user("alice")
         p.pass_("alicepw")

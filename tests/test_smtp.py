@@ -539,6 +539,7 @@ class Store(SmtpTest):
         good = b"Return-Path: <a@b>\r\nSubject: old\r\n\r\nold\r\n.\r\n"
         with open(self.mailbox_path("alice"), "wb") as f:
             f.write(good + TRACE + b"Subject: cut off")   # a crashed append of ours
+        self.announce_append("alice", len(good))
         c = self.connect(self.server)
         msg_id = self.accepted_id(self.transaction(c, "s@y.example", ["alice@x.example"], b"new\r\n.\r\n"))
         c.cmd("QUIT")

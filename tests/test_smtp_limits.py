@@ -166,7 +166,7 @@ class Safety(SmtpTest):
         self.assertIn("user.txt:2: invalid login skipped", log)
         # only alice's mailbox appeared (postmaster: the first valid account)
         new = set(self.spool_entries()) - set(before)
-        self.assertEqual(new, {"users/alice", "users/alice/mymailbox", "users/alice/mymailbox.lock"})
+        self.assertEqual(new, {"users/alice", "users/alice/mymailbox", "users/alice/mymailbox.state"})
         self.assertFalse(os.path.exists(os.path.join(self.dir, "x")))
 
     def test_relaying_denied_with_D(self):
@@ -223,7 +223,7 @@ class Safety(SmtpTest):
     def test_waits_for_the_write_lock(self):
         server = self.start_smtp()
         os.makedirs(os.path.join(self.spool, "alice"))
-        lock = os.open(self.mailbox_path("alice") + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        lock = os.open(self.mailbox_path("alice") + ".state", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.lockf(lock, fcntl.LOCK_EX, 1, 1)          # DESIGN.md: byte 1, the write lock
             c = self.connect(server)
@@ -249,7 +249,7 @@ class Safety(SmtpTest):
         server = self.start_smtp()
         for login in ("alice", "bob"):
             os.makedirs(os.path.join(self.spool, login))
-        bob = os.open(self.mailbox_path("bob") + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        bob = os.open(self.mailbox_path("bob") + ".state", os.O_RDWR | os.O_CREAT, 0o600)
         self.addCleanup(os.close, bob)
         fcntl.lockf(bob, fcntl.LOCK_EX, 1, 1)
         c = self.connect(server)
@@ -258,7 +258,7 @@ class Safety(SmtpTest):
         c.cmd("RCPT TO:<alice@x.example>")
         c.cmd("DATA")
         c.send("ordered\r\n.\r\n")
-        alice_path = self.mailbox_path("alice") + ".lock"
+        alice_path = self.mailbox_path("alice") + ".state"
         deadline, held = time.time() + 10, False
         while time.time() < deadline and not held:
             fd = os.open(alice_path, os.O_RDWR | os.O_CREAT, 0o600)

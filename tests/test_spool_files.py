@@ -97,10 +97,10 @@ class Fifos(SpoolTest):
 
     def test_fifo_lock_file(self):
         os.mkdir(self.userdir("alice"))
-        os.mkfifo(self.mailbox_path("alice") + ".lock")
-        self.assertRefusedQuickly("alice", "-ERR [SYS/PERM] lock file is not a regular file")
+        os.mkfifo(self.mailbox_path("alice") + ".state")
+        self.assertRefusedQuickly("alice", "-ERR [SYS/PERM] state file is not a regular file")
         for server in (self.smtp, self.pop):
-            self.assertIn("alice/mymailbox.lock: not a regular file with one link: refused",
+            self.assertIn("alice/mymailbox.state: not a regular file with one link: refused",
                           server.log())
         self.assertFalse(os.path.exists(self.mailbox_path("alice")))
 
@@ -148,8 +148,8 @@ class Links(SpoolTest):
 
     def test_symlinked_lock_file(self):
         os.mkdir(self.userdir("alice"))
-        os.symlink(os.path.join(self.outside, "lock"), self.mailbox_path("alice") + ".lock")
-        self.assertRefusedQuickly("alice", "-ERR [SYS/PERM] lock file is a symbolic link")
+        os.symlink(os.path.join(self.outside, "lock"), self.mailbox_path("alice") + ".state")
+        self.assertRefusedQuickly("alice", "-ERR [SYS/PERM] state file is a symbolic link")
         self.assertOutsideUntouched()   # the dangling link was not created through
         self.assertFalse(os.path.exists(self.mailbox_path("alice")))
 

@@ -29,7 +29,7 @@ run(..., fsync_every=N): the same, with both servers under the failfs shim
 shim keeps the ground truth of durability (per file, the size the last
 successful fsync covered) and logs every injected failure with the ids of
 the records it left undurable. The killer also SIGKILLs the holders of the
-write lock (byte 1 of a mymailbox.lock) and of the commit lock (byte 2),
+write lock (byte 1 of a mymailbox.state) and of the commit lock (byte 2),
 found in /proc/locks: the committers. The POP3 readers always read the
 newest messages too (those at risk). The audit adds:
   - no message that got 250 is named by a failed fsync (250 = durable);
@@ -380,9 +380,9 @@ def kill_child(pid, server_pid):
 
 
 def lock_files(spool):
-    """(major, minor, inode) of every mymailbox.lock in the spool."""
+    """(major, minor, inode) of every mymailbox.state in the spool."""
     keys = set()
-    for path in glob.glob(os.path.join(spool, "*", "mymailbox.lock")):
+    for path in glob.glob(os.path.join(spool, "*", "mymailbox.state")):
         try:
             st = os.stat(path)
         except OSError:

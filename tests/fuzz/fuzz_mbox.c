@@ -99,7 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	long messages, records;
 	ssize_t k;
 
-	if (!out || !want || !got || mailbox_shape(in, (off_t)size, &end) < 0
+	if (!out || !want || !got || mailbox_shape(in, (off_t)size, -1, &end) < 0
 	    || end < 0 || end > (off_t)size)
 		abort();
 	o.fd = fuzz_file(NULL, 0);

@@ -22,7 +22,7 @@
  *                          process killed meanwhile dies in a failed sync
  *   FAILFS_SETTLE_ENOSPC=flag  after a successful fsync of a "/mymailbox",
  *                          the process's next write into a file whose path
- *                          ends in "/mymailbox.lock" (the commit state that
+ *                          ends in "/mymailbox.state" (the commit state that
  *                          settles that fsync): ENOSPC, nothing written;
  *                          once in the whole run (the shim creates flag)
  *
@@ -117,7 +117,7 @@ static int fail_settle(int fd)
 	const char *flag = getenv("FAILFS_SETTLE_ENOSPC");
 	int f;
 
-	if (!settle_armed || !flag || !*flag || !path_ends(fd, "/mymailbox.lock"))
+	if (!settle_armed || !flag || !*flag || !path_ends(fd, "/mymailbox.state"))
 		return 0;
 	settle_armed = 0;
 	f = open(flag, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

@@ -712,14 +712,18 @@ static const struct {
 	size_t len;
 	int shape;
 	long end;
+	long announced;		/* where the state says an append began */
 } shape_cases[] = {
-	{ "empty", BYTES(""), SHAPE_RECORDS, 0 },
-	{ "records", BYTES("a\r\n.\r\nb\r\n.\r\n"), SHAPE_RECORDS, 12 },
-	{ "our crashed tail", BYTES("a\r\n.\r\nReturn-Path: <x@y>\r\nRec"), SHAPE_OUR_TAIL, 6 },
-	{ "a hand-written tail", BYTES("a\r\n.\r\nFrom: x@y\r\nbody"), SHAPE_FOREIGN, 6 },
-	{ "LF only", BYTES("a\n.\n"), SHAPE_FOREIGN, 0 },
-	{ "byte order mark", BYTES("\xEF\xBB\xBF" "a\r\n.\r\n"), SHAPE_FOREIGN, 9 },
-	{ NULL, NULL, 0, 0, 0 }
+	{ "empty", BYTES(""), SHAPE_RECORDS, 0, -1 },
+	{ "records", BYTES("a\r\n.\r\nb\r\n.\r\n"), SHAPE_RECORDS, 12, -1 },
+	{ "our crashed tail", BYTES("a\r\n.\r\nReturn-Path: <x@y>\r\nRec"), SHAPE_OUR_TAIL, 6, 6 },
+	{ "a saved record, unannounced", BYTES("a\r\n.\r\nReturn-Path: <x@y>\r\nRec"),
+	  SHAPE_FOREIGN, 6, -1 },
+	{ "announced elsewhere", BYTES("a\r\n.\r\nReturn-Path: <x@y>\r\nRec"), SHAPE_FOREIGN, 6, 0 },
+	{ "a hand-written tail", BYTES("a\r\n.\r\nFrom: x@y\r\nbody"), SHAPE_FOREIGN, 6, -1 },
+	{ "LF only", BYTES("a\n.\n"), SHAPE_FOREIGN, 0, -1 },
+	{ "byte order mark", BYTES("\xEF\xBB\xBF" "a\r\n.\r\n"), SHAPE_FOREIGN, 9, -1 },
+	{ NULL, NULL, 0, 0, 0, 0 }
 };
 
 static void group_mailbox(void)
@@ -735,7 +739,8 @@ static void group_mailbox(void)
 	for (int i = 0; shape_cases[i].name; i++) {
 		int fd = temp_file(shape_cases[i].file, shape_cases[i].len);
 		off_t end = -1;
-		int shape = fd < 0 ? -2 : mailbox_shape(fd, (off_t)shape_cases[i].len, &end);
+		int shape = fd < 0 ? -2 : mailbox_shape(fd, (off_t)shape_cases[i].len,
+							  (off_t)shape_cases[i].announced, &end);
 
 		unit_long("mailbox_shape", shape_cases[i].name, shape_cases[i].shape, shape);
 		unit_long("mailbox_shape end", shape_cases[i].name, shape_cases[i].end, (long)end);
