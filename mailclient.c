@@ -26,9 +26,12 @@
  *                   the window's width), a screenful at a time on a terminal
  *                   ("--More--": space, Enter, q); "Enter mail no. to see: "
  *                   ("-1": back to the menu) shows the mail: From, To, Cc,
- *                   Subject, Received and Date in the reader's time zone, the
- *                   first text/plain part decoded (else an HTML part's text),
- *                   a line per attachment, paged; then 'r' shows its source,
+ *                   Subject, Received and Date in the reader's time zone, then
+ *                   every text part in order, decoded (of an alternative the
+ *                   plain one, else the HTML one's text), a line for each
+ *                   attachment where it stands, an enclosed mail (forwarded,
+ *                   a digest's, a bounce's) ruled off with its From, Date and
+ *                   Subject and its text, paged; then 'r' shows its source,
  *                   'd' deletes it and any other key keeps it; the list comes
  *                   again, fetched afresh (the menu once the mailbox is
  *                   empty). The received time is the first Received line's
@@ -79,7 +82,8 @@
  *
  * Limits: a typed mail 25 MiB; a mail read 25 MiB (the rest not shown); a
  * server reply line 4096 octets; a line of a mail 1 MiB (longer: a note
- * instead); MIME parts 64 listed, multiparts 8 deep; each reply -t.
+ * instead); MIME parts 64 listed, multiparts and enclosed mails 8 deep;
+ * each reply -t.
  *
  * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage, 3 the
  * password refused 3 times at the start; killed
@@ -94,7 +98,8 @@
  * send_headers, send_body). Manage Mail: opt_manage_mail -> list_mails
  * (list_page -> pop_session, list_row -> row_of, received_text;
  * page_text), choose_mail, read_one (fetch_mail -> pop_locate; show_mail ->
- * view_headers, view_body -> mime_walk, mime_text, entity_text; show_source;
+ * view_headers, view_body -> view_entity (view_multipart, view_enclosed,
+ * view_text -> entity_text, attachment_line); show_source;
  * delete_mail). Server text reaches the screen only through show_text; the
  * terminal: tty_set, read_key, the pager (pager_line, pager_more).
  */
@@ -155,7 +160,7 @@ enum {
 	TYPE_MAX = 128,		/* a media type "type/subtype" (RFC 6838 4.2: 127) */
 	MIME_PARTS = 64,	/* parts of a mail listed; more are counted */
 	MIME_KIDS = 64,		/* body parts of one multipart looked at */
-	MIME_DEPTH = 8		/* multiparts inside multiparts */
+	MIME_DEPTH = 8		/* multiparts and enclosed mails inside each other */
 };
 
 /* ---------------------------------------------------------------- types */
@@ -3148,15 +3153,16 @@ static int entity_param(const struct entity *e, const char *field, const char *p
 	return r;
 }
 
-/* entity_type - e's media type, lower case, into type: "text/plain" when
- * it has no Content-Type or a malformed one (RFC 2045 5.2) */
-static void entity_type(const struct entity *e, char *type, size_t cap)
+/* entity_type - e's media type, lower case, into type: dflt when it has no
+ * Content-Type or a malformed one ("text/plain", RFC 2045 5.2; in a
+ * digest "message/rfc822", RFC 2046 5.1.5) */
+static void entity_type(const struct entity *e, const char *dflt, char *type, size_t cap)
 {
 	struct buf v = { 0 };
 	const char *s;
 	size_t len;
 
-	snprintf(type, cap, "text/plain");
+	snprintf(type, cap, "%s", dflt);
 	if (header_get(e->head, e->hlen, "Content-Type", &v) == 0 && v.p) {
 		len = strcspn(v.p, ";");
 		s = trim(v.p, &len);
@@ -3210,17 +3216,10 @@ static void entity_decode(const struct entity *e, struct buf *out)
 
 /* ---------------------------------------------------------------- MIME: the parts of a mail */
 
-/* A leaf of a mail's MIME tree: a part that is no multipart. */
+/* A body part that is no multipart, with its media type. */
 struct part {
 	struct entity e;
 	char type[TYPE_MAX];
-};
-
-/* The leaves of a mail, in order (the alternatives not chosen left out). */
-struct mime {
-	struct part part[MIME_PARTS];
-	int count;
-	int more;		/* leaves past MIME_PARTS: counted, not listed */
 };
 
 /* delimiter - whether a line is "--boundary" (RFC 2046 5.1.1: white space
@@ -3274,72 +3273,30 @@ static int alternative(const struct entity *kids, int n)
 	char type[TYPE_MAX];
 
 	for (int i = 0; i < n; i++) {
-		entity_type(&kids[i], type, sizeof type);
+		entity_type(&kids[i], "text/plain", type, sizeof type);
 		if (strcmp(type, "text/plain") == 0)
 			return i;
 	}
 	return 0;
 }
 
-/* mime_walk - the leaves of e into m, in order, down multiparts at most
- * MIME_DEPTH deep; of a multipart/alternative only the part shown. A
- * multipart without any part is taken as text. */
-static void mime_walk(struct mime *m, const struct entity *e, int depth)
-{
-	struct entity kids[MIME_KIDS];
-	struct buf boundary = { 0 };
-	char type[TYPE_MAX];
-	int n = 0;
-
-	entity_type(e, type, sizeof type);
-	if (strncmp(type, "multipart/", 10) == 0 && depth < MIME_DEPTH
-	    && entity_param(e, "Content-Type", "boundary", &boundary) == 0 && boundary.len > 0)
-		n = mime_split(e, boundary.p, kids, MIME_KIDS);
-	buf_free(&boundary);
-	if (n > 0 && strcmp(type, "multipart/alternative") == 0) {
-		mime_walk(m, &kids[alternative(kids, n)], depth + 1);
-	} else if (n > 0) {
-		for (int i = 0; i < n; i++)
-			mime_walk(m, &kids[i], depth + 1);
-	} else if (m->count < MIME_PARTS) {
-		m->part[m->count].e = *e;
-		snprintf(m->part[m->count++].type, TYPE_MAX, "%s",
-			 strncmp(type, "multipart/", 10) == 0 ? "text/plain" : type);
-	} else {
-		m->more++;
-	}
-}
-
-/* is_attachment - whether a part is meant as a file: Content-Disposition
- * attachment (RFC 2183 2.2), or a file name given */
-static int is_attachment(const struct part *pt)
+/* is_attachment - whether a part is meant as a file, not to be read in
+ * the mail: Content-Disposition "attachment" (RFC 2183 2.2). A part with
+ * no disposition, or "inline", is shown where it stands even when it
+ * names a file, as mutt does. */
+static int is_attachment(const struct entity *e)
 {
 	struct buf v = { 0 };
 	int r = 0;
 
-	if (header_get(pt->e.head, pt->e.hlen, "Content-Disposition", &v) == 0) {
+	if (header_get(e->head, e->hlen, "Content-Disposition", &v) == 0) {
 		size_t len = v.len;
 		const char *s = trim(v.p, &len);
 
 		r = len >= 10 && strncasecmp(s, "attachment", 10) == 0;
 	}
-	r = r || entity_param(&pt->e, "Content-Disposition", "filename", &v) == 0
-	    || entity_param(&pt->e, "Content-Type", "name", &v) == 0;
 	buf_free(&v);
 	return r;
-}
-
-/* mime_text - the part to show as the mail's text: the first text/plain
- * one that is no attachment, else the first such text/html one (an
- * HTML-only mail); -1 when there is none */
-static int mime_text(const struct mime *m)
-{
-	for (int pass = 0; pass < 2; pass++)
-		for (int i = 0; i < m->count; i++)
-			if (strcmp(m->part[i].type, pass ? "text/html" : "text/plain") == 0
-			    && !is_attachment(&m->part[i]))
-				return i;
-	return -1;
 }
 
 /* ---------------------------------------------------------------- HTML to text */
@@ -4037,6 +3994,25 @@ static int local_date(time_t t, char *out, size_t cap)
 	return 0;
 }
 
+/* view_date - the Date field of e, in the reader's time zone when it
+ * reads as a date, else as written */
+static void view_date(const struct entity *e, struct buf *out)
+{
+	struct buf v = { 0 };
+	char when[64];
+	time_t t;
+
+	header_get(e->head, e->hlen, "Date", &v);
+	if (v.len > 0 && parse_date(v.p, &t) == 0 && local_date(t, when, sizeof when) == 0)
+		add_field(out, "Date", when, strlen(when));
+	else if (v.len > 0) {
+		const char *d = trim(v.p, &v.len);
+
+		add_field(out, "Date", d, v.len);
+	}
+	buf_free(&v);
+}
+
 /* view_headers - the header lines the assignment names, decoded: From, To
  * (and Cc), Subject; then Received as the list has it and the sender's
  * Date, both in the reader's time zone. The source view has them all as
@@ -4046,7 +4022,6 @@ static void view_headers(const struct entity *top, struct buf *out)
 	static const char *const names[] = { "From", "To", "Cc", "Subject" };
 	struct buf v = { 0 }, received = { 0 };
 	char when[64];
-	time_t t;
 
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
 		if (header_text(top, names[i], &v) == 0)
@@ -4056,13 +4031,7 @@ static void view_headers(const struct entity *top, struct buf *out)
 	received_text(received.p ? received.p : "", v.p ? v.p : "", when, sizeof when);
 	if (strcmp(when, "?") != 0)
 		add_field(out, "Received", when, strlen(when));
-	if (v.len > 0 && parse_date(v.p, &t) == 0 && local_date(t, when, sizeof when) == 0)
-		add_field(out, "Date", when, strlen(when));
-	else if (v.len > 0) {
-		const char *d = trim(v.p, &v.len);	/* no date: shown as written */
-
-		add_field(out, "Date", d, v.len);
-	}
+	view_date(top, out);
 	buf_free(&v);
 	buf_free(&received);
 }
@@ -4103,33 +4072,194 @@ static void attachment_line(const struct part *pt, struct buf *out)
 	buf_free(&data);
 }
 
-/* view_body - the text (the first text/plain part, else the text of the
- * first text/html one), then a line for each other part, onto out */
-static void view_body(const struct entity *top, struct buf *out)
+/* shown_as_text - whether a part of this type is meant to be read: any
+ * text type, and the reports of a bounce or a read receipt (RFC 3464 2.1,
+ * RFC 8098 3.1), which are lines of fields written for people too */
+static int shown_as_text(const char *type)
 {
-	struct mime *m = calloc(1, sizeof *m);
-	char more[64];
-	int text;
+	return strncmp(type, "text/", 5) == 0
+	       || in_list("message/delivery-status message/global-delivery-status "
+			  "message/disposition-notification message/global-disposition-notification",
+			  type);
+}
 
-	if (!m) {
-		buf_add(out, "(out of memory)\n", 16);
+/* What the view of a mail's body has put out so far: the kind of the last
+ * thing, so that a text is set apart from what is around it by an empty
+ * line while attachment lines stand together, and the parts counted. */
+enum shown { SHOWN_NONE, SHOWN_TEXT, SHOWN_LINE };
+
+struct body_view {
+	struct buf *out;
+	enum shown last;
+	int texts;		/* texts shown: none means "(no text in this mail)" */
+	int parts;		/* parts shown or listed, at most MIME_PARTS */
+	int more;		/* parts past MIME_PARTS: counted, not listed */
+};
+
+static void view_entity(struct body_view *bv, const struct entity *e, const char *dflt,
+			int depth);
+
+/* view_next - an empty line before the next thing shown, unless it is the
+ * first or an attachment line right after another one */
+static void view_next(struct body_view *bv, enum shown next)
+{
+	if (bv->last == SHOWN_TEXT || (bv->last == SHOWN_LINE && next == SHOWN_TEXT))
+		buf_add(bv->out, "\n", 1);
+	bv->last = next;
+}
+
+/* all_space - whether s[len] is white space and line ends only */
+static int all_space(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!strchr(" \t\r\n", s[i]) || s[i] == '\0')
+			return 0;
+	return 1;
+}
+
+/* view_text - a text part where it stands, without the empty lines at its
+ * start and its end (the empty line between parts sets it apart); one
+ * with nothing in it but white space is left out */
+static void view_text(struct body_view *bv, const struct part *pt)
+{
+	struct buf text = { 0 };
+	size_t start = 0, end = 0, pos = 0, len;
+	const char *line;
+	int found = 0;
+
+	entity_text(pt, &text);
+	while (next_line(&text, &pos, &line, &len) == 0) {
+		if (all_space(line, len))
+			continue;
+		if (!found)
+			start = (size_t)(line - text.p);
+		found = 1;
+		end = pos;	/* past the last line with text */
+	}
+	if (found) {
+		view_next(bv, SHOWN_TEXT);
+		buf_add(bv->out, text.p + start, end - start);
+		bv->texts++;
+	}
+	buf_free(&text);
+}
+
+/*
+ * view_enclosed - a mail inside the mail (message/rfc822: a forwarded
+ * mail, a digest's member, the returned mail of a bounce), ruled off: its
+ * From, Date and Subject, then its body as a mail's body is shown. A
+ * transfer encoding on it (RFC 2046 5.2.1 allows none but 7bit, 8bit and
+ * binary) is undone all the same.
+ */
+static void view_enclosed(struct body_view *bv, const struct entity *e, int depth)
+{
+	static const char rule[] = "----- enclosed mail -----\n";
+	static const char end[] = "----- end of enclosed mail -----\n";
+	struct buf data = { 0 }, v = { 0 };
+	struct entity inner;
+
+	entity_decode(e, &data);
+	entity_split(data.p ? data.p : "", data.len, &inner);
+	view_next(bv, SHOWN_TEXT);
+	buf_add(bv->out, rule, sizeof rule - 1);
+	if (header_text(&inner, "From", &v) == 0)
+		add_field(bv->out, "From", v.p, v.len);
+	view_date(&inner, bv->out);
+	if (header_text(&inner, "Subject", &v) == 0)
+		add_field(bv->out, "Subject", v.p, v.len);
+	bv->texts++;
+	view_entity(bv, &inner, "text/plain", depth + 1);
+	buf_add(bv->out, end, sizeof end - 1);
+	bv->last = SHOWN_TEXT;
+	buf_free(&data);
+	buf_free(&v);
+}
+
+/* view_multipart - the body parts of a multipart in order (RFC 2046 5.1):
+ * of an alternative only the one chosen, a digest's parts as mails by
+ * default (5.1.5). It returns -1 when it has no body part: no boundary,
+ * or none found. */
+static int view_multipart(struct body_view *bv, const struct entity *e, const char *type,
+			  int depth)
+{
+	struct entity kids[MIME_KIDS];
+	struct buf boundary = { 0 };
+	int n = 0;
+
+	if (entity_param(e, "Content-Type", "boundary", &boundary) == 0 && boundary.len > 0)
+		n = mime_split(e, boundary.p, kids, MIME_KIDS);
+	buf_free(&boundary);
+	if (n == 0)
+		return -1;
+	if (strcmp(type, "multipart/alternative") == 0)
+		view_entity(bv, &kids[alternative(kids, n)], "text/plain", depth + 1);
+	else
+		for (int i = 0; i < n; i++)
+			view_entity(bv, &kids[i], strcmp(type, "multipart/digest") == 0
+				    ? "message/rfc822" : "text/plain", depth + 1);
+	return 0;
+}
+
+/* is_mail - whether a media type is a whole mail (RFC 2046 5.2.1, RFC 6532 3.5) */
+static int is_mail(const char *type)
+{
+	return strcmp(type, "message/rfc822") == 0 || strcmp(type, "message/global") == 0;
+}
+
+/*
+ * view_entity - e where it stands in the body: a multipart's parts in
+ * turn, an enclosed mail ruled off, a text that is meant to be read (no
+ * Content-Disposition, or inline), else a line that lists it. MIME_DEPTH
+ * bounds the nesting of multiparts and mails alike (deeper ones are
+ * listed); a multipart without any part is taken as text, and one with
+ * nothing in it is left out.
+ */
+static void view_entity(struct body_view *bv, const struct entity *e, const char *dflt,
+			int depth)
+{
+	struct part pt = { *e, "" };
+	int nested = depth < MIME_DEPTH && !is_attachment(e);
+
+	entity_type(e, dflt, pt.type, sizeof pt.type);
+	if (nested && strncmp(pt.type, "multipart/", 10) == 0) {
+		if (view_multipart(bv, e, pt.type, depth) == 0 || all_space(e->body, e->blen))
+			return;
+		snprintf(pt.type, sizeof pt.type, "text/plain");
+	}
+	if (bv->parts >= MIME_PARTS) {
+		bv->more++;
 		return;
 	}
-	mime_walk(m, top, 0);
-	text = mime_text(m);
-	if (text >= 0)
-		entity_text(&m->part[text], out);
-	else
+	bv->parts++;
+	if (nested && is_mail(pt.type))
+		view_enclosed(bv, e, depth);
+	else if (!is_attachment(e) && shown_as_text(pt.type))
+		view_text(bv, &pt);
+	else {
+		view_next(bv, SHOWN_LINE);
+		attachment_line(&pt, bv->out);
+	}
+}
+
+/* view_body - the body of a mail onto out: every text in order, a line
+ * for each attachment where it stands, enclosed mails ruled off; "(no
+ * text in this mail)" first when nothing is there to read */
+static void view_body(const struct entity *top, struct buf *out)
+{
+	struct buf body = { 0 };
+	struct body_view bv = { &body, SHOWN_NONE, 0, 0, 0 };
+	char more[64];
+
+	view_entity(&bv, top, "text/plain", 0);
+	if (bv.texts == 0)
 		buf_add(out, "(no text in this mail)\n", 23);
-	if (m->count > (text >= 0))
+	if (bv.texts == 0 && body.len > 0)
 		buf_add(out, "\n", 1);
-	for (int i = 0; i < m->count; i++)
-		if (i != text)
-			attachment_line(&m->part[i], out);
-	snprintf(more, sizeof more, "(and %d parts more)\n", m->more);
-	if (m->more > 0)
+	buf_add(out, body.p, body.len);
+	snprintf(more, sizeof more, "(and %d parts more)\n", bv.more);
+	if (bv.more > 0)
 		buf_add(out, more, strlen(more));
-	free(m);
+	buf_free(&body);
 }
 
 /* show_mail - the mail as the reader wants it, through the pager: the
