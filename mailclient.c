@@ -76,9 +76,10 @@
  * A body line over 998 octets is sent as several lines (RFC 5322 2.1.1); CR
  * bytes in the body are dropped. End of input at any other prompt ends the
  * program (exit 0). Server text and mail are shown with control characters
- * (C0, DEL, C1) and bytes that are not UTF-8 as '?': no escape sequence
- * reaches the terminal. On a terminal the key after a mail and the pager's
- * key are one raw keypress.
+ * (C0, DEL, C1), bidi controls (U+061C, U+200E, U+200F, U+202A..U+202E,
+ * U+2066..U+2069), U+2028, U+2029 and bytes that are not UTF-8 as '?': no
+ * escape sequence reaches the terminal, and no text shows reordered. On a
+ * terminal the key after a mail and the pager's key are one raw keypress.
  *
  * Limits: a typed mail 25 MiB; a mail read 25 MiB (the rest not shown); a
  * server reply line 4096 octets; a line of a mail 1 MiB (longer: a note
@@ -103,7 +104,8 @@
  * delete_mail). Server text reaches the screen only through show_text; the
  * terminal: tty_set, read_key, the pager (pager_line, pager_more).
  */
-#define _POSIX_C_SOURCE 200809L
+/* POSIX 2008 with the XSI part, for wcwidth (the columns a character takes) */
+#define _XOPEN_SOURCE 700
 
 #include <sys/types.h>
 #include <sys/ioctl.h>
@@ -130,6 +132,7 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 
 /* ---------------------------------------------------------------- limits */
 
@@ -152,6 +155,9 @@ enum {
 	COL_FROM = 24,
 	COL_RECEIVED = 20,	/* "YYYY-MM-DD : HH : MM" */
 	COL_SUBJECT_MIN = 10,	/* the subject takes the rest: 22 in 80 columns */
+	COL_FROM_MIN = 8,	/* a narrow window: From this narrow, */
+	COL_DATE = 10,		/* Received only its date "YYYY-MM-DD", */
+	COL_NUMBER_MIN = 3,	/* "No." for "Sl. No." */
 	LIST_BATCH = 100,	/* rows a session fetches when nobody pages */
 	HEAD_MAX = 256 << 10,	/* the header section the list reads of a mail */
 	UID_MAX = 71,		/* RFC 1939 7: a unique-id, 1 to 70 characters */
@@ -197,7 +203,8 @@ static struct screen {
 	int paging;		/* stdin and stdout are a terminal of known size */
 	int convert;		/* the terminal's charset is not UTF-8: text */
 	iconv_t to_term;	/* goes through this conversion from UTF-8 */
-} scr = { 80, 24, 0, 0, NULL };
+	locale_t wide;		/* a UTF-8 locale for wcwidth; 0: none found */
+} scr = { 80, 24, 0, 0, NULL, (locale_t)0 };
 
 /* A typed mail once checked: addresses normalised, "a@b, c@d" for To. */
 struct mail {
@@ -937,8 +944,10 @@ static void show_converted(const char *ch, size_t n)
  * show_text - print s[len] on stdout with each control character or stray
  * byte as '?'. A mail and a server's reply are someone else's text: shown
  * as they are, escape sequences in them (ESC, CSI, OSC ...) could drive the
- * terminal. TAB and well-formed UTF-8 are kept; a terminal in another
- * charset gets the characters converted.
+ * terminal. The bidi controls and the line and paragraph separators are
+ * shown as '?' too, as the log escapes them (log_hidden): U+202E would make
+ * "gnp.exe" read "exe.png". TAB and other well-formed UTF-8 are kept; a
+ * terminal in another charset gets the characters converted.
  */
 static void show_text(const char *s, size_t len)
 {
@@ -946,7 +955,7 @@ static void show_text(const char *s, size_t len)
 		int safe;
 		size_t n = char_len((const unsigned char *)s + i, len - i, &safe);
 
-		if (!safe)
+		if (!safe || log_hidden((const unsigned char *)s + i, n))
 			putchar('?');
 		else if (n > 1 && scr.convert)
 			show_converted(s + i, n);
@@ -1228,6 +1237,33 @@ static void screen_charset(void)
 	scr.convert = scr.to_term != (iconv_t)-1;
 }
 
+/* is_utf8 - whether a codeset name is UTF-8's */
+static int is_utf8(const char *codeset)
+{
+	return strcasecmp(codeset, "UTF-8") == 0 || strcasecmp(codeset, "UTF8") == 0;
+}
+
+/* screen_widths - a UTF-8 locale for wcwidth, which knows how many columns
+ * a character takes: the user's own (LC_ALL, LC_CTYPE, LANG) when it is
+ * UTF-8, else C.UTF-8 (glibc 2.35 and musl have it built in) or en_US's.
+ * Without any, char_width falls back on a table of the wide blocks. A
+ * terminal in another charset needs none (char_width: 1 a character). */
+static void screen_widths(void)
+{
+	static const char *const names[] = { "", "C.UTF-8", "C.utf8", "en_US.UTF-8" };
+
+	for (size_t i = 0; !scr.convert && i < sizeof names / sizeof names[0]; i++) {
+		locale_t loc = newlocale(LC_CTYPE_MASK, names[i], (locale_t)0);
+
+		if (loc != (locale_t)0 && is_utf8(nl_langinfo_l(CODESET, loc))) {
+			scr.wide = loc;
+			return;
+		}
+		if (loc != (locale_t)0)
+			freelocale(loc);
+	}
+}
+
 /* screen_size - the window's size (TIOCGWINSZ), and whether to page: only
  * when stdin and stdout are a terminal whose size is known */
 static void screen_size(void)
@@ -1241,21 +1277,104 @@ static void screen_size(void)
 	scr.paging = known && scr.rows >= 3 && isatty(STDIN_FILENO);
 }
 
-/* line_rows - the screen rows a line of text takes: a TAB goes on to the
- * next multiple of 8 columns, any other character is taken as one column
- * (wide CJK characters are not told apart) */
-static int line_rows(const char *s, size_t len)
+/* code_point - the code point of the well-formed UTF-8 character s[n] */
+static unsigned long code_point(const unsigned char *s, size_t n)
 {
-	size_t cols = 0;
+	unsigned long cp = n == 1 ? s[0] : s[0] & (0x7f >> n);
+
+	for (size_t i = 1; i < n; i++)
+		cp = cp << 6 | (s[i] & 0x3f);
+	return cp;
+}
+
+/* table_width - the columns of cp when no UTF-8 locale can be had: 0 for
+ * the common combining marks and zero-width characters, 2 for the East
+ * Asian wide and full-width blocks (Unicode UAX #11), else 1 */
+static int table_width(unsigned long cp)
+{
+	static const struct { unsigned long lo, hi; int width; } ranges[] = {
+		{ 0x0300, 0x036f, 0 }, { 0x200b, 0x200f, 0 }, { 0x20d0, 0x20ff, 0 },
+		{ 0xfe00, 0xfe0f, 0 }, { 0x1100, 0x115f, 2 }, { 0x2e80, 0x303e, 2 },
+		{ 0x3041, 0x33ff, 2 }, { 0x3400, 0x4dbf, 2 }, { 0x4e00, 0x9fff, 2 },
+		{ 0xa000, 0xa4cf, 2 }, { 0xac00, 0xd7a3, 2 }, { 0xf900, 0xfaff, 2 },
+		{ 0xfe30, 0xfe4f, 2 }, { 0xff00, 0xff60, 2 }, { 0xffe0, 0xffe6, 2 },
+		{ 0x1f300, 0x1f64f, 2 }, { 0x1f900, 0x1f9ff, 2 }, { 0x20000, 0x3fffd, 2 },
+	};
+
+	for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
+		if (cp >= ranges[i].lo && cp <= ranges[i].hi)
+			return ranges[i].width;
+	return 1;
+}
+
+/*
+ * char_width - the columns the character s[n] takes on the screen, as
+ * show_text prints it: 1 for what it shows as '?', and for any character
+ * on a terminal in another charset (converted, mostly one for one); else
+ * wcwidth in a UTF-8 locale (2 for CJK, 0 for a combining mark), or
+ * table_width without one. The parsers keep the C locale: the UTF-8 one
+ * is taken up (uselocale) only for this call.
+ */
+static int char_width(const unsigned char *s, size_t n, int safe)
+{
+	unsigned long cp;
+	locale_t before;
+	int w;
+
+	if (n == 1 || !safe || scr.convert || log_hidden(s, n))
+		return 1;
+	cp = code_point(s, n);
+	if (scr.wide == (locale_t)0)
+		return table_width(cp);
+	before = uselocale(scr.wide);
+	w = wcwidth((wchar_t)cp);
+	if (before != (locale_t)0)
+		(void)uselocale(before);
+	return w < 0 ? 1 : w;
+}
+
+/* text_width - the columns s[len] takes (no TAB in it: add_flat made it a
+ * space) */
+static size_t text_width(const char *s, size_t len)
+{
+	size_t cols = 0, n;
 	int safe;
 
-	for (size_t i = 0; i < len; cols++) {
-		if (s[i] == '\t')
-			cols |= 7;
-		i += char_len((const unsigned char *)s + i, len - i, &safe);
+	for (size_t i = 0; i < len; i += n) {
+		n = char_len((const unsigned char *)s + i, len - i, &safe);
+		cols += (size_t)char_width((const unsigned char *)s + i, n, safe);
 	}
-	cols = (cols + (size_t)scr.cols - 1) / (size_t)scr.cols;
-	return cols == 0 ? 1 : cols > INT_MAX ? INT_MAX : (int)cols;
+	return cols;
+}
+
+/*
+ * line_rows - the screen rows a line of text takes in a window scr.cols
+ * wide, as a terminal wraps it: a character that does not fit in what is
+ * left of a row goes to the next (a wide one leaves the last column
+ * empty), a TAB goes on to the next multiple of 8 columns but never past
+ * the last one, and a line that fills a row exactly takes that row only.
+ */
+static int line_rows(const char *s, size_t len)
+{
+	size_t cols = (size_t)scr.cols, col = 0, n;
+	long rows = 1;
+	int safe;
+
+	for (size_t i = 0; i < len && rows < INT_MAX; i += n) {
+		const unsigned char *c = (const unsigned char *)s + i;
+		size_t w;
+
+		n = char_len(c, len - i, &safe);
+		w = c[0] == '\t' ? 8 - col % 8 : (size_t)char_width(c, n, safe);
+		if (c[0] == '\t' && col + w >= cols)
+			w = col < cols - 1 ? cols - 1 - col : 0;
+		else if (col + w > cols) {
+			rows++;
+			col = 0;
+		}
+		col += w;
+	}
+	return (int)rows;
 }
 
 /* A pager of its own, as more(1): a screenful, then "--More--" and a key:
@@ -1275,14 +1394,18 @@ static void pager_start(struct pager *pg)
 	pg->stopped = 0;
 }
 
-/* pager_more - "--More--" and a key, then the prompt is wiped. It returns
- * 0 when the user wants no more (q, or the end of input). */
+/* pager_more - "--More--" and a key, then the prompt is wiped. The
+ * window's size is read again: one resized meanwhile (SIGWINCH, which the
+ * client leaves ignored) gets its next page at its new size, so no line
+ * scrolls away unseen. It returns 0 when the user wants no more (q, or
+ * the end of input). */
 static int pager_more(struct pager *pg)
 {
 	for (;;) {
 		int key = read_key("--More--");
 
 		fputs("\r        \r", stdout);
+		screen_size();
 		if (key == ' ' || key == '\n' || key == '\r') {
 			pg->room = key == ' ' ? scr.rows - 1 : 1;
 			pg->fresh = 1;
@@ -3777,39 +3900,93 @@ static void add_flat(struct buf *out, const char *s, size_t len)
 	}
 }
 
-/* add_cell - s cut to width characters, "..." marking a cut, then with
- * pad spaces up to width, onto row: the columns stay aligned */
+/* add_cell - s cut to width columns, "..." marking a cut, then with pad
+ * spaces up to width, onto row: the columns stay aligned however wide
+ * the characters are (width is 3 at least) */
 static void add_cell(struct buf *row, const char *s, size_t width, int pad)
 {
-	size_t len = strlen(s), chars = utf8_chars(s, len), shown, end = 0;
-	size_t keep = chars <= width ? chars : width - 3;
+	size_t len = strlen(s), total = text_width(s, len), used = 0, end = 0;
+	size_t room = total <= width ? width : width - 3;
 	int safe;
 
-	for (shown = 0; shown < keep; shown++)	/* end: the byte after keep characters */
-		end += char_len((const unsigned char *)s + end, len - end, &safe);
+	while (end < len) {
+		size_t n = char_len((const unsigned char *)s + end, len - end, &safe);
+		size_t w = (size_t)char_width((const unsigned char *)s + end, n, safe);
+
+		if (used + w > room)
+			break;	/* end: the byte after what fits */
+		used += w;
+		end += n;
+	}
 	add_flat(row, s, end);
-	if (chars > width)
+	if (total > width) {
 		buf_add(row, "...", 3);
-	for (shown = chars < width ? chars : width; pad && shown < width; shown++)
+		used += 3;
+	}
+	for (; pad && used < width; used++)
 		buf_add(row, " ", 1);
 }
 
-/* add_row - one row of the list onto rows, the columns two spaces apart.
- * The subject takes what the window has left (the row one column short of
- * it, so no terminal wraps it): 22 characters in 80 columns. */
+/* The widths of the list's columns, in screen columns. */
+struct columns {
+	size_t num, from, when, subject;
+};
+
+/* shrink - take a column down to small when the row is still over by
+ * *over columns: all or nothing, so that it shows a whole date or name */
+static void shrink(size_t *width, size_t small, long *over)
+{
+	if (*over > 0 && *width > small) {
+		*over -= (long)(*width - small);
+		*width = small;
+	}
+}
+
+/* list_columns - the columns in a window scr.cols wide, the row one column
+ * short of it so that no terminal wraps it: Sl. No. 7, From 24, Received
+ * 20 (the assignment's "YYYY-MM-DD : HH : MM") and the subject the rest,
+ * 22 in 80 columns. A narrower window takes From down to 8 first, then
+ * Received to its date, then Sl. No. to "No.". */
+static void list_columns(struct columns *c)
+{
+	long room = scr.cols - 1 - 3 * 2 - COL_SUBJECT_MIN;
+	long over = COL_NUMBER + COL_FROM + COL_RECEIVED - room;
+
+	c->num = COL_NUMBER;
+	c->from = COL_FROM;
+	c->when = COL_RECEIVED;
+	shrink(&c->from, COL_FROM_MIN, &over);
+	shrink(&c->when, COL_DATE, &over);
+	shrink(&c->num, COL_NUMBER_MIN, &over);
+	c->subject = COL_SUBJECT_MIN + (size_t)(over < 0 ? -over : 0);
+}
+
+/* add_row - one row of the list onto rows, the columns two spaces apart
+ * (list_columns); a window too narrow even for the smallest columns gets
+ * the row cut at its width */
 static void add_row(struct buf *rows, const char *num, const char *from, const char *when,
 		    const char *subject)
 {
-	int rest = scr.cols - 1 - (COL_NUMBER + COL_FROM + COL_RECEIVED + 3 * 2);
+	struct buf row = { 0 };
+	struct columns c;
+	char date[COL_RECEIVED + 1];
 
-	add_cell(rows, num, COL_NUMBER, 1);
-	buf_add(rows, "  ", 2);
-	add_cell(rows, from, COL_FROM, 1);
-	buf_add(rows, "  ", 2);
-	add_cell(rows, when, COL_RECEIVED, 1);
-	buf_add(rows, "  ", 2);
-	add_cell(rows, subject, (size_t)(rest > COL_SUBJECT_MIN ? rest : COL_SUBJECT_MIN), 0);
+	list_columns(&c);
+	snprintf(date, sizeof date, "%.*s", (int)c.when, when);	/* the date first */
+	add_cell(&row, c.num < strlen(num) && strcmp(num, "Sl. No.") == 0 ? "No." : num,
+		 c.num, 1);
+	buf_add(&row, "  ", 2);
+	add_cell(&row, from, c.from, 1);
+	buf_add(&row, "  ", 2);
+	add_cell(&row, date, c.when, 1);
+	buf_add(&row, "  ", 2);
+	add_cell(&row, subject, c.subject, 0);
+	if (row.p && text_width(row.p, row.len) > (size_t)scr.cols - 1 && scr.cols > 4)
+		add_cell(rows, row.p, (size_t)scr.cols - 1, 0);
+	else if (row.p)
+		buf_add(rows, row.p, row.len);
 	buf_add(rows, "\n", 1);
+	buf_free(&row);
 }
 
 /* What the lines of a multi-line response go into: keep_lines's argument. */
@@ -4674,6 +4851,7 @@ int main(int argc, char **argv)
 		log_msg("cannot unbuffer stdin");
 	tzset();	/* local time for Date:, the list and the mail */
 	screen_charset();
+	screen_widths();
 	cl.username = ask_credential(&cl, "Username: ", 0);
 	cl.password = cl.username ? ask_credential(&cl, "Password: ", 1) : NULL;
 	if (cl.password)
