@@ -111,6 +111,7 @@
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <netinet/in.h>
 #include <netdb.h>
 
@@ -185,9 +186,13 @@ struct buf {
 	size_t len, cap;
 };
 
+struct mail;
+
 /* The user's side: the credentials kept for POP3 and the stdin line reader. */
 struct client {
 	char *username, *password;
+	int checked;		/* a server took the password (POP3 login, SMTP AUTH) */
+	struct mail *kept;	/* a typed mail that could not be sent, or NULL */
 	char *line;		/* the last line read, without its line end */
 	size_t len;		/* its length */
 	size_t cap;		/* getline's buffer size */
@@ -982,14 +987,15 @@ static struct termios tty_saved;
 static volatile sig_atomic_t tty_changed;
 
 /* tty_set - clear the local flags in clear and set those in set on stdin's
- * terminal: ECHO off for a password, ICANON off too for one raw key. It
- * returns -1 when stdin is not a terminal; the caller then reads a line. */
+ * terminal, starting from the user's settings: ECHO off for a password,
+ * ICANON off too for one raw key. It returns -1 when stdin is not a
+ * terminal; the caller then reads a line. */
 static int tty_set(tcflag_t clear, tcflag_t set)
 {
 	struct termios t;
 
-	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &tty_saved) < 0)
-		return -1;
+	if (!isatty(STDIN_FILENO) || (!tty_changed && tcgetattr(STDIN_FILENO, &tty_saved) < 0))
+		return -1;	/* changed already: tty_saved holds the user's settings */
 	t = tty_saved;
 	t.c_lflag &= ~clear;
 	t.c_lflag |= set;
@@ -1017,12 +1023,22 @@ static void tty_restore(void)
 /* Set by Ctrl-C while a mail is typed: the mail is not sent. */
 static volatile sig_atomic_t interrupted;
 
+/* Whether stdout is a terminal, learned once: the signal handler asks. */
+static int stdout_tty;
+
 /* on_fatal_signal - restore the terminal, then die of the signal as usual,
- * so the shell sees the real cause and gets back a terminal that echoes */
+ * so the shell sees the real cause and gets back a terminal that echoes;
+ * after Ctrl-C (the terminal shows "^C") a line end, so that the shell's
+ * prompt starts a line of its own */
 static void on_fatal_signal(int sig)
 {
 	if (tty_changed)
 		(void)tcsetattr(STDIN_FILENO, TCSANOW, &tty_saved);
+	if ((sig == SIGINT || sig == SIGQUIT) && stdout_tty) {
+		ssize_t shown = write(STDOUT_FILENO, "\n", 1);
+
+		(void)shown;	/* nothing to be done if it fails */
+	}
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -1135,8 +1151,9 @@ static int ask(struct client *cl, const char *prompt)
 }
 
 /* ask_secret - as ask, but without echo when stdin is a terminal. ECHONL
- * still echoes the newline, so the next text starts on a line of its own;
- * the terminal is restored on every path. */
+ * still echoes the newline, so the next text starts on a line of its own.
+ * The echo stays off, the newline's too, until secret_done: a key typed
+ * while the password is checked must not show either. */
 static int ask_secret(struct client *cl, const char *prompt)
 {
 	int r;
@@ -1144,8 +1161,48 @@ static int ask_secret(struct client *cl, const char *prompt)
 	(void)tty_set(ECHO, ECHONL);	/* before the prompt: no early key echoed */
 	fputs(prompt, stdout);
 	r = read_input(cl);
-	tty_restore();
+	(void)tty_set(ECHO | ECHONL, 0);
 	return r;
+}
+
+/* secret_done - the password's prompt is over (checked, or not to be):
+ * what was typed meanwhile is dropped (it may be the password again, typed
+ * ahead), then the terminal echoes as before */
+static void secret_done(void)
+{
+	if (tty_changed && tcflush(STDIN_FILENO, TCIFLUSH) < 0 && verbose)
+		log_msg("tcflush: %s", strerror(errno));
+	tty_restore();
+}
+
+/* on_checking - SIGALRM: the check of a password takes more than a moment
+ * (a server waits before it answers a wrong one, up to 15 s): say so.
+ * Only write(2) here: it is safe in a signal handler. */
+static void on_checking(int sig)
+{
+	static const char text[] = "checking the password...\n";
+	ssize_t shown = write(STDOUT_FILENO, text, sizeof text - 1);
+
+	(void)sig;
+	(void)shown;	/* nothing to be done if it fails */
+}
+
+/* checking - on: once MOMENT_MS go by, say "checking the password..." (a
+ * timer); off: no more. SA_RESTART, and the waits of the conn block go on
+ * after EINTR, so the signal disturbs nothing. */
+static void checking(int on)
+{
+	struct itimerval t = { { 0, 0 }, { 0, on ? MOMENT_MS * 1000 : 0 } };
+	struct sigaction sa = { .sa_handler = on_checking, .sa_flags = SA_RESTART };
+
+	sigemptyset(&sa.sa_mask);
+	fflush(stdout);	/* what came before shows before it */
+	if (on && sigaction(SIGALRM, &sa, NULL) < 0)
+		log_msg("sigaction SIGALRM: %s", strerror(errno));
+	if (setitimer(ITIMER_REAL, &t, NULL) < 0)
+		log_msg("setitimer: %s", strerror(errno));
+	if (!on)
+		fflush(stdout);
 }
 
 /* read_key - show prompt, then wait for one raw keypress on the terminal
@@ -1208,6 +1265,26 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 		    && !memchr(cl->line, ' ', cl->len))
 			return strdup(cl->line);
 	}
+}
+
+/* ask_password - "Password: " without echo, into cl->password (the old
+ * one wiped); the echo stays off until secret_done, which the check of
+ * the password calls. -1 at the end of input (or out of memory). */
+static int ask_password(struct client *cl)
+{
+	char *password = ask_credential(cl, "Password: ", 1);
+
+	if (!password) {
+		secret_done();
+		return -1;
+	}
+	if (cl->password) {
+		secret_wipe(cl->password, strlen(cl->password));
+		free(cl->password);
+	}
+	cl->password = password;
+	cl->checked = 0;
+	return 0;
 }
 
 /* ---------------------------------------------------------------- the screen: size, charset, pager */
@@ -1902,6 +1979,7 @@ struct smtp {
 	int ehlo_8bit;			/* EHLO listed 8BITMIME */
 	int auth;			/* the SASL_ mechanisms EHLO's AUTH listed */
 	const char *want;		/* the reply awaited, for a line that is none */
+	char refused[CMD_LINE_MAX];	/* the recipient RCPT TO was refused for */
 };
 
 /* reply_code - the code of an SMTP reply line "DDD", "DDD text" or
@@ -2153,7 +2231,7 @@ static int smtp_envelope(struct smtp *s, const struct mail *m)
 {
 	const char *p = m->to.p;
 
-	if (smtp_cmd(s, 2, s->ehlo_8bit && (has_8bit(&m->body) || has_8bit(&m->subject))
+	if (smtp_cmd(s, 2, s->ehlo_8bit && has_8bit(&m->body)
 		     ? "MAIL FROM:<%s> BODY=8BITMIME" : "MAIL FROM:<%s>", m->from.p) < 0)
 		return -1;
 	while (*p) {
@@ -2164,8 +2242,10 @@ static int smtp_envelope(struct smtp *s, const struct mail *m)
 			n = sizeof rcpt - 1;	/* send_cmd refuses it anyway */
 		memcpy(rcpt, p, n);
 		rcpt[n] = '\0';
-		if (smtp_cmd(s, 2, "RCPT TO:<%s>", rcpt) < 0)
+		if (smtp_cmd(s, 2, "RCPT TO:<%s>", rcpt) < 0) {
+			memcpy(s->refused, rcpt, n + 1);	/* named to the user */
 			return -1;
+		}
 		p += n;
 		p += strspn(p, ", ");
 	}
@@ -2229,6 +2309,61 @@ static void send_field(struct conn *c, const char *name, const char *value)
 	buf_free(&line);
 }
 
+/* RFC 2047 2: an encoded word is at most 75 characters; 42 octets make 56
+ * of base64, so "Subject: =?UTF-8?B?...?=" stays under 78 (RFC 5322 2.1.1). */
+#define WORD_OCTETS 42
+
+/* word_octets - how much of s[len] goes into one encoded word: whole UTF-8
+ * characters (RFC 2047 5: no character split between two words), at most
+ * WORD_OCTETS octets */
+static size_t word_octets(const char *s, size_t len)
+{
+	size_t n = 0;
+	int safe;
+
+	while (n < len) {
+		size_t c = char_len((const unsigned char *)s + n, len - n, &safe);
+
+		if (n + c > WORD_OCTETS)
+			break;
+		n += c;
+	}
+	return n;
+}
+
+/* send_subject - "Subject: <text>": as typed when it is ASCII, else as
+ * RFC 2047 encoded words in UTF-8 and base64 ("B"), a folded line each.
+ * The white space between two encoded words is no part of the text (6.2),
+ * so the subject decodes back to what was typed. */
+static void send_subject(struct conn *c, const struct buf *subject)
+{
+	struct buf line = { 0 };
+	size_t pos = 0;
+
+	if (!has_8bit(subject)) {
+		send_field(c, "Subject: ", subject->p);
+		return;
+	}
+	buf_add(&line, "Subject:", 8);
+	while (pos < subject->len) {
+		size_t n = word_octets(subject->p + pos, subject->len - pos);
+		char b64[4 * WORD_OCTETS / 3 + 8];
+
+		if (base64_encode(subject->p + pos, n, b64, sizeof b64) < 0)
+			break;	/* cannot be: b64 holds WORD_OCTETS encoded */
+		if (line.len > 8) {
+			send_line(c, line.p, line.len);	/* fold: the next word on a line of its own */
+			line.len = 0;
+		}
+		buf_add(&line, " =?UTF-8?B?", 11);
+		buf_add(&line, b64, strlen(b64));
+		buf_add(&line, "?=", 2);
+		pos += n;
+	}
+	send_line(c, line.p, line.len);
+	buf_free(&line);
+}
+
 /* send_headers - From, To and Subject as typed (normalised), Date and
  * Message-ID (RFC 5322 3.6: Date and From are required), the MIME headers
  * when the body has 8-bit text (taken as UTF-8), then the blank line. */
@@ -2240,7 +2375,7 @@ static void send_headers(struct conn *c, const struct mail *m)
 
 	send_field(c, "From: ", m->from.p);
 	send_to_header(c, m->to.p);
-	send_field(c, "Subject: ", m->subject.p);
+	send_subject(c, &m->subject);
 	/* RFC 5322 3.3: "Mon, 23 Nov 2026 09:03:00 +0100" (C locale: English names) */
 	if (localtime_r(&now, &tm)
 	    && strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S %z", &tm) > 0)
@@ -2349,35 +2484,83 @@ static struct smtp *smtp_open(void)
 	return NULL;
 }
 
-/* smtp_probe - before the mail is typed, see that the SMTP server greets,
- * then QUIT: a server that is down, or is no SMTP server, is found out
- * now, not after the whole mail was typed. No session stays open while
- * the user types (a server may drop an idle one: RFC 5321 4.5.3.2.7). It
- * returns -1 after telling the user. */
-static int smtp_probe(void)
+/* SMTP's reply to a password it does not take (RFC 4954 6). */
+#define AUTH_REFUSED 535
+
+/* smtp_login_check - greeting, EHLO, AUTH when offered, QUIT: whether the
+ * server takes the password. 0 yes (or it asks for none), 1 it refused
+ * it, -1 the session failed; the user was told. */
+static int smtp_login_check(struct client *cl)
 {
 	struct smtp *s = smtp_open();
+	int r;
 
 	if (!s)
+		return -1;
+	checking(1);
+	r = smtp_hello(s) == 0 && smtp_auth(s, cl) == 0 ? 0 : s->code == AUTH_REFUSED ? 1 : -1;
+	checking(0);
+	if (r == 0 && s->auth)
+		cl->checked = 1;
+	if (r != 0)
+		show_error(r > 0 ? "Login failed" : "Error in sending mail", s->line);
+	smtp_close(s);
+	return r;
+}
+
+/*
+ * smtp_probe - before the mail is typed, see that the SMTP server greets,
+ * then QUIT: a server that is down, or is no SMTP server, is found out
+ * now, not after the whole mail was typed. No session stays open while
+ * the user types (a server may drop an idle one: RFC 5321 4.5.3.2.7). A
+ * password no server has taken yet (POP3 was down at the start, or SMTP
+ * refused it since) is checked by an AUTH now too, and one refused is
+ * asked for again, LOGIN_TRIES times at most. It returns -1 after
+ * telling the user.
+ */
+static int smtp_probe(struct client *cl)
+{
+	struct smtp *s;
+
+	for (int tries = 1; !cl->checked; tries++) {
+		int r = smtp_login_check(cl);
+
+		secret_done();	/* after a password asked again below */
+		if (r <= 0)
+			return r;
+		if (tries == LOGIN_TRIES || ask_password(cl) < 0)
+			return -1;
+	}
+	if (!(s = smtp_open()))
 		return -1;
 	smtp_close(s);
 	return 0;
 }
 
 /* smtp_send - deliver a checked mail over SMTP, logged in when the server
- * offers AUTH, and tell the user how it went, then end the session with
- * QUIT while the server still answers. */
-static void smtp_send(const struct client *cl, const struct mail *m)
+ * offers AUTH, and tell the user how it went (the recipient refused, by
+ * name), then end the session with QUIT while the server still answers.
+ * It returns 0 once sent, else the failed reply's code (-1: no reply). */
+static int smtp_send(struct client *cl, const struct mail *m)
 {
 	struct smtp *s = smtp_open();
+	int code;
 
 	if (!s)
-		return;
-	if (smtp_hello(s) == 0 && smtp_auth(s, cl) == 0 && smtp_transaction(s, m) == 0)
+		return -1;
+	if (smtp_hello(s) == 0 && smtp_auth(s, cl) == 0 && smtp_transaction(s, m) == 0) {
 		puts("Mail sent successfully");
-	else
-		show_error("Error in sending mail", s->line);
+		smtp_close(s);
+		return 0;
+	}
+	show_error("Error in sending mail", s->line);
+	if (s->refused[0])
+		show_error("The server refused the recipient", s->refused);
+	code = s->code ? s->code : -1;
+	if (code == AUTH_REFUSED)
+		cl->checked = 0;	/* the next send asks for the password */
 	smtp_close(s);
+	return code;
 }
 
 /* ---------------------------------------------------------------- POP3 (RFC 1939) */
@@ -4627,16 +4810,127 @@ static enum next opt_manage_mail(struct client *cl)
 
 /* ---------------------------------------------------------------- the menu: Send Mail */
 
+/* typed_text - the mail as it was typed: From, To, Subject, an empty line,
+ * the body; -1 when memory runs out */
+static int typed_text(const struct mail *m, struct buf *text)
+{
+	return buf_add(text, "From: ", 6) == 0 && buf_add(text, m->from.p, m->from.len) == 0
+	       && buf_add(text, "\nTo: ", 5) == 0 && buf_add(text, m->to.p, m->to.len) == 0
+	       && buf_add(text, "\nSubject: ", 10) == 0
+	       && buf_add(text, m->subject.p, m->subject.len) == 0
+	       && buf_add(text, "\n\n", 2) == 0 && buf_add(text, m->body.p, m->body.len) == 0
+	       ? 0 : -1;
+}
+
+/* write_file - text into a new file name (never one that is there, never
+ * through a symbolic link), written whole and closed; 0, or an errno */
+static int write_file(const char *name, const struct buf *text)
+{
+	int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600), err = 0;
+
+	if (fd < 0)
+		return errno;
+	for (size_t done = 0; !err && done < text->len;) {
+		ssize_t n = write(fd, text->p + done, text->len - done);
+
+		if (n > 0)
+			done += (size_t)n;
+		else if (n == 0 || errno != EINTR)
+			err = n == 0 ? EIO : errno;
+	}
+	if (close(fd) < 0 && !err)
+		err = errno;
+	return err;
+}
+
+/* save_mail - the mail as it was typed into a new file the user names. It
+ * returns 0 once saved, -1 after saying why not. */
+static int save_mail(struct client *cl, const struct mail *m)
+{
+	struct buf text = { 0 };
+	int err;
+
+	if (ask(cl, "Save the mail in the file: ") < 0 || cl->len == 0) {
+		puts("Mail not saved.");
+		return -1;
+	}
+	err = typed_text(m, &text) < 0 ? ENOMEM : write_file(cl->line, &text);
+	buf_free(&text);
+	if (err) {
+		printf("Cannot save the mail in %s: %s\n", cl->line, strerror(err));
+		return -1;
+	}
+	printf("Mail saved in %s.\n", cl->line);
+	return 0;
+}
+
+/* keep_mail - after a send that failed where a later one may not (no
+ * reply: the server is down; a 4xx; the password refused), the typed mail
+ * is kept, for menu 2 to send again or save; a refusal of the mail itself
+ * (5xx) drops it. */
+static void keep_mail(struct client *cl, struct mail *m, int code)
+{
+	if ((code > 0 && code / 100 == 5 && code != AUTH_REFUSED) || !(cl->kept = malloc(sizeof *m)))
+		return;
+	*cl->kept = *m;
+	memset(m, 0, sizeof *m);	/* the kept copy owns the text now */
+	puts("The mail is kept: choose 2 to send it again or to save it in a file.");
+}
+
+/* drop_kept - forget the kept mail */
+static void drop_kept(struct client *cl)
+{
+	if (cl->kept)
+		mail_free(cl->kept);
+	free(cl->kept);
+	cl->kept = NULL;
+}
+
+/* send_kept - menu 2 while a mail is kept: s sends it again (the server
+ * checked first, the password too when no server took it yet), f saves it,
+ * any other key drops it for a new one. It returns 1 when a new mail is to
+ * be typed, 0 for the menu, -1 at the end of input. */
+static int send_kept(struct client *cl)
+{
+	struct mail *m = cl->kept;
+	int key = ask_key(cl, "A mail was not sent: press s to send it again, f to save it in a file,"
+			  " any other key to drop it: ");
+
+	if (key == EOF)
+		return -1;
+	if (key == 's' || key == 'S') {
+		int code;
+
+		cl->kept = NULL;
+		if (smtp_probe(cl) < 0)
+			code = -1;
+		else if ((code = smtp_send(cl, m)) == 0)
+			mail_free(m);
+		if (code != 0)
+			cl->kept = m;
+		else
+			free(m);
+		return 0;
+	}
+	if ((key == 'f' || key == 'F') && save_mail(cl, m) < 0)
+		return 0;	/* kept */
+	drop_kept(cl);
+	return key == 'f' || key == 'F' ? 0 : 1;
+}
+
 /* opt_send_mail - menu 2: see that the SMTP server answers, read the whole
  * mail up to ".", check it, and send it only if it is well formed. Ctrl-D
- * or Ctrl-C while it is typed drop it, and the menu comes back. */
+ * or Ctrl-C while it is typed drop it, and the menu comes back. A mail
+ * that could not be sent is kept (keep_mail), and offered first here. */
 static enum next opt_send_mail(struct client *cl)
 {
 	struct buf text = { 0 };
 	struct mail m = { 0 };
 	int r;
 
-	if (smtp_probe() < 0)
+	if (cl->kept && (r = send_kept(cl)) <= 0)
+		return r < 0 ? NEXT_EXIT : NEXT_MENU;
+	if (smtp_probe(cl) < 0)
 		return NEXT_MENU;
 	catch_interrupt(1);
 	puts("Type the mail: a line \"From: user@domain\", a line \"To: user@domain\"\n"
@@ -4657,8 +4951,8 @@ static enum next opt_send_mail(struct client *cl)
 	buf_free(&text);
 	if (m.why)
 		printf("Incorrect format\n  (%s)\n", m.why);
-	else
-		smtp_send(cl, &m);
+	else if ((r = smtp_send(cl, &m)) != 0)
+		keep_mail(cl, &m, r);
 	mail_free(&m);
 	return NEXT_MENU;
 }
@@ -4727,18 +5021,22 @@ static void menu_loop(struct client *cl)
 
 /* ---------------------------------------------------------------- the start: the login checked */
 
-/* pop_check - one POP3 login and QUIT: 1 when the server refused the
- * credentials, else 0 (they work, or they could not be checked: the
- * server is down or busy; the user was told) */
+/* pop_check - one POP3 login and QUIT: 0 when the server took the
+ * credentials, 1 when it refused them, -1 when they could not be checked
+ * (the server is down or busy; the user was told) */
 static int pop_check(const struct client *cl)
 {
 	struct pop p;
-	int refused = 0;
+	int r = 0;
 
-	if ((pop_connect(&p) < 0 || pop_login(&p, cl) < 0) && !(refused = p.refused))
+	checking(1);
+	if (pop_connect(&p) < 0 || pop_login(&p, cl) < 0)
+		r = p.refused ? 1 : -1;
+	checking(0);
+	if (r < 0)
 		puts("The password was not checked.");
 	pop_close(&p);
-	return refused;
+	return r;
 }
 
 /* login_check - at the start, log in to the POP3 server once, so that a
@@ -4749,15 +5047,18 @@ static int pop_check(const struct client *cl)
  * password was refused. */
 static int login_check(struct client *cl)
 {
-	for (int tries = 1; pop_check(cl); tries++) {
+	for (int tries = 1;; tries++) {
+		int r = pop_check(cl);
+
+		secret_done();
+		cl->checked = r == 0;
+		if (r <= 0)
+			return 0;
 		if (tries == LOGIN_TRIES)
 			return 1;
-		secret_wipe(cl->password, strlen(cl->password));
-		free(cl->password);
-		if (!(cl->password = ask_credential(cl, "Password: ", 1)))
+		if (ask_password(cl) < 0)
 			return -1;
 	}
-	return 0;
 }
 
 /* ---------------------------------------------------------------- options and main */
@@ -4850,18 +5151,21 @@ int main(int argc, char **argv)
 	if (isatty(STDIN_FILENO) && setvbuf(stdin, NULL, _IONBF, 0) != 0)
 		log_msg("cannot unbuffer stdin");
 	tzset();	/* local time for Date:, the list and the mail */
+	stdout_tty = isatty(STDOUT_FILENO);
 	screen_charset();
 	screen_widths();
 	cl.username = ask_credential(&cl, "Username: ", 0);
-	cl.password = cl.username ? ask_credential(&cl, "Password: ", 1) : NULL;
-	if (cl.password)
+	if (cl.username && ask_password(&cl) == 0)
 		checked = login_check(&cl);
 	if (checked == 0)
 		menu_loop(&cl);
 	else	/* 1: every password refused; -1: end of input, or out of memory */
 		r = checked > 0 ? 3 : errno == ENOMEM ? 1 : 0;
+	if (checked > 0)
+		printf("The password was refused %d times: the client ends.\n", LOGIN_TRIES);
 	if (feof(stdin))
 		putchar('\n');	/* end of input: leave the shell prompt on a new line */
+	drop_kept(&cl);
 	free(cl.username);
 	if (cl.password)
 		secret_wipe(cl.password, strlen(cl.password));
