@@ -22,6 +22,7 @@ import glob
 import os
 import re
 import smtplib
+import socket
 import time
 import unicodedata
 
@@ -212,3 +213,168 @@ class GoldenScreens(ClientTest):
                 with self.subTest(golden=os.path.basename(golden)):
                     with open(golden, encoding="utf-8") as f:
                         self.assertEqual(text, f.read())
+
+
+class Resize(ClientTest):
+    """SIGWINCH between two pages: the next page takes the new size."""
+
+    def test_resize_between_pages_loses_no_line(self):
+        lines = ["line %02d of the long mail" % i for i in range(1, 76)]
+        self.inject("alice@h", "bob@h", "seventy-five", "".join(l + "\r\n" for l in lines))
+        v = Viewer(self, 30, 100)
+        v.c.line("1")
+        self.assertEqual(v.stop()[0], NUMBER_PROMPT)
+        v.c.line("1")
+        stop, screen = v.stop()
+        self.assertEqual(stop, "--More--")
+        seen = set(re.findall(r"line \d\d of", screen))
+        v.resize(15, 60)                    # the window shrinks at --More--
+        pages = 0
+        while stop == "--More--" and pages < 20:
+            v.c.send(" ")
+            stop, screen = v.stop()
+            pages += 1
+            # each page fits the new window: what it shows is all on screen
+            seen |= set(re.findall(r"line \d\d of", screen))
+        self.assertEqual(stop, KEY_PROMPT)
+        self.assertEqual(seen, {"line %02d of" % i for i in range(1, 76)})
+        self.assertGreaterEqual(pages, 4)   # 14 rows a page at 60x15
+        v.c.send("x")
+        v.stop()
+        v.c.line("-1")
+        self.quit(v.c)
+
+
+class Login(ClientTest):
+    """The password at the start: no echo until its check is over, keys
+    typed meanwhile dropped, "checking" said, a word before exit 3, a line
+    end after Ctrl-C; one that could not be checked asked for again."""
+
+    def test_typeahead_password_never_shown(self):
+        slow = self.start_pop("-a", "1500")     # a wrong password waits 1.5 s
+        c = self.client(pop_port=slow.port)
+        c.expect("Username: ")
+        c.line("bob")
+        c.expect("Password: ")
+        c.line("wrongpw")
+        time.sleep(0.7)                     # the check is under way
+        c.line("bobpw")                     # typed ahead, as a hurried user does
+        c.expect("checking the password...\n")
+        c.expect("Login failed: ")
+        c.expect("Password: ")
+        time.sleep(0.5)
+        c._read(0)
+        self.assertNotIn("Enter option", c.text)    # the typed-ahead one was dropped
+        c.line("bobpw")
+        c.expect(MENU)
+        self.quit(c)
+        self.assertNotIn("wrongpw", c.text)
+        self.assertNotIn("bobpw", c.text)
+
+    def test_closing_words_and_line_ends(self):
+        c = self.client(tty=False)
+        c.send("bob\nx1\nx2\nx3\n")
+        self.assertEqual(c.exit_code(), 3)
+        self.assertTrue(c.text.endswith("The password was refused 3 times: the client ends.\n"),
+                        c.text)
+        c = self.client(user="bob", ctty=True)
+        c.send("\x03")                      # Ctrl-C at the menu
+        self.assertEqual(c.exit_code(), -2)
+        self.assertTrue(c.text.endswith("Enter option: ^C\n"), c.text[-100:])
+
+    def test_unchecked_password_asked_again_and_the_mail_kept(self):
+        c = self.client(pop_port=self.dead_port())
+        c.expect("Username: ")
+        c.line("bob")
+        c.expect("Password: ")
+        c.line("bobpwx")                    # a typo nobody could check
+        c.expect("The password was not checked.\n")
+        c.expect(MENU)
+        c.line("2")                         # checked now, before the mail is typed
+        seen = c.expect("Password: ")
+        self.assertIn("Login failed: 535 ", seen)
+        self.assertNotIn("Type the mail", seen)
+        c.line("bobpw")
+        c.expect('with only ".".\n')
+        for line in ("From: bob@h", "To: alice@h", "Subject: kept", "typed once"):
+            c.line(line)
+        port = self.smtp.port
+        self.smtp.stop()                    # the server goes down meanwhile
+        self.servers.remove(self.smtp)
+        c.line(".")
+        c.expect("The mail is kept: choose 2 to send it again or to save it in a file.\n")
+        c.expect(MENU)
+        self.smtp = self.start_smtp(port=port)
+        # its log is the stopped one's too (named by the port): wait for the port
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        c.line("2")
+        c.expect("press s to send it again, f to save it in a file, any other key to drop it: ")
+        c.send("s")
+        c.expect("Mail sent successfully")
+        c.expect(MENU)
+        self.assertEqual(len(self.records("alice")), 1)
+        self.assertIn(b"Subject: kept\r\n", self.records("alice")[0])
+        self.assertTrue(self.records("alice")[0].endswith(b"\r\n\r\ntyped once\r\n"))
+        # and saved in a file instead, when the server stays down
+        c.line("2")
+        c.expect('with only ".".\n')
+        for line in ("From: bob@h", "To: alice@h", "Subject: saved", "kept in a file"):
+            c.line(line)
+        self.smtp.stop()
+        self.servers.remove(self.smtp)
+        c.line(".")
+        c.expect("The mail is kept")
+        c.line("2")
+        c.expect("any other key to drop it: ")
+        c.send("f")
+        c.expect("Save the mail in the file: ")
+        path = os.path.join(self.dir, "saved.txt")
+        c.line(path)
+        c.expect("Mail saved in %s.\n" % path)
+        c.expect(MENU)
+        with open(path) as f:
+            self.assertEqual(f.read(), "From: bob@h\nTo: alice@h\nSubject: saved\n\n"
+                                       "kept in a file\n")
+        self.quit(c)
+
+
+class SendNames(ClientTest):
+    """What the server refused, named; a Subject of any script, encoded."""
+
+    def test_refused_recipient_named(self):
+        c = self.client(user="alice")
+        self.send_mail(c, ["From: alice@h", "To: bob@h, nobody@h", "Subject: s", "x", "."],
+                       expect="Error in sending mail: 550 5.1.1 No such user\n"
+                              "The server refused the recipient: nobody@h\n")
+        self.quit(c)
+        self.assertEqual(self.mailbox("bob"), b"")
+
+    def test_non_ascii_subject_encoded_and_decoded_back(self):
+        import email.header
+        subjects = ["Gr\u00fc\u00dfe aus K\u00f6ln \u2713",
+                    "\u5173\u4e8e\u4e0b\u5468\u4f1a\u8bae\u5b89\u6392\u7684\u901a\u77e5"
+                    "\u548c\u8bae\u7a0b\u8349\u6848\u8bf7\u67e5\u6536",
+                    "\u00e9" * 50]
+        c = self.client(user="alice", size=(24, 120))
+        for subject in subjects:
+            self.send_mail(c, ["From: alice@h", "To: alice@h", "Subject: " + subject, "x", "."])
+        for record, subject in zip(self.records("alice"), subjects):
+            head = record.split(b"\r\n\r\n", 1)[0]
+            self.assertTrue(all(b < 128 for b in head), head)       # 7-bit headers
+            raw = re.search(rb"\r\nSubject:(.*?)\r\n(?=\S)", head, re.S).group(1)
+            self.assertTrue(all(len(l) <= 78 for l in (b"Subject:" + raw).split(b"\r\n")), raw)
+            self.assertRegex(raw.decode(), r"^( =\?UTF-8\?B\?[A-Za-z0-9+/=]+\?=(\r\n)?)+$")
+            decoded = "".join(t.decode(cs) if cs else t.decode() if isinstance(t, bytes) else t
+                              for t, cs in email.header.decode_header(raw.decode().strip()))
+            self.assertEqual(decoded, subject)
+        c.line("1")
+        listing = c.expect(NUMBER_PROMPT)
+        for subject in subjects:
+            self.assertIn(subject[:20], listing)
+        c.line("-1")
+        self.quit(c)
