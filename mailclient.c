@@ -3697,10 +3697,22 @@ static int in_list(const char *list, const char *word)
 	return 0;
 }
 
+/* line_start - whether nothing but white space follows the last line end
+ * of text (or there is no text yet) */
+static int line_start(const struct buf *text)
+{
+	size_t i = text->len;
+
+	while (i > 0 && (text->p[i - 1] == ' ' || text->p[i - 1] == '\t'))
+		i--;
+	return i == 0 || text->p[i - 1] == '\n';
+}
+
 /*
  * html_tag - the tag at s[i] ('<') onto out as the line breaks it makes:
  * an empty line around a paragraph, a line end after a line or a cell row,
- * "- " before a list item, nothing for the others. Comments go, and so
+ * " | " between two cells of a row, "- " before a list item, nothing for
+ * the others. Comments go, and so
  * does what script, style, head and title hold. It returns the index past
  * it; a '<' that starts no tag is kept.
  */
@@ -3730,10 +3742,12 @@ static size_t html_tag(const char *s, size_t len, size_t i, struct buf *out)
 		gt = memchr(s + j, '>', len - j);
 		return gt ? (size_t)(gt - s) + 1 : len;
 	}
-	if (in_list("p h1 h2 h3 h4 h5 h6 table ul ol blockquote hr", name))
+	if (!closing && in_list("td th", name) && !line_start(out))
+		buf_add(out, " | ", 3);	/* a cell after another one on its row */
+	else if (in_list("p h1 h2 h3 h4 h5 h6 table ul ol blockquote hr", name))
 		buf_add(out, "\n\n", 2);
-	else if (in_list("br div tr dt dd pre", name))
-		buf_add(out, "\n", 1);
+	else if (in_list("br div dt dd pre", name) || (!closing && strcmp(name, "tr") == 0))
+		buf_add(out, "\n", 1);	/* a row of cells: a line of its own */
 	else if (!closing && strcmp(name, "li") == 0)
 		buf_add(out, "\n- ", 3);
 	return j;
@@ -3788,25 +3802,91 @@ static void html_to_text(const char *s, size_t len, struct buf *out)
 	buf_free(&t);
 }
 
+/* quote_depth - the '>' that start a line of flowed text (RFC 3676 4.5),
+ * and the line past them and past the space that stuffs it (4.4) */
+static size_t quote_depth(const char **line, size_t *len)
+{
+	size_t depth = 0;
+
+	while (depth < *len && (*line)[depth] == '>')
+		depth++;
+	*line += depth;
+	*len -= depth;
+	if (*len > 0 && **line == ' ') {
+		(*line)++;
+		(*len)--;
+	}
+	return depth;
+}
+
+/*
+ * unflow - format=flowed text (RFC 3676) onto out as lines a reader sees:
+ * a line that ends in a space is soft, and the next line of the same
+ * quote depth goes on after it (4.2); with DelSp=yes that space goes
+ * (4.3). The signature line "-- " stays hard (4.3). Quoted lines keep
+ * their depth as "> " marks.
+ */
+static void unflow(const char *s, size_t size, int delsp, struct buf *out)
+{
+	size_t pos = 0, len, depth, open_depth = 0;
+	const char *line;
+	int open = 0;	/* a soft line waits for the rest of its paragraph */
+
+	while (text_line(s, size, &pos, &line, &len) == 0) {
+		depth = quote_depth(&line, &len);
+		if (open && depth != open_depth)
+			buf_add(out, "\n", 1);	/* 4.5: another depth ends the paragraph */
+		if (!open || depth != open_depth)
+			for (size_t i = 0; i < depth; i++)
+				buf_add(out, i + 1 < depth ? ">" : "> ", i + 1 < depth ? 1 : 2);
+		open = len > 0 && line[len - 1] == ' ' && !(len == 3 && memcmp(line, "-- ", 3) == 0);
+		open_depth = depth;
+		buf_add(out, line, open && delsp ? len - 1 : len);
+		if (!open)
+			buf_add(out, "\n", 1);
+	}
+	if (open)
+		buf_add(out, "\n", 1);
+}
+
+/* flowed - whether a text part is format=flowed, *delsp set for DelSp=yes */
+static int flowed(const struct part *pt, int *delsp)
+{
+	struct buf v = { 0 };
+	int r = entity_param(&pt->e, "Content-Type", "format", &v) == 0
+		&& strcasecmp(v.p, "flowed") == 0;
+
+	*delsp = r && entity_param(&pt->e, "Content-Type", "delsp", &v) == 0
+		 && strcasecmp(v.p, "yes") == 0;
+	buf_free(&v);
+	return r;
+}
+
 /* entity_text - a text part as UTF-8 onto out: its transfer encoding
  * undone, converted from its charset (RFC 2046 4.1.2), its tags stripped
- * if it is HTML; lines end in LF, the last one too */
+ * if it is HTML, its lines joined if it is format=flowed; lines end in LF,
+ * the last one too */
 static void entity_text(const struct part *pt, struct buf *out)
 {
-	struct buf data = { 0 }, utf8 = { 0 }, cs = { 0 };
+	struct buf data = { 0 }, utf8 = { 0 }, cs = { 0 }, lines = { 0 };
+	int delsp;
 
 	entity_decode(&pt->e, &data);
 	(void)entity_param(&pt->e, "Content-Type", "charset", &cs);
 	to_utf8(cs.p ? cs.p : "", data.p, data.len, &utf8);
 	if (strcmp(pt->type, "text/html") == 0)
 		html_to_text(utf8.p, utf8.len, out);
-	else
+	else if (strcmp(pt->type, "text/plain") == 0 && flowed(pt, &delsp)) {
+		add_without_cr(&lines, utf8.p ? utf8.p : "", utf8.len);
+		unflow(lines.p ? lines.p : "", lines.len, delsp, out);
+	} else
 		add_without_cr(out, utf8.p ? utf8.p : "", utf8.len);
 	if (out->len > 0 && out->p[out->len - 1] != '\n')
 		buf_add(out, "\n", 1);
 	buf_free(&data);
 	buf_free(&utf8);
 	buf_free(&cs);
+	buf_free(&lines);
 }
 
 /* ---------------------------------------------------------------- the menu: Manage Mail's list */
@@ -4058,17 +4138,57 @@ static char *field_trim(char *f)
 	return s;
 }
 
-/* address_of - the address in a From value: what is inside <...> if there
- * is that, else all of it; "?" for nothing */
-static const char *address_of(char *from)
+/* unquote - a display name without the quotes of a quoted string and its
+ * '\' escapes (RFC 5322 3.2.4), in place */
+static char *unquote(char *name)
+{
+	size_t len, o = 0;
+
+	name = field_trim(name);
+	len = strlen(name);
+
+	if (len >= 2 && name[0] == '"' && name[len - 1] == '"') {
+		name[len - 1] = '\0';
+		name++;
+	}
+	for (size_t i = 0; name[i]; i++)
+		if (name[i] != '\\' || !name[i + 1] || (name[i + 1] != '"' && name[i + 1] != '\\'))
+			name[o++] = name[i];
+		else
+			name[o++] = name[++i];
+	name[o] = '\0';
+	return field_trim(name);
+}
+
+/*
+ * sender_of - who a mail is from, for the list: the display name of its
+ * From ("Ann Lee" of "Ann Lee <ann@x>", RFC 5322 3.4), or the comment
+ * an older mailer puts after the address ("bbb@ddd.com (John Doe)", RFC
+ * 822 6.1); else the address; else, with no From at all, the envelope
+ * sender of the Return-Path line (RFC 5321 4.4); "?" for none.
+ */
+static const char *sender_of(char *from, char *return_path)
 {
 	char *lt = strrchr(from, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+	char *open = strchr(from, '('), *close = open ? strrchr(open, ')') : NULL, *name;
 
 	if (lt && gt) {
 		*gt = '\0';
+		*lt = '\0';
+		if (*(name = unquote(from)))
+			return name;
 		from = lt + 1;
+	} else if (open && close) {
+		*close = '\0';
+		if (*(name = field_trim(open + 1)))
+			return name;
+		*open = '\0';
 	}
 	from = field_trim(from);
+	if (!from[0] && (lt = strchr(return_path, '<')) && (gt = strchr(lt, '>'))) {
+		*gt = '\0';	/* "<>": a bounce's null sender is no name */
+		from = field_trim(lt + 1);
+	}
 	return from[0] ? from : "?";
 }
 
@@ -4224,22 +4344,25 @@ static void listing_note(struct listing *ls, long n, const char *uid)
 	snprintf(ls->uid[n - 1], UID_MAX, "%s", uid);
 }
 
-/* row_of - mail n's row from its headers, onto rows: the sender's
- * address, when it was received, the subject, decoded (RFC 2047) */
+/* row_of - mail n's row from its headers, onto rows: the sender
+ * (sender_of), when it was received, the subject, decoded (RFC 2047) */
 static void row_of(struct buf *rows, long n, const struct buf *head)
 {
 	struct entity e;
-	struct buf from = { 0 }, subject = { 0 }, received = { 0 }, date = { 0 };
+	struct buf from = { 0 }, subject = { 0 }, received = { 0 }, date = { 0 }, path = { 0 };
 	char when[64], num[24];
 
 	entity_split(head->p ? head->p : "", head->len, &e);
 	header_text(&e, "From", &from);
+	header_get(e.head, e.hlen, "Return-Path", &path);
 	header_text(&e, "Subject", &subject);
 	header_get(e.head, e.hlen, "Received", &received);
 	header_get(e.head, e.hlen, "Date", &date);
 	snprintf(num, sizeof num, "%ld", n);
 	received_text(received.p ? received.p : "", date.p ? date.p : "", when, sizeof when);
-	add_row(rows, num, address_of(from.p ? from.p : ""), when, subject.p ? subject.p : "");
+	add_row(rows, num, sender_of(from.p ? from.p : "", path.p ? path.p : ""), when,
+		subject.p ? subject.p : "");
+	buf_free(&path);
 	buf_free(&from);
 	buf_free(&subject);
 	buf_free(&received);

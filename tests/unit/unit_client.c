@@ -624,6 +624,9 @@ static const struct {
 	{ "a lone <", "1 < 2", "1 < 2\n" },
 	{ "unclosed tag", "a<b", "a\n" },
 	{ "empty lines at most one", "<p></p><p></p><p>x</p><p></p>", "x\n" },
+	{ "table: cells apart, rows on lines", "<table>\n<tr>\n <th>Item</th> <th>Qty</th></tr>\n"
+	  "<tr><td>A</td><td>B</td></tr>\n<tr><td></td><td>2</td></tr></table>after",
+	  "Item | Qty\nA | B\n2\n\nafter\n" },	/* an empty first cell leaves no mark */
 	{ NULL, NULL, NULL }
 };
 
@@ -718,6 +721,14 @@ static const struct {
 	{ "malformed nesting", "Content-Type: multipart/mixed; boundary=b\n\n--b\n"
 	  "Content-Type: multipart/alternative; boundary=b\n\n\n--b\n"
 	  "Content-Type: text/plain\n\nthe text\n--b--\n", "the text\n" },
+	/* RFC 3676: soft line breaks joined, quotes kept, the signature hard */
+	{ "format=flowed", "Content-Type: text/plain; format=flowed\n\n> quoted \n> text\n"
+	  ">> deeper\nplain \n text \nends\n-- \nsig\n",
+	  "> quoted text\n>> deeper\nplain text ends\n-- \nsig\n" },
+	{ "format=flowed, DelSp=yes", "Content-Type: text/plain; format=flowed; delsp=yes\n\n"
+	  "\xe4\xbc\x9a \n\xe8\xae\xae\n", "\xe4\xbc\x9a\xe8\xae\xae\n" },
+	{ "not flowed: kept as it is", "Content-Type: text/plain\n\nsoft \nline\n",
+	  "soft \nline\n" },
 	{ "mails nested past the bound are listed",
 	  "Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\n"
 	  "Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\n"
