@@ -26,9 +26,12 @@
  *                   the window's width), a screenful at a time on a terminal
  *                   ("--More--": space, Enter, q); "Enter mail no. to see: "
  *                   ("-1": back to the menu) shows the mail: From, To, Cc,
- *                   Subject, Received and Date in the reader's time zone, the
- *                   first text/plain part decoded (else an HTML part's text),
- *                   a line per attachment, paged; then 'r' shows its source,
+ *                   Subject, Received and Date in the reader's time zone, then
+ *                   every text part in order, decoded (of an alternative the
+ *                   plain one, else the HTML one's text), a line for each
+ *                   attachment where it stands, an enclosed mail (forwarded,
+ *                   a digest's, a bounce's) ruled off with its From, Date and
+ *                   Subject and its text, paged; then 'r' shows its source,
  *                   'd' deletes it and any other key keeps it; the list comes
  *                   again, fetched afresh (the menu once the mailbox is
  *                   empty). The received time is the first Received line's
@@ -73,13 +76,15 @@
  * A body line over 998 octets is sent as several lines (RFC 5322 2.1.1); CR
  * bytes in the body are dropped. End of input at any other prompt ends the
  * program (exit 0). Server text and mail are shown with control characters
- * (C0, DEL, C1) and bytes that are not UTF-8 as '?': no escape sequence
- * reaches the terminal. On a terminal the key after a mail and the pager's
- * key are one raw keypress.
+ * (C0, DEL, C1), bidi controls (U+061C, U+200E, U+200F, U+202A..U+202E,
+ * U+2066..U+2069), U+2028, U+2029 and bytes that are not UTF-8 as '?': no
+ * escape sequence reaches the terminal, and no text shows reordered. On a
+ * terminal the key after a mail and the pager's key are one raw keypress.
  *
  * Limits: a typed mail 25 MiB; a mail read 25 MiB (the rest not shown); a
  * server reply line 4096 octets; a line of a mail 1 MiB (longer: a note
- * instead); MIME parts 64 listed, multiparts 8 deep; each reply -t.
+ * instead); MIME parts 64 listed, multiparts and enclosed mails 8 deep;
+ * each reply -t.
  *
  * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage, 3 the
  * password refused 3 times at the start; killed
@@ -94,16 +99,19 @@
  * send_headers, send_body). Manage Mail: opt_manage_mail -> list_mails
  * (list_page -> pop_session, list_row -> row_of, received_text;
  * page_text), choose_mail, read_one (fetch_mail -> pop_locate; show_mail ->
- * view_headers, view_body -> mime_walk, mime_text, entity_text; show_source;
+ * view_headers, view_body -> view_entity (view_multipart, view_enclosed,
+ * view_text -> entity_text, attachment_line); show_source;
  * delete_mail). Server text reaches the screen only through show_text; the
  * terminal: tty_set, read_key, the pager (pager_line, pager_more).
  */
-#define _POSIX_C_SOURCE 200809L
+/* POSIX 2008 with the XSI part, for wcwidth (the columns a character takes) */
+#define _XOPEN_SOURCE 700
 
 #include <sys/types.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <netinet/in.h>
 #include <netdb.h>
 
@@ -125,6 +133,7 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 
 /* ---------------------------------------------------------------- limits */
 
@@ -147,6 +156,9 @@ enum {
 	COL_FROM = 24,
 	COL_RECEIVED = 20,	/* "YYYY-MM-DD : HH : MM" */
 	COL_SUBJECT_MIN = 10,	/* the subject takes the rest: 22 in 80 columns */
+	COL_FROM_MIN = 8,	/* a narrow window: From this narrow, */
+	COL_DATE = 10,		/* Received only its date "YYYY-MM-DD", */
+	COL_NUMBER_MIN = 3,	/* "No." for "Sl. No." */
 	LIST_BATCH = 100,	/* rows a session fetches when nobody pages */
 	HEAD_MAX = 256 << 10,	/* the header section the list reads of a mail */
 	UID_MAX = 71,		/* RFC 1939 7: a unique-id, 1 to 70 characters */
@@ -155,7 +167,7 @@ enum {
 	TYPE_MAX = 128,		/* a media type "type/subtype" (RFC 6838 4.2: 127) */
 	MIME_PARTS = 64,	/* parts of a mail listed; more are counted */
 	MIME_KIDS = 64,		/* body parts of one multipart looked at */
-	MIME_DEPTH = 8		/* multiparts inside multiparts */
+	MIME_DEPTH = 8		/* multiparts and enclosed mails inside each other */
 };
 
 /* ---------------------------------------------------------------- types */
@@ -174,9 +186,13 @@ struct buf {
 	size_t len, cap;
 };
 
+struct mail;
+
 /* The user's side: the credentials kept for POP3 and the stdin line reader. */
 struct client {
 	char *username, *password;
+	int checked;		/* a server took the password (POP3 login, SMTP AUTH) */
+	struct mail *kept;	/* a typed mail that could not be sent, or NULL */
 	char *line;		/* the last line read, without its line end */
 	size_t len;		/* its length */
 	size_t cap;		/* getline's buffer size */
@@ -192,7 +208,8 @@ static struct screen {
 	int paging;		/* stdin and stdout are a terminal of known size */
 	int convert;		/* the terminal's charset is not UTF-8: text */
 	iconv_t to_term;	/* goes through this conversion from UTF-8 */
-} scr = { 80, 24, 0, 0, NULL };
+	locale_t wide;		/* a UTF-8 locale for wcwidth; 0: none found */
+} scr = { 80, 24, 0, 0, NULL, (locale_t)0 };
 
 /* A typed mail once checked: addresses normalised, "a@b, c@d" for To. */
 struct mail {
@@ -932,8 +949,10 @@ static void show_converted(const char *ch, size_t n)
  * show_text - print s[len] on stdout with each control character or stray
  * byte as '?'. A mail and a server's reply are someone else's text: shown
  * as they are, escape sequences in them (ESC, CSI, OSC ...) could drive the
- * terminal. TAB and well-formed UTF-8 are kept; a terminal in another
- * charset gets the characters converted.
+ * terminal. The bidi controls and the line and paragraph separators are
+ * shown as '?' too, as the log escapes them (log_hidden): U+202E would make
+ * "gnp.exe" read "exe.png". TAB and other well-formed UTF-8 are kept; a
+ * terminal in another charset gets the characters converted.
  */
 static void show_text(const char *s, size_t len)
 {
@@ -941,7 +960,7 @@ static void show_text(const char *s, size_t len)
 		int safe;
 		size_t n = char_len((const unsigned char *)s + i, len - i, &safe);
 
-		if (!safe)
+		if (!safe || log_hidden((const unsigned char *)s + i, n))
 			putchar('?');
 		else if (n > 1 && scr.convert)
 			show_converted(s + i, n);
@@ -968,14 +987,15 @@ static struct termios tty_saved;
 static volatile sig_atomic_t tty_changed;
 
 /* tty_set - clear the local flags in clear and set those in set on stdin's
- * terminal: ECHO off for a password, ICANON off too for one raw key. It
- * returns -1 when stdin is not a terminal; the caller then reads a line. */
+ * terminal, starting from the user's settings: ECHO off for a password,
+ * ICANON off too for one raw key. It returns -1 when stdin is not a
+ * terminal; the caller then reads a line. */
 static int tty_set(tcflag_t clear, tcflag_t set)
 {
 	struct termios t;
 
-	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &tty_saved) < 0)
-		return -1;
+	if (!isatty(STDIN_FILENO) || (!tty_changed && tcgetattr(STDIN_FILENO, &tty_saved) < 0))
+		return -1;	/* changed already: tty_saved holds the user's settings */
 	t = tty_saved;
 	t.c_lflag &= ~clear;
 	t.c_lflag |= set;
@@ -1003,12 +1023,22 @@ static void tty_restore(void)
 /* Set by Ctrl-C while a mail is typed: the mail is not sent. */
 static volatile sig_atomic_t interrupted;
 
+/* Whether stdout is a terminal, learned once: the signal handler asks. */
+static int stdout_tty;
+
 /* on_fatal_signal - restore the terminal, then die of the signal as usual,
- * so the shell sees the real cause and gets back a terminal that echoes */
+ * so the shell sees the real cause and gets back a terminal that echoes;
+ * after Ctrl-C (the terminal shows "^C") a line end, so that the shell's
+ * prompt starts a line of its own */
 static void on_fatal_signal(int sig)
 {
 	if (tty_changed)
 		(void)tcsetattr(STDIN_FILENO, TCSANOW, &tty_saved);
+	if ((sig == SIGINT || sig == SIGQUIT) && stdout_tty) {
+		ssize_t shown = write(STDOUT_FILENO, "\n", 1);
+
+		(void)shown;	/* nothing to be done if it fails */
+	}
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -1121,8 +1151,9 @@ static int ask(struct client *cl, const char *prompt)
 }
 
 /* ask_secret - as ask, but without echo when stdin is a terminal. ECHONL
- * still echoes the newline, so the next text starts on a line of its own;
- * the terminal is restored on every path. */
+ * still echoes the newline, so the next text starts on a line of its own.
+ * The echo stays off, the newline's too, until secret_done: a key typed
+ * while the password is checked must not show either. */
 static int ask_secret(struct client *cl, const char *prompt)
 {
 	int r;
@@ -1130,8 +1161,48 @@ static int ask_secret(struct client *cl, const char *prompt)
 	(void)tty_set(ECHO, ECHONL);	/* before the prompt: no early key echoed */
 	fputs(prompt, stdout);
 	r = read_input(cl);
-	tty_restore();
+	(void)tty_set(ECHO | ECHONL, 0);
 	return r;
+}
+
+/* secret_done - the password's prompt is over (checked, or not to be):
+ * what was typed meanwhile is dropped (it may be the password again, typed
+ * ahead), then the terminal echoes as before */
+static void secret_done(void)
+{
+	if (tty_changed && tcflush(STDIN_FILENO, TCIFLUSH) < 0 && verbose)
+		log_msg("tcflush: %s", strerror(errno));
+	tty_restore();
+}
+
+/* on_checking - SIGALRM: the check of a password takes more than a moment
+ * (a server waits before it answers a wrong one, up to 15 s): say so.
+ * Only write(2) here: it is safe in a signal handler. */
+static void on_checking(int sig)
+{
+	static const char text[] = "checking the password...\n";
+	ssize_t shown = write(STDOUT_FILENO, text, sizeof text - 1);
+
+	(void)sig;
+	(void)shown;	/* nothing to be done if it fails */
+}
+
+/* checking - on: once MOMENT_MS go by, say "checking the password..." (a
+ * timer); off: no more. SA_RESTART, and the waits of the conn block go on
+ * after EINTR, so the signal disturbs nothing. */
+static void checking(int on)
+{
+	struct itimerval t = { { 0, 0 }, { 0, on ? MOMENT_MS * 1000 : 0 } };
+	struct sigaction sa = { .sa_handler = on_checking, .sa_flags = SA_RESTART };
+
+	sigemptyset(&sa.sa_mask);
+	fflush(stdout);	/* what came before shows before it */
+	if (on && sigaction(SIGALRM, &sa, NULL) < 0)
+		log_msg("sigaction SIGALRM: %s", strerror(errno));
+	if (setitimer(ITIMER_REAL, &t, NULL) < 0)
+		log_msg("setitimer: %s", strerror(errno));
+	if (!on)
+		fflush(stdout);
 }
 
 /* read_key - show prompt, then wait for one raw keypress on the terminal
@@ -1196,6 +1267,26 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 	}
 }
 
+/* ask_password - "Password: " without echo, into cl->password (the old
+ * one wiped); the echo stays off until secret_done, which the check of
+ * the password calls. -1 at the end of input (or out of memory). */
+static int ask_password(struct client *cl)
+{
+	char *password = ask_credential(cl, "Password: ", 1);
+
+	if (!password) {
+		secret_done();
+		return -1;
+	}
+	if (cl->password) {
+		secret_wipe(cl->password, strlen(cl->password));
+		free(cl->password);
+	}
+	cl->password = password;
+	cl->checked = 0;
+	return 0;
+}
+
 /* ---------------------------------------------------------------- the screen: size, charset, pager */
 
 /*
@@ -1223,6 +1314,33 @@ static void screen_charset(void)
 	scr.convert = scr.to_term != (iconv_t)-1;
 }
 
+/* is_utf8 - whether a codeset name is UTF-8's */
+static int is_utf8(const char *codeset)
+{
+	return strcasecmp(codeset, "UTF-8") == 0 || strcasecmp(codeset, "UTF8") == 0;
+}
+
+/* screen_widths - a UTF-8 locale for wcwidth, which knows how many columns
+ * a character takes: the user's own (LC_ALL, LC_CTYPE, LANG) when it is
+ * UTF-8, else C.UTF-8 (glibc 2.35 and musl have it built in) or en_US's.
+ * Without any, char_width falls back on a table of the wide blocks. A
+ * terminal in another charset needs none (char_width: 1 a character). */
+static void screen_widths(void)
+{
+	static const char *const names[] = { "", "C.UTF-8", "C.utf8", "en_US.UTF-8" };
+
+	for (size_t i = 0; !scr.convert && i < sizeof names / sizeof names[0]; i++) {
+		locale_t loc = newlocale(LC_CTYPE_MASK, names[i], (locale_t)0);
+
+		if (loc != (locale_t)0 && is_utf8(nl_langinfo_l(CODESET, loc))) {
+			scr.wide = loc;
+			return;
+		}
+		if (loc != (locale_t)0)
+			freelocale(loc);
+	}
+}
+
 /* screen_size - the window's size (TIOCGWINSZ), and whether to page: only
  * when stdin and stdout are a terminal whose size is known */
 static void screen_size(void)
@@ -1236,21 +1354,104 @@ static void screen_size(void)
 	scr.paging = known && scr.rows >= 3 && isatty(STDIN_FILENO);
 }
 
-/* line_rows - the screen rows a line of text takes: a TAB goes on to the
- * next multiple of 8 columns, any other character is taken as one column
- * (wide CJK characters are not told apart) */
-static int line_rows(const char *s, size_t len)
+/* code_point - the code point of the well-formed UTF-8 character s[n] */
+static unsigned long code_point(const unsigned char *s, size_t n)
 {
-	size_t cols = 0;
+	unsigned long cp = n == 1 ? s[0] : s[0] & (0x7f >> n);
+
+	for (size_t i = 1; i < n; i++)
+		cp = cp << 6 | (s[i] & 0x3f);
+	return cp;
+}
+
+/* table_width - the columns of cp when no UTF-8 locale can be had: 0 for
+ * the common combining marks and zero-width characters, 2 for the East
+ * Asian wide and full-width blocks (Unicode UAX #11), else 1 */
+static int table_width(unsigned long cp)
+{
+	static const struct { unsigned long lo, hi; int width; } ranges[] = {
+		{ 0x0300, 0x036f, 0 }, { 0x200b, 0x200f, 0 }, { 0x20d0, 0x20ff, 0 },
+		{ 0xfe00, 0xfe0f, 0 }, { 0x1100, 0x115f, 2 }, { 0x2e80, 0x303e, 2 },
+		{ 0x3041, 0x33ff, 2 }, { 0x3400, 0x4dbf, 2 }, { 0x4e00, 0x9fff, 2 },
+		{ 0xa000, 0xa4cf, 2 }, { 0xac00, 0xd7a3, 2 }, { 0xf900, 0xfaff, 2 },
+		{ 0xfe30, 0xfe4f, 2 }, { 0xff00, 0xff60, 2 }, { 0xffe0, 0xffe6, 2 },
+		{ 0x1f300, 0x1f64f, 2 }, { 0x1f900, 0x1f9ff, 2 }, { 0x20000, 0x3fffd, 2 },
+	};
+
+	for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
+		if (cp >= ranges[i].lo && cp <= ranges[i].hi)
+			return ranges[i].width;
+	return 1;
+}
+
+/*
+ * char_width - the columns the character s[n] takes on the screen, as
+ * show_text prints it: 1 for what it shows as '?', and for any character
+ * on a terminal in another charset (converted, mostly one for one); else
+ * wcwidth in a UTF-8 locale (2 for CJK, 0 for a combining mark), or
+ * table_width without one. The parsers keep the C locale: the UTF-8 one
+ * is taken up (uselocale) only for this call.
+ */
+static int char_width(const unsigned char *s, size_t n, int safe)
+{
+	unsigned long cp;
+	locale_t before;
+	int w;
+
+	if (n == 1 || !safe || scr.convert || log_hidden(s, n))
+		return 1;
+	cp = code_point(s, n);
+	if (scr.wide == (locale_t)0)
+		return table_width(cp);
+	before = uselocale(scr.wide);
+	w = wcwidth((wchar_t)cp);
+	if (before != (locale_t)0)
+		(void)uselocale(before);
+	return w < 0 ? 1 : w;
+}
+
+/* text_width - the columns s[len] takes (no TAB in it: add_flat made it a
+ * space) */
+static size_t text_width(const char *s, size_t len)
+{
+	size_t cols = 0, n;
 	int safe;
 
-	for (size_t i = 0; i < len; cols++) {
-		if (s[i] == '\t')
-			cols |= 7;
-		i += char_len((const unsigned char *)s + i, len - i, &safe);
+	for (size_t i = 0; i < len; i += n) {
+		n = char_len((const unsigned char *)s + i, len - i, &safe);
+		cols += (size_t)char_width((const unsigned char *)s + i, n, safe);
 	}
-	cols = (cols + (size_t)scr.cols - 1) / (size_t)scr.cols;
-	return cols == 0 ? 1 : cols > INT_MAX ? INT_MAX : (int)cols;
+	return cols;
+}
+
+/*
+ * line_rows - the screen rows a line of text takes in a window scr.cols
+ * wide, as a terminal wraps it: a character that does not fit in what is
+ * left of a row goes to the next (a wide one leaves the last column
+ * empty), a TAB goes on to the next multiple of 8 columns but never past
+ * the last one, and a line that fills a row exactly takes that row only.
+ */
+static int line_rows(const char *s, size_t len)
+{
+	size_t cols = (size_t)scr.cols, col = 0, n;
+	long rows = 1;
+	int safe;
+
+	for (size_t i = 0; i < len && rows < INT_MAX; i += n) {
+		const unsigned char *c = (const unsigned char *)s + i;
+		size_t w;
+
+		n = char_len(c, len - i, &safe);
+		w = c[0] == '\t' ? 8 - col % 8 : (size_t)char_width(c, n, safe);
+		if (c[0] == '\t' && col + w >= cols)
+			w = col < cols - 1 ? cols - 1 - col : 0;
+		else if (col + w > cols) {
+			rows++;
+			col = 0;
+		}
+		col += w;
+	}
+	return (int)rows;
 }
 
 /* A pager of its own, as more(1): a screenful, then "--More--" and a key:
@@ -1270,14 +1471,18 @@ static void pager_start(struct pager *pg)
 	pg->stopped = 0;
 }
 
-/* pager_more - "--More--" and a key, then the prompt is wiped. It returns
- * 0 when the user wants no more (q, or the end of input). */
+/* pager_more - "--More--" and a key, then the prompt is wiped. The
+ * window's size is read again: one resized meanwhile (SIGWINCH, which the
+ * client leaves ignored) gets its next page at its new size, so no line
+ * scrolls away unseen. It returns 0 when the user wants no more (q, or
+ * the end of input). */
 static int pager_more(struct pager *pg)
 {
 	for (;;) {
 		int key = read_key("--More--");
 
 		fputs("\r        \r", stdout);
+		screen_size();
 		if (key == ' ' || key == '\n' || key == '\r') {
 			pg->room = key == ' ' ? scr.rows - 1 : 1;
 			pg->fresh = 1;
@@ -1774,6 +1979,7 @@ struct smtp {
 	int ehlo_8bit;			/* EHLO listed 8BITMIME */
 	int auth;			/* the SASL_ mechanisms EHLO's AUTH listed */
 	const char *want;		/* the reply awaited, for a line that is none */
+	char refused[CMD_LINE_MAX];	/* the recipient RCPT TO was refused for */
 };
 
 /* reply_code - the code of an SMTP reply line "DDD", "DDD text" or
@@ -2025,7 +2231,7 @@ static int smtp_envelope(struct smtp *s, const struct mail *m)
 {
 	const char *p = m->to.p;
 
-	if (smtp_cmd(s, 2, s->ehlo_8bit && (has_8bit(&m->body) || has_8bit(&m->subject))
+	if (smtp_cmd(s, 2, s->ehlo_8bit && has_8bit(&m->body)
 		     ? "MAIL FROM:<%s> BODY=8BITMIME" : "MAIL FROM:<%s>", m->from.p) < 0)
 		return -1;
 	while (*p) {
@@ -2036,8 +2242,10 @@ static int smtp_envelope(struct smtp *s, const struct mail *m)
 			n = sizeof rcpt - 1;	/* send_cmd refuses it anyway */
 		memcpy(rcpt, p, n);
 		rcpt[n] = '\0';
-		if (smtp_cmd(s, 2, "RCPT TO:<%s>", rcpt) < 0)
+		if (smtp_cmd(s, 2, "RCPT TO:<%s>", rcpt) < 0) {
+			memcpy(s->refused, rcpt, n + 1);	/* named to the user */
 			return -1;
+		}
 		p += n;
 		p += strspn(p, ", ");
 	}
@@ -2101,6 +2309,61 @@ static void send_field(struct conn *c, const char *name, const char *value)
 	buf_free(&line);
 }
 
+/* RFC 2047 2: an encoded word is at most 75 characters; 42 octets make 56
+ * of base64, so "Subject: =?UTF-8?B?...?=" stays under 78 (RFC 5322 2.1.1). */
+#define WORD_OCTETS 42
+
+/* word_octets - how much of s[len] goes into one encoded word: whole UTF-8
+ * characters (RFC 2047 5: no character split between two words), at most
+ * WORD_OCTETS octets */
+static size_t word_octets(const char *s, size_t len)
+{
+	size_t n = 0;
+	int safe;
+
+	while (n < len) {
+		size_t c = char_len((const unsigned char *)s + n, len - n, &safe);
+
+		if (n + c > WORD_OCTETS)
+			break;
+		n += c;
+	}
+	return n;
+}
+
+/* send_subject - "Subject: <text>": as typed when it is ASCII, else as
+ * RFC 2047 encoded words in UTF-8 and base64 ("B"), a folded line each.
+ * The white space between two encoded words is no part of the text (6.2),
+ * so the subject decodes back to what was typed. */
+static void send_subject(struct conn *c, const struct buf *subject)
+{
+	struct buf line = { 0 };
+	size_t pos = 0;
+
+	if (!has_8bit(subject)) {
+		send_field(c, "Subject: ", subject->p);
+		return;
+	}
+	buf_add(&line, "Subject:", 8);
+	while (pos < subject->len) {
+		size_t n = word_octets(subject->p + pos, subject->len - pos);
+		char b64[4 * WORD_OCTETS / 3 + 8];
+
+		if (base64_encode(subject->p + pos, n, b64, sizeof b64) < 0)
+			break;	/* cannot be: b64 holds WORD_OCTETS encoded */
+		if (line.len > 8) {
+			send_line(c, line.p, line.len);	/* fold: the next word on a line of its own */
+			line.len = 0;
+		}
+		buf_add(&line, " =?UTF-8?B?", 11);
+		buf_add(&line, b64, strlen(b64));
+		buf_add(&line, "?=", 2);
+		pos += n;
+	}
+	send_line(c, line.p, line.len);
+	buf_free(&line);
+}
+
 /* send_headers - From, To and Subject as typed (normalised), Date and
  * Message-ID (RFC 5322 3.6: Date and From are required), the MIME headers
  * when the body has 8-bit text (taken as UTF-8), then the blank line. */
@@ -2112,7 +2375,7 @@ static void send_headers(struct conn *c, const struct mail *m)
 
 	send_field(c, "From: ", m->from.p);
 	send_to_header(c, m->to.p);
-	send_field(c, "Subject: ", m->subject.p);
+	send_subject(c, &m->subject);
 	/* RFC 5322 3.3: "Mon, 23 Nov 2026 09:03:00 +0100" (C locale: English names) */
 	if (localtime_r(&now, &tm)
 	    && strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S %z", &tm) > 0)
@@ -2221,35 +2484,83 @@ static struct smtp *smtp_open(void)
 	return NULL;
 }
 
-/* smtp_probe - before the mail is typed, see that the SMTP server greets,
- * then QUIT: a server that is down, or is no SMTP server, is found out
- * now, not after the whole mail was typed. No session stays open while
- * the user types (a server may drop an idle one: RFC 5321 4.5.3.2.7). It
- * returns -1 after telling the user. */
-static int smtp_probe(void)
+/* SMTP's reply to a password it does not take (RFC 4954 6). */
+#define AUTH_REFUSED 535
+
+/* smtp_login_check - greeting, EHLO, AUTH when offered, QUIT: whether the
+ * server takes the password. 0 yes (or it asks for none), 1 it refused
+ * it, -1 the session failed; the user was told. */
+static int smtp_login_check(struct client *cl)
 {
 	struct smtp *s = smtp_open();
+	int r;
 
 	if (!s)
+		return -1;
+	checking(1);
+	r = smtp_hello(s) == 0 && smtp_auth(s, cl) == 0 ? 0 : s->code == AUTH_REFUSED ? 1 : -1;
+	checking(0);
+	if (r == 0 && s->auth)
+		cl->checked = 1;
+	if (r != 0)
+		show_error(r > 0 ? "Login failed" : "Error in sending mail", s->line);
+	smtp_close(s);
+	return r;
+}
+
+/*
+ * smtp_probe - before the mail is typed, see that the SMTP server greets,
+ * then QUIT: a server that is down, or is no SMTP server, is found out
+ * now, not after the whole mail was typed. No session stays open while
+ * the user types (a server may drop an idle one: RFC 5321 4.5.3.2.7). A
+ * password no server has taken yet (POP3 was down at the start, or SMTP
+ * refused it since) is checked by an AUTH now too, and one refused is
+ * asked for again, LOGIN_TRIES times at most. It returns -1 after
+ * telling the user.
+ */
+static int smtp_probe(struct client *cl)
+{
+	struct smtp *s;
+
+	for (int tries = 1; !cl->checked; tries++) {
+		int r = smtp_login_check(cl);
+
+		secret_done();	/* after a password asked again below */
+		if (r <= 0)
+			return r;
+		if (tries == LOGIN_TRIES || ask_password(cl) < 0)
+			return -1;
+	}
+	if (!(s = smtp_open()))
 		return -1;
 	smtp_close(s);
 	return 0;
 }
 
 /* smtp_send - deliver a checked mail over SMTP, logged in when the server
- * offers AUTH, and tell the user how it went, then end the session with
- * QUIT while the server still answers. */
-static void smtp_send(const struct client *cl, const struct mail *m)
+ * offers AUTH, and tell the user how it went (the recipient refused, by
+ * name), then end the session with QUIT while the server still answers.
+ * It returns 0 once sent, else the failed reply's code (-1: no reply). */
+static int smtp_send(struct client *cl, const struct mail *m)
 {
 	struct smtp *s = smtp_open();
+	int code;
 
 	if (!s)
-		return;
-	if (smtp_hello(s) == 0 && smtp_auth(s, cl) == 0 && smtp_transaction(s, m) == 0)
+		return -1;
+	if (smtp_hello(s) == 0 && smtp_auth(s, cl) == 0 && smtp_transaction(s, m) == 0) {
 		puts("Mail sent successfully");
-	else
-		show_error("Error in sending mail", s->line);
+		smtp_close(s);
+		return 0;
+	}
+	show_error("Error in sending mail", s->line);
+	if (s->refused[0])
+		show_error("The server refused the recipient", s->refused);
+	code = s->code ? s->code : -1;
+	if (code == AUTH_REFUSED)
+		cl->checked = 0;	/* the next send asks for the password */
 	smtp_close(s);
+	return code;
 }
 
 /* ---------------------------------------------------------------- POP3 (RFC 1939) */
@@ -3148,15 +3459,16 @@ static int entity_param(const struct entity *e, const char *field, const char *p
 	return r;
 }
 
-/* entity_type - e's media type, lower case, into type: "text/plain" when
- * it has no Content-Type or a malformed one (RFC 2045 5.2) */
-static void entity_type(const struct entity *e, char *type, size_t cap)
+/* entity_type - e's media type, lower case, into type: dflt when it has no
+ * Content-Type or a malformed one ("text/plain", RFC 2045 5.2; in a
+ * digest "message/rfc822", RFC 2046 5.1.5) */
+static void entity_type(const struct entity *e, const char *dflt, char *type, size_t cap)
 {
 	struct buf v = { 0 };
 	const char *s;
 	size_t len;
 
-	snprintf(type, cap, "text/plain");
+	snprintf(type, cap, "%s", dflt);
 	if (header_get(e->head, e->hlen, "Content-Type", &v) == 0 && v.p) {
 		len = strcspn(v.p, ";");
 		s = trim(v.p, &len);
@@ -3210,17 +3522,10 @@ static void entity_decode(const struct entity *e, struct buf *out)
 
 /* ---------------------------------------------------------------- MIME: the parts of a mail */
 
-/* A leaf of a mail's MIME tree: a part that is no multipart. */
+/* A body part that is no multipart, with its media type. */
 struct part {
 	struct entity e;
 	char type[TYPE_MAX];
-};
-
-/* The leaves of a mail, in order (the alternatives not chosen left out). */
-struct mime {
-	struct part part[MIME_PARTS];
-	int count;
-	int more;		/* leaves past MIME_PARTS: counted, not listed */
 };
 
 /* delimiter - whether a line is "--boundary" (RFC 2046 5.1.1: white space
@@ -3274,72 +3579,30 @@ static int alternative(const struct entity *kids, int n)
 	char type[TYPE_MAX];
 
 	for (int i = 0; i < n; i++) {
-		entity_type(&kids[i], type, sizeof type);
+		entity_type(&kids[i], "text/plain", type, sizeof type);
 		if (strcmp(type, "text/plain") == 0)
 			return i;
 	}
 	return 0;
 }
 
-/* mime_walk - the leaves of e into m, in order, down multiparts at most
- * MIME_DEPTH deep; of a multipart/alternative only the part shown. A
- * multipart without any part is taken as text. */
-static void mime_walk(struct mime *m, const struct entity *e, int depth)
-{
-	struct entity kids[MIME_KIDS];
-	struct buf boundary = { 0 };
-	char type[TYPE_MAX];
-	int n = 0;
-
-	entity_type(e, type, sizeof type);
-	if (strncmp(type, "multipart/", 10) == 0 && depth < MIME_DEPTH
-	    && entity_param(e, "Content-Type", "boundary", &boundary) == 0 && boundary.len > 0)
-		n = mime_split(e, boundary.p, kids, MIME_KIDS);
-	buf_free(&boundary);
-	if (n > 0 && strcmp(type, "multipart/alternative") == 0) {
-		mime_walk(m, &kids[alternative(kids, n)], depth + 1);
-	} else if (n > 0) {
-		for (int i = 0; i < n; i++)
-			mime_walk(m, &kids[i], depth + 1);
-	} else if (m->count < MIME_PARTS) {
-		m->part[m->count].e = *e;
-		snprintf(m->part[m->count++].type, TYPE_MAX, "%s",
-			 strncmp(type, "multipart/", 10) == 0 ? "text/plain" : type);
-	} else {
-		m->more++;
-	}
-}
-
-/* is_attachment - whether a part is meant as a file: Content-Disposition
- * attachment (RFC 2183 2.2), or a file name given */
-static int is_attachment(const struct part *pt)
+/* is_attachment - whether a part is meant as a file, not to be read in
+ * the mail: Content-Disposition "attachment" (RFC 2183 2.2). A part with
+ * no disposition, or "inline", is shown where it stands even when it
+ * names a file, as mutt does. */
+static int is_attachment(const struct entity *e)
 {
 	struct buf v = { 0 };
 	int r = 0;
 
-	if (header_get(pt->e.head, pt->e.hlen, "Content-Disposition", &v) == 0) {
+	if (header_get(e->head, e->hlen, "Content-Disposition", &v) == 0) {
 		size_t len = v.len;
 		const char *s = trim(v.p, &len);
 
 		r = len >= 10 && strncasecmp(s, "attachment", 10) == 0;
 	}
-	r = r || entity_param(&pt->e, "Content-Disposition", "filename", &v) == 0
-	    || entity_param(&pt->e, "Content-Type", "name", &v) == 0;
 	buf_free(&v);
 	return r;
-}
-
-/* mime_text - the part to show as the mail's text: the first text/plain
- * one that is no attachment, else the first such text/html one (an
- * HTML-only mail); -1 when there is none */
-static int mime_text(const struct mime *m)
-{
-	for (int pass = 0; pass < 2; pass++)
-		for (int i = 0; i < m->count; i++)
-			if (strcmp(m->part[i].type, pass ? "text/html" : "text/plain") == 0
-			    && !is_attachment(&m->part[i]))
-				return i;
-	return -1;
 }
 
 /* ---------------------------------------------------------------- HTML to text */
@@ -3434,10 +3697,22 @@ static int in_list(const char *list, const char *word)
 	return 0;
 }
 
+/* line_start - whether nothing but white space follows the last line end
+ * of text (or there is no text yet) */
+static int line_start(const struct buf *text)
+{
+	size_t i = text->len;
+
+	while (i > 0 && (text->p[i - 1] == ' ' || text->p[i - 1] == '\t'))
+		i--;
+	return i == 0 || text->p[i - 1] == '\n';
+}
+
 /*
  * html_tag - the tag at s[i] ('<') onto out as the line breaks it makes:
  * an empty line around a paragraph, a line end after a line or a cell row,
- * "- " before a list item, nothing for the others. Comments go, and so
+ * " | " between two cells of a row, "- " before a list item, nothing for
+ * the others. Comments go, and so
  * does what script, style, head and title hold. It returns the index past
  * it; a '<' that starts no tag is kept.
  */
@@ -3467,10 +3742,12 @@ static size_t html_tag(const char *s, size_t len, size_t i, struct buf *out)
 		gt = memchr(s + j, '>', len - j);
 		return gt ? (size_t)(gt - s) + 1 : len;
 	}
-	if (in_list("p h1 h2 h3 h4 h5 h6 table ul ol blockquote hr", name))
+	if (!closing && in_list("td th", name) && !line_start(out))
+		buf_add(out, " | ", 3);	/* a cell after another one on its row */
+	else if (in_list("p h1 h2 h3 h4 h5 h6 table ul ol blockquote hr", name))
 		buf_add(out, "\n\n", 2);
-	else if (in_list("br div tr dt dd pre", name))
-		buf_add(out, "\n", 1);
+	else if (in_list("br div dt dd pre", name) || (!closing && strcmp(name, "tr") == 0))
+		buf_add(out, "\n", 1);	/* a row of cells: a line of its own */
 	else if (!closing && strcmp(name, "li") == 0)
 		buf_add(out, "\n- ", 3);
 	return j;
@@ -3525,25 +3802,91 @@ static void html_to_text(const char *s, size_t len, struct buf *out)
 	buf_free(&t);
 }
 
+/* quote_depth - the '>' that start a line of flowed text (RFC 3676 4.5),
+ * and the line past them and past the space that stuffs it (4.4) */
+static size_t quote_depth(const char **line, size_t *len)
+{
+	size_t depth = 0;
+
+	while (depth < *len && (*line)[depth] == '>')
+		depth++;
+	*line += depth;
+	*len -= depth;
+	if (*len > 0 && **line == ' ') {
+		(*line)++;
+		(*len)--;
+	}
+	return depth;
+}
+
+/*
+ * unflow - format=flowed text (RFC 3676) onto out as lines a reader sees:
+ * a line that ends in a space is soft, and the next line of the same
+ * quote depth goes on after it (4.2); with DelSp=yes that space goes
+ * (4.3). The signature line "-- " stays hard (4.3). Quoted lines keep
+ * their depth as "> " marks.
+ */
+static void unflow(const char *s, size_t size, int delsp, struct buf *out)
+{
+	size_t pos = 0, len, depth, open_depth = 0;
+	const char *line;
+	int open = 0;	/* a soft line waits for the rest of its paragraph */
+
+	while (text_line(s, size, &pos, &line, &len) == 0) {
+		depth = quote_depth(&line, &len);
+		if (open && depth != open_depth)
+			buf_add(out, "\n", 1);	/* 4.5: another depth ends the paragraph */
+		if (!open || depth != open_depth)
+			for (size_t i = 0; i < depth; i++)
+				buf_add(out, i + 1 < depth ? ">" : "> ", i + 1 < depth ? 1 : 2);
+		open = len > 0 && line[len - 1] == ' ' && !(len == 3 && memcmp(line, "-- ", 3) == 0);
+		open_depth = depth;
+		buf_add(out, line, open && delsp ? len - 1 : len);
+		if (!open)
+			buf_add(out, "\n", 1);
+	}
+	if (open)
+		buf_add(out, "\n", 1);
+}
+
+/* flowed - whether a text part is format=flowed, *delsp set for DelSp=yes */
+static int flowed(const struct part *pt, int *delsp)
+{
+	struct buf v = { 0 };
+	int r = entity_param(&pt->e, "Content-Type", "format", &v) == 0
+		&& strcasecmp(v.p, "flowed") == 0;
+
+	*delsp = r && entity_param(&pt->e, "Content-Type", "delsp", &v) == 0
+		 && strcasecmp(v.p, "yes") == 0;
+	buf_free(&v);
+	return r;
+}
+
 /* entity_text - a text part as UTF-8 onto out: its transfer encoding
  * undone, converted from its charset (RFC 2046 4.1.2), its tags stripped
- * if it is HTML; lines end in LF, the last one too */
+ * if it is HTML, its lines joined if it is format=flowed; lines end in LF,
+ * the last one too */
 static void entity_text(const struct part *pt, struct buf *out)
 {
-	struct buf data = { 0 }, utf8 = { 0 }, cs = { 0 };
+	struct buf data = { 0 }, utf8 = { 0 }, cs = { 0 }, lines = { 0 };
+	int delsp;
 
 	entity_decode(&pt->e, &data);
 	(void)entity_param(&pt->e, "Content-Type", "charset", &cs);
 	to_utf8(cs.p ? cs.p : "", data.p, data.len, &utf8);
 	if (strcmp(pt->type, "text/html") == 0)
 		html_to_text(utf8.p, utf8.len, out);
-	else
+	else if (strcmp(pt->type, "text/plain") == 0 && flowed(pt, &delsp)) {
+		add_without_cr(&lines, utf8.p ? utf8.p : "", utf8.len);
+		unflow(lines.p ? lines.p : "", lines.len, delsp, out);
+	} else
 		add_without_cr(out, utf8.p ? utf8.p : "", utf8.len);
 	if (out->len > 0 && out->p[out->len - 1] != '\n')
 		buf_add(out, "\n", 1);
 	buf_free(&data);
 	buf_free(&utf8);
 	buf_free(&cs);
+	buf_free(&lines);
 }
 
 /* ---------------------------------------------------------------- the menu: Manage Mail's list */
@@ -3795,17 +4138,57 @@ static char *field_trim(char *f)
 	return s;
 }
 
-/* address_of - the address in a From value: what is inside <...> if there
- * is that, else all of it; "?" for nothing */
-static const char *address_of(char *from)
+/* unquote - a display name without the quotes of a quoted string and its
+ * '\' escapes (RFC 5322 3.2.4), in place */
+static char *unquote(char *name)
+{
+	size_t len, o = 0;
+
+	name = field_trim(name);
+	len = strlen(name);
+
+	if (len >= 2 && name[0] == '"' && name[len - 1] == '"') {
+		name[len - 1] = '\0';
+		name++;
+	}
+	for (size_t i = 0; name[i]; i++)
+		if (name[i] != '\\' || !name[i + 1] || (name[i + 1] != '"' && name[i + 1] != '\\'))
+			name[o++] = name[i];
+		else
+			name[o++] = name[++i];
+	name[o] = '\0';
+	return field_trim(name);
+}
+
+/*
+ * sender_of - who a mail is from, for the list: the display name of its
+ * From ("Ann Lee" of "Ann Lee <ann@x>", RFC 5322 3.4), or the comment
+ * an older mailer puts after the address ("bbb@ddd.com (John Doe)", RFC
+ * 822 6.1); else the address; else, with no From at all, the envelope
+ * sender of the Return-Path line (RFC 5321 4.4); "?" for none.
+ */
+static const char *sender_of(char *from, char *return_path)
 {
 	char *lt = strrchr(from, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+	char *open = strchr(from, '('), *close = open ? strrchr(open, ')') : NULL, *name;
 
 	if (lt && gt) {
 		*gt = '\0';
+		*lt = '\0';
+		if (*(name = unquote(from)))
+			return name;
 		from = lt + 1;
+	} else if (open && close) {
+		*close = '\0';
+		if (*(name = field_trim(open + 1)))
+			return name;
+		*open = '\0';
 	}
 	from = field_trim(from);
+	if (!from[0] && (lt = strchr(return_path, '<')) && (gt = strchr(lt, '>'))) {
+		*gt = '\0';	/* "<>": a bounce's null sender is no name */
+		from = field_trim(lt + 1);
+	}
 	return from[0] ? from : "?";
 }
 
@@ -3820,39 +4203,93 @@ static void add_flat(struct buf *out, const char *s, size_t len)
 	}
 }
 
-/* add_cell - s cut to width characters, "..." marking a cut, then with
- * pad spaces up to width, onto row: the columns stay aligned */
+/* add_cell - s cut to width columns, "..." marking a cut, then with pad
+ * spaces up to width, onto row: the columns stay aligned however wide
+ * the characters are (width is 3 at least) */
 static void add_cell(struct buf *row, const char *s, size_t width, int pad)
 {
-	size_t len = strlen(s), chars = utf8_chars(s, len), shown, end = 0;
-	size_t keep = chars <= width ? chars : width - 3;
+	size_t len = strlen(s), total = text_width(s, len), used = 0, end = 0;
+	size_t room = total <= width ? width : width - 3;
 	int safe;
 
-	for (shown = 0; shown < keep; shown++)	/* end: the byte after keep characters */
-		end += char_len((const unsigned char *)s + end, len - end, &safe);
+	while (end < len) {
+		size_t n = char_len((const unsigned char *)s + end, len - end, &safe);
+		size_t w = (size_t)char_width((const unsigned char *)s + end, n, safe);
+
+		if (used + w > room)
+			break;	/* end: the byte after what fits */
+		used += w;
+		end += n;
+	}
 	add_flat(row, s, end);
-	if (chars > width)
+	if (total > width) {
 		buf_add(row, "...", 3);
-	for (shown = chars < width ? chars : width; pad && shown < width; shown++)
+		used += 3;
+	}
+	for (; pad && used < width; used++)
 		buf_add(row, " ", 1);
 }
 
-/* add_row - one row of the list onto rows, the columns two spaces apart.
- * The subject takes what the window has left (the row one column short of
- * it, so no terminal wraps it): 22 characters in 80 columns. */
+/* The widths of the list's columns, in screen columns. */
+struct columns {
+	size_t num, from, when, subject;
+};
+
+/* shrink - take a column down to small when the row is still over by
+ * *over columns: all or nothing, so that it shows a whole date or name */
+static void shrink(size_t *width, size_t small, long *over)
+{
+	if (*over > 0 && *width > small) {
+		*over -= (long)(*width - small);
+		*width = small;
+	}
+}
+
+/* list_columns - the columns in a window scr.cols wide, the row one column
+ * short of it so that no terminal wraps it: Sl. No. 7, From 24, Received
+ * 20 (the assignment's "YYYY-MM-DD : HH : MM") and the subject the rest,
+ * 22 in 80 columns. A narrower window takes From down to 8 first, then
+ * Received to its date, then Sl. No. to "No.". */
+static void list_columns(struct columns *c)
+{
+	long room = scr.cols - 1 - 3 * 2 - COL_SUBJECT_MIN;
+	long over = COL_NUMBER + COL_FROM + COL_RECEIVED - room;
+
+	c->num = COL_NUMBER;
+	c->from = COL_FROM;
+	c->when = COL_RECEIVED;
+	shrink(&c->from, COL_FROM_MIN, &over);
+	shrink(&c->when, COL_DATE, &over);
+	shrink(&c->num, COL_NUMBER_MIN, &over);
+	c->subject = COL_SUBJECT_MIN + (size_t)(over < 0 ? -over : 0);
+}
+
+/* add_row - one row of the list onto rows, the columns two spaces apart
+ * (list_columns); a window too narrow even for the smallest columns gets
+ * the row cut at its width */
 static void add_row(struct buf *rows, const char *num, const char *from, const char *when,
 		    const char *subject)
 {
-	int rest = scr.cols - 1 - (COL_NUMBER + COL_FROM + COL_RECEIVED + 3 * 2);
+	struct buf row = { 0 };
+	struct columns c;
+	char date[COL_RECEIVED + 1];
 
-	add_cell(rows, num, COL_NUMBER, 1);
-	buf_add(rows, "  ", 2);
-	add_cell(rows, from, COL_FROM, 1);
-	buf_add(rows, "  ", 2);
-	add_cell(rows, when, COL_RECEIVED, 1);
-	buf_add(rows, "  ", 2);
-	add_cell(rows, subject, (size_t)(rest > COL_SUBJECT_MIN ? rest : COL_SUBJECT_MIN), 0);
+	list_columns(&c);
+	snprintf(date, sizeof date, "%.*s", (int)c.when, when);	/* the date first */
+	add_cell(&row, c.num < strlen(num) && strcmp(num, "Sl. No.") == 0 ? "No." : num,
+		 c.num, 1);
+	buf_add(&row, "  ", 2);
+	add_cell(&row, from, c.from, 1);
+	buf_add(&row, "  ", 2);
+	add_cell(&row, date, c.when, 1);
+	buf_add(&row, "  ", 2);
+	add_cell(&row, subject, c.subject, 0);
+	if (row.p && text_width(row.p, row.len) > (size_t)scr.cols - 1 && scr.cols > 4)
+		add_cell(rows, row.p, (size_t)scr.cols - 1, 0);
+	else if (row.p)
+		buf_add(rows, row.p, row.len);
 	buf_add(rows, "\n", 1);
+	buf_free(&row);
 }
 
 /* What the lines of a multi-line response go into: keep_lines's argument. */
@@ -3907,22 +4344,25 @@ static void listing_note(struct listing *ls, long n, const char *uid)
 	snprintf(ls->uid[n - 1], UID_MAX, "%s", uid);
 }
 
-/* row_of - mail n's row from its headers, onto rows: the sender's
- * address, when it was received, the subject, decoded (RFC 2047) */
+/* row_of - mail n's row from its headers, onto rows: the sender
+ * (sender_of), when it was received, the subject, decoded (RFC 2047) */
 static void row_of(struct buf *rows, long n, const struct buf *head)
 {
 	struct entity e;
-	struct buf from = { 0 }, subject = { 0 }, received = { 0 }, date = { 0 };
+	struct buf from = { 0 }, subject = { 0 }, received = { 0 }, date = { 0 }, path = { 0 };
 	char when[64], num[24];
 
 	entity_split(head->p ? head->p : "", head->len, &e);
 	header_text(&e, "From", &from);
+	header_get(e.head, e.hlen, "Return-Path", &path);
 	header_text(&e, "Subject", &subject);
 	header_get(e.head, e.hlen, "Received", &received);
 	header_get(e.head, e.hlen, "Date", &date);
 	snprintf(num, sizeof num, "%ld", n);
 	received_text(received.p ? received.p : "", date.p ? date.p : "", when, sizeof when);
-	add_row(rows, num, address_of(from.p ? from.p : ""), when, subject.p ? subject.p : "");
+	add_row(rows, num, sender_of(from.p ? from.p : "", path.p ? path.p : ""), when,
+		subject.p ? subject.p : "");
+	buf_free(&path);
 	buf_free(&from);
 	buf_free(&subject);
 	buf_free(&received);
@@ -4037,6 +4477,25 @@ static int local_date(time_t t, char *out, size_t cap)
 	return 0;
 }
 
+/* view_date - the Date field of e, in the reader's time zone when it
+ * reads as a date, else as written */
+static void view_date(const struct entity *e, struct buf *out)
+{
+	struct buf v = { 0 };
+	char when[64];
+	time_t t;
+
+	header_get(e->head, e->hlen, "Date", &v);
+	if (v.len > 0 && parse_date(v.p, &t) == 0 && local_date(t, when, sizeof when) == 0)
+		add_field(out, "Date", when, strlen(when));
+	else if (v.len > 0) {
+		const char *d = trim(v.p, &v.len);
+
+		add_field(out, "Date", d, v.len);
+	}
+	buf_free(&v);
+}
+
 /* view_headers - the header lines the assignment names, decoded: From, To
  * (and Cc), Subject; then Received as the list has it and the sender's
  * Date, both in the reader's time zone. The source view has them all as
@@ -4046,7 +4505,6 @@ static void view_headers(const struct entity *top, struct buf *out)
 	static const char *const names[] = { "From", "To", "Cc", "Subject" };
 	struct buf v = { 0 }, received = { 0 };
 	char when[64];
-	time_t t;
 
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
 		if (header_text(top, names[i], &v) == 0)
@@ -4056,13 +4514,7 @@ static void view_headers(const struct entity *top, struct buf *out)
 	received_text(received.p ? received.p : "", v.p ? v.p : "", when, sizeof when);
 	if (strcmp(when, "?") != 0)
 		add_field(out, "Received", when, strlen(when));
-	if (v.len > 0 && parse_date(v.p, &t) == 0 && local_date(t, when, sizeof when) == 0)
-		add_field(out, "Date", when, strlen(when));
-	else if (v.len > 0) {
-		const char *d = trim(v.p, &v.len);	/* no date: shown as written */
-
-		add_field(out, "Date", d, v.len);
-	}
+	view_date(top, out);
 	buf_free(&v);
 	buf_free(&received);
 }
@@ -4103,33 +4555,194 @@ static void attachment_line(const struct part *pt, struct buf *out)
 	buf_free(&data);
 }
 
-/* view_body - the text (the first text/plain part, else the text of the
- * first text/html one), then a line for each other part, onto out */
-static void view_body(const struct entity *top, struct buf *out)
+/* shown_as_text - whether a part of this type is meant to be read: any
+ * text type, and the reports of a bounce or a read receipt (RFC 3464 2.1,
+ * RFC 8098 3.1), which are lines of fields written for people too */
+static int shown_as_text(const char *type)
 {
-	struct mime *m = calloc(1, sizeof *m);
-	char more[64];
-	int text;
+	return strncmp(type, "text/", 5) == 0
+	       || in_list("message/delivery-status message/global-delivery-status "
+			  "message/disposition-notification message/global-disposition-notification",
+			  type);
+}
 
-	if (!m) {
-		buf_add(out, "(out of memory)\n", 16);
+/* What the view of a mail's body has put out so far: the kind of the last
+ * thing, so that a text is set apart from what is around it by an empty
+ * line while attachment lines stand together, and the parts counted. */
+enum shown { SHOWN_NONE, SHOWN_TEXT, SHOWN_LINE };
+
+struct body_view {
+	struct buf *out;
+	enum shown last;
+	int texts;		/* texts shown: none means "(no text in this mail)" */
+	int parts;		/* parts shown or listed, at most MIME_PARTS */
+	int more;		/* parts past MIME_PARTS: counted, not listed */
+};
+
+static void view_entity(struct body_view *bv, const struct entity *e, const char *dflt,
+			int depth);
+
+/* view_next - an empty line before the next thing shown, unless it is the
+ * first or an attachment line right after another one */
+static void view_next(struct body_view *bv, enum shown next)
+{
+	if (bv->last == SHOWN_TEXT || (bv->last == SHOWN_LINE && next == SHOWN_TEXT))
+		buf_add(bv->out, "\n", 1);
+	bv->last = next;
+}
+
+/* all_space - whether s[len] is white space and line ends only */
+static int all_space(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!strchr(" \t\r\n", s[i]) || s[i] == '\0')
+			return 0;
+	return 1;
+}
+
+/* view_text - a text part where it stands, without the empty lines at its
+ * start and its end (the empty line between parts sets it apart); one
+ * with nothing in it but white space is left out */
+static void view_text(struct body_view *bv, const struct part *pt)
+{
+	struct buf text = { 0 };
+	size_t start = 0, end = 0, pos = 0, len;
+	const char *line;
+	int found = 0;
+
+	entity_text(pt, &text);
+	while (next_line(&text, &pos, &line, &len) == 0) {
+		if (all_space(line, len))
+			continue;
+		if (!found)
+			start = (size_t)(line - text.p);
+		found = 1;
+		end = pos;	/* past the last line with text */
+	}
+	if (found) {
+		view_next(bv, SHOWN_TEXT);
+		buf_add(bv->out, text.p + start, end - start);
+		bv->texts++;
+	}
+	buf_free(&text);
+}
+
+/*
+ * view_enclosed - a mail inside the mail (message/rfc822: a forwarded
+ * mail, a digest's member, the returned mail of a bounce), ruled off: its
+ * From, Date and Subject, then its body as a mail's body is shown. A
+ * transfer encoding on it (RFC 2046 5.2.1 allows none but 7bit, 8bit and
+ * binary) is undone all the same.
+ */
+static void view_enclosed(struct body_view *bv, const struct entity *e, int depth)
+{
+	static const char rule[] = "----- enclosed mail -----\n";
+	static const char end[] = "----- end of enclosed mail -----\n";
+	struct buf data = { 0 }, v = { 0 };
+	struct entity inner;
+
+	entity_decode(e, &data);
+	entity_split(data.p ? data.p : "", data.len, &inner);
+	view_next(bv, SHOWN_TEXT);
+	buf_add(bv->out, rule, sizeof rule - 1);
+	if (header_text(&inner, "From", &v) == 0)
+		add_field(bv->out, "From", v.p, v.len);
+	view_date(&inner, bv->out);
+	if (header_text(&inner, "Subject", &v) == 0)
+		add_field(bv->out, "Subject", v.p, v.len);
+	bv->texts++;
+	view_entity(bv, &inner, "text/plain", depth + 1);
+	buf_add(bv->out, end, sizeof end - 1);
+	bv->last = SHOWN_TEXT;
+	buf_free(&data);
+	buf_free(&v);
+}
+
+/* view_multipart - the body parts of a multipart in order (RFC 2046 5.1):
+ * of an alternative only the one chosen, a digest's parts as mails by
+ * default (5.1.5). It returns -1 when it has no body part: no boundary,
+ * or none found. */
+static int view_multipart(struct body_view *bv, const struct entity *e, const char *type,
+			  int depth)
+{
+	struct entity kids[MIME_KIDS];
+	struct buf boundary = { 0 };
+	int n = 0;
+
+	if (entity_param(e, "Content-Type", "boundary", &boundary) == 0 && boundary.len > 0)
+		n = mime_split(e, boundary.p, kids, MIME_KIDS);
+	buf_free(&boundary);
+	if (n == 0)
+		return -1;
+	if (strcmp(type, "multipart/alternative") == 0)
+		view_entity(bv, &kids[alternative(kids, n)], "text/plain", depth + 1);
+	else
+		for (int i = 0; i < n; i++)
+			view_entity(bv, &kids[i], strcmp(type, "multipart/digest") == 0
+				    ? "message/rfc822" : "text/plain", depth + 1);
+	return 0;
+}
+
+/* is_mail - whether a media type is a whole mail (RFC 2046 5.2.1, RFC 6532 3.5) */
+static int is_mail(const char *type)
+{
+	return strcmp(type, "message/rfc822") == 0 || strcmp(type, "message/global") == 0;
+}
+
+/*
+ * view_entity - e where it stands in the body: a multipart's parts in
+ * turn, an enclosed mail ruled off, a text that is meant to be read (no
+ * Content-Disposition, or inline), else a line that lists it. MIME_DEPTH
+ * bounds the nesting of multiparts and mails alike (deeper ones are
+ * listed); a multipart without any part is taken as text, and one with
+ * nothing in it is left out.
+ */
+static void view_entity(struct body_view *bv, const struct entity *e, const char *dflt,
+			int depth)
+{
+	struct part pt = { *e, "" };
+	int nested = depth < MIME_DEPTH && !is_attachment(e);
+
+	entity_type(e, dflt, pt.type, sizeof pt.type);
+	if (nested && strncmp(pt.type, "multipart/", 10) == 0) {
+		if (view_multipart(bv, e, pt.type, depth) == 0 || all_space(e->body, e->blen))
+			return;
+		snprintf(pt.type, sizeof pt.type, "text/plain");
+	}
+	if (bv->parts >= MIME_PARTS) {
+		bv->more++;
 		return;
 	}
-	mime_walk(m, top, 0);
-	text = mime_text(m);
-	if (text >= 0)
-		entity_text(&m->part[text], out);
-	else
+	bv->parts++;
+	if (nested && is_mail(pt.type))
+		view_enclosed(bv, e, depth);
+	else if (!is_attachment(e) && shown_as_text(pt.type))
+		view_text(bv, &pt);
+	else {
+		view_next(bv, SHOWN_LINE);
+		attachment_line(&pt, bv->out);
+	}
+}
+
+/* view_body - the body of a mail onto out: every text in order, a line
+ * for each attachment where it stands, enclosed mails ruled off; "(no
+ * text in this mail)" first when nothing is there to read */
+static void view_body(const struct entity *top, struct buf *out)
+{
+	struct buf body = { 0 };
+	struct body_view bv = { &body, SHOWN_NONE, 0, 0, 0 };
+	char more[64];
+
+	view_entity(&bv, top, "text/plain", 0);
+	if (bv.texts == 0)
 		buf_add(out, "(no text in this mail)\n", 23);
-	if (m->count > (text >= 0))
+	if (bv.texts == 0 && body.len > 0)
 		buf_add(out, "\n", 1);
-	for (int i = 0; i < m->count; i++)
-		if (i != text)
-			attachment_line(&m->part[i], out);
-	snprintf(more, sizeof more, "(and %d parts more)\n", m->more);
-	if (m->more > 0)
+	buf_add(out, body.p, body.len);
+	snprintf(more, sizeof more, "(and %d parts more)\n", bv.more);
+	if (bv.more > 0)
 		buf_add(out, more, strlen(more));
-	free(m);
+	buf_free(&body);
 }
 
 /* show_mail - the mail as the reader wants it, through the pager: the
@@ -4320,16 +4933,127 @@ static enum next opt_manage_mail(struct client *cl)
 
 /* ---------------------------------------------------------------- the menu: Send Mail */
 
+/* typed_text - the mail as it was typed: From, To, Subject, an empty line,
+ * the body; -1 when memory runs out */
+static int typed_text(const struct mail *m, struct buf *text)
+{
+	return buf_add(text, "From: ", 6) == 0 && buf_add(text, m->from.p, m->from.len) == 0
+	       && buf_add(text, "\nTo: ", 5) == 0 && buf_add(text, m->to.p, m->to.len) == 0
+	       && buf_add(text, "\nSubject: ", 10) == 0
+	       && buf_add(text, m->subject.p, m->subject.len) == 0
+	       && buf_add(text, "\n\n", 2) == 0 && buf_add(text, m->body.p, m->body.len) == 0
+	       ? 0 : -1;
+}
+
+/* write_file - text into a new file name (never one that is there, never
+ * through a symbolic link), written whole and closed; 0, or an errno */
+static int write_file(const char *name, const struct buf *text)
+{
+	int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600), err = 0;
+
+	if (fd < 0)
+		return errno;
+	for (size_t done = 0; !err && done < text->len;) {
+		ssize_t n = write(fd, text->p + done, text->len - done);
+
+		if (n > 0)
+			done += (size_t)n;
+		else if (n == 0 || errno != EINTR)
+			err = n == 0 ? EIO : errno;
+	}
+	if (close(fd) < 0 && !err)
+		err = errno;
+	return err;
+}
+
+/* save_mail - the mail as it was typed into a new file the user names. It
+ * returns 0 once saved, -1 after saying why not. */
+static int save_mail(struct client *cl, const struct mail *m)
+{
+	struct buf text = { 0 };
+	int err;
+
+	if (ask(cl, "Save the mail in the file: ") < 0 || cl->len == 0) {
+		puts("Mail not saved.");
+		return -1;
+	}
+	err = typed_text(m, &text) < 0 ? ENOMEM : write_file(cl->line, &text);
+	buf_free(&text);
+	if (err) {
+		printf("Cannot save the mail in %s: %s\n", cl->line, strerror(err));
+		return -1;
+	}
+	printf("Mail saved in %s.\n", cl->line);
+	return 0;
+}
+
+/* keep_mail - after a send that failed where a later one may not (no
+ * reply: the server is down; a 4xx; the password refused), the typed mail
+ * is kept, for menu 2 to send again or save; a refusal of the mail itself
+ * (5xx) drops it. */
+static void keep_mail(struct client *cl, struct mail *m, int code)
+{
+	if ((code > 0 && code / 100 == 5 && code != AUTH_REFUSED) || !(cl->kept = malloc(sizeof *m)))
+		return;
+	*cl->kept = *m;
+	memset(m, 0, sizeof *m);	/* the kept copy owns the text now */
+	puts("The mail is kept: choose 2 to send it again or to save it in a file.");
+}
+
+/* drop_kept - forget the kept mail */
+static void drop_kept(struct client *cl)
+{
+	if (cl->kept)
+		mail_free(cl->kept);
+	free(cl->kept);
+	cl->kept = NULL;
+}
+
+/* send_kept - menu 2 while a mail is kept: s sends it again (the server
+ * checked first, the password too when no server took it yet), f saves it,
+ * any other key drops it for a new one. It returns 1 when a new mail is to
+ * be typed, 0 for the menu, -1 at the end of input. */
+static int send_kept(struct client *cl)
+{
+	struct mail *m = cl->kept;
+	int key = ask_key(cl, "A mail was not sent: press s to send it again, f to save it in a file,"
+			  " any other key to drop it: ");
+
+	if (key == EOF)
+		return -1;
+	if (key == 's' || key == 'S') {
+		int code;
+
+		cl->kept = NULL;
+		if (smtp_probe(cl) < 0)
+			code = -1;
+		else if ((code = smtp_send(cl, m)) == 0)
+			mail_free(m);
+		if (code != 0)
+			cl->kept = m;
+		else
+			free(m);
+		return 0;
+	}
+	if ((key == 'f' || key == 'F') && save_mail(cl, m) < 0)
+		return 0;	/* kept */
+	drop_kept(cl);
+	return key == 'f' || key == 'F' ? 0 : 1;
+}
+
 /* opt_send_mail - menu 2: see that the SMTP server answers, read the whole
  * mail up to ".", check it, and send it only if it is well formed. Ctrl-D
- * or Ctrl-C while it is typed drop it, and the menu comes back. */
+ * or Ctrl-C while it is typed drop it, and the menu comes back. A mail
+ * that could not be sent is kept (keep_mail), and offered first here. */
 static enum next opt_send_mail(struct client *cl)
 {
 	struct buf text = { 0 };
 	struct mail m = { 0 };
 	int r;
 
-	if (smtp_probe() < 0)
+	if (cl->kept && (r = send_kept(cl)) <= 0)
+		return r < 0 ? NEXT_EXIT : NEXT_MENU;
+	if (smtp_probe(cl) < 0)
 		return NEXT_MENU;
 	catch_interrupt(1);
 	puts("Type the mail: a line \"From: user@domain\", a line \"To: user@domain\"\n"
@@ -4350,8 +5074,8 @@ static enum next opt_send_mail(struct client *cl)
 	buf_free(&text);
 	if (m.why)
 		printf("Incorrect format\n  (%s)\n", m.why);
-	else
-		smtp_send(cl, &m);
+	else if ((r = smtp_send(cl, &m)) != 0)
+		keep_mail(cl, &m, r);
 	mail_free(&m);
 	return NEXT_MENU;
 }
@@ -4420,18 +5144,22 @@ static void menu_loop(struct client *cl)
 
 /* ---------------------------------------------------------------- the start: the login checked */
 
-/* pop_check - one POP3 login and QUIT: 1 when the server refused the
- * credentials, else 0 (they work, or they could not be checked: the
- * server is down or busy; the user was told) */
+/* pop_check - one POP3 login and QUIT: 0 when the server took the
+ * credentials, 1 when it refused them, -1 when they could not be checked
+ * (the server is down or busy; the user was told) */
 static int pop_check(const struct client *cl)
 {
 	struct pop p;
-	int refused = 0;
+	int r = 0;
 
-	if ((pop_connect(&p) < 0 || pop_login(&p, cl) < 0) && !(refused = p.refused))
+	checking(1);
+	if (pop_connect(&p) < 0 || pop_login(&p, cl) < 0)
+		r = p.refused ? 1 : -1;
+	checking(0);
+	if (r < 0)
 		puts("The password was not checked.");
 	pop_close(&p);
-	return refused;
+	return r;
 }
 
 /* login_check - at the start, log in to the POP3 server once, so that a
@@ -4442,15 +5170,18 @@ static int pop_check(const struct client *cl)
  * password was refused. */
 static int login_check(struct client *cl)
 {
-	for (int tries = 1; pop_check(cl); tries++) {
+	for (int tries = 1;; tries++) {
+		int r = pop_check(cl);
+
+		secret_done();
+		cl->checked = r == 0;
+		if (r <= 0)
+			return 0;
 		if (tries == LOGIN_TRIES)
 			return 1;
-		secret_wipe(cl->password, strlen(cl->password));
-		free(cl->password);
-		if (!(cl->password = ask_credential(cl, "Password: ", 1)))
+		if (ask_password(cl) < 0)
 			return -1;
 	}
-	return 0;
 }
 
 /* ---------------------------------------------------------------- options and main */
@@ -4543,17 +5274,21 @@ int main(int argc, char **argv)
 	if (isatty(STDIN_FILENO) && setvbuf(stdin, NULL, _IONBF, 0) != 0)
 		log_msg("cannot unbuffer stdin");
 	tzset();	/* local time for Date:, the list and the mail */
+	stdout_tty = isatty(STDOUT_FILENO);
 	screen_charset();
+	screen_widths();
 	cl.username = ask_credential(&cl, "Username: ", 0);
-	cl.password = cl.username ? ask_credential(&cl, "Password: ", 1) : NULL;
-	if (cl.password)
+	if (cl.username && ask_password(&cl) == 0)
 		checked = login_check(&cl);
 	if (checked == 0)
 		menu_loop(&cl);
 	else	/* 1: every password refused; -1: end of input, or out of memory */
 		r = checked > 0 ? 3 : errno == ENOMEM ? 1 : 0;
+	if (checked > 0)
+		printf("The password was refused %d times: the client ends.\n", LOGIN_TRIES);
 	if (feof(stdin))
 		putchar('\n');	/* end of input: leave the shell prompt on a new line */
+	drop_kept(&cl);
 	free(cl.username);
 	if (cl.password)
 		secret_wipe(cl.password, strlen(cl.password));

@@ -126,6 +126,7 @@ class NoClearPassword(ClientTest):
 
     def test_pop_down_at_the_start_then_smtp_refuses_the_password(self):
         # the client goes on to the menu; the submission server says 535
+        # before the mail is typed, and the password is asked for again
         port = self.dead_port()
         c = self.client(pop_port=port)
         c.expect("Username: ")
@@ -134,11 +135,17 @@ class NoClearPassword(ClientTest):
         c.line("wrong")
         self.assertEqual(c.expect(MENU), "\nCannot connect to 127.0.0.1:%d: Connection refused\n"
                                          "The password was not checked.\n\n%s" % (port, MENU))
-        self.send_mail(c, ["From: dave@h", "To: dave@h", "Subject: s", "x", "."],
-                       expect="Error in sending mail: 535 5.7.8 Authentication credentials "
-                              "invalid\n")
+        c.line("2")
+        seen = c.expect("Password: ")
+        self.assertIn("Login failed: 535 5.7.8 Authentication credentials invalid\n", seen)
+        self.assertNotIn("Type the mail", seen)
+        c.line(PASSWORD)
+        c.expect('with only ".".\n')
+        for line in ["From: dave@h", "To: dave@h", "Subject: s", "x", "."]:
+            c.line(line)
+        c.expect("Mail sent successfully")
         self.quit(c)
-        self.assertEqual(self.mailbox("dave"), b"")
+        self.assertEqual(len(self.records("dave")), 1)
 
 
 class OtherMechanisms(ClientTest):

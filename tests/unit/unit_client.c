@@ -624,6 +624,9 @@ static const struct {
 	{ "a lone <", "1 < 2", "1 < 2\n" },
 	{ "unclosed tag", "a<b", "a\n" },
 	{ "empty lines at most one", "<p></p><p></p><p>x</p><p></p>", "x\n" },
+	{ "table: cells apart, rows on lines", "<table>\n<tr>\n <th>Item</th> <th>Qty</th></tr>\n"
+	  "<tr><td>A</td><td>B</td></tr>\n<tr><td></td><td>2</td></tr></table>after",
+	  "Item | Qty\nA | B\n2\n\nafter\n" },	/* an empty first cell leaves no mark */
 	{ NULL, NULL, NULL }
 };
 
@@ -675,6 +678,72 @@ static const struct {
 	  "Content-Type: application/octet-stream\nContent-Disposition: attachment;"
 	  " filename*=utf-8''%E2%82%AC.bin\n\n1234\n--o--\n",
 	  "caf\xc3\xa9\n\nAttachment: \xe2\x82\xac.bin (application/octet-stream, 4 bytes)\n" },
+	/* Every inline text part in order, the attachments where they stand
+	 * (RFC 2183 2.1: no disposition, or inline, is shown). */
+	{ "text, image, text", "Content-Type: multipart/mixed; boundary=b\n\n--b\n\n"
+	  "See the picture.\n--b\nContent-Type: image/png; name=p.png\n\nxy\n--b\n"
+	  "Content-Type: text/plain\n\nPlease reply by Friday.\n--b--\n",
+	  "See the picture.\n\nAttachment: p.png (image/png, 2 bytes)\n\n"
+	  "Please reply by Friday.\n" },
+	{ "inline text naming a file", "Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+	  "Content-Type: text/plain\nContent-Disposition: inline; filename=a.txt\n\none\n"
+	  "--b\nContent-Type: text/plain; name=b.txt\n\ntwo\n--b--\n", "one\n\ntwo\n" },
+	{ "empty lines around a part go", "Content-Type: multipart/mixed; boundary=b\n\n--b\n\n"
+	  "\n\none\n\n\n--b\n\n  \n--b\n\ntwo\n--b--\n", "one\n\ntwo\n" },
+	/* RFC 2046 5.2.1: an enclosed mail, its From, Date and Subject, nested */
+	{ "forwarded twice", "Content-Type: multipart/mixed; boundary=o\n\n--o\n\nFYI\n--o\n"
+	  "Content-Type: message/rfc822\n\nFrom: Ann <a@x>\nSubject: fwd\n"
+	  "Content-Type: multipart/mixed; boundary=i\n\n--i\n\nsee below\n--i\n"
+	  "Content-Type: message/rfc822\n\nFrom: b@y\nDate: Thu, 01 Jan 1970 00:00:00 +0000\n"
+	  "Subject: first\n\nthe first text\n--i--\n--o--\n",
+	  "FYI\n\n----- enclosed mail -----\nFrom: Ann <a@x>\nSubject: fwd\n\nsee below\n\n"
+	  "----- enclosed mail -----\nFrom: b@y\nDate: Thu, 01 Jan 1970 00:00:00 +0000\n"
+	  "Subject: first\n\nthe first text\n----- end of enclosed mail -----\n"
+	  "----- end of enclosed mail -----\n" },
+	{ "a forwarded mail attached is listed", "Content-Type: multipart/mixed; boundary=b\n\n"
+	  "--b\n\nhi\n--b\nContent-Type: message/rfc822\nContent-Disposition: attachment\n\n"
+	  "Subject: s\n\nxyz\n--b--\n",
+	  "hi\n\nAttachment: (no name) (message/rfc822, 15 bytes)\n" },
+	/* RFC 2046 5.1.5: a digest's parts are mails unless they say otherwise */
+	{ "digest", "Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: one\n\n"
+	  "1st\n--d\nContent-Type: text/plain\n\nnot a mail\n--d--\n",
+	  "----- enclosed mail -----\nSubject: one\n\n1st\n----- end of enclosed mail -----\n\n"
+	  "not a mail\n" },
+	/* RFC 3464 2.1: a bounce's report is meant to be read */
+	{ "delivery status", "Content-Type: multipart/report; report-type=delivery-status;"
+	  " boundary=r\n\n--r\n\nIt failed.\n--r\nContent-Type: message/delivery-status\n\n"
+	  "Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; x@y\nStatus: 5.1.1\n--r\n"
+	  "Content-Type: text/rfc822-headers\n\nSubject: gone\n--r--\n",
+	  "It failed.\n\nReporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; x@y\nStatus: 5.1.1\n"
+	  "\nSubject: gone\n" },
+	/* An inner multipart with the outer one's boundary has no part of its
+	 * own: the parts after it are the outer one's, and their text is found. */
+	{ "malformed nesting", "Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+	  "Content-Type: multipart/alternative; boundary=b\n\n\n--b\n"
+	  "Content-Type: text/plain\n\nthe text\n--b--\n", "the text\n" },
+	/* RFC 3676: soft line breaks joined, quotes kept, the signature hard */
+	{ "format=flowed", "Content-Type: text/plain; format=flowed\n\n> quoted \n> text\n"
+	  ">> deeper\nplain \n text \nends\n-- \nsig\n",
+	  "> quoted text\n>> deeper\nplain text ends\n-- \nsig\n" },
+	{ "format=flowed, DelSp=yes", "Content-Type: text/plain; format=flowed; delsp=yes\n\n"
+	  "\xe4\xbc\x9a \n\xe8\xae\xae\n", "\xe4\xbc\x9a\xe8\xae\xae\n" },
+	{ "not flowed: kept as it is", "Content-Type: text/plain\n\nsoft \nline\n",
+	  "soft \nline\n" },
+	{ "mails nested past the bound are listed",
+	  "Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\n"
+	  "Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\n"
+	  "Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\n"
+	  "Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\n"
+	  "Content-Type: message/rfc822\n\ndeep\n",
+	  "----- enclosed mail -----\n\n----- enclosed mail -----\n\n"
+	  "----- enclosed mail -----\n\n----- enclosed mail -----\n\n"
+	  "----- enclosed mail -----\n\n----- enclosed mail -----\n\n"
+	  "----- enclosed mail -----\n\n----- enclosed mail -----\n\n"
+	  "Attachment: (no name) (message/rfc822, 5 bytes)\n"
+	  "----- end of enclosed mail -----\n----- end of enclosed mail -----\n"
+	  "----- end of enclosed mail -----\n----- end of enclosed mail -----\n"
+	  "----- end of enclosed mail -----\n----- end of enclosed mail -----\n"
+	  "----- end of enclosed mail -----\n----- end of enclosed mail -----\n" },
 	{ NULL, NULL, NULL }
 };
 
