@@ -1028,7 +1028,7 @@ static void accounts_refused(const char *name, const char *what, long long size,
 static int accounts_build(struct account_index *ix, char *text, size_t len, const char *name,
 			  int report, int say)
 {
-	size_t lines = 1, slots = 2;
+	size_t lines = len > 0 && text[len - 1] != '\n', slots = 2;
 	char *line = text, *lf;
 	uint32_t lineno = 0;
 
@@ -1045,7 +1045,7 @@ static int accounts_build(struct account_index *ix, char *text, size_t len, cons
 	while (slots < 2 * lines)
 		slots *= 2;
 	ix->mask = (uint32_t)(slots - 1);
-	if (!(ix->entries = calloc(lines, sizeof *ix->entries))
+	if (!(ix->entries = calloc(lines ? lines : 1, sizeof *ix->entries))
 	    || !(ix->slots = calloc(slots, sizeof *ix->slots))) {
 		if (say)
 			log_msg("%s: %s", name, strerror(ENOMEM));

@@ -179,7 +179,7 @@ class Accounts(BigUserFile):
         with self.smtp_session(smtp) as c:
             self.assertEqual(self.rcpt(c, "late@x.example"), "550 5.1.1 No such user")
             c.cmd("QUIT")
-        self.assertIn("user.txt: 1000002 lines, over the limit of 1000000: refused",
+        self.assertIn("user.txt: 1000001 lines, over the limit of 1000000: refused",
                       smtp.log())
 
     def test_over_the_limit_at_start_no_account(self):
@@ -193,7 +193,30 @@ class Accounts(BigUserFile):
 
 class LookupTime(BigUserFile):
     """A lookup among 100,000 accounts costs what one among 2 does (a
-    ratio of medians within the run, under a generous 3x)."""
+    ratio within the run, under a generous 3x). The RCPTs run with the
+    test and the smtpmail servers on one CPU: a round trip that wakes the
+    other CPU from idle costs more than a lookup, and which server got
+    such wake-ups would decide the ratio. The POP3 logins do not: there
+    the exits of the sessions before (a sanitizer's take milliseconds)
+    would compete for that CPU; their noise only adds, so the lower
+    quartile is compared."""
+
+    def setUp(self):
+        super().setUp()
+        self.cpus = None
+
+    def tearDown(self):
+        self.pin(False)
+        super().tearDown()
+
+    def pin(self, on):
+        """Run on one CPU (servers started now inherit it), or again on all."""
+        if on and hasattr(os, "sched_getaffinity"):
+            self.cpus = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {min(self.cpus)})
+        elif not on and self.cpus:
+            os.sched_setaffinity(0, self.cpus)
+            self.cpus = None
 
     def small_file(self):
         path = os.path.join(self.dir, "two.txt")
@@ -201,18 +224,20 @@ class LookupTime(BigUserFile):
                          path)
         return path
 
-    def rcpt_times(self, server, rounds):
-        """RCPT round trips to the last account, rounds of 40 in one session."""
-        times = []
-        with self.smtp_session(server) as c:
-            for _ in range(rounds):
-                for _ in range(40):
+    def rcpt_times(self, sessions, rounds):
+        """RCPT round trips to the last account, the sessions in turn, in
+        transactions of 40: {session: [seconds]}."""
+        times = {c: [] for c in sessions}
+        for _ in range(rounds):
+            for _ in range(40):
+                for c in sessions:
                     start = time.perf_counter()
-                    self.assertTrue(self.rcpt(c, LAST + "@x.example").startswith("250"))
-                    times.append(time.perf_counter() - start)
+                    reply = self.rcpt(c, LAST + "@x.example")
+                    times[c].append(time.perf_counter() - start)
+                    self.assertTrue(reply.startswith("250"), reply)
+            for c in sessions:
                 c.cmd("RSET")
                 c.cmd("MAIL FROM:<a@client.example>")
-            c.cmd("QUIT")
         return times
 
     def pass_time(self, server):
@@ -228,18 +253,22 @@ class LookupTime(BigUserFile):
         return took
 
     def test_rcpt_and_pass_time_ratio(self):
-        small = self.small_file()
-        big_smtp, small_smtp = self.start_smtp(), self.start_smtp("-u", small)
-        big_pop, small_pop = self.start_pop(), self.start_pop("-u", small)
-        rcpt = {big_smtp: [], small_smtp: []}
+        # Spools of their own: a session's end must not hold up the next
+        # session's login, on the other server, on the same mailbox's lock.
+        small, spool = self.small_file(), os.path.join(self.dir, "small-spool")
+        os.mkdir(spool)
+        big_pop, small_pop = self.start_pop(), self.start_pop("-u", small, "-d", spool)
+        self.pin(True)
+        big_smtp, small_smtp = self.start_smtp(), self.start_smtp("-u", small, "-d", spool)
+        with self.smtp_session(big_smtp) as big, self.smtp_session(small_smtp) as little:
+            rcpt = self.rcpt_times((big, little), 6)
+            rcpt_ratio = statistics.median(rcpt[big]) / statistics.median(rcpt[little])
+        self.pin(False)
         pop = {big_pop: [], small_pop: []}
-        for _ in range(3):            # interleaved: load affects both alike
-            for server in rcpt:
-                rcpt[server] += self.rcpt_times(server, 2)
-            for _ in range(5):
-                for server in pop:
-                    pop[server].append(self.pass_time(server))
-        rcpt_ratio = statistics.median(rcpt[big_smtp]) / statistics.median(rcpt[small_smtp])
-        pass_ratio = statistics.median(pop[big_pop]) / statistics.median(pop[small_pop])
+        for _ in range(20):
+            for server in pop:
+                pop[server].append(self.pass_time(server))
+        pass_ratio = (statistics.quantiles(pop[big_pop], n=4)[0]
+                      / statistics.quantiles(pop[small_pop], n=4)[0])
         self.assertLess(rcpt_ratio, 3.0, "RCPT: 100,000 accounts / 2: %.2f" % rcpt_ratio)
         self.assertLess(pass_ratio, 3.0, "PASS: 100,000 accounts / 2: %.2f" % pass_ratio)
