@@ -119,6 +119,8 @@ enum {
 	ACCT_RCPT_BLOCKS = 21,		/* blocks per user file, interleaved, median kept */
 	ACCT_LOGINS = 201,		/* POP3 sessions per user file, interleaved */
 	ACCT_RELOADS = 7,		/* reloads timed, median kept */
+	ACCT_ABSENT = 15,		/* RCPTs to no login a session (smtpmail allows 20 errors) */
+	ACCT_ABSENT_SESSIONS = 14,	/* sessions of those per user file */
 	RETR_SECONDS = 20,		/* a retrieval stops after this (bench bounded) */
 	RAW_CELL_MS = 1000,		/* the raw rate measured again around a cell */
 	BIG_SIZE = 20000000,		/* measured: the 20 MB message */
@@ -207,6 +209,7 @@ struct results {
 	double login_s[2], login_lo[2], login_hi[2], loop_mbs;
 	/* accounts, [0] 2 accounts, [1] ACCT_BIG: microseconds, medians */
 	double acct_rcpt[2], acct_session[2], acct_pass[2];
+	double acct_absent[2], acct_present[2];	/* RCPT to no login, and to one, in turn */
 	double acct_reload_session, acct_reload_parent;	/* milliseconds */
 	int ran_accounts;
 	long smtp_idle, smtp_hwm, pop_idle, pop_hwm;	/* KiB; -1 unknown */
@@ -2183,14 +2186,25 @@ static void acct_servers(int k, const char *userfile, const char *spool, struct 
 	server_start(&B.acct_popd[k], pop_argv, pop_log);
 }
 
+/* fine_us - monotonic microseconds, to the nanosecond: a lookup's round
+ * trip is some 20 us */
+static double fine_us(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+		fatal("clock_gettime: %s", strerror(errno));
+	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
 /* rcpt_us - one RCPT to ACCT_LAST in the open session c (MAIL given): microseconds, -1 */
 static double rcpt_us(struct client *c)
 {
-	int64_t t0 = now_us();
+	double t0 = fine_us();
 
 	if (smtp_step(c, "RCPT TO:<" ACCT_LAST "@" HOSTNAME ">\r\n") != 250)
 		return -1;
-	return (double)(now_us() - t0);
+	return fine_us() - t0;
 }
 
 /* pop_session_us - a POP3 session as ACCT_LAST, login, STAT and QUIT:
@@ -2231,6 +2245,39 @@ static void acct_rcpts(struct results *r, struct client *c[2])
 	}
 	for (int k = 0; k < 2; k++)
 		r->acct_rcpt[k] = median(t[k], n, NULL, NULL);
+}
+
+/* acct_absent - RCPTs to logins that do not exist and to ACCT_LAST in
+ * turn, in sessions of their own (each absent one is an error): medians */
+static void acct_absent(struct results *r, struct endpoint *smtp[2])
+{
+	static double absent[2][ACCT_ABSENT * ACCT_ABSENT_SESSIONS];
+	static double present[2][ACCT_ABSENT * ACCT_ABSENT_SESSIONS];
+	static struct client c;
+	char cmd[128];
+	int n = 0;
+
+	for (int s = 0; s < ACCT_ABSENT_SESSIONS; s++, n += ACCT_ABSENT)
+		for (int k = 0; k < 2; k++) {
+			if (smtp_open(&c, smtp[k]) != 0
+			    || smtp_step(&c, "MAIL FROM:<bench@localhost>\r\n") != 250)
+				fatal("accounts: cannot open a SMTP session");
+			for (int i = 0; i < ACCT_ABSENT; i++) {
+				double t0 = fine_us();
+
+				snprintf(cmd, sizeof cmd, "RCPT TO:<nobody%d@" HOSTNAME ">\r\n", i);
+				if (smtp_step(&c, cmd) != 550)
+					fatal("accounts: RCPT to no login not refused");
+				absent[k][n + i] = fine_us() - t0;
+				if ((present[k][n + i] = rcpt_us(&c)) < 0)
+					fatal("accounts: RCPT refused");
+			}
+			smtp_bye(&c);
+		}
+	for (int k = 0; k < 2; k++) {
+		r->acct_absent[k] = median(absent[k], n, NULL, NULL);
+		r->acct_present[k] = median(present[k], n, NULL, NULL);
+	}
 }
 
 /* pin_one_cpu - run on one CPU only (the servers started now inherit
@@ -2333,6 +2380,7 @@ static void phase_accounts(struct results *r)
 			fatal("accounts: cannot open a SMTP session");
 	}
 	acct_rcpts(r, c);
+	acct_absent(r, smtp);
 	acct_logins(r, pop);
 	acct_reloads(r, files[1], pop[1], c[1]);
 	for (int k = 0; k < 2; k++) {
@@ -2407,6 +2455,10 @@ static void print_accounts(const struct results *r)
 	printf("  %-44s %10s %10s %7s\n", "(medians)", "2", "100,000", "ratio");
 	printf("  %-44s %10.1f %10.1f %6.2fx\n", "RCPT in a session, us (2,100, in turn)",
 	       r->acct_rcpt[0], r->acct_rcpt[1], r->acct_rcpt[1] / r->acct_rcpt[0]);
+	printf("  %-44s %10.1f %10.1f %6.2fx\n", "RCPT to no such login, us (210)",
+	       r->acct_absent[0], r->acct_absent[1], r->acct_absent[1] / r->acct_absent[0]);
+	printf("  %-44s %10.1f %10.1f %6.2fx\n", "  and to the last account between them, us",
+	       r->acct_present[0], r->acct_present[1], r->acct_present[1] / r->acct_present[0]);
 	printf("  %-44s %10.1f %10.1f %6.2fx\n", "POP3 login+STAT+QUIT, us (201, in turn)",
 	       r->acct_session[0], r->acct_session[1], r->acct_session[1] / r->acct_session[0]);
 	printf("  %-44s %10.1f %10.1f %6.2fx\n", "  of which PASS to +OK, us", r->acct_pass[0],
