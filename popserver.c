@@ -838,16 +838,57 @@ struct account {
 	char password[PASSWORD_MAX + 1];
 };
 
-/* One reading of user.txt, a line at a time. Only the server's parent
- * reports the file's problems (userfile_check); sessions read it silently,
- * so that no client can fill the log by asking for accounts. */
-struct userfile_reader {
-	FILE *f;
-	const char *name;
-	unsigned lineno;
-	int report;		/* log invalid lines */
-	char buf[BUFSIZ];	/* stdio would fstat the file to size its own */
+/*
+ * user.txt is read once into an index (a hash table) and read again only
+ * when it changes. The index costs, per account, a 12-byte entry and two
+ * to four 4-byte slots of the table, plus the file itself, kept with its
+ * lines parsed in place: about 45 bytes an account for 100,000 accounts
+ * of 20-byte lines. At the limits below that is about 55 MB, twice that
+ * while a new version is read beside the old. A file over a limit is
+ * refused with a log line, and the accounts read before stay in use.
+ */
+enum {
+	USERFILE_MAX_BYTES = 32 * 1024 * 1024,
+	USERFILE_MAX_LINES = 1000000,
+	USERFILE_SETTLE_MS = 1000	/* file times may be this coarse (accounts_load) */
 };
+
+/* An account of the index: its login, then its password, each ending with
+ * a NUL, at the index's text + at. */
+struct account_entry {
+	uint32_t hash;		/* account_hash of the login */
+	uint32_t at;
+	uint32_t lineno;	/* for the warning about a later duplicate */
+};
+
+/* One reading of user.txt. */
+struct account_index {
+	char *text;		/* the file, NUL-terminated; NULL: no index */
+	size_t text_len;
+	struct account_entry *entries;	/* in the file's order */
+	uint32_t count;
+	uint32_t *slots;	/* open addressing: 0 free, else an entry's index + 1 */
+	uint32_t mask;		/* the number of slots - 1 (a power of two - 1) */
+};
+
+/*
+ * The accounts of this process. The server's parent reads user.txt before
+ * each session (userfile_check), and its session processes inherit the
+ * index when they are forked. Every lookup looks with one stat whether
+ * the file changed since, and if it did, reads it again in that process:
+ * so a pooled worker forked before the change sees it at its next lookup,
+ * even in the middle of a session, and a worker that stays idle costs
+ * nothing. Retiring the workers instead would tie the accept loop to the
+ * accounts, could not reach a session already running, and would cost a
+ * fork per worker as well as the reading.
+ */
+static struct {
+	struct account_index index;
+	struct stat seen;	/* the version of the file last looked at (zeroed: none) */
+	int looked;		/* seen is set */
+	int unread;		/* that version could not be read: try again */
+	long long settle_at_ms;	/* read that version again at this time of day; 0: never */
+} accounts;
 
 /* login_valid - 1-64 of [A-Za-z0-9._-], not starting with '.': never a path */
 static int login_valid(const char *s)
@@ -862,200 +903,336 @@ static int login_valid(const char *s)
 	return 1;
 }
 
-/* skip_rest_of_line - after an overlong fgets, drop the rest of that line */
-static void skip_rest_of_line(FILE *f)
-{
-	int ch;
-
-	while ((ch = getc(f)) != EOF && ch != '\n')
-		;
-}
-
 /*
- * userfile_entry - parse one line of user.txt: "<login> <password>",
- * separated by spaces or tabs; CR LF line ends work too. Returns 1 and
- * fills *acct for an account, 0 for a blank or comment line, -1 for a line
- * that is not valid, with the reason in *why.
+ * userline_fields - split one line of user.txt in place: "<login>
+ * <password>", separated by spaces or tabs; CR LF line ends work too.
+ * Returns 1 with *login and *password set for an account, 0 for a blank
+ * or comment line, -1 for a line that is not valid, with the reason in *why.
  */
-static int userfile_entry(char *line, struct account *acct, const char **why)
+static int userline_fields(char *line, char **login, char **password, const char **why)
 {
 	char *save = NULL;
-	char *login = strtok_r(line, " \t\r\n", &save);
-	char *password = login ? strtok_r(NULL, " \t\r\n", &save) : NULL;
 
-	if (!login || login[0] == '#')
+	*login = strtok_r(line, " \t\r\n", &save);
+	*password = *login ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+	if (!*login || (*login)[0] == '#')
 		return 0;
 	*why = "invalid login skipped";
-	if (!login_valid(login))
+	if (!login_valid(*login))
 		return -1;
 	*why = "missing or overlong password, skipped";
-	if (!password || strlen(password) > PASSWORD_MAX)
+	if (!*password || strlen(*password) > PASSWORD_MAX)
 		return -1;
-	memcpy(acct->login, login, strlen(login) + 1);
-	memcpy(acct->password, password, strlen(password) + 1);
 	return 1;
 }
 
-/* userfile_open - start reading user.txt; -1 (logged) if it cannot be read */
-static int userfile_open(struct userfile_reader *r, const char *name, int report)
+/* account_hash - FNV-1a of the login in lower case: logins match in any case */
+static uint32_t account_hash(const char *login)
 {
-	/* Non-blocking, so that a FIFO in its place cannot hang the server. */
-	int fd = open(name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	struct stat st;
+	uint32_t h = 2166136261u;
 
-	r->name = name;
-	r->lineno = 0;
-	r->report = report;
+	for (const unsigned char *p = (const unsigned char *)login; *p; p++)
+		h = (h ^ (uint32_t)tolower(*p)) * 16777619u;
+	return h;
+}
+
+/* accounts_drop - forget an index, its passwords wiped first */
+static void accounts_drop(struct account_index *ix)
+{
+	if (ix->text)
+		secret_wipe(ix->text, ix->text_len + 1);
+	free(ix->text);
+	free(ix->entries);
+	free(ix->slots);
+	memset(ix, 0, sizeof *ix);
+}
+
+/* accounts_slot - the slot of login (any case) in the table: its entry's,
+ * or the free one where it would go. The probes stop at a free slot; the
+ * table at most half full, they are one or two, found or not. */
+static uint32_t accounts_slot(const struct account_index *ix, const char *login, uint32_t hash)
+{
+	uint32_t i;
+
+	for (i = hash & ix->mask; ix->slots[i]; i = (i + 1) & ix->mask) {
+		const struct account_entry *e = &ix->entries[ix->slots[i] - 1];
+
+		if (e->hash == hash && strcasecmp(ix->text + e->at, login) == 0)
+			break;
+	}
+	return i;
+}
+
+/* accounts_add - add the account of line lineno, its password moved to
+ * just after its login; a login already there (in any case) is skipped:
+ * the first wins, and with report the later one is logged */
+static void accounts_add(struct account_index *ix, char *login, const char *password,
+			 uint32_t lineno, const char *name, int report)
+{
+	uint32_t hash = account_hash(login), i = accounts_slot(ix, login, hash);
+	size_t n = strlen(login);
+
+	if (ix->slots[i]) {
+		if (report)
+			log_msg("%s:%u: duplicate login %s (first at line %u), skipped", name,
+				(unsigned)lineno, login,
+				(unsigned)ix->entries[ix->slots[i] - 1].lineno);
+		return;
+	}
+	memmove(login + n + 1, password, strlen(password) + 1);	/* within the line */
+	ix->entries[ix->count].hash = hash;
+	ix->entries[ix->count].at = (uint32_t)(login - ix->text);
+	ix->entries[ix->count].lineno = lineno;
+	ix->slots[i] = ++ix->count;
+}
+
+/*
+ * accounts_line - one line of user.txt, [line, end), end its LF or the
+ * file's end, with the rules of the line-at-a-time reading before: a
+ * UTF-8 byte order mark before the first line (Windows editors write one)
+ * is not part of the first login; a line longer than USERLINE_MAX - 2
+ * bytes, or with a NUL byte, is skipped.
+ */
+static void accounts_line(struct account_index *ix, char *line, char *end, uint32_t lineno,
+			  const char *name, int report)
+{
+	size_t len = (size_t)(end - line);
+	char *text = line, *login, *password;
+	const char *why = "line too long, skipped";
+	int got = -1;
+
+	if (lineno == 1 && len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
+		text += 3;
+	*end = '\0';	/* the LF, or the NUL after the file */
+	if (len <= USERLINE_MAX - 2) {
+		why = "NUL byte, skipped";
+		if (strlen(line) == len)
+			got = userline_fields(text, &login, &password, &why);
+	}
+	if (got == 1)
+		accounts_add(ix, login, password, lineno, name, report);
+	else if (got < 0 && report)
+		log_msg("%s:%u: %s", name, (unsigned)lineno, why);
+}
+
+/* accounts_refused - log that the version of name just read is over a
+ * limit: with report, or where it leaves no account (-i has no parent);
+ * else the parent logs it */
+static void accounts_refused(const char *name, const char *what, long long size, int limit,
+			     int report)
+{
+	if (report || !accounts.index.text)
+		log_msg("%s: %lld %s, over the limit of %d: refused; %s", name, size, what, limit,
+			accounts.index.text ? "the accounts read before stay"
+			: "no account works until it is smaller");
+}
+
+/* accounts_build - the index of text[len] (NUL-terminated), which it
+ * takes over: 0; else, the text wiped and freed, -1 out of memory (logged
+ * with say), -2 over USERFILE_MAX_LINES */
+static int accounts_build(struct account_index *ix, char *text, size_t len, const char *name,
+			  int report, int say)
+{
+	size_t lines = len > 0 && text[len - 1] != '\n', slots = 2;
+	char *line = text, *lf;
+	uint32_t lineno = 0;
+
+	for (const char *p = text; (p = memchr(p, '\n', len - (size_t)(p - text))); p++)
+		lines++;
+	memset(ix, 0, sizeof *ix);
+	ix->text = text;
+	ix->text_len = len;
+	if (lines > USERFILE_MAX_LINES) {
+		accounts_drop(ix);
+		accounts_refused(name, "lines", (long long)lines, USERFILE_MAX_LINES, report);
+		return -2;
+	}
+	while (slots < 2 * lines)
+		slots *= 2;
+	ix->mask = (uint32_t)(slots - 1);
+	if (!(ix->entries = calloc(lines ? lines : 1, sizeof *ix->entries))
+	    || !(ix->slots = calloc(slots, sizeof *ix->slots))) {
+		if (say)
+			log_msg("%s: %s", name, strerror(ENOMEM));
+		accounts_drop(ix);
+		return -1;
+	}
+	while (line < text + len) {
+		lf = memchr(line, '\n', len - (size_t)(line - text));
+		accounts_line(ix, line, lf ? lf : text + len, ++lineno, name, report);
+		line = lf ? lf + 1 : text + len;
+	}
+	return 0;
+}
+
+/* userfile_read - the file name into *text (NUL-terminated, *len bytes)
+ * and its fstat into *st: 0; -1 (logged with say) if it cannot be read,
+ * -2 if it is over USERFILE_MAX_BYTES. What is appended after the fstat
+ * is left for the next reading, which the change of size calls for. */
+static int userfile_read(const char *name, struct stat *st, char **text, size_t *len, int say)
+{
+	/* Non-blocking, so that a FIFO put in its place cannot hang the server. */
+	int fd = open(name, O_RDONLY | O_NONBLOCK | O_CLOEXEC), r = 0;
+	ssize_t got = 1;
+
 	if (fd < 0) {
-		log_msg("cannot open %s: %s", name, strerror(errno));
+		if (say)
+			log_msg("cannot open %s: %s", name, strerror(errno));
 		return -1;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !(r->f = fdopen(fd, "r"))) {
-		log_msg("cannot read %s: not a regular file, or %s", name, strerror(errno));
-		close_fd(fd, name);
-		return -1;
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+		if (say)
+			log_msg("cannot read %s: not a regular file, or %s", name,
+				strerror(errno));
+		r = -1;
+	} else if (st->st_size > USERFILE_MAX_BYTES) {
+		r = -2;
+	} else if (!(*text = malloc((size_t)st->st_size + 1))) {
+		if (say)
+			log_msg("%s: %s", name, strerror(errno));
+		r = -1;
 	}
-	/* A failure is harmless: stdio then allocates a buffer of its own. */
-	(void)setvbuf(r->f, r->buf, _IOFBF, sizeof r->buf);
+	for (*len = 0; r == 0 && *len < (size_t)st->st_size && got != 0;
+	     *len += got > 0 ? (size_t)got : 0)
+		if ((got = read(fd, *text + *len, (size_t)st->st_size - *len)) < 0
+		    && errno != EINTR) {
+			if (say)
+				log_msg("read %s: %s", name, strerror(errno));
+			secret_wipe(*text, *len);
+			free(*text);
+			r = -1;
+		}
+	close_fd(fd, name);	/* read only: a failure loses nothing */
+	if (r == 0)
+		(*text)[*len] = '\0';
+	return r;
+}
+
+/* time_of_day_ms - the real-time clock in milliseconds, as file times are */
+static long long time_of_day_ms(void)
+{
+	struct timespec ts = { 0, 0 };
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		ts.tv_sec = time(NULL);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* same_version - do two stats of user.txt show the same version of it? */
+static int same_version(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size
+	       && a->st_mtim.tv_sec == b->st_mtim.tv_sec
+	       && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/*
+ * accounts_load - read user.txt as it is now into the index: 0; -1 if it
+ * cannot be read now, -2 if it is refused. With report, the file's
+ * problems are logged, and with say, why it cannot be read. A file that
+ * is gone, is not a regular file or cannot be read leaves no index: no
+ * account works (the lookups say the file is unreadable). A file over a
+ * limit is refused, and the index read before stays: one account too many
+ * must not shut every other out. A version written less than
+ * USERFILE_SETTLE_MS before it was read may yet change with the same size
+ * and time stamp (file times are coarse): it is read once more when that
+ * time has passed.
+ */
+static int accounts_load(const char *name, int report, int say)
+{
+	struct account_index fresh;
+	struct stat st;
+	char *text = NULL;
+	size_t len = 0;
+	int r;
+	long long mtime_ms;
+
+	memset(&st, 0, sizeof st);
+	r = userfile_read(name, &st, &text, &len, say);
+	if (r == -2)
+		accounts_refused(name, "bytes", (long long)st.st_size, USERFILE_MAX_BYTES, report);
+	if (r == 0)
+		r = accounts_build(&fresh, text, len, name, report, say);
+	accounts.settle_at_ms = 0;
+	if (r == -1)
+		accounts_drop(&accounts.index);
+	if (r < 0)
+		return r;
+	accounts_drop(&accounts.index);
+	accounts.index = fresh;
+	mtime_ms = (long long)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	if (time_of_day_ms() < mtime_ms + USERFILE_SETTLE_MS)
+		accounts.settle_at_ms = mtime_ms + USERFILE_SETTLE_MS;
 	return 0;
 }
 
 /*
- * userfile_next - the next account of the file into *acct: 1, or 0 at its
- * end. A UTF-8 byte order mark before the first line (Windows editors
- * write one) is not part of the first login.
+ * accounts_refresh - make the index that of user.txt as it is now: one
+ * stat, and a reading only if the file changed, or could not be read
+ * (tried again at each call, quietly), or a reading is due again
+ * (accounts_load). Each version's problems are logged once. Returns 0
+ * with an index, -1 without.
  */
-static int userfile_next(struct userfile_reader *r, struct account *acct)
+static int accounts_refresh(const char *name, int report)
 {
-	char line[USERLINE_MAX];
-	const char *why = "";
+	struct stat st;
+	int settled = accounts.settle_at_ms != 0 && time_of_day_ms() >= accounts.settle_at_ms;
 
-	for (;;) {
-		char *text = line, *lf;
-		int got = -1;
-
-		/* Zeroed first: then the LF can be found even past a NUL byte in
-		 * the line, which fgets cannot tell from the line's end. */
-		memset(line, 0, sizeof line);
-		if (!fgets(line, sizeof line, r->f))
-			return 0;
-		lf = memchr(line, '\n', sizeof line);
-		if (++r->lineno == 1 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
-			text += 3;
-		if (!lf && !feof(r->f)) {
-			skip_rest_of_line(r->f);
-			why = "line too long, skipped";
-		} else if (lf && memchr(line, '\0', (size_t)(lf - line)))
-			why = "NUL byte, skipped";
-		else
-			got = userfile_entry(text, acct, &why);
-		secret_wipe(line, sizeof line);	/* a password, perhaps */
-		if (got == 1)
-			return 1;
-		if (got < 0 && r->report)
-			log_msg("%s:%u: %s", r->name, r->lineno, why);
+	if (stat(name, &st) < 0)
+		memset(&st, 0, sizeof st);	/* a version too: "none" */
+	if (!accounts.looked || !same_version(&st, &accounts.seen)) {
+		accounts.looked = 1;
+		accounts.seen = st;
+		accounts.unread = accounts_load(name, report, 1) == -1;
+	} else if (accounts.unread) {
+		accounts.unread = accounts_load(name, report, 0) == -1;
+	} else if (settled) {
+		(void)accounts_load(name, 0, 0);	/* its problems are logged */
 	}
-}
-
-/* userfile_close - end a reading; -1 if reading failed part way. The
- * buffer that held the file, passwords and all, is wiped. */
-static int userfile_close(struct userfile_reader *r)
-{
-	int failed = ferror(r->f);
-
-	if (fclose(r->f) != 0)	/* read only: nothing lost, but say so */
-		log_msg("close %s: %s", r->name, strerror(errno));
-	secret_wipe(r->buf, sizeof r->buf);
-	return failed ? -1 : 0;
+	return accounts.index.text ? 0 : -1;
 }
 
 /*
  * user_lookup - find login (any case) in user.txt; login NULL: the first
- * account. The file is read again on every call, so an account added while
- * the server runs works at once, and read to its end whatever is found, so
- * that the time an answer takes does not tell where an account is listed.
- * When a login is listed twice, the first wins. Returns 1 found (*acct
- * filled), 0 not found, -1 unreadable.
+ * account. The index is brought up to date first (accounts_refresh), so
+ * an account added while the server runs works at once. When a login is
+ * listed twice, the first wins. Returns 1 found (*acct filled), 0 not
+ * found, -1 unreadable.
  */
 static int user_lookup(const char *userfile, const char *login, struct account *acct)
 {
-	struct userfile_reader r;
-	struct account each;
-	int found = 0;
+	const struct account_index *ix = &accounts.index;
+	uint32_t i;
+	const char *at;
 
-	if (userfile_open(&r, userfile, 0) < 0)
+	if (accounts_refresh(userfile, 0) < 0)
 		return -1;
-	while (userfile_next(&r, &each))
-		if (!found && (!login || strcasecmp(each.login, login) == 0)) {
-			*acct = each;
-			found = 1;
-		}
-	secret_wipe(&each, sizeof each);	/* no password left behind on the stack */
-	return userfile_close(&r) < 0 ? -1 : found;
-}
-
-/* A login and the line it is on, for finding logins listed twice. */
-struct login_line {
-	char login[LOGIN_MAX + 1];
-	unsigned lineno;
-};
-
-/* by_login_then_line - qsort order: login ignoring case, then line number */
-static int by_login_then_line(const void *a, const void *b)
-{
-	const struct login_line *x = a, *y = b;
-	int c = strcasecmp(x->login, y->login);
-
-	return c != 0 ? c : (x->lineno > y->lineno) - (x->lineno < y->lineno);
-}
-
-/* report_duplicates - log each login listed more than once (in any case) */
-static void report_duplicates(const char *userfile, struct login_line *all, size_t n)
-{
-	qsort(all, n, sizeof *all, by_login_then_line);
-	for (size_t i = 1; i < n; i++)
-		if (strcasecmp(all[i].login, all[i - 1].login) == 0)
-			log_msg("%s:%u: duplicate login %s (first at line %u), skipped",
-				userfile, all[i].lineno, all[i].login, all[i - 1].lineno);
+	if (login) {
+		i = accounts_slot(ix, login, account_hash(login));
+		if (!ix->slots[i])
+			return 0;
+		at = ix->text + ix->entries[ix->slots[i] - 1].at;
+	} else if (ix->count > 0) {
+		at = ix->text + ix->entries[0].at;
+	} else {
+		return 0;
+	}
+	memcpy(acct->login, at, strlen(at) + 1);	/* both fit: userline_fields */
+	at += strlen(at) + 1;
+	memcpy(acct->password, at, strlen(at) + 1);
+	return 1;
 }
 
 /*
- * userfile_check - log what is wrong with user.txt (invalid lines, logins
- * listed twice) once for each version of the file, told apart by its size
- * and modification time. The accept loop calls it before each session, so a
- * warning appears once per change of the file, not once per lookup.
+ * userfile_check - the parent's reading of user.txt: the accept loop calls
+ * it before each session, so that the session starts with the index of
+ * the file as it is, and what is wrong with the file (invalid lines,
+ * logins listed twice) is logged once for each version of it, not once
+ * per lookup.
  */
 static void userfile_check(const char *userfile)
 {
-	static struct stat seen;
-	struct userfile_reader r;
-	struct account each;
-	struct login_line *all = NULL, *more;
-	size_t n = 0, cap = 0;
-	struct stat st = { 0 };
-
-	if (stat(userfile, &st) == 0 && st.st_ino == seen.st_ino && st.st_size == seen.st_size
-	    && st.st_mtim.tv_sec == seen.st_mtim.tv_sec
-	    && st.st_mtim.tv_nsec == seen.st_mtim.tv_nsec)
-		return;
-	seen = st;	/* a file that cannot be read: said once, until it changes */
-	if (userfile_open(&r, userfile, 1) < 0)
-		return;
-	while (userfile_next(&r, &each)) {
-		if (n == cap) {
-			cap = cap ? 2 * cap : 64;
-			if (!(more = realloc(all, cap * sizeof *all)))
-				break;	/* out of memory: duplicates go unreported */
-			all = more;
-		}
-		memcpy(all[n].login, each.login, sizeof each.login);
-		all[n++].lineno = r.lineno;
-	}
-	secret_wipe(&each, sizeof each);
-	report_duplicates(userfile, all, n);
-	free(all);
-	if (userfile_close(&r) < 0)
-		log_msg("%s: read error", userfile);
+	(void)accounts_refresh(userfile, 1);
 }
 
 /* <<< shared: accounts */

@@ -3,7 +3,7 @@
  *
  * usage: bench [-B bindir] [-b base-popserver] [-T tmpdir] [-L logdir]
  *              [-S host:port] [-P host:port] [-d spool] [-t seconds]
- *              [-p smtp,pop,memory] [-k] [-h]
+ *              [-p smtp,pop,memory,accounts] [-k] [-h]
  *
  * With no -S/-P it starts bindir/smtpmail and bindir/popserver (-B, default
  * ".") on 127.0.0.1, on free ports, with a throwaway spool and user file in a
@@ -13,7 +13,7 @@
  * -b starts a second popserver, the base (`make bench` builds the one of
  * BENCH_BASE), on the same spool, and the POP3 figures are measured on both,
  * interleaved, and given as ratios. -p runs only the parts named (all
- * three by default; the table leaves the others empty). -k keeps the
+ * four by default; the table leaves the others empty). -k keeps the
  * directory.
  * -S and -P measure a server already running instead; it must know the
  * accounts bench0 .. bench9, benchmem, pop10k, pop5m, pop100k (password
@@ -46,6 +46,14 @@
  *            process after sending it back; read from /proc/<pid>/status
  *            before QUIT (the session process: the server's only child, or
  *            the one that logged the connection: smtpmail keeps idle ones);
+ *   accounts user.txt of 100,000 accounts against one of 2, the account
+ *            looked up the big file's last, each file served by a
+ *            smtpmail and a popserver of its own (only with the bench's
+ *            own servers): a RCPT in a session, a POP3 session (login,
+ *            STAT, QUIT) and its PASS alone, medians of interleaved
+ *            rounds, and the ratios; the time to read the 100,000 again
+ *            after a change, in a session (the next RCPT) and in the
+ *            parent (the next POP3 session), less their usual time;
  *   verify   every message that got 250 is in its mailbox exactly once and
  *            byte-exact after unstuffing; the 20 MB one comes back intact.
  *
@@ -55,6 +63,7 @@
  */
 #define _XOPEN_SOURCE 700
 #define _DEFAULT_SOURCE
+#define _GNU_SOURCE			/* sched_setaffinity (accounts: pin_one_cpu) */
 
 #include <sys/types.h>
 #include <sys/mman.h>
@@ -67,6 +76,7 @@
 #include <netdb.h>
 #include <poll.h>
 #ifdef __linux__
+#include <sched.h>
 #include <sys/sendfile.h>
 #include <sys/vfs.h>
 #endif
@@ -104,6 +114,13 @@ enum {
 	POP_LARGE_SIZE = 5 << 20,
 	LOGIN_COUNT = 100000,		/* measured: login on 100,000 messages */
 	LOGIN_RUNS = 5,			/* login timed this often, median kept */
+	ACCT_BIG = 100000,		/* measured: user.txt of 100,000 accounts against 2 */
+	ACCT_RCPT_BLOCK = 100,		/* RCPTs in one transaction (smtpmail's most) */
+	ACCT_RCPT_BLOCKS = 21,		/* blocks per user file, interleaved, median kept */
+	ACCT_LOGINS = 201,		/* POP3 sessions per user file, interleaved */
+	ACCT_RELOADS = 7,		/* reloads timed, median kept */
+	ACCT_ABSENT = 15,		/* RCPTs to no login a session (smtpmail allows 20 errors) */
+	ACCT_ABSENT_SESSIONS = 14,	/* sessions of those per user file */
 	RETR_SECONDS = 20,		/* a retrieval stops after this (bench bounded) */
 	RAW_CELL_MS = 1000,		/* the raw rate measured again around a cell */
 	BIG_SIZE = 20000000,		/* measured: the 20 MB message */
@@ -124,6 +141,7 @@ enum {
 #define BIG_ID UINT64_C(0xffff000000000001)
 #define PASSWORD "benchpw"
 #define HOSTNAME "bench.local"
+#define ACCT_LAST "acct099999"		/* the account looked up: the big file's last */
 
 /* ---------------------------------------------------------------- types */
 
@@ -189,6 +207,11 @@ struct results {
 	struct retrieval small[2][2];	/* [server][0: one RETR at a time, 1: POP_DEPTH] */
 	struct retrieval large;
 	double login_s[2], login_lo[2], login_hi[2], loop_mbs;
+	/* accounts, [0] 2 accounts, [1] ACCT_BIG: microseconds, medians */
+	double acct_rcpt[2], acct_session[2], acct_pass[2];
+	double acct_absent[2], acct_present[2];	/* RCPT to no login, and to one, in turn */
+	double acct_reload_session, acct_reload_parent;	/* milliseconds */
+	int ran_accounts;
 	long smtp_idle, smtp_hwm, pop_idle, pop_hwm;	/* KiB; -1 unknown */
 	int ran_smtp, ran_pop;		/* the parts run (-p) */
 	long records;			/* records verified */
@@ -210,6 +233,7 @@ static struct {
 	char dir[PATH_LEN], spool[PATH_LEN], userfile[PATH_LEN];
 	int have_spool;
 	struct server smtpd, popd, nulld, based;
+	struct server acct_smtpd[2], acct_popd[2];	/* accounts: 2, ACCT_BIG */
 	pid_t parent;
 	struct shared *sh;
 	struct idset accepted;
@@ -1095,6 +1119,10 @@ static void cleanup(void)
 	server_stop(&B.popd);
 	server_stop(&B.based);
 	server_stop(&B.nulld);
+	for (int i = 0; i < 2; i++) {
+		server_stop(&B.acct_smtpd[i]);
+		server_stop(&B.acct_popd[i]);
+	}
 	if (B.dir[0] && !B.keep && nftw(B.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0)
 		fprintf(stderr, "bench: cannot remove %s\n", B.dir);
 	else if (B.dir[0] && B.keep)
@@ -1909,7 +1937,7 @@ static void usage(FILE *out, int code)
 {
 	fprintf(out, "usage: bench [-B bindir] [-b base-popserver] [-T tmpdir] [-L logdir]"
 		" [-S host:port]\n             [-P host:port] [-d spool] [-t seconds]"
-		" [-p smtp,pop,memory] [-k] [-h]\n");
+		" [-p smtp,pop,memory,accounts] [-k] [-h]\n");
 	exit(code);
 }
 
@@ -1921,7 +1949,7 @@ static void options(int argc, char **argv)
 	B.bindir = ".";
 	B.tmpbase = "/tmp";
 	B.cell_seconds = CELL_SECONDS;
-	B.parts = "smtp,pop,memory";
+	B.parts = "smtp,pop,memory,accounts";
 	while ((ch = getopt(argc, argv, "B:b:T:L:S:P:d:t:p:kh")) != -1) {
 		if (ch == 'B')
 			B.bindir = optarg;
@@ -2105,6 +2133,264 @@ static void phase_memory(struct results *r)
 	free(msg);
 }
 
+/* ---------------------------------------------------------------- accounts (user.txt at scale) */
+
+/* acct_file - a user file of n generated accounts, "acctNNNNNN benchpw" a
+ * line, whose last is ACCT_LAST whatever n is: both files answer the same
+ * lookups, one from 2 accounts, the other from ACCT_BIG */
+static void acct_file(const char *path, long n)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		fatal("%s: %s", path, strerror(errno));
+	for (long i = 0; i < n; i++)
+		fprintf(f, "acct%06ld " PASSWORD "\n", i == n - 1 ? (long)ACCT_BIG - 1 : i);
+	if (fclose(f) != 0)
+		fatal("%s: %s", path, strerror(errno));
+}
+
+/* touch_back - give path the time of day secs_ago seconds ago: a new
+ * version to the servers, and not a fresh one (a version younger than a
+ * second they read once more a second later) */
+static void touch_back(const char *path, int secs_ago)
+{
+	struct timespec ts[2];
+
+	if (clock_gettime(CLOCK_REALTIME, &ts[0]) < 0)
+		fatal("clock_gettime: %s", strerror(errno));
+	ts[0].tv_sec -= secs_ago;
+	ts[1] = ts[0];
+	if (utimensat(AT_FDCWD, path, ts, 0) < 0)
+		fatal("utimensat %s: %s", path, strerror(errno));
+}
+
+/* acct_servers - a smtpmail and a popserver on userfile, at ep[0], ep[1] */
+static void acct_servers(int k, const char *userfile, const char *spool, struct endpoint ep[2])
+{
+	char smtp_bin[PATH_LEN], pop_bin[PATH_LEN], smtp_log[64], pop_log[64];
+	char *smtp_argv[] = { smtp_bin, "-d", (char *)spool, "-u", (char *)userfile,
+			      "-n", HOSTNAME, "-l", "127.0.0.1", "-t", "120", ep[0].port, NULL };
+	char *pop_argv[] = { pop_bin, "-d", (char *)spool, "-u", (char *)userfile,
+			     "-l", "127.0.0.1", "-t", "120", ep[1].port, NULL };
+
+	path_join(smtp_bin, B.bindir, "smtpmail");
+	path_join(pop_bin, B.bindir, "popserver");
+	snprintf(smtp_log, sizeof smtp_log, "smtpmail-accounts%d.log", k);
+	snprintf(pop_log, sizeof pop_log, "popserver-accounts%d.log", k);
+	for (int i = 0; i < 2; i++) {
+		snprintf(ep[i].host, sizeof ep[i].host, "127.0.0.1");
+		free_port(ep[i].port, sizeof ep[i].port);
+	}
+	server_start(&B.acct_smtpd[k], smtp_argv, smtp_log);
+	server_start(&B.acct_popd[k], pop_argv, pop_log);
+}
+
+/* fine_us - monotonic microseconds, to the nanosecond: a lookup's round
+ * trip is some 20 us */
+static double fine_us(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+		fatal("clock_gettime: %s", strerror(errno));
+	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* rcpt_us - one RCPT to ACCT_LAST in the open session c (MAIL given): microseconds, -1 */
+static double rcpt_us(struct client *c)
+{
+	double t0 = fine_us();
+
+	if (smtp_step(c, "RCPT TO:<" ACCT_LAST "@" HOSTNAME ">\r\n") != 250)
+		return -1;
+	return fine_us() - t0;
+}
+
+/* pop_session_us - a POP3 session as ACCT_LAST, login, STAT and QUIT:
+ * microseconds, and the PASS alone in *pass_us; -1 */
+static double pop_session_us(struct endpoint *ep, double *pass_us)
+{
+	static struct client c;
+	char line[LINE_MAX_LEN];
+	int64_t t0 = now_us(), pass;
+
+	if (pop_login(&c, ep, ACCT_LAST, &pass) < 0)
+		return -1;
+	if (pop_cmd(&c, "STAT\r\n", line, sizeof line) < 0)
+		problem("POP3 STAT: %s", line);
+	pop_quit(&c);
+	*pass_us = (double)pass;
+	return (double)(now_us() - t0);
+}
+
+/* acct_rcpts - RCPTs on both smtpmails, one by one in turn, in
+ * transactions of ACCT_RCPT_BLOCK: the medians */
+static void acct_rcpts(struct results *r, struct client *c[2])
+{
+	static double t[2][ACCT_RCPT_BLOCKS * ACCT_RCPT_BLOCK];
+	int n = 0;
+
+	for (int b = 0; b < ACCT_RCPT_BLOCKS; b++) {
+		for (int k = 0; k < 2; k++)
+			if (smtp_step(c[k], "MAIL FROM:<bench@localhost>\r\n") != 250)
+				fatal("accounts: MAIL refused");
+		for (int i = 0; i < ACCT_RCPT_BLOCK; i++, n++)
+			for (int k = 0; k < 2; k++)
+				if ((t[k][n] = rcpt_us(c[k])) < 0)
+					fatal("accounts: RCPT refused");
+		for (int k = 0; k < 2; k++)
+			if (smtp_step(c[k], "RSET\r\n") != 250)
+				fatal("accounts: RSET refused");
+	}
+	for (int k = 0; k < 2; k++)
+		r->acct_rcpt[k] = median(t[k], n, NULL, NULL);
+}
+
+/* acct_absent - RCPTs to logins that do not exist and to ACCT_LAST in
+ * turn, in sessions of their own (each absent one is an error): medians */
+static void acct_absent(struct results *r, struct endpoint *smtp[2])
+{
+	static double absent[2][ACCT_ABSENT * ACCT_ABSENT_SESSIONS];
+	static double present[2][ACCT_ABSENT * ACCT_ABSENT_SESSIONS];
+	static struct client c;
+	char cmd[128];
+	int n = 0;
+
+	for (int s = 0; s < ACCT_ABSENT_SESSIONS; s++, n += ACCT_ABSENT)
+		for (int k = 0; k < 2; k++) {
+			if (smtp_open(&c, smtp[k]) != 0
+			    || smtp_step(&c, "MAIL FROM:<bench@localhost>\r\n") != 250)
+				fatal("accounts: cannot open a SMTP session");
+			for (int i = 0; i < ACCT_ABSENT; i++) {
+				double t0 = fine_us();
+
+				snprintf(cmd, sizeof cmd, "RCPT TO:<nobody%d@" HOSTNAME ">\r\n", i);
+				if (smtp_step(&c, cmd) != 550)
+					fatal("accounts: RCPT to no login not refused");
+				absent[k][n + i] = fine_us() - t0;
+				if ((present[k][n + i] = rcpt_us(&c)) < 0)
+					fatal("accounts: RCPT refused");
+			}
+			smtp_bye(&c);
+		}
+	for (int k = 0; k < 2; k++) {
+		r->acct_absent[k] = median(absent[k], n, NULL, NULL);
+		r->acct_present[k] = median(present[k], n, NULL, NULL);
+	}
+}
+
+/* pin_one_cpu - run on one CPU only (the servers started now inherit
+ * it), so that every round trip is a switch on that CPU: a wake-up on the
+ * other, from its idle state, costs more than a lookup, and which server
+ * got it would decide the ratio; restore: back to *saved. Linux only. */
+static void pin_one_cpu(int restore)
+{
+#ifdef __linux__
+	static cpu_set_t saved;
+	static int pinned;
+	cpu_set_t one;
+
+	if (restore) {
+		if (pinned && sched_setaffinity(0, sizeof saved, &saved) < 0)
+			problem("sched_setaffinity: %s", strerror(errno));
+		pinned = 0;
+		return;
+	}
+	if (sched_getaffinity(0, sizeof saved, &saved) < 0)
+		return;
+	CPU_ZERO(&one);
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, &saved)) {
+			CPU_SET(cpu, &one);
+			break;
+		}
+	pinned = sched_setaffinity(0, sizeof one, &one) == 0;
+#else
+	(void)restore;
+#endif
+}
+
+/* acct_logins - POP3 sessions on both popservers, interleaved: the medians */
+static void acct_logins(struct results *r, struct endpoint *pop[2])
+{
+	static double t[2][ACCT_LOGINS], pass[2][ACCT_LOGINS];
+
+	for (int i = 0; i < ACCT_LOGINS; i++)
+		for (int k = 0; k < 2; k++)
+			if ((t[k][i] = pop_session_us(pop[k], &pass[k][i])) < 0)
+				fatal("accounts: POP3 login at %s:%s failed", pop[k]->host,
+				      pop[k]->port);
+	for (int k = 0; k < 2; k++) {
+		r->acct_session[k] = median(t[k], ACCT_LOGINS, NULL, NULL);
+		r->acct_pass[k] = median(pass[k], ACCT_LOGINS, NULL, NULL);
+	}
+}
+
+/* acct_reloads - the big file changed (its time only) before a RCPT in
+ * a running session, whose process then reads it again, and before a
+ * POP3 session, whose parent does: each less its usual time, medians */
+static void acct_reloads(struct results *r, const char *big, struct endpoint *pop,
+			 struct client *c)
+{
+	double in_session[ACCT_RELOADS], in_parent[ACCT_RELOADS], pass;
+
+	if (smtp_step(c, "MAIL FROM:<bench@localhost>\r\n") != 250)
+		fatal("accounts: MAIL refused");
+	for (int i = 0; i < ACCT_RELOADS; i++) {
+		touch_back(big, 100 + 2 * i);
+		in_session[i] = (rcpt_us(c) - r->acct_rcpt[1]) / 1000;
+		touch_back(big, 101 + 2 * i);
+		in_parent[i] = (pop_session_us(pop, &pass) - r->acct_session[1]) / 1000;
+		if (in_session[i] < -1000 || in_parent[i] < -1000)
+			fatal("accounts: a lookup after a change failed");
+	}
+	if (smtp_step(c, "RSET\r\n") != 250)
+		problem("accounts: RSET refused");
+	r->acct_reload_session = median(in_session, ACCT_RELOADS, NULL, NULL);
+	r->acct_reload_parent = median(in_parent, ACCT_RELOADS, NULL, NULL);
+}
+
+/* phase_accounts - the accounts figures, on servers of their own */
+static void phase_accounts(struct results *r)
+{
+	char files[2][PATH_LEN], spools[2][PATH_LEN];
+	struct endpoint ep[2][2];	/* [2 or ACCT_BIG][smtpmail, popserver] */
+	struct endpoint *smtp[2] = { &ep[0][0], &ep[1][0] }, *pop[2] = { &ep[0][1], &ep[1][1] };
+	static struct client sessions[2];
+	struct client *c[2] = { &sessions[0], &sessions[1] };
+
+	fprintf(stderr, "bench: accounts, 2 and %d ...\n", (int)ACCT_BIG);
+	/* Spools of their own: a session's end must not hold up the next
+	 * session's login, on the other server, on the same mailbox's lock. */
+	path_join(spools[0], B.dir, "accounts-users-2");
+	path_join(spools[1], B.dir, "accounts-users-100k");
+	path_join(files[0], B.dir, "accounts-2.txt");
+	path_join(files[1], B.dir, "accounts-100k.txt");
+	for (int k = 0; k < 2; k++)
+		if (mkdir(spools[k], 0700) < 0)
+			fatal("%s: %s", spools[k], strerror(errno));
+	acct_file(files[0], 2);
+	acct_file(files[1], ACCT_BIG);
+	pin_one_cpu(0);
+	for (int k = 0; k < 2; k++) {
+		touch_back(files[k], 200);
+		acct_servers(k, files[k], spools[k], ep[k]);
+		if (smtp_open(c[k], smtp[k]) != 0)
+			fatal("accounts: cannot open a SMTP session");
+	}
+	acct_rcpts(r, c);
+	acct_absent(r, smtp);
+	acct_logins(r, pop);
+	acct_reloads(r, files[1], pop[1], c[1]);
+	for (int k = 0; k < 2; k++) {
+		smtp_bye(c[k]);
+		server_stop(&B.acct_smtpd[k]);
+		server_stop(&B.acct_popd[k]);
+	}
+	pin_one_cpu(1);
+}
+
 /* print_small - one row of the 10,000-message retrieval, with the base's */
 static void print_small(const struct results *r, int d, int servers)
 {
@@ -2156,6 +2442,33 @@ static void print_pop_memory(const struct results *r)
 	printf("  (idle: just after the greeting/login; -1: not measurable, external server)\n");
 }
 
+/* print_accounts - the accounts part of the table */
+static void print_accounts(const struct results *r)
+{
+	printf("\nAccounts: user.txt of 2 and of 100,000 accounts, the last one looked up;"
+	       " all on one CPU\n");
+	if (!r->ran_accounts) {
+		printf("  skipped: %s\n", B.have_smtp || B.have_pop ? "external servers (-S, -P)"
+		       : "not asked for (-p)");
+		return;
+	}
+	printf("  %-44s %10s %10s %7s\n", "(medians)", "2", "100,000", "ratio");
+	printf("  %-44s %10.1f %10.1f %6.2fx\n", "RCPT in a session, us (2,100, in turn)",
+	       r->acct_rcpt[0], r->acct_rcpt[1], r->acct_rcpt[1] / r->acct_rcpt[0]);
+	printf("  %-44s %10.1f %10.1f %6.2fx\n", "RCPT to no such login, us (210)",
+	       r->acct_absent[0], r->acct_absent[1], r->acct_absent[1] / r->acct_absent[0]);
+	printf("  %-44s %10.1f %10.1f %6.2fx\n", "  and to the last account between them, us",
+	       r->acct_present[0], r->acct_present[1], r->acct_present[1] / r->acct_present[0]);
+	printf("  %-44s %10.1f %10.1f %6.2fx\n", "POP3 login+STAT+QUIT, us (201, in turn)",
+	       r->acct_session[0], r->acct_session[1], r->acct_session[1] / r->acct_session[0]);
+	printf("  %-44s %10.1f %10.1f %6.2fx\n", "  of which PASS to +OK, us", r->acct_pass[0],
+	       r->acct_pass[1], r->acct_pass[1] / r->acct_pass[0]);
+	printf("  reading 100,000 accounts again after a change (median of %d, less the "
+	       "usual time):\n    in a session, at its next RCPT: %.1f ms; in the parent, "
+	       "before the next POP3 session: %.1f ms\n", ACCT_RELOADS,
+	       r->acct_reload_session, r->acct_reload_parent);
+}
+
 /* ratio_pair - a smtpmail cell over the null server's rate, or over its raw
  * rate, for 10 sessions, without and with PIPELINING */
 static void ratio_pair(const struct results *r, int per_message, enum target to, int raw,
@@ -2205,6 +2518,15 @@ static void print_targets(const struct results *r)
 	}
 	if (rss >= 0)
 		target("session peak RSS <= 2 MiB (20 MB message)", rss <= 2048, "%ld KiB", rss);
+	if (r->ran_accounts) {
+		double rcpt = r->acct_rcpt[1] / r->acct_rcpt[0];
+		double login = r->acct_session[1] / r->acct_session[0];
+
+		printf("\nTargets (accounts)\n");
+		target("RCPT, 100,000 accounts <= 1.2x 2", rcpt <= 1.2, "%.2fx", rcpt);
+		target("POP3 login+STAT+QUIT, 100,000 accounts <= 1.2x 2", login <= 1.2, "%.2fx",
+		       login);
+	}
 }
 
 /* report - the whole table on stdout */
@@ -2226,6 +2548,7 @@ static void report(const struct results *r)
 		printf("\nRaw limit and SMTP: skipped (-p)\n");
 	}
 	print_pop_memory(r);
+	print_accounts(r);
 	if (B.have_spool)
 		printf("\nVerification: %zu messages acknowledged with 250, %ld records in "
 		       "the 10 mailboxes: %s\n", B.accepted.n, r->records,
@@ -2260,6 +2583,8 @@ int main(int argc, char **argv)
 		phase_raw_smtp(&r);
 	if ((r.ran_pop = B.have_spool && strstr(B.parts, "pop")))
 		phase_pop(&r);
+	if ((r.ran_accounts = !B.have_smtp && !B.have_pop && strstr(B.parts, "accounts")))
+		phase_accounts(&r);
 	if (strstr(B.parts, "memory"))
 		phase_memory(&r);
 	else

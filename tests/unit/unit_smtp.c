@@ -493,7 +493,7 @@ static const struct {
 
 static const struct {
 	const char *name, *line;
-	int found;	/* userfile_entry: 1 an account, 0 blank or comment, -1 invalid */
+	int found;	/* userline_fields: 1 an account, 0 blank or comment, -1 invalid */
 	const char *login, *password;
 } userline_cases[] = {
 	/* the assignment: login and password separated by one or more spaces;
@@ -519,22 +519,21 @@ static const struct {
 	{ NULL, NULL, 0, NULL, NULL }
 };
 
-/* userline_one - userfile_entry on a copy of line */
+/* userline_one - userline_fields on a copy of line */
 static void userline_one(const char *name, const char *line, int found,
 			 const char *login, const char *password)
 {
 	char copy[USERLINE_MAX];
-	struct account acct;
+	char *got_login = NULL, *got_password = NULL;
 	const char *why = NULL;
 	int got;
 
-	memset(&acct, 0, sizeof acct);
 	snprintf(copy, sizeof copy, "%s", line);
-	got = userfile_entry(copy, &acct, &why);
-	unit_long("userfile_entry", name, found, got);
+	got = userline_fields(copy, &got_login, &got_password, &why);
+	unit_long("userline_fields", name, found, got);
 	if (got == 1 && found == 1) {
-		unit_str("userfile_entry login", name, login, acct.login);
-		unit_str("userfile_entry password", name, password, acct.password);
+		unit_str("userline_fields login", name, login, got_login);
+		unit_str("userline_fields password", name, password, got_password);
 	}
 }
 
