@@ -137,6 +137,7 @@ enum {
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
 	DOTLOCK_STALE_SECONDS = 300,	/* an older mymailbox.lock is left over (liblockfile) */
 	STALE_TRIES = 3,	/* opening a spool file again after it was replaced */
+	CONVERT_QUIET_MS = 300,	/* no conversion of a file written more recently */
 	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
 	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
 };
@@ -3085,6 +3086,34 @@ static long write_converted(int fd, off_t size, off_t end, int dirfd)
 }
 
 /*
+ * quiet_size - the size of fd once no other hand has written to it for
+ * CONVERT_QUIET_MS (waiting at most twice that), or -1 while it is still
+ * being written: a writer that opened the file before the conversion
+ * renames a new one over it would go on writing into the old one. Nothing
+ * that waits is lost: deliveries answer 451 (busy), popserver serves the
+ * records before the text meanwhile. size: the size the caller saw.
+ */
+static off_t quiet_size(int fd, off_t size)
+{
+	struct timespec pause = { 0, 50 * 1000 * 1000 }, now;
+	struct stat st;
+
+	for (int waited = 0;; waited += 50) {
+		long long age_ms;
+
+		if (fstat(fd, &st) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0)
+			return size;	/* cannot tell: as before */
+		age_ms = ((long long)now.tv_sec - st.st_mtim.tv_sec) * 1000
+			 + (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+		if (age_ms >= CONVERT_QUIET_MS || age_ms < 0)	/* < 0: the clock stepped back */
+			return st.st_size > size ? st.st_size : size;
+		if (waited >= 2 * CONVERT_QUIET_MS)
+			return -1;
+		(void)nanosleep(&pause, NULL);
+	}
+}
+
+/*
  * carry_over - after convert_mailbox's rename: what another hand wrote to
  * the old file (fd) while it was converted, from size on, is appended to
  * the new mymailbox as it is (a tail that the next opening converts), so
@@ -3123,8 +3152,14 @@ static void carry_over(int fd, int dirfd, const char *login, off_t size)
  */
 static int convert_mailbox(int fd, int dirfd, const char *login, off_t size, off_t end)
 {
-	long messages = write_converted(fd, size, end, dirfd);
+	long messages = -1;
 
+	if ((size = quiet_size(fd, size)) < 0) {
+		log_msg("%s/mymailbox: being written by another hand: converted later", login);
+		errno = EAGAIN;
+		return -1;
+	}
+	messages = write_converted(fd, size, end, dirfd);
 	if (messages < 0 || renameat(dirfd, "mymailbox.new", dirfd, "mymailbox") < 0) {
 		log_msg("%s/mymailbox: cannot convert to records: %s", login, strerror(errno));
 		if (unlinkat(dirfd, "mymailbox.new", 0) < 0 && errno != ENOENT)
