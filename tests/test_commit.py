@@ -18,6 +18,7 @@ import fcntl
 import os
 import signal
 import struct
+import threading
 import time
 import unittest
 
@@ -279,6 +280,39 @@ class Interleavings(ShimBuild, Servers):
         for body in shown:
             self.assertIn(body, after, (shown, after))
         self.assertEqual(after, ["zero", "by hand", "two"])
+
+
+class ClockSteps(ShimBuild, Servers):
+    """The wall clock steps (NTP, date -s, a VM resumed) while an fsync
+    fails: the state is of this boot still (its boot id says so), so the
+    failed fsync's records are cut and their senders told 451, and every
+    reply is true for the deliveries in flight meanwhile."""
+
+    def test_clock_step_during_a_failing_fsync(self):
+        self.assertTrue(self.deliver(["alice"], b"zero").startswith("250"))
+        clock = os.path.join(self.dir, "clock")
+        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-n", HOSTNAME)
+        self.smtp = self.start_shim("smtpmail", args, FAILFS_FSYNC_ONCE=clock + ".failed",
+                                    FAILFS_CLOCK_FILE=clock, FAILFS_STEP_ON_FAIL="-7200",
+                                    FAILFS_FAIL_MS="300")
+        replies = {}
+
+        def one(body):
+            replies[body] = self.deliver(["alice"], body)
+        threads = [threading.Thread(target=one, args=(b"m%d" % i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+            time.sleep(0.02)
+        for t in threads:
+            t.join(60)
+        self.assertTrue(os.path.exists(clock), "the clock never stepped")
+        self.assertIn("451", "".join(replies.values()))   # the failed fsync's own
+        self.assertTrue(self.deliver(["alice"], b"after").startswith("250"))
+        bodies = self.pop_bodies("alice")
+        for body, reply in replies.items():
+            want = 1 if reply.startswith("250") else 0
+            self.assertEqual(bodies.count(body.decode()), want, (body, reply, bodies))
+        self.assertEqual((bodies[0], bodies[-1]), ("zero", "after"))
 
 
 if __name__ == "__main__":

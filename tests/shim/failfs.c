@@ -26,6 +26,16 @@
  *                          settles that fsync): ENOSPC, nothing written;
  *                          once in the whole run (the shim creates flag)
  *
+ *   FAILFS_FSYNC_ONCE=flag the first fsync of a "/mymailbox" in the whole
+ *                          run: EIO, after FAILFS_FAIL_MS (the shim
+ *                          creates flag; later ones go through)
+ *   FAILFS_CLOCK_FILE=f    clock_gettime(CLOCK_REALTIME) is ahead by the
+ *                          seconds written in file f, while it exists: a
+ *                          test steps the clock of every process at once
+ *   FAILFS_STEP_ON_FAIL=s  an injected fsync failure writes s into
+ *                          FAILFS_CLOCK_FILE before it returns: the clock
+ *                          steps while that fsync is under way
+ *
  * The durability model (the torture test's ground truth), when
  *   FAILFS_STATE=dir       is set: for every file whose path ends in
  *                          "/mymailbox" or "/mymailbox.new" the shim keeps
@@ -142,6 +152,36 @@ static int fail_write(int fd)
 	return 1;
 }
 
+/* fail_once - 1 if this is the FAILFS_FSYNC_ONCE fsync: the first of a
+ * mailbox in the run (its flag file did not exist) */
+static int fail_once(int fd)
+{
+	const char *flag = getenv("FAILFS_FSYNC_ONCE");
+	int f;
+
+	if (!flag || !*flag || !path_ends(fd, "/mymailbox"))
+		return 0;
+	f = open(flag, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (f < 0)
+		return 0;
+	(void)close(f);
+	return 1;
+}
+
+/* step_clock - FAILFS_STEP_ON_FAIL: write its seconds into FAILFS_CLOCK_FILE */
+static void step_clock(void)
+{
+	const char *step = getenv("FAILFS_STEP_ON_FAIL"), *file = getenv("FAILFS_CLOCK_FILE");
+	FILE *f;
+
+	if (!step || !*step || !file || !*file || !(f = fopen(file, "w")))
+		return;
+	(void)fprintf(f, "%s\n", step);
+	(void)fclose(f);
+}
+
+static void fail_pause(void);
+
 /* fail_sync - 1 (errno EIO) if an fsync of fd is to fail */
 static int fail_sync(int fd)
 {
@@ -153,6 +193,12 @@ static int fail_sync(int fd)
 		fail = 1;
 	if (suffix && *suffix && path_ends(fd, suffix))
 		fail = 1;
+	if (!fail && fail_once(fd)) {
+		fail_pause();	/* others append meanwhile */
+		step_clock();
+		fail_pause();
+		fail = 1;
+	}
 	if (fail)
 		errno = EIO;
 	return fail;
@@ -592,6 +638,27 @@ ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
 	if (!real)
 		*(void **)&real = next("sendfile64");
 	return fail_write(out) ? -1 : real(out, in, off, n);
+}
+
+/* clock_gettime - CLOCK_REALTIME ahead by FAILFS_CLOCK_FILE's seconds */
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+	static int (*real)(clockid_t, struct timespec *);
+	const char *file = getenv("FAILFS_CLOCK_FILE");
+	long long ahead = 0;
+	int rc;
+	FILE *f;
+
+	if (!real)
+		*(void **)&real = next("clock_gettime");
+	rc = real(id, ts);
+	if (rc == 0 && id == CLOCK_REALTIME && file && *file && (f = fopen(file, "r"))) {
+		if (fscanf(f, "%lld", &ahead) != 1)
+			ahead = 0;
+		(void)fclose(f);
+		ts->tv_sec += (time_t)ahead;
+	}
+	return rc;
 }
 
 int fsync(int fd)
