@@ -82,6 +82,9 @@ class SmtpUnits(UnitProgram, unittest.TestCase):
     def test_base64(self):
         self.run_group("base64")
 
+    def test_commit(self):
+        self.run_group("commit")
+
 
 class PopUnits(UnitProgram, unittest.TestCase):
     source, program = "unit_pop.c", "popserver"

@@ -1,7 +1,8 @@
 /*
  * unit_smtp.c - table-driven unit tests of smtpmail.c's pure functions:
  * the MAIL/RCPT path parser, the address and domain checks, SIZE=, the
- * DATA scanner, the user.txt parser, and the shared MD5, HMAC-MD5 and
+ * DATA scanner, the user.txt parser, the commit state's transitions (on
+ * files in a temp directory), and the shared MD5, HMAC-MD5 and
  * base64 on their RFCs' test vectors (RFC 1321 A.5, RFC 2202, RFC 4648
  * section 10).
  *
@@ -740,6 +741,288 @@ static void group_base64(void)
 
 /* ---------------------------------------------------------------- main */
 
+
+/* ---------------------------------------------------------------- the commit state */
+
+/*
+ * The commit state's transitions (DESIGN.md "The commit protocol"), on a
+ * real mymailbox and mymailbox.state in a temp directory: each function
+ * that reads or writes the state, from each kind of state.
+ */
+struct box {
+	char dir[64];
+	struct rcpt r;		/* dir_fd, lock_fd, box_fd, login */
+	struct stat st;		/* mymailbox's status */
+};
+
+/* box_open - a user directory whose mymailbox holds size bytes of records */
+static int box_open(struct box *b, off_t size)
+{
+	char fill_bytes[256];
+
+	memset(b, 0, sizeof *b);
+	(void)snprintf(b->dir, sizeof b->dir, "/tmp/unit-commit-XXXXXX");
+	(void)snprintf(b->r.login, sizeof b->r.login, "u");
+	memset(fill_bytes, 'x', sizeof fill_bytes);
+	if (!mkdtemp(b->dir) || (b->r.dir_fd = open(b->dir, O_RDONLY | O_DIRECTORY)) < 0
+	    || (b->r.lock_fd = open_state_file(b->r.dir_fd, "u")) < 0
+	    || (b->r.box_fd = openat(b->r.dir_fd, "mymailbox", O_RDWR | O_CREAT | O_APPEND,
+				     0600)) < 0)
+		return -1;
+	for (off_t done = 0; done < size; done += (off_t)sizeof fill_bytes)
+		if (write_all(b->r.box_fd, fill_bytes, size - done < (off_t)sizeof fill_bytes
+			      ? (size_t)(size - done) : sizeof fill_bytes) < 0)
+			return -1;
+	return fstat(b->r.box_fd, &b->st);
+}
+
+static void box_close(struct box *b)
+{
+	char path[128];
+
+	close(b->r.box_fd);
+	close(b->r.lock_fd);
+	close(b->r.dir_fd);
+	(void)snprintf(path, sizeof path, "%s/mymailbox", b->dir);
+	(void)unlink(path);
+	(void)snprintf(path, sizeof path, "%s/mymailbox.state", b->dir);
+	(void)unlink(path);
+	(void)rmdir(b->dir);
+}
+
+/* a state about b's mailbox: size, durable, syncing, appending */
+static struct commit_state state_of(const struct box *b, int64_t size, int64_t durable,
+				    int64_t syncing, int64_t appending)
+{
+	struct commit_state h;
+
+	memset(&h, 0, sizeof h);
+	memcpy(h.magic, COMMIT_MAGIC, sizeof h.magic);
+	h.dev = (uint64_t)b->st.st_dev;
+	h.ino = (uint64_t)b->st.st_ino;
+	h.size = size;
+	h.durable = durable;
+	h.syncing = syncing;
+	h.appending = appending;
+	h.epoch = 7;
+	return h;
+}
+
+/* What commit_read says of states written by commit_write, then changed. */
+static void commit_read_cases(void)
+{
+	static const struct {
+		const char *name;
+		int64_t size, durable, syncing, appending;
+		int damage;	/* 1 magic, 2 a byte after the check, 3 short, 4 boot */
+		int valid;
+	} c[] = {
+		{ "consistent", 100, 80, -1, -1, 0, 1 },
+		{ "an fsync announced", 100, 80, 100, -1, 0, 1 },
+		{ "an append announced", 100, 100, -1, 100, 0, 1 },
+		{ "durable past size", 100, 120, -1, -1, 0, 0 },
+		{ "syncing below durable", 100, 80, 50, -1, 0, 0 },
+		{ "syncing past size", 100, 80, 150, -1, 0, 0 },
+		{ "appending past size", 100, 100, -1, 150, 0, 0 },
+		{ "negative durable", 100, -1, -1, -1, 0, 0 },
+		{ "another magic", 100, 80, -1, -1, 1, 0 },
+		{ "a changed byte", 100, 80, -1, -1, 2, 0 },
+		{ "short", 100, 80, -1, -1, 3, 0 },
+		{ "another boot", 100, 80, -1, -1, 4, 0 },
+	};
+	struct box b;
+
+	if (box_open(&b, 100) < 0) {
+		unit_long("commit_read", "setup", 0, -1);
+		return;
+	}
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		struct commit_state h = state_of(&b, c[i].size, c[i].durable, c[i].syncing,
+						 c[i].appending), got;
+		static const unsigned char unknown[16];
+		int want = c[i].valid;
+
+		(void)commit_write(b.r.lock_fd, &h);
+		if (c[i].damage == 1)
+			(void)pwrite(b.r.lock_fd, "mtcmt03", 8, 0);
+		if (c[i].damage == 2)
+			(void)pwrite(b.r.lock_fd, "\x01", 1, 40);
+		if (c[i].damage == 3 && ftruncate(b.r.lock_fd, 50) < 0)
+			want = -2;
+		if (c[i].damage == 4) {
+			(void)pwrite(b.r.lock_fd, "\x5a", 1, 8);	/* the boot id */
+			(void)commit_read(b.r.lock_fd, &got);
+			/* A changed byte breaks the check: rewrite it right. */
+			if (pread(b.r.lock_fd, &got, sizeof got, 0) == (ssize_t)sizeof got) {
+				got.check = state_check(&got);
+				(void)pwrite(b.r.lock_fd, &got, sizeof got, 0);
+			}
+			if (memcmp(boot_id(), unknown, 16) == 0)
+				want = 1;	/* no boot id here: taken as this boot */
+		}
+		unit_long("commit_read", c[i].name, want, commit_read(b.r.lock_fd, &got));
+		if (ftruncate(b.r.lock_fd, 0) < 0)
+			unit_long("commit_read", "reset", 0, -1);
+	}
+	box_close(&b);
+}
+
+/* What commit_load makes of each kind of state, on a 100-byte mailbox. */
+static void commit_load_cases(void)
+{
+	static const struct {
+		const char *name;
+		int64_t size, durable, syncing, appending;
+		int other_file, garbage;
+		int64_t want_size, want_durable, want_syncing, want_appending;
+		int rc;
+	} c[] = {
+		{ "as it is", 100, 60, -1, -1, 0, 0, 100, 60, -1, -1, 0 },
+		{ "grown by hand: made durable", 60, 60, -1, -1, 0, 0, 100, 100, -1, -1, 0 },
+		{ "grown under a dead leader's fsync", 60, 40, 60, -1, 0, 0, 100, 40, 60, -1, 0 },
+		{ "shrunk by hand: clamped", 150, 120, 150, -1, 0, 0, 100, 100, 100, -1, 0 },
+		{ "a crashed append's tail: left", 60, 60, -1, 60, 0, 0, 60, 60, -1, 60, 0 },
+		{ "a crashed append, cut: cleared", 100, 100, -1, 100, 0, 0, 100, 100, -1, -1, 0 },
+		{ "about another file: restart", 10, 0, 5, 5, 1, 0, 100, 100, -1, -1, 0 },
+		{ "damaged: restart", 100, 0, -1, -1, 0, 1, 100, 100, -1, -1, 0 },
+	};
+	struct box b;
+
+	if (box_open(&b, 100) < 0) {
+		unit_long("commit_load", "setup", 0, -1);
+		return;
+	}
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		struct commit_state h = state_of(&b, c[i].size, c[i].durable, c[i].syncing,
+						 c[i].appending), got;
+		char name[96];
+
+		if (c[i].other_file)
+			h.ino++;
+		(void)commit_write(b.r.lock_fd, &h);
+		if (c[i].garbage)
+			(void)pwrite(b.r.lock_fd, "garbage", 7, 30);
+		unit_long("commit_load", c[i].name, c[i].rc,
+			  commit_load(b.r.lock_fd, b.r.box_fd, &b.st, &got));
+		(void)snprintf(name, sizeof name, "%s: size", c[i].name);
+		unit_long("commit_load", name, c[i].want_size, got.size);
+		(void)snprintf(name, sizeof name, "%s: durable", c[i].name);
+		unit_long("commit_load", name, c[i].want_durable, got.durable);
+		(void)snprintf(name, sizeof name, "%s: syncing", c[i].name);
+		unit_long("commit_load", name, c[i].want_syncing, got.syncing);
+		(void)snprintf(name, sizeof name, "%s: appending", c[i].name);
+		unit_long("commit_load", name, c[i].want_appending, got.appending);
+		(void)snprintf(name, sizeof name, "%s: written", c[i].name);
+		unit_long("commit_load", name, 1, commit_read(b.r.lock_fd, &h) == 1
+			  && h.size == got.size && h.durable == got.durable);
+		/* A state not ours (damaged) starts an epoch no session noted;
+		 * ours about another file keeps its own. */
+		(void)snprintf(name, sizeof name, "%s: epoch", c[i].name);
+		unit_long("commit_load", name, c[i].garbage, got.epoch > 1000000);
+	}
+	box_close(&b);
+}
+
+/* commit_synced settles only what its announce still covers. */
+static void commit_synced_cases(void)
+{
+	static const struct {
+		const char *name;
+		int64_t syncing, covered, want_durable, want_syncing;
+	} c[] = {
+		{ "its announce stands", 100, 100, 100, -1 },
+		{ "cut since (announce gone)", -1, 100, 40, -1 },
+		{ "a record withdrawn since", 70, 100, 70, -1 },
+	};
+	struct box b;
+
+	if (box_open(&b, 100) < 0) {
+		unit_long("commit_synced", "setup", 0, -1);
+		return;
+	}
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		struct commit_state h = state_of(&b, 100, 40, c[i].syncing, -1);
+		char name[96];
+
+		unit_long("commit_synced", c[i].name, 0,
+			  commit_synced(b.r.lock_fd, &h, (off_t)c[i].covered));
+		(void)snprintf(name, sizeof name, "%s: durable", c[i].name);
+		unit_long("commit_synced", name, c[i].want_durable, h.durable);
+		(void)snprintf(name, sizeof name, "%s: syncing", c[i].name);
+		unit_long("commit_synced", name, c[i].want_syncing, h.syncing);
+	}
+	box_close(&b);
+}
+
+/* commit_fate: what the state says of a record ending at 100, appended in
+ * epoch 7 of the file b describes. */
+static void commit_fate_cases(void)
+{
+	static const struct {
+		const char *name;
+		uint64_t epoch;
+		int64_t durable, kept;
+		int replaced;
+		enum commit_step want;
+	} c[] = {
+		{ "durable", 7, 100, 0, 0, COMMIT_DONE },
+		{ "not yet", 7, 60, 0, 0, COMMIT_FSYNC },
+		{ "cut, kept", 8, 100, 100, 0, COMMIT_DONE },
+		{ "cut, gone", 8, 60, 60, 0, COMMIT_FAILED },
+		{ "two cuts", 9, 100, 100, 0, COMMIT_FAILED },
+		{ "carried into a new file", 7, 0, 0, 1, COMMIT_DONE },
+	};
+	struct box b;
+
+	if (box_open(&b, 0) < 0) {
+		unit_long("commit_fate", "setup", 0, -1);
+		return;
+	}
+	b.r.box = b.st;
+	b.r.end = 100;
+	b.r.epoch = 7;
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		struct commit_state h = state_of(&b, 200, c[i].durable, -1, -1);
+
+		h.epoch = c[i].epoch;
+		h.kept = c[i].kept;
+		if (c[i].replaced)
+			h.ino++;
+		unit_long("commit_fate", c[i].name, c[i].want, commit_fate(&b.r, &h));
+	}
+	box_close(&b);
+}
+
+/* commit_appending: an announced append of this file only */
+static void commit_appending_cases(void)
+{
+	struct box b;
+	struct commit_state h;
+
+	if (box_open(&b, 100) < 0) {
+		unit_long("commit_appending", "setup", 0, -1);
+		return;
+	}
+	h = state_of(&b, 100, 100, -1, 60);
+	(void)commit_write(b.r.lock_fd, &h);
+	unit_long("commit_appending", "announced", 60, commit_appending(b.r.lock_fd, &b.st));
+	h.ino++;
+	(void)commit_write(b.r.lock_fd, &h);
+	unit_long("commit_appending", "another file", -1, commit_appending(b.r.lock_fd, &b.st));
+	(void)pwrite(b.r.lock_fd, "junk", 4, 0);
+	unit_long("commit_appending", "not ours", -1, commit_appending(b.r.lock_fd, &b.st));
+	box_close(&b);
+}
+
+static void group_commit(void)
+{
+	commit_read_cases();
+	commit_load_cases();
+	commit_synced_cases();
+	commit_fate_cases();
+	commit_appending_cases();
+}
+
 static const struct unit_group groups[] = {
 	{ "parse_path", group_parse_path },
 	{ "check_address", group_check_address },
@@ -750,6 +1033,7 @@ static const struct unit_group groups[] = {
 	{ "md5", group_md5 },
 	{ "hmac_md5", group_hmac_md5 },
 	{ "base64", group_base64 },
+	{ "commit", group_commit },
 	{ NULL, NULL }
 };
 
