@@ -1728,13 +1728,14 @@ static off_t commit_appending(int lock_fd, const struct stat *st)
  */
 static int commit_restart(int lock_fd, int box_fd, const struct stat *st, struct commit_state *h)
 {
-	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0)
+	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0) {
 		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
+		h->kept = 0;
+	}			/* ours: epoch and kept still tell of a replacement */
 	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
 	h->dev = (uint64_t)st->st_dev;
 	h->ino = (uint64_t)st->st_ino;
 	h->syncing = h->appending = -1;
-	h->kept = 0;
 	if (fsync(box_fd) < 0) {
 		int e = errno;
 
@@ -1831,18 +1832,23 @@ static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
 	return 0;
 }
 
-/* commit_doubt - under the write lock, after mymailbox was replaced by a
- * rename that may not survive a crash (its directory's fsync failed):
- * sessions waiting on the old file answer as after a cut that kept what was
- * durable there (smtpmail's commit_fate), since a crash may bring back the
- * old file, where their records were perhaps never fsynced */
-static void commit_doubt(int lock_fd)
+/*
+ * commit_replaced - under the write lock, after mymailbox was replaced by a
+ * rename of ours (a conversion, popserver's update): the epoch moves on,
+ * and kept says, in the old file's offsets, which records the new file
+ * holds, durably: those that end by kept (size: all of them). When the
+ * rename may not survive a crash (doubt: its directory's fsync failed),
+ * only what was durable in the old file counts, since a crash may bring
+ * that file back. A cut in the new file moves the epoch on once more, so a
+ * session that finds its epoch one behind knows kept is about its file.
+ */
+static void commit_replaced(int lock_fd, off_t kept, int doubt)
 {
 	struct commit_state h;
 
 	if (commit_read(lock_fd, &h) <= 0)
 		return;		/* the next commit_load starts it again */
-	h.kept = h.durable;
+	h.kept = doubt && h.durable < kept ? h.durable : kept;
 	h.epoch++;
 	(void)commit_write(lock_fd, &h);
 }
@@ -4266,8 +4272,8 @@ static const char *records_end(struct session *s, struct stat *st, off_t *size)
 			return NULL;	/* being written: the records before it are served */
 		if (rc < 0)
 			return "-ERR [SYS/TEMP] cannot convert mailbox, try again later";
-		if (rc > 0)
-			commit_doubt(s->lockfd);
+		if (rc >= 0)
+			commit_replaced(s->lockfd, st->st_size, rc > 0);
 		close_fd(s->mboxfd, "mailbox");	/* it names the file replaced */
 		if ((err = open_records(s, st)) != NULL)
 			return err;
@@ -4837,16 +4843,15 @@ static int rewrite_mailbox(struct session *s, off_t tail)
 /*
  * commit_updated - after the update: the commit state is about mymailbox
  * as it is now, all of it durable (truncate_mailbox and write_new fsynced
- * it). The epoch stays, so that smtpmail sessions whose records were
- * carried into a new file answer 250 (commit_fate); it moves on (bump)
- * when mail_end left records out, past the durable size: their sessions
- * answer 451, the others find their records kept. It moves on too when
- * the file was cut in place, for its offsets then mean other records: a
- * session whose record lay below tail, durable and deleted by its owner,
- * answers 250, not a 451 that has it sent again; and when the rename may
- * not survive a crash: only what was durable in the old file is kept.
+ * it), and the epoch moves on with kept = tail, as after any replacement
+ * (commit_replaced): an smtpmail session whose record ended by tail finds
+ * it carried into the new file, or deleted by its owner (shown, so it was
+ * durable), and answers 250; one whose record lay past tail (what an
+ * unsettled fsync covered, left out by mail_end) answers 451. When the
+ * rename may not survive a crash (doubt), only what was durable in the
+ * old file is kept.
  */
-static void commit_updated(struct session *s, int bump, off_t tail)
+static void commit_updated(struct session *s, int doubt, off_t tail)
 {
 	struct commit_state h;
 	struct stat st;
@@ -4860,11 +4865,11 @@ static void commit_updated(struct session *s, int bump, off_t tail)
 	h.appending = -1;
 	h.dev = (uint64_t)st.st_dev;
 	h.ino = (uint64_t)st.st_ino;
-	if (bump) {
-		/* in the old file: what was carried over, or durable and deleted */
-		h.kept = h.durable < tail ? h.durable : tail;
-		h.epoch++;
-	}
+	/* In the old file's offsets: below tail, what was carried over or
+	 * deleted by its owner (shown, so durable); when the rename may not
+	 * last, only what was durable there (commit_replaced). */
+	h.kept = doubt && h.durable < tail ? h.durable : tail;
+	h.epoch++;
 	h.size = h.durable = st.st_size;
 	h.syncing = -1;
 	(void)commit_write(s->lockfd, &h);
@@ -4951,7 +4956,7 @@ static int update_mailbox(struct session *s)
 		log_msg("%s: update failed: %s", s->login, strerror(errno));
 	else if ((rc = (in_place = cut >= 0 && tail == s->ix.end) ? truncate_mailbox(s, box, cut)
 			: rewrite_mailbox(s, tail)) >= 0)
-		commit_updated(s, dropped || in_place || rc > 0, tail);
+		commit_updated(s, rc > 0, tail);
 	if (box >= 0)
 		close_fd(box, "mailbox");	/* lets mailbox_lock go */
 	if (lock_byte(s->lockfd, WRITE_LOCK_BYTE, F_UNLCK, 0) < 0

@@ -213,6 +213,7 @@ struct rcpt {
 	off_t end;		/* where our record ends (append_record) */
 	struct stat box;	/* the mailbox's status, to tell it from a replacement */
 	uint64_t epoch;		/* the commit epoch we appended in (commit_prepare) */
+	char id[ID_MAX];	/* the message's id, in our record's trace lines */
 };
 
 /* Where the end-of-data scan stands on the wire (DESIGN.md "Line ends"):
@@ -1726,13 +1727,14 @@ static off_t commit_appending(int lock_fd, const struct stat *st)
  */
 static int commit_restart(int lock_fd, int box_fd, const struct stat *st, struct commit_state *h)
 {
-	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0)
+	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0) {
 		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
+		h->kept = 0;
+	}			/* ours: epoch and kept still tell of a replacement */
 	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
 	h->dev = (uint64_t)st->st_dev;
 	h->ino = (uint64_t)st->st_ino;
 	h->syncing = h->appending = -1;
-	h->kept = 0;
 	if (fsync(box_fd) < 0) {
 		int e = errno;
 
@@ -1829,18 +1831,23 @@ static int commit_synced(int lock_fd, struct commit_state *h, off_t covered)
 	return 0;
 }
 
-/* commit_doubt - under the write lock, after mymailbox was replaced by a
- * rename that may not survive a crash (its directory's fsync failed):
- * sessions waiting on the old file answer as after a cut that kept what was
- * durable there (smtpmail's commit_fate), since a crash may bring back the
- * old file, where their records were perhaps never fsynced */
-static void commit_doubt(int lock_fd)
+/*
+ * commit_replaced - under the write lock, after mymailbox was replaced by a
+ * rename of ours (a conversion, popserver's update): the epoch moves on,
+ * and kept says, in the old file's offsets, which records the new file
+ * holds, durably: those that end by kept (size: all of them). When the
+ * rename may not survive a crash (doubt: its directory's fsync failed),
+ * only what was durable in the old file counts, since a crash may bring
+ * that file back. A cut in the new file moves the epoch on once more, so a
+ * session that finds its epoch one behind knows kept is about its file.
+ */
+static void commit_replaced(int lock_fd, off_t kept, int doubt)
 {
 	struct commit_state h;
 
 	if (commit_read(lock_fd, &h) <= 0)
 		return;		/* the next commit_load starts it again */
-	h.kept = h.durable;
+	h.kept = doubt && h.durable < kept ? h.durable : kept;
 	h.epoch++;
 	(void)commit_write(lock_fd, &h);
 }
@@ -4097,10 +4104,10 @@ static int convert_foreign(struct rcpt *r, off_t size, off_t end, struct stat *s
 		return -1;
 	}
 	rc = convert_mailbox(r->box_fd, r->dir_fd, r->login, size, end);
-	if (rc > 0) {
-		commit_doubt(r->lock_fd);
+	if (rc >= 0)
+		commit_replaced(r->lock_fd, size, rc > 0);
+	if (rc > 0)
 		errno = EIO;
-	}
 	if (rc != 0)
 		return -1;
 	close_fd(r->box_fd, "mailbox");	/* it names the file replaced */
@@ -4163,6 +4170,18 @@ static void unlock(const struct rcpt *r, off_t byte)
 		log_msg("unlock %s: %s", r->login, strerror(errno));
 }
 
+/* state_current - 1 if r's state file is still the one named: a state
+ * read from a file that was deleted or replaced since we locked it may be
+ * out of date, and must not decide a cut (ESTALE) */
+static int state_current(const struct rcpt *r)
+{
+	if (same_file(r->dir_fd, "mymailbox.state", r->lock_fd))
+		return 1;
+	log_msg("%s: mymailbox.state was replaced: no cut from the old one", r->login);
+	errno = ESTALE;
+	return 0;
+}
+
 /*
  * commit_cut - under the commit and write locks, when an fsync failed or
  * its process died unsettled: no record that was not durable before may
@@ -4175,6 +4194,9 @@ static void unlock(const struct rcpt *r, off_t byte)
 static int commit_cut(struct rcpt *r, struct commit_state *h)
 {
 	off_t cut = h->durable < h->size ? h->durable : h->size;
+
+	if (!state_current(r))
+		return -1;
 
 	log_msg("%s: an fsync failed or was left unsettled: cutting back the %lld bytes"
 		" appended since the last good one; their deliveries answer 451", r->login,
@@ -4331,6 +4353,7 @@ static int append_record(struct session *s, struct rcpt *r, const char *id,
 		errno = ENAMETOOLONG;
 		return -1;
 	}
+	(void)snprintf(r->id, sizeof r->id, "%s", id);
 	iov[0].iov_base = trace;
 	iov[0].iov_len = (size_t)n;
 	iov[1].iov_base = sp->mem;	/* spilled: append_spilled refills it */
@@ -4446,7 +4469,12 @@ static void roll_back(struct rcpt *r)
 		commit_shrunk(r->lock_fd, &r->box, r->noted);
 }
 
-enum commit_step { COMMIT_DONE, COMMIT_FAILED, COMMIT_FSYNC };
+enum commit_step {
+	COMMIT_DONE,		/* our record is durable: 250 */
+	COMMIT_FAILED,		/* it is gone (cut, withdrawn): 451 */
+	COMMIT_FSYNC,		/* it is there, not yet durable: an fsync is owed */
+	COMMIT_UNKNOWN		/* the state cannot tell (restarted, replaced): settle_unknown */
+};
 
 /*
  * commit_fate - what the commit state h says of our record (ending at
@@ -4463,7 +4491,55 @@ static enum commit_step commit_fate(const struct rcpt *r, const struct commit_st
 	if (h->epoch == r->epoch)
 		return !commit_about(h, &r->box) || h->durable >= r->end ? COMMIT_DONE
 									  : COMMIT_FSYNC;
-	return h->epoch == r->epoch + 1 && r->end <= h->kept ? COMMIT_DONE : COMMIT_FAILED;
+	if (h->epoch == r->epoch + 1)
+		return r->end <= h->kept ? COMMIT_DONE : COMMIT_FAILED;
+	return COMMIT_UNKNOWN;	/* two cuts or rewrites, or a state started again */
+}
+
+/* id_line - to out the text that names our message in our trace lines */
+static int id_line(const struct rcpt *r, char *out, size_t cap)
+{
+	int k = snprintf(out, cap, " id %s\r\n", r->id);
+
+	return k < 0 || (size_t)k >= cap ? -1 : k;
+}
+
+/* mailbox_holds - 1 if the file now named mymailbox holds our record
+ * anywhere (a rewrite moved it): it names our message id. Read in chunks
+ * that overlap by the length of what is looked for. */
+static int mailbox_holds(const struct rcpt *r)
+{
+	char buf[MBOX_CHUNK + ID_MAX + 8], want[ID_MAX + 8];
+	int k = id_line(r, want, sizeof want), found = 0;
+	struct stat st;
+	int fd = open_regular(r->dir_fd, r->login, "mymailbox", O_RDONLY, &st);
+	ssize_t n;
+
+	for (off_t off = 0; fd >= 0 && k > 0 && !found; off += MBOX_CHUNK) {
+		if ((n = pread_full(fd, buf, MBOX_CHUNK + (size_t)k - 1, off)) < k)
+			break;
+		found = find_bytes(buf, (size_t)n, want, (size_t)k) != NULL;
+	}
+	if (fd >= 0)
+		close_fd(fd, "mailbox");
+	return found;
+}
+
+/* record_present - 1 if our record still starts at r->noted in the file
+ * open on box_fd and reaches r->end: its trace lines name our message id,
+ * which no other message has */
+static int record_present(const struct rcpt *r)
+{
+	char head[TRACE_MAX], want[ID_MAX + 8];
+	int k = id_line(r, want, sizeof want);
+	struct stat st;
+	ssize_t n;
+
+	if (k < 0 || fstat(r->box_fd, &st) < 0 || st.st_size < r->end)
+		return 0;
+	n = pread_full(r->box_fd, head, sizeof head, r->noted);
+	return n > 14 && memcmp(head, "Return-Path: <", 14) == 0
+	       && find_bytes(head, (size_t)n, want, (size_t)k) != NULL;
 }
 
 /*
@@ -4478,7 +4554,7 @@ static enum commit_step commit_begin(struct rcpt *r, off_t *covered)
 	enum commit_step step;
 
 	if (commit_read(r->lock_fd, &h) <= 0)
-		return COMMIT_FAILED;
+		return COMMIT_UNKNOWN;
 	if (commit_about(&h, &r->box) && h.syncing >= 0)
 		(void)commit_cut(r, &h);
 	if ((step = commit_fate(r, &h)) == COMMIT_FSYNC
@@ -4495,13 +4571,13 @@ static enum commit_step commit_end(struct rcpt *r, off_t covered, int synced)
 	enum commit_step step;
 
 	if (commit_read(r->lock_fd, &h) <= 0)
-		return COMMIT_FAILED;
+		return COMMIT_UNKNOWN;
 	if (commit_about(&h, &r->box) && !synced)
 		(void)commit_cut(r, &h);
 	else if (commit_about(&h, &r->box) && commit_synced(r->lock_fd, &h, covered) < 0)
 		return COMMIT_FAILED;	/* still announced: the next one cuts it back */
 	step = commit_fate(r, &h);
-	return step == COMMIT_FSYNC ? COMMIT_FAILED : step;
+	return step == COMMIT_FSYNC ? COMMIT_UNKNOWN : step;	/* not covered: ask the file */
 }
 
 /* lock_write - take r's write lock (bounded) for a step of commit_one */
@@ -4541,6 +4617,8 @@ static int withdraw(struct rcpt *r, struct commit_state *h)
 {
 	if (h->size != r->end)
 		return 1;
+	if (!state_current(r))
+		return -1;
 	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, r->noted) < 0)
 		return -1;
 	h->size = r->noted;
@@ -4550,24 +4628,18 @@ static int withdraw(struct rcpt *r, struct commit_state *h)
 	return commit_write(r->lock_fd, h);
 }
 
-/* settle_alone - under the write lock alone: our own fsync on box_fd, open
- * since before our append, shows whether our record reached the disk
- * (Linux reports a writeback error to every descriptor that was open when
- * it happened); the state then says so, or our record is cut back */
-static enum commit_step settle_alone(struct rcpt *r, struct commit_state *h, int valid)
+/* take_out - under the write lock, after an fsync of ours failed: cut our
+ * record back (through the state when it is valid, which cuts what that
+ * fsync covered), else by hand while it is the last one in the file */
+static enum commit_step take_out(struct rcpt *r, struct commit_state *h, int valid)
 {
 	struct stat st;
+	off_t durable = h->durable;
 
-	if (fsync(r->box_fd) == 0) {
-		if (valid && h->durable < h->size) {
-			h->durable = h->size;	/* all appended before: we hold the write lock */
-			(void)commit_write(r->lock_fd, h);
-		}
-		return COMMIT_DONE;
-	}
 	if (valid) {
+		/* Covered by an earlier good fsync, ours is durable and stays. */
 		(void)commit_cut(r, h);	/* if it fails, the next holder cuts */
-		return COMMIT_FAILED;
+		return r->end <= durable ? COMMIT_DONE : COMMIT_FAILED;
 	}
 	if (fstat(r->box_fd, &st) == 0 && st.st_size == r->end
 	    && mailbox_lock(r->dir_fd, r->login, r->box_fd) == 0
@@ -4576,6 +4648,42 @@ static enum commit_step settle_alone(struct rcpt *r, struct commit_state *h, int
 	log_msg("%s: an fsync failed and our record could not be taken out: it may stay",
 		r->login);
 	return COMMIT_FAILED;
+}
+
+/* settle_alone - under the write lock alone: our own fsync on box_fd, open
+ * since before our append, shows whether our record reached the disk
+ * (Linux reports a writeback error to every descriptor that was open when
+ * it happened, once: so not after an fsync of ours failed, fsync_failed);
+ * the state then says so, or our record is taken out */
+static enum commit_step settle_alone(struct rcpt *r, struct commit_state *h, int valid,
+				     int fsync_failed)
+{
+	if (fsync_failed || fsync(r->box_fd) < 0)
+		return take_out(r, h, valid);
+	if (valid && h->durable < h->size) {
+		h->durable = h->size;	/* all appended before: we hold the write lock */
+		(void)commit_write(r->lock_fd, h);
+	}
+	return COMMIT_DONE;
+}
+
+/* settle_unknown - under the write lock, when the state cannot tell what
+ * became of our record (it was started again, or cuts came since): the
+ * files themselves can. A mailbox replaced since was rewritten, fsynced,
+ * by popserver (or converted): our record is durable if it was carried
+ * into the new file, and was cut before if not. In the same file, a record
+ * no longer there was cut; one still there is settled by our own fsync
+ * (settle_alone). */
+static enum commit_step settle_unknown(struct rcpt *r, int fsync_failed)
+{
+	struct commit_state h;
+	int valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
+
+	if (!same_file(r->dir_fd, "mymailbox", r->box_fd))
+		return mailbox_holds(r) ? COMMIT_DONE : COMMIT_FAILED;
+	if (!record_present(r))
+		return COMMIT_FAILED;
+	return settle_alone(r, &h, valid, fsync_failed);
 }
 
 /*
@@ -4587,7 +4695,7 @@ static enum commit_step settle_alone(struct rcpt *r, struct commit_state *h, int
  * that covers it makes us withdraw it (last record first, waiting, bounded,
  * for the later ones to go); else our own fsync decides (settle_alone).
  */
-static enum commit_step commit_alone(struct rcpt *r)
+static enum commit_step commit_alone(struct rcpt *r, int fsync_failed)
 {
 	struct timespec pause = { 0, 100 * 1000 * 1000 };
 	enum commit_step step = COMMIT_FAILED;
@@ -4599,11 +4707,10 @@ static enum commit_step commit_alone(struct rcpt *r)
 		if (relock_write(r) < 0)
 			break;
 		valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
-		if (!valid)
-			step = same_file(r->dir_fd, "mymailbox", r->box_fd)
-			       ? settle_alone(r, &h, 0) : COMMIT_DONE;
-		else if ((step = commit_fate(r, &h)) == COMMIT_FSYNC && h.syncing < 0)
-			step = settle_alone(r, &h, 1);
+		if (!valid || (step = commit_fate(r, &h)) == COMMIT_UNKNOWN)
+			step = settle_unknown(r, fsync_failed);
+		else if (step == COMMIT_FSYNC && (h.syncing < 0 || fsync_failed))
+			step = settle_alone(r, &h, 1, fsync_failed);
 		else if (step == COMMIT_FSYNC && (out = withdraw(r, &h)) <= 0)
 			step = COMMIT_FAILED;
 		mailbox_unlock(r->box_fd);
@@ -4636,21 +4743,26 @@ static int commit_one(struct rcpt *r)
 	if (lock_state(r->dir_fd, r->lock_fd, COMMIT_LOCK_BYTE, 1) < 0) {
 		log_msg("%s: commit lock: %s: settling our record alone", r->login,
 			strerror(errno));
-		return commit_alone(r) == COMMIT_DONE ? 0 : -1;
+		return commit_alone(r, 0) == COMMIT_DONE ? 0 : -1;
 	}
-	if (lock_write(r) == 0) {
-		step = commit_begin(r, &covered);
-		mailbox_unlock(r->box_fd);
-		unlock(r, WRITE_LOCK_BYTE);
+	if (lock_write(r) < 0) {
+		unlock(r, COMMIT_LOCK_BYTE);	/* replaced, or stuck: settle alone */
+		return commit_alone(r, 0) == COMMIT_DONE ? 0 : -1;
 	}
+	if ((step = commit_begin(r, &covered)) == COMMIT_UNKNOWN)
+		step = settle_unknown(r, 0);
+	mailbox_unlock(r->box_fd);
+	unlock(r, WRITE_LOCK_BYTE);
 	if (step == COMMIT_FSYNC) {
 		synced = fsync(r->box_fd) == 0;
-		step = COMMIT_FAILED;	/* no lock: it stays announced, the next one cuts */
-		if (lock_write(r) == 0) {
-			step = commit_end(r, covered, synced);
-			mailbox_unlock(r->box_fd);
-			unlock(r, WRITE_LOCK_BYTE);
+		if (lock_write(r) < 0) {
+			unlock(r, COMMIT_LOCK_BYTE);
+			return commit_alone(r, !synced) == COMMIT_DONE ? 0 : -1;
 		}
+		if ((step = commit_end(r, covered, synced)) == COMMIT_UNKNOWN)
+			step = settle_unknown(r, !synced);
+		mailbox_unlock(r->box_fd);
+		unlock(r, WRITE_LOCK_BYTE);
 	}
 	unlock(r, COMMIT_LOCK_BYTE);
 	return step == COMMIT_DONE ? 0 : -1;

@@ -38,9 +38,13 @@ newest messages too (those at risk). The audit adds:
     yet durable, whatever became of its SMTP session (see audit_durability);
   - the shim reported no problem of its own, and named every record
     (report["fsync"] counts the failures, the named ones, the kills).
-A message that got 451 may stay at most once (the client resends it: a
-duplicate, never a loss); today's servers roll it back, so it is not
-reported as a problem in this mode but counted (report["refused_kept"]).
+A message that got 451 must not be there (report["refused_kept"] counts
+them too). A spoiler meanwhile does what other programs and the system do
+to the spool (report["spoils"]): in both modes it takes and drops the
+dotlock mymailbox.lock as mutt_dotlock does; without failing fsyncs it
+deletes a mailbox's state file or renames another file over it; with them
+it steps the servers' wall clock (the shim's FAILFS_CLOCK_FILE) by up to
+two hours either way.
 
 full_disk_smtp() and pop_update_fails(): a full filesystem (a 1 MiB tmpfs
 mounted for the purpose, we are root; else RLIMIT_FSIZE) gives 452/552 and
@@ -108,6 +112,7 @@ class Line:
             if len(line) < 3 or not line[:3].isdigit():
                 raise ProtocolError("bad reply %r" % line)
             if line[3:4] != b"-":
+                self.last = line
                 return int(line[:3])
         raise ProtocolError("endless reply")
 
@@ -188,8 +193,10 @@ class Ledger:
         self.deleted_maybe = collections.defaultdict(set)  # QUIT answer lost
         self.errors = []                                # seen by the clients
         self.kills = collections.Counter()
+        self.spoils = collections.Counter()
         self.sessions = collections.Counter()
         self.seen_pop = set()                           # (mailbox, id) read over POP3
+        self.queue_ids = {}                             # id -> the server's, from its reply
 
     def note(self, **counts):
         with self.lock:
@@ -221,6 +228,7 @@ def smtp_transaction(conn, rnd, ledger, mid):
     code = conn.smtp_reply()
     with ledger.lock:
         (ledger.acked if code == 250 else ledger.refused).add(mid)
+        ledger.queue_ids[mid] = conn.last.split()[-1].decode("latin-1")
 
 
 def sender(ctx, n):
@@ -452,6 +460,38 @@ def killer(ctx):
                 ctx.ledger.kills[server.prog] += 1
 
 
+def spoiler(ctx, actions):
+    """What other hands do to the spool, at random moments, among actions:
+    the state file deleted or replaced, the dotlock taken and dropped, the
+    clock stepped (the shim's clock file)."""
+    rnd = random.Random(ctx.seed * 1000 + 777)
+    clock = os.path.join(ctx.top, "clock")
+    while not ctx.stop.wait(rnd.uniform(0.05, 0.3)):
+        box = os.path.join(ctx.spool, rnd.choice(USERS), "mymailbox")
+        what = rnd.choice(actions)
+        try:
+            if what == "delete":
+                os.unlink(box + ".state")
+            elif what == "replace":
+                with open(box + ".junk", "wb") as f:
+                    f.write(b"not a state\n" * rnd.randint(0, 20))
+                os.rename(box + ".junk", box + ".state")
+            elif what == "dotlock":
+                fd = os.open(box + ".lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.write(fd, b"%d\n" % os.getpid())
+                os.close(fd)
+                time.sleep(rnd.uniform(0.005, 0.05))
+                os.unlink(box + ".lock")
+            else:
+                with open(clock + ".new", "w") as f:
+                    f.write("%d\n" % rnd.randint(-7200, 7200))
+                os.rename(clock + ".new", clock)
+        except OSError:
+            continue
+        with ctx.ledger.lock:
+            ctx.ledger.spoils[what] += 1
+
+
 # ---------------------------------------------------------------- the audit
 
 def trace_end(lines):
@@ -493,7 +533,7 @@ def check_record(record, user, ledger, problems):
 def audit_mailbox(spool, user, ledger, problems, present=None):
     """Check one mailbox against the ledger; how many records. With
     present (a dict: the fsync-failure mode) the ids found are put there,
-    and a refused message found once is counted there, not a problem."""
+    and a refused message found is counted there too."""
     try:
         with open(os.path.join(spool, user, "mymailbox"), "rb") as f:
             data = f.read()
@@ -507,16 +547,18 @@ def audit_mailbox(spool, user, ledger, problems, present=None):
     for mid, count in seen.items():
         if count > 1:
             problems.append("%s: message %s stored %d times" % (user, mid, count))
-        if mid in ledger.refused and present is not None and count == 1:
-            present["refused_kept"] = present.get("refused_kept", 0) + 1
-        elif mid in ledger.refused:
-            problems.append("%s: message %s was refused but is stored" % (user, mid))
+        if mid in ledger.refused:
+            if present is not None:
+                present["refused_kept"] = present.get("refused_kept", 0) + 1
+            problems.append("%s: message %s was refused but is stored (%s)"
+                            % (user, mid, ledger.queue_ids.get(mid)))
         if mid in ledger.deleted_ok[user]:
             problems.append("%s: message %s deleted (+OK QUIT) but still there" % (user, mid))
     for mid in ledger.acked:
         if user in ledger.sent[mid][0] and not seen[mid] \
                 and mid not in ledger.deleted_ok[user] and mid not in ledger.deleted_maybe[user]:
-            problems.append("%s: message %s got 250 but is lost" % (user, mid))
+            problems.append("%s: message %s (%s) got 250 but is lost"
+                            % (user, mid, ledger.queue_ids.get(mid)))
     if present is not None:
         present.setdefault("ids", set()).update(seen)
     return len(records)
@@ -554,7 +596,7 @@ class Context:
         self.stop = threading.Event()
         self.ledger = Ledger()
         self.smtp = self.pop = None
-        self.spool = None
+        self.spool = self.top = None
         self.newest = self.lock_kills = False     # the fsync-failure mode
 
 
@@ -575,6 +617,7 @@ def shim_env(top, seed, every):
     os.mkdir(state)
     return {"LD_PRELOAD": build_shim(top), "FAILFS_FSYNC_RANDOM": str(every),
             "FAILFS_SEED": str(seed), "FAILFS_STATE": state, "FAILFS_FAIL_MS": "50",
+            "FAILFS_CLOCK_FILE": os.path.join(top, "clock"),
             "FAILFS_LOG": os.path.join(top, "failfs.log")}
 
 
@@ -645,6 +688,7 @@ def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None):
     seed = seed if seed is not None else int(time.time())
     ctx = Context(seed)
     top, spool, userfile = setup_dir("torture-")
+    ctx.top = top
     problems = []
     records = 0
     present = {} if fsync_every else None
@@ -655,6 +699,11 @@ def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None):
         threads = [threading.Thread(target=sender, args=(ctx, n)) for n in range(senders)]
         threads += [threading.Thread(target=popper, args=(ctx, n)) for n in range(poppers)]
         threads.append(threading.Thread(target=killer, args=(ctx,)))
+        # A state file deleted while an fsync fails can let POP3 show what
+        # that fsync covered (DESIGN.md "What is not promised"): with failing
+        # fsyncs the spoiler takes the dotlock and steps the clock only.
+        actions = os.environ.get("TORTURE_SPOILS", "dotlock clock" if fsync_every else "delete replace dotlock").split()
+        threads.append(threading.Thread(target=spoiler, args=(ctx, actions)))
         for t in threads:
             t.start()
         deadline = time.time() + seconds
@@ -691,7 +740,8 @@ def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None):
         "refused": len(l.refused), "unknown": len(l.sent) - len(l.acked) - len(l.refused),
         "deleted_ok": sum(len(s) for s in l.deleted_ok.values()),
         "deleted_maybe": sum(len(s) for s in l.deleted_maybe.values()),
-        "kills": dict(l.kills), "sessions": dict(l.sessions), "records": records,
+        "kills": dict(l.kills), "spoils": dict(l.spoils), "sessions": dict(l.sessions),
+        "records": records,
         "problems": problems, "dir": top, "fsync": fsync,
     }
     if not problems:
@@ -913,7 +963,7 @@ def main():
                  say=lambda text: print("torture: " + text, flush=True),
                  fsync_every=args.fsync_every)
     for key in ("seed", "seconds", "sent", "acked", "refused", "unknown", "deleted_ok",
-                "deleted_maybe", "kills", "sessions", "records", "fsync"):
+                "deleted_maybe", "kills", "spoils", "sessions", "records", "fsync"):
         print("%-14s %s" % (key, report[key]))
     for text in report["problems"][:50]:
         print("PROBLEM: " + text)

@@ -969,7 +969,10 @@ static void commit_fate_cases(void)
 		{ "not yet", 7, 60, 0, 0, COMMIT_FSYNC },
 		{ "cut, kept", 8, 100, 100, 0, COMMIT_DONE },
 		{ "cut, gone", 8, 60, 60, 0, COMMIT_FAILED },
-		{ "two cuts", 9, 100, 100, 0, COMMIT_FAILED },
+		{ "two cuts: ask the file", 9, 100, 100, 0, COMMIT_UNKNOWN },
+		{ "a state started again", 123456789, 200, 0, 0, COMMIT_UNKNOWN },
+		{ "rewritten, ours carried", 8, 0, 150, 1, COMMIT_DONE },
+		{ "rewritten, ours left out", 8, 0, 60, 1, COMMIT_FAILED },
 		{ "carried into a new file", 7, 0, 0, 1, COMMIT_DONE },
 	};
 	struct box b;
