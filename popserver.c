@@ -950,7 +950,7 @@ static void accounts_drop(struct account_index *ix)
 
 /* accounts_slot - the slot of login (any case) in the table: its entry's,
  * or the free one where it would go. The probes stop at a free slot; the
- * table at most half full, they are one or two, found or not. */
+ * table at most half full, they are one or two on average, found or not. */
 static uint32_t accounts_slot(const struct account_index *ix, const char *login, uint32_t hash)
 {
 	uint32_t i;

@@ -73,6 +73,9 @@ class SmtpUnits(UnitProgram, unittest.TestCase):
     def test_userfile(self):
         self.run_group("userfile")
 
+    def test_accounts(self):
+        self.run_group("accounts")
+
     def test_md5(self):
         self.run_group("md5")
 

@@ -562,6 +562,78 @@ static void group_userfile(void)
 	userline_one("65-char login", line, -1, NULL, NULL);
 }
 
+/* ---------------------------------------------------------------- accounts_build (the index of user.txt) */
+
+/* index_of - accounts_build on a copy of text[len] (silent: report 0) */
+static int index_of(struct account_index *ix, const char *text, size_t len)
+{
+	char *copy = malloc(len + 1);
+
+	if (!copy)
+		return -1;
+	memcpy(copy, text, len);
+	copy[len] = '\0';
+	return accounts_build(ix, copy, len, "user.txt", 0, 1);
+}
+
+/* password_of - the password login (any case) has in ix, or NULL */
+static const char *password_of(const struct account_index *ix, const char *login)
+{
+	uint32_t i = accounts_slot(ix, login, account_hash(login));
+	const char *at;
+
+	if (!ix->slots[i])
+		return NULL;
+	at = ix->text + ix->entries[ix->slots[i] - 1].at;
+	return at + strlen(at) + 1;
+}
+
+/* The rules of the line-at-a-time reading, kept by the index (DESIGN.md,
+ * README "Accounts"): a BOM before the first line only, CRLF, blank and
+ * '#' lines, a NUL byte or an overlong line skipping its line alone, the
+ * first of two spellings of a login winning. */
+static const char accounts_text[] =
+	"\xEF\xBB\xBF" "ag agpw\r\n"		/* 1: BOM and CRLF */
+	"\n# carol nope\n"			/* 2, 3 */
+	"Bob one\n"				/* 4 */
+	"BOB two\n"				/* 5: a duplicate, skipped */
+	"car\0ol x\n"				/* 6: a NUL byte */
+	"\xEF\xBB\xBF" "dan danpw\n"		/* 7: a BOM past line 1 is no BOM */
+	"eve\tevepw";				/* 8: no LF at the end */
+
+static void group_accounts(void)
+{
+	struct account_index ix;
+	char text[600];
+	size_t n;
+
+	unit_long("accounts_build", "rc", 0, index_of(&ix, accounts_text, sizeof accounts_text - 1));
+	unit_long("accounts_build", "count", 3, ix.count);
+	unit_str("accounts_slot", "BOM, CRLF", "agpw", password_of(&ix, "AG"));
+	unit_str("accounts_slot", "first of two spellings", "one", password_of(&ix, "bob"));
+	unit_long("accounts_slot", "comment", 1, password_of(&ix, "carol") == NULL);
+	unit_long("accounts_slot", "NUL line", 1, password_of(&ix, "car") == NULL);
+	unit_long("accounts_slot", "second BOM", 1, password_of(&ix, "dan") == NULL);
+	unit_str("accounts_slot", "no LF", "evepw", password_of(&ix, "Eve"));
+	unit_long("accounts_build", "first entry", 0, (long)ix.entries[0].at - 3);
+	accounts_drop(&ix);
+
+	/* USERLINE_MAX - 2 bytes before the LF: the longest line kept */
+	n = (size_t)snprintf(text, sizeof text, "x pw%*s\nyy pw\n", USERLINE_MAX - 6, "");
+	unit_long("accounts_build", "longest line", 0, index_of(&ix, text, n));
+	unit_long("accounts_build", "longest line count", 2, ix.count);
+	accounts_drop(&ix);
+	n = (size_t)snprintf(text, sizeof text, "x pw%*s\nyy pw\n", USERLINE_MAX - 5, "");
+	unit_long("accounts_build", "overlong line", 0, index_of(&ix, text, n));
+	unit_long("accounts_build", "overlong line count", 1, ix.count);
+	unit_str("accounts_slot", "after an overlong line", "pw", password_of(&ix, "yy"));
+	accounts_drop(&ix);
+	unit_long("accounts_build", "empty", 0, index_of(&ix, "", 0));
+	unit_long("accounts_build", "empty count", 0, ix.count);
+	unit_long("accounts_slot", "empty", 1, password_of(&ix, "ag") == NULL);
+	accounts_drop(&ix);
+}
+
 /* ---------------------------------------------------------------- md5, hmac_md5 (RFC 1321, RFC 2104) */
 
 /* md5_text - the hex MD5 of data[n], fed to md5_update piece bytes at a
@@ -1033,6 +1105,7 @@ static const struct unit_group groups[] = {
 	{ "size_param", group_size_param },
 	{ "scan_data", group_scan_data },
 	{ "userfile", group_userfile },
+	{ "accounts", group_accounts },
 	{ "md5", group_md5 },
 	{ "hmac_md5", group_hmac_md5 },
 	{ "base64", group_base64 },
