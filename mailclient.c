@@ -16,32 +16,45 @@
  *               1000 octets that came
  *   -h          this help
  *
- * It asks for the username and the password (not echoed on a terminal) and
- * checks them with a POP3 login and QUIT: a refused password is asked for
- * again, 3 tries in all; a server that cannot be reached leaves them
- * unchecked ("The password was not checked."). It keeps them, then shows
- * the menu again and again:
- *   1. Manage Mail  the list (Sl. No., sender, received "YYYY-MM-DD : HH : MM"
- *                   in local time, subject decoded; the subject column takes
- *                   the window's width), a screenful at a time on a terminal
- *                   ("--More--": space, Enter, q); "Enter mail no. to see: "
+ * It asks for the username and the password (not echoed on a terminal, nor
+ * what is typed while it is checked, which is then dropped) and checks them
+ * with a POP3 login and QUIT ("checking the password..." when that takes
+ * more than a moment): a refused password is asked for again, 3 tries in
+ * all; a server that cannot be reached leaves them unchecked ("The
+ * password was not checked.") until an SMTP AUTH takes them. It keeps
+ * them, then shows the menu again and again:
+ *   1. Manage Mail  the list (Sl. No., sender: the From's display name, else
+ *                   its address, else Return-Path's; received "YYYY-MM-DD :
+ *                   HH : MM" in local time; subject decoded; the subject column
+ *                   takes the window's width, and a narrow window narrower
+ *                   columns: no row wraps, wide characters count two columns),
+ *                   a screenful at a time on a terminal ("--More--": space,
+ *                   Enter, q; each page takes the window's size of the moment,
+ *                   wrapped lines counted); "Enter mail no. to see: "
  *                   ("-1": back to the menu) shows the mail: From, To, Cc,
  *                   Subject, Received and Date in the reader's time zone, then
  *                   every text part in order, decoded (of an alternative the
  *                   plain one, else the HTML one's text), a line for each
  *                   attachment where it stands, an enclosed mail (forwarded,
  *                   a digest's, a bounce's) ruled off with its From, Date and
- *                   Subject and its text, paged; then 'r' shows its source,
+ *                   Subject and its text, a bounce's report as text,
+ *                   format=flowed joined, HTML tables a row a line, paged;
+ *                   then 'r' shows its source,
  *                   'd' deletes it and any other key keeps it; the list comes
  *                   again, fetched afresh (the menu once the mailbox is
  *                   empty). The received time is the first Received line's
  *                   date (RFC 5321 4.4), else the Date header, else the
  *                   assignment's "Received: <date> : <hour> : <minute>" as
  *                   written; "?" if none can be read.
- *   2. Send Mail    after a check that the SMTP server greets: From:, To: (one
- *                   address or several, comma-separated), Subject: (at most
- *                   50 characters), the body, a line "." (Ctrl-D or Ctrl-C
- *                   drop the mail and bring the menu back)
+ *   2. Send Mail    after a check that the SMTP server greets (and takes the
+ *                   password, by AUTH, when no server has yet; a refused one
+ *                   is asked for again): From:, To: (one address or several,
+ *                   comma-separated), Subject: (at most 50 characters; sent
+ *                   as RFC 2047 encoded words when not ASCII), the body, a
+ *                   line "." (Ctrl-D or Ctrl-C drop the mail and bring the
+ *                   menu back). A mail that could not be sent (no reply, a
+ *                   4xx, the password refused) is kept: the next 2 offers to
+ *                   send it again (s) or to save it in a file (f).
  *   3. Quit
  *
  * Logins, the strongest offered: SMTP AUTH CRAM-MD5 when EHLO lists AUTH
@@ -51,14 +64,19 @@
  * password sent as it is (PASS, PLAIN, LOGIN) is said once a run.
  * SMTP: greeting, EHLO (HELO if refused), AUTH, MAIL, RCPT per recipient,
  * DATA, From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT;
- * before the mail is typed a session of greeting and QUIT only.
+ * before the mail is typed a session of greeting and QUIT only (with EHLO
+ * and AUTH between while the password is unchecked).
  * POP3: greeting, APOP (or CAPA, then AUTH or USER and PASS), CAPA, STAT,
- * then per screenful of the list TOP n 0 (RETR n without TOP) and UIDL n; for the mail UIDL n (the whole UIDL
- * list if the numbering moved) and RETR; for 'd' UIDL and DELE; QUIT. Each of
+ * then per screenful of the list TOP n 0 (RETR n without TOP) and UIDL n;
+ * for the mail UIDL n (the whole UIDL list if the numbering moved) and
+ * RETR; for 'd' UIDL and DELE; QUIT. Each of
  * these is a session of its own, ended with QUIT before the client waits for
  * the user: the mailbox lock is never held while the user reads or thinks.
  * MIME: RFC 2045-2047 (base64, quoted-printable, encoded words), RFC 2231
- * parameters; charsets converted to UTF-8 by iconv, then to the terminal's.
+ * parameters, RFC 2046 5.1.5 (a digest's parts are mails), RFC 3676
+ * (format=flowed); charsets converted to UTF-8 by iconv, then to the
+ * terminal's; widths by wcwidth in a UTF-8 locale (C.UTF-8 when the
+ * user's is not), else a table of the wide blocks.
  *
  * Messages: "Incorrect format", "Mail sent successfully",
  * "Error in sending mail: <the server's reply line>" (or "expected <what>,
@@ -68,7 +86,11 @@
  * <reply>", "Error in reading mail: <reply>", "No mails in your mailbox.",
  * "Mail no. out of range, give again", "Please enter a number (-1 for the
  * menu)", "Mail deleted.", "Mail no. <n> is no longer in the mailbox.",
- * "Mail not sent.".
+ * "Mail not sent.", "The server refused the recipient: <address>",
+ * "checking the password...", "The password was refused 3 times: the
+ * client ends.", "The mail is kept: choose 2 to send it again or to save
+ * it in a file.", "Mail saved in <file>.", "Cannot save the mail in
+ * <file>: <reason>".
  *
  * Input: lines of any length (getline). Blank lines before From:, To: and
  * Subject: are skipped, and so is one blank line right after Subject: (the
@@ -91,18 +113,21 @@
  * by SIGINT/SIGTERM as usual, after restoring the terminal.
  *
  * Where to look: menu[] is the table of options, menu_loop the loop. The
- * start: login_check -> pop_check. Logins: smtp_auth (smtp_cram,
- * smtp_login), pop_login (pop_apop, pop_cram, pop_pass); secrets go out
- * only through send_secret. Send
- * Mail: opt_send_mail -> smtp_probe, read_mail, check_mail (check_headers,
+ * start: ask_password, login_check -> pop_check (checking), secret_done.
+ * Logins: smtp_auth (smtp_cram, smtp_login), pop_login (pop_apop,
+ * pop_cram, pop_pass); secrets go out only through send_secret. Send
+ * Mail: opt_send_mail -> send_kept (save_mail), smtp_probe
+ * (smtp_login_check), read_mail, check_mail (check_headers,
  * parse_address_list), smtp_send (smtp_open, smtp_hello, smtp_envelope,
- * send_headers, send_body). Manage Mail: opt_manage_mail -> list_mails
- * (list_page -> pop_session, list_row -> row_of, received_text;
- * page_text), choose_mail, read_one (fetch_mail -> pop_locate; show_mail ->
+ * send_headers -> send_subject, send_body), keep_mail. Manage Mail:
+ * opt_manage_mail -> list_mails (list_page -> pop_session, list_row ->
+ * row_of -> sender_of, received_text, add_row -> list_columns; page_text),
+ * choose_mail, read_one (fetch_mail -> pop_locate; show_mail ->
  * view_headers, view_body -> view_entity (view_multipart, view_enclosed,
- * view_text -> entity_text, attachment_line); show_source;
- * delete_mail). Server text reaches the screen only through show_text; the
- * terminal: tty_set, read_key, the pager (pager_line, pager_more).
+ * view_text -> entity_text -> unflow, html_to_text; attachment_line);
+ * show_source; delete_mail). Server text reaches the screen only through
+ * show_text; widths: char_width, line_rows; the terminal: tty_set,
+ * read_key, the pager (pager_line, pager_more).
  */
 /* POSIX 2008 with the XSI part, for wcwidth (the columns a character takes) */
 #define _XOPEN_SOURCE 700
