@@ -2607,6 +2607,10 @@ struct pop {
 	const char *want;		/* the status line awaited, for a line that is none */
 };
 
+/* Set when the latest POP3 login was refused for its credentials: Manage
+ * Mail then asks for the password again. */
+static int login_refused;
+
 /* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer
  * (during AUTH, 1 for a challenge "+ text").
  * The indicators are upper case (RFC 1939 3); any other line means the peer
@@ -2853,6 +2857,7 @@ static int pop_login(struct pop *p, const struct client *cl)
 		return 0;
 	p->refused = p->alive && (strncmp(p->line, "-ERR [", 6) != 0
 				  || strncasecmp(p->line, "-ERR [AUTH]", 11) == 0);
+	login_refused = p->refused;
 	show_error(p->alive ? "Login failed" : "Error in reading mail", p->line);
 	return -1;
 }
@@ -4930,22 +4935,40 @@ static enum next read_one(struct client *cl, const struct listing *ls, long n)
 	return key == EOF ? NEXT_EXIT : NEXT_LIST;
 }
 
+/* ask_again - "Password: " after a refusal, for the next session to use;
+ * -1 at the end of input */
+static int ask_again(struct client *cl)
+{
+	int r = ask_password(cl);
+
+	secret_done();
+	return r;
+}
+
 /*
  * opt_manage_mail - menu 1: the list, the choice, the mail, the key, and
  * the list again, fetched afresh. Each step that talks to the server is a
  * POP3 session of its own, ended with QUIT before the client waits for the
  * user: the mailbox lock is never held while the user reads or thinks,
- * and another client can read the same mailbox meanwhile.
+ * and another client can read the same mailbox meanwhile. A password the
+ * server refuses (one that could not be checked at the start, or changed
+ * since) is asked for again, LOGIN_TRIES times in all.
  */
 static enum next opt_manage_mail(struct client *cl)
 {
 	struct listing ls = { 0 };
 	enum next next;
+	int tries = 0;
 
 	do {
-		long n;
+		long n, count;
 
-		if (list_mails(cl, &ls) <= 0)
+		login_refused = 0;
+		if ((count = list_mails(cl, &ls)) >= 0)
+			cl->checked = 1;	/* the server took the password */
+		if (count < 0 && login_refused && ++tries < LOGIN_TRIES)
+			next = ask_again(cl) < 0 ? NEXT_EXIT : NEXT_LIST;
+		else if (count <= 0)
 			next = NEXT_MENU;
 		else if (choose_mail(cl, ls.count, &n) < 0)
 			next = NEXT_EXIT;

@@ -113,7 +113,8 @@ class Viewer:
     """A client on a pty with a Screen fed from everything it shows."""
 
     def __init__(self, test, rows, cols, **kw):
-        self.c = test.client(user="bob", size=(rows, cols), env={"TZ": "UTC"}, **kw)
+        self.c = test.client(user="bob", size=(rows, cols), env={"TZ": "UTC", "LC_ALL": "C.UTF-8"},
+                             **kw)
         self.screen = Screen(rows, cols)
         self.fed = 0
 
@@ -341,6 +342,26 @@ class Login(ClientTest):
             self.assertEqual(f.read(), "From: bob@h\nTo: alice@h\nSubject: saved\n\n"
                                        "kept in a file\n")
         self.quit(c)
+
+
+    def test_unchecked_password_asked_again_at_manage_mail(self):
+        port = self.dead_port()
+        c = self.client(pop_port=port)
+        c.expect("Username: ")
+        c.line("bob")
+        c.expect("Password: ")
+        c.line("bobpwx")
+        c.expect("The password was not checked.\n")
+        c.expect(MENU)
+        self.start_pop("-a", "50", port=port)     # the server comes up
+        c.line("1")
+        seen = c.expect("Password: ")
+        self.assertIn("Login failed: -ERR [AUTH] ", seen)
+        c.line("bobpw")
+        c.expect("No mails in your mailbox.\n")
+        c.expect(MENU)
+        self.quit(c)
+        self.assertNotIn("bobpw\n", c.text)
 
 
 class SendNames(ClientTest):
