@@ -21,8 +21,9 @@
  * with a POP3 login and QUIT ("checking the password..." when that takes
  * more than a moment): a refused password is asked for again, 3 tries in
  * all; a server that cannot be reached leaves them unchecked ("The
- * password was not checked.") until an SMTP AUTH takes them. It keeps
- * them, then shows the menu again and again:
+ * password was not checked.") until a server takes them (the POP3 login of
+ * 1, the SMTP AUTH before a mail is typed at 2), a refused one asked for
+ * again there. It keeps them, then shows the menu again and again:
  *   1. Manage Mail  the list (Sl. No., sender: the From's display name, else
  *                   its address, else Return-Path's; received "YYYY-MM-DD :
  *                   HH : MM" in local time; subject decoded; the subject column
