@@ -178,6 +178,8 @@ enum {
 	LOGIN_TRIES = 3,	/* passwords the start-up check asks for */
 	RATE_MIN = 1000,	/* octets a second a multi-line reply must keep up past -t */
 	MOMENT_MS = 500,	/* a connection slower than this says "connecting to" */
+	CHECKING_MS = 800,	/* a password check slower: "checking the password..."
+				 * (later than "connecting to", so the two never mix) */
 	COL_NUMBER = 7,		/* list columns: "Sl. No." */
 	COL_FROM = 24,
 	COL_RECEIVED = 20,	/* "YYYY-MM-DD : HH : MM" */
@@ -1213,12 +1215,12 @@ static void on_checking(int sig)
 	(void)shown;	/* nothing to be done if it fails */
 }
 
-/* checking - on: once MOMENT_MS go by, say "checking the password..." (a
+/* checking - on: once CHECKING_MS go by, say "checking the password..." (a
  * timer); off: no more. SA_RESTART, and the waits of the conn block go on
  * after EINTR, so the signal disturbs nothing. */
 static void checking(int on)
 {
-	struct itimerval t = { { 0, 0 }, { 0, on ? MOMENT_MS * 1000 : 0 } };
+	struct itimerval t = { { 0, 0 }, { 0, on ? CHECKING_MS * 1000 : 0 } };
 	struct sigaction sa = { .sa_handler = on_checking, .sa_flags = SA_RESTART };
 
 	sigemptyset(&sa.sa_mask);
