@@ -222,7 +222,7 @@ class Resize(ClientTest):
     def test_resize_between_pages_loses_no_line(self):
         lines = ["line %02d of the long mail" % i for i in range(1, 76)]
         self.inject("alice@h", "bob@h", "seventy-five", "".join(l + "\r\n" for l in lines))
-        v = Viewer(self, 30, 100)
+        v = Viewer(self, 30, 100, ctty=True)     # its terminal: SIGWINCH reaches it
         v.c.line("1")
         self.assertEqual(v.stop()[0], NUMBER_PROMPT)
         v.c.line("1")
