@@ -3,7 +3,9 @@
  * functions: RFC 5322 dates and zones, the assignment's X@Y addresses,
  * UTF-8 character lengths, the 998-octet line split, and the reading of
  * mail: RFC 2047 encoded words, base64 and quoted-printable, RFC 2231
- * parameters, HTML to text, the MIME parts a mail is shown as.
+ * parameters, HTML to text (tables too), the MIME parts a mail is shown
+ * as (every text in order, enclosed mails, digests, bounce reports,
+ * format=flowed, a broken nesting, the nesting bound).
  *
  *   cc -O1 -g -fsanitize=address,undefined -Wall -Wextra -Werror \
  *      -Dmain=mailclient_main -o build/unit/unit_client tests/unit/unit_client.c
