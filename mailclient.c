@@ -5073,17 +5073,15 @@ static int send_kept(struct client *cl)
 	if (key == EOF)
 		return -1;
 	if (key == 's' || key == 'S') {
+		struct mail again = *m;	/* taken out: kept anew if it fails again */
 		int code;
 
+		free(m);
 		cl->kept = NULL;
-		if (smtp_probe(cl) < 0)
-			code = -1;
-		else if ((code = smtp_send(cl, m)) == 0)
-			mail_free(m);
+		code = smtp_probe(cl) < 0 ? -1 : smtp_send(cl, &again);
 		if (code != 0)
-			cl->kept = m;
-		else
-			free(m);
+			keep_mail(cl, &again, code);
+		mail_free(&again);
 		return 0;
 	}
 	if ((key == 'f' || key == 'F') && save_mail(cl, m) < 0)

@@ -305,6 +305,11 @@ class Login(ClientTest):
         c.line(".")
         c.expect("The mail is kept: choose 2 to send it again or to save it in a file.\n")
         c.expect(MENU)
+        c.line("2")                         # still down: kept again
+        c.expect("any other key to drop it: ")
+        c.send("s")
+        self.assertIn("Cannot connect to 127.0.0.1:%d" % port, c.expect("The mail is kept"))
+        c.expect(MENU)
         self.smtp = self.start_smtp(port=port)
         # its log is the stopped one's too (named by the port): wait for the port
         for _ in range(100):
