@@ -16,6 +16,7 @@ window resized between two pages, keys typed ahead of a password check, a
 password that could not be checked, the recipient a server refused, and a
 non-ASCII Subject typed in the client.
 """
+import base64
 import codecs
 import email.utils
 import glob
@@ -244,6 +245,33 @@ class Resize(ClientTest):
         v.stop()
         v.c.line("-1")
         self.quit(v.c)
+
+
+class WideText(ClientTest):
+    """Chinese subjects in the list: two columns a character, every row on
+    screen once, none wrapped, at 80x24 and in a 60x20 window."""
+
+    def test_forty_chinese_subjects_all_listed(self):
+        words = "\u5173\u4e8e\u4e0b\u5468\u4f1a\u8bae\u5b89\u6392\u7684\u901a\u77e5"
+        self.put("bob", *("From: =?UTF-8?B?5p2O5piO?= <li@h>\r\nSubject: =?UTF-8?B?%s?=\r\n"
+                          "\r\nx\r\n" % base64.b64encode(("%02d " % i + words * 3).encode()).decode()
+                          for i in range(1, 41)))
+        for rows, cols in ((24, 80), (20, 60)):
+            v = Viewer(self, rows, cols)
+            v.c.line("1")
+            seen, pages = set(), 0
+            while pages < 10:
+                stop, screen = v.stop()
+                seen |= set(re.findall(r"^\d+ +\u674e\u660e +\S+ +(\d\d) ", screen, re.M))
+                pages += 1
+                if stop != "--More--":
+                    break
+                v.c.send(" ")
+            self.assertEqual(stop, NUMBER_PROMPT)
+            self.assertEqual(seen, {"%02d" % i for i in range(1, 41)})
+            self.assertEqual(v.screen.wraps, 0, "a row wrapped at %dx%d" % (cols, rows))
+            v.c.line("-1")
+            self.quit(v.c)
 
 
 class Login(ClientTest):
