@@ -3531,26 +3531,40 @@ static int header_text(const struct entity *e, const char *name, struct buf *out
 	return r;
 }
 
-/* entity_decode - e's body without its Content-Transfer-Encoding (RFC
- * 2045 6) onto out: base64 and quoted-printable decoded; 7bit, 8bit and
- * binary as they are */
-static void entity_decode(const struct entity *e, struct buf *out)
+/* transfer_encoding - e's Content-Transfer-Encoding (RFC 2045 6): 'b' for
+ * base64, 'q' for quoted-printable, 0 for 7bit, 8bit, binary or none */
+static int transfer_encoding(const struct entity *e)
 {
 	struct buf cte = { 0 };
 	const char *s = "";
 	size_t len = 0;
+	int r = 0;
 
 	if (header_get(e->head, e->hlen, "Content-Transfer-Encoding", &cte) == 0) {
 		len = cte.len;
 		s = trim(cte.p, &len);
 	}
 	if (len == 6 && strncasecmp(s, "base64", 6) == 0)
-		decode_b64(e->body, e->blen, out);
+		r = 'b';
 	else if (len == 16 && strncasecmp(s, "quoted-printable", 16) == 0)
+		r = 'q';
+	buf_free(&cte);
+	return r;
+}
+
+/* entity_decode - e's body without its Content-Transfer-Encoding (RFC
+ * 2045 6) onto out: base64 and quoted-printable decoded; 7bit, 8bit and
+ * binary as they are */
+static void entity_decode(const struct entity *e, struct buf *out)
+{
+	int cte = transfer_encoding(e);
+
+	if (cte == 'b')
+		decode_b64(e->body, e->blen, out);
+	else if (cte == 'q')
 		decode_qp(e->body, e->blen, 0, out);
 	else
 		buf_add(out, e->body, e->blen);
-	buf_free(&cte);
 }
 
 /* ---------------------------------------------------------------- MIME: the parts of a mail */
@@ -4674,8 +4688,11 @@ static void view_enclosed(struct body_view *bv, const struct entity *e, int dept
 	struct buf data = { 0 }, v = { 0 };
 	struct entity inner;
 
-	entity_decode(e, &data);
-	entity_split(data.p ? data.p : "", data.len, &inner);
+	if (transfer_encoding(e)) {
+		entity_decode(e, &data);	/* a copy only then, not one a level */
+		entity_split(data.p ? data.p : "", data.len, &inner);
+	} else
+		entity_split(e->body, e->blen, &inner);
 	view_next(bv, SHOWN_TEXT);
 	buf_add(bv->out, rule, sizeof rule - 1);
 	if (header_text(&inner, "From", &v) == 0)
