@@ -16,32 +16,46 @@
  *               1000 octets that came
  *   -h          this help
  *
- * It asks for the username and the password (not echoed on a terminal) and
- * checks them with a POP3 login and QUIT: a refused password is asked for
- * again, 3 tries in all; a server that cannot be reached leaves them
- * unchecked ("The password was not checked."). It keeps them, then shows
- * the menu again and again:
- *   1. Manage Mail  the list (Sl. No., sender, received "YYYY-MM-DD : HH : MM"
- *                   in local time, subject decoded; the subject column takes
- *                   the window's width), a screenful at a time on a terminal
- *                   ("--More--": space, Enter, q); "Enter mail no. to see: "
+ * It asks for the username and the password (not echoed on a terminal, nor
+ * what is typed while it is checked, which is then dropped) and checks them
+ * with a POP3 login and QUIT ("checking the password..." when that takes
+ * more than a moment): a refused password is asked for again, 3 tries in
+ * all; a server that cannot be reached leaves them unchecked ("The
+ * password was not checked.") until a server takes them (the POP3 login of
+ * 1, the SMTP AUTH before a mail is typed at 2), a refused one asked for
+ * again there. It keeps them, then shows the menu again and again:
+ *   1. Manage Mail  the list (Sl. No., sender: the From's display name, else
+ *                   its address, else Return-Path's; received "YYYY-MM-DD :
+ *                   HH : MM" in local time; subject decoded; the subject column
+ *                   takes the window's width, and a narrow window narrower
+ *                   columns: no row wraps, wide characters count two columns),
+ *                   a screenful at a time on a terminal ("--More--": space,
+ *                   Enter, q; each page takes the window's size of the moment,
+ *                   wrapped lines counted); "Enter mail no. to see: "
  *                   ("-1": back to the menu) shows the mail: From, To, Cc,
  *                   Subject, Received and Date in the reader's time zone, then
  *                   every text part in order, decoded (of an alternative the
  *                   plain one, else the HTML one's text), a line for each
  *                   attachment where it stands, an enclosed mail (forwarded,
  *                   a digest's, a bounce's) ruled off with its From, Date and
- *                   Subject and its text, paged; then 'r' shows its source,
+ *                   Subject and its text, a bounce's report as text,
+ *                   format=flowed joined, HTML tables a row a line, paged;
+ *                   then 'r' shows its source,
  *                   'd' deletes it and any other key keeps it; the list comes
  *                   again, fetched afresh (the menu once the mailbox is
  *                   empty). The received time is the first Received line's
  *                   date (RFC 5321 4.4), else the Date header, else the
  *                   assignment's "Received: <date> : <hour> : <minute>" as
  *                   written; "?" if none can be read.
- *   2. Send Mail    after a check that the SMTP server greets: From:, To: (one
- *                   address or several, comma-separated), Subject: (at most
- *                   50 characters), the body, a line "." (Ctrl-D or Ctrl-C
- *                   drop the mail and bring the menu back)
+ *   2. Send Mail    after a check that the SMTP server greets (and takes the
+ *                   password, by AUTH, when no server has yet; a refused one
+ *                   is asked for again): From:, To: (one address or several,
+ *                   comma-separated), Subject: (at most 50 characters; sent
+ *                   as RFC 2047 encoded words when not ASCII), the body, a
+ *                   line "." (Ctrl-D or Ctrl-C drop the mail and bring the
+ *                   menu back). A mail that could not be sent (no reply, a
+ *                   4xx, the password refused) is kept: the next 2 offers to
+ *                   send it again (s) or to save it in a file (f).
  *   3. Quit
  *
  * Logins, the strongest offered: SMTP AUTH CRAM-MD5 when EHLO lists AUTH
@@ -51,14 +65,19 @@
  * password sent as it is (PASS, PLAIN, LOGIN) is said once a run.
  * SMTP: greeting, EHLO (HELO if refused), AUTH, MAIL, RCPT per recipient,
  * DATA, From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT;
- * before the mail is typed a session of greeting and QUIT only.
+ * before the mail is typed a session of greeting and QUIT only (with EHLO
+ * and AUTH between while the password is unchecked).
  * POP3: greeting, APOP (or CAPA, then AUTH or USER and PASS), CAPA, STAT,
- * then per screenful of the list TOP n 0 (RETR n without TOP) and UIDL n; for the mail UIDL n (the whole UIDL
- * list if the numbering moved) and RETR; for 'd' UIDL and DELE; QUIT. Each of
+ * then per screenful of the list TOP n 0 (RETR n without TOP) and UIDL n;
+ * for the mail UIDL n (the whole UIDL list if the numbering moved) and
+ * RETR; for 'd' UIDL and DELE; QUIT. Each of
  * these is a session of its own, ended with QUIT before the client waits for
  * the user: the mailbox lock is never held while the user reads or thinks.
  * MIME: RFC 2045-2047 (base64, quoted-printable, encoded words), RFC 2231
- * parameters; charsets converted to UTF-8 by iconv, then to the terminal's.
+ * parameters, RFC 2046 5.1.5 (a digest's parts are mails), RFC 3676
+ * (format=flowed); charsets converted to UTF-8 by iconv, then to the
+ * terminal's; widths by wcwidth in a UTF-8 locale (C.UTF-8 when the
+ * user's is not), else a table of the wide blocks.
  *
  * Messages: "Incorrect format", "Mail sent successfully",
  * "Error in sending mail: <the server's reply line>" (or "expected <what>,
@@ -68,7 +87,11 @@
  * <reply>", "Error in reading mail: <reply>", "No mails in your mailbox.",
  * "Mail no. out of range, give again", "Please enter a number (-1 for the
  * menu)", "Mail deleted.", "Mail no. <n> is no longer in the mailbox.",
- * "Mail not sent.".
+ * "Mail not sent.", "The server refused the recipient: <address>",
+ * "checking the password...", "The password was refused 3 times: the
+ * client ends.", "The mail is kept: choose 2 to send it again or to save
+ * it in a file.", "Mail saved in <file>.", "Cannot save the mail in
+ * <file>: <reason>".
  *
  * Input: lines of any length (getline). Blank lines before From:, To: and
  * Subject: are skipped, and so is one blank line right after Subject: (the
@@ -91,18 +114,21 @@
  * by SIGINT/SIGTERM as usual, after restoring the terminal.
  *
  * Where to look: menu[] is the table of options, menu_loop the loop. The
- * start: login_check -> pop_check. Logins: smtp_auth (smtp_cram,
- * smtp_login), pop_login (pop_apop, pop_cram, pop_pass); secrets go out
- * only through send_secret. Send
- * Mail: opt_send_mail -> smtp_probe, read_mail, check_mail (check_headers,
+ * start: ask_password, login_check -> pop_check (checking), secret_done.
+ * Logins: smtp_auth (smtp_cram, smtp_login), pop_login (pop_apop,
+ * pop_cram, pop_pass); secrets go out only through send_secret. Send
+ * Mail: opt_send_mail -> send_kept (save_mail), smtp_probe
+ * (smtp_login_check), read_mail, check_mail (check_headers,
  * parse_address_list), smtp_send (smtp_open, smtp_hello, smtp_envelope,
- * send_headers, send_body). Manage Mail: opt_manage_mail -> list_mails
- * (list_page -> pop_session, list_row -> row_of, received_text;
- * page_text), choose_mail, read_one (fetch_mail -> pop_locate; show_mail ->
+ * send_headers -> send_subject, send_body), keep_mail. Manage Mail:
+ * opt_manage_mail -> list_mails (list_page -> pop_session, list_row ->
+ * row_of -> sender_of, received_text, add_row -> list_columns; page_text),
+ * choose_mail, read_one (fetch_mail -> pop_locate; show_mail ->
  * view_headers, view_body -> view_entity (view_multipart, view_enclosed,
- * view_text -> entity_text, attachment_line); show_source;
- * delete_mail). Server text reaches the screen only through show_text; the
- * terminal: tty_set, read_key, the pager (pager_line, pager_more).
+ * view_text -> entity_text -> unflow, html_to_text; attachment_line);
+ * show_source; delete_mail). Server text reaches the screen only through
+ * show_text; widths: char_width, line_rows; the terminal: tty_set,
+ * read_key, the pager (pager_line, pager_more).
  */
 /* POSIX 2008 with the XSI part, for wcwidth (the columns a character takes) */
 #define _XOPEN_SOURCE 700
@@ -152,6 +178,8 @@ enum {
 	LOGIN_TRIES = 3,	/* passwords the start-up check asks for */
 	RATE_MIN = 1000,	/* octets a second a multi-line reply must keep up past -t */
 	MOMENT_MS = 500,	/* a connection slower than this says "connecting to" */
+	CHECKING_MS = 800,	/* a password check slower: "checking the password..."
+				 * (later than "connecting to", so the two never mix) */
 	COL_NUMBER = 7,		/* list columns: "Sl. No." */
 	COL_FROM = 24,
 	COL_RECEIVED = 20,	/* "YYYY-MM-DD : HH : MM" */
@@ -1187,12 +1215,12 @@ static void on_checking(int sig)
 	(void)shown;	/* nothing to be done if it fails */
 }
 
-/* checking - on: once MOMENT_MS go by, say "checking the password..." (a
+/* checking - on: once CHECKING_MS go by, say "checking the password..." (a
  * timer); off: no more. SA_RESTART, and the waits of the conn block go on
  * after EINTR, so the signal disturbs nothing. */
 static void checking(int on)
 {
-	struct itimerval t = { { 0, 0 }, { 0, on ? MOMENT_MS * 1000 : 0 } };
+	struct itimerval t = { { 0, 0 }, { 0, on ? CHECKING_MS * 1000 : 0 } };
 	struct sigaction sa = { .sa_handler = on_checking, .sa_flags = SA_RESTART };
 
 	sigemptyset(&sa.sa_mask);
@@ -2582,6 +2610,10 @@ struct pop {
 	const char *want;		/* the status line awaited, for a line that is none */
 };
 
+/* Set when the latest POP3 login was refused for its credentials: Manage
+ * Mail then asks for the password again. */
+static int login_refused;
+
 /* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer
  * (during AUTH, 1 for a challenge "+ text").
  * The indicators are upper case (RFC 1939 3); any other line means the peer
@@ -2828,6 +2860,7 @@ static int pop_login(struct pop *p, const struct client *cl)
 		return 0;
 	p->refused = p->alive && (strncmp(p->line, "-ERR [", 6) != 0
 				  || strncasecmp(p->line, "-ERR [AUTH]", 11) == 0);
+	login_refused = p->refused;
 	show_error(p->alive ? "Login failed" : "Error in reading mail", p->line);
 	return -1;
 }
@@ -3498,26 +3531,40 @@ static int header_text(const struct entity *e, const char *name, struct buf *out
 	return r;
 }
 
-/* entity_decode - e's body without its Content-Transfer-Encoding (RFC
- * 2045 6) onto out: base64 and quoted-printable decoded; 7bit, 8bit and
- * binary as they are */
-static void entity_decode(const struct entity *e, struct buf *out)
+/* transfer_encoding - e's Content-Transfer-Encoding (RFC 2045 6): 'b' for
+ * base64, 'q' for quoted-printable, 0 for 7bit, 8bit, binary or none */
+static int transfer_encoding(const struct entity *e)
 {
 	struct buf cte = { 0 };
 	const char *s = "";
 	size_t len = 0;
+	int r = 0;
 
 	if (header_get(e->head, e->hlen, "Content-Transfer-Encoding", &cte) == 0) {
 		len = cte.len;
 		s = trim(cte.p, &len);
 	}
 	if (len == 6 && strncasecmp(s, "base64", 6) == 0)
-		decode_b64(e->body, e->blen, out);
+		r = 'b';
 	else if (len == 16 && strncasecmp(s, "quoted-printable", 16) == 0)
+		r = 'q';
+	buf_free(&cte);
+	return r;
+}
+
+/* entity_decode - e's body without its Content-Transfer-Encoding (RFC
+ * 2045 6) onto out: base64 and quoted-printable decoded; 7bit, 8bit and
+ * binary as they are */
+static void entity_decode(const struct entity *e, struct buf *out)
+{
+	int cte = transfer_encoding(e);
+
+	if (cte == 'b')
+		decode_b64(e->body, e->blen, out);
+	else if (cte == 'q')
 		decode_qp(e->body, e->blen, 0, out);
 	else
 		buf_add(out, e->body, e->blen);
-	buf_free(&cte);
 }
 
 /* ---------------------------------------------------------------- MIME: the parts of a mail */
@@ -4641,8 +4688,11 @@ static void view_enclosed(struct body_view *bv, const struct entity *e, int dept
 	struct buf data = { 0 }, v = { 0 };
 	struct entity inner;
 
-	entity_decode(e, &data);
-	entity_split(data.p ? data.p : "", data.len, &inner);
+	if (transfer_encoding(e)) {
+		entity_decode(e, &data);	/* a copy only then, not one a level */
+		entity_split(data.p ? data.p : "", data.len, &inner);
+	} else
+		entity_split(e->body, e->blen, &inner);
 	view_next(bv, SHOWN_TEXT);
 	buf_add(bv->out, rule, sizeof rule - 1);
 	if (header_text(&inner, "From", &v) == 0)
@@ -4905,22 +4955,40 @@ static enum next read_one(struct client *cl, const struct listing *ls, long n)
 	return key == EOF ? NEXT_EXIT : NEXT_LIST;
 }
 
+/* ask_again - "Password: " after a refusal, for the next session to use;
+ * -1 at the end of input */
+static int ask_again(struct client *cl)
+{
+	int r = ask_password(cl);
+
+	secret_done();
+	return r;
+}
+
 /*
  * opt_manage_mail - menu 1: the list, the choice, the mail, the key, and
  * the list again, fetched afresh. Each step that talks to the server is a
  * POP3 session of its own, ended with QUIT before the client waits for the
  * user: the mailbox lock is never held while the user reads or thinks,
- * and another client can read the same mailbox meanwhile.
+ * and another client can read the same mailbox meanwhile. A password the
+ * server refuses (one that could not be checked at the start, or changed
+ * since) is asked for again, LOGIN_TRIES times in all.
  */
 static enum next opt_manage_mail(struct client *cl)
 {
 	struct listing ls = { 0 };
 	enum next next;
+	int tries = 0;
 
 	do {
-		long n;
+		long n, count;
 
-		if (list_mails(cl, &ls) <= 0)
+		login_refused = 0;
+		if ((count = list_mails(cl, &ls)) >= 0)
+			cl->checked = 1;	/* the server took the password */
+		if (count < 0 && login_refused && ++tries < LOGIN_TRIES)
+			next = ask_again(cl) < 0 ? NEXT_EXIT : NEXT_LIST;
+		else if (count <= 0)
 			next = NEXT_MENU;
 		else if (choose_mail(cl, ls.count, &n) < 0)
 			next = NEXT_EXIT;
@@ -5022,17 +5090,15 @@ static int send_kept(struct client *cl)
 	if (key == EOF)
 		return -1;
 	if (key == 's' || key == 'S') {
+		struct mail again = *m;	/* taken out: kept anew if it fails again */
 		int code;
 
+		free(m);
 		cl->kept = NULL;
-		if (smtp_probe(cl) < 0)
-			code = -1;
-		else if ((code = smtp_send(cl, m)) == 0)
-			mail_free(m);
+		code = smtp_probe(cl) < 0 ? -1 : smtp_send(cl, &again);
 		if (code != 0)
-			cl->kept = m;
-		else
-			free(m);
+			keep_mail(cl, &again, code);
+		mail_free(&again);
 		return 0;
 	}
 	if ((key == 'f' || key == 'F') && save_mail(cl, m) < 0)

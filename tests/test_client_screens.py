@@ -16,6 +16,7 @@ window resized between two pages, keys typed ahead of a password check, a
 password that could not be checked, the recipient a server refused, and a
 non-ASCII Subject typed in the client.
 """
+import base64
 import codecs
 import email.utils
 import glob
@@ -113,7 +114,8 @@ class Viewer:
     """A client on a pty with a Screen fed from everything it shows."""
 
     def __init__(self, test, rows, cols, **kw):
-        self.c = test.client(user="bob", size=(rows, cols), env={"TZ": "UTC"}, **kw)
+        self.c = test.client(user="bob", size=(rows, cols), env={"TZ": "UTC", "LC_ALL": "C.UTF-8"},
+                             **kw)
         self.screen = Screen(rows, cols)
         self.fed = 0
 
@@ -221,7 +223,7 @@ class Resize(ClientTest):
     def test_resize_between_pages_loses_no_line(self):
         lines = ["line %02d of the long mail" % i for i in range(1, 76)]
         self.inject("alice@h", "bob@h", "seventy-five", "".join(l + "\r\n" for l in lines))
-        v = Viewer(self, 30, 100)
+        v = Viewer(self, 30, 100, ctty=True)     # its terminal: SIGWINCH reaches it
         v.c.line("1")
         self.assertEqual(v.stop()[0], NUMBER_PROMPT)
         v.c.line("1")
@@ -243,6 +245,33 @@ class Resize(ClientTest):
         v.stop()
         v.c.line("-1")
         self.quit(v.c)
+
+
+class WideText(ClientTest):
+    """Chinese subjects in the list: two columns a character, every row on
+    screen once, none wrapped, at 80x24 and in a 60x20 window."""
+
+    def test_forty_chinese_subjects_all_listed(self):
+        words = "\u5173\u4e8e\u4e0b\u5468\u4f1a\u8bae\u5b89\u6392\u7684\u901a\u77e5"
+        self.put("bob", *("From: =?UTF-8?B?5p2O5piO?= <li@h>\r\nSubject: =?UTF-8?B?%s?=\r\n"
+                          "\r\nx\r\n" % base64.b64encode(("%02d " % i + words * 3).encode()).decode()
+                          for i in range(1, 41)))
+        for rows, cols in ((24, 80), (20, 60)):
+            v = Viewer(self, rows, cols)
+            v.c.line("1")
+            seen, pages = set(), 0
+            while pages < 10:
+                stop, screen = v.stop()
+                seen |= set(re.findall(r"^\d+ +\u674e\u660e +\S+ +(\d\d) ", screen, re.M))
+                pages += 1
+                if stop != "--More--":
+                    break
+                v.c.send(" ")
+            self.assertEqual(stop, NUMBER_PROMPT)
+            self.assertEqual(seen, {"%02d" % i for i in range(1, 41)})
+            self.assertEqual(v.screen.wraps, 0, "a row wrapped at %dx%d" % (cols, rows))
+            v.c.line("-1")
+            self.quit(v.c)
 
 
 class Login(ClientTest):
@@ -304,6 +333,11 @@ class Login(ClientTest):
         c.line(".")
         c.expect("The mail is kept: choose 2 to send it again or to save it in a file.\n")
         c.expect(MENU)
+        c.line("2")                         # still down: kept again
+        c.expect("any other key to drop it: ")
+        c.send("s")
+        self.assertIn("Cannot connect to 127.0.0.1:%d" % port, c.expect("The mail is kept"))
+        c.expect(MENU)
         self.smtp = self.start_smtp(port=port)
         # its log is the stopped one's too (named by the port): wait for the port
         for _ in range(100):
@@ -341,6 +375,26 @@ class Login(ClientTest):
             self.assertEqual(f.read(), "From: bob@h\nTo: alice@h\nSubject: saved\n\n"
                                        "kept in a file\n")
         self.quit(c)
+
+
+    def test_unchecked_password_asked_again_at_manage_mail(self):
+        port = self.dead_port()
+        c = self.client(pop_port=port)
+        c.expect("Username: ")
+        c.line("bob")
+        c.expect("Password: ")
+        c.line("bobpwx")
+        c.expect("The password was not checked.\n")
+        c.expect(MENU)
+        self.start_pop("-a", "50", port=port)     # the server comes up
+        c.line("1")
+        seen = c.expect("Password: ")
+        self.assertIn("Login failed: -ERR [AUTH] ", seen)
+        c.line("bobpw")
+        c.expect("No mails in your mailbox.\n")
+        c.expect(MENU)
+        self.quit(c)
+        self.assertNotIn("bobpw\n", c.text)
 
 
 class SendNames(ClientTest):

@@ -3,7 +3,9 @@
  * functions: RFC 5322 dates and zones, the assignment's X@Y addresses,
  * UTF-8 character lengths, the 998-octet line split, and the reading of
  * mail: RFC 2047 encoded words, base64 and quoted-printable, RFC 2231
- * parameters, HTML to text, the MIME parts a mail is shown as.
+ * parameters, HTML to text (tables too), the MIME parts a mail is shown
+ * as (every text in order, enclosed mails, digests, bounce reports,
+ * format=flowed, a broken nesting, the nesting bound).
  *
  *   cc -O1 -g -fsanitize=address,undefined -Wall -Wextra -Werror \
  *      -Dmain=mailclient_main -o build/unit/unit_client tests/unit/unit_client.c
@@ -280,8 +282,80 @@ static const struct {
 	{ NULL, NULL, 0, 0, 0 }
 };
 
+/* Screen widths (Unicode UAX #11; what wcwidth and a terminal say): the
+ * same with the table and with a UTF-8 locale's wcwidth. */
+static const struct {
+	const char *name, *s;
+	int width;
+} width_cases[] = {
+	{ "ASCII", "A", 1 },
+	{ "e acute", "\xc3\xa9", 1 },
+	{ "combining acute", "\xcc\x81", 0 },
+	{ "CJK ideograph", "\xe4\xbc\x9a", 2 },
+	{ "hiragana", "\xe3\x81\xae", 2 },
+	{ "hangul", "\xea\xb0\x80", 2 },
+	{ "fullwidth comma", "\xef\xbc\x8c", 2 },
+	{ "ideographic full stop", "\xe3\x80\x82", 2 },
+	{ "CJK extension B", "\xf0\xa0\x80\x80", 2 },
+	{ "shown as ?: C1", "\xc2\x9b", 1 },
+	{ "shown as ?: U+202E", "\xe2\x80\xae", 1 },
+	{ "shown as ?: stray byte", "\xff", 1 },
+	{ NULL, NULL, 0 }
+};
+
+/* line_rows in a window 10 columns wide: a terminal wraps at the last
+ * column, a wide character that does not fit goes to the next row */
+static const struct {
+	const char *name, *s;
+	int rows;
+} rows_cases[] = {
+	{ "empty", "", 1 },
+	{ "fills the row", "0123456789", 1 },
+	{ "one more", "0123456789A", 2 },
+	{ "five wide fill it", "\xe4\xbc\x9a\xe4\xbc\x9a\xe4\xbc\x9a\xe4\xbc\x9a\xe4\xbc\x9a", 1 },
+	{ "a wide one at the last column wraps", "012345678\xe4\xbc\x9a", 2 },
+	{ "TAB stops at the last column", "0123456\t\t\tx", 1 },
+	{ "and the next but one wraps", "0123456\t\t\txy", 2 },
+	{ NULL, NULL, 0 }
+};
+
+/* check_widths - char_width with the table, then with wcwidth if a UTF-8
+ * locale is there; line_rows; the list's columns at 80 and 40 */
+static void check_widths(void)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1 && (screen_widths(), scr.wide == (locale_t)0))
+			break;	/* no UTF-8 locale here: the table is what is used */
+		for (int i = 0; width_cases[i].name; i++) {
+			const unsigned char *c = (const unsigned char *)width_cases[i].s;
+			size_t len = strlen(width_cases[i].s);
+			int safe;
+			size_t n = char_len(c, len, &safe);
+
+			unit_long(pass ? "char_width (wcwidth)" : "char_width (table)",
+				  width_cases[i].name, width_cases[i].width, char_width(c, n, safe));
+		}
+	}
+	scr.cols = 10;
+	for (int i = 0; rows_cases[i].name; i++)
+		unit_long("line_rows", rows_cases[i].name, rows_cases[i].rows,
+			  line_rows(rows_cases[i].s, strlen(rows_cases[i].s)));
+	for (int cols = 80; cols >= 40; cols -= 40) {
+		struct columns c;
+
+		scr.cols = cols;
+		list_columns(&c);
+		unit_long("list_columns", cols == 80 ? "80: the row" : "40: the row",
+			  cols - 1, (long long)(c.num + c.from + c.when + c.subject + 6));
+		unit_long("list_columns", cols == 80 ? "80: subject" : "40: subject",
+			  cols == 80 ? 22 : 12, (long long)c.subject);
+	}
+	scr.cols = 80;
+}
+
 static void group_char_len(void)
 {
+	check_widths();
 	for (int i = 0; char_cases[i].name; i++) {
 		int safe = -1;
 		size_t n = char_len((const unsigned char *)char_cases[i].s, char_cases[i].len,
