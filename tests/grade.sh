@@ -29,8 +29,8 @@
 #
 # A file DIR.grade beside a submission sets things for it alone, one
 # "key = value" a line: ports (the ports its servers take, "20000 40000"),
-# client (its client's arguments), accounts ("user:password user:password"),
-# kit (more kit options).
+# client (its client's arguments, or none), accounts ("user:password
+# user:password"), kit (more kit options).
 #
 # Isolation: when `unshare -rn` works, each submission runs in namespaces of
 # its own (network, and PID and mount where they work) whose only interface
@@ -121,7 +121,7 @@ EOF
 # ---------------------------------------------------------------- inner
 # grade.sh --inner work out client ports accounts kit_options: one
 # submission's servers, kit and client, inside the namespaces when there
-# are. It writes out/kit.jsonl, out/kit.json, out/notes and out/pids.
+# are. It writes out/kit.jsonl, out/kit.json, out/notes.run and out/pids.
 
 host_like() {
 	ip link set lo up 2>/dev/null || python3 -c '
@@ -182,7 +182,7 @@ inner() {
 		mkdir -p "$srv/${account%%:*}"
 		users="$users --user $account"
 	done
-	: >"$out/notes"
+	: >"$out/notes.run"
 	start_server smtpmail "$smtp_port"
 	start_server popserver "$pop_port"
 	# Ready when each server listens somewhere (or after 5 s): read from
@@ -196,9 +196,9 @@ inner() {
 	smtp_use=$(pick "$smtp_port" "$(ports_of "$pid_smtpmail")")
 	pop_use=$(pick "$pop_port" "$(ports_of "$pid_popserver")")
 	if [ "$smtp_use" != "$smtp_port" ] || [ "$pop_use" != "$pop_port" ]; then
-		echo "nothing listened on $smtp_port/$pop_port; the servers listened on $smtp_use and $pop_use: graded there" >>"$out/notes"
+		echo "nothing listened on $smtp_port/$pop_port; the servers listened on $smtp_use and $pop_use: graded there" >>"$out/notes.run"
 	elif [ -z "$found" ]; then
-		echo "nothing listened on $smtp_port/$pop_port within 5 s" >>"$out/notes"
+		echo "nothing listened on $smtp_port/$pop_port within 5 s" >>"$out/notes.run"
 	fi
 	if [ -n "$client" ]; then
 		mkdir -p "$work/client"
@@ -214,7 +214,7 @@ inner() {
 		eval "pid=\$pid_$prog"
 		if ! kill -0 "$pid" 2>/dev/null; then
 			wait "$pid"
-			echo "$prog exited (status $?) before the kit ended" >>"$out/notes"
+			echo "$prog exited (status $?) before the kit ended" >>"$out/notes.run"
 		fi
 	done
 	for pid in $pid_smtpmail $pid_popserver; do
@@ -472,6 +472,7 @@ grade() {
 	accounts=${accounts:-$DEFAULT_ACCOUNTS}
 	client=$(setting "$settings" client)
 	client=${client:-$client_args}
+	[ "$client" != none ] || client=
 	case $broken in *mailclient.c*) client= ;; esac
 	[ -n "$client_args" ] || client=
 	sub_ports=$(setting "$settings" ports)
@@ -488,7 +489,7 @@ grade() {
 		"$client" "$run_ports" "$accounts" $kit_opts $extra 2>"$out/grade.err" &
 	wait $!
 	status=$?
-	cat "$out/notes" >"$out/notes.all" 2>/dev/null
+	cat "$out/notes" "$out/notes.run" >"$out/notes.all" 2>/dev/null
 	if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
 		echo "stopped after the time limit of $limit s" >>"$out/notes.all"
 	fi
