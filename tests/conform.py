@@ -465,6 +465,7 @@ class Kit:
         self.spool = args.spool
         self.learned_smtp, self.learned_pop3 = set(), set()
         self.smtp_check = False   # the running check judges the SMTP server
+        self.hung = {}            # "SMTP"/"POP3": why it is taken as hung
         self.senders = args.senders
         self.client_cmd, self.settle = args.client, args.settle
         self.token = "k" + os.urandom(4).hex()
@@ -536,6 +537,8 @@ class Kit:
         """Deliver one message in a session of its own; the final reply.
         prereq: a POP3 check's mail, whose failure to arrive the SMTP checks
         report (this check is then not run)."""
+        if prereq and "SMTP" in self.hung:
+            raise NotRun("not run: " + self.hung["SMTP"])
         try:
             s = SMTP(self)
         except Fail as e:
@@ -582,6 +585,8 @@ class Kit:
         In an SMTP check, a POP3 server that cannot be read makes the check
         not run: the POP3 checks report that."""
         try:
+            if "POP3" in self.hung and p is None:
+                raise NotRun("not run: " + self.hung["POP3"])
             return self.read_mailbox(i, strict, p)
         except NotRun:
             raise
@@ -2222,6 +2227,41 @@ def run_check(kit, c, check_timeout):
             "tolerated": sorted(tolerated)}
 
 
+HANG_RE = re.compile(r"no answer .*within|did not finish within")
+
+
+def silent_servers(kit, wait=3):
+    """{"SMTP"/"POP3": why} for each server that accepts a connection but
+    sends no greeting within wait seconds (a connection refused is no hang:
+    it fails at once)."""
+    hung = {}
+    for name, addr in (("SMTP", kit.smtp), ("POP3", kit.pop3)):
+        try:
+            sock = socket.create_connection(addr, timeout=wait)
+        except OSError:
+            continue
+        try:
+            sock.settimeout(wait)
+            sock.recv(1)
+        except socket.timeout:
+            hung[name] = ("the %s server stopped answering (no greeting within %gs after "
+                          "three checks in a row got no answer)" % (name, wait))
+        except OSError:
+            pass
+        finally:
+            sock.close()
+    return hung
+
+
+def needs(c, hung):
+    """The reason check c cannot run with the servers in hung, or None."""
+    if c.name.startswith("pop-"):
+        return hung.get("POP3")
+    if c.level == "client":
+        return None
+    return hung.get("SMTP")
+
+
 def usage_error(text):
     sys.stderr.write("conform.py: %s\n" % text)
     raise SystemExit(2)
@@ -2233,16 +2273,29 @@ def run_all(args, kit, chosen, stream=None):
     kit that is killed leaves every check it finished."""
     results = []
     started = time.monotonic()
+    streak = 0        # checks in a row that got no answer in time
     for c in chosen:
         left = args.budget - (time.monotonic() - started) if args.budget else None
+        if streak >= 3:
+            # A server that hangs would make every later check wait out its
+            # timeout: once it does not even greet, the checks that need it
+            # are not run.
+            kit.hung = silent_servers(kit, min(3, kit.timeout))
+            streak = 0
         if left is not None and left <= 1:
             result = {"name": c.name, "level": c.level, "result": "not-run",
                       "reason": "not run: the --budget of %gs is spent" % args.budget,
+                      "source": c.source, "seconds": 0, "tolerated": []}
+        elif needs(c, kit.hung):
+            result = {"name": c.name, "level": c.level, "result": "not-run",
+                      "reason": "not run: " + needs(c, kit.hung),
                       "source": c.source, "seconds": 0, "tolerated": []}
         else:
             # The budget bounds the check too: it ends before the budget does.
             limit = args.check_timeout if left is None else min(args.check_timeout, left)
             result = run_check(kit, c, limit)
+            streak = streak + 1 if result["result"] == "fail" and \
+                HANG_RE.search(result["reason"]) else 0
             if not args.keep:
                 kit.cleanup()
         results.append(result)
@@ -2307,6 +2360,8 @@ def causes(results):
             key = "the server closed the connection"
         elif r["result"] == "not-run" and "budget" in reason:
             key = "not run: out of time"
+        elif r["result"] == "not-run" and "stopped answering" in reason:
+            key = reason[len("not run: "):].split(" (")[0]
         elif r["result"] == "not-run":
             key = "not run: a step before failed"
         else:

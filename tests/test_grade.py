@@ -176,6 +176,20 @@ class Stream(Pair, unittest.TestCase):
         self.assertNotIn("smtp-noop", done)
         self.assertTrue(all(l["result"] == "pass" for l in lines[1:]), lines)
 
+    def test_hung_server_is_not_waited_on(self):
+        # From its fourth connection on the SMTP server never greets: after
+        # three checks in a row without an answer the kit sees that, and
+        # the checks that need it are not run, at once.
+        started = time.monotonic()
+        report = self.kit("stuck", "--level", "assignment,rfc", "--timeout", "2")
+        seconds = time.monotonic() - started
+        failed, not_run = outcome(report, "fail"), outcome(report, "not-run")
+        self.assertEqual(list(failed)[:3], ["smtp-rcpt", "smtp-data", "smtp-end-of-data"])
+        self.assertIn("smtp-quit", not_run)
+        self.assertRegex(not_run["smtp-quit"], r"the SMTP server stopped answering")
+        self.assertGreater(len(not_run), 20)
+        self.assertLess(seconds, 40)
+
     def test_not_run_apart_from_fail(self):
         # A budget of 3 s and a NOOP that hangs past it: smtp-noop is cut at
         # the budget (a failure), the checks after it are not run.

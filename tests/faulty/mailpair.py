@@ -23,6 +23,8 @@ Faults:
   fixed-ports     listens on 20000 (SMTP) and 40000 (POP3), whatever it is given
   one-shot        serves one connection, then exits
   spin            after each SMTP session, leaves a child process spinning on the CPU
+  stuck           from its fourth SMTP connection on, never greets (an iterative
+                  server blocked on a session that will not end)
   reverse-lookup  looks the client's address up (getnameinfo) before the greeting and
                   closes the connection if that fails
 
@@ -51,7 +53,7 @@ import time
 HOST = "pair.example"
 FAULTS = ("store-at-quit", "lf-dot-lf", "lose-dot-line", "rset-deletes", "drop-deletes",
           "hang-noop", "nul-pad", "no-space", "no-crlf", "list-no-end", "user-colon",
-          "fixed-ports", "one-shot", "spin", "reverse-lookup")
+          "fixed-ports", "one-shot", "spin", "reverse-lookup", "stuck")
 FAULT = None
 SPOOL = None                # the directory of the mailbox files, or None: in memory
 USERS = {}                  # login -> password
@@ -59,6 +61,7 @@ MAILBOXES = {}              # login -> [Record]
 SESSION_LOCKS = {}          # login -> the POP3 session lock
 STORE = threading.Lock()    # guards MAILBOXES
 UIDS = itertools.count(1)
+SMTP_SESSIONS = itertools.count(1)
 
 
 class Record:
@@ -155,6 +158,8 @@ class SMTPHandler(Handler):
                 socket.getnameinfo(self.client_address, socket.NI_NAMEREQD)
             except OSError:
                 return              # no name for the client: no greeting
+        if FAULT == "stuck" and next(SMTP_SESSIONS) > 3:
+            time.sleep(3600)
         self.out("220 %s Service ready" % HOST)
         self.sender, self.rcpts, self.pending, self.helo = None, [], [], b"unknown"
         while True:
