@@ -2,7 +2,8 @@
 # grade.sh - grade a folder of mail-assignment submissions with the kit.
 #
 #   tests/grade.sh [-o dir] [-t seconds] [-b seconds] [-j jobs] [-k 'kit options']
-#                  [-c 'client args'] [-C] [-n] [-p 'smtp_port pop3_port'] DIR...
+#                  [-c 'client args'] [-C] [-m client] [-r dir] [-n]
+#                  [-p 'smtp_port pop3_port'] DIR...
 #
 # Each DIR holds one submission: smtpmail.c, popserver.c and mailclient.c
 # (or a common misnaming of them, such as pop3server.c or smptmail.c, in DIR
@@ -50,6 +51,11 @@
 #               (e.g. -k '--level assignment,rfc --timeout 5')
 #   -c args     how the client is called (default '{host} {smtp} {pop3}')
 #   -C          do not drive the client
+#   -m program  drive this client (ours, say) instead of the submission's,
+#               to grade the submission's servers with a client known good
+#   -r dir      grade the submission's client against the servers of dir
+#               (smtpmail.c and popserver.c known good, ours say), in a run
+#               of its own, instead of against the submission's servers
 #   -n          no network namespace
 #   -p ports    the SMTP and POP3 ports (default 2525 1100 in a namespace,
 #               free ones otherwise)
@@ -183,6 +189,7 @@ inner() {
 		users="$users --user $account"
 	done
 	: >"$out/notes.run"
+	pid_smtpmail='' pid_popserver=''
 	start_server smtpmail "$smtp_port"
 	start_server popserver "$pop_port"
 	# Ready when each server listens somewhere (or after 5 s): read from
@@ -202,7 +209,7 @@ inner() {
 	fi
 	if [ -n "$client" ]; then
 		mkdir -p "$work/client"
-		set -- --client "$srv/mailclient $client" --client-log "$out/client.txt" \
+		set -- --client "$client" --client-log "$out/client.txt" \
 			--client-cwd "$work/client" "$@"
 	fi
 	# shellcheck disable=SC2086
@@ -226,6 +233,7 @@ inner() {
 # first port it listens on, else the asked one.
 pick() {
 	case " $2 " in *" $1 "*) echo "$1"; return ;; esac
+	# shellcheck disable=SC2086  # the ports found, one word each
 	set -- "$1" $2
 	echo "${2:-$1}"
 }
@@ -245,7 +253,8 @@ usage() {
 }
 
 out_dir='' limit=300 check=60 jobs=1 kit_opts='' client_args='{host} {smtp} {pop3}' ns=yes ports=
-while getopts o:t:b:j:k:c:Cnp: opt; do
+client_prog='' ref_dir=''
+while getopts o:t:b:j:k:c:Cnp:m:r: opt; do
 	case $opt in
 	o) out_dir=$OPTARG ;;
 	t) limit=$OPTARG ;;
@@ -256,6 +265,8 @@ while getopts o:t:b:j:k:c:Cnp: opt; do
 	C) client_args= ;;
 	n) ns= ;;
 	p) ports=$OPTARG ;;
+	m) client_prog=$OPTARG ;;
+	r) ref_dir=$OPTARG ;;
 	*) usage ;;
 	esac
 done
@@ -265,7 +276,9 @@ for n in "$limit" "$check" "$jobs"; do
 	case $n in '' | *[!0-9]*) usage ;; esac
 done
 [ "$limit" -ge 20 ] || { echo "grade.sh: -t needs at least 20 seconds" >&2; exit 2; }
-[ "$check" -ge 1 ] && [ "$jobs" -ge 1 ] || usage
+if [ "$check" -lt 1 ] || [ "$jobs" -lt 1 ]; then
+	usage
+fi
 export GRADE_TIME=$limit GRADE_CHECK=$check GRADE_PORTS=$ports
 
 # The namespaces: user+net+pid+mount (whatever a submission leaves behind
@@ -292,8 +305,13 @@ mkdir -p "$out_dir" || exit 1
 out_dir=$(cd "$out_dir" && pwd) || exit 1
 # Every temporary file of this run is under one directory, removed at the end.
 tmp_root=$(mktemp -d "${TMPDIR:-/tmp}/grade-work.XXXXXX") || exit 1
+if [ -n "$client_prog" ]; then
+	[ -x "$client_prog" ] || { echo "grade.sh: -m $client_prog: not a program" >&2; exit 2; }
+	client_prog=$(cd "$(dirname "$client_prog")" && pwd)/$(basename "$client_prog")
+fi
 
 # descendants pid: every process below pid, deepest last.
+# shellcheck disable=SC2317  # called from the trap
 descendants() {
 	python3 - "$1" <<'EOF'
 import os, sys
@@ -315,6 +333,7 @@ EOF
 
 # stop_all: every process this run started, at once, and every temporary
 # file; on Ctrl-C, a closed terminal (SIGHUP) or a kill.
+# shellcheck disable=SC2317  # called from the trap
 stop_all() {
 	trap '' INT TERM HUP
 	# shellcheck disable=SC2046
@@ -337,11 +356,16 @@ row() {
 	python3 - "$here" "$@" <<'EOF'
 import csv, json, sys
 here, name, build, notes_file, path = sys.argv[1:6]
+client_path = sys.argv[6] if len(sys.argv) > 6 else None
 sys.path.insert(0, here)
 import conform
 levels = conform.LEVELS
-notes, plan, results = [], [], []
-try:
+notes = []
+
+
+def read(path):
+    """The plan and the results of one streamed kit run."""
+    plan, results = [], []
     for line in open(path):
         try:
             item = json.loads(line)
@@ -351,9 +375,26 @@ try:
             plan = item["plan"]
         elif "name" in item:
             results.append(item)
+    return plan, results
+
+
+plan, results = [], []
+try:
+    plan, results = read(path)
 except OSError:
     if path != "/nonexistent":
         notes = ["the kit left no report (see kit.err)"]
+if client_path:
+    # The client's checks come from its run against the reference servers.
+    try:
+        more_plan, more = read(client_path)
+    except OSError:
+        more_plan, more = [], []
+        notes.append("the client's run left no report (see ref-client/kit.err)")
+    plan = [c for c in plan if c["level"] != "client"] + \
+        [c for c in more_plan if c["level"] == "client"]
+    results = [r for r in results if r["level"] != "client"] + \
+        [r for r in more if r["level"] == "client"]
 done = {r["name"] for r in results}
 for c in plan:
     if c["name"] not in done:
@@ -466,15 +507,22 @@ grade() {
 		if [ -n "$accounts" ]; then
 			cp "$users_file" "$work/server/user.txt"
 			own_users=yes
-			echo "accounts from ${users_file#"$dir"/}: $(echo $accounts | sed 's/:[^ ]*//g')" >>"$out/notes"
+			logins=$(awk 'NF >= 2 && n < 2 { printf "%s%s", (n ? " " : ""), $1; n++ }' "$users_file")
+			echo "accounts from ${users_file#"$dir"/}: $logins" >>"$out/notes"
 		fi
 	fi
 	accounts=${accounts:-$DEFAULT_ACCOUNTS}
 	client=$(setting "$settings" client)
 	client=${client:-$client_args}
 	[ "$client" != none ] || client=
-	case $broken in *mailclient.c*) client= ;; esac
 	[ -n "$client_args" ] || client=
+	client_bin=${client_prog:-$work/server/mailclient}
+	case $broken in *mailclient.c*) [ -n "$client_prog" ] || client= ;; esac
+	ref_client=
+	if [ -n "$ref_dir" ] && [ -n "$client" ] && [ -z "$client_prog" ]; then
+		ref_client=$client client=
+	fi
+	[ -z "$client" ] || client="$client_bin $client"
 	sub_ports=$(setting "$settings" ports)
 	run_ports=ns
 	if [ -n "$wrap" ]; then
@@ -489,23 +537,51 @@ grade() {
 		"$client" "$run_ports" "$accounts" $kit_opts $extra 2>"$out/grade.err" &
 	wait $!
 	status=$?
+	client_jsonl=
+	if [ -n "$ref_client" ]; then
+		# The submission's client against the reference servers.
+		ref=$work/ref
+		mkdir -p "$ref/server" "$out/ref-client"
+		cp "$tmp_root/ref/smtpmail" "$tmp_root/ref/popserver" "$work/server/mailclient" "$ref/server/"
+		[ ! -f "$work/server/user.txt" ] || cp "$work/server/user.txt" "$ref/server/"
+		# shellcheck disable=SC2086
+		GRADE_OWN_USERS=$own_users timeout -k 5 "$limit" $wrap bash "$0" --inner "$ref" \
+			"$out/ref-client" "$ref/server/mailclient $ref_client" "$run_ports" "$accounts" \
+			$kit_opts $extra --level client 2>"$out/ref-client/grade.err" &
+		wait $!
+		client_jsonl=$out/ref-client/kit.jsonl
+		echo "the client graded against the servers of $ref_dir" >>"$out/notes"
+	fi
 	cat "$out/notes" "$out/notes.run" >"$out/notes.all" 2>/dev/null
 	if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
 		echo "stopped after the time limit of $limit s" >>"$out/notes.all"
 	fi
 	# Without a PID namespace, nothing it started outlives it (by process group).
-	if [ -z "$GRADE_MOUNTNS" ] && [ -f "$out/pids" ]; then
-		while read -r pid; do
+	if [ -z "$GRADE_MOUNTNS" ]; then
+		cat "$out/pids" "$out/ref-client/pids" 2>/dev/null | while read -r pid; do
 			stop_group "$pid"
-		done <"$out/pids"
+		done
 	fi
 	build=ok
 	[ -z "$broken" ] || build="failed:$broken"
 	# One write: rows of jobs at once do not mix.
-	line=$(row "$name" "$build" "$out/notes.all" "$out/kit.jsonl")
+	line=$(row "$name" "$build" "$out/notes.all" "$out/kit.jsonl" ${client_jsonl:+"$client_jsonl"})
 	printf '%s\n' "$line"
 	rm -rf "$work"
 }
+
+# The reference servers of -r, built once.
+if [ -n "$ref_dir" ]; then
+	mkdir "$tmp_root/ref"
+	for prog in smtpmail popserver; do
+		if ! build "$ref_dir/$prog.c" "$tmp_root/ref/$prog" "$tmp_root/ref/$prog.txt"; then
+			echo "grade.sh: -r $ref_dir: $prog.c does not build:" >&2
+			cat "$tmp_root/ref/$prog.txt" >&2
+			rm -rf "$tmp_root"
+			exit 2
+		fi
+	done
+fi
 
 echo "submission,build,assignment,rfc,robust,extra,client,not_run,notes"
 used=' '
