@@ -466,6 +466,7 @@ class Kit:
         self.learned_smtp, self.learned_pop3 = set(), set()
         self.smtp_check = False   # the running check judges the SMTP server
         self.hung = {}            # "SMTP"/"POP3": why it is taken as hung
+        self.current = ""         # the name of the running check
         self.senders = args.senders
         self.client_cmd, self.settle = args.client, args.settle
         self.token = "k" + os.urandom(4).hex()
@@ -743,7 +744,7 @@ def dialogue(kit, upto):
     the step upto: {step: reply}. A step before upto that fails makes the
     check not run (that step's own check reports it)."""
     steps = {}
-    tag = "dialogue-" + upto
+    tag = dialogue_tag(kit)
     s = SMTP(kit)
     try:
         steps["greeting"] = s.greeting
@@ -771,6 +772,12 @@ def dialogue(kit, upto):
         return steps
     finally:
         s.close()
+
+
+def dialogue_tag(kit):
+    """The mark of the dialogue's mail: one per check, so that even mail
+    kept (--keep) is found once."""
+    return "dialogue-" + kit.current
 
 
 def step(kit, name):
@@ -812,7 +819,7 @@ def smtp_rcpt(kit):
                    "250 <addr>... Recipient ok, or 250 OK ...", steps)
     if steps["end"].code != 250:
         raise NotRun("not reached: the end of the data got %s" % steps["end"])
-    where, _ = kit.stored(0, "dialogue-end")
+    where, _ = kit.stored(0, dialogue_tag(kit))
     return "%s; the mail reached %s (%s)" % (reason, kit.users[0][0], where)
 
 
@@ -858,7 +865,7 @@ def delivered(kit):
     r = step(kit, "end")
     if r.code != 250:
         raise NotRun("not reached: the end of the data got %s" % r)
-    return kit.stored(0, "dialogue-end")
+    return kit.stored(0, dialogue_tag(kit))
 
 
 @check("delivery", "assignment",
@@ -868,7 +875,7 @@ def delivery(kit):
     user, domain = (re.escape(x.encode()) for x in kit.sender.split("@"))
     for field, pattern in (("From", rb"^from:\s*<?\s*%s\s*@\s*%s" % (user, domain)),
                            ("To", rb"^to:\s*<?\s*%s\s*@\s*%s" % (user, domain)),
-                           ("Subject", rb"^subject:.*" + re.escape(kit.key("dialogue-end").encode()))):
+                           ("Subject", rb"^subject:.*" + re.escape(kit.key(dialogue_tag(kit)).encode()))):
         if not any(re.match(pattern, line, re.I) for line in msg):
             raise Fail("%s has no %s: line as sent" % (n, field))
     if find_run(msg, BODY) < 0:
@@ -2101,6 +2108,7 @@ def client_list(kit, t):
     kit.send("cb", to=(me,), keep=True, prereq=True)
     t.type("1")
     t.expect(NUMBER_PROMPT_RE, "the list and 'Enter mail no. to see:'")
+    kit.client_state["at_prompt"] = True
     listing = t.text()
     numbers = {}
     for tag in ("ca", "cb"):
@@ -2149,6 +2157,7 @@ def client_read(kit, t):
                                      ("Subject:", r"^\s*subject:"), ("Received", r"received"),
                                      ("the first body line", re.escape(CLIENT_BODY[0])))
                if not re.search(rx, shown, re.I | re.M)]
+    kit.client_state["read"] = True     # the client waits for the key now
     if missing:
         raise soft("the mail shown lacks %s" % ", ".join(missing))
     return "From, To, Subject, Received and the body shown"
@@ -2158,6 +2167,11 @@ def client_read(kit, t):
               '-1 goes back to the menu')
 def client_delete(kit, t):
     me = client_user(kit)
+    if not kit.client_state.get("read"):
+        if kit.client_state.get("at_prompt"):
+            t.type("-1")                    # from the number prompt to the menu
+            back_to_menu(t, "-1")
+        raise NotRun("not reached: no mail was shown to delete (client-read)")
     t.type("d")
     t.expect(NUMBER_PROMPT_RE, "the list again after 'd'")
     listing = t.text()
@@ -2207,6 +2221,7 @@ def run_check(kit, c, check_timeout):
             traceback.print_exc()
 
     started = time.monotonic()
+    kit.current = c.name
     kit.smtp_check = c.name.startswith(("smtp-", "smuggle-")) or \
         c.name in ("delivery", "received-line", "dot-line")
     thread = threading.Thread(target=target, daemon=True)

@@ -113,7 +113,8 @@ def manage(args, user, password):
         shown = [n for n in numbers if n not in deleted]
         for k, n in enumerate(shown, 1):
             m = mails[n]
-            when = re.search(r"\d{1,2} \w{3} \d{4} \d{2}:\d{2}", header(m, "received") or "")
+            when = re.search(r"\d{1,2} \w{3} \d{4} \d{1,2}:\d{2}|\d{1,2}:\d{2}",
+                             "\n".join(m))
             say("%d %s %s %s" % (k, header(m, "from"), when.group(0) if when else "-",
                                  header(m, "subject")))
         while True:
