@@ -120,7 +120,10 @@ class Defects(Pair, unittest.TestCase):
             "no-crlf": ({"smtp-crlf": r"^replies lack CRLF", "pop-crlf": r"^replies lack CRLF"},
                         ["--only", NO_CRLF_SUBSET, "--keep"]),
             "list-no-end": ({"pop-multiline-end": r"^LIST never ends with a '\.' line"},
-                            ["--only", NO_CRLF_SUBSET + ",pop-multiline-end,pop-uidl,pop-dele"]),
+                            ["--only", NO_CRLF_SUBSET + ",pop-multiline-end,pop-uidl,pop-dele,"
+                             "dot-line"]),
+            "list-form": ({"pop-list-size": r"^LIST lines are not 'n size': '1\. \d+ octets'$"},
+                          []),
         }
         for fault, (expected, extra) in cases.items():
             with self.subTest(fault=fault):
@@ -237,6 +240,8 @@ class GradeSet(unittest.TestCase):
         submission(os.path.join(subs, "own-users"), settings=no_client)
         with open(os.path.join(subs, "own-users", "user.txt"), "w") as f:
             f.write("carol carolpw\ndave davepw\n")
+        # A second folder of an equal name, elsewhere.
+        submission(os.path.join(top, "more", "spin"), settings=no_client)
         tmp = os.path.join(top, "tmp")
         os.mkdir(tmp)
         names = sorted(os.listdir(subs))
@@ -244,7 +249,8 @@ class GradeSet(unittest.TestCase):
         started = time.monotonic()
         run = subprocess.run(["bash", GRADE, "-j", "2", "-o", "results", "-t", "60", "-b", "20",
                               "-k", "--level assignment,client " + FAST_GRADE]
-                             + [os.path.join("submissions", n) for n in names],
+                             + [os.path.join("submissions", n) for n in names]
+                             + [os.path.join("more", "spin")],
                              capture_output=True, text=True, timeout=240, cwd=top,
                              env=dict(os.environ, TMPDIR=tmp))
         seconds = time.monotonic() - started
@@ -252,7 +258,12 @@ class GradeSet(unittest.TestCase):
         rows = list(csv.reader(io.StringIO(run.stdout)))
         self.assertEqual(rows[0][-2:], ["not_run", "notes"])
         rows = {r[0]: r[1:] for r in rows[1:]}
-        self.assertEqual(sorted(rows), names)
+        self.assertEqual(sorted(rows), sorted(names + ["spin-2"]))
+        self.assertEqual(rows["spin-2"][1], "%d/%d" % ((sum(1 for c in conform.CHECKS
+                                                              if c.level == "assignment"),) * 2))
+        # The servers' stdout is line-buffered: a student's printf logs.
+        with open(os.path.join(top, "results", "misnamed", "smtpmail.log")) as f:
+            self.assertIn("smtp server starting on port 2525", f.read())
         a = sum(1 for c in conform.CHECKS if c.level == "assignment")
         c = sum(1 for c in conform.CHECKS if c.level == "client")
         full = "%d/%d" % (a, a)

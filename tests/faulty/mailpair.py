@@ -19,6 +19,7 @@ Faults:
   no-space        SMTP replies have no space after the code ("250<a@b>... Sender ok")
   no-crlf         single-line replies are sent without any line end
   list-no-end     POP3 LIST never sends its final "." line
+  list-form       POP3 LIST lines are "n. size octets", not "n size"
   user-colon      POP3 wants "USER : name" and "PASS : password" (the colon form)
   fixed-ports     listens on 20000 (SMTP) and 40000 (POP3), whatever it is given
   one-shot        serves one connection, then exits
@@ -53,7 +54,7 @@ import time
 HOST = "pair.example"
 FAULTS = ("store-at-quit", "lf-dot-lf", "lose-dot-line", "rset-deletes", "drop-deletes",
           "hang-noop", "nul-pad", "no-space", "no-crlf", "list-no-end", "user-colon",
-          "fixed-ports", "one-shot", "spin", "reverse-lookup", "stuck")
+          "fixed-ports", "one-shot", "spin", "reverse-lookup", "stuck", "list-form")
 FAULT = None
 SPOOL = None                # the directory of the mailbox files, or None: in memory
 USERS = {}                  # login -> password
@@ -351,7 +352,8 @@ class POP3Handler(Handler):
                 self.out("+OK %s %d" % (arg, r.size()))
             return
         self.out("\r\n".join(["+OK scan listing follows"] +
-                             ["%d %d" % (n, r.size()) for n, r in self.live()] +
+                             [("%d. %d octets" if FAULT == "list-form" else "%d %d")
+                              % (n, r.size()) for n, r in self.live()] +
                              ([] if FAULT == "list-no-end" else ["."])))
 
     def trans_uidl(self, arg):

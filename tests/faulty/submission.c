@@ -31,6 +31,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "usage: %s port\n", argv[0]);
 			return 2;
 		}
+		/* A student's log line: lost at exec unless stdout is line-buffered. */
+		printf("%s server starting on port %s\n", ROLE, argv[1]);
 		args[n++] = argv[1];
 		args[n++] = argv[1];
 		args[n++] = "--only";
