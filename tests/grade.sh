@@ -61,7 +61,7 @@
 #               free ones otherwise)
 #
 # Limits per submission's servers (environment): GRADE_CPU (CPU seconds per
-# process, 120), GRADE_PROCS (processes, 256), GRADE_MEM (KiB of memory per
+# process, 30), GRADE_PROCS (processes, 256), GRADE_MEM (KiB of memory per
 # process, 1048576).
 #
 # Exit status: 0 when every row was printed, 2 on bad usage, 130 when stopped.
@@ -152,7 +152,7 @@ fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))'
 start_server() {
 	(
 		cd "$srv" || exit 1
-		ulimit -t "${GRADE_CPU:-120}" 2>/dev/null
+		ulimit -t "${GRADE_CPU:-30}" 2>/dev/null
 		ulimit -u "${GRADE_PROCS:-256}" 2>/dev/null
 		ulimit -v "${GRADE_MEM:-1048576}" 2>/dev/null
 		buffer=
