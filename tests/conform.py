@@ -376,7 +376,9 @@ class POP3(Line):
         loose = not strict or self.bare_lf or "nocrlf" in self.defects
         while True:
             after_crlf = self.crlf
-            idle = self.silence * 3
+            # A server may pause inside a long response: only a longer
+            # silence than between the parts of a line ends it.
+            idle = max(self.silence * 4, 2.0)
             if count is not None and len(lines) >= count:
                 idle = 0.1              # all the lines STAT announced are here
             line = self.line(what, idle_end=idle)

@@ -134,10 +134,15 @@ class Defects(Pair, unittest.TestCase):
                 self.assertEqual(outcome(report, "not-run"), {})
                 for name, pattern in expected.items():
                     self.assertRegex(failed[name], pattern)
-                # The checks that passed say what they read through.
+                # The checks that passed say what they read through; the
+                # notes give that root cause first, then the failures.
                 tolerated = [c for c in report["checks"]
                              if c["result"] == "pass" and c["tolerated"]]
                 self.assertGreater(len(tolerated), 5)
+                notes = conform.causes(report["checks"])
+                self.assertRegex(notes[0], r"^[a-zA-Z].* \(read through\): \d+ checks$")
+                self.assertEqual(notes[-1], "failed: " + " ".join(
+                    c["name"] for c in report["checks"] if c["result"] == "fail"))
 
 
 
