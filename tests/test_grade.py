@@ -339,6 +339,35 @@ class Reference(unittest.TestCase):
         self.assertEqual(rows["pair"][5:7], ["%d/%d" % (c, c), "0"], rows)
 
 
+@unittest.skipUnless(namespaces(), "unshare -rnpfm does not work here: grade.sh's namespaces")
+class HostLike(unittest.TestCase):
+    """The namespace answers as a host: on a machine whose /etc/hosts lacks
+    localhost (simulated in a mount namespace), grade.sh's set-up makes
+    getnameinfo() of 127.0.0.1 answer and brings loopback up."""
+
+    def test_reverse_lookup_and_loopback(self):
+        top = tempfile.mkdtemp(prefix="gradehosts-")
+        self.addCleanup(shutil.rmtree, top, True)
+        bad = os.path.join(top, "hosts")
+        with open(bad, "w") as f:
+            f.write("10.1.2.3 elsewhere\n")
+        script = """
+mount --bind "$1" /etc/hosts || exit 3
+eval "$(sed -n '/^host_like() {/,/^}/p' "$2")"
+GRADE_MOUNTNS=yes host_like "$3"
+python3 -c '
+import socket
+print(socket.getnameinfo(("127.0.0.1", 25), socket.NI_NAMEREQD)[0])
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+socket.create_connection(s.getsockname(), timeout=5).close()
+print("loopback up")'
+"""
+        run = subprocess.run(["unshare", "-rnpfm", "--kill-child", "--mount-proc", "bash", "-c",
+                              script, "-", bad, GRADE, top],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(run.stdout.split(), ["localhost", "loopback", "up"], run.stderr)
+
+
 def processes_under(path):
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
