@@ -368,6 +368,29 @@ print("loopback up")'
         self.assertEqual(run.stdout.split(), ["localhost", "loopback", "up"], run.stderr)
 
 
+@unittest.skipUnless(namespaces(), "unshare -rnpfm does not work here: grade.sh's namespaces")
+class Limits(unittest.TestCase):
+    """A server that spins on the CPU is stopped by the CPU limit."""
+
+    def test_cpu_limit(self):
+        top = tempfile.mkdtemp(prefix="gradelimit-")
+        self.addCleanup(shutil.rmtree, top, True)
+        submission(os.path.join(top, "spins"), "spin-start", settings="client = none\n")
+        started = time.monotonic()
+        run = subprocess.run(["bash", GRADE, "-o", os.path.join(top, "out"), "-t", "60", "-k",
+                              "--only smtp-greeting,pop-greeting " + FAST_GRADE,
+                              os.path.join(top, "spins")],
+                             capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, GRADE_CPU="1"))
+        rows = {r[0]: r[1:] for r in list(csv.reader(io.StringIO(run.stdout)))[1:]}
+        # SIGXCPU at the limit (128 + 24), or SIGKILL (128 + 9) where the
+        # soft and hard limits are one.
+        for prog in ("smtpmail", "popserver"):
+            self.assertRegex(rows["spins"][-1],
+                             r"%s exited \(status (152|137)\) before the kit ended" % prog)
+        self.assertLess(time.monotonic() - started, 40)
+
+
 def processes_under(path):
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):

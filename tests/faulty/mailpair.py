@@ -19,6 +19,7 @@ Faults:
   no-space        SMTP replies have no space after the code ("250<a@b>... Sender ok")
   no-crlf         single-line replies are sent without any line end
   list-no-end     POP3 LIST never sends its final "." line
+  spin-start      spins on the CPU for ever instead of starting
   list-form       POP3 LIST lines are "n. size octets", not "n size"
   user-colon      POP3 wants "USER : name" and "PASS : password" (the colon form)
   fixed-ports     listens on 20000 (SMTP) and 40000 (POP3), whatever it is given
@@ -54,7 +55,7 @@ import time
 HOST = "pair.example"
 FAULTS = ("store-at-quit", "lf-dot-lf", "lose-dot-line", "rset-deletes", "drop-deletes",
           "hang-noop", "nul-pad", "no-space", "no-crlf", "list-no-end", "user-colon",
-          "fixed-ports", "one-shot", "spin", "reverse-lookup", "stuck", "list-form")
+          "fixed-ports", "one-shot", "spin", "reverse-lookup", "stuck", "list-form", "spin-start")
 FAULT = None
 SPOOL = None                # the directory of the mailbox files, or None: in memory
 USERS = {}                  # login -> password
@@ -446,6 +447,9 @@ def main():
         USERS[login.lower()] = password
         MAILBOXES[login.lower()] = []
         SESSION_LOCKS[login.lower()] = threading.Lock()
+    if FAULT == "spin-start":
+        while True:                 # a loop that never ends, before listening
+            pass
     if FAULT == "fixed-ports":
         args.smtp_port, args.pop3_port = 20000, 40000
     servers = []
