@@ -192,12 +192,18 @@ inner() {
 	pid_smtpmail='' pid_popserver=''
 	start_server smtpmail "$smtp_port"
 	start_server popserver "$pop_port"
-	# Ready when each server listens somewhere (or after 5 s): read from
-	# the socket table.
+	# Ready when each server listens somewhere or has exited (or after
+	# 5 s): read from the socket table.
 	found=
 	for _ in $(seq 50); do
 		found=$(listeners "$pid_smtpmail" "$pid_popserver")
-		[ -n "$(ports_of "$pid_smtpmail")" ] && [ -n "$(ports_of "$pid_popserver")" ] && break
+		waiting=
+		for pid in $pid_smtpmail $pid_popserver; do
+			if [ -z "$(ports_of "$pid")" ] && kill -0 "$pid" 2>/dev/null; then
+				waiting=yes
+			fi
+		done
+		[ -n "$waiting" ] || break
 		sleep 0.1
 	done
 	smtp_use=$(pick "$smtp_port" "$(ports_of "$pid_smtpmail")")
