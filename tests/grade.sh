@@ -182,6 +182,12 @@ inner() {
 	smtp_port=$1 pop_port=$2
 	shift 2
 	users=
+	if [ -n "$own_users" ]; then
+		# The submission's user.txt: a mailbox folder for every user in it.
+		awk 'NF >= 2 { print $1 }' "$srv/user.txt" | while read -r login; do
+			case $login in */* | . | ..) ;; *) mkdir -p "$srv/$login" ;; esac
+		done
+	fi
 	for account in $accounts; do
 		[ -f "$srv/user.txt" ] && [ -n "$own_users" ] ||
 			printf '%s %s\n' "${account%%:*}" "${account#*:}" >>"$srv/user.txt"
