@@ -2400,7 +2400,7 @@ def causes(results):
             key = "no answer in time (a hang)"
         elif "closed the connection" in reason or "connection broke" in reason:
             key = "the server closed the connection"
-        elif r["result"] == "not-run" and "budget" in reason:
+        elif r["result"] == "not-run" and ("budget" in reason or "time limit" in reason):
             key = "not run: out of time"
         elif r["result"] == "not-run" and "stopped answering" in reason:
             key = reason[len("not run: "):].split(" (")[0]

@@ -369,6 +369,30 @@ print("loopback up")'
 
 
 @unittest.skipUnless(namespaces(), "unshare -rnpfm does not work here: grade.sh's namespaces")
+class TimeLimit(unittest.TestCase):
+    """A kit stopped by grade.sh's time limit: its row still has every check
+    it finished; the ones it never reached are not run."""
+
+    def test_row_of_a_stopped_kit(self):
+        top = tempfile.mkdtemp(prefix="gradetime-")
+        self.addCleanup(shutil.rmtree, top, True)
+        submission(os.path.join(top, "hangs"), "hang-noop", settings="client = none\n")
+        # The kit's own budget lifted, so that the limit (-t 20) stops it
+        # inside smtp-noop, which waits 60 s for its answer.
+        run = subprocess.run(["bash", GRADE, "-o", os.path.join(top, "out"), "-t", "20", "-k",
+                              "--level rfc --budget 9999 " + FAST_GRADE + " --timeout 60",
+                              os.path.join(top, "hangs")],
+                             capture_output=True, text=True, timeout=120)
+        rows = {r[0]: r[1:] for r in list(csv.reader(io.StringIO(run.stdout)))[1:]}
+        rfc = sum(1 for c in conform.CHECKS if c.level == "rfc")
+        passed, ran = map(int, rows["hangs"][2].split("/"))
+        self.assertEqual((passed, ran), (4, 4), rows)   # the four before smtp-noop
+        self.assertEqual(int(rows["hangs"][6]), rfc - 4)
+        self.assertIn("stopped after the time limit of 20 s", rows["hangs"][-1])
+        self.assertIn("not run: out of time: %d checks" % (rfc - 4), rows["hangs"][-1])
+
+
+@unittest.skipUnless(namespaces(), "unshare -rnpfm does not work here: grade.sh's namespaces")
 class Limits(unittest.TestCase):
     """A server that spins on the CPU is stopped by the CPU limit."""
 
