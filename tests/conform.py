@@ -168,7 +168,13 @@ class Line:
             left = deadline - now
             if left <= 0:
                 raise Timeout("no answer %s within %gs" % (what, self.timeout))
-            quiet = self.silence if self.pending() else idle_end
+            quiet = idle_end
+            if self.pending():
+                # Inside a long response (idle_end) a server that does end
+                # its lines may pause between two writes: a longer silence.
+                quiet = self.silence
+                if idle_end is not None and "nocrlf" not in self.learned:
+                    quiet = max(self.silence, idle_end)
             wait = left if quiet is None else min(left, max(0.01, last + quiet - now))
             self.sock.settimeout(wait)
             try:
