@@ -222,6 +222,11 @@ class Line:
                 self.defects.add("nocrlf")
                 self.learned.add("nocrlf")
                 self.silence = min(self.silence, 0.05)
+            if ended and self.unended and raw.strip(b"\0") in (b"", b"\r"):
+                # The line end of a line that silence already ended (written
+                # late, in a write of its own): not a line of its own.
+                self.unended = False
+                continue
             self.unended = not ended
             line = raw.strip(b"\0")
             if line != raw:
