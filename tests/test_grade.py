@@ -18,9 +18,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -158,6 +160,58 @@ class LoginForm(Pair, unittest.TestCase):
         self.assertEqual([n for n in failed if not n.startswith("pop-")], [], failed)
         self.assertIn("delivery", not_run)
         self.assertIn("smtp-greeting", outcome(report, "pass"))
+
+
+class Reading(unittest.TestCase):
+    """The lenient reader on its own, against a scripted server."""
+
+    def scripted(self, script):
+        """A one-connection server that runs script(conn): its address."""
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        self.addCleanup(srv.close)
+
+        def serve():
+            conn, _ = srv.accept()
+            with conn:
+                script(conn)
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        return srv.getsockname()
+
+    def test_line_end_written_late(self):
+        # The text, a pause longer than the silence, then CRLF alone: one
+        # reply each, no empty line between them.
+        def script(conn):
+            conn.sendall(b"220 ready")
+            time.sleep(0.6)
+            conn.sendall(b"\r\n")
+            conn.recv(100)
+            conn.sendall(b"250 OK\r\n")
+            time.sleep(0.5)
+        line = conform.Line(self.scripted(script), 5, "SMTP", 0.2)
+        self.assertEqual(line.line("(the greeting)"), b"220 ready")
+        line.send(b"HELO x\r\n")
+        self.assertEqual(line.line("to HELO"), b"250 OK")
+        line.close()
+
+    def test_replies_without_line_ends_told_apart(self):
+        # Three replies in one write, no line ends: split at their codes.
+        def script(conn):
+            conn.sendall(b"220 ready")
+            conn.recv(100)
+            conn.sendall(b"250 OK Hello grader250 <a@b>... Sender ok354 Enter mail")
+            time.sleep(0.5)
+        kit = conform.Kit(conform.parse_args(["--smtp", "127.0.0.1:%d" % self.scripted(script)[1],
+                                              "--pop3", "127.0.0.1:1", "--user", "a:b",
+                                              "--silence", "0.2"]))
+        s = conform.SMTP(kit)
+        s.send(b"HELO grader\r\nMAIL FROM:<a@b>\r\nDATA\r\n")
+        self.assertEqual([s.reply("x").code for _ in range(3)], [250, 250, 354])
+        self.assertEqual(s.defects, {"nocrlf"})
+        s.close()
 
 
 class Stream(Pair, unittest.TestCase):
