@@ -214,8 +214,12 @@ inner() {
 	done
 	smtp_use=$(pick "$smtp_port" "$(ports_of "$pid_smtpmail")")
 	pop_use=$(pick "$pop_port" "$(ports_of "$pid_popserver")")
-	if [ "$smtp_use" != "$smtp_port" ] || [ "$pop_use" != "$pop_port" ]; then
+	if [ "$smtp_use" != "$smtp_port" ] && [ "$pop_use" != "$pop_port" ]; then
 		echo "nothing listened on $smtp_port/$pop_port; the servers listened on $smtp_use and $pop_use: graded there" >>"$out/notes.run"
+	elif [ "$smtp_use" != "$smtp_port" ]; then
+		echo "nothing listened on SMTP port $smtp_port; smtpmail listened on $smtp_use: graded there" >>"$out/notes.run"
+	elif [ "$pop_use" != "$pop_port" ]; then
+		echo "nothing listened on POP3 port $pop_port; popserver listened on $pop_use: graded there" >>"$out/notes.run"
 	elif [ -z "$found" ]; then
 		echo "nothing listened on $smtp_port/$pop_port within 5 s" >>"$out/notes.run"
 	fi
