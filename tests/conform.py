@@ -34,6 +34,8 @@ import os
 import re
 import select
 import shlex
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -2543,6 +2545,14 @@ def parse_args(argv):
     return args
 
 
+class Stopped(Exception):
+    """SIGTERM, SIGHUP (a closed terminal) or SIGINT: stop at once."""
+
+
+def on_signal(signum, frame):
+    raise Stopped(signum)
+
+
 def main(argv):
     args = parse_args(argv)
     if args.list:
@@ -2562,9 +2572,18 @@ def main(argv):
         stream.write(json.dumps({"plan": [{"name": c.name, "level": c.level} for c in chosen],
                                  "token": kit.token}) + "\n")
         stream.flush()
+    stopped = None
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
     try:
         results = run_all(args, kit, chosen, stream)
+    except Stopped as e:
+        # The client and the temporary directory go with the kit; the
+        # results so far are in the stream; no more talk with the servers.
+        stopped = e.args[0]
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         if stream:
             stream.close()
         if kit.terminal:
@@ -2572,13 +2591,13 @@ def main(argv):
             if args.client_log:
                 with open(args.client_log, "wb") as f:
                     f.write(kit.terminal.out)
-        if not args.keep:
+        if not args.keep and stopped is None:
             kit.cleanup(everything=True)
         if own_cwd and not args.client_cwd:
-            try:
-                os.rmdir(own_cwd)
-            except OSError:
-                pass
+            shutil.rmtree(own_cwd, ignore_errors=True)
+    if stopped is not None:
+        sys.stderr.write("conform.py: stopped by signal %d\n" % stopped)
+        return 128 + stopped
     return report(args, kit, results)
 
 

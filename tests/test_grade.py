@@ -243,6 +243,42 @@ class Stream(Pair, unittest.TestCase):
         self.assertNotIn("smtp-noop", done)
         self.assertTrue(all(l["result"] == "pass" for l in lines[1:]), lines)
 
+    def test_signal_stops_kit_and_client(self):
+        # A closed terminal (SIGHUP) while the client is being driven: the
+        # kit ends at once, with its client and its temporary directory.
+        tmp = tempfile.mkdtemp(prefix="conform-signal-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        here = tempfile.mkdtemp(prefix="conform-signal-client-")
+        self.addCleanup(shutil.rmtree, here, True)
+        mark = os.path.join(here, "client-pid")
+        script = os.path.join(here, "client.py")
+        with open(script, "w") as f:
+            f.write("import os, time\nopen(%r, 'w').write(str(os.getpid()))\n"
+                    "print('login:', flush=True)\ntime.sleep(60)\n" % mark)
+        client = "%s %s" % (sys.executable, script)
+        proc = subprocess.Popen(self.kit_args(self.pair(), "--level", "client", "--timeout", "30",
+                                              "--client", client),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, TMPDIR=tmp))
+        self.addCleanup(proc.wait)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(mark) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        with open(mark) as f:
+            client_pid = int(f.read())
+        os.remove(mark)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=20)
+        self.assertEqual(proc.returncode, 128 + signal.SIGHUP, err)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(os.listdir(tmp), [])
+        deadline = time.monotonic() + 10
+        while os.path.exists("/proc/%d" % client_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(os.path.exists("/proc/%d" % client_pid))
+
     def test_hung_server_is_not_waited_on(self):
         # From its fourth connection on the SMTP server never greets: after
         # three checks in a row without an answer the kit sees that, and
