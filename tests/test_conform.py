@@ -96,7 +96,7 @@ class OurServers(MailTest):
         run = subprocess.run([sys.executable, KIT, "--level", "assignment", "--skip",
                               "pop-bad-login", "--csv"] + common,
                              capture_output=True, text=True, timeout=60)
-        self.assertEqual(run.stdout, "%d/%d,-,-,-,-,\n" % ((count("assignment") - 1,) * 2))
+        self.assertEqual(run.stdout, "%d/%d,-,-,-,-,0,\n" % ((count("assignment") - 1,) * 2))
 
 
 class Usage(unittest.TestCase):
@@ -216,15 +216,16 @@ class Grade(unittest.TestCase):
         self.assertEqual(run.returncode, 0, run.stderr)
         rows = list(csv.reader(io.StringIO(run.stdout)))
         self.assertEqual(rows[0], ["submission", "build", "assignment", "rfc", "robust",
-                                   "extra", "client", "notes"])
+                                   "extra", "client", "not_run", "notes"])
         rows = {r[0]: r[1:] for r in rows[1:]}
         self.assertEqual(sorted(rows), ["no-build", "ours", "reply-text"])
         n, c = count("assignment") - 1, count("client")
-        self.assertEqual(rows["ours"], ["ok", "%d/%d" % (n, n), "-", "-", "-", "%d/%d" % (c, c), ""])
+        self.assertEqual(rows["ours"], ["ok", "%d/%d" % (n, n), "-", "-", "-", "%d/%d" % (c, c),
+                                        "0", ""])
         self.assertEqual(rows["reply-text"], ["ok", "%d/%d" % (n - 1, n), "-", "-", "-",
-                                              "%d/%d" % (c, c), "failed: smtp-mail"])
-        self.assertEqual(rows["no-build"][:6], ["failed: smtpmail.c", "-", "-", "-", "-", "-"])
-        self.assertRegex(rows["no-build"][6], r"^smtpmail\.c: smtpmail\.c:\d+:\d+: error")
+                                              "%d/%d" % (c, c), "0", "failed: smtp-mail"])
+        self.assertEqual(rows["no-build"][:7], ["failed: smtpmail.c", "-", "-", "-", "-", "-", "-"])
+        self.assertRegex(rows["no-build"][7], r"^smtpmail\.c: smtpmail\.c:\d+:\d+: error")
         # The logs a teacher reads, and the reason of the failure in them.
         with open(os.path.join(out, "reply-text", "kit.txt")) as f:
             table = f.read()

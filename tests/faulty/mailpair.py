@@ -15,15 +15,38 @@ Faults:
   rset-deletes    POP3 RSET removes the messages DELE marked instead of unmarking them
   drop-deletes    a POP3 session that ends without QUIT removes its marked messages too
   hang-noop       SMTP NOOP is never answered
+  nul-pad         every reply is sent with NUL bytes after it (send(fd, buf, sizeof buf))
+  no-space        SMTP replies have no space after the code ("250<a@b>... Sender ok")
+  no-crlf         single-line replies are sent without any line end
+  list-no-end     POP3 LIST never sends its final "." line
+  spin-start      spins on the CPU for ever instead of starting
+  list-form       POP3 LIST lines are "n. size octets", not "n size"
+  user-colon      POP3 wants "USER : name" and "PASS : password" (the colon form)
+  fixed-ports     listens on 20000 (SMTP) and 40000 (POP3), whatever it is given
+  one-shot        serves one connection, then exits
+  spin            after each SMTP session, leaves a child process spinning on the CPU
+  stuck           from its fourth SMTP connection on, never greets (an iterative
+                  server blocked on a session that will not end)
+  reverse-lookup  looks the client's address up (getnameinfo) before the greeting and
+                  closes the connection if that fails
+
+--only smtp|pop3 serves one of the two (two processes, as a submission's two
+programs); --spool DIR keeps the mail in DIR/<user>/mymailbox as the
+assignment does (messages separated by "." lines, a body "." line stored
+as ".."), the accounts from DIR/user.txt when no --user is given.
 
 It listens on 127.0.0.1 only (a port 0 is any free port), keeps the mail in
-memory, prints "listening SMTP_PORT POP3_PORT" when both ports are open and
+memory unless --spool, prints "listening SMTP_PORT POP3_PORT" when both ports are open and
 runs until it is killed.
 """
 import argparse
 import email.utils
+import fcntl
+import hashlib
 import itertools
+import os
 import re
+import socket
 import socketserver
 import sys
 import threading
@@ -31,21 +54,24 @@ import time
 
 HOST = "pair.example"
 FAULTS = ("store-at-quit", "lf-dot-lf", "lose-dot-line", "rset-deletes", "drop-deletes",
-          "hang-noop")
+          "hang-noop", "nul-pad", "no-space", "no-crlf", "list-no-end", "user-colon",
+          "fixed-ports", "one-shot", "spin", "reverse-lookup", "stuck", "list-form", "spin-start")
 FAULT = None
+SPOOL = None                # the directory of the mailbox files, or None: in memory
 USERS = {}                  # login -> password
 MAILBOXES = {}              # login -> [Record]
 SESSION_LOCKS = {}          # login -> the POP3 session lock
 STORE = threading.Lock()    # guards MAILBOXES
 UIDS = itertools.count(1)
+SMTP_SESSIONS = itertools.count(1)
 
 
 class Record:
     """One stored message: its lines (unstuffed, no line ends) and a UIDL."""
 
-    def __init__(self, lines):
+    def __init__(self, lines, uid=None):
         self.lines = lines
-        self.uid = "m%d" % next(UIDS)
+        self.uid = uid or "m%d" % next(UIDS)
 
     def size(self):
         return sum(len(line) + 2 for line in self.lines)
@@ -55,10 +81,50 @@ def unstuff(line):
     return line[1:] if line.startswith(b".") else line
 
 
+def mailbox_path(login):
+    return os.path.join(SPOOL, login, "mymailbox")
+
+
+def load(login):
+    """The messages of login: [Record]."""
+    if SPOOL is None:
+        return list(MAILBOXES[login])
+    try:
+        with open(mailbox_path(login), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    records, lines = [], []
+    for line in data.split(b"\n")[:-1]:
+        if line == b".":
+            # The id of the content, stable across sessions and deletions;
+            # equal messages told apart by how many came before.
+            uid = hashlib.sha1(b"\n".join(lines)).hexdigest()[:16]
+            uid += "-%d" % sum(1 for r in records if r.uid.startswith(uid))
+            records.append(Record(lines, uid))
+            lines = []
+        else:
+            lines.append(unstuff(line))
+    return records
+
+
+def save(login, records, append=False):
+    """Write login's messages (or append them) to the mailbox file, locked."""
+    if SPOOL is None:
+        MAILBOXES[login] = MAILBOXES[login] + records if append else records
+        return
+    os.makedirs(os.path.dirname(mailbox_path(login)), exist_ok=True)
+    data = b"".join(b"".join((b"." + l if l.startswith(b".") else l) + b"\n" for l in r.lines)
+                    + b".\n" for r in records)
+    with open(mailbox_path(login), "ab" if append else "wb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(data)
+
+
 def deliver(logins, lines):
     with STORE:
         for login in logins:
-            MAILBOXES[login].append(Record(lines))
+            save(login, [Record(lines)], append=True)
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -66,7 +132,13 @@ class Handler(socketserver.StreamRequestHandler):
     limit = 1000
 
     def out(self, text):
-        self.wfile.write(text.encode("latin-1") + b"\r\n")
+        if FAULT == "no-space" and re.match(r"\d{3} ", text):
+            text = re.sub(r"(?m)^(\d{3}) ", r"\1", text)
+        end = b"" if FAULT == "no-crlf" and "\r\n" not in text else b"\r\n"
+        data = text.encode("latin-1") + end
+        if FAULT == "nul-pad":
+            data = data.ljust(256, b"\0")
+        self.wfile.write(data)
         self.wfile.flush()
 
     def command(self):
@@ -83,6 +155,13 @@ class Handler(socketserver.StreamRequestHandler):
 
 class SMTPHandler(Handler):
     def handle(self):
+        if FAULT == "reverse-lookup":
+            try:
+                socket.getnameinfo(self.client_address, socket.NI_NAMEREQD)
+            except OSError:
+                return              # no name for the client: no greeting
+        if FAULT == "stuck" and next(SMTP_SESSIONS) > 3:
+            time.sleep(3600)
         self.out("220 %s Service ready" % HOST)
         self.sender, self.rcpts, self.pending, self.helo = None, [], [], b"unknown"
         while True:
@@ -184,6 +263,12 @@ class SMTPHandler(Handler):
         self.out("221 %s closing connection" % HOST)
         return "quit"
 
+    def finish(self):
+        super().finish()
+        if FAULT == "spin" and os.fork() == 0:
+            while True:             # a student loop that never sees the close
+                pass
+
 
 class POP3Handler(Handler):
     limit = 255
@@ -204,6 +289,12 @@ class POP3Handler(Handler):
             line = self.command()
             if line is None:
                 return
+            if FAULT == "user-colon":
+                m = re.match(r"(?i)(USER|PASS) : (.*)", line)
+                if m:
+                    line = "%s %s" % m.groups()
+                elif re.match(r"(?i)(USER|PASS) ", line):
+                    line = "BAD"
             verb, _, arg = line.partition(" ")
             state = "trans" if self.login else "auth"
             handler = getattr(self, "%s_%s" % (state, verb.lower()), None) if verb.isalpha() else None
@@ -232,7 +323,7 @@ class POP3Handler(Handler):
         else:
             self.login = login
             with STORE:
-                self.messages = list(MAILBOXES[login])
+                self.messages = load(login)
             self.out("+OK maildrop has %d messages" % len(self.messages))
         return None
 
@@ -262,7 +353,9 @@ class POP3Handler(Handler):
                 self.out("+OK %s %d" % (arg, r.size()))
             return
         self.out("\r\n".join(["+OK scan listing follows"] +
-                             ["%d %d" % (n, r.size()) for n, r in self.live()] + ["."]))
+                             [("%d. %d octets" if FAULT == "list-form" else "%d %d")
+                              % (n, r.size()) for n, r in self.live()] +
+                             ([] if FAULT == "list-no-end" else ["."])))
 
     def trans_uidl(self, arg):
         if arg:
@@ -314,9 +407,15 @@ class POP3Handler(Handler):
 
     def commit(self):
         gone = [self.messages[n - 1] for n in self.deleted]
+        gone_uids = [g.uid for g in gone]
         with STORE:
-            MAILBOXES[self.login] = [r for r in MAILBOXES[self.login]
-                                     if not any(r is g for g in gone)]
+            kept = []
+            for r in load(self.login):
+                if r.uid in gone_uids:
+                    gone_uids.remove(r.uid)
+                else:
+                    kept.append(r)
+            save(self.login, kept)
 
 
 class Server(socketserver.ThreadingTCPServer):
@@ -325,25 +424,49 @@ class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
+def accounts(args):
+    """login -> password: --user, else SPOOL/user.txt ("login password" lines)."""
+    if args.user:
+        return [spec.partition(":")[::2] for spec in args.user]
+    with open(os.path.join(SPOOL or ".", "user.txt")) as f:
+        return [tuple(line.split()[:2]) for line in f if len(line.split()) >= 2]
+
+
 def main():
-    global FAULT
+    global FAULT, SPOOL
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("smtp_port", type=int)
     ap.add_argument("pop3_port", type=int)
     ap.add_argument("--user", action="append", default=[], metavar="USER:PASSWORD")
     ap.add_argument("--fault", choices=FAULTS)
+    ap.add_argument("--only", choices=("smtp", "pop3"))
+    ap.add_argument("--spool", metavar="DIR")
     args = ap.parse_args()
-    FAULT = args.fault
-    for spec in args.user:
-        login, _, password = spec.partition(":")
+    FAULT, SPOOL = args.fault, args.spool
+    for login, password in accounts(args):
         USERS[login.lower()] = password
         MAILBOXES[login.lower()] = []
         SESSION_LOCKS[login.lower()] = threading.Lock()
-    smtp = Server(("127.0.0.1", args.smtp_port), SMTPHandler)
-    pop3 = Server(("127.0.0.1", args.pop3_port), POP3Handler)
-    threading.Thread(target=pop3.serve_forever, daemon=True).start()
-    print("listening %d %d" % (smtp.server_address[1], pop3.server_address[1]), flush=True)
-    smtp.serve_forever()
+    if FAULT == "spin-start":
+        while True:                 # a loop that never ends, before listening
+            pass
+    if FAULT == "fixed-ports":
+        args.smtp_port, args.pop3_port = 20000, 40000
+    servers = []
+    for name, port, handler in (("smtp", args.smtp_port, SMTPHandler),
+                                ("pop3", args.pop3_port, POP3Handler)):
+        if args.only in (None, name):
+            servers.append(Server(("127.0.0.1", port), handler))
+    print("listening " + " ".join(str(srv.server_address[1]) for srv in servers), flush=True)
+    if FAULT == "one-shot":
+        servers[0].daemon_threads = False
+        servers[0].handle_request()
+        servers[0].server_close()       # waits for that one session
+        return 0
+    for srv in servers[1:]:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
+    return 0
 
 
 if __name__ == "__main__":
