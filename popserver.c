@@ -1578,6 +1578,7 @@ static int mailbox_lock(int dirfd, const char *login, int fd)
 struct commit_state {
 	char magic[8];		/* COMMIT_MAGIC */
 	unsigned char boot[16];	/* boot_id() of the system that wrote it; zeros: unknown */
+	char host[32];		/* host_name() of that system: two front ends share a spool */
 	uint64_t dev, ino;	/* the mymailbox it is about */
 	int64_t size;		/* its size as the last change under the write lock left it */
 	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
@@ -1656,12 +1657,39 @@ static int state_consistent(const struct commit_state *h)
 	       && (h->appending == -1 || (h->appending >= 0 && h->appending <= h->size));
 }
 
-/* same_boot - 1 unless both h and this system know their boot, and differ */
+/* host_name - this system's name (gethostname), cut to what the state
+ * holds; "" if it has none */
+static const char *host_name(void)
+{
+	static char name[sizeof ((struct commit_state *)0)->host];
+	static int done;
+	char full[256];
+
+	if (!done && gethostname(full, sizeof full) == 0) {
+		size_t n = strnlen(full, sizeof name - 1);
+
+		memcpy(name, full, n);
+		name[n] = '\0';
+	}
+	done = 1;
+	return name;
+}
+
+/*
+ * same_boot - 1 if h may be trusted as written since this system booted,
+ * or by another live host sharing the spool (DESIGN.md "More than one
+ * machine"): another host's state is its own, its announced fsync a
+ * live leader's or a dead one's, which the commit lock tells, as for ours.
+ * 0 only for a state of this host (same name) and another boot: a reboot.
+ */
 static int same_boot(const struct commit_state *h)
 {
 	static const unsigned char unknown[16];
 	const unsigned char *now = boot_id();
 
+	if (h->host[0] && host_name()[0]
+	    && strncmp(h->host, host_name(), sizeof h->host) != 0)
+		return 1;
 	return memcmp(h->boot, unknown, 16) == 0 || memcmp(now, unknown, 16) == 0
 	       || memcmp(h->boot, now, 16) == 0;
 }
@@ -1690,6 +1718,8 @@ static int commit_write(int lock_fd, const struct commit_state *h)
 	ssize_t n;
 
 	memcpy(out.boot, boot_id(), sizeof out.boot);
+	memset(out.host, 0, sizeof out.host);
+	memcpy(out.host, host_name(), strlen(host_name()));
 	out.check = state_check(&out);
 	n = pwrite(lock_fd, &out, sizeof out, 0);
 	if (n == (ssize_t)sizeof out)

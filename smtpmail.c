@@ -1577,6 +1577,7 @@ static int mailbox_lock(int dirfd, const char *login, int fd)
 struct commit_state {
 	char magic[8];		/* COMMIT_MAGIC */
 	unsigned char boot[16];	/* boot_id() of the system that wrote it; zeros: unknown */
+	char host[32];		/* host_name() of that system: two front ends share a spool */
 	uint64_t dev, ino;	/* the mymailbox it is about */
 	int64_t size;		/* its size as the last change under the write lock left it */
 	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
@@ -1655,12 +1656,39 @@ static int state_consistent(const struct commit_state *h)
 	       && (h->appending == -1 || (h->appending >= 0 && h->appending <= h->size));
 }
 
-/* same_boot - 1 unless both h and this system know their boot, and differ */
+/* host_name - this system's name (gethostname), cut to what the state
+ * holds; "" if it has none */
+static const char *host_name(void)
+{
+	static char name[sizeof ((struct commit_state *)0)->host];
+	static int done;
+	char full[256];
+
+	if (!done && gethostname(full, sizeof full) == 0) {
+		size_t n = strnlen(full, sizeof name - 1);
+
+		memcpy(name, full, n);
+		name[n] = '\0';
+	}
+	done = 1;
+	return name;
+}
+
+/*
+ * same_boot - 1 if h may be trusted as written since this system booted,
+ * or by another live host sharing the spool (DESIGN.md "More than one
+ * machine"): another host's state is its own, its announced fsync a
+ * live leader's or a dead one's, which the commit lock tells, as for ours.
+ * 0 only for a state of this host (same name) and another boot: a reboot.
+ */
 static int same_boot(const struct commit_state *h)
 {
 	static const unsigned char unknown[16];
 	const unsigned char *now = boot_id();
 
+	if (h->host[0] && host_name()[0]
+	    && strncmp(h->host, host_name(), sizeof h->host) != 0)
+		return 1;
 	return memcmp(h->boot, unknown, 16) == 0 || memcmp(now, unknown, 16) == 0
 	       || memcmp(h->boot, now, 16) == 0;
 }
@@ -1689,6 +1717,8 @@ static int commit_write(int lock_fd, const struct commit_state *h)
 	ssize_t n;
 
 	memcpy(out.boot, boot_id(), sizeof out.boot);
+	memset(out.host, 0, sizeof out.host);
+	memcpy(out.host, host_name(), strlen(host_name()));
 	out.check = state_check(&out);
 	n = pwrite(lock_fd, &out, sizeof out, 0);
 	if (n == (ssize_t)sizeof out)
@@ -4477,23 +4507,25 @@ enum commit_step {
 };
 
 /*
- * commit_fate - what the commit state h says of our record (ending at
- * r->end, appended in epoch r->epoch): COMMIT_DONE durable, COMMIT_FAILED
- * cut back (or not known), COMMIT_FSYNC not durable yet. A cut since our
- * append (one epoch more) kept what was durable then (h->kept); after two,
- * what the first one kept is no longer known. A mailbox replaced since
- * (popserver's update or a conversion, under the write lock) had every
- * record that was not cut copied into a new file, fsynced before the
- * rename: ours is durable there.
+ * commit_fate - what the commit state h says of our record, which ends at
+ * r->end in the file whose status is r->box and was appended in epoch
+ * r->epoch: COMMIT_DONE durable, COMMIT_FAILED gone, COMMIT_FSYNC there
+ * and not durable yet, COMMIT_UNKNOWN the state cannot tell. Every cut,
+ * and every replacement of mymailbox by a rename of ours, moves the epoch
+ * on once and says in kept, in our file's offsets, which records stayed
+ * (commit_cut, commit_replaced): one epoch on, kept decides. Two or more,
+ * or a state started again, or a file replaced by another hand in our
+ * epoch: ask the files (settle_unknown).
  */
 static enum commit_step commit_fate(const struct rcpt *r, const struct commit_state *h)
 {
+	if (h->epoch == r->epoch && !commit_about(h, &r->box))
+		return COMMIT_UNKNOWN;
 	if (h->epoch == r->epoch)
-		return !commit_about(h, &r->box) || h->durable >= r->end ? COMMIT_DONE
-									  : COMMIT_FSYNC;
+		return h->durable >= r->end ? COMMIT_DONE : COMMIT_FSYNC;
 	if (h->epoch == r->epoch + 1)
 		return r->end <= h->kept ? COMMIT_DONE : COMMIT_FAILED;
-	return COMMIT_UNKNOWN;	/* two cuts or rewrites, or a state started again */
+	return COMMIT_UNKNOWN;
 }
 
 /* id_line - to out the text that names our message in our trace lines */
@@ -4650,17 +4682,28 @@ static enum commit_step take_out(struct rcpt *r, struct commit_state *h, int val
 	return COMMIT_FAILED;
 }
 
-/* settle_alone - under the write lock alone: our own fsync on box_fd, open
+/*
+ * settle_alone - under the write lock alone: our own fsync on box_fd, open
  * since before our append, shows whether our record reached the disk
  * (Linux reports a writeback error to every descriptor that was open when
  * it happened, once: so not after an fsync of ours failed, fsync_failed);
- * the state then says so, or our record is taken out */
+ * the state then says so, or our record is taken out. The fsync covers the
+ * records of others too, so it is announced like a leader's: if we die in
+ * it, whoever comes next takes it as failed, as the error was ours to see.
+ * We hold the write lock throughout, so no one settles or cuts meanwhile.
+ */
 static enum commit_step settle_alone(struct rcpt *r, struct commit_state *h, int valid,
 				     int fsync_failed)
 {
+	off_t covered = -1;
+
+	if (!fsync_failed && valid && h->syncing < 0)
+		covered = commit_announce(r->lock_fd, h);
 	if (fsync_failed || fsync(r->box_fd) < 0)
 		return take_out(r, h, valid);
-	if (valid && h->durable < h->size) {
+	if (covered >= 0)
+		(void)commit_synced(r->lock_fd, h, covered);
+	else if (valid && h->durable < h->size) {
 		h->durable = h->size;	/* all appended before: we hold the write lock */
 		(void)commit_write(r->lock_fd, h);
 	}

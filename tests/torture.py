@@ -238,7 +238,7 @@ def sender(ctx, n):
     while not ctx.stop.is_set():
         conn = None
         try:
-            conn = Line(ctx.smtp.port)
+            conn = Line(rnd.choice(ctx.smtps).port)
             if conn.smtp_reply() != 220 or conn.smtp("EHLO torture.example") != 250:
                 raise ProtocolError("no greeting")
             for _ in range(rnd.randint(1, 5)):
@@ -307,7 +307,7 @@ def pop_pick(conn, ctx, rnd, count, user):
 
 def pop_session(ctx, rnd, user):
     """One POP3 session: log in, delete some, then QUIT, RSET+QUIT or drop."""
-    conn = Line(ctx.pop.port)
+    conn = Line(rnd.choice(ctx.pops).port)
     deleted = []
     try:
         if not conn.line().startswith(b"+OK") or not conn.pop("USER " + user).startswith(b"+OK"):
@@ -429,7 +429,7 @@ def lock_holders(keys):
 def kill_lock_holder(ctx):
     """SIGKILL a session child of our servers that holds a commit or write
     lock, if one shows up within 30 ms; (prog, byte) or None."""
-    servers = {ctx.smtp.proc.pid: ctx.smtp.prog, ctx.pop.proc.pid: ctx.pop.prog}
+    servers = {server.proc.pid: server.prog for server in ctx.smtps + ctx.pops}
     keys = lock_files(ctx.spool)
     deadline = time.time() + 0.03
     while keys and time.time() < deadline:
@@ -453,7 +453,7 @@ def killer(ctx):
                     ctx.ledger.kills[hit[0]] += 1
                     ctx.ledger.kills["commit-lock" if hit[1] == 2 else "write-lock"] += 1
             continue
-        server = rnd.choice([ctx.smtp, ctx.pop])
+        server = rnd.choice(ctx.smtps + ctx.pops)
         kids = children_of(server.proc.pid)
         if kids and kill_child(rnd.choice(kids), server.proc.pid):
             with ctx.ledger.lock:
@@ -596,6 +596,7 @@ class Context:
         self.stop = threading.Event()
         self.ledger = Ledger()
         self.smtp = self.pop = None
+        self.smtps, self.pops = [], []     # every front end's (hosts)
         self.spool = self.top = None
         self.newest = self.lock_kills = False     # the fsync-failure mode
 
@@ -621,12 +622,26 @@ def shim_env(top, seed, every):
             "FAILFS_LOG": os.path.join(top, "failfs.log")}
 
 
-def start_servers(ctx, top, spool, userfile, env=None):
+def host_env(top, host, env):
+    """env for the servers of simulated host number host: the shim gives
+    them their own boot id and host name (tests/shim/failfs.c)."""
+    boot = os.path.join(top, "boot-id-%d" % host)
+    with open(boot, "w") as f:
+        f.write("%08x-0000-4000-8000-%012x\n" % (host + 1, random.getrandbits(48)))
+    return dict(env, FAILFS_BOOT_ID_FILE=boot, FAILFS_HOSTNAME="host%d.torture" % host)
+
+
+def start_servers(ctx, top, spool, userfile, env=None, hosts=1):
+    """A smtpmail and a popserver on the spool for each of hosts front ends
+    (more than one: each told by the shim it runs on a machine of its own)."""
     common = ["-d", spool, "-u", userfile, "-l", "127.0.0.1", "-t", "30"]
     ctx.spool = spool
-    for prog, extra in (("smtpmail", ["-n", HOSTNAME]), ("popserver", ["-a", "0"])):
-        server = Server(prog, common + extra, top, free_port(), env)
-        setattr(ctx, "smtp" if prog == "smtpmail" else "pop", server)
+    for host in range(hosts):
+        host_vars = host_env(top, host, env) if hosts > 1 else env
+        for prog, extra in (("smtpmail", ["-n", HOSTNAME]), ("popserver", ["-a", "0"])):
+            server = Server(prog, common + extra, top, free_port(), host_vars)
+            (ctx.smtps if prog == "smtpmail" else ctx.pops).append(server)
+    ctx.smtp, ctx.pop = ctx.smtps[0], ctx.pops[0]
 
 
 def read_fail_log(path):
@@ -670,7 +685,7 @@ def audit_durability(ledger, failed, problems):
 
 def stop_servers(ctx, problems):
     """Stop both (by PID); a sanitizer report in a log is a problem."""
-    for server in (ctx.smtp, ctx.pop):
+    for server in ctx.smtps + ctx.pops or [ctx.smtp, ctx.pop]:
         if server is None:
             continue
         code = server.stop()
@@ -682,9 +697,11 @@ def stop_servers(ctx, problems):
             problems.append("%s: sanitizer report:\n%s" % (server.prog, report))
 
 
-def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None):
+def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None, hosts=1):
     """The torture run; returns a dict: counts and "problems" (empty: passed).
-    fsync_every=N: one mailbox fsync in N fails (see the top of the file)."""
+    fsync_every=N: one mailbox fsync in N fails (see the top of the file);
+    hosts=2: two front ends (a smtpmail and a popserver each) on the one
+    spool, each told by the shim that it is another machine."""
     seed = seed if seed is not None else int(time.time())
     ctx = Context(seed)
     top, spool, userfile = setup_dir("torture-")
@@ -694,15 +711,18 @@ def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None):
     present = {} if fsync_every else None
     try:
         env = shim_env(top, seed, fsync_every) if fsync_every else None
+        if hosts > 1 and env is None:
+            env = {"LD_PRELOAD": build_shim(top)}
         ctx.newest = ctx.lock_kills = bool(fsync_every)
-        start_servers(ctx, top, spool, userfile, env)
+        start_servers(ctx, top, spool, userfile, env, hosts)
         threads = [threading.Thread(target=sender, args=(ctx, n)) for n in range(senders)]
         threads += [threading.Thread(target=popper, args=(ctx, n)) for n in range(poppers)]
         threads.append(threading.Thread(target=killer, args=(ctx,)))
         # A state file deleted while an fsync fails can let POP3 show what
         # that fsync covered (DESIGN.md "What is not promised"): with failing
         # fsyncs the spoiler takes the dotlock and steps the clock only.
-        actions = os.environ.get("TORTURE_SPOILS", "dotlock clock" if fsync_every else "delete replace dotlock").split()
+        actions = os.environ.get("TORTURE_SPOILS", "dotlock clock" if fsync_every
+                                 else "delete replace dotlock").split()
         threads.append(threading.Thread(target=spoiler, args=(ctx, actions)))
         for t in threads:
             t.start()
@@ -741,7 +761,7 @@ def run(seconds, senders=4, poppers=2, seed=None, say=None, fsync_every=None):
         "deleted_ok": sum(len(s) for s in l.deleted_ok.values()),
         "deleted_maybe": sum(len(s) for s in l.deleted_maybe.values()),
         "kills": dict(l.kills), "spoils": dict(l.spoils), "sessions": dict(l.sessions),
-        "records": records,
+        "records": records, "hosts": hosts,
         "problems": problems, "dir": top, "fsync": fsync,
     }
     if not problems:
@@ -956,13 +976,16 @@ def main():
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--poppers", type=int, default=2)
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--hosts", type=int, default=1,
+                    help="front ends (smtpmail + popserver) on the one spool, each told it "
+                         "runs on a machine of its own")
     ap.add_argument("--fsync-every", type=int, metavar="N",
                     help="fail one mailbox fsync in N (the failfs shim) and kill lock holders")
     args = ap.parse_args()
     report = run(args.seconds, args.senders, args.poppers, args.seed,
                  say=lambda text: print("torture: " + text, flush=True),
-                 fsync_every=args.fsync_every)
-    for key in ("seed", "seconds", "sent", "acked", "refused", "unknown", "deleted_ok",
+                 fsync_every=args.fsync_every, hosts=args.hosts)
+    for key in ("seed", "hosts", "seconds", "sent", "acked", "refused", "unknown", "deleted_ok",
                 "deleted_maybe", "kills", "spoils", "sessions", "records", "fsync"):
         print("%-14s %s" % (key, report[key]))
     for text in report["problems"][:50]:

@@ -35,6 +35,9 @@
  *   FAILFS_STEP_ON_FAIL=s  an injected fsync failure writes s into
  *                          FAILFS_CLOCK_FILE before it returns: the clock
  *                          steps while that fsync is under way
+ *   FAILFS_BOOT_ID_FILE=f  /proc/sys/kernel/random/boot_id is read from f
+ *   FAILFS_HOSTNAME=name   gethostname() gives name: with the one above, a
+ *                          server is told it runs on another machine
  *
  * The durability model (the torture test's ground truth), when
  *   FAILFS_STATE=dir       is set: for every file whose path ends in
@@ -65,6 +68,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -638,6 +642,69 @@ ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
 	if (!real)
 		*(void **)&real = next("sendfile64");
 	return fail_write(out) ? -1 : real(out, in, off, n);
+}
+
+/* boot_path - path, or FAILFS_BOOT_ID_FILE in place of the boot id */
+static const char *boot_path(const char *path)
+{
+	const char *boot = getenv("FAILFS_BOOT_ID_FILE");
+
+	if (boot && *boot && strcmp(path, "/proc/sys/kernel/random/boot_id") == 0)
+		return boot;
+	return path;
+}
+
+/* open, open64 - the boot id from FAILFS_BOOT_ID_FILE (O_CREAT is never
+ * asked of that path, so the mode argument is passed on only with it);
+ * a program may import either name */
+int open(const char *path, int flags, ...)
+{
+	static int (*real)(const char *, int, ...);
+	va_list ap;
+	mode_t mode;
+
+	if (!real)
+		*(void **)&real = next("open");
+	if (!(flags & O_CREAT))
+		return real(boot_path(path), flags);
+	va_start(ap, flags);
+	mode = (mode_t)va_arg(ap, int);
+	va_end(ap);
+	return real(path, flags, mode);
+}
+
+int open64(const char *path, int flags, ...)
+{
+	static int (*real)(const char *, int, ...);
+	va_list ap;
+	mode_t mode;
+
+	if (!real)
+		*(void **)&real = next("open64");
+	if (!(flags & O_CREAT))
+		return real(boot_path(path), flags);
+	va_start(ap, flags);
+	mode = (mode_t)va_arg(ap, int);
+	va_end(ap);
+	return real(path, flags, mode);
+}
+
+/* gethostname - FAILFS_HOSTNAME, if set */
+int gethostname(char *name, size_t len)
+{
+	static int (*real)(char *, size_t);
+	const char *given = getenv("FAILFS_HOSTNAME");
+
+	if (!real)
+		*(void **)&real = next("gethostname");
+	if (!given || !*given)
+		return real(name, len);
+	if (strlen(given) >= len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(name, given, strlen(given) + 1);
+	return 0;
 }
 
 /* clock_gettime - CLOCK_REALTIME ahead by FAILFS_CLOCK_FILE's seconds */

@@ -901,6 +901,7 @@ static void commit_read_cases(void)
 		{ "a changed byte", 100, 80, -1, -1, 2, 0 },
 		{ "short", 100, 80, -1, -1, 3, 0 },
 		{ "another boot", 100, 80, -1, -1, 4, 0 },
+		{ "another host", 100, 80, 100, -1, 5, 1 },
 	};
 	struct box b;
 
@@ -921,16 +922,20 @@ static void commit_read_cases(void)
 			(void)pwrite(b.r.lock_fd, "\x01", 1, 40);
 		if (c[i].damage == 3 && ftruncate(b.r.lock_fd, 50) < 0)
 			want = -2;
-		if (c[i].damage == 4) {
-			(void)pwrite(b.r.lock_fd, "\x5a", 1, 8);	/* the boot id */
+		if (c[i].damage == 4 || c[i].damage == 5) {
+			/* the boot id; and the host name, from another machine */
+			(void)pwrite(b.r.lock_fd, "\x5a", 1, 8);
+			if (c[i].damage == 5)
+				(void)pwrite(b.r.lock_fd, "other.example", 14,
+					     (off_t)offsetof(struct commit_state, host));
 			(void)commit_read(b.r.lock_fd, &got);
 			/* A changed byte breaks the check: rewrite it right. */
 			if (pread(b.r.lock_fd, &got, sizeof got, 0) == (ssize_t)sizeof got) {
 				got.check = state_check(&got);
 				(void)pwrite(b.r.lock_fd, &got, sizeof got, 0);
 			}
-			if (memcmp(boot_id(), unknown, 16) == 0)
-				want = 1;	/* no boot id here: taken as this boot */
+			if (memcmp(boot_id(), unknown, 16) == 0 || !host_name()[0])
+				want = 1;	/* no boot id or name here: taken as this boot */
 		}
 		unit_long("commit_read", c[i].name, want, commit_read(b.r.lock_fd, &got));
 		if (ftruncate(b.r.lock_fd, 0) < 0)
@@ -1045,7 +1050,7 @@ static void commit_fate_cases(void)
 		{ "a state started again", 123456789, 200, 0, 0, COMMIT_UNKNOWN },
 		{ "rewritten, ours carried", 8, 0, 150, 1, COMMIT_DONE },
 		{ "rewritten, ours left out", 8, 0, 60, 1, COMMIT_FAILED },
-		{ "carried into a new file", 7, 0, 0, 1, COMMIT_DONE },
+		{ "replaced by another hand: ask the file", 7, 0, 0, 1, COMMIT_UNKNOWN },
 	};
 	struct box b;
 
