@@ -62,8 +62,8 @@ build/bench: tests/bench.c
 	@mkdir -p build
 	$(CC) $(CPPFLAGS) $(WARN) $(WERROR) -O2 $(LDFLAGS) -o $@ tests/bench.c $(LDLIBS)
 
-# The POP3 figures are also ratios to the popserver of BENCH_BASE (issue 13's
-# "today": the commit before its changes), built from git each time; without
+# The POP3 figures are also ratios to the popserver of BENCH_BASE (the commit
+# before the POP3 speed-ups), built from git each time; without
 # git history the bench runs without it.
 BENCH_BASE ?= 1038e320d66880a4fe986b3c2018de6254c8bf9b
 

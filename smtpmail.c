@@ -1676,10 +1676,11 @@ static const char *host_name(void)
 
 /*
  * same_boot - 1 if h may be trusted as written since this system booted,
- * or by another live host sharing the spool (DESIGN.md "More than one
- * machine"): another host's state is its own, its announced fsync a
- * live leader's or a dead one's, which the commit lock tells, as for ours.
- * 0 only for a state of this host (same name) and another boot: a reboot.
+ * or by another live host sharing the spool (DESIGN.md
+ * "More than one machine"): another host's state is its own, its
+ * announced fsync a live leader's or a dead one's, which the commit lock
+ * tells, as for ours. 0 only for a state of this host (same name) and
+ * another boot: a reboot.
  */
 static int same_boot(const struct commit_state *h)
 {

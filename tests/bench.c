@@ -2482,7 +2482,7 @@ static void ratio_pair(const struct results *r, int per_message, enum target to,
 	}
 }
 
-/* print_targets - issue 13's targets, met or missed (SMTP: the better of
+/* print_targets - the performance targets (tests/README.md), met or missed (SMTP: the better of
  * with and without PIPELINING, both shown) */
 static void print_targets(const struct results *r)
 {
@@ -2493,7 +2493,7 @@ static void print_targets(const struct results *r)
 	ratio_pair(r, 1, TO_ONE, 0, a);
 	ratio_pair(r, 0, TO_ONE, 1, b);
 	ratio_pair(r, 1, TO_TEN, 0, c);
-	printf("\nTargets (issue 13)\n");
+	printf("\nTargets (performance)\n");
 	if (r->ran_smtp)
 		target("SMTP 10 sessions, per message, 1 mailbox >= 0.6x null", a[0] >= 0.6 || a[1] >= 0.6,
 	       "%.2fx / %.2fx (without / with PIPELINING)", a[0], a[1]);

@@ -654,39 +654,43 @@ static const char *boot_path(const char *path)
 	return path;
 }
 
-/* open, open64 - the boot id from FAILFS_BOOT_ID_FILE (O_CREAT is never
- * asked of that path, so the mode argument is passed on only with it);
- * a program may import either name */
+/* open_via - open or open64 (real): the boot id from FAILFS_BOOT_ID_FILE.
+ * O_CREAT is never asked of that path, so the mode argument (ap) is read
+ * and passed on only with it. A program may import either name. */
+static int open_via(int (*real)(const char *, int, ...), const char *path, int flags,
+		    va_list ap)
+{
+	if (!(flags & O_CREAT))
+		return real(boot_path(path), flags);
+	return real(path, flags, (mode_t)va_arg(ap, int));
+}
+
 int open(const char *path, int flags, ...)
 {
 	static int (*real)(const char *, int, ...);
 	va_list ap;
-	mode_t mode;
+	int fd;
 
 	if (!real)
 		*(void **)&real = next("open");
-	if (!(flags & O_CREAT))
-		return real(boot_path(path), flags);
 	va_start(ap, flags);
-	mode = (mode_t)va_arg(ap, int);
+	fd = open_via(real, path, flags, ap);
 	va_end(ap);
-	return real(path, flags, mode);
+	return fd;
 }
 
 int open64(const char *path, int flags, ...)
 {
 	static int (*real)(const char *, int, ...);
 	va_list ap;
-	mode_t mode;
+	int fd;
 
 	if (!real)
 		*(void **)&real = next("open64");
-	if (!(flags & O_CREAT))
-		return real(boot_path(path), flags);
 	va_start(ap, flags);
-	mode = (mode_t)va_arg(ap, int);
+	fd = open_via(real, path, flags, ap);
 	va_end(ap);
-	return real(path, flags, mode);
+	return fd;
 }
 
 /* gethostname - FAILFS_HOSTNAME, if set */
