@@ -47,8 +47,12 @@
  * records plus mail that arrived meanwhile), fsyncs it and renames it
  * over mymailbox; deleted messages that end the mailbox, with no mail
  * after them, are cut off in place instead (no copy: it works on a full
- * disk). Every file is opened relative to the user's directory, which is
- * never a link; a link, FIFO or hard-linked file there is refused at once.
+ * disk). Both hold an fcntl lock on mymailbox itself (as mutt and procmail
+ * do), wait while another program holds the dotlock mymailbox.lock, and are
+ * refused if mymailbox.state was replaced since login (DESIGN.md
+ * "Locking"). Every file is opened relative to the user's directory, which
+ * is never a link; a link, FIFO or hard-linked file there is refused at
+ * once.
  *
  * UIDL: 16 hex digits, stable across sessions and restarts: FNV-1a of
  * smtpmail's trace lines at the record's start (they hold its unique id)

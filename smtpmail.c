@@ -56,11 +56,13 @@
  *
  * Delivery (DESIGN.md): the data is stored as CRLF lines, dot-stuffed, after
  * a Return-Path and a Received line; the write locks are taken in sorted
- * login order, then every mailbox is appended, all or nothing. Group commit
- * makes it durable: one fsync under a mailbox's commit lock covers every
- * record appended before it began, and a failed one cuts back all that it
- * covered (DESIGN.md "The commit protocol"). A 250 after DATA means the message is on disk
- * in every mailbox.
+ * login order, then every mailbox is appended, all or nothing, under an
+ * fcntl lock on the mailbox itself (mutt's and procmail's) and never while
+ * another program holds the dotlock mymailbox.lock. Group commit makes it
+ * durable: one fsync under a mailbox's commit lock covers every record
+ * appended before it began, and a failed one cuts back all that it covered
+ * (DESIGN.md "The commit protocol"). A 250 after DATA means the message is
+ * on disk in every mailbox; any other reply, that it is in none.
  *
  * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
  * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
@@ -87,8 +89,10 @@
  * -> greet; MAIL: cmd_mail, check_mail; RCPT: cmd_rcpt, check_rcpt ->
  * find_mailbox; AUTH: cmd_auth, check_auth -> sasl_auth, auth_answer;
  * DATA: cmd_data -> receive_data -> scan_data, store_byte;
- * delivery: deliver -> lock_all, open_mailbox (commit_prepare),
- * append_record, then commit_one (group commit) or commit_all, release_all;
+ * delivery: deliver -> lock_all (lock_one), open_mailbox (mailbox_lock,
+ * tidy_mailbox, commit_prepare), append_record, then commit_one (group
+ * commit; commit_alone and settle_unknown when the state cannot tell) or
+ * commit_all, release_all;
  * replies and their dialect: reply, code_len; the state: set_state; a
  * session: smtp_session -> session_step; the accept loop: serve -> admit
  * -> start_session -> reuse_worker (hand_off) or fork_session (run_child,
