@@ -4273,12 +4273,16 @@ static int lock_box(struct session *s)
 
 	if (fd < 0)
 		return -1;
-	if (fstat(s->mboxfd, &ours) == 0 && ours.st_dev == named.st_dev
-	    && ours.st_ino == named.st_ino && mailbox_lock(s->dirfd, s->login, fd) == 0)
+	if (fstat(s->mboxfd, &ours) < 0)
+		e = errno;
+	else if (ours.st_dev != named.st_dev || ours.st_ino != named.st_ino)
+		e = ESTALE;	/* the name now holds another file */
+	else if (mailbox_lock(s->dirfd, s->login, fd) < 0)
+		e = errno;
+	else
 		return fd;
-	e = errno == 0 || errno == ENOENT ? ESTALE : errno;
 	close_fd(fd, "mailbox");
-	errno = ours.st_ino != named.st_ino ? ESTALE : e;
+	errno = e;
 	return -1;
 }
 
@@ -4982,11 +4986,13 @@ static int update_mailbox(struct session *s)
 	if (lock_state(s->dirfd, s->lockfd, COMMIT_LOCK_BYTE, 1) < 0
 	    || lock_state(s->dirfd, s->lockfd, WRITE_LOCK_BYTE, 1) < 0)
 		log_msg("%s: update: cannot lock: %s", s->login, strerror(errno));
-	else if (mailbox_replaced(s) || (box = lock_box(s)) < 0)
+	else if (mailbox_replaced(s) || ((box = lock_box(s)) < 0 && errno == ESTALE))
 		/* Then our index describes a file that is no longer the mailbox,
 		 * and a copy of it would drop what was delivered to the new one. */
-		log_msg("%s: update failed: %s", s->login, box < 0 && errno != ESTALE
-			? strerror(errno) : "mymailbox was replaced during the session");
+		log_msg("%s: update failed: mymailbox was replaced during the session",
+			s->login);
+	else if (box < 0)	/* busy: another program's lock or dotlock */
+		log_msg("%s: update failed: %s", s->login, strerror(errno));
 	else if (mail_end(s, &tail, &dropped) < 0)
 		log_msg("%s: update failed: %s", s->login, strerror(errno));
 	else if ((rc = (in_place = cut >= 0 && tail == s->ix.end) ? truncate_mailbox(s, box, cut)

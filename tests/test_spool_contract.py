@@ -7,12 +7,14 @@ an acknowledged message or a line written by hand.
   dotlock mymailbox.lock made and removed the way mutt_dotlock does, all
   while deliveries and POP3 sessions that delete mail run: no message
   answered 250 is lost;
-- a dotlock held by another program is waited for, a stale one removed;
+- a dotlock held by another program is waited for, a stale one removed,
+  and so is an fcntl lock on mymailbox (mutt's, procmail's);
 - a message saved without its final "." line and appended back by hand is
   served as a message, never cut as a crashed append;
 - a hand writer appending line by line while deliveries and POP3 logins
   convert the mailbox: every line it wrote is there afterwards.
 """
+import fcntl
 import os
 import socket
 import threading
@@ -148,6 +150,19 @@ class Dotlock(MailTest):
         with open(self.lock, "w") as f:
             f.write("%d\n" % os.getpid())      # a live process: held
         threading.Timer(1.5, os.unlink, (self.lock,)).start()
+        start = time.monotonic()
+        self.assertTrue(deliver(self.smtp.port, b"waited").startswith("250"))
+        self.assertGreater(time.monotonic() - start, 1.2)
+        self.assertIn(b"\r\nwaited\r\n", self.mailbox("alice"))
+
+    def test_fcntl_lock_on_the_mailbox_is_waited_for(self):
+        # mutt and procmail lock mymailbox itself (fcntl, the whole file)
+        # while they change it: a delivery must wait for them.
+        self.assertTrue(deliver(self.smtp.port, b"first").startswith("250"))
+        fd = os.open(self.mailbox_path("alice"), os.O_RDWR)
+        self.addCleanup(os.close, fd)
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        threading.Timer(1.5, fcntl.lockf, (fd, fcntl.LOCK_UN)).start()
         start = time.monotonic()
         self.assertTrue(deliver(self.smtp.port, b"waited").startswith("250"))
         self.assertGreater(time.monotonic() - start, 1.2)
