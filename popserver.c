@@ -1456,6 +1456,17 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 	return lock_wait(fd, &fl);	/* busy: wait for it, bounded */
 }
 
+/* byte_held - 1 if another process holds one byte of the state file
+ * open on fd (F_GETLK does not count our own locks), or if it cannot be
+ * told */
+static int byte_held(int fd, off_t byte)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte,
+			    .l_len = 1 };
+
+	return fcntl(fd, F_GETLK, &fl) < 0 || fl.l_type != F_UNLCK;
+}
+
 /* mailbox_unlock - let go of mailbox_lock's lock (logged if it fails) */
 static void mailbox_unlock(int fd)
 {
@@ -1479,6 +1490,27 @@ static int lock_state(int dirfd, int fd, off_t byte, int wait)
 	(void)lock_byte(fd, byte, F_UNLCK, 0);
 	errno = ESTALE;
 	return -1;
+}
+
+/*
+ * lock_state_file - open the state file in dirfd when *fd is -1, and take
+ * one byte of it (lock_state). A file replaced meanwhile (ESTALE) is
+ * closed and the new one opened and locked, STALE_TRIES times at most;
+ * closing it drops every lock we held on it, so take only a first lock
+ * this way. Returns 0, or -1 with errno (*fd -1 if it could not be opened).
+ */
+static int lock_state_file(int dirfd, const char *login, int *fd, off_t byte, int wait)
+{
+	for (int tries = 0;; tries++) {
+		if (*fd < 0 && (*fd = open_state_file(dirfd, login)) < 0)
+			return -1;
+		if (lock_state(dirfd, *fd, byte, wait) == 0)
+			return 0;
+		if (errno != ESTALE || tries == STALE_TRIES)
+			return -1;
+		close_fd(*fd, "state file");	/* replaced: lock the new one */
+		*fd = -1;
+	}
 }
 
 /*
@@ -1819,10 +1851,7 @@ static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct co
 			return -1;
 		h->size = h->durable = st->st_size;
 	} else if (h->size < st->st_size) {
-		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
-				    .l_start = COMMIT_LOCK_BYTE, .l_len = 1 };
-
-		if (fcntl(lock_fd, F_GETLK, &fl) < 0 || fl.l_type != F_UNLCK) {
+		if (byte_held(lock_fd, COMMIT_LOCK_BYTE)) {
 			errno = EAGAIN;		/* a live leader's fsync: come back */
 			return -1;
 		}
@@ -4397,18 +4426,13 @@ static const char *lock_session(struct session *s)
 		return errno == ELOOP ? "-ERR [SYS/PERM] mailbox directory is a symbolic link"
 		       : errno == ENOTDIR ? "-ERR [SYS/PERM] mailbox directory is not a directory"
 		       : "-ERR [SYS/TEMP] cannot open mailbox";
-	for (int tries = 0;; tries++) {
-		if ((s->lockfd = open_state_file(s->dirfd, s->login)) < 0)
-			return errno == ELOOP ? "-ERR [SYS/PERM] state file is a symbolic link"
-			       : errno == EPERM ? "-ERR [SYS/PERM] state file is not a regular file"
-			       : "-ERR [SYS/TEMP] cannot open mailbox";
-		if (lock_state(s->dirfd, s->lockfd, SESSION_LOCK_BYTE, 0) == 0)
-			return NULL;
-		if (errno != ESTALE || tries == STALE_TRIES)
-			break;
-		close_fd(s->lockfd, "state file");	/* replaced: lock the new one */
-		s->lockfd = -1;
-	}
+	s->lockfd = -1;
+	if (lock_state_file(s->dirfd, s->login, &s->lockfd, SESSION_LOCK_BYTE, 0) == 0)
+		return NULL;
+	if (s->lockfd < 0)
+		return errno == ELOOP ? "-ERR [SYS/PERM] state file is a symbolic link"
+		       : errno == EPERM ? "-ERR [SYS/PERM] state file is not a regular file"
+		       : "-ERR [SYS/TEMP] cannot open mailbox";
 	/* RFC 2449 section 8.1.2: IN-USE; RFC 3206 section 4: SYS */
 	return errno == EAGAIN || errno == EACCES
 	       ? "-ERR [IN-USE] mailbox locked by another session"

@@ -1455,6 +1455,17 @@ static int lock_byte(int fd, off_t byte, short type, int wait)
 	return lock_wait(fd, &fl);	/* busy: wait for it, bounded */
 }
 
+/* byte_held - 1 if another process holds one byte of the state file
+ * open on fd (F_GETLK does not count our own locks), or if it cannot be
+ * told */
+static int byte_held(int fd, off_t byte)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte,
+			    .l_len = 1 };
+
+	return fcntl(fd, F_GETLK, &fl) < 0 || fl.l_type != F_UNLCK;
+}
+
 /* mailbox_unlock - let go of mailbox_lock's lock (logged if it fails) */
 static void mailbox_unlock(int fd)
 {
@@ -1478,6 +1489,27 @@ static int lock_state(int dirfd, int fd, off_t byte, int wait)
 	(void)lock_byte(fd, byte, F_UNLCK, 0);
 	errno = ESTALE;
 	return -1;
+}
+
+/*
+ * lock_state_file - open the state file in dirfd when *fd is -1, and take
+ * one byte of it (lock_state). A file replaced meanwhile (ESTALE) is
+ * closed and the new one opened and locked, STALE_TRIES times at most;
+ * closing it drops every lock we held on it, so take only a first lock
+ * this way. Returns 0, or -1 with errno (*fd -1 if it could not be opened).
+ */
+static int lock_state_file(int dirfd, const char *login, int *fd, off_t byte, int wait)
+{
+	for (int tries = 0;; tries++) {
+		if (*fd < 0 && (*fd = open_state_file(dirfd, login)) < 0)
+			return -1;
+		if (lock_state(dirfd, *fd, byte, wait) == 0)
+			return 0;
+		if (errno != ESTALE || tries == STALE_TRIES)
+			return -1;
+		close_fd(*fd, "state file");	/* replaced: lock the new one */
+		*fd = -1;
+	}
 }
 
 /*
@@ -1818,10 +1850,7 @@ static int commit_load(int lock_fd, int box_fd, const struct stat *st, struct co
 			return -1;
 		h->size = h->durable = st->st_size;
 	} else if (h->size < st->st_size) {
-		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
-				    .l_start = COMMIT_LOCK_BYTE, .l_len = 1 };
-
-		if (fcntl(lock_fd, F_GETLK, &fl) < 0 || fl.l_type != F_UNLCK) {
+		if (byte_held(lock_fd, COMMIT_LOCK_BYTE)) {
 			errno = EAGAIN;		/* a live leader's fsync: come back */
 			return -1;
 		}
@@ -4113,10 +4142,7 @@ static int trace_lines(struct session *s, const struct rcpt *r, const char *id,
  * "Locking": byte 0 of the state file, from PASS to the session's end) */
 static int session_held(int lock_fd)
 {
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
-			    .l_start = SESSION_LOCK_BYTE, .l_len = 1 };
-
-	return fcntl(lock_fd, F_GETLK, &fl) < 0 || fl.l_type != F_UNLCK;
+	return byte_held(lock_fd, SESSION_LOCK_BYTE);
 }
 
 /*
@@ -4630,15 +4656,9 @@ static int lock_write(struct rcpt *r)
  * is opened again (our commit lock, if any, is on the old one: let go) */
 static int relock_write(struct rcpt *r)
 {
-	for (int tries = 0; tries <= STALE_TRIES; tries++) {
-		if (lock_write(r) == 0)
-			return 0;
-		if (errno != ESTALE)
-			return -1;
-		close_fd(r->lock_fd, "state file");
-		if ((r->lock_fd = open_state_file(r->dir_fd, r->login)) < 0)
-			return -1;
-	}
+	if (lock_state_file(r->dir_fd, r->login, &r->lock_fd, WRITE_LOCK_BYTE, 1) == 0)
+		return 0;
+	log_msg("%s: write lock: %s", r->login, strerror(errno));
 	return -1;
 }
 
