@@ -141,6 +141,7 @@ enum {
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
 	DOTLOCK_STALE_SECONDS = 300,	/* an older mymailbox.lock is left over (liblockfile) */
 	STALE_TRIES = 3,	/* opening a spool file again after it was replaced */
+	COMMIT_KEPT = 4,	/* cuts and replacements the commit state remembers */
 	CONVERT_QUIET_MS = 300,	/* no conversion of a file written more recently */
 	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
 	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
@@ -1620,12 +1621,12 @@ struct commit_state {
 	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
 	int64_t syncing;	/* -1, or the size an fsync under way covers */
 	int64_t appending;	/* -1, or where an append under way began (tidy_mailbox) */
-	int64_t kept;		/* the durable size the last cut kept: records below it stayed */
-	uint64_t epoch;		/* one more at each cut: records appended before it and past kept are gone */
+	int64_t kept[COMMIT_KEPT];	/* [i]: what the step that made epoch - i kept (commit_bump) */
+	uint64_t epoch;		/* one more at each cut or replacement of mymailbox */
 	uint64_t check;		/* state_check() of all the fields above */
 };
 
-static const char COMMIT_MAGIC[8] = "mtcmt04";
+static const char COMMIT_MAGIC[8] = "mtcmt05";
 
 /*
  * boot_id - what names this boot of the system: on Linux the random
@@ -1688,7 +1689,7 @@ static uint64_t state_check(const struct commit_state *h)
  * not is never a reason to cut or to skip an fsync (commit_load) */
 static int state_consistent(const struct commit_state *h)
 {
-	return h->durable >= 0 && h->durable <= h->size && h->kept >= 0
+	return h->durable >= 0 && h->durable <= h->size && h->kept[0] >= 0
 	       && (h->syncing == -1 || (h->syncing >= h->durable && h->syncing <= h->size))
 	       && (h->appending == -1 || (h->appending >= 0 && h->appending <= h->size));
 }
@@ -1773,6 +1774,21 @@ static int commit_about(const struct commit_state *h, const struct stat *st)
 	return h->dev == (uint64_t)st->st_dev && h->ino == (uint64_t)st->st_ino;
 }
 
+/*
+ * commit_bump - a cut or a replacement of mymailbox: the epoch moves on,
+ * and kept, in the offsets of the file the step was made in, says which
+ * records stayed (or were carried): those that end by it. The last
+ * COMMIT_KEPT steps are remembered, so that a session waiting through
+ * several learns from the first after its own epoch what became of its
+ * record: a record kept then was durable, and nothing later may cut it.
+ */
+static void commit_bump(struct commit_state *h, off_t kept)
+{
+	memmove(h->kept + 1, h->kept, sizeof h->kept - sizeof h->kept[0]);
+	h->kept[0] = kept;
+	h->epoch++;
+}
+
 /* commit_appending - where an append began that the state file announces
  * for the file whose status is st and that never finished (its process
  * died: the caller holds the write lock), or -1. A state of another boot
@@ -1797,7 +1813,7 @@ static int commit_restart(int lock_fd, int box_fd, const struct stat *st, struct
 {
 	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0) {
 		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
-		h->kept = 0;
+		memset(h->kept, 0, sizeof h->kept);
 	}			/* ours: epoch and kept still tell of a replacement */
 	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
 	h->dev = (uint64_t)st->st_dev;
@@ -1912,8 +1928,7 @@ static void commit_replaced(int lock_fd, off_t kept, int doubt)
 
 	if (commit_read(lock_fd, &h) <= 0)
 		return;		/* the next commit_load starts it again */
-	h.kept = doubt && h.durable < kept ? h.durable : kept;
-	h.epoch++;
+	commit_bump(&h, doubt && h.durable < kept ? h.durable : kept);
 	(void)commit_write(lock_fd, &h);
 }
 
@@ -4931,8 +4946,7 @@ static void commit_updated(struct session *s, int doubt, off_t tail)
 	/* In the old file's offsets: below tail, what was carried over or
 	 * deleted by its owner (shown, so durable); when the rename may not
 	 * last, only what was durable there (commit_replaced). */
-	h.kept = doubt && h.durable < tail ? h.durable : tail;
-	h.epoch++;
+	commit_bump(&h, doubt && h.durable < tail ? h.durable : tail);
 	h.size = h.durable = st.st_size;
 	h.syncing = -1;
 	(void)commit_write(s->lockfd, &h);

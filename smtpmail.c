@@ -154,6 +154,7 @@ enum {
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
 	DOTLOCK_STALE_SECONDS = 300,	/* an older mymailbox.lock is left over (liblockfile) */
 	STALE_TRIES = 3,	/* opening a spool file again after it was replaced */
+	COMMIT_KEPT = 4,	/* cuts and replacements the commit state remembers */
 	CONVERT_QUIET_MS = 300,	/* no conversion of a file written more recently */
 	AUTH_LINE_MAX = 1024,	/* a SASL response line: any valid one fits (RFC 4954 4) */
 	STAMP_MAX = 320		/* "<pid.clock@host>", the host 255 octets at most */
@@ -1619,12 +1620,12 @@ struct commit_state {
 	int64_t durable;	/* [0, durable) is on disk: an fsync begun later returned 0 */
 	int64_t syncing;	/* -1, or the size an fsync under way covers */
 	int64_t appending;	/* -1, or where an append under way began (tidy_mailbox) */
-	int64_t kept;		/* the durable size the last cut kept: records below it stayed */
-	uint64_t epoch;		/* one more at each cut: records appended before it and past kept are gone */
+	int64_t kept[COMMIT_KEPT];	/* [i]: what the step that made epoch - i kept (commit_bump) */
+	uint64_t epoch;		/* one more at each cut or replacement of mymailbox */
 	uint64_t check;		/* state_check() of all the fields above */
 };
 
-static const char COMMIT_MAGIC[8] = "mtcmt04";
+static const char COMMIT_MAGIC[8] = "mtcmt05";
 
 /*
  * boot_id - what names this boot of the system: on Linux the random
@@ -1687,7 +1688,7 @@ static uint64_t state_check(const struct commit_state *h)
  * not is never a reason to cut or to skip an fsync (commit_load) */
 static int state_consistent(const struct commit_state *h)
 {
-	return h->durable >= 0 && h->durable <= h->size && h->kept >= 0
+	return h->durable >= 0 && h->durable <= h->size && h->kept[0] >= 0
 	       && (h->syncing == -1 || (h->syncing >= h->durable && h->syncing <= h->size))
 	       && (h->appending == -1 || (h->appending >= 0 && h->appending <= h->size));
 }
@@ -1772,6 +1773,21 @@ static int commit_about(const struct commit_state *h, const struct stat *st)
 	return h->dev == (uint64_t)st->st_dev && h->ino == (uint64_t)st->st_ino;
 }
 
+/*
+ * commit_bump - a cut or a replacement of mymailbox: the epoch moves on,
+ * and kept, in the offsets of the file the step was made in, says which
+ * records stayed (or were carried): those that end by it. The last
+ * COMMIT_KEPT steps are remembered, so that a session waiting through
+ * several learns from the first after its own epoch what became of its
+ * record: a record kept then was durable, and nothing later may cut it.
+ */
+static void commit_bump(struct commit_state *h, off_t kept)
+{
+	memmove(h->kept + 1, h->kept, sizeof h->kept - sizeof h->kept[0]);
+	h->kept[0] = kept;
+	h->epoch++;
+}
+
 /* commit_appending - where an append began that the state file announces
  * for the file whose status is st and that never finished (its process
  * died: the caller holds the write lock), or -1. A state of another boot
@@ -1796,7 +1812,7 @@ static int commit_restart(int lock_fd, int box_fd, const struct stat *st, struct
 {
 	if (memcmp(h->magic, COMMIT_MAGIC, sizeof h->magic) != 0) {
 		h->epoch = fresh_epoch();	/* not ours: no epoch a session noted */
-		h->kept = 0;
+		memset(h->kept, 0, sizeof h->kept);
 	}			/* ours: epoch and kept still tell of a replacement */
 	memcpy(h->magic, COMMIT_MAGIC, sizeof h->magic);
 	h->dev = (uint64_t)st->st_dev;
@@ -1911,8 +1927,7 @@ static void commit_replaced(int lock_fd, off_t kept, int doubt)
 
 	if (commit_read(lock_fd, &h) <= 0)
 		return;		/* the next commit_load starts it again */
-	h.kept = doubt && h.durable < kept ? h.durable : kept;
-	h.epoch++;
+	commit_bump(&h, doubt && h.durable < kept ? h.durable : kept);
 	(void)commit_write(lock_fd, &h);
 }
 
@@ -4262,8 +4277,7 @@ static int commit_cut(struct rcpt *r, struct commit_state *h)
 	log_msg("%s: an fsync failed or was left unsettled: cutting back the %lld bytes"
 		" appended since the last good one; their deliveries answer 451", r->login,
 		(long long)(h->size - cut));
-	h->kept = cut;
-	h->epoch++;
+	commit_bump(h, cut);
 	if (commit_write(r->lock_fd, h) < 0)
 		return -1;
 	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, cut) < 0
@@ -4543,19 +4557,23 @@ enum commit_step {
  * r->epoch: COMMIT_DONE durable, COMMIT_FAILED gone, COMMIT_FSYNC there
  * and not durable yet, COMMIT_UNKNOWN the state cannot tell. Every cut,
  * and every replacement of mymailbox by a rename of ours, moves the epoch
- * on once and says in kept, in our file's offsets, which records stayed
- * (commit_cut, commit_replaced): one epoch on, kept decides. Two or more,
- * or a state started again, or a file replaced by another hand in our
- * epoch: ask the files (settle_unknown).
+ * on and remembers what it kept in our file's offsets (commit_bump): the
+ * first of those since our epoch decides, for a record it kept was
+ * durable from then on (what happens to it later is its owner's doing).
+ * More steps than remembered, a state started again, or a file replaced
+ * by another hand in our epoch: ask the files (settle_unknown).
  */
 static enum commit_step commit_fate(const struct rcpt *r, const struct commit_state *h)
 {
+	uint64_t since;
+
 	if (h->epoch == r->epoch && !commit_about(h, &r->box))
 		return COMMIT_UNKNOWN;
 	if (h->epoch == r->epoch)
 		return h->durable >= r->end ? COMMIT_DONE : COMMIT_FSYNC;
-	if (h->epoch == r->epoch + 1)
-		return r->end <= h->kept ? COMMIT_DONE : COMMIT_FAILED;
+	since = h->epoch - r->epoch;	/* a huge number for a fresh epoch */
+	if (since <= COMMIT_KEPT)
+		return r->end <= h->kept[since - 1] ? COMMIT_DONE : COMMIT_FAILED;
 	return COMMIT_UNKNOWN;
 }
 

@@ -41,11 +41,12 @@ SANITIZER_ENV = {
 # The commit state at the start of mymailbox.state (the shared block
 # "commit" of smtpmail.c and popserver.c, DESIGN.md "The commit state"):
 # magic, boot id, host name, dev, ino, size, durable, syncing, appending,
-# kept, epoch, and an FNV-1a check of all that, in native order.
-STATE = struct.Struct("=8s16s32sQQqqqqqQQ")
+# kept (the last four steps'), epoch, and an FNV-1a check of all that, in
+# native order.
+STATE = struct.Struct("=8s16s32sQQqqqqqqqqQQ")
 STATE_FIELDS = ["magic", "boot", "host", "dev", "ino", "size", "durable", "syncing",
-                "appending", "kept", "epoch", "check"]
-STATE_MAGIC = b"mtcmt04\0"
+                "appending", "kept0", "kept1", "kept2", "kept3", "epoch", "check"]
+STATE_MAGIC = b"mtcmt05\0"
 
 
 def boot_id():
@@ -75,7 +76,7 @@ def write_state(path, **fields):
         state = read_state(path)
     except (OSError, struct.error):
         state = dict(zip(STATE_FIELDS, (STATE_MAGIC, boot_id(), socket.gethostname().encode()[:31],
-                                        0, 0, 0, 0, -1, -1, 0, 1, 0)))
+                                        0, 0, 0, 0, -1, -1, 0, 0, 0, 0, 1, 0)))
     state.update(fields)
     packed = STATE.pack(*[state[n] for n in STATE_FIELDS])
     state["check"] = state_check(packed)

@@ -1038,19 +1038,23 @@ static void commit_fate_cases(void)
 	static const struct {
 		const char *name;
 		uint64_t epoch;
-		int64_t durable, kept;
+		int64_t durable;
+		int64_t kept[COMMIT_KEPT];	/* [i]: the step that made epoch - i */
 		int replaced;
 		enum commit_step want;
 	} c[] = {
-		{ "durable", 7, 100, 0, 0, COMMIT_DONE },
-		{ "not yet", 7, 60, 0, 0, COMMIT_FSYNC },
-		{ "cut, kept", 8, 100, 100, 0, COMMIT_DONE },
-		{ "cut, gone", 8, 60, 60, 0, COMMIT_FAILED },
-		{ "two cuts: ask the file", 9, 100, 100, 0, COMMIT_UNKNOWN },
-		{ "a state started again", 123456789, 200, 0, 0, COMMIT_UNKNOWN },
-		{ "rewritten, ours carried", 8, 0, 150, 1, COMMIT_DONE },
-		{ "rewritten, ours left out", 8, 0, 60, 1, COMMIT_FAILED },
-		{ "replaced by another hand: ask the file", 7, 0, 0, 1, COMMIT_UNKNOWN },
+		{ "durable", 7, 100, { 0 }, 0, COMMIT_DONE },
+		{ "not yet", 7, 60, { 0 }, 0, COMMIT_FSYNC },
+		{ "cut, kept", 8, 100, { 100 }, 0, COMMIT_DONE },
+		{ "cut, gone", 8, 60, { 60 }, 0, COMMIT_FAILED },
+		/* the first step after ours decides: later ones cannot cut it */
+		{ "carried, then deleted by its owner", 9, 0, { 0, 150 }, 1, COMMIT_DONE },
+		{ "cut, then carried", 10, 0, { 500, 500, 60 }, 1, COMMIT_FAILED },
+		{ "more steps than remembered", 12, 200, { 200, 200, 200, 200 }, 0, COMMIT_UNKNOWN },
+		{ "a state started again", 123456789, 200, { 0 }, 0, COMMIT_UNKNOWN },
+		{ "rewritten, ours carried", 8, 0, { 150 }, 1, COMMIT_DONE },
+		{ "rewritten, ours left out", 8, 0, { 60 }, 1, COMMIT_FAILED },
+		{ "replaced by another hand: ask the file", 7, 0, { 0 }, 1, COMMIT_UNKNOWN },
 	};
 	struct box b;
 
@@ -1065,7 +1069,7 @@ static void commit_fate_cases(void)
 		struct commit_state h = state_of(&b, 200, c[i].durable, -1, -1);
 
 		h.epoch = c[i].epoch;
-		h.kept = c[i].kept;
+		memcpy(h.kept, c[i].kept, sizeof h.kept);
 		if (c[i].replaced)
 			h.ino++;
 		unit_long("commit_fate", c[i].name, c[i].want, commit_fate(&b.r, &h));
