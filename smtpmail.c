@@ -107,7 +107,9 @@
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 
 #include <ctype.h>
@@ -180,12 +182,42 @@ enum {
 	DEFAULT_TIMEOUT = 300,	/* -t: RFC 5321 4.5.3.2.7 asks 5 minutes */
 	DEFAULT_MIN_RATE = 500,	/* -r, bytes/s in DATA: Postfix's smtpd_min_data_rate */
 	DEFAULT_LIFETIME = 3600,	/* -T: 25 MiB then needs 7.3 KB/s at least */
-	DEFAULT_AUTH_DELAY = 1000	/* -w, ms: as popserver's -a */
+	DEFAULT_AUTH_DELAY = 1000,	/* -w, ms: as popserver's -a */
+	TRUSTED_MAX = 16,	/* -N networks */
+	ROUTES_MAX = 16,	/* -R routes */
+	QUEUE_RCPTS_MAX = RECIPIENTS_MAX,	/* the recipients of one queued message */
+	REPLY_TEXT_MAX = 512,	/* a remote reply kept in the queue: one line */
+	TARGETS_MAX = 16,	/* the addresses tried for one destination */
+	RELAY_PROCS_MAX = 20,	/* delivery processes of the runner at once */
+	RELAY_PER_DEST = 2,	/* of them, to one destination domain */
+	DEFAULT_BACKOFF_MIN = 300,	/* -B: Postfix's minimal_backoff_time */
+	DEFAULT_BACKOFF_MAX = 4000,	/* -B: Postfix's maximal_backoff_time */
+	DEFAULT_QUEUE_LIFETIME = 5 * 86400,	/* -E: 5 days, as Postfix */
+	DEFAULT_NOTICE_AFTER = 4 * 3600,	/* -W: 4 hours, as Postfix's delay_warning_time */
+	DEFAULT_QUEUE_MAX = 10000	/* -Z: messages in the queue */
 };
 
 /* ---------------------------------------------------------------- types */
 
 /* The configuration: set by main from the options, or by a fuzz harness. */
+/* A network allowed to relay without AUTH (-N), as Postfix's mynetworks. */
+struct network {
+	int family;		/* AF_INET or AF_INET6 */
+	unsigned char addr[16];	/* network byte order */
+	int prefix;		/* leading bits that must match */
+};
+
+/* A static route (-R): a domain's mail goes to host:port, with no MX lookup. */
+struct route {
+	char domain[DOMAIN_MAX + 1];	/* a domain, or "*" for every domain (a smarthost) */
+	char host[DOMAIN_MAX + 1];	/* a host name, or the address inside [ ] */
+	char port[6];		/* "25" unless given */
+	int literal;		/* [address]: that address, no lookup at all */
+};
+
+/* What smtpmail is asked to do: serve, or one queue command and exit. */
+enum queue_mode { QM_SERVE, QM_RUNNER, QM_PRINT, QM_FLUSH, QM_REMOVE };
+
 struct config {
 	const char *spool;	/* -d */
 	const char *userfile;	/* -u */
@@ -203,6 +235,17 @@ struct config {
 	int submission;		/* -a: MAIL only after AUTH, from the login's address */
 	int auth_delay_ms;	/* -w, after a wrong password; the parent doubles it */
 	int inetd;		/* -i: one session on standard input and output */
+	int relay;		/* -o: relay for authenticated sessions and -N */
+	struct network trusted[TRUSTED_MAX];	/* -N: may relay without AUTH */
+	int ntrusted;
+	struct route routes[ROUTES_MAX];	/* -R: where a domain's mail goes */
+	int nroutes;
+	int backoff_min, backoff_max;	/* -B, seconds between tries */
+	int queue_lifetime;	/* -E, seconds before a queued message fails */
+	int notice_after;	/* -W, seconds before the delay notice */
+	int queue_max;		/* -Z, messages in the queue */
+	enum queue_mode queue_mode;	/* -q, -p, -F, -x: a queue command, no listening */
+	const char *remove_id;	/* -x */
 };
 
 /* The protocol state (RFC 5321 4.1.4). The states are listed in protocol
@@ -239,12 +282,41 @@ struct spill {
 	int line_start;		/* at the start of a stored line: stuff a '.' */
 };
 
+/* A queued recipient's state (DESIGN.md "The queue"): pending and deferred
+ * wait for a try; delivered and failed are final. */
+enum rcpt_state { RS_PENDING, RS_DEFERRED, RS_DELIVERED, RS_FAILED };
+
+/* One recipient of a queued message, as its .env line has it. */
+struct job_rcpt {
+	char address[SMTP_PATH_MAX];	/* without the <> */
+	enum rcpt_state state;
+	int attempts;
+	long long next_try, last_try;	/* unix seconds; 0: never */
+	char remote[DOMAIN_MAX + 1];	/* the host that gave the last reply, or "" */
+	char reply[REPLY_TEXT_MAX + 1];	/* the last reply, one line, or "" */
+};
+
+/* A queued message's envelope: <spool>/.queue/<id>.env in memory. */
+struct job {
+	char id[ID_MAX];
+	long long arrived;	/* unix seconds, when its 250 was decided */
+	char from[SMTP_PATH_MAX];	/* the reverse-path without <>; "" for <> */
+	char auth[LOGIN_MAX + 1];	/* the login that sent it, or "-" (-N) */
+	char client[ADDR_TEXT_MAX];	/* the client's address */
+	int notice;		/* 1 once the delay notice was written */
+	int nrcpt;
+	struct job_rcpt rcpt[QUEUE_RCPTS_MAX];
+};
+
 static struct config cfg = {
 	.spool = NULL, .userfile = "user.txt", .hostname = "localhost",
 	.port = "2525", .max_size = DEFAULT_MAX_SIZE,
 	.max_sessions = DEFAULT_SESSIONS, .timeout = DEFAULT_TIMEOUT,
 	.min_rate = DEFAULT_MIN_RATE, .lifetime = DEFAULT_LIFETIME,
-	.auth_delay_ms = DEFAULT_AUTH_DELAY
+	.auth_delay_ms = DEFAULT_AUTH_DELAY,
+	.backoff_min = DEFAULT_BACKOFF_MIN, .backoff_max = DEFAULT_BACKOFF_MAX,
+	.queue_lifetime = DEFAULT_QUEUE_LIFETIME, .notice_after = DEFAULT_NOTICE_AFTER,
+	.queue_max = DEFAULT_QUEUE_MAX
 };
 /* ---------------------------------------------------------------- UTF-8 */
 
@@ -4999,6 +5071,354 @@ static void deliver(struct session *s)
 	reply(s, "250 2.0.0 OK Message accepted for delivery as %s", id);
 }
 
+/* ---------------------------------------------------------------- relay: the queue (DESIGN.md "The queue") */
+
+/*
+ * Mail for other hosts waits in <spool>/.queue: a login never starts with
+ * '.', so no account can own that name. A message is two files: <id>.msg,
+ * the data as it goes on the wire (written once), and <id>.env, its
+ * envelope with each recipient's state (rewritten whole, by job_save).
+ * Whoever changes a job holds the fcntl lock on its .msg (job_lock).
+ */
+
+static const char *const rcpt_state_names[] = {
+	[RS_PENDING] = "pending", [RS_DEFERRED] = "deferred",
+	[RS_DELIVERED] = "delivered", [RS_FAILED] = "failed"
+};
+
+/* queue_dir - "<spool>/.queue", made (0700) if it is missing; 0, or -1
+ * (logged) */
+static int queue_dir(char *path, size_t size)
+{
+	if (spool_path(path, size, cfg.spool, ".queue", NULL) < 0) {
+		log_msg("queue: %s: %s", cfg.spool, strerror(errno));
+		return -1;
+	}
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		log_msg("queue: mkdir %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* job_path - "<spool>/.queue/<id><suffix>"; 0, or -1 if too long */
+static int job_path(char *path, size_t size, const char *id, const char *suffix)
+{
+	int n = snprintf(path, size, "%s/.queue/%s%s", cfg.spool, id, suffix);
+
+	if (n < 0 || (size_t)n >= size) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+/* job_id_valid - 1 if id can name a queued message: it came from our own
+ * ids, which use only letters, digits, '.' and '-', and never start with
+ * '.' (so "-x ../x" names nothing outside the queue) */
+static int job_id_valid(const char *id)
+{
+	size_t len = strlen(id);
+
+	return len > 0 && len < ID_MAX && id[0] != '.'
+	       && strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+			     "0123456789.-") == len;
+}
+
+/* job_lock - open <id>.msg and take the write lock on all of it (wait:
+ * bounded by lock_wait, else fail at once when busy); the descriptor
+ * holding it, or -1 */
+static int job_lock(const char *id, int wait)
+{
+	struct flock whole = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char path[PATH_TEXT_MAX];
+	int fd;
+
+	if (job_path(path, sizeof path, id, ".msg") < 0)
+		return -1;
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -1;
+	if (fcntl(fd, F_SETLK, &whole) == 0
+	    || (wait && (errno == EAGAIN || errno == EACCES) && lock_wait(fd, &whole) == 0))
+		return fd;
+	close_fd(fd, "job lock");
+	return -1;
+}
+
+/* reply_clean - a reply kept on one line: controls become spaces, at most
+ * REPLY_TEXT_MAX bytes */
+static void reply_clean(char *out, size_t size, const char *in)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < size && i < REPLY_TEXT_MAX && in[i]; i++)
+		out[i] = (unsigned char)in[i] < 0x20 || in[i] == 0x7f ? ' ' : in[i];
+	out[i] = '\0';
+}
+
+/* env_rcpt - parse one "rcpt" line's fields (after "rcpt ") into r; 0, or -1 */
+static int env_rcpt(const char *line, struct job_rcpt *r)
+{
+	char state[16], remote[DOMAIN_MAX + 1];
+	int used = 0;
+	size_t i;
+
+	if (sscanf(line, "%255s %15s %d %lld %lld %255s %n", r->address, state, &r->attempts,
+		   &r->next_try, &r->last_try, remote, &used) < 6 || used == 0)
+		return -1;
+	for (i = 0; i < sizeof rcpt_state_names / sizeof rcpt_state_names[0]; i++)
+		if (strcmp(state, rcpt_state_names[i]) == 0)
+			break;
+	if (i == sizeof rcpt_state_names / sizeof rcpt_state_names[0] || r->attempts < 0)
+		return -1;
+	r->state = (enum rcpt_state)i;
+	(void)snprintf(r->remote, sizeof r->remote, "%s", strcmp(remote, "-") ? remote : "");
+	reply_clean(r->reply, sizeof r->reply, strcmp(line + used, "-") ? line + used : "");
+	return 0;
+}
+
+/* env_line - apply one line of a .env to job; 0, or -1 when it is not one
+ * of ours */
+static int env_line(char *line, struct job *job)
+{
+	char *value = strchr(line, ' ');
+
+	if (!value)
+		value = line + strlen(line);
+	else
+		*value++ = '\0';
+	if (strcmp(line, "arrived") == 0)
+		return sscanf(value, "%lld", &job->arrived) == 1 ? 0 : -1;
+	if (strcmp(line, "notice") == 0)
+		return sscanf(value, "%d", &job->notice) == 1 ? 0 : -1;
+	if (strcmp(line, "from") == 0)
+		return snprintf(job->from, sizeof job->from, "%s", value) < (int)sizeof job->from ? 0 : -1;
+	if (strcmp(line, "auth") == 0)
+		return snprintf(job->auth, sizeof job->auth, "%s", value) < (int)sizeof job->auth ? 0 : -1;
+	if (strcmp(line, "client") == 0)
+		return snprintf(job->client, sizeof job->client, "%s", value) < (int)sizeof job->client ? 0 : -1;
+	if (strcmp(line, "rcpt") == 0 && job->nrcpt < QUEUE_RCPTS_MAX)
+		return env_rcpt(value, &job->rcpt[job->nrcpt++]);
+	return -1;
+}
+
+/* job_load - read <id>.env into job; 0, or -1 (logged: a job we cannot
+ * read is left where it is, never dropped) */
+static int job_load(const char *id, struct job *job)
+{
+	char path[PATH_TEXT_MAX], line[SMTP_PATH_MAX + REPLY_TEXT_MAX + 128];
+	FILE *f;
+	int bad = 0, n = 0;
+
+	memset(job, 0, sizeof *job);
+	if (job_path(path, sizeof path, id, ".env") < 0 || !(f = fopen(path, "re"))) {
+		log_msg("queue: %s: %s", id, strerror(errno));
+		return -1;
+	}
+	(void)snprintf(job->id, sizeof job->id, "%s", id);
+	while (!bad && fgets(line, sizeof line, f)) {
+		size_t len = strlen(line);
+
+		if (len == 0 || line[len - 1] != '\n')
+			bad = 1;	/* too long, or the file ends inside a line */
+		else if (line[--len] = '\0', n++ == 0)
+			bad = strcmp(line, "smtpmail-queue 1") != 0;
+		else
+			bad = env_line(line, job) < 0;
+	}
+	if (ferror(f) || n == 0 || job->nrcpt == 0)
+		bad = 1;
+	if (fclose(f) != 0)
+		bad = 1;
+	if (bad)
+		log_msg("queue: %s: the envelope cannot be read: left alone", id);
+	return bad ? -1 : 0;
+}
+
+/* env_text - job as its .env text, into buf; the length, or -1 if it does
+ * not fit */
+static int env_text(const struct job *job, char *buf, size_t size)
+{
+	size_t used = 0;
+	int i, n;
+
+	n = snprintf(buf, size, "smtpmail-queue 1\narrived %lld\nfrom %s\nauth %s\nclient %s\n"
+		     "notice %d\n", job->arrived, job->from, job->auth, job->client, job->notice);
+	for (i = 0; n >= 0 && (size_t)n < size - used && i < job->nrcpt; i++) {
+		const struct job_rcpt *r = &job->rcpt[i];
+
+		used += (size_t)n;
+		n = snprintf(buf + used, size - used, "rcpt %s %s %d %lld %lld %s %s\n",
+			     r->address, rcpt_state_names[r->state], r->attempts, r->next_try,
+			     r->last_try, r->remote[0] ? r->remote : "-",
+			     r->reply[0] ? r->reply : "-");
+	}
+	if (n < 0 || (size_t)n >= size - used)
+		return -1;
+	return (int)(used + (size_t)n);
+}
+
+/* job_save - write job's .env whole: a temp file, fsync, rename over the
+ * old one, fsync the directory. 0 when it is durable; -1 (logged) when
+ * not, and then the old .env (or none) is still what a restart reads. */
+__attribute__((unused))	/* SCAFFOLD: until the runner uses it */
+static int job_save(const struct job *job)
+{
+	static char text[QUEUE_RCPTS_MAX * (SMTP_PATH_MAX + REPLY_TEXT_MAX + DOMAIN_MAX + 96)
+			 + 1024];
+	char tmp[PATH_TEXT_MAX], path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
+	int len = env_text(job, text, sizeof text), fd = -1, ok = 0;
+
+	if (len >= 0 && job_path(tmp, sizeof tmp, job->id, ".env.tmp") == 0
+	    && job_path(path, sizeof path, job->id, ".env") == 0
+	    && queue_dir(dir, sizeof dir) == 0
+	    && (fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)) >= 0)
+		ok = write_all(fd, text, (size_t)len) == 0 && fsync(fd) == 0;
+	if (fd >= 0 && close(fd) < 0)
+		ok = 0;
+	if (ok)
+		ok = rename(tmp, path) == 0 && sync_dir(dir) == 0;
+	if (!ok) {
+		log_msg("queue: %s: the envelope cannot be saved: %s", job->id, strerror(errno));
+		if (fd >= 0)
+			(void)unlink(tmp);
+	}
+	return ok ? 0 : -1;
+}
+
+/* job_print - one queued message as -p lists it, mailq's layout: the id,
+ * the arrival, the sender, then each recipient with its state */
+static void job_print(const struct job *job)
+{
+	char when[64];
+	time_t t = (time_t)job->arrived;
+	struct tm tm;
+	int i;
+
+	if (!localtime_r(&t, &tm) || !strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm))
+		(void)snprintf(when, sizeof when, "%lld", job->arrived);
+	printf("%s  %s  <%s>  (%s)\n", job->id, when, job->from, job->auth);
+	for (i = 0; i < job->nrcpt; i++) {
+		const struct job_rcpt *r = &job->rcpt[i];
+
+		printf("    <%s>  %s  attempts %d", r->address, rcpt_state_names[r->state],
+		       r->attempts);
+		if (r->state == RS_DEFERRED || r->state == RS_PENDING) {
+			t = (time_t)r->next_try;
+			if (r->next_try && localtime_r(&t, &tm)
+			    && strftime(when, sizeof when, "%H:%M:%S", &tm))
+				printf("  next %s", when);
+		}
+		if (r->reply[0])
+			printf("  (%s%s%s)", r->remote, r->remote[0] ? ": " : "", r->reply);
+		printf("\n");
+	}
+}
+
+/* queue_ids - the ids of the queued messages (every <id>.env), at most
+ * max of them, into ids; their count, or -1 (logged) */
+static int queue_ids(char (*ids)[ID_MAX], int max)
+{
+	char dir[PATH_TEXT_MAX];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	if (queue_dir(dir, sizeof dir) < 0 || !(d = opendir(dir))) {
+		log_msg("queue: %s: %s", cfg.spool, strerror(errno));
+		return -1;
+	}
+	while (n < max && (e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+
+		if (len > 4 && len - 4 < ID_MAX && strcmp(e->d_name + len - 4, ".env") == 0) {
+			memcpy(ids[n], e->d_name, len - 4);
+			ids[n][len - 4] = '\0';
+			n += job_id_valid(ids[n]);
+		}
+	}
+	if (closedir(d) < 0)
+		log_msg("queue: closedir: %s", strerror(errno));
+	return n;
+}
+
+/* queue_print - -p: list the queue on stdout; 0, or 1 when it cannot be read */
+static int queue_print(void)
+{
+	static char ids[DEFAULT_QUEUE_MAX][ID_MAX];
+	static struct job job;
+	int n = queue_ids(ids, DEFAULT_QUEUE_MAX), i;
+
+	if (n < 0)
+		return 1;
+	for (i = 0; i < n; i++)
+		if (job_load(ids[i], &job) == 0)
+			job_print(&job);
+	printf("%d message%s in the queue\n", n, n == 1 ? "" : "s");
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* queue_remove - -x id: take one message out of the queue, after waiting
+ * for whoever is working on it; 0, or 1 (said on stderr) */
+static int queue_remove(const char *id)
+{
+	char env[PATH_TEXT_MAX], msg[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
+	int fd;
+
+	if (!job_id_valid(id) || (fd = job_lock(id, 1)) < 0) {
+		fprintf(stderr, "%s: no message %s in the queue\n", progname, id);
+		return 1;
+	}
+	if (job_path(env, sizeof env, id, ".env") < 0 || job_path(msg, sizeof msg, id, ".msg") < 0
+	    || queue_dir(dir, sizeof dir) < 0
+	    || (unlink(env) < 0 && errno != ENOENT) || unlink(msg) < 0 || sync_dir(dir) < 0) {
+		fprintf(stderr, "%s: %s: %s\n", progname, id, strerror(errno));
+		close_fd(fd, "job lock");
+		return 1;
+	}
+	close_fd(fd, "job lock");
+	log_msg("queue: %s removed (-x)", id);
+	return 0;
+}
+
+/* queue_command - -q, -p, -F or -x: do it, and give main its exit status */
+static int queue_command(void)
+{
+	switch (cfg.queue_mode) {
+	case QM_PRINT: return queue_print();
+	case QM_REMOVE: return queue_remove(cfg.remove_id);
+	default:	/* SCAFFOLD: -q and -F come with the runner */
+		fprintf(stderr, "%s: not built yet\n", progname);
+		return 1;
+	}
+}
+
+/* ---------------------------------------------------------------- relay: who may relay */
+
+/* Relaying is for the authenticated and the trusted networks only (RFC
+ * 5321 3.6.2: no open relay), checked when RCPT names another domain. */
+
+/* ---------------------------------------------------------------- relay: where to (DNS) */
+
+/* A domain's mail goes where a -R route says, else to its MX hosts (RFC
+ * 5321 5.1), each tried at every address, in order. */
+
+/* ---------------------------------------------------------------- relay: reports (RFC 3464) */
+
+/* A recipient that fails, or waits too long, is reported to the sender,
+ * in the sender's own mailbox: reports never go over the network. */
+
+/* ---------------------------------------------------------------- relay: the SMTP client */
+
+/* A delivery process speaks SMTP to one destination for one message, and
+ * records each recipient's outcome before it says QUIT. */
+
+/* ---------------------------------------------------------------- relay: the runner */
+
+/* The runner is one process per spool: it picks due jobs, starts delivery
+ * processes within the limits, and retries with a growing backoff. */
+
 /* ---------------------------------------------------------------- command handlers */
 
 /* timed_out - a wait ran out: log which limit it was, and say so (RFC 5321
@@ -5634,7 +6054,9 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: %s [-d spool] [-u userfile] [-n hostname] [-l address]"
 		" [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds] [-r bytes/s]"
-		" [-T seconds] [-D domain]... [-a] [-w msec] [-i] [-v] [-h] [port]\n", progname);
+		" [-T seconds] [-D domain]... [-a] [-w msec] [-i] [-v] [-h]"
+		" [-o] [-N network]... [-R domain=host[:port]]... [-B min:max] [-E seconds]"
+		" [-W seconds] [-Z count] [-q | -p | -F | -x id] [port]\n", progname);
 }
 
 /* number_arg - a decimal option value in [min, max], or -1 when it is not
@@ -5657,6 +6079,110 @@ static void bad_value(int opt, const char *v)
 	fprintf(stderr, "%s: bad value for -%c: %s\n", progname, opt, v);
 	usage(stderr);
 	exit(2);
+}
+
+/* network_arg - parse -N's "address/prefix" (a bare address is the one
+ * host) into net; 0, or -1 when it is not one */
+static int network_arg(const char *v, struct network *net)
+{
+	char text[ADDR_TEXT_MAX];
+	const char *slash = strchr(v, '/');
+	size_t len = slash ? (size_t)(slash - v) : strlen(v);
+	long long prefix;
+
+	if (len == 0 || len >= sizeof text)
+		return -1;
+	memcpy(text, v, len);
+	text[len] = '\0';
+	net->family = strchr(text, ':') ? AF_INET6 : AF_INET;
+	if (inet_pton(net->family, text, net->addr) != 1)
+		return -1;
+	prefix = net->family == AF_INET6 ? 128 : 32;
+	if (slash)
+		prefix = number_arg(slash + 1, 0, prefix);
+	net->prefix = (int)prefix;
+	return prefix < 0 ? -1 : 0;
+}
+
+/* route_arg - parse -R's "domain=host[:port]" or "domain=[address]:port"
+ * into r; 0, or -1 when it is not one. The port is 25 when none is given. */
+static int route_arg(const char *v, struct route *r)
+{
+	const char *eq = strchr(v, '='), *host, *rest;
+	unsigned char bin[16];
+	size_t len;
+
+	if (!eq || eq == v || (size_t)(eq - v) > DOMAIN_MAX)
+		return -1;
+	memcpy(r->domain, v, (size_t)(eq - v));
+	r->domain[eq - v] = '\0';
+	host = eq + 1;
+	r->literal = host[0] == '[';
+	if (r->literal) {
+		rest = strchr(++host, ']');
+		if (!rest)
+			return -1;
+		len = (size_t)(rest++ - host);
+	} else {
+		rest = strchr(host, ':');	/* a host name has no ':' */
+		len = rest ? (size_t)(rest - host) : strlen(host);
+		rest = host + len;
+	}
+	if (len == 0 || len > DOMAIN_MAX || (*rest && (*rest != ':' || number_arg(rest + 1, 1, 65535) < 0)))
+		return -1;
+	memcpy(r->host, host, len);
+	r->host[len] = '\0';
+	if (r->literal && inet_pton(strchr(r->host, ':') ? AF_INET6 : AF_INET, r->host, bin) != 1)
+		return -1;
+	return snprintf(r->port, sizeof r->port, "%s", *rest ? rest + 1 : "25") < 0 ? -1 : 0;
+}
+
+/* backoff_arg - parse -B's "min:max" seconds, 1 <= min <= max */
+static int backoff_arg(const char *v)
+{
+	const char *colon = strchr(v, ':');
+	char min[16];
+	long long lo, hi;
+
+	if (!colon || colon == v || (size_t)(colon - v) >= sizeof min)
+		return -1;
+	memcpy(min, v, (size_t)(colon - v));
+	min[colon - v] = '\0';
+	lo = number_arg(min, 1, 604800);
+	hi = number_arg(colon + 1, 1, 604800);
+	if (lo < 0 || hi < lo)
+		return -1;
+	cfg.backoff_min = (int)lo;
+	cfg.backoff_max = (int)hi;
+	return 0;
+}
+
+/* relay_option - apply one of the relay options (-o -N -R -B -E -W -Z -q -p
+ * -F -x) to cfg; 0, or -1 when its value is bad */
+static int relay_option(int opt, const char *v)
+{
+	long long n = 0;
+
+	switch (opt) {
+	case 'o': cfg.relay = 1; break;
+	case 'N':
+		if (cfg.ntrusted == TRUSTED_MAX)
+			return -1;
+		return network_arg(v, &cfg.trusted[cfg.ntrusted++]);
+	case 'R':
+		if (cfg.nroutes == ROUTES_MAX)
+			return -1;
+		return route_arg(v, &cfg.routes[cfg.nroutes++]);
+	case 'B': return backoff_arg(v);
+	case 'E': n = number_arg(v, 1, 365 * 86400LL); cfg.queue_lifetime = (int)n; break;
+	case 'W': n = number_arg(v, 1, 365 * 86400LL); cfg.notice_after = (int)n; break;
+	case 'Z': n = number_arg(v, 1, 10000000); cfg.queue_max = (int)n; break;
+	case 'q': cfg.queue_mode = QM_RUNNER; break;
+	case 'p': cfg.queue_mode = QM_PRINT; break;
+	case 'F': cfg.queue_mode = QM_FLUSH; break;
+	case 'x': cfg.queue_mode = QM_REMOVE; cfg.remove_id = v; break;
+	}
+	return n < 0 ? -1 : 0;
 }
 
 /* set_option - apply one option to cfg */
@@ -5689,6 +6215,11 @@ static void set_option(int opt, const char *v)
 			bad_value(opt, v);
 		cfg.domains[cfg.ndomains++] = v;
 		break;
+	case 'o': case 'N': case 'R': case 'B': case 'E': case 'W': case 'Z':
+	case 'q': case 'p': case 'F': case 'x':
+		if (relay_option(opt, v) < 0)
+			bad_value(opt, v);
+		break;
 	default: usage(stderr); exit(2);
 	}
 	if (n < 0)
@@ -5703,8 +6234,13 @@ static void parse_options(int argc, char **argv)
 	int opt;
 
 	cfg.hostname = NULL;
-	while ((opt = getopt(argc, argv, "d:u:n:l:s:c:C:t:r:T:D:w:aivh")) != -1)
+	while ((opt = getopt(argc, argv, "d:u:n:l:s:c:C:t:r:T:D:w:aivhoN:R:B:E:W:Z:qpFx:")) != -1)
 		set_option(opt, optarg);
+	if (cfg.relay && cfg.ndomains == 0) {
+		fprintf(stderr, "%s: -o needs -D: relaying must know the local domains\n",
+			progname);
+		exit(2);
+	}
 	if (argc - optind > 1) {
 		usage(stderr);
 		exit(2);
@@ -5739,6 +6275,8 @@ int main(int argc, char **argv)
 		log_msg("signals: %s", strerror(errno));
 		return 1;
 	}
+	if (cfg.queue_mode != QM_SERVE)
+		return queue_command();
 	if (cfg.inetd)
 		return serve_inetd(smtp_session, cfg.auth_delay_ms);
 	srv.userfile = cfg.userfile;
