@@ -38,7 +38,8 @@
  *                   plain one, else the HTML one's text), a line for each
  *                   attachment where it stands, an enclosed mail (forwarded,
  *                   a digest's, a bounce's) ruled off with its From, Date and
- *                   Subject and its text, a bounce's report as text,
+ *                   Subject and its text, a bounce's report as text
+ *                   (the headers it returns: From, To, Date, Subject),
  *                   format=flowed joined, HTML tables a row a line, paged;
  *                   then 'r' shows its source,
  *                   'd' deletes it and any other key keeps it; the list comes
@@ -4708,6 +4709,38 @@ static void view_enclosed(struct body_view *bv, const struct entity *e, int dept
 	buf_free(&v);
 }
 
+/*
+ * view_enclosed_headers - the header section of a mail, with no body (a
+ * delivery report's text/rfc822-headers part, RFC 6522 4: the headers of
+ * the mail it reports on), ruled off like an enclosed mail: its From, To,
+ * Date and Subject decoded, not every trace line as it came (the source
+ * view has them all).
+ */
+static void view_enclosed_headers(struct body_view *bv, const struct entity *e)
+{
+	static const char rule[] = "----- enclosed headers -----\n";
+	static const char end[] = "----- end of enclosed headers -----\n";
+	static const char *const names[] = { "From", "To", "Cc" };
+	struct buf data = { 0 }, v = { 0 };
+	struct entity inner;
+
+	entity_decode(e, &data);
+	entity_split(data.p ? data.p : "", data.len, &inner);
+	view_next(bv, SHOWN_TEXT);
+	buf_add(bv->out, rule, sizeof rule - 1);
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (header_text(&inner, names[i], &v) == 0)
+			add_field(bv->out, names[i], v.p, v.len);
+	view_date(&inner, bv->out);
+	if (header_text(&inner, "Subject", &v) == 0)
+		add_field(bv->out, "Subject", v.p, v.len);
+	buf_add(bv->out, end, sizeof end - 1);
+	bv->texts++;
+	bv->last = SHOWN_TEXT;
+	buf_free(&data);
+	buf_free(&v);
+}
+
 /* view_multipart - the body parts of a multipart in order (RFC 2046 5.1):
  * of an alternative only the one chosen, a digest's parts as mails by
  * default (5.1.5). It returns -1 when it has no body part: no boundary,
@@ -4766,6 +4799,8 @@ static void view_entity(struct body_view *bv, const struct entity *e, const char
 	bv->parts++;
 	if (nested && is_mail(pt.type))
 		view_enclosed(bv, e, depth);
+	else if (!is_attachment(e) && strcmp(pt.type, "text/rfc822-headers") == 0)
+		view_enclosed_headers(bv, e);
 	else if (!is_attachment(e) && shown_as_text(pt.type))
 		view_text(bv, &pt);
 	else {

@@ -5555,8 +5555,8 @@ static const struct status_words {
 	{ "5.1.10", "The domain of the address accepts no mail (null MX)." },
 	{ "5.4.4", "The domain of the address does not exist, or has no mail server." },
 	{ "5.4.6", "The mail went round in a loop: it would have come back here." },
-	{ "4.4.7", "It could not be delivered in the time the mail system tries." },
-	{ "5.4.7", "It could not be delivered in the time the mail system tries." },
+	{ "4.4.7", "It could not be delivered in time." },
+	{ "5.4.7", "It could not be delivered in time." },
 	{ "5.2.2", "The recipient's mailbox is full." },
 	{ "5.3.4", "The message is too big for the receiving server." },
 	{ "5.2.3", "The message is too big for the receiving server." },
@@ -5588,17 +5588,38 @@ static const char *status_meaning(const char *status)
 	return "It could not be delivered.";
 }
 
+/* duration_text - seconds for people: "5 days", "4 hours", "90 seconds"
+ * (the largest unit that divides it) */
+static void duration_text(long long seconds, char *out, size_t size)
+{
+	static const struct { long long size; const char *name; } units[] = {
+		{ 86400, "day" }, { 3600, "hour" }, { 60, "minute" }, { 1, "second" }
+	};
+	size_t i = 0;
+
+	while (i + 1 < sizeof units / sizeof units[0]
+	       && (seconds < units[i].size || seconds % units[i].size != 0))
+		i++;
+	(void)snprintf(out, size, "%lld %s%s", seconds / units[i].size, units[i].name,
+		       seconds / units[i].size == 1 ? "" : "s");
+}
+
 /* report_rcpt_words - one recipient in the human-readable part: the
  * address, what it means, and who said what */
 static void report_rcpt_words(struct report_text *rt, const struct report *rp,
 			      const struct job_rcpt *r)
 {
 	char status[STATUS_TEXT_MAX], reply[REPLY_TEXT_MAX + 1], remote[DOMAIN_MAX + 1];
+	char span[64];
 
 	reply_status(r->reply, rp->kind, status, sizeof status);
 	ascii_only(reply, sizeof reply, r->reply);
 	ascii_only(remote, sizeof remote, r->remote);
 	rt_printf(rt, "  <%s>\r\n    %s\r\n", r->address, status_meaning(status));
+	if (strcmp(status + 1, ".4.7") == 0) {	/* RFC 3463 X.4.7: the lifetime ran out */
+		duration_text(cfg.queue_lifetime, span, sizeof span);
+		rt_printf(rt, "    It was tried for %s; the mail system has given up.\r\n", span);
+	}
 	if (reply[0] && remote[0])
 		rt_printf(rt, "    The mail server %s answered:\r\n    %s\r\n", remote, reply);
 	else if (reply[0])
@@ -5649,9 +5670,10 @@ static void report_words(struct report_text *rt, const struct report *rp)
 	else {
 		report_date(rp->job->arrived + cfg.queue_lifetime, when, sizeof when);
 		rt_printf(rt, "Your message has not yet been delivered to %s below. It is\r\n"
-			  "still being tried, until %s; you need do\r\n"
-			  "nothing. If it cannot be delivered by then, you will get another\r\n"
-			  "report.\r\n\r\n", rp->n == 1 ? "the recipient" : "the recipients", when);
+			  "still being tried, until %s.\r\n"
+			  "You do not need to do anything. If it cannot be delivered by then,\r\n"
+			  "you will get another report.\r\n\r\n",
+			  rp->n == 1 ? "the recipient" : "the recipients", when);
 	}
 	for (i = 0; i < rp->n; i++)
 		report_rcpt_words(rt, rp, &rp->job->rcpt[rp->which[i]]);
@@ -5933,14 +5955,19 @@ static int report_deliver(const struct job *job, const int *which, int n, enum r
 			  const char *reporting_mta)
 {
 	struct report_text headers = { 0 }, text = { 0 }, body = { 0 };
-	struct report rp = { job, which, n, kind, reporting_mta, NULL, 0, (long long)time(NULL),
-			     NULL };
+	struct report rp = { job, which, n, kind, reporting_mta ? reporting_mta : cfg.hostname,
+			     NULL, 0, (long long)time(NULL), NULL };
 	char message_id_text[ID_MAX + HOSTNAME_MAX + 16], rid[ID_MAX];
 	struct account acct;
 	int found, rc = -1;
 
 	if (!job->from[0] || n <= 0)
 		return 0;
+	for (int i = 0; i < n; i++)
+		if (which[i] < 0 || which[i] >= job->nrcpt) {
+			log_msg("report: %s: no recipient %d", job->id, which[i]);
+			return -1;
+		}
 	if ((found = report_owner(job, &acct)) <= 0) {
 		log_msg("report: %s: no mailbox here for <%s>%s", job->id, job->from,
 			found < 0 ? ": the account list cannot be read (later)" : ": none written");

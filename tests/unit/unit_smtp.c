@@ -1243,12 +1243,41 @@ static void report_compose_failed(void)
 	};
 	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
 		unit_long("report_compose", lines[i], 1, text_has(&t, lines[i]));
+	unit_long("report_compose", "no expiry words", 0,
+		  find_bytes(t.p, t.len, "given up", 8) != NULL);
 	unit_long("report_compose", "not carol", 0,
 		  find_bytes(t.p, t.len, "carol", 5) != NULL);
 	unit_long("report_compose", "no Will-Retry-Until when failed", 0,
 		  find_bytes(t.p, t.len, "Will-Retry-Until", 16) != NULL);
 	unit_long("report_compose", "dave has no Remote-MTA", 0,
 		  find_bytes(t.p, t.len, "Remote-MTA: dns; \r", 18) != NULL);
+	rt_free(&t);
+}
+
+/* the lifetime ran out (RFC 3463 4.4.7): how long it was tried */
+static void report_compose_expired(void)
+{
+	static const int which[] = { 1 };
+	struct report_text t = { 0 };
+	struct job job;
+	struct report rp;
+
+	report_job(&job);
+	(void)snprintf(job.rcpt[1].reply, sizeof job.rcpt[1].reply,
+		       "451 4.4.7 no delivery in time; last: 451 4.3.0 busy");
+	cfg.queue_lifetime = 432000;
+	rp = (struct report){ &job, which, 1, REPORT_FAILED, "a.example", "", 0, 1765522000,
+			      "R4@a.example" };
+	unit_long("report_compose", "expired: composed", 0, report_compose(&rp, &t));
+	static const char *const lines[] = {
+		"Action: failed",
+		"Status: 4.4.7",
+		"    It could not be delivered in time.",
+		"    It was tried for 5 days; the mail system has given up.",
+		"with no subject.",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+		unit_long("report_compose", lines[i], 1, text_has(&t, lines[i]));
 	rt_free(&t);
 }
 
@@ -1420,6 +1449,8 @@ static void report_deliver_cases(void)
 	cfg.ndomains = 0;
 	(void)snprintf(job.auth, sizeof job.auth, "alice");
 	(void)snprintf(job.id, sizeof job.id, "gone");
+	unit_long("report_deliver", "a recipient not in the job", -1,
+		  report_deliver(&job, (const int[]){ 3 }, 1, REPORT_FAILED, "a.example"));
 	unit_long("report_deliver", "no .msg: not stored", -1,
 		  report_deliver(&job, which, 1, REPORT_FAILED, "a.example"));
 	(void)snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -1440,7 +1471,18 @@ static void group_report(void)
 		 " you (its policy).", status_meaning("5.7.26"));
 	unit_str("status_meaning", "class", "The receiving server asked to try again later.",
 		 status_meaning("4.3.0"));
+	static const struct { long long seconds; const char *text; } spans[] = {
+		{ 432000, "5 days" }, { 86400, "1 day" }, { 14400, "4 hours" },
+		{ 90, "90 seconds" }, { 120, "2 minutes" }, { 6, "6 seconds" }, { 0, "0 seconds" },
+	};
+	char span[64];
+
+	for (size_t i = 0; i < sizeof spans / sizeof spans[0]; i++) {
+		duration_text(spans[i].seconds, span, sizeof span);
+		unit_str("duration_text", spans[i].text, spans[i].text, span);
+	}
 	report_compose_failed();
+	report_compose_expired();
 	report_compose_delayed();
 	report_boundary_clash();
 	report_stuffing();
