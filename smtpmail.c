@@ -5404,6 +5404,164 @@ static int queue_command(void)
 /* A domain's mail goes where a -R route says, else to its MX hosts (RFC
  * 5321 5.1), each tried at every address, in order. */
 
+/* One address to try for a destination, and the host name it came from. */
+struct target {
+	char host[DOMAIN_MAX + 1];	/* the MX (or route) host, for logs and Remote-MTA */
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+};
+
+/* What find_targets found: addresses to try, a reason to try again later,
+ * or a reason to give up on the recipients now. */
+enum where { WHERE_OK, WHERE_DEFER, WHERE_FAIL };
+
+/* One find_targets call: the targets so far, what went wrong, and the one
+ * log line that tells it all. */
+struct lookup {
+	struct target *t;
+	size_t max, n;
+	char *status, *why;	/* find_targets' status and why */
+	size_t status_size, why_size;
+	char log[LOG_LINE_MAX];
+	size_t log_len;
+};
+
+/* route_find - the -R route for domain: its own (case does not matter,
+ * RFC 5321 2.4), else the "*" route, else NULL: use the MX */
+static const struct route *route_find(const char *domain)
+{
+	const struct route *star = NULL;
+	int i;
+
+	for (i = 0; i < cfg.nroutes; i++) {
+		if (strcasecmp(cfg.routes[i].domain, domain) == 0)
+			return &cfg.routes[i];
+		if (!star && strcmp(cfg.routes[i].domain, "*") == 0)
+			star = &cfg.routes[i];
+	}
+	return star;
+}
+
+/* lookup_note - append printf-style text to the lookup's log line (cut
+ * when it is full: the line is for people, the targets are what count) */
+__attribute__((format(printf, 2, 3)))
+static void lookup_note(struct lookup *lk, const char *fmt, ...)
+{
+	size_t room = sizeof lk->log - lk->log_len;
+	va_list ap;
+	int n;
+
+	if (room <= 1)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(lk->log + lk->log_len, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		lk->log_len += (size_t)n < room ? (size_t)n : room - 1;
+}
+
+/* lookup_end - no targets: the enhanced code (RFC 3463) and a sentence
+ * saying why, for the caller's status and why; returns what */
+__attribute__((format(printf, 4, 5)))
+static enum where lookup_end(struct lookup *lk, enum where what, const char *code,
+			     const char *fmt, ...)
+{
+	va_list ap;
+
+	(void)snprintf(lk->status, lk->status_size, "%s", code);
+	va_start(ap, fmt);
+	(void)vsnprintf(lk->why, lk->why_size, fmt, ap);
+	va_end(ap);
+	lk->n = 0;
+	return what;
+}
+
+/* target_add - one more address of host, unless the list is full; 1 if it
+ * was added */
+static int target_add(struct lookup *lk, const char *host, const struct sockaddr *sa,
+		      socklen_t len)
+{
+	struct target *t = &lk->t[lk->n];
+	char text[ADDR_TEXT_MAX];
+
+	if (lk->n >= lk->max || len > (socklen_t)sizeof t->addr)
+		return 0;
+	(void)snprintf(t->host, sizeof t->host, "%s", host);
+	memset(&t->addr, 0, sizeof t->addr);
+	memcpy(&t->addr, sa, len);
+	t->addr_len = len;
+	lk->n++;
+	addr_text(sa, len, text, sizeof text);
+	lookup_note(lk, " %s", text);
+	return 1;
+}
+
+/* route_addresses - a route host's addresses from getaddrinfo (so that
+ * /etc/hosts counts, as it should for our own configuration), IPv6 first,
+ * then IPv4, each with port; 0, or getaddrinfo's error */
+static int route_addresses(struct lookup *lk, const char *host, const char *port, int numeric)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV | (numeric ? AI_NUMERICHOST : 0) };
+	static const int families[] = { AF_INET6, AF_INET };
+	struct addrinfo *list, *a;
+	size_t f;
+	int err = getaddrinfo(host, port, &hints, &list);
+
+	if (err != 0)
+		return err;
+	for (f = 0; f < sizeof families / sizeof families[0]; f++)
+		for (a = list; a; a = a->ai_next)
+			if (a->ai_family == families[f])
+				(void)target_add(lk, host, a->ai_addr, a->ai_addrlen);
+	freeaddrinfo(list);
+	return 0;
+}
+
+/* route_targets - the addresses of a -R route: its [address] as it is,
+ * or its host's addresses. A host that cannot be resolved defers (4.4.3,
+ * RFC 3463: directory server failure): a route is our own configuration,
+ * which can be mended before the queue lifetime ends. */
+static enum where route_targets(struct lookup *lk, const struct route *r)
+{
+	int err;
+
+	lookup_note(lk, " route %s%s%s:%s", r->literal ? "[" : "", r->host,
+		    r->literal ? "]" : "", r->port);
+	err = route_addresses(lk, r->host, r->port, r->literal);
+	if (err == 0 && lk->n > 0)
+		return WHERE_OK;
+	return lookup_end(lk, WHERE_DEFER, "4.4.3", "the route's host %s has no address: %s",
+			  r->host, err ? gai_strerror(err) : "none usable");
+}
+
+/* find_targets - the addresses to try for domain's mail, in order, at most
+ * max (and TARGETS_MAX) into t, their count in *n. On WHERE_DEFER or
+ * WHERE_FAIL there are none, status gets the enhanced code ("4.4.3",
+ * "5.1.10", "5.4.4", "5.4.6") and why a sentence. Logged on one line. */
+__attribute__((unused))	/* SCAFFOLD: until the SMTP client uses it */
+static enum where find_targets(const char *domain, struct target *t, size_t max, size_t *n,
+			       char *status, size_t status_size, char *why, size_t why_size)
+{
+	struct lookup lk = { .t = t, .max = max < TARGETS_MAX ? max : TARGETS_MAX,
+			     .status = status, .status_size = status_size,
+			     .why = why, .why_size = why_size };
+	const struct route *r = route_find(domain);
+	enum where what;
+
+	if (r)
+		what = route_targets(&lk, r);
+	else
+		what = lookup_end(&lk, WHERE_DEFER, "4.4.3", "no MX lookup yet for %s", domain);
+	*n = lk.n;
+	if (what == WHERE_OK)
+		log_msg("where: %s:%s", domain, lk.log);
+	else
+		log_msg("where: %s:%s %s: %s %s", domain, lk.log,
+			what == WHERE_DEFER ? "deferred" : "failed", status, why);
+	return what;
+}
+
 /* ---------------------------------------------------------------- relay: reports (RFC 3464) */
 
 /* A recipient that fails, or waits too long, is reported to the sender,
