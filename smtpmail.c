@@ -5207,7 +5207,7 @@ static int env_line(char *line, struct job *job)
  * read is left where it is, never dropped) */
 static int job_load(const char *id, struct job *job)
 {
-	char path[PATH_TEXT_MAX], line[SMTP_PATH_MAX + REPLY_TEXT_MAX + 128];
+	char path[PATH_TEXT_MAX], line[SMTP_PATH_MAX + DOMAIN_MAX + REPLY_TEXT_MAX + 128];
 	FILE *f;
 	int bad = 0, n = 0;
 
@@ -5566,6 +5566,588 @@ static enum where find_targets(const char *domain, struct target *t, size_t max,
 
 /* A recipient that fails, or waits too long, is reported to the sender,
  * in the sender's own mailbox: reports never go over the network. */
+
+enum report_kind { REPORT_FAILED, REPORT_DELAYED };
+
+enum {
+	REPORT_HEADERS_MAX = 65536,	/* the original header section quoted, at most */
+	STATUS_TEXT_MAX = 16		/* "5.123.123" and its NUL */
+};
+
+/* A report as it is being written: a growing buffer; a failed allocation
+ * is remembered, and the report is then not stored (the caller retries). */
+struct report_text {
+	char *p;
+	size_t len, cap;
+	int failed;
+};
+
+/* What one report says: the job, the recipients it is about (rcpt[which[i]]),
+ * failed or delayed, who reports, the original header section (unstuffed
+ * CRLF lines), the time and the new message's Message-ID. */
+struct report {
+	const struct job *job;
+	const int *which;
+	int n;
+	enum report_kind kind;
+	const char *reporting_mta;
+	const char *headers;
+	size_t headers_len;
+	long long now;
+	const char *message_id;
+};
+
+/* rt_add - append n bytes to the report text */
+static void rt_add(struct report_text *rt, const char *p, size_t n)
+{
+	if (rt->failed)
+		return;
+	if (n > rt->cap - rt->len) {
+		size_t cap = rt->cap ? rt->cap : 4096;
+		char *bigger;
+
+		while (cap - rt->len < n && cap < ((size_t)-1) / 2)
+			cap *= 2;
+		if (cap - rt->len < n || !(bigger = realloc(rt->p, cap))) {
+			rt->failed = 1;
+			return;
+		}
+		rt->p = bigger;
+		rt->cap = cap;
+	}
+	memcpy(rt->p + rt->len, p, n);
+	rt->len += n;
+}
+
+/* rt_printf - append formatted text to the report text */
+__attribute__((format(printf, 2, 3)))
+static void rt_printf(struct report_text *rt, const char *fmt, ...)
+{
+	char line[2 * (REPLY_TEXT_MAX + SMTP_PATH_MAX)];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof line)
+		rt->failed = 1;	/* cannot happen: every piece is bounded */
+	else
+		rt_add(rt, line, (size_t)n);
+}
+
+/* rt_free - let the report text go */
+static void rt_free(struct report_text *rt)
+{
+	free(rt->p);
+	rt->p = NULL;
+	rt->len = rt->cap = 0;
+}
+
+/* report_date - unix seconds as an RFC 5322 3.3 date-time, in UTC */
+static void report_date(long long when, char *out, size_t size)
+{
+	time_t t = (time_t)when;
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(out, size, "%a, %d %b %Y %H:%M:%S +0000", &tm))
+		(void)snprintf(out, size, "Thu, 01 Jan 1970 00:00:00 +0000");
+}
+
+/* ascii_only - text for a report's fields: RFC 3464 2.1.1 wants them in
+ * US-ASCII, and a remote's reply may hold any byte, so every byte that is
+ * not printable ASCII becomes '?' */
+static void ascii_only(char *out, size_t size, const char *in)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < size && in[i]; i++)
+		out[i] = (unsigned char)in[i] < 0x20 || (unsigned char)in[i] > 0x7e ? '?' : in[i];
+	out[i] = '\0';
+}
+
+/* digits_at - how many digits (at most max) start s */
+static size_t digits_at(const char *s, size_t max)
+{
+	size_t i = 0;
+
+	while (i < max && isdigit((unsigned char)s[i]))
+		i++;
+	return i;
+}
+
+/*
+ * reply_status - the RFC 3463 status of a recipient from its reply text
+ * ("550 5.1.1 no such user" gives "5.1.1"): the enhanced code after the
+ * three digits when there is one (class 2, 4 or 5, subject and detail of
+ * 1-3 digits), else one made from the reply code's class (RFC 3464 2.3.4
+ * asks for a status whatever the reply), else from the kind of report.
+ */
+static void reply_status(const char *reply, enum report_kind kind, char *status, size_t size)
+{
+	const char *e = reply + 4;
+	size_t subject, detail;
+
+	if (digits_at(reply, 3) == 3 && (reply[3] == ' ' || reply[3] == '-')
+	    && strchr("245", e[0]) && e[0] && e[1] == '.'
+	    && (subject = digits_at(e + 2, 3)) > 0 && e[2 + subject] == '.'
+	    && (detail = digits_at(e + 3 + subject, 3)) > 0
+	    && (e[3 + subject + detail] == ' ' || e[3 + subject + detail] == '\0')
+	    && 3 + subject + detail < size) {
+		memcpy(status, e, 3 + subject + detail);
+		status[3 + subject + detail] = '\0';
+	} else if (digits_at(reply, 3) == 3 && (reply[0] == '4' || reply[0] == '5'))
+		(void)snprintf(status, size, "%c.0.0", reply[0]);
+	else
+		(void)snprintf(status, size, "%s", kind == REPORT_FAILED ? "5.0.0" : "4.0.0");
+}
+
+/* What a status means, in plain words for the sender (RFC 3463 and the
+ * codes this relay gives itself: RFC 7505 null MX, RFC 5321 6.3 loops). */
+static const struct status_words {
+	const char *status;	/* a whole status, or "class.subject." for the rest */
+	const char *words;
+} status_words[] = {
+	{ "5.1.1", "The address does not exist there: no such user." },
+	{ "5.1.2", "The domain of the address does not exist." },
+	{ "5.1.10", "The domain of the address accepts no mail (null MX)." },
+	{ "5.4.4", "The domain of the address does not exist, or has no mail server." },
+	{ "5.4.6", "The mail went round in a loop: it would have come back here." },
+	{ "4.4.7", "It could not be delivered in time." },
+	{ "5.4.7", "It could not be delivered in time." },
+	{ "5.2.2", "The recipient's mailbox is full." },
+	{ "5.3.4", "The message is too big for the receiving server." },
+	{ "5.2.3", "The message is too big for the receiving server." },
+	{ "5.7.", "The receiving server does not accept mail from you (its policy)." },
+	{ "5.1.", "The address was refused." },
+	{ "5.2.", "The recipient's mailbox cannot take mail." },
+	{ "5.4.", "The receiving server could not be reached." },
+	{ "4.4.", "The receiving server could not be reached yet." },
+	{ "4.2.", "The recipient's mailbox is busy or full for now." },
+	{ "4.", "The receiving server asked to try again later." },
+	{ "5.", "The receiving server refused it." },
+};
+
+/* status_meaning - the plain words for a status: an exact entry first,
+ * then the first prefix that fits */
+static const char *status_meaning(const char *status)
+{
+	size_t i, count = sizeof status_words / sizeof status_words[0];
+
+	for (i = 0; i < count; i++)
+		if (strcmp(status, status_words[i].status) == 0)
+			return status_words[i].words;
+	for (i = 0; i < count; i++) {
+		const char *w = status_words[i].status;
+
+		if (w[strlen(w) - 1] == '.' && strncmp(status, w, strlen(w)) == 0)
+			return status_words[i].words;
+	}
+	return "It could not be delivered.";
+}
+
+/* duration_text - seconds for people: "5 days", "4 hours", "90 seconds"
+ * (the largest unit that divides it) */
+static void duration_text(long long seconds, char *out, size_t size)
+{
+	static const struct { long long size; const char *name; } units[] = {
+		{ 86400, "day" }, { 3600, "hour" }, { 60, "minute" }, { 1, "second" }
+	};
+	size_t i = 0;
+
+	while (i + 1 < sizeof units / sizeof units[0]
+	       && (seconds < units[i].size || seconds % units[i].size != 0))
+		i++;
+	(void)snprintf(out, size, "%lld %s%s", seconds / units[i].size, units[i].name,
+		       seconds / units[i].size == 1 ? "" : "s");
+}
+
+/* report_rcpt_words - one recipient in the human-readable part: the
+ * address, what it means, and who said what */
+static void report_rcpt_words(struct report_text *rt, const struct report *rp,
+			      const struct job_rcpt *r)
+{
+	char status[STATUS_TEXT_MAX], reply[REPLY_TEXT_MAX + 1], remote[DOMAIN_MAX + 1];
+	char span[64];
+
+	reply_status(r->reply, rp->kind, status, sizeof status);
+	ascii_only(reply, sizeof reply, r->reply);
+	ascii_only(remote, sizeof remote, r->remote);
+	rt_printf(rt, "  <%s>\r\n    %s\r\n", r->address, status_meaning(status));
+	if (strcmp(status + 1, ".4.7") == 0) {	/* RFC 3463 X.4.7: the lifetime ran out */
+		duration_text(cfg.queue_lifetime, span, sizeof span);
+		rt_printf(rt, "    It was tried for %s; the mail system has given up.\r\n", span);
+	}
+	if (reply[0] && remote[0])
+		rt_printf(rt, "    The mail server %s answered:\r\n    %s\r\n", remote, reply);
+	else if (reply[0])
+		rt_printf(rt, "    The mail system here (%s) said:\r\n    %s\r\n",
+			  rp->reporting_mta, reply);
+	rt_add(rt, "\r\n", 2);
+}
+
+/* header_subject - the original Subject field's value, as written (the
+ * first line of it), into out; "" when there is none */
+static void header_subject(const char *headers, size_t len, char *out, size_t size)
+{
+	size_t pos = 0;
+
+	out[0] = '\0';
+	while (pos < len) {
+		const char *line = headers + pos, *end = memchr(line, '\n', len - pos);
+		size_t n = end ? (size_t)(end - line) : len - pos;
+
+		pos += n + 1;
+		if (n > 0 && line[n - 1] == '\r')
+			n--;
+		if (n >= 8 && strncasecmp(line, "Subject:", 8) == 0) {
+			line += 8;
+			n -= 8;
+			while (n > 0 && (*line == ' ' || *line == '\t'))
+				line++, n--;
+			(void)snprintf(out, size, "%.*s", (int)(n < size ? n : size - 1), line);
+			ascii_only(out, size, out);
+			return;
+		}
+	}
+}
+
+/* report_words - the human-readable part (RFC 3464 2: "a human-readable
+ * explanation"), in plain words: what happened to which recipient, why,
+ * and what the sender may do */
+static void report_words(struct report_text *rt, const struct report *rp)
+{
+	char when[64], subject[128];
+	int i;
+
+	rt_printf(rt, "This is the mail system at %s.\r\n\r\n", rp->reporting_mta);
+	if (rp->kind == REPORT_FAILED)
+		rt_printf(rt, "Your message could not be delivered to %s below. It will\r\n"
+			  "not be tried again.\r\n\r\n",
+			  rp->n == 1 ? "the recipient" : "the recipients");
+	else {
+		report_date(rp->job->arrived + cfg.queue_lifetime, when, sizeof when);
+		rt_printf(rt, "Your message has not yet been delivered to %s below. It is\r\n"
+			  "still being tried, until %s.\r\n"
+			  "You do not need to do anything. If it cannot be delivered by then,\r\n"
+			  "you will get another report.\r\n\r\n",
+			  rp->n == 1 ? "the recipient" : "the recipients", when);
+	}
+	for (i = 0; i < rp->n; i++)
+		report_rcpt_words(rt, rp, &rp->job->rcpt[rp->which[i]]);
+	report_date(rp->job->arrived, when, sizeof when);
+	header_subject(rp->headers, rp->headers_len, subject, sizeof subject);
+	if (subject[0])
+		rt_printf(rt, "Your message was sent on %s,\r\nwith the subject \"%s\".\r\n",
+			  when, subject);
+	else
+		rt_printf(rt, "Your message was sent on %s,\r\nwith no subject.\r\n", when);
+	rt_add(rt, "Its header lines are attached below.\r\n", 38);
+}
+
+/* report_status_fields - the machine-readable part (RFC 3464 2.2, 2.3):
+ * the per-message fields, then one block per recipient */
+static void report_status_fields(struct report_text *rt, const struct report *rp)
+{
+	char when[64], status[STATUS_TEXT_MAX], reply[REPLY_TEXT_MAX + 1];
+	char remote[DOMAIN_MAX + 1];
+	int i;
+
+	report_date(rp->job->arrived, when, sizeof when);
+	rt_printf(rt, "Reporting-MTA: dns; %s\r\nArrival-Date: %s\r\n", rp->reporting_mta, when);
+	for (i = 0; i < rp->n; i++) {
+		const struct job_rcpt *r = &rp->job->rcpt[rp->which[i]];
+
+		reply_status(r->reply, rp->kind, status, sizeof status);
+		rt_printf(rt, "\r\nFinal-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n",
+			  r->address, rp->kind == REPORT_FAILED ? "failed" : "delayed", status);
+		ascii_only(remote, sizeof remote, r->remote);
+		if (remote[0])	/* RFC 3464 2.3.5: the MTA that gave the reply */
+			rt_printf(rt, "Remote-MTA: dns; %s\r\n", remote);
+		ascii_only(reply, sizeof reply, r->reply);
+		if (reply[0])	/* RFC 3464 2.3.6: smtp; the reply as it came */
+			rt_printf(rt, "Diagnostic-Code: smtp; %s\r\n", reply);
+		report_date(r->last_try ? r->last_try : rp->now, when, sizeof when);
+		rt_printf(rt, "Last-Attempt-Date: %s\r\n", when);
+		report_date(rp->job->arrived + cfg.queue_lifetime, when, sizeof when);
+		if (rp->kind == REPORT_DELAYED)	/* RFC 3464 2.3.8 */
+			rt_printf(rt, "Will-Retry-Until: %s\r\n", when);
+	}
+}
+
+/* report_boundary - a multipart boundary found nowhere in the parts nor
+ * in the original headers (RFC 2046 5.1.1: it must not occur in what it
+ * encloses) */
+static void report_boundary(const struct report *rp, const struct report_text *parts,
+			    int count, char *out, size_t size)
+{
+	for (unsigned tries = 0;; tries++) {
+		int clash = 0;
+
+		/* RFC 2046 5.1.1: 70 characters at most; a cut one is checked too */
+		(void)snprintf(out, size, "=_report_%lld_%u_%s", rp->now, tries, rp->job->id);
+		clash = find_bytes(rp->headers, rp->headers_len, out, strlen(out)) != NULL;
+		for (int i = 0; i < count && !clash; i++)
+			clash = parts[i].len > 0
+				&& find_bytes(parts[i].p, parts[i].len, out, strlen(out)) != NULL;
+		if (!clash)
+			return;
+	}
+}
+
+/* has_8bit - whether any byte of p[0..n) is not ASCII */
+static int has_8bit(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] > 0x7f)
+			return 1;
+	return 0;
+}
+
+/* report_top - the report's own header section (RFC 3464 2, RFC 6522 3:
+ * multipart/report; RFC 3834 5: Auto-Submitted, so that no robot answers) */
+static void report_top(struct report_text *rt, const struct report *rp, const char *boundary)
+{
+	char when[64];
+
+	report_date(rp->now, when, sizeof when);
+	rt_printf(rt, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n",
+		  cfg.hostname, rp->job->from);
+	rt_printf(rt, "Subject: %s\r\nDate: %s\r\nMessage-ID: <%s>\r\n",
+		  rp->kind == REPORT_FAILED ? "Undelivered Mail Returned to Sender"
+		  : "Delayed Mail (still being retried)", when, rp->message_id);
+	rt_printf(rt, "MIME-Version: 1.0\r\nContent-Type: multipart/report;"
+		  " report-type=delivery-status;\r\n\tboundary=\"%s\"\r\n"
+		  "Auto-Submitted: auto-replied\r\n\r\n"
+		  "This is a MIME-encapsulated message.\r\n\r\n", boundary);
+}
+
+/*
+ * report_compose - the whole report (unstuffed CRLF lines) into out: the
+ * header section, then the three parts of RFC 3464 2 / RFC 6522 3: the
+ * human-readable text, message/delivery-status, and text/rfc822-headers
+ * holding the original message's header section. 0, or -1 (out of memory).
+ */
+static int report_compose(const struct report *rp, struct report_text *out)
+{
+	struct report_text parts[2] = { { 0 }, { 0 } };
+	char boundary[70 + 1];
+	int failed;
+
+	report_words(&parts[0], rp);
+	report_status_fields(&parts[1], rp);
+	report_boundary(rp, parts, 2, boundary, sizeof boundary);
+	report_top(out, rp, boundary);
+	rt_printf(out, "--%s\r\nContent-Description: Notification\r\n"
+		  "Content-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
+	rt_add(out, parts[0].p, parts[0].len);
+	rt_printf(out, "\r\n--%s\r\nContent-Description: Delivery report\r\n"
+		  "Content-Type: message/delivery-status\r\n\r\n", boundary);
+	rt_add(out, parts[1].p, parts[1].len);
+	rt_printf(out, "\r\n--%s\r\nContent-Description: Undelivered Message Headers\r\n"
+		  "Content-Type: text/rfc822-headers\r\n%s\r\n", boundary,
+		  has_8bit(rp->headers, rp->headers_len) ? "Content-Transfer-Encoding: 8bit\r\n" : "");
+	rt_add(out, rp->headers, rp->headers_len);
+	rt_printf(out, "\r\n--%s--\r\n", boundary);
+	failed = out->failed || parts[0].failed || parts[1].failed;
+	rt_free(&parts[0]);
+	rt_free(&parts[1]);
+	return failed ? -1 : 0;
+}
+
+/*
+ * original_headers - the header section of the queued message <id>.msg
+ * (CRLF lines, dot-stuffed, our Received line first), unstuffed, into
+ * out: every line up to the empty one that ends it, or to the end of a
+ * message that has no body; at most REPORT_HEADERS_MAX bytes, cut at a
+ * line's end. 0, or -1 (logged) when it cannot be read.
+ */
+static int original_headers(const char *id, struct report_text *out)
+{
+	char path[PATH_TEXT_MAX];
+	char *buf = malloc(REPORT_HEADERS_MAX);
+	ssize_t got = -1;
+	int fd = -1;
+
+	if (buf && job_path(path, sizeof path, id, ".msg") == 0
+	    && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) >= 0)
+		got = pread_full(fd, buf, REPORT_HEADERS_MAX, 0);
+	if (got < 0)
+		log_msg("report: %s.msg: %s", id, buf ? strerror(errno) : "out of memory");
+	if (fd >= 0)
+		close_fd(fd, "queued message");
+	for (size_t pos = 0; got > 0 && pos < (size_t)got;) {
+		const char *line = buf + pos, *lf = memchr(line, '\n', (size_t)got - pos);
+		size_t n = lf ? (size_t)(lf - line) + 1 : 0;
+
+		if (n == 0 || (n <= 2 && (line[0] == '\r' || line[0] == '\n')))
+			break;	/* a line cut by the limit, or the empty line */
+		if (line[0] == '.')	/* RFC 5321 4.5.2: the stuffed dot goes */
+			line++, n--;
+		rt_add(out, line, n);
+		pos = (size_t)(lf - buf) + 1;
+	}
+	free(buf);
+	return got < 0 || out->failed ? -1 : 0;
+}
+
+/* stuffed - text (CRLF lines) as a record holds it (DESIGN.md "Record
+ * format"): a line that starts with '.' gets it doubled */
+static void stuffed(const struct report_text *text, struct report_text *out)
+{
+	for (size_t pos = 0; pos < text->len;) {
+		const char *line = text->p + pos, *lf = memchr(line, '\n', text->len - pos);
+		size_t n = lf ? (size_t)(lf - line) + 1 : text->len - pos;
+
+		if (line[0] == '.')
+			rt_add(out, ".", 1);
+		rt_add(out, line, n);
+		pos += n;
+	}
+}
+
+/* report_owner - the account whose mailbox gets a report on job: the
+ * login that sent it, else the sender's local part when its domain is
+ * ours (a trusted network's client). 1 found, 0 nobody here, -1 user.txt
+ * cannot be read. */
+static int report_owner(const struct job *job, struct account *acct)
+{
+	char local[LOCAL_PART_MAX + 1];
+	const char *at = strrchr(job->from, '@');
+	size_t n = at ? (size_t)(at - job->from) : 0;
+
+	if (job->auth[0] && strcmp(job->auth, "-") != 0)
+		return find_mailbox(job->auth, acct);
+	if (!at || n == 0 || n > LOCAL_PART_MAX || !local_domain(at + 1))
+		return 0;
+	memcpy(local, job->from, n);
+	local[n] = '\0';
+	return find_mailbox(local, acct);
+}
+
+/* report_trace - the record's trace lines (RFC 5321 4.4): Return-Path <>,
+ * as a report's sender is null (RFC 3464 2, RFC 5321 4.5.5), and a
+ * Received line whose " id <id>" ends a line, as record_present and
+ * mailbox_holds look for it */
+static int report_trace(const struct rcpt *r, const char *to, long long now, char *out,
+			size_t size)
+{
+	char when[64];
+	int n;
+
+	report_date(now, when, sizeof when);
+	n = snprintf(out, size, "Return-Path: <>\r\nReceived: by %s (smtpmail) id %s\r\n"
+		     "\tfor <%s>; %s\r\n", cfg.hostname, r->id, to, when);
+	return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
+/* report_append - under r's write lock (open_for_append done): the trace
+ * lines, the stuffed report and the final "." in one writev, as
+ * append_record does for a message, then the commit state noted */
+static int report_append(struct rcpt *r, const char *to, const struct report_text *body,
+			 long long now)
+{
+	static char end[] = ".\r\n";
+	char trace[TRACE_MAX];
+	int n = report_trace(r, to, now, trace, sizeof trace);
+	struct iovec iov[3];
+
+	if (n < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	iov[0].iov_base = trace;
+	iov[0].iov_len = (size_t)n;
+	iov[1].iov_base = body->p;
+	iov[1].iov_len = body->len;
+	iov[2].iov_base = end;
+	iov[2].iov_len = sizeof end - 1;
+	if (writev_all(r->box_fd, iov, 3) < 0)
+		return -1;
+	return commit_appended(r);
+}
+
+/*
+ * report_store - the stuffed report into acct's mailbox as a delivery
+ * stores a message (DESIGN.md "Delivery"): lock_all, open_mailbox, the
+ * append, commit_one, release_all; a failed append is rolled back. 0
+ * only when the record is durable.
+ */
+static int report_store(const struct account *acct, const char *to,
+			const struct report_text *body, long long now)
+{
+	static struct session s;	/* only its recipient table is used */
+	struct rcpt *r = &s.rcpts[0];
+	int rc = -1;
+
+	memset(r, 0, sizeof *r);
+	memcpy(r->login, acct->login, sizeof r->login);
+	r->dir_fd = r->lock_fd = r->box_fd = -1;
+	s.nrcpts = 1;
+	message_id(&s, r->id, sizeof r->id);
+	hold_stop(1);	/* as deliver: no SIGTERM between the append and its end */
+	if (lock_all(&s) == 0 && open_mailbox(r, 0) == 0) {
+		if (report_append(r, to, body, now) == 0)
+			rc = commit_one(r) == 0 ? 0 : (errno = EIO, -1);
+		else
+			roll_back(r);
+	}
+	if (rc < 0)
+		log_msg("report: into %s/mymailbox: %s", r->login, strerror(errno));
+	release_all(&s);
+	hold_stop(0);
+	return rc;
+}
+
+/*
+ * report_deliver - one RFC 3464 report about job's recipients
+ * rcpt[which[0 .. n)] into the sender's own mailbox (job->auth's, or the
+ * local part of job->from when its domain is ours). Never for the null
+ * sender (RFC 5321 4.5.5: no report on a report, so no loop), and never
+ * over the network. 0 when it is durably stored or not needed; -1 when
+ * not stored: the caller keeps the job as it was and tries again later.
+ * A sender with no account here (removed since) gets none: logged, 0.
+ */
+__attribute__((unused))	/* SCAFFOLD: until the runner calls it */
+static int report_deliver(const struct job *job, const int *which, int n, enum report_kind kind,
+			  const char *reporting_mta)
+{
+	struct report_text headers = { 0 }, text = { 0 }, body = { 0 };
+	struct report rp = { job, which, n, kind, reporting_mta ? reporting_mta : cfg.hostname,
+			     NULL, 0, (long long)time(NULL), NULL };
+	char message_id_text[ID_MAX + HOSTNAME_MAX + 16], rid[ID_MAX];
+	struct account acct;
+	int found, rc = -1;
+
+	if (!job->from[0] || n <= 0)
+		return 0;
+	for (int i = 0; i < n; i++)
+		if (which[i] < 0 || which[i] >= job->nrcpt) {
+			log_msg("report: %s: no recipient %d", job->id, which[i]);
+			return -1;
+		}
+	if ((found = report_owner(job, &acct)) <= 0) {
+		log_msg("report: %s: no mailbox here for <%s>%s", job->id, job->from,
+			found < 0 ? ": the account list cannot be read (later)" : ": none written");
+		return found < 0 ? -1 : 0;
+	}
+	message_id(NULL, rid, sizeof rid);
+	(void)snprintf(message_id_text, sizeof message_id_text, "%s@%s", rid, cfg.hostname);
+	rp.message_id = message_id_text;
+	if (original_headers(job->id, &headers) == 0) {
+		rp.headers = headers.p ? headers.p : "";
+		rp.headers_len = headers.len;
+		if (report_compose(&rp, &text) == 0 && (stuffed(&text, &body), !body.failed))
+			rc = report_store(&acct, job->from, &body, rp.now);
+	}
+	if (rc == 0)
+		log_msg("report: %s: %s, %d recipient%s, into %s/mymailbox", job->id,
+			kind == REPORT_FAILED ? "failed" : "delayed", n, n == 1 ? "" : "s", acct.login);
+	rt_free(&headers);
+	rt_free(&text);
+	rt_free(&body);
+	return rc;
+}
 
 /* ---------------------------------------------------------------- relay: the SMTP client */
 
