@@ -6025,10 +6025,11 @@ static int report_owner(const struct job *job, struct account *acct)
 	return find_mailbox(local, acct);
 }
 
-/* report_trace - the record's trace lines (RFC 5321 4.4): Return-Path <>,
- * as a report's sender is null (RFC 3464 2, RFC 5321 4.5.5), and a
- * Received line whose " id <id>" ends a line, as record_present and
- * mailbox_holds look for it */
+/* report_trace - the record's trace lines (RFC 5321 4.4), in the shape of
+ * a delivery's: Return-Path <>, as a report's sender is null (RFC 3464 2,
+ * RFC 5321 4.5.5); a Received line "from ... by <host> (smtpmail) with",
+ * as tail_is_ours knows our crashed appends, whose " id <id>" ends a
+ * line, as record_present and mailbox_holds look for it */
 static int report_trace(const struct rcpt *r, const char *to, long long now, char *out,
 			size_t size)
 {
@@ -6036,8 +6037,9 @@ static int report_trace(const struct rcpt *r, const char *to, long long now, cha
 	int n;
 
 	report_date(now, when, sizeof when);
-	n = snprintf(out, size, "Return-Path: <>\r\nReceived: by %s (smtpmail) id %s\r\n"
-		     "\tfor <%s>; %s\r\n", cfg.hostname, r->id, to, when);
+	n = snprintf(out, size, "Return-Path: <>\r\nReceived: from %s (the delivery report)\r\n"
+		     "\tby %s (smtpmail) with local id %s\r\n\tfor <%s>; %s\r\n",
+		     cfg.hostname, cfg.hostname, r->id, to, when);
 	return n < 0 || (size_t)n >= size ? -1 : n;
 }
 
