@@ -388,7 +388,7 @@ class RelayTest(MailTest):
         for r in routes:
             extra += ["-R", r]
         args = ("-d", spool or self.spool, "-u", self.userfile, "-n", A_HOST,
-                "-o", "-D", A_DOMAIN) + (FAST if fast else ()) + tuple(extra) + args
+                "-o", "-D", A_DOMAIN) + (FAST if fast else ()) + tuple(extra) + args + ("-q",)
         server = RunnerProcess(args, self.dir)
         self.servers.append(server)
         return server
