@@ -7224,8 +7224,9 @@ static int start_delivery(struct runner *rn, const struct due *d, int down,
  * start_due - start deliveries from the due list, longest waiting first,
  * within RELAY_PROCS_MAX at once and RELAY_PER_DEST connecting to one
  * domain; a domain that is down gets its recipients deferred without a
- * connection (no retry storm). What cannot start now waits for a delivery
- * to end.
+ * connection (no retry storm). What cannot start now, or is being
+ * delivered already (a flush during a delivery), waits for a delivery to
+ * end.
  */
 static void start_due(struct runner *rn, const sigset_t *mask)
 {
@@ -7239,7 +7240,7 @@ static void start_due(struct runner *rn, const sigset_t *mask)
 		if (rn->nprocs < RELAY_PROCS_MAX && !delivering(rn, d->id, d->domain, &connecting)
 		    && (down || connecting < RELAY_PER_DEST))
 			d->started = start_delivery(rn, d, down, mask) == 0;
-		if (!d->started && !delivering(rn, d->id, d->domain, &connecting))
+		if (!d->started)	/* when a delivery of it is under way: after that one */
 			rn->due[kept++] = *d;
 	}
 	rn->ndue = kept;
