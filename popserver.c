@@ -2008,7 +2008,7 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 struct child {
 	pid_t pid;
 	int over;		/* its session is over: the process is exiting, or idle */
-	int noted;		/* a refusal of its address is logged (the burst's) */
+	int refusal_logged;	/* a refusal of its address is logged (the burst's) */
 	char peer[ADDR_TEXT_MAX];	/* the client's address */
 	int worker;		/* a pooled process: it serves one session after another */
 	int sock;		/* a worker's socketpair, the parent's end; -1 once closed */
@@ -2047,7 +2047,7 @@ struct server {
 	int max_children;	/* -c: live sessions at once */
 	int max_per_peer;	/* -C: live sessions from one client address */
 	const char *busy_line;	/* sent, CRLF included, past either limit */
-	int busy_noted;		/* a refusal at -c is logged; until a session starts */
+	int busy_logged;		/* a refusal at -c is logged; until a session starts */
 	/* A session on its connection (read from in, written to out; the
 	 * same socket here) returns its wrong passwords; its process exits
 	 * with them, or a worker's note reports them (session_over). */
@@ -2222,12 +2222,12 @@ static void reap_children(struct server *srv)
 }
 
 /* live_sessions - the sessions not over yet; in *same those from peer, and
- * in *noted whether a refusal of peer is logged (set on its sessions) */
-static int live_sessions(const struct server *srv, const char *peer, int *same, int *noted)
+ * in *logged whether a refusal of peer is logged (set on its sessions) */
+static int live_sessions(const struct server *srv, const char *peer, int *same, int *logged)
 {
 	int live = 0;
 
-	*same = *noted = 0;
+	*same = *logged = 0;
 	for (int i = 0; i < srv->nchildren; i++) {
 		const struct child *c = &srv->children[i];
 
@@ -2236,18 +2236,18 @@ static int live_sessions(const struct server *srv, const char *peer, int *same, 
 		live++;
 		if (strcmp(c->peer, peer) == 0) {
 			(*same)++;
-			*noted |= c->noted;
+			*logged |= c->refusal_logged;
 		}
 	}
 	return live;
 }
 
-/* note_peer - set (or clear) the refusal-logged mark on peer's sessions */
-static void note_peer(struct server *srv, const char *peer, int noted)
+/* mark_refusal_logged - set (or clear) the refusal-logged mark on peer's sessions */
+static void mark_refusal_logged(struct server *srv, const char *peer, int logged)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (strcmp(srv->children[i].peer, peer) == 0)
-			srv->children[i].noted = noted;
+			srv->children[i].refusal_logged = logged;
 }
 
 /* refuse_busy - past a limit: one line, best effort, and close */
@@ -2483,9 +2483,9 @@ static void start_session(struct server *srv, int fd, const char *peer, int same
 		refuse_busy(srv, fd);
 		return;
 	}
-	note_peer(srv, peer, 0);	/* the address's refusal burst, if any, is over */
-	srv->busy_noted = 0;
-	c->over = c->idle = c->noted = 0;
+	mark_refusal_logged(srv, peer, 0);	/* the address's refusal burst, if any, is over */
+	srv->busy_logged = 0;
+	c->over = c->idle = c->refusal_logged = 0;
 	(void)snprintf(c->peer, sizeof c->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
 	close_fd(fd, "connection");	/* its session's process has it */
 }
@@ -2493,22 +2493,22 @@ static void start_session(struct server *srv, int fd, const char *peer, int same
 /* log_refusal - log why peer is refused, once per burst: past -c until a
  * session starts, past -C until the address gets a session again */
 static void log_refusal(struct server *srv, const char *peer, int live, int same,
-			int noted)
+			int logged)
 {
 	if (srv->nchildren == srv->slots) {
-		if (!srv->busy_noted)
+		if (!srv->busy_logged)
 			log_msg("refused %s: %d sessions still exiting; not logging refusals"
 				" again until a session starts", peer, srv->nchildren - live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	} else if (same >= srv->max_per_peer && live < srv->max_children) {
-		if (!noted)
+		if (!logged)
 			log_msg("refused %s: %d sessions from this address (-C); not logging"
 				" its refusals again until it gets a session", peer, same);
-		note_peer(srv, peer, 1);
-	} else if (!srv->busy_noted) {
+		mark_refusal_logged(srv, peer, 1);
+	} else if (!srv->busy_logged) {
 		log_msg("refused %s: %d sessions (-c); not logging refusals again until"
 			" a session starts", peer, live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	}
 }
 
@@ -2533,25 +2533,25 @@ static void wait_over(struct server *srv)
  */
 static void admit(struct server *srv, int fd, const char *peer, const sigset_t *child_mask)
 {
-	int same, noted, live;
+	int same, logged, live;
 
 	if (srv->pool)
 		drain_over(srv);
-	live = live_sessions(srv, peer, &same, &noted);
+	live = live_sessions(srv, peer, &same, &logged);
 	if (live >= srv->max_children || same >= srv->max_per_peer
 	    || srv->nchildren == srv->slots) {
 		reap_children(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live >= srv->max_children) {
 		wait_over(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live < srv->max_children && same < srv->max_per_peer && srv->nchildren < srv->slots) {
 		start_session(srv, fd, peer, same, child_mask);
 		return;
 	}
-	log_refusal(srv, peer, live, same, noted);
+	log_refusal(srv, peer, live, same, logged);
 	refuse_busy(srv, fd);	/* after the log line: a test can read it at once */
 }
 
@@ -2618,7 +2618,7 @@ static void stop_sessions(struct server *srv)
 	}
 }
 
-/* server_signals - SIGCHLD, SIGTERM, SIGINT noted by on_signal and blocked
+/* server_signals - SIGCHLD, SIGTERM, SIGINT caught by on_signal and blocked
  * but inside pselect; *wait_mask: the mask to wait with (and the sessions'):
  * the old one, with those three unblocked */
 static int server_signals(sigset_t *wait_mask)
@@ -2702,7 +2702,7 @@ static void server_cleanup(struct server *srv)
 static int serve(struct server *srv)
 {
 	sigset_t wait_mask;
-	int same, noted;
+	int same, logged;
 
 	if (server_setup(srv) < 0 || server_signals(&wait_mask) < 0) {
 		log_msg("cannot serve: %s", strerror(errno));
@@ -2727,7 +2727,7 @@ static int serve(struct server *srv)
 	for (int i = 0; i < srv->nfds; i++)
 		close_fd(srv->fds[i], "listening socket");
 	drain_over(srv);
-	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &noted));
+	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &logged));
 	stop_sessions(srv);
 	server_cleanup(srv);
 	return 0;

@@ -89,7 +89,7 @@
  * -> greet; MAIL: cmd_mail, check_mail; RCPT: cmd_rcpt, check_rcpt ->
  * find_mailbox; AUTH: cmd_auth, check_auth -> sasl_auth, auth_answer;
  * DATA: cmd_data -> receive_data -> scan_data, store_byte;
- * delivery: deliver -> lock_all (lock_one), open_mailbox (mailbox_lock,
+ * delivery: deliver -> lock_all (lock_one), open_for_append (mailbox_lock,
  * tidy_mailbox, commit_prepare), append_record, then commit_one (group
  * commit; commit_alone and settle_unknown when the state cannot tell) or
  * commit_all, release_all;
@@ -214,9 +214,9 @@ struct rcpt {
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt */
 	char given[SMTP_PATH_MAX];	/* the address as the client gave it */
 	int dir_fd, lock_fd, box_fd;	/* during delivery, else -1 */
-	off_t noted;		/* mailbox size before our append */
+	off_t start;		/* where our record starts: the size before our append */
 	off_t end;		/* where our record ends (append_record) */
-	struct stat box;	/* the mailbox's status, to tell it from a replacement */
+	struct stat box_stat;	/* the mailbox's status, to tell it from a replacement */
 	uint64_t epoch;		/* the commit epoch we appended in (commit_prepare) */
 	char id[ID_MAX];	/* the message's id, in our record's trace lines */
 };
@@ -2007,7 +2007,7 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 struct child {
 	pid_t pid;
 	int over;		/* its session is over: the process is exiting, or idle */
-	int noted;		/* a refusal of its address is logged (the burst's) */
+	int refusal_logged;	/* a refusal of its address is logged (the burst's) */
 	char peer[ADDR_TEXT_MAX];	/* the client's address */
 	int worker;		/* a pooled process: it serves one session after another */
 	int sock;		/* a worker's socketpair, the parent's end; -1 once closed */
@@ -2046,7 +2046,7 @@ struct server {
 	int max_children;	/* -c: live sessions at once */
 	int max_per_peer;	/* -C: live sessions from one client address */
 	const char *busy_line;	/* sent, CRLF included, past either limit */
-	int busy_noted;		/* a refusal at -c is logged; until a session starts */
+	int busy_logged;		/* a refusal at -c is logged; until a session starts */
 	/* A session on its connection (read from in, written to out; the
 	 * same socket here) returns its wrong passwords; its process exits
 	 * with them, or a worker's note reports them (session_over). */
@@ -2221,12 +2221,12 @@ static void reap_children(struct server *srv)
 }
 
 /* live_sessions - the sessions not over yet; in *same those from peer, and
- * in *noted whether a refusal of peer is logged (set on its sessions) */
-static int live_sessions(const struct server *srv, const char *peer, int *same, int *noted)
+ * in *logged whether a refusal of peer is logged (set on its sessions) */
+static int live_sessions(const struct server *srv, const char *peer, int *same, int *logged)
 {
 	int live = 0;
 
-	*same = *noted = 0;
+	*same = *logged = 0;
 	for (int i = 0; i < srv->nchildren; i++) {
 		const struct child *c = &srv->children[i];
 
@@ -2235,18 +2235,18 @@ static int live_sessions(const struct server *srv, const char *peer, int *same, 
 		live++;
 		if (strcmp(c->peer, peer) == 0) {
 			(*same)++;
-			*noted |= c->noted;
+			*logged |= c->refusal_logged;
 		}
 	}
 	return live;
 }
 
-/* note_peer - set (or clear) the refusal-logged mark on peer's sessions */
-static void note_peer(struct server *srv, const char *peer, int noted)
+/* mark_refusal_logged - set (or clear) the refusal-logged mark on peer's sessions */
+static void mark_refusal_logged(struct server *srv, const char *peer, int logged)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (strcmp(srv->children[i].peer, peer) == 0)
-			srv->children[i].noted = noted;
+			srv->children[i].refusal_logged = logged;
 }
 
 /* refuse_busy - past a limit: one line, best effort, and close */
@@ -2482,9 +2482,9 @@ static void start_session(struct server *srv, int fd, const char *peer, int same
 		refuse_busy(srv, fd);
 		return;
 	}
-	note_peer(srv, peer, 0);	/* the address's refusal burst, if any, is over */
-	srv->busy_noted = 0;
-	c->over = c->idle = c->noted = 0;
+	mark_refusal_logged(srv, peer, 0);	/* the address's refusal burst, if any, is over */
+	srv->busy_logged = 0;
+	c->over = c->idle = c->refusal_logged = 0;
 	(void)snprintf(c->peer, sizeof c->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
 	close_fd(fd, "connection");	/* its session's process has it */
 }
@@ -2492,22 +2492,22 @@ static void start_session(struct server *srv, int fd, const char *peer, int same
 /* log_refusal - log why peer is refused, once per burst: past -c until a
  * session starts, past -C until the address gets a session again */
 static void log_refusal(struct server *srv, const char *peer, int live, int same,
-			int noted)
+			int logged)
 {
 	if (srv->nchildren == srv->slots) {
-		if (!srv->busy_noted)
+		if (!srv->busy_logged)
 			log_msg("refused %s: %d sessions still exiting; not logging refusals"
 				" again until a session starts", peer, srv->nchildren - live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	} else if (same >= srv->max_per_peer && live < srv->max_children) {
-		if (!noted)
+		if (!logged)
 			log_msg("refused %s: %d sessions from this address (-C); not logging"
 				" its refusals again until it gets a session", peer, same);
-		note_peer(srv, peer, 1);
-	} else if (!srv->busy_noted) {
+		mark_refusal_logged(srv, peer, 1);
+	} else if (!srv->busy_logged) {
 		log_msg("refused %s: %d sessions (-c); not logging refusals again until"
 			" a session starts", peer, live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	}
 }
 
@@ -2532,25 +2532,25 @@ static void wait_over(struct server *srv)
  */
 static void admit(struct server *srv, int fd, const char *peer, const sigset_t *child_mask)
 {
-	int same, noted, live;
+	int same, logged, live;
 
 	if (srv->pool)
 		drain_over(srv);
-	live = live_sessions(srv, peer, &same, &noted);
+	live = live_sessions(srv, peer, &same, &logged);
 	if (live >= srv->max_children || same >= srv->max_per_peer
 	    || srv->nchildren == srv->slots) {
 		reap_children(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live >= srv->max_children) {
 		wait_over(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live < srv->max_children && same < srv->max_per_peer && srv->nchildren < srv->slots) {
 		start_session(srv, fd, peer, same, child_mask);
 		return;
 	}
-	log_refusal(srv, peer, live, same, noted);
+	log_refusal(srv, peer, live, same, logged);
 	refuse_busy(srv, fd);	/* after the log line: a test can read it at once */
 }
 
@@ -2617,7 +2617,7 @@ static void stop_sessions(struct server *srv)
 	}
 }
 
-/* server_signals - SIGCHLD, SIGTERM, SIGINT noted by on_signal and blocked
+/* server_signals - SIGCHLD, SIGTERM, SIGINT caught by on_signal and blocked
  * but inside pselect; *wait_mask: the mask to wait with (and the sessions'):
  * the old one, with those three unblocked */
 static int server_signals(sigset_t *wait_mask)
@@ -2701,7 +2701,7 @@ static void server_cleanup(struct server *srv)
 static int serve(struct server *srv)
 {
 	sigset_t wait_mask;
-	int same, noted;
+	int same, logged;
 
 	if (server_setup(srv) < 0 || server_signals(&wait_mask) < 0) {
 		log_msg("cannot serve: %s", strerror(errno));
@@ -2726,7 +2726,7 @@ static int serve(struct server *srv)
 	for (int i = 0; i < srv->nfds; i++)
 		close_fd(srv->fds[i], "listening socket");
 	drain_over(srv);
-	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &noted));
+	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &logged));
 	stop_sessions(srv);
 	server_cleanup(srv);
 	return 0;
@@ -4194,7 +4194,7 @@ static int convert_foreign(struct rcpt *r, off_t size, off_t end, struct stat *s
 /*
  * tidy_mailbox - make the mailbox end at a record boundary before we
  * append (DESIGN.md): a crashed append of our own is cut back, mail in
- * another format is converted, never cut. Sets r->noted, the size to roll
+ * another format is converted, never cut. Sets r->start, the size to roll
  * back to. Returns 0, or -1.
  */
 static int tidy_mailbox(struct rcpt *r, struct stat *st)
@@ -4202,18 +4202,18 @@ static int tidy_mailbox(struct rcpt *r, struct stat *st)
 	off_t end;
 	int shape = mailbox_shape(r->box_fd, st->st_size, commit_appending(r->lock_fd, st), &end);
 
-	r->noted = st->st_size;
+	r->start = st->st_size;
 	if (shape == SHAPE_OUR_TAIL) {
 		log_msg("trimmed a partial record (%lld bytes)", (long long)(st->st_size - end));
 		if (ftruncate(r->box_fd, end) < 0)
 			return -1;
-		r->noted = st->st_size = end;	/* commit_load takes the new size */
+		r->start = st->st_size = end;	/* commit_load takes the new size */
 		return 0;
 	}
 	if (shape == SHAPE_FOREIGN) {
 		if (convert_foreign(r, st->st_size, end, st) < 0)
 			return -1;
-		r->noted = st->st_size;
+		r->start = st->st_size;
 	}
 	return shape < 0 ? -1 : 0;
 }
@@ -4304,13 +4304,13 @@ static int commit_prepare(struct rcpt *r, const struct stat *st, int commit_lock
 	struct commit_state h;
 	int rc = 0;
 
-	r->box = *st;		/* as tidy_mailbox left it */
-	if (commit_load(r->lock_fd, r->box_fd, &r->box, &h) < 0)
+	r->box_stat = *st;		/* as tidy_mailbox left it */
+	if (commit_load(r->lock_fd, r->box_fd, &r->box_stat, &h) < 0)
 		return -1;
 	if (h.syncing >= 0
 	    && (commit_locked || lock_byte(r->lock_fd, COMMIT_LOCK_BYTE, F_WRLCK, 0) == 0)) {
 		rc = commit_cut(r, &h);
-		r->noted = r->box.st_size = h.size;
+		r->start = r->box_stat.st_size = h.size;
 		if (!commit_locked)
 			unlock(r, COMMIT_LOCK_BYTE);
 	}
@@ -4323,13 +4323,13 @@ static int commit_prepare(struct rcpt *r, const struct stat *st, int commit_lock
 	return rc;
 }
 
-/* open_mailbox - open mymailbox in the user's directory under its write
+/* open_for_append - open mymailbox in the user's directory under its write
  * lock, creating it if needed, never through a link and only if it is a
  * regular file with one link (open_regular), and note its size. With
  * O_APPEND each write lands at the end of the file, which under the write
- * lock, once tidy_mailbox is done, is the noted size (DESIGN.md step 3):
+ * lock, once tidy_mailbox is done, is r->start (DESIGN.md "Delivery"):
  * the record goes out in one writev, with no seek. */
-static int open_mailbox(struct rcpt *r, int commit_locked)
+static int open_for_append(struct rcpt *r, int commit_locked)
 {
 	struct stat st;
 	int e, tries = 0;
@@ -4399,19 +4399,19 @@ static int commit_appended(struct rcpt *r)
 {
 	struct commit_state h;
 
-	if (fstat(r->box_fd, &r->box) < 0)
+	if (fstat(r->box_fd, &r->box_stat) < 0)
 		return -1;
 	if (commit_read(r->lock_fd, &h) <= 0) {
 		errno = EIO;	/* commit_prepare made it valid, under this lock */
 		return -1;
 	}
-	r->end = h.size = r->box.st_size;	/* we hold the write lock: ours is last */
+	r->end = h.size = r->box_stat.st_size;	/* we hold the write lock: ours is last */
 	h.appending = -1;
 	return commit_write(r->lock_fd, &h);
 }
 
 /* append_record - append the trace lines, the message and the final "."
- * at the noted end (the mailbox is O_APPEND, see open_mailbox), and note
+ * at r->start (the mailbox is O_APPEND, see open_for_append), and note
  * where our record ends. A message in memory is one writev. A failure
  * part-way leaves a record with no final "." (a partial one, never taken
  * for mail), which roll_back cuts. Not yet durable: see commit_one. */
@@ -4528,8 +4528,8 @@ static void commit_shrunk(int lock_fd, const struct stat *st, off_t size)
 }
 
 /*
- * roll_back - after a failed delivery, cut r's mailbox back to the noted
- * size, under its write lock: what we appended was never acknowledged.
+ * roll_back - after a failed delivery, cut r's mailbox back to r->start,
+ * under its write lock: what we appended was never acknowledged.
  * A failed append left a partial record, which a crash could only bring
  * back as a partial record (cut again by tidy_mailbox), so no fsync here;
  * commit_all's rollbacks fsync (commit_undo).
@@ -4538,10 +4538,10 @@ static void roll_back(struct rcpt *r)
 {
 	if (r->box_fd < 0)
 		return;
-	if (ftruncate(r->box_fd, r->noted) < 0)
+	if (ftruncate(r->box_fd, r->start) < 0)
 		log_msg("rollback of %s: %s", r->login, strerror(errno));
 	else
-		commit_shrunk(r->lock_fd, &r->box, r->noted);
+		commit_shrunk(r->lock_fd, &r->box_stat, r->start);
 }
 
 enum commit_step {
@@ -4553,7 +4553,7 @@ enum commit_step {
 
 /*
  * commit_fate - what the commit state h says of our record, which ends at
- * r->end in the file whose status is r->box and was appended in epoch
+ * r->end in the file whose status is r->box_stat and was appended in epoch
  * r->epoch: COMMIT_DONE durable, COMMIT_FAILED gone, COMMIT_FSYNC there
  * and not durable yet, COMMIT_UNKNOWN the state cannot tell. Every cut,
  * and every replacement of mymailbox by a rename of ours, moves the epoch
@@ -4567,7 +4567,7 @@ static enum commit_step commit_fate(const struct rcpt *r, const struct commit_st
 {
 	uint64_t since;
 
-	if (h->epoch == r->epoch && !commit_about(h, &r->box))
+	if (h->epoch == r->epoch && !commit_about(h, &r->box_stat))
 		return COMMIT_UNKNOWN;
 	if (h->epoch == r->epoch)
 		return h->durable >= r->end ? COMMIT_DONE : COMMIT_FSYNC;
@@ -4606,7 +4606,7 @@ static int mailbox_holds(const struct rcpt *r)
 	return found;
 }
 
-/* record_present - 1 if our record still starts at r->noted in the file
+/* record_present - 1 if our record still starts at r->start in the file
  * open on box_fd and reaches r->end: its trace lines name our message id,
  * which no other message has */
 static int record_present(const struct rcpt *r)
@@ -4618,7 +4618,7 @@ static int record_present(const struct rcpt *r)
 
 	if (k < 0 || fstat(r->box_fd, &st) < 0 || st.st_size < r->end)
 		return 0;
-	n = pread_full(r->box_fd, head, sizeof head, r->noted);
+	n = pread_full(r->box_fd, head, sizeof head, r->start);
 	return n > 14 && memcmp(head, "Return-Path: <", 14) == 0
 	       && find_bytes(head, (size_t)n, want, (size_t)k) != NULL;
 }
@@ -4636,7 +4636,7 @@ static enum commit_step commit_begin(struct rcpt *r, off_t *covered)
 
 	if (commit_read(r->lock_fd, &h) <= 0)
 		return COMMIT_UNKNOWN;
-	if (commit_about(&h, &r->box) && h.syncing >= 0)
+	if (commit_about(&h, &r->box_stat) && h.syncing >= 0)
 		(void)commit_cut(r, &h);
 	if ((step = commit_fate(r, &h)) == COMMIT_FSYNC
 	    && (*covered = commit_announce(r->lock_fd, &h)) < 0)
@@ -4653,9 +4653,9 @@ static enum commit_step commit_end(struct rcpt *r, off_t covered, int synced)
 
 	if (commit_read(r->lock_fd, &h) <= 0)
 		return COMMIT_UNKNOWN;
-	if (commit_about(&h, &r->box) && !synced)
+	if (commit_about(&h, &r->box_stat) && !synced)
 		(void)commit_cut(r, &h);
-	else if (commit_about(&h, &r->box) && commit_synced(r->lock_fd, &h, covered) < 0)
+	else if (commit_about(&h, &r->box_stat) && commit_synced(r->lock_fd, &h, covered) < 0)
 		return COMMIT_FAILED;	/* still announced: the next one cuts it back */
 	step = commit_fate(r, &h);
 	return step == COMMIT_FSYNC ? COMMIT_UNKNOWN : step;	/* not covered: ask the file */
@@ -4694,11 +4694,11 @@ static int withdraw(struct rcpt *r, struct commit_state *h)
 		return 1;
 	if (!state_current(r))
 		return -1;
-	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, r->noted) < 0)
+	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, r->start) < 0)
 		return -1;
-	h->size = r->noted;
-	if (h->syncing > r->noted)
-		h->syncing = r->noted;
+	h->size = r->start;
+	if (h->syncing > r->start)
+		h->syncing = r->start;
 	log_msg("%s: the commit lock stayed busy: our record taken out again", r->login);
 	return commit_write(r->lock_fd, h);
 }
@@ -4718,7 +4718,7 @@ static enum commit_step take_out(struct rcpt *r, struct commit_state *h, int val
 	}
 	if (fstat(r->box_fd, &st) == 0 && st.st_size == r->end
 	    && mailbox_lock(r->dir_fd, r->login, r->box_fd) == 0
-	    && ftruncate(r->box_fd, r->noted) == 0 && fsync(r->box_fd) == 0)
+	    && ftruncate(r->box_fd, r->start) == 0 && fsync(r->box_fd) == 0)
 		return COMMIT_FAILED;
 	log_msg("%s: an fsync failed and our record could not be taken out: it may stay",
 		r->login);
@@ -4763,7 +4763,7 @@ static enum commit_step settle_alone(struct rcpt *r, struct commit_state *h, int
 static enum commit_step settle_unknown(struct rcpt *r, int fsync_failed)
 {
 	struct commit_state h;
-	int valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
+	int valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box_stat);
 
 	if (!same_file(r->dir_fd, "mymailbox", r->box_fd))
 		return mailbox_holds(r) ? COMMIT_DONE : COMMIT_FAILED;
@@ -4792,7 +4792,7 @@ static enum commit_step commit_alone(struct rcpt *r, int fsync_failed)
 
 		if (relock_write(r) < 0)
 			break;
-		valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
+		valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box_stat);
 		if (!valid || (step = commit_fate(r, &h)) == COMMIT_UNKNOWN)
 			step = settle_unknown(r, fsync_failed);
 		else if (step == COMMIT_FSYNC && (h.syncing < 0 || fsync_failed))
@@ -4865,7 +4865,7 @@ static void commit_undo(struct rcpt *r)
 	if (r->box_fd < 0)
 		return;
 	roll_back(r);
-	if (commit_read(r->lock_fd, &h) <= 0 || !commit_about(&h, &r->box)
+	if (commit_read(r->lock_fd, &h) <= 0 || !commit_about(&h, &r->box_stat)
 	    || (covered = commit_announce(r->lock_fd, &h)) < 0)
 		return;
 	if (fsync(r->box_fd) == 0)
@@ -4900,7 +4900,7 @@ static int commit_all(struct session *s)
 	for (i = 0; failed >= 0 && i < s->nrcpts; i++) {
 		struct rcpt *r = &s->rcpts[i];
 
-		if (i == failed && commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box))
+		if (i == failed && commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box_stat))
 			(void)commit_cut(r, &h);
 		else
 			commit_undo(r);
@@ -4976,7 +4976,7 @@ static void deliver(struct session *s)
 	}
 	hold_stop(1);
 	for (int i = 0; !failed && i < s->nrcpts; i++) {
-		if (open_mailbox(&s->rcpts[i], s->nrcpts > 1) < 0
+		if (open_for_append(&s->rcpts[i], s->nrcpts > 1) < 0
 		    || append_record(s, &s->rcpts[i], id, date) < 0) {
 			err = errno;
 			failed = 1;
