@@ -66,11 +66,13 @@
  * built at PASS) plus fixed buffers.
  * Out of descriptors at accept(): pause 100 ms, log at most once a second.
  *
- * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage. A
- * session process (and -i) exits with the number of wrong passwords it was
- * given (0: none); the parent adds them to the client address's penalty,
- * which doubles the -a delay of its later sessions (run_child,
- * start_session).
+ * Exit status: 0 success, non-zero failure: 0 after SIGTERM/SIGINT (and
+ * with -i after the session), 1 cannot listen or serve, 2 bad usage. A
+ * session's wrong passwords reach the parent only in its note on the pipe
+ * (session_over -> note_over), which adds them to the client address's
+ * penalty and so doubles the -a delay of its later sessions
+ * (start_session); with -i there is no parent, and the delay doubles
+ * within the session only.
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
  * it; PASS: cmd_pass -> password_check, logged_in -> login -> open_mailbox
@@ -128,16 +130,15 @@ enum {
 	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
 	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
 	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
-	POOL_SPARE = 8,		/* smtpmail: idle session processes kept for reuse (struct server's pool) */
-	POOL_MAX_USE = 100,	/* smtpmail: sessions a process serves, then exits (Postfix's max_use) */
 	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
 	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
 	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
-	EXIT_FAILURES_MAX = 100,	/* a session's exit status: its wrong passwords, at most */
+	PENALTY_FAILURES_MAX = 100,	/* an address's wrong passwords counted, at most */
+	NOTE_WAIT_MS = 1000,	/* a session's note on a full pipe: the wait for room */
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
-	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
+	COMMIT_LOCK_BYTE = 2,	/* DESIGN.md: whoever fsyncs mymailbox for others; popserver at login and QUIT */
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
 	DOTLOCK_STALE_SECONDS = 300,	/* an older mymailbox.lock is left over (liblockfile) */
 	STALE_TRIES = 3,	/* opening a spool file again after it was replaced */
@@ -177,7 +178,7 @@ static struct config {
 	int max_sessions;	/* -c */
 	int max_per_client;	/* -C; 0: half of -c, at least 1 */
 	int timeout;		/* -t, seconds; RFC 1939 section 3: >= 10 min */
-	int auth_delay_ms;	/* -a, after a wrong password; the parent doubles it */
+	int penalty_ms;		/* -w: the wait before a wrong password's answer */
 	int login_time;		/* -L, seconds AUTHORIZATION may last */
 	int lifetime;		/* -T, seconds a session may last */
 	int inetd;		/* -i: one session on standard input and output */
@@ -235,6 +236,7 @@ struct session {
 	enum state state;
 	int errors;		/* bad commands so far */
 	int auth_failures;	/* wrong passwords so far */
+	int pause_ms;		/* the first wrong password's wait (the parent's penalty) */
 	int have_user;		/* USER given; user[] empty if never valid */
 	char user[LOGIN_MAX + 1];
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt, after PASS */
@@ -2010,7 +2012,8 @@ struct child {
 	int over;		/* its session is over: the process is exiting, or idle */
 	int refusal_logged;	/* a refusal of its address is logged (the burst's) */
 	char peer[ADDR_TEXT_MAX];	/* the client's address */
-	int worker;		/* a pooled process: it serves one session after another */
+	/* A worker of the pool (smtpmail) serves one session after another: */
+	int worker;		/* a worker, not a process for one session */
 	int sock;		/* a worker's socketpair, the parent's end; -1 once closed */
 	int idle;		/* a worker waiting on sock for its next connection */
 };
@@ -2019,14 +2022,9 @@ struct child {
  * one record, atomic (under PIPE_BUF), so the pipe only holds whole ones. */
 struct over_note {
 	pid_t pid;
-	int failures;		/* the session's wrong passwords (a worker's penalty report) */
+	int failures;		/* the session's wrong passwords: the parent adds them to
+				 * its address's penalty (this note is their one way there) */
 	int last;		/* a worker that exits now (POOL_MAX_USE): not to be reused */
-};
-
-/* What the parent sends a worker with a connection (SCM_RIGHTS). */
-struct handoff {
-	int auth_delay_ms;	/* the session's wait before a wrong password's answer */
-	char peer[ADDR_TEXT_MAX];	/* the client's address */
 };
 
 /* An address that gave wrong passwords (Dovecot's auth penalty): the parent
@@ -2035,6 +2033,27 @@ struct penalty {
 	char peer[ADDR_TEXT_MAX];	/* "": a free entry */
 	int failures;
 	long long last_ms;	/* now_ms() of the last failure reported */
+};
+
+struct server;
+struct child;
+
+/* What a pool of reused session processes does (smtpmail's pool block); a
+ * server without one (popserver, not pooled: DESIGN.md "Process model")
+ * forks a process per session. */
+struct pool_ops {
+	/* hand connection fd to an idle worker; the worker, or NULL if none took it */
+	struct child *(*reuse)(struct server *srv, int fd, const char *peer, int pause_ms);
+	/* the socketpair of a new worker, sv[0] the parent's end; -1: none, the
+	 * new process serves one session */
+	int (*channel)(int sv[2]);
+	/* in a worker after a session: wait for the next connection; its
+	 * descriptor, with its peer and pause_ms, or -1: the worker exits */
+	int (*next)(int sock, char *peer, size_t cap, int *pause_ms);
+	/* worker c's session is over: keep it idle or dismiss it; last: it is
+	 * exiting (it served max_use sessions) */
+	void (*rest)(struct server *srv, struct child *c, int last);
+	int max_use;		/* sessions a worker serves, then exits */
 };
 
 /* The accept loop's state. Only the main loop touches it; the signal
@@ -2048,27 +2067,20 @@ struct server {
 	int max_per_peer;	/* -C: live sessions from one client address */
 	const char *busy_line;	/* sent, CRLF included, past either limit */
 	int busy_logged;		/* a refusal at -c is logged; until a session starts */
-	/* A session on its connection (read from in, written to out; the
-	 * same socket here) returns its wrong passwords; its process exits
-	 * with them, or a worker's note reports them (session_over). */
-	int (*session)(int in, int out, const char *peer);
-	/* Reuse session processes (smtpmail): a connection goes to an idle
-	 * worker if there is one, else to a new one; 0: a process per session
-	 * (popserver: DESIGN.md "Process model"). */
-	int pool;
+	/* A session on its connection (read from in, written to out; the same
+	 * socket here), whose first wrong password waits pause_ms; it returns
+	 * its wrong passwords (its note tells the parent: session_over), or -1
+	 * if it could not run. */
+	int (*session)(int in, int out, const char *peer, int pause_ms);
+	const struct pool_ops *pool;	/* NULL: a process per session */
 	int over_pipe[2];	/* a child writes a struct over_note to [1] when its session is over */
-	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
+	int penalty_ms;		/* -w: the wait before a wrong password's answer, before
+				 * the address's penalty doubles it */
 	struct penalty penalties[PENALTY_SLOTS];
 	const char *userfile;	/* its problems logged once per change */
 	int paused;		/* skip the listening sockets one ACCEPT_PAUSE_MS */
 	int failing;		/* accept or pselect failing: logged once */
 };
-
-/* In a session process: the wait before answering its first wrong password,
- * set by the parent from its address's penalty, just before the fork or in
- * a worker's hand-off (next_connection); each further one in the session
- * doubles it (penalty_delay_ms). */
-static int auth_delay_ms;
 
 /* In a session process: the pipe on which it tells the parent that its
  * session is over (session_over); -1 anywhere else, a fuzz harness too. */
@@ -2130,7 +2142,8 @@ static void penalty_add(struct server *srv, const char *peer, int n)
 {
 	struct penalty *p = penalty_entry(srv, peer, 1);
 
-	p->failures = p->failures + n < EXIT_FAILURES_MAX ? p->failures + n : EXIT_FAILURES_MAX;
+	p->failures = p->failures + n < PENALTY_FAILURES_MAX ? p->failures + n
+		      : PENALTY_FAILURES_MAX;
 	p->last_ms = now_ms();
 }
 
@@ -2144,29 +2157,13 @@ static void worker_dismiss(struct child *c)
 	c->idle = 0;
 }
 
-/* idle_worker - an idle worker, or NULL; in *count how many there are */
-static struct child *idle_worker(struct server *srv, int *count)
-{
-	struct child *found = NULL;
-
-	*count = 0;
-	for (int i = 0; i < srv->nchildren; i++)
-		if (srv->children[i].idle) {
-			found = &srv->children[i];
-			(*count)++;
-		}
-	return found;
-}
-
-/* forget_child - a session process ended: free its slot, add the wrong
- * passwords its exit status reports to its address, log an abnormal end.
- * A worker killed in a session: that session is over, with no failures. */
+/* forget_child - a session process ended: free its slot, log an abnormal
+ * end. Its wrong passwords came in its note (note_over), not in its exit
+ * status, which only says whether it could serve (0) or not. */
 static void forget_child(struct server *srv, pid_t pid, int status)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (srv->children[i].pid == pid) {
-			if (WIFEXITED(status) && WEXITSTATUS(status) > 0)
-				penalty_add(srv, srv->children[i].peer, WEXITSTATUS(status));
 			worker_dismiss(&srv->children[i]);
 			srv->children[i] = srv->children[--srv->nchildren];
 			break;
@@ -2175,25 +2172,16 @@ static void forget_child(struct server *srv, pid_t pid, int status)
 		log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
 }
 
-/* note_over - child c said its session is over. A worker's note is the
- * session's penalty report (a forked session's exit status will be), and
- * the worker is idle, up to POOL_SPARE of them: beyond, it is dismissed,
- * so that a burst does not leave its processes behind; after its last
- * session (POOL_MAX_USE) it is exiting. */
+/* note_over - child c said its session is over, after failures wrong
+ * passwords, which count against its address from now on; a worker is the
+ * pool's to keep idle or dismiss (last: it is exiting) */
 static void note_over(struct server *srv, struct child *c, int failures, int last)
 {
-	int idle;
-
 	c->over = 1;
-	if (!c->worker)
-		return;
 	if (failures > 0)
 		penalty_add(srv, c->peer, failures);
-	(void)idle_worker(srv, &idle);
-	if (c->sock >= 0 && idle < POOL_SPARE && !last)
-		c->idle = 1;
-	else
-		worker_dismiss(c);
+	if (c->worker && srv->pool)
+		srv->pool->rest(srv, c, last);
 }
 
 /* drain_over - take the notes of the children that said their session is over */
@@ -2263,29 +2251,32 @@ static void refuse_busy(struct server *srv, int fd)
 	close_fd(fd, "connection");
 }
 
-/* exit_status - a session process's exit status: its wrong passwords (0
- * none, at most EXIT_FAILURES_MAX), which a parent adds to the address's
- * penalty */
-static int exit_status(int failures)
-{
-	return failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX;
-}
-
-/* session_over - in a session process, right after its last reply is sent:
+/*
+ * session_over - in a session process, right after its last reply is sent:
  * tell the parent that its slot is free, as soon as the client has that
  * reply (one that connects again at once may still come first: wait_over),
  * and well before this process has exited and been reaped (a sanitizer's
- * exit alone takes milliseconds). The note
- * carries the session's wrong passwords: a worker's penalty report, sent
- * before the client sees the connection close. Once only. */
+ * exit alone takes milliseconds). The note carries the session's wrong
+ * passwords, and is their only way to the parent, so a full pipe is waited
+ * on for a while (NOTE_WAIT_MS, twice at most); if it stays full, the slot
+ * frees when the parent reaps us, and the failures are logged, not counted.
+ * Once only; nothing to do with no parent (-i, a fuzz harness).
+ */
 static void session_over(int failures)
 {
-	struct over_note note = { .pid = getpid(), .failures = exit_status(failures),
+	struct over_note note = { .pid = getpid(), .failures = failures > 0 ? failures : 0,
 				  .last = over_last };
+	struct pollfd p = { .fd = over_fd, .events = POLLOUT };
 
-	if (over_fd >= 0 && write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
-		over_told = 1;
-	/* else the pipe is full: the slot frees when the parent reaps us */
+	for (int tries = 0; over_fd >= 0 && !over_told && tries < 3; tries++) {
+		if (write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
+			over_told = 1;	/* under PIPE_BUF: all of it or nothing */
+		else if ((errno != EAGAIN && errno != EINTR) || poll(&p, 1, NOTE_WAIT_MS) < 0)
+			break;
+	}
+	if (over_fd >= 0 && !over_told)
+		log_msg("cannot tell the parent that the session is over: %s; %d wrong"
+			" passwords not counted", strerror(errno), note.failures);
 	over_fd = -1;
 }
 
@@ -2297,75 +2288,6 @@ static void child_signals(const sigset_t *mask)
 	if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR
 	    || signal(SIGINT, SIG_IGN) == SIG_ERR || sigprocmask(SIG_SETMASK, mask, NULL) < 0)
 		log_msg("session signals: %s", strerror(errno));
-}
-
-/* A buffer for one descriptor's SCM_RIGHTS message, aligned for cmsghdr. */
-union fd_control {
-	struct cmsghdr align;
-	char buf[CMSG_SPACE(sizeof(int))];
-};
-
-/* hand_off - send connection fd, with the client's address and the
- * session's penalty delay, to a worker on its socketpair; 0, or -1 */
-static int hand_off(int sock, int fd, const char *peer, int delay_ms)
-{
-	struct handoff h;
-	union fd_control ctl;
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			      .msg_controllen = sizeof ctl.buf };
-	struct cmsghdr *cm;
-	ssize_t n;
-
-	memset(&h, 0, sizeof h);
-	memset(&ctl, 0, sizeof ctl);
-	h.auth_delay_ms = delay_ms;
-	(void)snprintf(h.peer, sizeof h.peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
-	cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof fd);
-	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-	if ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) == (ssize_t)sizeof h)
-		return 0;
-	if (n >= 0)
-		errno = EMSGSIZE;	/* a SOCK_SEQPACKET message goes whole or not at all */
-	return -1;
-}
-
-/* next_connection - in a worker between sessions: wait for the parent's
- * next connection. Its descriptor, with the client's address in peer and
- * the session's penalty delay in auth_delay_ms; -1 when the parent has
- * closed the socketpair (the worker is dismissed) or it failed. */
-static int next_connection(int sock, char *peer, size_t cap)
-{
-	struct handoff h;
-	union fd_control ctl;
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			      .msg_controllen = sizeof ctl.buf };
-	struct cmsghdr *cm;
-	ssize_t n;
-	int fd = -1;
-
-	while ((n = recvmsg(sock, &msg, 0)) < 0 && errno == EINTR)
-		;
-	if (n < 0)
-		log_msg("worker: %s", strerror(errno));
-	cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
-	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS
-	    && cm->cmsg_len == CMSG_LEN(sizeof fd))
-		memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-	if (fd >= 0 && (n != (ssize_t)sizeof h || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))) {
-		close_fd(fd, "connection");	/* not the parent's message */
-		fd = -1;
-	}
-	if (fd < 0)
-		return -1;
-	h.peer[sizeof h.peer - 1] = '\0';
-	(void)snprintf(peer, cap, "%s", h.peer);
-	auth_delay_ms = h.auth_delay_ms;
-	return fd;
 }
 
 /* child_setup - in a new session process: close what is the parent's: the
@@ -2383,15 +2305,16 @@ static void child_setup(struct server *srv)
 }
 
 /*
- * run_child - in the new process: the session on fd, then exit. A worker
- * (sock >= 0) then serves each connection the parent hands it on sock,
- * until the parent closes it. Nothing of one session reaches the next: the
- * session's state is its own allocation, freed at its end, and each starts
- * with the same signal mask and dispositions, no alarm, its own penalty
- * delay, and the same descriptors (a session closes its connection).
+ * run_child - in the new process: the session on fd (its first wrong
+ * password waits pause_ms), then exit, 0 or 1 if the session could not
+ * run. A worker (sock >= 0) then serves each connection the parent hands
+ * it on sock, until the parent closes it. Nothing of one session reaches
+ * the next: the session's state is its own allocation, freed at its end,
+ * and each starts with the same signal mask and dispositions, no alarm,
+ * its own pause, and the same descriptors (a session closes its connection).
  */
-static void run_child(struct server *srv, int fd, const char *first, int sock,
-		      const sigset_t *child_mask)
+static void run_child(struct server *srv, int fd, const char *first, int pause_ms,
+		      int sock, const sigset_t *child_mask)
 {
 	char peer[ADDR_TEXT_MAX];
 	int failures, served = 0;
@@ -2402,39 +2325,32 @@ static void run_child(struct server *srv, int fd, const char *first, int sock,
 		over_fd = srv->over_pipe[1];
 		over_told = 0;
 		/* A fresh process now and then bounds what any leak could gather. */
-		over_last = ++served >= POOL_MAX_USE;
+		over_last = sock >= 0 && ++served >= srv->pool->max_use;
 		alarm(0);
 		child_signals(child_mask);
-		failures = srv->session(fd, fd, peer);
+		failures = srv->session(fd, fd, peer, pause_ms);
 		session_over(failures);		/* if the session has not said so */
 	} while (sock >= 0 && over_told && !over_last
-		 && (fd = next_connection(sock, peer, sizeof peer)) >= 0);
-	/* A worker's notes carried its penalty reports; the last one too,
-	 * unless the pipe was full. */
-	exit(sock >= 0 && over_told ? 0 : exit_status(failures));
+		 && (fd = srv->pool->next(sock, peer, sizeof peer, &pause_ms)) >= 0);
+	exit(failures < 0 ? 1 : 0);
 }
 
 /* fork_session - a new process for the session on fd: with srv->pool a
  * worker, with a socketpair for the connections to come (out of
  * descriptors for one: a plain session); its entry, or NULL after logging */
 static struct child *fork_session(struct server *srv, int fd, const char *peer,
-				  const sigset_t *child_mask)
+				  int pause_ms, const sigset_t *child_mask)
 {
 	struct child *c = &srv->children[srv->nchildren];
 	int sv[2] = { -1, -1 };
 	pid_t pid;
 
-	if (srv->pool && (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0
-			  || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0)) {	/* never block the loop */
-		for (int i = 0; i < 2; i++)
-			if (sv[i] >= 0)
-				close_fd(sv[i], "socketpair");
+	if (srv->pool && srv->pool->channel(sv) < 0)
 		sv[0] = sv[1] = -1;
-	}
 	if ((pid = fork()) == 0) {
 		if (sv[0] >= 0)
 			close_fd(sv[0], "socketpair");
-		run_child(srv, fd, peer, sv[1], child_mask);
+		run_child(srv, fd, peer, pause_ms, sv[1], child_mask);
 	}
 	if (pid < 0)
 		log_msg("fork: %s", strerror(errno));
@@ -2451,35 +2367,22 @@ static struct child *fork_session(struct server *srv, int fd, const char *peer,
 	return c;
 }
 
-/* reuse_worker - hand fd to an idle worker; the worker, or NULL if none
- * took it (one that cannot, which has just died, is dismissed) */
-static struct child *reuse_worker(struct server *srv, int fd, const char *peer)
-{
-	struct child *c;
-	int idle;
-
-	while ((c = idle_worker(srv, &idle)) != NULL) {
-		if (hand_off(c->sock, fd, peer, auth_delay_ms) == 0)
-			return c;
-		log_msg("worker %ld: %s", (long)c->pid, strerror(errno));
-		worker_dismiss(c);
-	}
-	return NULL;
-}
-
 /* start_session - the session on fd: handed to an idle worker, else in a
  * new process; same: the other live sessions of peer */
 static void start_session(struct server *srv, int fd, const char *peer, int same,
 			  const sigset_t *child_mask)
 {
 	struct penalty *p = penalty_entry(srv, peer, 0);
-	struct child *c;
+	struct child *c = NULL;
+	int pause_ms;
 
 	/* Every wrong password of the address's recent sessions doubles the
-	 * delay, and so does each of its other live sessions (guessing in
+	 * pause, and so does each of its other live sessions (guessing in
 	 * parallel, whose failures are only reported when they end). */
-	auth_delay_ms = penalty_delay_ms(srv->auth_delay_ms, (p ? p->failures : 0) + same);
-	if (!(c = reuse_worker(srv, fd, peer)) && !(c = fork_session(srv, fd, peer, child_mask))) {
+	pause_ms = penalty_delay_ms(srv->penalty_ms, (p ? p->failures : 0) + same);
+	if (srv->pool)
+		c = srv->pool->reuse(srv, fd, peer, pause_ms);
+	if (!c && !(c = fork_session(srv, fd, peer, pause_ms, child_mask))) {
 		refuse_busy(srv, fd);
 		return;
 	}
@@ -2813,16 +2716,17 @@ static int inetd_stderr(void)
  * tcpserver, systemd's Accept=yes and stunnel's exec= run a server. It
  * runs on duplicates of 0 and 1, so that those get their file status
  * flags back (a terminal must not stay non-blocking). With no parent to
- * keep a penalty, a wrong password waits delay_ms, doubled within the
- * session. Returns the exit status, a forked session's (exit_status).
+ * keep a penalty across sessions, a wrong password waits penalty_ms,
+ * doubled within the session only. Returns the exit status: 0, or 1 if
+ * the session could not run.
  */
-static int serve_inetd(int (*session)(int in, int out, const char *peer), int delay_ms)
+static int serve_inetd(int (*session)(int in, int out, const char *peer, int pause_ms),
+		       int penalty_ms)
 {
 	char peer[ADDR_TEXT_MAX];
 	int flags[2], fds[2] = { -1, -1 }, failures;
 
 	inetd_peer(peer, sizeof peer);
-	auth_delay_ms = delay_ms;
 	for (int i = 0; i < 2; i++)
 		if ((flags[i] = fcntl(i, F_GETFL)) < 0 || (fds[i] = dup(i)) < 0
 		    || fcntl(fds[i], F_SETFL, flags[i] | O_NONBLOCK) < 0) {
@@ -2832,10 +2736,10 @@ static int serve_inetd(int (*session)(int in, int out, const char *peer), int de
 					close_fd(fds[k], "connection");
 			return 1;
 		}
-	failures = session(fds[0], fds[1], peer);	/* closes both */
+	failures = session(fds[0], fds[1], peer, penalty_ms);	/* closes both */
 	for (int i = 0; i < 2; i++)
 		(void)fcntl(i, F_SETFL, flags[i]);	/* best effort: we are done */
-	return exit_status(failures);
+	return failures < 0 ? 1 : 0;
 }
 
 /* <<< shared: server */
@@ -3307,13 +3211,13 @@ static int secret_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* auth_pause - before answering a wrong password: the session's delay
- * (auth_delay_ms, which the parent set from the address's penalty)
- * doubled for each wrong one the session already had (Dovecot's auth
- * penalty); a signal does not cut it short */
-static void auth_pause(int failures)
+/* auth_pause - before answering a wrong password: the session's pause
+ * (pause_ms, which the parent set from the address's penalty) doubled for
+ * each wrong one the session already had (Dovecot's auth penalty); a
+ * signal does not cut it short */
+static void auth_pause(int pause_ms, int failures)
 {
-	int ms = penalty_delay_ms(auth_delay_ms, failures);
+	int ms = penalty_delay_ms(pause_ms, failures);
 	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
 
 	while (nanosleep(&t, &t) < 0 && errno == EINTR)
@@ -4504,9 +4408,9 @@ static void login_failed(struct session *s, int checked, const char *name, const
 {
 	log_msg("login %s from %s%s failed", name[0] ? name : "?", s->peer, how);
 	/* Dovecot's auth penalty: the delay doubles with every wrong password
-	 * of this address, in its recent and parallel sessions (the parent's
-	 * auth_delay_ms) and in this one. */
-	auth_pause(s->auth_failures);
+	 * of this address, in its recent and parallel sessions (the pause the
+	 * parent gave this session) and in this one. */
+	auth_pause(s->pause_ms, s->auth_failures);
 	/* RFC 3206 section 5: AUTH; SYS/TEMP when user.txt is unreadable */
 	reply(s, checked < 0 ? "-ERR [SYS/TEMP] cannot read accounts"
 	      : "-ERR [AUTH] invalid user name or password");
@@ -5246,19 +5150,20 @@ static enum io_status session_step(struct session *s)
  * pop_session - one POP3 session, read from in and written to out (one
  * socket, or -i's two descriptors), from greeting to close. Returns
  * (never exits), closes in and out and frees everything; reads only cfg.
- * It returns the wrong passwords given, the exit status of its process
- * (exit_status), which the parent adds to the address's penalty.
+ * The first wrong password waits pause_ms (the address's penalty). It
+ * returns the wrong passwords given, which the note that says the session
+ * is over has told the parent (session_over), or -1 if it could not start.
  */
-static int pop_session(int in, int out, const char *peer)
+static int pop_session(int in, int out, const char *peer, int pause_ms)
 {
 	struct session s = { .peer = peer, .state = ST_AUTHORIZATION, .dirfd = -1,
-			     .lockfd = -1, .mboxfd = -1 };
+			     .lockfd = -1, .mboxfd = -1, .pause_ms = pause_ms };
 	enum io_status st = IO_OK;
 
 	log_msg("connection from %s", peer);
 	if (!(s.c = session_conn(in, out, peer))) {
 		close_io(in, out);
-		return 0;
+		return -1;
 	}
 	/* The whole session ends after -T seconds, and until it has logged in
 	 * after -L, however busy the client keeps it: CAPA every few seconds
@@ -5316,7 +5221,7 @@ static void parse_options(int argc, char **argv)
 		case 'c': cfg.max_sessions = int_option(optarg, 1, 100000); break;
 		case 'C': cfg.max_per_client = int_option(optarg, 1, 100000); break;
 		case 't': cfg.timeout = int_option(optarg, 1, 86400); break;
-		case 'a': cfg.auth_delay_ms = int_option(optarg, 0, 60000); break;
+		case 'a': cfg.penalty_ms = int_option(optarg, 0, 60000); break;
 		case 'L': cfg.login_time = int_option(optarg, 1, 86400); break;
 		case 'T': cfg.lifetime = int_option(optarg, 1, 604800); break;
 		case 'i': cfg.inetd = 1; break;
@@ -5352,7 +5257,7 @@ int main(int argc, char **argv)
 	if (!cfg.spool)
 		return 1;
 	srv.userfile = cfg.userfile;
-	srv.auth_delay_ms = cfg.auth_delay_ms;
+	srv.penalty_ms = cfg.penalty_ms;
 	/* A peer that goes away, or a file-size limit hit while writing
 	 * mymailbox.new, must be an error to handle (EPIPE, EFBIG), not a death. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR || signal(SIGXFSZ, SIG_IGN) == SIG_ERR) {
@@ -5360,7 +5265,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (cfg.inetd)
-		return serve_inetd(pop_session, cfg.auth_delay_ms);
+		return serve_inetd(pop_session, cfg.penalty_ms);
 	srv.max_children = cfg.max_sessions;
 	/* As Postfix's smtpd_client_connection_count_limit: half the sessions */
 	srv.max_per_peer = cfg.max_per_client ? cfg.max_per_client
