@@ -1,34 +1,8 @@
 /*
  * smtpmail - a forking SMTP receiver (RFC 5321) that delivers into the spool
  *
- * Usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]
- *                 [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds]
- *                 [-r bytes/s] [-T seconds] [-D domain]... [-a] [-w msec] [-i]
- *                 [-v] [-h] [port]
- *
- *   port            TCP port to listen on (default 2525)
- *   -d spool        the spool: mail goes to <spool>/<login>/mymailbox (users)
- *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
- *   -n hostname     the name in the greeting and trace lines (gethostname)
- *   -l address      listen on this address only (default: all IPv4 and IPv6)
- *   -s maxbytes     the largest message accepted (26214400, 25 MiB)
- *   -c maxsessions  concurrent sessions; past it "421 <host> too many
- *                   connections, try again later" (100)
- *   -C perclient    concurrent sessions from one client address, past it
- *                   the same 421 (half of -c, at least 1)
- *   -t seconds      idle timeout of a session (300)
- *   -r bytes/s      the least data rate in DATA; 0: none (500)
- *   -T seconds      the longest a session may last (3600)
- *   -D domain       a local domain; repeatable. Given: other domains are
- *                   refused (550 Relaying denied). Default: any domain
- *   -a              submission (RFC 6409): MAIL only after AUTH, and only
- *                   from the login's own address or <>
- *   -w msec         delay before a wrong password's 535 (1000); it doubles
- *                   with each wrong one of the address, up to 15 s
- *   -i              serve one session on standard input and output (inetd)
- *   -v              log the whole dialogue ("< " client, "> " server; AUTH's
- *                   responses as "****")
- *   -h              this help on stdout
+ * Usage and options: help_text, just below the includes (smtpmail -h
+ * prints it, and README shows it: one text, checked by tests/test_help.py).
  *
  * Commands: HELO, EHLO, AUTH, MAIL FROM:, RCPT TO:, DATA, RSET, NOOP, QUIT,
  * VRFY and HELP; EXPN, TURN, ETRN, STARTTLS, BDAT, SEND, SOML and SAML are
@@ -128,6 +102,46 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The usage and every option, printed by -h (the synopsis alone, on
+ * stderr, after bad usage). README's copy must equal it. */
+static const char help_text[] =
+	"usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]\n"
+	"                [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds]\n"
+	"                [-r bytes/s] [-T seconds] [-D domain]... [-a] [-w msec] [-i]\n"
+	"                [-v] [-h] [port]\n"
+	"\n"
+	"  port            TCP port to listen on (2525)\n"
+	"  -d spool        mail goes to <spool>/<login>/mymailbox (users if that\n"
+	"                  directory exists, else the user file's directory)\n"
+	"  -u userfile     the accounts, \"<login> <password>\" a line (user.txt)\n"
+	"  -n hostname     the name in the greeting, replies and trace lines,\n"
+	"                  1-255 octets (gethostname)\n"
+	"  -l address      listen on this address only (every IPv4 and IPv6 address)\n"
+	"  -s maxbytes     the largest message, its data as stored (26214400: 25 MiB)\n"
+	"  -c maxsessions  sessions at once; past it \"421 <host> too many\n"
+	"                  connections, try again later\" (100)\n"
+	"  -C perclient    sessions at once from one client address; past it the\n"
+	"                  same 421 (half of -c, at least 1)\n"
+	"  -t seconds      timeout for a whole command line, and for each read in\n"
+	"                  DATA (300)\n"
+	"  -r bytes/s      the least data rate in DATA, after the first -t seconds;\n"
+	"                  0: none (500)\n"
+	"  -T seconds      the longest a session may last, then \"421 4.4.2\" (3600)\n"
+	"  -D domain       a local domain, repeatable (16 at most); when given, other\n"
+	"                  domains get \"550 5.7.1 Relaying denied\" (any domain)\n"
+	"  -a              submission (RFC 6409, as on port 587): MAIL only after\n"
+	"                  AUTH, and only from the login's own address or <> (off)\n"
+	"  -w msec         the wait before a wrong password's 535, doubled for each\n"
+	"                  recent failure of the client's address, up to 15 s;\n"
+	"                  0: none (1000)\n"
+	"  -i              one session on standard input and output (inetd, stunnel)\n"
+	"  -v              log the whole dialogue (\"< \" client, \"> \" server), never\n"
+	"                  a password nor AUTH's base64\n"
+	"  -h              this help on stdout\n"
+	"\n"
+	"Exit status: 0 success (stopped by SIGTERM or SIGINT; with -i, the session\n"
+	"ran), 1 cannot listen or serve, 2 bad usage.\n";
+
 /* ---------------------------------------------------------------- limits */
 
 /* >>> shared: limits - the limits of the shared blocks (smtpmail.c, popserver.c) */
@@ -208,8 +222,13 @@ struct config {
 };
 
 /* The protocol state (RFC 5321 4.1.4). The states are listed in protocol
- * order, which out_of_order relies on; only set_state changes them. */
-enum state { ST_START, ST_GREETED, ST_MAIL, ST_RCPT, ST_DATA, ST_QUIT };
+ * order, which out_of_order relies on; only set_state changes them. One
+ * list makes both the enum and the names -v logs (state_names), so that
+ * the two cannot drift apart. */
+#define SMTP_STATES(X) X(START) X(GREETED) X(MAIL) X(RCPT) X(DATA) X(QUIT)
+#define STATE_ENUM(name) ST_##name,
+#define STATE_NAME(name) #name,
+enum state { SMTP_STATES(STATE_ENUM) };
 
 /* One distinct recipient mailbox of the transaction. */
 struct rcpt {
@@ -3697,9 +3716,15 @@ struct session {
 	struct spill spill;
 };
 
-static const char *const state_names[] = {
-	"START", "GREETED", "MAIL", "RCPT", "DATA", "QUIT"
+/* What a handler gets of its command line (popserver's handlers get a
+ * struct args too, with the words its rules parse). */
+struct args {
+	char *text;		/* the argument, spaces around it dropped; MAIL's and
+				 * RCPT's without their FROM: or TO: (dispatch) */
 };
+
+/* The names -v logs for the states, from the same list as the enum. */
+static const char *const state_names[] = { SMTP_STATES(STATE_NAME) };
 
 /* set_state - change the protocol state. Every change goes through here,
  * so that -v logs each transition and no handler moves the state behind
@@ -5112,20 +5137,20 @@ static void greet(struct session *s, const char *arg, int esmtp)
 }
 
 /* cmd_helo - HELO domain (RFC 5321 4.1.1.1) */
-static void cmd_helo(struct session *s, char *arg)
+static void cmd_helo(struct session *s, const struct args *a)
 {
-	if (check_helo(s, arg) != 0)
+	if (check_helo(s, a->text) != 0)
 		return;
-	greet(s, arg, 0);
+	greet(s, a->text, 0);
 	reply(s, "250 OK Hello %s", s->helo);
 }
 
 /* cmd_ehlo - EHLO domain: the greeting line, then one line per extension */
-static void cmd_ehlo(struct session *s, char *arg)
+static void cmd_ehlo(struct session *s, const struct args *a)
 {
-	if (check_helo(s, arg) != 0)
+	if (check_helo(s, a->text) != 0)
 		return;
-	greet(s, arg, 1);
+	greet(s, a->text, 1);
 	reply(s, "250-%s Hello %s", cfg.hostname, s->helo);
 	reply(s, "250-SIZE %llu", cfg.max_size);	/* RFC 1870 */
 	reply(s, "250-8BITMIME");			/* RFC 6152 */
@@ -5191,17 +5216,17 @@ static void auth_answer(struct session *s, const struct sasl *a, enum mech mech,
 
 /* cmd_auth - AUTH (RFC 4954): the SASL exchange, then its answer. EHLO
  * offers it; after HELO it is taken too, answered in that dialect. */
-static void cmd_auth(struct session *s, char *arg)
+static void cmd_auth(struct session *s, const struct args *a)
 {
-	struct sasl a = { .c = &s->conn, .prompt = "334 ", .userfile = cfg.userfile,
+	struct sasl x = { .c = &s->conn, .prompt = "334 ", .userfile = cfg.userfile,
 			  .host = cfg.hostname };
 	char *initial = NULL;
-	int mech = check_auth(s, arg, &initial);
+	int mech = check_auth(s, a->text, &initial);
 
 	if (mech < 0)
 		return;
-	auth_answer(s, &a, (enum mech)mech, sasl_auth(&a, (enum mech)mech, initial));
-	secret_wipe(&a, sizeof a);
+	auth_answer(s, &x, (enum mech)mech, sasl_auth(&x, (enum mech)mech, initial));
+	secret_wipe(&x, sizeof x);
 }
 
 /*
@@ -5272,11 +5297,11 @@ static int check_mail(struct session *s, char *arg, char *sender, size_t cap)
 }
 
 /* cmd_mail - MAIL FROM:<path> [params]: a transaction begins */
-static void cmd_mail(struct session *s, char *arg)
+static void cmd_mail(struct session *s, const struct args *a)
 {
 	char sender[SMTP_PATH_MAX];
 
-	if (check_mail(s, arg, sender, sizeof sender) != 0)
+	if (check_mail(s, a->text, sender, sizeof sender) != 0)
 		return;
 	memcpy(s->sender, sender, strlen(sender) + 1);
 	set_state(s, ST_MAIL);
@@ -5350,12 +5375,12 @@ static void add_rcpt(struct session *s, const struct account *acct, const char *
 }
 
 /* cmd_rcpt - RCPT TO:<path>: one more recipient */
-static void cmd_rcpt(struct session *s, char *arg)
+static void cmd_rcpt(struct session *s, const struct args *a)
 {
 	char addr[SMTP_PATH_MAX];
 	struct account acct;
 
-	if (check_rcpt(s, arg, addr, sizeof addr, &acct) != 0)
+	if (check_rcpt(s, a->text, addr, sizeof addr, &acct) != 0)
 		return;
 	add_rcpt(s, &acct, addr);
 	s->accepted++;
@@ -5368,11 +5393,11 @@ static void cmd_rcpt(struct session *s, char *arg)
  * then deliver it or say why not. A message over the size limit is read to
  * the end anyway, so that the session stays in step with the client.
  */
-static void cmd_data(struct session *s, char *arg)
+static void cmd_data(struct session *s, const struct args *a)
 {
 	enum io_status st;
 
-	(void)arg;
+	(void)a;
 	reply(s, "354 Enter mail, end with \".\" on a line by itself");
 	set_state(s, ST_DATA);
 	st = receive_data(s);
@@ -5398,54 +5423,54 @@ static void cmd_data(struct session *s, char *arg)
 }
 
 /* cmd_rset - RSET (RFC 5321 4.1.1.5) */
-static void cmd_rset(struct session *s, char *arg)
+static void cmd_rset(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reset_transaction(s);
 	reply(s, "250 2.0.0 OK");
 }
 
 /* cmd_noop - NOOP, whose argument is ignored (RFC 5321 4.1.1.9) */
-static void cmd_noop(struct session *s, char *arg)
+static void cmd_noop(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "250 2.0.0 OK");
 }
 
 /* cmd_quit - QUIT (RFC 5321 4.1.1.10): the session loop ends after it */
-static void cmd_quit(struct session *s, char *arg)
+static void cmd_quit(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "221 2.0.0 %s closing connection", cfg.hostname);
 	set_state(s, ST_QUIT);
 }
 
 /* cmd_vrfy - VRFY never tells which accounts exist (RFC 5321 3.5.3, 7.3).
  * The code is 2.0.0, since RFC 3463's X.5.2 would mean a syntax error. */
-static void cmd_vrfy(struct session *s, char *arg)
+static void cmd_vrfy(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 /* cmd_help - HELP (RFC 5321 4.1.1.8) */
-static void cmd_help(struct session *s, char *arg)
+static void cmd_help(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "214 2.0.0 Commands: HELO EHLO AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
 }
 
 /* cmd_not_implemented - a verb we know but do not offer (RFC 5321 4.2.4) */
-static void cmd_not_implemented(struct session *s, char *arg)
+static void cmd_not_implemented(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "502 5.5.1 Command not implemented");
 }
 
 /* cmd_unknown - any other verb: the table's catch-all last row */
-static void cmd_unknown(struct session *s, char *arg)
+static void cmd_unknown(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "500 5.5.1 Command unrecognized");
 }
 
@@ -5458,13 +5483,13 @@ static void cmd_unknown(struct session *s, char *arg)
 
 /* What a command's argument must be. MAIL's and RCPT's start with a
  * keyword, which dispatch takes off before the handler sees the path. */
-enum args { ARGS_ANY, ARGS_NONE, ARGS_SOME, ARGS_FROM, ARGS_TO };
+enum arg_rule { ARGS_ANY, ARGS_NONE, ARGS_SOME, ARGS_FROM, ARGS_TO };
 
 struct command {
 	const char *verb;	/* NULL: the catch-all last row */
-	void (*handler)(struct session *s, char *arg);
+	void (*handler)(struct session *s, const struct args *a);
 	unsigned states;	/* IN() bits: the states it may come in */
-	enum args args;		/* the rule its argument must follow */
+	enum arg_rule args;	/* the rule its argument must follow */
 	const char *syntax;	/* the 501 reply when the argument breaks it */
 	const char *late;	/* the 503 reply when the command's step is done */
 };
@@ -5524,7 +5549,7 @@ static const char *out_of_order(const struct command *cmd, enum state st)
 
 /* args_ok - does the argument follow the row's rule? For MAIL and RCPT,
  * *arg moves past the keyword, so that the handler gets the path alone. */
-static int args_ok(enum args rule, char **arg)
+static int args_ok(enum arg_rule rule, char **arg)
 {
 	char *rest;
 
@@ -5569,7 +5594,7 @@ static void dispatch(struct session *s, char *line)
 	else if (!args_ok(cmd->args, &arg))
 		reply(s, "%s", cmd->syntax);
 	else
-		cmd->handler(s, arg);
+		cmd->handler(s, &(struct args){ .text = arg });
 }
 
 /* ---------------------------------------------------------------- the session loop */
@@ -5685,12 +5710,15 @@ static int smtp_session(int in, int out, const char *peer, int pause_ms)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - print the synopsis on out */
-static void usage(FILE *out)
+/* usage - print help_text on out: all of it (-h), or only its synopsis,
+ * the lines before the first blank one (after bad usage) */
+static void usage(FILE *out, int all)
 {
-	fprintf(out, "usage: %s [-d spool] [-u userfile] [-n hostname] [-l address]"
-		" [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds] [-r bytes/s]"
-		" [-T seconds] [-D domain]... [-a] [-w msec] [-i] [-v] [-h] [port]\n", progname);
+	const char *blank = strstr(help_text, "\n\n");
+	size_t len = all || !blank ? strlen(help_text) : (size_t)(blank + 1 - help_text);
+
+	if (fwrite(help_text, 1, len, out) != len || fflush(out) != 0)
+		exit(1);	/* -h > /dev/full: the help did not get out */
 }
 
 /* number_arg - a decimal option value in [min, max], or -1 when it is not
@@ -5711,7 +5739,7 @@ static long long number_arg(const char *v, long long min, long long max)
 static void bad_value(int opt, const char *v)
 {
 	fprintf(stderr, "%s: bad value for -%c: %s\n", progname, opt, v);
-	usage(stderr);
+	usage(stderr, 0);
 	exit(2);
 }
 
@@ -5730,7 +5758,7 @@ static void set_option(int opt, const char *v)
 		break;
 	case 'l': cfg.listen = v; break;
 	case 'v': verbose = 1; break;
-	case 'h': usage(stdout); exit(0);
+	case 'h': usage(stdout, 1); exit(0);
 	case 'a': cfg.submission = 1; break;
 	case 'i': cfg.inetd = 1; break;
 	case 'w': n = number_arg(v, 0, 60000); cfg.penalty_ms = (int)n; break;
@@ -5745,7 +5773,7 @@ static void set_option(int opt, const char *v)
 			bad_value(opt, v);
 		cfg.domains[cfg.ndomains++] = v;
 		break;
-	default: usage(stderr); exit(2);
+	default: usage(stderr, 0); exit(2);
 	}
 	if (n < 0)
 		bad_value(opt, v);
@@ -5762,7 +5790,7 @@ static void parse_options(int argc, char **argv)
 	while ((opt = getopt(argc, argv, "d:u:n:l:s:c:C:t:r:T:D:w:aivh")) != -1)
 		set_option(opt, optarg);
 	if (argc - optind > 1) {
-		usage(stderr);
+		usage(stderr, 0);
 		exit(2);
 	}
 	if (optind < argc) {
