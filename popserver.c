@@ -75,7 +75,7 @@
  * within the session only.
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
- * it; PASS: cmd_pass -> password_check, logged_in -> login -> open_mailbox
+ * it; PASS: cmd_pass -> password_check, logged_in -> login -> snapshot_mailbox
  * (durable_end: group commit), scan_records -> uidl_feed, uidl_unique;
  * RETR: cmd_retr -> send_copy or copy_range; TOP: cmd_top -> top_cut; QUIT:
  * cmd_quit -> update_mailbox -> mail_end, truncate_mailbox or
@@ -153,11 +153,11 @@ enum {
 enum {
 	POP_LINE_MAX = 255,	/* RFC 2449 section 4: 255 octets with CRLF */
 	REPLY_MAX = 512,	/* RFC 2449 section 4: 512 octets with CRLF */
-	MAX_ARGS = 2,		/* RFC 1939: TOP n k has the most, two */
-	ARGS_ANY = 1000,	/* PASS: the rest of the line, spaces included */
-	MAX_ERRORS = 20,	/* bad commands after login, as Dovecot */
-	MAX_AUTH_ERRORS = 3,	/* bad commands before login */
-	MAX_AUTH_FAILURES = 3,	/* wrong passwords before the session closes */
+	ARGS_MAX = 2,		/* RFC 1939: TOP n k has the most, two */
+	WORDS_UNLIMITED = 1000,	/* a rule's word count with no limit: PASS's rest of the line */
+	ERRORS_MAX = 20,	/* bad commands after login, as Dovecot */
+	AUTH_ERRORS_MAX = 3,	/* bad commands before login */
+	AUTH_FAILURES_MAX = 3,	/* wrong passwords before the session closes */
 	SCAN_CHUNK = 256 * 1024,	/* indexing reads the mailbox in these */
 	COPY_CHUNK = 64 * 1024,	/* TOP, and copies without sendfile */
 	/* RETR copies a record that fits the output buffer into it, and sends
@@ -173,7 +173,7 @@ enum {
 static struct config {
 	const char *spool;	/* -d */
 	const char *userfile;	/* -u */
-	const char *address;	/* -l; NULL: every address */
+	const char *listen;	/* -l; NULL: every address */
 	const char *port;
 	int max_sessions;	/* -c */
 	int max_per_client;	/* -C; 0: half of -c, at least 1 */
@@ -185,8 +185,13 @@ static struct config {
 	const char *hostname;	/* in the APOP and CRAM-MD5 stamps: gethostname() */
 } cfg = { NULL, "user.txt", NULL, "1100", 100, 0, 600, 1000, 60, 7200, 0, "localhost" };
 
-/* The protocol state, RFC 1939 section 3; changed only by set_state. */
-enum state { ST_AUTHORIZATION, ST_TRANSACTION, ST_UPDATE, ST_CLOSED };
+/* The protocol state, RFC 1939 section 3; changed only by set_state. One
+ * list makes both the enum and the names -v logs (state_names), so that
+ * the two cannot drift apart. */
+#define POP_STATES(X) X(AUTHORIZATION) X(TRANSACTION) X(UPDATE) X(CLOSED)
+#define STATE_ENUM(name) ST_##name,
+#define STATE_NAME(name) #name,
+enum state { POP_STATES(STATE_ENUM) };
 
 /* The index of the complete records of [0, end) (DESIGN.md): 20 bytes a
  * message (README, Limits), in three arrays rather than an array of
@@ -221,7 +226,7 @@ enum arg_rule {
 /* The arguments of one command line, as the handler receives them. */
 struct args {
 	int argc;		/* how many words followed the verb */
-	char *argv[MAX_ARGS];	/* the first MAX_ARGS of them */
+	char *argv[ARGS_MAX];	/* the first ARGS_MAX of them */
 	const char *rest;	/* everything after the verb and one space */
 	char words[POP_LINE_MAX];	/* a copy of rest, cut into argv */
 	size_t msg;		/* the message argv[0] names (from 1), or 0 */
@@ -2057,7 +2062,7 @@ struct pool_ops {
 };
 
 /* The accept loop's state. Only the main loop touches it; the signal
- * handler only sets flags (STYLE.md lesson 9). */
+ * handler only sets flags, since little else is safe inside a handler. */
 struct server {
 	int fds[MAX_LISTEN];
 	int nfds;
@@ -2082,13 +2087,14 @@ struct server {
 	int failing;		/* accept or pselect failing: logged once */
 };
 
-/* In a session process: the pipe on which it tells the parent that its
- * session is over (session_over); -1 anywhere else, a fuzz harness too. */
-static int over_fd = -1;
-
-/* In a session process: the parent has its session's over_note; the
- * session is the process's last (a worker that has served POOL_MAX_USE). */
-static int over_told, over_last;
+/* In a session process, what session_over needs, set by run_child before
+ * each session: a session says that it is over from deep inside its own
+ * code (smtp_session, session_end), right after its last reply. */
+static struct {
+	int fd;			/* the over pipe's writing end; -1: no parent (-i, a fuzz harness) */
+	int told;		/* the parent has this session's note */
+	int last;		/* this session is the process's last (a worker at max_use) */
+} over = { .fd = -1 };
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -2265,19 +2271,19 @@ static void refuse_busy(struct server *srv, int fd)
 static void session_over(int failures)
 {
 	struct over_note note = { .pid = getpid(), .failures = failures > 0 ? failures : 0,
-				  .last = over_last };
-	struct pollfd p = { .fd = over_fd, .events = POLLOUT };
+				  .last = over.last };
+	struct pollfd p = { .fd = over.fd, .events = POLLOUT };
 
-	for (int tries = 0; over_fd >= 0 && !over_told && tries < 3; tries++) {
-		if (write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
-			over_told = 1;	/* under PIPE_BUF: all of it or nothing */
+	for (int tries = 0; over.fd >= 0 && !over.told && tries < 3; tries++) {
+		if (write(over.fd, &note, sizeof note) == (ssize_t)sizeof note)
+			over.told = 1;	/* under PIPE_BUF: all of it or nothing */
 		else if ((errno != EAGAIN && errno != EINTR) || poll(&p, 1, NOTE_WAIT_MS) < 0)
 			break;
 	}
-	if (over_fd >= 0 && !over_told)
+	if (over.fd >= 0 && !over.told)
 		log_msg("cannot tell the parent that the session is over: %s; %d wrong"
 			" passwords not counted", strerror(errno), note.failures);
-	over_fd = -1;
+	over.fd = -1;
 }
 
 /* child_signals - in a session: SIGTERM ends it (the parent's last resort
@@ -2322,15 +2328,17 @@ static void run_child(struct server *srv, int fd, const char *first, int pause_m
 	child_setup(srv);
 	(void)snprintf(peer, sizeof peer, "%s", first);	/* fits: both ADDR_TEXT_MAX */
 	do {
-		over_fd = srv->over_pipe[1];
-		over_told = 0;
+		over.fd = srv->over_pipe[1];
+		over.told = 0;
 		/* A fresh process now and then bounds what any leak could gather. */
-		over_last = sock >= 0 && ++served >= srv->pool->max_use;
+		over.last = sock >= 0 && ++served >= srv->pool->max_use;
 		alarm(0);
 		child_signals(child_mask);
 		failures = srv->session(fd, fd, peer, pause_ms);
 		session_over(failures);		/* if the session has not said so */
-	} while (sock >= 0 && over_told && !over_last
+		/* A worker goes on only if the parent knows it is free (it has
+		 * the note), will not be exiting, and hands it a connection. */
+	} while (sock >= 0 && over.told && !over.last
 		 && (fd = srv->pool->next(sock, peer, sizeof peer, &pause_ms)) >= 0);
 	exit(failures < 0 ? 1 : 0);
 }
@@ -3606,15 +3614,15 @@ static void reply(struct session *s, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The names -v logs for the states, from the same list as the enum. */
+static const char *const state_names[] = { POP_STATES(STATE_NAME) };
+
 /* set_state - change the protocol state; the one place that does, so
  * that -v logs every transition */
 static void set_state(struct session *s, enum state new)
 {
-	static const char *const names[] = { "AUTHORIZATION", "TRANSACTION",
-					     "UPDATE", "CLOSED" };
-
 	if (verbose)
-		log_msg("state %s -> %s", names[s->state], names[new]);
+		log_msg("state %s -> %s", state_names[s->state], state_names[new]);
 	s->state = new;
 }
 
@@ -3625,7 +3633,7 @@ static void set_state(struct session *s, enum state new)
  */
 static void bad(struct session *s, const char *fmt, ...)
 {
-	int limit = s->state == ST_TRANSACTION ? MAX_ERRORS : MAX_AUTH_ERRORS;
+	int limit = s->state == ST_TRANSACTION ? ERRORS_MAX : AUTH_ERRORS_MAX;
 	va_list ap;
 
 	if (++s->errors >= limit) {
@@ -3674,7 +3682,7 @@ static void split_args(const char *rest, struct args *a)
 	a->rest = rest;
 	snprintf(a->words, sizeof a->words, "%s", rest);	/* rest is shorter */
 	for (w = strtok_r(a->words, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
-		if (a->argc < MAX_ARGS)
+		if (a->argc < ARGS_MAX)
 			a->argv[a->argc] = w;
 		if (a->argc < INT_MAX)
 			a->argc++;
@@ -3751,10 +3759,10 @@ static int check_args(struct session *s, enum arg_rule rule, struct args *a)
 	/* The word counts of each rule, and whether its first word is a message. */
 	static const struct { int min, max, msg; } rules[] = {
 		[ARGS_NONE] = { 0, 0, 0 },	[ARGS_NAME] = { 1, 1, 0 },
-		[ARGS_LINE] = { 1, ARGS_ANY, 0 },	[ARGS_MSG] = { 1, 1, 1 },
+		[ARGS_LINE] = { 1, WORDS_UNLIMITED, 0 },	[ARGS_MSG] = { 1, 1, 1 },
 		[ARGS_MSG_OPT] = { 0, 1, 1 },	[ARGS_MSG_LINES] = { 2, 2, 1 },
 		[ARGS_PAIR] = { 2, 2, 0 },	[ARGS_AUTH] = { 1, 2, 0 },
-		[ARGS_UNCHECKED] = { 0, ARGS_ANY, 0 }
+		[ARGS_UNCHECKED] = { 0, WORDS_UNLIMITED, 0 }
 	};
 
 	a->msg = 0;
@@ -4304,12 +4312,12 @@ static const char *durable_end(struct session *s, off_t *size)
 }
 
 /*
- * open_mailbox - open mymailbox under the commit and write locks and put
+ * snapshot_mailbox - open mymailbox under the commit and write locks and put
  * in *size the end of its last complete and durable record then (DESIGN.md
  * POP3 step 2): bytes below it never change during the session. It
  * returns NULL on success, else the -ERR reply that says why not.
  */
-static const char *open_mailbox(struct session *s, off_t *size)
+static const char *snapshot_mailbox(struct session *s, off_t *size)
 {
 	const char *err;
 	struct stat st;
@@ -4368,7 +4376,7 @@ static int login(struct session *s)
 	const char *err;
 	off_t size = 0;
 
-	if (!(err = lock_session(s)) && !(err = open_mailbox(s, &size))
+	if (!(err = lock_session(s)) && !(err = snapshot_mailbox(s, &size))
 	    && (scan_records(s->mboxfd, 0, size, &s->ix, &s->ix.end) < 0
 		|| uidl_unique(&s->ix) < 0))
 		err = "-ERR [SYS/TEMP] cannot read mailbox, try again later";
@@ -4414,7 +4422,7 @@ static void login_failed(struct session *s, int checked, const char *name, const
 	/* RFC 3206 section 5: AUTH; SYS/TEMP when user.txt is unreadable */
 	reply(s, checked < 0 ? "-ERR [SYS/TEMP] cannot read accounts"
 	      : "-ERR [AUTH] invalid user name or password");
-	if (++s->auth_failures >= MAX_AUTH_FAILURES)
+	if (++s->auth_failures >= AUTH_FAILURES_MAX)
 		set_state(s, ST_CLOSED);
 }
 
@@ -4986,37 +4994,37 @@ static void cmd_unknown(struct session *s, const struct args *a)
 }
 
 #define IN(st) (1u << (st))
-#define IN_ANY (IN(ST_AUTHORIZATION) | IN(ST_TRANSACTION))
+/* Every state a command line can come in: UPDATE and CLOSED read no more. */
+#define ANY_STATE (IN(ST_AUTHORIZATION) | IN(ST_TRANSACTION))
 
-/* One row per verb: where it is allowed, what may follow it, and the reply
- * when it comes in any other state. The last row catches unknown verbs. */
+/* One row per verb: where it is allowed and what may follow it. The last
+ * row catches unknown verbs. In any other state a command is answered
+ * "-ERR command not valid in this state" (dispatch): POP3's states do not
+ * run in an order that could say more, as SMTP's 503 replies do. */
 struct command {
 	const char *verb;
 	void (*handler)(struct session *s, const struct args *a);
 	unsigned states;	/* where it is allowed: IN() bits */
 	enum arg_rule args;	/* what may follow the verb */
-	const char *not_now;	/* the reply in any other state */
 };
 
-static const char not_in_state[] = "-ERR command not valid in this state";
-
 static const struct command commands[] = {
-	{ "USER", cmd_user, IN(ST_AUTHORIZATION), ARGS_NAME, not_in_state },
+	{ "USER", cmd_user, IN(ST_AUTHORIZATION), ARGS_NAME },
 	/* RFC 1939 section 7: a password may hold spaces. */
-	{ "PASS", cmd_pass, IN(ST_AUTHORIZATION), ARGS_LINE, not_in_state },
-	{ "APOP", cmd_apop, IN(ST_AUTHORIZATION), ARGS_PAIR, not_in_state },
-	{ "AUTH", cmd_auth, IN(ST_AUTHORIZATION), ARGS_AUTH, not_in_state },
-	{ "CAPA", cmd_capa, IN_ANY, ARGS_NONE, not_in_state },
-	{ "QUIT", cmd_quit, IN_ANY, ARGS_NONE, not_in_state },
-	{ "STAT", cmd_stat, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
-	{ "LIST", cmd_list, IN(ST_TRANSACTION), ARGS_MSG_OPT, not_in_state },
-	{ "RETR", cmd_retr, IN(ST_TRANSACTION), ARGS_MSG, not_in_state },
-	{ "DELE", cmd_dele, IN(ST_TRANSACTION), ARGS_MSG, not_in_state },
-	{ "NOOP", cmd_noop, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
-	{ "RSET", cmd_rset, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
-	{ "TOP", cmd_top, IN(ST_TRANSACTION), ARGS_MSG_LINES, not_in_state },
-	{ "UIDL", cmd_uidl, IN(ST_TRANSACTION), ARGS_MSG_OPT, not_in_state },
-	{ NULL, cmd_unknown, IN_ANY, ARGS_UNCHECKED, not_in_state }
+	{ "PASS", cmd_pass, IN(ST_AUTHORIZATION), ARGS_LINE },
+	{ "APOP", cmd_apop, IN(ST_AUTHORIZATION), ARGS_PAIR },
+	{ "AUTH", cmd_auth, IN(ST_AUTHORIZATION), ARGS_AUTH },
+	{ "CAPA", cmd_capa, ANY_STATE, ARGS_NONE },
+	{ "QUIT", cmd_quit, ANY_STATE, ARGS_NONE },
+	{ "STAT", cmd_stat, IN(ST_TRANSACTION), ARGS_NONE },
+	{ "LIST", cmd_list, IN(ST_TRANSACTION), ARGS_MSG_OPT },
+	{ "RETR", cmd_retr, IN(ST_TRANSACTION), ARGS_MSG },
+	{ "DELE", cmd_dele, IN(ST_TRANSACTION), ARGS_MSG },
+	{ "NOOP", cmd_noop, IN(ST_TRANSACTION), ARGS_NONE },
+	{ "RSET", cmd_rset, IN(ST_TRANSACTION), ARGS_NONE },
+	{ "TOP", cmd_top, IN(ST_TRANSACTION), ARGS_MSG_LINES },
+	{ "UIDL", cmd_uidl, IN(ST_TRANSACTION), ARGS_MSG_OPT },
+	{ NULL, cmd_unknown, ANY_STATE, ARGS_UNCHECKED }
 };
 
 /*
@@ -5036,7 +5044,7 @@ static void dispatch(struct session *s, char *line)
 		cmd++;
 	split_args(rest ? rest : "", &a);
 	if (!(cmd->states & IN(s->state)))
-		bad(s, "%s", cmd->not_now);
+		bad(s, "-ERR command not valid in this state");
 	else if (check_args(s, cmd->args, &a) == 0)
 		cmd->handler(s, &a);
 	if (cmd->args == ARGS_LINE || cmd->args == ARGS_PAIR || cmd->args == ARGS_AUTH)
@@ -5217,7 +5225,7 @@ static void parse_options(int argc, char **argv)
 		switch (ch) {
 		case 'd': cfg.spool = optarg; break;
 		case 'u': cfg.userfile = optarg; break;
-		case 'l': cfg.address = optarg; break;
+		case 'l': cfg.listen = optarg; break;
 		case 'c': cfg.max_sessions = int_option(optarg, 1, 100000); break;
 		case 'C': cfg.max_per_client = int_option(optarg, 1, 100000); break;
 		case 't': cfg.timeout = int_option(optarg, 1, 86400); break;
@@ -5270,7 +5278,7 @@ int main(int argc, char **argv)
 	/* As Postfix's smtpd_client_connection_count_limit: half the sessions */
 	srv.max_per_peer = cfg.max_per_client ? cfg.max_per_client
 			   : cfg.max_sessions > 1 ? cfg.max_sessions / 2 : 1;
-	srv.nfds = listen_on(cfg.address, cfg.port, srv.fds);
+	srv.nfds = listen_on(cfg.listen, cfg.port, srv.fds);
 	if (srv.nfds == 0) {
 		fprintf(stderr, "%s: cannot listen on port %s\n", progname, cfg.port);
 		return 1;

@@ -2075,7 +2075,7 @@ struct pool_ops {
 };
 
 /* The accept loop's state. Only the main loop touches it; the signal
- * handler only sets flags (STYLE.md lesson 9). */
+ * handler only sets flags, since little else is safe inside a handler. */
 struct server {
 	int fds[MAX_LISTEN];
 	int nfds;
@@ -2100,13 +2100,14 @@ struct server {
 	int failing;		/* accept or pselect failing: logged once */
 };
 
-/* In a session process: the pipe on which it tells the parent that its
- * session is over (session_over); -1 anywhere else, a fuzz harness too. */
-static int over_fd = -1;
-
-/* In a session process: the parent has its session's over_note; the
- * session is the process's last (a worker that has served POOL_MAX_USE). */
-static int over_told, over_last;
+/* In a session process, what session_over needs, set by run_child before
+ * each session: a session says that it is over from deep inside its own
+ * code (smtp_session, session_end), right after its last reply. */
+static struct {
+	int fd;			/* the over pipe's writing end; -1: no parent (-i, a fuzz harness) */
+	int told;		/* the parent has this session's note */
+	int last;		/* this session is the process's last (a worker at max_use) */
+} over = { .fd = -1 };
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -2283,19 +2284,19 @@ static void refuse_busy(struct server *srv, int fd)
 static void session_over(int failures)
 {
 	struct over_note note = { .pid = getpid(), .failures = failures > 0 ? failures : 0,
-				  .last = over_last };
-	struct pollfd p = { .fd = over_fd, .events = POLLOUT };
+				  .last = over.last };
+	struct pollfd p = { .fd = over.fd, .events = POLLOUT };
 
-	for (int tries = 0; over_fd >= 0 && !over_told && tries < 3; tries++) {
-		if (write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
-			over_told = 1;	/* under PIPE_BUF: all of it or nothing */
+	for (int tries = 0; over.fd >= 0 && !over.told && tries < 3; tries++) {
+		if (write(over.fd, &note, sizeof note) == (ssize_t)sizeof note)
+			over.told = 1;	/* under PIPE_BUF: all of it or nothing */
 		else if ((errno != EAGAIN && errno != EINTR) || poll(&p, 1, NOTE_WAIT_MS) < 0)
 			break;
 	}
-	if (over_fd >= 0 && !over_told)
+	if (over.fd >= 0 && !over.told)
 		log_msg("cannot tell the parent that the session is over: %s; %d wrong"
 			" passwords not counted", strerror(errno), note.failures);
-	over_fd = -1;
+	over.fd = -1;
 }
 
 /* child_signals - in a session: SIGTERM ends it (the parent's last resort
@@ -2340,15 +2341,17 @@ static void run_child(struct server *srv, int fd, const char *first, int pause_m
 	child_setup(srv);
 	(void)snprintf(peer, sizeof peer, "%s", first);	/* fits: both ADDR_TEXT_MAX */
 	do {
-		over_fd = srv->over_pipe[1];
-		over_told = 0;
+		over.fd = srv->over_pipe[1];
+		over.told = 0;
 		/* A fresh process now and then bounds what any leak could gather. */
-		over_last = sock >= 0 && ++served >= srv->pool->max_use;
+		over.last = sock >= 0 && ++served >= srv->pool->max_use;
 		alarm(0);
 		child_signals(child_mask);
 		failures = srv->session(fd, fd, peer, pause_ms);
 		session_over(failures);		/* if the session has not said so */
-	} while (sock >= 0 && over_told && !over_last
+		/* A worker goes on only if the parent knows it is free (it has
+		 * the note), will not be exiting, and hands it a connection. */
+	} while (sock >= 0 && over.told && !over.last
 		 && (fd = srv->pool->next(sock, peer, sizeof peer, &pause_ms)) >= 0);
 	exit(failures < 0 ? 1 : 0);
 }
@@ -4555,7 +4558,7 @@ static int lock_one(struct rcpt *r, int with_commit)
 }
 
 /* lock_all - take the write lock of every recipient mailbox, in sorted
- * login order (DESIGN.md "Delivery" step 2). With several recipients their
+ * login order (DESIGN.md "Delivery"). With several recipients their
  * commit locks too, each before its write lock (the order commit_one
  * keeps), since their fsyncs are then made under the write locks: the
  * message is committed to all of them or to none (commit_all). */
