@@ -1,26 +1,10 @@
 /*
  * popserver - a forking POP3 server (RFC 1939) over the smtpmail spool.
  *
- * usage: popserver [-d spool] [-u userfile] [-l address] [-c maxsessions]
- *                  [-C perclient] [-t seconds] [-a msec] [-L seconds]
- *                  [-T seconds] [-i] [-v] [-h] [port]
- *
- *   -d spool        the spool directory: <spool>/<login>/mymailbox (users)
- *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
- *   -l address      listen on this address only (all IPv4 and IPv6)
- *   -c maxsessions  sessions at once; past it "-ERR [SYS/TEMP]" (100)
- *   -C perclient    sessions from one client address, past it the same
- *                   -ERR (half of -c, at least 1)
- *   -t seconds      idle timeout, RFC 1939 autologout (600)
- *   -a msec         delay before answering a wrong password (1000); it
- *                   doubles with each wrong one of the address, up to 15 s
- *   -L seconds      the longest wait for a login (60)
- *   -T seconds      the longest a session may last (7200)
- *   -i              serve one session on standard input and output (inetd)
- *   -v              log the whole dialogue (never a password, APOP digest
- *                   or AUTH response)
- *   -h              this usage on stdout
- *   port            the TCP port (1100)
+ * Usage and options: help_text, just below the includes (popserver -h
+ * prints it, and README shows it: one text, checked by tests/test_help.py).
+ * The wrong-password delay is -w, as in smtpmail; its old name -a is still
+ * taken, with a warning, for one release.
  *
  * Commands (verbs in any case), RFC 1939, RFC 2449 CAPA, RFC 3206 codes:
  *   AUTHORIZATION  USER name, PASS secret, APOP name digest (RFC 1939 7),
@@ -29,7 +13,7 @@
  *                  UIDL [n], CAPA, QUIT
  * Replies: greeting "+OK POP3 server ready <pid.clock@host>" (APOP's
  * timestamp); a wrong password (PASS, APOP, AUTH) "-ERR [AUTH] invalid
- * user name or password" after the -a delay (3 failures close);
+ * user name or password" after the -w delay (3 failures close);
  * a mailbox in use "-ERR [IN-USE] mailbox locked by another session";
  * lock timeouts and I/O errors "-ERR [SYS/TEMP] ..."; QUIT "+OK ...
  * goodbye", or "-ERR some deleted messages not removed" when the update
@@ -64,13 +48,14 @@
  * commands after login, 3 before, then "-ERR too many errors" and close.
  * Memory per session: the index (20 bytes a message; 8 more while it is
  * built at PASS) plus fixed buffers.
- * Out of descriptors at accept(): pause 100 ms, log at most once a second.
+ * Out of descriptors at accept(): pause 100 ms between tries, logged once
+ * until an accept works again (trouble).
  *
  * Exit status: 0 success, non-zero failure: 0 after SIGTERM/SIGINT (and
  * with -i after the session), 1 cannot listen or serve, 2 bad usage. A
  * session's wrong passwords reach the parent only in its note on the pipe
  * (session_over -> note_over), which adds them to the client address's
- * penalty and so doubles the -a delay of its later sessions
+ * penalty and so doubles the -w delay of its later sessions
  * (start_session); with -i there is no parent, and the delay doubles
  * within the session only.
  *
@@ -113,6 +98,39 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The usage and every option, printed by -h (the synopsis alone, on
+ * stderr, after bad usage). README's copy must equal it. */
+static const char help_text[] =
+	"usage: popserver [-d spool] [-u userfile] [-l address] [-c maxsessions]\n"
+	"                 [-C perclient] [-t seconds] [-w msec] [-L seconds]\n"
+	"                 [-T seconds] [-i] [-v] [-h] [port]\n"
+	"\n"
+	"  port            TCP port to listen on (1100)\n"
+	"  -d spool        the mailboxes <spool>/<login>/mymailbox (as smtpmail: users\n"
+	"                  if that directory exists, else the user file's directory)\n"
+	"  -u userfile     the accounts, \"<login> <password>\" a line (user.txt)\n"
+	"  -l address      listen on this address only (every IPv4 and IPv6 address)\n"
+	"  -c maxsessions  sessions at once; past it \"-ERR [SYS/TEMP] too many\n"
+	"                  connections\" (100)\n"
+	"  -C perclient    sessions at once from one client address; past it the\n"
+	"                  same -ERR (half of -c, at least 1)\n"
+	"  -t seconds      timeout for a whole command line, RFC 1939's autologout\n"
+	"                  (600)\n"
+	"  -w msec         the wait before answering a wrong password (PASS, APOP,\n"
+	"                  AUTH), doubled for each recent failure of the client's\n"
+	"                  address, up to 15 s; 0: none (1000)\n"
+	"  -a msec         the old name of -w: still taken, with a warning\n"
+	"  -L seconds      the time to log in, then the connection is closed (60)\n"
+	"  -T seconds      the longest a session may last, then it is closed with\n"
+	"                  nothing deleted (7200)\n"
+	"  -i              one session on standard input and output (inetd, stunnel)\n"
+	"  -v              log the whole dialogue, never a password, APOP digest or\n"
+	"                  AUTH response\n"
+	"  -h              this help on stdout\n"
+	"\n"
+	"Exit status: 0 success (stopped by SIGTERM or SIGINT; with -i, the session\n"
+	"ran), 1 cannot listen or serve, 2 bad usage.\n";
 
 /* ---------------------------------------------------------------- limits */
 
@@ -180,10 +198,12 @@ static struct config {
 	int timeout;		/* -t, seconds; RFC 1939 section 3: >= 10 min */
 	int penalty_ms;		/* -w: the wait before a wrong password's answer */
 	int login_time;		/* -L, seconds AUTHORIZATION may last */
+	int old_penalty_option;	/* -a was given: warn that it is now -w */
 	int lifetime;		/* -T, seconds a session may last */
 	int inetd;		/* -i: one session on standard input and output */
 	const char *hostname;	/* in the APOP and CRAM-MD5 stamps: gethostname() */
-} cfg = { NULL, "user.txt", NULL, "1100", 100, 0, 600, 1000, 60, 7200, 0, "localhost" };
+} cfg = { .userfile = "user.txt", .port = "1100", .max_sessions = 100, .timeout = 600,
+	  .penalty_ms = 1000, .login_time = 60, .lifetime = 7200, .hostname = "localhost" };
 
 /* The protocol state, RFC 1939 section 3; changed only by set_state. One
  * list makes both the enum and the names -v logs (state_names), so that
@@ -5192,12 +5212,15 @@ static int pop_session(int in, int out, const char *peer, int pause_ms)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - print the synopsis on f */
-static void usage(FILE *f)
+/* usage - print help_text on out: all of it (-h), or only its synopsis,
+ * the lines before the first blank one (after bad usage) */
+static void usage(FILE *out, int all)
 {
-	fprintf(f, "usage: %s [-d spool] [-u userfile] [-l address] [-c maxsessions]\n"
-		"       [-C perclient] [-t seconds] [-a msec] [-L seconds] [-T seconds]\n"
-		"       [-i] [-v] [-h] [port]\n", progname);
+	const char *blank = strstr(help_text, "\n\n");
+	size_t len = all || !blank ? strlen(help_text) : (size_t)(blank + 1 - help_text);
+
+	if (fwrite(help_text, 1, len, out) != len || fflush(out) != 0)
+		exit(1);	/* -h > /dev/full: the help did not get out */
 }
 
 /* int_option - a decimal option value in [min, max]; anything else is bad
@@ -5208,7 +5231,7 @@ static int int_option(const char *s, unsigned long min, unsigned long max)
 
 	if (parse_number(s, &v) < 0 || v < min || v > max) {
 		fprintf(stderr, "%s: bad number: %s\n", progname, s);
-		usage(stderr);
+		usage(stderr, 0);
 		exit(2);
 	}
 	return (int)v;
@@ -5221,7 +5244,7 @@ static void parse_options(int argc, char **argv)
 	static char host[256];
 	int ch;
 
-	while ((ch = getopt(argc, argv, "d:u:l:c:C:t:a:L:T:ivh")) != -1) {
+	while ((ch = getopt(argc, argv, "d:u:l:c:C:t:w:a:L:T:ivh")) != -1) {
 		switch (ch) {
 		case 'd': cfg.spool = optarg; break;
 		case 'u': cfg.userfile = optarg; break;
@@ -5229,17 +5252,21 @@ static void parse_options(int argc, char **argv)
 		case 'c': cfg.max_sessions = int_option(optarg, 1, 100000); break;
 		case 'C': cfg.max_per_client = int_option(optarg, 1, 100000); break;
 		case 't': cfg.timeout = int_option(optarg, 1, 86400); break;
-		case 'a': cfg.penalty_ms = int_option(optarg, 0, 60000); break;
+		case 'w': cfg.penalty_ms = int_option(optarg, 0, 60000); break;
+		case 'a':	/* the old name of -w: main warns */
+			cfg.penalty_ms = int_option(optarg, 0, 60000);
+			cfg.old_penalty_option = 1;
+			break;
 		case 'L': cfg.login_time = int_option(optarg, 1, 86400); break;
 		case 'T': cfg.lifetime = int_option(optarg, 1, 604800); break;
 		case 'i': cfg.inetd = 1; break;
 		case 'v': verbose = 1; break;
-		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); exit(2);
+		case 'h': usage(stdout, 1); exit(0);
+		default: usage(stderr, 0); exit(2);
 		}
 	}
 	if (argc - optind > 1) {
-		usage(stderr);
+		usage(stderr, 0);
 		exit(2);
 	}
 	if (optind < argc) {
@@ -5261,6 +5288,8 @@ int main(int argc, char **argv)
 	parse_options(argc, argv);
 	if (cfg.inetd && inetd_stderr() < 0)
 		return 1;	/* the log would go to the client */
+	if (cfg.old_penalty_option)	/* logged only now: with -i, not to the client */
+		log_msg("-a is now -w: please use -w; -a goes in the next release");
 	cfg.spool = spool_choose(cfg.spool, cfg.userfile, spool_dir, sizeof spool_dir);
 	if (!cfg.spool)
 		return 1;

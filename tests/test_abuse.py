@@ -316,7 +316,7 @@ class Penalty(HeldPopTest):
         return time.time() - start
 
     def test_penalty_grows_across_sessions_not_for_another_address(self):
-        self.pop("-a", "100")
+        self.pop("-w", "100")
         port = self.server.port
         with raw_from(port) as r:                       # 100, 200, 400 ms
             r.line()
@@ -339,7 +339,7 @@ class Penalty(HeldPopTest):
             r.cmd("QUIT")
 
     def test_parallel_sessions_of_an_address_escalate(self):
-        self.pop("-a", "100")
+        self.pop("-w", "100")
         port = self.server.port
         self.held = [raw_from(port) for _ in range(3)]
         for r in self.held:

@@ -283,7 +283,7 @@ class PopAuth(SmtpTest):
 
     def setUp(self):
         super().setUp()
-        self.pop = self.start_pop("-v", "-a", "0")
+        self.pop = self.start_pop("-v", "-w", "0")
         os.mkdir(os.path.join(self.spool, "alice"))
         with open(self.mailbox_path("alice"), "wb") as f:
             f.write(b"Subject: one\r\n\r\nfirst\r\n.\r\n")
@@ -397,7 +397,7 @@ class PopPenalty(SmtpTest):
     """APOP and AUTH failures wait -a, doubled, across sessions."""
 
     def test_delay_grows_across_mechanisms_and_sessions(self):
-        pop = self.start_pop("-a", "100")
+        pop = self.start_pop("-w", "100")
         with Raw(pop.port) as r:
             r.line()
             times = []
@@ -516,7 +516,7 @@ class Inetd(SmtpTest):
         with open(self.mailbox_path("alice"), "wb") as f:
             f.write(body + b".\r\n")
         ours, theirs = socket.socketpair()
-        proc = self.run_server("popserver", ["-a", "0"], theirs, theirs)
+        proc = self.run_server("popserver", ["-w", "0"], theirs, theirs)
         theirs.close()
         r = Raw.__new__(Raw)
         r.sock, r.buf = ours, b""
@@ -528,7 +528,7 @@ class Inetd(SmtpTest):
         self.assertTrue(r.cmd("APOP alice " + digest).startswith("+OK maildrop has 1"))
         self.assertEqual(r.cmd("QUIT"), "+OK popserver goodbye")
         self.assertEqual(proc.wait(10), 0)
-        proc = self.run_server("popserver", ["-a", "0"], subprocess.PIPE, subprocess.PIPE)
+        proc = self.run_server("popserver", ["-w", "0"], subprocess.PIPE, subprocess.PIPE)
         out, _ = proc.communicate(b"USER alice\r\nPASS nope\r\nUSER alice\r\nPASS alicepw\r\n"
                                   b"RETR 1\r\nDELE 1\r\nQUIT\r\n", timeout=20)
         self.assertEqual(proc.returncode, 0)            # success, a wrong password or not
