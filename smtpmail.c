@@ -1,34 +1,8 @@
 /*
  * smtpmail - a forking SMTP receiver (RFC 5321) that delivers into the spool
  *
- * Usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]
- *                 [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds]
- *                 [-r bytes/s] [-T seconds] [-D domain]... [-a] [-w msec] [-i]
- *                 [-v] [-h] [port]
- *
- *   port            TCP port to listen on (default 2525)
- *   -d spool        the spool: mail goes to <spool>/<login>/mymailbox (users)
- *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
- *   -n hostname     the name in the greeting and trace lines (gethostname)
- *   -l address      listen on this address only (default: all IPv4 and IPv6)
- *   -s maxbytes     the largest message accepted (26214400, 25 MiB)
- *   -c maxsessions  concurrent sessions; past it "421 <host> too many
- *                   connections, try again later" (100)
- *   -C perclient    concurrent sessions from one client address, past it
- *                   the same 421 (half of -c, at least 1)
- *   -t seconds      idle timeout of a session (300)
- *   -r bytes/s      the least data rate in DATA; 0: none (500)
- *   -T seconds      the longest a session may last (3600)
- *   -D domain       a local domain; repeatable. Given: other domains are
- *                   refused (550 Relaying denied). Default: any domain
- *   -a              submission (RFC 6409): MAIL only after AUTH, and only
- *                   from the login's own address or <>
- *   -w msec         delay before a wrong password's 535 (1000); it doubles
- *                   with each wrong one of the address, up to 15 s
- *   -i              serve one session on standard input and output (inetd)
- *   -v              log the whole dialogue ("< " client, "> " server; AUTH's
- *                   responses as "****")
- *   -h              this help on stdout
+ * Usage and options: help_text, just below the includes (smtpmail -h
+ * prints it, and README shows it: one text, checked by tests/test_help.py).
  *
  * Commands: HELO, EHLO, AUTH, MAIL FROM:, RCPT TO:, DATA, RSET, NOOP, QUIT,
  * VRFY and HELP; EXPN, TURN, ETRN, STARTTLS, BDAT, SEND, SOML and SAML are
@@ -67,11 +41,12 @@
  * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
  * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
  *
- * Process model: the parent accepts and hands each connection to an idle
- * session process (a worker, reused: struct server's pool), or forks a new
- * one; beyond POOL_SPARE idle workers are dismissed. Only live sessions
- * count against -c and -C: a session that is over says so on a pipe, and
- * finished children are reaped before any refusal.
+ * Process model (DESIGN.md "Process model"): the parent accepts and hands
+ * each connection to an idle session process (a worker, reused: the pool
+ * block), or forks a new one; beyond POOL_SPARE idle workers are
+ * dismissed. Only live sessions count against -c and -C: a session that is
+ * over says so in a note on a pipe, with its wrong passwords, and finished
+ * children are reaped before any refusal.
  * SIGTERM or SIGINT: stop accepting, dismiss idle workers, give running
  * sessions 10 s to end, then SIGTERM them (a delivery under way finishes or
  * rolls back first); sessions ignore SIGINT, so a Ctrl-C to the process
@@ -79,24 +54,26 @@
  * SIGPIPE and SIGXFSZ are ignored. When accept() runs out of descriptors it
  * is retried every 100 ms, and logged once.
  *
- * Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen, 2 on bad
- * usage. A session's wrong passwords go to the parent in its note on the
- * pipe (a worker's) or as its process's exit status (-i too; 0: none); the
- * parent adds them to the client address's penalty.
+ * Exit status: 0 success, non-zero failure: 0 after SIGTERM or SIGINT (and
+ * with -i after the session), 1 when it cannot listen or serve, 2 on bad
+ * usage. A session's wrong passwords reach the parent only in its note on
+ * the pipe, which adds them to the client address's penalty; with -i there
+ * is no parent, and a wrong password waits -w, doubled within the session.
  *
  * Where to look: commands[] is the table, dispatch checks a row's states and
  * argument rule, out_of_order picks the 503; HELO/EHLO: cmd_helo, cmd_ehlo
  * -> greet; MAIL: cmd_mail, check_mail; RCPT: cmd_rcpt, check_rcpt ->
  * find_mailbox; AUTH: cmd_auth, check_auth -> sasl_auth, auth_answer;
  * DATA: cmd_data -> receive_data -> scan_data, store_byte;
- * delivery: deliver -> lock_all (lock_one), open_mailbox (mailbox_lock,
+ * delivery: deliver -> lock_all (lock_one), open_for_append (mailbox_lock,
  * tidy_mailbox, commit_prepare), append_record, then commit_one (group
  * commit; commit_alone and settle_unknown when the state cannot tell) or
  * commit_all, release_all;
  * replies and their dialect: reply, code_len; the state: set_state; a
  * session: smtp_session -> session_step; the accept loop: serve -> admit
- * -> start_session -> reuse_worker (hand_off) or fork_session (run_child,
- * next_connection); -i: serve_inetd.
+ * -> start_session -> the pool's reuse_worker (hand_off) or fork_session
+ * (run_child, next_connection); the notes: session_over -> drain_over ->
+ * note_over; -i: serve_inetd.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -127,6 +104,65 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The usage and every option, printed by -h (the synopsis alone, on
+ * stderr, after bad usage). README's copy must equal it. */
+static const char help_text[] =
+	"usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]\n"
+	"                [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds]\n"
+	"                [-r bytes/s] [-T seconds] [-D domain]... [-a] [-w msec] [-i]\n"
+	"                [-v] [-h] [-o] [-N network]... [-R domain=host[:port]]...\n"
+	"                [-B min:max] [-E seconds] [-W seconds] [-Z count] [port]\n"
+	"       smtpmail [-d spool] [-u userfile] [-n hostname] -q | -p | -F | -x id\n"
+	"\n"
+	"  port            TCP port to listen on (2525)\n"
+	"  -d spool        mail goes to <spool>/<login>/mymailbox (users if that\n"
+	"                  directory exists, else the user file's directory)\n"
+	"  -u userfile     the accounts, \"<login> <password>\" a line (user.txt)\n"
+	"  -n hostname     the name in the greeting, replies and trace lines,\n"
+	"                  1-255 octets (gethostname)\n"
+	"  -l address      listen on this address only (every IPv4 and IPv6 address)\n"
+	"  -s maxbytes     the largest message, its data as stored (26214400: 25 MiB)\n"
+	"  -c maxsessions  sessions at once; past it \"421 <host> too many\n"
+	"                  connections, try again later\" (100)\n"
+	"  -C perclient    sessions at once from one client address; past it the\n"
+	"                  same 421 (half of -c, at least 1)\n"
+	"  -t seconds      timeout for a whole command line, and for each read in\n"
+	"                  DATA (300)\n"
+	"  -r bytes/s      the least data rate in DATA, after the first -t seconds;\n"
+	"                  0: none (500)\n"
+	"  -T seconds      the longest a session may last, then \"421 4.4.2\" (3600)\n"
+	"  -D domain       a local domain, repeatable (16 at most); when given, other\n"
+	"                  domains get \"550 5.7.1 Relaying denied\" (any domain)\n"
+	"  -a              submission (RFC 6409, as on port 587): MAIL only after\n"
+	"                  AUTH, and only from the login's own address or <> (off)\n"
+	"  -w msec         the wait before a wrong password's 535, doubled for each\n"
+	"                  recent failure of the client's address, up to 15 s;\n"
+	"                  0: none (1000)\n"
+	"  -i              one session on standard input and output (inetd, stunnel)\n"
+	"  -v              log the whole dialogue (\"< \" client, \"> \" server), never\n"
+	"                  a password nor AUTH's base64\n"
+	"  -h              this help on stdout\n"
+	"\n"
+	"Relay: mail for other hosts waits in <spool>/.queue for the queue runner.\n"
+	"  -o              relay for sessions that authenticated (AUTH) and for -N\n"
+	"                  networks, from a local address or <>; needs -D (off)\n"
+	"  -N net/prefix   a network that may relay without AUTH, repeatable (none)\n"
+	"  -R dom=host[:port]  dom's mail goes to host, no MX lookup; dom=[addr]:port\n"
+	"                  to an address; \"*=...\" a smarthost for all; repeatable\n"
+	"  -B min:max      seconds between tries, growing with the message's age\n"
+	"                  (300:4000)\n"
+	"  -E seconds      how long a message is tried before it is returned to its\n"
+	"                  sender (432000: 5 days)\n"
+	"  -W seconds      when the sender is told that a message is delayed (14400)\n"
+	"  -Z count        messages the queue holds; past it \"452 4.3.1\" (10000)\n"
+	"  -q              run the queue runner alone (for -i); SIGTERM ends it\n"
+	"  -p              print the queue and exit\n"
+	"  -F              have the running queue runner try every message now\n"
+	"  -x id           remove message id from the queue\n"
+	"\n"
+	"Exit status: 0 success (stopped by SIGTERM or SIGINT; with -i, the session\n"
+	"ran), 1 cannot listen or serve, 2 bad usage.\n";
+
 /* ---------------------------------------------------------------- limits */
 
 /* >>> shared: limits - the limits of the shared blocks (smtpmail.c, popserver.c) */
@@ -143,16 +179,15 @@ enum {
 	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
 	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
 	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
-	POOL_SPARE = 8,		/* smtpmail: idle session processes kept for reuse (struct server's pool) */
-	POOL_MAX_USE = 100,	/* smtpmail: sessions a process serves, then exits (Postfix's max_use) */
 	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
 	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
 	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
-	EXIT_FAILURES_MAX = 100,	/* a session's exit status: its wrong passwords, at most */
+	PENALTY_FAILURES_MAX = 100,	/* an address's wrong passwords counted, at most */
+	NOTE_WAIT_MS = 1000,	/* a session's note on a full pipe: the wait for room */
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
-	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
+	COMMIT_LOCK_BYTE = 2,	/* DESIGN.md: whoever fsyncs mymailbox for others; popserver at login and QUIT */
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
 	DOTLOCK_STALE_SECONDS = 300,	/* an older mymailbox.lock is left over (liblockfile) */
 	STALE_TRIES = 3,	/* opening a spool file again after it was replaced */
@@ -182,7 +217,7 @@ enum {
 	DEFAULT_TIMEOUT = 300,	/* -t: RFC 5321 4.5.3.2.7 asks 5 minutes */
 	DEFAULT_MIN_RATE = 500,	/* -r, bytes/s in DATA: Postfix's smtpd_min_data_rate */
 	DEFAULT_LIFETIME = 3600,	/* -T: 25 MiB then needs 7.3 KB/s at least */
-	DEFAULT_AUTH_DELAY = 1000,	/* -w, ms: as popserver's -a */
+	DEFAULT_PENALTY_MS = 1000,	/* -w, ms: as popserver's -w */
 	TRUSTED_MAX = 16,	/* -N networks */
 	ROUTES_MAX = 16,	/* -R routes */
 	QUEUE_RCPTS_MAX = RECIPIENTS_MAX,	/* the recipients of one queued message */
@@ -233,7 +268,7 @@ struct config {
 	const char *domains[DOMAINS_MAX];	/* -D; none: any domain is local */
 	int ndomains;
 	int submission;		/* -a: MAIL only after AUTH, from the login's address */
-	int auth_delay_ms;	/* -w, after a wrong password; the parent doubles it */
+	int penalty_ms;		/* -w: the wait before a wrong password's answer */
 	int inetd;		/* -i: one session on standard input and output */
 	int relay;		/* -o: relay for authenticated sessions and -N */
 	struct network trusted[TRUSTED_MAX];	/* -N: may relay without AUTH */
@@ -249,17 +284,22 @@ struct config {
 };
 
 /* The protocol state (RFC 5321 4.1.4). The states are listed in protocol
- * order, which out_of_order relies on; only set_state changes them. */
-enum state { ST_START, ST_GREETED, ST_MAIL, ST_RCPT, ST_DATA, ST_QUIT };
+ * order, which out_of_order relies on; only set_state changes them. One
+ * list makes both the enum and the names -v logs (state_names), so that
+ * the two cannot drift apart. */
+#define SMTP_STATES(X) X(START) X(GREETED) X(MAIL) X(RCPT) X(DATA) X(QUIT)
+#define STATE_ENUM(name) ST_##name,
+#define STATE_NAME(name) #name,
+enum state { SMTP_STATES(STATE_ENUM) };
 
 /* One distinct recipient mailbox of the transaction. */
 struct rcpt {
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt */
 	char given[SMTP_PATH_MAX];	/* the address as the client gave it */
 	int dir_fd, lock_fd, box_fd;	/* during delivery, else -1 */
-	off_t noted;		/* mailbox size before our append */
+	off_t start;		/* where our record starts: the size before our append */
 	off_t end;		/* where our record ends (append_record) */
-	struct stat box;	/* the mailbox's status, to tell it from a replacement */
+	struct stat box_stat;	/* the mailbox's status, to tell it from a replacement */
 	uint64_t epoch;		/* the commit epoch we appended in (commit_prepare) */
 	char id[ID_MAX];	/* the message's id, in our record's trace lines */
 };
@@ -313,7 +353,7 @@ static struct config cfg = {
 	.port = "2525", .max_size = DEFAULT_MAX_SIZE,
 	.max_sessions = DEFAULT_SESSIONS, .timeout = DEFAULT_TIMEOUT,
 	.min_rate = DEFAULT_MIN_RATE, .lifetime = DEFAULT_LIFETIME,
-	.auth_delay_ms = DEFAULT_AUTH_DELAY,
+	.penalty_ms = DEFAULT_PENALTY_MS,
 	.backoff_min = DEFAULT_BACKOFF_MIN, .backoff_max = DEFAULT_BACKOFF_MAX,
 	.queue_lifetime = DEFAULT_QUEUE_LIFETIME, .notice_after = DEFAULT_NOTICE_AFTER,
 	.queue_max = DEFAULT_QUEUE_MAX
@@ -2079,9 +2119,10 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 struct child {
 	pid_t pid;
 	int over;		/* its session is over: the process is exiting, or idle */
-	int noted;		/* a refusal of its address is logged (the burst's) */
+	int refusal_logged;	/* a refusal of its address is logged (the burst's) */
 	char peer[ADDR_TEXT_MAX];	/* the client's address */
-	int worker;		/* a pooled process: it serves one session after another */
+	/* A worker of the pool (smtpmail) serves one session after another: */
+	int worker;		/* a worker, not a process for one session */
 	int sock;		/* a worker's socketpair, the parent's end; -1 once closed */
 	int idle;		/* a worker waiting on sock for its next connection */
 };
@@ -2090,14 +2131,9 @@ struct child {
  * one record, atomic (under PIPE_BUF), so the pipe only holds whole ones. */
 struct over_note {
 	pid_t pid;
-	int failures;		/* the session's wrong passwords (a worker's penalty report) */
+	int failures;		/* the session's wrong passwords: the parent adds them to
+				 * its address's penalty (this note is their one way there) */
 	int last;		/* a worker that exits now (POOL_MAX_USE): not to be reused */
-};
-
-/* What the parent sends a worker with a connection (SCM_RIGHTS). */
-struct handoff {
-	int auth_delay_ms;	/* the session's wait before a wrong password's answer */
-	char peer[ADDR_TEXT_MAX];	/* the client's address */
 };
 
 /* An address that gave wrong passwords (Dovecot's auth penalty): the parent
@@ -2108,8 +2144,29 @@ struct penalty {
 	long long last_ms;	/* now_ms() of the last failure reported */
 };
 
+struct server;
+struct child;
+
+/* What a pool of reused session processes does (smtpmail's pool block); a
+ * server without one (popserver, not pooled: DESIGN.md "Process model")
+ * forks a process per session. */
+struct pool_ops {
+	/* hand connection fd to an idle worker; the worker, or NULL if none took it */
+	struct child *(*reuse)(struct server *srv, int fd, const char *peer, int pause_ms);
+	/* the socketpair of a new worker, sv[0] the parent's end; -1: none, the
+	 * new process serves one session */
+	int (*channel)(int sv[2]);
+	/* in a worker after a session: wait for the next connection; its
+	 * descriptor, with its peer and pause_ms, or -1: the worker exits */
+	int (*next)(int sock, char *peer, size_t cap, int *pause_ms);
+	/* worker c's session is over: keep it idle or dismiss it; last: it is
+	 * exiting (it served max_use sessions) */
+	void (*rest)(struct server *srv, struct child *c, int last);
+	int max_use;		/* sessions a worker serves, then exits */
+};
+
 /* The accept loop's state. Only the main loop touches it; the signal
- * handler only sets flags (STYLE.md lesson 9). */
+ * handler only sets flags, since little else is safe inside a handler. */
 struct server {
 	int fds[MAX_LISTEN];
 	int nfds;
@@ -2118,36 +2175,30 @@ struct server {
 	int max_children;	/* -c: live sessions at once */
 	int max_per_peer;	/* -C: live sessions from one client address */
 	const char *busy_line;	/* sent, CRLF included, past either limit */
-	int busy_noted;		/* a refusal at -c is logged; until a session starts */
-	/* A session on its connection (read from in, written to out; the
-	 * same socket here) returns its wrong passwords; its process exits
-	 * with them, or a worker's note reports them (session_over). */
-	int (*session)(int in, int out, const char *peer);
-	/* Reuse session processes (smtpmail): a connection goes to an idle
-	 * worker if there is one, else to a new one; 0: a process per session
-	 * (popserver: DESIGN.md "Process model"). */
-	int pool;
+	int busy_logged;		/* a refusal at -c is logged; until a session starts */
+	/* A session on its connection (read from in, written to out; the same
+	 * socket here), whose first wrong password waits pause_ms; it returns
+	 * its wrong passwords (its note tells the parent: session_over), or -1
+	 * if it could not run. */
+	int (*session)(int in, int out, const char *peer, int pause_ms);
+	const struct pool_ops *pool;	/* NULL: a process per session */
 	int over_pipe[2];	/* a child writes a struct over_note to [1] when its session is over */
-	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
+	int penalty_ms;		/* -w: the wait before a wrong password's answer, before
+				 * the address's penalty doubles it */
 	struct penalty penalties[PENALTY_SLOTS];
 	const char *userfile;	/* its problems logged once per change */
 	int paused;		/* skip the listening sockets one ACCEPT_PAUSE_MS */
 	int failing;		/* accept or pselect failing: logged once */
 };
 
-/* In a session process: the wait before answering its first wrong password,
- * set by the parent from its address's penalty, just before the fork or in
- * a worker's hand-off (next_connection); each further one in the session
- * doubles it (penalty_delay_ms). */
-static int auth_delay_ms;
-
-/* In a session process: the pipe on which it tells the parent that its
- * session is over (session_over); -1 anywhere else, a fuzz harness too. */
-static int over_fd = -1;
-
-/* In a session process: the parent has its session's over_note; the
- * session is the process's last (a worker that has served POOL_MAX_USE). */
-static int over_told, over_last;
+/* In a session process, what session_over needs, set by run_child before
+ * each session: a session says that it is over from deep inside its own
+ * code (smtp_session, session_end), right after its last reply. */
+static struct {
+	int fd;			/* the over pipe's writing end; -1: no parent (-i, a fuzz harness) */
+	int told;		/* the parent has this session's note */
+	int last;		/* this session is the process's last (a worker at max_use) */
+} over = { .fd = -1 };
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -2201,7 +2252,8 @@ static void penalty_add(struct server *srv, const char *peer, int n)
 {
 	struct penalty *p = penalty_entry(srv, peer, 1);
 
-	p->failures = p->failures + n < EXIT_FAILURES_MAX ? p->failures + n : EXIT_FAILURES_MAX;
+	p->failures = p->failures + n < PENALTY_FAILURES_MAX ? p->failures + n
+		      : PENALTY_FAILURES_MAX;
 	p->last_ms = now_ms();
 }
 
@@ -2215,29 +2267,13 @@ static void worker_dismiss(struct child *c)
 	c->idle = 0;
 }
 
-/* idle_worker - an idle worker, or NULL; in *count how many there are */
-static struct child *idle_worker(struct server *srv, int *count)
-{
-	struct child *found = NULL;
-
-	*count = 0;
-	for (int i = 0; i < srv->nchildren; i++)
-		if (srv->children[i].idle) {
-			found = &srv->children[i];
-			(*count)++;
-		}
-	return found;
-}
-
-/* forget_child - a session process ended: free its slot, add the wrong
- * passwords its exit status reports to its address, log an abnormal end.
- * A worker killed in a session: that session is over, with no failures. */
+/* forget_child - a session process ended: free its slot, log an abnormal
+ * end. Its wrong passwords came in its note (note_over), not in its exit
+ * status, which only says whether it could serve (0) or not. */
 static void forget_child(struct server *srv, pid_t pid, int status)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (srv->children[i].pid == pid) {
-			if (WIFEXITED(status) && WEXITSTATUS(status) > 0)
-				penalty_add(srv, srv->children[i].peer, WEXITSTATUS(status));
 			worker_dismiss(&srv->children[i]);
 			srv->children[i] = srv->children[--srv->nchildren];
 			break;
@@ -2246,25 +2282,16 @@ static void forget_child(struct server *srv, pid_t pid, int status)
 		log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
 }
 
-/* note_over - child c said its session is over. A worker's note is the
- * session's penalty report (a forked session's exit status will be), and
- * the worker is idle, up to POOL_SPARE of them: beyond, it is dismissed,
- * so that a burst does not leave its processes behind; after its last
- * session (POOL_MAX_USE) it is exiting. */
+/* note_over - child c said its session is over, after failures wrong
+ * passwords, which count against its address from now on; a worker is the
+ * pool's to keep idle or dismiss (last: it is exiting) */
 static void note_over(struct server *srv, struct child *c, int failures, int last)
 {
-	int idle;
-
 	c->over = 1;
-	if (!c->worker)
-		return;
 	if (failures > 0)
 		penalty_add(srv, c->peer, failures);
-	(void)idle_worker(srv, &idle);
-	if (c->sock >= 0 && idle < POOL_SPARE && !last)
-		c->idle = 1;
-	else
-		worker_dismiss(c);
+	if (c->worker && srv->pool)
+		srv->pool->rest(srv, c, last);
 }
 
 /* drain_over - take the notes of the children that said their session is over */
@@ -2293,12 +2320,12 @@ static void reap_children(struct server *srv)
 }
 
 /* live_sessions - the sessions not over yet; in *same those from peer, and
- * in *noted whether a refusal of peer is logged (set on its sessions) */
-static int live_sessions(const struct server *srv, const char *peer, int *same, int *noted)
+ * in *logged whether a refusal of peer is logged (set on its sessions) */
+static int live_sessions(const struct server *srv, const char *peer, int *same, int *logged)
 {
 	int live = 0;
 
-	*same = *noted = 0;
+	*same = *logged = 0;
 	for (int i = 0; i < srv->nchildren; i++) {
 		const struct child *c = &srv->children[i];
 
@@ -2307,18 +2334,18 @@ static int live_sessions(const struct server *srv, const char *peer, int *same, 
 		live++;
 		if (strcmp(c->peer, peer) == 0) {
 			(*same)++;
-			*noted |= c->noted;
+			*logged |= c->refusal_logged;
 		}
 	}
 	return live;
 }
 
-/* note_peer - set (or clear) the refusal-logged mark on peer's sessions */
-static void note_peer(struct server *srv, const char *peer, int noted)
+/* mark_refusal_logged - set (or clear) the refusal-logged mark on peer's sessions */
+static void mark_refusal_logged(struct server *srv, const char *peer, int logged)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (strcmp(srv->children[i].peer, peer) == 0)
-			srv->children[i].noted = noted;
+			srv->children[i].refusal_logged = logged;
 }
 
 /* refuse_busy - past a limit: one line, best effort, and close */
@@ -2334,30 +2361,33 @@ static void refuse_busy(struct server *srv, int fd)
 	close_fd(fd, "connection");
 }
 
-/* exit_status - a session process's exit status: its wrong passwords (0
- * none, at most EXIT_FAILURES_MAX), which a parent adds to the address's
- * penalty */
-static int exit_status(int failures)
-{
-	return failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX;
-}
-
-/* session_over - in a session process, right after its last reply is sent:
+/*
+ * session_over - in a session process, right after its last reply is sent:
  * tell the parent that its slot is free, as soon as the client has that
  * reply (one that connects again at once may still come first: wait_over),
  * and well before this process has exited and been reaped (a sanitizer's
- * exit alone takes milliseconds). The note
- * carries the session's wrong passwords: a worker's penalty report, sent
- * before the client sees the connection close. Once only. */
+ * exit alone takes milliseconds). The note carries the session's wrong
+ * passwords, and is their only way to the parent, so a full pipe is waited
+ * on for a while (NOTE_WAIT_MS, twice at most); if it stays full, the slot
+ * frees when the parent reaps us, and the failures are logged, not counted.
+ * Once only; nothing to do with no parent (-i, a fuzz harness).
+ */
 static void session_over(int failures)
 {
-	struct over_note note = { .pid = getpid(), .failures = exit_status(failures),
-				  .last = over_last };
+	struct over_note note = { .pid = getpid(), .failures = failures > 0 ? failures : 0,
+				  .last = over.last };
+	struct pollfd p = { .fd = over.fd, .events = POLLOUT };
 
-	if (over_fd >= 0 && write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
-		over_told = 1;
-	/* else the pipe is full: the slot frees when the parent reaps us */
-	over_fd = -1;
+	for (int tries = 0; over.fd >= 0 && !over.told && tries < 3; tries++) {
+		if (write(over.fd, &note, sizeof note) == (ssize_t)sizeof note)
+			over.told = 1;	/* under PIPE_BUF: all of it or nothing */
+		else if ((errno != EAGAIN && errno != EINTR) || poll(&p, 1, NOTE_WAIT_MS) < 0)
+			break;
+	}
+	if (over.fd >= 0 && !over.told)
+		log_msg("cannot tell the parent that the session is over: %s; %d wrong"
+			" passwords not counted", strerror(errno), note.failures);
+	over.fd = -1;
 }
 
 /* child_signals - in a session: SIGTERM ends it (the parent's last resort
@@ -2368,75 +2398,6 @@ static void child_signals(const sigset_t *mask)
 	if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR
 	    || signal(SIGINT, SIG_IGN) == SIG_ERR || sigprocmask(SIG_SETMASK, mask, NULL) < 0)
 		log_msg("session signals: %s", strerror(errno));
-}
-
-/* A buffer for one descriptor's SCM_RIGHTS message, aligned for cmsghdr. */
-union fd_control {
-	struct cmsghdr align;
-	char buf[CMSG_SPACE(sizeof(int))];
-};
-
-/* hand_off - send connection fd, with the client's address and the
- * session's penalty delay, to a worker on its socketpair; 0, or -1 */
-static int hand_off(int sock, int fd, const char *peer, int delay_ms)
-{
-	struct handoff h;
-	union fd_control ctl;
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			      .msg_controllen = sizeof ctl.buf };
-	struct cmsghdr *cm;
-	ssize_t n;
-
-	memset(&h, 0, sizeof h);
-	memset(&ctl, 0, sizeof ctl);
-	h.auth_delay_ms = delay_ms;
-	(void)snprintf(h.peer, sizeof h.peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
-	cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof fd);
-	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-	if ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) == (ssize_t)sizeof h)
-		return 0;
-	if (n >= 0)
-		errno = EMSGSIZE;	/* a SOCK_SEQPACKET message goes whole or not at all */
-	return -1;
-}
-
-/* next_connection - in a worker between sessions: wait for the parent's
- * next connection. Its descriptor, with the client's address in peer and
- * the session's penalty delay in auth_delay_ms; -1 when the parent has
- * closed the socketpair (the worker is dismissed) or it failed. */
-static int next_connection(int sock, char *peer, size_t cap)
-{
-	struct handoff h;
-	union fd_control ctl;
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			      .msg_controllen = sizeof ctl.buf };
-	struct cmsghdr *cm;
-	ssize_t n;
-	int fd = -1;
-
-	while ((n = recvmsg(sock, &msg, 0)) < 0 && errno == EINTR)
-		;
-	if (n < 0)
-		log_msg("worker: %s", strerror(errno));
-	cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
-	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS
-	    && cm->cmsg_len == CMSG_LEN(sizeof fd))
-		memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-	if (fd >= 0 && (n != (ssize_t)sizeof h || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))) {
-		close_fd(fd, "connection");	/* not the parent's message */
-		fd = -1;
-	}
-	if (fd < 0)
-		return -1;
-	h.peer[sizeof h.peer - 1] = '\0';
-	(void)snprintf(peer, cap, "%s", h.peer);
-	auth_delay_ms = h.auth_delay_ms;
-	return fd;
 }
 
 /* child_setup - in a new session process: close what is the parent's: the
@@ -2454,15 +2415,16 @@ static void child_setup(struct server *srv)
 }
 
 /*
- * run_child - in the new process: the session on fd, then exit. A worker
- * (sock >= 0) then serves each connection the parent hands it on sock,
- * until the parent closes it. Nothing of one session reaches the next: the
- * session's state is its own allocation, freed at its end, and each starts
- * with the same signal mask and dispositions, no alarm, its own penalty
- * delay, and the same descriptors (a session closes its connection).
+ * run_child - in the new process: the session on fd (its first wrong
+ * password waits pause_ms), then exit, 0 or 1 if the session could not
+ * run. A worker (sock >= 0) then serves each connection the parent hands
+ * it on sock, until the parent closes it. Nothing of one session reaches
+ * the next: the session's state is its own allocation, freed at its end,
+ * and each starts with the same signal mask and dispositions, no alarm,
+ * its own pause, and the same descriptors (a session closes its connection).
  */
-static void run_child(struct server *srv, int fd, const char *first, int sock,
-		      const sigset_t *child_mask)
+static void run_child(struct server *srv, int fd, const char *first, int pause_ms,
+		      int sock, const sigset_t *child_mask)
 {
 	char peer[ADDR_TEXT_MAX];
 	int failures, served = 0;
@@ -2470,42 +2432,37 @@ static void run_child(struct server *srv, int fd, const char *first, int sock,
 	child_setup(srv);
 	(void)snprintf(peer, sizeof peer, "%s", first);	/* fits: both ADDR_TEXT_MAX */
 	do {
-		over_fd = srv->over_pipe[1];
-		over_told = 0;
+		over.fd = srv->over_pipe[1];
+		over.told = 0;
 		/* A fresh process now and then bounds what any leak could gather. */
-		over_last = ++served >= POOL_MAX_USE;
+		over.last = sock >= 0 && ++served >= srv->pool->max_use;
 		alarm(0);
 		child_signals(child_mask);
-		failures = srv->session(fd, fd, peer);
+		failures = srv->session(fd, fd, peer, pause_ms);
 		session_over(failures);		/* if the session has not said so */
-	} while (sock >= 0 && over_told && !over_last
-		 && (fd = next_connection(sock, peer, sizeof peer)) >= 0);
-	/* A worker's notes carried its penalty reports; the last one too,
-	 * unless the pipe was full. */
-	exit(sock >= 0 && over_told ? 0 : exit_status(failures));
+		/* A worker goes on only if the parent knows it is free (it has
+		 * the note), will not be exiting, and hands it a connection. */
+	} while (sock >= 0 && over.told && !over.last
+		 && (fd = srv->pool->next(sock, peer, sizeof peer, &pause_ms)) >= 0);
+	exit(failures < 0 ? 1 : 0);
 }
 
 /* fork_session - a new process for the session on fd: with srv->pool a
  * worker, with a socketpair for the connections to come (out of
  * descriptors for one: a plain session); its entry, or NULL after logging */
 static struct child *fork_session(struct server *srv, int fd, const char *peer,
-				  const sigset_t *child_mask)
+				  int pause_ms, const sigset_t *child_mask)
 {
 	struct child *c = &srv->children[srv->nchildren];
 	int sv[2] = { -1, -1 };
 	pid_t pid;
 
-	if (srv->pool && (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0
-			  || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0)) {	/* never block the loop */
-		for (int i = 0; i < 2; i++)
-			if (sv[i] >= 0)
-				close_fd(sv[i], "socketpair");
+	if (srv->pool && srv->pool->channel(sv) < 0)
 		sv[0] = sv[1] = -1;
-	}
 	if ((pid = fork()) == 0) {
 		if (sv[0] >= 0)
 			close_fd(sv[0], "socketpair");
-		run_child(srv, fd, peer, sv[1], child_mask);
+		run_child(srv, fd, peer, pause_ms, sv[1], child_mask);
 	}
 	if (pid < 0)
 		log_msg("fork: %s", strerror(errno));
@@ -2522,41 +2479,28 @@ static struct child *fork_session(struct server *srv, int fd, const char *peer,
 	return c;
 }
 
-/* reuse_worker - hand fd to an idle worker; the worker, or NULL if none
- * took it (one that cannot, which has just died, is dismissed) */
-static struct child *reuse_worker(struct server *srv, int fd, const char *peer)
-{
-	struct child *c;
-	int idle;
-
-	while ((c = idle_worker(srv, &idle)) != NULL) {
-		if (hand_off(c->sock, fd, peer, auth_delay_ms) == 0)
-			return c;
-		log_msg("worker %ld: %s", (long)c->pid, strerror(errno));
-		worker_dismiss(c);
-	}
-	return NULL;
-}
-
 /* start_session - the session on fd: handed to an idle worker, else in a
  * new process; same: the other live sessions of peer */
 static void start_session(struct server *srv, int fd, const char *peer, int same,
 			  const sigset_t *child_mask)
 {
 	struct penalty *p = penalty_entry(srv, peer, 0);
-	struct child *c;
+	struct child *c = NULL;
+	int pause_ms;
 
 	/* Every wrong password of the address's recent sessions doubles the
-	 * delay, and so does each of its other live sessions (guessing in
+	 * pause, and so does each of its other live sessions (guessing in
 	 * parallel, whose failures are only reported when they end). */
-	auth_delay_ms = penalty_delay_ms(srv->auth_delay_ms, (p ? p->failures : 0) + same);
-	if (!(c = reuse_worker(srv, fd, peer)) && !(c = fork_session(srv, fd, peer, child_mask))) {
+	pause_ms = penalty_delay_ms(srv->penalty_ms, (p ? p->failures : 0) + same);
+	if (srv->pool)
+		c = srv->pool->reuse(srv, fd, peer, pause_ms);
+	if (!c && !(c = fork_session(srv, fd, peer, pause_ms, child_mask))) {
 		refuse_busy(srv, fd);
 		return;
 	}
-	note_peer(srv, peer, 0);	/* the address's refusal burst, if any, is over */
-	srv->busy_noted = 0;
-	c->over = c->idle = c->noted = 0;
+	mark_refusal_logged(srv, peer, 0);	/* the address's refusal burst, if any, is over */
+	srv->busy_logged = 0;
+	c->over = c->idle = c->refusal_logged = 0;
 	(void)snprintf(c->peer, sizeof c->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
 	close_fd(fd, "connection");	/* its session's process has it */
 }
@@ -2564,22 +2508,22 @@ static void start_session(struct server *srv, int fd, const char *peer, int same
 /* log_refusal - log why peer is refused, once per burst: past -c until a
  * session starts, past -C until the address gets a session again */
 static void log_refusal(struct server *srv, const char *peer, int live, int same,
-			int noted)
+			int logged)
 {
 	if (srv->nchildren == srv->slots) {
-		if (!srv->busy_noted)
+		if (!srv->busy_logged)
 			log_msg("refused %s: %d sessions still exiting; not logging refusals"
 				" again until a session starts", peer, srv->nchildren - live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	} else if (same >= srv->max_per_peer && live < srv->max_children) {
-		if (!noted)
+		if (!logged)
 			log_msg("refused %s: %d sessions from this address (-C); not logging"
 				" its refusals again until it gets a session", peer, same);
-		note_peer(srv, peer, 1);
-	} else if (!srv->busy_noted) {
+		mark_refusal_logged(srv, peer, 1);
+	} else if (!srv->busy_logged) {
 		log_msg("refused %s: %d sessions (-c); not logging refusals again until"
 			" a session starts", peer, live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	}
 }
 
@@ -2604,25 +2548,25 @@ static void wait_over(struct server *srv)
  */
 static void admit(struct server *srv, int fd, const char *peer, const sigset_t *child_mask)
 {
-	int same, noted, live;
+	int same, logged, live;
 
 	if (srv->pool)
 		drain_over(srv);
-	live = live_sessions(srv, peer, &same, &noted);
+	live = live_sessions(srv, peer, &same, &logged);
 	if (live >= srv->max_children || same >= srv->max_per_peer
 	    || srv->nchildren == srv->slots) {
 		reap_children(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live >= srv->max_children) {
 		wait_over(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live < srv->max_children && same < srv->max_per_peer && srv->nchildren < srv->slots) {
 		start_session(srv, fd, peer, same, child_mask);
 		return;
 	}
-	log_refusal(srv, peer, live, same, noted);
+	log_refusal(srv, peer, live, same, logged);
 	refuse_busy(srv, fd);	/* after the log line: a test can read it at once */
 }
 
@@ -2689,7 +2633,7 @@ static void stop_sessions(struct server *srv)
 	}
 }
 
-/* server_signals - SIGCHLD, SIGTERM, SIGINT noted by on_signal and blocked
+/* server_signals - SIGCHLD, SIGTERM, SIGINT caught by on_signal and blocked
  * but inside pselect; *wait_mask: the mask to wait with (and the sessions'):
  * the old one, with those three unblocked */
 static int server_signals(sigset_t *wait_mask)
@@ -2773,7 +2717,7 @@ static void server_cleanup(struct server *srv)
 static int serve(struct server *srv)
 {
 	sigset_t wait_mask;
-	int same, noted;
+	int same, logged;
 
 	if (server_setup(srv) < 0 || server_signals(&wait_mask) < 0) {
 		log_msg("cannot serve: %s", strerror(errno));
@@ -2798,7 +2742,7 @@ static int serve(struct server *srv)
 	for (int i = 0; i < srv->nfds; i++)
 		close_fd(srv->fds[i], "listening socket");
 	drain_over(srv);
-	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &noted));
+	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &logged));
 	stop_sessions(srv);
 	server_cleanup(srv);
 	return 0;
@@ -2884,16 +2828,17 @@ static int inetd_stderr(void)
  * tcpserver, systemd's Accept=yes and stunnel's exec= run a server. It
  * runs on duplicates of 0 and 1, so that those get their file status
  * flags back (a terminal must not stay non-blocking). With no parent to
- * keep a penalty, a wrong password waits delay_ms, doubled within the
- * session. Returns the exit status, a forked session's (exit_status).
+ * keep a penalty across sessions, a wrong password waits penalty_ms,
+ * doubled within the session only. Returns the exit status: 0, or 1 if
+ * the session could not run.
  */
-static int serve_inetd(int (*session)(int in, int out, const char *peer), int delay_ms)
+static int serve_inetd(int (*session)(int in, int out, const char *peer, int pause_ms),
+		       int penalty_ms)
 {
 	char peer[ADDR_TEXT_MAX];
 	int flags[2], fds[2] = { -1, -1 }, failures;
 
 	inetd_peer(peer, sizeof peer);
-	auth_delay_ms = delay_ms;
 	for (int i = 0; i < 2; i++)
 		if ((flags[i] = fcntl(i, F_GETFL)) < 0 || (fds[i] = dup(i)) < 0
 		    || fcntl(fds[i], F_SETFL, flags[i] | O_NONBLOCK) < 0) {
@@ -2903,13 +2848,163 @@ static int serve_inetd(int (*session)(int in, int out, const char *peer), int de
 					close_fd(fds[k], "connection");
 			return 1;
 		}
-	failures = session(fds[0], fds[1], peer);	/* closes both */
+	failures = session(fds[0], fds[1], peer, penalty_ms);	/* closes both */
 	for (int i = 0; i < 2; i++)
 		(void)fcntl(i, F_SETFL, flags[i]);	/* best effort: we are done */
-	return exit_status(failures);
+	return failures < 0 ? 1 : 0;
 }
 
 /* <<< shared: server */
+
+/* >>> shared: pool - session processes reused for one session after another (smtpmail.c) */
+
+/* The parent hands each accepted connection to an idle worker over a
+ * socketpair (SCM_RIGHTS), or forks a new one (DESIGN.md "Process model"). */
+enum {
+	POOL_SPARE = 8,		/* idle workers kept for reuse; more are dismissed */
+	POOL_MAX_USE = 100	/* sessions a worker serves, then exits (Postfix's max_use) */
+};
+
+/* What the parent sends a worker with a connection (SCM_RIGHTS). */
+struct handoff {
+	int pause_ms;		/* the session's wait before a wrong password's answer */
+	char peer[ADDR_TEXT_MAX];	/* the client's address */
+};
+
+/* A buffer for one descriptor's SCM_RIGHTS message, aligned for cmsghdr. */
+union fd_control {
+	struct cmsghdr align;
+	char buf[CMSG_SPACE(sizeof(int))];
+};
+
+/* hand_off - send connection fd, with the client's address and the
+ * session's pause, to a worker on its socketpair; 0, or -1 */
+static int hand_off(int sock, int fd, const char *peer, int pause_ms)
+{
+	struct handoff h;
+	union fd_control ctl;
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = sizeof ctl.buf };
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	memset(&h, 0, sizeof h);
+	memset(&ctl, 0, sizeof ctl);
+	h.pause_ms = pause_ms;
+	(void)snprintf(h.peer, sizeof h.peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
+	cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof fd);
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	if ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) == (ssize_t)sizeof h)
+		return 0;
+	if (n >= 0)
+		errno = EMSGSIZE;	/* a SOCK_SEQPACKET message goes whole or not at all */
+	return -1;
+}
+
+/* next_connection - in a worker between sessions: wait for the parent's
+ * next connection. Its descriptor, with the client's address in peer and
+ * the session's pause in *pause_ms; -1 when the parent has closed the
+ * socketpair (the worker is dismissed) or it failed. */
+static int next_connection(int sock, char *peer, size_t cap, int *pause_ms)
+{
+	struct handoff h;
+	union fd_control ctl;
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = sizeof ctl.buf };
+	struct cmsghdr *cm;
+	ssize_t n;
+	int fd = -1;
+
+	while ((n = recvmsg(sock, &msg, 0)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		log_msg("worker: %s", strerror(errno));
+	cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS
+	    && cm->cmsg_len == CMSG_LEN(sizeof fd))
+		memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+	if (fd >= 0 && (n != (ssize_t)sizeof h || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))) {
+		close_fd(fd, "connection");	/* not the parent's message */
+		fd = -1;
+	}
+	if (fd < 0)
+		return -1;
+	h.peer[sizeof h.peer - 1] = '\0';
+	(void)snprintf(peer, cap, "%s", h.peer);
+	*pause_ms = h.pause_ms;
+	return fd;
+}
+
+/* idle_worker - an idle worker, or NULL; in *count how many there are */
+static struct child *idle_worker(struct server *srv, int *count)
+{
+	struct child *found = NULL;
+
+	*count = 0;
+	for (int i = 0; i < srv->nchildren; i++)
+		if (srv->children[i].idle) {
+			found = &srv->children[i];
+			(*count)++;
+		}
+	return found;
+}
+
+/* reuse_worker - hand fd to an idle worker; the worker, or NULL if none
+ * took it (one that cannot, which has just died, is dismissed) */
+static struct child *reuse_worker(struct server *srv, int fd, const char *peer,
+				  int pause_ms)
+{
+	struct child *c;
+	int idle;
+
+	while ((c = idle_worker(srv, &idle)) != NULL) {
+		if (hand_off(c->sock, fd, peer, pause_ms) == 0)
+			return c;
+		log_msg("worker %ld: %s", (long)c->pid, strerror(errno));
+		worker_dismiss(c);
+	}
+	return NULL;
+}
+
+/* worker_channel - the socketpair of a new worker, non-blocking at the
+ * parent's end sv[0] (the accept loop never blocks); 0, or -1 (out of
+ * descriptors: the new process serves one session) */
+static int worker_channel(int sv[2])
+{
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0 && fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0)
+		return 0;
+	for (int i = 0; i < 2; i++)
+		if (sv[i] >= 0)
+			close_fd(sv[i], "socketpair");
+	return -1;
+}
+
+/* worker_rest - worker c's session is over: it is idle, up to POOL_SPARE
+ * of them; beyond, it is dismissed, so that a burst does not leave its
+ * processes behind; after its last session (last) it is exiting */
+static void worker_rest(struct server *srv, struct child *c, int last)
+{
+	int idle;
+
+	(void)idle_worker(srv, &idle);
+	if (c->sock >= 0 && idle < POOL_SPARE && !last)
+		c->idle = 1;
+	else
+		worker_dismiss(c);
+}
+
+/* The pool as the accept loop calls it (struct server's pool). */
+static const struct pool_ops worker_pool = {
+	.reuse = reuse_worker, .channel = worker_channel, .next = next_connection,
+	.rest = worker_rest, .max_use = POOL_MAX_USE
+};
+
+/* <<< shared: pool */
 
 /* ---------------------------------------------------------------- mailbox files (DESIGN.md "Record format") */
 
@@ -3378,13 +3473,13 @@ static int secret_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* auth_pause - before answering a wrong password: the session's delay
- * (auth_delay_ms, which the parent set from the address's penalty)
- * doubled for each wrong one the session already had (Dovecot's auth
- * penalty); a signal does not cut it short */
-static void auth_pause(int failures)
+/* auth_pause - before answering a wrong password: the session's pause
+ * (pause_ms, which the parent set from the address's penalty) doubled for
+ * each wrong one the session already had (Dovecot's auth penalty); a
+ * signal does not cut it short */
+static void auth_pause(int pause_ms, int failures)
 {
-	int ms = penalty_delay_ms(auth_delay_ms, failures);
+	int ms = penalty_delay_ms(pause_ms, failures);
 	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
 
 	while (nanosleep(&t, &t) < 0 && errno == EINTR)
@@ -3705,6 +3800,7 @@ struct session {
 				 * and "with ESMTP" in the trace (RFC 3848) */
 	int errors;		/* 4xx/5xx replies so far */
 	int auth_failures;	/* wrong passwords so far: the parent's penalty report */
+	int pause_ms;		/* the first wrong password's wait (the parent's penalty) */
 	char auth_login[LOGIN_MAX + 1];	/* after AUTH: the account, as in user.txt */
 	char helo[DOMAIN_MAX + 1];
 	char sender[SMTP_PATH_MAX];	/* "" is the null sender <> */
@@ -3714,9 +3810,15 @@ struct session {
 	struct spill spill;
 };
 
-static const char *const state_names[] = {
-	"START", "GREETED", "MAIL", "RCPT", "DATA", "QUIT"
+/* What a handler gets of its command line (popserver's handlers get a
+ * struct args too, with the words its rules parse). */
+struct args {
+	char *text;		/* the argument, spaces around it dropped; MAIL's and
+				 * RCPT's without their FROM: or TO: (dispatch) */
 };
+
+/* The names -v logs for the states, from the same list as the enum. */
+static const char *const state_names[] = { SMTP_STATES(STATE_NAME) };
 
 /* set_state - change the protocol state. Every change goes through here,
  * so that -v logs each transition and no handler moves the state behind
@@ -4266,7 +4368,7 @@ static int convert_foreign(struct rcpt *r, off_t size, off_t end, struct stat *s
 /*
  * tidy_mailbox - make the mailbox end at a record boundary before we
  * append (DESIGN.md): a crashed append of our own is cut back, mail in
- * another format is converted, never cut. Sets r->noted, the size to roll
+ * another format is converted, never cut. Sets r->start, the size to roll
  * back to. Returns 0, or -1.
  */
 static int tidy_mailbox(struct rcpt *r, struct stat *st)
@@ -4274,18 +4376,18 @@ static int tidy_mailbox(struct rcpt *r, struct stat *st)
 	off_t end;
 	int shape = mailbox_shape(r->box_fd, st->st_size, commit_appending(r->lock_fd, st), &end);
 
-	r->noted = st->st_size;
+	r->start = st->st_size;
 	if (shape == SHAPE_OUR_TAIL) {
 		log_msg("trimmed a partial record (%lld bytes)", (long long)(st->st_size - end));
 		if (ftruncate(r->box_fd, end) < 0)
 			return -1;
-		r->noted = st->st_size = end;	/* commit_load takes the new size */
+		r->start = st->st_size = end;	/* commit_load takes the new size */
 		return 0;
 	}
 	if (shape == SHAPE_FOREIGN) {
 		if (convert_foreign(r, st->st_size, end, st) < 0)
 			return -1;
-		r->noted = st->st_size;
+		r->start = st->st_size;
 	}
 	return shape < 0 ? -1 : 0;
 }
@@ -4376,13 +4478,13 @@ static int commit_prepare(struct rcpt *r, const struct stat *st, int commit_lock
 	struct commit_state h;
 	int rc = 0;
 
-	r->box = *st;		/* as tidy_mailbox left it */
-	if (commit_load(r->lock_fd, r->box_fd, &r->box, &h) < 0)
+	r->box_stat = *st;		/* as tidy_mailbox left it */
+	if (commit_load(r->lock_fd, r->box_fd, &r->box_stat, &h) < 0)
 		return -1;
 	if (h.syncing >= 0
 	    && (commit_locked || lock_byte(r->lock_fd, COMMIT_LOCK_BYTE, F_WRLCK, 0) == 0)) {
 		rc = commit_cut(r, &h);
-		r->noted = r->box.st_size = h.size;
+		r->start = r->box_stat.st_size = h.size;
 		if (!commit_locked)
 			unlock(r, COMMIT_LOCK_BYTE);
 	}
@@ -4395,13 +4497,13 @@ static int commit_prepare(struct rcpt *r, const struct stat *st, int commit_lock
 	return rc;
 }
 
-/* open_mailbox - open mymailbox in the user's directory under its write
+/* open_for_append - open mymailbox in the user's directory under its write
  * lock, creating it if needed, never through a link and only if it is a
  * regular file with one link (open_regular), and note its size. With
  * O_APPEND each write lands at the end of the file, which under the write
- * lock, once tidy_mailbox is done, is the noted size (DESIGN.md step 3):
+ * lock, once tidy_mailbox is done, is r->start (DESIGN.md "Delivery"):
  * the record goes out in one writev, with no seek. */
-static int open_mailbox(struct rcpt *r, int commit_locked)
+static int open_for_append(struct rcpt *r, int commit_locked)
 {
 	struct stat st;
 	int e, tries = 0;
@@ -4471,19 +4573,19 @@ static int commit_appended(struct rcpt *r)
 {
 	struct commit_state h;
 
-	if (fstat(r->box_fd, &r->box) < 0)
+	if (fstat(r->box_fd, &r->box_stat) < 0)
 		return -1;
 	if (commit_read(r->lock_fd, &h) <= 0) {
 		errno = EIO;	/* commit_prepare made it valid, under this lock */
 		return -1;
 	}
-	r->end = h.size = r->box.st_size;	/* we hold the write lock: ours is last */
+	r->end = h.size = r->box_stat.st_size;	/* we hold the write lock: ours is last */
 	h.appending = -1;
 	return commit_write(r->lock_fd, &h);
 }
 
 /* append_record - append the trace lines, the message and the final "."
- * at the noted end (the mailbox is O_APPEND, see open_mailbox), and note
+ * at r->start (the mailbox is O_APPEND, see open_for_append), and note
  * where our record ends. A message in memory is one writev. A failure
  * part-way leaves a record with no final "." (a partial one, never taken
  * for mail), which roll_back cuts. Not yet durable: see commit_one. */
@@ -4547,7 +4649,7 @@ static int lock_one(struct rcpt *r, int with_commit)
 }
 
 /* lock_all - take the write lock of every recipient mailbox, in sorted
- * login order (DESIGN.md "Delivery" step 2). With several recipients their
+ * login order (DESIGN.md "Delivery"). With several recipients their
  * commit locks too, each before its write lock (the order commit_one
  * keeps), since their fsyncs are then made under the write locks: the
  * message is committed to all of them or to none (commit_all). */
@@ -4600,8 +4702,8 @@ static void commit_shrunk(int lock_fd, const struct stat *st, off_t size)
 }
 
 /*
- * roll_back - after a failed delivery, cut r's mailbox back to the noted
- * size, under its write lock: what we appended was never acknowledged.
+ * roll_back - after a failed delivery, cut r's mailbox back to r->start,
+ * under its write lock: what we appended was never acknowledged.
  * A failed append left a partial record, which a crash could only bring
  * back as a partial record (cut again by tidy_mailbox), so no fsync here;
  * commit_all's rollbacks fsync (commit_undo).
@@ -4610,10 +4712,10 @@ static void roll_back(struct rcpt *r)
 {
 	if (r->box_fd < 0)
 		return;
-	if (ftruncate(r->box_fd, r->noted) < 0)
+	if (ftruncate(r->box_fd, r->start) < 0)
 		log_msg("rollback of %s: %s", r->login, strerror(errno));
 	else
-		commit_shrunk(r->lock_fd, &r->box, r->noted);
+		commit_shrunk(r->lock_fd, &r->box_stat, r->start);
 }
 
 enum commit_step {
@@ -4625,7 +4727,7 @@ enum commit_step {
 
 /*
  * commit_fate - what the commit state h says of our record, which ends at
- * r->end in the file whose status is r->box and was appended in epoch
+ * r->end in the file whose status is r->box_stat and was appended in epoch
  * r->epoch: COMMIT_DONE durable, COMMIT_FAILED gone, COMMIT_FSYNC there
  * and not durable yet, COMMIT_UNKNOWN the state cannot tell. Every cut,
  * and every replacement of mymailbox by a rename of ours, moves the epoch
@@ -4639,7 +4741,7 @@ static enum commit_step commit_fate(const struct rcpt *r, const struct commit_st
 {
 	uint64_t since;
 
-	if (h->epoch == r->epoch && !commit_about(h, &r->box))
+	if (h->epoch == r->epoch && !commit_about(h, &r->box_stat))
 		return COMMIT_UNKNOWN;
 	if (h->epoch == r->epoch)
 		return h->durable >= r->end ? COMMIT_DONE : COMMIT_FSYNC;
@@ -4678,7 +4780,7 @@ static int mailbox_holds(const struct rcpt *r)
 	return found;
 }
 
-/* record_present - 1 if our record still starts at r->noted in the file
+/* record_present - 1 if our record still starts at r->start in the file
  * open on box_fd and reaches r->end: its trace lines name our message id,
  * which no other message has */
 static int record_present(const struct rcpt *r)
@@ -4690,7 +4792,7 @@ static int record_present(const struct rcpt *r)
 
 	if (k < 0 || fstat(r->box_fd, &st) < 0 || st.st_size < r->end)
 		return 0;
-	n = pread_full(r->box_fd, head, sizeof head, r->noted);
+	n = pread_full(r->box_fd, head, sizeof head, r->start);
 	return n > 14 && memcmp(head, "Return-Path: <", 14) == 0
 	       && find_bytes(head, (size_t)n, want, (size_t)k) != NULL;
 }
@@ -4708,7 +4810,7 @@ static enum commit_step commit_begin(struct rcpt *r, off_t *covered)
 
 	if (commit_read(r->lock_fd, &h) <= 0)
 		return COMMIT_UNKNOWN;
-	if (commit_about(&h, &r->box) && h.syncing >= 0)
+	if (commit_about(&h, &r->box_stat) && h.syncing >= 0)
 		(void)commit_cut(r, &h);
 	if ((step = commit_fate(r, &h)) == COMMIT_FSYNC
 	    && (*covered = commit_announce(r->lock_fd, &h)) < 0)
@@ -4725,9 +4827,9 @@ static enum commit_step commit_end(struct rcpt *r, off_t covered, int synced)
 
 	if (commit_read(r->lock_fd, &h) <= 0)
 		return COMMIT_UNKNOWN;
-	if (commit_about(&h, &r->box) && !synced)
+	if (commit_about(&h, &r->box_stat) && !synced)
 		(void)commit_cut(r, &h);
-	else if (commit_about(&h, &r->box) && commit_synced(r->lock_fd, &h, covered) < 0)
+	else if (commit_about(&h, &r->box_stat) && commit_synced(r->lock_fd, &h, covered) < 0)
 		return COMMIT_FAILED;	/* still announced: the next one cuts it back */
 	step = commit_fate(r, &h);
 	return step == COMMIT_FSYNC ? COMMIT_UNKNOWN : step;	/* not covered: ask the file */
@@ -4766,11 +4868,11 @@ static int withdraw(struct rcpt *r, struct commit_state *h)
 		return 1;
 	if (!state_current(r))
 		return -1;
-	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, r->noted) < 0)
+	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, r->start) < 0)
 		return -1;
-	h->size = r->noted;
-	if (h->syncing > r->noted)
-		h->syncing = r->noted;
+	h->size = r->start;
+	if (h->syncing > r->start)
+		h->syncing = r->start;
 	log_msg("%s: the commit lock stayed busy: our record taken out again", r->login);
 	return commit_write(r->lock_fd, h);
 }
@@ -4790,7 +4892,7 @@ static enum commit_step take_out(struct rcpt *r, struct commit_state *h, int val
 	}
 	if (fstat(r->box_fd, &st) == 0 && st.st_size == r->end
 	    && mailbox_lock(r->dir_fd, r->login, r->box_fd) == 0
-	    && ftruncate(r->box_fd, r->noted) == 0 && fsync(r->box_fd) == 0)
+	    && ftruncate(r->box_fd, r->start) == 0 && fsync(r->box_fd) == 0)
 		return COMMIT_FAILED;
 	log_msg("%s: an fsync failed and our record could not be taken out: it may stay",
 		r->login);
@@ -4835,7 +4937,7 @@ static enum commit_step settle_alone(struct rcpt *r, struct commit_state *h, int
 static enum commit_step settle_unknown(struct rcpt *r, int fsync_failed)
 {
 	struct commit_state h;
-	int valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
+	int valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box_stat);
 
 	if (!same_file(r->dir_fd, "mymailbox", r->box_fd))
 		return mailbox_holds(r) ? COMMIT_DONE : COMMIT_FAILED;
@@ -4864,7 +4966,7 @@ static enum commit_step commit_alone(struct rcpt *r, int fsync_failed)
 
 		if (relock_write(r) < 0)
 			break;
-		valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
+		valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box_stat);
 		if (!valid || (step = commit_fate(r, &h)) == COMMIT_UNKNOWN)
 			step = settle_unknown(r, fsync_failed);
 		else if (step == COMMIT_FSYNC && (h.syncing < 0 || fsync_failed))
@@ -4937,7 +5039,7 @@ static void commit_undo(struct rcpt *r)
 	if (r->box_fd < 0)
 		return;
 	roll_back(r);
-	if (commit_read(r->lock_fd, &h) <= 0 || !commit_about(&h, &r->box)
+	if (commit_read(r->lock_fd, &h) <= 0 || !commit_about(&h, &r->box_stat)
 	    || (covered = commit_announce(r->lock_fd, &h)) < 0)
 		return;
 	if (fsync(r->box_fd) == 0)
@@ -4972,7 +5074,7 @@ static int commit_all(struct session *s)
 	for (i = 0; failed >= 0 && i < s->nrcpts; i++) {
 		struct rcpt *r = &s->rcpts[i];
 
-		if (i == failed && commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box))
+		if (i == failed && commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box_stat))
 			(void)commit_cut(r, &h);
 		else
 			commit_undo(r);
@@ -5048,7 +5150,7 @@ static void deliver(struct session *s)
 	}
 	hold_stop(1);
 	for (int i = 0; !failed && i < s->nrcpts; i++) {
-		if (open_mailbox(&s->rcpts[i], s->nrcpts > 1) < 0
+		if (open_for_append(&s->rcpts[i], s->nrcpts > 1) < 0
 		    || append_record(s, &s->rcpts[i], id, date) < 0) {
 			err = errno;
 			failed = 1;
@@ -5262,7 +5364,6 @@ static int env_text(const struct job *job, char *buf, size_t size)
 /* job_save - write job's .env whole: a temp file, fsync, rename over the
  * old one, fsync the directory. 0 when it is durable; -1 (logged) when
  * not, and then the old .env (or none) is still what a restart reads. */
-__attribute__((unused))	/* SCAFFOLD: until the runner uses it */
 static int job_save(const struct job *job)
 {
 	static char text[QUEUE_RCPTS_MAX * (SMTP_PATH_MAX + REPLY_TEXT_MAX + DOMAIN_MAX + 96)
@@ -5382,16 +5483,20 @@ static int queue_remove(const char *id)
 	return 0;
 }
 
+static int run_queue(int foreground);	/* relay: the runner */
+static int queue_flush(void);
+
 /* queue_command - -q, -p, -F or -x: do it, and give main its exit status */
 static int queue_command(void)
 {
 	switch (cfg.queue_mode) {
 	case QM_PRINT: return queue_print();
 	case QM_REMOVE: return queue_remove(cfg.remove_id);
-	default:	/* SCAFFOLD: -q and -F come with the runner */
-		fprintf(stderr, "%s: not built yet\n", progname);
-		return 1;
+	case QM_RUNNER: return run_queue(1);
+	case QM_FLUSH: return queue_flush();
+	case QM_SERVE: break;
 	}
+	return 2;	/* main serves instead */
 }
 
 /* ---------------------------------------------------------------- relay: who may relay */
@@ -5403,6 +5508,164 @@ static int queue_command(void)
 
 /* A domain's mail goes where a -R route says, else to its MX hosts (RFC
  * 5321 5.1), each tried at every address, in order. */
+
+/* One address to try for a destination, and the host name it came from. */
+struct target {
+	char host[DOMAIN_MAX + 1];	/* the MX (or route) host, for logs and Remote-MTA */
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+};
+
+/* What find_targets found: addresses to try, a reason to try again later,
+ * or a reason to give up on the recipients now. */
+enum where { WHERE_OK, WHERE_DEFER, WHERE_FAIL };
+
+/* One find_targets call: the targets so far, what went wrong, and the one
+ * log line that tells it all. */
+struct lookup {
+	struct target *t;
+	size_t max, n;
+	char *status, *why;	/* find_targets' status and why */
+	size_t status_size, why_size;
+	char log[LOG_LINE_MAX];
+	size_t log_len;
+};
+
+/* route_find - the -R route for domain: its own (case does not matter,
+ * RFC 5321 2.4), else the "*" route, else NULL: use the MX */
+static const struct route *route_find(const char *domain)
+{
+	const struct route *star = NULL;
+	int i;
+
+	for (i = 0; i < cfg.nroutes; i++) {
+		if (strcasecmp(cfg.routes[i].domain, domain) == 0)
+			return &cfg.routes[i];
+		if (!star && strcmp(cfg.routes[i].domain, "*") == 0)
+			star = &cfg.routes[i];
+	}
+	return star;
+}
+
+/* lookup_note - append printf-style text to the lookup's log line (cut
+ * when it is full: the line is for people, the targets are what count) */
+__attribute__((format(printf, 2, 3)))
+static void lookup_note(struct lookup *lk, const char *fmt, ...)
+{
+	size_t room = sizeof lk->log - lk->log_len;
+	va_list ap;
+	int n;
+
+	if (room <= 1)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(lk->log + lk->log_len, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		lk->log_len += (size_t)n < room ? (size_t)n : room - 1;
+}
+
+/* lookup_end - no targets: the enhanced code (RFC 3463) and a sentence
+ * saying why, for the caller's status and why; returns what */
+__attribute__((format(printf, 4, 5)))
+static enum where lookup_end(struct lookup *lk, enum where what, const char *code,
+			     const char *fmt, ...)
+{
+	va_list ap;
+
+	(void)snprintf(lk->status, lk->status_size, "%s", code);
+	va_start(ap, fmt);
+	(void)vsnprintf(lk->why, lk->why_size, fmt, ap);
+	va_end(ap);
+	lk->n = 0;
+	return what;
+}
+
+/* target_add - one more address of host, unless the list is full; 1 if it
+ * was added */
+static int target_add(struct lookup *lk, const char *host, const struct sockaddr *sa,
+		      socklen_t len)
+{
+	struct target *t = &lk->t[lk->n];
+	char text[ADDR_TEXT_MAX];
+
+	if (lk->n >= lk->max || len > (socklen_t)sizeof t->addr)
+		return 0;
+	(void)snprintf(t->host, sizeof t->host, "%s", host);
+	memset(&t->addr, 0, sizeof t->addr);
+	memcpy(&t->addr, sa, len);
+	t->addr_len = len;
+	lk->n++;
+	addr_text(sa, len, text, sizeof text);
+	lookup_note(lk, " %s", text);
+	return 1;
+}
+
+/* route_addresses - a route host's addresses from getaddrinfo (so that
+ * /etc/hosts counts, as it should for our own configuration), IPv6 first,
+ * then IPv4, each with port; 0, or getaddrinfo's error */
+static int route_addresses(struct lookup *lk, const char *host, const char *port, int numeric)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV | (numeric ? AI_NUMERICHOST : 0) };
+	static const int families[] = { AF_INET6, AF_INET };
+	struct addrinfo *list, *a;
+	size_t f;
+	int err = getaddrinfo(host, port, &hints, &list);
+
+	if (err != 0)
+		return err;
+	for (f = 0; f < sizeof families / sizeof families[0]; f++)
+		for (a = list; a; a = a->ai_next)
+			if (a->ai_family == families[f])
+				(void)target_add(lk, host, a->ai_addr, a->ai_addrlen);
+	freeaddrinfo(list);
+	return 0;
+}
+
+/* route_targets - the addresses of a -R route: its [address] as it is,
+ * or its host's addresses. A host that cannot be resolved defers (4.4.3,
+ * RFC 3463: directory server failure): a route is our own configuration,
+ * which can be mended before the queue lifetime ends. */
+static enum where route_targets(struct lookup *lk, const struct route *r)
+{
+	int err;
+
+	lookup_note(lk, " route %s%s%s:%s", r->literal ? "[" : "", r->host,
+		    r->literal ? "]" : "", r->port);
+	err = route_addresses(lk, r->host, r->port, r->literal);
+	if (err == 0 && lk->n > 0)
+		return WHERE_OK;
+	return lookup_end(lk, WHERE_DEFER, "4.4.3", "the route's host %s has no address: %s",
+			  r->host, err ? gai_strerror(err) : "none usable");
+}
+
+/* find_targets - the addresses to try for domain's mail, in order, at most
+ * max (and TARGETS_MAX) into t, their count in *n. On WHERE_DEFER or
+ * WHERE_FAIL there are none, status gets the enhanced code ("4.4.3",
+ * "5.1.10", "5.4.4", "5.4.6") and why a sentence. Logged on one line. */
+__attribute__((unused))	/* SCAFFOLD: until the SMTP client uses it */
+static enum where find_targets(const char *domain, struct target *t, size_t max, size_t *n,
+			       char *status, size_t status_size, char *why, size_t why_size)
+{
+	struct lookup lk = { .t = t, .max = max < TARGETS_MAX ? max : TARGETS_MAX,
+			     .status = status, .status_size = status_size,
+			     .why = why, .why_size = why_size };
+	const struct route *r = route_find(domain);
+	enum where what;
+
+	if (r)
+		what = route_targets(&lk, r);
+	else
+		what = lookup_end(&lk, WHERE_DEFER, "4.4.3", "no MX lookup yet for %s", domain);
+	*n = lk.n;
+	if (what == WHERE_OK)
+		log_msg("where: %s:%s", domain, lk.log);
+	else
+		log_msg("where: %s:%s %s: %s %s", domain, lk.log,
+			what == WHERE_DEFER ? "deferred" : "failed", status, why);
+	return what;
+}
 
 /* ---------------------------------------------------------------- relay: reports (RFC 3464) */
 
@@ -5727,7 +5990,8 @@ static void report_boundary(const struct report *rp, const struct report_text *p
 		int clash = 0;
 
 		/* RFC 2046 5.1.1: 70 characters at most; a cut one is checked too */
-		(void)snprintf(out, size, "=_report_%lld_%u_%s", rp->now, tries, rp->job->id);
+		if (snprintf(out, size, "=_report_%lld_%u_%s", rp->now, tries, rp->job->id) < 0)
+			out[0] = '\0';
 		clash = find_bytes(rp->headers, rp->headers_len, out, strlen(out)) != NULL;
 		for (int i = 0; i < count && !clash; i++)
 			clash = parts[i].len > 0
@@ -5930,7 +6194,7 @@ static int report_store(const struct account *acct, const char *to,
 	s.nrcpts = 1;
 	message_id(&s, r->id, sizeof r->id);
 	hold_stop(1);	/* as deliver: no SIGTERM between the append and its end */
-	if (lock_all(&s) == 0 && open_mailbox(r, 0) == 0) {
+	if (lock_all(&s) == 0 && open_for_append(r, 0) == 0) {
 		if (report_append(r, to, body, now) == 0)
 			rc = commit_one(r) == 0 ? 0 : (errno = EIO, -1);
 		else
@@ -5998,10 +6262,1332 @@ static int report_deliver(const struct job *job, const int *which, int n, enum r
 /* A delivery process speaks SMTP to one destination for one message, and
  * records each recipient's outcome before it says QUIT. */
 
+/* RFC 5321 4.5.3.2: how long the client waits for each reply, in seconds;
+ * the connection itself gets Postfix's smtp_connect_timeout. */
+enum {
+	CONNECT_TIMEOUT = 30,
+	GREETING_TIMEOUT = 300,	/* 4.5.3.2.1: the initial 220, 5 minutes */
+	MAIL_TIMEOUT = 300,	/* 4.5.3.2.2: MAIL, 5 minutes (EHLO and HELO too) */
+	RCPT_TIMEOUT = 300,	/* 4.5.3.2.3: RCPT, 5 minutes */
+	DATA_TIMEOUT = 120,	/* 4.5.3.2.4: DATA, 2 minutes */
+	BLOCK_TIMEOUT = 180,	/* 4.5.3.2.5: each block of the data, 3 minutes */
+	DOT_TIMEOUT = 600,	/* 4.5.3.2.6: the final dot, 10 minutes */
+	QUIT_TIMEOUT = 10,	/* QUIT's reply changes nothing: a short wait */
+	REPLY_LINES_MAX = 100	/* the lines of one multi-line reply, at most */
+};
+
+/* How a delivery process ends; the runner reads it from the exit status:
+ * DOWN, no address of the destination answered (it is left alone for a
+ * while); BUSY, another process is delivering this message there. */
+enum { DELIVERY_DONE = 0, DELIVERY_DOWN = 3, DELIVERY_BUSY = 4 };
+
+/* A reply of the remote, or one of ours standing for it. */
+struct smtp_reply {
+	int code;		/* 200..599 */
+	int local;		/* ours (a connection failure, a time-out), not the remote's */
+	char text[REPLY_TEXT_MAX + 1];	/* "<code> <enhanced> <text>", lines joined */
+};
+
+/* The connection to one address of the destination, and what it offers. */
+struct remote {
+	struct conn conn;	/* conn.fd: -1 when there is no connection */
+	const char *host;	/* the MX or route host */
+	int esmtp, size, eightbit, pipelining;	/* EHLO worked; what it offered */
+	unsigned long long size_max;	/* SIZE's value; 0: no limit given */
+};
+
+/* One delivery: a job's recipients at one domain, and each one's reply. */
+struct trip {
+	struct job job;		/* as loaded when the delivery began */
+	const char *domain;
+	int which[QUEUE_RCPTS_MAX];	/* the recipients, indexes into job.rcpt */
+	int n;
+	struct smtp_reply got[QUEUE_RCPTS_MAX];	/* got[k]: rcpt[which[k]]'s reply */
+	int msg_fd;		/* <id>.msg */
+	unsigned long long msg_size;
+	int eightbit;		/* the data has a byte over 127 (RFC 6152) */
+	char remote[DOMAIN_MAX + 1];	/* the host that gave the replies, or "" */
+};
+
+/* local_reply - a reply of our own into r: its code, then the words */
+static void local_reply(struct smtp_reply *r, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(r->text, sizeof r->text, "%d ", code);
+
+	va_start(ap, fmt);
+	if (n < 0 || vsnprintf(r->text + n, sizeof r->text - (size_t)n, fmt, ap) < 0)
+		r->text[0] = '\0';
+	va_end(ap);
+	r->code = code;
+	r->local = 1;
+	reply_clean(r->text, sizeof r->text, r->text);
+}
+
+/* reply_code - the code of a reply line (RFC 5321 4.2: three digits, then
+ * a space, a hyphen, or the end), or -1 */
+static int reply_code(const char *line, size_t len)
+{
+	if (len < 3 || (len > 3 && line[3] != ' ' && line[3] != '-'))
+		return -1;
+	for (int i = 0; i < 3; i++)
+		if (!isdigit((unsigned char)line[i]))
+			return -1;
+	return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+}
+
+/* reply_add - one line of a reply into r: the first gives the code, every
+ * line adds its text; 0, or -1 if it is no reply line or its code is not
+ * the first one's */
+static int reply_add(struct smtp_reply *r, const char *line, size_t len, int first)
+{
+	int code = reply_code(line, len);
+	size_t used;
+
+	if (code < 200 || code > 599 || (!first && code != r->code))
+		return -1;
+	if (first) {
+		r->code = code;
+		(void)snprintf(r->text, sizeof r->text, "%d", code);
+	}
+	used = strlen(r->text);
+	if (len > 4 && used < REPLY_TEXT_MAX)
+		(void)snprintf(r->text + used, sizeof r->text - used, " %.*s", (int)(len - 4),
+			       line + 4);
+	return 0;
+}
+
+/* reply_read - the remote's next reply, waiting at most timeout seconds
+ * for each line; 0, or -1 with r holding a 451 of ours saying why */
+static int reply_read(struct remote *m, int timeout, struct smtp_reply *r)
+{
+	char line[REPLY_LINE_MAX + 1];
+	size_t len;
+	int crlf;
+
+	m->conn.timeout_ms = timeout * 1000;
+	r->local = 0;
+	for (int i = 0; i < REPLY_LINES_MAX; i++) {
+		enum io_status st = conn_read_line(&m->conn, line, sizeof line, &len, &crlf);
+
+		if (st == IO_TOO_LONG)
+			continue;	/* past RFC 5321's 512 octets: skipped */
+		if (st != IO_OK) {
+			local_reply(r, 451, "4.4.2 %s: %s", m->host, st == IO_TIMEOUT
+				    ? "no reply in time" : "the connection was lost");
+			return -1;
+		}
+		if (reply_add(r, line, len, i == 0) < 0)
+			break;
+		if (len == 3 || line[3] == ' ') {
+			reply_clean(r->text, sizeof r->text, r->text);
+			if (verbose)
+				log_msg("%s: < %s", m->host, r->text);
+			return 0;
+		}
+	}
+	local_reply(r, 451, "4.5.0 %s: a reply that is not SMTP", m->host);
+	return -1;
+}
+
+/* command - one command line for the remote, buffered: it goes out with
+ * the next read (conn_fill sends first), so pipelined commands go together */
+static int command(struct remote *m, const char *fmt, ...)
+{
+	char line[COMMAND_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof line - 2)
+		return -1;	/* cannot happen: a path is 256 octets at most */
+	if (verbose)
+		log_msg("%s: > %s", m->host, line);
+	memcpy(line + n, "\r\n", 2);
+	return conn_write(&m->conn, line, (size_t)n + 2);
+}
+
+/* exchange - one command, then its reply; 0 when the reply came */
+static int exchange(struct remote *m, int timeout, struct smtp_reply *r, const char *verb)
+{
+	if (command(m, "%s %s", verb, cfg.hostname) < 0) {
+		local_reply(r, 451, "4.4.2 %s: the connection was lost", m->host);
+		return -1;
+	}
+	return reply_read(m, timeout, r);
+}
+
+/* tcp_connect - a socket connected to t, within CONNECT_TIMEOUT; the
+ * descriptor, or -1 with why saying what failed */
+static int tcp_connect(const struct target *t, struct smtp_reply *why)
+{
+	struct pollfd p = { .events = POLLOUT };
+	socklen_t len = sizeof(int);
+	int err = 0, n;
+
+	p.fd = socket(t->addr.ss_family, SOCK_STREAM, 0);
+	if (p.fd < 0 || fcntl(p.fd, F_SETFD, FD_CLOEXEC) < 0
+	    || fcntl(p.fd, F_SETFL, O_NONBLOCK) < 0)
+		err = errno;
+	else if (connect(p.fd, (const struct sockaddr *)&t->addr, t->addr_len) == 0)
+		return p.fd;
+	else if ((err = errno) == EINPROGRESS) {
+		while ((n = poll(&p, 1, CONNECT_TIMEOUT * 1000)) < 0 && errno == EINTR)
+			;
+		err = n == 0 ? ETIMEDOUT : n < 0 ? errno : 0;
+		if (n > 0 && getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err == 0)
+			return p.fd;
+	}
+	local_reply(why, 451, "4.4.1 %s: connect: %s", t->host, strerror(err));
+	if (p.fd >= 0)
+		close_fd(p.fd, "connection");
+	return -1;
+}
+
+/* names_us - 1 if a greeting or an EHLO reply names our own host first:
+ * the route or the MX leads back here (RFC 5321 5.1: no mail loop) */
+static int names_us(const struct smtp_reply *r)
+{
+	const char *name = strlen(r->text) > 4 ? r->text + 4 : "";
+	size_t len = strcspn(name, " ");
+
+	return len > 0 && len == strlen(cfg.hostname) && strncasecmp(name, cfg.hostname, len) == 0;
+}
+
+/* keyword - 1 if the word at p is kw, whole */
+static int keyword(const char *p, const char *kw)
+{
+	size_t len = strlen(kw);
+
+	return strncasecmp(p, kw, len) == 0 && (p[len] == ' ' || p[len] == '\0');
+}
+
+/* ehlo_offers - what an EHLO reply offers: RFC 1870 SIZE (and its limit),
+ * RFC 6152 8BITMIME, RFC 2920 PIPELINING. Its lines are joined by spaces
+ * in the text, so each keyword follows a space. */
+static void ehlo_offers(struct remote *m, const char *text)
+{
+	const char *p = text;
+
+	m->esmtp = 1;
+	while ((p = strchr(p, ' ')) != NULL) {
+		p++;
+		if (keyword(p, "8BITMIME"))
+			m->eightbit = 1;
+		else if (keyword(p, "PIPELINING"))
+			m->pipelining = 1;
+		else if (keyword(p, "SIZE") && (m->size = 1) && p[4] == ' ')
+			m->size_max = strtoull(p + 5, NULL, 10);
+	}
+}
+
+/* How the opening of a session went. */
+enum opening { OPEN_OK, OPEN_NEXT, OPEN_LOOP, OPEN_REFUSED };
+
+/* open_session - the greeting, then EHLO, or HELO after a 5xx to EHLO
+ * (RFC 5321 4.1.4, 3.2). OPEN_NEXT: try the next address (no 220, a 421,
+ * a 4xx, the connection lost: r says why); OPEN_LOOP: the remote is us;
+ * OPEN_REFUSED: a 5xx to HELO too, which ends the delivery */
+static enum opening open_session(struct remote *m, struct smtp_reply *r)
+{
+	int ehlo;
+
+	if (reply_read(m, GREETING_TIMEOUT, r) < 0 || r->code != 220)
+		return OPEN_NEXT;
+	if (names_us(r))
+		return OPEN_LOOP;
+	if (exchange(m, MAIL_TIMEOUT, r, "EHLO") < 0)
+		return OPEN_NEXT;
+	ehlo = r->code / 100 == 2;
+	if (!ehlo && r->code / 100 == 5 && exchange(m, MAIL_TIMEOUT, r, "HELO") < 0)
+		return OPEN_NEXT;
+	if (r->code / 100 != 2)
+		return r->code / 100 == 5 ? OPEN_REFUSED : OPEN_NEXT;
+	if (names_us(r))
+		return OPEN_LOOP;
+	if (ehlo)
+		ehlo_offers(m, r->text);
+	return OPEN_OK;
+}
+
+/* all_get - every recipient of the trip not decided yet gets reply r; a
+ * recipient refused for good already (a 5xx to its RCPT) keeps that */
+static void all_get(struct trip *t, const struct smtp_reply *r, int keep_refused)
+{
+	for (int k = 0; k < t->n; k++)
+		if (!keep_refused || t->got[k].code / 100 != 5)
+			t->got[k] = *r;
+}
+
+/* mail_command - MAIL, with SIZE (RFC 1870) and BODY=8BITMIME (RFC 6152)
+ * when the remote offers them */
+static int mail_command(const struct trip *t, struct remote *m)
+{
+	char params[64] = "";
+
+	if (m->size)
+		(void)snprintf(params, sizeof params, " SIZE=%llu", t->msg_size);
+	if (t->eightbit && m->eightbit)
+		(void)snprintf(params + strlen(params), sizeof params - strlen(params),
+			       " BODY=8BITMIME");
+	return command(m, "MAIL FROM:<%s>%s", t->job.from, params);
+}
+
+/* envelope_command - the i-th command of the envelope: 0 MAIL, 1..n
+ * RCPT, n + 1 DATA */
+static int envelope_command(const struct trip *t, struct remote *m, int i)
+{
+	if (i == 0)
+		return mail_command(t, m);
+	if (i <= t->n)
+		return command(m, "RCPT TO:<%s>", t->job.rcpt[t->which[i - 1]].address);
+	return command(m, "DATA");
+}
+
+/* envelope_reply - read the i-th command's reply into its place: MAIL's
+ * and DATA's into r[0] and r[1], a RCPT's into its recipient's got */
+static int envelope_reply(struct trip *t, struct remote *m, int i, struct smtp_reply r[2])
+{
+	if (i == 0)
+		return reply_read(m, MAIL_TIMEOUT, &r[0]);
+	if (i <= t->n)
+		return reply_read(m, RCPT_TIMEOUT, &t->got[i - 1]);
+	return reply_read(m, DATA_TIMEOUT, &r[1]);
+}
+
+/* accepted_count - the recipients whose RCPT got a 2xx */
+static int accepted_count(const struct trip *t)
+{
+	int n = 0;
+
+	for (int k = 0; k < t->n; k++)
+		n += t->got[k].code / 100 == 2;
+	return n;
+}
+
+/* envelope_send - the commands 0..last; with PIPELINING all at once,
+ * then the replies in order (RFC 2920 3.1), else each after the one
+ * before was answered, stopping after a refused MAIL, and before DATA
+ * when no recipient was accepted. 0, or -1 when the connection failed
+ * (why then says how) */
+static int envelope_send(struct trip *t, struct remote *m, struct smtp_reply r[2],
+			 struct smtp_reply **why)
+{
+	int last = t->n + 1, i;
+
+	for (i = 0; m->pipelining && i <= last; i++)
+		if (envelope_command(t, m, i) < 0)
+			return -1;
+	for (i = 0; i <= last; i++) {
+		if (!m->pipelining && i == last && accepted_count(t) == 0)
+			return 0;
+		if (!m->pipelining && envelope_command(t, m, i) < 0)
+			return -1;
+		if (envelope_reply(t, m, i, r) < 0) {
+			*why = i == 0 ? &r[0] : i <= t->n ? &t->got[i - 1] : &r[1];
+			return -1;
+		}
+		if (!m->pipelining && i == 0 && r[0].code / 100 != 2)
+			return 0;
+	}
+	return 0;
+}
+
+/*
+ * send_envelope - MAIL, each RCPT, DATA. Each RCPT reply decides its
+ * recipient (RFC 5321 3.3); a refused MAIL or DATA decides them all. The
+ * number of recipients to send the data for (DATA got its 354), 0 when
+ * there are none (each got its reply), or -1 when the connection failed
+ * (each recipient not refused for good got a 451 of ours).
+ */
+static int send_envelope(struct trip *t, struct remote *m)
+{
+	struct smtp_reply r[2] = { { .code = 0 }, { .code = 0 } }, lost, *why = NULL;
+	int accepted;
+
+	for (int k = 0; k < t->n; k++)
+		t->got[k].code = 0;
+	if (envelope_send(t, m, r, &why) < 0) {
+		if (!why)
+			local_reply(why = &lost, 451, "4.4.2 %s: the connection was lost", m->host);
+		all_get(t, why, 1);
+		return -1;
+	}
+	if (r[0].code / 100 != 2) {
+		all_get(t, &r[0], 0);
+		return 0;
+	}
+	accepted = accepted_count(t);
+	if (accepted == 0 && r[1].code == 354) {	/* a 354 with no recipient: send no data */
+		if (conn_write(&m->conn, ".\r\n", 3) < 0 || reply_read(m, DOT_TIMEOUT, &r[1]) < 0)
+			return -1;
+		return 0;
+	}
+	if (r[1].code != 354)
+		for (int k = 0; k < t->n; k++)
+			if (t->got[k].code / 100 == 2)
+				t->got[k] = r[1];
+	return r[1].code == 354 ? accepted : 0;
+}
+
+/* term_block - block (or unblock) SIGTERM: from the final dot until the
+ * outcome is on disk, a stop may not come between the remote's 250 and
+ * our record of it (which would send the message again) */
+static void term_block(int block)
+{
+	sigset_t term;
+
+	if (sigemptyset(&term) < 0 || sigaddset(&term, SIGTERM) < 0
+	    || sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &term, NULL) < 0)
+		log_msg("SIGTERM mask: %s", strerror(errno));
+}
+
+/* send_data - the .msg bytes (already CRLF lines, dot-stuffed), then the
+ * final ".\r\n"; the reply to it decides every accepted recipient. 0, or
+ * -1 (r holds why) */
+static int send_data(struct trip *t, struct remote *m, struct smtp_reply *r)
+{
+	char buf[IO_BUF_SIZE];
+	off_t done = 0;
+	ssize_t n;
+	char last = '\n';
+
+	m->conn.timeout_ms = BLOCK_TIMEOUT * 1000;
+	while ((n = pread(t->msg_fd, buf, sizeof buf, done)) > 0) {
+		if (conn_write(&m->conn, buf, (size_t)n) < 0)
+			break;
+		done += n;
+		last = buf[n - 1];
+	}
+	if (n < 0) {
+		local_reply(r, 451, "4.3.0 the queued message cannot be read: %s", strerror(errno));
+		return -1;	/* the connection is closed without the dot */
+	}
+	term_block(1);
+	if ((last != '\n' && conn_write(&m->conn, "\r\n", 2) < 0)
+	    || conn_write(&m->conn, ".\r\n", 3) < 0) {
+		local_reply(r, 451, "4.4.2 %s: the connection was lost", m->host);
+		return -1;
+	}
+	return reply_read(m, DOT_TIMEOUT, r);
+}
+
+/* transaction - one mail transaction on an open session: the envelope,
+ * the data, and each recipient's reply in t->got */
+static void transaction(struct trip *t, struct remote *m)
+{
+	struct smtp_reply r;
+
+	if (m->size_max && t->msg_size > m->size_max) {
+		local_reply(&r, 552, "5.3.4 the message (%llu bytes) is larger than %s takes (%llu)",
+			    t->msg_size, m->host, m->size_max);
+		all_get(t, &r, 0);	/* RFC 1870 6: do not send it */
+		return;
+	}
+	if (send_envelope(t, m) <= 0)
+		return;
+	(void)send_data(t, m, &r);
+	for (int k = 0; k < t->n; k++)
+		if (t->got[k].code / 100 == 2)
+			t->got[k] = r;
+}
+
+/* remote_close - QUIT (its reply matters little), then close */
+static void remote_close(struct remote *m)
+{
+	struct smtp_reply r;
+
+	if (m->conn.fd < 0)
+		return;
+	if (command(m, "QUIT") == 0)
+		(void)reply_read(m, QUIT_TIMEOUT, &r);
+	close_fd(m->conn.fd, "connection");
+	m->conn.fd = -1;
+}
+
+/*
+ * try_targets - the delivery of the trip at the destination's addresses in
+ * order: the first that greets and takes EHLO or HELO gets the transaction,
+ * and its session is left open in m (QUIT comes after the record). A
+ * connection failure, no 220, a 421 or a 4xx to EHLO move on to the next
+ * (RFC 5321 5.1). DELIVERY_DOWN when none answered, else DELIVERY_DONE;
+ * each recipient's reply in t->got either way.
+ */
+static int try_targets(struct trip *t, struct remote *m, const struct target *tg, size_t n)
+{
+	struct smtp_reply r;
+	enum opening o = OPEN_NEXT;
+
+	local_reply(&r, 451, "4.4.3 %s: no address to try", t->domain);
+	for (size_t i = 0; i < n && o == OPEN_NEXT; i++) {
+		int fd = tcp_connect(&tg[i], &r);
+
+		m->host = tg[i].host;
+		(void)snprintf(t->remote, sizeof t->remote, "%.*s", (int)DOMAIN_MAX, tg[i].host);
+		if (fd < 0)
+			continue;
+		if (conn_init(&m->conn, fd, MAIL_TIMEOUT) < 0) {
+			local_reply(&r, 451, "4.3.0 socket: %s", strerror(errno));
+			close_fd(fd, "connection");
+			continue;
+		}
+		o = open_session(m, &r);
+		if (o == OPEN_OK) {
+			transaction(t, m);
+			return DELIVERY_DONE;
+		}
+		remote_close(m);
+	}
+	if (o == OPEN_LOOP)
+		local_reply(&r, 550, "5.4.6 %s: %s leads back to this host (%s): a mail loop",
+			    t->domain, t->remote, cfg.hostname);
+	all_get(t, &r, 0);
+	return o == OPEN_NEXT ? DELIVERY_DOWN : DELIVERY_DONE;
+}
+
+/* backoff - the wait before the next try of a message that arrived at
+ * arrived: its age, within -B's minimum and maximum (Postfix's rule: the
+ * older the message, the rarer the tries) */
+static long long backoff(long long arrived, long long now)
+{
+	long long age = now - arrived;
+
+	return age < cfg.backoff_min ? cfg.backoff_min : age > cfg.backoff_max ? cfg.backoff_max
+	       : age;
+}
+
+/* settle - rcpt r of job got reply g (from remote, "" for ours); tried:
+ * it counts as an attempt. A 2xx delivers it, a 5xx fails it, a 4xx
+ * defers it, or fails it with 4.4.7 once the message is older than -E.
+ * 1 when it failed now, else 0. */
+static int settle(const struct job *job, struct job_rcpt *r, const struct smtp_reply *g,
+		  const char *remote, int tried, long long now)
+{
+	r->attempts += tried;
+	if (tried)
+		r->last_try = now;
+	(void)snprintf(r->remote, sizeof r->remote, "%s", g->local ? "" : remote);
+	reply_clean(r->reply, sizeof r->reply, g->text);
+	r->next_try = 0;
+	if (g->code / 100 == 2) {
+		r->state = RS_DELIVERED;
+		return 0;
+	}
+	if (g->code / 100 == 4 && now - job->arrived >= cfg.queue_lifetime) {
+		struct smtp_reply expired;
+
+		local_reply(&expired, 451, "4.4.7 not delivered in %d seconds, the queue's lifetime;"
+			    " the last reply: %s", cfg.queue_lifetime, g->text);
+		reply_clean(r->reply, sizeof r->reply, expired.text);
+		r->remote[0] = '\0';
+		r->state = RS_FAILED;
+		return 1;
+	}
+	r->state = g->code / 100 == 5 ? RS_FAILED : RS_DEFERRED;
+	if (r->state == RS_DEFERRED)
+		r->next_try = now + backoff(job->arrived, now);
+	return r->state == RS_FAILED;
+}
+
+/* log_outcome - one line per recipient and attempt */
+static void log_outcome(const struct job *job, const struct job_rcpt *r, int tried)
+{
+	log_msg("relay: %s <%s>: %s%s%s, attempt %d%s: %s", job->id, r->address,
+		rcpt_state_names[r->state], r->remote[0] ? " by " : "", r->remote, r->attempts,
+		tried ? "" : " (not tried: the destination is down)", r->reply);
+}
+
+/* report_failed - the report of the recipients failed now; 0, or -1 when
+ * it could not be stored: they are then put back as they were, to be
+ * tried again after the backoff (a failure is never dropped unreported) */
+static int report_failed(struct job *job, const int *failed, int nfailed,
+			 const struct job_rcpt *before, long long now)
+{
+	if (nfailed == 0 || report_deliver(job, failed, nfailed, REPORT_FAILED, cfg.hostname) == 0)
+		return 0;
+	log_msg("relay: %s: the failure report cannot be stored: tried again later", job->id);
+	for (int i = 0; i < nfailed; i++) {
+		struct job_rcpt *r = &job->rcpt[failed[i]];
+
+		*r = before[i];
+		r->next_try = now + backoff(job->arrived, now);
+	}
+	return -1;
+}
+
+/* notice_delay - RFC 3464's "delayed" report, once, when the message has
+ * waited -W seconds and recipients still wait */
+static void notice_delay(struct job *job, long long now)
+{
+	int which[QUEUE_RCPTS_MAX], n = 0;
+
+	if (job->notice || now - job->arrived < cfg.notice_after)
+		return;
+	for (int i = 0; i < job->nrcpt; i++)
+		if (job->rcpt[i].state == RS_PENDING || job->rcpt[i].state == RS_DEFERRED)
+			which[n++] = i;
+	if (n > 0 && report_deliver(job, which, n, REPORT_DELAYED, cfg.hostname) == 0) {
+		job->notice = 1;
+		log_msg("relay: %s: delay notice written", job->id);
+	}
+}
+
+/* job_done - every recipient is final: remove the job (the .env first, so
+ * that a crash in between leaves a .msg alone, which no scan reads) */
+static int job_done(const struct job *job)
+{
+	char env[PATH_TEXT_MAX], msg[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
+
+	for (int i = 0; i < job->nrcpt; i++)
+		if (job->rcpt[i].state != RS_DELIVERED && job->rcpt[i].state != RS_FAILED)
+			return 0;
+	if (job_path(env, sizeof env, job->id, ".env") < 0 || job_path(msg, sizeof msg, job->id, ".msg") < 0
+	    || queue_dir(dir, sizeof dir) < 0 || unlink(env) < 0 || unlink(msg) < 0
+	    || sync_dir(dir) < 0) {
+		log_msg("relay: %s: cannot remove the finished job: %s", job->id, strerror(errno));
+		return -1;
+	}
+	log_msg("relay: %s: done, removed from the queue", job->id);
+	return 1;
+}
+
+/* apply_outcomes - the trip's replies into job (loaded afresh under the
+ * lock); the recipients that failed now into failed[], their states
+ * before into before[]; how many */
+static int apply_outcomes(const struct trip *t, struct job *job, int tried, int *failed,
+			  struct job_rcpt *before, long long now)
+{
+	int nfailed = 0;
+
+	for (int k = 0; k < t->n; k++) {
+		int i = t->which[k];
+		struct job_rcpt *r = &job->rcpt[i];
+		struct job_rcpt old = *r;
+
+		if (i >= job->nrcpt || strcmp(r->address, t->job.rcpt[i].address) != 0
+		    || r->state == RS_DELIVERED || r->state == RS_FAILED)
+			continue;	/* -x and a new message of the same id, or decided meanwhile */
+		if (settle(job, r, &t->got[k], t->remote, tried, now)) {
+			before[nfailed] = old;
+			failed[nfailed++] = i;
+		}
+		log_outcome(job, r, tried);
+	}
+	return nfailed;
+}
+
+/* record - the outcome of the trip on disk, under the job lock: each
+ * recipient's state, the report of those failed now, the delay notice;
+ * the job removed when every recipient is final */
+static void record(const struct trip *t, int tried)
+{
+	static struct job job;
+	static struct job_rcpt before[QUEUE_RCPTS_MAX];
+	int failed[QUEUE_RCPTS_MAX], nfailed, lock = job_lock(t->job.id, 1);
+	long long now = (long long)time(NULL);
+
+	if (lock < 0 || job_load(t->job.id, &job) < 0) {
+		log_msg("relay: %s: the job is gone or busy: its outcome is not recorded", t->job.id);
+		if (lock >= 0)
+			close_fd(lock, "job lock");
+		return;
+	}
+	nfailed = apply_outcomes(t, &job, tried, failed, before, now);
+	(void)report_failed(&job, failed, nfailed, before, now);
+	notice_delay(&job, now);
+	if (job_done(&job) == 0 && job_save(&job) < 0)
+		log_msg("relay: %s: the outcome is not saved: the recipients are tried again",
+			job.id);
+	close_fd(lock, "job lock");
+}
+
+/* trip_open - the trip of job id to domain: the recipients there that
+ * wait (and are due, unless flush), and the message's data; 0, or -1 when
+ * there is nothing to do */
+static int trip_open(struct trip *t, const char *id, const char *domain, int flush)
+{
+	char path[PATH_TEXT_MAX], buf[IO_BUF_SIZE];
+	long long now = (long long)time(NULL);
+	int lock = job_lock(id, 1), loaded;
+	struct stat st;
+	ssize_t got;
+
+	loaded = lock >= 0 && job_load(id, &t->job) == 0;
+	if (lock >= 0)
+		close_fd(lock, "job lock");
+	if (!loaded)
+		return -1;
+	t->domain = domain;
+	t->n = 0;
+	for (int i = 0; i < t->job.nrcpt; i++) {
+		const struct job_rcpt *r = &t->job.rcpt[i];
+		const char *at = strrchr(r->address, '@');
+
+		if ((r->state == RS_PENDING || r->state == RS_DEFERRED) && (flush || r->next_try <= now)
+		    && strcasecmp(at ? at + 1 : "", domain) == 0)
+			t->which[t->n++] = i;
+	}
+	if (t->n == 0 || job_path(path, sizeof path, id, ".msg") < 0
+	    || (t->msg_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return -1;
+	if (fstat(t->msg_fd, &st) < 0) {
+		close_fd(t->msg_fd, "message");
+		return -1;
+	}
+	t->msg_size = (unsigned long long)st.st_size;
+	t->eightbit = 0;
+	for (off_t off = 0; !t->eightbit && (got = pread(t->msg_fd, buf, sizeof buf, off)) > 0; off += got)
+		for (ssize_t i = 0; i < got && !t->eightbit; i++)
+			t->eightbit = (unsigned char)buf[i] > 127;
+	return 0;
+}
+
+/*
+ * deliver_destination - in a delivery process: job id's recipients at
+ * domain, at once (flush: due or not). down: the destination did not
+ * answer a moment ago, so they are deferred without a connection. The
+ * process's exit status (DELIVERY_DONE, _DOWN or _BUSY).
+ */
+static int deliver_destination(const char *id, const char *domain, int down, int flush)
+{
+	static struct trip t;
+	static struct target tg[TARGETS_MAX];
+	struct remote m = { .conn = { .fd = -1 } };
+	char status[16], why[REPLY_TEXT_MAX];
+	size_t n = 0;
+	enum where w;
+	int result = DELIVERY_DONE;
+
+	if (trip_open(&t, id, domain, flush) < 0)
+		return DELIVERY_DONE;
+	t.remote[0] = '\0';
+	if (down) {
+		struct smtp_reply r;
+
+		local_reply(&r, 451, "4.4.1 %s did not answer a moment ago: not tried now", domain);
+		all_get(&t, &r, 0);
+	} else if ((w = find_targets(domain, tg, TARGETS_MAX, &n, status, sizeof status, why,
+				     sizeof why)) != WHERE_OK) {
+		struct smtp_reply r;
+
+		local_reply(&r, w == WHERE_FAIL ? 550 : 451, "%s %s", status, why);
+		all_get(&t, &r, 0);
+	} else {
+		result = try_targets(&t, &m, tg, n);
+	}
+	record(&t, !down);
+	term_block(0);
+	remote_close(&m);
+	close_fd(t.msg_fd, "message");
+	return result;
+}
+
 /* ---------------------------------------------------------------- relay: the runner */
 
 /* The runner is one process per spool: it picks due jobs, starts delivery
  * processes within the limits, and retries with a growing backoff. */
+
+enum {
+	DUE_MAX = 4096,		/* (job, domain) pairs one scan lines up; the rest wait */
+	DOWN_MAX = 64,		/* destinations remembered as down */
+	DELIVERY_GRACE_SECONDS = 5,	/* a stopping runner's wait for its deliveries */
+	RESTART_SECONDS = 10,	/* the listening parent restarts the runner this often at most */
+	SCAN_MAX_SECONDS = 60	/* the runner scans the queue at least once a minute */
+};
+
+/* A delivery process of the runner's. */
+struct delivery {
+	pid_t pid;
+	char id[ID_MAX];
+	char domain[DOMAIN_MAX + 1];
+	int connecting;		/* it may connect (not a deferral of a down destination) */
+};
+
+/* A job's recipients at one domain, due now, found by a scan. */
+struct due {
+	char id[ID_MAX];
+	char domain[DOMAIN_MAX + 1];
+	long long due;		/* the earliest next try among them */
+	int flush;		/* found by a flush: tried whatever their next try */
+	int started;
+};
+
+/* A destination that did not answer, left alone until a time. */
+struct down {
+	char domain[DOMAIN_MAX + 1];
+	long long until;	/* unix seconds; 0: a free entry */
+};
+
+/* The runner's state. */
+struct runner {
+	struct delivery procs[RELAY_PROCS_MAX];
+	int nprocs;
+	struct due *due;	/* DUE_MAX entries */
+	int ndue;
+	struct down down[DOWN_MAX];
+	long long next_scan;	/* unix seconds */
+	long long last_scan_ms;
+	int rescan;		/* a delivery ended: scan again soon */
+};
+
+/* The runner's signals (SIGTERM, SIGINT in the foreground, SIGUSR1 flush,
+ * SIGUSR2 scan, SIGCHLD), noted by runner_signal for the loop. */
+static volatile sig_atomic_t runner_stop, runner_flush, runner_scan, runner_reap;
+
+/* <spool>/.queue/.runner, open in the runner and its deliveries: the
+ * runner's write lock on its byte 0 says that it runs, and each delivery
+ * claims its (job, domain) with a lock on another byte (claim). */
+static int runner_fd = -1;
+
+/* runner_signal - note the signal; the loop does the work */
+static void runner_signal(int sig)
+{
+	if (sig == SIGCHLD)
+		runner_reap = 1;
+	else if (sig == SIGUSR1)
+		runner_flush = 1;
+	else if (sig == SIGUSR2)
+		runner_scan = 1;
+	else
+		runner_stop = 1;
+}
+
+/* runner_path - "<spool>/.queue/.runner"; 0, or -1 */
+static int runner_path(char *path, size_t size)
+{
+	return job_path(path, size, ".runner", "");
+}
+
+/*
+ * claim - in a delivery process: take the lock that says "this job's mail
+ * to domain is being delivered" (a byte of .runner named by a hash of the
+ * two), so that no second delivery of it starts, even from a runner started
+ * after this one's died. 0, or -1 when another process has it.
+ */
+static int claim(const char *id, const char *domain)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	uint32_t h = 2166136261u;	/* FNV-1a */
+
+	for (const char *p = id; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ '@') * 16777619u;
+	for (const char *p = domain; *p; p++)
+		h = (h ^ (unsigned char)tolower((unsigned char)*p)) * 16777619u;
+	fl.l_start = 1 + (off_t)(h & 0x3fffffff);
+	return runner_fd < 0 || fcntl(runner_fd, F_SETLK, &fl) == 0 ? 0 : -1;
+}
+
+/* runner_lock - open .runner and take the runner's lock, write our pid
+ * into it; 0, or -1 after saying why (another runner: its pid) */
+static int runner_lock(void)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	char path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX], pid[32];
+	int n;
+
+	if (queue_dir(dir, sizeof dir) < 0 || runner_path(path, sizeof path) < 0
+	    || (runner_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+		fprintf(stderr, "%s: the queue runner's lock file: %s\n", progname, strerror(errno));
+		return -1;
+	}
+	if (fcntl(runner_fd, F_SETLK, &fl) < 0) {
+		if ((errno == EAGAIN || errno == EACCES) && fcntl(runner_fd, F_GETLK, &fl) == 0)
+			fprintf(stderr, "%s: a queue runner is already running (pid %ld)\n",
+				progname, (long)fl.l_pid);
+		else
+			fprintf(stderr, "%s: %s: %s\n", progname, path, strerror(errno));
+		close_fd(runner_fd, "runner lock");
+		runner_fd = -1;
+		return -1;
+	}
+	n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	if (ftruncate(runner_fd, 0) < 0 || pwrite(runner_fd, pid, (size_t)n, 0) != n)
+		log_msg("queue runner: %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* runner_signals - catch the runner's signals, blocked except while it
+ * waits; *wait_mask: the mask to wait with. In the foreground (-q) SIGINT
+ * stops it; started by the listening parent it ignores SIGINT, as the
+ * sessions do (the parent stops it). */
+static int runner_signals(int foreground, sigset_t *wait_mask)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCHLD };
+	struct sigaction sa = { .sa_handler = runner_signal };
+	sigset_t block;
+
+	if (sigemptyset(&sa.sa_mask) < 0 || sigemptyset(&block) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		if (sigaddset(&block, sigs[i]) < 0)
+			return -1;
+	if (sigprocmask(SIG_BLOCK, &block, wait_mask) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+		if (sigs[i] == SIGINT && !foreground) {
+			if (signal(SIGINT, SIG_IGN) == SIG_ERR)
+				return -1;
+		} else if (sigaction(sigs[i], &sa, NULL) < 0) {
+			return -1;
+		}
+		if (sigdelset(wait_mask, sigs[i]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* down_until - until when domain is down; 0 when it is not */
+static long long down_until(const struct runner *rn, const char *domain, long long now)
+{
+	for (int i = 0; i < DOWN_MAX; i++)
+		if (rn->down[i].until > now && strcasecmp(rn->down[i].domain, domain) == 0)
+			return rn->down[i].until;
+	return 0;
+}
+
+/* down_mark - domain did not answer: leave it alone for -B's minimum (a
+ * free entry, else the one that ends first, is reused) */
+static void down_mark(struct runner *rn, const char *domain, long long now)
+{
+	struct down *slot = &rn->down[0];
+
+	for (int i = 0; i < DOWN_MAX; i++) {
+		if (rn->down[i].until > now && strcasecmp(rn->down[i].domain, domain) == 0) {
+			slot = &rn->down[i];
+			break;
+		}
+		if (rn->down[i].until < slot->until)
+			slot = &rn->down[i];
+	}
+	(void)snprintf(slot->domain, sizeof slot->domain, "%s", domain);
+	slot->until = now + cfg.backoff_min;
+	log_msg("queue runner: %s did not answer: left alone for %d s", domain, cfg.backoff_min);
+}
+
+/* delivering - the deliveries to domain under way: all, and connecting */
+static int delivering(const struct runner *rn, const char *id, const char *domain,
+		      int *connecting)
+{
+	int same = 0;
+
+	*connecting = 0;
+	for (int i = 0; i < rn->nprocs; i++) {
+		if (strcasecmp(rn->procs[i].domain, domain) != 0)
+			continue;
+		*connecting += rn->procs[i].connecting;
+		same += id && strcmp(rn->procs[i].id, id) == 0;
+	}
+	return same;
+}
+
+/* due_add - job's recipients at the domain of rcpt[first] (the first of
+ * them not final): into the due list when their earliest next try has
+ * come (or flush), else *earliest may move up to it */
+static void due_add(struct runner *rn, const struct job *job, int first, int flush,
+		    long long now, long long *earliest)
+{
+	const char *at = strrchr(job->rcpt[first].address, '@'), *domain = at ? at + 1 : "";
+	long long due = -1;
+	struct due *d;
+
+	for (int i = first; i < job->nrcpt; i++) {
+		const struct job_rcpt *r = &job->rcpt[i];
+		const char *a = strrchr(r->address, '@');
+
+		if ((r->state == RS_PENDING || r->state == RS_DEFERRED)
+		    && strcasecmp(a ? a + 1 : "", domain) == 0 && (due < 0 || r->next_try < due))
+			due = r->next_try;
+	}
+	if (!flush && due > now) {
+		if (due < *earliest)
+			*earliest = due;
+		return;
+	}
+	if (rn->ndue == DUE_MAX || strlen(domain) > DOMAIN_MAX) {
+		rn->rescan = 1;	/* more than a scan can line up: the rest after these */
+		return;
+	}
+	d = &rn->due[rn->ndue++];
+	memset(d, 0, sizeof *d);
+	(void)snprintf(d->id, sizeof d->id, "%s", job->id);
+	(void)snprintf(d->domain, sizeof d->domain, "%s", domain);
+	d->due = due;
+	d->flush = flush;
+}
+
+/* first_of_domain - 1 if rcpt[i] is waiting and the first waiting one of
+ * its domain (each domain of a job is lined up once) */
+static int first_of_domain(const struct job *job, int i)
+{
+	const struct job_rcpt *r = &job->rcpt[i];
+	const char *at = strrchr(r->address, '@'), *domain = at ? at + 1 : "";
+
+	if (r->state != RS_PENDING && r->state != RS_DEFERRED)
+		return 0;
+	for (int j = 0; j < i; j++) {
+		const char *a = strrchr(job->rcpt[j].address, '@');
+
+		if ((job->rcpt[j].state == RS_PENDING || job->rcpt[j].state == RS_DEFERRED)
+		    && strcasecmp(a ? a + 1 : "", domain) == 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* by_due - qsort: the longest waiting first */
+static int by_due(const void *a, const void *b)
+{
+	const struct due *x = a, *y = b;
+
+	return x->due < y->due ? -1 : x->due > y->due;
+}
+
+/*
+ * scan_queue - read the queue: each job not locked by someone else (a session
+ * still deciding its reply, a delivery recording), and line up its
+ * recipients due now, per domain; the next scan when the next one falls
+ * due, within -B's minimum and a minute (at least a second away).
+ */
+static void scan_queue(struct runner *rn, int flush)
+{
+	static char ids[DEFAULT_QUEUE_MAX][ID_MAX];
+	static struct job job;
+	long long now = (long long)time(NULL);
+	long long wait = cfg.backoff_min < SCAN_MAX_SECONDS ? cfg.backoff_min : SCAN_MAX_SECONDS;
+	long long earliest = now + wait;
+	int n = queue_ids(ids, DEFAULT_QUEUE_MAX);
+
+	rn->ndue = 0;
+	rn->rescan = 0;
+	for (int k = 0; k < n; k++) {
+		int lock = job_lock(ids[k], 0), loaded;
+
+		if (lock < 0)
+			continue;
+		loaded = job_load(ids[k], &job) == 0;
+		close_fd(lock, "job lock");
+		for (int i = 0; loaded && i < job.nrcpt; i++)
+			if (first_of_domain(&job, i))
+				due_add(rn, &job, i, flush, now, &earliest);
+	}
+	qsort(rn->due, (size_t)rn->ndue, sizeof rn->due[0], by_due);
+	rn->next_scan = earliest > now ? earliest : now + 1;
+	rn->last_scan_ms = now_ms();
+}
+
+/* delivery_child - in a new delivery process: the runner's signals back
+ * to their defaults (SIGUSR1 and SIGUSR2 ignored: they are the runner's),
+ * then the delivery; exits with its status */
+static void delivery_child(const struct due *d, int down, const sigset_t *mask)
+{
+	static const int defaults[] = { SIGTERM, SIGCHLD };
+	static const int ignored[] = { SIGINT, SIGUSR1, SIGUSR2 };
+
+	for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+		if (signal(defaults[i], SIG_DFL) == SIG_ERR)
+			log_msg("delivery signals: %s", strerror(errno));
+	for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
+		if (signal(ignored[i], SIG_IGN) == SIG_ERR)
+			log_msg("delivery signals: %s", strerror(errno));
+	if (sigprocmask(SIG_SETMASK, mask, NULL) < 0)
+		log_msg("delivery signals: %s", strerror(errno));
+	if (claim(d->id, d->domain) < 0)
+		exit(DELIVERY_BUSY);
+	exit(deliver_destination(d->id, d->domain, down, d->flush));
+}
+
+/* start_delivery - a delivery process for d; 0, or -1 (logged) */
+static int start_delivery(struct runner *rn, const struct due *d, int down,
+			  const sigset_t *mask)
+{
+	struct delivery *p = &rn->procs[rn->nprocs];
+	pid_t pid = fork();
+
+	if (pid == 0)
+		delivery_child(d, down, mask);
+	if (pid < 0) {
+		log_msg("queue runner: fork: %s", strerror(errno));
+		return -1;
+	}
+	p->pid = pid;
+	(void)snprintf(p->id, sizeof p->id, "%s", d->id);
+	(void)snprintf(p->domain, sizeof p->domain, "%s", d->domain);
+	p->connecting = !down;
+	rn->nprocs++;
+	return 0;
+}
+
+/*
+ * start_due - start deliveries from the due list, longest waiting first,
+ * within RELAY_PROCS_MAX at once and RELAY_PER_DEST connecting to one
+ * domain; a domain that is down gets its recipients deferred without a
+ * connection (no retry storm). What cannot start now, or is being
+ * delivered already (a flush during a delivery), waits for a delivery to
+ * end.
+ */
+static void start_due(struct runner *rn, const sigset_t *mask)
+{
+	long long now = (long long)time(NULL);
+	int kept = 0;
+
+	for (int i = 0; i < rn->ndue; i++) {
+		struct due *d = &rn->due[i];
+		int connecting, down = down_until(rn, d->domain, now) > 0;
+
+		if (rn->nprocs < RELAY_PROCS_MAX && !delivering(rn, d->id, d->domain, &connecting)
+		    && (down || connecting < RELAY_PER_DEST))
+			d->started = start_delivery(rn, d, down, mask) == 0;
+		if (!d->started)	/* when a delivery of it is under way: after that one */
+			rn->due[kept++] = *d;
+	}
+	rn->ndue = kept;
+}
+
+/* reap_deliveries - collect ended deliveries; one whose destination did not answer
+ * marks it down */
+static void reap_deliveries(struct runner *rn)
+{
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		for (int i = 0; i < rn->nprocs; i++) {
+			if (rn->procs[i].pid != pid)
+				continue;
+			if (WIFEXITED(status) && WEXITSTATUS(status) == DELIVERY_DOWN)
+				down_mark(rn, rn->procs[i].domain, (long long)time(NULL));
+			else if (WIFSIGNALED(status))
+				log_msg("queue runner: delivery %ld of %s killed by signal %d",
+					(long)pid, rn->procs[i].id, WTERMSIG(status));
+			rn->procs[i] = rn->procs[--rn->nprocs];
+			rn->rescan = 1;
+			break;
+		}
+}
+
+/* stop_deliveries - SIGTERM to every delivery (one between the final dot
+ * and its record finishes that first), then SIGKILL after the grace time */
+static void stop_deliveries(struct runner *rn)
+{
+	long long end = now_ms() + DELIVERY_GRACE_SECONDS * 1000LL;
+
+	for (int i = 0; i < rn->nprocs; i++)
+		if (kill(rn->procs[i].pid, SIGTERM) < 0)
+			log_msg("kill %ld: %s", (long)rn->procs[i].pid, strerror(errno));
+	while (rn->nprocs > 0 && now_ms() < end) {
+		struct timespec tick = { 0, 20 * 1000 * 1000 };
+
+		nanosleep(&tick, NULL);
+		reap_deliveries(rn);
+	}
+	for (int i = 0; i < rn->nprocs; i++) {
+		log_msg("queue runner: delivery %ld of %s killed", (long)rn->procs[i].pid,
+			rn->procs[i].id);
+		if (kill(rn->procs[i].pid, SIGKILL) < 0 || waitpid(rn->procs[i].pid, NULL, 0) < 0)
+			log_msg("delivery %ld: %s", (long)rn->procs[i].pid, strerror(errno));
+	}
+	rn->nprocs = 0;
+}
+
+/* runner_wait - sleep until a signal or the next scan (a second at most
+ * when a delivery ended and the queue should be read again) */
+static void runner_wait(const struct runner *rn, const sigset_t *wait_mask)
+{
+	long long now = (long long)time(NULL);
+	long long left = rn->next_scan - now;
+	struct timespec ts;
+
+	if (rn->rescan && left > 1)
+		left = 1;
+	ts.tv_sec = (time_t)(left > 0 ? left : 0);
+	ts.tv_nsec = left > 0 ? 0 : 50 * 1000 * 1000;
+	if (!runner_stop && !runner_flush && !runner_scan && !runner_reap
+	    && pselect(0, NULL, NULL, NULL, &ts, wait_mask) < 0 && errno != EINTR)
+		log_msg("queue runner: pselect: %s", strerror(errno));
+}
+
+/* runner_step - one turn of the loop: collect, scan when it is time, start */
+static void runner_step(struct runner *rn, const sigset_t *mask)
+{
+	int flush = runner_flush;
+
+	if (runner_reap) {
+		runner_reap = 0;
+		reap_deliveries(rn);
+	}
+	if (flush) {
+		runner_flush = 0;
+		memset(rn->down, 0, sizeof rn->down);	/* a flush tries every destination */
+		log_msg("queue runner: flush");
+	}
+	if (flush || runner_scan || (long long)time(NULL) >= rn->next_scan
+	    || (rn->rescan && now_ms() - rn->last_scan_ms >= 1000)) {
+		runner_scan = 0;
+		scan_queue(rn, flush);
+	}
+	start_due(rn, mask);
+}
+
+/*
+ * run_queue - the queue runner, until SIGTERM (or SIGINT in the
+ * foreground: -q): one per spool (.runner's lock). Exit status 0, or 1
+ * when another runner runs or it cannot start.
+ */
+static int run_queue(int foreground)
+{
+	static struct due due[DUE_MAX];
+	static struct runner rn;
+	sigset_t mask, wait_mask;
+
+	rn.due = due;
+	if (runner_lock() < 0)
+		return 1;
+	if (runner_signals(foreground, &wait_mask) < 0) {
+		log_msg("queue runner: signals: %s", strerror(errno));
+		return 1;
+	}
+	mask = wait_mask;
+	log_msg("queue runner started (pid %ld) on %s", (long)getpid(), cfg.spool);
+	runner_scan = 1;
+	while (!runner_stop) {
+		runner_step(&rn, &mask);
+		runner_wait(&rn, &wait_mask);
+	}
+	stop_deliveries(&rn);
+	if (ftruncate(runner_fd, 0) < 0)	/* no stale pid for the sessions to wake */
+		log_msg("queue runner: .runner: %s", strerror(errno));
+	close_fd(runner_fd, "runner lock");
+	log_msg("queue runner stopped");
+	return 0;
+}
+
+/* queue_flush - -F: tell the running runner to flush (SIGUSR1); 0, or 1
+ * when none runs */
+static int queue_flush(void)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	char path[PATH_TEXT_MAX];
+	int fd = runner_path(path, sizeof path) < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0 && fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type == F_WRLCK
+	    && kill(fl.l_pid, SIGUSR1) == 0) {
+		close_fd(fd, "runner lock");
+		printf("queue runner %ld: flushing the queue\n", (long)fl.l_pid);
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
+	if (fd >= 0)
+		close_fd(fd, "runner lock");
+	fprintf(stderr, "%s: no queue runner is running on %s\n", progname, cfg.spool);
+	return 1;
+}
+
+/* keeper_signals - the keeper's signals: SIGTERM and SIGCHLD noted (as the
+ * runner's) and blocked but while it waits (*wait_mask), SIGINT, SIGUSR1
+ * and SIGUSR2 ignored; *orig: the mask before, the runner's to start with */
+static int keeper_signals(sigset_t *wait_mask, sigset_t *orig)
+{
+	struct sigaction sa = { .sa_handler = runner_signal };
+	sigset_t block;
+
+	if (sigemptyset(&sa.sa_mask) < 0 || sigemptyset(&block) < 0
+	    || sigaddset(&block, SIGTERM) < 0 || sigaddset(&block, SIGCHLD) < 0
+	    || sigprocmask(SIG_BLOCK, &block, orig) < 0)
+		return -1;
+	*wait_mask = *orig;
+	if (sigdelset(wait_mask, SIGTERM) < 0 || sigdelset(wait_mask, SIGCHLD) < 0
+	    || sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGCHLD, &sa, NULL) < 0
+	    || signal(SIGINT, SIG_IGN) == SIG_ERR || signal(SIGUSR1, SIG_IGN) == SIG_ERR
+	    || signal(SIGUSR2, SIG_IGN) == SIG_ERR)
+		return -1;
+	return 0;
+}
+
+/* keeper_fork - the runner, in a new process; its pid, or -1 */
+static pid_t keeper_fork(const sigset_t *old_mask)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (signal(SIGTERM, SIG_DFL) == SIG_ERR || signal(SIGCHLD, SIG_DFL) == SIG_ERR
+		    || sigprocmask(SIG_SETMASK, old_mask, NULL) < 0)
+			exit(1);
+		exit(run_queue(0));
+	}
+	if (pid < 0)
+		log_msg("queue runner: fork: %s", strerror(errno));
+	return pid;
+}
+
+/*
+ * keeper - the process the listening parent starts with -o: it keeps one
+ * runner going, starting it again when it ends, RESTART_SECONDS apart at
+ * most; on SIGTERM, or when the listening parent is gone, it stops the
+ * runner and exits. (A process of its own keeps the parent's accept loop,
+ * shared with popserver, as it is.)
+ */
+static void keeper(pid_t parent)
+{
+	sigset_t old, wait_mask;
+	long long started = 0;
+	pid_t runner = -1;
+	int status;
+
+	if (keeper_signals(&wait_mask, &old) < 0)
+		exit(1);
+	while (!runner_stop && getppid() == parent) {
+		struct timespec second = { 1, 0 };
+
+		if (runner < 0 && now_ms() - started >= RESTART_SECONDS * 1000LL) {
+			started = now_ms();
+			runner = keeper_fork(&old);
+		}
+		if (!runner_stop && !runner_reap
+		    && pselect(0, NULL, NULL, NULL, &second, &wait_mask) < 0 && errno != EINTR)
+			log_msg("queue runner keeper: pselect: %s", strerror(errno));
+		runner_reap = 0;
+		if (runner > 0 && waitpid(runner, &status, WNOHANG) == runner) {
+			log_msg("queue runner %ld ended (%s %d): started again within %d s",
+				(long)runner, WIFSIGNALED(status) ? "signal" : "status",
+				WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+				(int)RESTART_SECONDS);
+			runner = -1;
+		}
+	}
+	if (runner > 0 && (kill(runner, SIGTERM) < 0 || waitpid(runner, &status, 0) < 0))
+		log_msg("queue runner %ld: %s", (long)runner, strerror(errno));
+	exit(0);
+}
+
+/* runner_start - in the listening parent (-o, not -i): the keeper, which
+ * keeps the queue runner going; its pid, or -1 (logged: the server then
+ * serves, and mail waits in the queue for a runner) */
+static pid_t runner_start(const int *fds, int nfds)
+{
+	pid_t parent = getpid(), pid = fork();
+
+	if (pid == 0) {
+		for (int i = 0; i < nfds; i++)	/* the keeper takes no connections */
+			close_fd(fds[i], "listening socket");
+		keeper(parent);
+	}
+	if (pid < 0)
+		log_msg("queue runner: fork: %s", strerror(errno));
+	return pid;
+}
+
+/* runner_end - after serve: stop the keeper, and so the runner */
+static void runner_end(pid_t keeper_pid)
+{
+	if (keeper_pid <= 0)
+		return;
+	if (kill(keeper_pid, SIGTERM) < 0 || waitpid(keeper_pid, NULL, 0) < 0)
+		log_msg("queue runner keeper %ld: %s", (long)keeper_pid, strerror(errno));
+}
 
 /* ---------------------------------------------------------------- command handlers */
 
@@ -6061,20 +7647,20 @@ static void greet(struct session *s, const char *arg, int esmtp)
 }
 
 /* cmd_helo - HELO domain (RFC 5321 4.1.1.1) */
-static void cmd_helo(struct session *s, char *arg)
+static void cmd_helo(struct session *s, const struct args *a)
 {
-	if (check_helo(s, arg) != 0)
+	if (check_helo(s, a->text) != 0)
 		return;
-	greet(s, arg, 0);
+	greet(s, a->text, 0);
 	reply(s, "250 OK Hello %s", s->helo);
 }
 
 /* cmd_ehlo - EHLO domain: the greeting line, then one line per extension */
-static void cmd_ehlo(struct session *s, char *arg)
+static void cmd_ehlo(struct session *s, const struct args *a)
 {
-	if (check_helo(s, arg) != 0)
+	if (check_helo(s, a->text) != 0)
 		return;
-	greet(s, arg, 1);
+	greet(s, a->text, 1);
 	reply(s, "250-%s Hello %s", cfg.hostname, s->helo);
 	reply(s, "250-SIZE %llu", cfg.max_size);	/* RFC 1870 */
 	reply(s, "250-8BITMIME");			/* RFC 6152 */
@@ -6121,7 +7707,7 @@ static void auth_answer(struct session *s, const struct sasl *a, enum mech mech,
 	} else if (r == AUTH_WRONG) {
 		log_msg("%s: authentication of %s by %s failed", s->peer,
 			a->name[0] ? a->name : "?", how);
-		auth_pause(s->auth_failures++);
+		auth_pause(s->pause_ms, s->auth_failures++);
 		reply(s, "535 5.7.8 Authentication credentials invalid");
 	} else if (r == AUTH_TIMEOUT || r == AUTH_LOST) {
 		if (r == AUTH_TIMEOUT)
@@ -6140,17 +7726,17 @@ static void auth_answer(struct session *s, const struct sasl *a, enum mech mech,
 
 /* cmd_auth - AUTH (RFC 4954): the SASL exchange, then its answer. EHLO
  * offers it; after HELO it is taken too, answered in that dialect. */
-static void cmd_auth(struct session *s, char *arg)
+static void cmd_auth(struct session *s, const struct args *a)
 {
-	struct sasl a = { .c = &s->conn, .prompt = "334 ", .userfile = cfg.userfile,
+	struct sasl x = { .c = &s->conn, .prompt = "334 ", .userfile = cfg.userfile,
 			  .host = cfg.hostname };
 	char *initial = NULL;
-	int mech = check_auth(s, arg, &initial);
+	int mech = check_auth(s, a->text, &initial);
 
 	if (mech < 0)
 		return;
-	auth_answer(s, &a, (enum mech)mech, sasl_auth(&a, (enum mech)mech, initial));
-	secret_wipe(&a, sizeof a);
+	auth_answer(s, &x, (enum mech)mech, sasl_auth(&x, (enum mech)mech, initial));
+	secret_wipe(&x, sizeof x);
 }
 
 /*
@@ -6221,11 +7807,11 @@ static int check_mail(struct session *s, char *arg, char *sender, size_t cap)
 }
 
 /* cmd_mail - MAIL FROM:<path> [params]: a transaction begins */
-static void cmd_mail(struct session *s, char *arg)
+static void cmd_mail(struct session *s, const struct args *a)
 {
 	char sender[SMTP_PATH_MAX];
 
-	if (check_mail(s, arg, sender, sizeof sender) != 0)
+	if (check_mail(s, a->text, sender, sizeof sender) != 0)
 		return;
 	memcpy(s->sender, sender, strlen(sender) + 1);
 	set_state(s, ST_MAIL);
@@ -6299,12 +7885,12 @@ static void add_rcpt(struct session *s, const struct account *acct, const char *
 }
 
 /* cmd_rcpt - RCPT TO:<path>: one more recipient */
-static void cmd_rcpt(struct session *s, char *arg)
+static void cmd_rcpt(struct session *s, const struct args *a)
 {
 	char addr[SMTP_PATH_MAX];
 	struct account acct;
 
-	if (check_rcpt(s, arg, addr, sizeof addr, &acct) != 0)
+	if (check_rcpt(s, a->text, addr, sizeof addr, &acct) != 0)
 		return;
 	add_rcpt(s, &acct, addr);
 	s->accepted++;
@@ -6317,11 +7903,11 @@ static void cmd_rcpt(struct session *s, char *arg)
  * then deliver it or say why not. A message over the size limit is read to
  * the end anyway, so that the session stays in step with the client.
  */
-static void cmd_data(struct session *s, char *arg)
+static void cmd_data(struct session *s, const struct args *a)
 {
 	enum io_status st;
 
-	(void)arg;
+	(void)a;
 	reply(s, "354 Enter mail, end with \".\" on a line by itself");
 	set_state(s, ST_DATA);
 	st = receive_data(s);
@@ -6347,54 +7933,54 @@ static void cmd_data(struct session *s, char *arg)
 }
 
 /* cmd_rset - RSET (RFC 5321 4.1.1.5) */
-static void cmd_rset(struct session *s, char *arg)
+static void cmd_rset(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reset_transaction(s);
 	reply(s, "250 2.0.0 OK");
 }
 
 /* cmd_noop - NOOP, whose argument is ignored (RFC 5321 4.1.1.9) */
-static void cmd_noop(struct session *s, char *arg)
+static void cmd_noop(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "250 2.0.0 OK");
 }
 
 /* cmd_quit - QUIT (RFC 5321 4.1.1.10): the session loop ends after it */
-static void cmd_quit(struct session *s, char *arg)
+static void cmd_quit(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "221 2.0.0 %s closing connection", cfg.hostname);
 	set_state(s, ST_QUIT);
 }
 
 /* cmd_vrfy - VRFY never tells which accounts exist (RFC 5321 3.5.3, 7.3).
  * The code is 2.0.0, since RFC 3463's X.5.2 would mean a syntax error. */
-static void cmd_vrfy(struct session *s, char *arg)
+static void cmd_vrfy(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 /* cmd_help - HELP (RFC 5321 4.1.1.8) */
-static void cmd_help(struct session *s, char *arg)
+static void cmd_help(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "214 2.0.0 Commands: HELO EHLO AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
 }
 
 /* cmd_not_implemented - a verb we know but do not offer (RFC 5321 4.2.4) */
-static void cmd_not_implemented(struct session *s, char *arg)
+static void cmd_not_implemented(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "502 5.5.1 Command not implemented");
 }
 
 /* cmd_unknown - any other verb: the table's catch-all last row */
-static void cmd_unknown(struct session *s, char *arg)
+static void cmd_unknown(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "500 5.5.1 Command unrecognized");
 }
 
@@ -6407,13 +7993,13 @@ static void cmd_unknown(struct session *s, char *arg)
 
 /* What a command's argument must be. MAIL's and RCPT's start with a
  * keyword, which dispatch takes off before the handler sees the path. */
-enum args { ARGS_ANY, ARGS_NONE, ARGS_SOME, ARGS_FROM, ARGS_TO };
+enum arg_rule { ARGS_ANY, ARGS_NONE, ARGS_SOME, ARGS_FROM, ARGS_TO };
 
 struct command {
 	const char *verb;	/* NULL: the catch-all last row */
-	void (*handler)(struct session *s, char *arg);
+	void (*handler)(struct session *s, const struct args *a);
 	unsigned states;	/* IN() bits: the states it may come in */
-	enum args args;		/* the rule its argument must follow */
+	enum arg_rule args;	/* the rule its argument must follow */
 	const char *syntax;	/* the 501 reply when the argument breaks it */
 	const char *late;	/* the 503 reply when the command's step is done */
 };
@@ -6473,7 +8059,7 @@ static const char *out_of_order(const struct command *cmd, enum state st)
 
 /* args_ok - does the argument follow the row's rule? For MAIL and RCPT,
  * *arg moves past the keyword, so that the handler gets the path alone. */
-static int args_ok(enum args rule, char **arg)
+static int args_ok(enum arg_rule rule, char **arg)
 {
 	char *rest;
 
@@ -6518,7 +8104,7 @@ static void dispatch(struct session *s, char *line)
 	else if (!args_ok(cmd->args, &arg))
 		reply(s, "%s", cmd->syntax);
 	else
-		cmd->handler(s, arg);
+		cmd->handler(s, &(struct args){ .text = arg });
 }
 
 /* ---------------------------------------------------------------- the session loop */
@@ -6582,12 +8168,12 @@ static void session_step(struct session *s)
  * socket, or -i's two descriptors), from the greeting to QUIT, a lost
  * connection, a timeout or too many errors. It returns instead of exiting
  * (a fuzz harness calls it in a loop), and closes in and out and frees
- * everything. The configuration comes from cfg. It returns the wrong
- * passwords that AUTH saw, which its process reports to the parent: in
- * the note that says the session is over (a worker's), or as its exit
- * status (exit_status).
+ * everything. The configuration comes from cfg; the first wrong password
+ * waits pause_ms (the address's penalty). It returns the wrong passwords
+ * that AUTH saw, which the note that says the session is over has told
+ * the parent (session_over), or -1 if the session could not start.
  */
-static int smtp_session(int in, int out, const char *peer)
+static int smtp_session(int in, int out, const char *peer, int pause_ms)
 {
 	struct session *s = calloc(1, sizeof *s);
 	int failures;
@@ -6599,9 +8185,10 @@ static int smtp_session(int in, int out, const char *peer)
 		close_fd(in, "connection");
 		if (out != in)
 			close_fd(out, "connection");
-		return 0;
+		return -1;
 	}
 	s->conn.out_fd = out;
+	s->pause_ms = pause_ms;
 	/* However busy the client keeps it, a session ends after -T seconds. */
 	s->conn.hard_end_ms = now_ms() + cfg.lifetime * 1000LL;
 	s->peer = peer;
@@ -6633,14 +8220,15 @@ static int smtp_session(int in, int out, const char *peer)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - print the synopsis on out */
-static void usage(FILE *out)
+/* usage - print help_text on out: all of it (-h), or only its synopsis,
+ * the lines before the first blank one (after bad usage) */
+static void usage(FILE *out, int all)
 {
-	fprintf(out, "usage: %s [-d spool] [-u userfile] [-n hostname] [-l address]"
-		" [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds] [-r bytes/s]"
-		" [-T seconds] [-D domain]... [-a] [-w msec] [-i] [-v] [-h]"
-		" [-o] [-N network]... [-R domain=host[:port]]... [-B min:max] [-E seconds]"
-		" [-W seconds] [-Z count] [-q | -p | -F | -x id] [port]\n", progname);
+	const char *blank = strstr(help_text, "\n\n");
+	size_t len = all || !blank ? strlen(help_text) : (size_t)(blank + 1 - help_text);
+
+	if (fwrite(help_text, 1, len, out) != len || fflush(out) != 0)
+		exit(1);	/* -h > /dev/full: the help did not get out */
 }
 
 /* number_arg - a decimal option value in [min, max], or -1 when it is not
@@ -6661,7 +8249,7 @@ static long long number_arg(const char *v, long long min, long long max)
 static void bad_value(int opt, const char *v)
 {
 	fprintf(stderr, "%s: bad value for -%c: %s\n", progname, opt, v);
-	usage(stderr);
+	usage(stderr, 0);
 	exit(2);
 }
 
@@ -6784,10 +8372,10 @@ static void set_option(int opt, const char *v)
 		break;
 	case 'l': cfg.listen = v; break;
 	case 'v': verbose = 1; break;
-	case 'h': usage(stdout); exit(0);
+	case 'h': usage(stdout, 1); exit(0);
 	case 'a': cfg.submission = 1; break;
 	case 'i': cfg.inetd = 1; break;
-	case 'w': n = number_arg(v, 0, 60000); cfg.auth_delay_ms = (int)n; break;
+	case 'w': n = number_arg(v, 0, 60000); cfg.penalty_ms = (int)n; break;
 	case 's': n = number_arg(v, 1, 1LL << 40); cfg.max_size = (unsigned long long)n; break;
 	case 'c': n = number_arg(v, 1, 100000); cfg.max_sessions = (int)n; break;
 	case 'C': n = number_arg(v, 1, 100000); cfg.max_per_client = (int)n; break;
@@ -6804,7 +8392,7 @@ static void set_option(int opt, const char *v)
 		if (relay_option(opt, v) < 0)
 			bad_value(opt, v);
 		break;
-	default: usage(stderr); exit(2);
+	default: usage(stderr, 0); exit(2);
 	}
 	if (n < 0)
 		bad_value(opt, v);
@@ -6826,7 +8414,7 @@ static void parse_options(int argc, char **argv)
 		exit(2);
 	}
 	if (argc - optind > 1) {
-		usage(stderr);
+		usage(stderr, 0);
 		exit(2);
 	}
 	if (optind < argc) {
@@ -6845,7 +8433,9 @@ int main(int argc, char **argv)
 {
 	static char busy[REPLY_LINE_MAX];
 	static char spool_dir[PATH_TEXT_MAX];
-	struct server srv = { .busy_line = busy, .session = smtp_session, .pool = 1 };
+	struct server srv = { .busy_line = busy, .session = smtp_session, .pool = &worker_pool };
+	pid_t keeper_pid;
+	int status;
 
 	parse_options(argc, argv);
 	srv.userfile = cfg.userfile;
@@ -6862,9 +8452,9 @@ int main(int argc, char **argv)
 	if (cfg.queue_mode != QM_SERVE)
 		return queue_command();
 	if (cfg.inetd)
-		return serve_inetd(smtp_session, cfg.auth_delay_ms);
+		return serve_inetd(smtp_session, cfg.penalty_ms);
 	srv.userfile = cfg.userfile;
-	srv.auth_delay_ms = cfg.auth_delay_ms;
+	srv.penalty_ms = cfg.penalty_ms;
 	/* Cannot be cut short: the hostname is at most 255 octets. It stands
 	 * for the greeting, so it carries no enhanced code (RFC 2034). */
 	(void)snprintf(busy, sizeof busy,
@@ -6876,5 +8466,8 @@ int main(int argc, char **argv)
 	srv.nfds = listen_on(cfg.listen, cfg.port, srv.fds);
 	if (srv.nfds == 0)
 		return 1;
-	return serve(&srv);
+	keeper_pid = cfg.relay ? runner_start(srv.fds, srv.nfds) : -1;
+	status = serve(&srv);
+	runner_end(keeper_pid);	/* after the sessions: it may still wake the runner */
+	return status;
 }

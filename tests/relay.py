@@ -228,6 +228,9 @@ class _ScriptedHandler(socketserver.StreamRequestHandler):
     timeout = 30
 
     def say(self, text):
+        if isinstance(text, tuple):     # (seconds, reply): a slow answer
+            self.server.owner.stopping.wait(text[0])
+            text = text[1]
         if text is None:        # hang: say nothing until the peer goes
             owner = self.server.owner
             while not owner.stopping.is_set():
@@ -291,7 +294,7 @@ class ScriptedSMTP(_Base):
     ("GREETING", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "DOT" for the
     reply to the final dot, "QUIT", "RSET", ...) to a reply line, or to a
     list of them used in turn (the last one repeats), or to None: say
-    nothing (a tarpit at that point). Multi-line replies: lines joined by
+    nothing (a tarpit at that point), or to (seconds, reply): say it late. Multi-line replies: lines joined by
     "\\r\\n". Every session is kept in self.transactions."""
 
     DEFAULT = {
@@ -364,13 +367,14 @@ class RelayTest(MailTest):
         self.fakes.append(f)
         return f
 
-    def start_a(self, *args, routes=(), fast=True):
-        """A: relays (-o) for a.example's users, routes given as -R values."""
+    def start_a(self, *args, routes=(), fast=True, **kw):
+        """A: relays (-o) for a.example's users, routes given as -R values;
+        kw as MailTest.start's (port=)."""
         extra = []
         for r in routes:
             extra += ["-R", r]
         return self.start("smtpmail", "-n", A_HOST, "-o", "-D", A_DOMAIN,
-                          *(FAST if fast else ()), *extra, *args)
+                          *(FAST if fast else ()), *extra, *args, **kw)
 
     def start_b(self, *args):
         """B: receives for b.example into its own spool; the route to it."""
@@ -388,7 +392,7 @@ class RelayTest(MailTest):
         for r in routes:
             extra += ["-R", r]
         args = ("-d", spool or self.spool, "-u", self.userfile, "-n", A_HOST,
-                "-o", "-D", A_DOMAIN) + (FAST if fast else ()) + tuple(extra) + args
+                "-o", "-D", A_DOMAIN) + (FAST if fast else ()) + tuple(extra) + args + ("-q",)
         server = RunnerProcess(args, self.dir)
         self.servers.append(server)
         return server
@@ -436,6 +440,30 @@ class RunnerProcess(Server):
         if not wait_for(lambda: "queue runner" in self.log() or self.proc.poll() is not None,
                         timeout):
             raise AssertionError("the runner did not start:\n" + self.log())
+
+
+def children(pid):
+    """The pids whose parent is pid (Linux /proc)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def descendants(pid):
+    """Every process under pid, children first found first."""
+    found, todo = [], [pid]
+    while todo:
+        for c in children(todo.pop()):
+            found.append(c)
+            todo.append(c)
+    return found
 
 
 def send_auth(port, sender, rcpts, data, login="alice", password="alicepw"):

@@ -1062,7 +1062,7 @@ static void commit_fate_cases(void)
 		unit_long("commit_fate", "setup", 0, -1);
 		return;
 	}
-	b.r.box = b.st;
+	b.r.box_stat = b.st;
 	b.r.end = 100;
 	b.r.epoch = 7;
 	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
@@ -1105,6 +1105,113 @@ static void group_commit(void)
 	commit_synced_cases();
 	commit_fate_cases();
 	commit_appending_cases();
+}
+
+/* ---------------------------------------------------------------- where to (routes and DNS) */
+
+/*
+ * route_find and find_targets (smtpmail.c "relay: where to (DNS)"). The
+ * routes are parsed by route_arg, as -R gives them. The "dns" group needs
+ * the zone that tests/test_relay_dns.py serves inside a network namespace
+ * of its own; run elsewhere it checks nothing (and says so).
+ */
+
+/* routes_set - cfg.routes from -R values, as main would set them */
+static void routes_set(const char *const *values)
+{
+	cfg.nroutes = 0;
+	for (; *values; values++)
+		if (route_arg(*values, &cfg.routes[cfg.nroutes++]) < 0)
+			unit_str("route_arg", *values, "a route", "refused");
+}
+
+/* route_index - which of cfg.routes r is, or -1 for NULL */
+static long long route_index(const struct route *r)
+{
+	return r ? r - cfg.routes : -1;
+}
+
+static void group_route_find(void)
+{
+	static const char *const none[] = { NULL };
+	static const char *const some[] = { "b.example=[127.0.0.1]:2526", "*=smart.example:587",
+					    "C.Example=mx.c.example", NULL };
+	static const char *const no_star[] = { "b.example=mx.b.example", NULL };
+
+	routes_set(none);
+	unit_long("route_find", "no routes: MX", -1, route_index(route_find("b.example")));
+	routes_set(some);
+	unit_long("route_find", "exact", 0, route_index(route_find("b.example")));
+	/* RFC 5321 2.4: domain names are not case sensitive */
+	unit_long("route_find", "case", 0, route_index(route_find("B.EXAMPLE")));
+	unit_long("route_find", "exact before *", 2, route_index(route_find("c.example")));
+	unit_long("route_find", "*", 1, route_index(route_find("d.example")));
+	unit_long("route_find", "no suffix match", 1, route_index(route_find("x.b.example")));
+	routes_set(no_star);
+	unit_long("route_find", "no *: MX", -1, route_index(route_find("d.example")));
+	unit_str("route_find", "port 25 by default", "25", cfg.routes[0].port);
+	cfg.nroutes = 0;
+}
+
+/* target_text - "host address port" of a target, for comparing */
+static const char *target_text(const struct target *t, char *out, size_t size)
+{
+	char addr[ADDR_TEXT_MAX], port[8];
+
+	if (getnameinfo((const struct sockaddr *)&t->addr, t->addr_len, addr, sizeof addr, port,
+			sizeof port, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		snprintf(addr, sizeof addr, "?");
+	snprintf(out, size, "%s %s %s", t->host, addr, port);
+	return out;
+}
+
+/* targets_text - what find_targets gave for domain (at most max) as one
+ * string: "OK" and each target "host address port" after a "; ", or
+ * "DEFER code" / "FAIL code" */
+static const char *targets_text(const char *domain, size_t max, char *out, size_t size)
+{
+	static const char *const names[] = { "OK", "DEFER", "FAIL" };
+	struct target t[TARGETS_MAX];
+	char status[16] = "", why[256] = "", one[DOMAIN_MAX + 80];
+	size_t n = 99, used, i;
+	enum where w = find_targets(domain, t, max, &n, status, sizeof status, why, sizeof why);
+
+	snprintf(out, size, "%s", names[w]);
+	if (w != WHERE_OK)
+		snprintf(out, size, "%s %s%s", names[w], status, n == 0 && why[0] ? "" : " (bad)");
+	for (i = 0; w == WHERE_OK && i < n; i++) {
+		used = strlen(out);
+		snprintf(out + used, size - used, "; %s", target_text(&t[i], one, sizeof one));
+	}
+	return out;
+}
+
+static void group_route_targets(void)
+{
+	static const char *const routes[] = { "v4.example=[127.0.0.1]:2526",
+					      "v6.example=[::1]:2527", "name.example=localhost:2528",
+					      NULL };
+	struct target t[TARGETS_MAX];
+	char out[2048], status[16], why[256];
+	size_t n, i, v4 = 0;
+	int order_ok = 1;
+
+	routes_set(routes);
+	unit_str("find_targets", "[IPv4]:port", "OK; 127.0.0.1 127.0.0.1 2526",
+		 targets_text("v4.example", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "[IPv6]:port", "OK; ::1 ::1 2527",
+		 targets_text("V6.Example", TARGETS_MAX, out, sizeof out));
+	/* localhost is in every /etc/hosts; whatever it gives, IPv6 comes first */
+	unit_long("find_targets", "host name", WHERE_OK,
+		  find_targets("name.example", t, TARGETS_MAX, &n, status, sizeof status, why,
+			       sizeof why));
+	for (i = 0; i < n; i++) {
+		v4 += t[i].addr.ss_family == AF_INET;
+		order_ok &= t[i].addr.ss_family == AF_INET ? 1 : v4 == 0;
+		unit_str("find_targets", "host name: host", "localhost", t[i].host);
+	}
+	unit_long("find_targets", "host name: IPv6 before IPv4", 1, order_ok && n > 0);
+	cfg.nroutes = 0;
 }
 
 /* ---------------------------------------------------------------- report (RFC 3464) */
@@ -1506,6 +1613,8 @@ static const struct unit_group groups[] = {
 	{ "hmac_md5", group_hmac_md5 },
 	{ "base64", group_base64 },
 	{ "commit", group_commit },
+	{ "route_find", group_route_find },
+	{ "route_targets", group_route_targets },
 	{ "report", group_report },
 	{ NULL, NULL }
 };
