@@ -88,6 +88,12 @@ class SmtpUnits(UnitProgram, unittest.TestCase):
     def test_commit(self):
         self.run_group("commit")
 
+    def test_relay_trust(self):
+        self.run_group("relay_trust")
+
+    def test_relay_hops(self):
+        self.run_group("relay_hops")
+
 
 class PopUnits(UnitProgram, unittest.TestCase):
     source, program = "unit_pop.c", "popserver"
