@@ -5504,12 +5504,15 @@ static void queue_withdraw(int fd, const char *id)
 /*
  * queue_message - DATA with relay recipients: write <id>.msg (made new,
  * 0600, its job lock taken at once, so the runner cannot send it before
- * our reply is certain), fsync it, then <id>.env (job_save). Returns the
- * descriptor that holds the job lock, for queue_release or queue_withdraw;
- * or -1 (errno set) with nothing left in the queue.
+ * our reply is certain), fsync it, then <id>.env (job_save). The first
+ * time a process queues, the spool is fsynced too: queue_dir may have just
+ * made .queue, whose own name must last. Returns the descriptor that holds
+ * the job lock, for queue_release or queue_withdraw; or -1 (errno set)
+ * with nothing left in the queue.
  */
 static int queue_message(struct session *s, const char *id, const char *date)
 {
+	static int spool_synced;	/* this process made .queue's name durable */
 	struct flock whole = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
 	char path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX], received[TRACE_MAX];
 	int len = queue_received(s, id, date, received, sizeof received), fd, e;
@@ -5527,7 +5530,8 @@ static int queue_message(struct session *s, const char *id, const char *date)
 		return -1;
 	}
 	if (fcntl(fd, F_SETLK, &whole) == 0 && queue_data(s, fd, received, (size_t)len) == 0
-	    && fsync(fd) == 0 && queue_envelope(s, id) == 0)
+	    && fsync(fd) == 0 && queue_envelope(s, id) == 0
+	    && (spool_synced || (spool_synced = sync_dir(cfg.spool) == 0)))
 		return fd;
 	e = errno;
 	log_msg("queue: %s cannot be queued: %s", id, strerror(e));
