@@ -1080,10 +1080,39 @@ static void on_interrupt(int sig)
 }
 
 /*
+ * typing_mode - on: Ctrl-C no longer makes the terminal throw away what was
+ * typed (NOFLSH), so a line that wait_line saw is still there for the read
+ * that follows, however late the Ctrl-C comes; off: the user's settings
+ * again, and after a Ctrl-C the typed-ahead input thrown away, as the
+ * terminal itself would have done.
+ */
+static void typing_mode(int on)
+{
+	struct termios t;
+
+	if (!isatty(STDIN_FILENO))
+		return;
+	if (!on) {
+		tty_restore();
+		if (interrupted && tcflush(STDIN_FILENO, TCIFLUSH) < 0 && verbose)
+			log_msg("tcflush: %s", strerror(errno));
+		return;
+	}
+	if (tty_changed || tcgetattr(STDIN_FILENO, &tty_saved) < 0)
+		return;
+	t = tty_saved;
+	t.c_lflag |= NOFLSH;
+	tty_changed = 1;
+	if (tcsetattr(STDIN_FILENO, TCSANOW, &t) < 0)
+		tty_changed = 0;
+}
+
+/*
  * catch_interrupt - while on, Ctrl-C only sets interrupted; on a terminal
- * SIGINT is blocked but inside wait_line, so that no Ctrl-C can slip in
- * between the check of the flag and the read. Off, it ends the program
- * again, as at the menu (unblocked first: a late one only sets the flag).
+ * SIGINT is blocked but inside wait_line and the read after it (see
+ * read_typed_line), and the terminal keeps its input (typing_mode). Off,
+ * it ends the program again, as at the menu (unblocked first: a late one
+ * only sets the flag).
  */
 static void catch_interrupt(int on)
 {
@@ -1098,6 +1127,7 @@ static void catch_interrupt(int on)
 		if (sigaction(SIGINT, &sa, NULL) < 0)
 			log_msg("sigaction SIGINT: %s", strerror(errno));
 	}
+	typing_mode(on);
 	if (isatty(STDIN_FILENO) && sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &block, NULL) < 0)
 		log_msg("sigprocmask: %s", strerror(errno));	/* a pipe: getline gets EINTR */
 	if (!on && sigaction(SIGINT, &sa, NULL) < 0)
@@ -1149,11 +1179,11 @@ static int read_input(struct client *cl)
 /*
  * read_typed_line - a line of the mail being typed, or -1 after Ctrl-C or
  * at the end of input. wait_line lets SIGINT in while nothing is typed;
- * the read itself runs with SIGINT let in too, because a Ctrl-C makes the
- * terminal flush its input (ISIG), the line pselect saw included: the read
- * must then fail with EINTR (the handler has no SA_RESTART), not wait for
- * ever with the signal held back. What is left is the moment between the
- * check of the flag and the read: a second Ctrl-C, or Enter, ends that.
+ * the read itself runs with SIGINT let in too, so that a Ctrl-C is seen
+ * the moment the read ends. The read cannot wait for ever: it starts only
+ * once wait_line saw a line, and the terminal keeps that line even if a
+ * Ctrl-C comes in between (typing_mode's NOFLSH); the flag is checked again
+ * after it.
  */
 static int read_typed_line(struct client *cl)
 {

@@ -5228,7 +5228,7 @@ static int env_line(char *line, struct job *job)
  * read is left where it is, never dropped) */
 static int job_load(const char *id, struct job *job)
 {
-	char path[PATH_TEXT_MAX], line[SMTP_PATH_MAX + REPLY_TEXT_MAX + 128];
+	char path[PATH_TEXT_MAX], line[SMTP_PATH_MAX + DOMAIN_MAX + REPLY_TEXT_MAX + 128];
 	FILE *f;
 	int bad = 0, n = 0;
 
