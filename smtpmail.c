@@ -5749,7 +5749,7 @@ static enum queue_room queue_room(char *why, size_t size)
 /*
  * relay_check - RCPT of a recipient in another domain: take it for the
  * queue, or refuse it. Anyone who may not relay gets 550, so the server is
- * never an open relay; a full queue gets 452 (RFC 5321 4.5.3.1.10), for
+ * never an open relay; a full queue gets 452 (RFC 5321 4.2.3, RFC 3463 X.3.1), for
  * this recipient only. Each decision is one log line. Returns 0 (take it)
  * or -1 (answered).
  */
@@ -5793,7 +5793,7 @@ static void relay_add(struct session *s, const char *addr)
 
 /* is_received - does a header line (its first n bytes) start a Received
  * field? The name in any case, blanks allowed before the colon (RFC 5322
- * 4.5.3, the obsolete syntax a receiver must take) */
+ * 4.5.7, the obsolete syntax a receiver must take) */
 static int is_received(const char *head, size_t n)
 {
 	size_t i = 8;

@@ -1162,7 +1162,7 @@ struct hops_case {
 };
 
 /* received_count: Received fields of the header section only (RFC 5321
- * 6.3), the name in any case, blanks before the colon (RFC 5322 4.5.3) */
+ * 6.3), the name in any case, blanks before the colon (RFC 5322 4.5.7) */
 static const struct hops_case hops_cases[] = {
 	{ "none", "Subject: x\r\n\r\nbody\r\n", 100, 0 },
 	{ "two", "Received: a\r\nreceived: b\r\nSubject: x\r\n\r\n", 100, 2 },
