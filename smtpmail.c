@@ -5749,9 +5749,9 @@ static enum queue_room queue_room(char *why, size_t size)
 /*
  * relay_check - RCPT of a recipient in another domain: take it for the
  * queue, or refuse it. Anyone who may not relay gets 550, so the server is
- * never an open relay; a full queue gets 452 (RFC 5321 4.2.3, RFC 3463 X.3.1), for
- * this recipient only. Each decision is one log line. Returns 0 (take it)
- * or -1 (answered).
+ * never an open relay; a full queue gets 452 (RFC 5321 4.2.3, RFC 3463
+ * X.3.1), for this recipient only. Each decision is one log line. Returns
+ * 0 (take it) or -1 (answered).
  */
 static int relay_check(struct session *s, const char *addr)
 {
