@@ -5569,7 +5569,8 @@ static void queue_wake(void)
 	text[n > 0 ? n : 0] = '\0';
 	errno = 0;
 	pid = strtoll(text, &end, 10);
-	if (who.l_type == F_UNLCK || errno || end == text || *end != '\n' || pid < 2 || (long long)(pid_t)pid != pid) {
+	if (who.l_type == F_UNLCK || errno || end == text || *end != '\n' || pid < 2
+	    || (long long)(pid_t)pid != pid) {
 		if (verbose)
 			log_msg("queue: no runner to wake: it scans the queue when it starts");
 		return;
