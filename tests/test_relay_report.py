@@ -133,8 +133,10 @@ class Waiting(ReportTest):
 
 
 class Shown(ReportTest):
-    """Issue test 14's reading half: mailclient lists the report as from the
-    Mail Delivery System, and shows which recipient failed and why."""
+    """Issue test 14: mailclient sends to a remote address through A (which
+    relays for alice, its runner started by the listening parent); the
+    remote refuses the recipient; the report is listed as from the Mail
+    Delivery System, and opened it says which recipient failed and why."""
 
     def setUp(self):
         super().setUp()
@@ -146,11 +148,22 @@ class Shown(ReportTest):
         if problems:
             self.fail("sanitizer report from mailclient:\n" + "\n".join(problems))
 
-    def test_report_reads_well(self):
-        self.run_once("550 5.1.1 no such user")
+    def test_sent_refused_and_reported(self):
+        fake = self.fake(RCPT="550 5.1.1 no such user")
+        a = self.start_a(routes=[fake.route("b.example")])
         pop = self.start("popserver")
-        c = Client(self, "127.0.0.1", 9, pop.port, env={"TZ": "UTC", "LC_ALL": "C.UTF-8"})
+        c = Client(self, "127.0.0.1", a.port, pop.port, env={"TZ": "UTC", "LC_ALL": "C.UTF-8"})
         c.login("alice", "alicepw")
+        c.line("2")
+        c.expect('with only ".".\n')
+        for line in ("From: alice@a.example", "To: bob@b.example", "Subject: " + SUBJECT,
+                     "Hi Bob,", "."):
+            c.line(line)
+        c.expect("Mail sent successfully")
+        c.expect(MENU)
+        self.assertTrue(wait_for(lambda: self.records("alice"), 20),
+                        "no report came:\n" + self.listing() + a.log())
+        self.assertEqual(len(fake.transactions), 1)
         c.line("1")
         listing = c.expect(NUMBER_PROMPT)
         self.assertRegex(listing, r"\n1 +Mail Delivery System +[-0-9 :]+ +Undelivered Mail")
@@ -162,10 +175,13 @@ class Shown(ReportTest):
                      "    The address does not exist there: no such user.",
                      "    550 5.1.1 no such user",
                      "----- enclosed headers -----",
+                     "From: alice@a.example",
+                     "To: bob@b.example",
                      "Subject: " + SUBJECT):
             self.assertIn("\n" + line + "\n", shown)
         self.assertNotIn("--=_report", shown)          # no MIME structure
         self.assertNotIn("Content-Type", shown)
+        self.assertNotIn("Received: from", shown)      # nor trace lines
         c.send("x")
         c.expect(NUMBER_PROMPT)
         c.line("-1")
