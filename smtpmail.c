@@ -6689,7 +6689,6 @@ static int report_store(const struct account *acct, const char *to,
  * not stored: the caller keeps the job as it was and tries again later.
  * A sender with no account here (removed since) gets none: logged, 0.
  */
-__attribute__((unused))	/* SCAFFOLD: until the runner calls it */
 static int report_deliver(const struct job *job, const int *which, int n, enum report_kind kind,
 			  const char *reporting_mta)
 {
