@@ -38,7 +38,8 @@
  *                   plain one, else the HTML one's text), a line for each
  *                   attachment where it stands, an enclosed mail (forwarded,
  *                   a digest's, a bounce's) ruled off with its From, Date and
- *                   Subject and its text, a bounce's report as text,
+ *                   Subject and its text, a bounce's report as text
+ *                   (the headers it returns: From, To, Date, Subject),
  *                   format=flowed joined, HTML tables a row a line, paged;
  *                   then 'r' shows its source,
  *                   'd' deletes it and any other key keeps it; the list comes
@@ -1080,10 +1081,39 @@ static void on_interrupt(int sig)
 }
 
 /*
+ * typing_mode - on: Ctrl-C no longer makes the terminal throw away what was
+ * typed (NOFLSH), so a line that wait_line saw is still there for the read
+ * that follows, however late the Ctrl-C comes; off: the user's settings
+ * again, and after a Ctrl-C the typed-ahead input thrown away, as the
+ * terminal itself would have done.
+ */
+static void typing_mode(int on)
+{
+	struct termios t;
+
+	if (!isatty(STDIN_FILENO))
+		return;
+	if (!on) {
+		tty_restore();
+		if (interrupted && tcflush(STDIN_FILENO, TCIFLUSH) < 0 && verbose)
+			log_msg("tcflush: %s", strerror(errno));
+		return;
+	}
+	if (tty_changed || tcgetattr(STDIN_FILENO, &tty_saved) < 0)
+		return;
+	t = tty_saved;
+	t.c_lflag |= NOFLSH;
+	tty_changed = 1;
+	if (tcsetattr(STDIN_FILENO, TCSANOW, &t) < 0)
+		tty_changed = 0;
+}
+
+/*
  * catch_interrupt - while on, Ctrl-C only sets interrupted; on a terminal
- * SIGINT is blocked but inside wait_line, so that no Ctrl-C can slip in
- * between the check of the flag and the read. Off, it ends the program
- * again, as at the menu (unblocked first: a late one only sets the flag).
+ * SIGINT is blocked but inside wait_line and the read after it (see
+ * read_typed_line), and the terminal keeps its input (typing_mode). Off,
+ * it ends the program again, as at the menu (unblocked first: a late one
+ * only sets the flag).
  */
 static void catch_interrupt(int on)
 {
@@ -1098,6 +1128,7 @@ static void catch_interrupt(int on)
 		if (sigaction(SIGINT, &sa, NULL) < 0)
 			log_msg("sigaction SIGINT: %s", strerror(errno));
 	}
+	typing_mode(on);
 	if (isatty(STDIN_FILENO) && sigprocmask(on ? SIG_BLOCK : SIG_UNBLOCK, &block, NULL) < 0)
 		log_msg("sigprocmask: %s", strerror(errno));	/* a pipe: getline gets EINTR */
 	if (!on && sigaction(SIGINT, &sa, NULL) < 0)
@@ -1149,11 +1180,11 @@ static int read_input(struct client *cl)
 /*
  * read_typed_line - a line of the mail being typed, or -1 after Ctrl-C or
  * at the end of input. wait_line lets SIGINT in while nothing is typed;
- * the read itself runs with SIGINT let in too, because a Ctrl-C makes the
- * terminal flush its input (ISIG), the line pselect saw included: the read
- * must then fail with EINTR (the handler has no SA_RESTART), not wait for
- * ever with the signal held back. What is left is the moment between the
- * check of the flag and the read: a second Ctrl-C, or Enter, ends that.
+ * the read itself runs with SIGINT let in too, so that a Ctrl-C is seen
+ * the moment the read ends. The read cannot wait for ever: it starts only
+ * once wait_line saw a line, and the terminal keeps that line even if a
+ * Ctrl-C comes in between (typing_mode's NOFLSH); the flag is checked again
+ * after it.
  */
 static int read_typed_line(struct client *cl)
 {
@@ -4708,6 +4739,38 @@ static void view_enclosed(struct body_view *bv, const struct entity *e, int dept
 	buf_free(&v);
 }
 
+/*
+ * view_enclosed_headers - the header section of a mail, with no body (a
+ * delivery report's text/rfc822-headers part, RFC 6522 4: the headers of
+ * the mail it reports on), ruled off like an enclosed mail: its From, To,
+ * Date and Subject decoded, not every trace line as it came (the source
+ * view has them all).
+ */
+static void view_enclosed_headers(struct body_view *bv, const struct entity *e)
+{
+	static const char rule[] = "----- enclosed headers -----\n";
+	static const char end[] = "----- end of enclosed headers -----\n";
+	static const char *const names[] = { "From", "To", "Cc" };
+	struct buf data = { 0 }, v = { 0 };
+	struct entity inner;
+
+	entity_decode(e, &data);
+	entity_split(data.p ? data.p : "", data.len, &inner);
+	view_next(bv, SHOWN_TEXT);
+	buf_add(bv->out, rule, sizeof rule - 1);
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (header_text(&inner, names[i], &v) == 0)
+			add_field(bv->out, names[i], v.p, v.len);
+	view_date(&inner, bv->out);
+	if (header_text(&inner, "Subject", &v) == 0)
+		add_field(bv->out, "Subject", v.p, v.len);
+	buf_add(bv->out, end, sizeof end - 1);
+	bv->texts++;
+	bv->last = SHOWN_TEXT;
+	buf_free(&data);
+	buf_free(&v);
+}
+
 /* view_multipart - the body parts of a multipart in order (RFC 2046 5.1):
  * of an alternative only the one chosen, a digest's parts as mails by
  * default (5.1.5). It returns -1 when it has no body part: no boundary,
@@ -4766,6 +4829,8 @@ static void view_entity(struct body_view *bv, const struct entity *e, const char
 	bv->parts++;
 	if (nested && is_mail(pt.type))
 		view_enclosed(bv, e, depth);
+	else if (!is_attachment(e) && strcmp(pt.type, "text/rfc822-headers") == 0)
+		view_enclosed_headers(bv, e);
 	else if (!is_attachment(e) && shown_as_text(pt.type))
 		view_text(bv, &pt);
 	else {

@@ -5209,7 +5209,7 @@ static int env_line(char *line, struct job *job)
  * read is left where it is, never dropped) */
 static int job_load(const char *id, struct job *job)
 {
-	char path[PATH_TEXT_MAX], line[SMTP_PATH_MAX + REPLY_TEXT_MAX + 128];
+	char path[PATH_TEXT_MAX], line[SMTP_PATH_MAX + DOMAIN_MAX + REPLY_TEXT_MAX + 128];
 	FILE *f;
 	int bad = 0, n = 0;
 
@@ -5264,7 +5264,6 @@ static int env_text(const struct job *job, char *buf, size_t size)
 /* job_save - write job's .env whole: a temp file, fsync, rename over the
  * old one, fsync the directory. 0 when it is durable; -1 (logged) when
  * not, and then the old .env (or none) is still what a restart reads. */
-__attribute__((unused))	/* SCAFFOLD: until the runner uses it */
 static int job_save(const struct job *job)
 {
 	static char text[QUEUE_RCPTS_MAX * (SMTP_PATH_MAX + REPLY_TEXT_MAX + DOMAIN_MAX + 96)
@@ -5384,16 +5383,20 @@ static int queue_remove(const char *id)
 	return 0;
 }
 
+static int run_queue(int foreground);	/* relay: the runner */
+static int queue_flush(void);
+
 /* queue_command - -q, -p, -F or -x: do it, and give main its exit status */
 static int queue_command(void)
 {
 	switch (cfg.queue_mode) {
 	case QM_PRINT: return queue_print();
 	case QM_REMOVE: return queue_remove(cfg.remove_id);
-	default:	/* SCAFFOLD: -q and -F come with the runner */
-		fprintf(stderr, "%s: not built yet\n", progname);
-		return 1;
+	case QM_RUNNER: return run_queue(1);
+	case QM_FLUSH: return queue_flush();
+	case QM_SERVE: break;
 	}
+	return 2;	/* main serves instead */
 }
 
 /* ---------------------------------------------------------------- relay: who may relay */
@@ -5963,7 +5966,6 @@ static enum where literal_targets(struct lookup *lk, const char *domain)
  * max (and TARGETS_MAX) into t, their count in *n. On WHERE_DEFER or
  * WHERE_FAIL there are none, status gets the enhanced code ("4.4.3",
  * "5.1.10", "5.4.4", "5.4.6") and why a sentence. Logged on one line. */
-__attribute__((unused))	/* SCAFFOLD: until the SMTP client uses it */
 static enum where find_targets(const char *domain, struct target *t, size_t max, size_t *n,
 			       char *status, size_t status_size, char *why, size_t why_size)
 {
@@ -5995,15 +5997,1922 @@ static enum where find_targets(const char *domain, struct target *t, size_t max,
 /* A recipient that fails, or waits too long, is reported to the sender,
  * in the sender's own mailbox: reports never go over the network. */
 
+enum report_kind { REPORT_FAILED, REPORT_DELAYED };
+
+enum {
+	REPORT_HEADERS_MAX = 65536,	/* the original header section quoted, at most */
+	STATUS_TEXT_MAX = 16		/* "5.123.123" and its NUL */
+};
+
+/* A report as it is being written: a growing buffer; a failed allocation
+ * is remembered, and the report is then not stored (the caller retries). */
+struct report_text {
+	char *p;
+	size_t len, cap;
+	int failed;
+};
+
+/* What one report says: the job, the recipients it is about (rcpt[which[i]]),
+ * failed or delayed, who reports, the original header section (unstuffed
+ * CRLF lines), the time and the new message's Message-ID. */
+struct report {
+	const struct job *job;
+	const int *which;
+	int n;
+	enum report_kind kind;
+	const char *reporting_mta;
+	const char *headers;
+	size_t headers_len;
+	long long now;
+	const char *message_id;
+};
+
+/* rt_add - append n bytes to the report text */
+static void rt_add(struct report_text *rt, const char *p, size_t n)
+{
+	if (rt->failed)
+		return;
+	if (n > rt->cap - rt->len) {
+		size_t cap = rt->cap ? rt->cap : 4096;
+		char *bigger;
+
+		while (cap - rt->len < n && cap < ((size_t)-1) / 2)
+			cap *= 2;
+		if (cap - rt->len < n || !(bigger = realloc(rt->p, cap))) {
+			rt->failed = 1;
+			return;
+		}
+		rt->p = bigger;
+		rt->cap = cap;
+	}
+	memcpy(rt->p + rt->len, p, n);
+	rt->len += n;
+}
+
+/* rt_printf - append formatted text to the report text */
+__attribute__((format(printf, 2, 3)))
+static void rt_printf(struct report_text *rt, const char *fmt, ...)
+{
+	char line[2 * (REPLY_TEXT_MAX + SMTP_PATH_MAX)];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof line)
+		rt->failed = 1;	/* cannot happen: every piece is bounded */
+	else
+		rt_add(rt, line, (size_t)n);
+}
+
+/* rt_free - let the report text go */
+static void rt_free(struct report_text *rt)
+{
+	free(rt->p);
+	rt->p = NULL;
+	rt->len = rt->cap = 0;
+}
+
+/* report_date - unix seconds as an RFC 5322 3.3 date-time, in UTC */
+static void report_date(long long when, char *out, size_t size)
+{
+	time_t t = (time_t)when;
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(out, size, "%a, %d %b %Y %H:%M:%S +0000", &tm))
+		(void)snprintf(out, size, "Thu, 01 Jan 1970 00:00:00 +0000");
+}
+
+/* ascii_only - text for a report's fields: RFC 3464 2.1.1 wants them in
+ * US-ASCII, and a remote's reply may hold any byte, so every byte that is
+ * not printable ASCII becomes '?' */
+static void ascii_only(char *out, size_t size, const char *in)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < size && in[i]; i++)
+		out[i] = (unsigned char)in[i] < 0x20 || (unsigned char)in[i] > 0x7e ? '?' : in[i];
+	out[i] = '\0';
+}
+
+/* digits_at - how many digits (at most max) start s */
+static size_t digits_at(const char *s, size_t max)
+{
+	size_t i = 0;
+
+	while (i < max && isdigit((unsigned char)s[i]))
+		i++;
+	return i;
+}
+
+/*
+ * reply_status - the RFC 3463 status of a recipient from its reply text
+ * ("550 5.1.1 no such user" gives "5.1.1"): the enhanced code after the
+ * three digits when there is one (class 2, 4 or 5, subject and detail of
+ * 1-3 digits), else one made from the reply code's class (RFC 3464 2.3.4
+ * asks for a status whatever the reply), else from the kind of report.
+ */
+static void reply_status(const char *reply, enum report_kind kind, char *status, size_t size)
+{
+	const char *e = reply + 4;
+	size_t subject, detail;
+
+	if (digits_at(reply, 3) == 3 && (reply[3] == ' ' || reply[3] == '-')
+	    && strchr("245", e[0]) && e[0] && e[1] == '.'
+	    && (subject = digits_at(e + 2, 3)) > 0 && e[2 + subject] == '.'
+	    && (detail = digits_at(e + 3 + subject, 3)) > 0
+	    && (e[3 + subject + detail] == ' ' || e[3 + subject + detail] == '\0')
+	    && 3 + subject + detail < size) {
+		memcpy(status, e, 3 + subject + detail);
+		status[3 + subject + detail] = '\0';
+	} else if (digits_at(reply, 3) == 3 && (reply[0] == '4' || reply[0] == '5'))
+		(void)snprintf(status, size, "%c.0.0", reply[0]);
+	else
+		(void)snprintf(status, size, "%s", kind == REPORT_FAILED ? "5.0.0" : "4.0.0");
+}
+
+/* What a status means, in plain words for the sender (RFC 3463 and the
+ * codes this relay gives itself: RFC 7505 null MX, RFC 5321 6.3 loops). */
+static const struct status_words {
+	const char *status;	/* a whole status, or "class.subject." for the rest */
+	const char *words;
+} status_words[] = {
+	{ "5.1.1", "The address does not exist there: no such user." },
+	{ "5.1.2", "The domain of the address does not exist." },
+	{ "5.1.10", "The domain of the address accepts no mail (null MX)." },
+	{ "5.4.4", "The domain of the address does not exist, or has no mail server." },
+	{ "5.4.6", "The mail went round in a loop: it would have come back here." },
+	{ "4.4.7", "It could not be delivered in time." },
+	{ "5.4.7", "It could not be delivered in time." },
+	{ "5.2.2", "The recipient's mailbox is full." },
+	{ "5.3.4", "The message is too big for the receiving server." },
+	{ "5.2.3", "The message is too big for the receiving server." },
+	{ "5.7.", "The receiving server does not accept mail from you (its policy)." },
+	{ "5.1.", "The address was refused." },
+	{ "5.2.", "The recipient's mailbox cannot take mail." },
+	{ "5.4.", "The receiving server could not be reached." },
+	{ "4.4.", "The receiving server could not be reached yet." },
+	{ "4.2.", "The recipient's mailbox is busy or full for now." },
+	{ "4.", "The receiving server asked to try again later." },
+	{ "5.", "The receiving server refused it." },
+};
+
+/* status_meaning - the plain words for a status: an exact entry first,
+ * then the first prefix that fits */
+static const char *status_meaning(const char *status)
+{
+	size_t i, count = sizeof status_words / sizeof status_words[0];
+
+	for (i = 0; i < count; i++)
+		if (strcmp(status, status_words[i].status) == 0)
+			return status_words[i].words;
+	for (i = 0; i < count; i++) {
+		const char *w = status_words[i].status;
+
+		if (w[strlen(w) - 1] == '.' && strncmp(status, w, strlen(w)) == 0)
+			return status_words[i].words;
+	}
+	return "It could not be delivered.";
+}
+
+/* duration_text - seconds for people: "5 days", "4 hours", "90 seconds"
+ * (the largest unit that divides it) */
+static void duration_text(long long seconds, char *out, size_t size)
+{
+	static const struct { long long size; const char *name; } units[] = {
+		{ 86400, "day" }, { 3600, "hour" }, { 60, "minute" }, { 1, "second" }
+	};
+	size_t i = 0;
+
+	while (i + 1 < sizeof units / sizeof units[0]
+	       && (seconds < units[i].size || seconds % units[i].size != 0))
+		i++;
+	(void)snprintf(out, size, "%lld %s%s", seconds / units[i].size, units[i].name,
+		       seconds / units[i].size == 1 ? "" : "s");
+}
+
+/* report_rcpt_words - one recipient in the human-readable part: the
+ * address, what it means, and who said what */
+static void report_rcpt_words(struct report_text *rt, const struct report *rp,
+			      const struct job_rcpt *r)
+{
+	char status[STATUS_TEXT_MAX], reply[REPLY_TEXT_MAX + 1], remote[DOMAIN_MAX + 1];
+	char span[64];
+
+	reply_status(r->reply, rp->kind, status, sizeof status);
+	ascii_only(reply, sizeof reply, r->reply);
+	ascii_only(remote, sizeof remote, r->remote);
+	rt_printf(rt, "  <%s>\r\n    %s\r\n", r->address, status_meaning(status));
+	if (strcmp(status + 1, ".4.7") == 0) {	/* RFC 3463 X.4.7: the lifetime ran out */
+		duration_text(cfg.queue_lifetime, span, sizeof span);
+		rt_printf(rt, "    It was tried for %s; the mail system has given up.\r\n", span);
+	}
+	if (reply[0] && remote[0])
+		rt_printf(rt, "    The mail server %s answered:\r\n    %s\r\n", remote, reply);
+	else if (reply[0])
+		rt_printf(rt, "    The mail system here (%s) said:\r\n    %s\r\n",
+			  rp->reporting_mta, reply);
+	rt_add(rt, "\r\n", 2);
+}
+
+/* header_subject - the original Subject field's value, as written (the
+ * first line of it), into out; "" when there is none */
+static void header_subject(const char *headers, size_t len, char *out, size_t size)
+{
+	size_t pos = 0;
+
+	out[0] = '\0';
+	while (pos < len) {
+		const char *line = headers + pos, *end = memchr(line, '\n', len - pos);
+		size_t n = end ? (size_t)(end - line) : len - pos;
+
+		pos += n + 1;
+		if (n > 0 && line[n - 1] == '\r')
+			n--;
+		if (n >= 8 && strncasecmp(line, "Subject:", 8) == 0) {
+			line += 8;
+			n -= 8;
+			while (n > 0 && (*line == ' ' || *line == '\t'))
+				line++, n--;
+			(void)snprintf(out, size, "%.*s", (int)(n < size ? n : size - 1), line);
+			ascii_only(out, size, out);
+			return;
+		}
+	}
+}
+
+/* report_words - the human-readable part (RFC 3464 2: "a human-readable
+ * explanation"), in plain words: what happened to which recipient, why,
+ * and what the sender may do */
+static void report_words(struct report_text *rt, const struct report *rp)
+{
+	char when[64], subject[128];
+	int i;
+
+	rt_printf(rt, "This is the mail system at %s.\r\n\r\n", rp->reporting_mta);
+	if (rp->kind == REPORT_FAILED)
+		rt_printf(rt, "Your message could not be delivered to %s below. It will\r\n"
+			  "not be tried again.\r\n\r\n",
+			  rp->n == 1 ? "the recipient" : "the recipients");
+	else {
+		report_date(rp->job->arrived + cfg.queue_lifetime, when, sizeof when);
+		rt_printf(rt, "Your message has not yet been delivered to %s below. It is\r\n"
+			  "still being tried, until %s.\r\n"
+			  "You do not need to do anything. If it cannot be delivered by then,\r\n"
+			  "you will get another report.\r\n\r\n",
+			  rp->n == 1 ? "the recipient" : "the recipients", when);
+	}
+	for (i = 0; i < rp->n; i++)
+		report_rcpt_words(rt, rp, &rp->job->rcpt[rp->which[i]]);
+	report_date(rp->job->arrived, when, sizeof when);
+	header_subject(rp->headers, rp->headers_len, subject, sizeof subject);
+	if (subject[0])
+		rt_printf(rt, "Your message was sent on %s,\r\nwith the subject \"%s\".\r\n",
+			  when, subject);
+	else
+		rt_printf(rt, "Your message was sent on %s,\r\nwith no subject.\r\n", when);
+	rt_add(rt, "Its header lines are attached below.\r\n", 38);
+}
+
+/* report_status_fields - the machine-readable part (RFC 3464 2.2, 2.3):
+ * the per-message fields, then one block per recipient */
+static void report_status_fields(struct report_text *rt, const struct report *rp)
+{
+	char when[64], status[STATUS_TEXT_MAX], reply[REPLY_TEXT_MAX + 1];
+	char remote[DOMAIN_MAX + 1];
+	int i;
+
+	report_date(rp->job->arrived, when, sizeof when);
+	rt_printf(rt, "Reporting-MTA: dns; %s\r\nArrival-Date: %s\r\n", rp->reporting_mta, when);
+	for (i = 0; i < rp->n; i++) {
+		const struct job_rcpt *r = &rp->job->rcpt[rp->which[i]];
+
+		reply_status(r->reply, rp->kind, status, sizeof status);
+		rt_printf(rt, "\r\nFinal-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n",
+			  r->address, rp->kind == REPORT_FAILED ? "failed" : "delayed", status);
+		ascii_only(remote, sizeof remote, r->remote);
+		if (remote[0])	/* RFC 3464 2.3.5: the MTA that gave the reply */
+			rt_printf(rt, "Remote-MTA: dns; %s\r\n", remote);
+		ascii_only(reply, sizeof reply, r->reply);
+		if (reply[0])	/* RFC 3464 2.3.6: smtp; the reply as it came */
+			rt_printf(rt, "Diagnostic-Code: smtp; %s\r\n", reply);
+		report_date(r->last_try ? r->last_try : rp->now, when, sizeof when);
+		rt_printf(rt, "Last-Attempt-Date: %s\r\n", when);
+		report_date(rp->job->arrived + cfg.queue_lifetime, when, sizeof when);
+		if (rp->kind == REPORT_DELAYED)	/* RFC 3464 2.3.8 */
+			rt_printf(rt, "Will-Retry-Until: %s\r\n", when);
+	}
+}
+
+/* report_boundary - a multipart boundary found nowhere in the parts nor
+ * in the original headers (RFC 2046 5.1.1: it must not occur in what it
+ * encloses) */
+static void report_boundary(const struct report *rp, const struct report_text *parts,
+			    int count, char *out, size_t size)
+{
+	for (unsigned tries = 0;; tries++) {
+		int clash = 0;
+
+		/* RFC 2046 5.1.1: 70 characters at most; a cut one is checked too */
+		if (snprintf(out, size, "=_report_%lld_%u_%s", rp->now, tries, rp->job->id) < 0)
+			out[0] = '\0';
+		clash = find_bytes(rp->headers, rp->headers_len, out, strlen(out)) != NULL;
+		for (int i = 0; i < count && !clash; i++)
+			clash = parts[i].len > 0
+				&& find_bytes(parts[i].p, parts[i].len, out, strlen(out)) != NULL;
+		if (!clash)
+			return;
+	}
+}
+
+/* has_8bit - whether any byte of p[0..n) is not ASCII */
+static int has_8bit(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] > 0x7f)
+			return 1;
+	return 0;
+}
+
+/* report_top - the report's own header section (RFC 3464 2, RFC 6522 3:
+ * multipart/report; RFC 3834 5: Auto-Submitted, so that no robot answers) */
+static void report_top(struct report_text *rt, const struct report *rp, const char *boundary)
+{
+	char when[64];
+
+	report_date(rp->now, when, sizeof when);
+	rt_printf(rt, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n",
+		  cfg.hostname, rp->job->from);
+	rt_printf(rt, "Subject: %s\r\nDate: %s\r\nMessage-ID: <%s>\r\n",
+		  rp->kind == REPORT_FAILED ? "Undelivered Mail Returned to Sender"
+		  : "Delayed Mail (still being retried)", when, rp->message_id);
+	rt_printf(rt, "MIME-Version: 1.0\r\nContent-Type: multipart/report;"
+		  " report-type=delivery-status;\r\n\tboundary=\"%s\"\r\n"
+		  "Auto-Submitted: auto-replied\r\n\r\n"
+		  "This is a MIME-encapsulated message.\r\n\r\n", boundary);
+}
+
+/*
+ * report_compose - the whole report (unstuffed CRLF lines) into out: the
+ * header section, then the three parts of RFC 3464 2 / RFC 6522 3: the
+ * human-readable text, message/delivery-status, and text/rfc822-headers
+ * holding the original message's header section. 0, or -1 (out of memory).
+ */
+static int report_compose(const struct report *rp, struct report_text *out)
+{
+	struct report_text parts[2] = { { 0 }, { 0 } };
+	char boundary[70 + 1];
+	int failed;
+
+	report_words(&parts[0], rp);
+	report_status_fields(&parts[1], rp);
+	report_boundary(rp, parts, 2, boundary, sizeof boundary);
+	report_top(out, rp, boundary);
+	rt_printf(out, "--%s\r\nContent-Description: Notification\r\n"
+		  "Content-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
+	rt_add(out, parts[0].p, parts[0].len);
+	rt_printf(out, "\r\n--%s\r\nContent-Description: Delivery report\r\n"
+		  "Content-Type: message/delivery-status\r\n\r\n", boundary);
+	rt_add(out, parts[1].p, parts[1].len);
+	rt_printf(out, "\r\n--%s\r\nContent-Description: Undelivered Message Headers\r\n"
+		  "Content-Type: text/rfc822-headers\r\n%s\r\n", boundary,
+		  has_8bit(rp->headers, rp->headers_len) ? "Content-Transfer-Encoding: 8bit\r\n" : "");
+	rt_add(out, rp->headers, rp->headers_len);
+	rt_printf(out, "\r\n--%s--\r\n", boundary);
+	failed = out->failed || parts[0].failed || parts[1].failed;
+	rt_free(&parts[0]);
+	rt_free(&parts[1]);
+	return failed ? -1 : 0;
+}
+
+/*
+ * original_headers - the header section of the queued message <id>.msg
+ * (CRLF lines, dot-stuffed, our Received line first), unstuffed, into
+ * out: every line up to the empty one that ends it, or to the end of a
+ * message that has no body; at most REPORT_HEADERS_MAX bytes, cut at a
+ * line's end. 0, or -1 (logged) when it cannot be read.
+ */
+static int original_headers(const char *id, struct report_text *out)
+{
+	char path[PATH_TEXT_MAX];
+	char *buf = malloc(REPORT_HEADERS_MAX);
+	ssize_t got = -1;
+	int fd = -1;
+
+	if (buf && job_path(path, sizeof path, id, ".msg") == 0
+	    && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) >= 0)
+		got = pread_full(fd, buf, REPORT_HEADERS_MAX, 0);
+	if (got < 0)
+		log_msg("report: %s.msg: %s", id, buf ? strerror(errno) : "out of memory");
+	if (fd >= 0)
+		close_fd(fd, "queued message");
+	for (size_t pos = 0; got > 0 && pos < (size_t)got;) {
+		const char *line = buf + pos, *lf = memchr(line, '\n', (size_t)got - pos);
+		size_t n = lf ? (size_t)(lf - line) + 1 : 0;
+
+		if (n == 0 || (n <= 2 && (line[0] == '\r' || line[0] == '\n')))
+			break;	/* a line cut by the limit, or the empty line */
+		if (line[0] == '.')	/* RFC 5321 4.5.2: the stuffed dot goes */
+			line++, n--;
+		rt_add(out, line, n);
+		pos = (size_t)(lf - buf) + 1;
+	}
+	free(buf);
+	return got < 0 || out->failed ? -1 : 0;
+}
+
+/* stuffed - text (CRLF lines) as a record holds it (DESIGN.md "Record
+ * format"): a line that starts with '.' gets it doubled */
+static void stuffed(const struct report_text *text, struct report_text *out)
+{
+	for (size_t pos = 0; pos < text->len;) {
+		const char *line = text->p + pos, *lf = memchr(line, '\n', text->len - pos);
+		size_t n = lf ? (size_t)(lf - line) + 1 : text->len - pos;
+
+		if (line[0] == '.')
+			rt_add(out, ".", 1);
+		rt_add(out, line, n);
+		pos += n;
+	}
+}
+
+/* report_owner - the account whose mailbox gets a report on job: the
+ * login that sent it, else the sender's local part when its domain is
+ * ours (a trusted network's client). 1 found, 0 nobody here, -1 user.txt
+ * cannot be read. */
+static int report_owner(const struct job *job, struct account *acct)
+{
+	char local[LOCAL_PART_MAX + 1];
+	const char *at = strrchr(job->from, '@');
+	size_t n = at ? (size_t)(at - job->from) : 0;
+
+	if (job->auth[0] && strcmp(job->auth, "-") != 0)
+		return find_mailbox(job->auth, acct);
+	if (!at || n == 0 || n > LOCAL_PART_MAX || !local_domain(at + 1))
+		return 0;
+	memcpy(local, job->from, n);
+	local[n] = '\0';
+	return find_mailbox(local, acct);
+}
+
+/* report_trace - the record's trace lines (RFC 5321 4.4), in the shape of
+ * a delivery's: Return-Path <>, as a report's sender is null (RFC 3464 2,
+ * RFC 5321 4.5.5); a Received line "from ... by <host> (smtpmail) with",
+ * as tail_is_ours knows our crashed appends, whose " id <id>" ends a
+ * line, as record_present and mailbox_holds look for it */
+static int report_trace(const struct rcpt *r, const char *to, long long now, char *out,
+			size_t size)
+{
+	char when[64];
+	int n;
+
+	report_date(now, when, sizeof when);
+	n = snprintf(out, size, "Return-Path: <>\r\nReceived: from %s (the delivery report)\r\n"
+		     "\tby %s (smtpmail) with local id %s\r\n\tfor <%s>; %s\r\n",
+		     cfg.hostname, cfg.hostname, r->id, to, when);
+	return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
+/* report_append - under r's write lock (open_for_append done): the trace
+ * lines, the stuffed report and the final "." in one writev, as
+ * append_record does for a message, then the commit state noted */
+static int report_append(struct rcpt *r, const char *to, const struct report_text *body,
+			 long long now)
+{
+	static char end[] = ".\r\n";
+	char trace[TRACE_MAX];
+	int n = report_trace(r, to, now, trace, sizeof trace);
+	struct iovec iov[3];
+
+	if (n < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	iov[0].iov_base = trace;
+	iov[0].iov_len = (size_t)n;
+	iov[1].iov_base = body->p;
+	iov[1].iov_len = body->len;
+	iov[2].iov_base = end;
+	iov[2].iov_len = sizeof end - 1;
+	if (writev_all(r->box_fd, iov, 3) < 0)
+		return -1;
+	return commit_appended(r);
+}
+
+/*
+ * report_store - the stuffed report into acct's mailbox as a delivery
+ * stores a message (DESIGN.md "Delivery"): lock_all, open_mailbox, the
+ * append, commit_one, release_all; a failed append is rolled back. 0
+ * only when the record is durable.
+ */
+static int report_store(const struct account *acct, const char *to,
+			const struct report_text *body, long long now)
+{
+	static struct session s;	/* only its recipient table is used */
+	struct rcpt *r = &s.rcpts[0];
+	int rc = -1;
+
+	memset(r, 0, sizeof *r);
+	memcpy(r->login, acct->login, sizeof r->login);
+	r->dir_fd = r->lock_fd = r->box_fd = -1;
+	s.nrcpts = 1;
+	message_id(&s, r->id, sizeof r->id);
+	hold_stop(1);	/* as deliver: no SIGTERM between the append and its end */
+	if (lock_all(&s) == 0 && open_mailbox(r, 0) == 0) {
+		if (report_append(r, to, body, now) == 0)
+			rc = commit_one(r) == 0 ? 0 : (errno = EIO, -1);
+		else
+			roll_back(r);
+	}
+	if (rc < 0)
+		log_msg("report: into %s/mymailbox: %s", r->login, strerror(errno));
+	release_all(&s);
+	hold_stop(0);
+	return rc;
+}
+
+/*
+ * report_deliver - one RFC 3464 report about job's recipients
+ * rcpt[which[0 .. n)] into the sender's own mailbox (job->auth's, or the
+ * local part of job->from when its domain is ours). Never for the null
+ * sender (RFC 5321 4.5.5: no report on a report, so no loop), and never
+ * over the network. 0 when it is durably stored or not needed; -1 when
+ * not stored: the caller keeps the job as it was and tries again later.
+ * A sender with no account here (removed since) gets none: logged, 0.
+ */
+__attribute__((unused))	/* SCAFFOLD: until the runner calls it */
+static int report_deliver(const struct job *job, const int *which, int n, enum report_kind kind,
+			  const char *reporting_mta)
+{
+	struct report_text headers = { 0 }, text = { 0 }, body = { 0 };
+	struct report rp = { job, which, n, kind, reporting_mta ? reporting_mta : cfg.hostname,
+			     NULL, 0, (long long)time(NULL), NULL };
+	char message_id_text[ID_MAX + HOSTNAME_MAX + 16], rid[ID_MAX];
+	struct account acct;
+	int found, rc = -1;
+
+	if (!job->from[0] || n <= 0)
+		return 0;
+	for (int i = 0; i < n; i++)
+		if (which[i] < 0 || which[i] >= job->nrcpt) {
+			log_msg("report: %s: no recipient %d", job->id, which[i]);
+			return -1;
+		}
+	if ((found = report_owner(job, &acct)) <= 0) {
+		log_msg("report: %s: no mailbox here for <%s>%s", job->id, job->from,
+			found < 0 ? ": the account list cannot be read (later)" : ": none written");
+		return found < 0 ? -1 : 0;
+	}
+	message_id(NULL, rid, sizeof rid);
+	(void)snprintf(message_id_text, sizeof message_id_text, "%s@%s", rid, cfg.hostname);
+	rp.message_id = message_id_text;
+	if (original_headers(job->id, &headers) == 0) {
+		rp.headers = headers.p ? headers.p : "";
+		rp.headers_len = headers.len;
+		if (report_compose(&rp, &text) == 0 && (stuffed(&text, &body), !body.failed))
+			rc = report_store(&acct, job->from, &body, rp.now);
+	}
+	if (rc == 0)
+		log_msg("report: %s: %s, %d recipient%s, into %s/mymailbox", job->id,
+			kind == REPORT_FAILED ? "failed" : "delayed", n, n == 1 ? "" : "s", acct.login);
+	rt_free(&headers);
+	rt_free(&text);
+	rt_free(&body);
+	return rc;
+}
+
 /* ---------------------------------------------------------------- relay: the SMTP client */
 
 /* A delivery process speaks SMTP to one destination for one message, and
  * records each recipient's outcome before it says QUIT. */
 
+/* RFC 5321 4.5.3.2: how long the client waits for each reply, in seconds;
+ * the connection itself gets Postfix's smtp_connect_timeout. */
+enum {
+	CONNECT_TIMEOUT = 30,
+	GREETING_TIMEOUT = 300,	/* 4.5.3.2.1: the initial 220, 5 minutes */
+	MAIL_TIMEOUT = 300,	/* 4.5.3.2.2: MAIL, 5 minutes (EHLO and HELO too) */
+	RCPT_TIMEOUT = 300,	/* 4.5.3.2.3: RCPT, 5 minutes */
+	DATA_TIMEOUT = 120,	/* 4.5.3.2.4: DATA, 2 minutes */
+	BLOCK_TIMEOUT = 180,	/* 4.5.3.2.5: each block of the data, 3 minutes */
+	DOT_TIMEOUT = 600,	/* 4.5.3.2.6: the final dot, 10 minutes */
+	QUIT_TIMEOUT = 10,	/* QUIT's reply changes nothing: a short wait */
+	REPLY_LINES_MAX = 100	/* the lines of one multi-line reply, at most */
+};
+
+/* How a delivery process ends; the runner reads it from the exit status:
+ * DOWN, no address of the destination answered (it is left alone for a
+ * while); BUSY, another process is delivering this message there. */
+enum { DELIVERY_DONE = 0, DELIVERY_DOWN = 3, DELIVERY_BUSY = 4 };
+
+/* A reply of the remote, or one of ours standing for it. */
+struct smtp_reply {
+	int code;		/* 200..599 */
+	int local;		/* ours (a connection failure, a time-out), not the remote's */
+	char text[REPLY_TEXT_MAX + 1];	/* "<code> <enhanced> <text>", lines joined */
+};
+
+/* The connection to one address of the destination, and what it offers. */
+struct remote {
+	struct conn conn;	/* conn.fd: -1 when there is no connection */
+	const char *host;	/* the MX or route host */
+	int esmtp, size, eightbit, pipelining;	/* EHLO worked; what it offered */
+	unsigned long long size_max;	/* SIZE's value; 0: no limit given */
+};
+
+/* One delivery: a job's recipients at one domain, and each one's reply. */
+struct trip {
+	struct job job;		/* as loaded when the delivery began */
+	const char *domain;
+	int which[QUEUE_RCPTS_MAX];	/* the recipients, indexes into job.rcpt */
+	int n;
+	struct smtp_reply got[QUEUE_RCPTS_MAX];	/* got[k]: rcpt[which[k]]'s reply */
+	int msg_fd;		/* <id>.msg */
+	unsigned long long msg_size;
+	int eightbit;		/* the data has a byte over 127 (RFC 6152) */
+	char remote[DOMAIN_MAX + 1];	/* the host that gave the replies, or "" */
+};
+
+/* local_reply - a reply of our own into r: its code, then the words */
+static void local_reply(struct smtp_reply *r, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(r->text, sizeof r->text, "%d ", code);
+
+	va_start(ap, fmt);
+	if (n < 0 || vsnprintf(r->text + n, sizeof r->text - (size_t)n, fmt, ap) < 0)
+		r->text[0] = '\0';
+	va_end(ap);
+	r->code = code;
+	r->local = 1;
+	reply_clean(r->text, sizeof r->text, r->text);
+}
+
+/* reply_code - the code of a reply line (RFC 5321 4.2: three digits, then
+ * a space, a hyphen, or the end), or -1 */
+static int reply_code(const char *line, size_t len)
+{
+	if (len < 3 || (len > 3 && line[3] != ' ' && line[3] != '-'))
+		return -1;
+	for (int i = 0; i < 3; i++)
+		if (!isdigit((unsigned char)line[i]))
+			return -1;
+	return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+}
+
+/* reply_add - one line of a reply into r: the first gives the code, every
+ * line adds its text; 0, or -1 if it is no reply line or its code is not
+ * the first one's */
+static int reply_add(struct smtp_reply *r, const char *line, size_t len, int first)
+{
+	int code = reply_code(line, len);
+	size_t used;
+
+	if (code < 200 || code > 599 || (!first && code != r->code))
+		return -1;
+	if (first) {
+		r->code = code;
+		(void)snprintf(r->text, sizeof r->text, "%d", code);
+	}
+	used = strlen(r->text);
+	if (len > 4 && used < REPLY_TEXT_MAX)
+		(void)snprintf(r->text + used, sizeof r->text - used, " %.*s", (int)(len - 4),
+			       line + 4);
+	return 0;
+}
+
+/* reply_read - the remote's next reply, waiting at most timeout seconds
+ * for each line; 0, or -1 with r holding a 451 of ours saying why */
+static int reply_read(struct remote *m, int timeout, struct smtp_reply *r)
+{
+	char line[REPLY_LINE_MAX + 1];
+	size_t len;
+	int crlf;
+
+	m->conn.timeout_ms = timeout * 1000;
+	r->local = 0;
+	for (int i = 0; i < REPLY_LINES_MAX; i++) {
+		enum io_status st = conn_read_line(&m->conn, line, sizeof line, &len, &crlf);
+
+		if (st == IO_TOO_LONG)
+			continue;	/* past RFC 5321's 512 octets: skipped */
+		if (st != IO_OK) {
+			local_reply(r, 451, "4.4.2 %s: %s", m->host, st == IO_TIMEOUT
+				    ? "no reply in time" : "the connection was lost");
+			return -1;
+		}
+		if (reply_add(r, line, len, i == 0) < 0)
+			break;
+		if (len == 3 || line[3] == ' ') {
+			reply_clean(r->text, sizeof r->text, r->text);
+			if (verbose)
+				log_msg("%s: < %s", m->host, r->text);
+			return 0;
+		}
+	}
+	local_reply(r, 451, "4.5.0 %s: a reply that is not SMTP", m->host);
+	return -1;
+}
+
+/* command - one command line for the remote, buffered: it goes out with
+ * the next read (conn_fill sends first), so pipelined commands go together */
+static int command(struct remote *m, const char *fmt, ...)
+{
+	char line[COMMAND_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof line - 2)
+		return -1;	/* cannot happen: a path is 256 octets at most */
+	if (verbose)
+		log_msg("%s: > %s", m->host, line);
+	memcpy(line + n, "\r\n", 2);
+	return conn_write(&m->conn, line, (size_t)n + 2);
+}
+
+/* exchange - one command, then its reply; 0 when the reply came */
+static int exchange(struct remote *m, int timeout, struct smtp_reply *r, const char *verb)
+{
+	if (command(m, "%s %s", verb, cfg.hostname) < 0) {
+		local_reply(r, 451, "4.4.2 %s: the connection was lost", m->host);
+		return -1;
+	}
+	return reply_read(m, timeout, r);
+}
+
+/* tcp_connect - a socket connected to t, within CONNECT_TIMEOUT; the
+ * descriptor, or -1 with why saying what failed */
+static int tcp_connect(const struct target *t, struct smtp_reply *why)
+{
+	struct pollfd p = { .events = POLLOUT };
+	socklen_t len = sizeof(int);
+	int err = 0, n;
+
+	p.fd = socket(t->addr.ss_family, SOCK_STREAM, 0);
+	if (p.fd < 0 || fcntl(p.fd, F_SETFD, FD_CLOEXEC) < 0
+	    || fcntl(p.fd, F_SETFL, O_NONBLOCK) < 0)
+		err = errno;
+	else if (connect(p.fd, (const struct sockaddr *)&t->addr, t->addr_len) == 0)
+		return p.fd;
+	else if ((err = errno) == EINPROGRESS) {
+		while ((n = poll(&p, 1, CONNECT_TIMEOUT * 1000)) < 0 && errno == EINTR)
+			;
+		err = n == 0 ? ETIMEDOUT : n < 0 ? errno : 0;
+		if (n > 0 && getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err == 0)
+			return p.fd;
+	}
+	local_reply(why, 451, "4.4.1 %s: connect: %s", t->host, strerror(err));
+	if (p.fd >= 0)
+		close_fd(p.fd, "connection");
+	return -1;
+}
+
+/* names_us - 1 if a greeting or an EHLO reply names our own host first:
+ * the route or the MX leads back here (RFC 5321 5.1: no mail loop) */
+static int names_us(const struct smtp_reply *r)
+{
+	const char *name = strlen(r->text) > 4 ? r->text + 4 : "";
+	size_t len = strcspn(name, " ");
+
+	return len > 0 && len == strlen(cfg.hostname) && strncasecmp(name, cfg.hostname, len) == 0;
+}
+
+/* keyword - 1 if the word at p is kw, whole */
+static int keyword(const char *p, const char *kw)
+{
+	size_t len = strlen(kw);
+
+	return strncasecmp(p, kw, len) == 0 && (p[len] == ' ' || p[len] == '\0');
+}
+
+/* ehlo_offers - what an EHLO reply offers: RFC 1870 SIZE (and its limit),
+ * RFC 6152 8BITMIME, RFC 2920 PIPELINING. Its lines are joined by spaces
+ * in the text, so each keyword follows a space. */
+static void ehlo_offers(struct remote *m, const char *text)
+{
+	const char *p = text;
+
+	m->esmtp = 1;
+	while ((p = strchr(p, ' ')) != NULL) {
+		p++;
+		if (keyword(p, "8BITMIME"))
+			m->eightbit = 1;
+		else if (keyword(p, "PIPELINING"))
+			m->pipelining = 1;
+		else if (keyword(p, "SIZE") && (m->size = 1) && p[4] == ' ')
+			m->size_max = strtoull(p + 5, NULL, 10);
+	}
+}
+
+/* How the opening of a session went. */
+enum opening { OPEN_OK, OPEN_NEXT, OPEN_LOOP, OPEN_REFUSED };
+
+/* open_session - the greeting, then EHLO, or HELO after a 5xx to EHLO
+ * (RFC 5321 4.1.4, 3.2). OPEN_NEXT: try the next address (no 220, a 421,
+ * a 4xx, the connection lost: r says why); OPEN_LOOP: the remote is us;
+ * OPEN_REFUSED: a 5xx to HELO too, which ends the delivery */
+static enum opening open_session(struct remote *m, struct smtp_reply *r)
+{
+	int ehlo;
+
+	if (reply_read(m, GREETING_TIMEOUT, r) < 0 || r->code != 220)
+		return OPEN_NEXT;
+	if (names_us(r))
+		return OPEN_LOOP;
+	if (exchange(m, MAIL_TIMEOUT, r, "EHLO") < 0)
+		return OPEN_NEXT;
+	ehlo = r->code / 100 == 2;
+	if (!ehlo && r->code / 100 == 5 && exchange(m, MAIL_TIMEOUT, r, "HELO") < 0)
+		return OPEN_NEXT;
+	if (r->code / 100 != 2)
+		return r->code / 100 == 5 ? OPEN_REFUSED : OPEN_NEXT;
+	if (names_us(r))
+		return OPEN_LOOP;
+	if (ehlo)
+		ehlo_offers(m, r->text);
+	return OPEN_OK;
+}
+
+/* all_get - every recipient of the trip not decided yet gets reply r; a
+ * recipient refused for good already (a 5xx to its RCPT) keeps that */
+static void all_get(struct trip *t, const struct smtp_reply *r, int keep_refused)
+{
+	for (int k = 0; k < t->n; k++)
+		if (!keep_refused || t->got[k].code / 100 != 5)
+			t->got[k] = *r;
+}
+
+/* mail_command - MAIL, with SIZE (RFC 1870) and BODY=8BITMIME (RFC 6152)
+ * when the remote offers them */
+static int mail_command(const struct trip *t, struct remote *m)
+{
+	char params[64] = "";
+
+	if (m->size)
+		(void)snprintf(params, sizeof params, " SIZE=%llu", t->msg_size);
+	if (t->eightbit && m->eightbit)
+		(void)snprintf(params + strlen(params), sizeof params - strlen(params),
+			       " BODY=8BITMIME");
+	return command(m, "MAIL FROM:<%s>%s", t->job.from, params);
+}
+
+/* envelope_command - the i-th command of the envelope: 0 MAIL, 1..n
+ * RCPT, n + 1 DATA */
+static int envelope_command(const struct trip *t, struct remote *m, int i)
+{
+	if (i == 0)
+		return mail_command(t, m);
+	if (i <= t->n)
+		return command(m, "RCPT TO:<%s>", t->job.rcpt[t->which[i - 1]].address);
+	return command(m, "DATA");
+}
+
+/* envelope_reply - read the i-th command's reply into its place: MAIL's
+ * and DATA's into r[0] and r[1], a RCPT's into its recipient's got */
+static int envelope_reply(struct trip *t, struct remote *m, int i, struct smtp_reply r[2])
+{
+	if (i == 0)
+		return reply_read(m, MAIL_TIMEOUT, &r[0]);
+	if (i <= t->n)
+		return reply_read(m, RCPT_TIMEOUT, &t->got[i - 1]);
+	return reply_read(m, DATA_TIMEOUT, &r[1]);
+}
+
+/* accepted_count - the recipients whose RCPT got a 2xx */
+static int accepted_count(const struct trip *t)
+{
+	int n = 0;
+
+	for (int k = 0; k < t->n; k++)
+		n += t->got[k].code / 100 == 2;
+	return n;
+}
+
+/* envelope_send - the commands 0..last; with PIPELINING all at once,
+ * then the replies in order (RFC 2920 3.1), else each after the one
+ * before was answered, stopping after a refused MAIL, and before DATA
+ * when no recipient was accepted. 0, or -1 when the connection failed
+ * (why then says how) */
+static int envelope_send(struct trip *t, struct remote *m, struct smtp_reply r[2],
+			 struct smtp_reply **why)
+{
+	int last = t->n + 1, i;
+
+	for (i = 0; m->pipelining && i <= last; i++)
+		if (envelope_command(t, m, i) < 0)
+			return -1;
+	for (i = 0; i <= last; i++) {
+		if (!m->pipelining && i == last && accepted_count(t) == 0)
+			return 0;
+		if (!m->pipelining && envelope_command(t, m, i) < 0)
+			return -1;
+		if (envelope_reply(t, m, i, r) < 0) {
+			*why = i == 0 ? &r[0] : i <= t->n ? &t->got[i - 1] : &r[1];
+			return -1;
+		}
+		if (!m->pipelining && i == 0 && r[0].code / 100 != 2)
+			return 0;
+	}
+	return 0;
+}
+
+/*
+ * send_envelope - MAIL, each RCPT, DATA. Each RCPT reply decides its
+ * recipient (RFC 5321 3.3); a refused MAIL or DATA decides them all. The
+ * number of recipients to send the data for (DATA got its 354), 0 when
+ * there are none (each got its reply), or -1 when the connection failed
+ * (each recipient not refused for good got a 451 of ours).
+ */
+static int send_envelope(struct trip *t, struct remote *m)
+{
+	struct smtp_reply r[2] = { { .code = 0 }, { .code = 0 } }, lost, *why = NULL;
+	int accepted;
+
+	for (int k = 0; k < t->n; k++)
+		t->got[k].code = 0;
+	if (envelope_send(t, m, r, &why) < 0) {
+		if (!why)
+			local_reply(why = &lost, 451, "4.4.2 %s: the connection was lost", m->host);
+		all_get(t, why, 1);
+		return -1;
+	}
+	if (r[0].code / 100 != 2) {
+		all_get(t, &r[0], 0);
+		return 0;
+	}
+	accepted = accepted_count(t);
+	if (accepted == 0 && r[1].code == 354) {	/* a 354 with no recipient: send no data */
+		if (conn_write(&m->conn, ".\r\n", 3) < 0 || reply_read(m, DOT_TIMEOUT, &r[1]) < 0)
+			return -1;
+		return 0;
+	}
+	if (r[1].code != 354)
+		for (int k = 0; k < t->n; k++)
+			if (t->got[k].code / 100 == 2)
+				t->got[k] = r[1];
+	return r[1].code == 354 ? accepted : 0;
+}
+
+/* term_block - block (or unblock) SIGTERM: from the final dot until the
+ * outcome is on disk, a stop may not come between the remote's 250 and
+ * our record of it (which would send the message again) */
+static void term_block(int block)
+{
+	sigset_t term;
+
+	if (sigemptyset(&term) < 0 || sigaddset(&term, SIGTERM) < 0
+	    || sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &term, NULL) < 0)
+		log_msg("SIGTERM mask: %s", strerror(errno));
+}
+
+/* send_data - the .msg bytes (already CRLF lines, dot-stuffed), then the
+ * final ".\r\n"; the reply to it decides every accepted recipient. 0, or
+ * -1 (r holds why) */
+static int send_data(struct trip *t, struct remote *m, struct smtp_reply *r)
+{
+	char buf[IO_BUF_SIZE];
+	off_t done = 0;
+	ssize_t n;
+	char last = '\n';
+
+	m->conn.timeout_ms = BLOCK_TIMEOUT * 1000;
+	while ((n = pread(t->msg_fd, buf, sizeof buf, done)) > 0) {
+		if (conn_write(&m->conn, buf, (size_t)n) < 0)
+			break;
+		done += n;
+		last = buf[n - 1];
+	}
+	if (n < 0) {
+		local_reply(r, 451, "4.3.0 the queued message cannot be read: %s", strerror(errno));
+		return -1;	/* the connection is closed without the dot */
+	}
+	term_block(1);
+	if ((last != '\n' && conn_write(&m->conn, "\r\n", 2) < 0)
+	    || conn_write(&m->conn, ".\r\n", 3) < 0) {
+		local_reply(r, 451, "4.4.2 %s: the connection was lost", m->host);
+		return -1;
+	}
+	return reply_read(m, DOT_TIMEOUT, r);
+}
+
+/* transaction - one mail transaction on an open session: the envelope,
+ * the data, and each recipient's reply in t->got */
+static void transaction(struct trip *t, struct remote *m)
+{
+	struct smtp_reply r;
+
+	if (m->size_max && t->msg_size > m->size_max) {
+		local_reply(&r, 552, "5.3.4 the message (%llu bytes) is larger than %s takes (%llu)",
+			    t->msg_size, m->host, m->size_max);
+		all_get(t, &r, 0);	/* RFC 1870 6: do not send it */
+		return;
+	}
+	if (send_envelope(t, m) <= 0)
+		return;
+	(void)send_data(t, m, &r);
+	for (int k = 0; k < t->n; k++)
+		if (t->got[k].code / 100 == 2)
+			t->got[k] = r;
+}
+
+/* remote_close - QUIT (its reply matters little), then close */
+static void remote_close(struct remote *m)
+{
+	struct smtp_reply r;
+
+	if (m->conn.fd < 0)
+		return;
+	if (command(m, "QUIT") == 0)
+		(void)reply_read(m, QUIT_TIMEOUT, &r);
+	close_fd(m->conn.fd, "connection");
+	m->conn.fd = -1;
+}
+
+/*
+ * try_targets - the delivery of the trip at the destination's addresses in
+ * order: the first that greets and takes EHLO or HELO gets the transaction,
+ * and its session is left open in m (QUIT comes after the record). A
+ * connection failure, no 220, a 421 or a 4xx to EHLO move on to the next
+ * (RFC 5321 5.1). DELIVERY_DOWN when none answered, else DELIVERY_DONE;
+ * each recipient's reply in t->got either way.
+ */
+static int try_targets(struct trip *t, struct remote *m, const struct target *tg, size_t n)
+{
+	struct smtp_reply r;
+	enum opening o = OPEN_NEXT;
+
+	local_reply(&r, 451, "4.4.3 %s: no address to try", t->domain);
+	for (size_t i = 0; i < n && o == OPEN_NEXT; i++) {
+		int fd = tcp_connect(&tg[i], &r);
+
+		m->host = tg[i].host;
+		(void)snprintf(t->remote, sizeof t->remote, "%.*s", (int)DOMAIN_MAX, tg[i].host);
+		if (fd < 0)
+			continue;
+		if (conn_init(&m->conn, fd, MAIL_TIMEOUT) < 0) {
+			local_reply(&r, 451, "4.3.0 socket: %s", strerror(errno));
+			close_fd(fd, "connection");
+			continue;
+		}
+		o = open_session(m, &r);
+		if (o == OPEN_OK) {
+			transaction(t, m);
+			return DELIVERY_DONE;
+		}
+		remote_close(m);
+	}
+	if (o == OPEN_LOOP)
+		local_reply(&r, 550, "5.4.6 %s: %s leads back to this host (%s): a mail loop",
+			    t->domain, t->remote, cfg.hostname);
+	all_get(t, &r, 0);
+	return o == OPEN_NEXT ? DELIVERY_DOWN : DELIVERY_DONE;
+}
+
+/* backoff - the wait before the next try of a message that arrived at
+ * arrived: its age, within -B's minimum and maximum (Postfix's rule: the
+ * older the message, the rarer the tries) */
+static long long backoff(long long arrived, long long now)
+{
+	long long age = now - arrived;
+
+	return age < cfg.backoff_min ? cfg.backoff_min : age > cfg.backoff_max ? cfg.backoff_max
+	       : age;
+}
+
+/* settle - rcpt r of job got reply g (from remote, "" for ours); tried:
+ * it counts as an attempt. A 2xx delivers it, a 5xx fails it, a 4xx
+ * defers it, or fails it with 4.4.7 once the message is older than -E.
+ * 1 when it failed now, else 0. */
+static int settle(const struct job *job, struct job_rcpt *r, const struct smtp_reply *g,
+		  const char *remote, int tried, long long now)
+{
+	r->attempts += tried;
+	if (tried)
+		r->last_try = now;
+	(void)snprintf(r->remote, sizeof r->remote, "%s", g->local ? "" : remote);
+	reply_clean(r->reply, sizeof r->reply, g->text);
+	r->next_try = 0;
+	if (g->code / 100 == 2) {
+		r->state = RS_DELIVERED;
+		return 0;
+	}
+	if (g->code / 100 == 4 && now - job->arrived >= cfg.queue_lifetime) {
+		struct smtp_reply expired;
+
+		local_reply(&expired, 451, "4.4.7 not delivered in %d seconds, the queue's lifetime;"
+			    " the last reply: %s", cfg.queue_lifetime, g->text);
+		reply_clean(r->reply, sizeof r->reply, expired.text);
+		r->remote[0] = '\0';
+		r->state = RS_FAILED;
+		return 1;
+	}
+	r->state = g->code / 100 == 5 ? RS_FAILED : RS_DEFERRED;
+	if (r->state == RS_DEFERRED)
+		r->next_try = now + backoff(job->arrived, now);
+	return r->state == RS_FAILED;
+}
+
+/* log_outcome - one line per recipient and attempt */
+static void log_outcome(const struct job *job, const struct job_rcpt *r, int tried)
+{
+	log_msg("relay: %s <%s>: %s%s%s, attempt %d%s: %s", job->id, r->address,
+		rcpt_state_names[r->state], r->remote[0] ? " by " : "", r->remote, r->attempts,
+		tried ? "" : " (not tried: the destination is down)", r->reply);
+}
+
+/* report_failed - the report of the recipients failed now; 0, or -1 when
+ * it could not be stored: they are then put back as they were, to be
+ * tried again after the backoff (a failure is never dropped unreported) */
+static int report_failed(struct job *job, const int *failed, int nfailed,
+			 const struct job_rcpt *before, long long now)
+{
+	if (nfailed == 0 || report_deliver(job, failed, nfailed, REPORT_FAILED, cfg.hostname) == 0)
+		return 0;
+	log_msg("relay: %s: the failure report cannot be stored: tried again later", job->id);
+	for (int i = 0; i < nfailed; i++) {
+		struct job_rcpt *r = &job->rcpt[failed[i]];
+
+		*r = before[i];
+		r->next_try = now + backoff(job->arrived, now);
+	}
+	return -1;
+}
+
+/* notice_delay - RFC 3464's "delayed" report, once, when the message has
+ * waited -W seconds and recipients still wait */
+static void notice_delay(struct job *job, long long now)
+{
+	int which[QUEUE_RCPTS_MAX], n = 0;
+
+	if (job->notice || now - job->arrived < cfg.notice_after)
+		return;
+	for (int i = 0; i < job->nrcpt; i++)
+		if (job->rcpt[i].state == RS_PENDING || job->rcpt[i].state == RS_DEFERRED)
+			which[n++] = i;
+	if (n > 0 && report_deliver(job, which, n, REPORT_DELAYED, cfg.hostname) == 0) {
+		job->notice = 1;
+		log_msg("relay: %s: delay notice written", job->id);
+	}
+}
+
+/* job_done - every recipient is final: remove the job (the .env first, so
+ * that a crash in between leaves a .msg alone, which no scan reads) */
+static int job_done(const struct job *job)
+{
+	char env[PATH_TEXT_MAX], msg[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
+
+	for (int i = 0; i < job->nrcpt; i++)
+		if (job->rcpt[i].state != RS_DELIVERED && job->rcpt[i].state != RS_FAILED)
+			return 0;
+	if (job_path(env, sizeof env, job->id, ".env") < 0 || job_path(msg, sizeof msg, job->id, ".msg") < 0
+	    || queue_dir(dir, sizeof dir) < 0 || unlink(env) < 0 || unlink(msg) < 0
+	    || sync_dir(dir) < 0) {
+		log_msg("relay: %s: cannot remove the finished job: %s", job->id, strerror(errno));
+		return -1;
+	}
+	log_msg("relay: %s: done, removed from the queue", job->id);
+	return 1;
+}
+
+/* apply_outcomes - the trip's replies into job (loaded afresh under the
+ * lock); the recipients that failed now into failed[], their states
+ * before into before[]; how many */
+static int apply_outcomes(const struct trip *t, struct job *job, int tried, int *failed,
+			  struct job_rcpt *before, long long now)
+{
+	int nfailed = 0;
+
+	for (int k = 0; k < t->n; k++) {
+		int i = t->which[k];
+		struct job_rcpt *r = &job->rcpt[i];
+		struct job_rcpt old = *r;
+
+		if (i >= job->nrcpt || strcmp(r->address, t->job.rcpt[i].address) != 0
+		    || r->state == RS_DELIVERED || r->state == RS_FAILED)
+			continue;	/* -x and a new message of the same id, or decided meanwhile */
+		if (settle(job, r, &t->got[k], t->remote, tried, now)) {
+			before[nfailed] = old;
+			failed[nfailed++] = i;
+		}
+		log_outcome(job, r, tried);
+	}
+	return nfailed;
+}
+
+/* record - the outcome of the trip on disk, under the job lock: each
+ * recipient's state, the report of those failed now, the delay notice;
+ * the job removed when every recipient is final */
+static void record(const struct trip *t, int tried)
+{
+	static struct job job;
+	static struct job_rcpt before[QUEUE_RCPTS_MAX];
+	int failed[QUEUE_RCPTS_MAX], nfailed, lock = job_lock(t->job.id, 1);
+	long long now = (long long)time(NULL);
+
+	if (lock < 0 || job_load(t->job.id, &job) < 0) {
+		log_msg("relay: %s: the job is gone or busy: its outcome is not recorded", t->job.id);
+		if (lock >= 0)
+			close_fd(lock, "job lock");
+		return;
+	}
+	nfailed = apply_outcomes(t, &job, tried, failed, before, now);
+	(void)report_failed(&job, failed, nfailed, before, now);
+	notice_delay(&job, now);
+	if (job_done(&job) == 0 && job_save(&job) < 0)
+		log_msg("relay: %s: the outcome is not saved: the recipients are tried again",
+			job.id);
+	close_fd(lock, "job lock");
+}
+
+/* trip_open - the trip of job id to domain: the recipients there that
+ * wait (and are due, unless flush), and the message's data; 0, or -1 when
+ * there is nothing to do */
+static int trip_open(struct trip *t, const char *id, const char *domain, int flush)
+{
+	char path[PATH_TEXT_MAX], buf[IO_BUF_SIZE];
+	long long now = (long long)time(NULL);
+	int lock = job_lock(id, 1), loaded;
+	struct stat st;
+	ssize_t got;
+
+	loaded = lock >= 0 && job_load(id, &t->job) == 0;
+	if (lock >= 0)
+		close_fd(lock, "job lock");
+	if (!loaded)
+		return -1;
+	t->domain = domain;
+	t->n = 0;
+	for (int i = 0; i < t->job.nrcpt; i++) {
+		const struct job_rcpt *r = &t->job.rcpt[i];
+		const char *at = strrchr(r->address, '@');
+
+		if ((r->state == RS_PENDING || r->state == RS_DEFERRED) && (flush || r->next_try <= now)
+		    && strcasecmp(at ? at + 1 : "", domain) == 0)
+			t->which[t->n++] = i;
+	}
+	if (t->n == 0 || job_path(path, sizeof path, id, ".msg") < 0
+	    || (t->msg_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return -1;
+	if (fstat(t->msg_fd, &st) < 0) {
+		close_fd(t->msg_fd, "message");
+		return -1;
+	}
+	t->msg_size = (unsigned long long)st.st_size;
+	t->eightbit = 0;
+	for (off_t off = 0; !t->eightbit && (got = pread(t->msg_fd, buf, sizeof buf, off)) > 0; off += got)
+		for (ssize_t i = 0; i < got && !t->eightbit; i++)
+			t->eightbit = (unsigned char)buf[i] > 127;
+	return 0;
+}
+
+/*
+ * deliver_destination - in a delivery process: job id's recipients at
+ * domain, at once (flush: due or not). down: the destination did not
+ * answer a moment ago, so they are deferred without a connection. The
+ * process's exit status (DELIVERY_DONE, _DOWN or _BUSY).
+ */
+static int deliver_destination(const char *id, const char *domain, int down, int flush)
+{
+	static struct trip t;
+	static struct target tg[TARGETS_MAX];
+	struct remote m = { .conn = { .fd = -1 } };
+	char status[16], why[REPLY_TEXT_MAX];
+	size_t n = 0;
+	enum where w;
+	int result = DELIVERY_DONE;
+
+	if (trip_open(&t, id, domain, flush) < 0)
+		return DELIVERY_DONE;
+	t.remote[0] = '\0';
+	if (down) {
+		struct smtp_reply r;
+
+		local_reply(&r, 451, "4.4.1 %s did not answer a moment ago: not tried now", domain);
+		all_get(&t, &r, 0);
+	} else if ((w = find_targets(domain, tg, TARGETS_MAX, &n, status, sizeof status, why,
+				     sizeof why)) != WHERE_OK) {
+		struct smtp_reply r;
+
+		local_reply(&r, w == WHERE_FAIL ? 550 : 451, "%s %s", status, why);
+		all_get(&t, &r, 0);
+	} else {
+		result = try_targets(&t, &m, tg, n);
+	}
+	record(&t, !down);
+	term_block(0);
+	remote_close(&m);
+	close_fd(t.msg_fd, "message");
+	return result;
+}
+
 /* ---------------------------------------------------------------- relay: the runner */
 
 /* The runner is one process per spool: it picks due jobs, starts delivery
  * processes within the limits, and retries with a growing backoff. */
+
+enum {
+	DUE_MAX = 4096,		/* (job, domain) pairs one scan lines up; the rest wait */
+	DOWN_MAX = 64,		/* destinations remembered as down */
+	DELIVERY_GRACE_SECONDS = 5,	/* a stopping runner's wait for its deliveries */
+	RESTART_SECONDS = 10,	/* the listening parent restarts the runner this often at most */
+	SCAN_MAX_SECONDS = 60	/* the runner scans the queue at least once a minute */
+};
+
+/* A delivery process of the runner's. */
+struct delivery {
+	pid_t pid;
+	char id[ID_MAX];
+	char domain[DOMAIN_MAX + 1];
+	int connecting;		/* it may connect (not a deferral of a down destination) */
+};
+
+/* A job's recipients at one domain, due now, found by a scan. */
+struct due {
+	char id[ID_MAX];
+	char domain[DOMAIN_MAX + 1];
+	long long due;		/* the earliest next try among them */
+	int flush;		/* found by a flush: tried whatever their next try */
+	int started;
+};
+
+/* A destination that did not answer, left alone until a time. */
+struct down {
+	char domain[DOMAIN_MAX + 1];
+	long long until;	/* unix seconds; 0: a free entry */
+};
+
+/* The runner's state. */
+struct runner {
+	struct delivery procs[RELAY_PROCS_MAX];
+	int nprocs;
+	struct due *due;	/* DUE_MAX entries */
+	int ndue;
+	struct down down[DOWN_MAX];
+	long long next_scan;	/* unix seconds */
+	long long last_scan_ms;
+	int rescan;		/* a delivery ended: scan again soon */
+};
+
+/* The runner's signals (SIGTERM, SIGINT in the foreground, SIGUSR1 flush,
+ * SIGUSR2 scan, SIGCHLD), noted by runner_signal for the loop. */
+static volatile sig_atomic_t runner_stop, runner_flush, runner_scan, runner_reap;
+
+/* <spool>/.queue/.runner, open in the runner and its deliveries: the
+ * runner's write lock on its byte 0 says that it runs, and each delivery
+ * claims its (job, domain) with a lock on another byte (claim). */
+static int runner_fd = -1;
+
+/* runner_signal - note the signal; the loop does the work */
+static void runner_signal(int sig)
+{
+	if (sig == SIGCHLD)
+		runner_reap = 1;
+	else if (sig == SIGUSR1)
+		runner_flush = 1;
+	else if (sig == SIGUSR2)
+		runner_scan = 1;
+	else
+		runner_stop = 1;
+}
+
+/* runner_path - "<spool>/.queue/.runner"; 0, or -1 */
+static int runner_path(char *path, size_t size)
+{
+	return job_path(path, size, ".runner", "");
+}
+
+/*
+ * claim - in a delivery process: take the lock that says "this job's mail
+ * to domain is being delivered" (a byte of .runner named by a hash of the
+ * two), so that no second delivery of it starts, even from a runner started
+ * after this one's died. 0, or -1 when another process has it.
+ */
+static int claim(const char *id, const char *domain)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	uint32_t h = 2166136261u;	/* FNV-1a */
+
+	for (const char *p = id; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ '@') * 16777619u;
+	for (const char *p = domain; *p; p++)
+		h = (h ^ (unsigned char)tolower((unsigned char)*p)) * 16777619u;
+	fl.l_start = 1 + (off_t)(h & 0x3fffffff);
+	return runner_fd < 0 || fcntl(runner_fd, F_SETLK, &fl) == 0 ? 0 : -1;
+}
+
+/* runner_lock - open .runner and take the runner's lock, write our pid
+ * into it; 0, or -1 after saying why (another runner: its pid) */
+static int runner_lock(void)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	char path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX], pid[32];
+	int n;
+
+	if (queue_dir(dir, sizeof dir) < 0 || runner_path(path, sizeof path) < 0
+	    || (runner_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+		fprintf(stderr, "%s: the queue runner's lock file: %s\n", progname, strerror(errno));
+		return -1;
+	}
+	if (fcntl(runner_fd, F_SETLK, &fl) < 0) {
+		if ((errno == EAGAIN || errno == EACCES) && fcntl(runner_fd, F_GETLK, &fl) == 0)
+			fprintf(stderr, "%s: a queue runner is already running (pid %ld)\n",
+				progname, (long)fl.l_pid);
+		else
+			fprintf(stderr, "%s: %s: %s\n", progname, path, strerror(errno));
+		close_fd(runner_fd, "runner lock");
+		runner_fd = -1;
+		return -1;
+	}
+	n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	if (ftruncate(runner_fd, 0) < 0 || pwrite(runner_fd, pid, (size_t)n, 0) != n)
+		log_msg("queue runner: %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* runner_signals - catch the runner's signals, blocked except while it
+ * waits; *wait_mask: the mask to wait with. In the foreground (-q) SIGINT
+ * stops it; started by the listening parent it ignores SIGINT, as the
+ * sessions do (the parent stops it). */
+static int runner_signals(int foreground, sigset_t *wait_mask)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCHLD };
+	struct sigaction sa = { .sa_handler = runner_signal };
+	sigset_t block;
+
+	if (sigemptyset(&sa.sa_mask) < 0 || sigemptyset(&block) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		if (sigaddset(&block, sigs[i]) < 0)
+			return -1;
+	if (sigprocmask(SIG_BLOCK, &block, wait_mask) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+		if (sigs[i] == SIGINT && !foreground) {
+			if (signal(SIGINT, SIG_IGN) == SIG_ERR)
+				return -1;
+		} else if (sigaction(sigs[i], &sa, NULL) < 0) {
+			return -1;
+		}
+		if (sigdelset(wait_mask, sigs[i]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* down_until - until when domain is down; 0 when it is not */
+static long long down_until(const struct runner *rn, const char *domain, long long now)
+{
+	for (int i = 0; i < DOWN_MAX; i++)
+		if (rn->down[i].until > now && strcasecmp(rn->down[i].domain, domain) == 0)
+			return rn->down[i].until;
+	return 0;
+}
+
+/* down_mark - domain did not answer: leave it alone for -B's minimum (a
+ * free entry, else the one that ends first, is reused) */
+static void down_mark(struct runner *rn, const char *domain, long long now)
+{
+	struct down *slot = &rn->down[0];
+
+	for (int i = 0; i < DOWN_MAX; i++) {
+		if (rn->down[i].until > now && strcasecmp(rn->down[i].domain, domain) == 0) {
+			slot = &rn->down[i];
+			break;
+		}
+		if (rn->down[i].until < slot->until)
+			slot = &rn->down[i];
+	}
+	(void)snprintf(slot->domain, sizeof slot->domain, "%s", domain);
+	slot->until = now + cfg.backoff_min;
+	log_msg("queue runner: %s did not answer: left alone for %d s", domain, cfg.backoff_min);
+}
+
+/* delivering - the deliveries to domain under way: all, and connecting */
+static int delivering(const struct runner *rn, const char *id, const char *domain,
+		      int *connecting)
+{
+	int same = 0;
+
+	*connecting = 0;
+	for (int i = 0; i < rn->nprocs; i++) {
+		if (strcasecmp(rn->procs[i].domain, domain) != 0)
+			continue;
+		*connecting += rn->procs[i].connecting;
+		same += id && strcmp(rn->procs[i].id, id) == 0;
+	}
+	return same;
+}
+
+/* due_add - job's recipients at the domain of rcpt[first] (the first of
+ * them not final): into the due list when their earliest next try has
+ * come (or flush), else *earliest may move up to it */
+static void due_add(struct runner *rn, const struct job *job, int first, int flush,
+		    long long now, long long *earliest)
+{
+	const char *at = strrchr(job->rcpt[first].address, '@'), *domain = at ? at + 1 : "";
+	long long due = -1;
+	struct due *d;
+
+	for (int i = first; i < job->nrcpt; i++) {
+		const struct job_rcpt *r = &job->rcpt[i];
+		const char *a = strrchr(r->address, '@');
+
+		if ((r->state == RS_PENDING || r->state == RS_DEFERRED)
+		    && strcasecmp(a ? a + 1 : "", domain) == 0 && (due < 0 || r->next_try < due))
+			due = r->next_try;
+	}
+	if (!flush && due > now) {
+		if (due < *earliest)
+			*earliest = due;
+		return;
+	}
+	if (rn->ndue == DUE_MAX || strlen(domain) > DOMAIN_MAX) {
+		rn->rescan = 1;	/* more than a scan can line up: the rest after these */
+		return;
+	}
+	d = &rn->due[rn->ndue++];
+	memset(d, 0, sizeof *d);
+	(void)snprintf(d->id, sizeof d->id, "%s", job->id);
+	(void)snprintf(d->domain, sizeof d->domain, "%s", domain);
+	d->due = due;
+	d->flush = flush;
+}
+
+/* first_of_domain - 1 if rcpt[i] is waiting and the first waiting one of
+ * its domain (each domain of a job is lined up once) */
+static int first_of_domain(const struct job *job, int i)
+{
+	const struct job_rcpt *r = &job->rcpt[i];
+	const char *at = strrchr(r->address, '@'), *domain = at ? at + 1 : "";
+
+	if (r->state != RS_PENDING && r->state != RS_DEFERRED)
+		return 0;
+	for (int j = 0; j < i; j++) {
+		const char *a = strrchr(job->rcpt[j].address, '@');
+
+		if ((job->rcpt[j].state == RS_PENDING || job->rcpt[j].state == RS_DEFERRED)
+		    && strcasecmp(a ? a + 1 : "", domain) == 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* by_due - qsort: the longest waiting first */
+static int by_due(const void *a, const void *b)
+{
+	const struct due *x = a, *y = b;
+
+	return x->due < y->due ? -1 : x->due > y->due;
+}
+
+/*
+ * scan_queue - read the queue: each job not locked by someone else (a session
+ * still deciding its reply, a delivery recording), and line up its
+ * recipients due now, per domain; the next scan when the next one falls
+ * due, within -B's minimum and a minute (at least a second away).
+ */
+static void scan_queue(struct runner *rn, int flush)
+{
+	static char ids[DEFAULT_QUEUE_MAX][ID_MAX];
+	static struct job job;
+	long long now = (long long)time(NULL);
+	long long wait = cfg.backoff_min < SCAN_MAX_SECONDS ? cfg.backoff_min : SCAN_MAX_SECONDS;
+	long long earliest = now + wait;
+	int n = queue_ids(ids, DEFAULT_QUEUE_MAX);
+
+	rn->ndue = 0;
+	rn->rescan = 0;
+	for (int k = 0; k < n; k++) {
+		int lock = job_lock(ids[k], 0), loaded;
+
+		if (lock < 0)
+			continue;
+		loaded = job_load(ids[k], &job) == 0;
+		close_fd(lock, "job lock");
+		for (int i = 0; loaded && i < job.nrcpt; i++)
+			if (first_of_domain(&job, i))
+				due_add(rn, &job, i, flush, now, &earliest);
+	}
+	qsort(rn->due, (size_t)rn->ndue, sizeof rn->due[0], by_due);
+	rn->next_scan = earliest > now ? earliest : now + 1;
+	rn->last_scan_ms = now_ms();
+}
+
+/* delivery_child - in a new delivery process: the runner's signals back
+ * to their defaults (SIGUSR1 and SIGUSR2 ignored: they are the runner's),
+ * then the delivery; exits with its status */
+static void delivery_child(const struct due *d, int down, const sigset_t *mask)
+{
+	static const int defaults[] = { SIGTERM, SIGCHLD };
+	static const int ignored[] = { SIGINT, SIGUSR1, SIGUSR2 };
+
+	for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+		if (signal(defaults[i], SIG_DFL) == SIG_ERR)
+			log_msg("delivery signals: %s", strerror(errno));
+	for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
+		if (signal(ignored[i], SIG_IGN) == SIG_ERR)
+			log_msg("delivery signals: %s", strerror(errno));
+	if (sigprocmask(SIG_SETMASK, mask, NULL) < 0)
+		log_msg("delivery signals: %s", strerror(errno));
+	if (claim(d->id, d->domain) < 0)
+		exit(DELIVERY_BUSY);
+	exit(deliver_destination(d->id, d->domain, down, d->flush));
+}
+
+/* start_delivery - a delivery process for d; 0, or -1 (logged) */
+static int start_delivery(struct runner *rn, const struct due *d, int down,
+			  const sigset_t *mask)
+{
+	struct delivery *p = &rn->procs[rn->nprocs];
+	pid_t pid = fork();
+
+	if (pid == 0)
+		delivery_child(d, down, mask);
+	if (pid < 0) {
+		log_msg("queue runner: fork: %s", strerror(errno));
+		return -1;
+	}
+	p->pid = pid;
+	(void)snprintf(p->id, sizeof p->id, "%s", d->id);
+	(void)snprintf(p->domain, sizeof p->domain, "%s", d->domain);
+	p->connecting = !down;
+	rn->nprocs++;
+	return 0;
+}
+
+/*
+ * start_due - start deliveries from the due list, longest waiting first,
+ * within RELAY_PROCS_MAX at once and RELAY_PER_DEST connecting to one
+ * domain; a domain that is down gets its recipients deferred without a
+ * connection (no retry storm). What cannot start now, or is being
+ * delivered already (a flush during a delivery), waits for a delivery to
+ * end.
+ */
+static void start_due(struct runner *rn, const sigset_t *mask)
+{
+	long long now = (long long)time(NULL);
+	int kept = 0;
+
+	for (int i = 0; i < rn->ndue; i++) {
+		struct due *d = &rn->due[i];
+		int connecting, down = down_until(rn, d->domain, now) > 0;
+
+		if (rn->nprocs < RELAY_PROCS_MAX && !delivering(rn, d->id, d->domain, &connecting)
+		    && (down || connecting < RELAY_PER_DEST))
+			d->started = start_delivery(rn, d, down, mask) == 0;
+		if (!d->started)	/* when a delivery of it is under way: after that one */
+			rn->due[kept++] = *d;
+	}
+	rn->ndue = kept;
+}
+
+/* reap_deliveries - collect ended deliveries; one whose destination did not answer
+ * marks it down */
+static void reap_deliveries(struct runner *rn)
+{
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		for (int i = 0; i < rn->nprocs; i++) {
+			if (rn->procs[i].pid != pid)
+				continue;
+			if (WIFEXITED(status) && WEXITSTATUS(status) == DELIVERY_DOWN)
+				down_mark(rn, rn->procs[i].domain, (long long)time(NULL));
+			else if (WIFSIGNALED(status))
+				log_msg("queue runner: delivery %ld of %s killed by signal %d",
+					(long)pid, rn->procs[i].id, WTERMSIG(status));
+			rn->procs[i] = rn->procs[--rn->nprocs];
+			rn->rescan = 1;
+			break;
+		}
+}
+
+/* stop_deliveries - SIGTERM to every delivery (one between the final dot
+ * and its record finishes that first), then SIGKILL after the grace time */
+static void stop_deliveries(struct runner *rn)
+{
+	long long end = now_ms() + DELIVERY_GRACE_SECONDS * 1000LL;
+
+	for (int i = 0; i < rn->nprocs; i++)
+		if (kill(rn->procs[i].pid, SIGTERM) < 0)
+			log_msg("kill %ld: %s", (long)rn->procs[i].pid, strerror(errno));
+	while (rn->nprocs > 0 && now_ms() < end) {
+		struct timespec tick = { 0, 20 * 1000 * 1000 };
+
+		nanosleep(&tick, NULL);
+		reap_deliveries(rn);
+	}
+	for (int i = 0; i < rn->nprocs; i++) {
+		log_msg("queue runner: delivery %ld of %s killed", (long)rn->procs[i].pid,
+			rn->procs[i].id);
+		if (kill(rn->procs[i].pid, SIGKILL) < 0 || waitpid(rn->procs[i].pid, NULL, 0) < 0)
+			log_msg("delivery %ld: %s", (long)rn->procs[i].pid, strerror(errno));
+	}
+	rn->nprocs = 0;
+}
+
+/* runner_wait - sleep until a signal or the next scan (a second at most
+ * when a delivery ended and the queue should be read again) */
+static void runner_wait(const struct runner *rn, const sigset_t *wait_mask)
+{
+	long long now = (long long)time(NULL);
+	long long left = rn->next_scan - now;
+	struct timespec ts;
+
+	if (rn->rescan && left > 1)
+		left = 1;
+	ts.tv_sec = (time_t)(left > 0 ? left : 0);
+	ts.tv_nsec = left > 0 ? 0 : 50 * 1000 * 1000;
+	if (!runner_stop && !runner_flush && !runner_scan && !runner_reap
+	    && pselect(0, NULL, NULL, NULL, &ts, wait_mask) < 0 && errno != EINTR)
+		log_msg("queue runner: pselect: %s", strerror(errno));
+}
+
+/* runner_step - one turn of the loop: collect, scan when it is time, start */
+static void runner_step(struct runner *rn, const sigset_t *mask)
+{
+	int flush = runner_flush;
+
+	if (runner_reap) {
+		runner_reap = 0;
+		reap_deliveries(rn);
+	}
+	if (flush) {
+		runner_flush = 0;
+		memset(rn->down, 0, sizeof rn->down);	/* a flush tries every destination */
+		log_msg("queue runner: flush");
+	}
+	if (flush || runner_scan || (long long)time(NULL) >= rn->next_scan
+	    || (rn->rescan && now_ms() - rn->last_scan_ms >= 1000)) {
+		runner_scan = 0;
+		scan_queue(rn, flush);
+	}
+	start_due(rn, mask);
+}
+
+/*
+ * run_queue - the queue runner, until SIGTERM (or SIGINT in the
+ * foreground: -q): one per spool (.runner's lock). Exit status 0, or 1
+ * when another runner runs or it cannot start.
+ */
+static int run_queue(int foreground)
+{
+	static struct due due[DUE_MAX];
+	static struct runner rn;
+	sigset_t mask, wait_mask;
+
+	rn.due = due;
+	if (runner_lock() < 0)
+		return 1;
+	if (runner_signals(foreground, &wait_mask) < 0) {
+		log_msg("queue runner: signals: %s", strerror(errno));
+		return 1;
+	}
+	mask = wait_mask;
+	log_msg("queue runner started (pid %ld) on %s", (long)getpid(), cfg.spool);
+	runner_scan = 1;
+	while (!runner_stop) {
+		runner_step(&rn, &mask);
+		runner_wait(&rn, &wait_mask);
+	}
+	stop_deliveries(&rn);
+	if (ftruncate(runner_fd, 0) < 0)	/* no stale pid for the sessions to wake */
+		log_msg("queue runner: .runner: %s", strerror(errno));
+	close_fd(runner_fd, "runner lock");
+	log_msg("queue runner stopped");
+	return 0;
+}
+
+/* queue_flush - -F: tell the running runner to flush (SIGUSR1); 0, or 1
+ * when none runs */
+static int queue_flush(void)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	char path[PATH_TEXT_MAX];
+	int fd = runner_path(path, sizeof path) < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0 && fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type == F_WRLCK
+	    && kill(fl.l_pid, SIGUSR1) == 0) {
+		close_fd(fd, "runner lock");
+		printf("queue runner %ld: flushing the queue\n", (long)fl.l_pid);
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
+	if (fd >= 0)
+		close_fd(fd, "runner lock");
+	fprintf(stderr, "%s: no queue runner is running on %s\n", progname, cfg.spool);
+	return 1;
+}
+
+/* keeper_signals - the keeper's signals: SIGTERM and SIGCHLD noted (as the
+ * runner's) and blocked but while it waits (*wait_mask), SIGINT, SIGUSR1
+ * and SIGUSR2 ignored; *orig: the mask before, the runner's to start with */
+static int keeper_signals(sigset_t *wait_mask, sigset_t *orig)
+{
+	struct sigaction sa = { .sa_handler = runner_signal };
+	sigset_t block;
+
+	if (sigemptyset(&sa.sa_mask) < 0 || sigemptyset(&block) < 0
+	    || sigaddset(&block, SIGTERM) < 0 || sigaddset(&block, SIGCHLD) < 0
+	    || sigprocmask(SIG_BLOCK, &block, orig) < 0)
+		return -1;
+	*wait_mask = *orig;
+	if (sigdelset(wait_mask, SIGTERM) < 0 || sigdelset(wait_mask, SIGCHLD) < 0
+	    || sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGCHLD, &sa, NULL) < 0
+	    || signal(SIGINT, SIG_IGN) == SIG_ERR || signal(SIGUSR1, SIG_IGN) == SIG_ERR
+	    || signal(SIGUSR2, SIG_IGN) == SIG_ERR)
+		return -1;
+	return 0;
+}
+
+/* keeper_fork - the runner, in a new process; its pid, or -1 */
+static pid_t keeper_fork(const sigset_t *old_mask)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (signal(SIGTERM, SIG_DFL) == SIG_ERR || signal(SIGCHLD, SIG_DFL) == SIG_ERR
+		    || sigprocmask(SIG_SETMASK, old_mask, NULL) < 0)
+			exit(1);
+		exit(run_queue(0));
+	}
+	if (pid < 0)
+		log_msg("queue runner: fork: %s", strerror(errno));
+	return pid;
+}
+
+/*
+ * keeper - the process the listening parent starts with -o: it keeps one
+ * runner going, starting it again when it ends, RESTART_SECONDS apart at
+ * most; on SIGTERM, or when the listening parent is gone, it stops the
+ * runner and exits. (A process of its own keeps the parent's accept loop,
+ * shared with popserver, as it is.)
+ */
+static void keeper(pid_t parent)
+{
+	sigset_t old, wait_mask;
+	long long started = 0;
+	pid_t runner = -1;
+	int status;
+
+	if (keeper_signals(&wait_mask, &old) < 0)
+		exit(1);
+	while (!runner_stop && getppid() == parent) {
+		struct timespec second = { 1, 0 };
+
+		if (runner < 0 && now_ms() - started >= RESTART_SECONDS * 1000LL) {
+			started = now_ms();
+			runner = keeper_fork(&old);
+		}
+		if (!runner_stop && !runner_reap
+		    && pselect(0, NULL, NULL, NULL, &second, &wait_mask) < 0 && errno != EINTR)
+			log_msg("queue runner keeper: pselect: %s", strerror(errno));
+		runner_reap = 0;
+		if (runner > 0 && waitpid(runner, &status, WNOHANG) == runner) {
+			log_msg("queue runner %ld ended (%s %d): started again within %d s",
+				(long)runner, WIFSIGNALED(status) ? "signal" : "status",
+				WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+				(int)RESTART_SECONDS);
+			runner = -1;
+		}
+	}
+	if (runner > 0 && (kill(runner, SIGTERM) < 0 || waitpid(runner, &status, 0) < 0))
+		log_msg("queue runner %ld: %s", (long)runner, strerror(errno));
+	exit(0);
+}
+
+/* runner_start - in the listening parent (-o, not -i): the keeper, which
+ * keeps the queue runner going; its pid, or -1 (logged: the server then
+ * serves, and mail waits in the queue for a runner) */
+static pid_t runner_start(const int *fds, int nfds)
+{
+	pid_t parent = getpid(), pid = fork();
+
+	if (pid == 0) {
+		for (int i = 0; i < nfds; i++)	/* the keeper takes no connections */
+			close_fd(fds[i], "listening socket");
+		keeper(parent);
+	}
+	if (pid < 0)
+		log_msg("queue runner: fork: %s", strerror(errno));
+	return pid;
+}
+
+/* runner_end - after serve: stop the keeper, and so the runner */
+static void runner_end(pid_t keeper_pid)
+{
+	if (keeper_pid <= 0)
+		return;
+	if (kill(keeper_pid, SIGTERM) < 0 || waitpid(keeper_pid, NULL, 0) < 0)
+		log_msg("queue runner keeper %ld: %s", (long)keeper_pid, strerror(errno));
+}
 
 /* ---------------------------------------------------------------- command handlers */
 
@@ -6848,6 +8757,8 @@ int main(int argc, char **argv)
 	static char busy[REPLY_LINE_MAX];
 	static char spool_dir[PATH_TEXT_MAX];
 	struct server srv = { .busy_line = busy, .session = smtp_session, .pool = 1 };
+	pid_t keeper_pid;
+	int status;
 
 	parse_options(argc, argv);
 	srv.userfile = cfg.userfile;
@@ -6878,5 +8789,8 @@ int main(int argc, char **argv)
 	srv.nfds = listen_on(cfg.listen, cfg.port, srv.fds);
 	if (srv.nfds == 0)
 		return 1;
-	return serve(&srv);
+	keeper_pid = cfg.relay ? runner_start(srv.fds, srv.nfds) : -1;
+	status = serve(&srv);
+	runner_end(keeper_pid);	/* after the sessions: it may still wake the runner */
+	return status;
 }

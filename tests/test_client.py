@@ -571,6 +571,22 @@ class SendMail(ClientTest):
         self.assertEqual(c.exit_code(), -signal.SIGINT)
         self.assertTrue(termios.tcgetattr(c.slave)[3] & termios.ECHO)
 
+    def test_ctrl_c_right_after_a_line_drops_the_mail(self):
+        """A line, then Ctrl-C a moment later: the Ctrl-C may come between
+        the client's check of its flag and its read of the line it saw. The
+        read must not wait for ever for a line the Ctrl-C threw away (the
+        old client hung so in about one run in ten of this test)."""
+        c = self.client(user="alice", ctty=True)
+        for i in range(60):
+            c.line("2")
+            c.expect('with only ".".\n')
+            c.send("From: alice@h\n")
+            time.sleep(i % 10 * 0.0002)         # the Ctrl-C a little later each time
+            c.send("\x03")
+            self.assertIn("Mail not sent.\n", c.expect(MENU))
+        self.assertEqual(self.records("bob"), [])
+        self.quit(c)
+
     def test_verbose_shows_the_dialogue(self):
         c = self.client("-v", user="alice")
         self.send_mail(c, ["From: alice@h", "To: alice@h", "Subject: s", ".dot", "."])

@@ -51,6 +51,10 @@ ZONE = {
     "hosttemp.test": {"MX": [(10, "servfail.test")]},
     "partial.test": {"MX": [(10, "servfail.test"), (20, "mx-c.pref.test")]},
     "many.test": {"MX": [(i, "h%d.x" % i) for i in range(20)]},
+    # End to end: nothing listens on [::1]:25, the scripted server on
+    # 127.0.0.1:25.
+    "e2e.test": {"MX": [(10, "mail.e2e.test")]},
+    "mail.e2e.test": {"AAAA": ["::1"], "A": ["127.0.0.1"]},
 }
 ZONE.update({"h%d.x" % i: {"A": ["127.0.1.%d" % i]} for i in range(20)})
 SERVFAIL = {"servfail.test"}
@@ -196,16 +200,17 @@ def inside_main(argv):
 
 
 NAMESPACE_SKIP = 77
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def in_namespace(command, env=None, timeout=240):
-    """Run command (a list) inside a namespace of ours with ZONE served: the
-    CompletedProcess (text); its returncode is NAMESPACE_SKIP if there
-    could be none."""
+    """Run command (a list) inside a namespace of ours with ZONE served, in
+    tests/: the CompletedProcess (text); its returncode is NAMESPACE_SKIP if
+    there could be none."""
     with tempfile.TemporaryDirectory(prefix="dnsns-") as scratch:
         return subprocess.run([sys.executable, os.path.abspath(__file__), "--inside",
                                scratch] + list(command), capture_output=True, text=True,
-                              errors="replace", timeout=timeout,
+                              errors="replace", timeout=timeout, cwd=HERE,
                               env=dict(os.environ, **(env or {})))
 
 
@@ -229,6 +234,117 @@ class WhereUnits(UnitProgram, unittest.TestCase):
         report = run.stdout[-6000:] + run.stderr[-3000:]
         self.assertEqual(run.returncode, 0, report)
         self.assertRegex(run.stdout, r"(?m)^dns: ([1-9]\d*) cases, 0 failed$", report)
+
+
+class Delivery(unittest.TestCase):
+    """End to end (issue test 11): smtpmail -q delivering queued messages by
+    MX, inside the namespace (each test runs its twin in InsideDelivery
+    there, where root may listen on port 25)."""
+
+    def inside(self, name):
+        run = in_namespace([sys.executable, "-m", "unittest", "-v",
+                            "test_relay_dns.InsideDelivery." + name],
+                           env={"RELAY_DNS_INSIDE": "1"})
+        if run.returncode == NAMESPACE_SKIP:
+            self.skipTest("no namespaces here: " + run.stderr.strip()[-300:])
+        self.assertEqual(run.returncode, 0, run.stdout[-3000:] + run.stderr[-6000:])
+        self.assertIn("OK", run.stderr[-200:], run.stderr[-6000:])
+
+    def test_refused_ipv6_then_ipv4(self):
+        self.inside("test_refused_ipv6_then_ipv4")
+
+    def test_null_mx(self):
+        self.inside("test_null_mx")
+
+    def test_nxdomain(self):
+        self.inside("test_nxdomain")
+
+    def test_servfail(self):
+        self.inside("test_servfail")
+
+
+if os.environ.get("RELAY_DNS_INSIDE"):
+    # Defined only inside the namespace, where Delivery runs it: anywhere
+    # else there is no port 25 of ours and no DNS server to ask.
+    import threading as _threading
+
+    import relay
+    from relay import RelayTest, ScriptedSMTP, message, queue_job, read_env, wait_for
+
+    class Port25(ScriptedSMTP):
+        """A ScriptedSMTP on 127.0.0.1:25, as an MX host listens."""
+
+        def __init__(self, **script):
+            self.script = dict(self.DEFAULT, **script)
+            self.used, self.transactions = {}, []
+            self.stopping = _threading.Event()
+            self.server = relay._Listener(("127.0.0.1", 25), relay._ScriptedHandler)
+            self.server.owner = self
+            self.port = 25
+            self.lock = _threading.Lock()
+            self.connections = 0
+            self.thread = _threading.Thread(target=self.server.serve_forever,
+                                            kwargs={"poll_interval": 0.05}, daemon=True)
+            self.thread.start()
+
+    class InsideDelivery(RelayTest):
+        """Queued messages from alice@a.example to the domains of ZONE,
+        delivered by smtpmail -q with no route: by MX."""
+
+        def queue_one(self, rcpt, subject):
+            queue_job(self.spool, "dns-" + subject, "alice@a.example", [rcpt],
+                      message(subject=subject))
+            self.mx = self.fake(Port25)
+            self.run = self.runner()
+
+        def report(self):
+            """alice's mailbox once a report is in it (b"" if none comes)."""
+            return wait_for(lambda: self.mailbox("alice"), 30) or b""
+
+        def test_refused_ipv6_then_ipv4(self):
+            # Nothing listens on [::1]:25: the first target, mail.e2e.test's
+            # AAAA, refuses; its A, 127.0.0.1, takes the message.
+            with socket.socket(socket.AF_INET6) as probe:
+                self.assertNotEqual(probe.connect_ex(("::1", 25)), 0)
+            self.queue_one("bob@e2e.test", "by-mx")
+            got = wait_for(self.mx.delivered, 30)
+            self.assertTrue(got, self.run.log())
+            self.assertEqual([a for a, _ in got], ["bob@e2e.test"])
+            self.assertIn(b"Subject: by-mx", got[0][1])
+            self.assertTrue(wait_for(lambda: not self.queue(), 10), self.run.log())
+            self.assertIn("where: e2e.test: MX 10 mail.e2e.test ::1 127.0.0.1", self.run.log())
+
+        def test_null_mx(self):
+            self.queue_one("bob@nullmx.test", "null-mx")
+            text = self.report()
+            self.assertTrue(text, self.run.log())
+            self.assertIn(b"Status: 5.1.10", text)
+            self.assertIn(b"bob@nullmx.test", text)
+            self.assertTrue(wait_for(lambda: not self.queue(), 10), self.run.log())
+            self.assertEqual(self.mx.connections, 0)
+
+        def test_nxdomain(self):
+            self.queue_one("bob@nx.test", "nxdomain")
+            text = self.report()
+            self.assertTrue(text, self.run.log())
+            self.assertIn(b"Status: 5.4.4", text)
+            self.assertIn(b"bob@nx.test", text)
+            self.assertTrue(wait_for(lambda: not self.queue(), 10), self.run.log())
+            self.assertEqual(self.mx.connections, 0)
+
+        def test_servfail(self):
+            self.queue_one("bob@servfail.test", "servfail")
+
+            def deferred():
+                env = read_env(self.spool, "dns-servfail")
+                r = env and env["rcpt"][0]
+                return r if r and r["state"] == "deferred" else None
+            r = wait_for(deferred, 30)
+            self.assertTrue(r, self.run.log())
+            self.assertIn("4.4.3", r["reply"])
+            self.assertGreaterEqual(r["attempts"], 1)
+            self.assertEqual(self.mailbox("alice"), b"")  # no report
+            self.assertEqual(self.mx.connections, 0)
 
 
 if __name__ == "__main__":

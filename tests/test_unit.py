@@ -88,6 +88,9 @@ class SmtpUnits(UnitProgram, unittest.TestCase):
     def test_commit(self):
         self.run_group("commit")
 
+    def test_report(self):
+        self.run_group("report")
+
 
 class PopUnits(UnitProgram, unittest.TestCase):
     source, program = "unit_pop.c", "popserver"

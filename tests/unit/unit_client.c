@@ -789,7 +789,20 @@ static const struct {
 	  "Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; x@y\nStatus: 5.1.1\n--r\n"
 	  "Content-Type: text/rfc822-headers\n\nSubject: gone\n--r--\n",
 	  "It failed.\n\nReporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; x@y\nStatus: 5.1.1\n"
-	  "\nSubject: gone\n" },
+	  "\n----- enclosed headers -----\nSubject: gone\n----- end of enclosed headers -----\n" },
+	/* RFC 6522 4: the returned headers as a mail's, not every trace line */
+	{ "returned headers", "Content-Type: multipart/report; report-type=delivery-status;"
+	  " boundary=r\n\n--r\n\nIt failed.\n--r\nContent-Type: text/rfc822-headers\n\n"
+	  "Received: from x\n\tby a.example (smtpmail) id X\nFrom: alice@a.example\n"
+	  "To: Bob <bob@b.example>\nSubject: =?utf-8?q?caf=C3=A9?=\n"
+	  "Date: Thu, 01 Jan 1970 00:00:00 +0000\nMessage-ID: <m@a>\n--r--\n",
+	  "It failed.\n\n----- enclosed headers -----\nFrom: alice@a.example\n"
+	  "To: Bob <bob@b.example>\nDate: Thu, 01 Jan 1970 00:00:00 +0000\n"
+	  "Subject: caf\xc3\xa9\n----- end of enclosed headers -----\n" },
+	{ "returned headers attached are listed", "Content-Type: multipart/mixed; boundary=b\n\n"
+	  "--b\nContent-Type: text/rfc822-headers\nContent-Disposition: attachment\n\n"
+	  "Subject: s\n--b--\n", "(no text in this mail)\n\n"
+	  "Attachment: (no name) (text/rfc822-headers, 10 bytes)\n" },
 	/* An inner multipart with the outer one's boundary has no part of its
 	 * own: the parts after it are the outer one's, and their text is found. */
 	{ "malformed nesting", "Content-Type: multipart/mixed; boundary=b\n\n--b\n"

@@ -1312,6 +1312,393 @@ static void group_dns(void)
 	cfg.hostname = "localhost";
 }
 
+/* ---------------------------------------------------------------- report (RFC 3464) */
+
+struct status_case {
+	const char *name, *reply;
+	enum report_kind kind;
+	const char *status;
+};
+
+static const struct status_case status_cases[] = {
+	/* RFC 3463 2: class.subject.detail after the reply code (RFC 2034) */
+	{ "enhanced", "550 5.1.1 no such user", REPORT_FAILED, "5.1.1" },
+	{ "three-digit parts", "550 5.123.456 odd", REPORT_FAILED, "5.123.456" },
+	{ "ours: null MX", "550 5.1.10 null MX: b.example accepts no mail", REPORT_FAILED,
+	  "5.1.10" },
+	{ "expiry", "451 4.4.7 gave up after 5 days", REPORT_FAILED, "4.4.7" },
+	{ "delayed", "451 4.3.0 mailbox busy", REPORT_DELAYED, "4.3.0" },
+	{ "multi-line hyphen", "550-5.7.1 policy", REPORT_FAILED, "5.7.1" },
+	{ "code only", "550 5.1.1", REPORT_FAILED, "5.1.1" },
+	/* RFC 3464 2.3.4: a status always; from the reply code's class */
+	{ "no enhanced 5xx", "550 no such user", REPORT_FAILED, "5.0.0" },
+	{ "no enhanced 4xx", "421 closing", REPORT_DELAYED, "4.0.0" },
+	{ "class 3 is no status", "554 3.1.1 odd", REPORT_FAILED, "5.0.0" },
+	{ "four digits in a part", "550 5.1234.1 odd", REPORT_FAILED, "5.0.0" },
+	{ "no detail", "550 5.1. x", REPORT_FAILED, "5.0.0" },
+	{ "glued text", "550 5.1.1x", REPORT_FAILED, "5.0.0" },
+	/* no reply at all: from the kind of report */
+	{ "empty failed", "", REPORT_FAILED, "5.0.0" },
+	{ "empty delayed", "", REPORT_DELAYED, "4.0.0" },
+	{ "short", "55", REPORT_FAILED, "5.0.0" },
+};
+
+/* report_job - a queued message from alice with three recipients */
+static void report_job(struct job *job)
+{
+	static const struct job_rcpt rcpts[] = {
+		{ "bob@b.example", RS_FAILED, 1, 0, 1765090100, "mx.b.example",
+		  "550 5.1.1 no such user" },
+		{ "carol@c.example", RS_DEFERRED, 2, 1765090300, 1765090200, "mx.c.example",
+		  "451 4.3.0 mailbox \xc3\xa9 busy\x1b[2J" },
+		{ "dave@d.example", RS_FAILED, 0, 0, 1765090150, "",
+		  "550 5.1.10 null MX: d.example accepts no mail" },
+	};
+
+	memset(job, 0, sizeof *job);
+	(void)snprintf(job->id, sizeof job->id, "69352A1B0001.1F.1");
+	job->arrived = 1765090000;
+	(void)snprintf(job->from, sizeof job->from, "alice@a.example");
+	(void)snprintf(job->auth, sizeof job->auth, "alice");
+	job->nrcpt = 3;
+	memcpy(job->rcpt, rcpts, sizeof rcpts);
+}
+
+/* text_has - whether the line (CRLF added) is in text, at a line's start */
+static int text_has(const struct report_text *t, const char *line)
+{
+	char want[1200];
+	int n = snprintf(want, sizeof want, "\r\n%s\r\n", line);
+
+	if (t->len >= (size_t)n - 2 && memcmp(t->p, want + 2, (size_t)n - 2) == 0)
+		return 1;
+	return find_bytes(t->p, t->len, want, (size_t)n) != NULL;
+}
+
+/* check_lines - every line of t ends in CRLF, none is over 998 octets
+ * (RFC 5322 2.1.1), no byte is a control but CR, LF and TAB */
+static void check_lines(const char *name, const struct report_text *t)
+{
+	size_t start = 0, bad = 0;
+
+	for (size_t i = 0; i < t->len; i++) {
+		unsigned char c = (unsigned char)t->p[i];
+
+		if (c == '\n' && (i == 0 || t->p[i - 1] != '\r'))
+			bad++;
+		if (c == '\n') {
+			bad += i - start > 999;
+			start = i + 1;
+		}
+		bad += (c < 0x20 && c != '\r' && c != '\n' && c != '\t') || c == 0x7f;
+	}
+	unit_long("report_compose", name, 0, (long long)bad + (start != t->len));
+}
+
+static const char report_headers[] =
+	"Received: from a (localhost [127.0.0.1])\r\n\tby a.example (smtpmail) with ESMTPA"
+	" id X\r\n\tfor <bob@b.example>; Thu, 04 Dec 2025 06:46:40 +0000\r\n"
+	"From: alice@a.example\r\nSubject: Lunch on Friday?\r\n"
+	".Odd: a field that starts with a dot\r\n";
+
+static void report_compose_failed(void)
+{
+	static const int which[] = { 0, 2 };
+	struct report_text t = { 0 };
+	struct job job;
+	struct report rp;
+
+	report_job(&job);
+	rp = (struct report){ &job, which, 2, REPORT_FAILED, "a.example", report_headers,
+			      sizeof report_headers - 1, 1765090200, "R1@a.example" };
+	cfg.hostname = "a.example";
+	unit_long("report_compose", "failed: composed", 0, report_compose(&rp, &t));
+	check_lines("failed: lines", &t);
+	static const char *const lines[] = {
+		"From: Mail Delivery System <MAILER-DAEMON@a.example>",
+		"To: <alice@a.example>",
+		"Subject: Undelivered Mail Returned to Sender",
+		"Date: Sun, 07 Dec 2025 06:50:00 +0000",
+		"Message-ID: <R1@a.example>",
+		"MIME-Version: 1.0",
+		"Auto-Submitted: auto-replied",
+		"Content-Type: text/plain; charset=us-ascii",
+		"Content-Type: message/delivery-status",
+		"Content-Type: text/rfc822-headers",
+		"Reporting-MTA: dns; a.example",
+		"Arrival-Date: Sun, 07 Dec 2025 06:46:40 +0000",
+		"Final-Recipient: rfc822; bob@b.example",
+		"Action: failed",
+		"Status: 5.1.1",
+		"Remote-MTA: dns; mx.b.example",
+		"Diagnostic-Code: smtp; 550 5.1.1 no such user",
+		"Last-Attempt-Date: Sun, 07 Dec 2025 06:48:20 +0000",
+		"Final-Recipient: rfc822; dave@d.example",
+		"Status: 5.1.10",
+		"Diagnostic-Code: smtp; 550 5.1.10 null MX: d.example accepts no mail",
+		"  <bob@b.example>",
+		"    The address does not exist there: no such user.",
+		"    The mail server mx.b.example answered:",
+		"    550 5.1.1 no such user",
+		"    The domain of the address accepts no mail (null MX).",
+		"    The mail system here (a.example) said:",
+		"with the subject \"Lunch on Friday?\".",
+		"Subject: Lunch on Friday?",
+		".Odd: a field that starts with a dot",	/* composed unstuffed */
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+		unit_long("report_compose", lines[i], 1, text_has(&t, lines[i]));
+	unit_long("report_compose", "no expiry words", 0,
+		  find_bytes(t.p, t.len, "given up", 8) != NULL);
+	unit_long("report_compose", "not carol", 0,
+		  find_bytes(t.p, t.len, "carol", 5) != NULL);
+	unit_long("report_compose", "no Will-Retry-Until when failed", 0,
+		  find_bytes(t.p, t.len, "Will-Retry-Until", 16) != NULL);
+	unit_long("report_compose", "dave has no Remote-MTA", 0,
+		  find_bytes(t.p, t.len, "Remote-MTA: dns; \r", 18) != NULL);
+	rt_free(&t);
+}
+
+/* the lifetime ran out (RFC 3463 4.4.7): how long it was tried */
+static void report_compose_expired(void)
+{
+	static const int which[] = { 1 };
+	struct report_text t = { 0 };
+	struct job job;
+	struct report rp;
+
+	report_job(&job);
+	(void)snprintf(job.rcpt[1].reply, sizeof job.rcpt[1].reply,
+		       "451 4.4.7 no delivery in time; last: 451 4.3.0 busy");
+	cfg.queue_lifetime = 432000;
+	rp = (struct report){ &job, which, 1, REPORT_FAILED, "a.example", "", 0, 1765522000,
+			      "R4@a.example" };
+	unit_long("report_compose", "expired: composed", 0, report_compose(&rp, &t));
+	static const char *const lines[] = {
+		"Action: failed",
+		"Status: 4.4.7",
+		"    It could not be delivered in time.",
+		"    It was tried for 5 days; the mail system has given up.",
+		"with no subject.",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+		unit_long("report_compose", lines[i], 1, text_has(&t, lines[i]));
+	rt_free(&t);
+}
+
+static void report_compose_delayed(void)
+{
+	static const int which[] = { 1 };
+	static const char high[] = "Subject: caf\xc3\xa9\r\n";
+	struct report_text t = { 0 };
+	struct job job;
+	struct report rp;
+
+	report_job(&job);
+	cfg.queue_lifetime = 432000;
+	rp = (struct report){ &job, which, 1, REPORT_DELAYED, "a.example", high,
+			      sizeof high - 1, 1765104400, "R2@a.example" };
+	unit_long("report_compose", "delayed: composed", 0, report_compose(&rp, &t));
+	check_lines("delayed: lines", &t);
+	static const char *const lines[] = {
+		"Subject: Delayed Mail (still being retried)",
+		"Action: delayed",
+		"Status: 4.3.0",
+		"Will-Retry-Until: Fri, 12 Dec 2025 06:46:40 +0000",
+		/* RFC 3464 2.1.1: US-ASCII; the escape and 8-bit bytes became '?' */
+		"Diagnostic-Code: smtp; 451 4.3.0 mailbox ?? busy?[2J",
+		"Content-Transfer-Encoding: 8bit",	/* the original's 8-bit header */
+		"Subject: caf\xc3\xa9",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+		unit_long("report_compose", lines[i], 1, text_has(&t, lines[i]));
+	rt_free(&t);
+}
+
+/* a boundary that the original headers happen to hold is not used */
+static void report_boundary_clash(void)
+{
+	static const int which[] = { 0 };
+	char headers[200], boundary[71];
+	struct report_text t = { 0 }, parts[1] = { { 0 } };
+	struct job job;
+	struct report rp;
+	int n;
+
+	report_job(&job);
+	n = snprintf(headers, sizeof headers, "X-Trap: =_report_1765090200_0_%s\r\n", job.id);
+	rp = (struct report){ &job, which, 1, REPORT_FAILED, "a.example", headers, (size_t)n,
+			      1765090200, "R3@a.example" };
+	report_boundary(&rp, parts, 0, boundary, sizeof boundary);
+	unit_long("report_boundary", "clash avoided", 0,
+		  find_bytes(headers, (size_t)n, boundary, strlen(boundary)) != NULL);
+	unit_long("report_boundary", "at most 70", 1, strlen(boundary) <= 70);
+	unit_long("report_compose", "clash: composed", 0, report_compose(&rp, &t));
+	unit_long("report_compose", "clash: the next boundary", 1,
+		  text_has(&t, "\tboundary=\"=_report_1765090200_1_69352A1B0001.1F.1\""));
+	rt_free(&t);
+}
+
+static void report_stuffing(void)
+{
+	static const char in[] = "a\r\n.b\r\n..c\r\n.\r\nd";
+	static const char want[] = "a\r\n..b\r\n...c\r\n..\r\nd";
+	struct report_text text = { (char *)in, sizeof in - 1, 0, 0 }, out = { 0 };
+
+	stuffed(&text, &out);
+	unit_bytes("stuffed", "lines with dots", want, sizeof want - 1, out.p, out.len);
+	rt_free(&out);
+}
+
+/* report_spool - a temp spool with user.txt (alice) and a queued message */
+static int report_spool(char *dir, size_t size, const char *msg)
+{
+	char path[PATH_TEXT_MAX];
+	int fd, ok;
+
+	(void)snprintf(dir, size, "/tmp/unit-report-XXXXXX");
+	if (!mkdtemp(dir))
+		return -1;
+	cfg.spool = dir;
+	(void)snprintf(path, sizeof path, "%s/user.txt", dir);
+	cfg.userfile = strdup(path);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ok = fd >= 0 && write_all(fd, "alice secret\nbob pw\n", 20) == 0;
+	if (fd >= 0)
+		close(fd);
+	(void)snprintf(path, sizeof path, "%s/.queue", dir);
+	(void)mkdir(path, 0700);
+	(void)snprintf(path, sizeof path, "%s/.queue/69352A1B0001.1F.1.msg", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ok = ok && fd >= 0 && write_all(fd, msg, strlen(msg)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : -1;
+}
+
+/* file_text - a file's bytes (malloc'd, NUL-terminated), or NULL */
+static char *file_text(const char *dir, const char *name, size_t *len)
+{
+	char path[PATH_TEXT_MAX];
+	struct stat st;
+	char *p = NULL;
+	int fd;
+
+	*len = 0;
+	(void)snprintf(path, sizeof path, "%s/%s", dir, name);
+	if ((fd = open(path, O_RDONLY)) < 0)
+		return NULL;
+	if (fstat(fd, &st) == 0 && (p = calloc(1, (size_t)st.st_size + 1))
+	    && pread_full(fd, p, (size_t)st.st_size, 0) == st.st_size)
+		*len = (size_t)st.st_size;
+	close(fd);
+	return p;
+}
+
+static void report_deliver_cases(void)
+{
+	static const char msg[] =
+		"Received: from a\r\n\tby a.example (smtpmail) with ESMTPA id X\r\n"
+		"Subject: Lunch\r\n..Dotted: yes\r\n\r\nbody line\r\n..\r\n";
+	static const char want[] =
+		"Received: from a\r\n\tby a.example (smtpmail) with ESMTPA id X\r\n"
+		"Subject: Lunch\r\n.Dotted: yes\r\n";
+	static const int which[] = { 0 };
+	struct report_text t = { 0 };
+	char dir[64], cmd[128];
+	struct job job;
+	size_t len = 0;
+	char *box;
+
+	if (report_spool(dir, sizeof dir, msg) < 0) {
+		unit_long("report_deliver", "temp spool", 0, -1);
+		return;
+	}
+	report_job(&job);
+	unit_long("original_headers", "read", 0, original_headers(job.id, &t));
+	unit_bytes("original_headers", "unstuffed, up to the empty line", want,
+		   sizeof want - 1, t.p, t.len);
+	rt_free(&t);
+	job.from[0] = '\0';	/* RFC 3464 / RFC 5321 4.5.5: never to <> */
+	unit_long("report_deliver", "null sender: nothing to do", 0,
+		  report_deliver(&job, which, 1, REPORT_FAILED, "a.example"));
+	box = file_text(dir, "alice/mymailbox", &len);
+	unit_long("report_deliver", "null sender: no mailbox", 1, box == NULL);
+	free(box);
+	report_job(&job);
+	unit_long("report_deliver", "stored", 0,
+		  report_deliver(&job, which, 1, REPORT_FAILED, "a.example"));
+	box = file_text(dir, "alice/mymailbox", &len);
+	unit_long("report_deliver", "a record", 1, box != NULL
+		  && strncmp(box, "Return-Path: <>\r\nReceived: from a.example (the delivery report)"
+			     "\r\n\tby a.example (smtpmail) with local id ", 104) == 0
+		  && len > 5 && memcmp(box + len - 5, "\r\n.\r\n", 5) == 0
+		  && strstr(box, "\r\n..Dotted: yes\r\n") && strstr(box, "Status: 5.1.1\r\n"));
+	unit_long("report_deliver", "one record", 1, box && !strstr(box, "\r\n.\r\nReturn-Path"));
+	/* DESIGN.md: a crashed append of ours is cut back, anything else kept;
+	 * a report's record, cut anywhere in its trace lines, must read as ours */
+	for (size_t cut = 1; box && cut < 150 && cut < len; cut++)
+		unit_long("tail_is_ours", "a report's record cut short", 1, tail_is_ours(box, cut, 1));
+	free(box);
+	(void)snprintf(job.auth, sizeof job.auth, "-");	/* a trusted network's client */
+	(void)snprintf(job.from, sizeof job.from, "bob@a.example");
+	cfg.domains[0] = "a.example";
+	cfg.ndomains = 1;
+	unit_long("report_deliver", "trusted: local sender", 0,
+		  report_deliver(&job, which, 1, REPORT_DELAYED, "a.example"));
+	box = file_text(dir, "bob/mymailbox", &len);
+	unit_long("report_deliver", "trusted: into bob's", 1,
+		  box != NULL && strstr(box, "Action: delayed\r\n") != NULL);
+	free(box);
+	(void)snprintf(job.from, sizeof job.from, "zed@a.example");
+	unit_long("report_deliver", "no such account: none, no retry", 0,
+		  report_deliver(&job, which, 1, REPORT_FAILED, "a.example"));
+	(void)snprintf(job.from, sizeof job.from, "bob@elsewhere.example");
+	unit_long("report_deliver", "not our domain: none", 0,
+		  report_deliver(&job, which, 1, REPORT_FAILED, "a.example"));
+	cfg.ndomains = 0;
+	(void)snprintf(job.auth, sizeof job.auth, "alice");
+	(void)snprintf(job.id, sizeof job.id, "gone");
+	unit_long("report_deliver", "a recipient not in the job", -1,
+		  report_deliver(&job, (const int[]){ 3 }, 1, REPORT_FAILED, "a.example"));
+	unit_long("report_deliver", "no .msg: not stored", -1,
+		  report_deliver(&job, which, 1, REPORT_FAILED, "a.example"));
+	(void)snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	unit_long("report_deliver", "cleanup", 0, system(cmd));
+}
+
+static void group_report(void)
+{
+	char status[STATUS_TEXT_MAX];
+
+	for (size_t i = 0; i < sizeof status_cases / sizeof status_cases[0]; i++) {
+		reply_status(status_cases[i].reply, status_cases[i].kind, status, sizeof status);
+		unit_str("reply_status", status_cases[i].name, status_cases[i].status, status);
+	}
+	unit_str("status_meaning", "exact", "The address does not exist there: no such user.",
+		 status_meaning("5.1.1"));
+	unit_str("status_meaning", "prefix", "The receiving server does not accept mail from"
+		 " you (its policy).", status_meaning("5.7.26"));
+	unit_str("status_meaning", "class", "The receiving server asked to try again later.",
+		 status_meaning("4.3.0"));
+	static const struct { long long seconds; const char *text; } spans[] = {
+		{ 432000, "5 days" }, { 86400, "1 day" }, { 14400, "4 hours" },
+		{ 90, "90 seconds" }, { 120, "2 minutes" }, { 6, "6 seconds" }, { 0, "0 seconds" },
+	};
+	char span[64];
+
+	for (size_t i = 0; i < sizeof spans / sizeof spans[0]; i++) {
+		duration_text(spans[i].seconds, span, sizeof span);
+		unit_str("duration_text", spans[i].text, spans[i].text, span);
+	}
+	report_compose_failed();
+	report_compose_expired();
+	report_compose_delayed();
+	report_boundary_clash();
+	report_stuffing();
+	report_deliver_cases();
+}
+
 static const struct unit_group groups[] = {
 	{ "parse_path", group_parse_path },
 	{ "check_address", group_check_address },
@@ -1327,6 +1714,7 @@ static const struct unit_group groups[] = {
 	{ "route_find", group_route_find },
 	{ "route_targets", group_route_targets },
 	{ "dns", group_dns },
+	{ "report", group_report },
 	{ NULL, NULL }
 };
 
