@@ -7652,17 +7652,20 @@ static long long backoff(long long arrived, long long now)
 }
 
 /* settle - rcpt r of job got reply g (from remote, "" for ours); tried:
- * it counts as an attempt. A 2xx delivers it, a 5xx fails it, a 4xx
- * defers it, or fails it with 4.4.7 once the message is older than -E.
- * 1 when it failed now, else 0. */
+ * it counts as an attempt (a deferral without one keeps the last reply
+ * that was given, which says more). A 2xx delivers it, a 5xx fails it, a
+ * 4xx defers it, or fails it with 4.4.7 once the message is older than
+ * -E. 1 when it failed now, else 0. */
 static int settle(const struct job *job, struct job_rcpt *r, const struct smtp_reply *g,
 		  const char *remote, int tried, long long now)
 {
 	r->attempts += tried;
 	if (tried)
 		r->last_try = now;
-	(void)snprintf(r->remote, sizeof r->remote, "%s", g->local ? "" : remote);
-	reply_clean(r->reply, sizeof r->reply, g->text);
+	if (tried || !r->reply[0]) {
+		(void)snprintf(r->remote, sizeof r->remote, "%s", g->local ? "" : remote);
+		reply_clean(r->reply, sizeof r->reply, g->text);
+	}
 	r->next_try = 0;
 	if (g->code / 100 == 2) {
 		r->state = RS_DELIVERED;
@@ -7672,7 +7675,7 @@ static int settle(const struct job *job, struct job_rcpt *r, const struct smtp_r
 		struct smtp_reply expired;
 
 		local_reply(&expired, 451, "4.4.7 not delivered in %d seconds, the queue's lifetime;"
-			    " the last reply: %s", cfg.queue_lifetime, g->text);
+			    " the last reply: %s", cfg.queue_lifetime, r->reply);
 		reply_clean(r->reply, sizeof r->reply, expired.text);
 		r->remote[0] = '\0';
 		r->state = RS_FAILED;
@@ -7687,9 +7690,14 @@ static int settle(const struct job *job, struct job_rcpt *r, const struct smtp_r
 /* log_outcome - one line per recipient and attempt */
 static void log_outcome(const struct job *job, const struct job_rcpt *r, int tried)
 {
-	log_msg("relay: %s <%s>: %s%s%s, attempt %d%s: %s", job->id, r->address,
-		rcpt_state_names[r->state], r->remote[0] ? " by " : "", r->remote, r->attempts,
-		tried ? "" : " (not tried: the destination is down)", r->reply);
+	if (tried)
+		log_msg("relay: %s <%s>: %s%s%s, attempt %d: %s", job->id, r->address,
+			rcpt_state_names[r->state], r->remote[0] ? " by " : "", r->remote,
+			r->attempts, r->reply);
+	else
+		log_msg("relay: %s <%s>: %s without a try (its destination did not answer a"
+			" moment ago); last reply: %s", job->id, r->address,
+			rcpt_state_names[r->state], r->reply);
 }
 
 /* report_failed - the report of the recipients failed now; 0, or -1 when
@@ -7884,6 +7892,7 @@ static int deliver_destination(const char *id, const char *domain, int down, int
 
 enum {
 	DUE_MAX = 4096,		/* (job, domain) pairs one scan lines up; the rest wait */
+	OWED_MAX = 64,		/* jobs a flush found busy, flushed when free */
 	DOWN_MAX = 64,		/* destinations remembered as down */
 	DELIVERY_GRACE_SECONDS = 5,	/* a stopping runner's wait for its deliveries */
 	RESTART_SECONDS = 10,	/* the listening parent restarts the runner this often at most */
@@ -7920,6 +7929,7 @@ struct runner {
 	struct due *due;	/* DUE_MAX entries */
 	int ndue;
 	struct down down[DOWN_MAX];
+	char owed[OWED_MAX][ID_MAX];	/* jobs a flush could not lock; "": free */
 	long long next_scan;	/* unix seconds */
 	long long last_scan_ms;
 	int rescan;		/* a delivery ended: scan again soon */
@@ -8076,10 +8086,41 @@ static int delivering(const struct runner *rn, const char *id, const char *domai
 	return same;
 }
 
+/* owed - whether a flush still owes job id a try; with set 1 note that it
+ * does (a job busy when the flush came), with set 0 that it no longer does */
+static int owed(struct runner *rn, const char *id, int set)
+{
+	char (*free_slot)[ID_MAX] = NULL;
+
+	for (int i = 0; i < OWED_MAX; i++) {
+		if (strcmp(rn->owed[i], id) == 0) {
+			if (set == 0)
+				rn->owed[i][0] = '\0';
+			return 1;
+		}
+		if (!rn->owed[i][0] && !free_slot)
+			free_slot = &rn->owed[i];
+	}
+	if (set == 1 && free_slot)
+		(void)snprintf(*free_slot, ID_MAX, "%s", id);
+	return 0;
+}
+
+/* lined_up - whether the first kept entries of the due list hold job id's
+ * domain already */
+static int lined_up(const struct runner *rn, int kept, const char *id, const char *domain)
+{
+	for (int i = 0; i < kept; i++)
+		if (strcmp(rn->due[i].id, id) == 0 && strcasecmp(rn->due[i].domain, domain) == 0)
+			return 1;
+	return 0;
+}
+
 /* due_add - job's recipients at the domain of rcpt[first] (the first of
  * them not final): into the due list when their earliest next try has
- * come (or flush), else *earliest may move up to it */
-static void due_add(struct runner *rn, const struct job *job, int first, int flush,
+ * come (or flush) and the first kept entries do not have them yet, else
+ * *earliest may move up to it */
+static void due_add(struct runner *rn, int kept, const struct job *job, int first, int flush,
 		    long long now, long long *earliest)
 {
 	const char *at = strrchr(job->rcpt[first].address, '@'), *domain = at ? at + 1 : "";
@@ -8099,6 +8140,8 @@ static void due_add(struct runner *rn, const struct job *job, int first, int flu
 			*earliest = due;
 		return;
 	}
+	if (lined_up(rn, kept, job->id, domain))
+		return;
 	if (rn->ndue == DUE_MAX || strlen(domain) > DOMAIN_MAX) {
 		rn->rescan = 1;	/* more than a scan can line up: the rest after these */
 		return;
@@ -8142,7 +8185,9 @@ static int by_due(const void *a, const void *b)
  * scan_queue - read the queue: each job not locked by someone else (a session
  * still deciding its reply, a delivery recording), and line up its
  * recipients due now, per domain; the next scan when the next one falls
- * due, within -B's minimum and a minute (at least a second away).
+ * due, within -B's minimum and a minute (at least a second away). What a
+ * flush lined up and could not start yet stays lined up, and a job that
+ * was busy when the flush came is flushed when a scan finds it free.
  */
 static void scan_queue(struct runner *rn, int flush)
 {
@@ -8151,20 +8196,29 @@ static void scan_queue(struct runner *rn, int flush)
 	long long now = (long long)time(NULL);
 	long long wait = cfg.backoff_min < SCAN_MAX_SECONDS ? cfg.backoff_min : SCAN_MAX_SECONDS;
 	long long earliest = now + wait;
-	int n = queue_ids(ids, DEFAULT_QUEUE_MAX);
+	int n = queue_ids(ids, DEFAULT_QUEUE_MAX), kept = 0;
 
-	rn->ndue = 0;
+	for (int i = 0; i < rn->ndue; i++)
+		if (rn->due[i].flush)
+			rn->due[kept++] = rn->due[i];
+	rn->ndue = kept;
 	rn->rescan = 0;
 	for (int k = 0; k < n; k++) {
-		int lock = job_lock(ids[k], 0), loaded;
+		int lock = job_lock(ids[k], 0), loaded, flushed = flush || owed(rn, ids[k], -1);
 
-		if (lock < 0)
+		if (lock < 0) {
+			if (flushed) {
+				(void)owed(rn, ids[k], 1);
+				rn->rescan = 1;
+			}
 			continue;
+		}
 		loaded = job_load(ids[k], &job) == 0;
 		close_fd(lock, "job lock");
+		(void)owed(rn, ids[k], 0);
 		for (int i = 0; loaded && i < job.nrcpt; i++)
 			if (first_of_domain(&job, i))
-				due_add(rn, &job, i, flush, now, &earliest);
+				due_add(rn, kept, &job, i, flushed, now, &earliest);
 	}
 	qsort(rn->due, (size_t)rn->ndue, sizeof rn->due[0], by_due);
 	rn->next_scan = earliest > now ? earliest : now + 1;
