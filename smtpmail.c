@@ -7893,6 +7893,7 @@ static int deliver_destination(const char *id, const char *domain, int down, int
 enum {
 	DUE_MAX = 4096,		/* (job, domain) pairs one scan lines up; the rest wait */
 	OWED_MAX = 64,		/* jobs a flush found busy, flushed when free */
+	KNOWN_SLOTS = 2 * DEFAULT_QUEUE_MAX,	/* the ids read since the last full scan */
 	DOWN_MAX = 64,		/* destinations remembered as down */
 	DELIVERY_GRACE_SECONDS = 5,	/* a stopping runner's wait for its deliveries */
 	RESTART_SECONDS = 10,	/* the listening parent restarts the runner this often at most */
@@ -8181,6 +8182,34 @@ static int by_due(const void *a, const void *b)
 	return x->due < y->due ? -1 : x->due > y->due;
 }
 
+/* known - whether a scan read job id since the last full one (add: note
+ * that it did); reset: forget every id. A session's wake-up reads only the
+ * jobs not known: new mail, not the whole queue each time. */
+static int known(const char *id, int add, int reset)
+{
+	static char ids[KNOWN_SLOTS][ID_MAX];
+	uint32_t h = 2166136261u;	/* FNV-1a */
+	size_t i;
+
+	if (reset) {
+		memset(ids, 0, sizeof ids);
+		return 0;
+	}
+	for (const char *p = id; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	for (size_t probe = 0; probe < KNOWN_SLOTS; probe++) {
+		i = (h + probe) % KNOWN_SLOTS;
+		if (strcmp(ids[i], id) == 0)
+			return 1;
+		if (!ids[i][0]) {
+			if (add)
+				(void)snprintf(ids[i], ID_MAX, "%s", id);
+			return 0;
+		}
+	}
+	return 0;	/* full: cannot be, queue_ids gives half as many */
+}
+
 /*
  * scan_queue - read the queue: each job not locked by someone else (a session
  * still deciding its reply, a delivery recording), and line up its
@@ -8188,25 +8217,32 @@ static int by_due(const void *a, const void *b)
  * due, within -B's minimum and a minute (at least a second away). What a
  * flush lined up and could not start yet stays lined up, and a job that
  * was busy when the flush came is flushed when a scan finds it free.
+ * fresh: read only the jobs not known (a wake-up), keeping what is lined up.
  */
-static void scan_queue(struct runner *rn, int flush)
+static void scan_queue(struct runner *rn, int flush, int fresh)
 {
 	static char ids[DEFAULT_QUEUE_MAX][ID_MAX];
 	static struct job job;
 	long long now = (long long)time(NULL);
 	long long wait = cfg.backoff_min < SCAN_MAX_SECONDS ? cfg.backoff_min : SCAN_MAX_SECONDS;
 	long long earliest = now + wait;
-	int n = queue_ids(ids, DEFAULT_QUEUE_MAX), kept = 0;
+	int n = queue_ids(ids, DEFAULT_QUEUE_MAX), kept = fresh ? rn->ndue : 0;
 
-	for (int i = 0; i < rn->ndue; i++)
+	for (int i = 0; !fresh && i < rn->ndue; i++)
 		if (rn->due[i].flush)
 			rn->due[kept++] = rn->due[i];
 	rn->ndue = kept;
-	rn->rescan = 0;
+	if (!fresh) {
+		(void)known(NULL, 0, 1);
+		rn->rescan = 0;
+		rn->last_scan_ms = now_ms();
+	}
 	for (int k = 0; k < n; k++) {
-		int lock = job_lock(ids[k], 0), loaded, flushed = flush || owed(rn, ids[k], -1);
+		int lock, loaded, flushed = flush || owed(rn, ids[k], -1);
 
-		if (lock < 0) {
+		if (fresh && known(ids[k], 0, 0))
+			continue;
+		if ((lock = job_lock(ids[k], 0)) < 0) {
 			if (flushed) {
 				(void)owed(rn, ids[k], 1);
 				rn->rescan = 1;
@@ -8216,13 +8252,16 @@ static void scan_queue(struct runner *rn, int flush)
 		loaded = job_load(ids[k], &job) == 0;
 		close_fd(lock, "job lock");
 		(void)owed(rn, ids[k], 0);
+		(void)known(ids[k], 1, 0);
 		for (int i = 0; loaded && i < job.nrcpt; i++)
 			if (first_of_domain(&job, i))
 				due_add(rn, kept, &job, i, flushed, now, &earliest);
 	}
 	qsort(rn->due, (size_t)rn->ndue, sizeof rn->due[0], by_due);
-	rn->next_scan = earliest > now ? earliest : now + 1;
-	rn->last_scan_ms = now_ms();
+	if (earliest <= now)
+		earliest = now + 1;
+	if (!fresh || earliest < rn->next_scan)
+		rn->next_scan = earliest;
 }
 
 /* delivery_child - in a new delivery process: the runner's signals back
@@ -8370,10 +8409,13 @@ static void runner_step(struct runner *rn, const sigset_t *mask)
 		memset(rn->down, 0, sizeof rn->down);	/* a flush tries every destination */
 		log_msg("queue runner: flush");
 	}
-	if (flush || runner_scan || (long long)time(NULL) >= rn->next_scan
+	if (flush || (long long)time(NULL) >= rn->next_scan
 	    || (rn->rescan && now_ms() - rn->last_scan_ms >= 1000)) {
 		runner_scan = 0;
-		scan_queue(rn, flush);
+		scan_queue(rn, flush, 0);
+	} else if (runner_scan) {	/* a session queued mail: read what is new */
+		runner_scan = 0;
+		scan_queue(rn, 0, 1);
 	}
 	start_due(rn, mask);
 }
