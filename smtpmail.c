@@ -7164,13 +7164,14 @@ enum {
 	BLOCK_TIMEOUT = 180,	/* 4.5.3.2.5: each block of the data, 3 minutes */
 	DOT_TIMEOUT = 600,	/* 4.5.3.2.6: the final dot, 10 minutes */
 	QUIT_TIMEOUT = 10,	/* QUIT's reply changes nothing: a short wait */
-	REPLY_LINES_MAX = 100	/* the lines of one multi-line reply, at most */
+	REPLY_LINES_MAX = 100,	/* the lines of one multi-line reply, at most */
+	BATCH_MAX = 16		/* jobs one delivery process carries, one after the other */
 };
 
 /* How a delivery process ends; the runner reads it from the exit status:
  * DOWN, no address of the destination answered (it is left alone for a
- * while); BUSY, another process is delivering this message there. */
-enum { DELIVERY_DONE = 0, DELIVERY_DOWN = 3, DELIVERY_BUSY = 4 };
+ * while). */
+enum { DELIVERY_DONE = 0, DELIVERY_DOWN = 3 };
 
 /* A reply of the remote, or one of ours standing for it. */
 struct smtp_reply {
@@ -7182,9 +7183,20 @@ struct smtp_reply {
 /* The connection to one address of the destination, and what it offers. */
 struct remote {
 	struct conn conn;	/* conn.fd: -1 when there is no connection */
-	const char *host;	/* the MX or route host */
+	const char *host;	/* the MX or route host; NULL before any */
+	int lost;		/* a read or a write failed: the session cannot go on */
 	int esmtp, size, eightbit, pipelining;	/* EHLO worked; what it offered */
 	unsigned long long size_max;	/* SIZE's value; 0: no limit given */
+};
+
+/* What the runner asks of a delivery process: these jobs' recipients at
+ * one domain (flush: whether due or not); down: defer them, no connection. */
+struct order {
+	char domain[DOMAIN_MAX + 1];
+	char ids[BATCH_MAX][ID_MAX];
+	int flush[BATCH_MAX];
+	int n;
+	int down;
 };
 
 /* One delivery: a job's recipients at one domain, and each one's reply. */
@@ -7266,6 +7278,7 @@ static int reply_read(struct remote *m, int timeout, struct smtp_reply *r)
 		if (st != IO_OK) {
 			local_reply(r, 451, "4.4.2 %s: %s", m->host, st == IO_TIMEOUT
 				    ? "no reply in time" : "the connection was lost");
+			m->lost = 1;
 			return -1;
 		}
 		if (reply_add(r, line, len, i == 0) < 0)
@@ -7278,6 +7291,7 @@ static int reply_read(struct remote *m, int timeout, struct smtp_reply *r)
 		}
 	}
 	local_reply(r, 451, "4.5.0 %s: a reply that is not SMTP", m->host);
+	m->lost = 1;	/* out of step with it */
 	return -1;
 }
 
@@ -7297,7 +7311,11 @@ static int command(struct remote *m, const char *fmt, ...)
 	if (verbose)
 		log_msg("%s: > %s", m->host, line);
 	memcpy(line + n, "\r\n", 2);
-	return conn_write(&m->conn, line, (size_t)n + 2);
+	if (conn_write(&m->conn, line, (size_t)n + 2) < 0) {
+		m->lost = 1;
+		return -1;
+	}
+	return 0;
 }
 
 /* exchange - one command, then its reply; 0 when the reply came */
@@ -7556,7 +7574,8 @@ static int send_data(struct trip *t, struct remote *m, struct smtp_reply *r)
 	}
 	if (n < 0) {
 		local_reply(r, 451, "4.3.0 the queued message cannot be read: %s", strerror(errno));
-		return -1;	/* the connection is closed without the dot */
+		m->lost = 1;	/* the connection is closed without the dot */
+		return -1;
 	}
 	term_block(1);
 	if ((last != '\n' && conn_write(&m->conn, "\r\n", 2) < 0)
@@ -7594,50 +7613,76 @@ static void remote_close(struct remote *m)
 
 	if (m->conn.fd < 0)
 		return;
-	if (command(m, "QUIT") == 0)
+	if (!m->lost && command(m, "QUIT") == 0)
 		(void)reply_read(m, QUIT_TIMEOUT, &r);
 	close_fd(m->conn.fd, "connection");
 	m->conn.fd = -1;
 }
 
-/*
- * try_targets - the delivery of the trip at the destination's addresses in
- * order: the first that greets and takes EHLO or HELO gets the transaction,
- * and its session is left open in m (QUIT comes after the record). A
- * connection failure, no 220, a 421 or a 4xx to EHLO move on to the next
- * (RFC 5321 5.1). DELIVERY_DOWN when none answered, else DELIVERY_DONE;
- * each recipient's reply in t->got either way.
- */
-static int try_targets(struct trip *t, struct remote *m, const struct target *tg, size_t n)
+/* session_reset - the open session takes one more transaction: RSET (RFC
+ * 5321 4.1.1.5) got its 250; 0, or -1 (the session is given up) */
+static int session_reset(struct remote *m)
 {
 	struct smtp_reply r;
+
+	if (m->lost || command(m, "RSET") < 0 || reply_read(m, MAIL_TIMEOUT, &r) < 0
+	    || r.code != 250) {
+		m->lost = 1;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * connect_destination - a session with the first of the destination's
+ * addresses that greets and takes EHLO or HELO, left open in m (QUIT comes
+ * after the records). A connection failure, no 220, a 421 or a 4xx to
+ * EHLO move on to the next (RFC 5321 5.1). Else r says why: OPEN_NEXT,
+ * none answered; OPEN_LOOP, it is this host; OPEN_REFUSED, a 5xx to HELO.
+ */
+static enum opening connect_destination(struct remote *m, const char *domain,
+					const struct target *tg, size_t n, struct smtp_reply *r)
+{
 	enum opening o = OPEN_NEXT;
 
-	local_reply(&r, 451, "4.4.3 %s: no address to try", t->domain);
+	local_reply(r, 451, "4.4.3 %s: no address to try", domain);
 	for (size_t i = 0; i < n && o == OPEN_NEXT; i++) {
-		int fd = tcp_connect(&tg[i], &r);
+		int fd = tcp_connect(&tg[i], r);
 
 		m->host = tg[i].host;
-		(void)snprintf(t->remote, sizeof t->remote, "%.*s", (int)DOMAIN_MAX, tg[i].host);
 		if (fd < 0)
 			continue;
 		if (conn_init(&m->conn, fd, MAIL_TIMEOUT) < 0) {
-			local_reply(&r, 451, "4.3.0 socket: %s", strerror(errno));
+			local_reply(r, 451, "4.3.0 socket: %s", strerror(errno));
 			close_fd(fd, "connection");
 			continue;
 		}
-		o = open_session(m, &r);
-		if (o == OPEN_OK) {
-			transaction(t, m);
-			return DELIVERY_DONE;
-		}
-		remote_close(m);
+		m->lost = m->esmtp = m->size = m->eightbit = m->pipelining = 0;
+		m->size_max = 0;
+		if ((o = open_session(m, r)) != OPEN_OK)
+			remote_close(m);
 	}
 	if (o == OPEN_LOOP)
-		local_reply(&r, 550, "5.4.6 %s: %s leads back to this host (%s): a mail loop",
-			    t->domain, t->remote, cfg.hostname);
-	all_get(t, &r, 0);
-	return o == OPEN_NEXT ? DELIVERY_DOWN : DELIVERY_DONE;
+		local_reply(r, 550, "5.4.6 %s: %s leads back to this host (%s): a mail loop",
+			    domain, m->host, cfg.hostname);
+	return o;
+}
+
+/* destination - where domain's mail goes (find_targets), and a session
+ * there (connect_destination); not OPEN_OK: r says why (a DNS failure or
+ * deferral: OPEN_REFUSED, no connection was tried) */
+static enum opening destination(const char *domain, struct remote *m, struct smtp_reply *r)
+{
+	static struct target tg[TARGETS_MAX];
+	char status[16], why[REPLY_TEXT_MAX];
+	size_t n = 0;
+	enum where w = find_targets(domain, tg, TARGETS_MAX, &n, status, sizeof status, why,
+				    sizeof why);
+
+	if (w == WHERE_OK)
+		return connect_destination(m, domain, tg, n, r);
+	local_reply(r, w == WHERE_FAIL ? 550 : 451, "%s %s", status, why);
+	return OPEN_REFUSED;
 }
 
 /* backoff - the wait before the next try of a message that arrived at
@@ -7845,44 +7890,50 @@ static int trip_open(struct trip *t, const char *id, const char *domain, int flu
 	return 0;
 }
 
+static int claim(const char *id, const char *domain);	/* relay: the runner */
+
 /*
- * deliver_destination - in a delivery process: job id's recipients at
- * domain, at once (flush: due or not). down: the destination did not
- * answer a moment ago, so they are deferred without a connection. The
- * process's exit status (DELIVERY_DONE, _DOWN or _BUSY).
+ * deliver_order - in a delivery process: each job of the order, its
+ * recipients at the order's domain, one job after the other on one
+ * session (a cache of one connection, as Postfix keeps). Each outcome is
+ * recorded before the next job and before QUIT. A job another process
+ * claims, or with nothing due, is skipped; when the session is lost, the
+ * jobs not reached yet wait for the next scan. The exit status:
+ * DELIVERY_DOWN when no address answered, else DELIVERY_DONE.
  */
-static int deliver_destination(const char *id, const char *domain, int down, int flush)
+static int deliver_order(const struct order *o)
 {
 	static struct trip t;
-	static struct target tg[TARGETS_MAX];
 	struct remote m = { .conn = { .fd = -1 } };
-	char status[16], why[REPLY_TEXT_MAX];
-	size_t n = 0;
-	enum where w;
-	int result = DELIVERY_DONE;
+	enum opening state = OPEN_NEXT;
+	struct smtp_reply why;
+	int asked = 0;
 
-	if (trip_open(&t, id, domain, flush) < 0)
-		return DELIVERY_DONE;
-	t.remote[0] = '\0';
-	if (down) {
-		struct smtp_reply r;
-
-		local_reply(&r, 451, "4.4.1 %s did not answer a moment ago: not tried now", domain);
-		all_get(&t, &r, 0);
-	} else if ((w = find_targets(domain, tg, TARGETS_MAX, &n, status, sizeof status, why,
-				     sizeof why)) != WHERE_OK) {
-		struct smtp_reply r;
-
-		local_reply(&r, w == WHERE_FAIL ? 550 : 451, "%s %s", status, why);
-		all_get(&t, &r, 0);
-	} else {
-		result = try_targets(&t, &m, tg, n);
+	if (o->down)
+		local_reply(&why, 451, "4.4.1 %s did not answer a moment ago: not tried now",
+			    o->domain);
+	for (int k = 0; k < o->n; k++) {
+		if (claim(o->ids[k], o->domain) < 0 || trip_open(&t, o->ids[k], o->domain, o->flush[k]) < 0)
+			continue;
+		if (!o->down && !asked++)
+			state = destination(o->domain, &m, &why);
+		else if (!o->down && state == OPEN_OK && session_reset(&m) < 0) {
+			close_fd(t.msg_fd, "message");
+			break;
+		}
+		(void)snprintf(t.remote, sizeof t.remote, "%.*s", (int)DOMAIN_MAX, m.host ? m.host : "");
+		if (!o->down && state == OPEN_OK)
+			transaction(&t, &m);
+		else
+			all_get(&t, &why, 0);
+		record(&t, !o->down);
+		term_block(0);
+		close_fd(t.msg_fd, "message");
+		if ((!o->down && state == OPEN_NEXT) || (state == OPEN_OK && m.lost))
+			break;
 	}
-	record(&t, !down);
-	term_block(0);
 	remote_close(&m);
-	close_fd(t.msg_fd, "message");
-	return result;
+	return !o->down && asked && state == OPEN_NEXT ? DELIVERY_DOWN : DELIVERY_DONE;
 }
 
 /* ---------------------------------------------------------------- relay: the runner */
@@ -7903,7 +7954,8 @@ enum {
 /* A delivery process of the runner's. */
 struct delivery {
 	pid_t pid;
-	char id[ID_MAX];
+	char ids[BATCH_MAX][ID_MAX];	/* the jobs of its order */
+	int nids;
 	char domain[DOMAIN_MAX + 1];
 	int connecting;		/* it may connect (not a deferral of a down destination) */
 };
@@ -8082,7 +8134,8 @@ static int delivering(const struct runner *rn, const char *id, const char *domai
 		if (strcasecmp(rn->procs[i].domain, domain) != 0)
 			continue;
 		*connecting += rn->procs[i].connecting;
-		same += id && strcmp(rn->procs[i].id, id) == 0;
+		for (int k = 0; id && k < rn->procs[i].nids; k++)
+			same += strcmp(rn->procs[i].ids[k], id) == 0;
 	}
 	return same;
 }
@@ -8266,8 +8319,8 @@ static void scan_queue(struct runner *rn, int flush, int fresh)
 
 /* delivery_child - in a new delivery process: the runner's signals back
  * to their defaults (SIGUSR1 and SIGUSR2 ignored: they are the runner's),
- * then the delivery; exits with its status */
-static void delivery_child(const struct due *d, int down, const sigset_t *mask)
+ * then the order; exits with its status */
+static void delivery_child(const struct order *o, const sigset_t *mask)
 {
 	static const int defaults[] = { SIGTERM, SIGCHLD };
 	static const int ignored[] = { SIGINT, SIGUSR1, SIGUSR2 };
@@ -8280,27 +8333,54 @@ static void delivery_child(const struct due *d, int down, const sigset_t *mask)
 			log_msg("delivery signals: %s", strerror(errno));
 	if (sigprocmask(SIG_SETMASK, mask, NULL) < 0)
 		log_msg("delivery signals: %s", strerror(errno));
-	if (claim(d->id, d->domain) < 0)
-		exit(DELIVERY_BUSY);
-	exit(deliver_destination(d->id, d->domain, down, d->flush));
+	exit(deliver_order(o));
 }
 
-/* start_delivery - a delivery process for d; 0, or -1 (logged) */
-static int start_delivery(struct runner *rn, const struct due *d, int down,
-			  const sigset_t *mask)
+/* order_fill - the order that starts at due[first]: it and the next due
+ * entries of its domain not under way, BATCH_MAX at most, marked started */
+static void order_fill(struct runner *rn, int first, int down, struct order *o)
 {
-	struct delivery *p = &rn->procs[rn->nprocs];
-	pid_t pid = fork();
+	int connecting;
 
-	if (pid == 0)
-		delivery_child(d, down, mask);
+	memset(o, 0, sizeof *o);
+	(void)snprintf(o->domain, sizeof o->domain, "%s", rn->due[first].domain);
+	o->down = down;
+	for (int i = first; i < rn->ndue && o->n < BATCH_MAX; i++) {
+		struct due *d = &rn->due[i];
+
+		if (d->started || strcasecmp(d->domain, o->domain) != 0
+		    || (i > first && delivering(rn, d->id, d->domain, &connecting)))
+			continue;
+		(void)snprintf(o->ids[o->n], ID_MAX, "%s", d->id);
+		o->flush[o->n++] = d->flush;
+		d->started = 1;
+	}
+}
+
+/* start_delivery - a delivery process for the order that starts at
+ * due[first]; 0, or -1 (logged; its entries wait again) */
+static int start_delivery(struct runner *rn, int first, int down, const sigset_t *mask)
+{
+	static struct order o;
+	struct delivery *p = &rn->procs[rn->nprocs];
+	pid_t pid;
+
+	order_fill(rn, first, down, &o);
+	if ((pid = fork()) == 0)
+		delivery_child(&o, mask);
 	if (pid < 0) {
 		log_msg("queue runner: fork: %s", strerror(errno));
+		for (int i = first; i < rn->ndue; i++)
+			for (int k = 0; k < o.n; k++)
+				if (strcmp(rn->due[i].id, o.ids[k]) == 0
+				    && strcasecmp(rn->due[i].domain, o.domain) == 0)
+					rn->due[i].started = 0;
 		return -1;
 	}
 	p->pid = pid;
-	(void)snprintf(p->id, sizeof p->id, "%s", d->id);
-	(void)snprintf(p->domain, sizeof p->domain, "%s", d->domain);
+	memcpy(p->ids, o.ids, sizeof p->ids);
+	p->nids = o.n;
+	(void)snprintf(p->domain, sizeof p->domain, "%s", o.domain);
 	p->connecting = !down;
 	rn->nprocs++;
 	return 0;
@@ -8323,9 +8403,14 @@ static void start_due(struct runner *rn, const sigset_t *mask)
 		struct due *d = &rn->due[i];
 		int connecting, down = down_until(rn, d->domain, now) > 0;
 
-		if (rn->nprocs < RELAY_PROCS_MAX && !delivering(rn, d->id, d->domain, &connecting)
+		if (!d->started && rn->nprocs < RELAY_PROCS_MAX
+		    && !delivering(rn, d->id, d->domain, &connecting)
 		    && (down || connecting < RELAY_PER_DEST))
-			d->started = start_delivery(rn, d, down, mask) == 0;
+			(void)start_delivery(rn, i, down, mask);
+	}
+	for (int i = 0; i < rn->ndue; i++) {
+		struct due *d = &rn->due[i];
+
 		if (!d->started)	/* when a delivery of it is under way: after that one */
 			rn->due[kept++] = *d;
 	}
@@ -8347,7 +8432,7 @@ static void reap_deliveries(struct runner *rn)
 				down_mark(rn, rn->procs[i].domain, (long long)time(NULL));
 			else if (WIFSIGNALED(status))
 				log_msg("queue runner: delivery %ld of %s killed by signal %d",
-					(long)pid, rn->procs[i].id, WTERMSIG(status));
+					(long)pid, rn->procs[i].ids[0], WTERMSIG(status));
 			rn->procs[i] = rn->procs[--rn->nprocs];
 			rn->rescan = 1;
 			break;
@@ -8371,7 +8456,7 @@ static void stop_deliveries(struct runner *rn)
 	}
 	for (int i = 0; i < rn->nprocs; i++) {
 		log_msg("queue runner: delivery %ld of %s killed", (long)rn->procs[i].pid,
-			rn->procs[i].id);
+			rn->procs[i].ids[0]);
 		if (kill(rn->procs[i].pid, SIGKILL) < 0 || waitpid(rn->procs[i].pid, NULL, 0) < 0)
 			log_msg("delivery %ld: %s", (long)rn->procs[i].pid, strerror(errno));
 	}

@@ -211,6 +211,7 @@ class Transaction:
         self.data_reply = None
         self.quit = False
         self.commands = []      # every command line, in order
+        self.session = 0        # which connection (1, 2, ...) it came on
 
     def accepted(self):
         """The recipients whose RCPT got a 2xx, when the data got one too."""
@@ -242,6 +243,7 @@ class _ScriptedHandler(socketserver.StreamRequestHandler):
         owner = self.server.owner
         owner.count()
         t = Transaction()
+        t.session = owner.connections
         with owner.lock:
             owner.transactions.append(t)
         try:
@@ -251,13 +253,17 @@ class _ScriptedHandler(socketserver.StreamRequestHandler):
                 if not line:
                     return
                 line = line.decode("latin-1").rstrip("\r\n")
-                t.commands.append(line)
+                if not line.upper().startswith("MAIL"):
+                    t.commands.append(line)
                 verb = line.split(" ", 1)[0].split(":", 1)[0].upper()
                 if verb in ("EHLO", "HELO"):
                     t.helo = line
                     self.say(owner.reply(verb))
                 elif verb == "MAIL":
+                    if t.mail is not None:      # a second transaction on the session
+                        t = owner.next_transaction(t)
                     t.mail = line
+                    t.commands.append(line)
                     self.say(owner.reply("MAIL"))
                 elif verb == "RCPT":
                     reply = owner.reply("RCPT")
@@ -294,7 +300,8 @@ class ScriptedSMTP(_Base):
     ("GREETING", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "DOT" for the
     reply to the final dot, "QUIT", "RSET", ...) to a reply line, or to a
     list of them used in turn (the last one repeats), or to None: say
-    nothing (a tarpit at that point), or to (seconds, reply): say it late. Multi-line replies: lines joined by
+    nothing (a tarpit at that point), or to (seconds, reply): say it late.
+    Each MAIL starts a Transaction (several may share a session). Multi-line replies: lines joined by
     "\\r\\n". Every session is kept in self.transactions."""
 
     DEFAULT = {
@@ -326,6 +333,14 @@ class ScriptedSMTP(_Base):
                 self.used[key] = i + 1
                 return r[min(i, len(r) - 1)]
             return r
+
+    def next_transaction(self, t):
+        """A new Transaction on the session of t (the same greeting)."""
+        n = Transaction()
+        n.helo, n.session = t.helo, t.session
+        with self.lock:
+            self.transactions.append(n)
+        return n
 
     def delivered(self):
         """Every (recipient, data) accepted, over all sessions."""

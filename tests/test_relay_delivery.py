@@ -98,6 +98,20 @@ class Arrives(DeliveryTest):
         self.assertRegex(t.mail, r"^MAIL FROM:<alice@a.example> SIZE=\d+ BODY=8BITMIME$")
         self.assertTrue(t.quit)
 
+    def test_jobs_share_a_session(self):
+        """Messages due for one domain go one after the other on one
+        session (RSET between), each recorded; QUIT once at the end."""
+        fake = self.fake()
+        for i in range(3):
+            queue_job(self.spool, "S%d" % i, "alice@a.example", ["bob@b.example"],
+                      body("shared %d" % i))
+        self.runner(routes=[fake.route("b.example")])
+        self.queue_empty()
+        self.assertEqual(fake.connections, 1)
+        self.assertEqual(len(fake.delivered()), 3)
+        self.assertEqual(sum(c == "RSET" for t in fake.transactions for c in t.commands), 2)
+        self.assertEqual(sum(t.quit for t in fake.transactions), 1)
+
     def test_helo_when_ehlo_refused_and_no_extensions(self):
         fake = self.fake(EHLO="502 5.5.1 no EHLO here", HELO="250 old.example")
         queue_job(self.spool, "M3", "alice@a.example", ["bob@b.example"], b"Subject: x\r\n\r\nhi\r\n")
