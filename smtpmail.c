@@ -88,7 +88,9 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <netdb.h>
+#include <resolv.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -6105,11 +6107,432 @@ static enum where route_targets(struct lookup *lk, const struct route *r)
 			  r->host, err ? gai_strerror(err) : "none usable");
 }
 
+/* The MX lookup speaks to the resolver directly: getaddrinfo cannot tell
+ * a name that does not exist from a server that did not answer, and that
+ * difference is a bounce or a retry. */
+enum {
+	SMTP_PORT = 25,		/* RFC 5321 4.5.4.2: MX hosts listen on port 25 */
+	MX_HOSTS_MAX = 32,	/* the best MX records of a domain that we keep */
+	DNS_REPLY_MAX = 65535,	/* the largest DNS message (RFC 1035 4.2.2, over TCP) */
+	DNS_HEADER_LEN = 12,	/* RFC 1035 4.1.1 */
+	DNS_RR_FIXED_LEN = 10,	/* RFC 1035 4.1.3: type, class, TTL, RDLENGTH */
+	DNS_BUDGET_MS = 60000,	/* no more MX hosts looked up after this long */
+	/* res_h_errno's values, 4.3BSD's numbers in every resolver; netdb.h
+	 * names them (HOST_NOT_FOUND, NO_DATA) only beyond POSIX */
+	RES_HOST_NOT_FOUND = 1, RES_NO_DATA = 4
+};
+
+/* What one query said: records of its type, none of them (NODATA), no
+ * such name (NXDOMAIN), or no answer to trust (SERVFAIL, a timeout, a
+ * refusal, a reply that does not parse): try again later. */
+enum dns_status { DNS_FOUND, DNS_NODATA, DNS_NXDOMAIN, DNS_TEMP };
+
+/* One reply, and where reading its answer section stands. */
+struct dns_reply {
+	unsigned char msg[DNS_REPLY_MAX];
+	int len;
+	const unsigned char *at;	/* the next answer record */
+	int left;			/* answer records not read yet */
+};
+
+/* One MX record (RFC 1035 3.3.9). */
+struct mx_host {
+	int pref;			/* lower is tried first */
+	char host[DOMAIN_MAX + 1];	/* "" or ".": the null MX of RFC 7505 */
+};
+
+static struct __res_state resolver;	/* our own: res_nquery, never the global _res */
+static pid_t resolver_pid;	/* the process that ran res_ninit on it; 0: none */
+
+/* resolver_ready - res_ninit once in each process: a delivery process
+ * forked by the runner drops its copy of the parent's state and reads
+ * resolv.conf afresh; 0, or -1 (logged) */
+static int resolver_ready(void)
+{
+	pid_t me = getpid();
+
+	if (resolver_pid == me)
+		return 0;
+	if (resolver_pid != 0)
+		res_nclose(&resolver);
+	resolver_pid = 0;
+	memset(&resolver, 0, sizeof resolver);
+	if (res_ninit(&resolver) != 0) {
+		log_msg("where: res_ninit failed: %s", strerror(errno));
+		return -1;
+	}
+	resolver_pid = me;
+	return 0;
+}
+
+/* get16 - a 16-bit number in network order (RFC 1035 2.3.2) */
+static unsigned get16(const unsigned char *p)
+{
+	return (unsigned)p[0] << 8 | p[1];
+}
+
+/* dns_answers - check r's header and skip its question section: r->at is
+ * then the first answer record; 0, or -1 when the reply does not parse */
+static int dns_answers(struct dns_reply *r)
+{
+	const unsigned char *eom = r->msg + r->len, *p = r->msg + DNS_HEADER_LEN;
+	unsigned questions;
+	int skip;
+
+	if (r->len < DNS_HEADER_LEN)
+		return -1;
+	for (questions = get16(r->msg + 4); questions > 0; questions--) {
+		skip = dn_skipname(p, eom);
+		if (skip < 0 || eom - (p + skip) < 4)	/* QTYPE and QCLASS follow */
+			return -1;
+		p += skip + 4;
+	}
+	r->at = p;
+	r->left = (int)get16(r->msg + 6);
+	return 0;
+}
+
+/* dns_record - the next answer record of r: its type (0 for a class other
+ * than IN), data and data length; 1, 0 at the end, -1 when it does not
+ * parse */
+static int dns_record(struct dns_reply *r, unsigned *type, const unsigned char **data,
+		      unsigned *len)
+{
+	const unsigned char *eom = r->msg + r->len, *p;
+	int skip;
+
+	if (r->left == 0)
+		return 0;
+	skip = dn_skipname(r->at, eom);
+	if (skip < 0 || eom - (r->at + skip) < DNS_RR_FIXED_LEN)
+		return -1;
+	p = r->at + skip;
+	*type = get16(p + 2) == ns_c_in ? get16(p) : 0;
+	*len = get16(p + 8);
+	*data = p + DNS_RR_FIXED_LEN;
+	if ((size_t)(eom - *data) < *len)
+		return -1;
+	r->at = *data + *len;
+	r->left--;
+	return 1;
+}
+
+/* dns_query - ask for name's records of type into r, positioned at the
+ * first answer; what the resolver said */
+static enum dns_status dns_query(const char *name, int type, struct dns_reply *r)
+{
+	if (resolver_ready() < 0)
+		return DNS_TEMP;
+	r->len = res_nquery(&resolver, name, ns_c_in, type, r->msg, (int)sizeof r->msg);
+	if (r->len < 0)
+		return resolver.res_h_errno == RES_HOST_NOT_FOUND ? DNS_NXDOMAIN
+		       : resolver.res_h_errno == RES_NO_DATA ? DNS_NODATA : DNS_TEMP;
+	if (r->len > (int)sizeof r->msg || dns_answers(r) < 0) {
+		log_msg("where: %s: a reply that does not parse", name);
+		return DNS_TEMP;
+	}
+	return DNS_FOUND;
+}
+
+/* shuffle_below - a number below bound (> 0), to spread mail among MX hosts
+ * of equal preference (RFC 5321 5.1); xorshift64, seeded once in each
+ * process from the clock and the pid: fair enough, and no secret */
+static unsigned shuffle_below(unsigned bound)
+{
+	static uint64_t state;
+	static pid_t seeded;
+	struct timespec ts;
+
+	if (seeded != getpid()) {
+		seeded = getpid();
+		if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+			ts.tv_nsec = ts.tv_sec = 0;
+		state = ((uint64_t)ts.tv_nsec << 24 ^ (uint64_t)ts.tv_sec ^ (uint64_t)seeded << 44) | 1;
+	}
+	state ^= state << 13;
+	state ^= state >> 7;
+	state ^= state << 17;
+	return (unsigned)(state % bound);
+}
+
+/* mx_keep - add one MX record to mx[0..*n), or, when MX_HOSTS_MAX are
+ * kept, put it in place of the worst one if it is better */
+static void mx_keep(struct mx_host *mx, size_t *n, int pref, const char *host)
+{
+	size_t i, worst = 0;
+
+	if (*n < MX_HOSTS_MAX)
+		worst = (*n)++;
+	else {
+		for (i = 1; i < MX_HOSTS_MAX; i++)
+			if (mx[i].pref > mx[worst].pref)
+				worst = i;
+		if (mx[worst].pref <= pref)
+			return;
+	}
+	mx[worst].pref = pref;
+	(void)snprintf(mx[worst].host, sizeof mx[worst].host, "%s", host);
+}
+
+/* mx_collect - domain's MX records into mx[0..*n); DNS_NODATA also when
+ * the answer holds none (only a CNAME, say) */
+static enum dns_status mx_collect(const char *domain, struct mx_host *mx, size_t *n)
+{
+	static struct dns_reply r;
+	char host[DOMAIN_MAX + 1];
+	const unsigned char *data;
+	unsigned type, len;
+	enum dns_status st = dns_query(domain, ns_t_mx, &r);
+	int got;
+
+	*n = 0;
+	if (st != DNS_FOUND)
+		return st;
+	while ((got = dns_record(&r, &type, &data, &len)) > 0) {
+		if (type != ns_t_mx)
+			continue;
+		if (len < 3 || dn_expand(r.msg, r.msg + r.len, data + 2, host, sizeof host) < 0) {
+			got = -1;
+			break;
+		}
+		mx_keep(mx, n, (int)get16(data), host);
+	}
+	if (got < 0) {
+		log_msg("where: %s: an MX reply that does not parse", domain);
+		return DNS_TEMP;
+	}
+	return *n > 0 ? DNS_FOUND : DNS_NODATA;
+}
+
+/* mx_sort - mx in order of preference, lowest first, and shuffled among
+ * equal preferences (RFC 5321 5.1: "randomize them to spread the load") */
+static void mx_sort(struct mx_host *mx, size_t n)
+{
+	struct mx_host swap;
+	size_t i, j, run;
+
+	for (i = 1; i < n; i++)		/* insertion sort: n is small */
+		for (j = i; j > 0 && mx[j - 1].pref > mx[j].pref; j--) {
+			swap = mx[j];
+			mx[j] = mx[j - 1];
+			mx[j - 1] = swap;
+		}
+	for (i = 0; i < n; i += run) {	/* Fisher-Yates within each run of equals */
+		for (run = 1; i + run < n && mx[i + run].pref == mx[i].pref; run++)
+			continue;
+		for (j = run; j > 1; j--) {
+			size_t k = i + shuffle_below((unsigned)j);
+
+			swap = mx[i + j - 1];
+			mx[i + j - 1] = mx[k];
+			mx[k] = swap;
+		}
+	}
+}
+
+/* same_host - 1 if two host names are the same: case does not matter
+ * (RFC 5321 2.4), nor a final dot */
+static int same_host(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	la -= la > 0 && a[la - 1] == '.';
+	lb -= lb > 0 && b[lb - 1] == '.';
+	return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/* mx_drop_self - RFC 5321 5.1: when we are one of the MX hosts, drop us
+ * and every host of the same or a higher preference value (sending to them
+ * could only come back here); 1 if we were found */
+static int mx_drop_self(struct mx_host *mx, size_t *n)
+{
+	size_t i, kept = 0;
+	int own = -1;
+
+	for (i = 0; i < *n; i++)
+		if (same_host(mx[i].host, cfg.hostname) && (own < 0 || mx[i].pref < own))
+			own = mx[i].pref;
+	if (own < 0)
+		return 0;
+	for (i = 0; i < *n; i++)
+		if (mx[i].pref < own)
+			mx[kept++] = mx[i];
+	*n = kept;
+	return 1;
+}
+
+/* mx_drop_null - drop the "." hosts (RFC 7505's null MX, which names no
+ * host); 1 if every one was such, so the domain accepts no mail at all */
+static int mx_drop_null(struct mx_host *mx, size_t *n)
+{
+	size_t i, kept = 0;
+
+	for (i = 0; i < *n; i++)
+		if (!same_host(mx[i].host, ""))
+			mx[kept++] = mx[i];
+	if (kept == 0)
+		return 1;
+	*n = kept;
+	return 0;
+}
+
+/* rr_target - an A or AAAA record's address, port 25, as one more target
+ * of host; 1 if the record was such an address (added, or not when the
+ * list is full) */
+static int rr_target(struct lookup *lk, const char *host, unsigned type,
+		     const unsigned char *data, unsigned len)
+{
+	struct sockaddr_in6 in6;
+	struct sockaddr_in in;
+
+	if (type == ns_t_aaaa && len == sizeof in6.sin6_addr) {
+		memset(&in6, 0, sizeof in6);
+		in6.sin6_family = AF_INET6;
+		in6.sin6_port = htons(SMTP_PORT);
+		memcpy(&in6.sin6_addr, data, len);
+		(void)target_add(lk, host, (struct sockaddr *)&in6, sizeof in6);
+		return 1;
+	}
+	if (type == ns_t_a && len == sizeof in.sin_addr) {
+		memset(&in, 0, sizeof in);
+		in.sin_family = AF_INET;
+		in.sin_port = htons(SMTP_PORT);
+		memcpy(&in.sin_addr, data, len);
+		(void)target_add(lk, host, (struct sockaddr *)&in, sizeof in);
+		return 1;
+	}
+	return 0;
+}
+
+/* host_address_type - host's addresses of one type (ns_t_aaaa or ns_t_a)
+ * added to lk's targets; what the query said */
+static enum dns_status host_address_type(struct lookup *lk, const char *host, int type)
+{
+	static struct dns_reply r;
+	const unsigned char *data;
+	unsigned rtype, len;
+	enum dns_status st = dns_query(host, type, &r);
+	int got, found = 0;
+
+	if (st != DNS_FOUND)
+		return st;
+	while ((got = dns_record(&r, &rtype, &data, &len)) > 0)
+		if ((int)rtype == type)	/* a CNAME on the way is skipped */
+			found |= rr_target(lk, host, rtype, data, len);
+	if (got < 0 && !found) {
+		log_msg("where: %s: an address reply that does not parse", host);
+		return DNS_TEMP;
+	}
+	return found ? DNS_FOUND : DNS_NODATA;
+}
+
+/* host_targets - one mail host's addresses, IPv6 (AAAA) first, then IPv4
+ * (A), as targets; DNS_FOUND if it has any, DNS_TEMP if a lookup got no
+ * answer, else DNS_NXDOMAIN (no such host, or no address) */
+static enum dns_status host_targets(struct lookup *lk, const struct mx_host *mx)
+{
+	enum dns_status v6, v4;
+
+	lookup_note(lk, " %d %s", mx->pref, mx->host);
+	v6 = host_address_type(lk, mx->host, ns_t_aaaa);
+	v4 = host_address_type(lk, mx->host, ns_t_a);
+	if (v6 == DNS_TEMP || v4 == DNS_TEMP)
+		lookup_note(lk, " (%s: no answer)", v6 == DNS_TEMP ? "AAAA" : "A");
+	if (v6 == DNS_FOUND || v4 == DNS_FOUND)
+		return DNS_FOUND;
+	if (v6 == DNS_TEMP || v4 == DNS_TEMP)
+		return DNS_TEMP;
+	lookup_note(lk, " (%s)", v4 == DNS_NXDOMAIN ? "NXDOMAIN" : "no address");
+	return DNS_NXDOMAIN;
+}
+
+/* mx_hosts - domain's mail hosts into mx[0..*n), in the order to try
+ * them: its MX records (RFC 5321 5.1), or itself when it has none (the
+ * implicit MX). WHERE_OK, or the lookup's end when there is nowhere to go. */
+static enum where mx_hosts(struct lookup *lk, const char *domain, struct mx_host *mx, size_t *n)
+{
+	enum dns_status st = mx_collect(domain, mx, n);
+
+	if (st == DNS_NXDOMAIN)	/* RFC 3463 X.4.4: unable to route */
+		return lookup_end(lk, WHERE_FAIL, "5.4.4", "%s does not exist (NXDOMAIN)", domain);
+	if (st == DNS_TEMP)	/* RFC 3463 X.4.3: directory server failure */
+		return lookup_end(lk, WHERE_DEFER, "4.4.3", "the MX lookup of %s got no answer",
+				  domain);
+	if (st == DNS_NODATA) {
+		lookup_note(lk, " no MX: implicit");
+		mx[0].pref = 0;
+		(void)snprintf(mx[0].host, sizeof mx[0].host, "%s", domain);
+		*n = 1;
+		return WHERE_OK;
+	}
+	lookup_note(lk, " MX");
+	if (mx_drop_null(mx, n))	/* RFC 7505 3: null MX, RFC 3463 X.1.10 */
+		return lookup_end(lk, WHERE_FAIL, "5.1.10", "null MX: %s accepts no mail", domain);
+	mx_sort(mx, *n);
+	if (mx_drop_self(mx, n))
+		lookup_note(lk, " (we, %s, are one: %zu better)", cfg.hostname, *n);
+	if (*n == 0)	/* RFC 5321 5.1; RFC 3463 X.4.6: routing loop */
+		return lookup_end(lk, WHERE_FAIL, "5.4.6",
+				  "mail for %s loops back to us (%s is its best MX)", domain,
+				  cfg.hostname);
+	return WHERE_OK;
+}
+
+/* mx_targets - the addresses of domain's mail hosts, host by host in
+ * order, until max of them are found */
+static enum where mx_targets(struct lookup *lk, const char *domain)
+{
+	static struct mx_host mx[MX_HOSTS_MAX];
+	long long give_up = now_ms() + DNS_BUDGET_MS;	/* a resolver that times out
+							 * takes 10 s a query */
+	size_t n = 0, i;
+	enum where found = mx_hosts(lk, domain, mx, &n);
+	int temp = 0;
+
+	if (found != WHERE_OK)
+		return found;
+	for (i = 0; i < n && lk->n < lk->max; i++) {
+		if (now_ms() > give_up) {
+			lookup_note(lk, " (out of time)");
+			temp = 1;
+			break;
+		}
+		temp |= host_targets(lk, &mx[i]) == DNS_TEMP;
+	}
+	if (lk->n > 0)
+		return WHERE_OK;
+	if (temp)
+		return lookup_end(lk, WHERE_DEFER, "4.4.3",
+				  "the address lookup of %s's mail hosts got no answer", domain);
+	return lookup_end(lk, WHERE_FAIL, "5.4.4", "no mail host of %s has an address", domain);
+}
+
+/* literal_targets - a domain that is an address literal (RFC 5321 4.1.3:
+ * "[192.0.2.1]" or "[IPv6:2001:db8::1]"): that address, port 25 */
+static enum where literal_targets(struct lookup *lk, const char *domain)
+{
+	char text[DOMAIN_MAX + 1];
+	const char *start = domain + 1;
+	size_t len = strlen(start);
+
+	if (strncasecmp(start, "IPv6:", 5) == 0)
+		start += 5, len -= 5;
+	if (len == 0 || start[len - 1] != ']' || len > sizeof text) {
+		lookup_note(lk, " bad literal");
+		return lookup_end(lk, WHERE_FAIL, "5.1.2", "%s is not an address", domain);
+	}
+	memcpy(text, start, len - 1);
+	text[len - 1] = '\0';
+	lookup_note(lk, " literal");
+	if (route_addresses(lk, text, "25", 1) == 0 && lk->n > 0)
+		return WHERE_OK;
+	return lookup_end(lk, WHERE_FAIL, "5.1.2", "%s is not an address", domain);
+}
+
 /* find_targets - the addresses to try for domain's mail, in order, at most
  * max (and TARGETS_MAX) into t, their count in *n. On WHERE_DEFER or
  * WHERE_FAIL there are none, status gets the enhanced code ("4.4.3",
  * "5.1.10", "5.4.4", "5.4.6") and why a sentence. Logged on one line. */
-__attribute__((unused))	/* SCAFFOLD: until the SMTP client uses it */
 static enum where find_targets(const char *domain, struct target *t, size_t max, size_t *n,
 			       char *status, size_t status_size, char *why, size_t why_size)
 {
@@ -6119,10 +6542,14 @@ static enum where find_targets(const char *domain, struct target *t, size_t max,
 	const struct route *r = route_find(domain);
 	enum where what;
 
-	if (r)
+	if (lk.max == 0)	/* the caller's mistake: mail must not bounce for it */
+		what = lookup_end(&lk, WHERE_DEFER, "4.4.3", "no room for a single address");
+	else if (r)
 		what = route_targets(&lk, r);
+	else if (domain[0] == '[')
+		what = literal_targets(&lk, domain);
 	else
-		what = lookup_end(&lk, WHERE_DEFER, "4.4.3", "no MX lookup yet for %s", domain);
+		what = mx_targets(&lk, domain);
 	*n = lk.n;
 	if (what == WHERE_OK)
 		log_msg("where: %s:%s", domain, lk.log);

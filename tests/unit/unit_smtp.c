@@ -1212,7 +1212,105 @@ static void group_route_targets(void)
 		unit_str("find_targets", "host name: host", "localhost", t[i].host);
 	}
 	unit_long("find_targets", "host name: IPv6 before IPv4", 1, order_ok && n > 0);
+	/* RFC 5321 4.1.3: an address literal is that address, port 25 */
+	unit_str("find_targets", "literal", "OK; 192.0.2.1 192.0.2.1 25",
+		 targets_text("[192.0.2.1]", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "IPv6 literal", "OK; 2001:db8::1 2001:db8::1 25",
+		 targets_text("[IPv6:2001:db8::1]", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "bad literal", "FAIL 5.1.2",
+		 targets_text("[192.0.2.1", TARGETS_MAX, out, sizeof out));
 	cfg.nroutes = 0;
+}
+
+/* count_char - how many times c is in s */
+static long long count_char(const char *s, char c)
+{
+	long long n = 0;
+
+	for (; *s; s++)
+		n += *s == c;
+	return n;
+}
+
+/* seen_both_orders - 1 if, over tries lookups of domain, the targets at
+ * positions i and i + 1 came both ways round */
+static int seen_both_orders(const char *domain, size_t i, int tries)
+{
+	struct target t[TARGETS_MAX];
+	char status[16], why[256], first[DOMAIN_MAX + 1] = "";
+	size_t n;
+	int ab = 0, ba = 0;
+
+	for (; tries > 0 && !(ab && ba); tries--) {
+		if (find_targets(domain, t, TARGETS_MAX, &n, status, sizeof status, why,
+				 sizeof why) != WHERE_OK || n < i + 2)
+			return 0;
+		if (!first[0])
+			snprintf(first, sizeof first, "%s", t[i].host);
+		ab |= strcmp(t[i].host, first) == 0;
+		ba |= strcmp(t[i + 1].host, first) == 0;
+	}
+	return ab && ba;
+}
+
+/*
+ * The zone tests/test_relay_dns.py serves (its ZONE): each case's expected
+ * targets follow from it and RFC 5321 5.1, RFC 7505 and RFC 3463.
+ */
+static void group_dns(void)
+{
+	static const char *const routes[] = { "routed.test=mx-a.pref.test:2600",
+					      "badroute.test=gone.test", NULL };
+	char out[2048];
+
+	if (!getenv("UNIT_DNS_ZONE"))
+		return;		/* not inside the test's namespace: nothing to check */
+	cfg.hostname = "relay.test";
+	/* RFC 5321 5.1: by preference, each host's addresses (AAAA first);
+	 * the two of preference 20 come in either order, so only the ends */
+	unit_str("find_targets", "preference order",
+		 "OK; mx-a.pref.test ::1 25; mx-a.pref.test 127.0.0.2 25",
+		 (targets_text("pref.test", 2, out, sizeof out), out));
+	targets_text("pref.test", TARGETS_MAX, out, sizeof out);
+	unit_str("find_targets", "preference 30 last", "; mx-c.pref.test 127.0.0.5 25",
+		 strrchr(out, ';') ? strrchr(out, ';') : out);
+	unit_long("find_targets", "every address", 5, count_char(out, ';'));
+	unit_long("find_targets", "equal preferences shuffled", 1,
+		  seen_both_orders("pref.test", 2, 200));
+	unit_str("find_targets", "case of the domain", "OK; mx-a.pref.test ::1 25",
+		 targets_text("PREF.Test", 1, out, sizeof out));
+	/* RFC 5321 5.1: no MX records, the domain itself (implicit MX) */
+	unit_str("find_targets", "implicit MX", "OK; implicit.test 127.0.0.6 25",
+		 targets_text("implicit.test", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "null MX", "FAIL 5.1.10",
+		 targets_text("nullmx.test", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "NXDOMAIN", "FAIL 5.4.4",
+		 targets_text("nx.test", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "SERVFAIL", "DEFER 4.4.3",
+		 targets_text("servfail.test", TARGETS_MAX, out, sizeof out));
+	/* RFC 5321 5.1: we are the MX of preference 20: only the 10 is left */
+	unit_str("find_targets", "own host", "OK; mx1.self.test 127.0.0.8 25",
+		 targets_text("self.test", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "own host best", "FAIL 5.4.6",
+		 targets_text("selfbest.test", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "MX host NXDOMAIN", "FAIL 5.4.4",
+		 targets_text("hostnx.test", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "MX host SERVFAIL", "DEFER 4.4.3",
+		 targets_text("hosttemp.test", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "MX host SERVFAIL, next one", "OK; mx-c.pref.test 127.0.0.5 25",
+		 targets_text("partial.test", TARGETS_MAX, out, sizeof out));
+	targets_text("many.test", TARGETS_MAX, out, sizeof out);
+	unit_long("find_targets", "bounded by TARGETS_MAX", TARGETS_MAX, count_char(out, ';'));
+	targets_text("many.test", 3, out, sizeof out);
+	unit_long("find_targets", "bounded by max", 3, count_char(out, ';'));
+	routes_set(routes);
+	unit_str("find_targets", "route host by DNS",
+		 "OK; mx-a.pref.test ::1 2600; mx-a.pref.test 127.0.0.2 2600",
+		 targets_text("routed.test", TARGETS_MAX, out, sizeof out));
+	unit_str("find_targets", "route host unknown", "DEFER 4.4.3",
+		 targets_text("badroute.test", TARGETS_MAX, out, sizeof out));
+	cfg.nroutes = 0;
+	cfg.hostname = "localhost";
 }
 
 /* ---------------------------------------------------------------- report (RFC 3464) */
@@ -1717,6 +1815,7 @@ static const struct unit_group groups[] = {
 	{ "commit", group_commit },
 	{ "route_find", group_route_find },
 	{ "route_targets", group_route_targets },
+	{ "dns", group_dns },
 	{ "report", group_report },
 	{ "relay_trust", group_relay_trust },
 	{ "relay_hops", group_relay_hops },
