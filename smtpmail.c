@@ -7069,7 +7069,7 @@ static int report_append(struct rcpt *r, const char *to, const struct report_tex
 
 /*
  * report_store - the stuffed report into acct's mailbox as a delivery
- * stores a message (DESIGN.md "Delivery"): lock_all, open_mailbox, the
+ * stores a message (DESIGN.md "Delivery"): lock_all, open_for_append, the
  * append, commit_one, release_all; a failed append is rolled back. 0
  * only when the record is durable.
  */

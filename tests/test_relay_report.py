@@ -10,9 +10,11 @@ would.
 """
 import email
 import email.policy
+import os
 import time
 
-from relay import A_HOST, RelayTest, queue_job, wait_for
+from harness import ShimBuild
+from relay import A_DOMAIN, A_HOST, FAST, RelayTest, queue_job, read_env, wait_for
 from test_client import (KEY_PROMPT, MENU, NUMBER_PROMPT, Client, close_clients)
 
 SUBJECT = "Lunch on Friday?"
@@ -130,6 +132,49 @@ class Waiting(ReportTest):
         self.assertEqual(final["Action"], "failed")
         self.assertEqual(final["Status"], "4.4.7")
         self.assertIn("the mail system has given up", reports[1].get_payload()[0].get_payload())
+
+
+class NotStored(ShimBuild, ReportTest):
+    """A report is stored as durably as mail (0 only when durable); one that
+    cannot be stored keeps the job as it was, so it is tried again and the
+    sender gets exactly one report (the failfs shim fails the mailbox)."""
+
+    def start_a_shim(self, fake, **failures):
+        """A relaying for a.example, its runner with the shim preloaded."""
+        return self.start_shim("smtpmail", ["-d", self.spool, "-u", self.userfile, "-l",
+                                            "127.0.0.1", "-n", A_HOST, "-o", "-D", A_DOMAIN,
+                                            *FAST, "-R", fake.route("b.example")], **failures)
+
+    def test_fsync_fails_once(self):
+        fake = self.fake(RCPT="550 5.1.1 no such user")
+        queue_job(self.spool, "J1", "alice@a.example", ["bob@b.example"], lunch())
+        flag = os.path.join(self.dir, "failed-once")
+        a = self.start_a_shim(fake, FAILFS_FSYNC_ONCE=flag)
+        self.assertTrue(wait_for(lambda: not self.queue(), 20),
+                        "the job stayed in the queue:\n" + self.listing() + a.log())
+        self.assertTrue(os.path.exists(flag), "no fsync failed")
+        self.assertIn("report: into alice/mymailbox", a.log())
+        records = self.records("alice")            # the failed one was cut back
+        self.assertEqual(len(records), 1, records)
+        self.assertIn(b"\r\nStatus: 5.1.1\r\n", records[0])
+
+    def test_no_space_keeps_the_job(self):
+        fake = self.fake(RCPT="550 5.1.1 no such user")
+        queue_job(self.spool, "J1", "alice@a.example", ["bob@b.example"], lunch())
+        a = self.start_a_shim(fake, FAILFS_ENOSPC="/mymailbox")
+        self.assertTrue(wait_for(lambda: "report: into alice/mymailbox" in a.log(), 20),
+                        a.log())
+        time.sleep(1)
+        env = read_env(self.spool, "J1")
+        self.assertIsNotNone(env, "the job went with its report unstored")
+        self.assertNotIn(env["rcpt"][0]["state"], ("failed", "delivered"), env)
+        self.assertEqual(self.records("alice"), [])
+        a.stop()
+        self.start_a(routes=[fake.route("b.example")])   # the disk has room again
+        self.assertTrue(wait_for(lambda: not self.queue(), 20), self.listing())
+        records = self.records("alice")
+        self.assertEqual(len(records), 1, records)
+        self.assertIn(b"\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n", records[0])
 
 
 class Shown(ReportTest):
