@@ -4,17 +4,10 @@
  * (RFC 1939). It never touches the spool: it works with smtpmail and
  * popserver, and with any other RFC-compliant server.
  *
- * Usage: mailclient [-v] [-h] [-t seconds] server [smtp_port [pop3_port]]
- *   server      an IPv4 or IPv6 address or a host name (each address is tried)
- *   smtp_port   default 2525; pop3_port default 1100
- *   -v          show the whole SMTP/POP3 dialogue on stderr: "C: ..." what the
- *               client sends, "S: ..." what the server answers (every secret
- *               as ****: PASS, APOP's digest, AUTH's responses),
- *               control bytes and invalid UTF-8 as \xNN (log_escape)
- *   -t seconds  the longest wait for a connection or a whole server reply
- *               (default 30); a multi-line reply gets a second more for every
- *               1000 octets that came
- *   -h          this help
+ * Usage and options: help_text, just below the includes (mailclient -h
+ * prints it, and README shows it: one text, checked by tests/test_help.py).
+ * -v writes control bytes and invalid UTF-8 as \xNN (log_escape), and
+ * every secret (PASS, APOP's digest, AUTH's responses) as ****.
  *
  * It asks for the username and the password (not echoed on a terminal, nor
  * what is typed while it is checked, which is then dropped) and checks them
@@ -119,10 +112,10 @@
  * Logins: smtp_auth (smtp_cram, smtp_login), pop_login (pop_apop,
  * pop_cram, pop_pass); secrets go out only through send_secret. Send
  * Mail: opt_send_mail -> send_kept (save_mail), smtp_probe
- * (smtp_login_check), read_mail, check_mail (check_headers,
+ * (smtp_login_check), read_mail, check_typed_mail (check_headers,
  * parse_address_list), smtp_send (smtp_open, smtp_hello, smtp_envelope,
  * send_headers -> send_subject, send_body), keep_mail. Manage Mail:
- * opt_manage_mail -> list_mails (list_page -> pop_session, list_row ->
+ * opt_manage_mail -> list_mails (list_page -> pop_open, list_row ->
  * row_of -> sender_of, received_text, add_row -> list_columns; page_text),
  * choose_mail, read_one (fetch_mail -> pop_locate; show_mail ->
  * view_headers, view_body -> view_entity (view_multipart, view_enclosed,
@@ -161,6 +154,27 @@
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
+
+
+/* The usage and every option, printed by -h (the synopsis alone, on
+ * stderr, after bad usage). README's copy must equal it; its "default 30"
+ * is DEFAULT_TIMEOUT. */
+static const char help_text[] =
+	"usage: mailclient [-v] [-h] [-t seconds] server [smtp_port [pop3_port]]\n"
+	"\n"
+	"  server      an IPv4 or IPv6 address or a host name of the mail server\n"
+	"              (each of its addresses is tried)\n"
+	"  smtp_port   the SMTP port (default 2525)\n"
+	"  pop3_port   the POP3 port (default 1100)\n"
+	"  -v          show the whole SMTP/POP3 dialogue on stderr: \"C: \" what the\n"
+	"              client sends, \"S: \" what the server answers, every secret\n"
+	"              as ****\n"
+	"  -t seconds  longest wait for a connection or a whole server reply\n"
+	"              (default 30); a long reply gets a second more a 1000 octets\n"
+	"  -h          this help on stdout\n"
+	"\n"
+	"Exit status: 0 quit or end of input, 1 out of memory, 2 bad usage, 3 the\n"
+	"password refused 3 times at the start.\n";
 
 /* ---------------------------------------------------------------- limits */
 
@@ -1717,9 +1731,9 @@ static int add_without_cr(struct buf *b, const char *s, size_t len)
 	return buf_add(b, "", 0);	/* an empty body is "" too */
 }
 
-/* check_mail - split the typed text into a mail: the header lines, then the
+/* check_typed_mail - split the typed text into a mail: the header lines, then the
  * body after one optional blank line. m->why says what is wrong, or is NULL. */
-static void check_mail(const struct buf *text, struct mail *m)
+static void check_typed_mail(const struct buf *text, struct mail *m)
 {
 	size_t pos = 0, skip, len;
 	const char *line;
@@ -2311,10 +2325,10 @@ static int smtp_envelope(struct smtp *s, const struct mail *m)
 	return 0;
 }
 
-/* message_id - a "Message-ID: <seconds.nanoseconds.pid@domain>" line,
+/* message_id_line - a "Message-ID: <seconds.nanoseconds.pid@domain>" line,
  * unique (RFC 5322 3.6.4): two clients differ in the pid, and one client's
  * mails in the time. */
-static void message_id(char *out, size_t cap, const char *from)
+static void message_id_line(char *out, size_t cap, const char *from)
 {
 	struct timespec ts;
 	const char *at = strrchr(from, '@');
@@ -2439,7 +2453,7 @@ static void send_headers(struct conn *c, const struct mail *m)
 	if (localtime_r(&now, &tm)
 	    && strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S %z", &tm) > 0)
 		send_line(c, line, strlen(line));
-	message_id(line, sizeof line, m->from.p);
+	message_id_line(line, sizeof line, m->from.p);
 	send_line(c, line, strlen(line));
 	if (has_8bit(&m->body)) {	/* RFC 2045 5.2: else it means US-ASCII */
 		send_line(c, "MIME-Version: 1.0", 17);
@@ -2477,7 +2491,7 @@ static void send_data_line(struct conn *c, const char *line, size_t len)
 	conn_write(c, "\r\n", 2);
 }
 
-/* send_body - the body lines (check_mail took the CRs out), a longer one
+/* send_body - the body lines (check_typed_mail took the CRs out), a longer one
  * broken into lines of at most TEXT_LINE_MAX octets, then the line ".". */
 static void send_body(struct conn *c, const struct buf *body)
 {
@@ -2897,7 +2911,7 @@ static int pop_login(struct pop *p, const struct client *cl)
 }
 
 /* pop_connect - connect and set up the session, logged in to nothing yet.
- * It returns -1 after printing why; pop_close still frees what was set up. */
+ * It returns -1 after printing why; pop_quit still frees what was set up. */
 static int pop_connect(struct pop *p)
 {
 	int fd;
@@ -2920,9 +2934,9 @@ static int pop_connect(struct pop *p)
 	return 0;
 }
 
-/* pop_open - connect, log in, learn the capabilities and the count. It
- * returns -1 after printing why; pop_close still frees what was set up. */
-static int pop_open(struct pop *p, const struct client *cl)
+/* pop_start - connect, log in, learn the capabilities and the count. It
+ * returns -1 after printing why; pop_quit still frees what was set up. */
+static int pop_start(struct pop *p, const struct client *cl)
 {
 	if (pop_connect(p) < 0 || pop_login(p, cl) < 0)
 		return -1;
@@ -2936,10 +2950,10 @@ static int pop_open(struct pop *p, const struct client *cl)
 	return 0;
 }
 
-/* pop_close - QUIT if the server still answers (RFC 1939 6), then close and
+/* pop_quit - QUIT if the server still answers (RFC 1939 6), then close and
  * free; a second call does nothing. It returns 0 only when QUIT was answered
  * +OK, because only then are the deletions done. */
-static int pop_close(struct pop *p)
+static int pop_quit(struct pop *p)
 {
 	int r = -1;
 
@@ -2954,10 +2968,11 @@ static int pop_close(struct pop *p)
 	return r;
 }
 
-/* pop_session - a new session, logged in, with the count: the client
- * holds one only as long as a screen needs (the mailbox is locked while
- * it lasts). It returns NULL after telling the user why. */
-static struct pop *pop_session(const struct client *cl)
+/* pop_open - a new session, logged in, with the count: the client holds
+ * one only as long as a screen needs (the mailbox is locked while it
+ * lasts), and ends it with pop_close, as smtp_open and smtp_close do for
+ * SMTP. It returns NULL after telling the user why. */
+static struct pop *pop_open(const struct client *cl)
 {
 	struct pop *p = malloc(sizeof *p);
 
@@ -2965,18 +2980,18 @@ static struct pop *pop_session(const struct client *cl)
 		puts("Error in reading mail: out of memory");
 		return NULL;
 	}
-	if (pop_open(p, cl) < 0) {
-		pop_close(p);
+	if (pop_start(p, cl) < 0) {
+		pop_quit(p);
 		free(p);
 		return NULL;
 	}
 	return p;
 }
 
-/* pop_end - QUIT the session and free it */
-static void pop_end(struct pop *p)
+/* pop_close - QUIT the session (pop_quit) and free it */
+static void pop_close(struct pop *p)
 {
-	pop_close(p);
+	pop_quit(p);
 	free(p);
 }
 
@@ -4477,7 +4492,7 @@ static int list_row(struct pop *p, struct listing *ls, long n, struct buf *rows)
 static int list_page(const struct client *cl, struct listing *ls, long first, long k,
 		     struct buf *rows)
 {
-	struct pop *p = pop_session(cl);
+	struct pop *p = pop_open(cl);
 	int r = 0;
 
 	if (!p)
@@ -4487,7 +4502,7 @@ static int list_page(const struct client *cl, struct listing *ls, long first, lo
 		r = list_row(p, ls, n, rows);
 	if (r < 0)
 		show_error("Error in reading mail", p->line);
-	pop_end(p);
+	pop_close(p);
 	return r;
 }
 
@@ -4914,7 +4929,7 @@ static void gone(long n)
  * session open. It returns 0, 1 when it is gone, -1 after an error. */
 static int fetch_mail(const struct client *cl, struct view *v)
 {
-	struct pop *p = pop_session(cl);
+	struct pop *p = pop_open(cl);
 	struct keep k = { &v->raw, MAIL_TEXT_MAX, 0, 0 };
 	long m;
 	int r = -1;
@@ -4928,7 +4943,7 @@ static int fetch_mail(const struct client *cl, struct view *v)
 		show_error("Error in reading mail", p->line);
 	else
 		r = 0;
-	pop_end(p);
+	pop_close(p);
 	v->cut = k.cut;
 	buf_add(&v->raw, "", 0);	/* an empty mail is "" too */
 	if (r == 1)
@@ -4942,7 +4957,7 @@ static int fetch_mail(const struct client *cl, struct view *v)
  * +OK: the server removes the mail only then (RFC 1939 6). */
 static void delete_mail(const struct client *cl, struct view *v)
 {
-	struct pop *p = pop_session(cl);
+	struct pop *p = pop_open(cl);
 	long m;
 
 	if (!p)
@@ -4950,11 +4965,11 @@ static void delete_mail(const struct client *cl, struct view *v)
 	m = pop_locate(p, v->n, v->uid);
 	if (m == 0)
 		gone(v->n);
-	else if (m < 0 || pop_cmd(p, "DELE %ld", m) < 0 || pop_close(p) < 0)
+	else if (m < 0 || pop_cmd(p, "DELE %ld", m) < 0 || pop_quit(p) < 0)
 		show_error("Error in deleting mail", p->line);
 	else
 		puts("Mail deleted.");
-	pop_end(p);
+	pop_close(p);
 }
 
 /* ---------------------------------------------------------------- the menu: Manage Mail */
@@ -5201,7 +5216,7 @@ static enum next opt_send_mail(struct client *cl)
 	if (r > 0)
 		m.why = "the mail is too long";
 	else
-		check_mail(&text, &m);
+		check_typed_mail(&text, &m);
 	buf_free(&text);
 	if (m.why)
 		printf("Incorrect format\n  (%s)\n", m.why);
@@ -5289,7 +5304,7 @@ static int pop_check(const struct client *cl)
 	checking(0);
 	if (r < 0)
 		puts("The password was not checked.");
-	pop_close(&p);
+	pop_quit(&p);
 	return r;
 }
 
@@ -5317,15 +5332,16 @@ static int login_check(struct client *cl)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - the synopsis on out; it returns code, for main to return */
+/* usage - print help_text on out: all of it for -h (code 0), only its
+ * synopsis, the lines before the first blank one, after bad usage; it
+ * returns code, for main to return */
 static int usage(FILE *out, int code)
 {
-	fprintf(out, "usage: %s [-v] [-h] [-t seconds] server [smtp_port [pop3_port]]\n"
-		"  server      IPv4 or IPv6 address or host name of the mail server\n"
-		"  smtp_port   SMTP port (default 2525), pop3_port POP3 port (default 1100)\n"
-		"  -v          show the SMTP/POP3 dialogue on stderr\n"
-		"  -t seconds  longest wait for the server, a whole reply (default %d)\n"
-		"  -h          this help\n", progname, DEFAULT_TIMEOUT);
+	const char *blank = strstr(help_text, "\n\n");
+	size_t len = code == 0 || !blank ? strlen(help_text) : (size_t)(blank + 1 - help_text);
+
+	if (fwrite(help_text, 1, len, out) != len || fflush(out) != 0)
+		return 1;	/* -h > /dev/full: the help did not get out */
 	return code;
 }
 

@@ -1,26 +1,10 @@
 /*
  * popserver - a forking POP3 server (RFC 1939) over the smtpmail spool.
  *
- * usage: popserver [-d spool] [-u userfile] [-l address] [-c maxsessions]
- *                  [-C perclient] [-t seconds] [-a msec] [-L seconds]
- *                  [-T seconds] [-i] [-v] [-h] [port]
- *
- *   -d spool        the spool directory: <spool>/<login>/mymailbox (users)
- *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
- *   -l address      listen on this address only (all IPv4 and IPv6)
- *   -c maxsessions  sessions at once; past it "-ERR [SYS/TEMP]" (100)
- *   -C perclient    sessions from one client address, past it the same
- *                   -ERR (half of -c, at least 1)
- *   -t seconds      idle timeout, RFC 1939 autologout (600)
- *   -a msec         delay before answering a wrong password (1000); it
- *                   doubles with each wrong one of the address, up to 15 s
- *   -L seconds      the longest wait for a login (60)
- *   -T seconds      the longest a session may last (7200)
- *   -i              serve one session on standard input and output (inetd)
- *   -v              log the whole dialogue (never a password, APOP digest
- *                   or AUTH response)
- *   -h              this usage on stdout
- *   port            the TCP port (1100)
+ * Usage and options: help_text, just below the includes (popserver -h
+ * prints it, and README shows it: one text, checked by tests/test_help.py).
+ * The wrong-password delay is -w, as in smtpmail; its old name -a is still
+ * taken, with a warning, for one release.
  *
  * Commands (verbs in any case), RFC 1939, RFC 2449 CAPA, RFC 3206 codes:
  *   AUTHORIZATION  USER name, PASS secret, APOP name digest (RFC 1939 7),
@@ -29,7 +13,7 @@
  *                  UIDL [n], CAPA, QUIT
  * Replies: greeting "+OK POP3 server ready <pid.clock@host>" (APOP's
  * timestamp); a wrong password (PASS, APOP, AUTH) "-ERR [AUTH] invalid
- * user name or password" after the -a delay (3 failures close);
+ * user name or password" after the -w delay (3 failures close);
  * a mailbox in use "-ERR [IN-USE] mailbox locked by another session";
  * lock timeouts and I/O errors "-ERR [SYS/TEMP] ..."; QUIT "+OK ...
  * goodbye", or "-ERR some deleted messages not removed" when the update
@@ -64,16 +48,19 @@
  * commands after login, 3 before, then "-ERR too many errors" and close.
  * Memory per session: the index (20 bytes a message; 8 more while it is
  * built at PASS) plus fixed buffers.
- * Out of descriptors at accept(): pause 100 ms, log at most once a second.
+ * Out of descriptors at accept(): pause 100 ms between tries, logged once
+ * until an accept works again (trouble).
  *
- * Exit codes: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad usage. A
- * session process (and -i) exits with the number of wrong passwords it was
- * given (0: none); the parent adds them to the client address's penalty,
- * which doubles the -a delay of its later sessions (run_child,
- * start_session).
+ * Exit status: 0 success, non-zero failure: 0 after SIGTERM/SIGINT (and
+ * with -i after the session), 1 cannot listen or serve, 2 bad usage. A
+ * session's wrong passwords reach the parent only in its note on the pipe
+ * (session_over -> note_over), which adds them to the client address's
+ * penalty and so doubles the -w delay of its later sessions
+ * (start_session); with -i there is no parent, and the delay doubles
+ * within the session only.
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
- * it; PASS: cmd_pass -> password_check, logged_in -> login -> open_mailbox
+ * it; PASS: cmd_pass -> password_check, logged_in -> login -> snapshot_mailbox
  * (durable_end: group commit), scan_records -> uidl_feed, uidl_unique;
  * RETR: cmd_retr -> send_copy or copy_range; TOP: cmd_top -> top_cut; QUIT:
  * cmd_quit -> update_mailbox -> mail_end, truncate_mailbox or
@@ -112,6 +99,39 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The usage and every option, printed by -h (the synopsis alone, on
+ * stderr, after bad usage). README's copy must equal it. */
+static const char help_text[] =
+	"usage: popserver [-d spool] [-u userfile] [-l address] [-c maxsessions]\n"
+	"                 [-C perclient] [-t seconds] [-w msec] [-L seconds]\n"
+	"                 [-T seconds] [-i] [-v] [-h] [port]\n"
+	"\n"
+	"  port            TCP port to listen on (1100)\n"
+	"  -d spool        the mailboxes <spool>/<login>/mymailbox (as smtpmail: users\n"
+	"                  if that directory exists, else the user file's directory)\n"
+	"  -u userfile     the accounts, \"<login> <password>\" a line (user.txt)\n"
+	"  -l address      listen on this address only (every IPv4 and IPv6 address)\n"
+	"  -c maxsessions  sessions at once; past it \"-ERR [SYS/TEMP] too many\n"
+	"                  connections\" (100)\n"
+	"  -C perclient    sessions at once from one client address; past it the\n"
+	"                  same -ERR (half of -c, at least 1)\n"
+	"  -t seconds      timeout for a whole command line, RFC 1939's autologout\n"
+	"                  (600)\n"
+	"  -w msec         the wait before answering a wrong password (PASS, APOP,\n"
+	"                  AUTH), doubled for each recent failure of the client's\n"
+	"                  address, up to 15 s; 0: none (1000)\n"
+	"  -a msec         the old name of -w: still taken, with a warning\n"
+	"  -L seconds      the time to log in, then the connection is closed (60)\n"
+	"  -T seconds      the longest a session may last, then it is closed with\n"
+	"                  nothing deleted (7200)\n"
+	"  -i              one session on standard input and output (inetd, stunnel)\n"
+	"  -v              log the whole dialogue, never a password, APOP digest or\n"
+	"                  AUTH response\n"
+	"  -h              this help on stdout\n"
+	"\n"
+	"Exit status: 0 success (stopped by SIGTERM or SIGINT; with -i, the session\n"
+	"ran), 1 cannot listen or serve, 2 bad usage.\n";
+
 /* ---------------------------------------------------------------- limits */
 
 /* >>> shared: limits - the limits of the shared blocks (smtpmail.c, popserver.c) */
@@ -128,16 +148,15 @@ enum {
 	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
 	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
 	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
-	POOL_SPARE = 8,		/* smtpmail: idle session processes kept for reuse (struct server's pool) */
-	POOL_MAX_USE = 100,	/* smtpmail: sessions a process serves, then exits (Postfix's max_use) */
 	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
 	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
 	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
-	EXIT_FAILURES_MAX = 100,	/* a session's exit status: its wrong passwords, at most */
+	PENALTY_FAILURES_MAX = 100,	/* an address's wrong passwords counted, at most */
+	NOTE_WAIT_MS = 1000,	/* a session's note on a full pipe: the wait for room */
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
-	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
+	COMMIT_LOCK_BYTE = 2,	/* DESIGN.md: whoever fsyncs mymailbox for others; popserver at login and QUIT */
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
 	DOTLOCK_STALE_SECONDS = 300,	/* an older mymailbox.lock is left over (liblockfile) */
 	STALE_TRIES = 3,	/* opening a spool file again after it was replaced */
@@ -152,11 +171,11 @@ enum {
 enum {
 	POP_LINE_MAX = 255,	/* RFC 2449 section 4: 255 octets with CRLF */
 	REPLY_MAX = 512,	/* RFC 2449 section 4: 512 octets with CRLF */
-	MAX_ARGS = 2,		/* RFC 1939: TOP n k has the most, two */
-	ARGS_ANY = 1000,	/* PASS: the rest of the line, spaces included */
-	MAX_ERRORS = 20,	/* bad commands after login, as Dovecot */
-	MAX_AUTH_ERRORS = 3,	/* bad commands before login */
-	MAX_AUTH_FAILURES = 3,	/* wrong passwords before the session closes */
+	ARGS_MAX = 2,		/* RFC 1939: TOP n k has the most, two */
+	WORDS_UNLIMITED = 1000,	/* a rule's word count with no limit: PASS's rest of the line */
+	ERRORS_MAX = 20,	/* bad commands after login, as Dovecot */
+	AUTH_ERRORS_MAX = 3,	/* bad commands before login */
+	AUTH_FAILURES_MAX = 3,	/* wrong passwords before the session closes */
 	SCAN_CHUNK = 256 * 1024,	/* indexing reads the mailbox in these */
 	COPY_CHUNK = 64 * 1024,	/* TOP, and copies without sendfile */
 	/* RETR copies a record that fits the output buffer into it, and sends
@@ -172,20 +191,27 @@ enum {
 static struct config {
 	const char *spool;	/* -d */
 	const char *userfile;	/* -u */
-	const char *address;	/* -l; NULL: every address */
+	const char *listen;	/* -l; NULL: every address */
 	const char *port;
 	int max_sessions;	/* -c */
 	int max_per_client;	/* -C; 0: half of -c, at least 1 */
 	int timeout;		/* -t, seconds; RFC 1939 section 3: >= 10 min */
-	int auth_delay_ms;	/* -a, after a wrong password; the parent doubles it */
+	int penalty_ms;		/* -w: the wait before a wrong password's answer */
 	int login_time;		/* -L, seconds AUTHORIZATION may last */
+	int old_penalty_option;	/* -a was given: warn that it is now -w */
 	int lifetime;		/* -T, seconds a session may last */
 	int inetd;		/* -i: one session on standard input and output */
 	const char *hostname;	/* in the APOP and CRAM-MD5 stamps: gethostname() */
-} cfg = { NULL, "user.txt", NULL, "1100", 100, 0, 600, 1000, 60, 7200, 0, "localhost" };
+} cfg = { .userfile = "user.txt", .port = "1100", .max_sessions = 100, .timeout = 600,
+	  .penalty_ms = 1000, .login_time = 60, .lifetime = 7200, .hostname = "localhost" };
 
-/* The protocol state, RFC 1939 section 3; changed only by set_state. */
-enum state { ST_AUTHORIZATION, ST_TRANSACTION, ST_UPDATE, ST_CLOSED };
+/* The protocol state, RFC 1939 section 3; changed only by set_state. One
+ * list makes both the enum and the names -v logs (state_names), so that
+ * the two cannot drift apart. */
+#define POP_STATES(X) X(AUTHORIZATION) X(TRANSACTION) X(UPDATE) X(CLOSED)
+#define STATE_ENUM(name) ST_##name,
+#define STATE_NAME(name) #name,
+enum state { POP_STATES(STATE_ENUM) };
 
 /* The index of the complete records of [0, end) (DESIGN.md): 20 bytes a
  * message (README, Limits), in three arrays rather than an array of
@@ -220,7 +246,7 @@ enum arg_rule {
 /* The arguments of one command line, as the handler receives them. */
 struct args {
 	int argc;		/* how many words followed the verb */
-	char *argv[MAX_ARGS];	/* the first MAX_ARGS of them */
+	char *argv[ARGS_MAX];	/* the first ARGS_MAX of them */
 	const char *rest;	/* everything after the verb and one space */
 	char words[POP_LINE_MAX];	/* a copy of rest, cut into argv */
 	size_t msg;		/* the message argv[0] names (from 1), or 0 */
@@ -235,6 +261,7 @@ struct session {
 	enum state state;
 	int errors;		/* bad commands so far */
 	int auth_failures;	/* wrong passwords so far */
+	int pause_ms;		/* the first wrong password's wait (the parent's penalty) */
 	int have_user;		/* USER given; user[] empty if never valid */
 	char user[LOGIN_MAX + 1];
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt, after PASS */
@@ -2008,9 +2035,10 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 struct child {
 	pid_t pid;
 	int over;		/* its session is over: the process is exiting, or idle */
-	int noted;		/* a refusal of its address is logged (the burst's) */
+	int refusal_logged;	/* a refusal of its address is logged (the burst's) */
 	char peer[ADDR_TEXT_MAX];	/* the client's address */
-	int worker;		/* a pooled process: it serves one session after another */
+	/* A worker of the pool (smtpmail) serves one session after another: */
+	int worker;		/* a worker, not a process for one session */
 	int sock;		/* a worker's socketpair, the parent's end; -1 once closed */
 	int idle;		/* a worker waiting on sock for its next connection */
 };
@@ -2019,14 +2047,9 @@ struct child {
  * one record, atomic (under PIPE_BUF), so the pipe only holds whole ones. */
 struct over_note {
 	pid_t pid;
-	int failures;		/* the session's wrong passwords (a worker's penalty report) */
+	int failures;		/* the session's wrong passwords: the parent adds them to
+				 * its address's penalty (this note is their one way there) */
 	int last;		/* a worker that exits now (POOL_MAX_USE): not to be reused */
-};
-
-/* What the parent sends a worker with a connection (SCM_RIGHTS). */
-struct handoff {
-	int auth_delay_ms;	/* the session's wait before a wrong password's answer */
-	char peer[ADDR_TEXT_MAX];	/* the client's address */
 };
 
 /* An address that gave wrong passwords (Dovecot's auth penalty): the parent
@@ -2037,8 +2060,29 @@ struct penalty {
 	long long last_ms;	/* now_ms() of the last failure reported */
 };
 
+struct server;
+struct child;
+
+/* What a pool of reused session processes does (smtpmail's pool block); a
+ * server without one (popserver, not pooled: DESIGN.md "Process model")
+ * forks a process per session. */
+struct pool_ops {
+	/* hand connection fd to an idle worker; the worker, or NULL if none took it */
+	struct child *(*reuse)(struct server *srv, int fd, const char *peer, int pause_ms);
+	/* the socketpair of a new worker, sv[0] the parent's end; -1: none, the
+	 * new process serves one session */
+	int (*channel)(int sv[2]);
+	/* in a worker after a session: wait for the next connection; its
+	 * descriptor, with its peer and pause_ms, or -1: the worker exits */
+	int (*next)(int sock, char *peer, size_t cap, int *pause_ms);
+	/* worker c's session is over: keep it idle or dismiss it; last: it is
+	 * exiting (it served max_use sessions) */
+	void (*rest)(struct server *srv, struct child *c, int last);
+	int max_use;		/* sessions a worker serves, then exits */
+};
+
 /* The accept loop's state. Only the main loop touches it; the signal
- * handler only sets flags (STYLE.md lesson 9). */
+ * handler only sets flags, since little else is safe inside a handler. */
 struct server {
 	int fds[MAX_LISTEN];
 	int nfds;
@@ -2047,36 +2091,30 @@ struct server {
 	int max_children;	/* -c: live sessions at once */
 	int max_per_peer;	/* -C: live sessions from one client address */
 	const char *busy_line;	/* sent, CRLF included, past either limit */
-	int busy_noted;		/* a refusal at -c is logged; until a session starts */
-	/* A session on its connection (read from in, written to out; the
-	 * same socket here) returns its wrong passwords; its process exits
-	 * with them, or a worker's note reports them (session_over). */
-	int (*session)(int in, int out, const char *peer);
-	/* Reuse session processes (smtpmail): a connection goes to an idle
-	 * worker if there is one, else to a new one; 0: a process per session
-	 * (popserver: DESIGN.md "Process model"). */
-	int pool;
+	int busy_logged;		/* a refusal at -c is logged; until a session starts */
+	/* A session on its connection (read from in, written to out; the same
+	 * socket here), whose first wrong password waits pause_ms; it returns
+	 * its wrong passwords (its note tells the parent: session_over), or -1
+	 * if it could not run. */
+	int (*session)(int in, int out, const char *peer, int pause_ms);
+	const struct pool_ops *pool;	/* NULL: a process per session */
 	int over_pipe[2];	/* a child writes a struct over_note to [1] when its session is over */
-	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
+	int penalty_ms;		/* -w: the wait before a wrong password's answer, before
+				 * the address's penalty doubles it */
 	struct penalty penalties[PENALTY_SLOTS];
 	const char *userfile;	/* its problems logged once per change */
 	int paused;		/* skip the listening sockets one ACCEPT_PAUSE_MS */
 	int failing;		/* accept or pselect failing: logged once */
 };
 
-/* In a session process: the wait before answering its first wrong password,
- * set by the parent from its address's penalty, just before the fork or in
- * a worker's hand-off (next_connection); each further one in the session
- * doubles it (penalty_delay_ms). */
-static int auth_delay_ms;
-
-/* In a session process: the pipe on which it tells the parent that its
- * session is over (session_over); -1 anywhere else, a fuzz harness too. */
-static int over_fd = -1;
-
-/* In a session process: the parent has its session's over_note; the
- * session is the process's last (a worker that has served POOL_MAX_USE). */
-static int over_told, over_last;
+/* In a session process, what session_over needs, set by run_child before
+ * each session: a session says that it is over from deep inside its own
+ * code (smtp_session, session_end), right after its last reply. */
+static struct {
+	int fd;			/* the over pipe's writing end; -1: no parent (-i, a fuzz harness) */
+	int told;		/* the parent has this session's note */
+	int last;		/* this session is the process's last (a worker at max_use) */
+} over = { .fd = -1 };
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -2130,7 +2168,8 @@ static void penalty_add(struct server *srv, const char *peer, int n)
 {
 	struct penalty *p = penalty_entry(srv, peer, 1);
 
-	p->failures = p->failures + n < EXIT_FAILURES_MAX ? p->failures + n : EXIT_FAILURES_MAX;
+	p->failures = p->failures + n < PENALTY_FAILURES_MAX ? p->failures + n
+		      : PENALTY_FAILURES_MAX;
 	p->last_ms = now_ms();
 }
 
@@ -2144,29 +2183,13 @@ static void worker_dismiss(struct child *c)
 	c->idle = 0;
 }
 
-/* idle_worker - an idle worker, or NULL; in *count how many there are */
-static struct child *idle_worker(struct server *srv, int *count)
-{
-	struct child *found = NULL;
-
-	*count = 0;
-	for (int i = 0; i < srv->nchildren; i++)
-		if (srv->children[i].idle) {
-			found = &srv->children[i];
-			(*count)++;
-		}
-	return found;
-}
-
-/* forget_child - a session process ended: free its slot, add the wrong
- * passwords its exit status reports to its address, log an abnormal end.
- * A worker killed in a session: that session is over, with no failures. */
+/* forget_child - a session process ended: free its slot, log an abnormal
+ * end. Its wrong passwords came in its note (note_over), not in its exit
+ * status, which only says whether it could serve (0) or not. */
 static void forget_child(struct server *srv, pid_t pid, int status)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (srv->children[i].pid == pid) {
-			if (WIFEXITED(status) && WEXITSTATUS(status) > 0)
-				penalty_add(srv, srv->children[i].peer, WEXITSTATUS(status));
 			worker_dismiss(&srv->children[i]);
 			srv->children[i] = srv->children[--srv->nchildren];
 			break;
@@ -2175,25 +2198,16 @@ static void forget_child(struct server *srv, pid_t pid, int status)
 		log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
 }
 
-/* note_over - child c said its session is over. A worker's note is the
- * session's penalty report (a forked session's exit status will be), and
- * the worker is idle, up to POOL_SPARE of them: beyond, it is dismissed,
- * so that a burst does not leave its processes behind; after its last
- * session (POOL_MAX_USE) it is exiting. */
+/* note_over - child c said its session is over, after failures wrong
+ * passwords, which count against its address from now on; a worker is the
+ * pool's to keep idle or dismiss (last: it is exiting) */
 static void note_over(struct server *srv, struct child *c, int failures, int last)
 {
-	int idle;
-
 	c->over = 1;
-	if (!c->worker)
-		return;
 	if (failures > 0)
 		penalty_add(srv, c->peer, failures);
-	(void)idle_worker(srv, &idle);
-	if (c->sock >= 0 && idle < POOL_SPARE && !last)
-		c->idle = 1;
-	else
-		worker_dismiss(c);
+	if (c->worker && srv->pool)
+		srv->pool->rest(srv, c, last);
 }
 
 /* drain_over - take the notes of the children that said their session is over */
@@ -2222,12 +2236,12 @@ static void reap_children(struct server *srv)
 }
 
 /* live_sessions - the sessions not over yet; in *same those from peer, and
- * in *noted whether a refusal of peer is logged (set on its sessions) */
-static int live_sessions(const struct server *srv, const char *peer, int *same, int *noted)
+ * in *logged whether a refusal of peer is logged (set on its sessions) */
+static int live_sessions(const struct server *srv, const char *peer, int *same, int *logged)
 {
 	int live = 0;
 
-	*same = *noted = 0;
+	*same = *logged = 0;
 	for (int i = 0; i < srv->nchildren; i++) {
 		const struct child *c = &srv->children[i];
 
@@ -2236,18 +2250,18 @@ static int live_sessions(const struct server *srv, const char *peer, int *same, 
 		live++;
 		if (strcmp(c->peer, peer) == 0) {
 			(*same)++;
-			*noted |= c->noted;
+			*logged |= c->refusal_logged;
 		}
 	}
 	return live;
 }
 
-/* note_peer - set (or clear) the refusal-logged mark on peer's sessions */
-static void note_peer(struct server *srv, const char *peer, int noted)
+/* mark_refusal_logged - set (or clear) the refusal-logged mark on peer's sessions */
+static void mark_refusal_logged(struct server *srv, const char *peer, int logged)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (strcmp(srv->children[i].peer, peer) == 0)
-			srv->children[i].noted = noted;
+			srv->children[i].refusal_logged = logged;
 }
 
 /* refuse_busy - past a limit: one line, best effort, and close */
@@ -2263,30 +2277,33 @@ static void refuse_busy(struct server *srv, int fd)
 	close_fd(fd, "connection");
 }
 
-/* exit_status - a session process's exit status: its wrong passwords (0
- * none, at most EXIT_FAILURES_MAX), which a parent adds to the address's
- * penalty */
-static int exit_status(int failures)
-{
-	return failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX;
-}
-
-/* session_over - in a session process, right after its last reply is sent:
+/*
+ * session_over - in a session process, right after its last reply is sent:
  * tell the parent that its slot is free, as soon as the client has that
  * reply (one that connects again at once may still come first: wait_over),
  * and well before this process has exited and been reaped (a sanitizer's
- * exit alone takes milliseconds). The note
- * carries the session's wrong passwords: a worker's penalty report, sent
- * before the client sees the connection close. Once only. */
+ * exit alone takes milliseconds). The note carries the session's wrong
+ * passwords, and is their only way to the parent, so a full pipe is waited
+ * on for a while (NOTE_WAIT_MS, twice at most); if it stays full, the slot
+ * frees when the parent reaps us, and the failures are logged, not counted.
+ * Once only; nothing to do with no parent (-i, a fuzz harness).
+ */
 static void session_over(int failures)
 {
-	struct over_note note = { .pid = getpid(), .failures = exit_status(failures),
-				  .last = over_last };
+	struct over_note note = { .pid = getpid(), .failures = failures > 0 ? failures : 0,
+				  .last = over.last };
+	struct pollfd p = { .fd = over.fd, .events = POLLOUT };
 
-	if (over_fd >= 0 && write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
-		over_told = 1;
-	/* else the pipe is full: the slot frees when the parent reaps us */
-	over_fd = -1;
+	for (int tries = 0; over.fd >= 0 && !over.told && tries < 3; tries++) {
+		if (write(over.fd, &note, sizeof note) == (ssize_t)sizeof note)
+			over.told = 1;	/* under PIPE_BUF: all of it or nothing */
+		else if ((errno != EAGAIN && errno != EINTR) || poll(&p, 1, NOTE_WAIT_MS) < 0)
+			break;
+	}
+	if (over.fd >= 0 && !over.told)
+		log_msg("cannot tell the parent that the session is over: %s; %d wrong"
+			" passwords not counted", strerror(errno), note.failures);
+	over.fd = -1;
 }
 
 /* child_signals - in a session: SIGTERM ends it (the parent's last resort
@@ -2297,75 +2314,6 @@ static void child_signals(const sigset_t *mask)
 	if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR
 	    || signal(SIGINT, SIG_IGN) == SIG_ERR || sigprocmask(SIG_SETMASK, mask, NULL) < 0)
 		log_msg("session signals: %s", strerror(errno));
-}
-
-/* A buffer for one descriptor's SCM_RIGHTS message, aligned for cmsghdr. */
-union fd_control {
-	struct cmsghdr align;
-	char buf[CMSG_SPACE(sizeof(int))];
-};
-
-/* hand_off - send connection fd, with the client's address and the
- * session's penalty delay, to a worker on its socketpair; 0, or -1 */
-static int hand_off(int sock, int fd, const char *peer, int delay_ms)
-{
-	struct handoff h;
-	union fd_control ctl;
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			      .msg_controllen = sizeof ctl.buf };
-	struct cmsghdr *cm;
-	ssize_t n;
-
-	memset(&h, 0, sizeof h);
-	memset(&ctl, 0, sizeof ctl);
-	h.auth_delay_ms = delay_ms;
-	(void)snprintf(h.peer, sizeof h.peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
-	cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof fd);
-	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-	if ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) == (ssize_t)sizeof h)
-		return 0;
-	if (n >= 0)
-		errno = EMSGSIZE;	/* a SOCK_SEQPACKET message goes whole or not at all */
-	return -1;
-}
-
-/* next_connection - in a worker between sessions: wait for the parent's
- * next connection. Its descriptor, with the client's address in peer and
- * the session's penalty delay in auth_delay_ms; -1 when the parent has
- * closed the socketpair (the worker is dismissed) or it failed. */
-static int next_connection(int sock, char *peer, size_t cap)
-{
-	struct handoff h;
-	union fd_control ctl;
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			      .msg_controllen = sizeof ctl.buf };
-	struct cmsghdr *cm;
-	ssize_t n;
-	int fd = -1;
-
-	while ((n = recvmsg(sock, &msg, 0)) < 0 && errno == EINTR)
-		;
-	if (n < 0)
-		log_msg("worker: %s", strerror(errno));
-	cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
-	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS
-	    && cm->cmsg_len == CMSG_LEN(sizeof fd))
-		memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-	if (fd >= 0 && (n != (ssize_t)sizeof h || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))) {
-		close_fd(fd, "connection");	/* not the parent's message */
-		fd = -1;
-	}
-	if (fd < 0)
-		return -1;
-	h.peer[sizeof h.peer - 1] = '\0';
-	(void)snprintf(peer, cap, "%s", h.peer);
-	auth_delay_ms = h.auth_delay_ms;
-	return fd;
 }
 
 /* child_setup - in a new session process: close what is the parent's: the
@@ -2383,15 +2331,16 @@ static void child_setup(struct server *srv)
 }
 
 /*
- * run_child - in the new process: the session on fd, then exit. A worker
- * (sock >= 0) then serves each connection the parent hands it on sock,
- * until the parent closes it. Nothing of one session reaches the next: the
- * session's state is its own allocation, freed at its end, and each starts
- * with the same signal mask and dispositions, no alarm, its own penalty
- * delay, and the same descriptors (a session closes its connection).
+ * run_child - in the new process: the session on fd (its first wrong
+ * password waits pause_ms), then exit, 0 or 1 if the session could not
+ * run. A worker (sock >= 0) then serves each connection the parent hands
+ * it on sock, until the parent closes it. Nothing of one session reaches
+ * the next: the session's state is its own allocation, freed at its end,
+ * and each starts with the same signal mask and dispositions, no alarm,
+ * its own pause, and the same descriptors (a session closes its connection).
  */
-static void run_child(struct server *srv, int fd, const char *first, int sock,
-		      const sigset_t *child_mask)
+static void run_child(struct server *srv, int fd, const char *first, int pause_ms,
+		      int sock, const sigset_t *child_mask)
 {
 	char peer[ADDR_TEXT_MAX];
 	int failures, served = 0;
@@ -2399,42 +2348,37 @@ static void run_child(struct server *srv, int fd, const char *first, int sock,
 	child_setup(srv);
 	(void)snprintf(peer, sizeof peer, "%s", first);	/* fits: both ADDR_TEXT_MAX */
 	do {
-		over_fd = srv->over_pipe[1];
-		over_told = 0;
+		over.fd = srv->over_pipe[1];
+		over.told = 0;
 		/* A fresh process now and then bounds what any leak could gather. */
-		over_last = ++served >= POOL_MAX_USE;
+		over.last = sock >= 0 && ++served >= srv->pool->max_use;
 		alarm(0);
 		child_signals(child_mask);
-		failures = srv->session(fd, fd, peer);
+		failures = srv->session(fd, fd, peer, pause_ms);
 		session_over(failures);		/* if the session has not said so */
-	} while (sock >= 0 && over_told && !over_last
-		 && (fd = next_connection(sock, peer, sizeof peer)) >= 0);
-	/* A worker's notes carried its penalty reports; the last one too,
-	 * unless the pipe was full. */
-	exit(sock >= 0 && over_told ? 0 : exit_status(failures));
+		/* A worker goes on only if the parent knows it is free (it has
+		 * the note), will not be exiting, and hands it a connection. */
+	} while (sock >= 0 && over.told && !over.last
+		 && (fd = srv->pool->next(sock, peer, sizeof peer, &pause_ms)) >= 0);
+	exit(failures < 0 ? 1 : 0);
 }
 
 /* fork_session - a new process for the session on fd: with srv->pool a
  * worker, with a socketpair for the connections to come (out of
  * descriptors for one: a plain session); its entry, or NULL after logging */
 static struct child *fork_session(struct server *srv, int fd, const char *peer,
-				  const sigset_t *child_mask)
+				  int pause_ms, const sigset_t *child_mask)
 {
 	struct child *c = &srv->children[srv->nchildren];
 	int sv[2] = { -1, -1 };
 	pid_t pid;
 
-	if (srv->pool && (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0
-			  || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0)) {	/* never block the loop */
-		for (int i = 0; i < 2; i++)
-			if (sv[i] >= 0)
-				close_fd(sv[i], "socketpair");
+	if (srv->pool && srv->pool->channel(sv) < 0)
 		sv[0] = sv[1] = -1;
-	}
 	if ((pid = fork()) == 0) {
 		if (sv[0] >= 0)
 			close_fd(sv[0], "socketpair");
-		run_child(srv, fd, peer, sv[1], child_mask);
+		run_child(srv, fd, peer, pause_ms, sv[1], child_mask);
 	}
 	if (pid < 0)
 		log_msg("fork: %s", strerror(errno));
@@ -2451,41 +2395,28 @@ static struct child *fork_session(struct server *srv, int fd, const char *peer,
 	return c;
 }
 
-/* reuse_worker - hand fd to an idle worker; the worker, or NULL if none
- * took it (one that cannot, which has just died, is dismissed) */
-static struct child *reuse_worker(struct server *srv, int fd, const char *peer)
-{
-	struct child *c;
-	int idle;
-
-	while ((c = idle_worker(srv, &idle)) != NULL) {
-		if (hand_off(c->sock, fd, peer, auth_delay_ms) == 0)
-			return c;
-		log_msg("worker %ld: %s", (long)c->pid, strerror(errno));
-		worker_dismiss(c);
-	}
-	return NULL;
-}
-
 /* start_session - the session on fd: handed to an idle worker, else in a
  * new process; same: the other live sessions of peer */
 static void start_session(struct server *srv, int fd, const char *peer, int same,
 			  const sigset_t *child_mask)
 {
 	struct penalty *p = penalty_entry(srv, peer, 0);
-	struct child *c;
+	struct child *c = NULL;
+	int pause_ms;
 
 	/* Every wrong password of the address's recent sessions doubles the
-	 * delay, and so does each of its other live sessions (guessing in
+	 * pause, and so does each of its other live sessions (guessing in
 	 * parallel, whose failures are only reported when they end). */
-	auth_delay_ms = penalty_delay_ms(srv->auth_delay_ms, (p ? p->failures : 0) + same);
-	if (!(c = reuse_worker(srv, fd, peer)) && !(c = fork_session(srv, fd, peer, child_mask))) {
+	pause_ms = penalty_delay_ms(srv->penalty_ms, (p ? p->failures : 0) + same);
+	if (srv->pool)
+		c = srv->pool->reuse(srv, fd, peer, pause_ms);
+	if (!c && !(c = fork_session(srv, fd, peer, pause_ms, child_mask))) {
 		refuse_busy(srv, fd);
 		return;
 	}
-	note_peer(srv, peer, 0);	/* the address's refusal burst, if any, is over */
-	srv->busy_noted = 0;
-	c->over = c->idle = c->noted = 0;
+	mark_refusal_logged(srv, peer, 0);	/* the address's refusal burst, if any, is over */
+	srv->busy_logged = 0;
+	c->over = c->idle = c->refusal_logged = 0;
 	(void)snprintf(c->peer, sizeof c->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
 	close_fd(fd, "connection");	/* its session's process has it */
 }
@@ -2493,22 +2424,22 @@ static void start_session(struct server *srv, int fd, const char *peer, int same
 /* log_refusal - log why peer is refused, once per burst: past -c until a
  * session starts, past -C until the address gets a session again */
 static void log_refusal(struct server *srv, const char *peer, int live, int same,
-			int noted)
+			int logged)
 {
 	if (srv->nchildren == srv->slots) {
-		if (!srv->busy_noted)
+		if (!srv->busy_logged)
 			log_msg("refused %s: %d sessions still exiting; not logging refusals"
 				" again until a session starts", peer, srv->nchildren - live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	} else if (same >= srv->max_per_peer && live < srv->max_children) {
-		if (!noted)
+		if (!logged)
 			log_msg("refused %s: %d sessions from this address (-C); not logging"
 				" its refusals again until it gets a session", peer, same);
-		note_peer(srv, peer, 1);
-	} else if (!srv->busy_noted) {
+		mark_refusal_logged(srv, peer, 1);
+	} else if (!srv->busy_logged) {
 		log_msg("refused %s: %d sessions (-c); not logging refusals again until"
 			" a session starts", peer, live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	}
 }
 
@@ -2533,25 +2464,25 @@ static void wait_over(struct server *srv)
  */
 static void admit(struct server *srv, int fd, const char *peer, const sigset_t *child_mask)
 {
-	int same, noted, live;
+	int same, logged, live;
 
 	if (srv->pool)
 		drain_over(srv);
-	live = live_sessions(srv, peer, &same, &noted);
+	live = live_sessions(srv, peer, &same, &logged);
 	if (live >= srv->max_children || same >= srv->max_per_peer
 	    || srv->nchildren == srv->slots) {
 		reap_children(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live >= srv->max_children) {
 		wait_over(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live < srv->max_children && same < srv->max_per_peer && srv->nchildren < srv->slots) {
 		start_session(srv, fd, peer, same, child_mask);
 		return;
 	}
-	log_refusal(srv, peer, live, same, noted);
+	log_refusal(srv, peer, live, same, logged);
 	refuse_busy(srv, fd);	/* after the log line: a test can read it at once */
 }
 
@@ -2618,7 +2549,7 @@ static void stop_sessions(struct server *srv)
 	}
 }
 
-/* server_signals - SIGCHLD, SIGTERM, SIGINT noted by on_signal and blocked
+/* server_signals - SIGCHLD, SIGTERM, SIGINT caught by on_signal and blocked
  * but inside pselect; *wait_mask: the mask to wait with (and the sessions'):
  * the old one, with those three unblocked */
 static int server_signals(sigset_t *wait_mask)
@@ -2702,7 +2633,7 @@ static void server_cleanup(struct server *srv)
 static int serve(struct server *srv)
 {
 	sigset_t wait_mask;
-	int same, noted;
+	int same, logged;
 
 	if (server_setup(srv) < 0 || server_signals(&wait_mask) < 0) {
 		log_msg("cannot serve: %s", strerror(errno));
@@ -2727,7 +2658,7 @@ static int serve(struct server *srv)
 	for (int i = 0; i < srv->nfds; i++)
 		close_fd(srv->fds[i], "listening socket");
 	drain_over(srv);
-	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &noted));
+	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &logged));
 	stop_sessions(srv);
 	server_cleanup(srv);
 	return 0;
@@ -2813,16 +2744,17 @@ static int inetd_stderr(void)
  * tcpserver, systemd's Accept=yes and stunnel's exec= run a server. It
  * runs on duplicates of 0 and 1, so that those get their file status
  * flags back (a terminal must not stay non-blocking). With no parent to
- * keep a penalty, a wrong password waits delay_ms, doubled within the
- * session. Returns the exit status, a forked session's (exit_status).
+ * keep a penalty across sessions, a wrong password waits penalty_ms,
+ * doubled within the session only. Returns the exit status: 0, or 1 if
+ * the session could not run.
  */
-static int serve_inetd(int (*session)(int in, int out, const char *peer), int delay_ms)
+static int serve_inetd(int (*session)(int in, int out, const char *peer, int pause_ms),
+		       int penalty_ms)
 {
 	char peer[ADDR_TEXT_MAX];
 	int flags[2], fds[2] = { -1, -1 }, failures;
 
 	inetd_peer(peer, sizeof peer);
-	auth_delay_ms = delay_ms;
 	for (int i = 0; i < 2; i++)
 		if ((flags[i] = fcntl(i, F_GETFL)) < 0 || (fds[i] = dup(i)) < 0
 		    || fcntl(fds[i], F_SETFL, flags[i] | O_NONBLOCK) < 0) {
@@ -2832,10 +2764,10 @@ static int serve_inetd(int (*session)(int in, int out, const char *peer), int de
 					close_fd(fds[k], "connection");
 			return 1;
 		}
-	failures = session(fds[0], fds[1], peer);	/* closes both */
+	failures = session(fds[0], fds[1], peer, penalty_ms);	/* closes both */
 	for (int i = 0; i < 2; i++)
 		(void)fcntl(i, F_SETFL, flags[i]);	/* best effort: we are done */
-	return exit_status(failures);
+	return failures < 0 ? 1 : 0;
 }
 
 /* <<< shared: server */
@@ -3307,13 +3239,13 @@ static int secret_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* auth_pause - before answering a wrong password: the session's delay
- * (auth_delay_ms, which the parent set from the address's penalty)
- * doubled for each wrong one the session already had (Dovecot's auth
- * penalty); a signal does not cut it short */
-static void auth_pause(int failures)
+/* auth_pause - before answering a wrong password: the session's pause
+ * (pause_ms, which the parent set from the address's penalty) doubled for
+ * each wrong one the session already had (Dovecot's auth penalty); a
+ * signal does not cut it short */
+static void auth_pause(int pause_ms, int failures)
 {
-	int ms = penalty_delay_ms(auth_delay_ms, failures);
+	int ms = penalty_delay_ms(pause_ms, failures);
 	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
 
 	while (nanosleep(&t, &t) < 0 && errno == EINTR)
@@ -3702,15 +3634,15 @@ static void reply(struct session *s, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The names -v logs for the states, from the same list as the enum. */
+static const char *const state_names[] = { POP_STATES(STATE_NAME) };
+
 /* set_state - change the protocol state; the one place that does, so
  * that -v logs every transition */
 static void set_state(struct session *s, enum state new)
 {
-	static const char *const names[] = { "AUTHORIZATION", "TRANSACTION",
-					     "UPDATE", "CLOSED" };
-
 	if (verbose)
-		log_msg("state %s -> %s", names[s->state], names[new]);
+		log_msg("state %s -> %s", state_names[s->state], state_names[new]);
 	s->state = new;
 }
 
@@ -3721,7 +3653,7 @@ static void set_state(struct session *s, enum state new)
  */
 static void bad(struct session *s, const char *fmt, ...)
 {
-	int limit = s->state == ST_TRANSACTION ? MAX_ERRORS : MAX_AUTH_ERRORS;
+	int limit = s->state == ST_TRANSACTION ? ERRORS_MAX : AUTH_ERRORS_MAX;
 	va_list ap;
 
 	if (++s->errors >= limit) {
@@ -3770,7 +3702,7 @@ static void split_args(const char *rest, struct args *a)
 	a->rest = rest;
 	snprintf(a->words, sizeof a->words, "%s", rest);	/* rest is shorter */
 	for (w = strtok_r(a->words, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
-		if (a->argc < MAX_ARGS)
+		if (a->argc < ARGS_MAX)
 			a->argv[a->argc] = w;
 		if (a->argc < INT_MAX)
 			a->argc++;
@@ -3847,10 +3779,10 @@ static int check_args(struct session *s, enum arg_rule rule, struct args *a)
 	/* The word counts of each rule, and whether its first word is a message. */
 	static const struct { int min, max, msg; } rules[] = {
 		[ARGS_NONE] = { 0, 0, 0 },	[ARGS_NAME] = { 1, 1, 0 },
-		[ARGS_LINE] = { 1, ARGS_ANY, 0 },	[ARGS_MSG] = { 1, 1, 1 },
+		[ARGS_LINE] = { 1, WORDS_UNLIMITED, 0 },	[ARGS_MSG] = { 1, 1, 1 },
 		[ARGS_MSG_OPT] = { 0, 1, 1 },	[ARGS_MSG_LINES] = { 2, 2, 1 },
 		[ARGS_PAIR] = { 2, 2, 0 },	[ARGS_AUTH] = { 1, 2, 0 },
-		[ARGS_UNCHECKED] = { 0, ARGS_ANY, 0 }
+		[ARGS_UNCHECKED] = { 0, WORDS_UNLIMITED, 0 }
 	};
 
 	a->msg = 0;
@@ -4400,12 +4332,12 @@ static const char *durable_end(struct session *s, off_t *size)
 }
 
 /*
- * open_mailbox - open mymailbox under the commit and write locks and put
+ * snapshot_mailbox - open mymailbox under the commit and write locks and put
  * in *size the end of its last complete and durable record then (DESIGN.md
  * POP3 step 2): bytes below it never change during the session. It
  * returns NULL on success, else the -ERR reply that says why not.
  */
-static const char *open_mailbox(struct session *s, off_t *size)
+static const char *snapshot_mailbox(struct session *s, off_t *size)
 {
 	const char *err;
 	struct stat st;
@@ -4464,7 +4396,7 @@ static int login(struct session *s)
 	const char *err;
 	off_t size = 0;
 
-	if (!(err = lock_session(s)) && !(err = open_mailbox(s, &size))
+	if (!(err = lock_session(s)) && !(err = snapshot_mailbox(s, &size))
 	    && (scan_records(s->mboxfd, 0, size, &s->ix, &s->ix.end) < 0
 		|| uidl_unique(&s->ix) < 0))
 		err = "-ERR [SYS/TEMP] cannot read mailbox, try again later";
@@ -4504,13 +4436,13 @@ static void login_failed(struct session *s, int checked, const char *name, const
 {
 	log_msg("login %s from %s%s failed", name[0] ? name : "?", s->peer, how);
 	/* Dovecot's auth penalty: the delay doubles with every wrong password
-	 * of this address, in its recent and parallel sessions (the parent's
-	 * auth_delay_ms) and in this one. */
-	auth_pause(s->auth_failures);
+	 * of this address, in its recent and parallel sessions (the pause the
+	 * parent gave this session) and in this one. */
+	auth_pause(s->pause_ms, s->auth_failures);
 	/* RFC 3206 section 5: AUTH; SYS/TEMP when user.txt is unreadable */
 	reply(s, checked < 0 ? "-ERR [SYS/TEMP] cannot read accounts"
 	      : "-ERR [AUTH] invalid user name or password");
-	if (++s->auth_failures >= MAX_AUTH_FAILURES)
+	if (++s->auth_failures >= AUTH_FAILURES_MAX)
 		set_state(s, ST_CLOSED);
 }
 
@@ -5082,37 +5014,37 @@ static void cmd_unknown(struct session *s, const struct args *a)
 }
 
 #define IN(st) (1u << (st))
-#define IN_ANY (IN(ST_AUTHORIZATION) | IN(ST_TRANSACTION))
+/* Every state a command line can come in: UPDATE and CLOSED read no more. */
+#define ANY_STATE (IN(ST_AUTHORIZATION) | IN(ST_TRANSACTION))
 
-/* One row per verb: where it is allowed, what may follow it, and the reply
- * when it comes in any other state. The last row catches unknown verbs. */
+/* One row per verb: where it is allowed and what may follow it. The last
+ * row catches unknown verbs. In any other state a command is answered
+ * "-ERR command not valid in this state" (dispatch): POP3's states do not
+ * run in an order that could say more, as SMTP's 503 replies do. */
 struct command {
 	const char *verb;
 	void (*handler)(struct session *s, const struct args *a);
 	unsigned states;	/* where it is allowed: IN() bits */
 	enum arg_rule args;	/* what may follow the verb */
-	const char *not_now;	/* the reply in any other state */
 };
 
-static const char not_in_state[] = "-ERR command not valid in this state";
-
 static const struct command commands[] = {
-	{ "USER", cmd_user, IN(ST_AUTHORIZATION), ARGS_NAME, not_in_state },
+	{ "USER", cmd_user, IN(ST_AUTHORIZATION), ARGS_NAME },
 	/* RFC 1939 section 7: a password may hold spaces. */
-	{ "PASS", cmd_pass, IN(ST_AUTHORIZATION), ARGS_LINE, not_in_state },
-	{ "APOP", cmd_apop, IN(ST_AUTHORIZATION), ARGS_PAIR, not_in_state },
-	{ "AUTH", cmd_auth, IN(ST_AUTHORIZATION), ARGS_AUTH, not_in_state },
-	{ "CAPA", cmd_capa, IN_ANY, ARGS_NONE, not_in_state },
-	{ "QUIT", cmd_quit, IN_ANY, ARGS_NONE, not_in_state },
-	{ "STAT", cmd_stat, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
-	{ "LIST", cmd_list, IN(ST_TRANSACTION), ARGS_MSG_OPT, not_in_state },
-	{ "RETR", cmd_retr, IN(ST_TRANSACTION), ARGS_MSG, not_in_state },
-	{ "DELE", cmd_dele, IN(ST_TRANSACTION), ARGS_MSG, not_in_state },
-	{ "NOOP", cmd_noop, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
-	{ "RSET", cmd_rset, IN(ST_TRANSACTION), ARGS_NONE, not_in_state },
-	{ "TOP", cmd_top, IN(ST_TRANSACTION), ARGS_MSG_LINES, not_in_state },
-	{ "UIDL", cmd_uidl, IN(ST_TRANSACTION), ARGS_MSG_OPT, not_in_state },
-	{ NULL, cmd_unknown, IN_ANY, ARGS_UNCHECKED, not_in_state }
+	{ "PASS", cmd_pass, IN(ST_AUTHORIZATION), ARGS_LINE },
+	{ "APOP", cmd_apop, IN(ST_AUTHORIZATION), ARGS_PAIR },
+	{ "AUTH", cmd_auth, IN(ST_AUTHORIZATION), ARGS_AUTH },
+	{ "CAPA", cmd_capa, ANY_STATE, ARGS_NONE },
+	{ "QUIT", cmd_quit, ANY_STATE, ARGS_NONE },
+	{ "STAT", cmd_stat, IN(ST_TRANSACTION), ARGS_NONE },
+	{ "LIST", cmd_list, IN(ST_TRANSACTION), ARGS_MSG_OPT },
+	{ "RETR", cmd_retr, IN(ST_TRANSACTION), ARGS_MSG },
+	{ "DELE", cmd_dele, IN(ST_TRANSACTION), ARGS_MSG },
+	{ "NOOP", cmd_noop, IN(ST_TRANSACTION), ARGS_NONE },
+	{ "RSET", cmd_rset, IN(ST_TRANSACTION), ARGS_NONE },
+	{ "TOP", cmd_top, IN(ST_TRANSACTION), ARGS_MSG_LINES },
+	{ "UIDL", cmd_uidl, IN(ST_TRANSACTION), ARGS_MSG_OPT },
+	{ NULL, cmd_unknown, ANY_STATE, ARGS_UNCHECKED }
 };
 
 /*
@@ -5132,7 +5064,7 @@ static void dispatch(struct session *s, char *line)
 		cmd++;
 	split_args(rest ? rest : "", &a);
 	if (!(cmd->states & IN(s->state)))
-		bad(s, "%s", cmd->not_now);
+		bad(s, "-ERR command not valid in this state");
 	else if (check_args(s, cmd->args, &a) == 0)
 		cmd->handler(s, &a);
 	if (cmd->args == ARGS_LINE || cmd->args == ARGS_PAIR || cmd->args == ARGS_AUTH)
@@ -5246,19 +5178,20 @@ static enum io_status session_step(struct session *s)
  * pop_session - one POP3 session, read from in and written to out (one
  * socket, or -i's two descriptors), from greeting to close. Returns
  * (never exits), closes in and out and frees everything; reads only cfg.
- * It returns the wrong passwords given, the exit status of its process
- * (exit_status), which the parent adds to the address's penalty.
+ * The first wrong password waits pause_ms (the address's penalty). It
+ * returns the wrong passwords given, which the note that says the session
+ * is over has told the parent (session_over), or -1 if it could not start.
  */
-static int pop_session(int in, int out, const char *peer)
+static int pop_session(int in, int out, const char *peer, int pause_ms)
 {
 	struct session s = { .peer = peer, .state = ST_AUTHORIZATION, .dirfd = -1,
-			     .lockfd = -1, .mboxfd = -1 };
+			     .lockfd = -1, .mboxfd = -1, .pause_ms = pause_ms };
 	enum io_status st = IO_OK;
 
 	log_msg("connection from %s", peer);
 	if (!(s.c = session_conn(in, out, peer))) {
 		close_io(in, out);
-		return 0;
+		return -1;
 	}
 	/* The whole session ends after -T seconds, and until it has logged in
 	 * after -L, however busy the client keeps it: CAPA every few seconds
@@ -5279,12 +5212,15 @@ static int pop_session(int in, int out, const char *peer)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - print the synopsis on f */
-static void usage(FILE *f)
+/* usage - print help_text on out: all of it (-h), or only its synopsis,
+ * the lines before the first blank one (after bad usage) */
+static void usage(FILE *out, int all)
 {
-	fprintf(f, "usage: %s [-d spool] [-u userfile] [-l address] [-c maxsessions]\n"
-		"       [-C perclient] [-t seconds] [-a msec] [-L seconds] [-T seconds]\n"
-		"       [-i] [-v] [-h] [port]\n", progname);
+	const char *blank = strstr(help_text, "\n\n");
+	size_t len = all || !blank ? strlen(help_text) : (size_t)(blank + 1 - help_text);
+
+	if (fwrite(help_text, 1, len, out) != len || fflush(out) != 0)
+		exit(1);	/* -h > /dev/full: the help did not get out */
 }
 
 /* int_option - a decimal option value in [min, max]; anything else is bad
@@ -5295,7 +5231,7 @@ static int int_option(const char *s, unsigned long min, unsigned long max)
 
 	if (parse_number(s, &v) < 0 || v < min || v > max) {
 		fprintf(stderr, "%s: bad number: %s\n", progname, s);
-		usage(stderr);
+		usage(stderr, 0);
 		exit(2);
 	}
 	return (int)v;
@@ -5308,25 +5244,29 @@ static void parse_options(int argc, char **argv)
 	static char host[256];
 	int ch;
 
-	while ((ch = getopt(argc, argv, "d:u:l:c:C:t:a:L:T:ivh")) != -1) {
+	while ((ch = getopt(argc, argv, "d:u:l:c:C:t:w:a:L:T:ivh")) != -1) {
 		switch (ch) {
 		case 'd': cfg.spool = optarg; break;
 		case 'u': cfg.userfile = optarg; break;
-		case 'l': cfg.address = optarg; break;
+		case 'l': cfg.listen = optarg; break;
 		case 'c': cfg.max_sessions = int_option(optarg, 1, 100000); break;
 		case 'C': cfg.max_per_client = int_option(optarg, 1, 100000); break;
 		case 't': cfg.timeout = int_option(optarg, 1, 86400); break;
-		case 'a': cfg.auth_delay_ms = int_option(optarg, 0, 60000); break;
+		case 'w': cfg.penalty_ms = int_option(optarg, 0, 60000); break;
+		case 'a':	/* the old name of -w: main warns */
+			cfg.penalty_ms = int_option(optarg, 0, 60000);
+			cfg.old_penalty_option = 1;
+			break;
 		case 'L': cfg.login_time = int_option(optarg, 1, 86400); break;
 		case 'T': cfg.lifetime = int_option(optarg, 1, 604800); break;
 		case 'i': cfg.inetd = 1; break;
 		case 'v': verbose = 1; break;
-		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); exit(2);
+		case 'h': usage(stdout, 1); exit(0);
+		default: usage(stderr, 0); exit(2);
 		}
 	}
 	if (argc - optind > 1) {
-		usage(stderr);
+		usage(stderr, 0);
 		exit(2);
 	}
 	if (optind < argc) {
@@ -5348,11 +5288,13 @@ int main(int argc, char **argv)
 	parse_options(argc, argv);
 	if (cfg.inetd && inetd_stderr() < 0)
 		return 1;	/* the log would go to the client */
+	if (cfg.old_penalty_option)	/* logged only now: with -i, not to the client */
+		log_msg("-a is now -w: please use -w; -a goes in the next release");
 	cfg.spool = spool_choose(cfg.spool, cfg.userfile, spool_dir, sizeof spool_dir);
 	if (!cfg.spool)
 		return 1;
 	srv.userfile = cfg.userfile;
-	srv.auth_delay_ms = cfg.auth_delay_ms;
+	srv.penalty_ms = cfg.penalty_ms;
 	/* A peer that goes away, or a file-size limit hit while writing
 	 * mymailbox.new, must be an error to handle (EPIPE, EFBIG), not a death. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR || signal(SIGXFSZ, SIG_IGN) == SIG_ERR) {
@@ -5360,12 +5302,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (cfg.inetd)
-		return serve_inetd(pop_session, cfg.auth_delay_ms);
+		return serve_inetd(pop_session, cfg.penalty_ms);
 	srv.max_children = cfg.max_sessions;
 	/* As Postfix's smtpd_client_connection_count_limit: half the sessions */
 	srv.max_per_peer = cfg.max_per_client ? cfg.max_per_client
 			   : cfg.max_sessions > 1 ? cfg.max_sessions / 2 : 1;
-	srv.nfds = listen_on(cfg.address, cfg.port, srv.fds);
+	srv.nfds = listen_on(cfg.listen, cfg.port, srv.fds);
 	if (srv.nfds == 0) {
 		fprintf(stderr, "%s: cannot listen on port %s\n", progname, cfg.port);
 		return 1;

@@ -1,34 +1,8 @@
 /*
  * smtpmail - a forking SMTP receiver (RFC 5321) that delivers into the spool
  *
- * Usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]
- *                 [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds]
- *                 [-r bytes/s] [-T seconds] [-D domain]... [-a] [-w msec] [-i]
- *                 [-v] [-h] [port]
- *
- *   port            TCP port to listen on (default 2525)
- *   -d spool        the spool: mail goes to <spool>/<login>/mymailbox (users)
- *   -u userfile     the accounts, "<login> <password>" a line (user.txt)
- *   -n hostname     the name in the greeting and trace lines (gethostname)
- *   -l address      listen on this address only (default: all IPv4 and IPv6)
- *   -s maxbytes     the largest message accepted (26214400, 25 MiB)
- *   -c maxsessions  concurrent sessions; past it "421 <host> too many
- *                   connections, try again later" (100)
- *   -C perclient    concurrent sessions from one client address, past it
- *                   the same 421 (half of -c, at least 1)
- *   -t seconds      idle timeout of a session (300)
- *   -r bytes/s      the least data rate in DATA; 0: none (500)
- *   -T seconds      the longest a session may last (3600)
- *   -D domain       a local domain; repeatable. Given: other domains are
- *                   refused (550 Relaying denied). Default: any domain
- *   -a              submission (RFC 6409): MAIL only after AUTH, and only
- *                   from the login's own address or <>
- *   -w msec         delay before a wrong password's 535 (1000); it doubles
- *                   with each wrong one of the address, up to 15 s
- *   -i              serve one session on standard input and output (inetd)
- *   -v              log the whole dialogue ("< " client, "> " server; AUTH's
- *                   responses as "****")
- *   -h              this help on stdout
+ * Usage and options: help_text, just below the includes (smtpmail -h
+ * prints it, and README shows it: one text, checked by tests/test_help.py).
  *
  * Commands: HELO, EHLO, AUTH, MAIL FROM:, RCPT TO:, DATA, RSET, NOOP, QUIT,
  * VRFY and HELP; EXPN, TURN, ETRN, STARTTLS, BDAT, SEND, SOML and SAML are
@@ -67,11 +41,12 @@
  * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
  * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
  *
- * Process model: the parent accepts and hands each connection to an idle
- * session process (a worker, reused: struct server's pool), or forks a new
- * one; beyond POOL_SPARE idle workers are dismissed. Only live sessions
- * count against -c and -C: a session that is over says so on a pipe, and
- * finished children are reaped before any refusal.
+ * Process model (DESIGN.md "Process model"): the parent accepts and hands
+ * each connection to an idle session process (a worker, reused: the pool
+ * block), or forks a new one; beyond POOL_SPARE idle workers are
+ * dismissed. Only live sessions count against -c and -C: a session that is
+ * over says so in a note on a pipe, with its wrong passwords, and finished
+ * children are reaped before any refusal.
  * SIGTERM or SIGINT: stop accepting, dismiss idle workers, give running
  * sessions 10 s to end, then SIGTERM them (a delivery under way finishes or
  * rolls back first); sessions ignore SIGINT, so a Ctrl-C to the process
@@ -79,24 +54,26 @@
  * SIGPIPE and SIGXFSZ are ignored. When accept() runs out of descriptors it
  * is retried every 100 ms, and logged once.
  *
- * Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen, 2 on bad
- * usage. A session's wrong passwords go to the parent in its note on the
- * pipe (a worker's) or as its process's exit status (-i too; 0: none); the
- * parent adds them to the client address's penalty.
+ * Exit status: 0 success, non-zero failure: 0 after SIGTERM or SIGINT (and
+ * with -i after the session), 1 when it cannot listen or serve, 2 on bad
+ * usage. A session's wrong passwords reach the parent only in its note on
+ * the pipe, which adds them to the client address's penalty; with -i there
+ * is no parent, and a wrong password waits -w, doubled within the session.
  *
  * Where to look: commands[] is the table, dispatch checks a row's states and
  * argument rule, out_of_order picks the 503; HELO/EHLO: cmd_helo, cmd_ehlo
  * -> greet; MAIL: cmd_mail, check_mail; RCPT: cmd_rcpt, check_rcpt ->
  * find_mailbox; AUTH: cmd_auth, check_auth -> sasl_auth, auth_answer;
  * DATA: cmd_data -> receive_data -> scan_data, store_byte;
- * delivery: deliver -> lock_all (lock_one), open_mailbox (mailbox_lock,
+ * delivery: deliver -> lock_all (lock_one), open_for_append (mailbox_lock,
  * tidy_mailbox, commit_prepare), append_record, then commit_one (group
  * commit; commit_alone and settle_unknown when the state cannot tell) or
  * commit_all, release_all;
  * replies and their dialect: reply, code_len; the state: set_state; a
  * session: smtp_session -> session_step; the accept loop: serve -> admit
- * -> start_session -> reuse_worker (hand_off) or fork_session (run_child,
- * next_connection); -i: serve_inetd.
+ * -> start_session -> the pool's reuse_worker (hand_off) or fork_session
+ * (run_child, next_connection); the notes: session_over -> drain_over ->
+ * note_over; -i: serve_inetd.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -129,6 +106,65 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The usage and every option, printed by -h (the synopsis alone, on
+ * stderr, after bad usage). README's copy must equal it. */
+static const char help_text[] =
+	"usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]\n"
+	"                [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds]\n"
+	"                [-r bytes/s] [-T seconds] [-D domain]... [-a] [-w msec] [-i]\n"
+	"                [-v] [-h] [-o] [-N network]... [-R domain=host[:port]]...\n"
+	"                [-B min:max] [-E seconds] [-W seconds] [-Z count] [port]\n"
+	"       smtpmail [-d spool] [-u userfile] [-n hostname] -q | -p | -F | -x id\n"
+	"\n"
+	"  port            TCP port to listen on (2525)\n"
+	"  -d spool        mail goes to <spool>/<login>/mymailbox (users if that\n"
+	"                  directory exists, else the user file's directory)\n"
+	"  -u userfile     the accounts, \"<login> <password>\" a line (user.txt)\n"
+	"  -n hostname     the name in the greeting, replies and trace lines,\n"
+	"                  1-255 octets (gethostname)\n"
+	"  -l address      listen on this address only (every IPv4 and IPv6 address)\n"
+	"  -s maxbytes     the largest message, its data as stored (26214400: 25 MiB)\n"
+	"  -c maxsessions  sessions at once; past it \"421 <host> too many\n"
+	"                  connections, try again later\" (100)\n"
+	"  -C perclient    sessions at once from one client address; past it the\n"
+	"                  same 421 (half of -c, at least 1)\n"
+	"  -t seconds      timeout for a whole command line, and for each read in\n"
+	"                  DATA (300)\n"
+	"  -r bytes/s      the least data rate in DATA, after the first -t seconds;\n"
+	"                  0: none (500)\n"
+	"  -T seconds      the longest a session may last, then \"421 4.4.2\" (3600)\n"
+	"  -D domain       a local domain, repeatable (16 at most); when given, other\n"
+	"                  domains get \"550 5.7.1 Relaying denied\" (any domain)\n"
+	"  -a              submission (RFC 6409, as on port 587): MAIL only after\n"
+	"                  AUTH, and only from the login's own address or <> (off)\n"
+	"  -w msec         the wait before a wrong password's 535, doubled for each\n"
+	"                  recent failure of the client's address, up to 15 s;\n"
+	"                  0: none (1000)\n"
+	"  -i              one session on standard input and output (inetd, stunnel)\n"
+	"  -v              log the whole dialogue (\"< \" client, \"> \" server), never\n"
+	"                  a password nor AUTH's base64\n"
+	"  -h              this help on stdout\n"
+	"\n"
+	"Relay: mail for other hosts waits in <spool>/.queue for the queue runner.\n"
+	"  -o              relay for sessions that authenticated (AUTH) and for -N\n"
+	"                  networks, from a local address or <>; needs -D (off)\n"
+	"  -N net/prefix   a network that may relay without AUTH, repeatable (none)\n"
+	"  -R dom=host[:port]  dom's mail goes to host, no MX lookup; dom=[addr]:port\n"
+	"                  to an address; \"*=...\" a smarthost for all; repeatable\n"
+	"  -B min:max      seconds between tries, growing with the message's age\n"
+	"                  (300:4000)\n"
+	"  -E seconds      how long a message is tried before it is returned to its\n"
+	"                  sender (432000: 5 days)\n"
+	"  -W seconds      when the sender is told that a message is delayed (14400)\n"
+	"  -Z count        messages the queue holds; past it \"452 4.3.1\" (10000)\n"
+	"  -q              run the queue runner alone (for -i); SIGTERM ends it\n"
+	"  -p              print the queue and exit\n"
+	"  -F              have the running queue runner try every message now\n"
+	"  -x id           remove message id from the queue\n"
+	"\n"
+	"Exit status: 0 success (stopped by SIGTERM or SIGINT; with -i, the session\n"
+	"ran), 1 cannot listen or serve, 2 bad usage.\n";
+
 /* ---------------------------------------------------------------- limits */
 
 /* >>> shared: limits - the limits of the shared blocks (smtpmail.c, popserver.c) */
@@ -145,16 +181,15 @@ enum {
 	ACCEPT_PAUSE_MS = 100,	/* accept() out of descriptors: wait, then retry */
 	SLOTS_SPARE = 64,	/* session table entries beyond 2 * -c (server_setup) */
 	SLOT_WAIT_MS = 20,	/* at -c, the wait for a session to say it is over */
-	POOL_SPARE = 8,		/* smtpmail: idle session processes kept for reuse (struct server's pool) */
-	POOL_MAX_USE = 100,	/* smtpmail: sessions a process serves, then exits (Postfix's max_use) */
 	PENALTY_SLOTS = 256,	/* addresses whose wrong passwords the parent keeps */
 	PENALTY_FORGET_SECONDS = 900,	/* an address's failures count this long */
 	PENALTY_MAX_MS = 15000,	/* the wrong-password delay doubles up to this (Dovecot) */
-	EXIT_FAILURES_MAX = 100,	/* a session's exit status: its wrong passwords, at most */
+	PENALTY_FAILURES_MAX = 100,	/* an address's wrong passwords counted, at most */
+	NOTE_WAIT_MS = 1000,	/* a session's note on a full pipe: the wait for room */
 	PATH_TEXT_MAX = 4096,	/* a spool path */
 	SESSION_LOCK_BYTE = 0,	/* DESIGN.md: popserver, PASS to session end */
 	WRITE_LOCK_BYTE = 1,	/* DESIGN.md: whoever changes or snapshots mymailbox */
-	COMMIT_LOCK_BYTE = 2,	/* smtpmail: whoever fsyncs mymailbox for the others (group commit) */
+	COMMIT_LOCK_BYTE = 2,	/* DESIGN.md: whoever fsyncs mymailbox for others; popserver at login and QUIT */
 	LOCK_WAIT_SECONDS = 30,	/* the bounded wait for the write or commit lock */
 	DOTLOCK_STALE_SECONDS = 300,	/* an older mymailbox.lock is left over (liblockfile) */
 	STALE_TRIES = 3,	/* opening a spool file again after it was replaced */
@@ -184,7 +219,7 @@ enum {
 	DEFAULT_TIMEOUT = 300,	/* -t: RFC 5321 4.5.3.2.7 asks 5 minutes */
 	DEFAULT_MIN_RATE = 500,	/* -r, bytes/s in DATA: Postfix's smtpd_min_data_rate */
 	DEFAULT_LIFETIME = 3600,	/* -T: 25 MiB then needs 7.3 KB/s at least */
-	DEFAULT_AUTH_DELAY = 1000,	/* -w, ms: as popserver's -a */
+	DEFAULT_PENALTY_MS = 1000,	/* -w, ms: as popserver's -w */
 	TRUSTED_MAX = 16,	/* -N networks */
 	ROUTES_MAX = 16,	/* -R routes */
 	QUEUE_RCPTS_MAX = RECIPIENTS_MAX,	/* the recipients of one queued message */
@@ -235,7 +270,7 @@ struct config {
 	const char *domains[DOMAINS_MAX];	/* -D; none: any domain is local */
 	int ndomains;
 	int submission;		/* -a: MAIL only after AUTH, from the login's address */
-	int auth_delay_ms;	/* -w, after a wrong password; the parent doubles it */
+	int penalty_ms;		/* -w: the wait before a wrong password's answer */
 	int inetd;		/* -i: one session on standard input and output */
 	int relay;		/* -o: relay for authenticated sessions and -N */
 	struct network trusted[TRUSTED_MAX];	/* -N: may relay without AUTH */
@@ -251,17 +286,22 @@ struct config {
 };
 
 /* The protocol state (RFC 5321 4.1.4). The states are listed in protocol
- * order, which out_of_order relies on; only set_state changes them. */
-enum state { ST_START, ST_GREETED, ST_MAIL, ST_RCPT, ST_DATA, ST_QUIT };
+ * order, which out_of_order relies on; only set_state changes them. One
+ * list makes both the enum and the names -v logs (state_names), so that
+ * the two cannot drift apart. */
+#define SMTP_STATES(X) X(START) X(GREETED) X(MAIL) X(RCPT) X(DATA) X(QUIT)
+#define STATE_ENUM(name) ST_##name,
+#define STATE_NAME(name) #name,
+enum state { SMTP_STATES(STATE_ENUM) };
 
 /* One distinct recipient mailbox of the transaction. */
 struct rcpt {
 	char login[LOGIN_MAX + 1];	/* as spelled in user.txt */
 	char given[SMTP_PATH_MAX];	/* the address as the client gave it */
 	int dir_fd, lock_fd, box_fd;	/* during delivery, else -1 */
-	off_t noted;		/* mailbox size before our append */
+	off_t start;		/* where our record starts: the size before our append */
 	off_t end;		/* where our record ends (append_record) */
-	struct stat box;	/* the mailbox's status, to tell it from a replacement */
+	struct stat box_stat;	/* the mailbox's status, to tell it from a replacement */
 	uint64_t epoch;		/* the commit epoch we appended in (commit_prepare) */
 	char id[ID_MAX];	/* the message's id, in our record's trace lines */
 };
@@ -315,7 +355,7 @@ static struct config cfg = {
 	.port = "2525", .max_size = DEFAULT_MAX_SIZE,
 	.max_sessions = DEFAULT_SESSIONS, .timeout = DEFAULT_TIMEOUT,
 	.min_rate = DEFAULT_MIN_RATE, .lifetime = DEFAULT_LIFETIME,
-	.auth_delay_ms = DEFAULT_AUTH_DELAY,
+	.penalty_ms = DEFAULT_PENALTY_MS,
 	.backoff_min = DEFAULT_BACKOFF_MIN, .backoff_max = DEFAULT_BACKOFF_MAX,
 	.queue_lifetime = DEFAULT_QUEUE_LIFETIME, .notice_after = DEFAULT_NOTICE_AFTER,
 	.queue_max = DEFAULT_QUEUE_MAX
@@ -2081,9 +2121,10 @@ static int listen_on(const char *addr, const char *port, int fds[MAX_LISTEN])
 struct child {
 	pid_t pid;
 	int over;		/* its session is over: the process is exiting, or idle */
-	int noted;		/* a refusal of its address is logged (the burst's) */
+	int refusal_logged;	/* a refusal of its address is logged (the burst's) */
 	char peer[ADDR_TEXT_MAX];	/* the client's address */
-	int worker;		/* a pooled process: it serves one session after another */
+	/* A worker of the pool (smtpmail) serves one session after another: */
+	int worker;		/* a worker, not a process for one session */
 	int sock;		/* a worker's socketpair, the parent's end; -1 once closed */
 	int idle;		/* a worker waiting on sock for its next connection */
 };
@@ -2092,14 +2133,9 @@ struct child {
  * one record, atomic (under PIPE_BUF), so the pipe only holds whole ones. */
 struct over_note {
 	pid_t pid;
-	int failures;		/* the session's wrong passwords (a worker's penalty report) */
+	int failures;		/* the session's wrong passwords: the parent adds them to
+				 * its address's penalty (this note is their one way there) */
 	int last;		/* a worker that exits now (POOL_MAX_USE): not to be reused */
-};
-
-/* What the parent sends a worker with a connection (SCM_RIGHTS). */
-struct handoff {
-	int auth_delay_ms;	/* the session's wait before a wrong password's answer */
-	char peer[ADDR_TEXT_MAX];	/* the client's address */
 };
 
 /* An address that gave wrong passwords (Dovecot's auth penalty): the parent
@@ -2110,8 +2146,29 @@ struct penalty {
 	long long last_ms;	/* now_ms() of the last failure reported */
 };
 
+struct server;
+struct child;
+
+/* What a pool of reused session processes does (smtpmail's pool block); a
+ * server without one (popserver, not pooled: DESIGN.md "Process model")
+ * forks a process per session. */
+struct pool_ops {
+	/* hand connection fd to an idle worker; the worker, or NULL if none took it */
+	struct child *(*reuse)(struct server *srv, int fd, const char *peer, int pause_ms);
+	/* the socketpair of a new worker, sv[0] the parent's end; -1: none, the
+	 * new process serves one session */
+	int (*channel)(int sv[2]);
+	/* in a worker after a session: wait for the next connection; its
+	 * descriptor, with its peer and pause_ms, or -1: the worker exits */
+	int (*next)(int sock, char *peer, size_t cap, int *pause_ms);
+	/* worker c's session is over: keep it idle or dismiss it; last: it is
+	 * exiting (it served max_use sessions) */
+	void (*rest)(struct server *srv, struct child *c, int last);
+	int max_use;		/* sessions a worker serves, then exits */
+};
+
 /* The accept loop's state. Only the main loop touches it; the signal
- * handler only sets flags (STYLE.md lesson 9). */
+ * handler only sets flags, since little else is safe inside a handler. */
 struct server {
 	int fds[MAX_LISTEN];
 	int nfds;
@@ -2120,36 +2177,30 @@ struct server {
 	int max_children;	/* -c: live sessions at once */
 	int max_per_peer;	/* -C: live sessions from one client address */
 	const char *busy_line;	/* sent, CRLF included, past either limit */
-	int busy_noted;		/* a refusal at -c is logged; until a session starts */
-	/* A session on its connection (read from in, written to out; the
-	 * same socket here) returns its wrong passwords; its process exits
-	 * with them, or a worker's note reports them (session_over). */
-	int (*session)(int in, int out, const char *peer);
-	/* Reuse session processes (smtpmail): a connection goes to an idle
-	 * worker if there is one, else to a new one; 0: a process per session
-	 * (popserver: DESIGN.md "Process model"). */
-	int pool;
+	int busy_logged;		/* a refusal at -c is logged; until a session starts */
+	/* A session on its connection (read from in, written to out; the same
+	 * socket here), whose first wrong password waits pause_ms; it returns
+	 * its wrong passwords (its note tells the parent: session_over), or -1
+	 * if it could not run. */
+	int (*session)(int in, int out, const char *peer, int pause_ms);
+	const struct pool_ops *pool;	/* NULL: a process per session */
 	int over_pipe[2];	/* a child writes a struct over_note to [1] when its session is over */
-	int auth_delay_ms;	/* the wait before a wrong password's answer, unpenalized */
+	int penalty_ms;		/* -w: the wait before a wrong password's answer, before
+				 * the address's penalty doubles it */
 	struct penalty penalties[PENALTY_SLOTS];
 	const char *userfile;	/* its problems logged once per change */
 	int paused;		/* skip the listening sockets one ACCEPT_PAUSE_MS */
 	int failing;		/* accept or pselect failing: logged once */
 };
 
-/* In a session process: the wait before answering its first wrong password,
- * set by the parent from its address's penalty, just before the fork or in
- * a worker's hand-off (next_connection); each further one in the session
- * doubles it (penalty_delay_ms). */
-static int auth_delay_ms;
-
-/* In a session process: the pipe on which it tells the parent that its
- * session is over (session_over); -1 anywhere else, a fuzz harness too. */
-static int over_fd = -1;
-
-/* In a session process: the parent has its session's over_note; the
- * session is the process's last (a worker that has served POOL_MAX_USE). */
-static int over_told, over_last;
+/* In a session process, what session_over needs, set by run_child before
+ * each session: a session says that it is over from deep inside its own
+ * code (smtp_session, session_end), right after its last reply. */
+static struct {
+	int fd;			/* the over pipe's writing end; -1: no parent (-i, a fuzz harness) */
+	int told;		/* the parent has this session's note */
+	int last;		/* this session is the process's last (a worker at max_use) */
+} over = { .fd = -1 };
 
 static volatile sig_atomic_t got_sigchld, got_stop;
 
@@ -2203,7 +2254,8 @@ static void penalty_add(struct server *srv, const char *peer, int n)
 {
 	struct penalty *p = penalty_entry(srv, peer, 1);
 
-	p->failures = p->failures + n < EXIT_FAILURES_MAX ? p->failures + n : EXIT_FAILURES_MAX;
+	p->failures = p->failures + n < PENALTY_FAILURES_MAX ? p->failures + n
+		      : PENALTY_FAILURES_MAX;
 	p->last_ms = now_ms();
 }
 
@@ -2217,29 +2269,13 @@ static void worker_dismiss(struct child *c)
 	c->idle = 0;
 }
 
-/* idle_worker - an idle worker, or NULL; in *count how many there are */
-static struct child *idle_worker(struct server *srv, int *count)
-{
-	struct child *found = NULL;
-
-	*count = 0;
-	for (int i = 0; i < srv->nchildren; i++)
-		if (srv->children[i].idle) {
-			found = &srv->children[i];
-			(*count)++;
-		}
-	return found;
-}
-
-/* forget_child - a session process ended: free its slot, add the wrong
- * passwords its exit status reports to its address, log an abnormal end.
- * A worker killed in a session: that session is over, with no failures. */
+/* forget_child - a session process ended: free its slot, log an abnormal
+ * end. Its wrong passwords came in its note (note_over), not in its exit
+ * status, which only says whether it could serve (0) or not. */
 static void forget_child(struct server *srv, pid_t pid, int status)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (srv->children[i].pid == pid) {
-			if (WIFEXITED(status) && WEXITSTATUS(status) > 0)
-				penalty_add(srv, srv->children[i].peer, WEXITSTATUS(status));
 			worker_dismiss(&srv->children[i]);
 			srv->children[i] = srv->children[--srv->nchildren];
 			break;
@@ -2248,25 +2284,16 @@ static void forget_child(struct server *srv, pid_t pid, int status)
 		log_msg("session %ld killed by signal %d", (long)pid, WTERMSIG(status));
 }
 
-/* note_over - child c said its session is over. A worker's note is the
- * session's penalty report (a forked session's exit status will be), and
- * the worker is idle, up to POOL_SPARE of them: beyond, it is dismissed,
- * so that a burst does not leave its processes behind; after its last
- * session (POOL_MAX_USE) it is exiting. */
+/* note_over - child c said its session is over, after failures wrong
+ * passwords, which count against its address from now on; a worker is the
+ * pool's to keep idle or dismiss (last: it is exiting) */
 static void note_over(struct server *srv, struct child *c, int failures, int last)
 {
-	int idle;
-
 	c->over = 1;
-	if (!c->worker)
-		return;
 	if (failures > 0)
 		penalty_add(srv, c->peer, failures);
-	(void)idle_worker(srv, &idle);
-	if (c->sock >= 0 && idle < POOL_SPARE && !last)
-		c->idle = 1;
-	else
-		worker_dismiss(c);
+	if (c->worker && srv->pool)
+		srv->pool->rest(srv, c, last);
 }
 
 /* drain_over - take the notes of the children that said their session is over */
@@ -2295,12 +2322,12 @@ static void reap_children(struct server *srv)
 }
 
 /* live_sessions - the sessions not over yet; in *same those from peer, and
- * in *noted whether a refusal of peer is logged (set on its sessions) */
-static int live_sessions(const struct server *srv, const char *peer, int *same, int *noted)
+ * in *logged whether a refusal of peer is logged (set on its sessions) */
+static int live_sessions(const struct server *srv, const char *peer, int *same, int *logged)
 {
 	int live = 0;
 
-	*same = *noted = 0;
+	*same = *logged = 0;
 	for (int i = 0; i < srv->nchildren; i++) {
 		const struct child *c = &srv->children[i];
 
@@ -2309,18 +2336,18 @@ static int live_sessions(const struct server *srv, const char *peer, int *same, 
 		live++;
 		if (strcmp(c->peer, peer) == 0) {
 			(*same)++;
-			*noted |= c->noted;
+			*logged |= c->refusal_logged;
 		}
 	}
 	return live;
 }
 
-/* note_peer - set (or clear) the refusal-logged mark on peer's sessions */
-static void note_peer(struct server *srv, const char *peer, int noted)
+/* mark_refusal_logged - set (or clear) the refusal-logged mark on peer's sessions */
+static void mark_refusal_logged(struct server *srv, const char *peer, int logged)
 {
 	for (int i = 0; i < srv->nchildren; i++)
 		if (strcmp(srv->children[i].peer, peer) == 0)
-			srv->children[i].noted = noted;
+			srv->children[i].refusal_logged = logged;
 }
 
 /* refuse_busy - past a limit: one line, best effort, and close */
@@ -2336,30 +2363,33 @@ static void refuse_busy(struct server *srv, int fd)
 	close_fd(fd, "connection");
 }
 
-/* exit_status - a session process's exit status: its wrong passwords (0
- * none, at most EXIT_FAILURES_MAX), which a parent adds to the address's
- * penalty */
-static int exit_status(int failures)
-{
-	return failures <= 0 ? 0 : failures < EXIT_FAILURES_MAX ? failures : EXIT_FAILURES_MAX;
-}
-
-/* session_over - in a session process, right after its last reply is sent:
+/*
+ * session_over - in a session process, right after its last reply is sent:
  * tell the parent that its slot is free, as soon as the client has that
  * reply (one that connects again at once may still come first: wait_over),
  * and well before this process has exited and been reaped (a sanitizer's
- * exit alone takes milliseconds). The note
- * carries the session's wrong passwords: a worker's penalty report, sent
- * before the client sees the connection close. Once only. */
+ * exit alone takes milliseconds). The note carries the session's wrong
+ * passwords, and is their only way to the parent, so a full pipe is waited
+ * on for a while (NOTE_WAIT_MS, twice at most); if it stays full, the slot
+ * frees when the parent reaps us, and the failures are logged, not counted.
+ * Once only; nothing to do with no parent (-i, a fuzz harness).
+ */
 static void session_over(int failures)
 {
-	struct over_note note = { .pid = getpid(), .failures = exit_status(failures),
-				  .last = over_last };
+	struct over_note note = { .pid = getpid(), .failures = failures > 0 ? failures : 0,
+				  .last = over.last };
+	struct pollfd p = { .fd = over.fd, .events = POLLOUT };
 
-	if (over_fd >= 0 && write(over_fd, &note, sizeof note) == (ssize_t)sizeof note)
-		over_told = 1;
-	/* else the pipe is full: the slot frees when the parent reaps us */
-	over_fd = -1;
+	for (int tries = 0; over.fd >= 0 && !over.told && tries < 3; tries++) {
+		if (write(over.fd, &note, sizeof note) == (ssize_t)sizeof note)
+			over.told = 1;	/* under PIPE_BUF: all of it or nothing */
+		else if ((errno != EAGAIN && errno != EINTR) || poll(&p, 1, NOTE_WAIT_MS) < 0)
+			break;
+	}
+	if (over.fd >= 0 && !over.told)
+		log_msg("cannot tell the parent that the session is over: %s; %d wrong"
+			" passwords not counted", strerror(errno), note.failures);
+	over.fd = -1;
 }
 
 /* child_signals - in a session: SIGTERM ends it (the parent's last resort
@@ -2370,75 +2400,6 @@ static void child_signals(const sigset_t *mask)
 	if (signal(SIGCHLD, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR
 	    || signal(SIGINT, SIG_IGN) == SIG_ERR || sigprocmask(SIG_SETMASK, mask, NULL) < 0)
 		log_msg("session signals: %s", strerror(errno));
-}
-
-/* A buffer for one descriptor's SCM_RIGHTS message, aligned for cmsghdr. */
-union fd_control {
-	struct cmsghdr align;
-	char buf[CMSG_SPACE(sizeof(int))];
-};
-
-/* hand_off - send connection fd, with the client's address and the
- * session's penalty delay, to a worker on its socketpair; 0, or -1 */
-static int hand_off(int sock, int fd, const char *peer, int delay_ms)
-{
-	struct handoff h;
-	union fd_control ctl;
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			      .msg_controllen = sizeof ctl.buf };
-	struct cmsghdr *cm;
-	ssize_t n;
-
-	memset(&h, 0, sizeof h);
-	memset(&ctl, 0, sizeof ctl);
-	h.auth_delay_ms = delay_ms;
-	(void)snprintf(h.peer, sizeof h.peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
-	cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof fd);
-	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-	if ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) == (ssize_t)sizeof h)
-		return 0;
-	if (n >= 0)
-		errno = EMSGSIZE;	/* a SOCK_SEQPACKET message goes whole or not at all */
-	return -1;
-}
-
-/* next_connection - in a worker between sessions: wait for the parent's
- * next connection. Its descriptor, with the client's address in peer and
- * the session's penalty delay in auth_delay_ms; -1 when the parent has
- * closed the socketpair (the worker is dismissed) or it failed. */
-static int next_connection(int sock, char *peer, size_t cap)
-{
-	struct handoff h;
-	union fd_control ctl;
-	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			      .msg_controllen = sizeof ctl.buf };
-	struct cmsghdr *cm;
-	ssize_t n;
-	int fd = -1;
-
-	while ((n = recvmsg(sock, &msg, 0)) < 0 && errno == EINTR)
-		;
-	if (n < 0)
-		log_msg("worker: %s", strerror(errno));
-	cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
-	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS
-	    && cm->cmsg_len == CMSG_LEN(sizeof fd))
-		memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-	if (fd >= 0 && (n != (ssize_t)sizeof h || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))) {
-		close_fd(fd, "connection");	/* not the parent's message */
-		fd = -1;
-	}
-	if (fd < 0)
-		return -1;
-	h.peer[sizeof h.peer - 1] = '\0';
-	(void)snprintf(peer, cap, "%s", h.peer);
-	auth_delay_ms = h.auth_delay_ms;
-	return fd;
 }
 
 /* child_setup - in a new session process: close what is the parent's: the
@@ -2456,15 +2417,16 @@ static void child_setup(struct server *srv)
 }
 
 /*
- * run_child - in the new process: the session on fd, then exit. A worker
- * (sock >= 0) then serves each connection the parent hands it on sock,
- * until the parent closes it. Nothing of one session reaches the next: the
- * session's state is its own allocation, freed at its end, and each starts
- * with the same signal mask and dispositions, no alarm, its own penalty
- * delay, and the same descriptors (a session closes its connection).
+ * run_child - in the new process: the session on fd (its first wrong
+ * password waits pause_ms), then exit, 0 or 1 if the session could not
+ * run. A worker (sock >= 0) then serves each connection the parent hands
+ * it on sock, until the parent closes it. Nothing of one session reaches
+ * the next: the session's state is its own allocation, freed at its end,
+ * and each starts with the same signal mask and dispositions, no alarm,
+ * its own pause, and the same descriptors (a session closes its connection).
  */
-static void run_child(struct server *srv, int fd, const char *first, int sock,
-		      const sigset_t *child_mask)
+static void run_child(struct server *srv, int fd, const char *first, int pause_ms,
+		      int sock, const sigset_t *child_mask)
 {
 	char peer[ADDR_TEXT_MAX];
 	int failures, served = 0;
@@ -2472,42 +2434,37 @@ static void run_child(struct server *srv, int fd, const char *first, int sock,
 	child_setup(srv);
 	(void)snprintf(peer, sizeof peer, "%s", first);	/* fits: both ADDR_TEXT_MAX */
 	do {
-		over_fd = srv->over_pipe[1];
-		over_told = 0;
+		over.fd = srv->over_pipe[1];
+		over.told = 0;
 		/* A fresh process now and then bounds what any leak could gather. */
-		over_last = ++served >= POOL_MAX_USE;
+		over.last = sock >= 0 && ++served >= srv->pool->max_use;
 		alarm(0);
 		child_signals(child_mask);
-		failures = srv->session(fd, fd, peer);
+		failures = srv->session(fd, fd, peer, pause_ms);
 		session_over(failures);		/* if the session has not said so */
-	} while (sock >= 0 && over_told && !over_last
-		 && (fd = next_connection(sock, peer, sizeof peer)) >= 0);
-	/* A worker's notes carried its penalty reports; the last one too,
-	 * unless the pipe was full. */
-	exit(sock >= 0 && over_told ? 0 : exit_status(failures));
+		/* A worker goes on only if the parent knows it is free (it has
+		 * the note), will not be exiting, and hands it a connection. */
+	} while (sock >= 0 && over.told && !over.last
+		 && (fd = srv->pool->next(sock, peer, sizeof peer, &pause_ms)) >= 0);
+	exit(failures < 0 ? 1 : 0);
 }
 
 /* fork_session - a new process for the session on fd: with srv->pool a
  * worker, with a socketpair for the connections to come (out of
  * descriptors for one: a plain session); its entry, or NULL after logging */
 static struct child *fork_session(struct server *srv, int fd, const char *peer,
-				  const sigset_t *child_mask)
+				  int pause_ms, const sigset_t *child_mask)
 {
 	struct child *c = &srv->children[srv->nchildren];
 	int sv[2] = { -1, -1 };
 	pid_t pid;
 
-	if (srv->pool && (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0
-			  || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0)) {	/* never block the loop */
-		for (int i = 0; i < 2; i++)
-			if (sv[i] >= 0)
-				close_fd(sv[i], "socketpair");
+	if (srv->pool && srv->pool->channel(sv) < 0)
 		sv[0] = sv[1] = -1;
-	}
 	if ((pid = fork()) == 0) {
 		if (sv[0] >= 0)
 			close_fd(sv[0], "socketpair");
-		run_child(srv, fd, peer, sv[1], child_mask);
+		run_child(srv, fd, peer, pause_ms, sv[1], child_mask);
 	}
 	if (pid < 0)
 		log_msg("fork: %s", strerror(errno));
@@ -2524,41 +2481,28 @@ static struct child *fork_session(struct server *srv, int fd, const char *peer,
 	return c;
 }
 
-/* reuse_worker - hand fd to an idle worker; the worker, or NULL if none
- * took it (one that cannot, which has just died, is dismissed) */
-static struct child *reuse_worker(struct server *srv, int fd, const char *peer)
-{
-	struct child *c;
-	int idle;
-
-	while ((c = idle_worker(srv, &idle)) != NULL) {
-		if (hand_off(c->sock, fd, peer, auth_delay_ms) == 0)
-			return c;
-		log_msg("worker %ld: %s", (long)c->pid, strerror(errno));
-		worker_dismiss(c);
-	}
-	return NULL;
-}
-
 /* start_session - the session on fd: handed to an idle worker, else in a
  * new process; same: the other live sessions of peer */
 static void start_session(struct server *srv, int fd, const char *peer, int same,
 			  const sigset_t *child_mask)
 {
 	struct penalty *p = penalty_entry(srv, peer, 0);
-	struct child *c;
+	struct child *c = NULL;
+	int pause_ms;
 
 	/* Every wrong password of the address's recent sessions doubles the
-	 * delay, and so does each of its other live sessions (guessing in
+	 * pause, and so does each of its other live sessions (guessing in
 	 * parallel, whose failures are only reported when they end). */
-	auth_delay_ms = penalty_delay_ms(srv->auth_delay_ms, (p ? p->failures : 0) + same);
-	if (!(c = reuse_worker(srv, fd, peer)) && !(c = fork_session(srv, fd, peer, child_mask))) {
+	pause_ms = penalty_delay_ms(srv->penalty_ms, (p ? p->failures : 0) + same);
+	if (srv->pool)
+		c = srv->pool->reuse(srv, fd, peer, pause_ms);
+	if (!c && !(c = fork_session(srv, fd, peer, pause_ms, child_mask))) {
 		refuse_busy(srv, fd);
 		return;
 	}
-	note_peer(srv, peer, 0);	/* the address's refusal burst, if any, is over */
-	srv->busy_noted = 0;
-	c->over = c->idle = c->noted = 0;
+	mark_refusal_logged(srv, peer, 0);	/* the address's refusal burst, if any, is over */
+	srv->busy_logged = 0;
+	c->over = c->idle = c->refusal_logged = 0;
 	(void)snprintf(c->peer, sizeof c->peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
 	close_fd(fd, "connection");	/* its session's process has it */
 }
@@ -2566,22 +2510,22 @@ static void start_session(struct server *srv, int fd, const char *peer, int same
 /* log_refusal - log why peer is refused, once per burst: past -c until a
  * session starts, past -C until the address gets a session again */
 static void log_refusal(struct server *srv, const char *peer, int live, int same,
-			int noted)
+			int logged)
 {
 	if (srv->nchildren == srv->slots) {
-		if (!srv->busy_noted)
+		if (!srv->busy_logged)
 			log_msg("refused %s: %d sessions still exiting; not logging refusals"
 				" again until a session starts", peer, srv->nchildren - live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	} else if (same >= srv->max_per_peer && live < srv->max_children) {
-		if (!noted)
+		if (!logged)
 			log_msg("refused %s: %d sessions from this address (-C); not logging"
 				" its refusals again until it gets a session", peer, same);
-		note_peer(srv, peer, 1);
-	} else if (!srv->busy_noted) {
+		mark_refusal_logged(srv, peer, 1);
+	} else if (!srv->busy_logged) {
 		log_msg("refused %s: %d sessions (-c); not logging refusals again until"
 			" a session starts", peer, live);
-		srv->busy_noted = 1;
+		srv->busy_logged = 1;
 	}
 }
 
@@ -2606,25 +2550,25 @@ static void wait_over(struct server *srv)
  */
 static void admit(struct server *srv, int fd, const char *peer, const sigset_t *child_mask)
 {
-	int same, noted, live;
+	int same, logged, live;
 
 	if (srv->pool)
 		drain_over(srv);
-	live = live_sessions(srv, peer, &same, &noted);
+	live = live_sessions(srv, peer, &same, &logged);
 	if (live >= srv->max_children || same >= srv->max_per_peer
 	    || srv->nchildren == srv->slots) {
 		reap_children(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live >= srv->max_children) {
 		wait_over(srv);
-		live = live_sessions(srv, peer, &same, &noted);
+		live = live_sessions(srv, peer, &same, &logged);
 	}
 	if (live < srv->max_children && same < srv->max_per_peer && srv->nchildren < srv->slots) {
 		start_session(srv, fd, peer, same, child_mask);
 		return;
 	}
-	log_refusal(srv, peer, live, same, noted);
+	log_refusal(srv, peer, live, same, logged);
 	refuse_busy(srv, fd);	/* after the log line: a test can read it at once */
 }
 
@@ -2691,7 +2635,7 @@ static void stop_sessions(struct server *srv)
 	}
 }
 
-/* server_signals - SIGCHLD, SIGTERM, SIGINT noted by on_signal and blocked
+/* server_signals - SIGCHLD, SIGTERM, SIGINT caught by on_signal and blocked
  * but inside pselect; *wait_mask: the mask to wait with (and the sessions'):
  * the old one, with those three unblocked */
 static int server_signals(sigset_t *wait_mask)
@@ -2775,7 +2719,7 @@ static void server_cleanup(struct server *srv)
 static int serve(struct server *srv)
 {
 	sigset_t wait_mask;
-	int same, noted;
+	int same, logged;
 
 	if (server_setup(srv) < 0 || server_signals(&wait_mask) < 0) {
 		log_msg("cannot serve: %s", strerror(errno));
@@ -2800,7 +2744,7 @@ static int serve(struct server *srv)
 	for (int i = 0; i < srv->nfds; i++)
 		close_fd(srv->fds[i], "listening socket");
 	drain_over(srv);
-	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &noted));
+	log_msg("stopping: %d session(s) still running", live_sessions(srv, "", &same, &logged));
 	stop_sessions(srv);
 	server_cleanup(srv);
 	return 0;
@@ -2886,16 +2830,17 @@ static int inetd_stderr(void)
  * tcpserver, systemd's Accept=yes and stunnel's exec= run a server. It
  * runs on duplicates of 0 and 1, so that those get their file status
  * flags back (a terminal must not stay non-blocking). With no parent to
- * keep a penalty, a wrong password waits delay_ms, doubled within the
- * session. Returns the exit status, a forked session's (exit_status).
+ * keep a penalty across sessions, a wrong password waits penalty_ms,
+ * doubled within the session only. Returns the exit status: 0, or 1 if
+ * the session could not run.
  */
-static int serve_inetd(int (*session)(int in, int out, const char *peer), int delay_ms)
+static int serve_inetd(int (*session)(int in, int out, const char *peer, int pause_ms),
+		       int penalty_ms)
 {
 	char peer[ADDR_TEXT_MAX];
 	int flags[2], fds[2] = { -1, -1 }, failures;
 
 	inetd_peer(peer, sizeof peer);
-	auth_delay_ms = delay_ms;
 	for (int i = 0; i < 2; i++)
 		if ((flags[i] = fcntl(i, F_GETFL)) < 0 || (fds[i] = dup(i)) < 0
 		    || fcntl(fds[i], F_SETFL, flags[i] | O_NONBLOCK) < 0) {
@@ -2905,13 +2850,163 @@ static int serve_inetd(int (*session)(int in, int out, const char *peer), int de
 					close_fd(fds[k], "connection");
 			return 1;
 		}
-	failures = session(fds[0], fds[1], peer);	/* closes both */
+	failures = session(fds[0], fds[1], peer, penalty_ms);	/* closes both */
 	for (int i = 0; i < 2; i++)
 		(void)fcntl(i, F_SETFL, flags[i]);	/* best effort: we are done */
-	return exit_status(failures);
+	return failures < 0 ? 1 : 0;
 }
 
 /* <<< shared: server */
+
+/* >>> shared: pool - session processes reused for one session after another (smtpmail.c) */
+
+/* The parent hands each accepted connection to an idle worker over a
+ * socketpair (SCM_RIGHTS), or forks a new one (DESIGN.md "Process model"). */
+enum {
+	POOL_SPARE = 8,		/* idle workers kept for reuse; more are dismissed */
+	POOL_MAX_USE = 100	/* sessions a worker serves, then exits (Postfix's max_use) */
+};
+
+/* What the parent sends a worker with a connection (SCM_RIGHTS). */
+struct handoff {
+	int pause_ms;		/* the session's wait before a wrong password's answer */
+	char peer[ADDR_TEXT_MAX];	/* the client's address */
+};
+
+/* A buffer for one descriptor's SCM_RIGHTS message, aligned for cmsghdr. */
+union fd_control {
+	struct cmsghdr align;
+	char buf[CMSG_SPACE(sizeof(int))];
+};
+
+/* hand_off - send connection fd, with the client's address and the
+ * session's pause, to a worker on its socketpair; 0, or -1 */
+static int hand_off(int sock, int fd, const char *peer, int pause_ms)
+{
+	struct handoff h;
+	union fd_control ctl;
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = sizeof ctl.buf };
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	memset(&h, 0, sizeof h);
+	memset(&ctl, 0, sizeof ctl);
+	h.pause_ms = pause_ms;
+	(void)snprintf(h.peer, sizeof h.peer, "%s", peer);	/* fits: both ADDR_TEXT_MAX */
+	cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof fd);
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	if ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) == (ssize_t)sizeof h)
+		return 0;
+	if (n >= 0)
+		errno = EMSGSIZE;	/* a SOCK_SEQPACKET message goes whole or not at all */
+	return -1;
+}
+
+/* next_connection - in a worker between sessions: wait for the parent's
+ * next connection. Its descriptor, with the client's address in peer and
+ * the session's pause in *pause_ms; -1 when the parent has closed the
+ * socketpair (the worker is dismissed) or it failed. */
+static int next_connection(int sock, char *peer, size_t cap, int *pause_ms)
+{
+	struct handoff h;
+	union fd_control ctl;
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof h };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = sizeof ctl.buf };
+	struct cmsghdr *cm;
+	ssize_t n;
+	int fd = -1;
+
+	while ((n = recvmsg(sock, &msg, 0)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		log_msg("worker: %s", strerror(errno));
+	cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS
+	    && cm->cmsg_len == CMSG_LEN(sizeof fd))
+		memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+	if (fd >= 0 && (n != (ssize_t)sizeof h || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))) {
+		close_fd(fd, "connection");	/* not the parent's message */
+		fd = -1;
+	}
+	if (fd < 0)
+		return -1;
+	h.peer[sizeof h.peer - 1] = '\0';
+	(void)snprintf(peer, cap, "%s", h.peer);
+	*pause_ms = h.pause_ms;
+	return fd;
+}
+
+/* idle_worker - an idle worker, or NULL; in *count how many there are */
+static struct child *idle_worker(struct server *srv, int *count)
+{
+	struct child *found = NULL;
+
+	*count = 0;
+	for (int i = 0; i < srv->nchildren; i++)
+		if (srv->children[i].idle) {
+			found = &srv->children[i];
+			(*count)++;
+		}
+	return found;
+}
+
+/* reuse_worker - hand fd to an idle worker; the worker, or NULL if none
+ * took it (one that cannot, which has just died, is dismissed) */
+static struct child *reuse_worker(struct server *srv, int fd, const char *peer,
+				  int pause_ms)
+{
+	struct child *c;
+	int idle;
+
+	while ((c = idle_worker(srv, &idle)) != NULL) {
+		if (hand_off(c->sock, fd, peer, pause_ms) == 0)
+			return c;
+		log_msg("worker %ld: %s", (long)c->pid, strerror(errno));
+		worker_dismiss(c);
+	}
+	return NULL;
+}
+
+/* worker_channel - the socketpair of a new worker, non-blocking at the
+ * parent's end sv[0] (the accept loop never blocks); 0, or -1 (out of
+ * descriptors: the new process serves one session) */
+static int worker_channel(int sv[2])
+{
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0 && fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0)
+		return 0;
+	for (int i = 0; i < 2; i++)
+		if (sv[i] >= 0)
+			close_fd(sv[i], "socketpair");
+	return -1;
+}
+
+/* worker_rest - worker c's session is over: it is idle, up to POOL_SPARE
+ * of them; beyond, it is dismissed, so that a burst does not leave its
+ * processes behind; after its last session (last) it is exiting */
+static void worker_rest(struct server *srv, struct child *c, int last)
+{
+	int idle;
+
+	(void)idle_worker(srv, &idle);
+	if (c->sock >= 0 && idle < POOL_SPARE && !last)
+		c->idle = 1;
+	else
+		worker_dismiss(c);
+}
+
+/* The pool as the accept loop calls it (struct server's pool). */
+static const struct pool_ops worker_pool = {
+	.reuse = reuse_worker, .channel = worker_channel, .next = next_connection,
+	.rest = worker_rest, .max_use = POOL_MAX_USE
+};
+
+/* <<< shared: pool */
 
 /* ---------------------------------------------------------------- mailbox files (DESIGN.md "Record format") */
 
@@ -3380,13 +3475,13 @@ static int secret_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* auth_pause - before answering a wrong password: the session's delay
- * (auth_delay_ms, which the parent set from the address's penalty)
- * doubled for each wrong one the session already had (Dovecot's auth
- * penalty); a signal does not cut it short */
-static void auth_pause(int failures)
+/* auth_pause - before answering a wrong password: the session's pause
+ * (pause_ms, which the parent set from the address's penalty) doubled for
+ * each wrong one the session already had (Dovecot's auth penalty); a
+ * signal does not cut it short */
+static void auth_pause(int pause_ms, int failures)
 {
-	int ms = penalty_delay_ms(auth_delay_ms, failures);
+	int ms = penalty_delay_ms(pause_ms, failures);
 	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
 
 	while (nanosleep(&t, &t) < 0 && errno == EINTR)
@@ -3707,6 +3802,7 @@ struct session {
 				 * and "with ESMTP" in the trace (RFC 3848) */
 	int errors;		/* 4xx/5xx replies so far */
 	int auth_failures;	/* wrong passwords so far: the parent's penalty report */
+	int pause_ms;		/* the first wrong password's wait (the parent's penalty) */
 	char auth_login[LOGIN_MAX + 1];	/* after AUTH: the account, as in user.txt */
 	char helo[DOMAIN_MAX + 1];
 	char sender[SMTP_PATH_MAX];	/* "" is the null sender <> */
@@ -3716,9 +3812,15 @@ struct session {
 	struct spill spill;
 };
 
-static const char *const state_names[] = {
-	"START", "GREETED", "MAIL", "RCPT", "DATA", "QUIT"
+/* What a handler gets of its command line (popserver's handlers get a
+ * struct args too, with the words its rules parse). */
+struct args {
+	char *text;		/* the argument, spaces around it dropped; MAIL's and
+				 * RCPT's without their FROM: or TO: (dispatch) */
 };
+
+/* The names -v logs for the states, from the same list as the enum. */
+static const char *const state_names[] = { SMTP_STATES(STATE_NAME) };
 
 /* set_state - change the protocol state. Every change goes through here,
  * so that -v logs each transition and no handler moves the state behind
@@ -4268,7 +4370,7 @@ static int convert_foreign(struct rcpt *r, off_t size, off_t end, struct stat *s
 /*
  * tidy_mailbox - make the mailbox end at a record boundary before we
  * append (DESIGN.md): a crashed append of our own is cut back, mail in
- * another format is converted, never cut. Sets r->noted, the size to roll
+ * another format is converted, never cut. Sets r->start, the size to roll
  * back to. Returns 0, or -1.
  */
 static int tidy_mailbox(struct rcpt *r, struct stat *st)
@@ -4276,18 +4378,18 @@ static int tidy_mailbox(struct rcpt *r, struct stat *st)
 	off_t end;
 	int shape = mailbox_shape(r->box_fd, st->st_size, commit_appending(r->lock_fd, st), &end);
 
-	r->noted = st->st_size;
+	r->start = st->st_size;
 	if (shape == SHAPE_OUR_TAIL) {
 		log_msg("trimmed a partial record (%lld bytes)", (long long)(st->st_size - end));
 		if (ftruncate(r->box_fd, end) < 0)
 			return -1;
-		r->noted = st->st_size = end;	/* commit_load takes the new size */
+		r->start = st->st_size = end;	/* commit_load takes the new size */
 		return 0;
 	}
 	if (shape == SHAPE_FOREIGN) {
 		if (convert_foreign(r, st->st_size, end, st) < 0)
 			return -1;
-		r->noted = st->st_size;
+		r->start = st->st_size;
 	}
 	return shape < 0 ? -1 : 0;
 }
@@ -4378,13 +4480,13 @@ static int commit_prepare(struct rcpt *r, const struct stat *st, int commit_lock
 	struct commit_state h;
 	int rc = 0;
 
-	r->box = *st;		/* as tidy_mailbox left it */
-	if (commit_load(r->lock_fd, r->box_fd, &r->box, &h) < 0)
+	r->box_stat = *st;		/* as tidy_mailbox left it */
+	if (commit_load(r->lock_fd, r->box_fd, &r->box_stat, &h) < 0)
 		return -1;
 	if (h.syncing >= 0
 	    && (commit_locked || lock_byte(r->lock_fd, COMMIT_LOCK_BYTE, F_WRLCK, 0) == 0)) {
 		rc = commit_cut(r, &h);
-		r->noted = r->box.st_size = h.size;
+		r->start = r->box_stat.st_size = h.size;
 		if (!commit_locked)
 			unlock(r, COMMIT_LOCK_BYTE);
 	}
@@ -4397,13 +4499,13 @@ static int commit_prepare(struct rcpt *r, const struct stat *st, int commit_lock
 	return rc;
 }
 
-/* open_mailbox - open mymailbox in the user's directory under its write
+/* open_for_append - open mymailbox in the user's directory under its write
  * lock, creating it if needed, never through a link and only if it is a
  * regular file with one link (open_regular), and note its size. With
  * O_APPEND each write lands at the end of the file, which under the write
- * lock, once tidy_mailbox is done, is the noted size (DESIGN.md step 3):
+ * lock, once tidy_mailbox is done, is r->start (DESIGN.md "Delivery"):
  * the record goes out in one writev, with no seek. */
-static int open_mailbox(struct rcpt *r, int commit_locked)
+static int open_for_append(struct rcpt *r, int commit_locked)
 {
 	struct stat st;
 	int e, tries = 0;
@@ -4473,19 +4575,19 @@ static int commit_appended(struct rcpt *r)
 {
 	struct commit_state h;
 
-	if (fstat(r->box_fd, &r->box) < 0)
+	if (fstat(r->box_fd, &r->box_stat) < 0)
 		return -1;
 	if (commit_read(r->lock_fd, &h) <= 0) {
 		errno = EIO;	/* commit_prepare made it valid, under this lock */
 		return -1;
 	}
-	r->end = h.size = r->box.st_size;	/* we hold the write lock: ours is last */
+	r->end = h.size = r->box_stat.st_size;	/* we hold the write lock: ours is last */
 	h.appending = -1;
 	return commit_write(r->lock_fd, &h);
 }
 
 /* append_record - append the trace lines, the message and the final "."
- * at the noted end (the mailbox is O_APPEND, see open_mailbox), and note
+ * at r->start (the mailbox is O_APPEND, see open_for_append), and note
  * where our record ends. A message in memory is one writev. A failure
  * part-way leaves a record with no final "." (a partial one, never taken
  * for mail), which roll_back cuts. Not yet durable: see commit_one. */
@@ -4549,7 +4651,7 @@ static int lock_one(struct rcpt *r, int with_commit)
 }
 
 /* lock_all - take the write lock of every recipient mailbox, in sorted
- * login order (DESIGN.md "Delivery" step 2). With several recipients their
+ * login order (DESIGN.md "Delivery"). With several recipients their
  * commit locks too, each before its write lock (the order commit_one
  * keeps), since their fsyncs are then made under the write locks: the
  * message is committed to all of them or to none (commit_all). */
@@ -4602,8 +4704,8 @@ static void commit_shrunk(int lock_fd, const struct stat *st, off_t size)
 }
 
 /*
- * roll_back - after a failed delivery, cut r's mailbox back to the noted
- * size, under its write lock: what we appended was never acknowledged.
+ * roll_back - after a failed delivery, cut r's mailbox back to r->start,
+ * under its write lock: what we appended was never acknowledged.
  * A failed append left a partial record, which a crash could only bring
  * back as a partial record (cut again by tidy_mailbox), so no fsync here;
  * commit_all's rollbacks fsync (commit_undo).
@@ -4612,10 +4714,10 @@ static void roll_back(struct rcpt *r)
 {
 	if (r->box_fd < 0)
 		return;
-	if (ftruncate(r->box_fd, r->noted) < 0)
+	if (ftruncate(r->box_fd, r->start) < 0)
 		log_msg("rollback of %s: %s", r->login, strerror(errno));
 	else
-		commit_shrunk(r->lock_fd, &r->box, r->noted);
+		commit_shrunk(r->lock_fd, &r->box_stat, r->start);
 }
 
 enum commit_step {
@@ -4627,7 +4729,7 @@ enum commit_step {
 
 /*
  * commit_fate - what the commit state h says of our record, which ends at
- * r->end in the file whose status is r->box and was appended in epoch
+ * r->end in the file whose status is r->box_stat and was appended in epoch
  * r->epoch: COMMIT_DONE durable, COMMIT_FAILED gone, COMMIT_FSYNC there
  * and not durable yet, COMMIT_UNKNOWN the state cannot tell. Every cut,
  * and every replacement of mymailbox by a rename of ours, moves the epoch
@@ -4641,7 +4743,7 @@ static enum commit_step commit_fate(const struct rcpt *r, const struct commit_st
 {
 	uint64_t since;
 
-	if (h->epoch == r->epoch && !commit_about(h, &r->box))
+	if (h->epoch == r->epoch && !commit_about(h, &r->box_stat))
 		return COMMIT_UNKNOWN;
 	if (h->epoch == r->epoch)
 		return h->durable >= r->end ? COMMIT_DONE : COMMIT_FSYNC;
@@ -4680,7 +4782,7 @@ static int mailbox_holds(const struct rcpt *r)
 	return found;
 }
 
-/* record_present - 1 if our record still starts at r->noted in the file
+/* record_present - 1 if our record still starts at r->start in the file
  * open on box_fd and reaches r->end: its trace lines name our message id,
  * which no other message has */
 static int record_present(const struct rcpt *r)
@@ -4692,7 +4794,7 @@ static int record_present(const struct rcpt *r)
 
 	if (k < 0 || fstat(r->box_fd, &st) < 0 || st.st_size < r->end)
 		return 0;
-	n = pread_full(r->box_fd, head, sizeof head, r->noted);
+	n = pread_full(r->box_fd, head, sizeof head, r->start);
 	return n > 14 && memcmp(head, "Return-Path: <", 14) == 0
 	       && find_bytes(head, (size_t)n, want, (size_t)k) != NULL;
 }
@@ -4710,7 +4812,7 @@ static enum commit_step commit_begin(struct rcpt *r, off_t *covered)
 
 	if (commit_read(r->lock_fd, &h) <= 0)
 		return COMMIT_UNKNOWN;
-	if (commit_about(&h, &r->box) && h.syncing >= 0)
+	if (commit_about(&h, &r->box_stat) && h.syncing >= 0)
 		(void)commit_cut(r, &h);
 	if ((step = commit_fate(r, &h)) == COMMIT_FSYNC
 	    && (*covered = commit_announce(r->lock_fd, &h)) < 0)
@@ -4727,9 +4829,9 @@ static enum commit_step commit_end(struct rcpt *r, off_t covered, int synced)
 
 	if (commit_read(r->lock_fd, &h) <= 0)
 		return COMMIT_UNKNOWN;
-	if (commit_about(&h, &r->box) && !synced)
+	if (commit_about(&h, &r->box_stat) && !synced)
 		(void)commit_cut(r, &h);
-	else if (commit_about(&h, &r->box) && commit_synced(r->lock_fd, &h, covered) < 0)
+	else if (commit_about(&h, &r->box_stat) && commit_synced(r->lock_fd, &h, covered) < 0)
 		return COMMIT_FAILED;	/* still announced: the next one cuts it back */
 	step = commit_fate(r, &h);
 	return step == COMMIT_FSYNC ? COMMIT_UNKNOWN : step;	/* not covered: ask the file */
@@ -4768,11 +4870,11 @@ static int withdraw(struct rcpt *r, struct commit_state *h)
 		return 1;
 	if (!state_current(r))
 		return -1;
-	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, r->noted) < 0)
+	if (mailbox_lock(r->dir_fd, r->login, r->box_fd) < 0 || ftruncate(r->box_fd, r->start) < 0)
 		return -1;
-	h->size = r->noted;
-	if (h->syncing > r->noted)
-		h->syncing = r->noted;
+	h->size = r->start;
+	if (h->syncing > r->start)
+		h->syncing = r->start;
 	log_msg("%s: the commit lock stayed busy: our record taken out again", r->login);
 	return commit_write(r->lock_fd, h);
 }
@@ -4792,7 +4894,7 @@ static enum commit_step take_out(struct rcpt *r, struct commit_state *h, int val
 	}
 	if (fstat(r->box_fd, &st) == 0 && st.st_size == r->end
 	    && mailbox_lock(r->dir_fd, r->login, r->box_fd) == 0
-	    && ftruncate(r->box_fd, r->noted) == 0 && fsync(r->box_fd) == 0)
+	    && ftruncate(r->box_fd, r->start) == 0 && fsync(r->box_fd) == 0)
 		return COMMIT_FAILED;
 	log_msg("%s: an fsync failed and our record could not be taken out: it may stay",
 		r->login);
@@ -4837,7 +4939,7 @@ static enum commit_step settle_alone(struct rcpt *r, struct commit_state *h, int
 static enum commit_step settle_unknown(struct rcpt *r, int fsync_failed)
 {
 	struct commit_state h;
-	int valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
+	int valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box_stat);
 
 	if (!same_file(r->dir_fd, "mymailbox", r->box_fd))
 		return mailbox_holds(r) ? COMMIT_DONE : COMMIT_FAILED;
@@ -4866,7 +4968,7 @@ static enum commit_step commit_alone(struct rcpt *r, int fsync_failed)
 
 		if (relock_write(r) < 0)
 			break;
-		valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box);
+		valid = commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box_stat);
 		if (!valid || (step = commit_fate(r, &h)) == COMMIT_UNKNOWN)
 			step = settle_unknown(r, fsync_failed);
 		else if (step == COMMIT_FSYNC && (h.syncing < 0 || fsync_failed))
@@ -4939,7 +5041,7 @@ static void commit_undo(struct rcpt *r)
 	if (r->box_fd < 0)
 		return;
 	roll_back(r);
-	if (commit_read(r->lock_fd, &h) <= 0 || !commit_about(&h, &r->box)
+	if (commit_read(r->lock_fd, &h) <= 0 || !commit_about(&h, &r->box_stat)
 	    || (covered = commit_announce(r->lock_fd, &h)) < 0)
 		return;
 	if (fsync(r->box_fd) == 0)
@@ -4974,7 +5076,7 @@ static int commit_all(struct session *s)
 	for (i = 0; failed >= 0 && i < s->nrcpts; i++) {
 		struct rcpt *r = &s->rcpts[i];
 
-		if (i == failed && commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box))
+		if (i == failed && commit_read(r->lock_fd, &h) > 0 && commit_about(&h, &r->box_stat))
 			(void)commit_cut(r, &h);
 		else
 			commit_undo(r);
@@ -5050,7 +5152,7 @@ static void deliver(struct session *s)
 	}
 	hold_stop(1);
 	for (int i = 0; !failed && i < s->nrcpts; i++) {
-		if (open_mailbox(&s->rcpts[i], s->nrcpts > 1) < 0
+		if (open_for_append(&s->rcpts[i], s->nrcpts > 1) < 0
 		    || append_record(s, &s->rcpts[i], id, date) < 0) {
 			err = errno;
 			failed = 1;
@@ -6519,7 +6621,7 @@ static int report_store(const struct account *acct, const char *to,
 	s.nrcpts = 1;
 	message_id(&s, r->id, sizeof r->id);
 	hold_stop(1);	/* as deliver: no SIGTERM between the append and its end */
-	if (lock_all(&s) == 0 && open_mailbox(r, 0) == 0) {
+	if (lock_all(&s) == 0 && open_for_append(r, 0) == 0) {
 		if (report_append(r, to, body, now) == 0)
 			rc = commit_one(r) == 0 ? 0 : (errno = EIO, -1);
 		else
@@ -7972,20 +8074,20 @@ static void greet(struct session *s, const char *arg, int esmtp)
 }
 
 /* cmd_helo - HELO domain (RFC 5321 4.1.1.1) */
-static void cmd_helo(struct session *s, char *arg)
+static void cmd_helo(struct session *s, const struct args *a)
 {
-	if (check_helo(s, arg) != 0)
+	if (check_helo(s, a->text) != 0)
 		return;
-	greet(s, arg, 0);
+	greet(s, a->text, 0);
 	reply(s, "250 OK Hello %s", s->helo);
 }
 
 /* cmd_ehlo - EHLO domain: the greeting line, then one line per extension */
-static void cmd_ehlo(struct session *s, char *arg)
+static void cmd_ehlo(struct session *s, const struct args *a)
 {
-	if (check_helo(s, arg) != 0)
+	if (check_helo(s, a->text) != 0)
 		return;
-	greet(s, arg, 1);
+	greet(s, a->text, 1);
 	reply(s, "250-%s Hello %s", cfg.hostname, s->helo);
 	reply(s, "250-SIZE %llu", cfg.max_size);	/* RFC 1870 */
 	reply(s, "250-8BITMIME");			/* RFC 6152 */
@@ -8032,7 +8134,7 @@ static void auth_answer(struct session *s, const struct sasl *a, enum mech mech,
 	} else if (r == AUTH_WRONG) {
 		log_msg("%s: authentication of %s by %s failed", s->peer,
 			a->name[0] ? a->name : "?", how);
-		auth_pause(s->auth_failures++);
+		auth_pause(s->pause_ms, s->auth_failures++);
 		reply(s, "535 5.7.8 Authentication credentials invalid");
 	} else if (r == AUTH_TIMEOUT || r == AUTH_LOST) {
 		if (r == AUTH_TIMEOUT)
@@ -8051,17 +8153,17 @@ static void auth_answer(struct session *s, const struct sasl *a, enum mech mech,
 
 /* cmd_auth - AUTH (RFC 4954): the SASL exchange, then its answer. EHLO
  * offers it; after HELO it is taken too, answered in that dialect. */
-static void cmd_auth(struct session *s, char *arg)
+static void cmd_auth(struct session *s, const struct args *a)
 {
-	struct sasl a = { .c = &s->conn, .prompt = "334 ", .userfile = cfg.userfile,
+	struct sasl x = { .c = &s->conn, .prompt = "334 ", .userfile = cfg.userfile,
 			  .host = cfg.hostname };
 	char *initial = NULL;
-	int mech = check_auth(s, arg, &initial);
+	int mech = check_auth(s, a->text, &initial);
 
 	if (mech < 0)
 		return;
-	auth_answer(s, &a, (enum mech)mech, sasl_auth(&a, (enum mech)mech, initial));
-	secret_wipe(&a, sizeof a);
+	auth_answer(s, &x, (enum mech)mech, sasl_auth(&x, (enum mech)mech, initial));
+	secret_wipe(&x, sizeof x);
 }
 
 /*
@@ -8132,11 +8234,11 @@ static int check_mail(struct session *s, char *arg, char *sender, size_t cap)
 }
 
 /* cmd_mail - MAIL FROM:<path> [params]: a transaction begins */
-static void cmd_mail(struct session *s, char *arg)
+static void cmd_mail(struct session *s, const struct args *a)
 {
 	char sender[SMTP_PATH_MAX];
 
-	if (check_mail(s, arg, sender, sizeof sender) != 0)
+	if (check_mail(s, a->text, sender, sizeof sender) != 0)
 		return;
 	memcpy(s->sender, sender, strlen(sender) + 1);
 	set_state(s, ST_MAIL);
@@ -8210,12 +8312,12 @@ static void add_rcpt(struct session *s, const struct account *acct, const char *
 }
 
 /* cmd_rcpt - RCPT TO:<path>: one more recipient */
-static void cmd_rcpt(struct session *s, char *arg)
+static void cmd_rcpt(struct session *s, const struct args *a)
 {
 	char addr[SMTP_PATH_MAX];
 	struct account acct;
 
-	if (check_rcpt(s, arg, addr, sizeof addr, &acct) != 0)
+	if (check_rcpt(s, a->text, addr, sizeof addr, &acct) != 0)
 		return;
 	add_rcpt(s, &acct, addr);
 	s->accepted++;
@@ -8228,11 +8330,11 @@ static void cmd_rcpt(struct session *s, char *arg)
  * then deliver it or say why not. A message over the size limit is read to
  * the end anyway, so that the session stays in step with the client.
  */
-static void cmd_data(struct session *s, char *arg)
+static void cmd_data(struct session *s, const struct args *a)
 {
 	enum io_status st;
 
-	(void)arg;
+	(void)a;
 	reply(s, "354 Enter mail, end with \".\" on a line by itself");
 	set_state(s, ST_DATA);
 	st = receive_data(s);
@@ -8258,54 +8360,54 @@ static void cmd_data(struct session *s, char *arg)
 }
 
 /* cmd_rset - RSET (RFC 5321 4.1.1.5) */
-static void cmd_rset(struct session *s, char *arg)
+static void cmd_rset(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reset_transaction(s);
 	reply(s, "250 2.0.0 OK");
 }
 
 /* cmd_noop - NOOP, whose argument is ignored (RFC 5321 4.1.1.9) */
-static void cmd_noop(struct session *s, char *arg)
+static void cmd_noop(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "250 2.0.0 OK");
 }
 
 /* cmd_quit - QUIT (RFC 5321 4.1.1.10): the session loop ends after it */
-static void cmd_quit(struct session *s, char *arg)
+static void cmd_quit(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "221 2.0.0 %s closing connection", cfg.hostname);
 	set_state(s, ST_QUIT);
 }
 
 /* cmd_vrfy - VRFY never tells which accounts exist (RFC 5321 3.5.3, 7.3).
  * The code is 2.0.0, since RFC 3463's X.5.2 would mean a syntax error. */
-static void cmd_vrfy(struct session *s, char *arg)
+static void cmd_vrfy(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 /* cmd_help - HELP (RFC 5321 4.1.1.8) */
-static void cmd_help(struct session *s, char *arg)
+static void cmd_help(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "214 2.0.0 Commands: HELO EHLO AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
 }
 
 /* cmd_not_implemented - a verb we know but do not offer (RFC 5321 4.2.4) */
-static void cmd_not_implemented(struct session *s, char *arg)
+static void cmd_not_implemented(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "502 5.5.1 Command not implemented");
 }
 
 /* cmd_unknown - any other verb: the table's catch-all last row */
-static void cmd_unknown(struct session *s, char *arg)
+static void cmd_unknown(struct session *s, const struct args *a)
 {
-	(void)arg;
+	(void)a;
 	reply(s, "500 5.5.1 Command unrecognized");
 }
 
@@ -8318,13 +8420,13 @@ static void cmd_unknown(struct session *s, char *arg)
 
 /* What a command's argument must be. MAIL's and RCPT's start with a
  * keyword, which dispatch takes off before the handler sees the path. */
-enum args { ARGS_ANY, ARGS_NONE, ARGS_SOME, ARGS_FROM, ARGS_TO };
+enum arg_rule { ARGS_ANY, ARGS_NONE, ARGS_SOME, ARGS_FROM, ARGS_TO };
 
 struct command {
 	const char *verb;	/* NULL: the catch-all last row */
-	void (*handler)(struct session *s, char *arg);
+	void (*handler)(struct session *s, const struct args *a);
 	unsigned states;	/* IN() bits: the states it may come in */
-	enum args args;		/* the rule its argument must follow */
+	enum arg_rule args;	/* the rule its argument must follow */
 	const char *syntax;	/* the 501 reply when the argument breaks it */
 	const char *late;	/* the 503 reply when the command's step is done */
 };
@@ -8384,7 +8486,7 @@ static const char *out_of_order(const struct command *cmd, enum state st)
 
 /* args_ok - does the argument follow the row's rule? For MAIL and RCPT,
  * *arg moves past the keyword, so that the handler gets the path alone. */
-static int args_ok(enum args rule, char **arg)
+static int args_ok(enum arg_rule rule, char **arg)
 {
 	char *rest;
 
@@ -8429,7 +8531,7 @@ static void dispatch(struct session *s, char *line)
 	else if (!args_ok(cmd->args, &arg))
 		reply(s, "%s", cmd->syntax);
 	else
-		cmd->handler(s, arg);
+		cmd->handler(s, &(struct args){ .text = arg });
 }
 
 /* ---------------------------------------------------------------- the session loop */
@@ -8493,12 +8595,12 @@ static void session_step(struct session *s)
  * socket, or -i's two descriptors), from the greeting to QUIT, a lost
  * connection, a timeout or too many errors. It returns instead of exiting
  * (a fuzz harness calls it in a loop), and closes in and out and frees
- * everything. The configuration comes from cfg. It returns the wrong
- * passwords that AUTH saw, which its process reports to the parent: in
- * the note that says the session is over (a worker's), or as its exit
- * status (exit_status).
+ * everything. The configuration comes from cfg; the first wrong password
+ * waits pause_ms (the address's penalty). It returns the wrong passwords
+ * that AUTH saw, which the note that says the session is over has told
+ * the parent (session_over), or -1 if the session could not start.
  */
-static int smtp_session(int in, int out, const char *peer)
+static int smtp_session(int in, int out, const char *peer, int pause_ms)
 {
 	struct session *s = calloc(1, sizeof *s);
 	int failures;
@@ -8510,9 +8612,10 @@ static int smtp_session(int in, int out, const char *peer)
 		close_fd(in, "connection");
 		if (out != in)
 			close_fd(out, "connection");
-		return 0;
+		return -1;
 	}
 	s->conn.out_fd = out;
+	s->pause_ms = pause_ms;
 	/* However busy the client keeps it, a session ends after -T seconds. */
 	s->conn.hard_end_ms = now_ms() + cfg.lifetime * 1000LL;
 	s->peer = peer;
@@ -8544,14 +8647,15 @@ static int smtp_session(int in, int out, const char *peer)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - print the synopsis on out */
-static void usage(FILE *out)
+/* usage - print help_text on out: all of it (-h), or only its synopsis,
+ * the lines before the first blank one (after bad usage) */
+static void usage(FILE *out, int all)
 {
-	fprintf(out, "usage: %s [-d spool] [-u userfile] [-n hostname] [-l address]"
-		" [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds] [-r bytes/s]"
-		" [-T seconds] [-D domain]... [-a] [-w msec] [-i] [-v] [-h]"
-		" [-o] [-N network]... [-R domain=host[:port]]... [-B min:max] [-E seconds]"
-		" [-W seconds] [-Z count] [-q | -p | -F | -x id] [port]\n", progname);
+	const char *blank = strstr(help_text, "\n\n");
+	size_t len = all || !blank ? strlen(help_text) : (size_t)(blank + 1 - help_text);
+
+	if (fwrite(help_text, 1, len, out) != len || fflush(out) != 0)
+		exit(1);	/* -h > /dev/full: the help did not get out */
 }
 
 /* number_arg - a decimal option value in [min, max], or -1 when it is not
@@ -8572,7 +8676,7 @@ static long long number_arg(const char *v, long long min, long long max)
 static void bad_value(int opt, const char *v)
 {
 	fprintf(stderr, "%s: bad value for -%c: %s\n", progname, opt, v);
-	usage(stderr);
+	usage(stderr, 0);
 	exit(2);
 }
 
@@ -8695,10 +8799,10 @@ static void set_option(int opt, const char *v)
 		break;
 	case 'l': cfg.listen = v; break;
 	case 'v': verbose = 1; break;
-	case 'h': usage(stdout); exit(0);
+	case 'h': usage(stdout, 1); exit(0);
 	case 'a': cfg.submission = 1; break;
 	case 'i': cfg.inetd = 1; break;
-	case 'w': n = number_arg(v, 0, 60000); cfg.auth_delay_ms = (int)n; break;
+	case 'w': n = number_arg(v, 0, 60000); cfg.penalty_ms = (int)n; break;
 	case 's': n = number_arg(v, 1, 1LL << 40); cfg.max_size = (unsigned long long)n; break;
 	case 'c': n = number_arg(v, 1, 100000); cfg.max_sessions = (int)n; break;
 	case 'C': n = number_arg(v, 1, 100000); cfg.max_per_client = (int)n; break;
@@ -8715,7 +8819,7 @@ static void set_option(int opt, const char *v)
 		if (relay_option(opt, v) < 0)
 			bad_value(opt, v);
 		break;
-	default: usage(stderr); exit(2);
+	default: usage(stderr, 0); exit(2);
 	}
 	if (n < 0)
 		bad_value(opt, v);
@@ -8737,7 +8841,7 @@ static void parse_options(int argc, char **argv)
 		exit(2);
 	}
 	if (argc - optind > 1) {
-		usage(stderr);
+		usage(stderr, 0);
 		exit(2);
 	}
 	if (optind < argc) {
@@ -8756,7 +8860,7 @@ int main(int argc, char **argv)
 {
 	static char busy[REPLY_LINE_MAX];
 	static char spool_dir[PATH_TEXT_MAX];
-	struct server srv = { .busy_line = busy, .session = smtp_session, .pool = 1 };
+	struct server srv = { .busy_line = busy, .session = smtp_session, .pool = &worker_pool };
 	pid_t keeper_pid;
 	int status;
 
@@ -8775,9 +8879,9 @@ int main(int argc, char **argv)
 	if (cfg.queue_mode != QM_SERVE)
 		return queue_command();
 	if (cfg.inetd)
-		return serve_inetd(smtp_session, cfg.auth_delay_ms);
+		return serve_inetd(smtp_session, cfg.penalty_ms);
 	srv.userfile = cfg.userfile;
-	srv.auth_delay_ms = cfg.auth_delay_ms;
+	srv.penalty_ms = cfg.penalty_ms;
 	/* Cannot be cut short: the hostname is at most 255 octets. It stands
 	 * for the greeting, so it carries no enhanced code (RFC 2034). */
 	(void)snprintf(busy, sizeof busy,

@@ -11,7 +11,7 @@ run's end; only the server it started is stopped, by PID.
 
     python3 tests/guess_rate.py                        # ./popserver, 20 connections, 60 s
     python3 tests/guess_rate.py --bin build/asan/popserver --seconds 20
-    python3 tests/guess_rate.py -- -a 500              # options for popserver after --
+    python3 tests/guess_rate.py -- -w 500              # options for popserver after --
 
 Not part of `make test` (a minute long); the target it checks is "under 100
 guesses a minute from one address with 20 parallel connections".

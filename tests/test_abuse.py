@@ -55,7 +55,7 @@ def wait_greeted(port, source, ready, seconds):
 
 def wait_no_children(server, seconds=10):
     """Until every session process of server has been reaped (so that the
-    parent has read their exit status)."""
+    parent has read their notes: the parent drains the pipe before it reaps)."""
     deadline = time.time() + seconds
     while time.time() < deadline and children_of(server.proc.pid):
         time.sleep(0.05)
@@ -316,7 +316,7 @@ class Penalty(HeldPopTest):
         return time.time() - start
 
     def test_penalty_grows_across_sessions_not_for_another_address(self):
-        self.pop("-a", "100")
+        self.pop("-w", "100")
         port = self.server.port
         with raw_from(port) as r:                       # 100, 200, 400 ms
             r.line()
@@ -324,7 +324,7 @@ class Penalty(HeldPopTest):
             self.assertTrue(r.closed())                 # the third closes
         self.assertGreater(times[1], 0.19, times)
         self.assertGreater(times[2], 0.39, times)
-        self.assertTrue(wait_no_children(self.server))  # its exit status is read
+        self.assertTrue(wait_no_children(self.server))  # its note is read
         with raw_from(port) as r:                       # 3 failures: 100 * 2^3 ms
             r.line()
             self.assertGreater(self.wrong(r), 0.79)
@@ -339,7 +339,7 @@ class Penalty(HeldPopTest):
             r.cmd("QUIT")
 
     def test_parallel_sessions_of_an_address_escalate(self):
-        self.pop("-a", "100")
+        self.pop("-w", "100")
         port = self.server.port
         self.held = [raw_from(port) for _ in range(3)]
         for r in self.held:

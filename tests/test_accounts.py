@@ -90,7 +90,7 @@ class Accounts(BigUserFile):
     """The accounts of a big user.txt, as it changes."""
 
     def test_last_account_works(self):
-        smtp, pop = self.start_smtp(), self.start_pop("-a", "50")
+        smtp, pop = self.start_smtp(), self.start_pop("-w", "50")
         with self.smtp_session(smtp) as c:
             self.assertTrue(self.rcpt(c, LAST + "@x.example").startswith("250"))
             self.assertTrue(self.rcpt(c, login(COUNT // 2) + "@x.example").startswith("250"))
@@ -115,7 +115,7 @@ class Accounts(BigUserFile):
         self.assertTrue(replies[2].startswith("+OK"), replies)
 
     def test_changed_password_within_a_second(self):
-        pop = self.start_pop("-a", "50")
+        pop = self.start_pop("-w", "50")
         old, new = password(COUNT - 1), password(COUNT - 1, "qw")
         self.assertTrue(self.pop_login(pop, LAST, old))
         # The same size: only the time stamp tells the versions apart.
@@ -129,7 +129,7 @@ class Accounts(BigUserFile):
         """A rewrite of the same size whose time stamp stays the same (file
         times are coarse; here it is put back by hand) is still seen, about
         a second after the version before was written."""
-        pop = self.start_pop("-a", "50")
+        pop = self.start_pop("-w", "50")
         old, new = password(COUNT - 1), password(COUNT - 1, "qw")
         self.write_users(many_accounts())     # read at the next login's accept
         written = os.stat(self.userfile).st_mtime_ns
@@ -167,7 +167,7 @@ class Accounts(BigUserFile):
 
     def test_duplicate_warned_once(self):
         self.write_users(many_accounts(extra=("%s other\n" % LAST.upper()).encode()))
-        smtp, pop = self.start_smtp(), self.start_pop("-a", "50")
+        smtp, pop = self.start_smtp(), self.start_pop("-w", "50")
         for round_ in range(2):
             with self.smtp_session(smtp) as c:
                 for _ in range(3):

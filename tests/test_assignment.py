@@ -490,7 +490,7 @@ class UserFile(AssignmentTest):
         os.mkdir(os.path.join(self.dir, "bob"))
         self.write_users(b"bob one\nBOB two\ngb gbpw\n")
         smtp = self.serve("smtpmail")
-        pop = self.serve("popserver", "-a", "50")
+        pop = self.serve("popserver", "-w", "50")
         for _ in range(5):
             reply = self.rcpt(smtp, "bob@iitkgp.edu")
             self.assertTrue(reply.startswith("250"), "RCPT bob: " + reply)
@@ -508,7 +508,7 @@ class UserFile(AssignmentTest):
     def test_d_invalid_line_warned_once_per_change(self):
         self.write_users(b"ag agpw\nbad/login pw\ngb gbpw\n")
         smtp = self.serve("smtpmail")
-        pop = self.serve("popserver", "-a", "50")
+        pop = self.serve("popserver", "-w", "50")
         for _ in range(5):
             reply = self.rcpt(smtp, "gb@iitkgp.edu")
             self.assertTrue(reply.startswith("250"), "RCPT gb: " + reply)
@@ -543,7 +543,7 @@ class UserFile(AssignmentTest):
         os.unlink(self.userfile)
         os.mkfifo(self.userfile)
         smtp = self.serve("smtpmail", "-u", other)
-        pop = self.serve("popserver", "-u", other, "-a", "50")
+        pop = self.serve("popserver", "-u", other, "-w", "50")
         self.assertTrue(self.rcpt(smtp, "gb@iitkgp.edu").startswith("250"))
         self.assertTrue(self.login_ok(pop, "gb", "gbpw"))
         for server in (smtp, pop):

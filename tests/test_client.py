@@ -185,7 +185,7 @@ class ClientTest(MailTest):
         super().setUp()
         self.clients = []
         self.smtp = self.start_smtp()
-        self.pop = self.start_pop("-a", "50")
+        self.pop = self.start_pop("-w", "50")
 
     def tearDown(self):
         problems = close_clients(self.clients)

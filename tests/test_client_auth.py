@@ -91,7 +91,7 @@ class NoClearPassword(ClientTest):
         MailTest.setUp(self)
         self.clients = []
         self.smtp = self.start_smtp("-a", "-w", "50")
-        self.pop = self.start_pop("-a", "50")
+        self.pop = self.start_pop("-w", "50")
 
     def test_send_and_read_with_no_password_on_the_wire(self):
         smtp = Recorder(self.smtp.port, 2)      # the check before the mail, the mail

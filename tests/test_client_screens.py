@@ -280,7 +280,7 @@ class Login(ClientTest):
     end after Ctrl-C; one that could not be checked asked for again."""
 
     def test_typeahead_password_never_shown(self):
-        slow = self.start_pop("-a", "1500")     # a wrong password waits 1.5 s
+        slow = self.start_pop("-w", "1500")     # a wrong password waits 1.5 s
         c = self.client(pop_port=slow.port)
         c.expect("Username: ")
         c.line("bob")
@@ -386,7 +386,7 @@ class Login(ClientTest):
         c.line("bobpwx")
         c.expect("The password was not checked.\n")
         c.expect(MENU)
-        self.start_pop("-a", "50", port=port)     # the server comes up
+        self.start_pop("-w", "50", port=port)     # the server comes up
         c.line("1")
         seen = c.expect("Password: ")
         self.assertIn("Login failed: -ERR [AUTH] ", seen)

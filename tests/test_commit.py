@@ -33,7 +33,7 @@ class Servers(MailTest):
     def setUp(self):
         super().setUp()
         self.smtp = self.start_smtp()
-        self.pop = self.start_pop("-a", "0")
+        self.pop = self.start_pop("-w", "0")
 
     def deliver(self, rcpts, body, timeout=10):
         with Raw(self.smtp.port, timeout=timeout) as c:
@@ -229,7 +229,7 @@ class Interleavings(ShimBuild, Servers):
         # the new file, but the directory's fsync fails: after a crash the
         # old file, where it never was durable, may come back. So no 250.
         self.assertTrue(self.deliver(["alice"], b"one").startswith("250"))
-        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-a", "0")
+        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-w", "0")
         pop = self.start_shim("popserver", args, FAILFS_DIR_FSYNC="1")
         with Raw(pop.port) as r:
             r.line()
@@ -266,7 +266,7 @@ class Interleavings(ShimBuild, Servers):
         by_hand, _ = make_record([b"Subject: by hand", b"", b"by hand"])
         with open(self.mailbox_path("alice"), "ab") as f:
             f.write(by_hand)
-        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-a", "0")
+        args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-w", "0")
         self.pop = self.start_shim("popserver", args,
                                    FAILFS_SETTLE_ENOSPC=os.path.join(self.dir, "settle"))
         with Raw(self.pop.port) as r:

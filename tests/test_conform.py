@@ -60,7 +60,7 @@ class OurServers(MailTest):
     def test_every_check_passes(self):
         # Short wrong-password delays: the AUTH checks try a wrong password.
         smtp = self.start_smtp("-w", "50")
-        pop = self.start_pop("-a", "50")
+        pop = self.start_pop("-w", "50")
         log = os.path.join(self.dir, "client.txt")
         status, report, _ = kit(smtp.port, pop.port, "--client",
                                 binary("mailclient") + " {host} {smtp} {pop3}",
@@ -81,7 +81,7 @@ class OurServers(MailTest):
 
     def test_table_csv_and_subset(self):
         smtp = self.start_smtp()
-        pop = self.start_pop("-a", "50")
+        pop = self.start_pop("-w", "50")
         common = ["--smtp", "127.0.0.1:%d" % smtp.port, "--pop3", "127.0.0.1:%d" % pop.port] \
             + USERS + FAST
         run = subprocess.run([sys.executable, KIT, "--only", "smtp-noop,pop-noop"] + common,

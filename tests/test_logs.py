@@ -118,7 +118,7 @@ class ServerLogs(LogCheck, MailTest):
     def test_pop_user_name(self):
         for verbose in ((), ("-v",)):
             with self.subTest(verbose=verbose):
-                server = self.start_pop("-a", "10", *verbose)
+                server = self.start_pop("-w", "10", *verbose)
                 with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
                     f = s.makefile("rb")
                     f.readline()
@@ -140,7 +140,7 @@ class ServerLogs(LogCheck, MailTest):
         smtp = self.start_smtp("-v", "-w", "0")
         self.smtp_lines(smtp, [b"EHLO x.example", b" AUTH PLAIN " + b64,
                                b"\tauth plain " + b64, b"  Auth Login " + b64])
-        pop = self.start_pop("-v", "-a", "0")
+        pop = self.start_pop("-v", "-w", "0")
         # One connection a line: popserver closes after three errors.
         for line in (b" PASS " + secret, b"\t pass " + secret,
                      b" apop alice " + secret, b" AUTH PLAIN " + b64):

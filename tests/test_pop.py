@@ -50,7 +50,7 @@ class PopTest(MailTest):
             f.write(b"".join(records))
 
     def pop(self, *args):
-        self.server = self.start_pop("-a", "50", *args)
+        self.server = self.start_pop("-w", "50", *args)
         return self.server
 
     def raw(self, login=None, password=None):

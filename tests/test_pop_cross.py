@@ -40,7 +40,7 @@ class CrossTest(MailTest):
         # Not skipped silently: the cross tests need both programs.
         self.assertTrue(os.path.exists(binary("smtpmail")), "smtpmail not built")
         self.smtp = self.start_smtp()
-        self.pop = self.start_pop("-a", "50")
+        self.pop = self.start_pop("-w", "50")
 
     def send(self, msg, to=("alice@example.com",), sender="sender@example.org"):
         with smtplib.SMTP("127.0.0.1", self.smtp.port, timeout=60) as s:

@@ -72,7 +72,7 @@ class Process(PopTest):
         """A Ctrl-C in the server's terminal reaches the whole process group:
         the parent stops accepting, the session ignores it and finishes."""
         server = GroupServer(("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1",
-                              "-a", "50"), self.dir, free_port())
+                              "-w", "50"), self.dir, free_port())
         self.servers.append(server)
         self.server = server
         r = self.raw("alice")

@@ -48,7 +48,7 @@ class Attacks(MailTest):
     def setUp(self):
         super().setUp()
         self.smtp = self.start_smtp()
-        self.pop = self.start_pop("-a", "0")
+        self.pop = self.start_pop("-w", "0")
         self.stop = threading.Event()
         self.acked, self.deleted = set(), set()
 
@@ -186,7 +186,7 @@ class HandWriting(MailTest):
     def test_saved_message_appended_back_is_kept(self):
         # What curl pop3://.../1 saves: our record, unstuffed, and no "."
         # line. Appended back by hand, it is mail, not a crashed append.
-        smtp, pop = self.start_smtp(), self.start_pop("-a", "0")
+        smtp, pop = self.start_smtp(), self.start_pop("-w", "0")
         self.assertTrue(deliver(smtp.port, b"first").startswith("250"))
         saved = self.mailbox("alice")[:-3]
         with open(self.mailbox_path("alice"), "ab") as f:
@@ -203,7 +203,7 @@ class HandWriting(MailTest):
         self.assertNotIn("trimmed", smtp.log())
 
     def test_hand_writer_loses_no_line(self):
-        smtp, pop = self.start_smtp(), self.start_pop("-a", "0")
+        smtp, pop = self.start_smtp(), self.start_pop("-w", "0")
         self.assertTrue(deliver(smtp.port, b"start").startswith("250"))
         stop = threading.Event()
         written = []

@@ -24,7 +24,7 @@ class SpoolTest(MailTest):
     def setUp(self):
         super().setUp()
         self.smtp = self.start_smtp("-t", "10")
-        self.pop = self.start_pop("-a", "0", "-t", "10")
+        self.pop = self.start_pop("-w", "0", "-t", "10")
         self.outside = os.path.join(self.dir, "outside")
         os.mkdir(self.outside)
 
@@ -173,7 +173,7 @@ class DiskFailures(ShimBuild, MailTest):
 
     def start_with(self, prog, **failures):
         args = ("-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1")
-        args += ("-a", "0") if prog == "popserver" else ("-n", HOSTNAME)
+        args += ("-w", "0") if prog == "popserver" else ("-n", HOSTNAME)
         return self.start_shim(prog, args, **failures)
 
     def pop_with(self, **failures):

@@ -638,7 +638,7 @@ def start_servers(ctx, top, spool, userfile, env=None, hosts=1):
     ctx.spool = spool
     for host in range(hosts):
         host_vars = host_env(top, host, env) if hosts > 1 else env
-        for prog, extra in (("smtpmail", ["-n", HOSTNAME]), ("popserver", ["-a", "0"])):
+        for prog, extra in (("smtpmail", ["-n", HOSTNAME]), ("popserver", ["-w", "0"])):
             server = Server(prog, common + extra, top, free_port(), host_vars)
             (ctx.smtps if prog == "smtpmail" else ctx.pops).append(server)
     ctx.smtp, ctx.pop = ctx.smtps[0], ctx.pops[0]
@@ -887,7 +887,7 @@ class FsCase:
 
     def start(self, prog, fsize=None):
         args = ["-d", self.spool, "-u", self.userfile, "-l", "127.0.0.1", "-t", "30"]
-        args += ["-n", HOSTNAME] if prog == "smtpmail" else ["-a", "0"]
+        args += ["-n", HOSTNAME] if prog == "smtpmail" else ["-w", "0"]
         if fsize is None:
             server = Server(prog, args, self.top, free_port())
         else:

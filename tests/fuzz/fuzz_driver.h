@@ -105,9 +105,10 @@ static void *fuzz_peer(void *arg)
 	return NULL;
 }
 
-/* fuzz_session - one session of the program on the input (what the session
- * returns, its wrong passwords, matters only to a server's parent) */
-static void fuzz_session(int (*session)(int, int, const char *), const uint8_t *data,
+/* fuzz_session - one session of the program on the input, its wrong
+ * passwords answered at once (what the session returns, its wrong
+ * passwords, matters only to a server's parent) */
+static void fuzz_session(int (*session)(int, int, const char *, int), const uint8_t *data,
 			 size_t size)
 {
 	int sv[2];
@@ -119,7 +120,7 @@ static void fuzz_session(int (*session)(int, int, const char *), const uint8_t *
 	feed = (struct fuzz_feed){ .fd = sv[0], .data = data, .size = size };
 	if (pthread_create(&t, NULL, fuzz_peer, &feed) != 0)
 		abort();
-	(void)session(sv[1], sv[1], "192.0.2.1");	/* closes sv[1] */
+	(void)session(sv[1], sv[1], "192.0.2.1", 0);	/* closes sv[1] */
 	pthread_join(t, NULL);
 	close(sv[0]);
 }

@@ -58,7 +58,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cfg.spool = fuzz_spool;
 		cfg.userfile = fuzz_userfile;
 		cfg.timeout = 1;
-		auth_delay_ms = 0;	/* a wrong PASS waits this (a parent sets it) */
 		ready = 1;
 	}
 	fuzz_reset_mailbox();

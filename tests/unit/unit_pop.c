@@ -572,7 +572,7 @@ static void group_penalty_table(void)
 	unit_check(penalty_entry(&srv, "192.0.2.2", 0) == NULL, "penalty_entry",
 		   "another address", "none", "an entry");
 	penalty_add(&srv, "192.0.2.1", 500);
-	unit_long("penalty_add", "capped", EXIT_FAILURES_MAX, p ? p->failures : -1);
+	unit_long("penalty_add", "capped", PENALTY_FAILURES_MAX, p ? p->failures : -1);
 	if (p)
 		p->last_ms = now_ms() - PENALTY_FORGET_SECONDS * 1000LL - 1;
 	unit_check(penalty_entry(&srv, "192.0.2.1", 0) == NULL, "penalty_entry",

@@ -1062,7 +1062,7 @@ static void commit_fate_cases(void)
 		unit_long("commit_fate", "setup", 0, -1);
 		return;
 	}
-	b.r.box = b.st;
+	b.r.box_stat = b.st;
 	b.r.end = 100;
 	b.r.epoch = 7;
 	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
