@@ -3,7 +3,7 @@
 #   make          build the programs (-Wall -Wextra -O2)
 #   make run      start both servers on 127.0.0.1 and run mailclient against them
 #   make test     build an ASan+UBSan variant and run the whole test suite
-#   make bench    the benchmark (see tests/README.md, Performance)
+#   make bench    the benchmark (tests/README.md "Performance")
 #   make torture  the crash-torture test, long run
 #   make fuzz     the libFuzzer harnesses, FUZZ_SECONDS each (clang)
 #   make clean

@@ -107,30 +107,23 @@ static const char help_text[] =
 	"                 [-T seconds] [-i] [-v] [-h] [port]\n"
 	"\n"
 	"  port            TCP port to listen on (1100)\n"
-	"  -d spool        the mailboxes <spool>/<login>/mymailbox (as smtpmail: users\n"
-	"                  if that directory exists, else the user file's directory)\n"
+	"  -d spool        the mailboxes <spool>/<login>/mymailbox (as smtpmail)\n"
 	"  -u userfile     the accounts, \"<login> <password>\" a line (user.txt)\n"
 	"  -l address      listen on this address only (every IPv4 and IPv6 address)\n"
-	"  -c maxsessions  sessions at once; past it \"-ERR [SYS/TEMP] too many\n"
-	"                  connections\" (100)\n"
-	"  -C perclient    sessions at once from one client address; past it the\n"
-	"                  same -ERR (half of -c, at least 1)\n"
-	"  -t seconds      timeout for a whole command line, RFC 1939's autologout\n"
-	"                  (600)\n"
-	"  -w msec         the wait before answering a wrong password (PASS, APOP,\n"
-	"                  AUTH), doubled for each recent failure of the client's\n"
-	"                  address, up to 15 s; 0: none (1000)\n"
+	"  -c maxsessions  sessions at once; past it \"-ERR [SYS/TEMP] ...\" (100)\n"
+	"  -C perclient    sessions at once from one client address (half of -c)\n"
+	"  -t seconds      timeout for a command line, RFC 1939's autologout (600)\n"
+	"  -w msec         the wait before answering a wrong password, doubled for\n"
+	"                  each recent failure of the client's address, up to 15 s\n"
+	"                  (1000)\n"
 	"  -a msec         the old name of -w: still taken, with a warning\n"
 	"  -L seconds      the time to log in, then the connection is closed (60)\n"
-	"  -T seconds      the longest a session may last, then it is closed with\n"
-	"                  nothing deleted (7200)\n"
+	"  -T seconds      the longest a session may last, nothing deleted (7200)\n"
 	"  -i              one session on standard input and output (inetd, stunnel)\n"
-	"  -v              log the whole dialogue, never a password, APOP digest or\n"
-	"                  AUTH response\n"
+	"  -v              log the whole dialogue, never a password or digest\n"
 	"  -h              this help on stdout\n"
 	"\n"
-	"Exit status: 0 success (stopped by SIGTERM or SIGINT; with -i, the session\n"
-	"ran), 1 cannot listen or serve, 2 bad usage.\n";
+	"Exit status: 0 success, 1 cannot listen or serve, 2 bad usage.\n";
 
 /* ---------------------------------------------------------------- limits */
 
@@ -214,7 +207,7 @@ static struct config {
 enum state { POP_STATES(STATE_ENUM) };
 
 /* The index of the complete records of [0, end) (DESIGN.md): 20 bytes a
- * message (README, Limits), in three arrays rather than an array of
+ * message (DESIGN.md "Limits"), in three arrays rather than an array of
  * structs, which alignment would pad to 24 or more. Message i (from 0) is
  * the record [start[i], start[i + 1]), its "." CRLF line included; start
  * holds count + 1 offsets. */
@@ -3818,7 +3811,7 @@ static size_t totals(const struct session *s, long long *octets)
 
 /* ---------------------------------------------------------------- the mailbox index */
 
-/* FNV-1a, 64 bits: the hash behind the UIDLs (DESIGN.md, POP3 step 5) */
+/* FNV-1a, 64 bits: the hash behind the UIDLs (DESIGN.md "POP3") */
 #define FNV_OFFSET UINT64_C(0xcbf29ce484222325)
 #define FNV_PRIME UINT64_C(0x100000001b3)
 
@@ -3850,7 +3843,7 @@ static int names_smtpmail(const char *p, size_t n)
 
 /*
  * trace_len - the length of the trace lines that smtpmail puts at the
- * start of a record (README, UIDL): a "Return-Path: <" line, then a
+ * start of a record (DESIGN.md "POP3"): a "Return-Path: <" line, then a
  * "Received: from " field (with its continuation lines, which start with
  * a tab or a space) that names smtpmail, the whole under TRACE_WINDOW
  * bytes. p[0, n) is the record's start, or all of it if whole. Returns the
@@ -4334,7 +4327,7 @@ static const char *durable_end(struct session *s, off_t *size)
 /*
  * snapshot_mailbox - open mymailbox under the commit and write locks and put
  * in *size the end of its last complete and durable record then (DESIGN.md
- * POP3 step 2): bytes below it never change during the session. It
+ * "POP3 session", step 2): bytes below it never change during the session. It
  * returns NULL on success, else the -ERR reply that says why not.
  */
 static const char *snapshot_mailbox(struct session *s, off_t *size)
@@ -4362,7 +4355,7 @@ static const char *snapshot_mailbox(struct session *s, off_t *size)
 }
 
 /*
- * lock_session - DESIGN.md POP3 step 1: open the user's directory (never
+ * lock_session - DESIGN.md "POP3 session", step 1: open the user's directory (never
  * through a link: user_dir) and the state file in it, and take the session
  * lock. Returns NULL, or the -ERR reply: [SYS/PERM] for what only the
  * administrator can mend, a link or a file of the wrong kind.
@@ -4387,7 +4380,7 @@ static const char *lock_session(struct session *s)
 }
 
 /*
- * login - DESIGN.md POP3 steps 1 and 2: take the session lock, read the
+ * login - DESIGN.md "POP3 session", steps 1 and 2: take the session lock, read the
  * size under the write lock, index the records. It returns 0 on success;
  * on failure it has logged why and sent the -ERR, and returns -1.
  */
@@ -4742,7 +4735,7 @@ static void cmd_uidl(struct session *s, const struct args *a)
 	reply(s, ".");
 }
 
-/* ---------------------------------------------------------------- UPDATE (DESIGN.md POP3 step 4) */
+/* ---------------------------------------------------------------- UPDATE (DESIGN.md "POP3 session", step 4) */
 
 /*
  * write_kept - write to out the records of [0, N) that are not deleted,
@@ -4827,7 +4820,7 @@ static int write_new(struct session *s, off_t tail)
 
 /*
  * rewrite_mailbox - write mymailbox.new, rename it over mymailbox, fsync
- * the directory (DESIGN.md POP3 step 4). Returns -1 when nothing changed
+ * the directory (DESIGN.md "POP3 session", step 4). Returns -1 when nothing changed
  * (a failure before the rename: mymailbox.new is removed again), 0, or 1
  * when the rename took effect but the directory's fsync failed: the
  * messages are gone, but their removal may not survive a crash.

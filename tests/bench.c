@@ -1,5 +1,5 @@
 /*
- * bench.c - the load generator behind `make bench` (tests/README.md, Performance).
+ * bench.c - the load generator behind `make bench` (tests/README.md "Performance").
  *
  * usage: bench [-B bindir] [-b base-popserver] [-T tmpdir] [-L logdir]
  *              [-S host:port] [-P host:port] [-d spool] [-t seconds]

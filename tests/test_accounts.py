@@ -1,5 +1,5 @@
 """user.txt at scale: the servers read it once into an index and read it
-again when it changes (README, "Limits").
+again when it changes (DESIGN.md "Limits").
 
 A generated user.txt of 100,000 accounts: the last account works over SMTP
 (RCPT) and POP3 (USER/PASS), also under -i, where no parent reads the file

@@ -5,7 +5,7 @@ A log is read on a terminal: ESC [ ... (CSI), a raw 0x9b (CSI to an 8-bit
 terminal), its UTF-8 form C2 9B, OSC title strings, bytes that are not
 UTF-8 could all act there, and a bidi override or U+2028 could make a line
 read as something else. The programs write each byte of such a character
-as \\xNN and a backslash as \\\\ (README: Logs); printable UTF-8 (José)
+as \\xNN and a backslash as \\\\ (README "Logs and exit status"); printable UTF-8 (José)
 stays as it is. Each test sends hostile bytes where a log line shows them,
 then reads the log as bytes: it must be strict UTF-8 with no control
 character but the line ends, and hold the escaped forms exactly.

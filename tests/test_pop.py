@@ -221,7 +221,7 @@ class Commands(PopTest):
         self.assertEqual(self.uidls(), [ids[0], ids[2]])
 
     def test_uidl_of_smtpmail_records(self):
-        # README, UIDL: a record that starts with smtpmail's trace lines is
+        # DESIGN.md "POP3": a record that starts with smtpmail's trace lines is
         # known by them and its length (the trace holds a unique id), so a
         # body changed in place, same length, keeps its id; two records with
         # the same trace and length still get distinct ids (the #k rule).

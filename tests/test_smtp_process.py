@@ -232,7 +232,9 @@ class Lifecycle(SmtpTest):
         usage = ("usage: smtpmail [-d spool] [-u userfile] [-n hostname] [-l address]\n"
                  "                [-s maxbytes] [-c maxsessions] [-C perclient] [-t seconds]\n"
                  "                [-r bytes/s] [-T seconds] [-D domain]... [-a] [-w msec] [-i]\n"
-                 "                [-v] [-h] [port]\n")
+                 "                [-v] [-h] [-o] [-N network]... [-R domain=host[:port]]...\n"
+                 "                [-B min:max] [-E seconds] [-W seconds] [-Z count] [port]\n"
+                 "       smtpmail [-d spool] [-u userfile] [-n hostname] -q | -p | -F | -x id\n")
         run = self.run_bin("-h")
         # -h: the synopsis, a blank line, the options (all of it: test_help)
         self.assertEqual((run.returncode, run.stdout[:len(usage) + 1]), (0, usage + "\n"))

@@ -10,7 +10,7 @@
  *      -Dmain=popserver_main -o build/unit/unit_pop tests/unit/unit_pop.c
  *   build/unit/unit_pop [group]         (tests/test_unit.py does this)
  *
- * Expected values come from RFC 1939 and DESIGN.md ("Record format"), and
+ * Expected values come from RFC 1939 and DESIGN.md "Record format", and
  * for the penalty from Dovecot's (doubling, at most 15 s), not from running
  * the code.
  */
@@ -159,9 +159,9 @@ static uint64_t ref_fnv(const char *p, size_t n)
 	return ref_fnv_on(UINT64_C(14695981039346656037), p, n);
 }
 
-/* ref_uidl - a record's UIDL by README's rule, given the length of its
- * trace (0: none): FNV-1a of the trace, then of the record's length in
- * decimal; without a trace FNV-1a of the whole record */
+/* ref_uidl - a record's UIDL by the rule of DESIGN.md "POP3", given the
+ * length of its trace (0: none): FNV-1a of the trace, then of the
+ * record's length in decimal; without a trace FNV-1a of the whole record */
 static uint64_t ref_uidl(const char *p, size_t len, size_t trace)
 {
 	char digits[32];
@@ -172,7 +172,7 @@ static uint64_t ref_uidl(const char *p, size_t len, size_t trace)
 	return ref_fnv_on(ref_fnv(p, trace), digits, strlen(digits));
 }
 
-/* smtpmail's trace lines (README, UIDL): a Return-Path line, then a
+/* smtpmail's trace lines (DESIGN.md "POP3"): a Return-Path line, then a
  * Received field naming smtpmail, its continuation lines included */
 #define TRACE_SMTP "Return-Path: <a@b.example>\r\nReceived: from c.example ([192.0.2.1])\r\n" \
 	"\tby mx.example (smtpmail) with ESMTP id 17A3.1F.1\r\n\tfor <u@mx.example>; " \
@@ -182,7 +182,7 @@ static uint64_t ref_uidl(const char *p, size_t len, size_t trace)
 
 /* A mailbox (DESIGN.md "Record format"): records of CRLF lines, stuffed,
  * each ended by the line "."; the size excludes the stuffed dots. trace
- * is the length of the record's trace lines by README's rule, 0: none. */
+ * is the length of the record's trace lines by that rule, 0: none. */
 struct rec {
 	const char *bytes;
 	size_t len;
@@ -333,7 +333,7 @@ static size_t long_trace(char *out, size_t tlen, int with_body)
 	return tlen + sizeof body - 1 - 3;	/* the "." line is not the record's */
 }
 
-/* group_uidl_window - README: the trace must take less than 2048 bytes;
+/* group_uidl_window - DESIGN.md "POP3": the trace must take less than 2048 bytes;
  * a longer one is no trace, and the whole record is hashed. With a body
  * and without, chunk ends around the window's edge. */
 static void group_uidl_window(void)

@@ -359,7 +359,7 @@ static const struct data_case data_cases[] = {
 	{ "CR before CRLF", BYTES("a\r\r\n.\r\n"), BYTES("a\r\n\r\n"), ALL },
 	{ "LF CR", BYTES("a\n\rb\r\n.\r\n"), BYTES("a\r\n\r\nb\r\n"), ALL },
 	{ "LF before CRLF", BYTES("a\n\r\n.\r\n"), BYTES("a\r\n\r\n"), ALL },
-	/* NUL and 8-bit bytes are data (DESIGN.md, RFC 6152 8BITMIME) */
+	/* NUL and 8-bit bytes are data (DESIGN.md "Line ends"; RFC 6152 8BITMIME) */
 	{ "NUL and 8-bit", BYTES("a\0b\xff\x80\r\n.\r\n"), BYTES("a\0b\xff\x80\r\n"), ALL },
 	{ "NUL at line start", BYTES("\0.\r\n.\r\n"), BYTES("\0.\r\n"), ALL },
 	{ NULL, NULL, 0, NULL, 0, 0 }
@@ -588,8 +588,8 @@ static const char *password_of(const struct account_index *ix, const char *login
 	return at + strlen(at) + 1;
 }
 
-/* The rules of the line-at-a-time reading, kept by the index (DESIGN.md,
- * README "Accounts"): a BOM before the first line only, CRLF, blank and
+/* The rules of the line-at-a-time reading, kept by the index (README
+ * "Accounts"): a BOM before the first line only, CRLF, blank and
  * '#' lines, a NUL byte or an overlong line skipping its line alone, the
  * first of two spellings of a login winning. */
 static const char accounts_text[] =
