@@ -81,6 +81,7 @@
 #include <sys/stat.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -3801,6 +3802,8 @@ struct session {
 	struct rcpt rcpts[RECIPIENTS_MAX];	/* distinct mailboxes */
 	int nrcpts;		/* distinct mailboxes */
 	int accepted;		/* RCPT commands answered 250 */
+	char relay[RECIPIENTS_MAX][SMTP_PATH_MAX];	/* recipients to queue (relay_check) */
+	int nrelay;
 	struct spill spill;
 };
 
@@ -5125,20 +5128,33 @@ static void hold_stop(int hold)
 		log_msg("sigprocmask: %s", strerror(errno));
 }
 
+static int queue_message(struct session *s, const char *id, const char *date);
+static void queue_withdraw(int fd, const char *id);
+static void queue_release(struct session *s, int fd, const char *id);
+
 /* deliver - DESIGN.md "Delivery" steps 2-4: the message goes into every
- * mailbox or into none, and only then is the client told which */
+ * mailbox or into none, and only then is the client told which. With
+ * relay recipients it is queued first (DESIGN.md "The queue"), and taken
+ * out again if the local delivery fails: all or nothing, both ways. */
 static void deliver(struct session *s)
 {
 	char id[ID_MAX], date[64];
 	time_t now = time(NULL);
 	struct tm tm;
-	int failed = 0, err = 0;
+	int failed = 0, err = 0, job_fd = -1;
 
 	message_id(s, id, sizeof id);
 	if (!gmtime_r(&now, &tm)	/* RFC 5322 3.3 date-time */
 	    || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm))
 		(void)snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
-	if (lock_all(s) < 0) {
+	if (s->nrelay > 0) {	/* held from the queueing to the reply */
+		hold_stop(1);
+		if ((job_fd = queue_message(s, id, date)) < 0) {
+			err = errno;
+			failed = 1;
+		}
+	}
+	if (!failed && lock_all(s) < 0) {
 		err = errno;
 		failed = 1;
 	}
@@ -5157,14 +5173,19 @@ static void deliver(struct session *s)
 		failed = 1;
 	}
 	release_all(s);
+	if (failed && job_fd >= 0)
+		queue_withdraw(job_fd, id);
 	hold_stop(0);
 	if (failed) {
 		log_msg("delivery of %s failed: %s", id, strerror(err));
 		failure_reply(s, err);
 		return;
 	}
-	log_delivery(s, id);
+	if (s->nrcpts > 0)
+		log_delivery(s, id);
 	reply(s, "250 2.0.0 OK Message accepted for delivery as %s", id);
+	if (job_fd >= 0)
+		queue_release(s, job_fd, id);
 }
 
 /* ---------------------------------------------------------------- relay: the queue (DESIGN.md "The queue") */
@@ -5493,10 +5514,462 @@ static int queue_command(void)
 	return 2;	/* main serves instead */
 }
 
+/* queue_received - our Received line for a queued message (RFC 5321 4.4),
+ * in trace_lines' words but without the Return-Path (the last hop adds
+ * it), and with "for" only when there is one recipient: a list would show
+ * every recipient the others (Bcc). Its length, or -1 if it does not fit. */
+static int queue_received(const struct session *s, const char *id, const char *date,
+			  char *out, size_t cap)
+{
+	char where[ADDR_TEXT_MAX + 8] = "unknown", to[SMTP_PATH_MAX + 16] = "";
+	int n;
+
+	if (strcmp(s->peer, "unknown") != 0)
+		(void)snprintf(where, sizeof where, "[%s%s]",	/* fits: peer < ADDR_TEXT_MAX */
+			       strchr(s->peer, ':') ? "IPv6:" : "", s->peer);
+	if (s->nrelay == 1)
+		(void)snprintf(to, sizeof to, "\r\n\tfor <%s>", s->relay[0]);	/* fits */
+	n = snprintf(out, cap, "Received: from %s (%s)\r\n\tby %s (smtpmail) with %s id %s%s; %s\r\n",
+		     s->helo, where, cfg.hostname,
+		     s->auth_login[0] ? "ESMTPA" : s->esmtp ? "ESMTP" : "SMTP", id, to, date);
+	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+/* queue_data - write our Received line and the stored message (CRLF lines,
+ * dot-stuffed, no final dot: what goes on the wire after DATA) to fd */
+static int queue_data(struct session *s, int fd, char *received, size_t len)
+{
+	struct spill *sp = &s->spill;
+	struct iovec iov[3];
+
+	iov[0].iov_base = received;
+	iov[0].iov_len = len;
+	iov[1].iov_base = sp->mem;	/* spilled: append_spilled refills it */
+	iov[1].iov_len = sp->len;
+	iov[2].iov_base = received;	/* no final dot */
+	iov[2].iov_len = 0;
+	return sp->fd >= 0 ? append_spilled(sp, fd, iov) : writev_all(fd, iov, 3);
+}
+
+/* queue_envelope - <id>.env for the session's relay recipients, all
+ * pending and due at once (job_save makes it durable, and with the fsync of
+ * the directory the .msg's name too) */
+static int queue_envelope(const struct session *s, const char *id)
+{
+	static struct job job;
+
+	memset(&job, 0, sizeof job);
+	(void)snprintf(job.id, sizeof job.id, "%s", id);
+	job.arrived = (long long)time(NULL);
+	memcpy(job.from, s->sender, sizeof job.from);
+	(void)snprintf(job.auth, sizeof job.auth, "%s", s->auth_login[0] ? s->auth_login : "-");
+	(void)snprintf(job.client, sizeof job.client, "%s", s->peer);
+	for (int i = 0; i < s->nrelay; i++) {
+		memcpy(job.rcpt[i].address, s->relay[i], sizeof job.rcpt[i].address);
+		job.rcpt[i].state = RS_PENDING;
+	}
+	job.nrcpt = s->nrelay;
+	return job_save(&job);
+}
+
+/*
+ * queue_withdraw - take a message that queue_message wrote out of the
+ * queue again, when its reply is not 250: the envelope first (the runner
+ * looks only for envelopes), then the data, then the fsync of the
+ * directory, so that a crash cannot bring it back. Then the job lock (fd)
+ * goes. A name that cannot be removed is logged: that message may be sent
+ * although the client was told it was not.
+ */
+static void queue_withdraw(int fd, const char *id)
+{
+	static const char *const suffixes[] = { ".env", ".env.tmp", ".msg" };
+	char path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
+	int ok = 1;
+
+	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++)
+		if (job_path(path, sizeof path, id, suffixes[i]) < 0
+		    || (unlink(path) < 0 && errno != ENOENT)) {
+			log_msg("queue: %s%s: cannot remove it: %s", id, suffixes[i], strerror(errno));
+			ok = 0;
+		}
+	if (queue_dir(dir, sizeof dir) < 0 || sync_dir(dir) < 0) {
+		log_msg("queue: %s: fsync of the queue directory: %s", id, strerror(errno));
+		ok = 0;
+	}
+	log_msg("queue: %s withdrawn%s", id, ok ? "" : ", but a crash may bring it back");
+	close_fd(fd, "job lock");
+}
+
+/*
+ * queue_message - DATA with relay recipients: write <id>.msg (made new,
+ * 0600, its job lock taken at once, so the runner cannot send it before
+ * our reply is certain), fsync it, then <id>.env (job_save). The first
+ * time a process queues, the spool is fsynced too: queue_dir may have just
+ * made .queue, whose own name must last. Returns the descriptor that holds
+ * the job lock, for queue_release or queue_withdraw; or -1 (errno set)
+ * with nothing left in the queue.
+ */
+static int queue_message(struct session *s, const char *id, const char *date)
+{
+	static int spool_synced;	/* this process made .queue's name durable */
+	struct flock whole = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX], received[TRACE_MAX];
+	int len = queue_received(s, id, date, received, sizeof received), fd, e;
+
+	if (!job_id_valid(id) || len < 0) {
+		log_msg("queue: %s: not a queue id, or its Received line is too long", id);
+		errno = EINVAL;
+		return -1;
+	}
+	if (queue_dir(dir, sizeof dir) < 0 || job_path(path, sizeof path, id, ".msg") < 0)
+		return -1;
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		log_msg("queue: %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fcntl(fd, F_SETLK, &whole) == 0 && queue_data(s, fd, received, (size_t)len) == 0
+	    && fsync(fd) == 0 && queue_envelope(s, id) == 0
+	    && (spool_synced || (spool_synced = sync_dir(cfg.spool) == 0)))
+		return fd;
+	e = errno;
+	log_msg("queue: %s cannot be queued: %s", id, strerror(e));
+	queue_withdraw(fd, id);
+	errno = e;
+	return -1;
+}
+
+/*
+ * queue_wake - tell the runner that mail is waiting: SIGUSR2 to the pid
+ * in .queue/.runner, but only while someone holds the runner's lock on
+ * that file, so that a pid left by a runner that died (and perhaps taken
+ * by another process since) is never signalled. No runner: it scans the
+ * queue when it starts.
+ */
+static void queue_wake(void)
+{
+	struct flock who = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char path[PATH_TEXT_MAX], text[32], *end;
+	long long pid;
+	ssize_t n;
+	int fd;
+
+	if (job_path(path, sizeof path, ".runner", "") < 0)
+		return;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+		if (errno != ENOENT)
+			log_msg("queue: %s: %s", path, strerror(errno));
+		return;
+	}
+	n = pread_full(fd, text, sizeof text - 1, 0);
+	if (fcntl(fd, F_GETLK, &who) < 0)
+		who.l_type = F_UNLCK;
+	close_fd(fd, "runner lock");
+	text[n > 0 ? n : 0] = '\0';
+	errno = 0;
+	pid = strtoll(text, &end, 10);
+	if (who.l_type == F_UNLCK || errno || end == text || *end != '\n' || pid < 2
+	    || (long long)(pid_t)pid != pid) {
+		if (verbose)
+			log_msg("queue: no runner to wake: it scans the queue when it starts");
+		return;
+	}
+	if (kill((pid_t)pid, SIGUSR2) < 0)
+		log_msg("queue: waking the runner (pid %lld): %s", pid, strerror(errno));
+}
+
+/* queue_release - after the 250: the job lock goes, the runner is woken */
+static void queue_release(struct session *s, int fd, const char *id)
+{
+	log_msg("queued %s from <%s> for %s%s (%d recipient%s), %llu bytes", id, s->sender,
+		s->relay[0], s->nrelay > 1 ? ",..." : "", s->nrelay, s->nrelay == 1 ? "" : "s",
+		s->spill.size);
+	close_fd(fd, "job lock");
+	queue_wake();
+}
+
 /* ---------------------------------------------------------------- relay: who may relay */
 
 /* Relaying is for the authenticated and the trusted networks only (RFC
  * 5321 3.6.2: no open relay), checked when RCPT names another domain. */
+
+static int own_address(const struct session *s, const char *sender);
+
+/* RFC 5321 6.3: a message with this many Received lines is in a loop. */
+enum { HOPS_MAX = 100 };
+
+/* prefix_match - 1 if the first bits bits of a and b are the same */
+static int prefix_match(const unsigned char *a, const unsigned char *b, int bits)
+{
+	int whole = bits / 8, rest = bits % 8;
+	unsigned char mask = (unsigned char)(0xff << (8 - rest));
+
+	return memcmp(a, b, (size_t)whole) == 0
+	       && (rest == 0 || ((a[whole] ^ b[whole]) & mask) == 0);
+}
+
+/*
+ * peer_trusted - 1 if the client's numeric address lies in a -N network.
+ * A scope ("%eth0") is dropped, and an IPv4-mapped IPv6 address (how a
+ * dual-stack socket shows an IPv4 client, RFC 4291 2.5.5.2) counts as the
+ * IPv4 address it holds. "unknown" (-i with no address) is never trusted.
+ */
+static int peer_trusted(const char *peer)
+{
+	static const unsigned char v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	char text[ADDR_TEXT_MAX];
+	unsigned char addr[16];
+	size_t len = strcspn(peer, "%");
+	int family = AF_INET;
+
+	if (len >= sizeof text)
+		return 0;
+	memcpy(text, peer, len);
+	text[len] = '\0';
+	if (inet_pton(AF_INET, text, addr) != 1) {
+		if (inet_pton(AF_INET6, text, addr) != 1)
+			return 0;
+		family = AF_INET6;
+		if (memcmp(addr, v4_mapped, sizeof v4_mapped) == 0) {
+			memmove(addr, addr + 12, 4);
+			family = AF_INET;
+		}
+	}
+	for (int i = 0; i < cfg.ntrusted; i++)
+		if (cfg.trusted[i].family == family
+		    && prefix_match(addr, cfg.trusted[i].addr, cfg.trusted[i].prefix))
+			return 1;
+	return 0;
+}
+
+/*
+ * sender_refusal - why the session's sender may not send to other hosts,
+ * or NULL when it may. The null sender <> may (its mail gets no report).
+ * After AUTH only the login's own address in a local domain may: nobody
+ * sends in another's name. From a trusted network without AUTH, an
+ * account's address in a local domain: a report must have a mailbox to go
+ * to, and reports never leave this host.
+ */
+static const char *sender_refusal(const struct session *s)
+{
+	const char *at = strrchr(s->sender, '@');
+	char local[LOCAL_PART_MAX + 1];
+	struct account acct;
+	int found;
+
+	if (!s->sender[0])
+		return NULL;
+	if (!at || !local_domain(at + 1))
+		return "the sender is not in a local domain";
+	if (s->auth_login[0])
+		return own_address(s, s->sender) ? NULL : "the sender is not the login's own address";
+	if ((size_t)(at - s->sender) >= sizeof local)
+		return "the sender is no account";	/* cannot happen: check_address */
+	memcpy(local, s->sender, (size_t)(at - s->sender));
+	local[at - s->sender] = '\0';
+	found = find_mailbox(local, &acct);
+	secret_wipe(&acct, sizeof acct);
+	return found == 1 ? NULL : "the sender is no account";
+}
+
+/* relay_refusal - why this session may not relay to addr, or NULL: relay
+ * must be on (-o), the session authenticated or its client trusted (-N),
+ * the sender its own (sender_refusal), the domain a name: an address
+ * literal has no MX to look up (RFC 5321 5.1 leaves literals to local
+ * policy) */
+static const char *relay_refusal(const struct session *s, const char *addr)
+{
+	if (!cfg.relay)
+		return "relaying is off (no -o)";
+	if (!s->auth_login[0] && !peer_trusted(s->peer))
+		return "not authenticated, and not from a trusted network (-N)";
+	if (strrchr(addr, '@')[1] == '[')
+		return "an address literal";
+	return sender_refusal(s);
+}
+
+enum queue_room { QUEUE_ROOM, QUEUE_FULL, QUEUE_UNREADABLE };
+
+/* queue_count - the messages in the queue (each has its .msg from first to
+ * last, so one being queued right now counts too), counted up to limit;
+ * -1 (logged) when the queue cannot be read */
+static int queue_count(int limit)
+{
+	char dir[PATH_TEXT_MAX];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	if (queue_dir(dir, sizeof dir) < 0 || !(d = opendir(dir))) {
+		log_msg("queue: %s: %s", cfg.spool, strerror(errno));
+		return -1;
+	}
+	while (n < limit && (e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+
+		n += len > 4 && e->d_name[0] != '.' && strcmp(e->d_name + len - 4, ".msg") == 0;
+	}
+	if (closedir(d) < 0)
+		log_msg("queue: closedir: %s", strerror(errno));
+	return n;
+}
+
+/*
+ * queue_room - may one more message be queued? Not when the queue holds
+ * -Z messages, nor when the spool's free space is under twice the largest
+ * message (-s): what is taken in must still fit, and its reports too. Why
+ * not goes to why. The sizes are compared in blocks, so nothing overflows.
+ */
+static enum queue_room queue_room(char *why, size_t size)
+{
+	struct statvfs fs;
+	unsigned long long need, have;
+	int n = queue_count(cfg.queue_max);
+
+	if (n < 0 || statvfs(cfg.spool, &fs) < 0) {
+		(void)snprintf(why, size, "the queue cannot be read: %s", strerror(errno));
+		return QUEUE_UNREADABLE;
+	}
+	if (n >= cfg.queue_max) {
+		(void)snprintf(why, size, "the queue holds %d messages (-Z)", n);
+		return QUEUE_FULL;
+	}
+	if (fs.f_frsize == 0)
+		fs.f_frsize = 1;
+	need = (2 * cfg.max_size + fs.f_frsize - 1) / fs.f_frsize;
+	have = (unsigned long long)fs.f_bavail;
+	if (have < need) {
+		(void)snprintf(why, size, "%llu bytes free on the spool, under twice -s",
+			       have * (unsigned long long)fs.f_frsize);
+		return QUEUE_FULL;
+	}
+	return QUEUE_ROOM;
+}
+
+/*
+ * relay_check - RCPT of a recipient in another domain: take it for the
+ * queue, or refuse it. Anyone who may not relay gets 550, so the server is
+ * never an open relay; a full queue gets 452 (RFC 5321 4.2.3, RFC 3463
+ * X.3.1), for this recipient only. Each decision is one log line. Returns
+ * 0 (take it) or -1 (answered).
+ */
+static int relay_check(struct session *s, const char *addr)
+{
+	const char *why = relay_refusal(s, addr);
+	char room[160];
+	enum queue_room r;
+
+	if (why) {
+		log_msg("%s: relay from <%s> to <%s> denied: %s", s->peer, s->sender, addr, why);
+		reply(s, "550 5.7.1 Relaying denied");
+		return -1;
+	}
+	if ((r = queue_room(room, sizeof room)) != QUEUE_ROOM) {
+		log_msg("%s: relay from <%s> to <%s> refused for now: %s", s->peer, s->sender,
+			addr, room);
+		reply(s, r == QUEUE_FULL ? "452 4.3.1 Insufficient system storage"
+		      : "451 4.3.0 Local error in processing, try again later");
+		return -1;
+	}
+	log_msg("%s: relay from <%s> to <%s> allowed: %s%s", s->peer, s->sender, addr,
+		s->auth_login[0] ? "authenticated as " : "trusted network",
+		s->auth_login);
+	return 0;
+}
+
+/* relay_add - a recipient that relay_check took joins the transaction's
+ * queue list; one named twice is queued once (the domain in any case) */
+static void relay_add(struct session *s, const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	size_t local = (size_t)(at - addr);
+
+	for (int i = 0; i < s->nrelay; i++)
+		if (strncmp(s->relay[i], addr, local + 1) == 0
+		    && strcasecmp(s->relay[i] + local + 1, at + 1) == 0)
+			return;
+	memcpy(s->relay[s->nrelay++], addr, strlen(addr) + 1);
+}
+
+/* is_received - does a header line (its first n bytes) start a Received
+ * field? The name in any case, blanks allowed before the colon (RFC 5322
+ * 4.5.7, the obsolete syntax a receiver must take) */
+static int is_received(const char *head, size_t n)
+{
+	size_t i = 8;
+
+	if (n < i || strncasecmp(head, "Received", i) != 0)
+		return 0;
+	while (i < n && (head[i] == ' ' || head[i] == '\t'))
+		i++;
+	return i < n && head[i] == ':';
+}
+
+/* stored_read - up to n bytes of the stored message from off: from the
+ * temp file when it spilled, else from memory; the count, or -1 */
+static ssize_t stored_read(struct spill *sp, char *buf, size_t n, unsigned long long off)
+{
+	if (sp->fd >= 0)
+		return pread_full(sp->fd, buf, n, (off_t)off);
+	if (off > sp->len)
+		return 0;
+	if (n > sp->len - off)
+		n = sp->len - off;
+	memcpy(buf, sp->mem + off, n);
+	return (ssize_t)n;
+}
+
+/* received_count - the Received fields in the stored message's header
+ * section (to its first empty line), counted up to limit; -1 if the stored
+ * message cannot be read */
+static int received_count(struct spill *sp, int limit)
+{
+	char buf[4096], head[16];
+	size_t head_len = 0;
+	unsigned long long off = 0;
+	int count = 0;
+
+	while (off < sp->size) {
+		ssize_t got = stored_read(sp, buf, sizeof buf, off);
+
+		if (got <= 0)
+			return -1;
+		for (ssize_t i = 0; i < got; i++) {
+			if (buf[i] != '\n') {
+				if (head_len < sizeof head)
+					head[head_len++] = buf[i];
+				continue;
+			}
+			if (head_len <= 1)	/* "\r\n": the header section ends */
+				return count;
+			if ((count += is_received(head, head_len)) == limit)
+				return count;
+			head_len = 0;
+		}
+		off += (unsigned long long)got;
+	}
+	return count;
+}
+
+/* loop_check - RFC 5321 6.3: a message with 100 or more Received lines is
+ * in a mail loop, and is refused (554 5.4.6), whoever it is for. Returns 0
+ * (deliver it), or -1 (answered). */
+static int loop_check(struct session *s)
+{
+	int n = received_count(&s->spill, HOPS_MAX);
+
+	if (n < 0) {
+		log_msg("%s: the stored message cannot be read: %s", s->peer, strerror(errno));
+		failure_reply(s, EIO);
+		return -1;
+	}
+	if (n < HOPS_MAX)
+		return 0;
+	log_msg("%s: message from <%s> refused: %d or more Received lines (a mail loop)",
+		s->peer, s->sender, HOPS_MAX);
+	reply(s, "554 5.4.6 Too many Received lines: a mail loop");
+	return -1;
+}
 
 /* ---------------------------------------------------------------- relay: where to (DNS) */
 
@@ -6596,7 +7069,7 @@ static int report_append(struct rcpt *r, const char *to, const struct report_tex
 
 /*
  * report_store - the stuffed report into acct's mailbox as a delivery
- * stores a message (DESIGN.md "Delivery"): lock_all, open_mailbox, the
+ * stores a message (DESIGN.md "Delivery"): lock_all, open_for_append, the
  * append, commit_one, release_all; a failed append is rolled back. 0
  * only when the record is durable.
  */
@@ -6635,7 +7108,6 @@ static int report_store(const struct account *acct, const char *to,
  * not stored: the caller keeps the job as it was and tries again later.
  * A sender with no account here (removed since) gets none: logged, 0.
  */
-__attribute__((unused))	/* SCAFFOLD: until the runner calls it */
 static int report_deliver(const struct job *job, const int *which, int n, enum report_kind kind,
 			  const char *reporting_mta)
 {
@@ -8034,6 +8506,7 @@ static void reset_transaction(struct session *s)
 {
 	s->sender[0] = '\0';
 	s->nrcpts = 0;
+	s->nrelay = 0;
 	s->accepted = 0;
 	spill_reset(&s->spill);
 	if (s->state != ST_START && s->state != ST_QUIT)
@@ -8282,8 +8755,8 @@ static int check_rcpt(struct session *s, char *arg, char *addr, size_t cap,
 		return -1;
 	}
 	if (strchr(addr, '@') && !local_domain(strrchr(addr, '@') + 1)) {
-		reply(s, "550 5.7.1 Relaying denied");
-		return -1;
+		acct->login[0] = '\0';	/* no account: a recipient to relay */
+		return relay_check(s, addr);
 	}
 	return known_user(s, addr, acct);
 }
@@ -8294,6 +8767,10 @@ static void add_rcpt(struct session *s, const struct account *acct, const char *
 {
 	struct rcpt *r = &s->rcpts[s->nrcpts];
 
+	if (!acct->login[0]) {	/* relay_check took it: queued at DATA */
+		relay_add(s, given);
+		return;
+	}
 	for (int i = 0; i < s->nrcpts; i++)
 		if (strcmp(s->rcpts[i].login, acct->login) == 0)
 			return;
@@ -8346,7 +8823,7 @@ static void cmd_data(struct session *s, const struct args *a)
 		      cfg.max_size);
 	else if (s->spill.error)
 		failure_reply(s, s->spill.error);
-	else
+	else if (loop_check(s) == 0)
 		deliver(s);
 	reset_transaction(s);
 }

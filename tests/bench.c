@@ -3,7 +3,7 @@
  *
  * usage: bench [-B bindir] [-b base-popserver] [-T tmpdir] [-L logdir]
  *              [-S host:port] [-P host:port] [-d spool] [-t seconds]
- *              [-p smtp,pop,memory,accounts] [-k] [-h]
+ *              [-p smtp,pop,memory,accounts,relay] [-k] [-h]
  *
  * With no -S/-P it starts bindir/smtpmail and bindir/popserver (-B, default
  * ".") on 127.0.0.1, on free ports, with a throwaway spool and user file in a
@@ -13,7 +13,7 @@
  * -b starts a second popserver, the base (`make bench` builds the one of
  * BENCH_BASE), on the same spool, and the POP3 figures are measured on both,
  * interleaved, and given as ratios. -p runs only the parts named (all
- * four by default; the table leaves the others empty). -k keeps the
+ * five by default; the table leaves the others empty). -k keeps the
  * directory.
  * -S and -P measure a server already running instead; it must know the
  * accounts bench0 .. bench9, benchmem, pop10k, pop5m, pop100k (password
@@ -54,6 +54,13 @@
  *            rounds, and the ratios; the time to read the 100,000 again
  *            after a change, in a session (the next RCPT) and in the
  *            parent (the next POP3 session), less their usual time;
+ *   relay    queued-and-delivered messages/s from one smtpmail (A, -o, the
+ *            client trusted by -N, a -R route to B) to another (B), as a
+ *            ratio to A's local delivery in the same run: 10 sessions send
+ *            2 KiB messages for -t seconds to a local address of A, then
+ *            the same to an address at B; the relay rate counts from the
+ *            first message sent until A's queue is empty and every message
+ *            is in B's mailbox (only with the bench's own servers);
  *   verify   every message that got 250 is in its mailbox exactly once and
  *            byte-exact after unstuffing; the 20 MB one comes back intact.
  *
@@ -121,6 +128,8 @@ enum {
 	ACCT_RELOADS = 7,		/* reloads timed, median kept */
 	ACCT_ABSENT = 15,		/* RCPTs to no login a session (smtpmail allows 20 errors) */
 	ACCT_ABSENT_SESSIONS = 14,	/* sessions of those per user file */
+	RELAY_SESSIONS = 10,		/* relay: sessions sending to A at once */
+	RELAY_DRAIN_S = 120,		/* relay: the longest wait for A's queue to empty */
 	RETR_SECONDS = 20,		/* a retrieval stops after this (bench bounded) */
 	RAW_CELL_MS = 1000,		/* the raw rate measured again around a cell */
 	BIG_SIZE = 20000000,		/* measured: the 20 MB message */
@@ -212,6 +221,10 @@ struct results {
 	double acct_absent[2], acct_present[2];	/* RCPT to no login, and to one, in turn */
 	double acct_reload_session, acct_reload_parent;	/* milliseconds */
 	int ran_accounts;
+	/* relay: messages/s into A's mailbox, and queued at A and in B's mailbox */
+	double relay_local, relay_rate, relay_local_s, relay_s;
+	long relay_local_n, relay_n, relay_arrived;
+	int ran_relay;
 	long smtp_idle, smtp_hwm, pop_idle, pop_hwm;	/* KiB; -1 unknown */
 	int ran_smtp, ran_pop;		/* the parts run (-p) */
 	long records;			/* records verified */
@@ -234,6 +247,8 @@ static struct {
 	int have_spool;
 	struct server smtpd, popd, nulld, based;
 	struct server acct_smtpd[2], acct_popd[2];	/* accounts: 2, ACCT_BIG */
+	struct server relay_ad, relay_bd;	/* relay: A and B */
+	struct endpoint relay_a;		/* relay: where the sessions send */
 	pid_t parent;
 	struct shared *sh;
 	struct idset accepted;
@@ -1123,6 +1138,8 @@ static void cleanup(void)
 		server_stop(&B.acct_smtpd[i]);
 		server_stop(&B.acct_popd[i]);
 	}
+	server_stop(&B.relay_ad);
+	server_stop(&B.relay_bd);
 	if (B.dir[0] && !B.keep && nftw(B.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0)
 		fprintf(stderr, "bench: cannot remove %s\n", B.dir);
 	else if (B.dir[0] && B.keep)
@@ -1792,6 +1809,190 @@ static long verify_all(void)
 	return records;
 }
 
+/* ---------------------------------------------------------------- relay (A to B) */
+
+/* relay_files - a spool and a user file (bench0) under B.dir, named after who */
+static void relay_files(const char *who, char *spool, char *userfile)
+{
+	char name[64];
+	FILE *f;
+
+	snprintf(name, sizeof name, "relay-%s", who);
+	path_join(spool, B.dir, name);
+	snprintf(name, sizeof name, "relay-%s.txt", who);
+	path_join(userfile, B.dir, name);
+	if (mkdir(spool, 0700) < 0 || !(f = fopen(userfile, "w")))
+		fatal("%s: %s", spool, strerror(errno));
+	fprintf(f, "bench0 " PASSWORD "\n");
+	if (fclose(f) != 0)
+		fatal("%s: %s", userfile, strerror(errno));
+}
+
+/* relay_servers - B (receives for b.bench) and A (relays for 127.0.0.1 as
+ * a trusted network, a route of b.bench to B, second-scale retries) */
+static void relay_servers(char *a_spool, char *b_spool)
+{
+	char bin[PATH_LEN], a_users[PATH_LEN], b_users[PATH_LEN], b_port[16], route[64];
+	char *b_argv[] = { bin, "-d", b_spool, "-u", b_users, "-n", "b.bench", "-l", "127.0.0.1",
+			   "-D", "b.bench", "-c", "200", b_port, NULL };
+	char *a_argv[] = { bin, "-d", a_spool, "-u", a_users, "-n", "a.bench", "-l", "127.0.0.1",
+			   "-D", "a.bench", "-o", "-N", "127.0.0.1/32", "-R", route, "-B", "1:2",
+			   "-c", "200", B.relay_a.port, NULL };
+
+	path_join(bin, B.bindir, "smtpmail");
+	relay_files("a", a_spool, a_users);
+	relay_files("b", b_spool, b_users);
+	free_port(b_port, sizeof b_port);
+	snprintf(route, sizeof route, "b.bench=[127.0.0.1]:%s", b_port);
+	server_start(&B.relay_bd, b_argv, "relay-b.log");
+	snprintf(B.relay_a.host, sizeof B.relay_a.host, "127.0.0.1");
+	free_port(B.relay_a.port, sizeof B.relay_a.port);
+	server_start(&B.relay_ad, a_argv, "relay-a.log");
+}
+
+/* relay_worker - session k: messages from bench0@a.bench to rcpt on one
+ * connection until the deadline; their count in B.sh->count[k] */
+static int relay_worker(int k, const char *rcpt, int64_t deadline)
+{
+	static struct client c;
+	char msg[MSG_SIZE + 3], to[128];
+	long j;
+
+	snprintf(to, sizeof to, "RCPT TO:<%s>\r\n", rcpt);
+	if (smtp_open(&c, &B.relay_a) != 0)
+		return -1;
+	for (j = 0; now_us() < deadline; j++) {
+		gen_message(msg, MSG_SIZE, ((uint64_t)0xfe << 40) | ((uint64_t)k << 24) | (uint64_t)j);
+		memcpy(msg + MSG_SIZE, ".\r\n", 3);
+		if (smtp_step(&c, "MAIL FROM:<bench0@a.bench>\r\n") != 250 || smtp_step(&c, to) != 250
+		    || smtp_step(&c, "DATA\r\n") != 354 || send_all(c.fd, msg, sizeof msg) < 0
+		    || smtp_reply(&c) != 250)
+			return -1;
+		B.sh->count[k] = j + 1;
+	}
+	smtp_bye(&c);
+	return 0;
+}
+
+/* relay_send - RELAY_SESSIONS sessions to rcpt for -t seconds; the
+ * messages accepted, the seconds in *seconds */
+static long relay_send(const char *rcpt, double *seconds)
+{
+	pid_t pids[RELAY_SESSIONS];
+	int gate[2], bad;
+	int64_t t0;
+	long n = 0;
+
+	memset(B.sh->count, 0, sizeof B.sh->count);
+	if (pipe(gate) < 0)
+		fatal("pipe: %s", strerror(errno));
+	for (int k = 0; k < RELAY_SESSIONS; k++) {
+		if ((pids[k] = fork()) < 0)
+			fatal("fork: %s", strerror(errno));
+		if (pids[k] == 0) {
+			gate_wait(gate);
+			_exit(relay_worker(k, rcpt, now_us() + (int64_t)B.cell_seconds * 1000000) < 0);
+		}
+	}
+	close_fd(gate[0]);
+	t0 = now_us();
+	close_fd(gate[1]);
+	if ((bad = wait_workers(pids, RELAY_SESSIONS)) > 0)
+		problem("relay: %d of %d sessions failed", bad, RELAY_SESSIONS);
+	*seconds = (now_us() - t0) / 1e6;
+	for (int k = 0; k < RELAY_SESSIONS; k++)
+		n += B.sh->count[k];
+	return n;
+}
+
+/* queued - the messages in spool's queue (its <id>.env files) */
+static long queued(const char *spool)
+{
+	char dir[PATH_LEN];
+	struct dirent *e;
+	DIR *d;
+	long n = 0;
+
+	path_join(dir, spool, ".queue");
+	if (!(d = opendir(dir)))
+		return 0;
+	while ((e = readdir(d)))
+		n += strlen(e->d_name) > 4 && strcmp(e->d_name + strlen(e->d_name) - 4, ".env") == 0;
+	closedir(d);
+	return n;
+}
+
+/* box_records - the records in the mailbox of login under spool */
+static long box_records(const char *spool, const char *login)
+{
+	char dir[PATH_LEN], path[PATH_LEN];
+	size_t len;
+	long n = 0;
+	char *data;
+
+	path_join(dir, spool, login);
+	path_join(path, dir, "mymailbox");
+	if (!(data = read_file(path, &len)))
+		return 0;
+	for (const char *p = data; (p = find(p, len - (size_t)(p - data), "\r\n.\r\n", 5)); p += 5)
+		n++;
+	free(data);
+	return n;
+}
+
+/* phase_relay - A's local delivery, then the same load relayed to B: the
+ * relay rate counts until the queue is empty and B has every message */
+static void phase_relay(struct results *r)
+{
+	char a_spool[PATH_LEN], b_spool[PATH_LEN];
+	int64_t t0, end;
+
+	relay_servers(a_spool, b_spool);
+	fprintf(stderr, "bench: relay: %d sessions into A's mailbox ...\n", RELAY_SESSIONS);
+	r->relay_local_n = relay_send("bench0@a.bench", &r->relay_local_s);
+	r->relay_local = r->relay_local_n / r->relay_local_s;
+	fprintf(stderr, "bench: relay: %d sessions through A to B ...\n", RELAY_SESSIONS);
+	t0 = now_us();
+	r->relay_n = relay_send("bench0@b.bench", &r->relay_s);
+	end = t0 + (int64_t)RELAY_DRAIN_S * 1000000;
+	while ((queued(a_spool) > 0 || box_records(b_spool, "bench0") < r->relay_n)
+	       && now_us() < end)
+		sleep_ms(20);
+	r->relay_s = (now_us() - t0) / 1e6;
+	r->relay_rate = r->relay_n / r->relay_s;
+	r->relay_arrived = box_records(b_spool, "bench0");
+	if (r->relay_arrived != r->relay_n || queued(a_spool) > 0) {
+		problem("relay: %ld sent, %ld in B's mailbox, %ld still queued", r->relay_n,
+			r->relay_arrived, queued(a_spool));
+		B.lost = 1;
+	}
+	if (box_records(a_spool, "bench0") != r->relay_local_n) {
+		problem("relay: %ld sent to A's mailbox, %ld there", r->relay_local_n,
+			box_records(a_spool, "bench0"));
+		B.lost = 1;
+	}
+	server_stop(&B.relay_ad);
+	server_stop(&B.relay_bd);
+}
+
+/* print_relay - the relay part of the table */
+static void print_relay(const struct results *r)
+{
+	if (!r->ran_relay) {
+		printf("\nRelay: skipped (-p, or servers given with -S/-P)\n");
+		return;
+	}
+	printf("\nRelay, A to B (%d sessions, 2 KiB messages; A delivers through its queue"
+	       " runner)\n", RELAY_SESSIONS);
+	printf("  %-34s %10.0f   (%ld in %.1f s)\n", "A, local delivery: messages/s",
+	       r->relay_local, r->relay_local_n, r->relay_local_s);
+	printf("  %-34s %10.0f   (%ld in %.1f s, %ld arrived at B)\n",
+	       "A to B, queued and delivered", r->relay_rate, r->relay_n, r->relay_s,
+	       r->relay_arrived);
+	printf("  %-34s %10.2f\n", "ratio to local delivery",
+	       r->relay_local > 0 ? r->relay_rate / r->relay_local : 0);
+}
+
 /* ---------------------------------------------------------------- report */
 
 /* load_average - the first three fields of /proc/loadavg ("?" elsewhere) */
@@ -1937,7 +2138,7 @@ static void usage(FILE *out, int code)
 {
 	fprintf(out, "usage: bench [-B bindir] [-b base-popserver] [-T tmpdir] [-L logdir]"
 		" [-S host:port]\n             [-P host:port] [-d spool] [-t seconds]"
-		" [-p smtp,pop,memory,accounts] [-k] [-h]\n");
+		" [-p smtp,pop,memory,accounts,relay] [-k] [-h]\n");
 	exit(code);
 }
 
@@ -1949,7 +2150,7 @@ static void options(int argc, char **argv)
 	B.bindir = ".";
 	B.tmpbase = "/tmp";
 	B.cell_seconds = CELL_SECONDS;
-	B.parts = "smtp,pop,memory,accounts";
+	B.parts = "smtp,pop,memory,accounts,relay";
 	while ((ch = getopt(argc, argv, "B:b:T:L:S:P:d:t:p:kh")) != -1) {
 		if (ch == 'B')
 			B.bindir = optarg;
@@ -2549,6 +2750,7 @@ static void report(const struct results *r)
 	}
 	print_pop_memory(r);
 	print_accounts(r);
+	print_relay(r);
 	if (B.have_spool)
 		printf("\nVerification: %zu messages acknowledged with 250, %ld records in "
 		       "the 10 mailboxes: %s\n", B.accepted.n, r->records,
@@ -2585,6 +2787,8 @@ int main(int argc, char **argv)
 		phase_pop(&r);
 	if ((r.ran_accounts = !B.have_smtp && !B.have_pop && strstr(B.parts, "accounts")))
 		phase_accounts(&r);
+	if ((r.ran_relay = !B.have_smtp && !B.have_pop && strstr(B.parts, "relay")))
+		phase_relay(&r);
 	if (strstr(B.parts, "memory"))
 		phase_memory(&r);
 	else

@@ -13,7 +13,7 @@ import time
 
 from harness import binary, free_port
 from relay import (A_HOST, Closer, RelayTest, Tarpit, descendants, queue_job, read_env,
-                   runner_pid, wait_for)
+                   runner_pid, send_auth, wait_for, wire)
 
 
 def body(subject="relay test"):
@@ -61,6 +61,27 @@ class Arrives(DeliveryTest):
         self.assertIn(b"Return-Path: <alice@a.example>", records[0])
         self.assertIn(b"by " + b"mx.b.example", records[0])
         self.assertIn("relay: M1 <bob@b.example>: delivered", self.servers[-1].log())
+
+    def test_through_a_by_auth(self):
+        """The whole path: AUTH at A, A's queue, A's runner woken by the
+        session at once (a minute before it would look by itself), B."""
+        b = self.start_b()
+        a = self.start_a("-B", "600:600", routes=[b.route_to])
+        wait_for(lambda: runner_pid(self.spool), 10)
+        data = body("through A")
+        send_auth(a.port, "alice@a.example", ["bob@b.example"], data)
+        self.queue_empty(10)
+        records = self.b_records("bob")
+        self.assertEqual(len(records), 1)
+        # B's trace lines, then A's Received line (after AUTH: ESMTPA), then
+        # the data as alice sent it
+        self.assertRegex(records[0], rb"^Return-Path: <alice@a.example>\r\n"
+                         rb"Received: from mx.a.example \(\[127.0.0.1\]\)\r\n"
+                         rb"\tby mx.b.example \(smtpmail\) with ESMTP id [^\r]*\r\n\t[^\r]*\r\n"
+                         rb"Received: from client.a.example \(\[127.0.0.1\]\)\r\n"
+                         rb"\tby mx.a.example \(smtpmail\) with ESMTPA id [^\r]*\r\n"
+                         rb"\tfor <bob@b.example>; [^\r]*\r\n")
+        self.assertTrue(records[0].endswith(b"\r\n" + wire(data)), records[0][:600])
 
     def test_one_transaction_per_domain(self):
         fake = self.fake()

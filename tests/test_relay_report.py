@@ -10,9 +10,11 @@ would.
 """
 import email
 import email.policy
+import os
 import time
 
-from relay import A_HOST, RelayTest, queue_job, wait_for
+from harness import ShimBuild
+from relay import A_DOMAIN, A_HOST, FAST, RelayTest, queue_job, read_env, wait_for
 from test_client import (KEY_PROMPT, MENU, NUMBER_PROMPT, Client, close_clients)
 
 SUBJECT = "Lunch on Friday?"
@@ -65,7 +67,9 @@ class Failed(ReportTest):
         self.assertEqual(len(fake.transactions), 1)
         records = self.records("alice")
         self.assertEqual(len(records), 1, records)
-        self.assertTrue(records[0].startswith(b"Return-Path: <>\r\nReceived: by "), records[0])
+        self.assertTrue(records[0].startswith(
+            b"Return-Path: <>\r\nReceived: from mx.a.example (the delivery report)\r\n"
+            b"\tby mx.a.example (smtpmail) with local id "), records[0])
         msg = parse(records[0])
         self.assertEqual(msg["From"], "Mail Delivery System <MAILER-DAEMON@%s>" % A_HOST)
         self.assertEqual(msg["To"], "<alice@a.example>")
@@ -130,9 +134,54 @@ class Waiting(ReportTest):
         self.assertIn("the mail system has given up", reports[1].get_payload()[0].get_payload())
 
 
+class NotStored(ShimBuild, ReportTest):
+    """A report is stored as durably as mail (0 only when durable); one that
+    cannot be stored keeps the job as it was, so it is tried again and the
+    sender gets exactly one report (the failfs shim fails the mailbox)."""
+
+    def start_a_shim(self, fake, **failures):
+        """A relaying for a.example, its runner with the shim preloaded."""
+        return self.start_shim("smtpmail", ["-d", self.spool, "-u", self.userfile, "-l",
+                                            "127.0.0.1", "-n", A_HOST, "-o", "-D", A_DOMAIN,
+                                            *FAST, "-R", fake.route("b.example")], **failures)
+
+    def test_fsync_fails_once(self):
+        fake = self.fake(RCPT="550 5.1.1 no such user")
+        queue_job(self.spool, "J1", "alice@a.example", ["bob@b.example"], lunch())
+        flag = os.path.join(self.dir, "failed-once")
+        a = self.start_a_shim(fake, FAILFS_FSYNC_ONCE=flag)
+        self.assertTrue(wait_for(lambda: not self.queue(), 20),
+                        "the job stayed in the queue:\n" + self.listing() + a.log())
+        self.assertTrue(os.path.exists(flag), "no fsync failed")
+        self.assertIn("report: into alice/mymailbox", a.log())
+        records = self.records("alice")            # the failed one was cut back
+        self.assertEqual(len(records), 1, records)
+        self.assertIn(b"\r\nStatus: 5.1.1\r\n", records[0])
+
+    def test_no_space_keeps_the_job(self):
+        fake = self.fake(RCPT="550 5.1.1 no such user")
+        queue_job(self.spool, "J1", "alice@a.example", ["bob@b.example"], lunch())
+        a = self.start_a_shim(fake, FAILFS_ENOSPC="/mymailbox")
+        self.assertTrue(wait_for(lambda: "report: into alice/mymailbox" in a.log(), 20),
+                        a.log())
+        time.sleep(1)
+        env = read_env(self.spool, "J1")
+        self.assertIsNotNone(env, "the job went with its report unstored")
+        self.assertNotIn(env["rcpt"][0]["state"], ("failed", "delivered"), env)
+        self.assertEqual(self.records("alice"), [])
+        a.stop()
+        self.start_a(routes=[fake.route("b.example")])   # the disk has room again
+        self.assertTrue(wait_for(lambda: not self.queue(), 20), self.listing())
+        records = self.records("alice")
+        self.assertEqual(len(records), 1, records)
+        self.assertIn(b"\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n", records[0])
+
+
 class Shown(ReportTest):
-    """Issue test 14's reading half: mailclient lists the report as from the
-    Mail Delivery System, and shows which recipient failed and why."""
+    """Issue test 14: mailclient sends to a remote address through A (which
+    relays for alice, its runner started by the listening parent); the
+    remote refuses the recipient; the report is listed as from the Mail
+    Delivery System, and opened it says which recipient failed and why."""
 
     def setUp(self):
         super().setUp()
@@ -144,11 +193,22 @@ class Shown(ReportTest):
         if problems:
             self.fail("sanitizer report from mailclient:\n" + "\n".join(problems))
 
-    def test_report_reads_well(self):
-        self.run_once("550 5.1.1 no such user")
+    def test_sent_refused_and_reported(self):
+        fake = self.fake(RCPT="550 5.1.1 no such user")
+        a = self.start_a(routes=[fake.route("b.example")])
         pop = self.start("popserver")
-        c = Client(self, "127.0.0.1", 9, pop.port, env={"TZ": "UTC", "LC_ALL": "C.UTF-8"})
+        c = Client(self, "127.0.0.1", a.port, pop.port, env={"TZ": "UTC", "LC_ALL": "C.UTF-8"})
         c.login("alice", "alicepw")
+        c.line("2")
+        c.expect('with only ".".\n')
+        for line in ("From: alice@a.example", "To: bob@b.example", "Subject: " + SUBJECT,
+                     "Hi Bob,", "."):
+            c.line(line)
+        c.expect("Mail sent successfully")
+        c.expect(MENU)
+        self.assertTrue(wait_for(lambda: self.records("alice"), 20),
+                        "no report came:\n" + self.listing() + a.log())
+        self.assertEqual(len(fake.transactions), 1)
         c.line("1")
         listing = c.expect(NUMBER_PROMPT)
         self.assertRegex(listing, r"\n1 +Mail Delivery System +[-0-9 :]+ +Undelivered Mail")
@@ -160,10 +220,13 @@ class Shown(ReportTest):
                      "    The address does not exist there: no such user.",
                      "    550 5.1.1 no such user",
                      "----- enclosed headers -----",
+                     "From: alice@a.example",
+                     "To: bob@b.example",
                      "Subject: " + SUBJECT):
             self.assertIn("\n" + line + "\n", shown)
         self.assertNotIn("--=_report", shown)          # no MIME structure
         self.assertNotIn("Content-Type", shown)
+        self.assertNotIn("Received: from", shown)      # nor trace lines
         c.send("x")
         c.expect(NUMBER_PROMPT)
         c.line("-1")

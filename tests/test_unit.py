@@ -91,6 +91,12 @@ class SmtpUnits(UnitProgram, unittest.TestCase):
     def test_report(self):
         self.run_group("report")
 
+    def test_relay_trust(self):
+        self.run_group("relay_trust")
+
+    def test_relay_hops(self):
+        self.run_group("relay_hops")
+
 
 class PopUnits(UnitProgram, unittest.TestCase):
     source, program = "unit_pop.c", "popserver"

@@ -2,7 +2,8 @@
  * unit_smtp.c - table-driven unit tests of smtpmail.c's pure functions:
  * the MAIL/RCPT path parser, the address and domain checks, SIZE=, the
  * DATA scanner, the user.txt parser, the commit state's transitions (on
- * files in a temp directory), and the shared MD5, HMAC-MD5 and
+ * files in a temp directory), who may relay (-N networks) and the hop
+ * count of RFC 5321 6.3, and the shared MD5, HMAC-MD5 and
  * base64 on their RFCs' test vectors (RFC 1321 A.5, RFC 2202, RFC 4648
  * section 10).
  *
@@ -1595,6 +1596,26 @@ static char *file_text(const char *dir, const char *name, size_t *len)
 	return p;
 }
 
+/* remove_tree - a temp directory and all in it (two levels deep here); 0 or -1 */
+static int remove_tree(const char *dir)
+{
+	char path[PATH_TEXT_MAX];
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	int rc = 0;
+
+	while (d && (e = readdir(d))) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		(void)snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		if (unlink(path) < 0 && (errno != EISDIR || remove_tree(path) < 0))
+			rc = -1;
+	}
+	if (!d || closedir(d) < 0 || rmdir(dir) < 0)
+		rc = -1;
+	return rc;
+}
+
 static void report_deliver_cases(void)
 {
 	static const char msg[] =
@@ -1605,7 +1626,7 @@ static void report_deliver_cases(void)
 		"Subject: Lunch\r\n.Dotted: yes\r\n";
 	static const int which[] = { 0 };
 	struct report_text t = { 0 };
-	char dir[64], cmd[128];
+	char dir[64];
 	struct job job;
 	size_t len = 0;
 	char *box;
@@ -1663,8 +1684,7 @@ static void report_deliver_cases(void)
 		  report_deliver(&job, (const int[]){ 3 }, 1, REPORT_FAILED, "a.example"));
 	unit_long("report_deliver", "no .msg: not stored", -1,
 		  report_deliver(&job, which, 1, REPORT_FAILED, "a.example"));
-	(void)snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	unit_long("report_deliver", "cleanup", 0, system(cmd));
+	unit_long("report_deliver", "cleanup", 0, remove_tree(dir));
 }
 
 static void group_report(void)
@@ -1699,6 +1719,88 @@ static void group_report(void)
 	report_deliver_cases();
 }
 
+/* ---------------------------------------------------------------- relay: who may relay */
+
+struct trust_case {
+	const char *name, *network, *peer;
+	int want;
+};
+
+/* peer_trusted against one -N network: prefixes on and off byte
+ * boundaries, IPv4-mapped IPv6 (RFC 4291 2.5.5.2), scopes, no address */
+static const struct trust_case trust_cases[] = {
+	{ "v4 /24 in", "192.0.2.0/24", "192.0.2.200", 1 },
+	{ "v4 /24 out", "192.0.2.0/24", "192.0.3.1", 0 },
+	{ "v4 /25 in", "192.0.2.128/25", "192.0.2.129", 1 },
+	{ "v4 /25 out", "192.0.2.128/25", "192.0.2.127", 0 },
+	{ "v4 /31 edge", "10.0.0.2/31", "10.0.0.3", 1 },
+	{ "v4 /31 out", "10.0.0.2/31", "10.0.0.4", 0 },
+	{ "v4 host", "127.0.0.1", "127.0.0.1", 1 },
+	{ "v4 host other", "127.0.0.1", "127.0.0.2", 0 },
+	{ "v4 /0 is every v4", "0.0.0.0/0", "198.51.100.9", 1 },
+	{ "v4 /0 not v6", "0.0.0.0/0", "2001:db8::1", 0 },
+	{ "v4-mapped in", "192.0.2.0/24", "::ffff:192.0.2.7", 1 },
+	{ "v4-mapped out", "192.0.2.0/24", "::ffff:192.0.3.7", 0 },
+	{ "v6 /32 in", "2001:db8::/32", "2001:db8:ffff::1", 1 },
+	{ "v6 /32 out", "2001:db8::/32", "2001:db9::1", 0 },
+	{ "v6 /127 edge", "2001:db8::2/127", "2001:db8::3", 1 },
+	{ "v6 scope dropped", "fe80::/10", "fe80::1%eth0", 1 },
+	{ "v6 net, v4 peer", "::/0", "192.0.2.1", 0 },
+	{ "unknown", "0.0.0.0/0", "unknown", 0 },
+	{ "empty", "0.0.0.0/0", "", 0 },
+};
+
+static void group_relay_trust(void)
+{
+	for (size_t i = 0; i < sizeof trust_cases / sizeof trust_cases[0]; i++) {
+		const struct trust_case *c = &trust_cases[i];
+
+		cfg.ntrusted = 0;
+		if (network_arg(c->network, &cfg.trusted[0]) < 0) {
+			unit_long("network_arg", c->name, 0, -1);
+			continue;
+		}
+		cfg.ntrusted = 1;
+		unit_long("peer_trusted", c->name, c->want, peer_trusted(c->peer));
+	}
+	cfg.ntrusted = 0;
+	unit_long("peer_trusted", "no networks", 0, peer_trusted("127.0.0.1"));
+}
+
+struct hops_case {
+	const char *name, *data;
+	int limit, want;
+};
+
+/* received_count: Received fields of the header section only (RFC 5321
+ * 6.3), the name in any case, blanks before the colon (RFC 5322 4.5.7) */
+static const struct hops_case hops_cases[] = {
+	{ "none", "Subject: x\r\n\r\nbody\r\n", 100, 0 },
+	{ "two", "Received: a\r\nreceived: b\r\nSubject: x\r\n\r\n", 100, 2 },
+	{ "blank before colon", "Received : a\r\nRECEIVED\t: b\r\n\r\n", 100, 2 },
+	{ "not the field", "Received-SPF: pass\r\nX-Received: a\r\nReceivedx: b\r\n\r\n", 100, 0 },
+	{ "folded counts once", "Received: a\r\n Received: b\r\n\r\n", 100, 1 },
+	{ "body not counted", "Received: a\r\n\r\nReceived: b\r\nReceived: c\r\n", 100, 1 },
+	{ "no body", "Received: a\r\nReceived: b\r\n", 100, 2 },
+	{ "stops at the limit", "Received: a\r\nReceived: b\r\nReceived: c\r\n", 2, 2 },
+	{ "empty message", "", 100, 0 },
+};
+
+static void group_relay_hops(void)
+{
+	char mem[256];
+
+	for (size_t i = 0; i < sizeof hops_cases / sizeof hops_cases[0]; i++) {
+		const struct hops_case *c = &hops_cases[i];
+		struct spill sp = { .mem = mem, .fd = -1 };
+
+		sp.len = strlen(c->data);
+		sp.size = sp.len;
+		memcpy(mem, c->data, sp.len);
+		unit_long("received_count", c->name, c->want, received_count(&sp, c->limit));
+	}
+}
+
 static const struct unit_group groups[] = {
 	{ "parse_path", group_parse_path },
 	{ "check_address", group_check_address },
@@ -1715,6 +1817,8 @@ static const struct unit_group groups[] = {
 	{ "route_targets", group_route_targets },
 	{ "dns", group_dns },
 	{ "report", group_report },
+	{ "relay_trust", group_relay_trust },
+	{ "relay_hops", group_relay_hops },
 	{ NULL, NULL }
 };
 
