@@ -157,6 +157,18 @@ class Retries(DeliveryTest):
         self.assertIn(b"y@b.example", reports[0])
         self.assertNotIn(b"Final-Recipient: rfc822; x@b.example", reports[0])
 
+    def test_too_big_for_the_remote_is_not_sent(self):
+        """RFC 1870 6: a message over the SIZE the remote gave is not sent;
+        it fails at once (5.3.4) and the sender gets a report."""
+        fake = self.fake(EHLO="250-small.example\r\n250 SIZE 100")
+        queue_job(self.spool, "Z1", "alice@a.example", ["bob@b.example"], body())
+        self.runner(routes=[fake.route("b.example")])
+        self.queue_empty()
+        self.assertEqual(fake.transactions[0].mail, None)
+        reports = self.records("alice")
+        self.assertEqual(len(reports), 1)
+        self.assertIn(b"Status: 5.3.4", reports[0])
+
     def test_data_refused_decides_all(self):
         fake = self.fake(DOT="554 5.6.0 content rejected")
         queue_job(self.spool, "R3", "alice@a.example", ["x@b.example", "y@b.example"], body())
@@ -238,9 +250,11 @@ class NoStorm(DeliveryTest):
         # RELAY_PER_DEST connections, the others deferred without one
         self.assertLessEqual(dead.connections, 2)
         self.assertGreaterEqual(dead.connections, 1)
-        tried = sum(read_env(self.spool, "S%03d" % i)["rcpt"][0]["attempts"] == 4
-                    for i in range(200))
-        self.assertEqual(tried, dead.connections)
+        envs = [read_env(self.spool, "S%03d" % i)["rcpt"][0] for i in range(200)]
+        self.assertEqual(sum(r["attempts"] == 4 for r in envs), dead.connections)
+        # deferred without a try: the last reply a remote gave is kept
+        self.assertEqual(sum(r["reply"] == "451 4.4.1 earlier" for r in envs),
+                         200 - dead.connections)
 
     def test_tarpit_does_not_delay_other_mail(self):
         tarpit = self.fake(Tarpit)
