@@ -226,6 +226,9 @@ class WhereUnits(UnitProgram, unittest.TestCase):
     def test_route_targets(self):
         self.run_group("route_targets")
 
+    def test_mx_order(self):
+        self.run_group("mx_order")
+
     def test_find_targets_dns(self):
         self.assertEqual(self.build.returncode, 0, self.build.stderr[-4000:])
         run = in_namespace([self.exe, "dns"], env=dict(SANITIZER_ENV, UNIT_DNS_ZONE="1"))

@@ -1222,6 +1222,57 @@ static void group_route_targets(void)
 	cfg.nroutes = 0;
 }
 
+/* mx_text - mx[0..n) as "pref host" items joined by ", " */
+static const char *mx_text(const struct mx_host *mx, size_t n, char *out, size_t size)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < n && used < size; i++)
+		used += (size_t)snprintf(out + used, size - used, "%s%d %s", i ? ", " : "",
+					 mx[i].pref, mx[i].host);
+	return out;
+}
+
+/* The MX list's pure steps: keeping the best MX_HOSTS_MAX, the order, our
+ * own host (RFC 5321 5.1) and the null MX (RFC 7505). */
+static void group_mx_order(void)
+{
+	static struct mx_host mx[MX_HOSTS_MAX];
+	char out[4096], host[16];
+	size_t n = 0;
+	int i;
+
+	for (i = 0; i < MX_HOSTS_MAX + 8; i++) {	/* the best come last */
+		snprintf(host, sizeof host, "h%d", i);
+		mx_keep(mx, &n, 100 - i, host);
+	}
+	mx_sort(mx, n);
+	unit_long("mx_keep", "at most MX_HOSTS_MAX", MX_HOSTS_MAX, (long long)n);
+	unit_str("mx_keep", "the best kept", "61 h39", mx_text(mx, 1, out, sizeof out));
+	unit_long("mx_keep", "the worst dropped", 100 - 8, mx[n - 1].pref);
+	n = 0;
+	mx_keep(mx, &n, 30, "c");
+	mx_keep(mx, &n, 10, "a");
+	mx_keep(mx, &n, 20, "b");
+	mx_sort(mx, n);
+	unit_str("mx_sort", "by preference", "10 a, 20 b, 30 c", mx_text(mx, n, out, sizeof out));
+	cfg.hostname = "Relay.Test";
+	mx_keep(mx, &n, 20, "relay.test.");
+	mx_sort(mx, n);
+	unit_long("mx_drop_self", "found", 1, mx_drop_self(mx, &n));
+	/* RFC 5321 5.1: ours is 20, so the 20 and the 30 go too */
+	unit_str("mx_drop_self", "worse dropped", "10 a", mx_text(mx, n, out, sizeof out));
+	unit_long("mx_drop_self", "not there", 0, mx_drop_self(mx, &n));
+	cfg.hostname = "localhost";
+	mx_keep(mx, &n, 0, ".");
+	unit_long("mx_drop_null", "among others", 0, mx_drop_null(mx, &n));
+	unit_str("mx_drop_null", "dropped", "10 a", mx_text(mx, n, out, sizeof out));
+	n = 0;
+	mx_keep(mx, &n, 0, "");	/* dn_expand's root */
+	unit_long("mx_drop_null", "alone", 1, mx_drop_null(mx, &n));
+}
+
 /* count_char - how many times c is in s */
 static long long count_char(const char *s, char c)
 {
@@ -1815,6 +1866,7 @@ static const struct unit_group groups[] = {
 	{ "commit", group_commit },
 	{ "route_find", group_route_find },
 	{ "route_targets", group_route_targets },
+	{ "mx_order", group_mx_order },
 	{ "dns", group_dns },
 	{ "report", group_report },
 	{ "relay_trust", group_relay_trust },
