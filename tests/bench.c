@@ -1815,7 +1815,7 @@ static long verify_all(void)
 static void relay_files(const char *who, char *spool, char *userfile)
 {
 	char name[64];
-	FILE *f;
+	FILE *f = NULL;
 
 	snprintf(name, sizeof name, "relay-%s", who);
 	path_join(spool, B.dir, name);
