@@ -8544,7 +8544,8 @@ static int queue_flush(void)
 {
 	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_len = 1 };
 	char path[PATH_TEXT_MAX];
-	int fd = runner_path(path, sizeof path) < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+	int fd = runner_path(path, sizeof path) < 0 ? -1
+		 : open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 
 	if (fd >= 0 && fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type == F_WRLCK
 	    && kill(fl.l_pid, SIGUSR1) == 0) {
