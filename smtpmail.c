@@ -7789,8 +7789,8 @@ static int job_done(const struct job *job)
 	for (int i = 0; i < job->nrcpt; i++)
 		if (job->rcpt[i].state != RS_DELIVERED && job->rcpt[i].state != RS_FAILED)
 			return 0;
-	if (job_path(env, sizeof env, job->id, ".env") < 0 || job_path(msg, sizeof msg, job->id, ".msg") < 0
-	    || queue_dir(dir, sizeof dir) < 0 || unlink(env) < 0 || unlink(msg) < 0
+	if (job_path(env, sizeof env, job->id, ".env") < 0
+	    || job_path(msg, sizeof msg, job->id, ".msg") < 0 || queue_dir(dir, sizeof dir) < 0 || unlink(env) < 0 || unlink(msg) < 0
 	    || sync_dir(dir) < 0) {
 		log_msg("relay: %s: cannot remove the finished job: %s", job->id, strerror(errno));
 		return -1;
@@ -7884,7 +7884,8 @@ static int trip_open(struct trip *t, const char *id, const char *domain, int flu
 	}
 	t->msg_size = (unsigned long long)st.st_size;
 	t->eightbit = 0;
-	for (off_t off = 0; !t->eightbit && (got = pread(t->msg_fd, buf, sizeof buf, off)) > 0; off += got)
+	for (off_t off = 0; !t->eightbit && (got = pread(t->msg_fd, buf, sizeof buf, off)) > 0;
+	     off += got)
 		for (ssize_t i = 0; i < got && !t->eightbit; i++)
 			t->eightbit = (unsigned char)buf[i] > 127;
 	return 0;
@@ -7913,7 +7914,8 @@ static int deliver_order(const struct order *o)
 		local_reply(&why, 451, "4.4.1 %s did not answer a moment ago: not tried now",
 			    o->domain);
 	for (int k = 0; k < o->n; k++) {
-		if (claim(o->ids[k], o->domain) < 0 || trip_open(&t, o->ids[k], o->domain, o->flush[k]) < 0)
+		if (claim(o->ids[k], o->domain) < 0
+		    || trip_open(&t, o->ids[k], o->domain, o->flush[k]) < 0)
 			continue;
 		if (!o->down && !asked++)
 			state = destination(o->domain, &m, &why);
@@ -7921,7 +7923,8 @@ static int deliver_order(const struct order *o)
 			close_fd(t.msg_fd, "message");
 			break;
 		}
-		(void)snprintf(t.remote, sizeof t.remote, "%.*s", (int)DOMAIN_MAX, m.host ? m.host : "");
+		(void)snprintf(t.remote, sizeof t.remote, "%.*s", (int)DOMAIN_MAX,
+			       m.host ? m.host : "");
 		if (!o->down && state == OPEN_OK)
 			transaction(&t, &m);
 		else
