@@ -38,8 +38,17 @@
  * (DESIGN.md "The commit protocol"). A 250 after DATA means the message is
  * on disk in every mailbox; any other reply, that it is in none.
  *
+ * Relay (-o, DESIGN.md "The queue"): a session that authenticated, or a
+ * client in a -N network, may name recipients in other domains; anyone
+ * else gets "550 5.7.1 Relaying denied" for them. Such a message is
+ * queued in <spool>/.queue before the 250, all or nothing together with
+ * its local recipients, and the queue runner delivers it: MX lookup or a
+ * -R route, SMTP to the next host, retries with a growing backoff, and a
+ * delivery report (RFC 3464) into the sender's own mailbox on failure.
+ *
  * Limits (RFC 5321 4.5.3): command line 512 octets, local part 64, domain
- * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message.
+ * 255, path 256, 100 recipients, 20 errors a session, -s bytes a message;
+ * 100 Received lines make a loop (RFC 5321 6.3: 554 5.4.6).
  *
  * Process model (DESIGN.md "Process model"): the parent accepts and hands
  * each connection to an idle session process (a worker, reused: the pool
@@ -53,6 +62,13 @@
  * group does not cut them short.
  * SIGPIPE and SIGXFSZ are ignored. When accept() runs out of descriptors it
  * is retried every 100 ms, and logged once.
+ * With -o (and not -i) the parent also forks a keeper before it accepts:
+ * the keeper runs the queue runner, starts it again when it ends (10 s
+ * apart at most), and stops it when the parent stops (after the sessions)
+ * or is gone. The runner (run_queue; -q runs it alone) holds the lock of
+ * .queue/.runner, scans the queue, and forks delivery processes: each
+ * takes up to 16 messages for one domain over one connection, 20 of them
+ * at once, 2 connecting to one domain.
  *
  * Exit status: 0 success, non-zero failure: 0 after SIGTERM or SIGINT (and
  * with -i after the session), 1 when it cannot listen or serve, 2 on bad
@@ -74,6 +90,15 @@
  * -> start_session -> the pool's reuse_worker (hand_off) or fork_session
  * (run_child, next_connection); the notes: session_over -> drain_over ->
  * note_over; -i: serve_inetd.
+ * relay intake: check_rcpt -> relay_check (relay_refusal, queue_room),
+ * cmd_data -> loop_check, deliver -> queue_message, queue_release
+ * (queue_wake) or queue_withdraw; relay delivery: run_queue -> runner_step
+ * -> scan_queue (due_add), start_due -> start_delivery (order_fill) ->
+ * deliver_order -> destination (find_targets, connect_destination ->
+ * open_session), transaction (send_envelope, send_data), record
+ * (apply_outcomes -> settle, report_failed, notice_delay, job_done);
+ * reports: report_deliver -> report_compose, report_store; the keeper:
+ * runner_start, keeper, runner_end; -p, -F, -x: queue_command.
  */
 #define _POSIX_C_SOURCE 200809L
 
