@@ -17,6 +17,10 @@ WERROR  = -Werror
 SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
            -fno-sanitize-recover=undefined
 PYTHON  ?= python3
+# smtpmail's MX lookup (res_nquery, dn_expand, dn_skipname) is in glibc's
+# libc since 2.34. An older glibc, or macOS, keeps it in libresolv:
+# make LDLIBS=-lresolv
+LDLIBS  ?=
 
 # Every program whose source is present (each .c builds alone).
 PROGS   = $(basename $(wildcard smtpmail.c popserver.c mailclient.c))
