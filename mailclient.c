@@ -108,9 +108,11 @@
  * by SIGINT/SIGTERM as usual, after restoring the terminal.
  *
  * Where to look: menu[] is the table of options, menu_loop the loop. The
- * start: ask_password, login_check -> pop_check (checking), secret_done.
- * Logins: smtp_auth (smtp_cram, smtp_login), pop_login (pop_apop,
- * pop_cram, pop_pass); secrets go out only through send_secret. Send
+ * start: ask_password, login_check -> pop_check (checking, pop_connect,
+ * pop_login), secret_done. Sessions: smtp_open and smtp_close; pop_open
+ * (pop_connect, pop_login, pop_capa, pop_stat) and pop_close. Logins:
+ * smtp_auth (smtp_cram, smtp_login), pop_login (pop_apop, pop_cram,
+ * pop_pass); secrets go out only through send_secret. Send
  * Mail: opt_send_mail -> send_kept (save_mail), smtp_probe
  * (smtp_login_check), read_mail, check_typed_mail (check_headers,
  * parse_address_list), smtp_send (smtp_open, smtp_hello, smtp_envelope,
@@ -2909,7 +2911,8 @@ static int pop_login(struct pop *p, const struct client *cl)
 }
 
 /* pop_connect - connect and set up the session, logged in to nothing yet.
- * It returns -1 after printing why; pop_quit still frees what was set up. */
+ * It returns -1 after telling the user why. Either way pop_close may be
+ * called, because what is set up is recorded in *p from the start. */
 static int pop_connect(struct pop *p)
 {
 	int fd;
@@ -2932,26 +2935,11 @@ static int pop_connect(struct pop *p)
 	return 0;
 }
 
-/* pop_start - connect, log in, learn the capabilities and the count. It
- * returns -1 after printing why; pop_quit still frees what was set up. */
-static int pop_start(struct pop *p, const struct client *cl)
-{
-	if (pop_connect(p) < 0 || pop_login(p, cl) < 0)
-		return -1;
-	/* CAPA again after the login, which may change what is offered (RFC
-	 * 2449 5), unless it was refused before: an RFC 1939-only server has
-	 * no CAPA, and the list then uses RETR instead of TOP, and tries UIDL. */
-	if ((p->capa != 0 && pop_capa(p) < 0) || pop_stat(p) < 0) {
-		show_error("Error in reading mail", p->line);
-		return -1;
-	}
-	return 0;
-}
-
-/* pop_quit - QUIT if the server still answers (RFC 1939 6), then close and
- * free; a second call does nothing. It returns 0 only when QUIT was answered
- * +OK, because only then are the deletions done. */
-static int pop_quit(struct pop *p)
+/* pop_close - QUIT if the server still answers (RFC 1939 6), then close
+ * the connection and free the line buffer; a second call does nothing.
+ * It returns 0 only when QUIT was answered +OK, because only then are the
+ * deletions done. After a failure p->line still says why. */
+static int pop_close(struct pop *p)
 {
 	int r = -1;
 
@@ -2966,31 +2954,27 @@ static int pop_quit(struct pop *p)
 	return r;
 }
 
-/* pop_open - a new session, logged in, with the count: the client holds
- * one only as long as a screen needs (the mailbox is locked while it
- * lasts), and ends it with pop_close, as smtp_open and smtp_close do for
- * SMTP. It returns NULL after telling the user why. */
-static struct pop *pop_open(const struct client *cl)
+/* pop_open - connect, log in, learn the capabilities and the count. A
+ * screen holds the session only as long as it needs it, because the
+ * mailbox stays locked while it lasts, and ends it with pop_close, as
+ * smtp_open and smtp_close do for SMTP. It returns -1 after telling the
+ * user why, with the session already closed. */
+static int pop_open(struct pop *p, const struct client *cl)
 {
-	struct pop *p = malloc(sizeof *p);
-
-	if (!p) {
-		puts("Error in reading mail: out of memory");
-		return NULL;
+	if (pop_connect(p) < 0 || pop_login(p, cl) < 0) {
+		pop_close(p);
+		return -1;
 	}
-	if (pop_start(p, cl) < 0) {
-		pop_quit(p);
-		free(p);
-		return NULL;
+	/* CAPA is asked again after the login, which may change what is
+	 * offered (RFC 2449 5). A server that refused CAPA before the login
+	 * speaks RFC 1939 alone: the list then uses RETR instead of TOP, and
+	 * tries UIDL. */
+	if ((p->capa != 0 && pop_capa(p) < 0) || pop_stat(p) < 0) {
+		show_error("Error in reading mail", p->line);
+		pop_close(p);
+		return -1;
 	}
-	return p;
-}
-
-/* pop_close - QUIT the session (pop_quit) and free it */
-static void pop_close(struct pop *p)
-{
-	pop_quit(p);
-	free(p);
+	return 0;
 }
 
 /* pop_uidl - "UIDL n" (RFC 1939 7): mail n's unique-id into uid[UID_MAX];
@@ -4490,17 +4474,17 @@ static int list_row(struct pop *p, struct listing *ls, long n, struct buf *rows)
 static int list_page(const struct client *cl, struct listing *ls, long first, long k,
 		     struct buf *rows)
 {
-	struct pop *p = pop_open(cl);
+	struct pop p;
 	int r = 0;
 
-	if (!p)
+	if (pop_open(&p, cl) < 0)
 		return -1;
-	ls->count = p->count;
-	for (long n = first; r == 0 && n <= p->count && n - first < k; n++)
-		r = list_row(p, ls, n, rows);
+	ls->count = p.count;
+	for (long n = first; r == 0 && n <= p.count && n - first < k; n++)
+		r = list_row(&p, ls, n, rows);
 	if (r < 0)
-		show_error("Error in reading mail", p->line);
-	pop_close(p);
+		show_error("Error in reading mail", p.line);
+	pop_close(&p);
 	return r;
 }
 
@@ -4927,21 +4911,21 @@ static void gone(long n)
  * session open. It returns 0, 1 when it is gone, -1 after an error. */
 static int fetch_mail(const struct client *cl, struct view *v)
 {
-	struct pop *p = pop_open(cl);
+	struct pop p;
 	struct keep k = { &v->raw, MAIL_TEXT_MAX, 0, 0 };
 	long m;
 	int r = -1;
 
-	if (!p)
+	if (pop_open(&p, cl) < 0)
 		return -1;
-	m = pop_locate(p, v->n, v->uid);
+	m = pop_locate(&p, v->n, v->uid);
 	if (m == 0)
 		r = 1;
-	else if (m < 0 || pop_cmd(p, "RETR %ld", m) < 0 || pop_multiline(p, keep_lines, &k) < 0)
-		show_error("Error in reading mail", p->line);
+	else if (m < 0 || pop_cmd(&p, "RETR %ld", m) < 0 || pop_multiline(&p, keep_lines, &k) < 0)
+		show_error("Error in reading mail", p.line);
 	else
 		r = 0;
-	pop_close(p);
+	pop_close(&p);
 	v->cut = k.cut;
 	buf_add(&v->raw, "", 0);	/* an empty mail is "" too */
 	if (r == 1)
@@ -4955,19 +4939,19 @@ static int fetch_mail(const struct client *cl, struct view *v)
  * +OK: the server removes the mail only then (RFC 1939 6). */
 static void delete_mail(const struct client *cl, struct view *v)
 {
-	struct pop *p = pop_open(cl);
+	struct pop p;
 	long m;
 
-	if (!p)
+	if (pop_open(&p, cl) < 0)
 		return;
-	m = pop_locate(p, v->n, v->uid);
+	m = pop_locate(&p, v->n, v->uid);
 	if (m == 0)
 		gone(v->n);
-	else if (m < 0 || pop_cmd(p, "DELE %ld", m) < 0 || pop_quit(p) < 0)
-		show_error("Error in deleting mail", p->line);
+	else if (m < 0 || pop_cmd(&p, "DELE %ld", m) < 0 || pop_close(&p) < 0)
+		show_error("Error in deleting mail", p.line);
 	else
 		puts("Mail deleted.");
-	pop_close(p);
+	pop_close(&p);
 }
 
 /* ---------------------------------------------------------------- the menu: Manage Mail */
@@ -5302,7 +5286,7 @@ static int pop_check(const struct client *cl)
 	checking(0);
 	if (r < 0)
 		puts("The password was not checked.");
-	pop_quit(&p);
+	pop_close(&p);
 	return r;
 }
 
