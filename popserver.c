@@ -19,30 +19,32 @@
  * goodbye", or "-ERR some deleted messages not removed" when the update
  * fails (the mailbox then stays as it was).
  *
- * The mailbox follows DESIGN.md: records of CRLF lines, dot-stuffed, each
- * ended by a line ".". At PASS the session lock (byte 0 of
- * mymailbox.state) is taken for the whole session; the end of the last
- * complete and durable record is found under the commit and write locks
- * (bytes 2 and 1: what smtpmail appended but has not yet fsynced is
- * committed first, or left for the next session) and the records below it
- * are indexed. RETR sends a record as stored (copied behind
- * its +OK line if it fits the output buffer, else by sendfile); sizes
- * are counted unstuffed. QUIT with deletions rewrites mymailbox.new (kept
- * records plus mail that arrived meanwhile), fsyncs it and renames it
- * over mymailbox; deleted messages that end the mailbox, with no mail
- * after them, are cut off in place instead (no copy: it works on a full
- * disk). Both hold an fcntl lock on mymailbox itself (as mutt and procmail
- * do), wait while another program holds the dotlock mymailbox.lock, and are
- * refused if mymailbox.state was replaced since login (DESIGN.md
- * "Locking"). Every file is opened relative to the user's directory, which
- * is never a link; a link, FIFO or hard-linked file there is refused at
- * once.
+ * The mailbox follows DESIGN.md "Record format": records of CRLF lines,
+ * dot-stuffed, each ended by a line ".". At PASS the session lock (byte 0
+ * of mymailbox.state) is taken for the whole session. Then, under the
+ * commit and write locks (bytes 2 and 1), the end of the last complete and
+ * durable record is found, and the records below it are indexed. What
+ * smtpmail appended but has not yet fsynced is committed first, or left
+ * for the next session.
  *
- * UIDL: 16 hex digits, stable across sessions and restarts: FNV-1a of
- * smtpmail's trace lines at the record's start (they hold its unique id)
- * and of the record's length, or of all its bytes when it has none; equal
- * hashes get distinct ids (the k-th copy hashes on over "#k", see
- * trace_len, uidl_unique).
+ * RETR sends a record as it is stored: copied behind its +OK line if it
+ * fits the output buffer, else by sendfile. Sizes are counted unstuffed.
+ * QUIT with deletions writes mymailbox.new (the kept records plus the mail
+ * that arrived meanwhile), fsyncs it and renames it over mymailbox. When
+ * the deleted messages end the mailbox and no mail follows them, they are
+ * cut off in place instead; nothing is copied, so this works on a full
+ * disk. Both ways hold an fcntl lock on mymailbox itself, as mutt and
+ * procmail do, and wait while another program holds the dotlock
+ * mymailbox.lock. Both are refused if mymailbox.state was replaced since
+ * login (DESIGN.md "Locking"). Every file is opened relative to the
+ * user's directory, which is never a link, and a link, FIFO or hard-linked
+ * file there is refused at once.
+ *
+ * UIDL: 16 hex digits, stable across sessions and restarts. The id is the
+ * FNV-1a hash of smtpmail's trace lines at the record's start, which hold
+ * its unique id, and of the record's length. A record without those lines
+ * is hashed over all its bytes. Equal hashes still get distinct ids: the
+ * k-th copy hashes on over "#k" (trace_len, uidl_unique).
  *
  * Limits: command line 255 octets with CRLF (RFC 2449 section 4); 20 bad
  * commands after login, 3 before, then "-ERR too many errors" and close.
@@ -51,13 +53,13 @@
  * Out of descriptors at accept(): pause 100 ms between tries, logged once
  * until an accept works again (trouble).
  *
- * Exit status: 0 success, non-zero failure: 0 after SIGTERM/SIGINT (and
- * with -i after the session), 1 cannot listen or serve, 2 bad usage. A
- * session's wrong passwords reach the parent only in its note on the pipe
- * (session_over -> note_over), which adds them to the client address's
- * penalty and so doubles the -w delay of its later sessions
- * (start_session); with -i there is no parent, and the delay doubles
- * within the session only.
+ * Exit status: 0 success, non-zero failure. It is 0 after SIGTERM or
+ * SIGINT, and with -i after the session; 1 when it cannot listen or
+ * serve; 2 after bad usage. A session's wrong passwords reach the parent
+ * only in its note on the pipe (session_over -> note_over). The parent
+ * adds them to the client address's penalty, which doubles the -w delay
+ * of that address's later sessions (start_session). With -i there is no
+ * parent, so the delay doubles within the session only.
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
  * it; PASS: cmd_pass -> password_check, logged_in -> login -> snapshot_mailbox
@@ -206,11 +208,12 @@ static struct config {
 #define STATE_NAME(name) #name,
 enum state { POP_STATES(STATE_ENUM) };
 
-/* The index of the complete records of [0, end) (DESIGN.md): 20 bytes a
- * message (DESIGN.md "Limits"), in three arrays rather than an array of
- * structs, which alignment would pad to 24 or more. Message i (from 0) is
- * the record [start[i], start[i + 1]), its "." CRLF line included; start
- * holds count + 1 offsets. */
+/* The index of the complete records of [0, end) (DESIGN.md "Record
+ * format"). It takes 20 bytes a message (DESIGN.md "Limits"), because it
+ * is kept in three arrays: an array of structs would be padded to 24 bytes
+ * or more by alignment. Message i (from 0) is the record [start[i],
+ * start[i + 1]), its "." CRLF line included, so start holds count + 1
+ * offsets. */
 struct mbox_index {
 	off_t *start;
 	uint64_t *uidl;		/* its UIDL: see trace_len, uidl_unique */
@@ -3551,12 +3554,12 @@ static void forget_secret(struct conn *c, char *line, size_t cap)
 
 /*
  * copy_range - copy bytes [off, off + len) of the mailbox file in to out,
- * as they are: to the new mailbox file at QUIT (peer NULL), or to the
- * client's socket for RETR (peer is its connection, and the replies it
- * has buffered go out first). On Linux sendfile copies without a pass
- * through user space; where it cannot, a read-write loop does the rest.
- * The socket is non-blocking, so a full one is waited for, within the
- * session's timeout.
+ * as they are. At QUIT out is the new mailbox file and peer is NULL. For
+ * RETR out is the client's socket, peer is its connection, and the replies
+ * buffered there go out first, so that they precede the mail. On Linux
+ * sendfile copies without a pass through user space; where it cannot, a
+ * read-write loop does the rest. The socket is non-blocking, so when it is
+ * full the copy waits for it, but no longer than the session's timeout.
  */
 static int copy_range(int in, off_t off, off_t len, int out, struct conn *peer)
 {
@@ -3843,12 +3846,13 @@ static int names_smtpmail(const char *p, size_t n)
 
 /*
  * trace_len - the length of the trace lines that smtpmail puts at the
- * start of a record (DESIGN.md "POP3"): a "Return-Path: <" line, then a
- * "Received: from " field (with its continuation lines, which start with
- * a tab or a space) that names smtpmail, the whole under TRACE_WINDOW
- * bytes. p[0, n) is the record's start, or all of it if whole. Returns the
- * length, 0 when the record has no such trace, or -1 when n bytes cannot
- * tell yet (only if !whole and n < TRACE_WINDOW).
+ * start of a record (DESIGN.md "POP3"). They are a "Return-Path: <" line,
+ * then a "Received: from " field that names smtpmail, with its
+ * continuation lines (which start with a tab or a space). Together they
+ * must lie within TRACE_WINDOW bytes. p[0, n) is the record's start, or
+ * all of the record if whole is set. It returns the length, 0 when the
+ * record has no such trace, or -1 when n bytes cannot tell yet (which
+ * happens only if !whole and n < TRACE_WINDOW).
  */
 static long trace_len(const char *p, size_t n, int whole)
 {
@@ -3917,10 +3921,10 @@ static void uidl_decide(struct scan *sc, const char *p, size_t n, int whole)
 }
 
 /*
- * uidl_feed - the next n bytes of the current record, the last ones if
- * last. Only a record's first bytes are looked at when it starts with
- * smtpmail's trace; they are kept in head only when a chunk ends before
- * trace_len can tell.
+ * uidl_feed - hash the next n bytes of the current record; last says they
+ * are its last ones. When a record starts with smtpmail's trace, only its
+ * first bytes are looked at. Those bytes are kept in head only when a
+ * chunk ends before trace_len can tell where the trace ends.
  */
 static void uidl_feed(struct scan *sc, const char *p, size_t n, int last)
 {
@@ -4040,15 +4044,17 @@ static size_t next_dot_line(const char *buf, size_t n, size_t from, int line_sta
 
 /*
  * scan_chunk - find the record ends in buf[0, n), which lies at file
- * offset base. A record ends at a line that is exactly "." CRLF (DESIGN.md,
- * record format); any other line starting with '.' is stuffed. Only lines
- * starting with '.' matter, so the scan hops from dot to dot with memchr,
- * and the bytes go to uidl_feed, which hashes a record of smtpmail's only
- * as far as its trace lines. It returns how many bytes it consumed:
- * all of them, or, unless this is the last chunk, everything before a
- * '.' line that the chunk end cuts, which the caller reads again with the
- * next chunk. *end is set to the end of the last complete record; -1
- * means out of memory.
+ * offset base. A record ends at a line that is exactly "." CRLF (DESIGN.md
+ * "Record format"), and any other line that starts with '.' is stuffed.
+ * Only lines that start with '.' matter, so the scan hops from dot to dot
+ * with memchr. The bytes also go to uidl_feed, which hashes a record of
+ * smtpmail's only as far as its trace lines.
+ *
+ * It returns how many bytes it consumed, or -1 when out of memory. That is
+ * all of them, except when a '.' line is cut by the chunk's end and this
+ * is not the last chunk: then it stops before that line, and the caller
+ * reads it again with the next chunk. *end is set to the end of the last
+ * complete record.
  */
 static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
 			  struct scan *sc, struct mbox_index *ix, off_t *end)
@@ -4081,9 +4087,10 @@ static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
 }
 
 /*
- * scan_records - index the complete records of [from, to) of fd, reading
- * SCAN_CHUNK bytes at a time (one pass, bounded memory); *end gets the end
- * of the last complete one (from if none): a partial tail is ignored.
+ * scan_records - index the complete records of [from, to) of fd. It reads
+ * SCAN_CHUNK bytes at a time, in one pass, so its memory stays bounded.
+ * *end gets the end of the last complete record, or from if there is none;
+ * a partial tail is not indexed.
  */
 static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off_t *end)
 {
@@ -4132,8 +4139,9 @@ static int uidl_order(const void *a, const void *b)
 
 /*
  * uidl_distinct - 1 if no two messages share a hash, 0 if some do, -1 when
- * out of memory: an open-addressing table of 2n + 1 message numbers (8
- * bytes a message), linear time where sorting would take n log n.
+ * out of memory. It uses an open-addressing table of 2n + 1 message
+ * numbers (8 bytes a message), which takes linear time where sorting
+ * would take n log n.
  */
 static int uidl_distinct(const struct mbox_index *ix)
 {
@@ -4156,16 +4164,19 @@ static int uidl_distinct(const struct mbox_index *ix)
 }
 
 /*
- * uidl_unique - RFC 1939 section 7: a unique-id names one message of the
- * maildrop, and persists across sessions. The id is the record's hash, so
- * byte-identical records (never from smtpmail, whose Received id differs
- * per delivery; only copied in by hand) would share it: the k-th copy in
- * file order (k >= 1) gets the hash continued over "#k". The first copy
- * keeps the plain hash; deleting an earlier copy hands its id to a later,
- * identical one, which costs a client nothing. Only when uidl_distinct
- * finds equal hashes are the messages sorted: on 4-byte message numbers
- * (index_add keeps them below 2^32), 4 bytes a message, and as much again
- * inside qsort. It returns -1 only when out of memory.
+ * uidl_unique - make every unique-id name one message. RFC 1939 section 7
+ * says a unique-id names one message of the maildrop and persists across
+ * sessions. The id is the record's hash, so byte-identical records would
+ * share it. smtpmail never writes two such records, because its Received
+ * id differs per delivery; they come only from copying by hand. The k-th
+ * copy in file order (k >= 1) therefore gets the hash continued over "#k",
+ * and the first copy keeps the plain hash. Deleting an earlier copy hands
+ * its id to a later, identical one, which costs a client nothing.
+ *
+ * The messages are sorted only when uidl_distinct finds equal hashes. The
+ * sort is on 4-byte message numbers (index_add keeps them below 2^32), so
+ * it needs 4 bytes a message, and as much again inside qsort. It returns
+ * -1 only when out of memory.
  */
 static int uidl_unique(struct mbox_index *ix)
 {
@@ -4213,9 +4224,10 @@ static void cmd_user(struct session *s, const struct args *a)
 
 /*
  * open_records - open mymailbox in the user's directory as open_regular
- * does: no link, no FIFO, a regular file with one link, found out before
- * anything else and at once. Returns NULL (s->mboxfd is -1 when there is no
- * mailbox yet: no mail), or the -ERR reply saying why not.
+ * does. A link, a FIFO, or a file with more than one link is refused at
+ * once, before anything else is done. It returns NULL on success, or the
+ * -ERR reply that says why not. When there is no mailbox yet, which means
+ * no mail, it returns NULL with s->mboxfd set to -1.
  */
 static const char *open_records(struct session *s, struct stat *st)
 {
@@ -4230,10 +4242,12 @@ static const char *open_records(struct session *s, struct stat *st)
 }
 
 /*
- * lock_box - mailbox_lock on a descriptor of mymailbox opened for it (the
- * lock wants one open for writing; the session's own is read-only), which
- * must be the file the session has open. Returns it (closing it lets the
- * lock go), or -1: ESTALE when mymailbox was replaced during the session.
+ * lock_box - take mailbox_lock on a descriptor of mymailbox opened for the
+ * purpose, because the lock needs one open for writing and the session's
+ * own is read-only. The file must be the one the session has open. It
+ * returns the descriptor, and closing it lets the lock go. It returns -1
+ * on failure, with errno ESTALE when mymailbox was replaced during the
+ * session.
  */
 static int lock_box(struct session *s)
 {
@@ -4256,11 +4270,12 @@ static int lock_box(struct session *s)
 }
 
 /*
- * records_end - to *size the end of the last complete record. A mailbox
- * written by another hand (the assignment's format: LF or CRLF lines, a
- * "." line between messages) is first converted to records, once, so that
- * every message of it is served; a crashed tail of smtpmail's is left for
- * the next delivery to cut. Returns NULL, or the -ERR reply.
+ * records_end - set *size to the end of the last complete record. A
+ * mailbox written by another hand, in the assignment's format (LF or CRLF
+ * lines, a "." line between messages), is first converted to records,
+ * once, so that every message in it is served. A crashed tail of
+ * smtpmail's is left for the next delivery to cut. It returns NULL, or
+ * the -ERR reply to send.
  */
 static const char *records_end(struct session *s, struct stat *st, off_t *size)
 {
@@ -4295,11 +4310,12 @@ static const char *records_end(struct session *s, struct stat *st, off_t *size)
 /*
  * durable_end - lower *size, the end of the last complete record, to the
  * end of the last durable one (DESIGN.md "The commit protocol"). Mail that
- * is not durable yet (appended by smtpmail a moment ago, or by hand) is
- * first committed: we hold the commit lock, so we fsync for it. If that
- * fails, or an fsync's process died unsettled, it is not shown: it stays
- * announced, and smtpmail's next delivery cuts it back (its senders were
- * told 451). To this session it is then mail that came after the snapshot.
+ * is not durable yet, because smtpmail appended it a moment ago or it was
+ * added by hand, is committed first: we hold the commit lock, so the fsync
+ * is ours to do. If that fsync fails, or an fsync's process died
+ * unsettled, the mail is not shown. It stays announced, and smtpmail's
+ * next delivery cuts it back; its senders were told 451. To this session
+ * it is then mail that came after the snapshot.
  */
 static const char *durable_end(struct session *s, off_t *size)
 {
@@ -4325,10 +4341,11 @@ static const char *durable_end(struct session *s, off_t *size)
 }
 
 /*
- * snapshot_mailbox - open mymailbox under the commit and write locks and put
- * in *size the end of its last complete and durable record then (DESIGN.md
- * "POP3 session", step 2): bytes below it never change during the session. It
- * returns NULL on success, else the -ERR reply that says why not.
+ * snapshot_mailbox - open mymailbox under the commit and write locks, and
+ * put in *size the end of its last complete and durable record at that
+ * moment (DESIGN.md "POP3 session", step 2). The bytes below that end do
+ * not change during the session, so the index stays true. It returns NULL
+ * on success, else the -ERR reply that says why not.
  */
 static const char *snapshot_mailbox(struct session *s, off_t *size)
 {
@@ -4355,10 +4372,11 @@ static const char *snapshot_mailbox(struct session *s, off_t *size)
 }
 
 /*
- * lock_session - DESIGN.md "POP3 session", step 1: open the user's directory (never
- * through a link: user_dir) and the state file in it, and take the session
- * lock. Returns NULL, or the -ERR reply: [SYS/PERM] for what only the
- * administrator can mend, a link or a file of the wrong kind.
+ * lock_session - open the user's directory and the state file in it, and
+ * take the session lock (DESIGN.md "POP3 session", step 1). The directory
+ * is never opened through a link (user_dir). It returns NULL on success,
+ * or the -ERR reply. The reply is [SYS/PERM] for what only the
+ * administrator can mend: a link, or a file of the wrong kind.
  */
 static const char *lock_session(struct session *s)
 {
@@ -4586,10 +4604,10 @@ static void cmd_list(struct session *s, const struct args *a)
 
 /*
  * send_copy - queue the len bytes of the mailbox at off behind the reply,
- * read straight into the output buffer (len <= RETR_COPY_MAX, at most its
- * size): a small record then leaves in the same write as its +OK line, and
- * pipelined ones together, where sendfile costs a write and a TCP segment
- * for each.
+ * read straight into the output buffer (len <= RETR_COPY_MAX, which is at
+ * most the buffer's size). A small record then leaves in the same write as
+ * its +OK line, and pipelined ones leave together. sendfile would cost a
+ * write and a TCP segment for each.
  */
 static int send_copy(struct session *s, off_t off, size_t len)
 {
@@ -4769,11 +4787,13 @@ static int write_kept(struct session *s, int out, off_t tail)
 }
 
 /*
- * mail_end - to *tail where the mail to keep ends now: the file's size,
- * less a crashed append of smtpmail's that began at or after N (DESIGN.md:
- * any other tail is mail, and kept), less what an fsync whose process died
- * unsettled covered beyond the durable size: we hold the commit lock, so
- * it is taken as failed, as smtpmail's commit_cut would (*dropped: 1).
+ * mail_end - set *tail to where the mail to keep ends now. That is the
+ * file's size, less a crashed append of smtpmail's that began at or after
+ * N, the end of the indexed records; any other tail is mail, and is kept
+ * (DESIGN.md "Tails and other hands"). It is also less what an fsync whose
+ * process died unsettled covered beyond the durable size. We hold the
+ * commit lock, so that fsync is taken as failed, as smtpmail's commit_cut
+ * would take it, and *dropped is set to 1.
  */
 static int mail_end(struct session *s, off_t *tail, int *dropped)
 {
@@ -4819,11 +4839,12 @@ static int write_new(struct session *s, off_t tail)
 }
 
 /*
- * rewrite_mailbox - write mymailbox.new, rename it over mymailbox, fsync
- * the directory (DESIGN.md "POP3 session", step 4). Returns -1 when nothing changed
- * (a failure before the rename: mymailbox.new is removed again), 0, or 1
- * when the rename took effect but the directory's fsync failed: the
- * messages are gone, but their removal may not survive a crash.
+ * rewrite_mailbox - write mymailbox.new, rename it over mymailbox, and
+ * fsync the directory (DESIGN.md "POP3 session", step 4). It returns 0 on
+ * success. It returns -1 when nothing changed, because it failed before
+ * the rename; mymailbox.new is then removed again. It returns 1 when the
+ * rename took effect but the directory's fsync failed: the messages are
+ * gone, but their removal may not survive a crash.
  */
 static int rewrite_mailbox(struct session *s, off_t tail)
 {
@@ -4844,15 +4865,17 @@ static int rewrite_mailbox(struct session *s, off_t tail)
 }
 
 /*
- * commit_updated - after the update: the commit state is about mymailbox
- * as it is now, all of it durable (truncate_mailbox and write_new fsynced
- * it), and the epoch moves on with kept = tail, as after any replacement
- * (commit_replaced): an smtpmail session whose record ended by tail finds
- * it carried into the new file, or deleted by its owner (shown, so it was
- * durable), and answers 250; one whose record lay past tail (what an
- * unsettled fsync covered, left out by mail_end) answers 451. When the
- * rename may not survive a crash (doubt), only what was durable in the
- * old file is kept.
+ * commit_updated - write the commit state after the update. The state then
+ * describes mymailbox as it is now, and all of it is durable, because
+ * truncate_mailbox and write_new fsynced it. The epoch moves on with
+ * kept = tail, as after any replacement (commit_replaced).
+ *
+ * An smtpmail session whose record ended by tail then answers 250: its
+ * record was carried into the new file, or deleted by its owner, who was
+ * shown it only because it was durable. A session whose record lay past
+ * tail answers 451: that is what an unsettled fsync covered, and mail_end
+ * left it out. When the rename may not survive a crash (doubt), only what
+ * was durable in the old file is kept.
  */
 static void commit_updated(struct session *s, int doubt, off_t tail)
 {
@@ -4895,10 +4918,11 @@ static off_t deleted_tail(const struct session *s)
 }
 
 /*
- * truncate_mailbox - remove deleted messages that end the mailbox, with no
- * mail after them, in place: ftruncate to cut and fsync, under the write
- * lock. No copy, so it works on a full disk too; both sizes are whole
- * records, so a crash leaves one or the other. Returns as rewrite_mailbox.
+ * truncate_mailbox - remove in place the deleted messages that end the
+ * mailbox, when no mail follows them: ftruncate to cut, then fsync, under
+ * the write lock. Nothing is copied, so it works on a full disk too. Both
+ * the old and the new size end on whole records, so a crash leaves one or
+ * the other. It returns what rewrite_mailbox returns.
  */
 static int truncate_mailbox(struct session *s, int fd, off_t cut)
 {
@@ -4931,13 +4955,14 @@ static int mailbox_replaced(const struct session *s)
 }
 
 /*
- * update_mailbox - remove the deleted messages, under the commit and write
- * locks (the commit lock: no fsync of smtpmail's is under way while the
- * file may be replaced): when they are the mailbox's tail and no mail came
- * since, by truncating it in place; else by writing the kept mail to a new
- * file renamed over it. Returns -1 when nothing was removed (logged;
- * mymailbox is as it was), 0, or 1 when they were removed but the removal
- * may not survive a crash.
+ * update_mailbox - remove the deleted messages under the commit and write
+ * locks. The commit lock is taken so that no fsync of smtpmail's is under
+ * way while the file may be replaced. When the deleted messages are the
+ * mailbox's tail and no mail came since, the file is truncated in place;
+ * otherwise the kept mail is written to a new file that is renamed over
+ * it. It returns 0 on success, -1 when nothing was removed (the failure is
+ * logged and mymailbox is as it was), or 1 when the messages were removed
+ * but the removal may not survive a crash.
  */
 static int update_mailbox(struct session *s)
 {
@@ -5106,10 +5131,10 @@ static struct conn *session_conn(int in, int out, const char *peer)
 {
 	struct conn *c;
 
-	/* RETR sends its +OK line, then the record by sendfile: with Nagle's
+	/* RETR sends its +OK line, then the record by sendfile. With Nagle's
 	 * algorithm the record would wait for the peer's delayed ACK (40 ms)
-	 * of that line. Not a TCP socket (a socketpair in the fuzzer, -i on
-	 * pipes): fine. */
+	 * of that line. A descriptor that is not a TCP socket (a socketpair in
+	 * the fuzzer, -i on pipes) has no such delay, so failing here is fine. */
 	if (setsockopt(out, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)) < 0
 	    && errno != EOPNOTSUPP && errno != ENOTSOCK && errno != ENOPROTOOPT)
 		log_msg("%s: TCP_NODELAY: %s", peer, strerror(errno));
@@ -5168,12 +5193,14 @@ static enum io_status session_step(struct session *s)
 }
 
 /*
- * pop_session - one POP3 session, read from in and written to out (one
- * socket, or -i's two descriptors), from greeting to close. Returns
- * (never exits), closes in and out and frees everything; reads only cfg.
- * The first wrong password waits pause_ms (the address's penalty). It
- * returns the wrong passwords given, which the note that says the session
- * is over has told the parent (session_over), or -1 if it could not start.
+ * pop_session - one POP3 session, from the greeting to the close. It reads
+ * from in and writes to out: one socket, or -i's two descriptors. Its
+ * first wrong password waits pause_ms, the address's penalty. It reads
+ * only cfg as global input. It always returns, never exits, and before it
+ * returns it closes in and out and frees everything. It returns the
+ * number of wrong passwords given, or -1 if the session could not start.
+ * The parent learns that number from the note that says the session is
+ * over (session_over).
  */
 static int pop_session(int in, int out, const char *peer, int pause_ms)
 {
