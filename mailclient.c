@@ -9,47 +9,55 @@
  * -v writes control bytes and invalid UTF-8 as \xNN (log_escape), and
  * every secret (PASS, APOP's digest, AUTH's responses) as ****.
  *
- * It asks for the username and the password (not echoed on a terminal, nor
- * what is typed while it is checked, which is then dropped) and checks them
- * with a POP3 login and QUIT ("checking the password..." when that takes
- * more than a moment): a refused password is asked for again, 3 tries in
- * all; a server that cannot be reached leaves them unchecked ("The
- * password was not checked.") until a server takes them (the POP3 login of
- * 1, the SMTP AUTH before a mail is typed at 2), a refused one asked for
- * again there. It keeps them, then shows the menu again and again:
- *   1. Manage Mail  the list (Sl. No., sender: the From's display name, else
- *                   its address, else Return-Path's; received "YYYY-MM-DD :
- *                   HH : MM" in local time; subject decoded; the subject column
- *                   takes the window's width, and a narrow window narrower
- *                   columns: no row wraps, wide characters count two columns),
- *                   a screenful at a time on a terminal ("--More--": space,
- *                   Enter, q; each page takes the window's size of the moment,
- *                   wrapped lines counted); "Enter mail no. to see: "
- *                   ("-1": back to the menu) shows the mail: From, To, Cc,
- *                   Subject, Received and Date in the reader's time zone, then
- *                   every text part in order, decoded (of an alternative the
- *                   plain one, else the HTML one's text), a line for each
- *                   attachment where it stands, an enclosed mail (forwarded,
- *                   a digest's, a bounce's) ruled off with its From, Date and
- *                   Subject and its text, a bounce's report as text
- *                   (the headers it returns: From, To, Date, Subject),
- *                   format=flowed joined, HTML tables a row a line, paged;
- *                   then 'r' shows its source,
- *                   'd' deletes it and any other key keeps it; the list comes
- *                   again, fetched afresh (the menu once the mailbox is
- *                   empty). The received time is the first Received line's
- *                   date (RFC 5321 4.4), else the Date header, else the
+ * It asks for the username and the password. The password is not echoed
+ * on a terminal, and neither is what is typed while it is checked, which
+ * is then dropped. It checks them with a POP3 login and QUIT, and says
+ * "checking the password..." when that takes more than a moment. A refused
+ * password is asked for again, 3 tries in all. When the server cannot be
+ * reached, they stay unchecked ("The password was not checked.") until a
+ * server takes them: the POP3 login of 1, or the SMTP AUTH before a mail
+ * is typed at 2. A password refused there is asked for again there. The
+ * client keeps them, then shows the menu again and again:
+ *
+ *   1. Manage Mail  shows the list, a screenful at a time on a terminal.
+ *                   A row has the Sl. No.; the sender (the From's display
+ *                   name, else its address, else Return-Path's); when it
+ *                   was received, "YYYY-MM-DD : HH : MM" in local time; and
+ *                   the subject, decoded. The subject column takes the
+ *                   window's width, and a narrow window gets narrower
+ *                   columns, so that no row wraps; wide characters count
+ *                   two columns. At "--More--" the keys are space, Enter
+ *                   and q. Each page takes the window's size of the moment,
+ *                   wrapped lines counted.
+ *                   "Enter mail no. to see: " shows the mail ("-1" goes
+ *                   back to the menu): From, To, Cc, Subject, Received and
+ *                   Date in the reader's time zone, then every text part in
+ *                   order, decoded, and paged. Of an alternative it shows
+ *                   the plain part, else the HTML part's text. Each
+ *                   attachment gets a line where it stands. An enclosed
+ *                   mail (forwarded, a digest's, a bounce's) is ruled off
+ *                   with its From, Date and Subject and its text. A
+ *                   bounce's report is shown as text, with the headers it
+ *                   returns (From, To, Date, Subject). format=flowed lines
+ *                   are joined, and an HTML table gets a line for each row.
+ *                   Then 'r' shows the mail's source, 'd' deletes it, and
+ *                   any other key keeps it. The list comes again, fetched
+ *                   afresh, or the menu once the mailbox is empty.
+ *                   The received time is the first Received line's date
+ *                   (RFC 5321 4.4), else the Date header, else the
  *                   assignment's "Received: <date> : <hour> : <minute>" as
- *                   written; "?" if none can be read.
- *   2. Send Mail    after a check that the SMTP server greets (and takes the
- *                   password, by AUTH, when no server has yet; a refused one
- *                   is asked for again): From:, To: (one address or several,
- *                   comma-separated), Subject: (at most 50 characters; sent
- *                   as RFC 2047 encoded words when not ASCII), the body, a
- *                   line "." (Ctrl-D or Ctrl-C drop the mail and bring the
- *                   menu back). A mail that could not be sent (no reply, a
- *                   4xx, the password refused) is kept: the next 2 offers to
- *                   send it again (s) or to save it in a file (f).
+ *                   written, and "?" if none can be read.
+ *   2. Send Mail    first checks that the SMTP server greets. When no
+ *                   server has taken the password yet, it also checks it
+ *                   by AUTH, and a refused one is asked for again. Then it
+ *                   asks for From:, To: (one address or several,
+ *                   comma-separated), Subject: (at most 50 characters, sent
+ *                   as RFC 2047 encoded words when not ASCII), and the body
+ *                   up to a line ".". Ctrl-D or Ctrl-C drop the mail and
+ *                   bring the menu back. A mail that could not be sent (no
+ *                   reply, a 4xx, the password refused) is kept, and the
+ *                   next 2 offers to send it again (s) or to save it in a
+ *                   file (f).
  *   3. Quit
  *
  * Logins, the strongest offered: SMTP AUTH CRAM-MD5 when EHLO lists AUTH
@@ -61,12 +69,12 @@
  * DATA, From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT;
  * before the mail is typed a session of greeting and QUIT only (with EHLO
  * and AUTH between while the password is unchecked).
- * POP3: greeting, APOP (or CAPA, then AUTH or USER and PASS), CAPA, STAT,
- * then per screenful of the list TOP n 0 (RETR n without TOP) and UIDL n;
- * for the mail UIDL n (the whole UIDL list if the numbering moved) and
- * RETR; for 'd' UIDL and DELE; QUIT. Each of
- * these is a session of its own, ended with QUIT before the client waits for
- * the user: the mailbox lock is never held while the user reads or thinks.
+ * POP3: greeting, APOP (or CAPA, then AUTH or USER and PASS), CAPA, STAT.
+ * Then, for each screenful of the list, TOP n 0 (RETR n without TOP) and
+ * UIDL n; for the mail, UIDL n (the whole UIDL list if the numbering
+ * moved) and RETR; for 'd', UIDL and DELE; then QUIT. Each of these is a
+ * session of its own, ended with QUIT before the client waits for the
+ * user, so the mailbox lock is never held while the user reads or thinks.
  * MIME: RFC 2045-2047 (base64, quoted-printable, encoded words), RFC 2231
  * parameters, RFC 2046 5.1.5 (a digest's parts are mails), RFC 3676
  * (format=flowed); charsets converted to UTF-8 by iconv, then to the
@@ -104,8 +112,8 @@
  * each reply -t.
  *
  * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage, 3 the
- * password refused 3 times at the start; killed
- * by SIGINT/SIGTERM as usual, after restoring the terminal.
+ * password refused 3 times at the start. SIGINT and SIGTERM kill it as
+ * usual, after the terminal is restored.
  *
  * Where to look: menu[] is the table of options, menu_loop the loop. The
  * start: ask_password, login_check -> pop_check (checking, pop_connect,
@@ -990,12 +998,13 @@ static void show_converted(const char *ch, size_t n)
 
 /*
  * show_text - print s[len] on stdout with each control character or stray
- * byte as '?'. A mail and a server's reply are someone else's text: shown
- * as they are, escape sequences in them (ESC, CSI, OSC ...) could drive the
- * terminal. The bidi controls and the line and paragraph separators are
- * shown as '?' too, as the log escapes them (log_hidden): U+202E would make
- * "gnp.exe" read "exe.png". TAB and other well-formed UTF-8 are kept; a
- * terminal in another charset gets the characters converted.
+ * byte as '?'. A mail and a server's reply are someone else's text, and if
+ * they were shown as they are, escape sequences in them (ESC, CSI, OSC ...)
+ * could drive the terminal. The bidi controls and the line and paragraph
+ * separators are shown as '?' too, as the log escapes them (log_hidden),
+ * because U+202E would make "gnp.exe" read "exe.png". TAB and other
+ * well-formed UTF-8 are kept. A terminal in another charset gets the
+ * characters converted.
  */
 static void show_text(const char *s, size_t len)
 {
@@ -1095,11 +1104,11 @@ static void on_interrupt(int sig)
 }
 
 /*
- * typing_mode - on: Ctrl-C no longer makes the terminal throw away what was
- * typed (NOFLSH), so a line that wait_line saw is still there for the read
- * that follows, however late the Ctrl-C comes; off: the user's settings
- * again, and after a Ctrl-C the typed-ahead input thrown away, as the
- * terminal itself would have done.
+ * typing_mode - while on, Ctrl-C no longer makes the terminal throw away
+ * what was typed (NOFLSH). A line that wait_line saw is then still there
+ * for the read that follows, however late the Ctrl-C comes. Turned off, it
+ * restores the user's settings, and after a Ctrl-C it throws away the
+ * typed-ahead input, as the terminal itself would have done.
  */
 static void typing_mode(int on)
 {
@@ -1123,11 +1132,12 @@ static void typing_mode(int on)
 }
 
 /*
- * catch_interrupt - while on, Ctrl-C only sets interrupted; on a terminal
- * SIGINT is blocked but inside wait_line and the read after it (see
- * read_typed_line), and the terminal keeps its input (typing_mode). Off,
- * it ends the program again, as at the menu (unblocked first: a late one
- * only sets the flag).
+ * catch_interrupt - while on, Ctrl-C only sets interrupted. On a terminal
+ * SIGINT is then blocked except inside wait_line and the read after it
+ * (read_typed_line), and the terminal keeps its input (typing_mode).
+ * Turned off, Ctrl-C ends the program again, as at the menu. SIGINT is
+ * unblocked before that handler comes back, so a late one that was
+ * pending only sets the flag.
  */
 static void catch_interrupt(int on)
 {
@@ -1192,13 +1202,13 @@ static int read_input(struct client *cl)
 }
 
 /*
- * read_typed_line - a line of the mail being typed, or -1 after Ctrl-C or
- * at the end of input. wait_line lets SIGINT in while nothing is typed;
- * the read itself runs with SIGINT let in too, so that a Ctrl-C is seen
- * the moment the read ends. The read cannot wait for ever: it starts only
- * once wait_line saw a line, and the terminal keeps that line even if a
- * Ctrl-C comes in between (typing_mode's NOFLSH); the flag is checked again
- * after it.
+ * read_typed_line - read a line of the mail being typed. It returns -1
+ * after Ctrl-C or at the end of input. wait_line lets SIGINT in while
+ * nothing is typed. The read itself runs with SIGINT let in too, so that a
+ * Ctrl-C is seen the moment the read ends. The read cannot wait for ever,
+ * because it starts only once wait_line saw a line, and the terminal keeps
+ * that line even if a Ctrl-C comes in between (typing_mode's NOFLSH). The
+ * flag is checked again after the read.
  */
 static int read_typed_line(struct client *cl)
 {
@@ -1321,11 +1331,11 @@ static int ask_key(struct client *cl, const char *prompt)
 }
 
 /*
- * ask_credential - one of the two start prompts, asked again while the
- * answer is empty or holds a space or a control byte: user.txt splits its
- * lines at white space, so no name or password of an account holds one. It
- * returns a copy, or NULL at the end of input (or, errno ENOMEM, when
- * memory runs out).
+ * ask_credential - one of the two start prompts. It is asked again while
+ * the answer is empty or holds a space or a control byte, because user.txt
+ * splits its lines at white space, so no name or password of an account
+ * holds one. It returns a copy, or NULL at the end of input, or NULL with
+ * errno ENOMEM when memory runs out.
  */
 static char *ask_credential(struct client *cl, const char *prompt, int secret)
 {
@@ -1363,11 +1373,11 @@ static int ask_password(struct client *cl)
 /* ---------------------------------------------------------------- the screen: size, charset, pager */
 
 /*
- * screen_charset - the terminal's charset, from the locale (LC_ALL,
- * LC_CTYPE, LANG): mail text is UTF-8 inside the client and is converted
+ * screen_charset - learn the terminal's charset from the locale (LC_ALL,
+ * LC_CTYPE, LANG). Mail text is UTF-8 inside the client, and is converted
  * for a terminal in another charset. The C locale says ASCII but mostly
- * means that no locale was set, so its terminal is taken as UTF-8 (as
- * Python does, PEP 538). LC_CTYPE goes back to "C" at once, so that
+ * means that no locale was set, so its terminal is taken as UTF-8, as
+ * Python does (PEP 538). LC_CTYPE goes back to "C" at once, so that
  * isalpha and the like keep their ASCII meaning in the parsers.
  */
 static void screen_charset(void)
@@ -1393,11 +1403,12 @@ static int is_utf8(const char *codeset)
 	return strcasecmp(codeset, "UTF-8") == 0 || strcasecmp(codeset, "UTF8") == 0;
 }
 
-/* screen_widths - a UTF-8 locale for wcwidth, which knows how many columns
- * a character takes: the user's own (LC_ALL, LC_CTYPE, LANG) when it is
- * UTF-8, else C.UTF-8 (glibc 2.35 and musl have it built in) or en_US's.
- * Without any, char_width falls back on a table of the wide blocks. A
- * terminal in another charset needs none (char_width: 1 a character). */
+/* screen_widths - find a UTF-8 locale for wcwidth, which knows how many
+ * columns a character takes. The user's own locale (LC_ALL, LC_CTYPE,
+ * LANG) is taken when it is UTF-8, else C.UTF-8 (glibc 2.35 and musl have
+ * it built in), else en_US's. Without any, char_width falls back on a
+ * table of the wide blocks. A terminal in another charset needs none,
+ * because char_width counts 1 for each of its characters. */
 static void screen_widths(void)
 {
 	static const char *const names[] = { "", "C.UTF-8", "C.utf8", "en_US.UTF-8" };
@@ -1459,11 +1470,12 @@ static int table_width(unsigned long cp)
 
 /*
  * char_width - the columns the character s[n] takes on the screen, as
- * show_text prints it: 1 for what it shows as '?', and for any character
- * on a terminal in another charset (converted, mostly one for one); else
- * wcwidth in a UTF-8 locale (2 for CJK, 0 for a combining mark), or
- * table_width without one. The parsers keep the C locale: the UTF-8 one
- * is taken up (uselocale) only for this call.
+ * show_text prints it. A character shown as '?' takes 1. So does any
+ * character on a terminal in another charset, because conversion maps
+ * characters mostly one for one. Otherwise the width is wcwidth's in a
+ * UTF-8 locale (2 for CJK, 0 for a combining mark), or table_width's when
+ * there is no such locale. The parsers must keep the C locale, so the
+ * UTF-8 one is taken up (uselocale) only for this call.
  */
 static int char_width(const unsigned char *s, size_t n, int safe)
 {
@@ -1499,10 +1511,11 @@ static size_t text_width(const char *s, size_t len)
 
 /*
  * line_rows - the screen rows a line of text takes in a window scr.cols
- * wide, as a terminal wraps it: a character that does not fit in what is
- * left of a row goes to the next (a wide one leaves the last column
- * empty), a TAB goes on to the next multiple of 8 columns but never past
- * the last one, and a line that fills a row exactly takes that row only.
+ * wide, counted as a terminal wraps it. A character that does not fit in
+ * what is left of a row goes to the next row, so a wide one may leave the
+ * last column empty. A TAB goes on to the next multiple of 8 columns, but
+ * never past the last one. A line that fills a row exactly takes that row
+ * only.
  */
 static int line_rows(const char *s, size_t len)
 {
@@ -2463,10 +2476,11 @@ static void send_headers(struct conn *c, const struct mail *m)
 	send_line(c, "", 0);
 }
 
-/* piece_len - how much of a body line fits on one line of the message: all
- * of it up to TEXT_LINE_MAX octets (RFC 5322 2.1.1: "MUST be no more than
- * 998 characters"), else that much cut back to the start of a UTF-8
- * character, so that no character is split over two lines. */
+/* piece_len - how much of a body line fits on one line of the message.
+ * That is all of it up to TEXT_LINE_MAX octets (RFC 5322 2.1.1: "MUST be
+ * no more than 998 characters"). A longer line is cut at that length, moved
+ * back to the start of a UTF-8 character, so that no character is split
+ * over two lines. */
 static size_t piece_len(const char *line, size_t len)
 {
 	size_t n = TEXT_LINE_MAX;
@@ -2519,9 +2533,9 @@ static int smtp_transaction(struct smtp *s, const struct mail *m)
 	return smtp_expect(s, 2);
 }
 
-/* smtp_close - QUIT while the server still answers (RFC 5321 4.1.1.10;
- * after a 421 it has closed, 3.8), then close and free. The reply to QUIT
- * changes nothing. */
+/* smtp_close - send QUIT while the server still answers (RFC 5321
+ * 4.1.1.10), then close and free. After a 421 the server has closed the
+ * connection already (3.8). The reply to QUIT changes nothing. */
 static void smtp_close(struct smtp *s)
 {
 	if (s->code > 0 && s->code != 421 && send_cmd(&s->c, "QUIT") == 0)
@@ -2583,13 +2597,13 @@ static int smtp_login_check(struct client *cl)
 
 /*
  * smtp_probe - before the mail is typed, see that the SMTP server greets,
- * then QUIT: a server that is down, or is no SMTP server, is found out
- * now, not after the whole mail was typed. No session stays open while
- * the user types (a server may drop an idle one: RFC 5321 4.5.3.2.7). A
- * password no server has taken yet (POP3 was down at the start, or SMTP
- * refused it since) is checked by an AUTH now too, and one refused is
- * asked for again, LOGIN_TRIES times at most. It returns -1 after
- * telling the user.
+ * then QUIT. A server that is down, or is no SMTP server, is then found
+ * out now, not after the whole mail was typed. No session stays open while
+ * the user types, because a server may drop an idle one (RFC 5321
+ * 4.5.3.2.7). A password that no server has taken yet, because POP3 was
+ * down at the start or SMTP refused it since, is checked by an AUTH now
+ * too. A refused one is asked for again, LOGIN_TRIES times at most. It
+ * returns -1 after telling the user.
  */
 static int smtp_probe(struct client *cl)
 {
@@ -2611,9 +2625,10 @@ static int smtp_probe(struct client *cl)
 }
 
 /* smtp_send - deliver a checked mail over SMTP, logged in when the server
- * offers AUTH, and tell the user how it went (the recipient refused, by
- * name), then end the session with QUIT while the server still answers.
- * It returns 0 once sent, else the failed reply's code (-1: no reply). */
+ * offers AUTH. It tells the user how it went, naming a refused recipient,
+ * then ends the session with QUIT while the server still answers. It
+ * returns 0 once sent, else the failed reply's code, or -1 when there was
+ * no reply. */
 static int smtp_send(struct client *cl, const struct mail *m)
 {
 	struct smtp *s = smtp_open();
@@ -2659,11 +2674,11 @@ struct pop {
  * Mail then asks for the password again. */
 static int login_refused;
 
-/* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer
- * (during AUTH, 1 for a challenge "+ text").
- * The indicators are upper case (RFC 1939 3); any other line means the peer
- * does not speak POP3, and the session is given up. -t bounds the whole
- * line, so a server dripping a byte at a time gains nothing. */
+/* pop_status - read a status line. It returns 0 for "+OK", -1 for "-ERR"
+ * or no answer, and during AUTH 1 for a challenge "+ text". The indicators
+ * are upper case (RFC 1939 3), so any other line means that the peer does
+ * not speak POP3, and the session is given up. -t bounds the whole line,
+ * so a server that drips a byte at a time gains nothing. */
 static int pop_status(struct pop *p)
 {
 	size_t len;
@@ -2879,12 +2894,13 @@ static int pop_capa(struct pop *p)
 	return p->alive ? 0 : -1;
 }
 
-/* pop_login - the greeting, then the strongest login the server offers:
- * APOP when the greeting has a timestamp, else AUTH CRAM-MD5 when CAPA
- * lists it, else USER and PASS. On failure it prints why: "Login failed"
- * when the server refused (p->refused: for the credentials, not for a
- * response code such as [IN-USE], RFC 2449 8), "Error in reading mail"
- * when it stopped answering or is no POP3 server. */
+/* pop_login - read the greeting, then log in the strongest way the server
+ * offers: APOP when the greeting has a timestamp, else AUTH CRAM-MD5 when
+ * CAPA lists it, else USER and PASS. On failure it prints why. It prints
+ * "Login failed" when the server refused, and "Error in reading mail" when
+ * the server stopped answering or is no POP3 server. p->refused says
+ * whether the refusal was for the credentials, and not for a response
+ * code such as [IN-USE] (RFC 2449 8). */
 static int pop_login(struct pop *p, const struct client *cl)
 {
 	char stamp[REPLY_LINE_MAX];
@@ -3028,13 +3044,14 @@ static long pop_find_uid(struct pop *p, const char *uid)
 }
 
 /*
- * pop_locate - the number that the mail the user chose as n has in this
- * session. The user chose it from a list or read it in an earlier session,
- * and others may have deleted mail since: with its unique-id known (uid),
- * the mail is found by it (RFC 1939 7: it stays the same across sessions);
- * without one, or from a server without UIDL, n it is. On success uid
- * holds the mail's unique-id ("" when the server has none). It returns
- * the number, 0 when the mail is gone, -1 when the session failed.
+ * pop_locate - the number in this session of the mail the user chose as
+ * n. The user chose it from a list, or read it, in an earlier session, and
+ * others may have deleted mail since. So when its unique-id is known
+ * (uid), the mail is found by that, because a unique-id stays the same
+ * across sessions (RFC 1939 7). Without one, or from a server without
+ * UIDL, the number is n. On success uid holds the mail's unique-id ("" when
+ * the server has none). It returns the number, 0 when the mail is gone,
+ * or -1 when the session failed.
  */
 static long pop_locate(struct pop *p, long n, char *uid)
 {
@@ -3100,10 +3117,10 @@ static void entity_split(const char *s, size_t len, struct entity *e)
 	e->blen = len - end;
 }
 
-/* header_get - the value of the first header field called name (in any
- * case) in head[hlen], unfolded (RFC 5322 2.2.3: the line break before a
- * continuation line's white space goes), into out, NUL-terminated. It
- * returns -1 when there is no such field (out is then ""). */
+/* header_get - put into out, NUL-terminated, the value of the first header
+ * field called name (in any case) in head[hlen]. The value is unfolded: the
+ * line break before a continuation line's white space is removed (RFC 5322
+ * 2.2.3). It returns -1 when there is no such field, and out is then "". */
 static int header_get(const char *head, size_t hlen, const char *name, struct buf *out)
 {
 	size_t pos = 0, len, n = strlen(name);
@@ -3200,10 +3217,11 @@ static void decode_qp(const char *s, size_t len, int header, struct buf *out)
 	buf_add(out, chunk, n);
 }
 
-/* charset_plain - whether text in charset is kept as it is: UTF-8 itself;
- * US-ASCII, whose 8-bit bytes (a mailer's mistake) are then taken as
- * UTF-8 too; no charset; or a name that is none (only letters, digits and
- * "-_.:" make a name: nothing odd reaches iconv_open) */
+/* charset_plain - whether text in charset is kept as it is. That is so for
+ * UTF-8 itself, and for US-ASCII, whose 8-bit bytes (a mailer's mistake)
+ * are then taken as UTF-8 too. It is so when there is no charset, or when
+ * the name is not a charset name: only letters, digits and "-_.:" make a
+ * name, so that nothing odd reaches iconv_open. */
 static int charset_plain(const char *cs)
 {
 	static const char name[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -3215,10 +3233,10 @@ static int charset_plain(const char *cs)
 	       || strcasecmp(cs, "US-ASCII") == 0 || strcasecmp(cs, "ASCII") == 0;
 }
 
-/* to_utf8 - s[len] in charset, converted to UTF-8 (iconv) onto out; a
- * byte that is no character there becomes '?'. Text in a charset iconv
- * does not know is kept as it is: show_text shows what is not UTF-8 as
- * '?'. */
+/* to_utf8 - convert s[len] from charset to UTF-8 (iconv) onto out. A byte
+ * that is no character in that charset becomes '?'. Text in a charset
+ * that iconv does not know is kept as it is, which is safe because
+ * show_text shows what is not UTF-8 as '?'. */
 static void to_utf8(const char *charset, const char *s, size_t len, struct buf *out)
 {
 	char chunk[4096], *in = (char *)s, *o;
@@ -3468,11 +3486,12 @@ static void ext_add(struct buf *bytes, const struct param *p, char *charset)
 }
 
 /*
- * param_value - parameter name of a header value (Content-Type,
- * Content-Disposition), as UTF-8, into out: RFC 2231's "name*=" or its
- * continuations "name*0=", "name*1*=" ... when there are, else the plain
- * "name=", in which an RFC 2047 word (that many mailers send) is decoded
- * too. It returns -1 when there is no such parameter.
+ * param_value - put in out, as UTF-8, the parameter name of a header value
+ * (Content-Type, Content-Disposition). RFC 2231's "name*=", or its
+ * continuations "name*0=", "name*1*=" ..., come first when present. Else
+ * the plain "name=" is taken, and an RFC 2047 word in it is decoded too,
+ * because many mailers send one. It returns -1 when there is no such
+ * parameter.
  */
 static int param_value(const char *s, size_t len, const char *name, struct buf *out)
 {
@@ -3620,10 +3639,11 @@ static int delimiter(const char *line, size_t len, const char *boundary, size_t 
 	return strspn(line, " \t\r") >= len;
 }
 
-/* mime_split - the body parts of a multipart e into kids (at most max):
- * the text between its delimiter lines, without the line end before each
- * delimiter, which belongs to it (RFC 2046 5.1.1). The preamble and the
- * epilogue go; a missing close delimiter ends the last part at the end. */
+/* mime_split - put the body parts of a multipart e into kids, at most max
+ * of them. A part is the text between two delimiter lines, without the
+ * line end before the second one, which belongs to the delimiter (RFC 2046
+ * 5.1.1). The preamble and the epilogue are dropped. When the close
+ * delimiter is missing, the last part ends where e ends. */
 static int mime_split(const struct entity *e, const char *boundary, struct entity *kids, int max)
 {
 	size_t pos = 0, start = 0, len, blen = strlen(boundary);
@@ -3784,12 +3804,12 @@ static int line_start(const struct buf *text)
 }
 
 /*
- * html_tag - the tag at s[i] ('<') onto out as the line breaks it makes:
- * an empty line around a paragraph, a line end after a line or a cell row,
- * " | " between two cells of a row, "- " before a list item, nothing for
- * the others. Comments go, and so
- * does what script, style, head and title hold. It returns the index past
- * it; a '<' that starts no tag is kept.
+ * html_tag - put on out the line breaks that the tag at s[i] ('<') makes:
+ * an empty line around a paragraph, a line end after a line or a row of
+ * cells, " | " between two cells of a row, "- " before a list item, and
+ * nothing for other tags. Comments are dropped, and so is what script,
+ * style, head and title hold. It returns the index past the tag. A '<'
+ * that starts no tag is kept as text.
  */
 static size_t html_tag(const char *s, size_t len, size_t i, struct buf *out)
 {
@@ -3895,9 +3915,9 @@ static size_t quote_depth(const char **line, size_t *len)
 }
 
 /*
- * unflow - format=flowed text (RFC 3676) onto out as lines a reader sees:
- * a line that ends in a space is soft, and the next line of the same
- * quote depth goes on after it (4.2); with DelSp=yes that space goes
+ * unflow - put format=flowed text (RFC 3676) on out as the lines a reader
+ * sees. A line that ends in a space is soft, and the next line of the same
+ * quote depth goes on after it (4.2). With DelSp=yes that space is removed
  * (4.3). The signature line "-- " stays hard (4.3). Quoted lines keep
  * their depth as "> " marks.
  */
@@ -3937,10 +3957,10 @@ static int flowed(const struct part *pt, int *delsp)
 	return r;
 }
 
-/* entity_text - a text part as UTF-8 onto out: its transfer encoding
- * undone, converted from its charset (RFC 2046 4.1.2), its tags stripped
- * if it is HTML, its lines joined if it is format=flowed; lines end in LF,
- * the last one too */
+/* entity_text - put a text part on out as UTF-8. Its transfer encoding is
+ * undone and it is converted from its charset (RFC 2046 4.1.2). HTML has
+ * its tags stripped, and format=flowed text has its lines joined. Every
+ * line ends in LF, the last one too. */
 static void entity_text(const struct part *pt, struct buf *out)
 {
 	struct buf data = { 0 }, utf8 = { 0 }, cs = { 0 }, lines = { 0 };
@@ -4180,13 +4200,14 @@ static int parse_received_stamp(const char *s, struct tm *tm)
 }
 
 /*
- * received_text - when the mail was received, "YYYY-MM-DD : HH : MM" in
+ * received_text - when the mail was received, as "YYYY-MM-DD : HH : MM" in
  * local time, from the values of its first Received and its Date header.
  * The Received line's date, after its last ';' (RFC 5321 4.4), says when
- * the server took it; the Date header comes next. A mailbox kept as the
- * assignment describes has neither, but a Received line "<date> : <hour> :
- * <minute>" of the server's clock, shown as it stands. "?" stands for none
- * of them.
+ * the server took the mail, so it comes first; the Date header comes next.
+ * A mailbox kept as the assignment describes has neither. It has a
+ * Received line "<date> : <hour> : <minute>" of the server's clock
+ * instead, which is shown as it stands. "?" means that none of them could
+ * be read.
  */
 static void received_text(const char *received, const char *date, char *out, size_t cap)
 {
@@ -4236,11 +4257,12 @@ static char *unquote(char *name)
 }
 
 /*
- * sender_of - who a mail is from, for the list: the display name of its
- * From ("Ann Lee" of "Ann Lee <ann@x>", RFC 5322 3.4), or the comment
- * an older mailer puts after the address ("bbb@ddd.com (John Doe)", RFC
- * 822 6.1); else the address; else, with no From at all, the envelope
- * sender of the Return-Path line (RFC 5321 4.4); "?" for none.
+ * sender_of - who a mail is from, for the list. That is the display name
+ * of its From ("Ann Lee" of "Ann Lee <ann@x>", RFC 5322 3.4), or the
+ * comment that an older mailer puts after the address ("bbb@ddd.com (John
+ * Doe)", RFC 822 6.1). Without a name it is the address. With no From at
+ * all it is the envelope sender of the Return-Path line (RFC 5321 4.4),
+ * and "?" when there is none.
  */
 static const char *sender_of(char *from, char *return_path)
 {
@@ -4320,11 +4342,12 @@ static void shrink(size_t *width, size_t small, long *over)
 	}
 }
 
-/* list_columns - the columns in a window scr.cols wide, the row one column
- * short of it so that no terminal wraps it: Sl. No. 7, From 24, Received
- * 20 (the assignment's "YYYY-MM-DD : HH : MM") and the subject the rest,
- * 22 in 80 columns. A narrower window takes From down to 8 first, then
- * Received to its date, then Sl. No. to "No.". */
+/* list_columns - the widths of the columns in a window scr.cols wide. A
+ * row is one column shorter than the window, so that no terminal wraps it.
+ * Sl. No. takes 7, From 24, Received 20 (the assignment's "YYYY-MM-DD :
+ * HH : MM"), and the subject the rest, which is 22 in 80 columns. A
+ * narrower window first takes From down to 8, then Received to its date,
+ * then Sl. No. to "No.". */
 static void list_columns(struct columns *c)
 {
 	long room = scr.cols - 1 - 3 * 2 - COL_SUBJECT_MIN;
@@ -4489,12 +4512,13 @@ static int list_page(const struct client *cl, struct listing *ls, long first, lo
 }
 
 /*
- * list_mails - the heading and a row per mail, a screenful at a time: each
- * screenful is fetched in a session of its own and shown once it has
- * ended, so no session (and no lock) waits at "--More--", and a server
- * that claims a billion mails costs one screenful at a time. Without a
- * pager LIST_BATCH rows a session. It returns the count (0: it said "No
- * mails in your mailbox."), or -1 after an error was shown.
+ * list_mails - show the heading and a row per mail, a screenful at a time.
+ * Each screenful is fetched in a session of its own and shown once that
+ * session has ended, so no session (and no lock) waits at "--More--". A
+ * server that claims a billion mails then costs one screenful at a time.
+ * Without a pager, a session fetches LIST_BATCH rows. It returns the count,
+ * or -1 after an error was shown; for 0 it has said "No mails in your
+ * mailbox.".
  */
 static long list_mails(const struct client *cl, struct listing *ls)
 {
@@ -4572,9 +4596,9 @@ static void view_date(const struct entity *e, struct buf *out)
 }
 
 /* view_headers - the header lines the assignment names, decoded: From, To
- * (and Cc), Subject; then Received as the list has it and the sender's
- * Date, both in the reader's time zone. The source view has them all as
- * they came. */
+ * (and Cc) and Subject. Then come Received, as the list has it, and the
+ * sender's Date, both in the reader's time zone. Only these are shown,
+ * because the source view has all the lines as they came. */
 static void view_headers(const struct entity *top, struct buf *out)
 {
 	static const char *const names[] = { "From", "To", "Cc", "Subject" };
@@ -4703,11 +4727,11 @@ static void view_text(struct body_view *bv, const struct part *pt)
 }
 
 /*
- * view_enclosed - a mail inside the mail (message/rfc822: a forwarded
- * mail, a digest's member, the returned mail of a bounce), ruled off: its
- * From, Date and Subject, then its body as a mail's body is shown. A
- * transfer encoding on it (RFC 2046 5.2.1 allows none but 7bit, 8bit and
- * binary) is undone all the same.
+ * view_enclosed - show a mail inside the mail (message/rfc822: a forwarded
+ * mail, a digest's member, the returned mail of a bounce), ruled off. It
+ * shows the enclosed mail's From, Date and Subject, then its body as a
+ * mail's body is shown. RFC 2046 5.2.1 allows no transfer encoding on it
+ * but 7bit, 8bit and binary, but one that is there is undone all the same.
  */
 static void view_enclosed(struct body_view *bv, const struct entity *e, int depth)
 {
@@ -4737,11 +4761,11 @@ static void view_enclosed(struct body_view *bv, const struct entity *e, int dept
 }
 
 /*
- * view_enclosed_headers - the header section of a mail, with no body (a
- * delivery report's text/rfc822-headers part, RFC 6522 4: the headers of
- * the mail it reports on), ruled off like an enclosed mail: its From, To,
- * Date and Subject decoded, not every trace line as it came (the source
- * view has them all).
+ * view_enclosed_headers - show the header section of a mail that comes
+ * without a body, ruled off like an enclosed mail. A delivery report's
+ * text/rfc822-headers part is one: the headers of the mail it reports on
+ * (RFC 6522 4). Only its From, To, Date and Subject are shown, decoded,
+ * not every trace line as it came; the source view has them all.
  */
 static void view_enclosed_headers(struct body_view *bv, const struct entity *e)
 {
@@ -4768,10 +4792,10 @@ static void view_enclosed_headers(struct body_view *bv, const struct entity *e)
 	buf_free(&v);
 }
 
-/* view_multipart - the body parts of a multipart in order (RFC 2046 5.1):
- * of an alternative only the one chosen, a digest's parts as mails by
- * default (5.1.5). It returns -1 when it has no body part: no boundary,
- * or none found. */
+/* view_multipart - show the body parts of a multipart in order (RFC 2046
+ * 5.1). Of an alternative only the chosen part is shown, and a digest's
+ * parts are mails by default (5.1.5). It returns -1 when there is no body
+ * part, because there is no boundary or none was found. */
 static int view_multipart(struct body_view *bv, const struct entity *e, const char *type,
 			  int depth)
 {
@@ -4800,12 +4824,12 @@ static int is_mail(const char *type)
 }
 
 /*
- * view_entity - e where it stands in the body: a multipart's parts in
- * turn, an enclosed mail ruled off, a text that is meant to be read (no
- * Content-Disposition, or inline), else a line that lists it. MIME_DEPTH
- * bounds the nesting of multiparts and mails alike (deeper ones are
- * listed); a multipart without any part is taken as text, and one with
- * nothing in it is left out.
+ * view_entity - show e where it stands in the body. A multipart shows its
+ * parts in turn, and an enclosed mail is ruled off. A text meant to be read
+ * (no Content-Disposition, or inline) is shown; anything else gets a line
+ * that lists it. MIME_DEPTH bounds the nesting of multiparts and mails
+ * alike, and deeper ones are only listed. A multipart without any part is
+ * taken as text, and one with nothing in it is left out.
  */
 static void view_entity(struct body_view *bv, const struct entity *e, const char *dflt,
 			int depth)
@@ -4933,10 +4957,11 @@ static int fetch_mail(const struct client *cl, struct view *v)
 	return r;
 }
 
-/* delete_mail - one session: find the mail again by its unique-id (the
- * numbers may have moved since it was read; against a server without
- * UIDL, by its number), DELE it, QUIT. "Mail deleted." waits for QUIT's
- * +OK: the server removes the mail only then (RFC 1939 6). */
+/* delete_mail - in one session, find the mail again, DELE it, and QUIT.
+ * The mail is found by its unique-id, because the numbers may have moved
+ * since it was read; a server without UIDL is asked by its number.
+ * "Mail deleted." waits for QUIT's +OK, because the server removes the
+ * mail only then (RFC 1939 6). */
 static void delete_mail(const struct client *cl, struct view *v)
 {
 	struct pop p;
@@ -5029,12 +5054,13 @@ static int ask_again(struct client *cl)
 
 /*
  * opt_manage_mail - menu 1: the list, the choice, the mail, the key, and
- * the list again, fetched afresh. Each step that talks to the server is a
- * POP3 session of its own, ended with QUIT before the client waits for the
- * user: the mailbox lock is never held while the user reads or thinks,
- * and another client can read the same mailbox meanwhile. A password the
- * server refuses (one that could not be checked at the start, or changed
- * since) is asked for again, LOGIN_TRIES times in all.
+ * then the list again, fetched afresh. Each step that talks to the server
+ * is a POP3 session of its own, ended with QUIT before the client waits
+ * for the user. So the mailbox lock is never held while the user reads or
+ * thinks, and another client can read the same mailbox meanwhile. When the
+ * server refuses the password (it could not be checked at the start, or it
+ * changed since), the password is asked for again, LOGIN_TRIES times in
+ * all.
  */
 static enum next opt_manage_mail(struct client *cl)
 {
@@ -5117,10 +5143,11 @@ static int save_mail(struct client *cl, const struct mail *m)
 	return 0;
 }
 
-/* keep_mail - after a send that failed where a later one may not (no
- * reply: the server is down; a 4xx; the password refused), the typed mail
- * is kept, for menu 2 to send again or save; a refusal of the mail itself
- * (5xx) drops it. */
+/* keep_mail - keep the typed mail after a send that failed where a later
+ * one may not: no reply (the server is down), a 4xx, or the password
+ * refused. Menu 2 then offers to send it again or to save it. A refusal
+ * of the mail itself (5xx) drops it, because sending it again would fail
+ * again. */
 static void keep_mail(struct client *cl, struct mail *m, int code)
 {
 	if ((code > 0 && code / 100 == 5 && code != AUTH_REFUSED) || !(cl->kept = malloc(sizeof *m)))
