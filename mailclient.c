@@ -1095,8 +1095,8 @@ static void on_fatal_signal(int sig)
 	raise(sig);
 }
 
-/* on_interrupt - Ctrl-C while a mail is typed: note it; the read under
- * way fails with EINTR */
+/* on_interrupt - note a Ctrl-C that comes while a mail is typed. The read
+ * under way then fails with EINTR, which ends it. */
 static void on_interrupt(int sig)
 {
 	(void)sig;
@@ -1159,9 +1159,10 @@ static void catch_interrupt(int on)
 		log_msg("sigaction SIGINT: %s", strerror(errno));
 }
 
-/* wait_line - wait until stdin has a line or Ctrl-C comes: SIGINT is let
- * in only inside pselect. Only on a terminal, where stdin is unbuffered:
- * a pipe's line may already be in stdio's buffer. -1 after Ctrl-C. */
+/* wait_line - wait until stdin has a line or Ctrl-C comes; SIGINT is let
+ * in only inside pselect. It waits only on a terminal, where stdin is
+ * unbuffered, because a pipe's line may already be in stdio's buffer. It
+ * returns -1 after Ctrl-C. */
 static int wait_line(void)
 {
 	sigset_t mask;
@@ -1258,9 +1259,9 @@ static void secret_done(void)
 	tty_restore();
 }
 
-/* on_checking - SIGALRM: the check of a password takes more than a moment
- * (a server waits before it answers a wrong one, up to 15 s): say so.
- * Only write(2) here: it is safe in a signal handler. */
+/* on_checking - on SIGALRM, say that the check of a password takes more
+ * than a moment, because a server waits up to 15 s before it answers a
+ * wrong one. It uses only write(2), which is safe in a signal handler. */
 static void on_checking(int sig)
 {
 	static const char text[] = "checking the password...\n";
@@ -1270,9 +1271,10 @@ static void on_checking(int sig)
 	(void)shown;	/* nothing to be done if it fails */
 }
 
-/* checking - on: once CHECKING_MS go by, say "checking the password..." (a
- * timer); off: no more. SA_RESTART, and the waits of the conn block go on
- * after EINTR, so the signal disturbs nothing. */
+/* checking - while on, a timer says "checking the password..." once
+ * CHECKING_MS have gone by; off stops it. The signal disturbs nothing,
+ * because it is set with SA_RESTART and the waits of the conn block go on
+ * after EINTR. */
 static void checking(int on)
 {
 	struct itimerval t = { { 0, 0 }, { 0, on ? CHECKING_MS * 1000 : 0 } };
@@ -1303,8 +1305,9 @@ static int read_key(const char *prompt)
 	ch = getchar();
 	if (ch == tty_saved.c_cc[VEOF])
 		ch = EOF;	/* Ctrl-D means the end, raw or not */
-	/* One key: the rest of a sequence (an arrow key sends "ESC [ A") must
-	 * not start the next answer; stdin is unbuffered on a tty. */
+	/* The answer is one key. The rest of a sequence (an arrow key sends
+	 * "ESC [ A") must not start the next answer; stdin is unbuffered on
+	 * a tty. */
 	if (tcflush(STDIN_FILENO, TCIFLUSH) < 0 && verbose)
 		log_msg("tcflush: %s", strerror(errno));
 	tty_restore();
@@ -1350,9 +1353,10 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 	}
 }
 
-/* ask_password - "Password: " without echo, into cl->password (the old
- * one wiped); the echo stays off until secret_done, which the check of
- * the password calls. -1 at the end of input (or out of memory). */
+/* ask_password - ask "Password: " without echo, into cl->password, after
+ * wiping the old one. The echo stays off until secret_done, which the
+ * check of the password calls. It returns -1 at the end of input, or when
+ * memory runs out. */
 static int ask_password(struct client *cl)
 {
 	char *password = ask_credential(cl, "Password: ", 1);
@@ -1793,8 +1797,9 @@ static void mail_free(struct mail *m)
 
 /* ---------------------------------------------------------------- network */
 
-/* say_connecting - "connecting to <server>:<port>...", once per dial, when
- * the server takes more than a moment: the user knows why nothing happens */
+/* say_connecting - say "connecting to <server>:<port>...", once per dial,
+ * when the server takes more than a moment, so that the user knows why
+ * nothing happens. */
 static void say_connecting(const char *port, int *told)
 {
 	if (*told)
@@ -1901,9 +1906,9 @@ static const char *io_text(enum io_status st)
 	}
 }
 
-/* unexpected - line[len] is no reply of the protocol spoken: it becomes
- * "expected <want>, got: <the line>", so that a client pointed at the
- * wrong port (the POP3 one for SMTP, say) tells what it found there */
+/* unexpected - line[len] is no reply of the protocol spoken, so it is
+ * rewritten as "expected <want>, got: <the line>". A client pointed at the
+ * wrong port (the POP3 one for SMTP, say) then tells what it found there. */
 static void unexpected(char *line, size_t cap, size_t len, const char *want)
 {
 	char got[SHOWN_MAX];
@@ -1997,9 +2002,10 @@ static void clear_note(void)
 	told = 1;
 }
 
-/* cram_response - RFC 2195: "<user> <hex HMAC-MD5 of the challenge keyed
- * with the password>", base64 in out[cap], for the challenge that text
- * holds in base64; -1 if it is not base64. Only the digest leaves. */
+/* cram_response - put in out[cap], in base64, the CRAM-MD5 response to the
+ * challenge that text holds in base64 (RFC 2195): "<user> <hex HMAC-MD5 of
+ * the challenge keyed with the password>". Only the digest leaves, never
+ * the password. It returns -1 if text is not base64. */
 static int cram_response(const struct client *cl, const char *text, char *out, size_t cap)
 {
 	unsigned char challenge[REPLY_LINE_MAX], d[16];
@@ -2020,8 +2026,9 @@ static int cram_response(const struct client *cl, const char *text, char *out, s
 	return r;
 }
 
-/* plain_response - RFC 4616: "NUL user NUL password" (no authorization
- * identity: the user acts as itself), base64 in out[cap]; -1 if too long */
+/* plain_response - put in out[cap], in base64, the PLAIN response "NUL user
+ * NUL password" (RFC 4616). It has no authorization identity, so the user
+ * acts as itself. It returns -1 if the response is too long. */
 static int plain_response(const struct client *cl, char *out, size_t cap)
 {
 	char msg[CMD_LINE_MAX];
@@ -2232,8 +2239,9 @@ static int smtp_secret(struct smtp *s, int class, const char *shown, const char 
 	return r;
 }
 
-/* smtp_cram - AUTH CRAM-MD5 (RFC 4954, RFC 2195): the server's 334 carries
- * the challenge; a challenge that is no base64 is cancelled with "*" */
+/* smtp_cram - log in by AUTH CRAM-MD5 (RFC 4954, RFC 2195). The server's
+ * 334 carries the challenge. A challenge that is not base64 is cancelled
+ * with "*". */
 static int smtp_cram(struct smtp *s, const struct client *cl)
 {
 	char answer[CMD_LINE_MAX];
@@ -2274,8 +2282,8 @@ static int smtp_login(struct smtp *s, const struct client *cl)
 }
 
 /* smtp_auth - log in with the strongest mechanism EHLO offered (RFC 4954):
- * CRAM-MD5, else PLAIN (with the initial response), else LOGIN; a server
- * that offers none of them gets the mail without AUTH */
+ * CRAM-MD5, else PLAIN (with the initial response), else LOGIN. A server
+ * that offers none of them gets the mail without AUTH. */
 static int smtp_auth(struct smtp *s, const struct client *cl)
 {
 	char text[CMD_LINE_MAX];
@@ -2574,9 +2582,10 @@ static struct smtp *smtp_open(void)
 /* SMTP's reply to a password it does not take (RFC 4954 6). */
 #define AUTH_REFUSED 535
 
-/* smtp_login_check - greeting, EHLO, AUTH when offered, QUIT: whether the
- * server takes the password. 0 yes (or it asks for none), 1 it refused
- * it, -1 the session failed; the user was told. */
+/* smtp_login_check - learn whether the server takes the password, by the
+ * greeting, EHLO, AUTH when offered, and QUIT. It returns 0 when it takes
+ * it (or asks for none), 1 when it refused it, and -1 when the session
+ * failed; the user was told. */
 static int smtp_login_check(struct client *cl)
 {
 	struct smtp *s = smtp_open();
@@ -2773,9 +2782,10 @@ static int pop_multiline(struct pop *p, line_fn each, void *arg)
 	return r;
 }
 
-/* capa_line - note TOP and UIDL among the capabilities (RFC 2449 5): the
- * list then fetches only each mail's headers, and finds mails by UIDL;
- * and whether SASL lists CRAM-MD5, the login that sends no password */
+/* capa_line - note whether the capabilities list TOP and UIDL (RFC 2449
+ * 5): with them the list fetches only each mail's headers, and finds
+ * mails by UIDL. Also note whether SASL lists CRAM-MD5, the login that
+ * sends no password. */
 static int capa_line(void *arg, const char *line, size_t len)
 {
 	struct pop *p = arg;
@@ -2847,9 +2857,9 @@ static int pop_apop(struct pop *p, const struct client *cl, const char *stamp)
 	return r;
 }
 
-/* pop_cram - AUTH CRAM-MD5 (RFC 5034, RFC 2195): the challenge comes in
- * a "+ " line, the answer is a digest; "*" cancels a challenge that is not
- * base64 */
+/* pop_cram - log in by AUTH CRAM-MD5 (RFC 5034, RFC 2195). The challenge
+ * comes in a "+ " line, and the answer is a digest. A challenge that is
+ * not base64 is cancelled with "*". */
 static int pop_cram(struct pop *p, const struct client *cl)
 {
 	char answer[CMD_LINE_MAX];
@@ -2879,8 +2889,9 @@ static int pop_pass(struct pop *p, const struct client *cl)
 	return pop_secret(p, "PASS ****", "PASS %s%s", cl->password, "");
 }
 
-/* pop_capa - CAPA (RFC 2449): -1 only when the session died; a server of
- * RFC 1939 alone says -ERR, and that is no failure */
+/* pop_capa - ask CAPA (RFC 2449). It returns -1 only when the session
+ * died, because a server of RFC 1939 alone says -ERR, and that is no
+ * failure. */
 static int pop_capa(struct pop *p)
 {
 	p->has_top = p->cram = 0;
@@ -3376,9 +3387,10 @@ static size_t skip_space(const char *s, size_t len, size_t i)
 	return i;
 }
 
-/* param_token - the value at s[i], a quoted string (without its quotes) or
- * what comes before the next ';' (its spaces trimmed, as a mailer may not
- * have quoted a name with spaces); the index past it */
+/* param_token - point p at the value at s[i], and return the index past
+ * it. The value is a quoted string, without its quotes, or else what comes
+ * before the next ';', with its spaces trimmed, because a mailer may not
+ * have quoted a name with spaces. */
 static size_t param_token(const char *s, size_t len, size_t i, struct param *p)
 {
 	p->quoted = i < len && s[i] == '"';
@@ -3539,9 +3551,9 @@ static int entity_param(const struct entity *e, const char *field, const char *p
 	return r;
 }
 
-/* entity_type - e's media type, lower case, into type: dflt when it has no
- * Content-Type or a malformed one ("text/plain", RFC 2045 5.2; in a
- * digest "message/rfc822", RFC 2046 5.1.5) */
+/* entity_type - put e's media type, in lower case, into type. When e has
+ * no Content-Type, or a malformed one, the type is dflt: "text/plain"
+ * (RFC 2045 5.2), or "message/rfc822" in a digest (RFC 2046 5.1.5). */
 static void entity_type(const struct entity *e, const char *dflt, char *type, size_t cap)
 {
 	struct buf v = { 0 };
@@ -3742,8 +3754,9 @@ static unsigned long char_ref(const char *s, size_t n)
 	return cp;
 }
 
-/* html_entity - the character reference at s[i] ("&amp;", "&#233;",
- * "&#xe9;") onto out; the index past it. One it does not know is kept. */
+/* html_entity - put on out the character that the reference at s[i]
+ * ("&amp;", "&#233;", "&#xe9;") stands for, and return the index past it.
+ * A reference it does not know is kept as it is. */
 static size_t html_entity(const char *s, size_t len, size_t i, struct buf *out)
 {
 	static const struct { const char *name; unsigned long cp; } names[] = {
@@ -4492,8 +4505,9 @@ static int list_row(struct pop *p, struct listing *ls, long n, struct buf *rows)
 	return ok && p->alive ? 0 : -1;
 }
 
-/* list_page - one session: rows first .. first + k - 1 (fewer at the end
- * of the mailbox) onto rows, then QUIT; it returns -1 after saying why */
+/* list_page - in one session, put rows first .. first + k - 1 onto rows
+ * (fewer at the end of the mailbox), then QUIT. It returns -1 after
+ * saying why. */
 static int list_page(const struct client *cl, struct listing *ls, long first, long k,
 		     struct buf *rows)
 {
@@ -4930,9 +4944,10 @@ static void gone(long n)
 	printf("Mail no. %ld is no longer in the mailbox.\n", n);
 }
 
-/* fetch_mail - one session: find the chosen mail (by its unique-id when
- * the list had it), RETR it whole, QUIT; the user then reads it with no
- * session open. It returns 0, 1 when it is gone, -1 after an error. */
+/* fetch_mail - in one session, find the chosen mail (by its unique-id when
+ * the list had it), RETR it whole, and QUIT, so that the user reads it
+ * with no session open. It returns 0, 1 when the mail is gone, or -1
+ * after an error. */
 static int fetch_mail(const struct client *cl, struct view *v)
 {
 	struct pop p;
@@ -5018,9 +5033,10 @@ static int choose_mail(struct client *cl, long count, long *n)
 	}
 }
 
-/* read_one - mail n: fetch it, show it, then the key: 'r' shows its
- * source (and asks again), 'd' deletes it. It returns NEXT_LIST (the list
- * comes again), NEXT_MENU after an error, NEXT_EXIT at the end of input. */
+/* read_one - fetch mail n, show it, then ask for the key: 'r' shows its
+ * source and asks again, and 'd' deletes it. It returns NEXT_LIST for the
+ * list to come again, NEXT_MENU after an error, and NEXT_EXIT at the end
+ * of input. */
 static enum next read_one(struct client *cl, const struct listing *ls, long n)
 {
 	struct view v = { n, "", { 0 }, 0 };
@@ -5299,9 +5315,10 @@ static void menu_loop(struct client *cl)
 
 /* ---------------------------------------------------------------- the start: the login checked */
 
-/* pop_check - one POP3 login and QUIT: 0 when the server took the
- * credentials, 1 when it refused them, -1 when they could not be checked
- * (the server is down or busy; the user was told) */
+/* pop_check - check the credentials by one POP3 login and QUIT. It returns
+ * 0 when the server took them and 1 when it refused them. It returns -1
+ * when they could not be checked, because the server is down or busy; the
+ * user was told. */
 static int pop_check(const struct client *cl)
 {
 	struct pop p;

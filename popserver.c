@@ -68,7 +68,8 @@
  * cmd_quit -> update_mailbox -> mail_end, truncate_mailbox or
  * rewrite_mailbox -> write_new, write_kept, then commit_updated; APOP:
  * cmd_apop -> apop_check; AUTH: cmd_auth -> sasl_auth; the session loop:
- * pop_session -> run_line; the accept loop: serve; -i: serve_inetd.
+ * pop_session -> session_step -> run_line -> dispatch; the accept loop:
+ * serve; -i: serve_inetd.
  */
 #define _POSIX_C_SOURCE 200809L
 #define _FILE_OFFSET_BITS 64
@@ -4398,9 +4399,10 @@ static const char *lock_session(struct session *s)
 }
 
 /*
- * login - DESIGN.md "POP3 session", steps 1 and 2: take the session lock, read the
- * size under the write lock, index the records. It returns 0 on success;
- * on failure it has logged why and sent the -ERR, and returns -1.
+ * login - take the session lock, read the size under the write lock, and
+ * index the records (DESIGN.md "POP3 session", steps 1 and 2). It returns
+ * 0 on success. On failure it has logged why and sent the -ERR, and it
+ * returns -1.
  */
 static int login(struct session *s)
 {
@@ -4440,9 +4442,10 @@ static void logged_in(struct session *s, const struct account *acct, const char 
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
 
-/* login_failed - a wrong password (checked 0), or user.txt unreadable
- * (-1), given by PASS, APOP or AUTH for name: answered only after a delay,
- * to slow down guessing; the third one ends the session */
+/* login_failed - answer a failed login by PASS, APOP or AUTH for name:
+ * a wrong password (checked 0), or user.txt unreadable (-1). The answer
+ * comes only after a delay, to slow down guessing, and the third failure
+ * ends the session. */
 static void login_failed(struct session *s, int checked, const char *name, const char *how)
 {
 	log_msg("login %s from %s%s failed", name[0] ? name : "?", s->peer, how);
@@ -4513,9 +4516,9 @@ static void cmd_apop(struct session *s, const struct args *a)
 	secret_wipe(&acct, sizeof acct);
 }
 
-/* auth_end - the answer to an AUTH exchange that did not log in: the
- * connection's end, or an -ERR that counts as a bad command (a cancel
- * does not: the client may) */
+/* auth_end - answer an AUTH exchange that did not log in. A lost or timed
+ * out connection ends the session. Anything else gets an -ERR that counts
+ * as a bad command, except a cancel, because a client may cancel. */
 static void auth_end(struct session *s, enum auth_result r)
 {
 	if (r == AUTH_TIMEOUT || r == AUTH_LOST) {
@@ -4531,9 +4534,9 @@ static void auth_end(struct session *s, enum auth_result r)
 	}
 }
 
-/* cmd_auth - AUTH mechanism [initial-response] (RFC 5034): CRAM-MD5 or
- * PLAIN, the exchange ("+ " before each challenge), then the answer as to
- * a PASS: a wrong password waits and counts the same */
+/* cmd_auth - AUTH mechanism [initial-response] (RFC 5034), for CRAM-MD5 or
+ * PLAIN. After the exchange ("+ " before each challenge) it answers as to
+ * a PASS, so a wrong password waits and counts the same. */
 static void cmd_auth(struct session *s, const struct args *a)
 {
 	struct sasl x = { .c = s->c, .prompt = "+ ", .userfile = cfg.userfile,
@@ -4626,9 +4629,10 @@ static int send_copy(struct session *s, off_t off, size_t len)
 	return 0;
 }
 
-/* cmd_retr - send the record as stored: it is already dot-stuffed and
- * ends with its "." CRLF line, so no byte needs changing on the way; a
- * small one is copied, a large one goes by sendfile */
+/* cmd_retr - send the record as it is stored. It is already dot-stuffed
+ * and ends with its "." CRLF line, so no byte needs changing on the way.
+ * A small record is copied behind the +OK line, and a large one goes by
+ * sendfile. */
 static void cmd_retr(struct session *s, const struct args *a)
 {
 	size_t i = a->msg - 1;
@@ -4891,9 +4895,10 @@ static void commit_updated(struct session *s, int doubt, off_t tail)
 	h.appending = -1;
 	h.dev = (uint64_t)st.st_dev;
 	h.ino = (uint64_t)st.st_ino;
-	/* In the old file's offsets: below tail, what was carried over or
-	 * deleted by its owner (shown, so durable); when the rename may not
-	 * last, only what was durable there (commit_replaced). */
+	/* The new epoch keeps, in the old file's offsets, what lay below
+	 * tail: it was carried over, or deleted by its owner, who was shown
+	 * it only because it was durable. When the rename may not last, it
+	 * keeps only what was durable there (commit_replaced). */
 	commit_bump(&h, doubt && h.durable < tail ? h.durable : tail);
 	h.size = h.durable = st.st_size;
 	h.syncing = -1;
