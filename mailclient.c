@@ -201,8 +201,9 @@ enum {
 	LOGIN_TRIES = 3,	/* passwords the start-up check asks for */
 	RATE_MIN = 1000,	/* octets a second a multi-line reply must keep up past -t */
 	MOMENT_MS = 500,	/* a connection slower than this says "connecting to" */
-	CHECKING_MS = 800,	/* a password check slower: "checking the password..."
-				 * (later than "connecting to", so the two never mix) */
+	CHECKING_MS = 800,	/* a password check slower than this says "checking
+				 * the password..."; it is later than "connecting
+				 * to", so that the two never mix */
 	COL_NUMBER = 7,		/* list columns: "Sl. No." */
 	COL_FROM = 24,
 	COL_RECEIVED = 20,	/* "YYYY-MM-DD : HH : MM" */

@@ -175,8 +175,8 @@ enum {
 	SCAN_CHUNK = 256 * 1024,	/* indexing reads the mailbox in these */
 	COPY_CHUNK = 64 * 1024,	/* TOP, and copies without sendfile */
 	/* RETR copies a record that fits the output buffer into it, and sends
-	 * a larger one by sendfile: measured (tests/README.md), copying wins
-	 * 1.1-2x up to 16 KiB, and loses 0.5-0.8x past it */
+	 * a larger one by sendfile. Measured (tests/README.md "Performance"),
+	 * copying is 1.1-2x faster up to 16 KiB, and 0.5-0.8x as fast past it. */
 	RETR_COPY_MAX = IO_BUF_SIZE,
 	TOP_FIRST_READ = 4096	/* TOP's first read; each next one doubles */
 };
@@ -4284,8 +4284,9 @@ static const char *records_end(struct session *s, struct stat *st, off_t *size)
 	int shape = mailbox_shape(s->mboxfd, st->st_size, commit_appending(s->lockfd, st), size);
 
 	if (shape == SHAPE_FOREIGN) {
-		/* Converted but the rename perhaps not durable (1) is served: a
-		 * crash would bring back the same mail, converted again alike. */
+		/* A mailbox converted with a rename that may not be durable (1)
+		 * is served all the same: a crash would bring back the same mail,
+		 * which is then converted again in the same way. */
 		int box = lock_box(s), rc = -1;
 
 		if (box >= 0)
@@ -4827,8 +4828,9 @@ static int write_new(struct session *s, off_t tail)
 {
 	int out, rc = -1;
 
-	/* A fresh file: a leftover mymailbox.new (a crash) that is a link to
-	 * some other file must not have that file truncated and rewritten. */
+	/* The file is made afresh, because a mymailbox.new left over by a
+	 * crash may be a link to some other file, and that file must not be
+	 * truncated and rewritten. */
 	if (unlinkat(s->dirfd, "mymailbox.new", 0) < 0 && errno != ENOENT)
 		return -1;
 	out = openat(s->dirfd, "mymailbox.new", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW
@@ -5218,9 +5220,9 @@ static int pop_session(int in, int out, const char *peer, int pause_ms)
 		close_io(in, out);
 		return -1;
 	}
-	/* The whole session ends after -T seconds, and until it has logged in
-	 * after -L, however busy the client keeps it: CAPA every few seconds
-	 * cannot hold a slot. cmd_pass moves the end to -T. */
+	/* The whole session ends after -T seconds, and after -L until it has
+	 * logged in, however busy the client keeps it, so that a CAPA every
+	 * few seconds cannot hold a slot. cmd_pass moves the end to -T. */
 	s.started_ms = now_ms();
 	s.c->hard_end_ms = s.started_ms + 1000LL * (cfg.login_time < cfg.lifetime
 						    ? cfg.login_time : cfg.lifetime);
