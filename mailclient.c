@@ -60,15 +60,16 @@
  *                   file (f).
  *   3. Quit
  *
- * Logins, the strongest offered: SMTP AUTH CRAM-MD5 when EHLO lists AUTH
- * with it, else PLAIN, else LOGIN, none when no AUTH is offered (RFC 4954,
- * 2195, 4616); POP3 APOP when the greeting has a timestamp, else AUTH
- * CRAM-MD5 when CAPA's SASL lists it (RFC 5034), else USER and PASS. A
- * password sent as it is (PASS, PLAIN, LOGIN) is said once a run.
+ * Logins take the strongest way the server offers. SMTP uses AUTH CRAM-MD5
+ * when EHLO lists AUTH with it, else PLAIN, else LOGIN, and no login when
+ * no AUTH is offered (RFC 4954, 2195, 4616). POP3 uses APOP when the
+ * greeting has a timestamp, else AUTH CRAM-MD5 when CAPA's SASL lists it
+ * (RFC 5034), else USER and PASS. When the password is sent as it is
+ * (PASS, PLAIN, LOGIN), the user is told so once a run.
  * SMTP: greeting, EHLO (HELO if refused), AUTH, MAIL, RCPT per recipient,
- * DATA, From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT;
- * before the mail is typed a session of greeting and QUIT only (with EHLO
- * and AUTH between while the password is unchecked).
+ * DATA, From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT.
+ * Before the mail is typed, a session of greeting and QUIT only, with EHLO
+ * and AUTH between while the password is unchecked.
  * POP3: greeting, APOP (or CAPA, then AUTH or USER and PASS), CAPA, STAT.
  * Then, for each screenful of the list, TOP n 0 (RETR n without TOP) and
  * UIDL n; for the mail, UIDL n (the whole UIDL list if the numbering
@@ -1040,9 +1041,9 @@ static struct termios tty_saved;
 static volatile sig_atomic_t tty_changed;
 
 /* tty_set - clear the local flags in clear and set those in set on stdin's
- * terminal, starting from the user's settings: ECHO off for a password,
- * ICANON off too for one raw key. It returns -1 when stdin is not a
- * terminal; the caller then reads a line. */
+ * terminal, starting from the user's settings. ECHO goes off for a
+ * password, and ICANON too for one raw key. It returns -1 when stdin is
+ * not a terminal, and the caller then reads a line. */
 static int tty_set(tcflag_t clear, tcflag_t set)
 {
 	struct termios t;
@@ -1991,8 +1992,9 @@ static void forget_sent(struct conn *c)
 		secret_wipe(c->out, sizeof c->out);
 }
 
-/* clear_note - a password is about to cross the network as it is (USER/PASS,
- * PLAIN, LOGIN): the server offers nothing better. Said once per run. */
+/* clear_note - tell the user, once per run, that the password is about to
+ * cross the network as it is (USER/PASS, PLAIN, LOGIN), because the server
+ * offers nothing better. */
 static void clear_note(void)
 {
 	static int told;
@@ -2347,9 +2349,9 @@ static int smtp_envelope(struct smtp *s, const struct mail *m)
 	return 0;
 }
 
-/* message_id_line - a "Message-ID: <seconds.nanoseconds.pid@domain>" line,
- * unique (RFC 5322 3.6.4): two clients differ in the pid, and one client's
- * mails in the time. */
+/* message_id_line - a "Message-ID: <seconds.nanoseconds.pid@domain>" line.
+ * It must be unique (RFC 5322 3.6.4): two clients differ in the pid, and
+ * one client's mails differ in the time. */
 static void message_id_line(char *out, size_t cap, const char *from)
 {
 	struct timespec ts;
@@ -2363,9 +2365,9 @@ static void message_id_line(char *out, size_t cap, const char *from)
 		 (long)ts.tv_nsec, (long)getpid(), at ? at + 1 : "localhost");
 }
 
-/* send_to_header - "To: a@b, c@d", folded before 78 columns (RFC 5322
- * 2.1.1), each folded line going on with a space (2.2.3): a long list of
- * recipients stays readable and under 998 octets a line. */
+/* send_to_header - send "To: a@b, c@d", folded before 78 columns (RFC 5322
+ * 2.1.1), each folded line going on with a space (2.2.3). A long list of
+ * recipients then stays readable, and under 998 octets a line. */
 static void send_to_header(struct conn *c, const char *to)
 {
 	struct buf line = { 0 };
@@ -2408,9 +2410,9 @@ static void send_field(struct conn *c, const char *name, const char *value)
  * of base64, so "Subject: =?UTF-8?B?...?=" stays under 78 (RFC 5322 2.1.1). */
 #define WORD_OCTETS 42
 
-/* word_octets - how much of s[len] goes into one encoded word: whole UTF-8
- * characters (RFC 2047 5: no character split between two words), at most
- * WORD_OCTETS octets */
+/* word_octets - how much of s[len] goes into one encoded word: at most
+ * WORD_OCTETS octets, of whole UTF-8 characters, because RFC 2047 5 splits
+ * no character between two words. */
 static size_t word_octets(const char *s, size_t len)
 {
 	size_t n = 0;
@@ -2834,8 +2836,9 @@ static int pop_secret(struct pop *p, const char *shown, const char *fmt, const c
 	return r;
 }
 
-/* greeting_stamp - APOP's timestamp in the greeting (RFC 1939 7): from its
- * '<' to the next '>', a msg-id with an '@'; "" when there is none */
+/* greeting_stamp - APOP's timestamp in the greeting (RFC 1939 7). It is a
+ * msg-id with an '@', from the greeting's '<' to the next '>'. stamp is
+ * "" when there is none. */
 static void greeting_stamp(const char *line, char *stamp, size_t cap)
 {
 	const char *open = strchr(line, '<'), *close = open ? strchr(open, '>') : NULL;
@@ -3194,9 +3197,10 @@ static void decode_b64(const char *s, size_t len, struct buf *out)
 	buf_add(out, chunk, n);
 }
 
-/* decode_qp - quoted-printable (RFC 2045 6.7) onto out: "=XX" is that
- * octet; '=' at the end of a line (white space may follow) joins it to the
- * next. In a header's encoded word (RFC 2047 4.2) '_' is a space. */
+/* decode_qp - decode quoted-printable (RFC 2045 6.7) onto out. "=XX" is
+ * that octet, and '=' at the end of a line, white space after it allowed,
+ * joins the line to the next. In a header's encoded word (RFC 2047 4.2)
+ * '_' is a space. */
 static void decode_qp(const char *s, size_t len, int header, struct buf *out)
 {
 	char chunk[1024];
@@ -3612,9 +3616,9 @@ static int transfer_encoding(const struct entity *e)
 	return r;
 }
 
-/* entity_decode - e's body without its Content-Transfer-Encoding (RFC
- * 2045 6) onto out: base64 and quoted-printable decoded; 7bit, 8bit and
- * binary as they are */
+/* entity_decode - put e's body onto out with its Content-Transfer-Encoding
+ * (RFC 2045 6) undone: base64 and quoted-printable are decoded, and 7bit,
+ * 8bit and binary are taken as they are. */
 static void entity_decode(const struct entity *e, struct buf *out)
 {
 	int cte = transfer_encoding(e);
@@ -4644,8 +4648,8 @@ static void size_text(size_t n, char *out, size_t cap)
 		snprintf(out, cap, "%.1f MiB", (double)n / (1024 * 1024));
 }
 
-/* attachment_line - "Attachment: <name> (<type>, <size>)" onto out for a
- * part not shown as the text; the size is what it decodes to */
+/* attachment_line - put "Attachment: <name> (<type>, <size>)" onto out for
+ * a part that is not shown as text. The size is what the part decodes to. */
 static void attachment_line(const struct part *pt, struct buf *out)
 {
 	struct buf name = { 0 }, data = { 0 };
@@ -4875,9 +4879,10 @@ static void view_entity(struct body_view *bv, const struct entity *e, const char
 	}
 }
 
-/* view_body - the body of a mail onto out: every text in order, a line
- * for each attachment where it stands, enclosed mails ruled off; "(no
- * text in this mail)" first when nothing is there to read */
+/* view_body - put the body of a mail onto out: every text in order, a
+ * line for each attachment where it stands, and enclosed mails ruled off.
+ * "(no text in this mail)" comes first when nothing is there to read, and
+ * "(and N parts more)" last when parts past MIME_PARTS were not listed. */
 static void view_body(const struct entity *top, struct buf *out)
 {
 	struct buf body = { 0 };
