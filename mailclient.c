@@ -1546,8 +1546,9 @@ static int line_rows(const char *s, size_t len)
 	return (int)rows;
 }
 
-/* A pager of its own, as more(1): a screenful, then "--More--" and a key:
- * space for the next screenful, Enter for one more line, q to stop. */
+/* A pager of the client's own, as more(1). It shows a screenful, then
+ * "--More--", and waits for a key: space for the next screenful, Enter for
+ * one more line, q to stop. */
 struct pager {
 	int room;		/* screen rows left before --More-- */
 	int fresh;		/* just after a key: the next line shows, however tall */
@@ -1959,8 +1960,8 @@ static int send_cmd(struct conn *c, const char *fmt, ...)
 /* ---------------------------------------------------------------- secrets: passwords, digests, SASL */
 
 /* The SASL mechanisms (RFC 4422) the client speaks, as bits of what a
- * server offers; it takes the strongest: CRAM-MD5 sends a digest, PLAIN
- * and LOGIN the password itself. */
+ * server offers. The client takes the strongest one, because CRAM-MD5
+ * sends a digest, while PLAIN and LOGIN send the password itself. */
 enum { SASL_CRAM_MD5 = 1, SASL_PLAIN = 2, SASL_LOGIN = 4 };
 
 /* send_secret - as send_cmd, for a line that holds a secret: -v shows
@@ -2124,9 +2125,9 @@ static void ehlo_keyword(struct smtp *s, const char *line, size_t len)
 			  | (has_word(line + 5, len - 5, "LOGIN") ? SASL_LOGIN : 0);
 }
 
-/* smtp_reply_lines - the lines of one reply: "DDD-" lines continue it,
- * and the code of the last line counts (RFC 5321 4.2.1). It returns that
- * code, or 0 when no reply came; s->line then says why. */
+/* smtp_reply_lines - read the lines of one reply. "DDD-" lines continue
+ * it, and the code of the last line counts (RFC 5321 4.2.1). It returns
+ * that code, or 0 when no reply came, and s->line then says why. */
 static int smtp_reply_lines(struct smtp *s)
 {
 	size_t len;
@@ -3008,8 +3009,9 @@ static int pop_open(struct pop *p, const struct client *cl)
 	return 0;
 }
 
-/* pop_uidl - "UIDL n" (RFC 1939 7): mail n's unique-id into uid[UID_MAX];
- * -1 when refused or malformed */
+/* pop_uidl - ask "UIDL n" (RFC 1939 7) and put mail n's unique-id into
+ * uid[UID_MAX]. It returns -1 when the server refused, or the reply is
+ * malformed. */
 static int pop_uidl(struct pop *p, long n, char *uid)
 {
 	const char *s = p->line + 3;
@@ -4178,7 +4180,8 @@ static int date_of(const struct date_piece *p, struct tm *tm)
 }
 
 /* clock_number - the hour or the minute between start and end: one or two
- * digits with spaces around, at most max; -1 if it is not that */
+ * digits with spaces around them, at most max. It returns -1 if the text
+ * is not that. */
 static int clock_number(const char *start, const char *end, int max)
 {
 	size_t len = (size_t)(end - start);
@@ -5364,9 +5367,9 @@ static int login_check(struct client *cl)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - print help_text on out: all of it for -h (code 0), only its
- * synopsis, the lines before the first blank one, after bad usage; it
- * returns code, for main to return */
+/* usage - print help_text on out: all of it for -h (code 0), and after
+ * bad usage only its synopsis, the lines before the first blank one. It
+ * returns code, for main to return. */
 static int usage(FILE *out, int code)
 {
 	const char *blank = strstr(help_text, "\n\n");

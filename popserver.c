@@ -3830,7 +3830,8 @@ static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
 }
 
 /* names_smtpmail - 1 if the n bytes at p hold " (smtpmail) with ", as the
- * Received line of smtpmail does; memchr for the rare '(' keeps it fast */
+ * Received line of smtpmail does. It looks for the rare '(' with memchr,
+ * which keeps it fast. */
 static int names_smtpmail(const char *p, size_t n)
 {
 	static const char name[] = " (smtpmail) with ";
@@ -3909,8 +3910,9 @@ static void scan_start(struct scan *sc, off_t from)
 	sc->head_len = 0;
 }
 
-/* uidl_decide - the UIDL's mode, once trace_len can tell from p[0, n)
- * (the record's first bytes; all of it if whole) */
+/* uidl_decide - choose how the record's UIDL is hashed, once trace_len
+ * can tell from p[0, n). p holds the record's first bytes, or all of it
+ * if whole is set. */
 static void uidl_decide(struct scan *sc, const char *p, size_t n, int whole)
 {
 	long t = trace_len(p, n, whole);
@@ -3950,8 +3952,9 @@ static void uidl_feed(struct scan *sc, const char *p, size_t n, int last)
 		sc->hash = fnv1a(sc->hash, p + k, n - k);
 }
 
-/* uidl_end - the UIDL of the record that ends (before its "." line) at end:
- * the hash of its trace and its length in decimal, or of all its bytes */
+/* uidl_end - the UIDL of the record that ends at end, before its "." line.
+ * It is the hash of the record's trace and its length in decimal, or of
+ * all its bytes when it has no trace. */
 static uint64_t uidl_end(struct scan *sc, off_t end)
 {
 	unsigned long long len = (unsigned long long)(end - sc->rec_start);
@@ -4423,9 +4426,9 @@ static int login(struct session *s)
 	return 0;
 }
 
-/* logged_in - a password, APOP or AUTH proved who the client is (how
- * says which, for the log): lock and index the mailbox, and say what is
- * in it */
+/* logged_in - a password, APOP or AUTH proved who the client is, and how
+ * says which one, for the log. Lock and index the mailbox, and say what
+ * is in it. */
 static void logged_in(struct session *s, const struct account *acct, const char *how)
 {
 	long long octets;
@@ -4481,9 +4484,11 @@ static void cmd_pass(struct session *s, const struct args *a)
 	secret_wipe(&acct, sizeof acct);
 }
 
-/* apop_check - RFC 1939 section 7: is digest the MD5 of the greeting's
- * stamp followed by name's password? 1 yes (*acct filled), 0 no, -1
- * user.txt unreadable. An unknown name costs the same digest. */
+/* apop_check - whether digest is the MD5 of the greeting's stamp followed
+ * by name's password (RFC 1939 section 7). It returns 1 if so, with *acct
+ * filled, 0 if not, and -1 when user.txt is unreadable. An unknown name
+ * costs the same digest, so that the time taken does not tell whether the
+ * account exists. */
 static int apop_check(const char *stamp, const char *name, const char *digest,
 		      struct account *acct)
 {
@@ -4658,7 +4663,7 @@ struct top_state {
 };
 
 /* top_cut - how much of buf[0, n) TOP sends: the headers, the blank line
- * and t->left body lines; *done is set once all of that is out */
+ * and t->left body lines. *done is set once all of that is out. */
 static size_t top_cut(const char *buf, size_t n, struct top_state *t, int *done)
 {
 	size_t i = 0;
@@ -4742,8 +4747,8 @@ static void cmd_rset(struct session *s, const struct args *a)
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
 
-/* cmd_uidl - one message's unique id, or all of them: 16 hex digits that
- * stay the same across sessions (RFC 1939 section 7) */
+/* cmd_uidl - send one message's unique id, or all of them. Each is 16 hex
+ * digits that stay the same across sessions (RFC 1939 section 7). */
 static void cmd_uidl(struct session *s, const struct args *a)
 {
 	if (a->msg) {
@@ -4908,8 +4913,8 @@ static void commit_updated(struct session *s, int doubt, off_t tail)
 }
 
 /* deleted_tail - where the deleted messages start when they are the last
- * ones (every kept message before every deleted one; all of them deleted
- * included), else -1 */
+ * ones, that is when every kept message comes before every deleted one
+ * (all of them deleted included). It returns -1 otherwise. */
 static off_t deleted_tail(const struct session *s)
 {
 	off_t cut = -1;
@@ -5107,9 +5112,9 @@ static const char *timeout_cause(const struct session *s)
 	       : "the session lasted its -T seconds";
 }
 
-/* session_end - log how the session ended, free the index, drop the locks.
- * A session that ends without QUIT, timed out included, deletes nothing:
- * RFC 1939 section 3, the autologout timer. */
+/* session_end - log how the session ended, free the index, and drop the
+ * locks. A session that ends without QUIT deletes nothing, and that holds
+ * for one ended by the autologout timer too (RFC 1939 section 3). */
 static void session_end(struct session *s, enum io_status st)
 {
 	if (s->state == ST_TRANSACTION)
@@ -5132,8 +5137,8 @@ static void session_end(struct session *s, enum io_status st)
 	session_over(s->auth_failures);
 }
 
-/* session_conn - set up the buffered connection, read from in and
- * written to out; NULL (after logging why) if it cannot be */
+/* session_conn - set up the buffered connection, read from in and written
+ * to out. It returns NULL, after logging why, if it cannot be set up. */
 static struct conn *session_conn(int in, int out, const char *peer)
 {
 	struct conn *c;
@@ -5154,8 +5159,8 @@ static struct conn *session_conn(int in, int out, const char *peer)
 	return c;
 }
 
-/* run_line - log and run one command line; a line that held a secret
- * (PASS, APOP, AUTH's initial response) is wiped after */
+/* run_line - log and run one command line. A line that held a secret
+ * (PASS, APOP, AUTH's initial response) is wiped afterwards. */
 static void run_line(struct session *s, char *line, size_t cap)
 {
 	int secret = line[secret_start(line)] != '\0';
