@@ -202,9 +202,10 @@ enum {
 	LOGIN_TRIES = 3,	/* passwords the start-up check asks for */
 	RATE_MIN = 1000,	/* octets a second a multi-line reply must keep up past -t */
 	MOMENT_MS = 500,	/* a connection slower than this says "connecting to" */
-	CHECKING_MS = 800,	/* a password check slower than this says "checking
-				 * the password..."; it is later than "connecting
-				 * to", so that the two never mix */
+	CHECKING_MS = 800,	/* a password check slower than this says
+				 * "checking the password..."; it is later
+				 * than "connecting to", so that the two
+				 * never mix */
 	COL_NUMBER = 7,		/* list columns: "Sl. No." */
 	COL_FROM = 24,
 	COL_RECEIVED = 20,	/* "YYYY-MM-DD : HH : MM" */
@@ -4969,7 +4970,8 @@ static int fetch_mail(const struct client *cl, struct view *v)
 	m = pop_locate(&p, v->n, v->uid);
 	if (m == 0)
 		r = 1;
-	else if (m < 0 || pop_cmd(&p, "RETR %ld", m) < 0 || pop_multiline(&p, keep_lines, &k) < 0)
+	else if (m < 0 || pop_cmd(&p, "RETR %ld", m) < 0
+		 || pop_multiline(&p, keep_lines, &k) < 0)
 		show_error("Error in reading mail", p.line);
 	else
 		r = 0;

@@ -176,7 +176,8 @@ enum {
 	COPY_CHUNK = 64 * 1024,	/* TOP, and copies without sendfile */
 	/* RETR copies a record that fits the output buffer into it, and sends
 	 * a larger one by sendfile. Measured (tests/README.md "Performance"),
-	 * copying is 1.1-2x faster up to 16 KiB, and 0.5-0.8x as fast past it. */
+	 * copying is 1.1-2x faster up to 16 KiB, and 0.5-0.8x as fast past
+	 * it. */
 	RETR_COPY_MAX = IO_BUF_SIZE,
 	TOP_FIRST_READ = 4096	/* TOP's first read; each next one doubles */
 };
@@ -4287,9 +4288,9 @@ static const char *records_end(struct session *s, struct stat *st, off_t *size)
 	int shape = mailbox_shape(s->mboxfd, st->st_size, commit_appending(s->lockfd, st), size);
 
 	if (shape == SHAPE_FOREIGN) {
-		/* A mailbox converted with a rename that may not be durable (1)
-		 * is served all the same: a crash would bring back the same mail,
-		 * which is then converted again in the same way. */
+		/* A mailbox converted with a rename that may not be durable
+		 * (1) is served all the same: a crash would bring back the
+		 * same mail, which is then converted again in the same way. */
 		int box = lock_box(s), rc = -1;
 
 		if (box >= 0)
@@ -5145,8 +5146,9 @@ static struct conn *session_conn(int in, int out, const char *peer)
 
 	/* RETR sends its +OK line, then the record by sendfile. With Nagle's
 	 * algorithm the record would wait for the peer's delayed ACK (40 ms)
-	 * of that line. A descriptor that is not a TCP socket (a socketpair in
-	 * the fuzzer, -i on pipes) has no such delay, so failing here is fine. */
+	 * of that line. A descriptor that is not a TCP socket (a socketpair
+	 * in the fuzzer, -i on pipes) has no such delay, so failing here is
+	 * fine. */
 	if (setsockopt(out, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)) < 0
 	    && errno != EOPNOTSUPP && errno != ENOTSOCK && errno != ENOPROTOOPT)
 		log_msg("%s: TCP_NODELAY: %s", peer, strerror(errno));
