@@ -9,64 +9,73 @@
  * -v writes control bytes and invalid UTF-8 as \xNN (log_escape), and
  * every secret (PASS, APOP's digest, AUTH's responses) as ****.
  *
- * It asks for the username and the password (not echoed on a terminal, nor
- * what is typed while it is checked, which is then dropped) and checks them
- * with a POP3 login and QUIT ("checking the password..." when that takes
- * more than a moment): a refused password is asked for again, 3 tries in
- * all; a server that cannot be reached leaves them unchecked ("The
- * password was not checked.") until a server takes them (the POP3 login of
- * 1, the SMTP AUTH before a mail is typed at 2), a refused one asked for
- * again there. It keeps them, then shows the menu again and again:
- *   1. Manage Mail  the list (Sl. No., sender: the From's display name, else
- *                   its address, else Return-Path's; received "YYYY-MM-DD :
- *                   HH : MM" in local time; subject decoded; the subject column
- *                   takes the window's width, and a narrow window narrower
- *                   columns: no row wraps, wide characters count two columns),
- *                   a screenful at a time on a terminal ("--More--": space,
- *                   Enter, q; each page takes the window's size of the moment,
- *                   wrapped lines counted); "Enter mail no. to see: "
- *                   ("-1": back to the menu) shows the mail: From, To, Cc,
- *                   Subject, Received and Date in the reader's time zone, then
- *                   every text part in order, decoded (of an alternative the
- *                   plain one, else the HTML one's text), a line for each
- *                   attachment where it stands, an enclosed mail (forwarded,
- *                   a digest's, a bounce's) ruled off with its From, Date and
- *                   Subject and its text, a bounce's report as text
- *                   (the headers it returns: From, To, Date, Subject),
- *                   format=flowed joined, HTML tables a row a line, paged;
- *                   then 'r' shows its source,
- *                   'd' deletes it and any other key keeps it; the list comes
- *                   again, fetched afresh (the menu once the mailbox is
- *                   empty). The received time is the first Received line's
- *                   date (RFC 5321 4.4), else the Date header, else the
+ * It asks for the username and the password. The password is not echoed
+ * on a terminal, and neither is what is typed while it is checked, which
+ * is then dropped. It checks them with a POP3 login and QUIT, and says
+ * "checking the password..." when that takes more than a moment. A refused
+ * password is asked for again, 3 tries in all. When the server cannot be
+ * reached, they stay unchecked ("The password was not checked.") until a
+ * server takes them: the POP3 login of 1, or the SMTP AUTH before a mail
+ * is typed at 2. A password refused there is asked for again there. The
+ * client keeps them, then shows the menu again and again:
+ *
+ *   1. Manage Mail  shows the list, a screenful at a time on a terminal.
+ *                   A row has the Sl. No.; the sender (the From's display
+ *                   name, else its address, else Return-Path's); when it
+ *                   was received, "YYYY-MM-DD : HH : MM" in local time; and
+ *                   the subject, decoded. The subject column takes the
+ *                   window's width, and a narrow window gets narrower
+ *                   columns, so that no row wraps; wide characters count
+ *                   two columns. At "--More--" the keys are space, Enter
+ *                   and q. Each page takes the window's size of the moment,
+ *                   wrapped lines counted.
+ *                   "Enter mail no. to see: " shows the mail ("-1" goes
+ *                   back to the menu): From, To, Cc, Subject, Received and
+ *                   Date in the reader's time zone, then every text part in
+ *                   order, decoded, and paged. Of an alternative it shows
+ *                   the plain part, else the HTML part's text. Each
+ *                   attachment gets a line where it stands. An enclosed
+ *                   mail (forwarded, a digest's, a bounce's) is ruled off
+ *                   with its From, Date and Subject and its text. A
+ *                   bounce's report is shown as text, with the headers it
+ *                   returns (From, To, Date, Subject). format=flowed lines
+ *                   are joined, and an HTML table gets a line for each row.
+ *                   Then 'r' shows the mail's source, 'd' deletes it, and
+ *                   any other key keeps it. The list comes again, fetched
+ *                   afresh, or the menu once the mailbox is empty.
+ *                   The received time is the first Received line's date
+ *                   (RFC 5321 4.4), else the Date header, else the
  *                   assignment's "Received: <date> : <hour> : <minute>" as
- *                   written; "?" if none can be read.
- *   2. Send Mail    after a check that the SMTP server greets (and takes the
- *                   password, by AUTH, when no server has yet; a refused one
- *                   is asked for again): From:, To: (one address or several,
- *                   comma-separated), Subject: (at most 50 characters; sent
- *                   as RFC 2047 encoded words when not ASCII), the body, a
- *                   line "." (Ctrl-D or Ctrl-C drop the mail and bring the
- *                   menu back). A mail that could not be sent (no reply, a
- *                   4xx, the password refused) is kept: the next 2 offers to
- *                   send it again (s) or to save it in a file (f).
+ *                   written, and "?" if none can be read.
+ *   2. Send Mail    first checks that the SMTP server greets. When no
+ *                   server has taken the password yet, it also checks it
+ *                   by AUTH, and a refused one is asked for again. Then it
+ *                   asks for From:, To: (one address or several,
+ *                   comma-separated), Subject: (at most 50 characters, sent
+ *                   as RFC 2047 encoded words when not ASCII), and the body
+ *                   up to a line ".". Ctrl-D or Ctrl-C drop the mail and
+ *                   bring the menu back. A mail that could not be sent (no
+ *                   reply, a 4xx, the password refused) is kept, and the
+ *                   next 2 offers to send it again (s) or to save it in a
+ *                   file (f).
  *   3. Quit
  *
- * Logins, the strongest offered: SMTP AUTH CRAM-MD5 when EHLO lists AUTH
- * with it, else PLAIN, else LOGIN, none when no AUTH is offered (RFC 4954,
- * 2195, 4616); POP3 APOP when the greeting has a timestamp, else AUTH
- * CRAM-MD5 when CAPA's SASL lists it (RFC 5034), else USER and PASS. A
- * password sent as it is (PASS, PLAIN, LOGIN) is said once a run.
+ * Logins take the strongest way the server offers. SMTP uses AUTH CRAM-MD5
+ * when EHLO lists AUTH with it, else PLAIN, else LOGIN, and no login when
+ * no AUTH is offered (RFC 4954, 2195, 4616). POP3 uses APOP when the
+ * greeting has a timestamp, else AUTH CRAM-MD5 when CAPA's SASL lists it
+ * (RFC 5034), else USER and PASS. When the password is sent as it is
+ * (PASS, PLAIN, LOGIN), the user is told so once a run.
  * SMTP: greeting, EHLO (HELO if refused), AUTH, MAIL, RCPT per recipient,
- * DATA, From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT;
- * before the mail is typed a session of greeting and QUIT only (with EHLO
- * and AUTH between while the password is unchecked).
- * POP3: greeting, APOP (or CAPA, then AUTH or USER and PASS), CAPA, STAT,
- * then per screenful of the list TOP n 0 (RETR n without TOP) and UIDL n;
- * for the mail UIDL n (the whole UIDL list if the numbering moved) and
- * RETR; for 'd' UIDL and DELE; QUIT. Each of
- * these is a session of its own, ended with QUIT before the client waits for
- * the user: the mailbox lock is never held while the user reads or thinks.
+ * DATA, From/To/Subject/Date/Message-ID, the body dot-stuffed, ".", QUIT.
+ * Before the mail is typed, a session of greeting and QUIT only, with EHLO
+ * and AUTH between while the password is unchecked.
+ * POP3: greeting, APOP (or CAPA, then AUTH or USER and PASS), CAPA, STAT.
+ * Then, for each screenful of the list, TOP n 0 (RETR n without TOP) and
+ * UIDL n; for the mail, UIDL n (the whole UIDL list if the numbering
+ * moved) and RETR; for 'd', UIDL and DELE; then QUIT. Each of these is a
+ * session of its own, ended with QUIT before the client waits for the
+ * user, so the mailbox lock is never held while the user reads or thinks.
  * MIME: RFC 2045-2047 (base64, quoted-printable, encoded words), RFC 2231
  * parameters, RFC 2046 5.1.5 (a digest's parts are mails), RFC 3676
  * (format=flowed); charsets converted to UTF-8 by iconv, then to the
@@ -104,13 +113,15 @@
  * each reply -t.
  *
  * Exit codes: 0 quit or end of input, 1 out of memory, 2 bad usage, 3 the
- * password refused 3 times at the start; killed
- * by SIGINT/SIGTERM as usual, after restoring the terminal.
+ * password refused 3 times at the start. SIGINT and SIGTERM kill it as
+ * usual, after the terminal is restored.
  *
  * Where to look: menu[] is the table of options, menu_loop the loop. The
- * start: ask_password, login_check -> pop_check (checking), secret_done.
- * Logins: smtp_auth (smtp_cram, smtp_login), pop_login (pop_apop,
- * pop_cram, pop_pass); secrets go out only through send_secret. Send
+ * start: ask_password, login_check -> pop_check (checking, pop_connect,
+ * pop_login), secret_done. Sessions: smtp_open and smtp_close; pop_open
+ * (pop_connect, pop_login, pop_capa, pop_stat) and pop_close. Logins:
+ * smtp_auth (smtp_cram, smtp_login), pop_login (pop_apop, pop_cram,
+ * pop_pass); secrets go out only through send_secret. Send
  * Mail: opt_send_mail -> send_kept (save_mail), smtp_probe
  * (smtp_login_check), read_mail, check_typed_mail (check_headers,
  * parse_address_list), smtp_send (smtp_open, smtp_hello, smtp_envelope,
@@ -191,8 +202,10 @@ enum {
 	LOGIN_TRIES = 3,	/* passwords the start-up check asks for */
 	RATE_MIN = 1000,	/* octets a second a multi-line reply must keep up past -t */
 	MOMENT_MS = 500,	/* a connection slower than this says "connecting to" */
-	CHECKING_MS = 800,	/* a password check slower: "checking the password..."
-				 * (later than "connecting to", so the two never mix) */
+	CHECKING_MS = 800,	/* a password check slower than this says
+				 * "checking the password..."; it is later
+				 * than "connecting to", so that the two
+				 * never mix */
 	COL_NUMBER = 7,		/* list columns: "Sl. No." */
 	COL_FROM = 24,
 	COL_RECEIVED = 20,	/* "YYYY-MM-DD : HH : MM" */
@@ -988,12 +1001,13 @@ static void show_converted(const char *ch, size_t n)
 
 /*
  * show_text - print s[len] on stdout with each control character or stray
- * byte as '?'. A mail and a server's reply are someone else's text: shown
- * as they are, escape sequences in them (ESC, CSI, OSC ...) could drive the
- * terminal. The bidi controls and the line and paragraph separators are
- * shown as '?' too, as the log escapes them (log_hidden): U+202E would make
- * "gnp.exe" read "exe.png". TAB and other well-formed UTF-8 are kept; a
- * terminal in another charset gets the characters converted.
+ * byte as '?'. A mail and a server's reply are someone else's text, and if
+ * they were shown as they are, escape sequences in them (ESC, CSI, OSC ...)
+ * could drive the terminal. The bidi controls and the line and paragraph
+ * separators are shown as '?' too, as the log escapes them (log_hidden),
+ * because U+202E would make "gnp.exe" read "exe.png". TAB and other
+ * well-formed UTF-8 are kept. A terminal in another charset gets the
+ * characters converted.
  */
 static void show_text(const char *s, size_t len)
 {
@@ -1028,9 +1042,9 @@ static struct termios tty_saved;
 static volatile sig_atomic_t tty_changed;
 
 /* tty_set - clear the local flags in clear and set those in set on stdin's
- * terminal, starting from the user's settings: ECHO off for a password,
- * ICANON off too for one raw key. It returns -1 when stdin is not a
- * terminal; the caller then reads a line. */
+ * terminal, starting from the user's settings. ECHO goes off for a
+ * password, and ICANON too for one raw key. It returns -1 when stdin is
+ * not a terminal, and the caller then reads a line. */
 static int tty_set(tcflag_t clear, tcflag_t set)
 {
 	struct termios t;
@@ -1084,8 +1098,8 @@ static void on_fatal_signal(int sig)
 	raise(sig);
 }
 
-/* on_interrupt - Ctrl-C while a mail is typed: note it; the read under
- * way fails with EINTR */
+/* on_interrupt - note a Ctrl-C that comes while a mail is typed. The read
+ * under way then fails with EINTR, which ends it. */
 static void on_interrupt(int sig)
 {
 	(void)sig;
@@ -1093,11 +1107,11 @@ static void on_interrupt(int sig)
 }
 
 /*
- * typing_mode - on: Ctrl-C no longer makes the terminal throw away what was
- * typed (NOFLSH), so a line that wait_line saw is still there for the read
- * that follows, however late the Ctrl-C comes; off: the user's settings
- * again, and after a Ctrl-C the typed-ahead input thrown away, as the
- * terminal itself would have done.
+ * typing_mode - while on, Ctrl-C no longer makes the terminal throw away
+ * what was typed (NOFLSH). A line that wait_line saw is then still there
+ * for the read that follows, however late the Ctrl-C comes. Turned off, it
+ * restores the user's settings, and after a Ctrl-C it throws away the
+ * typed-ahead input, as the terminal itself would have done.
  */
 static void typing_mode(int on)
 {
@@ -1121,11 +1135,12 @@ static void typing_mode(int on)
 }
 
 /*
- * catch_interrupt - while on, Ctrl-C only sets interrupted; on a terminal
- * SIGINT is blocked but inside wait_line and the read after it (see
- * read_typed_line), and the terminal keeps its input (typing_mode). Off,
- * it ends the program again, as at the menu (unblocked first: a late one
- * only sets the flag).
+ * catch_interrupt - while on, Ctrl-C only sets interrupted. On a terminal
+ * SIGINT is then blocked except inside wait_line and the read after it
+ * (read_typed_line), and the terminal keeps its input (typing_mode).
+ * Turned off, Ctrl-C ends the program again, as at the menu. SIGINT is
+ * unblocked before that handler comes back, so a late one that was
+ * pending only sets the flag.
  */
 static void catch_interrupt(int on)
 {
@@ -1147,9 +1162,10 @@ static void catch_interrupt(int on)
 		log_msg("sigaction SIGINT: %s", strerror(errno));
 }
 
-/* wait_line - wait until stdin has a line or Ctrl-C comes: SIGINT is let
- * in only inside pselect. Only on a terminal, where stdin is unbuffered:
- * a pipe's line may already be in stdio's buffer. -1 after Ctrl-C. */
+/* wait_line - wait until stdin has a line or Ctrl-C comes; SIGINT is let
+ * in only inside pselect. It waits only on a terminal, where stdin is
+ * unbuffered, because a pipe's line may already be in stdio's buffer. It
+ * returns -1 after Ctrl-C. */
 static int wait_line(void)
 {
 	sigset_t mask;
@@ -1190,13 +1206,13 @@ static int read_input(struct client *cl)
 }
 
 /*
- * read_typed_line - a line of the mail being typed, or -1 after Ctrl-C or
- * at the end of input. wait_line lets SIGINT in while nothing is typed;
- * the read itself runs with SIGINT let in too, so that a Ctrl-C is seen
- * the moment the read ends. The read cannot wait for ever: it starts only
- * once wait_line saw a line, and the terminal keeps that line even if a
- * Ctrl-C comes in between (typing_mode's NOFLSH); the flag is checked again
- * after it.
+ * read_typed_line - read a line of the mail being typed. It returns -1
+ * after Ctrl-C or at the end of input. wait_line lets SIGINT in while
+ * nothing is typed. The read itself runs with SIGINT let in too, so that a
+ * Ctrl-C is seen the moment the read ends. The read cannot wait for ever,
+ * because it starts only once wait_line saw a line, and the terminal keeps
+ * that line even if a Ctrl-C comes in between (typing_mode's NOFLSH). The
+ * flag is checked again after the read.
  */
 static int read_typed_line(struct client *cl)
 {
@@ -1246,9 +1262,9 @@ static void secret_done(void)
 	tty_restore();
 }
 
-/* on_checking - SIGALRM: the check of a password takes more than a moment
- * (a server waits before it answers a wrong one, up to 15 s): say so.
- * Only write(2) here: it is safe in a signal handler. */
+/* on_checking - on SIGALRM, say that the check of a password takes more
+ * than a moment, because a server waits up to 15 s before it answers a
+ * wrong one. It uses only write(2), which is safe in a signal handler. */
 static void on_checking(int sig)
 {
 	static const char text[] = "checking the password...\n";
@@ -1258,9 +1274,10 @@ static void on_checking(int sig)
 	(void)shown;	/* nothing to be done if it fails */
 }
 
-/* checking - on: once CHECKING_MS go by, say "checking the password..." (a
- * timer); off: no more. SA_RESTART, and the waits of the conn block go on
- * after EINTR, so the signal disturbs nothing. */
+/* checking - while on, a timer says "checking the password..." once
+ * CHECKING_MS have gone by; off stops it. The signal disturbs nothing,
+ * because it is set with SA_RESTART and the waits of the conn block go on
+ * after EINTR. */
 static void checking(int on)
 {
 	struct itimerval t = { { 0, 0 }, { 0, on ? CHECKING_MS * 1000 : 0 } };
@@ -1291,8 +1308,9 @@ static int read_key(const char *prompt)
 	ch = getchar();
 	if (ch == tty_saved.c_cc[VEOF])
 		ch = EOF;	/* Ctrl-D means the end, raw or not */
-	/* One key: the rest of a sequence (an arrow key sends "ESC [ A") must
-	 * not start the next answer; stdin is unbuffered on a tty. */
+	/* The answer is one key. The rest of a sequence (an arrow key sends
+	 * "ESC [ A") must not start the next answer; stdin is unbuffered on
+	 * a tty. */
 	if (tcflush(STDIN_FILENO, TCIFLUSH) < 0 && verbose)
 		log_msg("tcflush: %s", strerror(errno));
 	tty_restore();
@@ -1319,11 +1337,11 @@ static int ask_key(struct client *cl, const char *prompt)
 }
 
 /*
- * ask_credential - one of the two start prompts, asked again while the
- * answer is empty or holds a space or a control byte: user.txt splits its
- * lines at white space, so no name or password of an account holds one. It
- * returns a copy, or NULL at the end of input (or, errno ENOMEM, when
- * memory runs out).
+ * ask_credential - one of the two start prompts. It is asked again while
+ * the answer is empty or holds a space or a control byte, because user.txt
+ * splits its lines at white space, so no name or password of an account
+ * holds one. It returns a copy, or NULL at the end of input, or NULL with
+ * errno ENOMEM when memory runs out.
  */
 static char *ask_credential(struct client *cl, const char *prompt, int secret)
 {
@@ -1338,9 +1356,10 @@ static char *ask_credential(struct client *cl, const char *prompt, int secret)
 	}
 }
 
-/* ask_password - "Password: " without echo, into cl->password (the old
- * one wiped); the echo stays off until secret_done, which the check of
- * the password calls. -1 at the end of input (or out of memory). */
+/* ask_password - ask "Password: " without echo, into cl->password, after
+ * wiping the old one. The echo stays off until secret_done, which the
+ * check of the password calls. It returns -1 at the end of input, or when
+ * memory runs out. */
 static int ask_password(struct client *cl)
 {
 	char *password = ask_credential(cl, "Password: ", 1);
@@ -1361,11 +1380,11 @@ static int ask_password(struct client *cl)
 /* ---------------------------------------------------------------- the screen: size, charset, pager */
 
 /*
- * screen_charset - the terminal's charset, from the locale (LC_ALL,
- * LC_CTYPE, LANG): mail text is UTF-8 inside the client and is converted
+ * screen_charset - learn the terminal's charset from the locale (LC_ALL,
+ * LC_CTYPE, LANG). Mail text is UTF-8 inside the client, and is converted
  * for a terminal in another charset. The C locale says ASCII but mostly
- * means that no locale was set, so its terminal is taken as UTF-8 (as
- * Python does, PEP 538). LC_CTYPE goes back to "C" at once, so that
+ * means that no locale was set, so its terminal is taken as UTF-8, as
+ * Python does (PEP 538). LC_CTYPE goes back to "C" at once, so that
  * isalpha and the like keep their ASCII meaning in the parsers.
  */
 static void screen_charset(void)
@@ -1391,11 +1410,12 @@ static int is_utf8(const char *codeset)
 	return strcasecmp(codeset, "UTF-8") == 0 || strcasecmp(codeset, "UTF8") == 0;
 }
 
-/* screen_widths - a UTF-8 locale for wcwidth, which knows how many columns
- * a character takes: the user's own (LC_ALL, LC_CTYPE, LANG) when it is
- * UTF-8, else C.UTF-8 (glibc 2.35 and musl have it built in) or en_US's.
- * Without any, char_width falls back on a table of the wide blocks. A
- * terminal in another charset needs none (char_width: 1 a character). */
+/* screen_widths - find a UTF-8 locale for wcwidth, which knows how many
+ * columns a character takes. The user's own locale (LC_ALL, LC_CTYPE,
+ * LANG) is taken when it is UTF-8, else C.UTF-8 (glibc 2.35 and musl have
+ * it built in), else en_US's. Without any, char_width falls back on a
+ * table of the wide blocks. A terminal in another charset needs none,
+ * because char_width counts 1 for each of its characters. */
 static void screen_widths(void)
 {
 	static const char *const names[] = { "", "C.UTF-8", "C.utf8", "en_US.UTF-8" };
@@ -1457,11 +1477,12 @@ static int table_width(unsigned long cp)
 
 /*
  * char_width - the columns the character s[n] takes on the screen, as
- * show_text prints it: 1 for what it shows as '?', and for any character
- * on a terminal in another charset (converted, mostly one for one); else
- * wcwidth in a UTF-8 locale (2 for CJK, 0 for a combining mark), or
- * table_width without one. The parsers keep the C locale: the UTF-8 one
- * is taken up (uselocale) only for this call.
+ * show_text prints it. A character shown as '?' takes 1. So does any
+ * character on a terminal in another charset, because conversion maps
+ * characters mostly one for one. Otherwise the width is wcwidth's in a
+ * UTF-8 locale (2 for CJK, 0 for a combining mark), or table_width's when
+ * there is no such locale. The parsers must keep the C locale, so the
+ * UTF-8 one is taken up (uselocale) only for this call.
  */
 static int char_width(const unsigned char *s, size_t n, int safe)
 {
@@ -1497,10 +1518,11 @@ static size_t text_width(const char *s, size_t len)
 
 /*
  * line_rows - the screen rows a line of text takes in a window scr.cols
- * wide, as a terminal wraps it: a character that does not fit in what is
- * left of a row goes to the next (a wide one leaves the last column
- * empty), a TAB goes on to the next multiple of 8 columns but never past
- * the last one, and a line that fills a row exactly takes that row only.
+ * wide, counted as a terminal wraps it. A character that does not fit in
+ * what is left of a row goes to the next row, so a wide one may leave the
+ * last column empty. A TAB goes on to the next multiple of 8 columns, but
+ * never past the last one. A line that fills a row exactly takes that row
+ * only.
  */
 static int line_rows(const char *s, size_t len)
 {
@@ -1525,8 +1547,9 @@ static int line_rows(const char *s, size_t len)
 	return (int)rows;
 }
 
-/* A pager of its own, as more(1): a screenful, then "--More--" and a key:
- * space for the next screenful, Enter for one more line, q to stop. */
+/* A pager of the client's own, as more(1). It shows a screenful, then
+ * "--More--", and waits for a key: space for the next screenful, Enter for
+ * one more line, q to stop. */
 struct pager {
 	int room;		/* screen rows left before --More-- */
 	int fresh;		/* just after a key: the next line shows, however tall */
@@ -1778,8 +1801,9 @@ static void mail_free(struct mail *m)
 
 /* ---------------------------------------------------------------- network */
 
-/* say_connecting - "connecting to <server>:<port>...", once per dial, when
- * the server takes more than a moment: the user knows why nothing happens */
+/* say_connecting - say "connecting to <server>:<port>...", once per dial,
+ * when the server takes more than a moment, so that the user knows why
+ * nothing happens. */
 static void say_connecting(const char *port, int *told)
 {
 	if (*told)
@@ -1886,9 +1910,9 @@ static const char *io_text(enum io_status st)
 	}
 }
 
-/* unexpected - line[len] is no reply of the protocol spoken: it becomes
- * "expected <want>, got: <the line>", so that a client pointed at the
- * wrong port (the POP3 one for SMTP, say) tells what it found there */
+/* unexpected - line[len] is no reply of the protocol spoken, so it is
+ * rewritten as "expected <want>, got: <the line>". A client pointed at the
+ * wrong port (the POP3 one for SMTP, say) then tells what it found there. */
 static void unexpected(char *line, size_t cap, size_t len, const char *want)
 {
 	char got[SHOWN_MAX];
@@ -1937,8 +1961,8 @@ static int send_cmd(struct conn *c, const char *fmt, ...)
 /* ---------------------------------------------------------------- secrets: passwords, digests, SASL */
 
 /* The SASL mechanisms (RFC 4422) the client speaks, as bits of what a
- * server offers; it takes the strongest: CRAM-MD5 sends a digest, PLAIN
- * and LOGIN the password itself. */
+ * server offers. The client takes the strongest one, because CRAM-MD5
+ * sends a digest, while PLAIN and LOGIN send the password itself. */
 enum { SASL_CRAM_MD5 = 1, SASL_PLAIN = 2, SASL_LOGIN = 4 };
 
 /* send_secret - as send_cmd, for a line that holds a secret: -v shows
@@ -1970,8 +1994,9 @@ static void forget_sent(struct conn *c)
 		secret_wipe(c->out, sizeof c->out);
 }
 
-/* clear_note - a password is about to cross the network as it is (USER/PASS,
- * PLAIN, LOGIN): the server offers nothing better. Said once per run. */
+/* clear_note - tell the user, once per run, that the password is about to
+ * cross the network as it is (USER/PASS, PLAIN, LOGIN), because the server
+ * offers nothing better. */
 static void clear_note(void)
 {
 	static int told;
@@ -1982,9 +2007,10 @@ static void clear_note(void)
 	told = 1;
 }
 
-/* cram_response - RFC 2195: "<user> <hex HMAC-MD5 of the challenge keyed
- * with the password>", base64 in out[cap], for the challenge that text
- * holds in base64; -1 if it is not base64. Only the digest leaves. */
+/* cram_response - put in out[cap], in base64, the CRAM-MD5 response to the
+ * challenge that text holds in base64 (RFC 2195): "<user> <hex HMAC-MD5 of
+ * the challenge keyed with the password>". Only the digest leaves, never
+ * the password. It returns -1 if text is not base64. */
 static int cram_response(const struct client *cl, const char *text, char *out, size_t cap)
 {
 	unsigned char challenge[REPLY_LINE_MAX], d[16];
@@ -2005,8 +2031,9 @@ static int cram_response(const struct client *cl, const char *text, char *out, s
 	return r;
 }
 
-/* plain_response - RFC 4616: "NUL user NUL password" (no authorization
- * identity: the user acts as itself), base64 in out[cap]; -1 if too long */
+/* plain_response - put in out[cap], in base64, the PLAIN response "NUL user
+ * NUL password" (RFC 4616). It has no authorization identity, so the user
+ * acts as itself. It returns -1 if the response is too long. */
 static int plain_response(const struct client *cl, char *out, size_t cap)
 {
 	char msg[CMD_LINE_MAX];
@@ -2099,9 +2126,9 @@ static void ehlo_keyword(struct smtp *s, const char *line, size_t len)
 			  | (has_word(line + 5, len - 5, "LOGIN") ? SASL_LOGIN : 0);
 }
 
-/* smtp_reply_lines - the lines of one reply: "DDD-" lines continue it,
- * and the code of the last line counts (RFC 5321 4.2.1). It returns that
- * code, or 0 when no reply came; s->line then says why. */
+/* smtp_reply_lines - read the lines of one reply. "DDD-" lines continue
+ * it, and the code of the last line counts (RFC 5321 4.2.1). It returns
+ * that code, or 0 when no reply came, and s->line then says why. */
 static int smtp_reply_lines(struct smtp *s)
 {
 	size_t len;
@@ -2217,8 +2244,9 @@ static int smtp_secret(struct smtp *s, int class, const char *shown, const char 
 	return r;
 }
 
-/* smtp_cram - AUTH CRAM-MD5 (RFC 4954, RFC 2195): the server's 334 carries
- * the challenge; a challenge that is no base64 is cancelled with "*" */
+/* smtp_cram - log in by AUTH CRAM-MD5 (RFC 4954, RFC 2195). The server's
+ * 334 carries the challenge. A challenge that is not base64 is cancelled
+ * with "*". */
 static int smtp_cram(struct smtp *s, const struct client *cl)
 {
 	char answer[CMD_LINE_MAX];
@@ -2259,8 +2287,8 @@ static int smtp_login(struct smtp *s, const struct client *cl)
 }
 
 /* smtp_auth - log in with the strongest mechanism EHLO offered (RFC 4954):
- * CRAM-MD5, else PLAIN (with the initial response), else LOGIN; a server
- * that offers none of them gets the mail without AUTH */
+ * CRAM-MD5, else PLAIN (with the initial response), else LOGIN. A server
+ * that offers none of them gets the mail without AUTH. */
 static int smtp_auth(struct smtp *s, const struct client *cl)
 {
 	char text[CMD_LINE_MAX];
@@ -2323,9 +2351,9 @@ static int smtp_envelope(struct smtp *s, const struct mail *m)
 	return 0;
 }
 
-/* message_id_line - a "Message-ID: <seconds.nanoseconds.pid@domain>" line,
- * unique (RFC 5322 3.6.4): two clients differ in the pid, and one client's
- * mails in the time. */
+/* message_id_line - a "Message-ID: <seconds.nanoseconds.pid@domain>" line.
+ * It must be unique (RFC 5322 3.6.4): two clients differ in the pid, and
+ * one client's mails differ in the time. */
 static void message_id_line(char *out, size_t cap, const char *from)
 {
 	struct timespec ts;
@@ -2339,9 +2367,9 @@ static void message_id_line(char *out, size_t cap, const char *from)
 		 (long)ts.tv_nsec, (long)getpid(), at ? at + 1 : "localhost");
 }
 
-/* send_to_header - "To: a@b, c@d", folded before 78 columns (RFC 5322
- * 2.1.1), each folded line going on with a space (2.2.3): a long list of
- * recipients stays readable and under 998 octets a line. */
+/* send_to_header - send "To: a@b, c@d", folded before 78 columns (RFC 5322
+ * 2.1.1), each folded line going on with a space (2.2.3). A long list of
+ * recipients then stays readable, and under 998 octets a line. */
 static void send_to_header(struct conn *c, const char *to)
 {
 	struct buf line = { 0 };
@@ -2384,9 +2412,9 @@ static void send_field(struct conn *c, const char *name, const char *value)
  * of base64, so "Subject: =?UTF-8?B?...?=" stays under 78 (RFC 5322 2.1.1). */
 #define WORD_OCTETS 42
 
-/* word_octets - how much of s[len] goes into one encoded word: whole UTF-8
- * characters (RFC 2047 5: no character split between two words), at most
- * WORD_OCTETS octets */
+/* word_octets - how much of s[len] goes into one encoded word: at most
+ * WORD_OCTETS octets, of whole UTF-8 characters, because RFC 2047 5 splits
+ * no character between two words. */
 static size_t word_octets(const char *s, size_t len)
 {
 	size_t n = 0;
@@ -2461,10 +2489,11 @@ static void send_headers(struct conn *c, const struct mail *m)
 	send_line(c, "", 0);
 }
 
-/* piece_len - how much of a body line fits on one line of the message: all
- * of it up to TEXT_LINE_MAX octets (RFC 5322 2.1.1: "MUST be no more than
- * 998 characters"), else that much cut back to the start of a UTF-8
- * character, so that no character is split over two lines. */
+/* piece_len - how much of a body line fits on one line of the message.
+ * That is all of it up to TEXT_LINE_MAX octets (RFC 5322 2.1.1: "MUST be
+ * no more than 998 characters"). A longer line is cut at that length, moved
+ * back to the start of a UTF-8 character, so that no character is split
+ * over two lines. */
 static size_t piece_len(const char *line, size_t len)
 {
 	size_t n = TEXT_LINE_MAX;
@@ -2517,9 +2546,9 @@ static int smtp_transaction(struct smtp *s, const struct mail *m)
 	return smtp_expect(s, 2);
 }
 
-/* smtp_close - QUIT while the server still answers (RFC 5321 4.1.1.10;
- * after a 421 it has closed, 3.8), then close and free. The reply to QUIT
- * changes nothing. */
+/* smtp_close - send QUIT while the server still answers (RFC 5321
+ * 4.1.1.10), then close and free. After a 421 the server has closed the
+ * connection already (3.8). The reply to QUIT changes nothing. */
 static void smtp_close(struct smtp *s)
 {
 	if (s->code > 0 && s->code != 421 && send_cmd(&s->c, "QUIT") == 0)
@@ -2558,9 +2587,10 @@ static struct smtp *smtp_open(void)
 /* SMTP's reply to a password it does not take (RFC 4954 6). */
 #define AUTH_REFUSED 535
 
-/* smtp_login_check - greeting, EHLO, AUTH when offered, QUIT: whether the
- * server takes the password. 0 yes (or it asks for none), 1 it refused
- * it, -1 the session failed; the user was told. */
+/* smtp_login_check - learn whether the server takes the password, by the
+ * greeting, EHLO, AUTH when offered, and QUIT. It returns 0 when it takes
+ * it (or asks for none), 1 when it refused it, and -1 when the session
+ * failed; the user was told. */
 static int smtp_login_check(struct client *cl)
 {
 	struct smtp *s = smtp_open();
@@ -2581,13 +2611,13 @@ static int smtp_login_check(struct client *cl)
 
 /*
  * smtp_probe - before the mail is typed, see that the SMTP server greets,
- * then QUIT: a server that is down, or is no SMTP server, is found out
- * now, not after the whole mail was typed. No session stays open while
- * the user types (a server may drop an idle one: RFC 5321 4.5.3.2.7). A
- * password no server has taken yet (POP3 was down at the start, or SMTP
- * refused it since) is checked by an AUTH now too, and one refused is
- * asked for again, LOGIN_TRIES times at most. It returns -1 after
- * telling the user.
+ * then QUIT. A server that is down, or is no SMTP server, is then found
+ * out now, not after the whole mail was typed. No session stays open while
+ * the user types, because a server may drop an idle one (RFC 5321
+ * 4.5.3.2.7). A password that no server has taken yet, because POP3 was
+ * down at the start or SMTP refused it since, is checked by an AUTH now
+ * too. A refused one is asked for again, LOGIN_TRIES times at most. It
+ * returns -1 after telling the user.
  */
 static int smtp_probe(struct client *cl)
 {
@@ -2609,9 +2639,10 @@ static int smtp_probe(struct client *cl)
 }
 
 /* smtp_send - deliver a checked mail over SMTP, logged in when the server
- * offers AUTH, and tell the user how it went (the recipient refused, by
- * name), then end the session with QUIT while the server still answers.
- * It returns 0 once sent, else the failed reply's code (-1: no reply). */
+ * offers AUTH. It tells the user how it went, naming a refused recipient,
+ * then ends the session with QUIT while the server still answers. It
+ * returns 0 once sent, else the failed reply's code, or -1 when there was
+ * no reply. */
 static int smtp_send(struct client *cl, const struct mail *m)
 {
 	struct smtp *s = smtp_open();
@@ -2657,11 +2688,11 @@ struct pop {
  * Mail then asks for the password again. */
 static int login_refused;
 
-/* pop_status - read a status line: 0 for "+OK", -1 for "-ERR" or no answer
- * (during AUTH, 1 for a challenge "+ text").
- * The indicators are upper case (RFC 1939 3); any other line means the peer
- * does not speak POP3, and the session is given up. -t bounds the whole
- * line, so a server dripping a byte at a time gains nothing. */
+/* pop_status - read a status line. It returns 0 for "+OK", -1 for "-ERR"
+ * or no answer, and during AUTH 1 for a challenge "+ text". The indicators
+ * are upper case (RFC 1939 3), so any other line means that the peer does
+ * not speak POP3, and the session is given up. -t bounds the whole line,
+ * so a server that drips a byte at a time gains nothing. */
 static int pop_status(struct pop *p)
 {
 	size_t len;
@@ -2756,9 +2787,10 @@ static int pop_multiline(struct pop *p, line_fn each, void *arg)
 	return r;
 }
 
-/* capa_line - note TOP and UIDL among the capabilities (RFC 2449 5): the
- * list then fetches only each mail's headers, and finds mails by UIDL;
- * and whether SASL lists CRAM-MD5, the login that sends no password */
+/* capa_line - note whether the capabilities list TOP and UIDL (RFC 2449
+ * 5): with them the list fetches only each mail's headers, and finds
+ * mails by UIDL. Also note whether SASL lists CRAM-MD5, the login that
+ * sends no password. */
 static int capa_line(void *arg, const char *line, size_t len)
 {
 	struct pop *p = arg;
@@ -2806,8 +2838,9 @@ static int pop_secret(struct pop *p, const char *shown, const char *fmt, const c
 	return r;
 }
 
-/* greeting_stamp - APOP's timestamp in the greeting (RFC 1939 7): from its
- * '<' to the next '>', a msg-id with an '@'; "" when there is none */
+/* greeting_stamp - APOP's timestamp in the greeting (RFC 1939 7). It is a
+ * msg-id with an '@', from the greeting's '<' to the next '>'. stamp is
+ * "" when there is none. */
 static void greeting_stamp(const char *line, char *stamp, size_t cap)
 {
 	const char *open = strchr(line, '<'), *close = open ? strchr(open, '>') : NULL;
@@ -2830,9 +2863,9 @@ static int pop_apop(struct pop *p, const struct client *cl, const char *stamp)
 	return r;
 }
 
-/* pop_cram - AUTH CRAM-MD5 (RFC 5034, RFC 2195): the challenge comes in
- * a "+ " line, the answer is a digest; "*" cancels a challenge that is not
- * base64 */
+/* pop_cram - log in by AUTH CRAM-MD5 (RFC 5034, RFC 2195). The challenge
+ * comes in a "+ " line, and the answer is a digest. A challenge that is
+ * not base64 is cancelled with "*". */
 static int pop_cram(struct pop *p, const struct client *cl)
 {
 	char answer[CMD_LINE_MAX];
@@ -2862,8 +2895,9 @@ static int pop_pass(struct pop *p, const struct client *cl)
 	return pop_secret(p, "PASS ****", "PASS %s%s", cl->password, "");
 }
 
-/* pop_capa - CAPA (RFC 2449): -1 only when the session died; a server of
- * RFC 1939 alone says -ERR, and that is no failure */
+/* pop_capa - ask CAPA (RFC 2449). It returns -1 only when the session
+ * died, because a server of RFC 1939 alone says -ERR, and that is no
+ * failure. */
 static int pop_capa(struct pop *p)
 {
 	p->has_top = p->cram = 0;
@@ -2877,12 +2911,13 @@ static int pop_capa(struct pop *p)
 	return p->alive ? 0 : -1;
 }
 
-/* pop_login - the greeting, then the strongest login the server offers:
- * APOP when the greeting has a timestamp, else AUTH CRAM-MD5 when CAPA
- * lists it, else USER and PASS. On failure it prints why: "Login failed"
- * when the server refused (p->refused: for the credentials, not for a
- * response code such as [IN-USE], RFC 2449 8), "Error in reading mail"
- * when it stopped answering or is no POP3 server. */
+/* pop_login - read the greeting, then log in the strongest way the server
+ * offers: APOP when the greeting has a timestamp, else AUTH CRAM-MD5 when
+ * CAPA lists it, else USER and PASS. On failure it prints why. It prints
+ * "Login failed" when the server refused, and "Error in reading mail" when
+ * the server stopped answering or is no POP3 server. p->refused says
+ * whether the refusal was for the credentials, and not for a response
+ * code such as [IN-USE] (RFC 2449 8). */
 static int pop_login(struct pop *p, const struct client *cl)
 {
 	char stamp[REPLY_LINE_MAX];
@@ -2909,7 +2944,8 @@ static int pop_login(struct pop *p, const struct client *cl)
 }
 
 /* pop_connect - connect and set up the session, logged in to nothing yet.
- * It returns -1 after printing why; pop_quit still frees what was set up. */
+ * It returns -1 after telling the user why. Either way pop_close may be
+ * called, because what is set up is recorded in *p from the start. */
 static int pop_connect(struct pop *p)
 {
 	int fd;
@@ -2932,26 +2968,11 @@ static int pop_connect(struct pop *p)
 	return 0;
 }
 
-/* pop_start - connect, log in, learn the capabilities and the count. It
- * returns -1 after printing why; pop_quit still frees what was set up. */
-static int pop_start(struct pop *p, const struct client *cl)
-{
-	if (pop_connect(p) < 0 || pop_login(p, cl) < 0)
-		return -1;
-	/* CAPA again after the login, which may change what is offered (RFC
-	 * 2449 5), unless it was refused before: an RFC 1939-only server has
-	 * no CAPA, and the list then uses RETR instead of TOP, and tries UIDL. */
-	if ((p->capa != 0 && pop_capa(p) < 0) || pop_stat(p) < 0) {
-		show_error("Error in reading mail", p->line);
-		return -1;
-	}
-	return 0;
-}
-
-/* pop_quit - QUIT if the server still answers (RFC 1939 6), then close and
- * free; a second call does nothing. It returns 0 only when QUIT was answered
- * +OK, because only then are the deletions done. */
-static int pop_quit(struct pop *p)
+/* pop_close - QUIT if the server still answers (RFC 1939 6), then close
+ * the connection and free the line buffer; a second call does nothing.
+ * It returns 0 only when QUIT was answered +OK, because only then are the
+ * deletions done. After a failure p->line still says why. */
+static int pop_close(struct pop *p)
 {
 	int r = -1;
 
@@ -2966,35 +2987,32 @@ static int pop_quit(struct pop *p)
 	return r;
 }
 
-/* pop_open - a new session, logged in, with the count: the client holds
- * one only as long as a screen needs (the mailbox is locked while it
- * lasts), and ends it with pop_close, as smtp_open and smtp_close do for
- * SMTP. It returns NULL after telling the user why. */
-static struct pop *pop_open(const struct client *cl)
+/* pop_open - connect, log in, learn the capabilities and the count. A
+ * screen holds the session only as long as it needs it, because the
+ * mailbox stays locked while it lasts, and ends it with pop_close, as
+ * smtp_open and smtp_close do for SMTP. It returns -1 after telling the
+ * user why, with the session already closed. */
+static int pop_open(struct pop *p, const struct client *cl)
 {
-	struct pop *p = malloc(sizeof *p);
-
-	if (!p) {
-		puts("Error in reading mail: out of memory");
-		return NULL;
+	if (pop_connect(p) < 0 || pop_login(p, cl) < 0) {
+		pop_close(p);
+		return -1;
 	}
-	if (pop_start(p, cl) < 0) {
-		pop_quit(p);
-		free(p);
-		return NULL;
+	/* CAPA is asked again after the login, which may change what is
+	 * offered (RFC 2449 5). A server that refused CAPA before the login
+	 * speaks RFC 1939 alone: the list then uses RETR instead of TOP, and
+	 * tries UIDL. */
+	if ((p->capa != 0 && pop_capa(p) < 0) || pop_stat(p) < 0) {
+		show_error("Error in reading mail", p->line);
+		pop_close(p);
+		return -1;
 	}
-	return p;
+	return 0;
 }
 
-/* pop_close - QUIT the session (pop_quit) and free it */
-static void pop_close(struct pop *p)
-{
-	pop_quit(p);
-	free(p);
-}
-
-/* pop_uidl - "UIDL n" (RFC 1939 7): mail n's unique-id into uid[UID_MAX];
- * -1 when refused or malformed */
+/* pop_uidl - ask "UIDL n" (RFC 1939 7) and put mail n's unique-id into
+ * uid[UID_MAX]. It returns -1 when the server refused, or the reply is
+ * malformed. */
 static int pop_uidl(struct pop *p, long n, char *uid)
 {
 	const char *s = p->line + 3;
@@ -3044,13 +3062,14 @@ static long pop_find_uid(struct pop *p, const char *uid)
 }
 
 /*
- * pop_locate - the number that the mail the user chose as n has in this
- * session. The user chose it from a list or read it in an earlier session,
- * and others may have deleted mail since: with its unique-id known (uid),
- * the mail is found by it (RFC 1939 7: it stays the same across sessions);
- * without one, or from a server without UIDL, n it is. On success uid
- * holds the mail's unique-id ("" when the server has none). It returns
- * the number, 0 when the mail is gone, -1 when the session failed.
+ * pop_locate - the number in this session of the mail the user chose as
+ * n. The user chose it from a list, or read it, in an earlier session, and
+ * others may have deleted mail since. So when its unique-id is known
+ * (uid), the mail is found by that, because a unique-id stays the same
+ * across sessions (RFC 1939 7). Without one, or from a server without
+ * UIDL, the number is n. On success uid holds the mail's unique-id ("" when
+ * the server has none). It returns the number, 0 when the mail is gone,
+ * or -1 when the session failed.
  */
 static long pop_locate(struct pop *p, long n, char *uid)
 {
@@ -3116,10 +3135,10 @@ static void entity_split(const char *s, size_t len, struct entity *e)
 	e->blen = len - end;
 }
 
-/* header_get - the value of the first header field called name (in any
- * case) in head[hlen], unfolded (RFC 5322 2.2.3: the line break before a
- * continuation line's white space goes), into out, NUL-terminated. It
- * returns -1 when there is no such field (out is then ""). */
+/* header_get - put into out, NUL-terminated, the value of the first header
+ * field called name (in any case) in head[hlen]. The value is unfolded: the
+ * line break before a continuation line's white space is removed (RFC 5322
+ * 2.2.3). It returns -1 when there is no such field, and out is then "". */
 static int header_get(const char *head, size_t hlen, const char *name, struct buf *out)
 {
 	size_t pos = 0, len, n = strlen(name);
@@ -3181,9 +3200,10 @@ static void decode_b64(const char *s, size_t len, struct buf *out)
 	buf_add(out, chunk, n);
 }
 
-/* decode_qp - quoted-printable (RFC 2045 6.7) onto out: "=XX" is that
- * octet; '=' at the end of a line (white space may follow) joins it to the
- * next. In a header's encoded word (RFC 2047 4.2) '_' is a space. */
+/* decode_qp - decode quoted-printable (RFC 2045 6.7) onto out. "=XX" is
+ * that octet, and '=' at the end of a line, white space after it allowed,
+ * joins the line to the next. In a header's encoded word (RFC 2047 4.2)
+ * '_' is a space. */
 static void decode_qp(const char *s, size_t len, int header, struct buf *out)
 {
 	char chunk[1024];
@@ -3216,10 +3236,11 @@ static void decode_qp(const char *s, size_t len, int header, struct buf *out)
 	buf_add(out, chunk, n);
 }
 
-/* charset_plain - whether text in charset is kept as it is: UTF-8 itself;
- * US-ASCII, whose 8-bit bytes (a mailer's mistake) are then taken as
- * UTF-8 too; no charset; or a name that is none (only letters, digits and
- * "-_.:" make a name: nothing odd reaches iconv_open) */
+/* charset_plain - whether text in charset is kept as it is. That is so for
+ * UTF-8 itself, and for US-ASCII, whose 8-bit bytes (a mailer's mistake)
+ * are then taken as UTF-8 too. It is so when there is no charset, or when
+ * the name is not a charset name: only letters, digits and "-_.:" make a
+ * name, so that nothing odd reaches iconv_open. */
 static int charset_plain(const char *cs)
 {
 	static const char name[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -3231,10 +3252,10 @@ static int charset_plain(const char *cs)
 	       || strcasecmp(cs, "US-ASCII") == 0 || strcasecmp(cs, "ASCII") == 0;
 }
 
-/* to_utf8 - s[len] in charset, converted to UTF-8 (iconv) onto out; a
- * byte that is no character there becomes '?'. Text in a charset iconv
- * does not know is kept as it is: show_text shows what is not UTF-8 as
- * '?'. */
+/* to_utf8 - convert s[len] from charset to UTF-8 (iconv) onto out. A byte
+ * that is no character in that charset becomes '?'. Text in a charset
+ * that iconv does not know is kept as it is, which is safe because
+ * show_text shows what is not UTF-8 as '?'. */
 static void to_utf8(const char *charset, const char *s, size_t len, struct buf *out)
 {
 	char chunk[4096], *in = (char *)s, *o;
@@ -3374,9 +3395,10 @@ static size_t skip_space(const char *s, size_t len, size_t i)
 	return i;
 }
 
-/* param_token - the value at s[i], a quoted string (without its quotes) or
- * what comes before the next ';' (its spaces trimmed, as a mailer may not
- * have quoted a name with spaces); the index past it */
+/* param_token - point p at the value at s[i], and return the index past
+ * it. The value is a quoted string, without its quotes, or else what comes
+ * before the next ';', with its spaces trimmed, because a mailer may not
+ * have quoted a name with spaces. */
 static size_t param_token(const char *s, size_t len, size_t i, struct param *p)
 {
 	p->quoted = i < len && s[i] == '"';
@@ -3484,11 +3506,12 @@ static void ext_add(struct buf *bytes, const struct param *p, char *charset)
 }
 
 /*
- * param_value - parameter name of a header value (Content-Type,
- * Content-Disposition), as UTF-8, into out: RFC 2231's "name*=" or its
- * continuations "name*0=", "name*1*=" ... when there are, else the plain
- * "name=", in which an RFC 2047 word (that many mailers send) is decoded
- * too. It returns -1 when there is no such parameter.
+ * param_value - put in out, as UTF-8, the parameter name of a header value
+ * (Content-Type, Content-Disposition). RFC 2231's "name*=", or its
+ * continuations "name*0=", "name*1*=" ..., come first when present. Else
+ * the plain "name=" is taken, and an RFC 2047 word in it is decoded too,
+ * because many mailers send one. It returns -1 when there is no such
+ * parameter.
  */
 static int param_value(const char *s, size_t len, const char *name, struct buf *out)
 {
@@ -3536,9 +3559,9 @@ static int entity_param(const struct entity *e, const char *field, const char *p
 	return r;
 }
 
-/* entity_type - e's media type, lower case, into type: dflt when it has no
- * Content-Type or a malformed one ("text/plain", RFC 2045 5.2; in a
- * digest "message/rfc822", RFC 2046 5.1.5) */
+/* entity_type - put e's media type, in lower case, into type. When e has
+ * no Content-Type, or a malformed one, the type is dflt: "text/plain"
+ * (RFC 2045 5.2), or "message/rfc822" in a digest (RFC 2046 5.1.5). */
 static void entity_type(const struct entity *e, const char *dflt, char *type, size_t cap)
 {
 	struct buf v = { 0 };
@@ -3596,9 +3619,9 @@ static int transfer_encoding(const struct entity *e)
 	return r;
 }
 
-/* entity_decode - e's body without its Content-Transfer-Encoding (RFC
- * 2045 6) onto out: base64 and quoted-printable decoded; 7bit, 8bit and
- * binary as they are */
+/* entity_decode - put e's body onto out with its Content-Transfer-Encoding
+ * (RFC 2045 6) undone: base64 and quoted-printable are decoded, and 7bit,
+ * 8bit and binary are taken as they are. */
 static void entity_decode(const struct entity *e, struct buf *out)
 {
 	int cte = transfer_encoding(e);
@@ -3636,10 +3659,11 @@ static int delimiter(const char *line, size_t len, const char *boundary, size_t 
 	return strspn(line, " \t\r") >= len;
 }
 
-/* mime_split - the body parts of a multipart e into kids (at most max):
- * the text between its delimiter lines, without the line end before each
- * delimiter, which belongs to it (RFC 2046 5.1.1). The preamble and the
- * epilogue go; a missing close delimiter ends the last part at the end. */
+/* mime_split - put the body parts of a multipart e into kids, at most max
+ * of them. A part is the text between two delimiter lines, without the
+ * line end before the second one, which belongs to the delimiter (RFC 2046
+ * 5.1.1). The preamble and the epilogue are dropped. When the close
+ * delimiter is missing, the last part ends where e ends. */
 static int mime_split(const struct entity *e, const char *boundary, struct entity *kids, int max)
 {
 	size_t pos = 0, start = 0, len, blen = strlen(boundary);
@@ -3738,8 +3762,9 @@ static unsigned long char_ref(const char *s, size_t n)
 	return cp;
 }
 
-/* html_entity - the character reference at s[i] ("&amp;", "&#233;",
- * "&#xe9;") onto out; the index past it. One it does not know is kept. */
+/* html_entity - put on out the character that the reference at s[i]
+ * ("&amp;", "&#233;", "&#xe9;") stands for, and return the index past it.
+ * A reference it does not know is kept as it is. */
 static size_t html_entity(const char *s, size_t len, size_t i, struct buf *out)
 {
 	static const struct { const char *name; unsigned long cp; } names[] = {
@@ -3800,12 +3825,12 @@ static int line_start(const struct buf *text)
 }
 
 /*
- * html_tag - the tag at s[i] ('<') onto out as the line breaks it makes:
- * an empty line around a paragraph, a line end after a line or a cell row,
- * " | " between two cells of a row, "- " before a list item, nothing for
- * the others. Comments go, and so
- * does what script, style, head and title hold. It returns the index past
- * it; a '<' that starts no tag is kept.
+ * html_tag - put on out the line breaks that the tag at s[i] ('<') makes:
+ * an empty line around a paragraph, a line end after a line or a row of
+ * cells, " | " between two cells of a row, "- " before a list item, and
+ * nothing for other tags. Comments are dropped, and so is what script,
+ * style, head and title hold. It returns the index past the tag. A '<'
+ * that starts no tag is kept as text.
  */
 static size_t html_tag(const char *s, size_t len, size_t i, struct buf *out)
 {
@@ -3911,9 +3936,9 @@ static size_t quote_depth(const char **line, size_t *len)
 }
 
 /*
- * unflow - format=flowed text (RFC 3676) onto out as lines a reader sees:
- * a line that ends in a space is soft, and the next line of the same
- * quote depth goes on after it (4.2); with DelSp=yes that space goes
+ * unflow - put format=flowed text (RFC 3676) on out as the lines a reader
+ * sees. A line that ends in a space is soft, and the next line of the same
+ * quote depth goes on after it (4.2). With DelSp=yes that space is removed
  * (4.3). The signature line "-- " stays hard (4.3). Quoted lines keep
  * their depth as "> " marks.
  */
@@ -3953,10 +3978,10 @@ static int flowed(const struct part *pt, int *delsp)
 	return r;
 }
 
-/* entity_text - a text part as UTF-8 onto out: its transfer encoding
- * undone, converted from its charset (RFC 2046 4.1.2), its tags stripped
- * if it is HTML, its lines joined if it is format=flowed; lines end in LF,
- * the last one too */
+/* entity_text - put a text part on out as UTF-8. Its transfer encoding is
+ * undone and it is converted from its charset (RFC 2046 4.1.2). HTML has
+ * its tags stripped, and format=flowed text has its lines joined. Every
+ * line ends in LF, the last one too. */
 static void entity_text(const struct part *pt, struct buf *out)
 {
 	struct buf data = { 0 }, utf8 = { 0 }, cs = { 0 }, lines = { 0 };
@@ -4156,7 +4181,8 @@ static int date_of(const struct date_piece *p, struct tm *tm)
 }
 
 /* clock_number - the hour or the minute between start and end: one or two
- * digits with spaces around, at most max; -1 if it is not that */
+ * digits with spaces around them, at most max. It returns -1 if the text
+ * is not that. */
 static int clock_number(const char *start, const char *end, int max)
 {
 	size_t len = (size_t)(end - start);
@@ -4196,13 +4222,14 @@ static int parse_received_stamp(const char *s, struct tm *tm)
 }
 
 /*
- * received_text - when the mail was received, "YYYY-MM-DD : HH : MM" in
+ * received_text - when the mail was received, as "YYYY-MM-DD : HH : MM" in
  * local time, from the values of its first Received and its Date header.
  * The Received line's date, after its last ';' (RFC 5321 4.4), says when
- * the server took it; the Date header comes next. A mailbox kept as the
- * assignment describes has neither, but a Received line "<date> : <hour> :
- * <minute>" of the server's clock, shown as it stands. "?" stands for none
- * of them.
+ * the server took the mail, so it comes first; the Date header comes next.
+ * A mailbox kept as the assignment describes has neither. It has a
+ * Received line "<date> : <hour> : <minute>" of the server's clock
+ * instead, which is shown as it stands. "?" means that none of them could
+ * be read.
  */
 static void received_text(const char *received, const char *date, char *out, size_t cap)
 {
@@ -4252,11 +4279,12 @@ static char *unquote(char *name)
 }
 
 /*
- * sender_of - who a mail is from, for the list: the display name of its
- * From ("Ann Lee" of "Ann Lee <ann@x>", RFC 5322 3.4), or the comment
- * an older mailer puts after the address ("bbb@ddd.com (John Doe)", RFC
- * 822 6.1); else the address; else, with no From at all, the envelope
- * sender of the Return-Path line (RFC 5321 4.4); "?" for none.
+ * sender_of - who a mail is from, for the list. That is the display name
+ * of its From ("Ann Lee" of "Ann Lee <ann@x>", RFC 5322 3.4), or the
+ * comment that an older mailer puts after the address ("bbb@ddd.com (John
+ * Doe)", RFC 822 6.1). Without a name it is the address. With no From at
+ * all it is the envelope sender of the Return-Path line (RFC 5321 4.4),
+ * and "?" when there is none.
  */
 static const char *sender_of(char *from, char *return_path)
 {
@@ -4336,11 +4364,12 @@ static void shrink(size_t *width, size_t small, long *over)
 	}
 }
 
-/* list_columns - the columns in a window scr.cols wide, the row one column
- * short of it so that no terminal wraps it: Sl. No. 7, From 24, Received
- * 20 (the assignment's "YYYY-MM-DD : HH : MM") and the subject the rest,
- * 22 in 80 columns. A narrower window takes From down to 8 first, then
- * Received to its date, then Sl. No. to "No.". */
+/* list_columns - the widths of the columns in a window scr.cols wide. A
+ * row is one column shorter than the window, so that no terminal wraps it.
+ * Sl. No. takes 7, From 24, Received 20 (the assignment's "YYYY-MM-DD :
+ * HH : MM"), and the subject the rest, which is 22 in 80 columns. A
+ * narrower window first takes From down to 8, then Received to its date,
+ * then Sl. No. to "No.". */
 static void list_columns(struct columns *c)
 {
 	long room = scr.cols - 1 - 3 * 2 - COL_SUBJECT_MIN;
@@ -4485,32 +4514,34 @@ static int list_row(struct pop *p, struct listing *ls, long n, struct buf *rows)
 	return ok && p->alive ? 0 : -1;
 }
 
-/* list_page - one session: rows first .. first + k - 1 (fewer at the end
- * of the mailbox) onto rows, then QUIT; it returns -1 after saying why */
+/* list_page - in one session, put rows first .. first + k - 1 onto rows
+ * (fewer at the end of the mailbox), then QUIT. It returns -1 after
+ * saying why. */
 static int list_page(const struct client *cl, struct listing *ls, long first, long k,
 		     struct buf *rows)
 {
-	struct pop *p = pop_open(cl);
+	struct pop p;
 	int r = 0;
 
-	if (!p)
+	if (pop_open(&p, cl) < 0)
 		return -1;
-	ls->count = p->count;
-	for (long n = first; r == 0 && n <= p->count && n - first < k; n++)
-		r = list_row(p, ls, n, rows);
+	ls->count = p.count;
+	for (long n = first; r == 0 && n <= p.count && n - first < k; n++)
+		r = list_row(&p, ls, n, rows);
 	if (r < 0)
-		show_error("Error in reading mail", p->line);
-	pop_close(p);
+		show_error("Error in reading mail", p.line);
+	pop_close(&p);
 	return r;
 }
 
 /*
- * list_mails - the heading and a row per mail, a screenful at a time: each
- * screenful is fetched in a session of its own and shown once it has
- * ended, so no session (and no lock) waits at "--More--", and a server
- * that claims a billion mails costs one screenful at a time. Without a
- * pager LIST_BATCH rows a session. It returns the count (0: it said "No
- * mails in your mailbox."), or -1 after an error was shown.
+ * list_mails - show the heading and a row per mail, a screenful at a time.
+ * Each screenful is fetched in a session of its own and shown once that
+ * session has ended, so no session (and no lock) waits at "--More--". A
+ * server that claims a billion mails then costs one screenful at a time.
+ * Without a pager, a session fetches LIST_BATCH rows. It returns the count,
+ * or -1 after an error was shown; for 0 it has said "No mails in your
+ * mailbox.".
  */
 static long list_mails(const struct client *cl, struct listing *ls)
 {
@@ -4588,9 +4619,9 @@ static void view_date(const struct entity *e, struct buf *out)
 }
 
 /* view_headers - the header lines the assignment names, decoded: From, To
- * (and Cc), Subject; then Received as the list has it and the sender's
- * Date, both in the reader's time zone. The source view has them all as
- * they came. */
+ * (and Cc) and Subject. Then come Received, as the list has it, and the
+ * sender's Date, both in the reader's time zone. Only these are shown,
+ * because the source view has all the lines as they came. */
 static void view_headers(const struct entity *top, struct buf *out)
 {
 	static const char *const names[] = { "From", "To", "Cc", "Subject" };
@@ -4621,8 +4652,8 @@ static void size_text(size_t n, char *out, size_t cap)
 		snprintf(out, cap, "%.1f MiB", (double)n / (1024 * 1024));
 }
 
-/* attachment_line - "Attachment: <name> (<type>, <size>)" onto out for a
- * part not shown as the text; the size is what it decodes to */
+/* attachment_line - put "Attachment: <name> (<type>, <size>)" onto out for
+ * a part that is not shown as text. The size is what the part decodes to. */
 static void attachment_line(const struct part *pt, struct buf *out)
 {
 	struct buf name = { 0 }, data = { 0 };
@@ -4719,11 +4750,11 @@ static void view_text(struct body_view *bv, const struct part *pt)
 }
 
 /*
- * view_enclosed - a mail inside the mail (message/rfc822: a forwarded
- * mail, a digest's member, the returned mail of a bounce), ruled off: its
- * From, Date and Subject, then its body as a mail's body is shown. A
- * transfer encoding on it (RFC 2046 5.2.1 allows none but 7bit, 8bit and
- * binary) is undone all the same.
+ * view_enclosed - show a mail inside the mail (message/rfc822: a forwarded
+ * mail, a digest's member, the returned mail of a bounce), ruled off. It
+ * shows the enclosed mail's From, Date and Subject, then its body as a
+ * mail's body is shown. RFC 2046 5.2.1 allows no transfer encoding on it
+ * but 7bit, 8bit and binary, but one that is there is undone all the same.
  */
 static void view_enclosed(struct body_view *bv, const struct entity *e, int depth)
 {
@@ -4753,11 +4784,11 @@ static void view_enclosed(struct body_view *bv, const struct entity *e, int dept
 }
 
 /*
- * view_enclosed_headers - the header section of a mail, with no body (a
- * delivery report's text/rfc822-headers part, RFC 6522 4: the headers of
- * the mail it reports on), ruled off like an enclosed mail: its From, To,
- * Date and Subject decoded, not every trace line as it came (the source
- * view has them all).
+ * view_enclosed_headers - show the header section of a mail that comes
+ * without a body, ruled off like an enclosed mail. A delivery report's
+ * text/rfc822-headers part is one: the headers of the mail it reports on
+ * (RFC 6522 4). Only its From, To, Date and Subject are shown, decoded,
+ * not every trace line as it came; the source view has them all.
  */
 static void view_enclosed_headers(struct body_view *bv, const struct entity *e)
 {
@@ -4784,10 +4815,10 @@ static void view_enclosed_headers(struct body_view *bv, const struct entity *e)
 	buf_free(&v);
 }
 
-/* view_multipart - the body parts of a multipart in order (RFC 2046 5.1):
- * of an alternative only the one chosen, a digest's parts as mails by
- * default (5.1.5). It returns -1 when it has no body part: no boundary,
- * or none found. */
+/* view_multipart - show the body parts of a multipart in order (RFC 2046
+ * 5.1). Of an alternative only the chosen part is shown, and a digest's
+ * parts are mails by default (5.1.5). It returns -1 when there is no body
+ * part, because there is no boundary or none was found. */
 static int view_multipart(struct body_view *bv, const struct entity *e, const char *type,
 			  int depth)
 {
@@ -4816,12 +4847,12 @@ static int is_mail(const char *type)
 }
 
 /*
- * view_entity - e where it stands in the body: a multipart's parts in
- * turn, an enclosed mail ruled off, a text that is meant to be read (no
- * Content-Disposition, or inline), else a line that lists it. MIME_DEPTH
- * bounds the nesting of multiparts and mails alike (deeper ones are
- * listed); a multipart without any part is taken as text, and one with
- * nothing in it is left out.
+ * view_entity - show e where it stands in the body. A multipart shows its
+ * parts in turn, and an enclosed mail is ruled off. A text meant to be read
+ * (no Content-Disposition, or inline) is shown; anything else gets a line
+ * that lists it. MIME_DEPTH bounds the nesting of multiparts and mails
+ * alike, and deeper ones are only listed. A multipart without any part is
+ * taken as text, and one with nothing in it is left out.
  */
 static void view_entity(struct body_view *bv, const struct entity *e, const char *dflt,
 			int depth)
@@ -4852,9 +4883,10 @@ static void view_entity(struct body_view *bv, const struct entity *e, const char
 	}
 }
 
-/* view_body - the body of a mail onto out: every text in order, a line
- * for each attachment where it stands, enclosed mails ruled off; "(no
- * text in this mail)" first when nothing is there to read */
+/* view_body - put the body of a mail onto out: every text in order, a
+ * line for each attachment where it stands, and enclosed mails ruled off.
+ * "(no text in this mail)" comes first when nothing is there to read, and
+ * "(and N parts more)" last when parts past MIME_PARTS were not listed. */
 static void view_body(const struct entity *top, struct buf *out)
 {
 	struct buf body = { 0 };
@@ -4922,26 +4954,28 @@ static void gone(long n)
 	printf("Mail no. %ld is no longer in the mailbox.\n", n);
 }
 
-/* fetch_mail - one session: find the chosen mail (by its unique-id when
- * the list had it), RETR it whole, QUIT; the user then reads it with no
- * session open. It returns 0, 1 when it is gone, -1 after an error. */
+/* fetch_mail - in one session, find the chosen mail (by its unique-id when
+ * the list had it), RETR it whole, and QUIT, so that the user reads it
+ * with no session open. It returns 0, 1 when the mail is gone, or -1
+ * after an error. */
 static int fetch_mail(const struct client *cl, struct view *v)
 {
-	struct pop *p = pop_open(cl);
+	struct pop p;
 	struct keep k = { &v->raw, MAIL_TEXT_MAX, 0, 0 };
 	long m;
 	int r = -1;
 
-	if (!p)
+	if (pop_open(&p, cl) < 0)
 		return -1;
-	m = pop_locate(p, v->n, v->uid);
+	m = pop_locate(&p, v->n, v->uid);
 	if (m == 0)
 		r = 1;
-	else if (m < 0 || pop_cmd(p, "RETR %ld", m) < 0 || pop_multiline(p, keep_lines, &k) < 0)
-		show_error("Error in reading mail", p->line);
+	else if (m < 0 || pop_cmd(&p, "RETR %ld", m) < 0
+		 || pop_multiline(&p, keep_lines, &k) < 0)
+		show_error("Error in reading mail", p.line);
 	else
 		r = 0;
-	pop_close(p);
+	pop_close(&p);
 	v->cut = k.cut;
 	buf_add(&v->raw, "", 0);	/* an empty mail is "" too */
 	if (r == 1)
@@ -4949,25 +4983,26 @@ static int fetch_mail(const struct client *cl, struct view *v)
 	return r;
 }
 
-/* delete_mail - one session: find the mail again by its unique-id (the
- * numbers may have moved since it was read; against a server without
- * UIDL, by its number), DELE it, QUIT. "Mail deleted." waits for QUIT's
- * +OK: the server removes the mail only then (RFC 1939 6). */
+/* delete_mail - in one session, find the mail again, DELE it, and QUIT.
+ * The mail is found by its unique-id, because the numbers may have moved
+ * since it was read; a server without UIDL is asked by its number.
+ * "Mail deleted." waits for QUIT's +OK, because the server removes the
+ * mail only then (RFC 1939 6). */
 static void delete_mail(const struct client *cl, struct view *v)
 {
-	struct pop *p = pop_open(cl);
+	struct pop p;
 	long m;
 
-	if (!p)
+	if (pop_open(&p, cl) < 0)
 		return;
-	m = pop_locate(p, v->n, v->uid);
+	m = pop_locate(&p, v->n, v->uid);
 	if (m == 0)
 		gone(v->n);
-	else if (m < 0 || pop_cmd(p, "DELE %ld", m) < 0 || pop_quit(p) < 0)
-		show_error("Error in deleting mail", p->line);
+	else if (m < 0 || pop_cmd(&p, "DELE %ld", m) < 0 || pop_close(&p) < 0)
+		show_error("Error in deleting mail", p.line);
 	else
 		puts("Mail deleted.");
-	pop_close(p);
+	pop_close(&p);
 }
 
 /* ---------------------------------------------------------------- the menu: Manage Mail */
@@ -5009,9 +5044,10 @@ static int choose_mail(struct client *cl, long count, long *n)
 	}
 }
 
-/* read_one - mail n: fetch it, show it, then the key: 'r' shows its
- * source (and asks again), 'd' deletes it. It returns NEXT_LIST (the list
- * comes again), NEXT_MENU after an error, NEXT_EXIT at the end of input. */
+/* read_one - fetch mail n, show it, then ask for the key: 'r' shows its
+ * source and asks again, and 'd' deletes it. It returns NEXT_LIST for the
+ * list to come again, NEXT_MENU after an error, and NEXT_EXIT at the end
+ * of input. */
 static enum next read_one(struct client *cl, const struct listing *ls, long n)
 {
 	struct view v = { n, "", { 0 }, 0 };
@@ -5045,12 +5081,13 @@ static int ask_again(struct client *cl)
 
 /*
  * opt_manage_mail - menu 1: the list, the choice, the mail, the key, and
- * the list again, fetched afresh. Each step that talks to the server is a
- * POP3 session of its own, ended with QUIT before the client waits for the
- * user: the mailbox lock is never held while the user reads or thinks,
- * and another client can read the same mailbox meanwhile. A password the
- * server refuses (one that could not be checked at the start, or changed
- * since) is asked for again, LOGIN_TRIES times in all.
+ * then the list again, fetched afresh. Each step that talks to the server
+ * is a POP3 session of its own, ended with QUIT before the client waits
+ * for the user. So the mailbox lock is never held while the user reads or
+ * thinks, and another client can read the same mailbox meanwhile. When the
+ * server refuses the password (it could not be checked at the start, or it
+ * changed since), the password is asked for again, LOGIN_TRIES times in
+ * all.
  */
 static enum next opt_manage_mail(struct client *cl)
 {
@@ -5133,10 +5170,11 @@ static int save_mail(struct client *cl, const struct mail *m)
 	return 0;
 }
 
-/* keep_mail - after a send that failed where a later one may not (no
- * reply: the server is down; a 4xx; the password refused), the typed mail
- * is kept, for menu 2 to send again or save; a refusal of the mail itself
- * (5xx) drops it. */
+/* keep_mail - keep the typed mail after a send that failed where a later
+ * one may not: no reply (the server is down), a 4xx, or the password
+ * refused. Menu 2 then offers to send it again or to save it. A refusal
+ * of the mail itself (5xx) drops it, because sending it again would fail
+ * again. */
 static void keep_mail(struct client *cl, struct mail *m, int code)
 {
 	if ((code > 0 && code / 100 == 5 && code != AUTH_REFUSED) || !(cl->kept = malloc(sizeof *m)))
@@ -5288,9 +5326,10 @@ static void menu_loop(struct client *cl)
 
 /* ---------------------------------------------------------------- the start: the login checked */
 
-/* pop_check - one POP3 login and QUIT: 0 when the server took the
- * credentials, 1 when it refused them, -1 when they could not be checked
- * (the server is down or busy; the user was told) */
+/* pop_check - check the credentials by one POP3 login and QUIT. It returns
+ * 0 when the server took them and 1 when it refused them. It returns -1
+ * when they could not be checked, because the server is down or busy; the
+ * user was told. */
 static int pop_check(const struct client *cl)
 {
 	struct pop p;
@@ -5302,7 +5341,7 @@ static int pop_check(const struct client *cl)
 	checking(0);
 	if (r < 0)
 		puts("The password was not checked.");
-	pop_quit(&p);
+	pop_close(&p);
 	return r;
 }
 
@@ -5330,9 +5369,9 @@ static int login_check(struct client *cl)
 
 /* ---------------------------------------------------------------- options and main */
 
-/* usage - print help_text on out: all of it for -h (code 0), only its
- * synopsis, the lines before the first blank one, after bad usage; it
- * returns code, for main to return */
+/* usage - print help_text on out: all of it for -h (code 0), and after
+ * bad usage only its synopsis, the lines before the first blank one. It
+ * returns code, for main to return. */
 static int usage(FILE *out, int code)
 {
 	const char *blank = strstr(help_text, "\n\n");

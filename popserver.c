@@ -19,30 +19,32 @@
  * goodbye", or "-ERR some deleted messages not removed" when the update
  * fails (the mailbox then stays as it was).
  *
- * The mailbox follows DESIGN.md: records of CRLF lines, dot-stuffed, each
- * ended by a line ".". At PASS the session lock (byte 0 of
- * mymailbox.state) is taken for the whole session; the end of the last
- * complete and durable record is found under the commit and write locks
- * (bytes 2 and 1: what smtpmail appended but has not yet fsynced is
- * committed first, or left for the next session) and the records below it
- * are indexed. RETR sends a record as stored (copied behind
- * its +OK line if it fits the output buffer, else by sendfile); sizes
- * are counted unstuffed. QUIT with deletions rewrites mymailbox.new (kept
- * records plus mail that arrived meanwhile), fsyncs it and renames it
- * over mymailbox; deleted messages that end the mailbox, with no mail
- * after them, are cut off in place instead (no copy: it works on a full
- * disk). Both hold an fcntl lock on mymailbox itself (as mutt and procmail
- * do), wait while another program holds the dotlock mymailbox.lock, and are
- * refused if mymailbox.state was replaced since login (DESIGN.md
- * "Locking"). Every file is opened relative to the user's directory, which
- * is never a link; a link, FIFO or hard-linked file there is refused at
- * once.
+ * The mailbox follows DESIGN.md "Record format": records of CRLF lines,
+ * dot-stuffed, each ended by a line ".". At PASS the session lock (byte 0
+ * of mymailbox.state) is taken for the whole session. Then, under the
+ * commit and write locks (bytes 2 and 1), the end of the last complete and
+ * durable record is found, and the records below it are indexed. What
+ * smtpmail appended but has not yet fsynced is committed first, or left
+ * for the next session.
  *
- * UIDL: 16 hex digits, stable across sessions and restarts: FNV-1a of
- * smtpmail's trace lines at the record's start (they hold its unique id)
- * and of the record's length, or of all its bytes when it has none; equal
- * hashes get distinct ids (the k-th copy hashes on over "#k", see
- * trace_len, uidl_unique).
+ * RETR sends a record as it is stored: copied behind its +OK line if it
+ * fits the output buffer, else by sendfile. Sizes are counted unstuffed.
+ * QUIT with deletions writes mymailbox.new (the kept records plus the mail
+ * that arrived meanwhile), fsyncs it and renames it over mymailbox. When
+ * the deleted messages end the mailbox and no mail follows them, they are
+ * cut off in place instead; nothing is copied, so this works on a full
+ * disk. Both ways hold an fcntl lock on mymailbox itself, as mutt and
+ * procmail do, and wait while another program holds the dotlock
+ * mymailbox.lock. Both are refused if mymailbox.state was replaced since
+ * login (DESIGN.md "Locking"). Every file is opened relative to the
+ * user's directory, which is never a link, and a link, FIFO or hard-linked
+ * file there is refused at once.
+ *
+ * UIDL: 16 hex digits, stable across sessions and restarts. The id is the
+ * FNV-1a hash of smtpmail's trace lines at the record's start, which hold
+ * its unique id, and of the record's length. A record without those lines
+ * is hashed over all its bytes. Equal hashes still get distinct ids: the
+ * k-th copy hashes on over "#k" (trace_len, uidl_unique).
  *
  * Limits: command line 255 octets with CRLF (RFC 2449 section 4); 20 bad
  * commands after login, 3 before, then "-ERR too many errors" and close.
@@ -51,13 +53,13 @@
  * Out of descriptors at accept(): pause 100 ms between tries, logged once
  * until an accept works again (trouble).
  *
- * Exit status: 0 success, non-zero failure: 0 after SIGTERM/SIGINT (and
- * with -i after the session), 1 cannot listen or serve, 2 bad usage. A
- * session's wrong passwords reach the parent only in its note on the pipe
- * (session_over -> note_over), which adds them to the client address's
- * penalty and so doubles the -w delay of its later sessions
- * (start_session); with -i there is no parent, and the delay doubles
- * within the session only.
+ * Exit status: 0 success, non-zero failure. It is 0 after SIGTERM or
+ * SIGINT, and with -i after the session; 1 when it cannot listen or
+ * serve; 2 after bad usage. A session's wrong passwords reach the parent
+ * only in its note on the pipe (session_over -> note_over). The parent
+ * adds them to the client address's penalty, which doubles the -w delay
+ * of that address's later sessions (start_session). With -i there is no
+ * parent, so the delay doubles within the session only.
  *
  * Where to look: commands[] is the table, dispatch and check_args enforce
  * it; PASS: cmd_pass -> password_check, logged_in -> login -> snapshot_mailbox
@@ -66,7 +68,8 @@
  * cmd_quit -> update_mailbox -> mail_end, truncate_mailbox or
  * rewrite_mailbox -> write_new, write_kept, then commit_updated; APOP:
  * cmd_apop -> apop_check; AUTH: cmd_auth -> sasl_auth; the session loop:
- * pop_session -> run_line; the accept loop: serve; -i: serve_inetd.
+ * pop_session -> session_step -> run_line -> dispatch; the accept loop:
+ * serve; -i: serve_inetd.
  */
 #define _POSIX_C_SOURCE 200809L
 #define _FILE_OFFSET_BITS 64
@@ -172,8 +175,9 @@ enum {
 	SCAN_CHUNK = 256 * 1024,	/* indexing reads the mailbox in these */
 	COPY_CHUNK = 64 * 1024,	/* TOP, and copies without sendfile */
 	/* RETR copies a record that fits the output buffer into it, and sends
-	 * a larger one by sendfile: measured (tests/README.md), copying wins
-	 * 1.1-2x up to 16 KiB, and loses 0.5-0.8x past it */
+	 * a larger one by sendfile. Measured (tests/README.md "Performance"),
+	 * copying is 1.1-2x faster up to 16 KiB, and 0.5-0.8x as fast past
+	 * it. */
 	RETR_COPY_MAX = IO_BUF_SIZE,
 	TOP_FIRST_READ = 4096	/* TOP's first read; each next one doubles */
 };
@@ -206,11 +210,12 @@ static struct config {
 #define STATE_NAME(name) #name,
 enum state { POP_STATES(STATE_ENUM) };
 
-/* The index of the complete records of [0, end) (DESIGN.md): 20 bytes a
- * message (DESIGN.md "Limits"), in three arrays rather than an array of
- * structs, which alignment would pad to 24 or more. Message i (from 0) is
- * the record [start[i], start[i + 1]), its "." CRLF line included; start
- * holds count + 1 offsets. */
+/* The index of the complete records of [0, end) (DESIGN.md "Record
+ * format"). It takes 20 bytes a message (DESIGN.md "Limits"), because it
+ * is kept in three arrays: an array of structs would be padded to 24 bytes
+ * or more by alignment. Message i (from 0) is the record [start[i],
+ * start[i + 1]), its "." CRLF line included, so start holds count + 1
+ * offsets. */
 struct mbox_index {
 	off_t *start;
 	uint64_t *uidl;		/* its UIDL: see trace_len, uidl_unique */
@@ -3551,12 +3556,12 @@ static void forget_secret(struct conn *c, char *line, size_t cap)
 
 /*
  * copy_range - copy bytes [off, off + len) of the mailbox file in to out,
- * as they are: to the new mailbox file at QUIT (peer NULL), or to the
- * client's socket for RETR (peer is its connection, and the replies it
- * has buffered go out first). On Linux sendfile copies without a pass
- * through user space; where it cannot, a read-write loop does the rest.
- * The socket is non-blocking, so a full one is waited for, within the
- * session's timeout.
+ * as they are. At QUIT out is the new mailbox file and peer is NULL. For
+ * RETR out is the client's socket, peer is its connection, and the replies
+ * buffered there go out first, so that they precede the mail. On Linux
+ * sendfile copies without a pass through user space; where it cannot, a
+ * read-write loop does the rest. The socket is non-blocking, so when it is
+ * full the copy waits for it, but no longer than the session's timeout.
  */
 static int copy_range(int in, off_t off, off_t len, int out, struct conn *peer)
 {
@@ -3826,7 +3831,8 @@ static uint64_t fnv1a(uint64_t h, const char *p, size_t n)
 }
 
 /* names_smtpmail - 1 if the n bytes at p hold " (smtpmail) with ", as the
- * Received line of smtpmail does; memchr for the rare '(' keeps it fast */
+ * Received line of smtpmail does. It looks for the rare '(' with memchr,
+ * which keeps it fast. */
 static int names_smtpmail(const char *p, size_t n)
 {
 	static const char name[] = " (smtpmail) with ";
@@ -3843,12 +3849,13 @@ static int names_smtpmail(const char *p, size_t n)
 
 /*
  * trace_len - the length of the trace lines that smtpmail puts at the
- * start of a record (DESIGN.md "POP3"): a "Return-Path: <" line, then a
- * "Received: from " field (with its continuation lines, which start with
- * a tab or a space) that names smtpmail, the whole under TRACE_WINDOW
- * bytes. p[0, n) is the record's start, or all of it if whole. Returns the
- * length, 0 when the record has no such trace, or -1 when n bytes cannot
- * tell yet (only if !whole and n < TRACE_WINDOW).
+ * start of a record (DESIGN.md "POP3"). They are a "Return-Path: <" line,
+ * then a "Received: from " field that names smtpmail, with its
+ * continuation lines (which start with a tab or a space). Together they
+ * must lie within TRACE_WINDOW bytes. p[0, n) is the record's start, or
+ * all of the record if whole is set. It returns the length, 0 when the
+ * record has no such trace, or -1 when n bytes cannot tell yet (which
+ * happens only if !whole and n < TRACE_WINDOW).
  */
 static long trace_len(const char *p, size_t n, int whole)
 {
@@ -3904,8 +3911,9 @@ static void scan_start(struct scan *sc, off_t from)
 	sc->head_len = 0;
 }
 
-/* uidl_decide - the UIDL's mode, once trace_len can tell from p[0, n)
- * (the record's first bytes; all of it if whole) */
+/* uidl_decide - choose how the record's UIDL is hashed, once trace_len
+ * can tell from p[0, n). p holds the record's first bytes, or all of it
+ * if whole is set. */
 static void uidl_decide(struct scan *sc, const char *p, size_t n, int whole)
 {
 	long t = trace_len(p, n, whole);
@@ -3917,10 +3925,10 @@ static void uidl_decide(struct scan *sc, const char *p, size_t n, int whole)
 }
 
 /*
- * uidl_feed - the next n bytes of the current record, the last ones if
- * last. Only a record's first bytes are looked at when it starts with
- * smtpmail's trace; they are kept in head only when a chunk ends before
- * trace_len can tell.
+ * uidl_feed - hash the next n bytes of the current record; last says they
+ * are its last ones. When a record starts with smtpmail's trace, only its
+ * first bytes are looked at. Those bytes are kept in head only when a
+ * chunk ends before trace_len can tell where the trace ends.
  */
 static void uidl_feed(struct scan *sc, const char *p, size_t n, int last)
 {
@@ -3945,8 +3953,9 @@ static void uidl_feed(struct scan *sc, const char *p, size_t n, int last)
 		sc->hash = fnv1a(sc->hash, p + k, n - k);
 }
 
-/* uidl_end - the UIDL of the record that ends (before its "." line) at end:
- * the hash of its trace and its length in decimal, or of all its bytes */
+/* uidl_end - the UIDL of the record that ends at end, before its "." line.
+ * It is the hash of the record's trace and its length in decimal, or of
+ * all its bytes when it has no trace. */
 static uint64_t uidl_end(struct scan *sc, off_t end)
 {
 	unsigned long long len = (unsigned long long)(end - sc->rec_start);
@@ -4040,15 +4049,17 @@ static size_t next_dot_line(const char *buf, size_t n, size_t from, int line_sta
 
 /*
  * scan_chunk - find the record ends in buf[0, n), which lies at file
- * offset base. A record ends at a line that is exactly "." CRLF (DESIGN.md,
- * record format); any other line starting with '.' is stuffed. Only lines
- * starting with '.' matter, so the scan hops from dot to dot with memchr,
- * and the bytes go to uidl_feed, which hashes a record of smtpmail's only
- * as far as its trace lines. It returns how many bytes it consumed:
- * all of them, or, unless this is the last chunk, everything before a
- * '.' line that the chunk end cuts, which the caller reads again with the
- * next chunk. *end is set to the end of the last complete record; -1
- * means out of memory.
+ * offset base. A record ends at a line that is exactly "." CRLF (DESIGN.md
+ * "Record format"), and any other line that starts with '.' is stuffed.
+ * Only lines that start with '.' matter, so the scan hops from dot to dot
+ * with memchr. The bytes also go to uidl_feed, which hashes a record of
+ * smtpmail's only as far as its trace lines.
+ *
+ * It returns how many bytes it consumed, or -1 when out of memory. That is
+ * all of them, except when a '.' line is cut by the chunk's end and this
+ * is not the last chunk: then it stops before that line, and the caller
+ * reads it again with the next chunk. *end is set to the end of the last
+ * complete record.
  */
 static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
 			  struct scan *sc, struct mbox_index *ix, off_t *end)
@@ -4081,9 +4092,10 @@ static ssize_t scan_chunk(const char *buf, size_t n, off_t base, int last,
 }
 
 /*
- * scan_records - index the complete records of [from, to) of fd, reading
- * SCAN_CHUNK bytes at a time (one pass, bounded memory); *end gets the end
- * of the last complete one (from if none): a partial tail is ignored.
+ * scan_records - index the complete records of [from, to) of fd. It reads
+ * SCAN_CHUNK bytes at a time, in one pass, so its memory stays bounded.
+ * *end gets the end of the last complete record, or from if there is none;
+ * a partial tail is not indexed.
  */
 static int scan_records(int fd, off_t from, off_t to, struct mbox_index *ix, off_t *end)
 {
@@ -4132,8 +4144,9 @@ static int uidl_order(const void *a, const void *b)
 
 /*
  * uidl_distinct - 1 if no two messages share a hash, 0 if some do, -1 when
- * out of memory: an open-addressing table of 2n + 1 message numbers (8
- * bytes a message), linear time where sorting would take n log n.
+ * out of memory. It uses an open-addressing table of 2n + 1 message
+ * numbers (8 bytes a message), which takes linear time where sorting
+ * would take n log n.
  */
 static int uidl_distinct(const struct mbox_index *ix)
 {
@@ -4156,16 +4169,19 @@ static int uidl_distinct(const struct mbox_index *ix)
 }
 
 /*
- * uidl_unique - RFC 1939 section 7: a unique-id names one message of the
- * maildrop, and persists across sessions. The id is the record's hash, so
- * byte-identical records (never from smtpmail, whose Received id differs
- * per delivery; only copied in by hand) would share it: the k-th copy in
- * file order (k >= 1) gets the hash continued over "#k". The first copy
- * keeps the plain hash; deleting an earlier copy hands its id to a later,
- * identical one, which costs a client nothing. Only when uidl_distinct
- * finds equal hashes are the messages sorted: on 4-byte message numbers
- * (index_add keeps them below 2^32), 4 bytes a message, and as much again
- * inside qsort. It returns -1 only when out of memory.
+ * uidl_unique - make every unique-id name one message. RFC 1939 section 7
+ * says a unique-id names one message of the maildrop and persists across
+ * sessions. The id is the record's hash, so byte-identical records would
+ * share it. smtpmail never writes two such records, because its Received
+ * id differs per delivery; they come only from copying by hand. The k-th
+ * copy in file order (k >= 1) therefore gets the hash continued over "#k",
+ * and the first copy keeps the plain hash. Deleting an earlier copy hands
+ * its id to a later, identical one, which costs a client nothing.
+ *
+ * The messages are sorted only when uidl_distinct finds equal hashes. The
+ * sort is on 4-byte message numbers (index_add keeps them below 2^32), so
+ * it needs 4 bytes a message, and as much again inside qsort. It returns
+ * -1 only when out of memory.
  */
 static int uidl_unique(struct mbox_index *ix)
 {
@@ -4213,9 +4229,10 @@ static void cmd_user(struct session *s, const struct args *a)
 
 /*
  * open_records - open mymailbox in the user's directory as open_regular
- * does: no link, no FIFO, a regular file with one link, found out before
- * anything else and at once. Returns NULL (s->mboxfd is -1 when there is no
- * mailbox yet: no mail), or the -ERR reply saying why not.
+ * does. A link, a FIFO, or a file with more than one link is refused at
+ * once, before anything else is done. It returns NULL on success, or the
+ * -ERR reply that says why not. When there is no mailbox yet, which means
+ * no mail, it returns NULL with s->mboxfd set to -1.
  */
 static const char *open_records(struct session *s, struct stat *st)
 {
@@ -4230,10 +4247,12 @@ static const char *open_records(struct session *s, struct stat *st)
 }
 
 /*
- * lock_box - mailbox_lock on a descriptor of mymailbox opened for it (the
- * lock wants one open for writing; the session's own is read-only), which
- * must be the file the session has open. Returns it (closing it lets the
- * lock go), or -1: ESTALE when mymailbox was replaced during the session.
+ * lock_box - take mailbox_lock on a descriptor of mymailbox opened for the
+ * purpose, because the lock needs one open for writing and the session's
+ * own is read-only. The file must be the one the session has open. It
+ * returns the descriptor, and closing it lets the lock go. It returns -1
+ * on failure, with errno ESTALE when mymailbox was replaced during the
+ * session.
  */
 static int lock_box(struct session *s)
 {
@@ -4256,11 +4275,12 @@ static int lock_box(struct session *s)
 }
 
 /*
- * records_end - to *size the end of the last complete record. A mailbox
- * written by another hand (the assignment's format: LF or CRLF lines, a
- * "." line between messages) is first converted to records, once, so that
- * every message of it is served; a crashed tail of smtpmail's is left for
- * the next delivery to cut. Returns NULL, or the -ERR reply.
+ * records_end - set *size to the end of the last complete record. A
+ * mailbox written by another hand, in the assignment's format (LF or CRLF
+ * lines, a "." line between messages), is first converted to records,
+ * once, so that every message in it is served. A crashed tail of
+ * smtpmail's is left for the next delivery to cut. It returns NULL, or
+ * the -ERR reply to send.
  */
 static const char *records_end(struct session *s, struct stat *st, off_t *size)
 {
@@ -4268,8 +4288,9 @@ static const char *records_end(struct session *s, struct stat *st, off_t *size)
 	int shape = mailbox_shape(s->mboxfd, st->st_size, commit_appending(s->lockfd, st), size);
 
 	if (shape == SHAPE_FOREIGN) {
-		/* Converted but the rename perhaps not durable (1) is served: a
-		 * crash would bring back the same mail, converted again alike. */
+		/* A mailbox converted with a rename that may not be durable
+		 * (1) is served all the same: a crash would bring back the
+		 * same mail, which is then converted again in the same way. */
 		int box = lock_box(s), rc = -1;
 
 		if (box >= 0)
@@ -4295,11 +4316,12 @@ static const char *records_end(struct session *s, struct stat *st, off_t *size)
 /*
  * durable_end - lower *size, the end of the last complete record, to the
  * end of the last durable one (DESIGN.md "The commit protocol"). Mail that
- * is not durable yet (appended by smtpmail a moment ago, or by hand) is
- * first committed: we hold the commit lock, so we fsync for it. If that
- * fails, or an fsync's process died unsettled, it is not shown: it stays
- * announced, and smtpmail's next delivery cuts it back (its senders were
- * told 451). To this session it is then mail that came after the snapshot.
+ * is not durable yet, because smtpmail appended it a moment ago or it was
+ * added by hand, is committed first: we hold the commit lock, so the fsync
+ * is ours to do. If that fsync fails, or an fsync's process died
+ * unsettled, the mail is not shown. It stays announced, and smtpmail's
+ * next delivery cuts it back; its senders were told 451. To this session
+ * it is then mail that came after the snapshot.
  */
 static const char *durable_end(struct session *s, off_t *size)
 {
@@ -4325,10 +4347,11 @@ static const char *durable_end(struct session *s, off_t *size)
 }
 
 /*
- * snapshot_mailbox - open mymailbox under the commit and write locks and put
- * in *size the end of its last complete and durable record then (DESIGN.md
- * "POP3 session", step 2): bytes below it never change during the session. It
- * returns NULL on success, else the -ERR reply that says why not.
+ * snapshot_mailbox - open mymailbox under the commit and write locks, and
+ * put in *size the end of its last complete and durable record at that
+ * moment (DESIGN.md "POP3 session", step 2). The bytes below that end do
+ * not change during the session, so the index stays true. It returns NULL
+ * on success, else the -ERR reply that says why not.
  */
 static const char *snapshot_mailbox(struct session *s, off_t *size)
 {
@@ -4355,10 +4378,11 @@ static const char *snapshot_mailbox(struct session *s, off_t *size)
 }
 
 /*
- * lock_session - DESIGN.md "POP3 session", step 1: open the user's directory (never
- * through a link: user_dir) and the state file in it, and take the session
- * lock. Returns NULL, or the -ERR reply: [SYS/PERM] for what only the
- * administrator can mend, a link or a file of the wrong kind.
+ * lock_session - open the user's directory and the state file in it, and
+ * take the session lock (DESIGN.md "POP3 session", step 1). The directory
+ * is never opened through a link (user_dir). It returns NULL on success,
+ * or the -ERR reply. The reply is [SYS/PERM] for what only the
+ * administrator can mend: a link, or a file of the wrong kind.
  */
 static const char *lock_session(struct session *s)
 {
@@ -4380,9 +4404,10 @@ static const char *lock_session(struct session *s)
 }
 
 /*
- * login - DESIGN.md "POP3 session", steps 1 and 2: take the session lock, read the
- * size under the write lock, index the records. It returns 0 on success;
- * on failure it has logged why and sent the -ERR, and returns -1.
+ * login - take the session lock, read the size under the write lock, and
+ * index the records (DESIGN.md "POP3 session", steps 1 and 2). It returns
+ * 0 on success. On failure it has logged why and sent the -ERR, and it
+ * returns -1.
  */
 static int login(struct session *s)
 {
@@ -4402,9 +4427,9 @@ static int login(struct session *s)
 	return 0;
 }
 
-/* logged_in - a password, APOP or AUTH proved who the client is (how
- * says which, for the log): lock and index the mailbox, and say what is
- * in it */
+/* logged_in - a password, APOP or AUTH proved who the client is, and how
+ * says which one, for the log. Lock and index the mailbox, and say what
+ * is in it. */
 static void logged_in(struct session *s, const struct account *acct, const char *how)
 {
 	long long octets;
@@ -4422,9 +4447,10 @@ static void logged_in(struct session *s, const struct account *acct, const char 
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
 
-/* login_failed - a wrong password (checked 0), or user.txt unreadable
- * (-1), given by PASS, APOP or AUTH for name: answered only after a delay,
- * to slow down guessing; the third one ends the session */
+/* login_failed - answer a failed login by PASS, APOP or AUTH for name:
+ * a wrong password (checked 0), or user.txt unreadable (-1). The answer
+ * comes only after a delay, to slow down guessing, and the third failure
+ * ends the session. */
 static void login_failed(struct session *s, int checked, const char *name, const char *how)
 {
 	log_msg("login %s from %s%s failed", name[0] ? name : "?", s->peer, how);
@@ -4459,9 +4485,11 @@ static void cmd_pass(struct session *s, const struct args *a)
 	secret_wipe(&acct, sizeof acct);
 }
 
-/* apop_check - RFC 1939 section 7: is digest the MD5 of the greeting's
- * stamp followed by name's password? 1 yes (*acct filled), 0 no, -1
- * user.txt unreadable. An unknown name costs the same digest. */
+/* apop_check - whether digest is the MD5 of the greeting's stamp followed
+ * by name's password (RFC 1939 section 7). It returns 1 if so, with *acct
+ * filled, 0 if not, and -1 when user.txt is unreadable. An unknown name
+ * costs the same digest, so that the time taken does not tell whether the
+ * account exists. */
 static int apop_check(const char *stamp, const char *name, const char *digest,
 		      struct account *acct)
 {
@@ -4495,9 +4523,9 @@ static void cmd_apop(struct session *s, const struct args *a)
 	secret_wipe(&acct, sizeof acct);
 }
 
-/* auth_end - the answer to an AUTH exchange that did not log in: the
- * connection's end, or an -ERR that counts as a bad command (a cancel
- * does not: the client may) */
+/* auth_end - answer an AUTH exchange that did not log in. A lost or timed
+ * out connection ends the session. Anything else gets an -ERR that counts
+ * as a bad command, except a cancel, because a client may cancel. */
 static void auth_end(struct session *s, enum auth_result r)
 {
 	if (r == AUTH_TIMEOUT || r == AUTH_LOST) {
@@ -4513,9 +4541,9 @@ static void auth_end(struct session *s, enum auth_result r)
 	}
 }
 
-/* cmd_auth - AUTH mechanism [initial-response] (RFC 5034): CRAM-MD5 or
- * PLAIN, the exchange ("+ " before each challenge), then the answer as to
- * a PASS: a wrong password waits and counts the same */
+/* cmd_auth - AUTH mechanism [initial-response] (RFC 5034), for CRAM-MD5 or
+ * PLAIN. After the exchange ("+ " before each challenge) it answers as to
+ * a PASS, so a wrong password waits and counts the same. */
 static void cmd_auth(struct session *s, const struct args *a)
 {
 	struct sasl x = { .c = s->c, .prompt = "+ ", .userfile = cfg.userfile,
@@ -4586,10 +4614,10 @@ static void cmd_list(struct session *s, const struct args *a)
 
 /*
  * send_copy - queue the len bytes of the mailbox at off behind the reply,
- * read straight into the output buffer (len <= RETR_COPY_MAX, at most its
- * size): a small record then leaves in the same write as its +OK line, and
- * pipelined ones together, where sendfile costs a write and a TCP segment
- * for each.
+ * read straight into the output buffer (len <= RETR_COPY_MAX, which is at
+ * most the buffer's size). A small record then leaves in the same write as
+ * its +OK line, and pipelined ones leave together. sendfile would cost a
+ * write and a TCP segment for each.
  */
 static int send_copy(struct session *s, off_t off, size_t len)
 {
@@ -4608,9 +4636,10 @@ static int send_copy(struct session *s, off_t off, size_t len)
 	return 0;
 }
 
-/* cmd_retr - send the record as stored: it is already dot-stuffed and
- * ends with its "." CRLF line, so no byte needs changing on the way; a
- * small one is copied, a large one goes by sendfile */
+/* cmd_retr - send the record as it is stored. It is already dot-stuffed
+ * and ends with its "." CRLF line, so no byte needs changing on the way.
+ * A small record is copied behind the +OK line, and a large one goes by
+ * sendfile. */
 static void cmd_retr(struct session *s, const struct args *a)
 {
 	size_t i = a->msg - 1;
@@ -4635,7 +4664,7 @@ struct top_state {
 };
 
 /* top_cut - how much of buf[0, n) TOP sends: the headers, the blank line
- * and t->left body lines; *done is set once all of that is out */
+ * and t->left body lines. *done is set once all of that is out. */
 static size_t top_cut(const char *buf, size_t n, struct top_state *t, int *done)
 {
 	size_t i = 0;
@@ -4719,8 +4748,8 @@ static void cmd_rset(struct session *s, const struct args *a)
 	reply(s, "+OK maildrop has %zu messages (%lld octets)", n, octets);
 }
 
-/* cmd_uidl - one message's unique id, or all of them: 16 hex digits that
- * stay the same across sessions (RFC 1939 section 7) */
+/* cmd_uidl - send one message's unique id, or all of them. Each is 16 hex
+ * digits that stay the same across sessions (RFC 1939 section 7). */
 static void cmd_uidl(struct session *s, const struct args *a)
 {
 	if (a->msg) {
@@ -4769,11 +4798,13 @@ static int write_kept(struct session *s, int out, off_t tail)
 }
 
 /*
- * mail_end - to *tail where the mail to keep ends now: the file's size,
- * less a crashed append of smtpmail's that began at or after N (DESIGN.md:
- * any other tail is mail, and kept), less what an fsync whose process died
- * unsettled covered beyond the durable size: we hold the commit lock, so
- * it is taken as failed, as smtpmail's commit_cut would (*dropped: 1).
+ * mail_end - set *tail to where the mail to keep ends now. That is the
+ * file's size, less a crashed append of smtpmail's that began at or after
+ * N, the end of the indexed records; any other tail is mail, and is kept
+ * (DESIGN.md "Tails and other hands"). It is also less what an fsync whose
+ * process died unsettled covered beyond the durable size. We hold the
+ * commit lock, so that fsync is taken as failed, as smtpmail's commit_cut
+ * would take it, and *dropped is set to 1.
  */
 static int mail_end(struct session *s, off_t *tail, int *dropped)
 {
@@ -4803,8 +4834,9 @@ static int write_new(struct session *s, off_t tail)
 {
 	int out, rc = -1;
 
-	/* A fresh file: a leftover mymailbox.new (a crash) that is a link to
-	 * some other file must not have that file truncated and rewritten. */
+	/* The file is made afresh, because a mymailbox.new left over by a
+	 * crash may be a link to some other file, and that file must not be
+	 * truncated and rewritten. */
 	if (unlinkat(s->dirfd, "mymailbox.new", 0) < 0 && errno != ENOENT)
 		return -1;
 	out = openat(s->dirfd, "mymailbox.new", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW
@@ -4819,11 +4851,12 @@ static int write_new(struct session *s, off_t tail)
 }
 
 /*
- * rewrite_mailbox - write mymailbox.new, rename it over mymailbox, fsync
- * the directory (DESIGN.md "POP3 session", step 4). Returns -1 when nothing changed
- * (a failure before the rename: mymailbox.new is removed again), 0, or 1
- * when the rename took effect but the directory's fsync failed: the
- * messages are gone, but their removal may not survive a crash.
+ * rewrite_mailbox - write mymailbox.new, rename it over mymailbox, and
+ * fsync the directory (DESIGN.md "POP3 session", step 4). It returns 0 on
+ * success. It returns -1 when nothing changed, because it failed before
+ * the rename; mymailbox.new is then removed again. It returns 1 when the
+ * rename took effect but the directory's fsync failed: the messages are
+ * gone, but their removal may not survive a crash.
  */
 static int rewrite_mailbox(struct session *s, off_t tail)
 {
@@ -4844,15 +4877,17 @@ static int rewrite_mailbox(struct session *s, off_t tail)
 }
 
 /*
- * commit_updated - after the update: the commit state is about mymailbox
- * as it is now, all of it durable (truncate_mailbox and write_new fsynced
- * it), and the epoch moves on with kept = tail, as after any replacement
- * (commit_replaced): an smtpmail session whose record ended by tail finds
- * it carried into the new file, or deleted by its owner (shown, so it was
- * durable), and answers 250; one whose record lay past tail (what an
- * unsettled fsync covered, left out by mail_end) answers 451. When the
- * rename may not survive a crash (doubt), only what was durable in the
- * old file is kept.
+ * commit_updated - write the commit state after the update. The state then
+ * describes mymailbox as it is now, and all of it is durable, because
+ * truncate_mailbox and write_new fsynced it. The epoch moves on with
+ * kept = tail, as after any replacement (commit_replaced).
+ *
+ * An smtpmail session whose record ended by tail then answers 250: its
+ * record was carried into the new file, or deleted by its owner, who was
+ * shown it only because it was durable. A session whose record lay past
+ * tail answers 451: that is what an unsettled fsync covered, and mail_end
+ * left it out. When the rename may not survive a crash (doubt), only what
+ * was durable in the old file is kept.
  */
 static void commit_updated(struct session *s, int doubt, off_t tail)
 {
@@ -4868,9 +4903,10 @@ static void commit_updated(struct session *s, int doubt, off_t tail)
 	h.appending = -1;
 	h.dev = (uint64_t)st.st_dev;
 	h.ino = (uint64_t)st.st_ino;
-	/* In the old file's offsets: below tail, what was carried over or
-	 * deleted by its owner (shown, so durable); when the rename may not
-	 * last, only what was durable there (commit_replaced). */
+	/* The new epoch keeps, in the old file's offsets, what lay below
+	 * tail: it was carried over, or deleted by its owner, who was shown
+	 * it only because it was durable. When the rename may not last, it
+	 * keeps only what was durable there (commit_replaced). */
 	commit_bump(&h, doubt && h.durable < tail ? h.durable : tail);
 	h.size = h.durable = st.st_size;
 	h.syncing = -1;
@@ -4878,8 +4914,8 @@ static void commit_updated(struct session *s, int doubt, off_t tail)
 }
 
 /* deleted_tail - where the deleted messages start when they are the last
- * ones (every kept message before every deleted one; all of them deleted
- * included), else -1 */
+ * ones, that is when every kept message comes before every deleted one
+ * (all of them deleted included). It returns -1 otherwise. */
 static off_t deleted_tail(const struct session *s)
 {
 	off_t cut = -1;
@@ -4895,10 +4931,11 @@ static off_t deleted_tail(const struct session *s)
 }
 
 /*
- * truncate_mailbox - remove deleted messages that end the mailbox, with no
- * mail after them, in place: ftruncate to cut and fsync, under the write
- * lock. No copy, so it works on a full disk too; both sizes are whole
- * records, so a crash leaves one or the other. Returns as rewrite_mailbox.
+ * truncate_mailbox - remove in place the deleted messages that end the
+ * mailbox, when no mail follows them: ftruncate to cut, then fsync, under
+ * the write lock. Nothing is copied, so it works on a full disk too. Both
+ * the old and the new size end on whole records, so a crash leaves one or
+ * the other. It returns what rewrite_mailbox returns.
  */
 static int truncate_mailbox(struct session *s, int fd, off_t cut)
 {
@@ -4931,13 +4968,14 @@ static int mailbox_replaced(const struct session *s)
 }
 
 /*
- * update_mailbox - remove the deleted messages, under the commit and write
- * locks (the commit lock: no fsync of smtpmail's is under way while the
- * file may be replaced): when they are the mailbox's tail and no mail came
- * since, by truncating it in place; else by writing the kept mail to a new
- * file renamed over it. Returns -1 when nothing was removed (logged;
- * mymailbox is as it was), 0, or 1 when they were removed but the removal
- * may not survive a crash.
+ * update_mailbox - remove the deleted messages under the commit and write
+ * locks. The commit lock is taken so that no fsync of smtpmail's is under
+ * way while the file may be replaced. When the deleted messages are the
+ * mailbox's tail and no mail came since, the file is truncated in place;
+ * otherwise the kept mail is written to a new file that is renamed over
+ * it. It returns 0 on success, -1 when nothing was removed (the failure is
+ * logged and mymailbox is as it was), or 1 when the messages were removed
+ * but the removal may not survive a crash.
  */
 static int update_mailbox(struct session *s)
 {
@@ -5075,9 +5113,9 @@ static const char *timeout_cause(const struct session *s)
 	       : "the session lasted its -T seconds";
 }
 
-/* session_end - log how the session ended, free the index, drop the locks.
- * A session that ends without QUIT, timed out included, deletes nothing:
- * RFC 1939 section 3, the autologout timer. */
+/* session_end - log how the session ended, free the index, and drop the
+ * locks. A session that ends without QUIT deletes nothing, and that holds
+ * for one ended by the autologout timer too (RFC 1939 section 3). */
 static void session_end(struct session *s, enum io_status st)
 {
 	if (s->state == ST_TRANSACTION)
@@ -5100,16 +5138,17 @@ static void session_end(struct session *s, enum io_status st)
 	session_over(s->auth_failures);
 }
 
-/* session_conn - set up the buffered connection, read from in and
- * written to out; NULL (after logging why) if it cannot be */
+/* session_conn - set up the buffered connection, read from in and written
+ * to out. It returns NULL, after logging why, if it cannot be set up. */
 static struct conn *session_conn(int in, int out, const char *peer)
 {
 	struct conn *c;
 
-	/* RETR sends its +OK line, then the record by sendfile: with Nagle's
+	/* RETR sends its +OK line, then the record by sendfile. With Nagle's
 	 * algorithm the record would wait for the peer's delayed ACK (40 ms)
-	 * of that line. Not a TCP socket (a socketpair in the fuzzer, -i on
-	 * pipes): fine. */
+	 * of that line. A descriptor that is not a TCP socket (a socketpair
+	 * in the fuzzer, -i on pipes) has no such delay, so failing here is
+	 * fine. */
 	if (setsockopt(out, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)) < 0
 	    && errno != EOPNOTSUPP && errno != ENOTSOCK && errno != ENOPROTOOPT)
 		log_msg("%s: TCP_NODELAY: %s", peer, strerror(errno));
@@ -5122,8 +5161,8 @@ static struct conn *session_conn(int in, int out, const char *peer)
 	return c;
 }
 
-/* run_line - log and run one command line; a line that held a secret
- * (PASS, APOP, AUTH's initial response) is wiped after */
+/* run_line - log and run one command line. A line that held a secret
+ * (PASS, APOP, AUTH's initial response) is wiped afterwards. */
 static void run_line(struct session *s, char *line, size_t cap)
 {
 	int secret = line[secret_start(line)] != '\0';
@@ -5168,12 +5207,14 @@ static enum io_status session_step(struct session *s)
 }
 
 /*
- * pop_session - one POP3 session, read from in and written to out (one
- * socket, or -i's two descriptors), from greeting to close. Returns
- * (never exits), closes in and out and frees everything; reads only cfg.
- * The first wrong password waits pause_ms (the address's penalty). It
- * returns the wrong passwords given, which the note that says the session
- * is over has told the parent (session_over), or -1 if it could not start.
+ * pop_session - one POP3 session, from the greeting to the close. It reads
+ * from in and writes to out: one socket, or -i's two descriptors. Its
+ * first wrong password waits pause_ms, the address's penalty. It reads
+ * only cfg as global input. It always returns, never exits, and before it
+ * returns it closes in and out and frees everything. It returns the
+ * number of wrong passwords given, or -1 if the session could not start.
+ * The parent learns that number from the note that says the session is
+ * over (session_over).
  */
 static int pop_session(int in, int out, const char *peer, int pause_ms)
 {
@@ -5186,9 +5227,9 @@ static int pop_session(int in, int out, const char *peer, int pause_ms)
 		close_io(in, out);
 		return -1;
 	}
-	/* The whole session ends after -T seconds, and until it has logged in
-	 * after -L, however busy the client keeps it: CAPA every few seconds
-	 * cannot hold a slot. cmd_pass moves the end to -T. */
+	/* The whole session ends after -T seconds, and after -L until it has
+	 * logged in, however busy the client keeps it, so that a CAPA every
+	 * few seconds cannot hold a slot. cmd_pass moves the end to -T. */
 	s.started_ms = now_ms();
 	s.c->hard_end_ms = s.started_ms + 1000LL * (cfg.login_time < cfg.lifetime
 						    ? cfg.login_time : cfg.lifetime);
