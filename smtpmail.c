@@ -5288,6 +5288,33 @@ static int job_lock(const char *id, int wait)
 	return -1;
 }
 
+/*
+ * job_unlink - remove a job's files, the envelope first: the runner looks
+ * only for envelopes, so a crash half way leaves a .msg without one, which
+ * the runner's sweep removes later, never an envelope without its data.
+ * Then the directory is fsynced, so that a crash cannot bring the names
+ * back. The caller holds the job lock. 0, or -1 (logged, errno set).
+ */
+static int job_unlink(const char *id)
+{
+	static const char *const suffixes[] = { ".env", ".env.tmp", ".msg" };
+	char path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
+	int failed = 0;
+
+	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++)
+		if (job_path(path, sizeof path, id, suffixes[i]) < 0
+		    || (unlink(path) < 0 && errno != ENOENT)) {
+			failed = errno;
+			log_msg("queue: %s%s: cannot remove it: %s", id, suffixes[i], strerror(errno));
+		}
+	if (queue_dir(dir, sizeof dir) < 0 || sync_dir(dir) < 0) {
+		failed = errno;
+		log_msg("queue: %s: fsync of the queue directory: %s", id, strerror(errno));
+	}
+	errno = failed;
+	return failed ? -1 : 0;
+}
+
 /* reply_clean - a reply kept on one line: controls become spaces, at most
  * REPLY_TEXT_MAX bytes */
 static void reply_clean(char *out, size_t size, const char *in)
@@ -5457,11 +5484,18 @@ static void job_print(const struct job *job)
 	}
 }
 
-/* queue_ids - the ids of the queued messages (every <id>.env), at most
- * max of them, into ids; their count, or -1 (logged) */
-static int queue_ids(char (*ids)[ID_MAX], int max)
+/*
+ * queue_names - the ids of the queue's files whose names end in suffix
+ * (".env": the messages the runner sees; ".msg": every message, one being
+ * queued or withdrawn right now too), at most max of them, copied into ids
+ * unless ids is NULL (then only counted). Their count, or -1 (logged) when
+ * the queue cannot be read. The listing, the runner's scans and sweeps and
+ * the -Z check all read the directory through this one function.
+ */
+static int queue_names(const char *suffix, char (*ids)[ID_MAX], int max)
 {
-	char dir[PATH_TEXT_MAX];
+	char dir[PATH_TEXT_MAX], id[ID_MAX];
+	size_t suffix_len = strlen(suffix);
 	struct dirent *e;
 	DIR *d;
 	int n = 0;
@@ -5470,14 +5504,23 @@ static int queue_ids(char (*ids)[ID_MAX], int max)
 		log_msg("queue: %s: %s", cfg.spool, strerror(errno));
 		return -1;
 	}
-	while (n < max && (e = readdir(d))) {
+	while (n < max && (errno = 0, e = readdir(d))) {
 		size_t len = strlen(e->d_name);
 
-		if (len > 4 && len - 4 < ID_MAX && strcmp(e->d_name + len - 4, ".env") == 0) {
-			memcpy(ids[n], e->d_name, len - 4);
-			ids[n][len - 4] = '\0';
-			n += job_id_valid(ids[n]);
-		}
+		if (len <= suffix_len || len - suffix_len >= ID_MAX
+		    || strcmp(e->d_name + len - suffix_len, suffix) != 0)
+			continue;
+		memcpy(id, e->d_name, len - suffix_len);
+		id[len - suffix_len] = '\0';
+		if (!job_id_valid(id))
+			continue;
+		if (ids)
+			memcpy(ids[n], id, sizeof id);
+		n++;
+	}
+	if (n < max && errno) {	/* readdir's NULL was an error, not the end */
+		log_msg("queue: readdir %s: %s", dir, strerror(errno));
+		n = -1;
 	}
 	if (closedir(d) < 0)
 		log_msg("queue: closedir: %s", strerror(errno));
@@ -5489,7 +5532,7 @@ static int queue_print(void)
 {
 	static char ids[DEFAULT_QUEUE_MAX][ID_MAX];
 	static struct job job;
-	int n = queue_ids(ids, DEFAULT_QUEUE_MAX), i;
+	int n = queue_names(".env", ids, DEFAULT_QUEUE_MAX), i;
 
 	if (n < 0)
 		return 1;
@@ -5504,16 +5547,13 @@ static int queue_print(void)
  * for whoever is working on it; 0, or 1 (said on stderr) */
 static int queue_remove(const char *id)
 {
-	char env[PATH_TEXT_MAX], msg[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
 	int fd;
 
 	if (!job_id_valid(id) || (fd = job_lock(id, 1)) < 0) {
 		fprintf(stderr, "%s: no message %s in the queue\n", progname, id);
 		return 1;
 	}
-	if (job_path(env, sizeof env, id, ".env") < 0 || job_path(msg, sizeof msg, id, ".msg") < 0
-	    || queue_dir(dir, sizeof dir) < 0
-	    || (unlink(env) < 0 && errno != ENOENT) || unlink(msg) < 0 || sync_dir(dir) < 0) {
+	if (job_unlink(id) < 0) {
 		fprintf(stderr, "%s: %s: %s\n", progname, id, strerror(errno));
 		close_fd(fd, "job lock");
 		return 1;
@@ -5607,20 +5647,8 @@ static int queue_envelope(const struct session *s, const char *id)
  */
 static void queue_withdraw(int fd, const char *id)
 {
-	static const char *const suffixes[] = { ".env", ".env.tmp", ".msg" };
-	char path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
-	int ok = 1;
+	int ok = job_unlink(id) == 0;
 
-	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++)
-		if (job_path(path, sizeof path, id, suffixes[i]) < 0
-		    || (unlink(path) < 0 && errno != ENOENT)) {
-			log_msg("queue: %s%s: cannot remove it: %s", id, suffixes[i], strerror(errno));
-			ok = 0;
-		}
-	if (queue_dir(dir, sizeof dir) < 0 || sync_dir(dir) < 0) {
-		log_msg("queue: %s: fsync of the queue directory: %s", id, strerror(errno));
-		ok = 0;
-	}
 	log_msg("queue: %s withdrawn%s", id, ok ? "" : ", but a crash may bring it back");
 	close_fd(fd, "job lock");
 }
@@ -5815,30 +5843,6 @@ static const char *relay_refusal(const struct session *s, const char *addr)
 
 enum queue_room { QUEUE_ROOM, QUEUE_FULL, QUEUE_UNREADABLE };
 
-/* queue_count - the messages in the queue (each has its .msg from first to
- * last, so one being queued right now counts too), counted up to limit;
- * -1 (logged) when the queue cannot be read */
-static int queue_count(int limit)
-{
-	char dir[PATH_TEXT_MAX];
-	struct dirent *e;
-	DIR *d;
-	int n = 0;
-
-	if (queue_dir(dir, sizeof dir) < 0 || !(d = opendir(dir))) {
-		log_msg("queue: %s: %s", cfg.spool, strerror(errno));
-		return -1;
-	}
-	while (n < limit && (e = readdir(d))) {
-		size_t len = strlen(e->d_name);
-
-		n += len > 4 && e->d_name[0] != '.' && strcmp(e->d_name + len - 4, ".msg") == 0;
-	}
-	if (closedir(d) < 0)
-		log_msg("queue: closedir: %s", strerror(errno));
-	return n;
-}
-
 /*
  * queue_room - may one more message be queued? Not when the queue holds
  * -Z messages, nor when the spool's free space is under twice the largest
@@ -5849,7 +5853,7 @@ static enum queue_room queue_room(char *why, size_t size)
 {
 	struct statvfs fs;
 	unsigned long long need, have;
-	int n = queue_count(cfg.queue_max);
+	int n = queue_names(".msg", NULL, cfg.queue_max);	/* one being queued counts */
 
 	if (n < 0 || statvfs(cfg.spool, &fs) < 0) {
 		(void)snprintf(why, size, "the queue cannot be read: %s", strerror(errno));
@@ -7805,18 +7809,13 @@ static void notice_delay(struct job *job, long long now)
 	}
 }
 
-/* job_done - every recipient is final: remove the job (the .env first, so
- * that a crash in between leaves a .msg alone, which no scan reads) */
+/* job_done - every recipient is final: remove the job (job_unlink) */
 static int job_done(const struct job *job)
 {
-	char env[PATH_TEXT_MAX], msg[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
-
 	for (int i = 0; i < job->nrcpt; i++)
 		if (job->rcpt[i].state != RS_DELIVERED && job->rcpt[i].state != RS_FAILED)
 			return 0;
-	if (job_path(env, sizeof env, job->id, ".env") < 0
-	    || job_path(msg, sizeof msg, job->id, ".msg") < 0 || queue_dir(dir, sizeof dir) < 0 || unlink(env) < 0 || unlink(msg) < 0
-	    || sync_dir(dir) < 0) {
+	if (job_unlink(job->id) < 0) {
 		log_msg("relay: %s: cannot remove the finished job: %s", job->id, strerror(errno));
 		return -1;
 	}
@@ -7976,7 +7975,10 @@ enum {
 	DOWN_MAX = 64,		/* destinations remembered as down */
 	DELIVERY_GRACE_SECONDS = 5,	/* a stopping runner's wait for its deliveries */
 	RESTART_SECONDS = 10,	/* the listening parent restarts the runner this often at most */
-	SCAN_MAX_SECONDS = 60	/* the runner scans the queue at least once a minute */
+	SCAN_MAX_SECONDS = 60,	/* the runner scans the queue at least once a minute */
+	ORPHAN_SECONDS = 3600,	/* a file a crash left must be this old to go (a session
+				   may be queueing it right now) */
+	SWEEP_SECONDS = 600	/* the runner looks for such files this often */
 };
 
 /* A delivery process of the runner's. */
@@ -8014,6 +8016,7 @@ struct runner {
 	long long next_scan;	/* unix seconds */
 	long long last_scan_ms;
 	int rescan;		/* a delivery ended: scan again soon */
+	long long next_sweep;	/* unix seconds: queue_sweep's next turn */
 };
 
 /* The runner's signals (SIGTERM, SIGINT in the foreground, SIGUSR1 flush,
@@ -8288,7 +8291,72 @@ static int known(const char *id, int add, int reset)
 			return 0;
 		}
 	}
-	return 0;	/* full: cannot be, queue_ids gives half as many */
+	return 0;	/* full: cannot be, queue_names gives half as many */
+}
+
+/* job_file_age - seconds since <id><suffix> last changed (0 for a time
+ * in the future); -1 when there is no such file */
+static long long job_file_age(const char *id, const char *suffix, long long now)
+{
+	char path[PATH_TEXT_MAX];
+	struct stat st;
+
+	if (job_path(path, sizeof path, id, suffix) < 0 || lstat(path, &st) < 0) {
+		if (errno != ENOENT)
+			log_msg("queue: %s%s: %s", id, suffix, strerror(errno));
+		return -1;
+	}
+	return now > (long long)st.st_mtime ? now - (long long)st.st_mtime : 0;
+}
+
+/*
+ * sweep_leftover - remove <id><suffix> if a crash left it: a .msg without
+ * its .env (the intake died between the two files, or a removal between
+ * its unlinks), or a .env.tmp (job_save cut short). Such a .msg is never
+ * sent and would count against -Z for ever. Only files ORPHAN_SECONDS old
+ * are taken, and only under the job lock: a session holds that lock from
+ * the moment it makes the .msg until its reply, a delivery while it
+ * records, and the age covers the instant between open and lock.
+ */
+static void sweep_leftover(const char *id, const char *suffix, long long now)
+{
+	int envelope = strcmp(suffix, ".env.tmp") == 0, lock;
+	long long age = job_file_age(id, suffix, now);
+
+	if (age < ORPHAN_SECONDS || (!envelope && job_file_age(id, ".env", now) >= 0))
+		return;
+	lock = job_lock(id, 0);
+	if (lock < 0 && (!envelope || job_file_age(id, ".msg", now) >= 0))
+		return;	/* someone is working on it */
+	if (envelope || job_file_age(id, ".env", now) < 0) {	/* its .env did not come meanwhile */
+		char path[PATH_TEXT_MAX];
+
+		if (envelope ? job_path(path, sizeof path, id, suffix) < 0 || unlink(path) < 0
+			     : job_unlink(id) < 0)
+			log_msg("queue: %s%s: cannot remove it: %s", id, suffix, strerror(errno));
+		else
+			log_msg("queue: %s%s: left by a crash %lld seconds ago: removed", id,
+				suffix, age);
+	}
+	if (lock >= 0)
+		close_fd(lock, "job lock");
+}
+
+/* queue_sweep - remove what crashes left in the queue (sweep_leftover):
+ * the runner does it when it starts, on a flush and every SWEEP_SECONDS */
+static void queue_sweep(struct runner *rn)
+{
+	static const char *const suffixes[] = { ".msg", ".env.tmp" };
+	static char ids[DEFAULT_QUEUE_MAX][ID_MAX];
+	long long now = (long long)time(NULL);
+
+	rn->next_sweep = now + SWEEP_SECONDS;
+	for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
+		int n = queue_names(suffixes[k], ids, DEFAULT_QUEUE_MAX);
+
+		for (int i = 0; i < n; i++)
+			sweep_leftover(ids[i], suffixes[k], now);
+	}
 }
 
 /*
@@ -8307,7 +8375,7 @@ static void scan_queue(struct runner *rn, int flush, int fresh)
 	long long now = (long long)time(NULL);
 	long long wait = cfg.backoff_min < SCAN_MAX_SECONDS ? cfg.backoff_min : SCAN_MAX_SECONDS;
 	long long earliest = now + wait;
-	int n = queue_ids(ids, DEFAULT_QUEUE_MAX), kept = fresh ? rn->ndue : 0;
+	int n = queue_names(".env", ids, DEFAULT_QUEUE_MAX), kept = fresh ? rn->ndue : 0;
 
 	for (int i = 0; !fresh && i < rn->ndue; i++)
 		if (rn->due[i].flush)
@@ -8522,6 +8590,8 @@ static void runner_step(struct runner *rn, const sigset_t *mask)
 		memset(rn->down, 0, sizeof rn->down);	/* a flush tries every destination */
 		log_msg("queue runner: flush");
 	}
+	if (flush || (long long)time(NULL) >= rn->next_sweep)
+		queue_sweep(rn);
 	if (flush || (long long)time(NULL) >= rn->next_scan
 	    || (rn->rescan && now_ms() - rn->last_scan_ms >= 1000)) {
 		runner_scan = 0;
