@@ -7194,6 +7194,7 @@ enum {
 	DOT_TIMEOUT = 600,	/* 4.5.3.2.6: the final dot, 10 minutes */
 	QUIT_TIMEOUT = 10,	/* QUIT's reply changes nothing: a short wait */
 	REPLY_LINES_MAX = 100,	/* the lines of one multi-line reply, at most */
+	REPLY_READ_MAX = 8192,	/* a reply line read, with its CRLF: see reply_read */
 	BATCH_MAX = 16		/* jobs one delivery process carries, one after the other */
 };
 
@@ -7289,11 +7290,18 @@ static int reply_add(struct smtp_reply *r, const char *line, size_t len, int fir
 	return 0;
 }
 
-/* reply_read - the remote's next reply, waiting at most timeout seconds
- * for each line; 0, or -1 with r holding a 451 of ours saying why */
+/*
+ * reply_read - the remote's next reply, waiting at most timeout seconds
+ * for each line; 0, or -1 with r holding a 451 of ours saying why. RFC
+ * 5321 4.5.3.1.5 bounds a reply line at 512 octets, but servers send
+ * longer texts, and a line skipped unread could be the last one of the
+ * reply (a 250 to the final dot waited past would send the message
+ * twice): so lines up to REPLY_READ_MAX are read (the text kept is cut at
+ * REPLY_TEXT_MAX), and a longer one ends the session as no SMTP.
+ */
 static int reply_read(struct remote *m, int timeout, struct smtp_reply *r)
 {
-	char line[REPLY_LINE_MAX + 1];
+	char line[REPLY_READ_MAX];
 	size_t len;
 	int crlf;
 
@@ -7302,8 +7310,12 @@ static int reply_read(struct remote *m, int timeout, struct smtp_reply *r)
 	for (int i = 0; i < REPLY_LINES_MAX; i++) {
 		enum io_status st = conn_read_line(&m->conn, line, sizeof line, &len, &crlf);
 
-		if (st == IO_TOO_LONG)
-			continue;	/* past RFC 5321's 512 octets: skipped */
+		if (st == IO_TOO_LONG) {
+			local_reply(r, 451, "4.5.0 %s: a reply line too long (over %d octets)",
+				    m->host, (int)REPLY_READ_MAX);
+			m->lost = 1;	/* out of step with it */
+			return -1;
+		}
 		if (st != IO_OK) {
 			local_reply(r, 451, "4.4.2 %s: %s", m->host, st == IO_TIMEOUT
 				    ? "no reply in time" : "the connection was lost");

@@ -178,6 +178,28 @@ class Retries(DeliveryTest):
         self.assertEqual(len(self.records("alice")), 1)
 
 
+    def test_long_reply_line_is_read(self):
+        """RFC 5321 4.5.3.1.5 bounds a reply line at 512 octets, but
+        servers send longer ones; a 250 of 700 octets to the final dot is
+        read as a 250 (not waited past for 10 minutes, then sent again)."""
+        fake = self.fake(DOT="250 2.0.0 queued " + "x" * 700)
+        queue_job(self.spool, "L1", "alice@a.example", ["bob@b.example"], body())
+        self.runner(routes=[fake.route("b.example")])
+        self.queue_empty(10)
+        self.assertEqual(len(fake.delivered()), 1)
+        self.assertEqual(len(fake.transactions), 1)
+
+    def test_endless_reply_line_defers_at_once(self):
+        """A reply line past any bound is no SMTP: the recipient is deferred
+        with our 451 at once, not after RCPT's 5-minute time-out."""
+        fake = self.fake(RCPT="250 " + "y" * 20000)
+        queue_job(self.spool, "L2", "alice@a.example", ["bob@b.example"], body())
+        self.runner("-B", "600:600", routes=[fake.route("b.example")])
+        r = self.wait_state("L2", "bob@b.example", "deferred", timeout=10)
+        self.assertRegex(r["reply"], r"^451 4\.5\.0 .*too long")
+        self.assertFalse(any(t.data for t in fake.transactions), "data sent")
+
+
 class Crashes(DeliveryTest):
     """Issue test 8: a delivery process killed before the remote's final
     reply delivers later; killed after it, at most once more. Every
