@@ -5200,7 +5200,8 @@ static void deliver(struct session *s)
 	release_all(s);
 	if (failed && job_fd >= 0)
 		queue_withdraw(job_fd, id);
-	hold_stop(0);
+	if (failed || job_fd < 0)
+		hold_stop(0);
 	if (failed) {
 		log_msg("delivery of %s failed: %s", id, strerror(err));
 		failure_reply(s, err);
@@ -5209,8 +5210,14 @@ static void deliver(struct session *s)
 	if (s->nrcpts > 0)
 		log_delivery(s, id);
 	reply(s, "250 2.0.0 OK Message accepted for delivery as %s", id);
-	if (job_fd >= 0)
+	if (job_fd >= 0) {
+		/* A queued message is sent whatever happens next: SIGTERM waits
+		 * until its 250 is on the way, or the client, hearing nothing,
+		 * would send it again. */
+		(void)conn_flush(&s->conn);
 		queue_release(s, job_fd, id);
+		hold_stop(0);
+	}
 }
 
 /* ---------------------------------------------------------------- relay: the queue (DESIGN.md "The queue") */

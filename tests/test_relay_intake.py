@@ -294,6 +294,38 @@ class Queueing(RelayTest):
                       % qid, log)
         self.assertIn("delivered %s from <alice@a.example> to carol" % qid, log)
 
+    def test_sigterm_while_queueing_waits_for_the_reply(self):
+        """The parent's last-resort SIGTERM, come while a message is being
+        queued (here: the local mailbox's lock is waited for), ends the
+        session only after the client has its 250: a queued message whose
+        client heard nothing would be sent, and sent again on its retry."""
+        import fcntl
+        import signal
+        c = self.session()
+        self.login(c)
+        os.makedirs(os.path.join(self.spool, "carol"), exist_ok=True)
+        lock = os.open(os.path.join(self.spool, "carol", "mymailbox.state"),
+                       os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX, 1, 1)      # DESIGN.md: byte 1, the write lock
+            c.cmd("MAIL FROM:<alice@a.example>")
+            c.cmd("RCPT TO:<carol@a.example>")
+            c.cmd("RCPT TO:<bob@b.example>")
+            c.cmd("DATA")
+            c.send(MESSAGE)
+            deadline = time.monotonic() + 10
+            while not any(n.endswith(".env") for n in self.queued()):
+                self.assertLess(time.monotonic(), deadline, "nothing queued")
+                time.sleep(0.02)
+            self.procs[-1].send_signal(signal.SIGTERM)     # pending: held meanwhile
+        finally:
+            fcntl.lockf(lock, fcntl.LOCK_UN, 1, 1)
+            os.close(lock)
+        self.assertRegex(c.line(), ACCEPTED_RE)
+        self.assertEqual(self.procs[-1].wait(10), -signal.SIGTERM)
+        self.assertEqual(len([n for n in self.queued() if n.endswith(".env")]), 1)
+        self.assertEqual(len(self.records("carol")), 1)
+
     def test_trusted_client_one_recipient_large_message(self):
         # Past the memory buffer: the message spills to a temp file, and is
         # queued from there. One recipient: the Received line names it.
