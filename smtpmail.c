@@ -5313,6 +5313,8 @@ static int job_unlink(const char *id)
 		    || (unlink(path) < 0 && errno != ENOENT)) {
 			failed = errno;
 			log_msg("queue: %s%s: cannot remove it: %s", id, suffixes[i], strerror(errno));
+			if (i == 0)
+				break;	/* an envelope that stays keeps its data */
 		}
 	if (queue_dir(dir, sizeof dir) < 0 || sync_dir(dir) < 0) {
 		failed = errno;
@@ -7931,6 +7933,11 @@ static int trip_open(struct trip *t, const char *id, const char *domain, int flu
 	     off += got)
 		for (ssize_t i = 0; i < got && !t->eightbit; i++)
 			t->eightbit = (unsigned char)buf[i] > 127;
+	if (got < 0) {	/* the job waits for the next scan, untouched */
+		log_msg("relay: %s: the queued message cannot be read: %s", id, strerror(errno));
+		close_fd(t->msg_fd, "message");
+		return -1;
+	}
 	return 0;
 }
 
