@@ -5235,6 +5235,22 @@ static const char *const rcpt_state_names[] = {
 	[RS_DELIVERED] = "delivered", [RS_FAILED] = "failed"
 };
 
+/* rcpt_waiting - 1 if r still waits for a try (pending or deferred), 0
+ * when it is final (delivered or failed) */
+static int rcpt_waiting(const struct job_rcpt *r)
+{
+	return r->state == RS_PENDING || r->state == RS_DEFERRED;
+}
+
+/* rcpt_domain - the domain of r's address: what follows its last '@', as
+ * relay_check decided (RFC 5321 4.1.2: the domain is the last part) */
+static const char *rcpt_domain(const struct job_rcpt *r)
+{
+	const char *at = strrchr(r->address, '@');
+
+	return at ? at + 1 : "";
+}
+
 /* queue_dir - "<spool>/.queue", made (0700) if it is missing; 0, or -1
  * (logged) */
 static int queue_dir(char *path, size_t size)
@@ -5481,7 +5497,7 @@ static void job_print(const struct job *job)
 
 		printf("    <%s>  %s  attempts %d", r->address, rcpt_state_names[r->state],
 		       r->attempts);
-		if (r->state == RS_DEFERRED || r->state == RS_PENDING) {
+		if (rcpt_waiting(r)) {
 			t = (time_t)r->next_try;
 			if (r->next_try && localtime_r(&t, &tm)
 			    && strftime(when, sizeof when, "%H:%M:%S", &tm))
@@ -7593,18 +7609,6 @@ static int send_envelope(struct trip *t, struct remote *m)
 	return r[1].code == 354 ? accepted : 0;
 }
 
-/* term_block - block (or unblock) SIGTERM: from the final dot until the
- * outcome is on disk, a stop may not come between the remote's 250 and
- * our record of it (which would send the message again) */
-static void term_block(int block)
-{
-	sigset_t term;
-
-	if (sigemptyset(&term) < 0 || sigaddset(&term, SIGTERM) < 0
-	    || sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &term, NULL) < 0)
-		log_msg("SIGTERM mask: %s", strerror(errno));
-}
-
 /* send_data - the .msg bytes (already CRLF lines, dot-stuffed), then the
  * final ".\r\n"; the reply to it decides every accepted recipient. 0, or
  * -1 (r holds why) */
@@ -7627,7 +7631,10 @@ static int send_data(struct trip *t, struct remote *m, struct smtp_reply *r)
 		m->lost = 1;	/* the connection is closed without the dot */
 		return -1;
 	}
-	term_block(1);
+	/* SIGTERM waits from the final dot until the outcome is on disk
+	 * (record): a stop between the remote's 250 and our record of it
+	 * would send the message again. */
+	hold_stop(1);
 	if ((last != '\n' && conn_write(&m->conn, "\r\n", 2) < 0)
 	    || conn_write(&m->conn, ".\r\n", 3) < 0) {
 		local_reply(r, 451, "4.4.2 %s: the connection was lost", m->host);
@@ -7822,7 +7829,7 @@ static void notice_delay(struct job *job, long long now)
 	if (job->notice || now - job->arrived < cfg.notice_after)
 		return;
 	for (int i = 0; i < job->nrcpt; i++)
-		if (job->rcpt[i].state == RS_PENDING || job->rcpt[i].state == RS_DEFERRED)
+		if (rcpt_waiting(&job->rcpt[i]))
 			which[n++] = i;
 	if (n > 0 && report_deliver(job, which, n, REPORT_DELAYED, cfg.hostname) == 0) {
 		job->notice = 1;
@@ -7834,7 +7841,7 @@ static void notice_delay(struct job *job, long long now)
 static int job_done(const struct job *job)
 {
 	for (int i = 0; i < job->nrcpt; i++)
-		if (job->rcpt[i].state != RS_DELIVERED && job->rcpt[i].state != RS_FAILED)
+		if (rcpt_waiting(&job->rcpt[i]))
 			return 0;
 	if (job_unlink(job->id) < 0) {
 		log_msg("relay: %s: cannot remove the finished job: %s", job->id, strerror(errno));
@@ -7858,7 +7865,7 @@ static int apply_outcomes(const struct trip *t, struct job *job, int tried, int 
 		struct job_rcpt old = *r;
 
 		if (i >= job->nrcpt || strcmp(r->address, t->job.rcpt[i].address) != 0
-		    || r->state == RS_DELIVERED || r->state == RS_FAILED)
+		    || !rcpt_waiting(r))
 			continue;	/* -x and a new message of the same id, or decided meanwhile */
 		if (settle(job, r, &t->got[k], t->remote, tried, now)) {
 			before[nfailed] = old;
@@ -7914,10 +7921,9 @@ static int trip_open(struct trip *t, const char *id, const char *domain, int flu
 	t->n = 0;
 	for (int i = 0; i < t->job.nrcpt; i++) {
 		const struct job_rcpt *r = &t->job.rcpt[i];
-		const char *at = strrchr(r->address, '@');
 
-		if ((r->state == RS_PENDING || r->state == RS_DEFERRED) && (flush || r->next_try <= now)
-		    && strcasecmp(at ? at + 1 : "", domain) == 0)
+		if (rcpt_waiting(r) && (flush || r->next_try <= now)
+		    && strcasecmp(rcpt_domain(r), domain) == 0)
 			t->which[t->n++] = i;
 	}
 	if (t->n == 0 || job_path(path, sizeof path, id, ".msg") < 0
@@ -7980,7 +7986,7 @@ static int deliver_order(const struct order *o)
 		else
 			all_get(&t, &why, 0);
 		record(&t, !o->down);
-		term_block(0);
+		hold_stop(0);
 		close_fd(t.msg_fd, "message");
 		if ((!o->down && state == OPEN_NEXT) || (state == OPEN_OK && m.lost))
 			break;
@@ -8234,16 +8240,15 @@ static int lined_up(const struct runner *rn, int kept, const char *id, const cha
 static void due_add(struct runner *rn, int kept, const struct job *job, int first, int flush,
 		    long long now, long long *earliest)
 {
-	const char *at = strrchr(job->rcpt[first].address, '@'), *domain = at ? at + 1 : "";
+	const char *domain = rcpt_domain(&job->rcpt[first]);
 	long long due = -1;
 	struct due *d;
 
 	for (int i = first; i < job->nrcpt; i++) {
 		const struct job_rcpt *r = &job->rcpt[i];
-		const char *a = strrchr(r->address, '@');
 
-		if ((r->state == RS_PENDING || r->state == RS_DEFERRED)
-		    && strcasecmp(a ? a + 1 : "", domain) == 0 && (due < 0 || r->next_try < due))
+		if (rcpt_waiting(r) && strcasecmp(rcpt_domain(r), domain) == 0
+		    && (due < 0 || r->next_try < due))
 			due = r->next_try;
 	}
 	if (!flush && due > now) {
@@ -8269,18 +8274,13 @@ static void due_add(struct runner *rn, int kept, const struct job *job, int firs
  * its domain (each domain of a job is lined up once) */
 static int first_of_domain(const struct job *job, int i)
 {
-	const struct job_rcpt *r = &job->rcpt[i];
-	const char *at = strrchr(r->address, '@'), *domain = at ? at + 1 : "";
+	const char *domain = rcpt_domain(&job->rcpt[i]);
 
-	if (r->state != RS_PENDING && r->state != RS_DEFERRED)
+	if (!rcpt_waiting(&job->rcpt[i]))
 		return 0;
-	for (int j = 0; j < i; j++) {
-		const char *a = strrchr(job->rcpt[j].address, '@');
-
-		if ((job->rcpt[j].state == RS_PENDING || job->rcpt[j].state == RS_DEFERRED)
-		    && strcasecmp(a ? a + 1 : "", domain) == 0)
+	for (int j = 0; j < i; j++)
+		if (rcpt_waiting(&job->rcpt[j]) && strcasecmp(rcpt_domain(&job->rcpt[j]), domain) == 0)
 			return 0;
-	}
 	return 1;
 }
 
