@@ -8079,6 +8079,19 @@ static int runner_path(char *path, size_t size)
 	return job_path(path, size, ".runner", "");
 }
 
+/* Where an FNV-1a hash starts; fnv1a carries it on. */
+static const uint32_t FNV_OFFSET = 2166136261u;
+
+/* fnv1a - the FNV-1a hash h carried on over text, folded to lower case
+ * when fold is set (a domain matches in any case, RFC 5321 2.4): the
+ * runner's hash of ids and domains */
+static uint32_t fnv1a(uint32_t h, const char *text, int fold)
+{
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+		h = (h ^ (uint32_t)(fold ? tolower(*p) : *p)) * 16777619u;
+	return h;
+}
+
 /*
  * claim - in a delivery process: take the lock that says "this job's mail
  * to domain is being delivered" (a byte of .runner named by a hash of the
@@ -8088,13 +8101,8 @@ static int runner_path(char *path, size_t size)
 static int claim(const char *id, const char *domain)
 {
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
-	uint32_t h = 2166136261u;	/* FNV-1a */
+	uint32_t h = fnv1a(fnv1a(fnv1a(FNV_OFFSET, id, 0), "@", 0), domain, 1);
 
-	for (const char *p = id; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	h = (h ^ '@') * 16777619u;
-	for (const char *p = domain; *p; p++)
-		h = (h ^ (unsigned char)tolower((unsigned char)*p)) * 16777619u;
 	fl.l_start = 1 + (off_t)(h & 0x3fffffff);
 	return runner_fd < 0 || fcntl(runner_fd, F_SETLK, &fl) == 0 ? 0 : -1;
 }
@@ -8298,15 +8306,14 @@ static int by_due(const void *a, const void *b)
 static int known(const char *id, int add, int reset)
 {
 	static char ids[KNOWN_SLOTS][ID_MAX];
-	uint32_t h = 2166136261u;	/* FNV-1a */
+	uint32_t h;
 	size_t i;
 
 	if (reset) {
 		memset(ids, 0, sizeof ids);
 		return 0;
 	}
-	for (const char *p = id; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = fnv1a(FNV_OFFSET, id, 0);
 	for (size_t probe = 0; probe < KNOWN_SLOTS; probe++) {
 		i = (h + probe) % KNOWN_SLOTS;
 		if (strcmp(ids[i], id) == 0)
