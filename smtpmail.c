@@ -5717,43 +5717,21 @@ static int queue_message(struct session *s, const char *id, const char *date)
 	return -1;
 }
 
-/*
- * queue_wake - tell the runner that mail is waiting: SIGUSR2 to the pid
- * in .queue/.runner, but only while someone holds the runner's lock on
- * that file, so that a pid left by a runner that died (and perhaps taken
- * by another process since) is never signalled. No runner: it scans the
- * queue when it starts.
- */
+static pid_t runner_holder(void);	/* relay: the runner */
+
+/* queue_wake - tell the runner that mail is waiting (SIGUSR2). No runner:
+ * it reads the queue when it starts. */
 static void queue_wake(void)
 {
-	struct flock who = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-	char path[PATH_TEXT_MAX], text[32], *end;
-	long long pid;
-	ssize_t n;
-	int fd;
+	pid_t pid = runner_holder();
 
-	if (job_path(path, sizeof path, ".runner", "") < 0)
-		return;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
-		if (errno != ENOENT)
-			log_msg("queue: %s: %s", path, strerror(errno));
-		return;
-	}
-	n = pread_full(fd, text, sizeof text - 1, 0);
-	if (fcntl(fd, F_GETLK, &who) < 0)
-		who.l_type = F_UNLCK;
-	close_fd(fd, "runner lock");
-	text[n > 0 ? n : 0] = '\0';
-	errno = 0;
-	pid = strtoll(text, &end, 10);
-	if (who.l_type == F_UNLCK || errno || end == text || *end != '\n' || pid < 2
-	    || (long long)(pid_t)pid != pid) {
+	if (pid <= 0) {
 		if (verbose)
 			log_msg("queue: no runner to wake: it scans the queue when it starts");
 		return;
 	}
-	if (kill((pid_t)pid, SIGUSR2) < 0)
-		log_msg("queue: waking the runner (pid %lld): %s", pid, strerror(errno));
+	if (kill(pid, SIGUSR2) < 0)
+		log_msg("queue: waking the runner (pid %ld): %s", (long)pid, strerror(errno));
 }
 
 /* queue_release - after the 250: the job lock goes, the runner is woken */
@@ -8669,23 +8647,49 @@ static int run_queue(int foreground)
 	return 0;
 }
 
+/*
+ * runner_holder - the pid of the running runner: the owner of the lock on
+ * byte 0 of .runner (F_GETLK), not the pid written in the file, which a
+ * runner that died leaves behind and another process may have by now;
+ * and not a delivery's claim on another byte. 0 when none runs, -1 when
+ * .runner cannot be read (logged).
+ */
+static pid_t runner_holder(void)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	char path[PATH_TEXT_MAX];
+	int fd;
+
+	if (runner_path(path, sizeof path) < 0)
+		return -1;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		log_msg("queue: %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fcntl(fd, F_GETLK, &fl) < 0) {
+		log_msg("queue: %s: %s", path, strerror(errno));
+		fl.l_type = F_UNLCK;
+	}
+	close_fd(fd, "runner lock");
+	return fl.l_type == F_WRLCK && fl.l_pid > 0 ? fl.l_pid : 0;
+}
+
 /* queue_flush - -F: tell the running runner to flush (SIGUSR1); 0, or 1
  * when none runs */
 static int queue_flush(void)
 {
-	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_len = 1 };
-	char path[PATH_TEXT_MAX];
-	int fd = runner_path(path, sizeof path) < 0 ? -1
-		 : open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	pid_t pid = runner_holder();
 
-	if (fd >= 0 && fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type == F_WRLCK
-	    && kill(fl.l_pid, SIGUSR1) == 0) {
-		close_fd(fd, "runner lock");
-		printf("queue runner %ld: flushing the queue\n", (long)fl.l_pid);
+	if (pid > 0 && kill(pid, SIGUSR1) < 0) {
+		fprintf(stderr, "%s: queue runner %ld: %s\n", progname, (long)pid, strerror(errno));
+		return 1;
+	}
+	if (pid > 0) {
+		printf("queue runner %ld: flushing the queue\n", (long)pid);
 		return fflush(stdout) == 0 ? 0 : 1;
 	}
-	if (fd >= 0)
-		close_fd(fd, "runner lock");
 	fprintf(stderr, "%s: no queue runner is running on %s\n", progname, cfg.spool);
 	return 1;
 }

@@ -456,18 +456,21 @@ import fcntl, os, signal, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
 if sys.argv[3] == "lock":
     fcntl.lockf(fd, fcntl.LOCK_EX)
+elif sys.argv[3] == "claim":    # a delivery's claim: one byte past the runner's
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 5)
 os.write(fd, b"%d\n" % os.getpid())
 signal.signal(signal.SIGUSR2, lambda *a: open(sys.argv[2], "w").close())
 print("ready", flush=True)
 time.sleep(30)
 """
 
-    def fake_runner(self, lock):
+    def fake_runner(self, lock, mode=None):
         os.makedirs(self.queue, mode=0o700, exist_ok=True)
         woken = os.path.join(self.dir, "woken")
         proc = subprocess.Popen([sys.executable, "-c", self.RUNNER,
                                  os.path.join(self.queue, ".runner"), woken,
-                                 "lock" if lock else "none"], stdout=subprocess.PIPE)
+                                 mode or ("lock" if lock else "none")],
+                                stdout=subprocess.PIPE)
         self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait()))
         self.assertEqual(proc.stdout.readline(), b"ready\n")
         return proc, woken
@@ -486,6 +489,19 @@ time.sleep(30)
         # A pid in .runner with no lock held: the runner died, and the pid
         # may be another process's now. SIGUSR2 would end it.
         proc, woken = self.fake_runner(lock=False)
+        c = self.session()
+        self.login(c)
+        self.assertIsNotNone(ACCEPTED_RE.match(self.send(c, "alice@a.example", ["bob@b.example"])))
+        self.assertEqual(c.cmd("QUIT").split()[0], "221")
+        self.procs[-1].wait(10)
+        time.sleep(0.3)
+        self.assertFalse(os.path.exists(woken))
+        self.assertFalse(gone(proc.pid))
+
+    def test_claim_is_no_runner(self):
+        # The runner died and a delivery it started still holds its claim
+        # on another byte of .runner: the pid there is still not signalled.
+        proc, woken = self.fake_runner(lock=False, mode="claim")
         c = self.session()
         self.login(c)
         self.assertIsNotNone(ACCEPTED_RE.match(self.send(c, "alice@a.example", ["bob@b.example"])))
