@@ -92,8 +92,9 @@
  * note_over; -i: serve_inetd.
  * relay intake: check_rcpt -> relay_check (relay_refusal, queue_room),
  * cmd_data -> loop_check, deliver -> queue_message, queue_release
- * (queue_wake) or queue_withdraw; relay delivery: run_queue -> runner_step
- * -> scan_queue (due_add), start_due -> start_delivery (order_fill) ->
+ * (queue_wake -> runner_holder) or queue_withdraw; relay delivery:
+ * run_queue -> runner_step -> queue_sweep (what crashes left), scan_queue
+ * (queue_names, due_add), start_due -> start_delivery (order_fill) ->
  * deliver_order -> destination (find_targets, connect_destination ->
  * open_session), transaction (send_envelope, send_data), record
  * (apply_outcomes -> settle, report_failed, notice_delay, job_done);
@@ -5664,11 +5665,9 @@ static int queue_envelope(const struct session *s, const char *id)
 
 /*
  * queue_withdraw - take a message that queue_message wrote out of the
- * queue again, when its reply is not 250: the envelope first (the runner
- * looks only for envelopes), then the data, then the fsync of the
- * directory, so that a crash cannot bring it back. Then the job lock (fd)
- * goes. A name that cannot be removed is logged: that message may be sent
- * although the client was told it was not.
+ * queue again, when its reply is not 250 (job_unlink), then let the job
+ * lock (fd) go. An envelope that cannot be removed is logged: that
+ * message may be sent although the client was told it was not.
  */
 static void queue_withdraw(int fd, const char *id)
 {
