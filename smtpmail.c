@@ -250,7 +250,7 @@ enum {
 	DEFAULT_BACKOFF_MAX = 4000,	/* -B: Postfix's maximal_backoff_time */
 	DEFAULT_QUEUE_LIFETIME = 5 * 86400,	/* -E: 5 days, as Postfix */
 	DEFAULT_NOTICE_AFTER = 4 * 3600,	/* -W: 4 hours, as Postfix's delay_warning_time */
-	DEFAULT_QUEUE_MAX = 10000	/* -Z: messages in the queue */
+	DEFAULT_QUEUE_MAX = 10000	/* -Z: messages in the queue, and its most: what a scan reads */
 };
 
 /* ---------------------------------------------------------------- types */
@@ -9560,7 +9560,7 @@ static int relay_option(int opt, const char *v)
 	case 'B': return backoff_arg(v);
 	case 'E': n = number_arg(v, 1, 365 * 86400LL); cfg.queue_lifetime = (int)n; break;
 	case 'W': n = number_arg(v, 1, 365 * 86400LL); cfg.notice_after = (int)n; break;
-	case 'Z': n = number_arg(v, 1, 10000000); cfg.queue_max = (int)n; break;
+	case 'Z': n = number_arg(v, 1, DEFAULT_QUEUE_MAX); cfg.queue_max = (int)n; break;
 	case 'q': cfg.queue_mode = QM_RUNNER; break;
 	case 'p': cfg.queue_mode = QM_PRINT; break;
 	case 'F': cfg.queue_mode = QM_FLUSH; break;

@@ -247,6 +247,16 @@ class WhoMayRelay(RelayTest):
         self.assertEqual(run.returncode, 2, run.stderr)
         self.assertIn("-o needs -D", run.stderr)
 
+    def test_queue_limit_within_what_a_scan_reads(self):
+        # The runner reads at most 10000 envelopes a scan: a larger -Z would
+        # queue mail that no scan sees while the first 10000 wait.
+        for value, status in (("10000", 0), ("10001", 2)):
+            run = subprocess.run([binary("smtpmail"), "-Z", value, "-d", self.spool, "-u",
+                                  self.userfile, "-p"], capture_output=True, text=True,
+                                 timeout=30, env=dict(os.environ, **SANITIZER_ENV),
+                                 stdin=subprocess.DEVNULL)
+            self.assertEqual(run.returncode, status, run.stderr)
+
 
 class Queueing(RelayTest):
     """DATA with relay recipients: the queue's files, -p, -x, the limits."""
