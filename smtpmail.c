@@ -5144,11 +5144,18 @@ static void log_delivery(struct session *s, const char *id)
 /* hold_stop - block (hold) or unblock SIGTERM. The parent's last-resort
  * SIGTERM must not stop a delivery between two appends, or between an
  * append and its rollback (all or nothing); held, it takes effect when it
- * is unblocked, after the delivery. */
+ * is unblocked, after the delivery. Holds nest: a report stored while a
+ * relay delivery records its outcome must not let SIGTERM in before that
+ * record is saved, so only the outermost release unblocks. */
 static void hold_stop(int hold)
 {
+	static int depth;	/* holds not yet released */
 	sigset_t set;
 
+	if (hold && depth++ > 0)
+		return;		/* held already */
+	if (!hold && (depth == 0 || --depth > 0))
+		return;		/* not held, or an outer hold goes on */
 	if (sigemptyset(&set) < 0 || sigaddset(&set, SIGTERM) < 0
 	    || sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL) < 0)
 		log_msg("sigprocmask: %s", strerror(errno));
@@ -5184,7 +5191,8 @@ static void deliver(struct session *s)
 		err = errno;
 		failed = 1;
 	}
-	hold_stop(1);
+	if (s->nrelay == 0)	/* held from the first append to its end */
+		hold_stop(1);
 	for (int i = 0; !failed && i < s->nrcpts; i++) {
 		if (open_for_append(&s->rcpts[i], s->nrcpts > 1) < 0
 		    || append_record(s, &s->rcpts[i], id, date) < 0) {
@@ -5201,7 +5209,7 @@ static void deliver(struct session *s)
 	release_all(s);
 	if (failed && job_fd >= 0)
 		queue_withdraw(job_fd, id);
-	if (failed || job_fd < 0)
+	if (failed || s->nrelay == 0)
 		hold_stop(0);
 	if (failed) {
 		log_msg("delivery of %s failed: %s", id, strerror(err));
@@ -7869,12 +7877,14 @@ static void record(const struct trip *t, int tried)
 			close_fd(lock, "job lock");
 		return;
 	}
+	hold_stop(1);	/* a report stored and its job not saved would come again */
 	nfailed = apply_outcomes(t, &job, tried, failed, before, now);
 	(void)report_failed(&job, failed, nfailed, before, now);
 	notice_delay(&job, now);
 	if (job_done(&job) == 0 && job_save(&job) < 0)
 		log_msg("relay: %s: the outcome is not saved: the recipients are tried again",
 			job.id);
+	hold_stop(0);
 	close_fd(lock, "job lock");
 }
 

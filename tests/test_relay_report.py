@@ -27,6 +27,14 @@ def lunch(subject=SUBJECT):
             % subject).encode()
 
 
+def lock_waiter(pid):
+    """Whether process pid waits for an fcntl lock: /proc/locks marks a
+    blocked request with "->"."""
+    with open("/proc/locks") as f:
+        return any(p[1] == "->" and p[5] == str(pid)
+                   for p in (line.split() for line in f) if len(p) > 5)
+
+
 def parse(record):
     """A report's record (trace lines first) as an email.message.Message."""
     return email.message_from_bytes(record, policy=email.policy.compat32)
@@ -107,6 +115,35 @@ class Failed(ReportTest):
         self.run_once("550 5.1.1 no such user", sender="")
         time.sleep(0.5)
         self.assertEqual(self.mailbox("alice"), b"")
+
+
+    def test_sigterm_while_the_report_is_stored(self):
+        """A stopping runner's SIGTERM, come while a delivery stores its
+        report (here: waiting for alice's mailbox lock), waits until the
+        outcome is saved too: else the job, still pending, is tried again
+        and alice gets a second report."""
+        import fcntl
+        import signal
+        from relay import descendants
+        fake = self.fake(RCPT="550 5.1.1 no such user")
+        queue_job(self.spool, "J1", "alice@a.example", ["bob@b.example"], lunch())
+        os.makedirs(os.path.join(self.spool, "alice"), exist_ok=True)
+        lock = os.open(os.path.join(self.spool, "alice", "mymailbox.state"),
+                       os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX, 1, 1)      # DESIGN.md: byte 1, the write lock
+            runner = self.runner("-B", "1:1", routes=[fake.route("b.example")])
+            waiting = wait_for(lambda: [p for p in descendants(runner.proc.pid)
+                                        if lock_waiter(p)], 10)
+            self.assertTrue(waiting, "no delivery waits for alice's mailbox")
+            os.kill(waiting[0], signal.SIGTERM)     # pending while it is held
+        finally:
+            fcntl.lockf(lock, fcntl.LOCK_UN, 1, 1)
+            os.close(lock)
+        self.assertTrue(wait_for(lambda: not self.queue(), 10), self.listing())
+        time.sleep(1.5)                             # a retry would come after -B's 1 s
+        self.assertEqual(len(self.records("alice")), 1)
+        self.assertEqual(len(fake.transactions), 1)
 
 
 class Waiting(ReportTest):
