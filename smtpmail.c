@@ -8228,10 +8228,11 @@ static int lined_up(const struct runner *rn, int kept, const char *id, const cha
 	return 0;
 }
 
-/* due_add - job's recipients at the domain of rcpt[first] (the first of
- * them not final): into the due list when their earliest next try has
- * come (or flush) and the first kept entries do not have them yet, else
- * *earliest may move up to it */
+/* due_add - line up job's recipients at the domain of rcpt[first], the
+ * first of them still waiting. They go into the due list when the
+ * earliest next try among them has come (or on a flush), unless the first
+ * kept entries hold them already; else that next try may move *earliest,
+ * the time of the next scan, up. */
 static void due_add(struct runner *rn, int kept, const struct job *job, int first, int flush,
 		    long long now, long long *earliest)
 {
@@ -8380,13 +8381,15 @@ static void queue_sweep(struct runner *rn)
 }
 
 /*
- * scan_queue - read the queue: each job not locked by someone else (a session
- * still deciding its reply, a delivery recording), and line up its
- * recipients due now, per domain; the next scan when the next one falls
- * due, within -B's minimum and a minute (at least a second away). What a
- * flush lined up and could not start yet stays lined up, and a job that
- * was busy when the flush came is flushed when a scan finds it free.
- * fresh: read only the jobs not known (a wake-up), keeping what is lined up.
+ * scan_queue - read the queue and line up, per domain, the recipients due
+ * now. A job that someone else has locked is passed over: a session may
+ * still be deciding its reply, or a delivery recording its outcome. The
+ * next scan is set for when the next recipient falls due, but within -B's
+ * minimum and a minute, and at least a second away. What a flush lined up
+ * and could not start yet stays lined up, and a job that was busy when the
+ * flush came is flushed when a scan finds it free. With fresh set (a
+ * session's wake-up) only the jobs not known are read, and what is lined
+ * up stays.
  */
 static void scan_queue(struct runner *rn, int flush, int fresh)
 {
@@ -8533,8 +8536,9 @@ static void start_due(struct runner *rn, const sigset_t *mask)
 	rn->ndue = kept;
 }
 
-/* reap_deliveries - collect ended deliveries; one whose destination did not answer
- * marks it down */
+/* reap_deliveries - collect the deliveries that ended. A delivery that
+ * found no address of its destination answering marks that destination
+ * down, so that its other jobs are deferred without a connection. */
 static void reap_deliveries(struct runner *rn)
 {
 	pid_t pid;
@@ -8703,9 +8707,11 @@ static int queue_flush(void)
 	return 1;
 }
 
-/* keeper_signals - the keeper's signals: SIGTERM and SIGCHLD noted (as the
- * runner's) and blocked but while it waits (*wait_mask), SIGINT, SIGUSR1
- * and SIGUSR2 ignored; *orig: the mask before, the runner's to start with */
+/* keeper_signals - set up the keeper's signals. SIGTERM and SIGCHLD are
+ * noted as the runner's are, and blocked except while it waits with
+ * *wait_mask; SIGINT, SIGUSR1 and SIGUSR2 are ignored (they are meant for
+ * the sessions' parent or the runner). *orig gets the mask before, which
+ * the runner starts with. */
 static int keeper_signals(sigset_t *wait_mask, sigset_t *orig)
 {
 	struct sigaction sa = { .sa_handler = runner_signal };
