@@ -22,6 +22,7 @@ import time
 
 from harness import (HOSTNAME, SANITIZER_ENV, SANITIZER_RE, MailTest, Raw, ShimBuild,
                      binary, free_port, gone)
+from relay import lock_waiter, mailbox_locked, wait_for
 from test_auth import plain
 from test_client import ClientTest
 
@@ -309,28 +310,19 @@ class Queueing(RelayTest):
         queued (here: the local mailbox's lock is waited for), ends the
         session only after the client has its 250: a queued message whose
         client heard nothing would be sent, and sent again on its retry."""
-        import fcntl
         import signal
         c = self.session()
         self.login(c)
-        os.makedirs(os.path.join(self.spool, "carol"), exist_ok=True)
-        lock = os.open(os.path.join(self.spool, "carol", "mymailbox.state"),
-                       os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.lockf(lock, fcntl.LOCK_EX, 1, 1)      # DESIGN.md: byte 1, the write lock
+        with mailbox_locked(self.spool, "carol"):
             c.cmd("MAIL FROM:<alice@a.example>")
             c.cmd("RCPT TO:<carol@a.example>")
             c.cmd("RCPT TO:<bob@b.example>")
             c.cmd("DATA")
             c.send(MESSAGE)
-            deadline = time.monotonic() + 10
-            while not any(n.endswith(".env") for n in self.queued()):
-                self.assertLess(time.monotonic(), deadline, "nothing queued")
-                time.sleep(0.02)
+            self.assertTrue(wait_for(lambda: lock_waiter(self.procs[-1].pid), 10),
+                            "the session does not wait for carol's mailbox")
+            self.assertEqual(len([n for n in self.queued() if n.endswith(".env")]), 1)
             self.procs[-1].send_signal(signal.SIGTERM)     # pending: held meanwhile
-        finally:
-            fcntl.lockf(lock, fcntl.LOCK_UN, 1, 1)
-            os.close(lock)
         self.assertRegex(c.line(), ACCEPTED_RE)
         self.assertEqual(self.procs[-1].wait(10), -signal.SIGTERM)
         self.assertEqual(len([n for n in self.queued() if n.endswith(".env")]), 1)

@@ -11,10 +11,12 @@ would.
 import email
 import email.policy
 import os
+import signal
 import time
 
 from harness import ShimBuild
-from relay import A_DOMAIN, A_HOST, FAST, RelayTest, queue_job, read_env, wait_for
+from relay import (A_DOMAIN, A_HOST, FAST, RelayTest, descendants, lock_waiter, mailbox_locked,
+                   queue_job, read_env, wait_for)
 from test_client import (KEY_PROMPT, MENU, NUMBER_PROMPT, Client, close_clients)
 
 SUBJECT = "Lunch on Friday?"
@@ -25,14 +27,6 @@ def lunch(subject=SUBJECT):
     return ("From: alice@a.example\r\nTo: bob@b.example\r\nSubject: %s\r\n"
             "Date: Sun, 07 Dec 2025 06:46:39 +0000\r\n\r\nHi Bob,\r\n.see you\r\n"
             % subject).encode()
-
-
-def lock_waiter(pid):
-    """Whether process pid waits for an fcntl lock: /proc/locks marks a
-    blocked request with "->"."""
-    with open("/proc/locks") as f:
-        return any(p[1] == "->" and p[5] == str(pid)
-                   for p in (line.split() for line in f) if len(p) > 5)
 
 
 def parse(record):
@@ -116,30 +110,19 @@ class Failed(ReportTest):
         time.sleep(0.5)
         self.assertEqual(self.mailbox("alice"), b"")
 
-
     def test_sigterm_while_the_report_is_stored(self):
         """A stopping runner's SIGTERM, come while a delivery stores its
         report (here: waiting for alice's mailbox lock), waits until the
         outcome is saved too: else the job, still pending, is tried again
         and alice gets a second report."""
-        import fcntl
-        import signal
-        from relay import descendants
         fake = self.fake(RCPT="550 5.1.1 no such user")
         queue_job(self.spool, "J1", "alice@a.example", ["bob@b.example"], lunch())
-        os.makedirs(os.path.join(self.spool, "alice"), exist_ok=True)
-        lock = os.open(os.path.join(self.spool, "alice", "mymailbox.state"),
-                       os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.lockf(lock, fcntl.LOCK_EX, 1, 1)      # DESIGN.md: byte 1, the write lock
+        with mailbox_locked(self.spool, "alice"):
             runner = self.runner("-B", "1:1", routes=[fake.route("b.example")])
             waiting = wait_for(lambda: [p for p in descendants(runner.proc.pid)
                                         if lock_waiter(p)], 10)
             self.assertTrue(waiting, "no delivery waits for alice's mailbox")
             os.kill(waiting[0], signal.SIGTERM)     # pending while it is held
-        finally:
-            fcntl.lockf(lock, fcntl.LOCK_UN, 1, 1)
-            os.close(lock)
         self.assertTrue(wait_for(lambda: not self.queue(), 10), self.listing())
         time.sleep(1.5)                             # a retry would come after -B's 1 s
         self.assertEqual(len(self.records("alice")), 1)
