@@ -5219,14 +5219,8 @@ static void deliver(struct session *s)
 	if (s->nrcpts > 0)
 		log_delivery(s, id);
 	reply(s, "250 2.0.0 OK Message accepted for delivery as %s", id);
-	if (job_fd >= 0) {
-		/* A queued message is sent whatever happens next: SIGTERM waits
-		 * until its 250 is on the way, or the client, hearing nothing,
-		 * would send it again. */
-		(void)conn_flush(&s->conn);
-		queue_release(s, job_fd, id);
-		hold_stop(0);
-	}
+	if (job_fd >= 0)
+		queue_release(s, job_fd, id);	/* and the hold ends */
 }
 
 /* ---------------------------------------------------------------- relay: the queue (DESIGN.md "The queue") */
@@ -5741,14 +5735,28 @@ static void queue_wake(void)
 		log_msg("queue: waking the runner (pid %ld): %s", (long)pid, strerror(errno));
 }
 
-/* queue_release - after the 250: the job lock goes, the runner is woken */
+/*
+ * queue_release - after the 250 of a queued message: the reply goes out,
+ * the job lock goes, the runner is woken, and only then does deliver's
+ * hold on SIGTERM end. The message is sent whatever happens next, so a
+ * session ended before its 250 is on the way would have a client send it
+ * again. A client that does not take the reply holds a stopping server
+ * no longer than the grace time.
+ */
 static void queue_release(struct session *s, int fd, const char *id)
 {
+	int timeout_ms = s->conn.timeout_ms;
+
+	if (s->conn.timeout_ms > STOP_GRACE_SECONDS * 1000)
+		s->conn.timeout_ms = STOP_GRACE_SECONDS * 1000;
+	(void)conn_flush(&s->conn);
+	s->conn.timeout_ms = timeout_ms;
 	log_msg("queued %s from <%s> for %s%s (%d recipient%s), %llu bytes", id, s->sender,
 		s->relay[0], s->nrelay > 1 ? ",..." : "", s->nrelay, s->nrelay == 1 ? "" : "s",
 		s->spill.size);
 	close_fd(fd, "job lock");
 	queue_wake();
+	hold_stop(0);
 }
 
 /* ---------------------------------------------------------------- relay: who may relay */
