@@ -92,8 +92,9 @@
  * note_over; -i: serve_inetd.
  * relay intake: check_rcpt -> relay_check (relay_refusal, queue_room),
  * cmd_data -> loop_check, deliver -> queue_message, queue_release
- * (queue_wake) or queue_withdraw; relay delivery: run_queue -> runner_step
- * -> scan_queue (due_add), start_due -> start_delivery (order_fill) ->
+ * (queue_wake -> runner_holder) or queue_withdraw; relay delivery:
+ * run_queue -> runner_step -> queue_sweep (what crashes left), scan_queue
+ * (queue_names, due_add), start_due -> start_delivery (order_fill) ->
  * deliver_order -> destination (find_targets, connect_destination ->
  * open_session), transaction (send_envelope, send_data), record
  * (apply_outcomes -> settle, report_failed, notice_delay, job_done);
@@ -246,7 +247,7 @@ enum {
 	DEFAULT_BACKOFF_MAX = 4000,	/* -B: Postfix's maximal_backoff_time */
 	DEFAULT_QUEUE_LIFETIME = 5 * 86400,	/* -E: 5 days, as Postfix */
 	DEFAULT_NOTICE_AFTER = 4 * 3600,	/* -W: 4 hours, as Postfix's delay_warning_time */
-	DEFAULT_QUEUE_MAX = 10000	/* -Z: messages in the queue */
+	DEFAULT_QUEUE_MAX = 10000	/* -Z: messages in the queue, and its most: what a scan reads */
 };
 
 /* ---------------------------------------------------------------- types */
@@ -5140,11 +5141,18 @@ static void log_delivery(struct session *s, const char *id)
 /* hold_stop - block (hold) or unblock SIGTERM. The parent's last-resort
  * SIGTERM must not stop a delivery between two appends, or between an
  * append and its rollback (all or nothing); held, it takes effect when it
- * is unblocked, after the delivery. */
+ * is unblocked, after the delivery. Holds nest: a report stored while a
+ * relay delivery records its outcome must not let SIGTERM in before that
+ * record is saved, so only the outermost release unblocks. */
 static void hold_stop(int hold)
 {
+	static int depth;	/* holds not yet released */
 	sigset_t set;
 
+	if (hold && depth++ > 0)
+		return;		/* held already */
+	if (!hold && (depth == 0 || --depth > 0))
+		return;		/* not held, or an outer hold goes on */
 	if (sigemptyset(&set) < 0 || sigaddset(&set, SIGTERM) < 0
 	    || sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL) < 0)
 		log_msg("sigprocmask: %s", strerror(errno));
@@ -5180,7 +5188,8 @@ static void deliver(struct session *s)
 		err = errno;
 		failed = 1;
 	}
-	hold_stop(1);
+	if (s->nrelay == 0)	/* held from the first append to its end */
+		hold_stop(1);
 	for (int i = 0; !failed && i < s->nrcpts; i++) {
 		if (open_for_append(&s->rcpts[i], s->nrcpts > 1) < 0
 		    || append_record(s, &s->rcpts[i], id, date) < 0) {
@@ -5197,7 +5206,8 @@ static void deliver(struct session *s)
 	release_all(s);
 	if (failed && job_fd >= 0)
 		queue_withdraw(job_fd, id);
-	hold_stop(0);
+	if (failed || s->nrelay == 0)
+		hold_stop(0);
 	if (failed) {
 		log_msg("delivery of %s failed: %s", id, strerror(err));
 		failure_reply(s, err);
@@ -5207,7 +5217,7 @@ static void deliver(struct session *s)
 		log_delivery(s, id);
 	reply(s, "250 2.0.0 OK Message accepted for delivery as %s", id);
 	if (job_fd >= 0)
-		queue_release(s, job_fd, id);
+		queue_release(s, job_fd, id);	/* and the hold ends */
 }
 
 /* ---------------------------------------------------------------- relay: the queue (DESIGN.md "The queue") */
@@ -5224,6 +5234,22 @@ static const char *const rcpt_state_names[] = {
 	[RS_PENDING] = "pending", [RS_DEFERRED] = "deferred",
 	[RS_DELIVERED] = "delivered", [RS_FAILED] = "failed"
 };
+
+/* rcpt_waiting - 1 if r still waits for a try (pending or deferred), 0
+ * when it is final (delivered or failed) */
+static int rcpt_waiting(const struct job_rcpt *r)
+{
+	return r->state == RS_PENDING || r->state == RS_DEFERRED;
+}
+
+/* rcpt_domain - the domain of r's address: what follows its last '@', as
+ * relay_check decided (RFC 5321 4.1.2: the domain is the last part) */
+static const char *rcpt_domain(const struct job_rcpt *r)
+{
+	const char *at = strrchr(r->address, '@');
+
+	return at ? at + 1 : "";
+}
 
 /* queue_dir - "<spool>/.queue", made (0700) if it is missing; 0, or -1
  * (logged) */
@@ -5283,6 +5309,35 @@ static int job_lock(const char *id, int wait)
 		return fd;
 	close_fd(fd, "job lock");
 	return -1;
+}
+
+/*
+ * job_unlink - remove a job's files, the envelope first: the runner looks
+ * only for envelopes, so a crash half way leaves a .msg without one, which
+ * the runner's sweep removes later, never an envelope without its data.
+ * Then the directory is fsynced, so that a crash cannot bring the names
+ * back. The caller holds the job lock. 0, or -1 (logged, errno set).
+ */
+static int job_unlink(const char *id)
+{
+	static const char *const suffixes[] = { ".env", ".env.tmp", ".msg" };
+	char path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
+	int failed = 0;
+
+	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++)
+		if (job_path(path, sizeof path, id, suffixes[i]) < 0
+		    || (unlink(path) < 0 && errno != ENOENT)) {
+			failed = errno;
+			log_msg("queue: %s%s: cannot remove it: %s", id, suffixes[i], strerror(errno));
+			if (i == 0)
+				break;	/* an envelope that stays keeps its data */
+		}
+	if (queue_dir(dir, sizeof dir) < 0 || sync_dir(dir) < 0) {
+		failed = errno;
+		log_msg("queue: %s: fsync of the queue directory: %s", id, strerror(errno));
+	}
+	errno = failed;
+	return failed ? -1 : 0;
 }
 
 /* reply_clean - a reply kept on one line: controls become spaces, at most
@@ -5442,7 +5497,7 @@ static void job_print(const struct job *job)
 
 		printf("    <%s>  %s  attempts %d", r->address, rcpt_state_names[r->state],
 		       r->attempts);
-		if (r->state == RS_DEFERRED || r->state == RS_PENDING) {
+		if (rcpt_waiting(r)) {
 			t = (time_t)r->next_try;
 			if (r->next_try && localtime_r(&t, &tm)
 			    && strftime(when, sizeof when, "%H:%M:%S", &tm))
@@ -5454,11 +5509,18 @@ static void job_print(const struct job *job)
 	}
 }
 
-/* queue_ids - the ids of the queued messages (every <id>.env), at most
- * max of them, into ids; their count, or -1 (logged) */
-static int queue_ids(char (*ids)[ID_MAX], int max)
+/*
+ * queue_names - the ids of the queue's files whose names end in suffix
+ * (".env": the messages the runner sees; ".msg": every message, one being
+ * queued or withdrawn right now too), at most max of them, copied into ids
+ * unless ids is NULL (then only counted). Their count, or -1 (logged) when
+ * the queue cannot be read. The listing, the runner's scans and sweeps and
+ * the -Z check all read the directory through this one function.
+ */
+static int queue_names(const char *suffix, char (*ids)[ID_MAX], int max)
 {
-	char dir[PATH_TEXT_MAX];
+	char dir[PATH_TEXT_MAX], id[ID_MAX];
+	size_t suffix_len = strlen(suffix);
 	struct dirent *e;
 	DIR *d;
 	int n = 0;
@@ -5467,14 +5529,23 @@ static int queue_ids(char (*ids)[ID_MAX], int max)
 		log_msg("queue: %s: %s", cfg.spool, strerror(errno));
 		return -1;
 	}
-	while (n < max && (e = readdir(d))) {
+	while (n < max && (errno = 0, e = readdir(d))) {
 		size_t len = strlen(e->d_name);
 
-		if (len > 4 && len - 4 < ID_MAX && strcmp(e->d_name + len - 4, ".env") == 0) {
-			memcpy(ids[n], e->d_name, len - 4);
-			ids[n][len - 4] = '\0';
-			n += job_id_valid(ids[n]);
-		}
+		if (len <= suffix_len || len - suffix_len >= ID_MAX
+		    || strcmp(e->d_name + len - suffix_len, suffix) != 0)
+			continue;
+		memcpy(id, e->d_name, len - suffix_len);
+		id[len - suffix_len] = '\0';
+		if (!job_id_valid(id))
+			continue;
+		if (ids)
+			memcpy(ids[n], id, sizeof id);
+		n++;
+	}
+	if (n < max && errno) {	/* readdir's NULL was an error, not the end */
+		log_msg("queue: readdir %s: %s", dir, strerror(errno));
+		n = -1;
 	}
 	if (closedir(d) < 0)
 		log_msg("queue: closedir: %s", strerror(errno));
@@ -5486,7 +5557,7 @@ static int queue_print(void)
 {
 	static char ids[DEFAULT_QUEUE_MAX][ID_MAX];
 	static struct job job;
-	int n = queue_ids(ids, DEFAULT_QUEUE_MAX), i;
+	int n = queue_names(".env", ids, DEFAULT_QUEUE_MAX), i;
 
 	if (n < 0)
 		return 1;
@@ -5501,16 +5572,13 @@ static int queue_print(void)
  * for whoever is working on it; 0, or 1 (said on stderr) */
 static int queue_remove(const char *id)
 {
-	char env[PATH_TEXT_MAX], msg[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
 	int fd;
 
 	if (!job_id_valid(id) || (fd = job_lock(id, 1)) < 0) {
 		fprintf(stderr, "%s: no message %s in the queue\n", progname, id);
 		return 1;
 	}
-	if (job_path(env, sizeof env, id, ".env") < 0 || job_path(msg, sizeof msg, id, ".msg") < 0
-	    || queue_dir(dir, sizeof dir) < 0
-	    || (unlink(env) < 0 && errno != ENOENT) || unlink(msg) < 0 || sync_dir(dir) < 0) {
+	if (job_unlink(id) < 0) {
 		fprintf(stderr, "%s: %s: %s\n", progname, id, strerror(errno));
 		close_fd(fd, "job lock");
 		return 1;
@@ -5596,28 +5664,14 @@ static int queue_envelope(const struct session *s, const char *id)
 
 /*
  * queue_withdraw - take a message that queue_message wrote out of the
- * queue again, when its reply is not 250: the envelope first (the runner
- * looks only for envelopes), then the data, then the fsync of the
- * directory, so that a crash cannot bring it back. Then the job lock (fd)
- * goes. A name that cannot be removed is logged: that message may be sent
- * although the client was told it was not.
+ * queue again, when its reply is not 250 (job_unlink), then let the job
+ * lock (fd) go. An envelope that cannot be removed is logged: that
+ * message may be sent although the client was told it was not.
  */
 static void queue_withdraw(int fd, const char *id)
 {
-	static const char *const suffixes[] = { ".env", ".env.tmp", ".msg" };
-	char path[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
-	int ok = 1;
+	int ok = job_unlink(id) == 0;
 
-	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++)
-		if (job_path(path, sizeof path, id, suffixes[i]) < 0
-		    || (unlink(path) < 0 && errno != ENOENT)) {
-			log_msg("queue: %s%s: cannot remove it: %s", id, suffixes[i], strerror(errno));
-			ok = 0;
-		}
-	if (queue_dir(dir, sizeof dir) < 0 || sync_dir(dir) < 0) {
-		log_msg("queue: %s: fsync of the queue directory: %s", id, strerror(errno));
-		ok = 0;
-	}
 	log_msg("queue: %s withdrawn%s", id, ok ? "" : ", but a crash may bring it back");
 	close_fd(fd, "job lock");
 }
@@ -5661,53 +5715,45 @@ static int queue_message(struct session *s, const char *id, const char *date)
 	return -1;
 }
 
-/*
- * queue_wake - tell the runner that mail is waiting: SIGUSR2 to the pid
- * in .queue/.runner, but only while someone holds the runner's lock on
- * that file, so that a pid left by a runner that died (and perhaps taken
- * by another process since) is never signalled. No runner: it scans the
- * queue when it starts.
- */
+static pid_t runner_holder(void);	/* relay: the runner */
+
+/* queue_wake - tell the runner that mail is waiting (SIGUSR2). No runner:
+ * it reads the queue when it starts. */
 static void queue_wake(void)
 {
-	struct flock who = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-	char path[PATH_TEXT_MAX], text[32], *end;
-	long long pid;
-	ssize_t n;
-	int fd;
+	pid_t pid = runner_holder();
 
-	if (job_path(path, sizeof path, ".runner", "") < 0)
-		return;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
-		if (errno != ENOENT)
-			log_msg("queue: %s: %s", path, strerror(errno));
-		return;
-	}
-	n = pread_full(fd, text, sizeof text - 1, 0);
-	if (fcntl(fd, F_GETLK, &who) < 0)
-		who.l_type = F_UNLCK;
-	close_fd(fd, "runner lock");
-	text[n > 0 ? n : 0] = '\0';
-	errno = 0;
-	pid = strtoll(text, &end, 10);
-	if (who.l_type == F_UNLCK || errno || end == text || *end != '\n' || pid < 2
-	    || (long long)(pid_t)pid != pid) {
+	if (pid <= 0) {
 		if (verbose)
 			log_msg("queue: no runner to wake: it scans the queue when it starts");
 		return;
 	}
-	if (kill((pid_t)pid, SIGUSR2) < 0)
-		log_msg("queue: waking the runner (pid %lld): %s", pid, strerror(errno));
+	if (kill(pid, SIGUSR2) < 0)
+		log_msg("queue: waking the runner (pid %ld): %s", (long)pid, strerror(errno));
 }
 
-/* queue_release - after the 250: the job lock goes, the runner is woken */
+/*
+ * queue_release - after the 250 of a queued message: the reply goes out,
+ * the job lock goes, the runner is woken, and only then does deliver's
+ * hold on SIGTERM end. The message is sent whatever happens next, so a
+ * session ended before its 250 is on the way would have a client send it
+ * again. A client that does not take the reply holds a stopping server
+ * no longer than the grace time.
+ */
 static void queue_release(struct session *s, int fd, const char *id)
 {
+	int timeout_ms = s->conn.timeout_ms;
+
+	if (s->conn.timeout_ms > STOP_GRACE_SECONDS * 1000)
+		s->conn.timeout_ms = STOP_GRACE_SECONDS * 1000;
+	(void)conn_flush(&s->conn);
+	s->conn.timeout_ms = timeout_ms;
 	log_msg("queued %s from <%s> for %s%s (%d recipient%s), %llu bytes", id, s->sender,
 		s->relay[0], s->nrelay > 1 ? ",..." : "", s->nrelay, s->nrelay == 1 ? "" : "s",
 		s->spill.size);
 	close_fd(fd, "job lock");
 	queue_wake();
+	hold_stop(0);
 }
 
 /* ---------------------------------------------------------------- relay: who may relay */
@@ -5812,30 +5858,6 @@ static const char *relay_refusal(const struct session *s, const char *addr)
 
 enum queue_room { QUEUE_ROOM, QUEUE_FULL, QUEUE_UNREADABLE };
 
-/* queue_count - the messages in the queue (each has its .msg from first to
- * last, so one being queued right now counts too), counted up to limit;
- * -1 (logged) when the queue cannot be read */
-static int queue_count(int limit)
-{
-	char dir[PATH_TEXT_MAX];
-	struct dirent *e;
-	DIR *d;
-	int n = 0;
-
-	if (queue_dir(dir, sizeof dir) < 0 || !(d = opendir(dir))) {
-		log_msg("queue: %s: %s", cfg.spool, strerror(errno));
-		return -1;
-	}
-	while (n < limit && (e = readdir(d))) {
-		size_t len = strlen(e->d_name);
-
-		n += len > 4 && e->d_name[0] != '.' && strcmp(e->d_name + len - 4, ".msg") == 0;
-	}
-	if (closedir(d) < 0)
-		log_msg("queue: closedir: %s", strerror(errno));
-	return n;
-}
-
 /*
  * queue_room - may one more message be queued? Not when the queue holds
  * -Z messages, nor when the spool's free space is under twice the largest
@@ -5846,7 +5868,7 @@ static enum queue_room queue_room(char *why, size_t size)
 {
 	struct statvfs fs;
 	unsigned long long need, have;
-	int n = queue_count(cfg.queue_max);
+	int n = queue_names(".msg", NULL, cfg.queue_max);	/* one being queued counts */
 
 	if (n < 0 || statvfs(cfg.spool, &fs) < 0) {
 		(void)snprintf(why, size, "the queue cannot be read: %s", strerror(errno));
@@ -7187,6 +7209,7 @@ enum {
 	DOT_TIMEOUT = 600,	/* 4.5.3.2.6: the final dot, 10 minutes */
 	QUIT_TIMEOUT = 10,	/* QUIT's reply changes nothing: a short wait */
 	REPLY_LINES_MAX = 100,	/* the lines of one multi-line reply, at most */
+	REPLY_READ_MAX = 8192,	/* a reply line read, with its CRLF: see reply_read */
 	BATCH_MAX = 16		/* jobs one delivery process carries, one after the other */
 };
 
@@ -7282,11 +7305,18 @@ static int reply_add(struct smtp_reply *r, const char *line, size_t len, int fir
 	return 0;
 }
 
-/* reply_read - the remote's next reply, waiting at most timeout seconds
- * for each line; 0, or -1 with r holding a 451 of ours saying why */
+/*
+ * reply_read - the remote's next reply, waiting at most timeout seconds
+ * for each line; 0, or -1 with r holding a 451 of ours saying why. RFC
+ * 5321 4.5.3.1.5 bounds a reply line at 512 octets, but servers send
+ * longer texts, and a line skipped unread could be the last one of the
+ * reply (a 250 to the final dot waited past would send the message
+ * twice): so lines up to REPLY_READ_MAX are read (the text kept is cut at
+ * REPLY_TEXT_MAX), and a longer one ends the session as no SMTP.
+ */
 static int reply_read(struct remote *m, int timeout, struct smtp_reply *r)
 {
-	char line[REPLY_LINE_MAX + 1];
+	char line[REPLY_READ_MAX];
 	size_t len;
 	int crlf;
 
@@ -7295,8 +7325,12 @@ static int reply_read(struct remote *m, int timeout, struct smtp_reply *r)
 	for (int i = 0; i < REPLY_LINES_MAX; i++) {
 		enum io_status st = conn_read_line(&m->conn, line, sizeof line, &len, &crlf);
 
-		if (st == IO_TOO_LONG)
-			continue;	/* past RFC 5321's 512 octets: skipped */
+		if (st == IO_TOO_LONG) {
+			local_reply(r, 451, "4.5.0 %s: a reply line too long (over %d octets)",
+				    m->host, (int)REPLY_READ_MAX);
+			m->lost = 1;	/* out of step with it */
+			return -1;
+		}
 		if (st != IO_OK) {
 			local_reply(r, 451, "4.4.2 %s: %s", m->host, st == IO_TIMEOUT
 				    ? "no reply in time" : "the connection was lost");
@@ -7565,18 +7599,6 @@ static int send_envelope(struct trip *t, struct remote *m)
 	return r[1].code == 354 ? accepted : 0;
 }
 
-/* term_block - block (or unblock) SIGTERM: from the final dot until the
- * outcome is on disk, a stop may not come between the remote's 250 and
- * our record of it (which would send the message again) */
-static void term_block(int block)
-{
-	sigset_t term;
-
-	if (sigemptyset(&term) < 0 || sigaddset(&term, SIGTERM) < 0
-	    || sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &term, NULL) < 0)
-		log_msg("SIGTERM mask: %s", strerror(errno));
-}
-
 /* send_data - the .msg bytes (already CRLF lines, dot-stuffed), then the
  * final ".\r\n"; the reply to it decides every accepted recipient. 0, or
  * -1 (r holds why) */
@@ -7599,7 +7621,10 @@ static int send_data(struct trip *t, struct remote *m, struct smtp_reply *r)
 		m->lost = 1;	/* the connection is closed without the dot */
 		return -1;
 	}
-	term_block(1);
+	/* SIGTERM waits from the final dot until the outcome is on disk
+	 * (record): a stop between the remote's 250 and our record of it
+	 * would send the message again. */
+	hold_stop(1);
 	if ((last != '\n' && conn_write(&m->conn, "\r\n", 2) < 0)
 	    || conn_write(&m->conn, ".\r\n", 3) < 0) {
 		local_reply(r, 451, "4.4.2 %s: the connection was lost", m->host);
@@ -7794,7 +7819,7 @@ static void notice_delay(struct job *job, long long now)
 	if (job->notice || now - job->arrived < cfg.notice_after)
 		return;
 	for (int i = 0; i < job->nrcpt; i++)
-		if (job->rcpt[i].state == RS_PENDING || job->rcpt[i].state == RS_DEFERRED)
+		if (rcpt_waiting(&job->rcpt[i]))
 			which[n++] = i;
 	if (n > 0 && report_deliver(job, which, n, REPORT_DELAYED, cfg.hostname) == 0) {
 		job->notice = 1;
@@ -7802,18 +7827,13 @@ static void notice_delay(struct job *job, long long now)
 	}
 }
 
-/* job_done - every recipient is final: remove the job (the .env first, so
- * that a crash in between leaves a .msg alone, which no scan reads) */
+/* job_done - every recipient is final: remove the job (job_unlink) */
 static int job_done(const struct job *job)
 {
-	char env[PATH_TEXT_MAX], msg[PATH_TEXT_MAX], dir[PATH_TEXT_MAX];
-
 	for (int i = 0; i < job->nrcpt; i++)
-		if (job->rcpt[i].state != RS_DELIVERED && job->rcpt[i].state != RS_FAILED)
+		if (rcpt_waiting(&job->rcpt[i]))
 			return 0;
-	if (job_path(env, sizeof env, job->id, ".env") < 0
-	    || job_path(msg, sizeof msg, job->id, ".msg") < 0 || queue_dir(dir, sizeof dir) < 0 || unlink(env) < 0 || unlink(msg) < 0
-	    || sync_dir(dir) < 0) {
+	if (job_unlink(job->id) < 0) {
 		log_msg("relay: %s: cannot remove the finished job: %s", job->id, strerror(errno));
 		return -1;
 	}
@@ -7835,7 +7855,7 @@ static int apply_outcomes(const struct trip *t, struct job *job, int tried, int 
 		struct job_rcpt old = *r;
 
 		if (i >= job->nrcpt || strcmp(r->address, t->job.rcpt[i].address) != 0
-		    || r->state == RS_DELIVERED || r->state == RS_FAILED)
+		    || !rcpt_waiting(r))
 			continue;	/* -x and a new message of the same id, or decided meanwhile */
 		if (settle(job, r, &t->got[k], t->remote, tried, now)) {
 			before[nfailed] = old;
@@ -7862,12 +7882,14 @@ static void record(const struct trip *t, int tried)
 			close_fd(lock, "job lock");
 		return;
 	}
+	hold_stop(1);	/* a report stored and its job not saved would come again */
 	nfailed = apply_outcomes(t, &job, tried, failed, before, now);
 	(void)report_failed(&job, failed, nfailed, before, now);
 	notice_delay(&job, now);
 	if (job_done(&job) == 0 && job_save(&job) < 0)
 		log_msg("relay: %s: the outcome is not saved: the recipients are tried again",
 			job.id);
+	hold_stop(0);
 	close_fd(lock, "job lock");
 }
 
@@ -7891,10 +7913,9 @@ static int trip_open(struct trip *t, const char *id, const char *domain, int flu
 	t->n = 0;
 	for (int i = 0; i < t->job.nrcpt; i++) {
 		const struct job_rcpt *r = &t->job.rcpt[i];
-		const char *at = strrchr(r->address, '@');
 
-		if ((r->state == RS_PENDING || r->state == RS_DEFERRED) && (flush || r->next_try <= now)
-		    && strcasecmp(at ? at + 1 : "", domain) == 0)
+		if (rcpt_waiting(r) && (flush || r->next_try <= now)
+		    && strcasecmp(rcpt_domain(r), domain) == 0)
 			t->which[t->n++] = i;
 	}
 	if (t->n == 0 || job_path(path, sizeof path, id, ".msg") < 0
@@ -7910,6 +7931,11 @@ static int trip_open(struct trip *t, const char *id, const char *domain, int flu
 	     off += got)
 		for (ssize_t i = 0; i < got && !t->eightbit; i++)
 			t->eightbit = (unsigned char)buf[i] > 127;
+	if (got < 0) {	/* the job waits for the next scan, untouched */
+		log_msg("relay: %s: the queued message cannot be read: %s", id, strerror(errno));
+		close_fd(t->msg_fd, "message");
+		return -1;
+	}
 	return 0;
 }
 
@@ -7952,7 +7978,7 @@ static int deliver_order(const struct order *o)
 		else
 			all_get(&t, &why, 0);
 		record(&t, !o->down);
-		term_block(0);
+		hold_stop(0);
 		close_fd(t.msg_fd, "message");
 		if ((!o->down && state == OPEN_NEXT) || (state == OPEN_OK && m.lost))
 			break;
@@ -7973,7 +7999,10 @@ enum {
 	DOWN_MAX = 64,		/* destinations remembered as down */
 	DELIVERY_GRACE_SECONDS = 5,	/* a stopping runner's wait for its deliveries */
 	RESTART_SECONDS = 10,	/* the listening parent restarts the runner this often at most */
-	SCAN_MAX_SECONDS = 60	/* the runner scans the queue at least once a minute */
+	SCAN_MAX_SECONDS = 60,	/* the runner scans the queue at least once a minute */
+	ORPHAN_SECONDS = 3600,	/* a file a crash left must be this old to go (a session
+				   may be queueing it right now) */
+	SWEEP_SECONDS = 600	/* the runner looks for such files this often */
 };
 
 /* A delivery process of the runner's. */
@@ -8011,6 +8040,7 @@ struct runner {
 	long long next_scan;	/* unix seconds */
 	long long last_scan_ms;
 	int rescan;		/* a delivery ended: scan again soon */
+	long long next_sweep;	/* unix seconds: queue_sweep's next turn */
 };
 
 /* The runner's signals (SIGTERM, SIGINT in the foreground, SIGUSR1 flush,
@@ -8041,6 +8071,19 @@ static int runner_path(char *path, size_t size)
 	return job_path(path, size, ".runner", "");
 }
 
+/* Where an FNV-1a hash starts; fnv1a carries it on. */
+static const uint32_t FNV_OFFSET = 2166136261u;
+
+/* fnv1a - the FNV-1a hash h carried on over text, folded to lower case
+ * when fold is set (a domain matches in any case, RFC 5321 2.4): the
+ * runner's hash of ids and domains */
+static uint32_t fnv1a(uint32_t h, const char *text, int fold)
+{
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+		h = (h ^ (uint32_t)(fold ? tolower(*p) : *p)) * 16777619u;
+	return h;
+}
+
 /*
  * claim - in a delivery process: take the lock that says "this job's mail
  * to domain is being delivered" (a byte of .runner named by a hash of the
@@ -8050,13 +8093,8 @@ static int runner_path(char *path, size_t size)
 static int claim(const char *id, const char *domain)
 {
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
-	uint32_t h = 2166136261u;	/* FNV-1a */
+	uint32_t h = fnv1a(fnv1a(fnv1a(FNV_OFFSET, id, 0), "@", 0), domain, 1);
 
-	for (const char *p = id; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	h = (h ^ '@') * 16777619u;
-	for (const char *p = domain; *p; p++)
-		h = (h ^ (unsigned char)tolower((unsigned char)*p)) * 16777619u;
 	fl.l_start = 1 + (off_t)(h & 0x3fffffff);
 	return runner_fd < 0 || fcntl(runner_fd, F_SETLK, &fl) == 0 ? 0 : -1;
 }
@@ -8195,23 +8233,23 @@ static int lined_up(const struct runner *rn, int kept, const char *id, const cha
 	return 0;
 }
 
-/* due_add - job's recipients at the domain of rcpt[first] (the first of
- * them not final): into the due list when their earliest next try has
- * come (or flush) and the first kept entries do not have them yet, else
- * *earliest may move up to it */
+/* due_add - line up job's recipients at the domain of rcpt[first], the
+ * first of them still waiting. They go into the due list when the
+ * earliest next try among them has come (or on a flush), unless the first
+ * kept entries hold them already; else that next try may move *earliest,
+ * the time of the next scan, up. */
 static void due_add(struct runner *rn, int kept, const struct job *job, int first, int flush,
 		    long long now, long long *earliest)
 {
-	const char *at = strrchr(job->rcpt[first].address, '@'), *domain = at ? at + 1 : "";
+	const char *domain = rcpt_domain(&job->rcpt[first]);
 	long long due = -1;
 	struct due *d;
 
 	for (int i = first; i < job->nrcpt; i++) {
 		const struct job_rcpt *r = &job->rcpt[i];
-		const char *a = strrchr(r->address, '@');
 
-		if ((r->state == RS_PENDING || r->state == RS_DEFERRED)
-		    && strcasecmp(a ? a + 1 : "", domain) == 0 && (due < 0 || r->next_try < due))
+		if (rcpt_waiting(r) && strcasecmp(rcpt_domain(r), domain) == 0
+		    && (due < 0 || r->next_try < due))
 			due = r->next_try;
 	}
 	if (!flush && due > now) {
@@ -8237,18 +8275,13 @@ static void due_add(struct runner *rn, int kept, const struct job *job, int firs
  * its domain (each domain of a job is lined up once) */
 static int first_of_domain(const struct job *job, int i)
 {
-	const struct job_rcpt *r = &job->rcpt[i];
-	const char *at = strrchr(r->address, '@'), *domain = at ? at + 1 : "";
+	const char *domain = rcpt_domain(&job->rcpt[i]);
 
-	if (r->state != RS_PENDING && r->state != RS_DEFERRED)
+	if (!rcpt_waiting(&job->rcpt[i]))
 		return 0;
-	for (int j = 0; j < i; j++) {
-		const char *a = strrchr(job->rcpt[j].address, '@');
-
-		if ((job->rcpt[j].state == RS_PENDING || job->rcpt[j].state == RS_DEFERRED)
-		    && strcasecmp(a ? a + 1 : "", domain) == 0)
+	for (int j = 0; j < i; j++)
+		if (rcpt_waiting(&job->rcpt[j]) && strcasecmp(rcpt_domain(&job->rcpt[j]), domain) == 0)
 			return 0;
-	}
 	return 1;
 }
 
@@ -8266,15 +8299,14 @@ static int by_due(const void *a, const void *b)
 static int known(const char *id, int add, int reset)
 {
 	static char ids[KNOWN_SLOTS][ID_MAX];
-	uint32_t h = 2166136261u;	/* FNV-1a */
+	uint32_t h;
 	size_t i;
 
 	if (reset) {
 		memset(ids, 0, sizeof ids);
 		return 0;
 	}
-	for (const char *p = id; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = fnv1a(FNV_OFFSET, id, 0);
 	for (size_t probe = 0; probe < KNOWN_SLOTS; probe++) {
 		i = (h + probe) % KNOWN_SLOTS;
 		if (strcmp(ids[i], id) == 0)
@@ -8285,17 +8317,84 @@ static int known(const char *id, int add, int reset)
 			return 0;
 		}
 	}
-	return 0;	/* full: cannot be, queue_ids gives half as many */
+	return 0;	/* full: cannot be, queue_names gives half as many */
+}
+
+/* job_file_age - seconds since <id><suffix> last changed (0 for a time
+ * in the future); -1 when there is no such file */
+static long long job_file_age(const char *id, const char *suffix, long long now)
+{
+	char path[PATH_TEXT_MAX];
+	struct stat st;
+
+	if (job_path(path, sizeof path, id, suffix) < 0 || lstat(path, &st) < 0) {
+		if (errno != ENOENT)
+			log_msg("queue: %s%s: %s", id, suffix, strerror(errno));
+		return -1;
+	}
+	return now > (long long)st.st_mtime ? now - (long long)st.st_mtime : 0;
 }
 
 /*
- * scan_queue - read the queue: each job not locked by someone else (a session
- * still deciding its reply, a delivery recording), and line up its
- * recipients due now, per domain; the next scan when the next one falls
- * due, within -B's minimum and a minute (at least a second away). What a
- * flush lined up and could not start yet stays lined up, and a job that
- * was busy when the flush came is flushed when a scan finds it free.
- * fresh: read only the jobs not known (a wake-up), keeping what is lined up.
+ * sweep_leftover - remove <id><suffix> if a crash left it: a .msg without
+ * its .env (the intake died between the two files, or a removal between
+ * its unlinks), or a .env.tmp (job_save cut short). Such a .msg is never
+ * sent and would count against -Z for ever. Only files ORPHAN_SECONDS old
+ * are taken, and only under the job lock: a session holds that lock from
+ * the moment it makes the .msg until its reply, a delivery while it
+ * records, and the age covers the instant between open and lock.
+ */
+static void sweep_leftover(const char *id, const char *suffix, long long now)
+{
+	int envelope = strcmp(suffix, ".env.tmp") == 0, lock;
+	long long age = job_file_age(id, suffix, now);
+
+	if (age < ORPHAN_SECONDS || (!envelope && job_file_age(id, ".env", now) >= 0))
+		return;
+	lock = job_lock(id, 0);
+	if (lock < 0 && (!envelope || job_file_age(id, ".msg", now) >= 0))
+		return;	/* someone is working on it */
+	if (envelope || job_file_age(id, ".env", now) < 0) {	/* its .env did not come meanwhile */
+		char path[PATH_TEXT_MAX];
+
+		if (envelope ? job_path(path, sizeof path, id, suffix) < 0 || unlink(path) < 0
+			     : job_unlink(id) < 0)
+			log_msg("queue: %s%s: cannot remove it: %s", id, suffix, strerror(errno));
+		else
+			log_msg("queue: %s%s: left by a crash %lld seconds ago: removed", id,
+				suffix, age);
+	}
+	if (lock >= 0)
+		close_fd(lock, "job lock");
+}
+
+/* queue_sweep - remove what crashes left in the queue (sweep_leftover):
+ * the runner does it when it starts, on a flush and every SWEEP_SECONDS */
+static void queue_sweep(struct runner *rn)
+{
+	static const char *const suffixes[] = { ".msg", ".env.tmp" };
+	static char ids[DEFAULT_QUEUE_MAX][ID_MAX];
+	long long now = (long long)time(NULL);
+
+	rn->next_sweep = now + SWEEP_SECONDS;
+	for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
+		int n = queue_names(suffixes[k], ids, DEFAULT_QUEUE_MAX);
+
+		for (int i = 0; i < n; i++)
+			sweep_leftover(ids[i], suffixes[k], now);
+	}
+}
+
+/*
+ * scan_queue - read the queue and line up, per domain, the recipients due
+ * now. A job that someone else has locked is passed over: a session may
+ * still be deciding its reply, or a delivery recording its outcome. The
+ * next scan is set for when the next recipient falls due, but within -B's
+ * minimum and a minute, and at least a second away. What a flush lined up
+ * and could not start yet stays lined up, and a job that was busy when the
+ * flush came is flushed when a scan finds it free. With fresh set (a
+ * session's wake-up) only the jobs not known are read, and what is lined
+ * up stays.
  */
 static void scan_queue(struct runner *rn, int flush, int fresh)
 {
@@ -8304,7 +8403,7 @@ static void scan_queue(struct runner *rn, int flush, int fresh)
 	long long now = (long long)time(NULL);
 	long long wait = cfg.backoff_min < SCAN_MAX_SECONDS ? cfg.backoff_min : SCAN_MAX_SECONDS;
 	long long earliest = now + wait;
-	int n = queue_ids(ids, DEFAULT_QUEUE_MAX), kept = fresh ? rn->ndue : 0;
+	int n = queue_names(".env", ids, DEFAULT_QUEUE_MAX), kept = fresh ? rn->ndue : 0;
 
 	for (int i = 0; !fresh && i < rn->ndue; i++)
 		if (rn->due[i].flush)
@@ -8442,8 +8541,9 @@ static void start_due(struct runner *rn, const sigset_t *mask)
 	rn->ndue = kept;
 }
 
-/* reap_deliveries - collect ended deliveries; one whose destination did not answer
- * marks it down */
+/* reap_deliveries - collect the deliveries that ended. A delivery that
+ * found no address of its destination answering marks that destination
+ * down, so that its other jobs are deferred without a connection. */
 static void reap_deliveries(struct runner *rn)
 {
 	pid_t pid;
@@ -8519,6 +8619,8 @@ static void runner_step(struct runner *rn, const sigset_t *mask)
 		memset(rn->down, 0, sizeof rn->down);	/* a flush tries every destination */
 		log_msg("queue runner: flush");
 	}
+	if (flush || (long long)time(NULL) >= rn->next_sweep)
+		queue_sweep(rn);
 	if (flush || (long long)time(NULL) >= rn->next_scan
 	    || (rn->rescan && now_ms() - rn->last_scan_ms >= 1000)) {
 		runner_scan = 0;
@@ -8563,30 +8665,58 @@ static int run_queue(int foreground)
 	return 0;
 }
 
+/*
+ * runner_holder - the pid of the running runner: the owner of the lock on
+ * byte 0 of .runner (F_GETLK), not the pid written in the file, which a
+ * runner that died leaves behind and another process may have by now;
+ * and not a delivery's claim on another byte. 0 when none runs, -1 when
+ * .runner cannot be read (logged).
+ */
+static pid_t runner_holder(void)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	char path[PATH_TEXT_MAX];
+	int fd;
+
+	if (runner_path(path, sizeof path) < 0)
+		return -1;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		log_msg("queue: %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fcntl(fd, F_GETLK, &fl) < 0) {
+		log_msg("queue: %s: %s", path, strerror(errno));
+		fl.l_type = F_UNLCK;
+	}
+	close_fd(fd, "runner lock");
+	return fl.l_type == F_WRLCK && fl.l_pid > 0 ? fl.l_pid : 0;
+}
+
 /* queue_flush - -F: tell the running runner to flush (SIGUSR1); 0, or 1
  * when none runs */
 static int queue_flush(void)
 {
-	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_len = 1 };
-	char path[PATH_TEXT_MAX];
-	int fd = runner_path(path, sizeof path) < 0 ? -1
-		 : open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	pid_t pid = runner_holder();
 
-	if (fd >= 0 && fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type == F_WRLCK
-	    && kill(fl.l_pid, SIGUSR1) == 0) {
-		close_fd(fd, "runner lock");
-		printf("queue runner %ld: flushing the queue\n", (long)fl.l_pid);
+	if (pid > 0 && kill(pid, SIGUSR1) < 0) {
+		fprintf(stderr, "%s: queue runner %ld: %s\n", progname, (long)pid, strerror(errno));
+		return 1;
+	}
+	if (pid > 0) {
+		printf("queue runner %ld: flushing the queue\n", (long)pid);
 		return fflush(stdout) == 0 ? 0 : 1;
 	}
-	if (fd >= 0)
-		close_fd(fd, "runner lock");
 	fprintf(stderr, "%s: no queue runner is running on %s\n", progname, cfg.spool);
 	return 1;
 }
 
-/* keeper_signals - the keeper's signals: SIGTERM and SIGCHLD noted (as the
- * runner's) and blocked but while it waits (*wait_mask), SIGINT, SIGUSR1
- * and SIGUSR2 ignored; *orig: the mask before, the runner's to start with */
+/* keeper_signals - set up the keeper's signals. SIGTERM and SIGCHLD are
+ * noted as the runner's are, and blocked except while it waits with
+ * *wait_mask; SIGINT, SIGUSR1 and SIGUSR2 are ignored (they are meant for
+ * the sessions' parent or the runner). *orig gets the mask before, which
+ * the runner starts with. */
 static int keeper_signals(sigset_t *wait_mask, sigset_t *orig)
 {
 	struct sigaction sa = { .sa_handler = runner_signal };
@@ -9451,7 +9581,7 @@ static int relay_option(int opt, const char *v)
 	case 'B': return backoff_arg(v);
 	case 'E': n = number_arg(v, 1, 365 * 86400LL); cfg.queue_lifetime = (int)n; break;
 	case 'W': n = number_arg(v, 1, 365 * 86400LL); cfg.notice_after = (int)n; break;
-	case 'Z': n = number_arg(v, 1, 10000000); cfg.queue_max = (int)n; break;
+	case 'Z': n = number_arg(v, 1, DEFAULT_QUEUE_MAX); cfg.queue_max = (int)n; break;
 	case 'q': cfg.queue_mode = QM_RUNNER; break;
 	case 'p': cfg.queue_mode = QM_PRINT; break;
 	case 'F': cfg.queue_mode = QM_FLUSH; break;

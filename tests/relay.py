@@ -17,6 +17,8 @@ into A's queue (queue_job: the .msg and .env files of DESIGN.md "The
 queue"), so the runner can be tested without the intake. Every wait is
 bounded (wait_for); every process is stopped by PID in tearDown.
 """
+import contextlib
+import fcntl
 import os
 import smtplib
 import socket
@@ -125,6 +127,28 @@ def runner_pid(spool):
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+@contextlib.contextmanager
+def mailbox_locked(spool, login):
+    """Hold login's mailbox write lock (DESIGN.md "Locking": byte 1 of
+    mymailbox.state) for the with block, as another delivery would."""
+    os.makedirs(os.path.join(spool, login), exist_ok=True)
+    fd = os.open(os.path.join(spool, login, "mymailbox.state"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1)
+        yield
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1)
+        os.close(fd)
+
+
+def lock_waiter(pid):
+    """Whether process pid waits for an fcntl lock: /proc/locks marks a
+    blocked request with "->"."""
+    with open("/proc/locks") as f:
+        return any(p[1] == "->" and p[5] == str(pid)
+                   for p in (line.split() for line in f) if len(p) > 5)
 
 
 # ---------------------------------------------------------------- scripted servers

@@ -178,6 +178,28 @@ class Retries(DeliveryTest):
         self.assertEqual(len(self.records("alice")), 1)
 
 
+    def test_long_reply_line_is_read(self):
+        """RFC 5321 4.5.3.1.5 bounds a reply line at 512 octets, but
+        servers send longer ones; a 250 of 700 octets to the final dot is
+        read as a 250 (not waited past for 10 minutes, then sent again)."""
+        fake = self.fake(DOT="250 2.0.0 queued " + "x" * 700)
+        queue_job(self.spool, "L1", "alice@a.example", ["bob@b.example"], body())
+        self.runner(routes=[fake.route("b.example")])
+        self.queue_empty(10)
+        self.assertEqual(len(fake.delivered()), 1)
+        self.assertEqual(len(fake.transactions), 1)
+
+    def test_endless_reply_line_defers_at_once(self):
+        """A reply line past any bound is no SMTP: the recipient is deferred
+        with our 451 at once, not after RCPT's 5-minute time-out."""
+        fake = self.fake(RCPT="250 " + "y" * 20000)
+        queue_job(self.spool, "L2", "alice@a.example", ["bob@b.example"], body())
+        self.runner("-B", "600:600", routes=[fake.route("b.example")])
+        r = self.wait_state("L2", "bob@b.example", "deferred", timeout=10)
+        self.assertRegex(r["reply"], r"^451 4\.5\.0 .*too long")
+        self.assertFalse(any(t.data for t in fake.transactions), "data sent")
+
+
 class Crashes(DeliveryTest):
     """Issue test 8: a delivery process killed before the remote's final
     reply delivers later; killed after it, at most once more. Every
@@ -347,3 +369,48 @@ class Steering(DeliveryTest):
         self.assertEqual(a.stop(), 0)
         self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % second), 10),
                         "the runner outlived its server")
+
+
+class Orphans(DeliveryTest):
+    """Files a crash left in the queue: a .msg without its .env (the intake
+    died between the two, or a removal between its two unlinks) and a
+    stale .env.tmp (job_save cut short). The runner removes those older
+    than an hour that nobody holds the job lock on, when it starts and on
+    a flush; younger or locked ones stay (a session may be queueing them)."""
+
+    HOUR_AGO = 2 * 3600
+
+    def leftover(self, name, old=True):
+        path = os.path.join(self.spool, ".queue", name)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(wire(body()))
+        if old:
+            then = time.time() - self.HOUR_AGO
+            os.utime(path, (then, then))
+        return path
+
+    def test_removed_at_start_and_on_flush(self):
+        import fcntl
+        fake = self.fake(RCPT="451 4.3.0 try later")
+        queue_job(self.spool, "J1", "alice@a.example", ["bob@b.example"], body())
+        gone = [self.leftover("O1.msg"), self.leftover("J1.env.tmp"),
+                self.leftover("O4.env.tmp")]
+        kept = [self.leftover("O2.msg", old=False), self.leftover("O3.msg")]
+        with open(kept[1], "r+b") as held:
+            fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            runner = self.runner("-B", "600:600", routes=[fake.route("b.example")])
+            self.wait_state("J1", "bob@b.example", "deferred")
+            self.assertTrue(wait_for(lambda: not any(map(os.path.exists, gone)), 5),
+                            runner.log())
+            self.assertTrue(all(map(os.path.exists, kept)), runner.log())
+        self.assertIn("O1.msg: left by a crash", runner.log())
+        self.assertEqual(self.queue(), ["J1"])
+        late = self.leftover("O5.msg")
+        run = subprocess.run([binary("smtpmail"), "-d", self.spool, "-F"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertTrue(wait_for(lambda: not os.path.exists(late), 5), runner.log())
+        self.assertFalse(os.path.exists(kept[1]), "no longer locked, it goes on a flush")
+        self.assertTrue(os.path.exists(kept[0]))
+        self.assertTrue(os.path.exists(os.path.join(self.spool, ".queue", "J1.msg")))

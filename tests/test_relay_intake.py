@@ -22,6 +22,7 @@ import time
 
 from harness import (HOSTNAME, SANITIZER_ENV, SANITIZER_RE, MailTest, Raw, ShimBuild,
                      binary, free_port, gone)
+from relay import lock_waiter, mailbox_locked, wait_for
 from test_auth import plain
 from test_client import ClientTest
 
@@ -247,6 +248,16 @@ class WhoMayRelay(RelayTest):
         self.assertEqual(run.returncode, 2, run.stderr)
         self.assertIn("-o needs -D", run.stderr)
 
+    def test_queue_limit_within_what_a_scan_reads(self):
+        # The runner reads at most 10000 envelopes a scan: a larger -Z would
+        # queue mail that no scan sees while the first 10000 wait.
+        for value, status in (("10000", 0), ("10001", 2)):
+            run = subprocess.run([binary("smtpmail"), "-Z", value, "-d", self.spool, "-u",
+                                  self.userfile, "-p"], capture_output=True, text=True,
+                                 timeout=30, env=dict(os.environ, **SANITIZER_ENV),
+                                 stdin=subprocess.DEVNULL)
+            self.assertEqual(run.returncode, status, run.stderr)
+
 
 class Queueing(RelayTest):
     """DATA with relay recipients: the queue's files, -p, -x, the limits."""
@@ -293,6 +304,29 @@ class Queueing(RelayTest):
         self.assertIn("queued %s from <alice@a.example> for bob@b.example,... (2 recipients)"
                       % qid, log)
         self.assertIn("delivered %s from <alice@a.example> to carol" % qid, log)
+
+    def test_sigterm_while_queueing_waits_for_the_reply(self):
+        """The parent's last-resort SIGTERM, come while a message is being
+        queued (here: the local mailbox's lock is waited for), ends the
+        session only after the client has its 250: a queued message whose
+        client heard nothing would be sent, and sent again on its retry."""
+        import signal
+        c = self.session()
+        self.login(c)
+        with mailbox_locked(self.spool, "carol"):
+            c.cmd("MAIL FROM:<alice@a.example>")
+            c.cmd("RCPT TO:<carol@a.example>")
+            c.cmd("RCPT TO:<bob@b.example>")
+            c.cmd("DATA")
+            c.send(MESSAGE)
+            self.assertTrue(wait_for(lambda: lock_waiter(self.procs[-1].pid), 10),
+                            "the session does not wait for carol's mailbox")
+            self.assertEqual(len([n for n in self.queued() if n.endswith(".env")]), 1)
+            self.procs[-1].send_signal(signal.SIGTERM)     # pending: held meanwhile
+        self.assertRegex(c.line(), ACCEPTED_RE)
+        self.assertEqual(self.procs[-1].wait(10), -signal.SIGTERM)
+        self.assertEqual(len([n for n in self.queued() if n.endswith(".env")]), 1)
+        self.assertEqual(len(self.records("carol")), 1)
 
     def test_trusted_client_one_recipient_large_message(self):
         # Past the memory buffer: the message spills to a temp file, and is
@@ -424,24 +458,29 @@ import fcntl, os, signal, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
 if sys.argv[3] == "lock":
     fcntl.lockf(fd, fcntl.LOCK_EX)
+elif sys.argv[3] == "claim":    # a delivery's claim: one byte past the runner's
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 5)
 os.write(fd, b"%d\n" % os.getpid())
 signal.signal(signal.SIGUSR2, lambda *a: open(sys.argv[2], "w").close())
 print("ready", flush=True)
 time.sleep(30)
 """
 
-    def fake_runner(self, lock):
+    def fake_runner(self, mode):
+        """A process that plays the runner: it writes its pid into .runner
+        and holds the runner's lock ("lock"), a delivery's claim on another
+        byte ("claim"), or none; the file "woken" appears on its SIGUSR2."""
         os.makedirs(self.queue, mode=0o700, exist_ok=True)
         woken = os.path.join(self.dir, "woken")
         proc = subprocess.Popen([sys.executable, "-c", self.RUNNER,
                                  os.path.join(self.queue, ".runner"), woken,
-                                 "lock" if lock else "none"], stdout=subprocess.PIPE)
+                                 mode], stdout=subprocess.PIPE)
         self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait()))
         self.assertEqual(proc.stdout.readline(), b"ready\n")
         return proc, woken
 
     def test_runner_woken(self):
-        proc, woken = self.fake_runner(lock=True)
+        proc, woken = self.fake_runner("lock")
         c = self.session()
         self.login(c)
         self.assertIsNotNone(ACCEPTED_RE.match(self.send(c, "alice@a.example", ["bob@b.example"])))
@@ -450,10 +489,8 @@ time.sleep(30)
             time.sleep(0.05)
         self.assertTrue(os.path.exists(woken), "the runner was not woken")
 
-    def test_dead_runner_not_signalled(self):
-        # A pid in .runner with no lock held: the runner died, and the pid
-        # may be another process's now. SIGUSR2 would end it.
-        proc, woken = self.fake_runner(lock=False)
+    def assert_not_woken(self, mode):
+        proc, woken = self.fake_runner(mode)
         c = self.session()
         self.login(c)
         self.assertIsNotNone(ACCEPTED_RE.match(self.send(c, "alice@a.example", ["bob@b.example"])))
@@ -462,6 +499,16 @@ time.sleep(30)
         time.sleep(0.3)
         self.assertFalse(os.path.exists(woken))
         self.assertFalse(gone(proc.pid))
+
+    def test_dead_runner_not_signalled(self):
+        # A pid in .runner with no lock held: the runner died, and the pid
+        # may be another process's now. SIGUSR2 would end it.
+        self.assert_not_woken("none")
+
+    def test_claim_is_no_runner(self):
+        # The runner died and a delivery it started still holds its claim
+        # on another byte of .runner: the pid there is still not signalled.
+        self.assert_not_woken("claim")
 
 
 class Mailclient(ClientTest):

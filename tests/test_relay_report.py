@@ -11,10 +11,12 @@ would.
 import email
 import email.policy
 import os
+import signal
 import time
 
 from harness import ShimBuild
-from relay import A_DOMAIN, A_HOST, FAST, RelayTest, queue_job, read_env, wait_for
+from relay import (A_DOMAIN, A_HOST, FAST, RelayTest, descendants, lock_waiter, mailbox_locked,
+                   queue_job, read_env, wait_for)
 from test_client import (KEY_PROMPT, MENU, NUMBER_PROMPT, Client, close_clients)
 
 SUBJECT = "Lunch on Friday?"
@@ -107,6 +109,24 @@ class Failed(ReportTest):
         self.run_once("550 5.1.1 no such user", sender="")
         time.sleep(0.5)
         self.assertEqual(self.mailbox("alice"), b"")
+
+    def test_sigterm_while_the_report_is_stored(self):
+        """A stopping runner's SIGTERM, come while a delivery stores its
+        report (here: waiting for alice's mailbox lock), waits until the
+        outcome is saved too: else the job, still pending, is tried again
+        and alice gets a second report."""
+        fake = self.fake(RCPT="550 5.1.1 no such user")
+        queue_job(self.spool, "J1", "alice@a.example", ["bob@b.example"], lunch())
+        with mailbox_locked(self.spool, "alice"):
+            runner = self.runner("-B", "1:1", routes=[fake.route("b.example")])
+            waiting = wait_for(lambda: [p for p in descendants(runner.proc.pid)
+                                        if lock_waiter(p)], 10)
+            self.assertTrue(waiting, "no delivery waits for alice's mailbox")
+            os.kill(waiting[0], signal.SIGTERM)     # pending while it is held
+        self.assertTrue(wait_for(lambda: not self.queue(), 10), self.listing())
+        time.sleep(1.5)                             # a retry would come after -B's 1 s
+        self.assertEqual(len(self.records("alice")), 1)
+        self.assertEqual(len(fake.transactions), 1)
 
 
 class Waiting(ReportTest):
