@@ -81,10 +81,10 @@
  * -> greet; MAIL: cmd_mail, check_mail; RCPT: cmd_rcpt, check_rcpt ->
  * find_mailbox; AUTH: cmd_auth, check_auth -> sasl_auth, auth_answer;
  * DATA: cmd_data -> receive_data -> scan_data, store_byte;
- * delivery: deliver -> lock_all (lock_one), open_for_append (mailbox_lock,
- * tidy_mailbox, commit_prepare), append_record, then commit_one (group
- * commit; commit_alone and settle_unknown when the state cannot tell) or
- * commit_all, release_all;
+ * delivery: deliver -> deliver_local -> lock_all (lock_one),
+ * open_for_append (mailbox_lock, tidy_mailbox, commit_prepare),
+ * append_record, then commit_one (group commit; commit_alone and
+ * settle_unknown when the state cannot tell) or commit_all, release_all;
  * replies and their dialect: reply, code_len; the state: set_state; a
  * session: smtp_session -> session_step; the accept loop: serve -> admit
  * -> start_session -> the pool's reuse_worker (hand_off) or fork_session
@@ -5163,34 +5163,15 @@ static int queue_message(struct session *s, const char *id, const char *date);
 static void queue_withdraw(int fd, const char *id);
 static void queue_release(struct session *s, int fd, const char *id);
 
-/* deliver - DESIGN.md "Delivery" steps 2-4: the message goes into every
- * mailbox or into none, and only then is the client told which. With
- * relay recipients it is queued first (DESIGN.md "The queue"), and taken
- * out again if the local delivery fails: all or nothing, both ways. */
-static void deliver(struct session *s)
+/* deliver_local - the message appended to every local recipient's
+ * mailbox and committed, all or nothing (DESIGN.md "Delivery"); 0, or -1
+ * with errno, and then it is in none. SIGTERM is held from the first
+ * append to the end: a stop between two appends would break the rule. */
+static int deliver_local(struct session *s, const char *id, const char *date)
 {
-	char id[ID_MAX], date[64];
-	time_t now = time(NULL);
-	struct tm tm;
-	int failed = 0, err = 0, job_fd = -1;
+	int failed = lock_all(s) < 0, err = failed ? errno : 0;
 
-	message_id(s, id, sizeof id);
-	if (!gmtime_r(&now, &tm)	/* RFC 5322 3.3 date-time */
-	    || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm))
-		(void)snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
-	if (s->nrelay > 0) {	/* held from the queueing to the reply */
-		hold_stop(1);
-		if ((job_fd = queue_message(s, id, date)) < 0) {
-			err = errno;
-			failed = 1;
-		}
-	}
-	if (!failed && lock_all(s) < 0) {
-		err = errno;
-		failed = 1;
-	}
-	if (s->nrelay == 0)	/* held from the first append to its end */
-		hold_stop(1);
+	hold_stop(1);
 	for (int i = 0; !failed && i < s->nrcpts; i++) {
 		if (open_for_append(&s->rcpts[i], s->nrcpts > 1) < 0
 		    || append_record(s, &s->rcpts[i], id, date) < 0) {
@@ -5205,11 +5186,36 @@ static void deliver(struct session *s)
 		failed = 1;
 	}
 	release_all(s);
-	if (failed && job_fd >= 0)
-		queue_withdraw(job_fd, id);
-	if (failed || s->nrelay == 0)
-		hold_stop(0);
-	if (failed) {
+	hold_stop(0);
+	errno = err;
+	return failed ? -1 : 0;
+}
+
+/* deliver - DESIGN.md "Delivery" steps 2-4: the message goes into every
+ * mailbox or into none, and only then is the client told which. With
+ * relay recipients it is queued first (DESIGN.md "The queue"), and taken
+ * out again if the local delivery fails: all or nothing, both ways. */
+static void deliver(struct session *s)
+{
+	char id[ID_MAX], date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	int job_fd = -1, err;
+
+	message_id(s, id, sizeof id);
+	if (!gmtime_r(&now, &tm)	/* RFC 5322 3.3 date-time */
+	    || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm))
+		(void)snprintf(date, sizeof date, "Thu, 01 Jan 1970 00:00:00 +0000");
+	if (s->nrelay > 0) {	/* SIGTERM held from the queueing to the reply */
+		hold_stop(1);
+		job_fd = queue_message(s, id, date);
+	}
+	if ((s->nrelay > 0 && job_fd < 0) || deliver_local(s, id, date) < 0) {
+		err = errno;
+		if (job_fd >= 0)
+			queue_withdraw(job_fd, id);
+		if (s->nrelay > 0)
+			hold_stop(0);
 		log_msg("delivery of %s failed: %s", id, strerror(err));
 		failure_reply(s, err);
 		return;
