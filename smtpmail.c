@@ -180,7 +180,8 @@ static const char help_text[] =
 	"  -F              have the queue runner try every message now\n"
 	"  -x id           remove message id from the queue\n"
 	"\n"
-	"Exit status: 0 success, 1 cannot listen or serve, 2 bad usage.\n";
+	"Exit status: 0 success, 1 cannot listen or serve, or a queue command\n"
+	"failed (-p -F -x: no such message, no runner), 2 bad usage.\n";
 
 /* ---------------------------------------------------------------- limits */
 
