@@ -71,8 +71,8 @@
  * at once, 2 connecting to one domain.
  *
  * Exit status: 0 success, non-zero failure: 0 after SIGTERM or SIGINT (and
- * with -i after the session), 1 when it cannot listen or serve, 2 on bad
- * usage. A session's wrong passwords reach the parent only in its note on
+ * with -i after the session), 1 when it cannot listen or serve or a queue
+ * command (-q -p -F -x) fails, 2 on bad usage. A session's wrong passwords reach the parent only in its note on
  * the pipe, which adds them to the client address's penalty; with -i there
  * is no parent, and a wrong password waits -w, doubled within the session.
  *
