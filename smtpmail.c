@@ -6894,6 +6894,18 @@ static void report_words(struct report_text *rt, const struct report *rp)
 	rt_add(rt, "Its header lines are attached below.\r\n", 38);
 }
 
+/* mta_open - what goes before a Remote-MTA's name: "" for a host name,
+ * "[" or "[IPv6:" for an address (a -R route to [address]), so that the
+ * field reads as an address literal of RFC 5321 4.1.3, not as a name */
+static const char *mta_open(const char *remote)
+{
+	unsigned char bin[16];
+
+	if (inet_pton(AF_INET, remote, bin) == 1)
+		return "[";
+	return inet_pton(AF_INET6, remote, bin) == 1 ? "[IPv6:" : "";
+}
+
 /* report_status_fields - the machine-readable part (RFC 3464 2.2, 2.3):
  * the per-message fields, then one block per recipient */
 static void report_status_fields(struct report_text *rt, const struct report *rp)
@@ -6912,7 +6924,8 @@ static void report_status_fields(struct report_text *rt, const struct report *rp
 			  r->address, rp->kind == REPORT_FAILED ? "failed" : "delayed", status);
 		ascii_only(remote, sizeof remote, r->remote);
 		if (remote[0])	/* RFC 3464 2.3.5: the MTA that gave the reply */
-			rt_printf(rt, "Remote-MTA: dns; %s\r\n", remote);
+			rt_printf(rt, "Remote-MTA: dns; %s%s%s\r\n", mta_open(remote), remote,
+				  *mta_open(remote) ? "]" : "");
 		ascii_only(reply, sizeof reply, r->reply);
 		if (reply[0])	/* RFC 3464 2.3.6: smtp; the reply as it came */
 			rt_printf(rt, "Diagnostic-Code: smtp; %s\r\n", reply);

@@ -1511,6 +1511,16 @@ static void report_compose_failed(void)
 	rt_free(&t);
 }
 
+/* RFC 3464 2.3.5, RFC 5321 4.1.3: a Remote-MTA that is an address (a
+ * route to [address]) is written as an address literal */
+static void report_remote_mta(void)
+{
+	unit_str("mta_open", "a host name", "", mta_open("mx.b.example"));
+	unit_str("mta_open", "IPv4", "[", mta_open("127.0.0.1"));
+	unit_str("mta_open", "IPv6", "[IPv6:", mta_open("::1"));
+	unit_str("mta_open", "digits that are a name", "", mta_open("1.2.3.example"));
+}
+
 /* the lifetime ran out (RFC 3463 4.4.7): how long it was tried */
 static void report_compose_expired(void)
 {
@@ -1763,6 +1773,7 @@ static void group_report(void)
 		unit_str("duration_text", spans[i].text, spans[i].text, span);
 	}
 	report_compose_failed();
+	report_remote_mta();
 	report_compose_expired();
 	report_compose_delayed();
 	report_boundary_clash();
