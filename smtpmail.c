@@ -5916,7 +5916,9 @@ static int relay_check(struct session *s, const char *addr)
 		reply(s, "550 5.7.1 Relaying denied");
 		return -1;
 	}
-	if ((r = queue_room(room, sizeof room)) != QUEUE_ROOM) {
+	/* The message is queued once, whatever its recipients: when an earlier
+	 * recipient of this transaction found room, the queue is not read again. */
+	if (s->nrelay == 0 && (r = queue_room(room, sizeof room)) != QUEUE_ROOM) {
 		log_msg("%s: relay from <%s> to <%s> refused for now: %s", s->peer, s->sender,
 			addr, room);
 		reply(s, r == QUEUE_FULL ? "452 4.3.1 Insufficient system storage"
@@ -7054,8 +7056,8 @@ static int original_headers(const char *id, struct report_text *out)
 	return got < 0 || out->failed ? -1 : 0;
 }
 
-/* stuffed - text (CRLF lines) as a record holds it (DESIGN.md "Record
- * format"): a line that starts with '.' gets it doubled */
+/* stuffed - text (CRLF lines) as a record holds it: a line that starts
+ * with '.' gets it doubled (DESIGN.md "Record format") */
 static void stuffed(const struct report_text *text, struct report_text *out)
 {
 	for (size_t pos = 0; pos < text->len;) {
