@@ -210,12 +210,12 @@ static struct config {
 #define STATE_NAME(name) #name,
 enum state { POP_STATES(STATE_ENUM) };
 
-/* The index of the complete records of [0, end) (DESIGN.md "Record
- * format"). It takes 20 bytes a message (DESIGN.md "Limits"), because it
- * is kept in three arrays: an array of structs would be padded to 24 bytes
- * or more by alignment. Message i (from 0) is the record [start[i],
- * start[i + 1]), its "." CRLF line included, so start holds count + 1
- * offsets. */
+/* The index of the complete records of [0, end), each one as
+ * DESIGN.md "Record format" defines it. It takes 20 bytes a message
+ * (DESIGN.md "Limits"), because it is kept in three arrays: an array of
+ * structs would be padded to 24 bytes or more by alignment. Message i
+ * (from 0) is the record [start[i], start[i + 1]), its "." CRLF line
+ * included, so start holds count + 1 offsets. */
 struct mbox_index {
 	off_t *start;
 	uint64_t *uidl;		/* its UIDL: see trace_len, uidl_unique */

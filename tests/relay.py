@@ -13,8 +13,8 @@ own, in Python's standard library, on loopback ports the test picks:
                 count the connections made to it)
 
 Messages can go through A by AUTH (send_auth, smtplib) or be put straight
-into A's queue (queue_job: the .msg and .env files of DESIGN.md "The
-queue"), so the runner can be tested without the intake. Every wait is
+into A's queue (queue_job: the .msg and .env files of
+DESIGN.md "The queue"), so the runner can be tested without the intake. Every wait is
 bounded (wait_for); every process is stopped by PID in tearDown.
 """
 import contextlib
